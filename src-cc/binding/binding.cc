@@ -1,0 +1,597 @@
+// N-API glue: checks arguments, turns the JS plan into a core Plan, starts the child, and
+// watches its pidfd on the libuv loop. No system logic lives here; see src-cc/core/.
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <napi.h>
+#include <uv.h>
+
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "core/hostmount.h"
+#include "core/plan.h"
+#include "core/pty.h"
+#include "core/spawn.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+namespace nsbox {
+namespace {
+
+class Process;
+
+// Per-environment state (a worker thread has its own): the live processes, so that a
+// terminating environment can release their handles and fds.
+struct Instance {
+  Napi::FunctionReference process_ctor;
+  std::unordered_set<Process*> live;
+};
+
+const char* errno_code(int err) { return err ? uv_err_name(-err) : ""; }
+
+Napi::Object errno_object(Napi::Env env, int err, const char* sys) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("errno", err);
+  o.Set("code", errno_code(err));
+  o.Set("syscall", sys);
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------
+// Process: a started container's first process, watched through its pidfd.
+
+class Process : public Napi::ObjectWrap<Process> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeProcess",
+                       {InstanceAccessor<&Process::Pid>("pid"),
+                        InstanceMethod<&Process::Kill>("kill"),
+                        InstanceMethod<&Process::Ref>("ref"),
+                        InstanceMethod<&Process::Unref>("unref")});
+  }
+
+  explicit Process(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Process>(info) {}
+
+  ~Process() override { Release(); }
+
+  // Returns an errno when the loop cannot watch the pidfd; the caller then kills the child.
+  int Watch(Napi::Env env, int pid, int pidfd, Napi::Function on_exit) {
+    pid_ = pid;
+    pidfd_ = pidfd;
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env, &loop);
+    poll_ = new uv_poll_t;
+    int r = uv_poll_init(loop, poll_, pidfd_);
+    if (r == 0) r = uv_poll_start(poll_, UV_READABLE, &Process::OnReadable);
+    if (r != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      return -r;
+    }
+    poll_->data = this;
+    on_exit_ = Napi::Persistent(on_exit);
+    context_ = std::make_unique<Napi::AsyncContext>(env, "nsbox:container");
+    self_ = Napi::Persistent(Value());  // alive until the exit is delivered
+    instance_ = env.GetInstanceData<Instance>();
+    instance_->live.insert(this);
+    return 0;
+  }
+
+  // Environment teardown: stop watching and close the pidfd. The container itself dies with
+  // the thread that cloned it (PR_SET_PDEATHSIG).
+  void Release() {
+    if (instance_) instance_->live.erase(this);
+    instance_ = nullptr;
+    StopPoll();
+    if (pidfd_ >= 0) close(pidfd_);
+    pidfd_ = -1;
+  }
+
+ private:
+  void StopPoll() {
+    if (!poll_) return;
+    uv_poll_stop(poll_);
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    poll_ = nullptr;
+  }
+
+  static void OnReadable(uv_poll_t* handle, int, int) {
+    static_cast<Process*>(handle->data)->Reap();
+  }
+
+  void Reap() {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    // Only this child, through its own pidfd: never waitpid(-1), which would steal the
+    // children of Node's child_process.
+    int r;
+    do {
+      r = waitid(static_cast<idtype_t>(P_PIDFD), pidfd_, &info, WEXITED | WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0 && info.si_pid == 0) return;  // not yet
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    Napi::Value code = env.Null(), sig = env.Null();
+    if (r == 0 && info.si_code == CLD_EXITED) {
+      code = Napi::Number::New(env, info.si_status);
+    } else if (r == 0) {
+      sig = Napi::Number::New(env, info.si_status);
+    }
+    Napi::FunctionReference cb = std::move(on_exit_);
+    std::unique_ptr<Napi::AsyncContext> context = std::move(context_);
+    Release();
+    Napi::Object self = self_.Value();
+    self_.Reset();
+    if (r < 0) {
+      // waitid failed on our own pidfd: report it as an exit without a status.
+      code = Napi::Number::New(env, -1);
+    }
+    cb.MakeCallback(self, {code, sig}, *context);
+  }
+
+  Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pid_); }
+
+  // kill(signal) -> 0 or an errno (ESRCH once the process has been reaped).
+  Napi::Value Kill(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(env, "kill(signal: number)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (pidfd_ < 0) return Napi::Number::New(env, ESRCH);
+    int sig = info[0].As<Napi::Number>().Int32Value();
+    int r = static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0));
+    return Napi::Number::New(env, r < 0 ? errno : 0);
+  }
+
+  Napi::Value Ref(const Napi::CallbackInfo& info) {
+    if (poll_) uv_ref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Unref(const Napi::CallbackInfo& info) {
+    if (poll_) uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    return info.Env().Undefined();
+  }
+
+  int pid_ = -1;
+  int pidfd_ = -1;
+  uv_poll_t* poll_ = nullptr;
+  Instance* instance_ = nullptr;
+  Napi::FunctionReference on_exit_;
+  Napi::ObjectReference self_;
+  std::unique_ptr<Napi::AsyncContext> context_;
+};
+
+// ---------------------------------------------------------------------------------------
+// Argument conversion. A JS string with a NUL byte would be cut short by the kernel: refused.
+
+class Reader {
+ public:
+  explicit Reader(Napi::Env env) : env_(env) {}
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+
+  std::string Str(Napi::Object o, const char* key, bool required = false) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined() || v.IsNull()) {
+      if (required) Fail(std::string(key) + " is required");
+      return "";
+    }
+    if (!v.IsString()) {
+      Fail(std::string(key) + " must be a string");
+      return "";
+    }
+    std::string s = v.As<Napi::String>().Utf8Value();
+    if (s.find('\0') != std::string::npos) Fail(std::string(key) + " contains a NUL byte");
+    return s;
+  }
+
+  std::vector<std::string> Strs(Napi::Object o, const char* key) {
+    std::vector<std::string> out;
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) return out;
+    if (!v.IsArray()) {
+      Fail(std::string(key) + " must be an array of strings");
+      return out;
+    }
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value e = a.Get(i);
+      if (!e.IsString()) {
+        Fail(std::string(key) + " must be an array of strings");
+        return out;
+      }
+      std::string s = e.As<Napi::String>().Utf8Value();
+      if (s.find('\0') != std::string::npos) Fail(std::string(key) + " contains a NUL byte");
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  double Num(Napi::Object o, const char* key) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) return 0;
+    if (!v.IsNumber()) {
+      Fail(std::string(key) + " must be a number");
+      return 0;
+    }
+    return v.As<Napi::Number>().DoubleValue();
+  }
+
+  bool Bool(Napi::Object o, const char* key) { return o.Get(key).ToBoolean().Value(); }
+
+  void Fail(const std::string& msg) {
+    if (error_.empty()) error_ = msg;
+  }
+
+ private:
+  Napi::Env env_;
+  std::string error_;
+};
+
+bool parse_op(const std::string& s, StepOp* op) {
+  static const struct { const char* name; StepOp op; } kOps[] = {
+      {"makeRootPrivate", StepOp::kMakeRootPrivate}, {"mountRootFs", StepOp::kMountRootFs},
+      {"bindRoot", StepOp::kBindRoot},               {"mountFs", StepOp::kMountFs},
+      {"bindInRoot", StepOp::kBindInRoot},           {"mkdirInRoot", StepOp::kMkdirInRoot},
+      {"mknodInRoot", StepOp::kMknodInRoot},         {"symlinkInRoot", StepOp::kSymlinkInRoot},
+      {"maskInRoot", StepOp::kMaskInRoot},           {"readonlyInRoot", StepOp::kReadonlyInRoot},
+      {"pivotRoot", StepOp::kPivotRoot},             {"loopbackUp", StepOp::kLoopbackUp},
+      {"sethostname", StepOp::kSethostname},         {"chdir", StepOp::kChdir},
+  };
+  for (const auto& e : kOps) {
+    if (s == e.name) {
+      *op = e.op;
+      return true;
+    }
+  }
+  return false;
+}
+
+void read_steps(Reader& r, Napi::Object js, Plan& plan) {
+  Napi::Value v = js.Get("steps");
+  if (!v.IsArray()) return r.Fail("steps must be an array");
+  Napi::Array steps = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < steps.Length() && r.ok(); i++) {
+    Napi::Value sv = steps.Get(i);
+    if (!sv.IsObject()) return r.Fail("each step must be an object");
+    Napi::Object so = sv.As<Napi::Object>();
+    Step s;
+    if (!parse_op(r.Str(so, "op", true), &s.op)) return r.Fail("unknown step op");
+    s.name = plan.keep(r.Str(so, "name"));
+    s.source = plan.keep(r.Str(so, "source"));
+    s.target = plan.keep(r.Str(so, "target"));
+    s.fstype = plan.keep(r.Str(so, "fstype"));
+    std::vector<std::string> options = r.Strs(so, "options");
+    if (options.size() % 2) return r.Fail("options must be key, value pairs");
+    std::vector<const char*>& ptrs = plan.string_lists.emplace_back();
+    for (std::string& o : options) ptrs.push_back(plan.keep(std::move(o)));
+    s.options = ptrs.data();
+    s.options_count = static_cast<uint32_t>(ptrs.size() / 2);
+    s.attrs = static_cast<uint64_t>(r.Num(so, "attrs"));
+    s.mode = static_cast<uint32_t>(r.Num(so, "mode"));
+    s.flags = static_cast<uint32_t>(r.Num(so, "flags"));
+    s.dev = makedev(static_cast<unsigned>(r.Num(so, "major")), static_cast<unsigned>(r.Num(so, "minor")));
+    plan.steps.push_back(s);
+  }
+}
+
+void read_list(Reader& r, Napi::Object js, const char* key, Plan& plan,
+               std::vector<const char*>& out, bool terminate) {
+  for (std::string& s : r.Strs(js, key)) out.push_back(plan.keep(std::move(s)));
+  if (terminate) out.push_back(nullptr);
+}
+
+void read_security(Reader& r, Napi::Object js, Plan& plan) {
+  Napi::Value v = js.Get("security");
+  if (!v.IsObject()) return;
+  Napi::Object so = v.As<Napi::Object>();
+  Security& sec = plan.security;
+  sec.enabled = true;
+  // Capability masks as BigInt-free pairs of 32-bit halves.
+  auto mask = [&](const char* key) -> uint64_t {
+    Napi::Value m = so.Get(key);
+    if (!m.IsArray() || m.As<Napi::Array>().Length() != 2) {
+      r.Fail(std::string("security.") + key + " must be [low, high]");
+      return 0;
+    }
+    Napi::Array a = m.As<Napi::Array>();
+    return static_cast<uint64_t>(a.Get(0u).ToNumber().Uint32Value()) |
+           (static_cast<uint64_t>(a.Get(1u).ToNumber().Uint32Value()) << 32);
+  };
+  sec.bounding = mask("bounding");
+  sec.effective = mask("effective");
+  sec.no_new_privs = r.Bool(so, "noNewPrivs");
+  Napi::Value uid = so.Get("uid");
+  if (uid.IsNumber()) {
+    sec.set_ids = true;
+    sec.uid = uid.As<Napi::Number>().Uint32Value();
+    sec.gid = static_cast<uint32_t>(r.Num(so, "gid"));
+  }
+  Napi::Value filter = so.Get("seccomp");
+  if (filter.IsTypedArray()) {
+    // struct sock_filter is 8 bytes: code u16, jt u8, jf u8, k u32.
+    Napi::TypedArray ta = filter.As<Napi::TypedArray>();
+    Napi::ArrayBuffer buf = ta.ArrayBuffer();
+    size_t len = ta.ByteLength();
+    if (len % sizeof(sock_filter) || len == 0) return r.Fail("security.seccomp must hold whole BPF instructions");
+    sec.seccomp.resize(len / sizeof(sock_filter));
+    memcpy(sec.seccomp.data(), static_cast<char*>(buf.Data()) + ta.ByteOffset(), len);
+  }
+}
+
+// The fds a child gets for 0, 1, 2, and the parent's ends, from the JS stdio description.
+struct Stdio {
+  int child[3] = {0, 1, 2};
+  int parent[3] = {-1, -1, -1};
+  int pty_master = -1;
+  int pty_slave = -1;
+  int devnull = -1;
+  int err = 0;
+  const char* sys = "";
+
+  // Every fd the child dup2s from must be above 2, or one dup2 could overwrite another's
+  // source (Node may run with 0, 1 or 2 closed).
+  int above_stdio(int fd) {
+    if (fd < 0 || fd > 2) return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    close(fd);
+    return moved;
+  }
+
+  void CloseChildEnds() {
+    for (int i = 0; i < 3; i++) {
+      if (child[i] > 2 && child[i] != devnull && child[i] != pty_slave) close(child[i]);
+      child[i] = i;
+    }
+    if (devnull >= 0) close(devnull);
+    if (pty_slave >= 0) close(pty_slave);
+    devnull = pty_slave = -1;
+  }
+
+  void CloseParentEnds() {
+    for (int& fd : parent) {
+      if (fd >= 0) close(fd);
+      fd = -1;
+    }
+    if (pty_master >= 0) close(pty_master);
+    pty_master = -1;
+  }
+};
+
+bool setup_stdio(Reader& r, Napi::Object js, Stdio& io) {
+  Napi::Value tty = js.Get("tty");
+  if (tty.IsObject()) {
+    Napi::Object t = tty.As<Napi::Object>();
+    PtyPair p = open_pty(static_cast<unsigned short>(r.Num(t, "cols")),
+                         static_cast<unsigned short>(r.Num(t, "rows")));
+    if (p.err) {
+      io.err = p.err;
+      io.sys = p.sys;
+      return false;
+    }
+    io.pty_master = p.master;
+    io.pty_slave = io.above_stdio(p.slave);
+    for (int& c : io.child) c = io.pty_slave;
+    return true;
+  }
+  std::vector<std::string> modes = r.Strs(js, "stdio");
+  if (modes.size() != 3) {
+    r.Fail("stdio must list three modes");
+    return false;
+  }
+  for (int i = 0; i < 3; i++) {
+    if (modes[i] == "inherit") continue;
+    if (modes[i] == "ignore") {
+      if (io.devnull < 0) io.devnull = io.above_stdio(open("/dev/null", O_RDWR | O_CLOEXEC));
+      if (io.devnull < 0) {
+        io.err = errno;
+        io.sys = "open";
+        return false;
+      }
+      io.child[i] = io.devnull;
+    } else if (modes[i] == "pipe") {
+      int fds[2];
+      if (pipe2(fds, O_CLOEXEC) < 0) {
+        io.err = errno;
+        io.sys = "pipe2";
+        return false;
+      }
+      // stdin: the child reads; stdout, stderr: the child writes.
+      int child_end = i == 0 ? fds[0] : fds[1];
+      io.parent[i] = i == 0 ? fds[1] : fds[0];
+      io.child[i] = io.above_stdio(child_end);
+    } else {
+      r.Fail("stdio modes are inherit, pipe or ignore");
+      return false;
+    }
+  }
+  return true;
+}
+
+// spawn(plan, onExit) -> { ok: true, process, stdin, stdout, stderr, pty }
+//                      | { ok: false, step, syscall, errno, code, detail }
+Napi::Value Spawn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+    Napi::TypeError::New(env, "spawn(plan: object, onExit: function)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object js = info[0].As<Napi::Object>();
+  Reader r(env);
+  Plan plan;
+  read_steps(r, js, plan);
+  read_list(r, js, "argv", plan, plan.argv, true);
+  read_list(r, js, "env", plan, plan.envp, true);
+  read_list(r, js, "candidates", plan, plan.candidates, false);
+  read_security(r, js, plan);
+  if (r.ok() && plan.argv.size() < 2) r.Fail("argv must not be empty");
+  if (r.ok() && plan.candidates.empty()) r.Fail("candidates must not be empty");
+  plan.clone_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
+  if (r.Bool(js, "newNet")) plan.clone_flags |= CLONE_NEWNET;
+  if (r.Bool(js, "newCgroup")) plan.clone_flags |= CLONE_NEWCGROUP;
+  plan.share_vm = !js.Get("shareVm").IsBoolean() || js.Get("shareVm").As<Napi::Boolean>().Value();
+  if (!r.ok()) {
+    Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Stdio io;
+  Napi::Object out = Napi::Object::New(env);
+  if (!setup_stdio(r, js, io)) {
+    io.CloseChildEnds();
+    io.CloseParentEnds();
+    if (!r.ok()) {
+      Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Object e = errno_object(env, io.err, io.sys);
+    e.Set("ok", false);
+    e.Set("step", -1);
+    return e;
+  }
+  for (int i = 0; i < 3; i++) plan.stdio[i] = io.child[i];
+  plan.ctty = io.pty_slave;
+
+  SpawnResult res = spawn(plan);
+  io.CloseChildEnds();
+  if (res.parent_sys != Sys::kNone || res.failed) {
+    io.CloseParentEnds();
+    Napi::Object e = res.failed
+                         ? errno_object(env, res.error.err, syscall_name(static_cast<Sys>(res.error.sys)))
+                         : errno_object(env, res.parent_errno, syscall_name(res.parent_sys));
+    e.Set("ok", false);
+    e.Set("step", res.failed ? res.error.step : -1);
+    e.Set("detail", res.failed ? res.error.detail : 0);
+    return e;
+  }
+
+  Instance* inst = env.GetInstanceData<Instance>();
+  Napi::Object proc = inst->process_ctor.New({});
+  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, info[1].As<Napi::Function>());
+  if (werr) {
+    syscall(SYS_pidfd_send_signal, res.pidfd, SIGKILL, nullptr, 0);
+    siginfo_t si;
+    waitid(static_cast<idtype_t>(P_PIDFD), res.pidfd, &si, WEXITED);
+    close(res.pidfd);
+    io.CloseParentEnds();
+    Napi::Object e = errno_object(env, werr, "uv_poll_start");
+    e.Set("ok", false);
+    e.Set("step", -1);
+    return e;
+  }
+  out.Set("ok", true);
+  out.Set("pid", res.pid);
+  out.Set("process", proc);
+  out.Set("stdin", io.parent[0]);
+  out.Set("stdout", io.parent[1]);
+  out.Set("stderr", io.parent[2]);
+  out.Set("pty", io.pty_master);
+  return out;
+}
+
+Napi::Value ResizePty(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    Napi::TypeError::New(env, "resizePty(fd, cols, rows)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int err = resize_pty(info[0].As<Napi::Number>().Int32Value(),
+                       static_cast<unsigned short>(info[1].As<Napi::Number>().Uint32Value()),
+                       static_cast<unsigned short>(info[2].As<Napi::Number>().Uint32Value()));
+  return Napi::Number::New(env, err);
+}
+
+Napi::Value result_or_null(Napi::Env env, const HostMountResult& res) {
+  if (!res.err) return env.Null();
+  return errno_object(env, res.err, res.sys);
+}
+
+// mountOverlay({ lower: string[], upper, work, target, readonly }) -> null | errno object
+Napi::Value MountOverlay(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "mountOverlay(options)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Reader r(env);
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::vector<std::string> lower = r.Strs(o, "lower");
+  std::string upper = r.Str(o, "upper"), work = r.Str(o, "work"), target = r.Str(o, "target", true);
+  if (r.ok() && lower.empty()) r.Fail("lower must not be empty");
+  if (!r.ok()) {
+    Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return result_or_null(env, mount_overlay(lower, upper, work, target, r.Bool(o, "readonly")));
+}
+
+Napi::Value Unmount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "unmount(target: string)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return result_or_null(env, unmount(info[0].As<Napi::String>().Utf8Value()));
+}
+
+// getXattr(path, name) -> Buffer | null (no such attribute) | errno object
+Napi::Value GetXattr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
+    Napi::TypeError::New(env, "getXattr(path: string, name: string)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  char buf[256];
+  ssize_t n = lgetxattr(path.c_str(), name.c_str(), buf, sizeof buf);
+  if (n < 0) {
+    if (errno == ENODATA) return env.Null();
+    return errno_object(env, errno, "lgetxattr");
+  }
+  return Napi::Buffer<char>::Copy(env, buf, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Instance* inst = new Instance;
+  inst->process_ctor = Napi::Persistent(Process::Define(env));
+  env.SetInstanceData<Instance>(inst);
+  // A worker that ends with containers still running: release their pidfds and poll
+  // handles. (SetInstanceData's finalizer then frees the Instance itself.)
+  env.AddCleanupHook([inst]() {
+    std::vector<Process*> live(inst->live.begin(), inst->live.end());
+    for (Process* p : live) p->Release();
+  });
+  exports.Set("spawn", Napi::Function::New<Spawn>(env, "spawn"));
+  exports.Set("resizePty", Napi::Function::New<ResizePty>(env, "resizePty"));
+  exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
+  exports.Set("unmount", Napi::Function::New<Unmount>(env, "unmount"));
+  exports.Set("getXattr", Napi::Function::New<GetXattr>(env, "getXattr"));
+  return exports;
+}
+
+}  // namespace nsbox
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  return nsbox::Init(env, exports);
+}
+
+NODE_API_MODULE(nsbox, InitModule)

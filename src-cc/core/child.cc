@@ -1,0 +1,418 @@
+// The container's first process, from clone to execve.
+//
+// The rule for everything in this file: Node is multithreaded, and with CLONE_VM the child
+// even shares the parent's memory. So after clone the child only makes async-signal-safe
+// system calls on data the parent prepared (plan.h): no malloc, no new, no std::string, no
+// exceptions, no stdio, no locks. Paths are composed in fixed buffers on the child's stack.
+// A failure is one ErrorRecord written to the CLOEXEC error pipe, then _exit.
+
+#include "core/child.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <linux/prctl.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <climits>
+
+#include "core/security.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+namespace nsbox {
+namespace {
+
+struct Child {
+  const ChildArgs* args;
+  int32_t step = 0;
+  int rootfd = -1;
+};
+
+[[noreturn]] void fail(const Child& c, Sys sys, int err, int32_t detail = 0) {
+  ErrorRecord rec{c.step, static_cast<int32_t>(sys), err, detail};
+  ssize_t n;
+  do {
+    n = write(c.args->error_fd, &rec, sizeof rec);
+  } while (n < 0 && errno == EINTR);
+  _exit(125);
+}
+
+// Raw system calls: no glibc symbol newer than the oldest glibc we run on.
+int sys_openat2(int dirfd, const char* path, uint64_t flags, uint64_t resolve) {
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = flags;
+  how.resolve = resolve;
+  return static_cast<int>(syscall(SYS_openat2, dirfd, path, &how, sizeof how));
+}
+int sys_fsopen(const char* fstype) {
+  return static_cast<int>(syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC));
+}
+int sys_fsconfig(int fd, unsigned cmd, const char* key, const void* value) {
+  return static_cast<int>(syscall(SYS_fsconfig, fd, cmd, key, value, 0));
+}
+int sys_fsmount(int fd, unsigned attrs) {
+  return static_cast<int>(syscall(SYS_fsmount, fd, FSMOUNT_CLOEXEC, attrs));
+}
+int sys_open_tree(int dirfd, const char* path, unsigned flags) {
+  return static_cast<int>(syscall(SYS_open_tree, dirfd, path, flags));
+}
+int sys_mount_setattr(int fd, uint64_t set) {
+  struct mount_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.attr_set = set;
+  return static_cast<int>(
+      syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr));
+}
+int sys_move_mount(int from, int to) {
+  return static_cast<int>(syscall(SYS_move_mount, from, "", to, "",
+                                  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH));
+}
+
+// Lookups inside the root: symlinks and ".." resolve against the root, never above it, and
+// /proc magic links cannot jump out (the CVE-2021-30465 class).
+constexpr uint64_t kInRoot = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+
+int resolve_in_root(const Child& c, const char* rel, uint64_t flags) {
+  return sys_openat2(c.rootfd, rel[0] ? rel : ".", flags | O_PATH | O_CLOEXEC, kInRoot);
+}
+
+void copy_path(const Child& c, char* buf, const char* src) {
+  size_t n = strlen(src);
+  if (n >= PATH_MAX) fail(c, Sys::kOpenat2, ENAMETOOLONG);
+  memcpy(buf, src, n + 1);
+}
+
+// mkdir -p of `rel` inside the root, returning an O_PATH fd of the last directory.
+// Each prefix is resolved from the root, so a symlink met on the way stays inside it.
+int make_dirs(const Child& c, const char* rel) {
+  char buf[PATH_MAX];
+  copy_path(c, buf, rel);
+  int dirfd = resolve_in_root(c, "", O_DIRECTORY);
+  if (dirfd < 0) fail(c, Sys::kOpenat2, errno);
+  char* start = buf;
+  while (*start) {
+    char* end = strchrnul(start, '/');
+    const bool last = *end == '\0';
+    *end = '\0';
+    int next = resolve_in_root(c, buf, O_DIRECTORY);
+    if (next < 0 && errno == ENOENT) {
+      if (mkdirat(dirfd, start, 0755) < 0 && errno != EEXIST) fail(c, Sys::kMkdirat, errno);
+      next = resolve_in_root(c, buf, O_DIRECTORY);
+    }
+    if (next < 0) fail(c, Sys::kOpenat2, errno);
+    close(dirfd);
+    dirfd = next;
+    if (last) break;
+    *end = '/';
+    start = end + 1;
+  }
+  return dirfd;
+}
+
+// The parent directory of `rel` (created when missing) and its last component in `name`.
+int open_parent(const Child& c, const char* rel, char* name) {
+  char buf[PATH_MAX];
+  copy_path(c, buf, rel);
+  char* slash = strrchr(buf, '/');
+  if (!slash) {
+    copy_path(c, name, buf);
+    return make_dirs(c, "");
+  }
+  *slash = '\0';
+  copy_path(c, name, slash + 1);
+  return make_dirs(c, buf);
+}
+
+// The O_PATH fd of a mount point inside the root, created (directory or empty file) when
+// missing. With kStepNoFollowFinal a symlink as last component is refused, not followed.
+int open_mount_point(const Child& c, const Step& s) {
+  char name[PATH_MAX];
+  const bool no_follow = s.flags & kStepNoFollowFinal;
+  int fd = resolve_in_root(c, s.target, no_follow ? O_NOFOLLOW : 0);
+  if (fd < 0 && errno == ENOENT) {
+    int parent = open_parent(c, s.target, name);
+    int made;
+    if (s.flags & kStepTargetIsFile) {
+      made = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+      if (made >= 0) close(made);
+    } else {
+      made = mkdirat(parent, name, 0755);
+    }
+    if (made < 0 && errno != EEXIST) fail(c, (s.flags & kStepTargetIsFile) ? Sys::kOpen : Sys::kMkdirat, errno);
+    close(parent);
+    fd = resolve_in_root(c, s.target, no_follow ? O_NOFOLLOW : 0);
+  }
+  if (fd < 0) fail(c, Sys::kOpenat2, errno);
+  struct stat st;
+  if (fstat(fd, &st) < 0) fail(c, Sys::kFstat, errno);
+  if (S_ISLNK(st.st_mode)) fail(c, Sys::kOpenat2, ELOOP);
+  if ((s.flags & kStepTargetIsFile) ? S_ISDIR(st.st_mode) : !S_ISDIR(st.st_mode))
+    fail(c, Sys::kOpenat2, (s.flags & kStepTargetIsFile) ? EISDIR : ENOTDIR);
+  return fd;
+}
+
+// A new superblock of s.fstype with s.options, as a detached mount with s.attrs.
+int make_fs(const Child& c, const Step& s) {
+  int fsfd = sys_fsopen(s.fstype);
+  if (fsfd < 0) fail(c, Sys::kFsopen, errno);
+  for (uint32_t i = 0; i < s.options_count; i++) {
+    const char* key = s.options[2 * i];
+    const char* value = s.options[2 * i + 1];
+    int r = value[0] ? sys_fsconfig(fsfd, FSCONFIG_SET_STRING, key, value)
+                     : sys_fsconfig(fsfd, FSCONFIG_SET_FLAG, key, nullptr);
+    if (r < 0) fail(c, Sys::kFsconfig, errno, static_cast<int32_t>(i));
+  }
+  if (sys_fsconfig(fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr) < 0) fail(c, Sys::kFsconfig, errno, -1);
+  int mfd = sys_fsmount(fsfd, static_cast<unsigned>(s.attrs));
+  if (mfd < 0) fail(c, Sys::kFsmount, errno);
+  close(fsfd);
+  return mfd;
+}
+
+void attach(const Child& c, int mfd, int target_fd) {
+  if (sys_move_mount(mfd, target_fd) < 0) fail(c, Sys::kMoveMount, errno);
+}
+
+int clone_tree(const Child& c, int dirfd, const char* path, unsigned extra) {
+  int mfd = sys_open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | extra);
+  if (mfd < 0) fail(c, Sys::kOpenTree, errno);
+  return mfd;
+}
+
+int open_host_dir(const Child& c, const char* path) {
+  int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail(c, Sys::kOpen, errno);
+  return fd;
+}
+
+// Masking: an empty read-only tmpfs over a directory, the host's /dev/null over anything
+// else. /dev/null is checked to be the real 1:3 device, so a planted file or symlink cannot
+// be bound over a target instead (the CVE-2025-31133 class).
+void mask(const Child& c, const Step& s) {
+  int tfd = resolve_in_root(c, s.target, O_NOFOLLOW);
+  if (tfd < 0) {
+    if (errno == ENOENT) return;
+    fail(c, Sys::kOpenat2, errno);
+  }
+  struct stat st;
+  if (fstat(tfd, &st) < 0) fail(c, Sys::kFstat, errno);
+  int mfd;
+  if (S_ISDIR(st.st_mode)) {
+    Step tmpfs = s;
+    tmpfs.fstype = "tmpfs";
+    tmpfs.options_count = 0;
+    tmpfs.attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    mfd = make_fs(c, tmpfs);
+  } else if (S_ISLNK(st.st_mode)) {
+    close(tfd);
+    return;  // a symlink in /proc or /sys points at something masked on its own
+  } else {
+    int nullfd = open("/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (nullfd < 0) fail(c, Sys::kOpen, errno);
+    struct stat nst;
+    if (fstat(nullfd, &nst) < 0) fail(c, Sys::kFstat, errno);
+    if (!S_ISCHR(nst.st_mode) || nst.st_rdev != makedev(1, 3)) fail(c, Sys::kFstat, ENODEV);
+    mfd = sys_open_tree(nullfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (mfd < 0) fail(c, Sys::kOpenTree, errno);
+    if (sys_mount_setattr(mfd, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC) < 0)
+      fail(c, Sys::kMountSetattr, errno);
+    close(nullfd);
+  }
+  attach(c, mfd, tfd);
+  close(mfd);
+  close(tfd);
+}
+
+void run_step(Child& c, const Step& s) {
+  char name[PATH_MAX];
+  switch (s.op) {
+    case StepOp::kMakeRootPrivate:
+      if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) fail(c, Sys::kMount, errno);
+      return;
+    case StepOp::kMountRootFs: {
+      int mfd = make_fs(c, s);
+      int tfd = open_host_dir(c, s.target);
+      attach(c, mfd, tfd);
+      close(tfd);
+      c.rootfd = mfd;
+      return;
+    }
+    case StepOp::kBindRoot: {
+      int mfd = clone_tree(c, AT_FDCWD, s.source, 0);
+      int tfd = open_host_dir(c, s.source);
+      attach(c, mfd, tfd);
+      close(tfd);
+      c.rootfd = mfd;
+      return;
+    }
+    case StepOp::kMountFs: {
+      int mfd = make_fs(c, s);
+      int tfd = open_mount_point(c, s);
+      attach(c, mfd, tfd);
+      close(tfd);
+      close(mfd);
+      return;
+    }
+    case StepOp::kBindInRoot: {
+      int mfd = clone_tree(c, AT_FDCWD, s.source, 0);
+      if (s.attrs && sys_mount_setattr(mfd, s.attrs) < 0) fail(c, Sys::kMountSetattr, errno);
+      int tfd = open_mount_point(c, s);
+      attach(c, mfd, tfd);
+      close(tfd);
+      close(mfd);
+      return;
+    }
+    case StepOp::kMkdirInRoot: {
+      int fd = make_dirs(c, s.target);
+      close(fd);
+      return;
+    }
+    case StepOp::kMknodInRoot: {
+      int parent = open_parent(c, s.target, name);
+      if (mknodat(parent, name, S_IFCHR | s.mode, static_cast<dev_t>(s.dev)) < 0 && errno != EEXIST)
+        fail(c, Sys::kMknodat, errno);
+      close(parent);
+      return;
+    }
+    case StepOp::kSymlinkInRoot: {
+      int parent = open_parent(c, s.target, name);
+      if (symlinkat(s.source, parent, name) < 0 && errno != EEXIST) fail(c, Sys::kSymlinkat, errno);
+      close(parent);
+      return;
+    }
+    case StepOp::kMaskInRoot:
+      mask(c, s);
+      return;
+    case StepOp::kReadonlyInRoot: {
+      int tfd = resolve_in_root(c, s.target, O_NOFOLLOW);
+      if (tfd < 0) {
+        if (errno == ENOENT) return;
+        fail(c, Sys::kOpenat2, errno);
+      }
+      int mfd = clone_tree(c, tfd, "", AT_EMPTY_PATH);
+      if (sys_mount_setattr(mfd, MOUNT_ATTR_RDONLY | s.attrs) < 0) fail(c, Sys::kMountSetattr, errno);
+      attach(c, mfd, tfd);
+      close(mfd);
+      close(tfd);
+      return;
+    }
+    case StepOp::kPivotRoot:
+      // pivot_root(".", ".") stacks the old root on the new one; detaching "." drops it.
+      if (fchdir(c.rootfd) < 0) fail(c, Sys::kFchdir, errno);
+      if (syscall(SYS_pivot_root, ".", ".") < 0) fail(c, Sys::kPivotRoot, errno);
+      if (umount2(".", MNT_DETACH) < 0) fail(c, Sys::kUmount2, errno);
+      if (chdir("/") < 0) fail(c, Sys::kChdir, errno);
+      close(c.rootfd);
+      c.rootfd = -1;
+      return;
+    case StepOp::kLoopbackUp: {
+      int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      if (sock < 0) fail(c, Sys::kSocket, errno);
+      struct ifreq ifr;
+      memset(&ifr, 0, sizeof ifr);
+      memcpy(ifr.ifr_name, "lo", 3);
+      if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0) fail(c, Sys::kIoctl, errno);
+      ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+      if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0) fail(c, Sys::kIoctl, errno);
+      close(sock);
+      return;
+    }
+    case StepOp::kSethostname:
+      if (sethostname(s.source, strlen(s.source)) < 0) fail(c, Sys::kSethostname, errno);
+      return;
+    case StepOp::kChdir:
+      if (chdir(s.target) < 0) fail(c, Sys::kChdir, errno);
+      return;
+  }
+}
+
+// Everything after the steps: session, terminal, stdio, signals, fds, then execve.
+[[noreturn]] void finish_and_exec(Child& c) {
+  const ChildArgs& a = *c.args;
+  const Plan& plan = *a.plan;
+  c.step = static_cast<int32_t>(plan.steps.size());
+
+  if (setsid() < 0) fail(c, Sys::kSetsid, errno);
+  if (plan.ctty >= 0 && ioctl(plan.ctty, TIOCSCTTY, 0) < 0) fail(c, Sys::kIoctl, errno);
+  for (int fd = 0; fd < 3; fd++) {
+    // The parent made sure every prepared fd is above 2, so no dup2 clobbers another's source.
+    if (plan.stdio[fd] == fd) {
+      if (fcntl(fd, F_SETFD, 0) < 0) fail(c, Sys::kFcntl, errno);
+    } else if (dup2(plan.stdio[fd], fd) < 0) {
+      fail(c, Sys::kDup2, errno);
+    }
+  }
+  // Node ignores SIGPIPE and has handlers; an ignored signal would survive execve.
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < _NSIG; sig++) {
+    if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);  // 32, 33: EINVAL, fine
+  }
+  umask(022);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail(c, Sys::kPrctl, errno);
+  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) fail(c, Sys::kCloseRange, errno);
+
+  sigset_t none;
+  sigemptyset(&none);
+  if (sigprocmask(SIG_SETMASK, &none, nullptr) < 0) fail(c, Sys::kSigprocmask, errno);
+
+  if (plan.security.enabled) {
+    SecurityFailure f = apply_security(plan.security);
+    if (f.sys != Sys::kNone) fail(c, f.sys, f.err);
+  }
+
+  // execvp's rules over candidates prepared by the parent: ENOENT/ENOTDIR try the next one,
+  // EACCES is remembered and reported when nothing else ran.
+  int32_t eacces_at = -1;
+  int32_t i = 0;
+  int last_err = ENOENT;
+  for (const char* path : plan.candidates) {
+    if (!path) break;
+    execve(path, const_cast<char* const*>(plan.argv.data()), const_cast<char* const*>(plan.envp.data()));
+    last_err = errno;
+    if (errno == EACCES) {
+      if (eacces_at < 0) eacces_at = i;
+    } else if (errno != ENOENT && errno != ENOTDIR) {
+      fail(c, Sys::kExecve, errno, i);
+    }
+    i++;
+  }
+  if (eacces_at >= 0) fail(c, Sys::kExecve, EACCES, eacces_at);
+  fail(c, Sys::kExecve, last_err == ENOTDIR ? ENOENT : last_err, -1);
+}
+
+}  // namespace
+
+int child_main(void* arg) {
+  Child c;
+  c.args = static_cast<const ChildArgs*>(arg);
+  const Plan& plan = *c.args->plan;
+  // Modes given in the plan are meant exactly, /dev/null 0666 included.
+  umask(0);
+  // Until execve the child holds the host's root: nobody may ptrace or read its memory.
+  if (prctl(PR_SET_DUMPABLE, 0) < 0) fail(c, Sys::kPrctl, errno);
+  for (const Step& s : plan.steps) {
+    run_step(c, s);
+    c.step++;
+  }
+  finish_and_exec(c);
+}
+
+}  // namespace nsbox

@@ -1,0 +1,16 @@
+// The entry point of the container's first process (see child.cc for its rules).
+#pragma once
+
+#include "core/plan.h"
+
+namespace nsbox {
+
+struct ChildArgs {
+  const Plan* plan;
+  int error_fd;  // write end of the CLOEXEC error pipe
+};
+
+// Runs in the cloned child; never returns.
+int child_main(void* arg);
+
+}  // namespace nsbox

@@ -1,0 +1,192 @@
+/**
+ * A running container's first process, as a Node object: its stdio as streams, its exit as a
+ * promise, signals through its pidfd.
+ */
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import { constants as osConstants } from 'node:os';
+import type { Readable, Writable } from 'node:stream';
+import * as tty from 'node:tty';
+
+import { NsboxError, invalid } from './errors';
+import { native, type NativePlan, type NativeProcess } from './native';
+import { buildPlan, type PlanInput, type StdioMode } from './plan';
+
+export type Stdio = StdioMode | [StdioMode, StdioMode, StdioMode];
+
+export interface ExitStatus {
+  /** The command's exit code, or null when a signal ended it. */
+  exitCode: number | null;
+  /** The signal that ended it, or null. */
+  signal: NodeJS.Signals | null;
+}
+
+export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty'> {
+  stdio?: Stdio;
+  /** A pseudo-terminal as the container's controlling terminal and stdio. */
+  tty?: boolean | { cols?: number; rows?: number };
+}
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
+  Object.entries(osConstants.signals).map(([name, num]) => [num, name as NodeJS.Signals]),
+);
+
+export function signalNumber(signal: NodeJS.Signals | number): number {
+  if (typeof signal === 'number') {
+    if (!Number.isInteger(signal) || signal < 0 || signal > 64) throw invalid(`signal: ${signal}: not a signal number`);
+    return signal;
+  }
+  const n = (osConstants.signals as Record<string, number>)[signal];
+  if (n === undefined) throw invalid(`signal: ${String(signal)}: unknown signal`);
+  return n;
+}
+
+function normaliseStdio(stdio: Stdio | undefined): [StdioMode, StdioMode, StdioMode] {
+  if (stdio === undefined) return ['pipe', 'pipe', 'pipe'];
+  const modes = typeof stdio === 'string' ? [stdio, stdio, stdio] : stdio;
+  if (!Array.isArray(modes) || modes.length !== 3 || modes.some((m) => !['pipe', 'inherit', 'ignore'].includes(m))) {
+    throw invalid(`stdio: ${JSON.stringify(stdio)}: 'pipe', 'inherit', 'ignore' or three of them`);
+  }
+  return modes as [StdioMode, StdioMode, StdioMode];
+}
+
+function ttySize(t: ProcessOptions['tty']): { cols: number; rows: number } | undefined {
+  if (!t) return undefined;
+  const { cols = 80, rows = 24 } = t === true ? {} : t;
+  for (const [k, v] of [['cols', cols], ['rows', rows]] as const) {
+    if (!Number.isInteger(v) || v < 1 || v > 0xffff) throw invalid(`tty.${k}: ${v}: 1 to 65535`);
+  }
+  return { cols, rows };
+}
+
+/** The setup step named by a failure record, as the message will say it. */
+function describeFailure(plan: NativePlan, r: { step: number; detail?: number; code: string; syscall: string; errno: number }): NsboxError {
+  const details = { errno: r.errno, syscall: r.syscall } as const;
+  if (r.step < 0) {
+    return new NsboxError(r.code, `start container: ${r.syscall}: ${r.code}`, details);
+  }
+  if (r.step >= plan.steps.length) {
+    const program = plan.argv[0]!;
+    if (r.syscall !== 'execve') {
+      return new NsboxError(r.code, `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
+    }
+    const path = r.detail !== undefined && r.detail >= 0 ? plan.candidates[r.detail]! : program;
+    const why = r.code === 'ENOENT'
+      ? (program.includes('/') ? 'no such file' : `not found in PATH`)
+      : r.code === 'EACCES' ? 'permission denied (a directory, or not executable)' : r.code;
+    return new NsboxError(r.code, `exec ${path}: ${why} (${r.code})`, { ...details, step: 'exec', path });
+  }
+  const step = plan.steps[r.step]!;
+  const path = step.target || step.source || '';
+  const pathText = step.target ? `/${step.target.replace(/^\//, '')}` : step.source ?? '';
+  const where = step.op === 'mountRootFs' || step.op === 'bindRoot' ? path : pathText;
+  return new NsboxError(r.code, `${step.name}: ${r.syscall} ${where}: ${r.code}`, { ...details, step: step.name, path: where });
+}
+
+export class Container extends EventEmitter {
+  readonly pid: number;
+  /** Piped stdin, when asked for. */
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  /** The pty master, with `tty: true`: read the terminal's output, write its input. */
+  readonly terminal: tty.ReadStream | null;
+
+  private readonly proc: NativeProcess;
+  private readonly ptyFd: number;
+  private status: ExitStatus | null = null;
+  private readonly exited: Promise<ExitStatus>;
+  private readonly closed: Promise<ExitStatus>;
+
+  /** Starts a container process from a plan input; throws NsboxError when setup fails. */
+  static start(options: ProcessOptions): Container {
+    const size = ttySize(options.tty);
+    const plan = buildPlan({ ...options, stdio: normaliseStdio(options.stdio), tty: size });
+    return new Container(plan);
+  }
+
+  protected constructor(plan: NativePlan) {
+    super();
+    let resolveExit!: (s: ExitStatus) => void;
+    this.exited = new Promise((resolve) => (resolveExit = resolve));
+    const r = native().spawn(plan, (code, sig) => {
+      this.status = { exitCode: code, signal: sig === null ? null : SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals) };
+      resolveExit(this.status);
+    });
+    if (!r.ok) throw describeFailure(plan, r);
+    this.pid = r.pid;
+    this.proc = r.process;
+    this.ptyFd = r.pty;
+    this.stdin = r.stdin >= 0 ? new net.Socket({ fd: r.stdin, readable: false, writable: true }) : null;
+    this.stdout = r.stdout >= 0 ? new net.Socket({ fd: r.stdout, readable: true, writable: false }) : null;
+    this.stderr = r.stderr >= 0 ? new net.Socket({ fd: r.stderr, readable: true, writable: false }) : null;
+    this.terminal = r.pty >= 0 ? new tty.ReadStream(r.pty) : null;
+    // A container that exits before its stdin is drained makes writes fail with EPIPE;
+    // child_process ignores that too: the exit status says what happened.
+    this.stdin?.on('error', () => {});
+    // The master reads EIO once the last process holding the terminal is gone: that is its end.
+    this.terminal?.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EIO') this.emit('error', e);
+    });
+    this.closed = this.exited.then(async (status) => {
+      this.emit('exit', status.exitCode, status.signal);
+      await Promise.all([this.stdout, this.stderr, this.terminal].map(drain));
+      this.emit('close', status.exitCode, status.signal);
+      return status;
+    });
+  }
+
+  /** The exit status, once the process has exited and its output streams have ended. */
+  wait(): Promise<ExitStatus> {
+    return this.closed;
+  }
+
+  get running(): boolean {
+    return this.status === null;
+  }
+
+  get exitStatus(): ExitStatus | null {
+    return this.status;
+  }
+
+  /** Sends a signal through the pidfd. False when the process has already exited. */
+  kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
+    const err = this.proc.kill(signalNumber(signal));
+    if (err === 0) return true;
+    if (err === 3 /* ESRCH */) return false;
+    throw new NsboxError('EPERM', `kill ${this.pid}: errno ${err}`, { errno: err, syscall: 'pidfd_send_signal' });
+  }
+
+  /** Sets the terminal size of a `tty` container. */
+  resize(cols: number, rows: number): void {
+    if (this.ptyFd < 0) throw invalid('resize: this container has no terminal');
+    const size = ttySize({ cols, rows })!;
+    const err = native().resizePty(this.ptyFd, size.cols, size.rows);
+    if (err) throw new NsboxError('EIO', `resize terminal: errno ${err}`, { errno: err, syscall: 'ioctl' });
+  }
+
+  /** Lets Node exit while the container runs (it still dies with this process). */
+  unref(): this {
+    this.proc.unref();
+    return this;
+  }
+
+  ref(): this {
+    this.proc.ref();
+    return this;
+  }
+}
+
+/**
+ * Resolves when a stream has closed. As child_process does, output nobody reads is let flow
+ * (and dropped) once the process has exited, so waiting never hangs on an unread pipe.
+ */
+function drain(stream: Readable | null): Promise<void> {
+  if (!stream || stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    stream.once('close', () => resolve());
+    if (stream.readableFlowing === null && stream.listenerCount('data') === 0 && stream.listenerCount('readable') === 0) {
+      stream.resume();
+    }
+  });
+}

@@ -1,0 +1,63 @@
+/**
+ * The one error type nsbox throws. `code` is stable: an errno name (`ENOENT`, `EACCES`, ...)
+ * when a system call failed, or one of nsbox's own codes for refused input and state.
+ */
+export type NsboxErrorCode =
+  | 'INVALID_ARGUMENT'   // the caller's input is malformed
+  | 'NOT_FOUND'          // no such image or container
+  | 'CONFLICT'           // a name already in use
+  | 'IN_USE'             // an image used by a container, a running container
+  | 'UNSAFE_PATH'        // a path that would leave a root (volume target, tar entry)
+  | 'BAD_ARCHIVE'        // a tarball that cannot be read
+  | 'UNSUPPORTED'        // the kernel or filesystem lacks what is needed
+  | (string & {});       // errno names
+
+export interface NsboxErrorDetails {
+  errno?: number;
+  syscall?: string;
+  path?: string;
+  step?: string;
+  hint?: string;
+  cause?: unknown;
+}
+
+export class NsboxError extends Error {
+  readonly code: NsboxErrorCode;
+  readonly errno?: number;
+  readonly syscall?: string;
+  readonly path?: string;
+  /** The container setup step that failed ("mount /proc", "exec", ...). */
+  readonly step?: string;
+  /** A suggestion for the person reading the message. */
+  readonly hint?: string;
+
+  constructor(code: NsboxErrorCode, message: string, details: NsboxErrorDetails = {}) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'NsboxError';
+    this.code = code;
+    if (details.errno !== undefined) this.errno = details.errno;
+    if (details.syscall !== undefined) this.syscall = details.syscall;
+    if (details.path !== undefined) this.path = details.path;
+    if (details.step !== undefined) this.step = details.step;
+    if (details.hint !== undefined) this.hint = details.hint;
+  }
+}
+
+export function invalid(message: string, path?: string): NsboxError {
+  return new NsboxError('INVALID_ARGUMENT', message, path === undefined ? {} : { path });
+}
+
+/** Wraps a Node fs error (or rethrows anything else) as an NsboxError naming the operation. */
+export function fromSystemError(what: string, err: unknown): NsboxError {
+  if (err instanceof NsboxError) return err;
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e.code === 'string') {
+    const details: NsboxErrorDetails = { cause: err };
+    if (typeof e.errno === 'number') details.errno = Math.abs(e.errno);
+    if (e.syscall) details.syscall = e.syscall;
+    if (e.path) details.path = e.path;
+    const where = e.path ? ` ${e.path}` : '';
+    return new NsboxError(e.code, `${what}:${where} ${e.code}${e.syscall ? ` (${e.syscall})` : ''}`, details);
+  }
+  return new NsboxError('EIO', `${what}: ${String(err)}`, { cause: err });
+}

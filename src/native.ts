@@ -1,0 +1,97 @@
+/** The native addon's interface (src-cc/binding/binding.cc), declared, not guessed. */
+import * as path from 'node:path';
+
+export type StepOp =
+  | 'makeRootPrivate' | 'mountRootFs' | 'bindRoot' | 'mountFs' | 'bindInRoot' | 'mkdirInRoot'
+  | 'mknodInRoot' | 'symlinkInRoot' | 'maskInRoot' | 'readonlyInRoot' | 'pivotRoot'
+  | 'loopbackUp' | 'sethostname' | 'chdir';
+
+export interface NativeStep {
+  op: StepOp;
+  /** Names the step in error messages: "mount /proc", "volume /data". */
+  name: string;
+  source?: string;
+  /** Relative to the container root for *InRoot steps; a host path otherwise. */
+  target?: string;
+  fstype?: string;
+  /** key, value, key, value ... (an empty value sets a flag option) */
+  options?: string[];
+  attrs?: number;
+  mode?: number;
+  major?: number;
+  minor?: number;
+  flags?: number;
+}
+
+export interface NativeSecurity {
+  /** Capability bit masks as [low 32 bits, high 32 bits]. */
+  bounding: [number, number];
+  effective: [number, number];
+  noNewPrivs: boolean;
+  uid?: number;
+  gid?: number;
+  /** A classic BPF program, 8 bytes an instruction. */
+  seccomp?: Uint8Array;
+}
+
+export type NativeStdio = 'inherit' | 'pipe' | 'ignore';
+
+export interface NativePlan {
+  newNet: boolean;
+  newCgroup: boolean;
+  /** CLONE_VM | CLONE_VFORK (default) instead of a fork-style copy of the page tables. */
+  shareVm?: boolean;
+  steps: NativeStep[];
+  argv: string[];
+  env: string[];
+  /** Full paths execve tries in turn (the command looked up in the container's PATH). */
+  candidates: string[];
+  stdio: [NativeStdio, NativeStdio, NativeStdio];
+  tty?: { cols: number; rows: number };
+  security?: NativeSecurity;
+}
+
+export interface NativeErrno {
+  errno: number;
+  code: string;
+  syscall: string;
+}
+
+export interface NativeProcess {
+  readonly pid: number;
+  /** 0, or the errno (ESRCH once reaped). */
+  kill(signal: number): number;
+  ref(): void;
+  unref(): void;
+}
+
+export type SpawnResult =
+  | { ok: true; pid: number; process: NativeProcess; stdin: number; stdout: number; stderr: number; pty: number }
+  | ({ ok: false; step: number; detail?: number } & NativeErrno);
+
+export interface NativeBinding {
+  spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null) => void): SpawnResult;
+  resizePty(fd: number, cols: number, rows: number): number;
+  mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
+  unmount(target: string): NativeErrno | null;
+  getXattr(path: string, name: string): Buffer | NativeErrno | null;
+}
+
+let binding: NativeBinding | undefined;
+
+/** Loaded on first use, so that plan building and the CLI's help never pay for it. */
+export function native(): NativeBinding {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  binding ??= require('node-gyp-build')(path.join(__dirname, '..')) as NativeBinding;
+  return binding;
+}
+
+// MOUNT_ATTR_* from <linux/mount.h>
+export const MOUNT_ATTR_RDONLY = 0x1;
+export const MOUNT_ATTR_NOSUID = 0x2;
+export const MOUNT_ATTR_NODEV = 0x4;
+export const MOUNT_ATTR_NOEXEC = 0x8;
+
+// Step flags, as in src-cc/core/plan.h
+export const STEP_NO_FOLLOW_FINAL = 1 << 0;
+export const STEP_TARGET_IS_FILE = 1 << 1;

@@ -1,0 +1,217 @@
+/**
+ * Turns what a caller asks for into the flat list of steps the container's first process
+ * walks (src-cc/core/child.cc). Pure: no system calls, so it is unit-tested on its own and
+ * everything the child needs is ready before clone.
+ */
+import { invalid } from './errors';
+import {
+  MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+  STEP_NO_FOLLOW_FINAL, STEP_TARGET_IS_FILE,
+  type NativePlan, type NativeSecurity, type NativeStdio, type NativeStep,
+} from './native';
+
+export type RootSource =
+  /** An existing root filesystem directory, bound onto itself (writes go to it). */
+  | { type: 'bind'; path: string }
+  /** An overlay of read-only `lower` layers (topmost first) under a write layer. */
+  | { type: 'overlay'; lower: string[]; upper: string; work: string; target: string }
+  /** The book's driver: aufs branches, the write layer rw over the image layers ro. */
+  | { type: 'aufs'; lower: string[]; upper: string; target: string };
+
+export interface BindMount {
+  /** Host path (absolute). */
+  source: string;
+  /** Absolute path inside the container, normalised (see containerPath). */
+  target: string;
+  readonly: boolean;
+  /** The host path is a file, not a directory. */
+  file?: boolean;
+}
+
+export type StdioMode = NativeStdio;
+
+export interface PlanInput {
+  root: RootSource;
+  command: string[];
+  env?: Record<string, string>;
+  hostname?: string;
+  cwd?: string;
+  network?: 'none' | 'host';
+  mounts?: BindMount[];
+  stdio?: [StdioMode, StdioMode, StdioMode];
+  tty?: { cols: number; rows: number } | undefined;
+  /** Extra steps (hardening) to run after the mounts and before pivot_root. */
+  confine?: NativeStep[];
+  security?: NativeSecurity;
+  /** Fork-style clone instead of CLONE_VM | CLONE_VFORK (for benchmarks). */
+  forkStyle?: boolean;
+  /** Whether the kernel has cgroup namespaces (true on every kernel nsbox supports). */
+  cgroupNamespace?: boolean;
+}
+
+export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+export const HOST_NAME_MAX = 64;
+
+const hasNul = (s: string) => s.includes('\0');
+
+/**
+ * An absolute, normalised path inside the container: no '..', no empty or '.' parts.
+ * '..' is refused rather than resolved, so that what a user wrote is what is mounted.
+ */
+export function containerPath(p: string, what: string): string {
+  if (typeof p !== 'string' || p === '') throw invalid(`${what}: empty path`);
+  if (hasNul(p)) throw invalid(`${what}: path contains a NUL byte`);
+  if (!p.startsWith('/')) throw invalid(`${what}: ${p}: must be an absolute path inside the container`, p);
+  const parts = p.split('/').filter((x) => x !== '' && x !== '.');
+  if (parts.includes('..')) throw invalid(`${what}: ${p}: '..' is not allowed`, p);
+  return '/' + parts.join('/');
+}
+
+export function validateCommand(command: unknown): string[] {
+  if (!Array.isArray(command) || command.length === 0) throw invalid('command: must be a non-empty array of strings');
+  for (const a of command) {
+    if (typeof a !== 'string') throw invalid('command: every argument must be a string');
+    if (hasNul(a)) throw invalid(`command: argument ${JSON.stringify(a.replace(/\0/g, '\\0'))} contains a NUL byte`);
+  }
+  if (command[0] === '') throw invalid('command: the program name is empty');
+  return command as string[];
+}
+
+export function validateHostname(h: string): string {
+  if (typeof h !== 'string' || h.length === 0) throw invalid('hostname: must not be empty');
+  if (Buffer.byteLength(h) > HOST_NAME_MAX) throw invalid(`hostname: ${Buffer.byteLength(h)} bytes, at most ${HOST_NAME_MAX}`);
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(h)) throw invalid(`hostname: ${JSON.stringify(h)}: letters, digits, '-' and '.' only`);
+  return h;
+}
+
+/** The environment as execve gets it: the defaults, then the caller's, nothing from the host. */
+export function buildEnv(env: Record<string, string> | undefined, tty: boolean, hostname: string): string[] {
+  const merged: Record<string, string> = { PATH: DEFAULT_PATH, HOSTNAME: hostname, HOME: '/root' };
+  if (tty) merged.TERM = 'xterm';
+  for (const [k, v] of Object.entries(env ?? {})) {
+    if (k === '' || k.includes('=')) throw invalid(`env: ${JSON.stringify(k)}: a name must be non-empty and without '='`);
+    if (typeof v !== 'string') throw invalid(`env: ${k}: the value must be a string`);
+    if (hasNul(k) || hasNul(v)) throw invalid(`env: ${k}: contains a NUL byte`);
+    merged[k] = v;
+  }
+  return Object.entries(merged).map(([k, v]) => `${k}=${v}`);
+}
+
+/** Where execve looks for the command: its own path, or each PATH entry in turn. */
+export function execCandidates(program: string, pathVar: string): string[] {
+  if (program.includes('/')) return [program];
+  return pathVar.split(':').map((dir) => `${dir === '' ? '.' : dir.replace(/\/+$/, '')}/${program}`);
+}
+
+/** overlayfs separates lower layers with ':' and escapes with '\'. */
+export function overlayLowerdir(layers: string[]): string {
+  return layers.map((l) => l.replace(/[\\:]/g, (c) => `\\${c}`)).join(':');
+}
+
+const rel = (p: string) => p.replace(/^\/+/, '');
+
+function rootSteps(root: RootSource): NativeStep[] {
+  switch (root.type) {
+    case 'bind':
+      return [{ op: 'bindRoot', name: `root ${root.path}`, source: root.path }];
+    case 'overlay':
+      return [{
+        op: 'mountRootFs', name: `overlay root ${root.target}`, fstype: 'overlay', target: root.target,
+        options: ['lowerdir', overlayLowerdir(root.lower), 'upperdir', root.upper, 'workdir', root.work],
+      }];
+    case 'aufs':
+      return [{
+        op: 'mountRootFs', name: `aufs root ${root.target}`, fstype: 'aufs', target: root.target,
+        options: ['br', [`${root.upper}=rw`, ...root.lower.map((l) => `${l}=ro`)].join(':')],
+      }];
+  }
+}
+
+const DEVICES: Array<[string, number, number]> = [
+  ['null', 1, 3], ['zero', 1, 5], ['full', 1, 7], ['random', 1, 8], ['urandom', 1, 9], ['tty', 5, 0],
+];
+
+/** /proc, a /dev of its own, and a read-only /sys. */
+function systemSteps(): NativeStep[] {
+  const steps: NativeStep[] = [
+    // /proc and /sys must be real directories of the image, never symlinks to elsewhere.
+    { op: 'mountFs', name: 'mount /proc', fstype: 'proc', target: 'proc', flags: STEP_NO_FOLLOW_FINAL,
+      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
+    { op: 'mountFs', name: 'mount /dev', fstype: 'tmpfs', target: 'dev', flags: STEP_NO_FOLLOW_FINAL,
+      options: ['mode', '755', 'size', '65536k'], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC },
+  ];
+  // mknod on the fresh tmpfs rather than binding host nodes: one call each, same devices.
+  for (const [name, major, minor] of DEVICES) {
+    steps.push({ op: 'mknodInRoot', name: `mknod /dev/${name}`, target: `dev/${name}`, mode: 0o666, major, minor });
+  }
+  steps.push(
+    { op: 'mountFs', name: 'mount /dev/pts', fstype: 'devpts', target: 'dev/pts',
+      options: ['newinstance', '', 'ptmxmode', '0666', 'mode', '0620', 'gid', '5'],
+      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC },
+    { op: 'symlinkInRoot', name: 'link /dev/ptmx', target: 'dev/ptmx', source: 'pts/ptmx' },
+    { op: 'mountFs', name: 'mount /dev/shm', fstype: 'tmpfs', target: 'dev/shm',
+      options: ['mode', '1777', 'size', '65536k'], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
+    { op: 'symlinkInRoot', name: 'link /dev/fd', target: 'dev/fd', source: '/proc/self/fd' },
+    { op: 'symlinkInRoot', name: 'link /dev/stdin', target: 'dev/stdin', source: '/proc/self/fd/0' },
+    { op: 'symlinkInRoot', name: 'link /dev/stdout', target: 'dev/stdout', source: '/proc/self/fd/1' },
+    { op: 'symlinkInRoot', name: 'link /dev/stderr', target: 'dev/stderr', source: '/proc/self/fd/2' },
+    { op: 'mountFs', name: 'mount /sys', fstype: 'sysfs', target: 'sys', flags: STEP_NO_FOLLOW_FINAL,
+      attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
+  );
+  return steps;
+}
+
+function mountSteps(mounts: BindMount[]): NativeStep[] {
+  // Parents before children, so /data/sub lands on the /data volume and not under it.
+  const sorted = [...mounts].sort((a, b) => a.target.split('/').length - b.target.split('/').length);
+  return sorted.map((m) => ({
+    op: 'bindInRoot' as const,
+    name: `volume ${m.target}`,
+    source: m.source,
+    target: rel(m.target),
+    // A symlink as the target is refused: it could be planted to aim the mount elsewhere.
+    flags: STEP_NO_FOLLOW_FINAL | (m.file ? STEP_TARGET_IS_FILE : 0),
+    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.readonly ? MOUNT_ATTR_RDONLY : 0),
+  }));
+}
+
+export function buildPlan(input: PlanInput): NativePlan {
+  const command = validateCommand(input.command);
+  const hostname = validateHostname(input.hostname ?? 'nsbox');
+  const network = input.network ?? 'none';
+  if (network !== 'none' && network !== 'host') throw invalid(`network: ${String(network)}: none or host`);
+  const cwd = containerPath(input.cwd ?? '/', 'working directory');
+  const env = buildEnv(input.env, !!input.tty, hostname);
+  const pathVar = env.find((e) => e.startsWith('PATH='))!.slice(5);
+  const mounts = (input.mounts ?? []).map((m) => ({ ...m, target: containerPath(m.target, 'volume target') }));
+  for (const m of mounts) {
+    if (m.target === '/') throw invalid('volume target: / cannot be a volume', m.source);
+  }
+
+  const steps: NativeStep[] = [
+    // Nothing mounted from here on may propagate back to the host.
+    { op: 'makeRootPrivate', name: 'make / private' },
+    ...rootSteps(input.root),
+    ...systemSteps(),
+    ...mountSteps(mounts),
+    ...(input.confine ?? []),
+    { op: 'pivotRoot', name: 'pivot_root' },
+  ];
+  if (network === 'none') steps.push({ op: 'loopbackUp', name: 'bring up lo' });
+  steps.push({ op: 'sethostname', name: 'set hostname', source: hostname });
+  if (cwd !== '/') steps.push({ op: 'chdir', name: `working directory ${cwd}`, target: cwd });
+
+  const plan: NativePlan = {
+    newNet: network === 'none',
+    newCgroup: input.cgroupNamespace ?? true,
+    shareVm: !input.forkStyle,
+    steps,
+    argv: command,
+    env,
+    candidates: execCandidates(command[0]!, pathVar),
+    stdio: input.stdio ?? ['pipe', 'pipe', 'pipe'],
+  };
+  if (input.tty) plan.tty = input.tty;
+  if (input.security) plan.security = input.security;
+  return plan;
+}
