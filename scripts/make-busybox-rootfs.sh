@@ -12,7 +12,8 @@ static_busybox() {
   case "$(ldd "$b" 2>&1)" in *'not a dynamic'*) echo "$b" ;; *) return 1 ;; esac
 }
 if ! bb=$(static_busybox); then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # The runtime sets NSBOX_NO_INSTALL: a library never installs packages behind its user's back.
+  if [ -z "${NSBOX_NO_INSTALL:-}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
   fi
   bb=$(static_busybox) || { echo "make-busybox-rootfs: needs a static busybox: apt-get install busybox-static" >&2; exit 1; }
@@ -22,9 +23,9 @@ rm -rf "$dir"
 mkdir -p "$dir"/{bin,dev,etc,home,proc,root,sys,tmp,usr/bin,usr/sbin,sbin,var}
 chmod 1777 "$dir/tmp"
 cp "$bb" "$dir/bin/busybox"
-for applet in $("$dir/bin/busybox" --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$dir/bin/$applet"
-done
+# One process for all applets, each linked where busybox files it (/bin/sh, /usr/bin/env...),
+# as links to /bin/busybox that resolve inside the root.
+chroot "$dir" /bin/busybox --install -s
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' >"$dir/etc/passwd"
 printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' >"$dir/etc/group"
 echo nsbox-busybox >"$dir/etc/nsbox-image"

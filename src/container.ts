@@ -10,6 +10,7 @@ import * as tty from 'node:tty';
 
 import { NsboxError, invalid } from './errors';
 import { native, type NativePlan, type NativeProcess } from './native';
+import type { ImageInfo } from './image/store';
 import { buildPlan, type PlanInput, type StdioMode } from './plan';
 
 export type Stdio = StdioMode | [StdioMode, StdioMode, StdioMode];
@@ -25,6 +26,21 @@ export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty'> {
   stdio?: Stdio;
   /** A pseudo-terminal as the container's controlling terminal and stdio. */
   tty?: boolean | { cols?: number; rows?: number };
+}
+
+/** What a Runtime adds to a container it manages (see runtime.ts). */
+export interface ManagedContainer {
+  id: string;
+  name: string | null;
+  /** Runs once the process has exited and its streams have closed, before wait() resolves. */
+  afterExit(status: ExitStatus): Promise<void> | void;
+  commit(image: string, options?: CommitOptions): Promise<ImageInfo>;
+  remove(options?: { force?: boolean }): Promise<void>;
+}
+
+export interface CommitOptions {
+  /** Also write the image as a tarball here. */
+  output?: string;
 }
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
@@ -84,6 +100,9 @@ function describeFailure(plan: NativePlan, r: { step: number; detail?: number; c
 }
 
 export class Container extends EventEmitter {
+  /** The id a Runtime gave it; null for a container started on a bare rootfs. */
+  readonly id: string | null;
+  readonly name: string | null;
   readonly pid: number;
   /** Piped stdin, when asked for. */
   readonly stdin: Writable | null;
@@ -93,20 +112,32 @@ export class Container extends EventEmitter {
   readonly terminal: tty.ReadStream | null;
 
   private readonly proc: NativeProcess;
+  private readonly managed: ManagedContainer | undefined;
   private readonly ptyFd: number;
   private status: ExitStatus | null = null;
   private readonly exited: Promise<ExitStatus>;
   private readonly closed: Promise<ExitStatus>;
 
-  /** Starts a container process from a plan input; throws NsboxError when setup fails. */
+  /**
+   * Starts a container process on a root filesystem (`root`), without images or state:
+   * the building block Runtime.run uses. Throws NsboxError when setup fails.
+   */
   static start(options: ProcessOptions): Container {
-    const size = ttySize(options.tty);
-    const plan = buildPlan({ ...options, stdio: normaliseStdio(options.stdio), tty: size });
-    return new Container(plan);
+    return Container.launch(options);
   }
 
-  protected constructor(plan: NativePlan) {
+  /** @internal Runtime's way in: the same start, with the bookkeeping hooks attached. */
+  static launch(options: ProcessOptions, managed?: ManagedContainer): Container {
+    const size = ttySize(options.tty);
+    const plan = buildPlan({ ...options, stdio: normaliseStdio(options.stdio), tty: size });
+    return new Container(plan, managed);
+  }
+
+  protected constructor(plan: NativePlan, managed?: ManagedContainer) {
     super();
+    this.managed = managed;
+    this.id = managed?.id ?? null;
+    this.name = managed?.name ?? null;
     let resolveExit!: (s: ExitStatus) => void;
     this.exited = new Promise((resolve) => (resolveExit = resolve));
     const r = native().spawn(plan, (code, sig) => {
@@ -131,6 +162,7 @@ export class Container extends EventEmitter {
     this.closed = this.exited.then(async (status) => {
       this.emit('exit', status.exitCode, status.signal);
       await Promise.all([this.stdout, this.stderr, this.terminal].map(drain));
+      await this.managed?.afterExit(status);
       this.emit('close', status.exitCode, status.signal);
       return status;
     });
@@ -163,6 +195,30 @@ export class Container extends EventEmitter {
     const size = ttySize({ cols, rows })!;
     const err = native().resizePty(this.ptyFd, size.cols, size.rows);
     if (err) throw new NsboxError('EIO', `resize terminal: errno ${err}`, { errno: err, syscall: 'ioctl' });
+  }
+
+  /** Makes a new image of this container's root (image, writes, deletions; no volumes). */
+  commit(image: string, options?: CommitOptions): Promise<ImageInfo> {
+    if (!this.managed) return Promise.reject(invalid('commit: only containers of a Runtime have layers to commit'));
+    return this.managed.commit(image, options);
+  }
+
+  /**
+   * Removes the container: its write layer and state. A running container is refused unless
+   * `force`, which kills it first. On a bare-rootfs container it only stops the process.
+   */
+  async remove(options: { force?: boolean } = {}): Promise<void> {
+    if (this.managed) return this.managed.remove(options);
+    if (this.running) {
+      if (!options.force) throw new NsboxError('IN_USE', `container ${this.pid} is running (use force to kill it)`);
+      this.kill('SIGKILL');
+    }
+    await this.wait();
+  }
+
+  /** `await using c = await rt.run(...)`: killed if still running, then removed. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.remove({ force: true });
   }
 
   /** Lets Node exit while the container runs (it still dies with this process). */

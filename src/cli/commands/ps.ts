@@ -1,0 +1,32 @@
+import type { ContainerInfo } from '../../runtime';
+import type { Parsed } from '../args';
+import type { Global } from '../main';
+import { ago, table } from '../output';
+import { formatOf, runtimeFrom } from './shared';
+
+function statusText(c: ContainerInfo): string {
+  if (c.status === 'running') return `Up ${ago(c.startedAt)}`;
+  if (c.status === 'created') return 'Created';
+  const how = c.signal ? c.signal : String(c.exitCode ?? '?');
+  return `Exited (${how}) ${ago(c.finishedAt ?? c.created)} ago`;
+}
+
+export default async function ps(p: Parsed, g: Global): Promise<number> {
+  const format = formatOf(p.flags.format);
+  const list = runtimeFrom(g).list({ all: !!p.flags.all });
+  if (p.flags.quiet) {
+    for (const c of list) process.stdout.write(`${c.id}\n`);
+    return 0;
+  }
+  if (format === 'json') {
+    process.stdout.write(JSON.stringify(list, null, 2) + '\n');
+    return 0;
+  }
+  const cmd = (c: ContainerInfo) => {
+    const s = c.command.join(' ');
+    return JSON.stringify(s.length > 30 ? `${s.slice(0, 29)}…` : s);
+  };
+  const rows = list.map((c) => [c.id, c.name ?? '', c.image, cmd(c), `${ago(c.created)} ago`, statusText(c)]);
+  process.stdout.write(table(process.stdout, ['CONTAINER ID', 'NAME', 'IMAGE', 'COMMAND', 'CREATED', 'STATUS'], rows));
+  return 0;
+}

@@ -1,0 +1,161 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import * as path from 'node:path';
+
+import type { Container, ExitStatus } from '../../container';
+import { NsboxError } from '../../errors';
+import type { RunOptions } from '../../runtime';
+import type { Parsed } from '../args';
+import type { Global } from '../main';
+import { printError } from '../output';
+import { runtimeFrom } from './shared';
+
+/** Signals the CLI passes on to the container, as `docker run` does (--sig-proxy). */
+const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
+/** The exit status of `run`: the command's own, 128+N for signal N. */
+export function exitCodeOf(status: ExitStatus): number {
+  if (status.exitCode !== null) return status.exitCode;
+  const n = status.signal ? (osConstants.signals as Record<string, number>)[status.signal] : undefined;
+  return 128 + (n ?? 0);
+}
+
+function optionsFrom(p: Parsed): RunOptions {
+  const f = p.flags;
+  const [image, ...command] = p.args as [string, ...string[]];
+  const net = f.net as string | undefined;
+  if (net !== undefined && net !== 'none' && net !== 'host') {
+    throw new NsboxError('INVALID_ARGUMENT', `run: --net ${net}: none or host`);
+  }
+  const o: RunOptions = { image, remove: !!f.rm };
+  if (command.length) o.command = command;
+  if (f.name !== undefined) o.name = f.name as string;
+  if (f.volume) o.volumes = f.volume as string[];
+  if (f.env) o.env = f.env as string[];
+  if (f.workdir !== undefined) o.cwd = f.workdir as string;
+  if (f.hostname !== undefined) o.hostname = f.hostname as string;
+  if (net) o.network = net;
+  return o;
+}
+
+export default async function run(p: Parsed, g: Global): Promise<number> {
+  const options = optionsFrom(p);
+  if (p.flags.detach) {
+    return process.env.NSBOX_SUPERVISOR === '1' ? supervise(options, g) : detach();
+  }
+  const tty = !!p.flags.tty;
+  const interactive = !!p.flags.interactive;
+  if (tty) {
+    const out = process.stdout;
+    options.tty = out.isTTY ? { cols: out.columns, rows: out.rows } : true;
+  } else {
+    // The container writes straight to our stdout and stderr: no copy through Node.
+    options.stdio = [interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'];
+  }
+  let c: Container;
+  try {
+    c = await runtimeFrom(g).run(options);
+  } catch (e) {
+    if (e instanceof NsboxError && e.step === 'exec') {
+      printError(e);
+      return e.code === 'ENOENT' ? 127 : 126;
+    }
+    throw e;
+  }
+
+  const forward = (sig: NodeJS.Signals) => c.kill(sig);
+  for (const sig of FORWARDED) process.on(sig, forward);
+  const restore = tty ? attachTerminal(c, interactive) : () => {};
+  try {
+    return exitCodeOf(await c.wait());
+  } finally {
+    restore();
+    for (const sig of FORWARDED) process.off(sig, forward);
+  }
+}
+
+/**
+ * -t: our terminal in raw mode (so Ctrl-C reaches the container as a byte and its line
+ * discipline turns it into SIGINT there), its output to ours, resizes followed.
+ */
+function attachTerminal(c: Container, interactive: boolean): () => void {
+  const term = c.terminal!;
+  const stdin = process.stdin;
+  const stdout = process.stdout;
+  term.pipe(stdout, { end: false });
+  const raw = interactive && stdin.isTTY;
+  if (interactive) {
+    if (raw) stdin.setRawMode(true);
+    stdin.pipe(term, { end: false });
+  }
+  const onResize = () => {
+    if (c.running) c.resize(stdout.columns, stdout.rows);
+  };
+  if (stdout.isTTY) stdout.on('resize', onResize);
+  return () => {
+    stdout.off('resize', onResize);
+    if (interactive) {
+      stdin.unpipe(term);
+      if (raw) stdin.setRawMode(false);
+      stdin.pause();
+      stdin.destroy();
+    }
+  };
+}
+
+/**
+ * -d: a copy of this command runs as the container's supervisor, in its own session, and
+ * outlives us; it reports the id (or the error) through fd 3, then we exit.
+ */
+async function detach(): Promise<number> {
+  const main = path.join(__dirname, '..', 'main.js');
+  const child = spawn(process.execPath, [main, ...process.argv.slice(2)], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    env: { ...process.env, NSBOX_SUPERVISOR: '1' },
+  });
+  const report = await new Promise<string>((resolve) => {
+    let text = '';
+    const pipe = child.stdio[3] as NodeJS.ReadableStream;
+    pipe.setEncoding('utf8');
+    pipe.on('data', (d: string) => (text += d));
+    pipe.on('end', () => resolve(text));
+    child.on('error', (e) => resolve(`error ${e.message}`));
+  });
+  child.unref();
+  const [kind, ...rest] = report.trim().split(' ');
+  if (kind === 'started') {
+    process.stdout.write(`${rest.join(' ')}\n`);
+    return 0;
+  }
+  printError(new NsboxError('EIO', rest.length ? rest.join(' ') : 'detach: the supervisor exited before starting the container'));
+  return 125;
+}
+
+async function supervise(options: RunOptions, g: Global): Promise<number> {
+  const report = (line: string) => {
+    try {
+      fs.writeSync(3, `${line}\n`);
+      fs.closeSync(3);
+    } catch {
+      // the CLI that asked is gone: nobody to tell
+    }
+  };
+  let c: Container;
+  const rt = runtimeFrom(g);
+  try {
+    c = await rt.run({ ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    report(`error ${e instanceof Error ? e.message : String(e)}`);
+    return 125;
+  }
+  const log = fs.createWriteStream(path.join(rt.layout.containerDir(c.id!), 'output.log'), { flags: 'a', mode: 0o600 });
+  log.on('error', () => {});
+  c.stdout!.pipe(log, { end: false });
+  c.stderr!.pipe(log, { end: false });
+  report(`started ${c.id}`);
+  const status = await c.wait();
+  log.end();
+  return exitCodeOf(status);
+}

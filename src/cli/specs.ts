@@ -1,0 +1,107 @@
+/** The commands' flags, usage and examples: data, shared by the parser and --help. */
+import type { CommandSpec } from './args';
+
+const FORMAT = { name: 'format', type: 'string', value: 'FORMAT', help: "'table' (default) or 'json'" } as const;
+
+export const COMMANDS = {
+  run: {
+    name: 'run',
+    usage: 'nsbox run [OPTIONS] IMAGE [COMMAND [ARG...]]',
+    summary: 'Run a command in a new container.',
+    stopAtPositional: true,
+    minArgs: 1,
+    maxArgs: Infinity,
+    flags: [
+      { name: 'interactive', short: 'i', type: 'bool', help: 'keep stdin attached' },
+      { name: 'tty', short: 't', type: 'bool', help: 'give the container a terminal (raw mode, resizes follow)' },
+      { name: 'detach', short: 'd', type: 'bool', help: 'run in the background, print the container id' },
+      { name: 'rm', type: 'bool', help: 'remove the container when it exits' },
+      { name: 'name', type: 'string', value: 'NAME', help: 'a unique name for the container' },
+      { name: 'volume', short: 'v', type: 'list', value: 'HOST:CTR[:ro]', help: 'bind a host directory into the container' },
+      { name: 'env', short: 'e', type: 'list', value: 'K=V', help: 'set an environment variable' },
+      { name: 'workdir', short: 'w', type: 'string', value: 'DIR', help: 'working directory inside the container' },
+      { name: 'hostname', type: 'string', value: 'NAME', help: 'hostname inside (default: the container id)' },
+      { name: 'net', type: 'string', value: 'none|host', help: "network: 'none' (only lo, default) or 'host'" },
+      { name: 'user', short: 'u', type: 'string', value: 'UID[:GID]', help: 'run the command as this user' },
+      { name: 'cap-add', type: 'list', value: 'CAP', help: 'add a capability (or ALL)' },
+      { name: 'cap-drop', type: 'list', value: 'CAP', help: 'drop a capability (or ALL)' },
+      { name: 'security-opt', type: 'list', value: 'OPT', help: 'seccomp=unconfined, no-new-privileges=false' },
+      { name: 'privileged', type: 'bool', help: 'all capabilities, no seccomp, no masked paths' },
+    ],
+    examples: [
+      'nsbox run -ti busybox sh',
+      'nsbox run --rm busybox echo hello',
+      'nsbox run --rm -v /srv/data:/data:ro -e GREETING=hi busybox sh -c \'echo $GREETING; ls /data\'',
+      'nsbox run --name web --net host busybox httpd -f -p 8080',
+    ],
+  },
+  commit: {
+    name: 'commit',
+    usage: 'nsbox commit [OPTIONS] CONTAINER IMAGE',
+    summary: "Make a new image from a container's root (image plus changes, without volumes).",
+    minArgs: 2,
+    maxArgs: 2,
+    flags: [{ name: 'output', short: 'o', type: 'string', value: 'FILE.tar', help: 'also write the image as a tarball' }],
+    examples: ['nsbox commit mybox snapshot', 'nsbox commit -o snapshot.tar mybox snapshot'],
+  },
+  import: {
+    name: 'import',
+    usage: 'nsbox import FILE.tar[.gz] IMAGE',
+    summary: 'Make an image from a root filesystem tarball (as docker export writes it).',
+    minArgs: 2,
+    maxArgs: 2,
+    flags: [],
+    examples: ['nsbox import rootfs.tar myimage', 'docker export $(docker create debian) | gzip > debian.tar.gz && nsbox import debian.tar.gz debian'],
+  },
+  images: {
+    name: 'images',
+    usage: 'nsbox images [OPTIONS]',
+    summary: 'List images.',
+    minArgs: 0,
+    maxArgs: 0,
+    flags: [FORMAT],
+    examples: ['nsbox images', 'nsbox images --format json'],
+  },
+  rmi: {
+    name: 'rmi',
+    usage: 'nsbox rmi [OPTIONS] IMAGE...',
+    summary: 'Remove images (refused while a container uses one, unless -f).',
+    minArgs: 1,
+    maxArgs: Infinity,
+    flags: [{ name: 'force', short: 'f', type: 'bool', help: 'remove even if containers use it' }],
+    examples: ['nsbox rmi snapshot'],
+  },
+  ps: {
+    name: 'ps',
+    usage: 'nsbox ps [OPTIONS]',
+    summary: 'List containers (running ones unless -a).',
+    minArgs: 0,
+    maxArgs: 0,
+    flags: [
+      { name: 'all', short: 'a', type: 'bool', help: 'show stopped containers too' },
+      { name: 'quiet', short: 'q', type: 'bool', help: 'only the ids' },
+      FORMAT,
+    ],
+    examples: ['nsbox ps', 'nsbox ps -a --format json'],
+  },
+  rm: {
+    name: 'rm',
+    usage: 'nsbox rm [OPTIONS] CONTAINER...',
+    summary: 'Remove containers (a running one only with -f, which kills it).',
+    minArgs: 1,
+    maxArgs: Infinity,
+    flags: [{ name: 'force', short: 'f', type: 'bool', help: 'kill a running container, then remove it' }],
+    examples: ['nsbox rm mybox', 'nsbox rm -f $(nsbox ps -q)'],
+  },
+  prune: {
+    name: 'prune',
+    usage: 'nsbox prune',
+    summary: 'Remove all stopped containers and leftovers of interrupted work.',
+    minArgs: 0,
+    maxArgs: 0,
+    flags: [],
+    examples: ['nsbox prune'],
+  },
+} satisfies Record<string, CommandSpec>;
+
+export type CommandName = keyof typeof COMMANDS;

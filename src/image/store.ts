@@ -1,0 +1,177 @@
+/**
+ * Images: extracted root filesystems under images/<name>/rootfs, each the read-only layer
+ * of every container made from it. An image is made in tmp/ and renamed into place whole,
+ * so a crash or a failed import never leaves half an image under its name.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { NsboxError, fromSystemError, invalid } from '../errors';
+import { Layout, readJson, writeJsonAtomic } from '../layout';
+import { extractTarball } from './extract';
+
+export interface ImageInfo {
+  name: string;
+  /** ISO 8601 */
+  created: string;
+  /** Bytes of file data in the image. */
+  size: number;
+  /** sha256 of the tarball it was imported from, or of the commit's tarball. */
+  digest: string;
+  source: 'import' | 'commit' | 'builtin';
+  /** The read-only layer. */
+  rootfs: string;
+}
+
+export interface ImportOptions {
+  /** Bytes of the (compressed) tarball read so far, of the total. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export const BUILTIN_BUSYBOX = 'busybox';
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(:[A-Za-z0-9_.-]{1,128})?$/;
+
+export function validateImageName(name: string): string {
+  if (typeof name !== 'string' || !NAME_RE.test(name)) {
+    throw invalid(`image name ${JSON.stringify(name)}: letters, digits, '_', '.', '-' (and an optional :tag)`);
+  }
+  return name;
+}
+
+export class ImageStore {
+  private readonly layout: Layout;
+  /** Images known to exist, so a container start does not stat them again. */
+  private readonly known = new Map<string, ImageInfo>();
+
+  constructor(layout: Layout | string) {
+    this.layout = typeof layout === 'string' ? new Layout(layout) : layout;
+  }
+
+  /** Extracts a rootfs tarball (plain or gzip) into a new image. */
+  async import(tarball: string, name: string, options: ImportOptions = {}): Promise<ImageInfo> {
+    validateImageName(name);
+    this.layout.ensure();
+    if (fs.existsSync(this.layout.imageDir(name))) throw new NsboxError('CONFLICT', `image ${name}: already exists (remove it first with rmi)`);
+    try {
+      if (!fs.statSync(tarball).isFile()) throw invalid(`import ${tarball}: not a regular file`, tarball);
+    } catch (e) {
+      throw fromSystemError(`import ${tarball}`, e);
+    }
+    const tmp = this.layout.makeTemp('import');
+    try {
+      const rootfs = path.join(tmp, 'rootfs');
+      fs.mkdirSync(rootfs, { mode: 0o755 });
+      const r = await extractTarball(tarball, rootfs, options.onProgress ? { onProgress: options.onProgress } : undefined);
+      return this.publish(tmp, name, { size: r.bytes, digest: r.digest, source: 'import' });
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+
+  /** Moves a finished image directory (with rootfs/) from tmp/ into place under `name`. */
+  publish(tmp: string, name: string, meta: Pick<ImageInfo, 'size' | 'digest' | 'source'>): ImageInfo {
+    const dir = this.layout.imageDir(name);
+    const info: ImageInfo = { name, created: new Date().toISOString(), ...meta, rootfs: path.join(dir, 'rootfs') };
+    const { rootfs: _unused, ...stored } = info;
+    void _unused;
+    writeJsonAtomic(path.join(tmp, 'image.json'), stored);
+    try {
+      fs.renameSync(tmp, dir);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new NsboxError('CONFLICT', `image ${name}: already exists (remove it first with rmi)`);
+      throw fromSystemError(`image ${name}`, e);
+    }
+    this.known.set(name, info);
+    return info;
+  }
+
+  /** The image, or undefined. The built-in busybox is made on first use. */
+  find(name: string): ImageInfo | undefined {
+    const cached = this.known.get(name);
+    if (cached) return cached;
+    const dir = this.layout.imageDir(name);
+    const meta = readJson<Omit<ImageInfo, 'rootfs'>>(path.join(dir, 'image.json'));
+    if (meta) {
+      const info = { ...meta, name, rootfs: path.join(dir, 'rootfs') };
+      this.known.set(name, info);
+      return info;
+    }
+    if (name === BUILTIN_BUSYBOX) return this.makeBusybox();
+    return undefined;
+  }
+
+  get(name: string): ImageInfo {
+    validateImageName(name);
+    const info = this.find(name);
+    if (!info) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`, { hint: 'nsbox images lists the images; nsbox import FILE.tar NAME adds one' });
+    return info;
+  }
+
+  list(): ImageInfo[] {
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(this.layout.images);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError('list images', e);
+    }
+    const out: ImageInfo[] = [];
+    for (const enc of names) {
+      const info = this.find(decodeURIComponent(enc));
+      if (info) out.push(info);
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /**
+   * Removes an image. `usedBy` lists the containers made from it: refused while there are
+   * any, unless forced (their write layers then sit on a missing image until removed).
+   */
+  remove(name: string, usedBy: string[] = [], force = false): void {
+    validateImageName(name);
+    const dir = this.layout.imageDir(name);
+    if (!fs.existsSync(path.join(dir, 'image.json'))) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`);
+    if (usedBy.length && !force) {
+      throw new NsboxError('IN_USE', `image ${name}: used by container${usedBy.length > 1 ? 's' : ''} ${usedBy.join(', ')}`, { hint: 'remove them first, or force' });
+    }
+    // Renamed away first, so that the name is free at once and a half-deleted tree is never seen.
+    this.layout.ensure();
+    const doomed = path.join(this.layout.tmp, `rmi-${process.pid}-${Date.now()}-${encodeURIComponent(name)}`);
+    try {
+      fs.renameSync(dir, doomed);
+      fs.rmSync(doomed, { recursive: true, force: true });
+    } catch (e) {
+      throw fromSystemError(`rmi ${name}`, e);
+    }
+    this.known.delete(name);
+  }
+
+  /** The built-in busybox image, from the host's static busybox (scripts/make-busybox-rootfs.sh). */
+  private makeBusybox(): ImageInfo {
+    const script = path.join(__dirname, '..', '..', 'scripts', 'make-busybox-rootfs.sh');
+    this.layout.ensure();
+    const tmp = this.layout.makeTemp('busybox');
+    try {
+      const rootfs = path.join(tmp, 'rootfs');
+      try {
+        execFileSync('bash', [script, rootfs], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NSBOX_NO_INSTALL: '1' } });
+      } catch (e) {
+        const stderr = String((e as { stderr?: Buffer }).stderr ?? '').trim().split('\n').pop() ?? '';
+        throw new NsboxError('NOT_FOUND', `image busybox: cannot make it from the host's busybox${stderr ? `: ${stderr}` : ''}`, {
+          hint: 'install a static busybox: apt-get install busybox-static',
+        });
+      }
+      const size = fs.statSync(path.join(rootfs, 'bin', 'busybox')).size;
+      try {
+        return this.publish(tmp, BUILTIN_BUSYBOX, { size, digest: '', source: 'builtin' });
+      } catch (e) {
+        // Another process made it at the same time: theirs is as good as ours.
+        if (e instanceof NsboxError && e.code === 'CONFLICT') return this.find(BUILTIN_BUSYBOX)!;
+        throw e;
+      }
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+}

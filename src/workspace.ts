@@ -1,0 +1,158 @@
+/**
+ * A container's layered root: the image layer (read-only, shared), the container's write
+ * layer, the overlay workdir and a mount point. The union is normally mounted by the
+ * container's first process inside its own mount namespace (DESIGN 4), so it vanishes with
+ * the container; mount()/unmount() here serve inspecting a stopped container from the host.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { NsboxError, fromSystemError, invalid } from './errors';
+import { writeMergedTar } from './image/merged-tar';
+import { native } from './native';
+import type { RootSource } from './plan';
+
+export type StorageDriver = 'overlay' | 'aufs' | 'vfs';
+
+const OVERLAYFS_SUPER_MAGIC = 0x794c7630;
+
+let filesystems: string | undefined;
+function kernelHas(fs_: string): boolean {
+  filesystems ??= fs.readFileSync('/proc/filesystems', 'utf8');
+  return new RegExp(`\\s${fs_}$`, 'm').test(filesystems);
+}
+
+/**
+ * overlay where the kernel has it and the state directory can hold an upper layer (not on
+ * an overlay itself); else aufs where the kernel lists it; else vfs, a plain copy.
+ */
+export function detectDriver(stateDir: string): StorageDriver {
+  let onOverlay = false;
+  try {
+    onOverlay = Number(fs.statfsSync(stateDir).type) === OVERLAYFS_SUPER_MAGIC;
+  } catch {
+    // a missing state dir is made later; its parent's filesystem is what counts then
+    onOverlay = false;
+  }
+  if (kernelHas('overlay') && !onOverlay) return 'overlay';
+  if (kernelHas('aufs')) return 'aufs';
+  return 'vfs';
+}
+
+export function validateDriver(d: string): StorageDriver {
+  if (d !== 'overlay' && d !== 'aufs' && d !== 'vfs') throw invalid(`storage driver ${JSON.stringify(d)}: overlay, aufs or vfs`);
+  if (d !== 'vfs' && !kernelHas(d)) throw new NsboxError('UNSUPPORTED', `storage driver ${d}: the kernel does not list it in /proc/filesystems`);
+  return d;
+}
+
+export class Workspace {
+  /** containers/<id> */
+  readonly dir: string;
+  /** The image's read-only layer. */
+  readonly imageLayer: string;
+  readonly driver: StorageDriver;
+  /** Write layer: for vfs, a full copy of the image. */
+  readonly upper: string;
+  readonly work: string;
+  readonly merged: string;
+  private mountedOnHost = false;
+
+  constructor(dir: string, imageLayer: string, driver: StorageDriver) {
+    this.dir = dir;
+    this.imageLayer = imageLayer;
+    this.driver = driver;
+    this.upper = path.join(dir, driver === 'vfs' ? 'rootfs' : 'upper');
+    this.work = path.join(dir, 'work');
+    this.merged = path.join(dir, 'merged');
+  }
+
+  /** Makes the layer directories. `dir` itself must already exist. */
+  create(): void {
+    try {
+      if (this.driver === 'vfs') {
+        // cp keeps owners, modes, links and times; a fallback driver, so exec'ing it is fine.
+        execFileSync('cp', ['-a', '--reflink=auto', this.imageLayer, this.upper], { stdio: ['ignore', 'ignore', 'pipe'] });
+        return;
+      }
+      fs.mkdirSync(this.upper, { mode: 0o755 });
+      if (this.driver === 'overlay') fs.mkdirSync(this.work, { mode: 0o700 });
+      fs.mkdirSync(this.merged, { mode: 0o755 });
+    } catch (e) {
+      throw fromSystemError(`workspace ${this.dir}`, e);
+    }
+  }
+
+  /** How the container's first process mounts its root. */
+  rootSource(): RootSource {
+    switch (this.driver) {
+      case 'overlay':
+        return { type: 'overlay', lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged };
+      case 'aufs':
+        return { type: 'aufs', lower: [this.imageLayer], upper: this.upper, target: this.merged };
+      case 'vfs':
+        return { type: 'bind', path: this.upper };
+    }
+  }
+
+  /** Mounts the union on the host at `merged` (for inspection); returns the path. */
+  mount(): string {
+    if (this.mountedOnHost) return this.merged;
+    if (this.driver === 'vfs') return this.upper;
+    if (this.driver === 'aufs') throw new NsboxError('UNSUPPORTED', 'workspace mount: host mounts are made for overlay only');
+    const err = native().mountOverlay({ lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged });
+    if (err) {
+      throw new NsboxError(err.code, `workspace mount ${this.merged}: ${err.syscall}: ${err.code}`, { errno: err.errno, syscall: err.syscall, path: this.merged });
+    }
+    this.mountedOnHost = true;
+    return this.merged;
+  }
+
+  unmount(): void {
+    if (!this.mountedOnHost) return;
+    const err = native().unmount(this.merged);
+    if (err && err.code !== 'EINVAL' && err.code !== 'ENOENT') {
+      throw new NsboxError(err.code, `workspace unmount ${this.merged}: ${err.syscall}: ${err.code}`, { errno: err.errno, syscall: err.syscall, path: this.merged });
+    }
+    this.mountedOnHost = false;
+  }
+
+  get mounted(): boolean {
+    return this.mountedOnHost;
+  }
+
+  /**
+   * A tarball of the merged view (image plus writes, deletions honoured), without what lies
+   * under `exclude` (volume mount points).
+   */
+  async exportTar(output: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
+    const layers = this.driver === 'vfs' ? [this.upper] : [this.upper, this.imageLayer];
+    const isOpaque = (dir: string): boolean => {
+      if (this.driver !== 'overlay') return false;
+      const v = native().getXattr(dir, 'trusted.overlay.opaque');
+      return Buffer.isBuffer(v) && v.toString() === 'y';
+    };
+    return writeMergedTar({ layers, isOpaque, exclude }, output);
+  }
+
+  /** Removes the write layer and everything of the container; never the image or a volume. */
+  destroy(): void {
+    this.unmount();
+    // Volumes were bound inside the container's own mount namespace, gone with it, so merged/
+    // is an empty directory. Should anything be mounted there on the host all the same, a
+    // recursive delete would walk into it: refuse instead.
+    try {
+      if (fs.statSync(this.merged).dev !== fs.statSync(this.dir).dev) {
+        throw new NsboxError('EBUSY', `remove workspace: ${this.merged} is a mount point on the host`, { path: this.merged, hint: `umount ${this.merged}` });
+      }
+    } catch (e) {
+      if (e instanceof NsboxError) throw e;
+    }
+    try {
+      // maxRetries: a supervisor in another process may be writing its last state file.
+      fs.rmSync(this.dir, { recursive: true, force: true, maxRetries: 5 });
+    } catch (e) {
+      throw fromSystemError(`remove workspace ${this.dir}`, e);
+    }
+  }
+}

@@ -1,0 +1,201 @@
+// The nsbox command as a user runs it: exit statuses, errors, tables, -d, rm -f; and
+// `run -ti` and `import` driven through tmux as a person at a terminal would.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { unionMounts } from './helpers';
+
+const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+let root: string;
+
+beforeAll(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-cli-'));
+});
+afterAll(() => {
+  spawnSync('tmux', ['kill-server'], { env: tmuxEnv() });
+  fs.rmSync(root, { recursive: true, force: true });
+  expect(unionMounts().filter((l) => l.includes(root))).toEqual([]);
+});
+
+function nsbox(args: string[], input?: string) {
+  const r = spawnSync(process.execPath, [MAIN, '--root', root, ...args], { input: input ?? '', encoding: 'utf8', timeout: 30_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+describe('exit statuses', () => {
+  it("is the command's own", () => {
+    expect(nsbox(['run', '--rm', 'busybox', 'echo', 'hello'])).toMatchObject({ code: 0, out: 'hello\n', err: '' });
+    expect(nsbox(['run', '--rm', 'busybox', 'sh', '-c', 'exit 42']).code).toBe(42);
+  });
+  it('is 128+N for a signal', async () => {
+    // PID 1 of a pid namespace ignores signals it has no handler for, even SIGKILL from inside:
+    // the kill comes from the host, as it would from an operator.
+    const run = spawn(process.execPath, [MAIN, '--root', root, 'run', '--rm', '--name', 'sig', 'busybox', 'sh', '-c', 'echo up; exec sleep 1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await new Promise<void>((resolve) => run.stdout.once('data', () => resolve()));
+    const code = new Promise<number | null>((resolve) => run.on('exit', (c) => resolve(c)));
+    const [info] = JSON.parse(nsbox(['ps', '--format', 'json']).out).filter((c: { name: string }) => c.name === 'sig');
+    process.kill(info.pid, 'SIGKILL');
+    expect(await code).toBe(137);
+  });
+  it('is 127 for a missing command and 126 for one that cannot run', () => {
+    const missing = nsbox(['run', '--rm', 'busybox', 'no-such-command']);
+    expect(missing.code).toBe(127);
+    expect(missing.err).toMatch(/^nsbox: exec no-such-command: not found in PATH \(ENOENT\)\n$/);
+    expect(nsbox(['run', '--rm', 'busybox', '/etc']).code).toBe(126);
+  });
+  it('is 125, with one line, when nsbox itself fails', () => {
+    const r = nsbox(['run', '--bogus', 'busybox']);
+    expect(r.code).toBe(125);
+    expect(r.err).toBe("nsbox: run: unknown flag --bogus (see 'nsbox run --help')\n");
+    const img = nsbox(['run', 'no-such-image']);
+    expect(img.code).toBe(125);
+    expect(img.err.split('\n')[0]).toBe('nsbox: image no-such-image: no such image');
+    expect(img.err).not.toMatch(/at .*\.js/); // no stack trace
+    const vol = nsbox(['run', '-v', 'relative:/x', 'busybox', 'true']);
+    expect(vol).toMatchObject({ code: 125, err: 'nsbox: volume: relative: the host path must be absolute\n' });
+  });
+});
+
+describe('stdio', () => {
+  it('passes stdin with -i, not without', () => {
+    expect(nsbox(['run', '--rm', '-i', 'busybox', 'cat'], 'piped in\n').out).toBe('piped in\n');
+    expect(nsbox(['run', '--rm', 'busybox', 'cat'], 'piped in\n').out).toBe('');
+  });
+  it('sets env, workdir, hostname', () => {
+    const r = nsbox(['run', '--rm', '-e', 'A=1', '-w', '/tmp', '--hostname', 'web', 'busybox', 'sh', '-c', 'echo $A $(pwd) $(hostname)']);
+    expect(r.out).toBe('1 /tmp web\n');
+  });
+});
+
+describe('lifecycle', () => {
+  it('rm -f ends a running container and its run exits 137', async () => {
+    const run = spawn(process.execPath, [MAIN, '--root', root, 'run', '--name', 'victim', 'busybox', 'sh', '-c', 'echo up; exec sleep 1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await new Promise<void>((resolve) => run.stdout.once('data', () => resolve()));
+    const ps = nsbox(['ps']);
+    expect(ps.out).toMatch(/^CONTAINER ID\s+NAME\s+IMAGE\s+COMMAND\s+CREATED\s+STATUS\n[0-9a-f]{12}\s+victim\s+busybox\s+"sh -c echo up; exec sleep 1000"\s+\d+ seconds? ago\s+Up /);
+    expect(nsbox(['rm', 'victim'])).toMatchObject({ code: 125, err: expect.stringMatching(/container victim is running/) });
+    const code = new Promise<number | null>((resolve) => run.on('exit', (c) => resolve(c)));
+    expect(nsbox(['rm', '-f', 'victim'])).toMatchObject({ code: 0, out: 'victim\n' });
+    expect(await code).toBe(137);
+    expect(nsbox(['ps', '-a', '--format', 'json']).out).not.toMatch(/victim/);
+  });
+
+  it('-d prints the id and keeps the container running after the CLI exits', async () => {
+    const r = nsbox(['run', '-d', '--name', 'bg', 'busybox', 'sleep', '1000']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^[0-9a-f]{12}\n$/);
+    const list = JSON.parse(nsbox(['ps', '--format', 'json']).out) as Array<{ id: string; status: string }>;
+    expect(list.find((c) => c.id === r.out.trim())).toMatchObject({ status: 'running' });
+    expect(nsbox(['rm', '-f', 'bg']).code).toBe(0);
+    expect(nsbox(['ps', '-aq']).out).not.toContain(r.out.trim());
+  });
+
+  it('commits, lists images, imports and removes them', () => {
+    expect(nsbox(['run', '--name', 'src', 'busybox', 'sh', '-c', 'echo committed > /hello']).code).toBe(0);
+    const tar = path.join(root, 'out.tar');
+    expect(nsbox(['commit', '-o', tar, 'src', 'snap'])).toMatchObject({ code: 0, out: 'snap\n' });
+    expect(nsbox(['import', tar, 'snap2']).code).toBe(0);
+    expect(nsbox(['run', '--rm', 'snap2', 'cat', '/hello']).out).toBe('committed\n');
+    const images = nsbox(['images']).out;
+    expect(images).toMatch(/^IMAGE\s+DIGEST\s+CREATED\s+SIZE\s+SOURCE\n/);
+    expect(images).toMatch(/\nsnap2\s+[0-9a-f]{12}\s+\d+ seconds? ago\s+\S+\s+import\n/);
+    expect(JSON.parse(nsbox(['images', '--format', 'json']).out).map((i: { name: string }) => i.name)).toEqual(['busybox', 'snap', 'snap2']);
+    expect(nsbox(['rm', 'src']).code).toBe(0);
+    expect(nsbox(['rmi', 'snap', 'snap2'])).toMatchObject({ code: 0, out: 'snap\nsnap2\n' });
+    expect(nsbox(['prune']).code).toBe(0);
+  });
+});
+
+describe('help', () => {
+  it('exists for every command, with examples, and --version', () => {
+    for (const cmd of ['run', 'commit', 'import', 'images', 'rmi', 'ps', 'rm', 'prune']) {
+      const r = nsbox([cmd, '--help']);
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(new RegExp(`^Usage: nsbox ${cmd}`));
+      expect(r.out).toMatch(/Examples:/);
+    }
+    const version = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')).version;
+    expect(nsbox(['--version']).out).toBe(`nsbox ${version}\n`);
+  });
+});
+
+// ---- tmux: a person at a terminal ----------------------------------------------------------
+
+const sock = `nsbox-test-${process.pid}`;
+function tmuxEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env, TERM: 'xterm-256color' };
+  delete env.TMUX;
+  return env;
+}
+const tmux = (...args: string[]) => execFileSync('tmux', ['-L', sock, ...args], { env: tmuxEnv() }).toString();
+const screen = (target: string, escapes = false) => tmux('capture-pane', '-p', ...(escapes ? ['-e'] : []), '-t', target);
+
+async function until(what: string, fn: () => boolean, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe.runIf(spawnSync('tmux', ['-V']).status === 0)('at a terminal (tmux)', () => {
+  it('run -ti busybox sh: prompt, echo, exit 3 to the calling shell, terminal sane after', async () => {
+    tmux('new-session', '-d', '-s', 'ti', '-x', '100', '-y', '30', 'sh');
+    tmux('send-keys', '-t', 'ti', `PS1='host$ '; node ${MAIN} --root ${root} run -ti --rm busybox sh`, 'Enter');
+    await until('the container prompt', () => /^\/ #/m.test(screen('ti')));
+    tmux('send-keys', '-t', 'ti', 'echo hello; stty size', 'Enter');
+    await until('hello', () => /^hello$/m.test(screen('ti')));
+    expect(screen('ti')).toMatch(/^30 100$/m); // the container's terminal has tmux's size
+    tmux('send-keys', '-t', 'ti', 'exit 3', 'Enter');
+    await until('the host prompt', () => /^host\$\s*$/m.test(screen('ti')));
+    tmux('send-keys', '-t', 'ti', 'echo "status=$?"; stty -a | grep -o -- "-\\?icanon\\|-\\?echo " | tr "\\n" " "; echo', 'Enter');
+    await until('the status', () => /status=3/.test(screen('ti')));
+    const s = screen('ti');
+    expect(s).toMatch(/status=3/);
+    expect(s).toMatch(/icanon echo/); // canonical mode and echo back on: raw mode undone
+    tmux('kill-session', '-t', 'ti');
+  });
+
+  it('passes Ctrl-C to the container and follows a resize', async () => {
+    tmux('new-session', '-d', '-s', 'cc', '-x', '80', '-y', '24', 'sh');
+    tmux('send-keys', '-t', 'cc', `node ${MAIN} --root ${root} run -ti --rm busybox sh`, 'Enter');
+    await until('the prompt', () => /^\/ #/m.test(screen('cc')));
+    tmux('send-keys', '-t', 'cc', 'sleep 100', 'Enter');
+    await new Promise((r) => setTimeout(r, 300));
+    const prompts = () => (screen('cc').match(/^\/ #/gm) ?? []).length;
+    const before = prompts();
+    tmux('send-keys', '-t', 'cc', 'C-c');
+    // sleep is interrupted in the container (not the CLI): the shell prompts again
+    await until('a new prompt after ^C', () => prompts() === before + 1);
+    tmux('resize-window', '-t', 'cc', '-x', '120', '-y', '40');
+    await new Promise((r) => setTimeout(r, 300));
+    tmux('send-keys', '-t', 'cc', 'stty size', 'Enter');
+    await until('the new size', () => /^40 120$/m.test(screen('cc')));
+    tmux('send-keys', '-t', 'cc', 'exit', 'Enter');
+    tmux('kill-session', '-t', 'cc');
+  });
+
+  it('shows a progress bar importing a large tarball; NO_COLOR gives no colour', async () => {
+    const big = path.join(root, 'big');
+    fs.mkdirSync(big);
+    execFileSync('sh', ['-c', `head -c 300000000 /dev/urandom > ${big}/blob && tar -C ${big} -cf ${root}/big.tar .`]);
+    for (const [name, env] of [['color', ''], ['plain', 'NO_COLOR=1 ']] as const) {
+      tmux('new-session', '-d', '-s', name, '-x', '100', '-y', '10', 'sh');
+      tmux('send-keys', '-t', name, `${env}node ${MAIN} --root ${root} import ${root}/big.tar big-${name}; echo done-$?`, 'Enter');
+      let sawBar = false;
+      let sawColour = false;
+      await until('the import to end', () => {
+        const s = screen(name, true);
+        if (/importing big-\S+ .*\d+%/.test(s)) sawBar = true;
+        if (/importing big-\S+ \x1b\[36m/.test(s)) sawColour = true;
+        return /done-0/.test(s);
+      }, 60_000);
+      expect(sawBar).toBe(true);
+      expect(sawColour).toBe(name === 'color');
+      tmux('kill-session', '-t', name);
+    }
+  });
+});

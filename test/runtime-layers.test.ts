@@ -1,0 +1,136 @@
+// The book's chapter 4 flow on overlay: image layer shared and untouched, a write layer per
+// container with whiteouts, a second container that sees none of the first one's changes.
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+import { Runtime } from '../src/runtime';
+import { collect, unionMounts } from './helpers';
+
+let root: string;
+let rt: Runtime;
+
+beforeAll(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-layers-'));
+  rt = new Runtime({ root });
+});
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+afterEach(() => expect(unionMounts().filter((l) => l.includes(root))).toEqual([]));
+
+function treeDigest(dir: string): string {
+  return execFileSync('sh', ['-c', `cd '${dir}' && find . -printf '%p %y %m %s %l\\n' | sort | md5sum`]).toString();
+}
+
+async function sh(script: string, extra: Partial<Parameters<Runtime['run']>[0]> = {}) {
+  const c = await rt.run({ image: 'busybox', command: ['sh', '-c', script], ...extra });
+  const [out, err] = [collect(c.stdout), collect(c.stderr)];
+  const status = await c.wait();
+  return { c, status, out: await out, err: await err };
+}
+
+describe('layers', () => {
+  it('writes go to the container layer; the image layer is shared and unchanged', async () => {
+    expect(rt.storageDriver).toBe('overlay');
+    const image = rt.images.get('busybox');
+    const before = treeDigest(image.rootfs);
+
+    const first = await sh('touch /tmp/x && rm /bin/ls && busybox ls /tmp; test -e /bin/ls || echo gone');
+    expect(first.status).toEqual({ exitCode: 0, signal: null });
+    expect(first.out).toBe('x\ngone\n');
+
+    const upper = path.join(root, 'containers', first.c.id!, 'upper');
+    expect(fs.existsSync(path.join(upper, 'tmp/x'))).toBe(true);
+    // overlay's whiteout: a character device 0:0 where the deleted file was
+    const wh = fs.lstatSync(path.join(upper, 'bin/ls'));
+    expect(wh.isCharacterDevice()).toBe(true);
+    expect(wh.rdev).toBe(0);
+
+    expect(treeDigest(image.rootfs)).toBe(before);
+    expect(fs.lstatSync(path.join(image.rootfs, 'bin/ls')).isSymbolicLink()).toBe(true);
+
+    const second = await sh('test -e /tmp/x && echo has-x; test -e /bin/ls && echo has-ls');
+    expect(second.out).toBe('has-ls\n');
+    await first.c.remove();
+    await second.c.remove();
+    expect(fs.existsSync(path.join(root, 'containers', first.c.id!))).toBe(false);
+  });
+
+  it('keeps each of 20 concurrent containers in its own layer', async () => {
+    const runs = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => sh(`echo ${i} > /mine; sleep 0.2; ls / | grep -c '^mine$'; cat /mine`)),
+    );
+    runs.forEach((r, i) => {
+      expect(r.status.exitCode).toBe(0);
+      expect(r.out).toBe(`1\n${i}\n`);
+      expect(fs.readFileSync(path.join(root, 'containers', r.c.id!, 'upper/mine'), 'utf8')).toBe(`${i}\n`);
+    });
+    await Promise.all(runs.map((r) => r.c.remove()));
+  });
+
+  it('removes itself on exit with remove: true, and wait() resolves after that', async () => {
+    const c = await rt.run({ image: 'busybox', command: ['true'], remove: true, stdio: 'ignore' });
+    const dir = path.join(root, 'containers', c.id!);
+    expect(fs.existsSync(dir)).toBe(true);
+    await c.wait();
+    expect(fs.existsSync(dir)).toBe(false);
+  });
+
+  it('mounts a stopped container on the host for inspection, and unmounts it', async () => {
+    const r = await sh('echo inspected > /note');
+    const { Workspace } = await import('../src/workspace');
+    const ws = new Workspace(path.join(root, 'containers', r.c.id!), rt.images.get('busybox').rootfs, 'overlay');
+    const merged = ws.mount();
+    try {
+      expect(fs.readFileSync(path.join(merged, 'note'), 'utf8')).toBe('inspected\n');
+      expect(fs.existsSync(path.join(merged, 'bin/busybox'))).toBe(true);
+      expect(unionMounts().some((l) => l.includes(merged))).toBe(true);
+    } finally {
+      ws.unmount();
+    }
+    expect(unionMounts().some((l) => l.includes(merged))).toBe(false);
+    await r.c.remove();
+  });
+});
+
+describe('names and state', () => {
+  it('lets exactly one of two runs with the same name win', async () => {
+    const results = await Promise.allSettled([
+      rt.run({ image: 'busybox', command: ['sleep', '1'], name: 'twin', stdio: 'ignore' }),
+      rt.run({ image: 'busybox', command: ['sleep', '1'], name: 'twin', stdio: 'ignore' }),
+    ]);
+    const won = results.filter((r) => r.status === 'fulfilled');
+    const lost = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+    expect(won).toHaveLength(1);
+    expect(lost).toHaveLength(1);
+    expect(lost[0]!.reason).toMatchObject({ code: 'CONFLICT', message: expect.stringMatching(/name twin: already in use/) });
+    const c = (won[0] as PromiseFulfilledResult<Awaited<ReturnType<Runtime['run']>>>).value;
+    expect(rt.inspect('twin')).toMatchObject({ id: c.id, status: 'running' });
+    await expect(rt.remove('twin')).rejects.toMatchObject({ code: 'IN_USE' });
+    await rt.remove('twin', { force: true });
+    expect(c.exitStatus).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    await expect(Promise.resolve().then(() => rt.inspect('twin'))).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    // the name is free again
+    const again = await rt.run({ image: 'busybox', command: ['true'], name: 'twin', stdio: 'ignore', remove: true });
+    await again.wait();
+  });
+
+  it('lists containers with their state, from the records on disk', async () => {
+    const done = await sh('exit 3');
+    const other = new Runtime({ root });
+    const info = other.list({ all: true }).find((c) => c.id === done.c.id)!;
+    expect(info).toMatchObject({ status: 'exited', exitCode: 3, image: 'busybox', command: ['sh', '-c', 'exit 3'] });
+    expect(other.list().some((c) => c.id === done.c.id)).toBe(false);
+    expect(other.prune()).toContain(done.c.id);
+    expect(other.list({ all: true }).some((c) => c.id === done.c.id)).toBe(false);
+  });
+
+  it('leaves nothing behind when the command cannot be run', async () => {
+    const before = fs.readdirSync(path.join(root, 'containers'));
+    await expect(rt.run({ image: 'busybox', command: ['/no/such'], name: 'failing' })).rejects.toMatchObject({ code: 'ENOENT', step: 'exec' });
+    expect(fs.readdirSync(path.join(root, 'containers'))).toEqual(before);
+    expect(fs.existsSync(path.join(root, 'names', 'failing'))).toBe(false);
+    await expect(rt.run({ image: 'nope' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+});
