@@ -102,3 +102,13 @@ describe('buildPlan', () => {
     refused(() => buildPlan({ root, command: ['sh'], mounts: [{ source: '/a', target: '/', readonly: false }] }), 'INVALID_ARGUMENT', /cannot be a volume/);
   });
 });
+
+describe('storage drivers in the plan', () => {
+  it('mounts overlay with the escaped image layer, and aufs as the book does', () => {
+    const overlay = buildPlan({ root: { type: 'overlay', lower: ['/img:1'], upper: '/c/upper', work: '/c/work', target: '/c/merged' }, command: ['sh'] });
+    expect(overlay.steps[1]).toMatchObject({ op: 'mountRootFs', fstype: 'overlay', target: '/c/merged', options: ['lowerdir', '/img\\:1', 'upperdir', '/c/upper', 'workdir', '/c/work'] });
+    const aufs = buildPlan({ root: { type: 'aufs', lower: ['/img'], upper: '/c/upper', target: '/c/merged' }, command: ['sh'] });
+    // the write layer rw over the image layer ro
+    expect(aufs.steps[1]).toMatchObject({ op: 'mountRootFs', fstype: 'aufs', options: ['br', '/c/upper=rw:/img=ro'] });
+  });
+});

@@ -94,6 +94,29 @@ describe('layers', () => {
   });
 });
 
+describe('a SIGKILLed supervisor', () => {
+  it('takes its container with it, leaves no mount, and rm clears the disk', async () => {
+    const { spawn } = await import('node:child_process');
+    const script = `
+      const { Runtime } = require(${JSON.stringify(path.join(__dirname, '..', 'dist'))});
+      new Runtime({ root: ${JSON.stringify(root)} }).run({ image: 'busybox', command: ['sleep', '1000'], stdio: 'ignore', name: 'orphan' })
+        .then((c) => console.log(c.pid));`;
+    const sup = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const pid = Number(await new Promise<string>((resolve) => sup.stdout.once('data', (d: Buffer) => resolve(d.toString()))));
+    expect(fs.existsSync(`/proc/${pid}`)).toBe(true);
+    sup.kill('SIGKILL');
+    const deadline = Date.now() + 5000;
+    while (fs.existsSync(`/proc/${pid}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(fs.existsSync(`/proc/${pid}`)).toBe(false);
+    expect(unionMounts().filter((l) => l.includes(root))).toEqual([]);
+    const info = rt.inspect('orphan');
+    expect(info.status).toBe('exited');
+    await rt.remove('orphan');
+    expect(fs.existsSync(path.join(root, 'containers', info.id))).toBe(false);
+    expect(fs.existsSync(path.join(root, 'names', 'orphan'))).toBe(false);
+  });
+});
+
 describe('names and state', () => {
   it('lets exactly one of two runs with the same name win', async () => {
     const results = await Promise.allSettled([
