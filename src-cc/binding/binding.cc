@@ -38,7 +38,22 @@ class Process;
 struct Instance {
   Napi::FunctionReference process_ctor;
   std::unordered_set<Process*> live;
+  // Environment teardown is asynchronous: the poll handles' close callbacks live in this
+  // addon, which a worker unloads once teardown is done, so teardown waits for them.
+  napi_async_cleanup_hook_handle teardown = nullptr;
+  size_t closing = 0;
 };
+
+// SIGKILL and reap through the pidfd. uv_poll_init made the pidfd non-blocking, and waitid
+// on a non-blocking pidfd fails with EAGAIN instead of waiting: make it blocking first.
+void kill_and_reap(int pidfd) {
+  syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+  int fl = fcntl(pidfd, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(pidfd, F_SETFL, fl & ~O_NONBLOCK);
+  siginfo_t info;
+  while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &info, WEXITED) < 0 && errno == EINTR) {
+  }
+}
 
 const char* errno_code(int err) { return err ? uv_err_name(-err) : ""; }
 
@@ -90,23 +105,43 @@ class Process : public Napi::ObjectWrap<Process> {
     return 0;
   }
 
-  // Environment teardown: stop watching and close the pidfd. The container itself dies with
-  // the thread that cloned it (PR_SET_PDEATHSIG).
+  // Stop watching and close the pidfd.
   void Release() {
     if (instance_) instance_->live.erase(this);
     instance_ = nullptr;
-    StopPoll();
+    StopPoll(nullptr);
     if (pidfd_ >= 0) close(pidfd_);
     pidfd_ = -1;
   }
 
+  // Environment teardown. The container would die with the thread that cloned it
+  // (PR_SET_PDEATHSIG), but nobody would reap it then: a worker's children pass to the
+  // process's other threads, and Node reaps only its own. So kill it and reap it here.
+  // Returns whether a close callback will report to `inst` (see Instance::closing).
+  bool Teardown(Instance* inst) {
+    if (pidfd_ >= 0) kill_and_reap(pidfd_);
+    if (instance_) instance_->live.erase(this);
+    instance_ = nullptr;
+    bool closing = StopPoll(inst);
+    if (pidfd_ >= 0) close(pidfd_);
+    pidfd_ = -1;
+    return closing;
+  }
+
  private:
-  void StopPoll() {
-    if (!poll_) return;
+  static void OnClosed(uv_handle_t* h) {
+    Instance* inst = static_cast<Instance*>(h->data);
+    delete reinterpret_cast<uv_poll_t*>(h);
+    if (inst && --inst->closing == 0) napi_remove_async_cleanup_hook(inst->teardown);
+  }
+
+  bool StopPoll(Instance* teardown) {
+    if (!poll_) return false;
     uv_poll_stop(poll_);
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_),
-             [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    poll_->data = teardown;
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), &Process::OnClosed);
     poll_ = nullptr;
+    return teardown != nullptr;
   }
 
   static void OnReadable(uv_poll_t* handle, int, int) {
@@ -485,9 +520,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   Napi::Object proc = inst->process_ctor.New({});
   int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, info[1].As<Napi::Function>());
   if (werr) {
-    syscall(SYS_pidfd_send_signal, res.pidfd, SIGKILL, nullptr, 0);
-    siginfo_t si;
-    waitid(static_cast<idtype_t>(P_PIDFD), res.pidfd, &si, WEXITED);
+    kill_and_reap(res.pidfd);
     close(res.pidfd);
     io.CloseParentEnds();
     Napi::Object e = errno_object(env, werr, "uv_poll_start");
@@ -574,12 +607,21 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Instance* inst = new Instance;
   inst->process_ctor = Napi::Persistent(Process::Define(env));
   env.SetInstanceData<Instance>(inst);
-  // A worker that ends with containers still running: release their pidfds and poll
-  // handles. (SetInstanceData's finalizer then frees the Instance itself.)
-  env.AddCleanupHook([inst]() {
-    std::vector<Process*> live(inst->live.begin(), inst->live.end());
-    for (Process* p : live) p->Release();
-  });
+  // A worker that ends with containers still running: kill and reap them, release their
+  // pidfds and poll handles, and finish once the handles are closed. (The hook holds the
+  // napi_env, so SetInstanceData's finalizer frees the Instance only after that.)
+  napi_add_async_cleanup_hook(
+      env,
+      [](napi_async_cleanup_hook_handle handle, void* data) {
+        Instance* in = static_cast<Instance*>(data);
+        in->teardown = handle;
+        std::vector<Process*> live(in->live.begin(), in->live.end());
+        for (Process* p : live) {
+          if (p->Teardown(in)) in->closing++;
+        }
+        if (in->closing == 0) napi_remove_async_cleanup_hook(handle);
+      },
+      inst, nullptr);
   exports.Set("spawn", Napi::Function::New<Spawn>(env, "spawn"));
   exports.Set("resizePty", Napi::Function::New<ResizePty>(env, "resizePty"));
   exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
