@@ -160,6 +160,9 @@ export class Container extends EventEmitter {
       if (e.code !== 'EIO') this.emit('error', e);
     });
     this.closed = this.exited.then(async (status) => {
+      // Nobody reads the pipe any more: close our end, as child_process does, or its fd
+      // stays open for as long as the Container object lives.
+      this.stdin?.destroy();
       this.emit('exit', status.exitCode, status.signal);
       await Promise.all([this.stdout, this.stderr, this.terminal].map(drain));
       await this.managed?.afterExit(status);
