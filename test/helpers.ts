@@ -1,6 +1,14 @@
 // Shared by the tests: fixtures, leak checks, and collecting a container's output.
-import { readFileSync, readdirSync } from 'node:fs';
+import { spawn as spawnProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import * as path from 'node:path';
 import type { Readable } from 'node:stream';
+
+import { Container, type ExitStatus, type ProcessOptions } from '../src/container';
+import { NsboxError } from '../src/errors';
+
+export { Container, NsboxError };
 
 export const ROOTFS = process.env.NSBOX_TEST_ROOTFS ?? '/tmp/nsbox-test-fixtures/busybox';
 export const TARBALL = process.env.NSBOX_TEST_TARBALL ?? '/tmp/nsbox-test-fixtures/busybox.tar';
@@ -41,5 +49,148 @@ export function collect(stream: Readable | null): Promise<string> {
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('error', reject);
     stream.on('close', () => resolve(Buffer.concat(chunks).toString()));
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Containers: running one and collecting what it printed; leak and zombie checks; node
+// subprocesses (for what must happen outside the test process: SIGKILL, inherited fds,
+// worker threads).
+
+export function collectBuffer(stream: Readable | null): Promise<Buffer> {
+  if (!stream) return Promise.resolve(Buffer.alloc(0));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('error', reject);
+    stream.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+export interface RunResult extends ExitStatus {
+  stdout: Buffer;
+  stderr: Buffer;
+  /** stdout as text */
+  out: string;
+  /** stderr as text */
+  err: string;
+}
+
+/** Starts a container on the busybox fixture, collects its output, waits for its exit. */
+export async function run(command: string[], options: Partial<ProcessOptions> = {}): Promise<RunResult> {
+  const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command, ...options });
+  const [stdout, stderr, status] = await Promise.all([collectBuffer(c.stdout), collectBuffer(c.stderr), c.wait()]);
+  return { ...status, stdout, stderr, out: stdout.toString(), err: stderr.toString() };
+}
+
+/** sh -c SCRIPT in a container; fails the test unless it exits 0. Returns stdout. */
+export async function sh(script: string, options: Partial<ProcessOptions> = {}): Promise<string> {
+  const r = await run(['sh', '-c', script], options);
+  if (r.exitCode !== 0) throw new Error(`sh -c ${JSON.stringify(script)}: exit ${r.exitCode} signal ${r.signal}: ${r.err}`);
+  return r.out;
+}
+
+/** The error Container.start throws for these options (fails the test when it starts). */
+export function startError(options: ProcessOptions): NsboxError {
+  let c: Container;
+  try {
+    c = Container.start(options);
+  } catch (e) {
+    if (!(e instanceof NsboxError)) throw new Error(`expected an NsboxError, got ${String(e)}`);
+    return e;
+  }
+  c.kill('SIGKILL');
+  throw new Error(`Container.start(${JSON.stringify(options.command)}) started pid ${c.pid}`);
+}
+
+export function md5(data: Buffer): string {
+  return createHash('md5').update(data).digest('hex');
+}
+
+/** A process's state letter (R, S, Z, ...) and parent, or null once it is gone. */
+export function procState(pid: number): { state: string; ppid: number } | null {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { state: fields[0]!, ppid: Number(fields[1]) };
+}
+
+/** Children of `pid` (default: this process) in Z state: exited, never reaped. */
+export function zombies(pid = process.pid): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const s = procState(Number(entry));
+    if (s && s.ppid === pid && s.state === 'Z') out.push(Number(entry));
+  }
+  return out;
+}
+
+/** Host mounts at or under the fixture rootfs: where a container's mounts would leak to. */
+export function rootfsMounts(): string[] {
+  return hostMounts().filter((m) => m === ROOTFS || m.startsWith(`${ROOTFS}/`));
+}
+
+export interface Snapshot {
+  fds: string[];
+  children: number[];
+  mounts: string[];
+}
+
+/** fds, children and rootfs mounts of this process, to compare before and after. */
+export function snapshot(): Snapshot {
+  return { fds: openFds(), children: childPids(), mounts: rootfsMounts() };
+}
+
+export async function until(what: string, cond: () => boolean, timeoutMs = 5000, stepMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
+
+/** Compiled entry points for node subprocesses (`npm test` runs tsc first). */
+export function distModule(name: 'container' | 'errors'): string {
+  const js = path.resolve(__dirname, `../dist/${name}.js`);
+  const ts = path.resolve(__dirname, `../src/${name}.ts`);
+  if (!existsSync(js) || statSync(js).mtimeMs < statSync(ts).mtimeMs) {
+    throw new Error(`${js} is missing or older than ${ts}: run \`npx tsc -p .\` first`);
+  }
+  return js;
+}
+
+export interface NodeResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `node -e SCRIPT` (through `bash -c PRELUDE; exec node ...` when a prelude is given,
+ * so that the shell's redirections are inherited). NSBOX_DIST in the script's environment
+ * names dist/container.js, NSBOX_ROOTFS the fixture.
+ */
+export function runNode(script: string, opts: { prelude?: string; timeoutMs?: number } = {}): Promise<NodeResult> {
+  const env = { ...process.env, NSBOX_DIST: distModule('container'), NSBOX_ROOTFS: ROOTFS };
+  const child = opts.prelude
+    ? spawnProcess('bash', ['-c', `${opts.prelude}\nexec "$0" -e "$1"`, process.execPath, script], { env })
+    : spawnProcess(process.execPath, ['-e', script], { env });
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 20_000);
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
   });
 }

@@ -1,0 +1,100 @@
+// Lifetime: an attached container dies with what started it. A SIGKILLed Node process takes
+// its container with it (PR_SET_PDEATHSIG: nothing else could run to clean up), and a worker
+// thread that ends with a container running kills it, reaps it and gives its fds back.
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+
+import { ROOTFS, distModule, procState, runNode, until } from './helpers';
+
+/** A process that has exited, reaped or not (an orphan's zombie is init's to reap). */
+const dead = (pid: number) => {
+  const s = procState(pid);
+  return s === null || s.state === 'Z';
+};
+
+describe('lifetime', () => {
+  it('a SIGKILLed Node process takes its running container with it', async () => {
+    const script = `
+      const { Container } = require(process.env.NSBOX_DIST);
+      const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'], stdio: 'ignore' });
+      console.log(c.pid);
+      setInterval(() => {}, 1000);
+    `;
+    const env = { ...process.env, NSBOX_DIST: distModule('container'), NSBOX_ROOTFS: ROOTFS };
+    const node = spawn(process.execPath, ['-e', script], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const nodeExit = new Promise<[number | null, string | null]>((r) => node.on('exit', (c, s) => r([c, s])));
+    try {
+      const pid = await new Promise<number>((resolve, reject) => {
+        node.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+        node.once('exit', () => reject(new Error('node exited before starting the container')));
+      });
+      // The container runs, a child of that node process, sleep as PID 1 of its namespace.
+      expect(procState(pid)).toEqual({ state: 'S', ppid: node.pid });
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toBe('sleep\u00001000\u0000');
+      expect(readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^NSpid:\\s+${pid}\\s+1$`, 'm'));
+
+      node.kill('SIGKILL');
+      expect(await nodeExit).toEqual([null, 'SIGKILL']);
+      await until(`container ${pid} to die with its node process`, () => dead(pid), 5000);
+    } finally {
+      node.kill('SIGKILL');
+    }
+  });
+
+  for (const mainLoadsAddon of [false, true]) {
+    it(`a worker thread that ends kills its container, reaps it and frees its fds (main thread ${mainLoadsAddon ? 'also uses' : 'does not use'} the addon)`, async () => {
+      // Run in a node process of its own: the worker's teardown (and any crash in it) must
+      // be seen whole, and whether the main thread loaded the addon decides whether the
+      // worker's exit unloads it.
+      const script = `
+        const fs = require('fs');
+        const { Worker } = require('worker_threads');
+        if (${mainLoadsAddon}) require(process.env.NSBOX_DIST);
+        const fds = () => fs.readdirSync('/proc/self/fd').length;
+        const state = (pid) => {
+          try {
+            const s = fs.readFileSync('/proc/' + pid + '/stat', 'utf8');
+            return s.slice(s.lastIndexOf(')') + 2).split(' ')[0];
+          } catch { return 'gone'; }
+        };
+        const worker = \`
+          const { parentPort } = require('worker_threads');
+          const { Container } = require(process.env.NSBOX_DIST);
+          const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'] });
+          parentPort.postMessage(c.pid);
+          // The container keeps the worker's loop alive: the worker ends by process.exit.
+          setTimeout(() => process.exit(0), 100);
+        \`;
+        const runWorker = () => new Promise((resolve) => {
+          const w = new Worker(worker, { eval: true });
+          let pid = 0, during = 0;
+          w.on('message', (p) => { pid = p; during = fds(); });
+          w.on('exit', (code) => resolve({ pid, code, during }));
+        });
+        (async () => {
+          // A first worker without a container: what any worker leaves behind is not ours.
+          await new Promise((r) => new Worker('1', { eval: true }).on('exit', r));
+          const before = fds();
+          const { pid, code, during } = await runWorker();
+          const states = [state(pid)];
+          for (let i = 0; i < 50 && states[states.length - 1] !== 'gone'; i++) {
+            await new Promise((r) => setTimeout(r, 20));
+            states.push(state(pid));
+          }
+          console.log(JSON.stringify({ pid, code, before, during, after: fds(), states }));
+        })();
+      `;
+      const r = await runNode(script);
+      expect(r.stderr).toBe('');
+      expect({ code: r.code, signal: r.signal }).toEqual({ code: 0, signal: null }); // no crash at teardown
+      const res = JSON.parse(r.stdout) as { pid: number; code: number; before: number; during: number; after: number; states: string[] };
+      expect(res.pid).toBeGreaterThan(0);
+      expect(res.code).toBe(0);
+      expect(res.during).toBeGreaterThan(res.before); // the worker held fds for the container
+      // Gone at once: killed and reaped by the teardown, not left a zombie of this process.
+      expect(res.states).toEqual(['gone']);
+      expect(res.after).toBe(res.before);
+    });
+  }
+});
