@@ -27,6 +27,8 @@ export interface NativeSecurity {
   /** Capability bit masks as [low 32 bits, high 32 bits]. */
   bounding: [number, number];
   effective: [number, number];
+  /** Raised into the ambient (and inheritable) set, so that a non-root command keeps them. */
+  ambient?: [number, number];
   noNewPrivs: boolean;
   uid?: number;
   gid?: number;

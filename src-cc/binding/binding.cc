@@ -351,6 +351,7 @@ void read_security(Reader& r, Napi::Object js, Plan& plan) {
   };
   sec.bounding = mask("bounding");
   sec.effective = mask("effective");
+  if (!so.Get("ambient").IsUndefined()) sec.ambient = mask("ambient");
   sec.no_new_privs = r.Bool(so, "noNewPrivs");
   Napi::Value uid = so.Get("uid");
   if (uid.IsNumber()) {

@@ -366,7 +366,6 @@ void run_step(Child& c, const Step& s) {
     if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);  // 32, 33: EINVAL, fine
   }
   umask(022);
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail(c, Sys::kPrctl, errno);
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) fail(c, Sys::kCloseRange, errno);
 
   sigset_t none;
@@ -377,6 +376,8 @@ void run_step(Child& c, const Step& s) {
     SecurityFailure f = apply_security(plan.security);
     if (f.sys != Sys::kNone) fail(c, f.sys, f.err);
   }
+  // After apply_security: a change of uid or gid clears the parent-death signal.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail(c, Sys::kPrctl, errno);
 
   // execvp's rules over candidates prepared by the parent: ENOENT/ENOTDIR try the next one,
   // EACCES is remembered and reported when nothing else ran.

@@ -73,6 +73,7 @@ struct Security {
   bool enabled = false;
   uint64_t bounding = ~0ull;    // capabilities kept in the bounding set
   uint64_t effective = ~0ull;   // effective = permitted
+  uint64_t ambient = 0;         // raised into the ambient set (and so inheritable): non-root caps
   bool no_new_privs = false;
   bool set_ids = false;
   uint32_t uid = 0, gid = 0;

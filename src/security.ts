@@ -1,0 +1,387 @@
+/**
+ * What a container may do once it runs: its capabilities, its user, no_new_privs, the
+ * seccomp filter and the /proc and /sys paths it may not see or write. Pure: this turns
+ * options into the `security` and `confine` parts of a plan (src/plan.ts); the child applies
+ * them (src-cc/core/security.cc, and the mask/read-only steps in child.cc).
+ *
+ * The defaults follow docker's: its default capability list, its masked and read-only
+ * paths, and a seccomp denylist in the spirit of its default profile.
+ */
+import { NsboxError, invalid } from './errors';
+import {
+  MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
+  type NativeSecurity, type NativeStep,
+} from './native';
+
+export interface SecurityOptions {
+  /** All capabilities, no seccomp filter, nothing masked in /proc and /sys (like docker's). */
+  privileged?: boolean;
+  /** Capabilities to add to the default set: 'NET_ADMIN', 'CAP_NET_ADMIN' or 'ALL'. */
+  capAdd?: string[];
+  /** Capabilities to remove from the default set, or 'ALL'. */
+  capDrop?: string[];
+  /** 'default' (a denylist of dangerous calls) or 'unconfined' (no filter). */
+  seccomp?: 'default' | 'unconfined';
+  /** Whether execve may never again grant privileges (setuid bits, file caps). Default true. */
+  noNewPrivileges?: boolean;
+  /** 'UID[:GID]', numeric. Without GID the group is the UID (never root's group by accident). */
+  user?: string;
+}
+
+export interface Confinement {
+  security: NativeSecurity;
+  /** Steps run after the mounts and before pivot_root (PlanInput.confine). */
+  confine: NativeStep[];
+}
+
+/** Capability numbers from <linux/capability.h>. */
+export const CAPABILITIES: Readonly<Record<string, number>> = Object.freeze({
+  CHOWN: 0, DAC_OVERRIDE: 1, DAC_READ_SEARCH: 2, FOWNER: 3, FSETID: 4, KILL: 5, SETGID: 6,
+  SETUID: 7, SETPCAP: 8, LINUX_IMMUTABLE: 9, NET_BIND_SERVICE: 10, NET_BROADCAST: 11,
+  NET_ADMIN: 12, NET_RAW: 13, IPC_LOCK: 14, IPC_OWNER: 15, SYS_MODULE: 16, SYS_RAWIO: 17,
+  SYS_CHROOT: 18, SYS_PTRACE: 19, SYS_PACCT: 20, SYS_ADMIN: 21, SYS_BOOT: 22, SYS_NICE: 23,
+  SYS_RESOURCE: 24, SYS_TIME: 25, SYS_TTY_CONFIG: 26, MKNOD: 27, LEASE: 28, AUDIT_WRITE: 29,
+  AUDIT_CONTROL: 30, SETFCAP: 31, MAC_OVERRIDE: 32, MAC_ADMIN: 33, SYSLOG: 34, WAKE_ALARM: 35,
+  BLOCK_SUSPEND: 36, AUDIT_READ: 37, PERFMON: 38, BPF: 39, CHECKPOINT_RESTORE: 40,
+});
+
+/** docker's default list. */
+export const DEFAULT_CAPABILITIES: readonly string[] = Object.freeze([
+  'CHOWN', 'DAC_OVERRIDE', 'FSETID', 'FOWNER', 'MKNOD', 'NET_RAW', 'SETGID', 'SETUID', 'SETFCAP',
+  'SETPCAP', 'NET_BIND_SERVICE', 'SYS_CHROOT', 'KILL', 'AUDIT_WRITE',
+]);
+
+/** Paths nobody in a container needs, that tell about or act on the host. */
+export const MASKED_PATHS: readonly string[] = Object.freeze([
+  '/proc/acpi', '/proc/asound', '/proc/interrupts', '/proc/kcore', '/proc/keys',
+  '/proc/latency_stats', '/proc/sched_debug', '/proc/scsi', '/proc/timer_list',
+  '/proc/timer_stats', '/sys/devices/virtual/powercap', '/sys/firmware',
+]);
+
+/** Host-wide knobs: readable, not writable. */
+export const READONLY_PATHS: readonly string[] = Object.freeze([
+  '/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger',
+]);
+
+const ALL_CAPS = (1n << 64n) - 1n;
+
+const capBit = (name: string): bigint => 1n << BigInt(CAPABILITIES[name]!);
+
+function toPair(mask: bigint): [number, number] {
+  return [Number(mask & 0xffffffffn), Number((mask >> 32n) & 0xffffffffn)];
+}
+
+/** 'net_admin', 'CAP_NET_ADMIN' → 'NET_ADMIN'; 'all' → 'ALL'. */
+export function capabilityName(raw: unknown, what: string): string {
+  if (typeof raw !== 'string') throw invalid(`${what}: ${String(raw)}: a capability name must be a string`);
+  const name = raw.trim().toUpperCase().replace(/^CAP_/, '');
+  if (name !== 'ALL' && !(name in CAPABILITIES)) {
+    throw invalid(`${what}: ${raw}: unknown capability (${Object.keys(CAPABILITIES).join(', ')} or ALL)`);
+  }
+  return name;
+}
+
+function capList(list: unknown, what: string): string[] {
+  if (list === undefined) return [];
+  if (!Array.isArray(list)) throw invalid(`${what}: must be an array of capability names`);
+  return list.map((c) => capabilityName(c, what));
+}
+
+/** The bounding set after capAdd/capDrop, and the caps added by name (not through ALL). */
+function capabilitySets(opts: SecurityOptions): { bounding: bigint; added: bigint } {
+  const add = capList(opts.capAdd, 'capAdd');
+  const drop = capList(opts.capDrop, 'capDrop');
+  if (opts.privileged) return { bounding: ALL_CAPS, added: 0n };
+  for (const c of add) {
+    if (c !== 'ALL' && drop.includes(c)) throw invalid(`capAdd/capDrop: ${c} is both added and dropped`);
+  }
+  // As docker: ALL in capAdd starts from everything, ALL in capDrop from nothing; the
+  // names on the other side then apply on top.
+  let bounding = add.includes('ALL') ? ALL_CAPS : drop.includes('ALL') ? 0n : DEFAULT_CAPABILITIES.reduce((m, c) => m | capBit(c), 0n);
+  let added = 0n;
+  for (const c of add) if (c !== 'ALL') added |= capBit(c);
+  for (const c of drop) if (c !== 'ALL') bounding &= ~capBit(c);
+  bounding |= added;
+  return { bounding, added };
+}
+
+const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to setresuid
+
+function parseUser(user: unknown): { uid: number; gid: number } {
+  if (user === undefined) return { uid: 0, gid: 0 };
+  const m = typeof user === 'string' ? /^(\d+)(?::(\d+))?$/.exec(user) : null;
+  if (!m) throw invalid(`user: ${String(user)}: expected UID or UID:GID, numeric`);
+  const uid = Number(m[1]);
+  const gid = m[2] === undefined ? uid : Number(m[2]);
+  if (uid > MAX_ID || gid > MAX_ID) throw invalid(`user: ${user}: ids go up to ${MAX_ID}`);
+  return { uid, gid };
+}
+
+function confineSteps(): NativeStep[] {
+  const rel = (p: string) => p.replace(/^\/+/, '');
+  return [
+    ...MASKED_PATHS.map((p): NativeStep => ({ op: 'maskInRoot', name: `mask ${p}`, target: rel(p) })),
+    ...READONLY_PATHS.map((p): NativeStep => ({
+      op: 'readonlyInRoot', name: `read-only ${p}`, target: rel(p),
+      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    })),
+  ];
+}
+
+const OPTION_KEYS = new Set(['privileged', 'capAdd', 'capDrop', 'seccomp', 'noNewPrivileges', 'user']);
+
+/** Turns security options into the plan's `security` and `confine` (spread into Container.start). */
+export function buildConfinement(opts: SecurityOptions = {}, arch: SeccompArch | undefined = hostArch()): Confinement {
+  if (typeof opts !== 'object' || opts === null) throw invalid('security options: must be an object');
+  for (const k of Object.keys(opts)) {
+    if (!OPTION_KEYS.has(k)) throw invalid(`security options: ${k}: unknown option (${[...OPTION_KEYS].join(', ')})`);
+  }
+  if (opts.seccomp !== undefined && opts.seccomp !== 'default' && opts.seccomp !== 'unconfined') {
+    throw invalid(`seccomp: ${String(opts.seccomp)}: 'default' or 'unconfined'`);
+  }
+  const { bounding, added } = capabilitySets(opts);
+  const { uid, gid } = parseUser(opts.user);
+  // Root gets the bounding set back from execve anyway. Any other uid gets nothing from
+  // execve but its ambient set: the caps it was given by name (docker gives a non-root
+  // user none at all; nsbox lets `capAdd` mean what it says). ALL is never made ambient.
+  const ambient = uid === 0 ? 0n : added & bounding;
+  const security: NativeSecurity = {
+    bounding: toPair(bounding),
+    effective: toPair(uid === 0 ? bounding : ambient),
+    noNewPrivs: opts.noNewPrivileges ?? true,
+    uid,
+    gid,
+  };
+  if (ambient) security.ambient = toPair(ambient);
+  if (!opts.privileged && opts.seccomp !== 'unconfined') {
+    if (!arch) {
+      throw new NsboxError('UNSUPPORTED', `seccomp: no default filter for ${process.arch}`, { hint: "use seccomp: 'unconfined'" });
+    }
+    security.seccomp = seccompFilter(arch, bounding);
+  }
+  return { security, confine: opts.privileged ? [] : confineSteps() };
+}
+
+// ---------------------------------------------------------------------------------------
+// The seccomp filter: classic BPF, built here so that it is plain bytes a test can run.
+
+export type SeccompArch = 'x86_64' | 'aarch64';
+
+export function hostArch(): SeccompArch | undefined {
+  return process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : undefined;
+}
+
+/** AUDIT_ARCH_* from <linux/audit.h>: the machine, 64-bit, little-endian. */
+export const AUDIT_ARCH: Readonly<Record<SeccompArch, number>> = { x86_64: 0xc000003e, aarch64: 0xc00000b7 };
+
+/** On x86_64 the x32 ABI is the same arch with this bit set in the syscall number. */
+export const X32_SYSCALL_BIT = 0x40000000;
+
+/** Syscall numbers: x86_64 from asm/unistd_64.h, aarch64 from asm-generic/unistd.h. */
+export const SYSCALLS: Readonly<Record<string, Partial<Record<SeccompArch, number>>>> = {
+  ioctl: { x86_64: 16, aarch64: 29 },
+  clone: { x86_64: 56, aarch64: 220 },
+  clone3: { x86_64: 435, aarch64: 435 },
+  unshare: { x86_64: 272, aarch64: 97 },
+  setns: { x86_64: 308, aarch64: 268 },
+  personality: { x86_64: 135, aarch64: 92 },
+  mount: { x86_64: 165, aarch64: 40 },
+  umount2: { x86_64: 166, aarch64: 39 },
+  pivot_root: { x86_64: 155, aarch64: 41 },
+  open_tree: { x86_64: 428, aarch64: 428 },
+  move_mount: { x86_64: 429, aarch64: 429 },
+  fsopen: { x86_64: 430, aarch64: 430 },
+  fsconfig: { x86_64: 431, aarch64: 431 },
+  fsmount: { x86_64: 432, aarch64: 432 },
+  fspick: { x86_64: 433, aarch64: 433 },
+  mount_setattr: { x86_64: 442, aarch64: 442 },
+  open_tree_attr: { x86_64: 467, aarch64: 467 },
+  swapon: { x86_64: 167, aarch64: 224 },
+  swapoff: { x86_64: 168, aarch64: 225 },
+  quotactl: { x86_64: 179, aarch64: 60 },
+  quotactl_fd: { x86_64: 443, aarch64: 443 },
+  lookup_dcookie: { x86_64: 212, aarch64: 18 },
+  kexec_load: { x86_64: 246, aarch64: 104 },
+  kexec_file_load: { x86_64: 320, aarch64: 294 },
+  reboot: { x86_64: 169, aarch64: 142 },
+  init_module: { x86_64: 175, aarch64: 105 },
+  finit_module: { x86_64: 313, aarch64: 273 },
+  delete_module: { x86_64: 176, aarch64: 106 },
+  create_module: { x86_64: 174 },
+  get_kernel_syms: { x86_64: 177 },
+  query_module: { x86_64: 178 },
+  ptrace: { x86_64: 101, aarch64: 117 },
+  process_vm_readv: { x86_64: 310, aarch64: 270 },
+  process_vm_writev: { x86_64: 311, aarch64: 271 },
+  kcmp: { x86_64: 312, aarch64: 272 },
+  settimeofday: { x86_64: 164, aarch64: 170 },
+  clock_settime: { x86_64: 227, aarch64: 112 },
+  clock_adjtime: { x86_64: 305, aarch64: 266 },
+  adjtimex: { x86_64: 159, aarch64: 171 },
+  acct: { x86_64: 163, aarch64: 89 },
+  iopl: { x86_64: 172 },
+  ioperm: { x86_64: 173 },
+  open_by_handle_at: { x86_64: 304, aarch64: 265 },
+  bpf: { x86_64: 321, aarch64: 280 },
+  perf_event_open: { x86_64: 298, aarch64: 241 },
+  keyctl: { x86_64: 250, aarch64: 219 },
+  add_key: { x86_64: 248, aarch64: 217 },
+  request_key: { x86_64: 249, aarch64: 218 },
+  userfaultfd: { x86_64: 323, aarch64: 282 },
+  nfsservctl: { x86_64: 180, aarch64: 42 },
+  sysfs: { x86_64: 139 },
+  uselib: { x86_64: 134 },
+  _sysctl: { x86_64: 156 },
+  io_uring_setup: { x86_64: 425, aarch64: 425 },
+  io_uring_enter: { x86_64: 426, aarch64: 426 },
+  io_uring_register: { x86_64: 427, aarch64: 427 },
+};
+
+const ERRNO = { EPERM: 1, ENOSYS: 38 } as const;
+
+/** CLONE_NEW* flags: making a namespace is what the filter refuses, not cloning. */
+export const CLONE_NEWNS = 0x00020000;
+export const CLONE_NEWTIME = 0x00000080;
+export const CLONE_NEWCGROUP = 0x02000000;
+export const CLONE_NEWUTS = 0x04000000;
+export const CLONE_NEWIPC = 0x08000000;
+export const CLONE_NEWUSER = 0x10000000;
+export const CLONE_NEWPID = 0x20000000;
+export const CLONE_NEWNET = 0x40000000;
+const NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET;
+
+export const TIOCSTI = 0x5412;   // push a byte into the terminal's input: types into the host's shell
+export const TIOCLINUX = 0x541c; // console tricks, selection paste among them
+
+/** personality() values that only change what uname says or ask for the current one. */
+const HARMLESS_PERSONALITIES = [0x0 /* PER_LINUX */, 0x8 /* PER_LINUX32 */, 0x20000 /* UNAME26 */, 0x20008, 0xffffffff /* query */];
+
+type ArgTest =
+  | { arg: number; anyBit: number }     // denied when the argument has one of these bits
+  | { arg: number; oneOf: number[] }    // denied when the argument is one of these
+  | { arg: number; noneOf: number[] };  // denied unless the argument is one of these
+
+export interface SeccompRule {
+  syscalls: string[];
+  errno: keyof typeof ERRNO;
+  /** Lifted when the container keeps any of these capabilities (as docker's profile does). */
+  unless?: string[];
+  /** Only some calls are denied; the test is on the low 32 bits of an argument. */
+  when?: ArgTest;
+}
+
+/**
+ * The denylist. Everything not named here is allowed: this is a filter against calls that
+ * reach past the container (kernel, clock, keyring, other processes, new namespaces and
+ * mounts), not a list of what programs may do.
+ */
+export const SECCOMP_RULES: readonly SeccompRule[] = [
+  { syscalls: ['mount', 'umount2', 'pivot_root', 'open_tree', 'move_mount', 'fsopen', 'fsconfig', 'fsmount',
+    'fspick', 'mount_setattr', 'open_tree_attr', 'setns', 'swapon', 'swapoff', 'quotactl', 'quotactl_fd',
+    'lookup_dcookie'], errno: 'EPERM', unless: ['SYS_ADMIN'] },
+  // Namespaces: refused at clone and unshare by flag. clone3 passes its flags in memory a
+  // filter cannot read, so it gets ENOSYS, and libc falls back to clone.
+  { syscalls: ['unshare'], errno: 'EPERM', unless: ['SYS_ADMIN'], when: { arg: 0, anyBit: NAMESPACE_FLAGS | CLONE_NEWTIME } },
+  // clone's low byte is the exit signal; CLONE_NEWTIME (0x80) cannot be asked for there.
+  { syscalls: ['clone'], errno: 'EPERM', unless: ['SYS_ADMIN'], when: { arg: 0, anyBit: NAMESPACE_FLAGS } },
+  { syscalls: ['clone3'], errno: 'ENOSYS', unless: ['SYS_ADMIN'] },
+  { syscalls: ['kexec_load', 'kexec_file_load', 'reboot'], errno: 'EPERM', unless: ['SYS_BOOT'] },
+  { syscalls: ['init_module', 'finit_module', 'delete_module', 'create_module', 'get_kernel_syms', 'query_module'],
+    errno: 'EPERM', unless: ['SYS_MODULE'] },
+  { syscalls: ['ptrace', 'process_vm_readv', 'process_vm_writev', 'kcmp'], errno: 'EPERM', unless: ['SYS_PTRACE'] },
+  { syscalls: ['settimeofday', 'clock_settime', 'clock_adjtime', 'adjtimex'], errno: 'EPERM', unless: ['SYS_TIME'] },
+  { syscalls: ['acct'], errno: 'EPERM', unless: ['SYS_PACCT'] },
+  { syscalls: ['iopl', 'ioperm'], errno: 'EPERM', unless: ['SYS_RAWIO'] },
+  { syscalls: ['open_by_handle_at'], errno: 'EPERM', unless: ['DAC_READ_SEARCH'] },
+  { syscalls: ['bpf'], errno: 'EPERM', unless: ['SYS_ADMIN', 'BPF'] },
+  { syscalls: ['perf_event_open'], errno: 'EPERM', unless: ['SYS_ADMIN', 'PERFMON'] },
+  // Never namespaced, or a large attack surface for little use in a container: no cap lifts them.
+  { syscalls: ['keyctl', 'add_key', 'request_key', 'userfaultfd', 'nfsservctl', 'sysfs', 'uselib', '_sysctl',
+    'io_uring_setup', 'io_uring_enter', 'io_uring_register'], errno: 'EPERM' },
+  { syscalls: ['personality'], errno: 'EPERM', when: { arg: 0, noneOf: HARMLESS_PERSONALITIES } },
+  // ioctl's request is an unsigned int: the kernel ignores the high half, and so do we.
+  { syscalls: ['ioctl'], errno: 'EPERM', when: { arg: 1, oneOf: [TIOCSTI, TIOCLINUX] } },
+];
+
+// Classic BPF, from <linux/filter.h> and <linux/seccomp.h>.
+export const BPF = {
+  LD_W_ABS: 0x20, JEQ_K: 0x15, JGE_K: 0x35, JSET_K: 0x45, RET_K: 0x06,
+} as const;
+export const SECCOMP_RET = { KILL_PROCESS: 0x80000000, ERRNO: 0x00050000, ALLOW: 0x7fff0000 } as const;
+/** Offsets in struct seccomp_data. */
+export const SECCOMP_DATA = { nr: 0, arch: 4, args: 16 } as const;
+
+interface Insn { code: number; jt: number; jf: number; k: number }
+
+const stmt = (code: number, k: number): Insn => ({ code, jt: 0, jf: 0, k });
+const jump = (code: number, k: number, jt: number, jf: number): Insn => {
+  // Classic BPF jumps are 8 bits: a rule too long for that is a bug in the table above.
+  if (jt > 255 || jf > 255) throw new NsboxError('UNSUPPORTED', `seccomp: jump too far (${jt}, ${jf})`);
+  return { code, jt, jf, k: k >>> 0 };
+};
+
+function ruleApplies(rule: SeccompRule, kept: bigint): boolean {
+  return !(rule.unless ?? []).some((c) => kept & capBit(c));
+}
+
+/** One rule, as a block that ends with A = the syscall number again, for the next block. */
+function ruleBlock(rule: SeccompRule, numbers: number[]): Insn[] {
+  const deny = stmt(BPF.RET_K, SECCOMP_RET.ERRNO | ERRNO[rule.errno]);
+  const loadNr = stmt(BPF.LD_W_ABS, SECCOMP_DATA.nr);
+  if (!rule.when) {
+    // jeq nr_i → the ret at the end of the run of jeqs; the last one's miss jumps over it.
+    return [...numbers.map((nr, i) => jump(BPF.JEQ_K, nr, numbers.length - 1 - i, i === numbers.length - 1 ? 1 : 0)), deny];
+  }
+  const w = rule.when;
+  // Little-endian: the low half of args[i] comes first.
+  const loadArg = stmt(BPF.LD_W_ABS, SECCOMP_DATA.args + 8 * w.arg);
+  let test: Insn[];
+  if ('anyBit' in w) {
+    test = [jump(BPF.JSET_K, w.anyBit, 0, 1), deny];
+  } else if ('oneOf' in w) {
+    const n = w.oneOf.length;
+    test = [...w.oneOf.map((v, i) => jump(BPF.JEQ_K, v, n - 1 - i, i === n - 1 ? 1 : 0)), deny];
+  } else {
+    const n = w.noneOf.length;
+    test = [...w.noneOf.map((v, i) => jump(BPF.JEQ_K, v, n - i, 0)), deny];
+  }
+  const blocks: Insn[] = [];
+  for (const nr of numbers) blocks.push(jump(BPF.JEQ_K, nr, 0, test.length + 1), loadArg, ...test, loadNr);
+  return blocks;
+}
+
+/**
+ * The filter for one architecture, given the capabilities the container keeps in its
+ * bounding set. A syscall from any other ABI (i386 via int 0x80 on x86_64, x32, arm32 on
+ * aarch64) kills the process: its numbers would mean different calls.
+ */
+export function seccompFilter(arch: SeccompArch, kept: bigint): Uint8Array {
+  const kill = stmt(BPF.RET_K, SECCOMP_RET.KILL_PROCESS);
+  const prog: Insn[] = [
+    stmt(BPF.LD_W_ABS, SECCOMP_DATA.arch),
+    jump(BPF.JEQ_K, AUDIT_ARCH[arch], 1, 0),
+    kill,
+    stmt(BPF.LD_W_ABS, SECCOMP_DATA.nr),
+  ];
+  if (arch === 'x86_64') {
+    // x32 calls come with x86_64's arch but their own numbers (bit 30 set). -1 is let
+    // through: it is no call at all (the kernel says ENOSYS), and tracers use it.
+    prog.push(jump(BPF.JGE_K, X32_SYSCALL_BIT, 0, 2), jump(BPF.JEQ_K, 0xffffffff, 1, 0), kill);
+  }
+  for (const rule of SECCOMP_RULES) {
+    if (!ruleApplies(rule, kept)) continue;
+    const numbers = rule.syscalls.map((s) => SYSCALLS[s]?.[arch]).filter((n): n is number => n !== undefined);
+    if (numbers.length) prog.push(...ruleBlock(rule, numbers));
+  }
+  prog.push(stmt(BPF.RET_K, SECCOMP_RET.ALLOW));
+
+  const bytes = new Uint8Array(prog.length * 8);
+  const view = new DataView(bytes.buffer);
+  prog.forEach((ins, i) => {
+    view.setUint16(i * 8, ins.code, true);
+    view.setUint8(i * 8 + 2, ins.jt);
+    view.setUint8(i * 8 + 3, ins.jf);
+    view.setUint32(i * 8 + 4, ins.k, true);
+  });
+  return bytes;
+}
