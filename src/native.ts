@@ -4,7 +4,7 @@ import * as path from 'node:path';
 export type StepOp =
   | 'makeRootPrivate' | 'mountRootFs' | 'bindRoot' | 'mountFs' | 'bindInRoot' | 'mkdirInRoot'
   | 'mknodInRoot' | 'symlinkInRoot' | 'maskInRoot' | 'readonlyInRoot' | 'pivotRoot'
-  | 'loopbackUp' | 'sethostname' | 'chdir';
+  | 'loopbackUp' | 'sethostname' | 'chdir' | 'openPty';
 
 export interface NativeStep {
   op: StepOp;

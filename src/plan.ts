@@ -131,8 +131,8 @@ const DEVICES: Array<[string, number, number]> = [
   ['null', 1, 3], ['zero', 1, 5], ['full', 1, 7], ['random', 1, 8], ['urandom', 1, 9], ['tty', 5, 0],
 ];
 
-/** /proc, a /dev of its own, and a read-only /sys. */
-function systemSteps(): NativeStep[] {
+/** /proc, a /dev of its own (with the terminal, if any), and a read-only /sys. */
+function systemSteps(tty: boolean): NativeStep[] {
   const steps: NativeStep[] = [
     // /proc and /sys must be real directories of the image, never symlinks to elsewhere.
     { op: 'mountFs', name: 'mount /proc', fstype: 'proc', target: 'proc', flags: STEP_NO_FOLLOW_FINAL,
@@ -149,6 +149,8 @@ function systemSteps(): NativeStep[] {
       options: ['newinstance', '', 'ptmxmode', '0666', 'mode', '0620', 'gid', '5'],
       attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC },
     { op: 'symlinkInRoot', name: 'link /dev/ptmx', target: 'dev/ptmx', source: 'pts/ptmx' },
+    // From the container's own devpts: inside, the terminal is /dev/pts/0.
+    ...(tty ? [{ op: 'openPty' as const, name: 'open the terminal', target: 'dev/pts/ptmx' }] : []),
     { op: 'mountFs', name: 'mount /dev/shm', fstype: 'tmpfs', target: 'dev/shm',
       options: ['mode', '1777', 'size', '65536k'], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
     { op: 'symlinkInRoot', name: 'link /dev/fd', target: 'dev/fd', source: '/proc/self/fd' },
@@ -192,7 +194,7 @@ export function buildPlan(input: PlanInput): NativePlan {
     // Nothing mounted from here on may propagate back to the host.
     { op: 'makeRootPrivate', name: 'make / private' },
     ...rootSteps(input.root),
-    ...systemSteps(),
+    ...systemSteps(!!input.tty),
     ...mountSteps(mounts),
     ...(input.confine ?? []),
     { op: 'pivotRoot', name: 'pivot_root' },

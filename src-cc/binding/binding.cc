@@ -22,6 +22,9 @@
 #include "core/hostmount.h"
 #include "core/plan.h"
 #include "core/pty.h"
+
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include "core/spawn.h"
 
 #ifndef P_PIDFD
@@ -288,6 +291,7 @@ bool parse_op(const std::string& s, StepOp* op) {
       {"maskInRoot", StepOp::kMaskInRoot},           {"readonlyInRoot", StepOp::kReadonlyInRoot},
       {"pivotRoot", StepOp::kPivotRoot},             {"loopbackUp", StepOp::kLoopbackUp},
       {"sethostname", StepOp::kSethostname},         {"chdir", StepOp::kChdir},
+      {"openPty", StepOp::kOpenPty},
   };
   for (const auto& e : kOps) {
     if (s == e.name) {
@@ -376,7 +380,7 @@ struct Stdio {
   int child[3] = {0, 1, 2};
   int parent[3] = {-1, -1, -1};
   int pty_master = -1;
-  int pty_slave = -1;
+  int pty_socket[2] = {-1, -1};  // [0] ours, [1] the child's: it sends the master here
   int devnull = -1;
   int err = 0;
   const char* sys = "";
@@ -392,12 +396,15 @@ struct Stdio {
 
   void CloseChildEnds() {
     for (int i = 0; i < 3; i++) {
-      if (child[i] > 2 && child[i] != devnull && child[i] != pty_slave) close(child[i]);
+      if (child[i] > 2 && child[i] != devnull) close(child[i]);
       child[i] = i;
     }
     if (devnull >= 0) close(devnull);
-    if (pty_slave >= 0) close(pty_slave);
-    devnull = pty_slave = -1;
+    devnull = -1;
+    for (int& fd : pty_socket) {
+      if (fd >= 0) close(fd);
+      fd = -1;
+    }
   }
 
   void CloseParentEnds() {
@@ -410,20 +417,20 @@ struct Stdio {
   }
 };
 
-bool setup_stdio(Reader& r, Napi::Object js, Stdio& io) {
+bool setup_stdio(Reader& r, Napi::Object js, Plan& plan, Stdio& io) {
   Napi::Value tty = js.Get("tty");
   if (tty.IsObject()) {
+    // The pair itself is made by the child in the container's devpts (child.cc, kOpenPty).
     Napi::Object t = tty.As<Napi::Object>();
-    PtyPair p = open_pty(static_cast<unsigned short>(r.Num(t, "cols")),
-                         static_cast<unsigned short>(r.Num(t, "rows")));
-    if (p.err) {
-      io.err = p.err;
-      io.sys = p.sys;
+    plan.pty_cols = static_cast<unsigned short>(r.Num(t, "cols"));
+    plan.pty_rows = static_cast<unsigned short>(r.Num(t, "rows"));
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, io.pty_socket) < 0) {
+      io.err = errno;
+      io.sys = "socketpair";
       return false;
     }
-    io.pty_master = p.master;
-    io.pty_slave = io.above_stdio(p.slave);
-    for (int& c : io.child) c = io.pty_slave;
+    io.pty_socket[1] = io.above_stdio(io.pty_socket[1]);
+    plan.pty_socket = io.pty_socket[1];
     return true;
   }
   std::vector<std::string> modes = r.Strs(js, "stdio");
@@ -460,6 +467,31 @@ bool setup_stdio(Reader& r, Napi::Object js, Stdio& io) {
   return true;
 }
 
+// One fd passed with SCM_RIGHTS, or -1.
+int receive_fd(int sock) {
+  char data;
+  struct iovec iov = {&data, 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  if (recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0) return -1;
+  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  if (!cmsg || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) {
+    errno = EPROTO;
+    return -1;
+  }
+  int fd;
+  memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
+  return fd;
+}
+
 // spawn(plan, onExit) -> { ok: true, process, stdin, stdout, stderr, pty }
 //                      | { ok: false, step, syscall, errno, code, detail }
 Napi::Value Spawn(const Napi::CallbackInfo& info) {
@@ -489,7 +521,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
 
   Stdio io;
   Napi::Object out = Napi::Object::New(env);
-  if (!setup_stdio(r, js, io)) {
+  if (!setup_stdio(r, js, plan, io)) {
     io.CloseChildEnds();
     io.CloseParentEnds();
     if (!r.ok()) {
@@ -502,9 +534,20 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     return e;
   }
   for (int i = 0; i < 3; i++) plan.stdio[i] = io.child[i];
-  plan.ctty = io.pty_slave;
 
   SpawnResult res = spawn(plan);
+  if (!res.failed && res.parent_sys == Sys::kNone && io.pty_socket[0] >= 0) {
+    // execve has happened (the error pipe said so), so the master is already queued.
+    io.pty_master = receive_fd(io.pty_socket[0]);
+    if (io.pty_master < 0) {
+      res.parent_sys = Sys::kSendmsg;
+      res.parent_errno = errno ? errno : EIO;
+      syscall(SYS_pidfd_send_signal, res.pidfd, SIGKILL, nullptr, 0);
+      siginfo_t si;
+      waitid(static_cast<idtype_t>(P_PIDFD), res.pidfd, &si, WEXITED);
+      close(res.pidfd);
+    }
+  }
   io.CloseChildEnds();
   if (res.parent_sys != Sys::kNone || res.failed) {
     io.CloseParentEnds();

@@ -24,6 +24,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <climits>
@@ -41,6 +43,7 @@ struct Child {
   const ChildArgs* args;
   int32_t step = 0;
   int rootfd = -1;
+  int pty_slave = -1;  // from kOpenPty: the container's stdio and controlling terminal
 };
 
 [[noreturn]] void fail(const Child& c, Sys sys, int err, int32_t detail = 0) {
@@ -239,6 +242,51 @@ void mask(const Child& c, const Step& s) {
   close(tfd);
 }
 
+// The terminal is made in the container's own devpts instance, so that inside it has a name
+// (/dev/pts/0: `tty` and ttyname work) and nothing of the host's devpts is reachable. The
+// parent gets the master through SCM_RIGHTS: fd tables are not shared even with CLONE_VM.
+void open_pty(Child& c, const Step& s) {
+  const Plan& plan = *c.args->plan;
+  int master = sys_openat2(c.rootfd, s.target, O_RDWR | O_NOCTTY | O_CLOEXEC, kInRoot);
+  if (master < 0) fail(c, Sys::kOpenat2, errno);
+  int unlock = 0;
+  if (ioctl(master, TIOCSPTLCK, &unlock) < 0) fail(c, Sys::kIoctl, errno);
+  struct winsize ws;
+  memset(&ws, 0, sizeof ws);
+  ws.ws_col = plan.pty_cols;
+  ws.ws_row = plan.pty_rows;
+  if (ioctl(master, TIOCSWINSZ, &ws) < 0) fail(c, Sys::kIoctl, errno);
+  int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (slave < 0) fail(c, Sys::kIoctl, errno);
+  if (slave < 3) {  // never one of the stdio numbers it is about to be dup2'd onto
+    int moved = fcntl(slave, F_DUPFD_CLOEXEC, 3);
+    if (moved < 0) fail(c, Sys::kFcntl, errno);
+    close(slave);
+    slave = moved;
+  }
+  char data = 0;
+  struct iovec iov = {&data, 1};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof control.buf;
+  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cmsg), &master, sizeof(int));
+  if (sendmsg(plan.pty_socket, &msg, MSG_NOSIGNAL) < 0) fail(c, Sys::kSendmsg, errno);
+  close(master);
+  c.pty_slave = slave;
+}
+
 void run_step(Child& c, const Step& s) {
   char name[PATH_MAX];
   switch (s.op) {
@@ -339,6 +387,9 @@ void run_step(Child& c, const Step& s) {
     case StepOp::kChdir:
       if (chdir(s.target) < 0) fail(c, Sys::kChdir, errno);
       return;
+    case StepOp::kOpenPty:
+      open_pty(c, s);
+      return;
   }
 }
 
@@ -349,12 +400,14 @@ void run_step(Child& c, const Step& s) {
   c.step = static_cast<int32_t>(plan.steps.size());
 
   if (setsid() < 0) fail(c, Sys::kSetsid, errno);
-  if (plan.ctty >= 0 && ioctl(plan.ctty, TIOCSCTTY, 0) < 0) fail(c, Sys::kIoctl, errno);
+  const int tty_stdio[3] = {c.pty_slave, c.pty_slave, c.pty_slave};
+  const int* stdio = c.pty_slave >= 0 ? tty_stdio : plan.stdio;
+  if (c.pty_slave >= 0 && ioctl(c.pty_slave, TIOCSCTTY, 0) < 0) fail(c, Sys::kIoctl, errno);
   for (int fd = 0; fd < 3; fd++) {
-    // The parent made sure every prepared fd is above 2, so no dup2 clobbers another's source.
-    if (plan.stdio[fd] == fd) {
+    // Every prepared fd is above 2, so no dup2 clobbers another's source.
+    if (stdio[fd] == fd) {
       if (fcntl(fd, F_SETFD, 0) < 0) fail(c, Sys::kFcntl, errno);
-    } else if (dup2(plan.stdio[fd], fd) < 0) {
+    } else if (dup2(stdio[fd], fd) < 0) {
       fail(c, Sys::kDup2, errno);
     }
   }

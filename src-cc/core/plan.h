@@ -26,6 +26,8 @@ enum class StepOp : uint8_t {
   kLoopbackUp,       // bring `lo` up in the new network namespace
   kSethostname,
   kChdir,            // after pivot_root: resolved in the container's own /
+  kOpenPty,          // a pty pair from the container's devpts (`target`: its ptmx); the master
+                     // goes to the parent over pty_socket, the slave becomes stdio and ctty
 };
 
 // Per-step flags.
@@ -55,7 +57,7 @@ enum class Sys : int32_t {
   kOpenat2, kMkdirat, kMknodat, kSymlinkat, kFstat, kFchdir, kPivotRoot, kUmount2, kChdir,
   kSethostname, kSocket, kIoctl, kSetsid, kDup2, kFcntl, kPrctl, kSigaction, kSigprocmask,
   kCloseRange, kExecve, kCapset, kSeccomp, kSetgroups, kSetresgid, kSetresuid, kOpen,
-  kClone, kPipe,
+  kClone, kPipe, kSendmsg, kSocketpair,
 };
 
 const char* syscall_name(Sys sys);
@@ -88,7 +90,8 @@ struct Plan {
   std::vector<const char*> envp;        // null-terminated
   std::vector<const char*> candidates;  // full paths execve tries in order
   int stdio[3] = {0, 1, 2};             // fds the child dup2s onto 0, 1, 2
-  int ctty = -1;                        // pty slave to make the controlling terminal
+  int pty_socket = -1;                  // kOpenPty: where the child sends the master
+  unsigned short pty_cols = 80, pty_rows = 24;
   Security security;
 
   // Owns every string the pointers above refer to. A deque never moves its elements.

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,6 +58,8 @@ const char* syscall_name(Sys sys) {
     case Sys::kOpen: return "open";
     case Sys::kClone: return "clone";
     case Sys::kPipe: return "pipe2";
+    case Sys::kSendmsg: return "sendmsg";
+    case Sys::kSocketpair: return "socketpair";
   }
   return "?";
 }
@@ -113,9 +116,13 @@ SpawnResult spawn(const Plan& plan) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
+  // The child makes itself non-dumpable until execve. With CLONE_VM that flag lands on the
+  // address space it shares with Node: put Node's back once the child has left it.
+  int dumpable = plan.share_vm ? prctl(PR_GET_DUMPABLE) : -1;
   int pidfd = -1;
   int pid = clone(child_main, stack, flags, &args, &pidfd);
   int clone_errno = errno;
+  if (dumpable > 0) prctl(PR_SET_DUMPABLE, dumpable);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   close(errpipe[1]);
 
