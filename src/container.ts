@@ -12,6 +12,7 @@ import { NsboxError, invalid } from './errors';
 import { native, type NativePlan, type NativeProcess } from './native';
 import type { ImageInfo } from './image/store';
 import { buildPlan, type PlanInput, type StdioMode } from './plan';
+import { buildConfinement, type Confinement, type SecurityOptions } from './security';
 
 export type Stdio = StdioMode | [StdioMode, StdioMode, StdioMode];
 
@@ -22,7 +23,14 @@ export interface ExitStatus {
   signal: NodeJS.Signals | null;
 }
 
-export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty'> {
+export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine'> {
+  /**
+   * Capabilities, user, seccomp, masked paths. Default: docker's defaults (14 capabilities,
+   * no_new_privs, the default seccomp filter, masked and read-only /proc and /sys paths).
+   */
+  security?: SecurityOptions;
+  /** An already built confinement (buildConfinement's result); takes precedence over `security`. */
+  confinement?: Confinement;
   stdio?: Stdio;
   /** A pseudo-terminal as the container's controlling terminal and stdio. */
   tty?: boolean | { cols?: number; rows?: number };
@@ -129,7 +137,9 @@ export class Container extends EventEmitter {
   /** @internal Runtime's way in: the same start, with the bookkeeping hooks attached. */
   static launch(options: ProcessOptions, managed?: ManagedContainer): Container {
     const size = ttySize(options.tty);
-    const plan = buildPlan({ ...options, stdio: normaliseStdio(options.stdio), tty: size });
+    const { security, confinement: given, ...rest } = options;
+    const { security: nativeSecurity, confine } = given ?? confinement(security);
+    const plan = buildPlan({ ...rest, stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine });
     return new Container(plan, managed);
   }
 
@@ -234,6 +244,22 @@ export class Container extends EventEmitter {
     this.proc.ref();
     return this;
   }
+}
+
+/**
+ * The seccomp program and steps for a set of options are the same every time: built once.
+ * The plan only reads them, so every container with the same options shares them.
+ */
+const confinements = new Map<string, Confinement>();
+function confinement(options: SecurityOptions | undefined): Confinement {
+  const key = JSON.stringify(options ?? {});
+  let c = confinements.get(key);
+  if (!c) {
+    c = buildConfinement(options ?? {});
+    if (confinements.size > 64) confinements.clear();
+    confinements.set(key, c);
+  }
+  return c;
 }
 
 /**

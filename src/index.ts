@@ -5,3 +5,4 @@ export { ImageStore, type ImageInfo, type ImportOptions } from './image/store';
 export { Workspace, detectDriver, type StorageDriver } from './workspace';
 export { Volume } from './volume';
 export { buildPlan, containerPath, type BindMount, type PlanInput, type RootSource } from './plan';
+export { buildConfinement, DEFAULT_CAPABILITIES, type SecurityOptions } from './security';

@@ -11,6 +11,7 @@ import { NsboxError, fromSystemError, invalid } from './errors';
 import { extractTarball } from './image/extract';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import { DEFAULT_ROOT, Layout, newId, processAlive, processStartTime, readJson, writeJsonAtomic } from './layout';
+import type { SecurityOptions } from './security';
 import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
 
@@ -42,6 +43,11 @@ export interface RunOptions {
   tty?: boolean | { cols?: number; rows?: number };
   /** Removed as soon as it exits, like --rm; wait() resolves after the removal. */
   remove?: boolean;
+  /**
+   * Capabilities, user, seccomp, masked paths; docker's defaults when left out
+   * (`{ privileged: true }`, `{ capAdd, capDrop }`, `{ user: '1000:1000' }`, ...).
+   */
+  security?: SecurityOptions;
   /** Fork-style clone instead of CLONE_VM|CLONE_VFORK (benchmarks). */
   forkStyle?: boolean;
 }
@@ -149,6 +155,7 @@ export class Runtime {
         ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
         ...(options.network !== undefined ? { network: options.network } : {}),
         ...(options.tty !== undefined ? { tty: options.tty } : {}),
+        ...(options.security !== undefined ? { security: options.security } : {}),
         ...(options.forkStyle ? { forkStyle: true } : {}),
       };
       container = Container.launch(processOptions, {

@@ -70,6 +70,38 @@ describe('stdio', () => {
   });
 });
 
+describe('security flags', () => {
+  const status = (...flags: string[]) => {
+    const r = nsbox(['run', '--rm', ...flags, 'busybox', 'grep', '-E', '^(CapBnd|CapEff|NoNewPrivs|Seccomp):', '/proc/self/status']);
+    expect(r.err).toBe('');
+    return Object.fromEntries(r.out.trim().split('\n').map((l) => l.split(/:\s+/) as [string, string]));
+  };
+  const bit = (n: number) => 1n << BigInt(n);
+  it("defaults to docker's capabilities, no_new_privs and seccomp", () => {
+    expect(status()).toEqual({ CapBnd: '00000000a80425fb', CapEff: '00000000a80425fb', NoNewPrivs: '1', Seccomp: '2' });
+  });
+  it('changes exactly what each flag says', () => {
+    const NET_RAW = 13;
+    const SYS_ADMIN = 21;
+    expect(BigInt(`0x${status('--cap-drop', 'NET_RAW').CapBnd}`)).toBe(0xa80425fbn & ~bit(NET_RAW));
+    expect(BigInt(`0x${status('--cap-add', 'sys_admin').CapBnd}`)).toBe(0xa80425fbn | bit(SYS_ADMIN));
+    expect(status('--security-opt', 'seccomp=unconfined')).toMatchObject({ Seccomp: '0', CapBnd: '00000000a80425fb' });
+    expect(status('--security-opt', 'no-new-privileges=false')).toMatchObject({ NoNewPrivs: '0', Seccomp: '2' });
+    const host = /CapBnd:\s+(\S+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'))![1];
+    expect(status('--privileged')).toMatchObject({ CapBnd: host, Seccomp: '0' });
+  });
+  it('runs as another user with -u', () => {
+    expect(nsbox(['run', '--rm', '-u', '1000:1000', 'busybox', 'sh', '-c', 'id; touch /etc/x 2>&1 || echo refused']).out)
+      .toMatch(/^uid=1000 gid=1000[^\n]*\n.*Permission denied\nrefused\n$/s);
+  });
+  it('refuses an unknown capability in one line', () => {
+    const r = nsbox(['run', '--rm', '--cap-add', 'BOGUS', 'busybox', 'true']);
+    expect(r.code).toBe(125);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+    expect(r.err).toMatch(/^nsbox: .*BOGUS/);
+  });
+});
+
 describe('lifecycle', () => {
   it('rm -f ends a running container and its run exits 137', async () => {
     const run = spawn(process.execPath, [MAIN, '--root', root, 'run', '--name', 'victim', 'busybox', 'sh', '-c', 'echo up; exec sleep 1000'], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -125,6 +125,14 @@ describe('tty', () => {
     expect(await c.wait()).toEqual({ exitCode: 0, signal: null });
   });
 
+  // The pair comes from the container's own devpts instance, so ttyname works inside.
+  it('names the terminal inside: tty prints /dev/pts/0', async () => {
+    const c = Container.start({ root, command: ['tty'], tty: true });
+    const t = terminalText(c);
+    await c.wait();
+    expect(t.text().trim()).toBe('/dev/pts/0');
+  });
+
   it('refuses to resize a container without a terminal', async () => {
     const c = Container.start({ root, command: ['true'] });
     expect(() => c.resize(10, 10)).toThrow(/no terminal/);

@@ -52,7 +52,7 @@ async function run(opts: SecurityOptions, command: string[], extra: Partial<Proc
     stdio: ['ignore', 'pipe', 'pipe'],
     mounts: [probeMount()],
     ...extra,
-    ...buildConfinement(opts),
+    security: opts,
   });
   const [out, err, status] = await Promise.all([collect(c.stdout), collect(c.stderr), c.wait()]);
   return { out, err, exitCode: status.exitCode, signal: status.signal };
@@ -360,7 +360,7 @@ describe('a default container', () => {
   it('cannot push input into its terminal (TIOCSTI, TIOCLINUX), but can use it', async () => {
     const c = Container.start({
       root: { type: 'bind', path: ROOTFS }, command: ['/probe/probe', 'tiocsti', 'tiocsti-high', 'tioclinux', 'tiocgwinsz'],
-      tty: true, mounts: [probeMount()], ...buildConfinement({}),
+      tty: true, mounts: [probeMount()], security: {},
     });
     // The master reads EIO once the container is gone: that is the end of the output.
     const chunks: Buffer[] = [];
@@ -449,7 +449,7 @@ describe('failures and lifetime', () => {
     security.seccomp = new Uint8Array(8).fill(0xff);
     let err: unknown;
     try {
-      Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['true'], security, confine });
+      Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['true'], confinement: { security, confine } });
     } catch (e) {
       err = e;
     }
@@ -466,9 +466,8 @@ describe('failures and lifetime', () => {
     if (!existsSync(path.join(dist, 'security.js'))) ctx.skip();
     const script = `
       const { Container } = require(${JSON.stringify(path.join(dist, 'container.js'))});
-      const { buildConfinement } = require(${JSON.stringify(path.join(dist, 'security.js'))});
       const c = Container.start({ root: { type: 'bind', path: ${JSON.stringify(ROOTFS)} }, command: ['sleep', '60'],
-        stdio: 'ignore', ...buildConfinement({ user: '1000:1000' }) });
+        stdio: 'ignore', security: { user: '1000:1000' } });
       process.stdout.write(String(c.pid) + '\\n');`;
     const supervisor = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     const pid = Number((await new Promise<string>((resolve) => supervisor.stdout!.once('data', (d: Buffer) => resolve(d.toString())))).trim());
@@ -558,7 +557,7 @@ describe('crafted images', () => {
     const before = { mounts: ourMounts(), fds: openFds() };
     let err: unknown;
     try {
-      Container.start({ root: { type: 'bind', path: root }, command: ['true'], ...buildConfinement({}) });
+      Container.start({ root: { type: 'bind', path: root }, command: ['true'], security: {} });
     } catch (e) {
       err = e;
     }
@@ -601,7 +600,7 @@ describe('crafted images', () => {
     symlinkSync('/proc/sys/kernel/core_pattern', path.join(root, 'dev/zero'));
     const corePattern = readFileSync('/proc/sys/kernel/core_pattern', 'utf8');
     const c = Container.start({
-      root: { type: 'bind', path: root }, stdio: ['ignore', 'pipe', 'pipe'], ...buildConfinement({}),
+      root: { type: 'bind', path: root }, stdio: ['ignore', 'pipe', 'pipe'], security: {},
       command: ['sh', '-c', 'stat -c "%F %t:%T" /dev/null /proc/keys /proc/timer_list; echo pwned > /dev/null; echo "|/pwn" > /proc/sys/kernel/core_pattern 2>/dev/null; echo $?'],
     });
     const [out, status] = await Promise.all([collect(c.stdout), c.wait()]);
@@ -641,7 +640,7 @@ describe('crafted images', () => {
         let c: Container;
         try {
           c = Container.start({
-            root: { type: 'bind', path: root }, stdio: ['ignore', 'pipe', 'ignore'], ...buildConfinement({}),
+            root: { type: 'bind', path: root }, stdio: ['ignore', 'pipe', 'ignore'], security: {},
             mounts: [{ source, target, readonly: false }],
             // Where the volume is mounted now, as the container sees it.
             command: ['sh', '-c', `awk '$4 ~ /volume-source$/ { print $5 }' /proc/self/mountinfo`],

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import type { Container, ExitStatus } from '../../container';
 import { NsboxError } from '../../errors';
 import type { RunOptions } from '../../runtime';
+import type { SecurityOptions } from '../../security';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
@@ -36,7 +37,28 @@ function optionsFrom(p: Parsed): RunOptions {
   if (f.workdir !== undefined) o.cwd = f.workdir as string;
   if (f.hostname !== undefined) o.hostname = f.hostname as string;
   if (net) o.network = net;
+  const security = securityFrom(p);
+  if (security) o.security = security;
   return o;
+}
+
+/** --privileged, --cap-add, --cap-drop, --security-opt, --user as SecurityOptions. */
+export function securityFrom(p: Parsed): SecurityOptions | undefined {
+  const f = p.flags;
+  const s: SecurityOptions = {};
+  if (f.privileged) s.privileged = true;
+  if (f['cap-add']) s.capAdd = f['cap-add'] as string[];
+  if (f['cap-drop']) s.capDrop = f['cap-drop'] as string[];
+  if (f.user !== undefined) s.user = f.user as string;
+  for (const opt of (f['security-opt'] as string[] | undefined) ?? []) {
+    const [key, value] = opt.split(/[=:]/, 2) as [string, string | undefined];
+    if (key === 'seccomp' && value === 'unconfined') s.seccomp = 'unconfined';
+    else if (key === 'seccomp' && value === 'default') s.seccomp = 'default';
+    else if (key === 'no-new-privileges' && (value === undefined || value === 'true')) s.noNewPrivileges = true;
+    else if (key === 'no-new-privileges' && value === 'false') s.noNewPrivileges = false;
+    else throw new NsboxError('INVALID_ARGUMENT', `run: --security-opt ${opt}: seccomp=unconfined, seccomp=default or no-new-privileges[=true|false]`);
+  }
+  return Object.keys(s).length ? s : undefined;
 }
 
 export default async function run(p: Parsed, g: Global): Promise<number> {
