@@ -46,7 +46,7 @@ cleanup() {
   rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/logs" "$work/pack" "$work/state"
+mkdir -p "$work/logs" "$work/pack" "$work/state" "$work/tmp"
 
 elapsed() { awk -v now="$EPOCHREALTIME" -v start="$1" 'BEGIN { printf "%.1f s", now - start }'; }
 
@@ -76,7 +76,8 @@ stage() {
 step stage stage
 # node-gyp compiles one file at a time unless told; the prebuild compile is the slow part.
 export JOBS=${JOBS:-max}
-step pack bash -c 'cd "$1" && npm pack --foreground-scripts --pack-destination "$2"' _ "$work/stage" "$work/pack"
+# TMPDIR: prebuildify makes a header cache dir there; it goes with the rest.
+step pack bash -c 'cd "$1" && TMPDIR=$3 npm pack --foreground-scripts --pack-destination "$2"' _ "$work/stage" "$work/pack" "$work/tmp"
 tgz=$(ls "$work"/pack/nsbox-*.tgz 2>/dev/null | head -n 1)
 [ -n "$tgz" ] || fail "npm pack made no tarball"
 
