@@ -79,6 +79,14 @@ describe('bad input', () => {
     expect(e).toMatchObject({ syscall: 'chdir', step: 'working directory /no/such/dir', path: '/no/such/dir' });
   });
 
+  it('an argument or environment too big for execve: E2BIG from the exec step', () => {
+    // One string over the kernel's 128 KiB limit, then 2.4 MB of environment in all.
+    refused({ root, command: ['echo', 'x'.repeat(200_000)] }, 'E2BIG', /^exec \/bin\/echo: E2BIG/);
+    const env = Object.fromEntries(Array.from({ length: 40_000 }, (_, i) => [`V${i}`, 'x'.repeat(60)]));
+    const e = refused({ root, command: ['true'], env }, 'E2BIG', /^exec \/bin\/true: E2BIG/);
+    expect(e).toMatchObject({ step: 'exec', syscall: 'execve', path: '/bin/true' });
+  });
+
   it('an unknown network, stdio mode or terminal size', () => {
     refused({ root, command: ['true'], network: 'bridge' as 'none' }, 'INVALID_ARGUMENT', /^network: bridge: none or host$/);
     refused({ root, command: ['true'], stdio: 'tty' as 'pipe' }, 'INVALID_ARGUMENT', /^stdio: "tty"/);
