@@ -30,7 +30,7 @@ describe('lifetime', () => {
         node.once('exit', () => reject(new Error('node exited before starting the container')));
       });
       // The container runs, a child of that node process, sleep as PID 1 of its namespace.
-      expect(procState(pid)).toEqual({ state: 'S', ppid: node.pid });
+      expect(procState(pid)).toEqual({ state: expect.stringMatching(/^[RS]$/), ppid: node.pid });
       expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toBe('sleep\u00001000\u0000');
       expect(readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^NSpid:\\s+${pid}\\s+1$`, 'm'));
 
@@ -41,6 +41,23 @@ describe('lifetime', () => {
       node.kill('SIGKILL');
     }
   });
+
+  for (const ending of ['returns from its script (container unref\'d)', 'calls process.exit()']) {
+    it(`a Node process that ${ending} takes its running container with it`, async () => {
+      const script = `
+        const { Container } = require(process.env.NSBOX_DIST);
+        const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'], stdio: 'ignore' });
+        console.log(c.pid);
+        ${ending.includes('unref') ? 'c.unref();' : 'setTimeout(() => process.exit(3), 50);'}
+      `;
+      const r = await runNode(script, { timeoutMs: 10_000 });
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(ending.includes('unref') ? 0 : 3);
+      const pid = Number(r.stdout.trim());
+      expect(pid).toBeGreaterThan(0);
+      await until(`container ${pid} to die with its node process`, () => dead(pid), 5000);
+    });
+  }
 
   for (const mainLoadsAddon of [false, true]) {
     it(`a worker thread that ends kills its container, reaps it and frees its fds (main thread ${mainLoadsAddon ? 'also uses' : 'does not use'} the addon)`, async () => {
