@@ -202,10 +202,13 @@ export class Container extends EventEmitter {
     throw new NsboxError('EPERM', `kill ${this.pid}: errno ${err}`, { errno: err, syscall: 'pidfd_send_signal' });
   }
 
-  /** Sets the terminal size of a `tty` container. */
+  /** Sets the terminal size of a `tty` container; does nothing once its terminal has closed. */
   resize(cols: number, rows: number): void {
     if (this.ptyFd < 0) throw invalid('resize: this container has no terminal');
     const size = ttySize({ cols, rows })!;
+    // Once the terminal stream has closed, its fd number may already belong to another file:
+    // there is no terminal left to resize.
+    if (this.terminal!.destroyed) return;
     const err = native().resizePty(this.ptyFd, size.cols, size.rows);
     if (err) throw new NsboxError('EIO', `resize terminal: errno ${err}`, { errno: err, syscall: 'ioctl' });
   }

@@ -1,9 +1,11 @@
 // stdio: piped streams carry data intact both ways; 'ignore' and 'inherit' do what they say;
 // with a tty the command gets a terminal of the size given, and resize reaches it.
 import { randomBytes } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
+import * as tty from 'node:tty';
 import { describe, expect, it } from 'vitest';
 
-import { Container, ROOTFS, collectBuffer, md5, run, until } from './helpers';
+import { Container, ROOTFS, collectBuffer, md5, openFds, run, until } from './helpers';
 
 const root = { type: 'bind' as const, path: ROOTFS };
 
@@ -131,6 +133,26 @@ describe('tty', () => {
     const t = terminalText(c);
     await c.wait();
     expect(t.text().trim()).toBe('/dev/pts/0');
+  });
+
+  it('ignores a resize once the terminal is closed, and never touches a reused fd number', async () => {
+    const c = Container.start({ root, command: ['true'], tty: true });
+    c.terminal!.resume();
+    const open = openFds();
+    await c.wait(); // the terminal is closed by now: its fd number is free
+    const freed = open.filter((fd) => !openFds().includes(fd)).map(Number);
+    expect(freed.length).toBeGreaterThan(0);
+    // Take every freed number (and the lowest free ones before them) with ptys of our own.
+    const ours: number[] = [];
+    while (!freed.every((fd) => ours.includes(fd)) && ours.length < 64) ours.push(openSync('/dev/ptmx', 'r+'));
+    try {
+      expect(() => c.resize(33, 11)).not.toThrow();
+      for (const fd of ours) {
+        expect(new tty.WriteStream(fd).getWindowSize(), `fd ${fd}`).toEqual([0, 0]);
+      }
+    } finally {
+      for (const fd of ours) closeSync(fd);
+    }
   });
 
   it('refuses to resize a container without a terminal', async () => {
