@@ -70,6 +70,21 @@ describe('load', () => {
     await expectNoLeaks(before);
   });
 
+  it('runs 30 containers with terminals at once, three times over', async () => {
+    await Container.start({ root, command: ['true'], tty: true }).wait();
+    const before = snapshot();
+    for (let round = 0; round < 3; round++) {
+      const cs = Array.from({ length: 30 }, (_, i) => Container.start({ root, command: ['stty', 'size'], tty: { cols: 40 + i, rows: 10 } }));
+      const texts = await Promise.all(cs.map((c) => {
+        let text = '';
+        c.terminal!.on('data', (d: Buffer) => (text += d.toString()));
+        return c.wait().then((s) => ({ ...s, text: text.trim() }));
+      }));
+      expect(texts).toEqual(cs.map((_, i) => ({ exitCode: 0, signal: null, text: `10 ${40 + i}` })));
+    }
+    await expectNoLeaks(before);
+  });
+
   it('leaves the host mount table as it was, even with / shared', async () => {
     // In a mount namespace of its own whose mounts are all shared, a mount that propagated
     // out of a container would show in the node process's table. (The test process's own
