@@ -17,8 +17,9 @@ const SIGPIPE = 13;
 
 describe('signals', () => {
   it('starts the command with no signal ignored, blocked or caught', async () => {
-    // What would leak: Node ignores SIGPIPE (and SIGXFSZ) and catches others. An ignored
-    // signal survives execve; the same parser on Node's own status shows it.
+    // What would leak: Node ignores SIGPIPE (and SIGXFSZ), and an ignored signal survives
+    // execve; the same parser on Node's own status shows it. The child starts with every
+    // signal blocked (spawn blocks them around clone), so a missing unblock shows in SigBlk.
     const node = sigMasks(readFileSync('/proc/self/status', 'utf8'));
     expect(node.SigIgn & bit(SIGPIPE)).toBe(bit(SIGPIPE));
 
