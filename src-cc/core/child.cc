@@ -14,6 +14,7 @@
 #include <linux/prctl.h>
 #include <linux/sockios.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -431,6 +432,12 @@ void run_step(Child& c, const Step& s) {
   }
   // After apply_security: a change of uid or gid clears the parent-death signal.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail(c, Sys::kPrctl, errno);
+  // A Node process killed before that prctl would leave us running: its pidfd says so.
+  // (getppid() cannot tell: in a new pid namespace it is always 0.)
+  if (c.args->parent_pidfd >= 0) {
+    struct pollfd p = {c.args->parent_pidfd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 0) _exit(125);
+  }
 
   // execvp's rules over candidates prepared by the parent: ENOENT/ENOTDIR try the next one,
   // EACCES is remembered and reported when nothing else ran.

@@ -7,7 +7,8 @@ namespace nsbox {
 
 struct ChildArgs {
   const Plan* plan;
-  int error_fd;  // write end of the CLOEXEC error pipe
+  int error_fd;      // write end of the CLOEXEC error pipe
+  int parent_pidfd;  // the Node process, to notice it died before PR_SET_PDEATHSIG was armed
 };
 
 // Runs in the cloned child; never returns.

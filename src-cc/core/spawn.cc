@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -108,7 +109,11 @@ SpawnResult spawn(const Plan& plan) {
     result.parent_errno = ENOMEM;
     return result;
   }
-  ChildArgs args{&plan, errpipe[1]};
+  // A pidfd of this very process (always close-on-exec), for the child to notice Node died
+  // before its parent-death signal was armed. Opened per start rather than kept, so that
+  // nothing of nsbox stays open between containers. -1 (no check) on a kernel without it.
+  int self_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
+  ChildArgs args{&plan, errpipe[1], self_pidfd};
   int flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD;
   if (plan.share_vm) flags |= CLONE_VM | CLONE_VFORK;
 
@@ -125,6 +130,7 @@ SpawnResult spawn(const Plan& plan) {
   if (dumpable > 0) prctl(PR_SET_DUMPABLE, dumpable);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   close(errpipe[1]);
+  if (self_pidfd >= 0) close(self_pidfd);
 
   if (pid < 0) {
     close(errpipe[0]);
