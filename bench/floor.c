@@ -1,11 +1,13 @@
 // The floor: the fewest system calls that make the container nsbox makes, in a loop.
 //
-//   floor [-n RUNS] [-w WARMUP] [-H] [-b] [-f] LOWERDIR SCRATCHDIR
+//   floor [-n RUNS] [-w WARMUP] [-H] [-b] [-f] [-V] LOWERDIR SCRATCHDIR
 //
 // Per run: mkdir a write layer, work dir and mount point under SCRATCHDIR; clone with the
 // namespaces nsbox uses (mount, pid, uts, ipc, cgroup, and net unless -H); in the child make /
 // rprivate, mount the overlay root (or, with -b, bind LOWERDIR onto itself), mount /proc and a
 // tmpfs /dev in it, pivot_root, exec /bin/true; wait; remove the run's directories.
+// With -V the overlay is mounted "volatile": no sync of the upper filesystem when the
+// overlay's superblock goes away with the container (the write layer is thrown away anyway).
 // With -f the child also does what nsbox adds on top of that minimum (device nodes, devpts,
 // /dev/shm, read-only sysfs, /dev symlinks, loopback up, hostname, setsid), so the report can
 // tell the kernel's share of nsbox's time from its own.
@@ -45,7 +47,7 @@ static long long now_ns(void) {
     if ((expr) < 0) _exit(100 + (step)); \
   } while (0)
 
-static int full, bind_root;
+static int full, bind_root, volatile_upper;
 
 static void child(const char *lower, const char *upper, const char *work, const char *merged) {
   char opts[4096];
@@ -54,7 +56,8 @@ static void child(const char *lower, const char *upper, const char *work, const 
     CHECK(2, mount(lower, lower, NULL, MS_BIND | MS_REC, NULL));
     CHECK(3, chdir(lower));
   } else {
-    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+    snprintf(opts, sizeof opts, "lowerdir=%s,upperdir=%s,workdir=%s%s", lower, upper, work,
+             volatile_upper ? ",volatile" : "");
     CHECK(2, mount("overlay", merged, "overlay", 0, opts));
     CHECK(3, chdir(merged));
   }
@@ -115,20 +118,21 @@ static int rm_entry(const char *path, const struct stat *st, int type, struct FT
 
 int main(int argc, char **argv) {
   int runs = 300, warmup = 20, hostnet = 0, opt;
-  while ((opt = getopt(argc, argv, "n:w:Hbf")) != -1) {
+  while ((opt = getopt(argc, argv, "n:w:HbfV")) != -1) {
     switch (opt) {
       case 'n': runs = atoi(optarg); break;
       case 'w': warmup = atoi(optarg); break;
       case 'H': hostnet = 1; break;
       case 'b': bind_root = 1; break;
       case 'f': full = 1; break;
+      case 'V': volatile_upper = 1; break;
       default:
-        fprintf(stderr, "usage: floor [-n RUNS] [-w WARMUP] [-H] [-b] [-f] LOWERDIR SCRATCHDIR\n");
+        fprintf(stderr, "usage: floor [-n RUNS] [-w WARMUP] [-H] [-b] [-f] [-V] LOWERDIR SCRATCHDIR\n");
         return 2;
     }
   }
   if (argc - optind != 2) {
-    fprintf(stderr, "usage: floor [-n RUNS] [-w WARMUP] [-H] [-b] [-f] LOWERDIR SCRATCHDIR\n");
+    fprintf(stderr, "usage: floor [-n RUNS] [-w WARMUP] [-H] [-b] [-f] [-V] LOWERDIR SCRATCHDIR\n");
     return 2;
   }
   const char *lower = argv[optind], *scratch = argv[optind + 1];

@@ -156,10 +156,11 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
       ['nsbox', 'nsbox, in process (net ns, --rm counted)', { network: 'none', remove: 'counted' }],
       ['nsbox-hostnet', 'nsbox, in process, no net ns (--rm counted)', { network: 'host', remove: 'counted' }],
       ['nsbox-keep', 'nsbox, in process (net ns, --rm not counted)', { network: 'none', remove: 'separate' }],
+      ['nsbox-bind', 'nsbox, in process, image bound as root, no write layer (as crun’s bundle)', { network: 'none', remove: 'counted', bindRoot: true }],
     ]) {
       const r = await attempt(`nsbox in-process ${id}`, () => worker({ ...workerBase, scenario: 'start', runs: inprocRuns, warmup: 20, ...extra }));
       if (!r) continue;
-      api = r.api;
+      if (!extra.bindRoot) api = r.api;
       addSeries('start', id, label, r.samples, {}, perRun(r));
       addSeries('start', `${id}.started`, `${label}: run() resolved (after execve)`, r.started, { hidden: true });
       if (extra.remove === 'separate') addSeries('start', 'nsbox-remove', 'nsbox: remove() after exit', r.removal, { hidden: true });
@@ -171,6 +172,8 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
       addSeries('start', 'floor', 'C floor (net ns, mkdir + cleanup counted)', f.total, {}, f.cpu);
       addSeries('start', 'floor-exit', 'C floor: clone..exit only', f.startExit, { hidden: true });
     }
+    const fb = await attempt('floor -b', () => floor(bin, busybox.dir, scratch, { n: N.floor, bindRoot: true }));
+    if (fb) addSeries('start', 'floor-bind', 'C floor, image bound as root, no write layer', fb.total, {}, fb.cpu);
     const fh = await attempt('floor -H', () => floor(bin, busybox.dir, scratch, { n: N.floor, hostNet: true }));
     if (fh) addSeries('start', 'floor-hostnet', 'C floor, no net ns', fh.total, {}, fh.cpu);
     const ff = await attempt('floor -f', () => floor(bin, busybox.dir, scratch, { n: N.floor, full: true }));

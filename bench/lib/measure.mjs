@@ -41,8 +41,9 @@ export async function loop(bin, argv, { n, warmup = 3, inflight = 1, mountns = f
 }
 
 /** The C floor: per run, clone..exit and mkdir..cleanup-done. */
-export async function floor(bin, rootfs, scratch, { n, warmup = 10, hostNet = false, full = false }) {
+export async function floor(bin, rootfs, scratch, { n, warmup = 10, hostNet = false, full = false, bindRoot = false }) {
   const args = ['-n', String(n), '-w', String(warmup)];
+  if (bindRoot) args.push('-b');
   if (hostNet) args.push('-H');
   if (full) args.push('-f');
   const r = await run(bin.floor, [...args, rootfs, scratch]);
