@@ -14,7 +14,11 @@ export type RootSource =
   /** An existing root filesystem directory, bound onto itself (writes go to it). */
   | { type: 'bind'; path: string }
   /** An overlay of read-only `lower` layers (topmost first) under a write layer. */
-  | { type: 'overlay'; lower: string[]; upper: string; work: string; target: string }
+  | {
+      type: 'overlay'; lower: string[]; upper: string; work: string; target: string;
+      /** Never sync the write layer (it is thrown away on exit): overlay's `volatile`. */
+      volatile?: boolean;
+    }
   /** The book's driver: aufs branches, the write layer rw over the image layers ro. */
   | { type: 'aufs'; lower: string[]; upper: string; target: string };
 
@@ -117,7 +121,7 @@ function rootSteps(root: RootSource): NativeStep[] {
     case 'overlay':
       return [{
         op: 'mountRootFs', name: `overlay root ${root.target}`, fstype: 'overlay', target: root.target,
-        options: ['lowerdir', overlayLowerdir(root.lower), 'upperdir', root.upper, 'workdir', root.work],
+        options: ['lowerdir', overlayLowerdir(root.lower), 'upperdir', root.upper, 'workdir', root.work, ...(root.volatile ? ['volatile', ''] : [])],
       }];
     case 'aufs':
       return [{

@@ -8,7 +8,6 @@ import * as path from 'node:path';
 
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
 import { NsboxError, fromSystemError, invalid } from './errors';
-import { extractTarball } from './image/extract';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import { DEFAULT_ROOT, Layout, newId, processAlive, processStartTime, readJson, writeJsonAtomic } from './layout';
 import type { SecurityOptions } from './security';
@@ -131,14 +130,18 @@ export class Runtime {
     const driver = this.storageDriver;
     this.layout.ensure();
 
-    const id = newId();
-    const name = options.name ?? null;
-    if (name !== null) this.claimName(name, id);
+    const id = this.makeContainerDir();
     const dir = this.layout.containerDir(id);
+    const name = options.name ?? null;
     const workspace = new Workspace(dir, image.rootfs, driver);
+    try {
+      if (name !== null) this.claimName(name, id);
+    } catch (e) {
+      fs.rmdirSync(dir);
+      throw e;
+    }
     let container: Container | undefined;
     try {
-      fs.mkdirSync(dir, { mode: 0o700 });
       workspace.create();
       const record: ContainerRecord = {
         id, name, image: image.name, command, driver, volumes: volumes.map(String), status: 'created',
@@ -146,7 +149,7 @@ export class Runtime {
         startedAt: null, finishedAt: null, remove: !!options.remove, supervisor: process.pid, imageLayer: image.rootfs,
       };
       const processOptions: ProcessOptions = {
-        root: workspace.rootSource(),
+        root: workspace.rootSource(!!options.remove),
         command,
         hostname: options.hostname ?? id,
         mounts: volumes.map((v) => v.prepare()),
@@ -176,6 +179,19 @@ export class Runtime {
       if (container) container.kill('SIGKILL');
       else this.discard(id, name, workspace);
       throw e;
+    }
+  }
+
+  /** A new containers/<id> directory: the id is ours once mkdir succeeded. */
+  private makeContainerDir(): string {
+    for (;;) {
+      const id = newId();
+      try {
+        fs.mkdirSync(this.layout.containerDir(id), { mode: 0o700 });
+        return id;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError('create container', e);
+      }
     }
   }
 
@@ -326,6 +342,8 @@ export class Runtime {
       await workspace.exportTar(tarball, exclude);
       const rootfs = path.join(tmp, 'rootfs');
       fs.mkdirSync(rootfs, { mode: 0o755 });
+      // Loaded here, not at the top: starting a container never needs the tar code.
+      const { extractTarball } = await import('./image/extract');
       const r = await extractTarball(tarball, rootfs);
       if (!options.output) fs.rmSync(tarball, { force: true });
       return this.images.publish(tmp, image, { size: r.bytes, digest: r.digest, source: 'commit' });

@@ -9,7 +9,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, invalid } from './errors';
-import { writeMergedTar } from './image/merged-tar';
 import { native } from './native';
 import type { RootSource } from './plan';
 
@@ -83,11 +82,14 @@ export class Workspace {
     }
   }
 
-  /** How the container's first process mounts its root. */
-  rootSource(): RootSource {
+  /**
+   * How the container's first process mounts its root. `disposable`: the write layer is
+   * removed when the container exits, so overlay need not sync it to disk on unmount.
+   */
+  rootSource(disposable = false): RootSource {
     switch (this.driver) {
       case 'overlay':
-        return { type: 'overlay', lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged };
+        return { type: 'overlay', lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged, ...(disposable ? { volatile: true } : {}) };
       case 'aufs':
         return { type: 'aufs', lower: [this.imageLayer], upper: this.upper, target: this.merged };
       case 'vfs':
@@ -132,6 +134,8 @@ export class Workspace {
       const v = native().getXattr(dir, 'trusted.overlay.opaque');
       return Buffer.isBuffer(v) && v.toString() === 'y';
     };
+    // Loaded on first use: starting a container never needs the tar code.
+    const { writeMergedTar } = await import('./image/merged-tar');
     return writeMergedTar({ layers, isOpaque, exclude }, output);
   }
 

@@ -112,3 +112,13 @@ describe('storage drivers in the plan', () => {
     expect(aufs.steps[1]).toMatchObject({ op: 'mountRootFs', fstype: 'aufs', options: ['br', '/c/upper=rw:/img=ro'] });
   });
 });
+
+describe('disposable write layers', () => {
+  it('are mounted volatile (never synced), others are not', async () => {
+    const { Workspace } = await import('../src/workspace');
+    const ws = new Workspace('/c', '/img', 'overlay');
+    const opts = (disposable: boolean) => buildPlan({ root: ws.rootSource(disposable), command: ['sh'] }).steps[1]!.options!;
+    expect(opts(true)).toEqual(expect.arrayContaining(['volatile']));
+    expect(opts(false)).not.toContain('volatile');
+  });
+});

@@ -9,7 +9,6 @@ import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, invalid } from '../errors';
 import { Layout, readJson, writeJsonAtomic } from '../layout';
-import { extractTarball } from './extract';
 
 export interface ImageInfo {
   name: string;
@@ -62,6 +61,8 @@ export class ImageStore {
     try {
       const rootfs = path.join(tmp, 'rootfs');
       fs.mkdirSync(rootfs, { mode: 0o755 });
+      // Loaded on first use: starting a container never needs the tar code.
+      const { extractTarball } = await import('./extract');
       const r = await extractTarball(tarball, rootfs, options.onProgress ? { onProgress: options.onProgress } : undefined);
       return this.publish(tmp, name, { size: r.bytes, digest: r.digest, source: 'import' });
     } finally {
