@@ -9,8 +9,9 @@
 // With -V the overlay is mounted "volatile": no sync of the upper filesystem when the
 // overlay's superblock goes away with the container (the write layer is thrown away anyway).
 // With -f the child also does what nsbox adds on top of that minimum (device nodes, devpts,
-// /dev/shm, read-only sysfs, /dev symlinks, loopback up, hostname, setsid), so the report can
-// tell the kernel's share of nsbox's time from its own.
+// /dev/shm, read-only sysfs, /dev symlinks, the default masked and read-only paths, loopback
+// up, hostname, setsid; not the capability and seccomp calls), so the report can tell the
+// kernel's share of nsbox's time from its own.
 //
 // Prints one line per measured run: "<ns clone..exit> <ns mkdir..cleanup done> <cpu us>", the
 // last being the CPU time (user + system) of this process and the child over the run.
@@ -80,6 +81,26 @@ static void child(const char *lower, const char *upper, const char *work, const 
     CHECK(10, symlink("/proc/self/fd/1", "dev/stdout"));
     CHECK(10, symlink("/proc/self/fd/2", "dev/stderr"));
     CHECK(11, mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+    // The default confinement (src/security.ts): masked paths, read-only paths.
+    static const char *masked[] = {
+        "proc/acpi", "proc/asound", "proc/interrupts", "proc/kcore", "proc/keys",
+        "proc/latency_stats", "proc/sched_debug", "proc/scsi", "proc/timer_list",
+        "proc/timer_stats", "sys/devices/virtual/powercap", "sys/firmware"};
+    static const char *readonly[] = {"proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"};
+    for (unsigned i = 0; i < sizeof masked / sizeof masked[0]; i++) {
+      struct stat st;
+      if (lstat(masked[i], &st) < 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        CHECK(18, mount("tmpfs", masked[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+      } else if (!S_ISLNK(st.st_mode)) {
+        CHECK(18, mount("/dev/null", masked[i], NULL, MS_BIND, NULL));
+      }
+    }
+    for (unsigned i = 0; i < sizeof readonly / sizeof readonly[0]; i++) {
+      if (access(readonly[i], F_OK) < 0) continue;
+      CHECK(19, mount(readonly[i], readonly[i], NULL, MS_BIND | MS_REC, NULL));
+      CHECK(19, mount(NULL, readonly[i], NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+    }
   }
   CHECK(12, syscall(SYS_pivot_root, ".", "."));
   CHECK(13, umount2(".", MNT_DETACH));

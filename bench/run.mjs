@@ -5,7 +5,8 @@
 //   npm run bench                      # the full run, about 10 minutes on 2 cores
 //   npm run bench -- --quick           # a smoke run, about 2 minutes (or NSBOX_BENCH_QUICK=1),
 //                                      # results and report in bench/.cache/quick
-//   npm run bench -- --only 1,2,4      # some measurements only (numbers as in the issue)
+//   npm run bench -- --only 1,2,4      # some measurements only (numbers as in the issue),
+//                                      # results and report in bench/.cache/only-124
 //   npm run bench -- --wait-quiet 30   # first wait (up to 30 min) for 10 quiet seconds in a row
 //   node bench/lib/report.mjs FILE     # regenerate REPORT.md and the SVG from a results file
 //
@@ -177,7 +178,7 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
     const fh = await attempt('floor -H', () => floor(bin, busybox.dir, scratch, { n: N.floor, hostNet: true }));
     if (fh) addSeries('start', 'floor-hostnet', 'C floor, no net ns', fh.total, {}, fh.cpu);
     const ff = await attempt('floor -f', () => floor(bin, busybox.dir, scratch, { n: N.floor, full: true }));
-    if (ff) addSeries('start', 'floor-full', "C floor + nsbox's extra steps (devpts, shm, sysfs, nodes, lo, hostname)", ff.total, {}, ff.cpu);
+    if (ff) addSeries('start', 'floor-full', "C floor + nsbox's extra steps (devpts, shm, sysfs, nodes, masked and read-only paths, lo, hostname)", ff.total, {}, ff.cpu);
 
     if (peers.crun.path && bundles.default) {
       const c = await attempt('crun', () => loop(bin, ['crun', 'run', '--bundle', bundles.default, '{id}'], { n: N.peer, mountns: true, id: crunId('crun', round) }));
@@ -313,9 +314,12 @@ if (want(7)) {
       const into = path.join(scratch, `tarx-${k}`);
       fs.mkdirSync(into);
       await gate();
+      // Each timed step starts with no dirty pages left by the one before (worker.mjs does the same).
+      sh('sync');
       tarx.push(timeOnce('tar', ['-xf', img.tar, '-C', into]));
       fs.rmSync(into, { recursive: true, force: true });
       const out = path.join(scratch, `tarc-${k}.tar`);
+      sh('sync');
       tarc.push(timeOnce('tar', ['-cf', out, '-C', img.dir, '.']));
       fs.rmSync(out, { force: true });
       const r = await attempt(`nsbox import/commit ${name}`, () => worker({ ...workerBase, scenario: 'images', tarball: img.tar, repeat: 1, commit: true, scratch }));
@@ -350,9 +354,10 @@ results.load = {
   waitedSeconds: Math.round(gates.reduce((a, g) => a + g.waitedMs, 0) / 1000),
 };
 
-// A quick run is a smoke test: its results and report stay in bench/.cache/quick.
-const outDir = quick ? path.join(CACHE, 'quick') : BENCH;
-const resultsDir = quick ? outDir : path.join(BENCH, 'results');
+// A quick or partial run is a smoke test: its results and report stay in bench/.cache.
+const partial = quick || only.size < 7;
+const outDir = partial ? path.join(CACHE, quick ? 'quick' : `only-${[...only].join('')}`) : BENCH;
+const resultsDir = partial ? outDir : path.join(BENCH, 'results');
 fs.mkdirSync(resultsDir, { recursive: true });
 const file = path.join(resultsDir, `${date}.json`);
 fs.writeFileSync(file, `${JSON.stringify(results, roundNumbers, 1)}\n`);

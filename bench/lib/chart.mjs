@@ -12,7 +12,8 @@ const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
 const fmt = (ms) => (ms >= 100 ? ms.toFixed(0) : ms >= 10 ? ms.toFixed(1) : ms.toFixed(2));
 
 /**
- * panels: [{ title, rows: [{ label, pct: {5,25,50,75,95,99}, highlight }] }]
+ * panels: [{ title, rows: [{ label, pct: {5,25,50,75,95,99}, highlight }], marks: [{ at, label }] }]
+ * (marks: dashed vertical lines, the targets)
  * A box spans p25..p75 with the median as a bar, whiskers p5..p95, a dot at p99.
  */
 export function boxPlotSvg(panels, { title, subtitle }) {
@@ -53,6 +54,11 @@ export function boxPlotSvg(panels, { title, subtitle }) {
     for (const t of ticks) {
       out.push(`<line x1="${x(t)}" x2="${x(t)}" y1="${top}" y2="${y}" class="grid"/>`);
     }
+    for (const m of panel.marks ?? []) {
+      if (!(m.at > lo && m.at < hi)) continue;
+      out.push(`<line x1="${x(m.at)}" x2="${x(m.at)}" y1="${top - 2}" y2="${y}" class="goal"/>`,
+        `<text x="${x(m.at) + 4}" y="${y - 4}" class="goaltext">${esc(m.label)}</text>`);
+    }
     out.push(`<line x1="${LABEL_W}" x2="${W - RIGHT}" y1="${y}" y2="${y}" class="axis"/>`);
     for (const t of ticks) {
       out.push(`<text x="${x(t)}" y="${y + 14}" text-anchor="middle" class="tick">${t >= 1 ? t : t.toString()}</text>`);
@@ -79,12 +85,14 @@ export function boxPlotSvg(panels, { title, subtitle }) {
   .hl { stroke: #b4451f; fill: #f3b38f; }
   .peer { stroke: #44617b; fill: #b8cde0; }
   .p99 { stroke-width: 1; }
+  .goal { stroke: #2b8a3e; stroke-width: 1.3; stroke-dasharray: 5 3; }
+  .goaltext { font-size: 10.5px; fill: #2b8a3e; }
 </style>
 <rect width="${W}" height="${H}" fill="#fff"/>
 <text x="16" y="26" class="title">${esc(title)}</text>
 <text x="16" y="44" class="sub">${esc(subtitle)}</text>
 ${out.join('\n')}
-<text x="16" y="${legendY}" class="sub">Box: p25–p75, black bar: median (value printed), whiskers: p5–p95, dot: p99. Lower is better.</text>
+<text x="16" y="${legendY}" class="sub">Box: p25–p75, black bar: median (value printed), whiskers: p5–p95, dot: p99. Green dashes: the issue's goal for nsbox's median. Lower is better.</text>
 </svg>
 `;
 }

@@ -140,9 +140,9 @@ export function renderMarkdown(r, resultsPath) {
   if (g['fork-1g'] && g['vfork-1g']) {
     const rss = g['fork-1g'].rssKiB ? ` (supervisor RSS ${(g['fork-1g'].rssKiB / 1024).toFixed(0)} MiB)` : '';
     L.push(`With the big heap${rss}, a fork-style start costs ${ms(g['fork-1g'].median)} against ${ms(g['vfork-1g'].median)} with CLONE_VM|CLONE_VFORK: ` +
-      `${x(g['fork-1g'].median / g['vfork-1g'].median)}. **Choice: CLONE_VM | CLONE_VFORK** (nsbox's default): its cost does not grow with the supervisor; ` +
-      'the calling thread is held only until execve' +
-      (g['vfork.started'] ? ` (${ms(g['vfork.started'].median)} median from run() to exec, of which the clone-to-exec part is the hold)` : '') + '.', '');
+      `${x(g['fork-1g'].median / g['vfork-1g'].median)}. **Choice: CLONE_VM | CLONE_VFORK** (nsbox's default): its cost does not grow with the supervisor's size; ` +
+      'the price is that the calling thread waits while the child sets up and execs' +
+      (g['vfork.started'] ? ` (\`run()\` resolves ${ms(g['vfork.started'].median)} after it is called, that wait included)` : '') + '.', '');
   }
 
   L.push('## 7. Images', '');
@@ -183,8 +183,16 @@ export function renderSvg(r) {
   const rows = order.filter((id) => r.start[id]).map((id) => ({ label: short[id], pct: r.start[id].pct, highlight: id.startsWith('nsbox') }));
   const cliShort = { nsbox: 'nsbox run --rm busybox true', node: 'node -e 0', crun: 'crun run (default)' };
   const cliRows = ['nsbox', 'node', 'crun'].filter((id) => r.cli[id]).map((id) => ({ label: cliShort[id], pct: r.cli[id].pct, highlight: id === 'nsbox' }));
-  const panels = [{ title: 'Start to exit of /bin/true: nsbox in process vs whole-process peers', rows }];
-  if (cliRows.length) panels.push({ title: 'Whole process from a shell: the nsbox CLI, Node alone, crun', rows: cliRows });
+  const panels = [{
+    title: 'Start to exit of /bin/true: nsbox in process vs whole-process peers', rows,
+    marks: r.start.crun ? [{ at: r.start.crun.median / 5, label: 'goal: crun ÷ 5' }] : [],
+  }];
+  if (cliRows.length) {
+    panels.push({
+      title: 'Whole process from a shell: the nsbox CLI, Node alone, crun', rows: cliRows,
+      marks: r.cli.node ? [{ at: r.cli.node.median + 10, label: 'goal: node -e 0 + 10 ms' }] : [],
+    });
+  }
   return boxPlotSvg(panels, {
     title: `nsbox start latency, ${r.date}`,
     subtitle: `Linux ${r.machine.kernel}, ${r.machine.cpus} cpus, node ${r.machine.node}; busybox image, overlay root, new mount/pid/uts/ipc/cgroup/net namespaces, removed after`,
