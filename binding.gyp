@@ -6,6 +6,7 @@
         "src-cc/core/child.cc",
         "src-cc/core/spawn.cc",
         "src-cc/core/pty.cc",
+        "src-cc/core/fdpass.cc",
         "src-cc/core/hostmount.cc",
         "src-cc/core/security.cc",
         "src-cc/binding/binding.cc"

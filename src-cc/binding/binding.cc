@@ -19,12 +19,12 @@
 #include <unordered_set>
 #include <vector>
 
+#include "core/fdpass.h"
 #include "core/hostmount.h"
 #include "core/plan.h"
 #include "core/pty.h"
 
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include "core/spawn.h"
 
 #ifndef P_PIDFD
@@ -465,31 +465,6 @@ bool setup_stdio(Reader& r, Napi::Object js, Plan& plan, Stdio& io) {
     }
   }
   return true;
-}
-
-// One fd passed with SCM_RIGHTS, or -1.
-int receive_fd(int sock) {
-  char data;
-  struct iovec iov = {&data, 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } control;
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
-  if (recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0) return -1;
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  if (!cmsg || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) {
-    errno = EPROTO;
-    return -1;
-  }
-  int fd;
-  memcpy(&fd, CMSG_DATA(cmsg), sizeof fd);
-  return fd;
 }
 
 // spawn(plan, onExit) -> { ok: true, process, stdin, stdout, stderr, pty }

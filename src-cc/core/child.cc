@@ -25,12 +25,12 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
-#include <sys/uio.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <climits>
 
+#include "core/fdpass.h"
 #include "core/security.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -265,25 +265,7 @@ void open_pty(Child& c, const Step& s) {
     close(slave);
     slave = moved;
   }
-  char data = 0;
-  struct iovec iov = {&data, 1};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof control.buf;
-  struct cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cmsg), &master, sizeof(int));
-  if (sendmsg(plan.pty_socket, &msg, MSG_NOSIGNAL) < 0) fail(c, Sys::kSendmsg, errno);
+  if (send_fd(plan.pty_socket, master) < 0) fail(c, Sys::kSendmsg, errno);
   close(master);
   c.pty_slave = slave;
 }
