@@ -2,8 +2,8 @@
 // nsbox benchmarks (issue 6): start latency, CLI, throughput, supervisor cost, growth and
 // images, side by side with crun, runc, bubblewrap, unshare and a C floor, in one run.
 //
-//   npm run bench                      # the full run, about 10 minutes on 2 cores
-//   npm run bench -- --quick           # a smoke run, about 2 minutes (or NSBOX_BENCH_QUICK=1),
+//   npm run bench                      # the full run, 4-5 minutes on a quiet 2-core machine
+//   npm run bench -- --quick           # a smoke run, about a minute (or NSBOX_BENCH_QUICK=1),
 //                                      # results and report in bench/.cache/quick
 //   npm run bench -- --only 1,2,4      # some measurements only (numbers as in the issue),
 //                                      # results and report in bench/.cache/only-124

@@ -167,8 +167,14 @@ export function renderMarkdown(r, resultsPath) {
   L.push(r.skipped.length ? r.skipped.map((s) => `- ${s}`).join('\n') : 'Nothing: every peer was installed and every measurement ran.', '');
 
   L.push('## How to run', '');
-  L.push('```', 'sudo npm run build              # dist/ and the addon', 'sudo npm run bench              # ~10 min; writes results/<date>.json, REPORT.md, start-latency.svg',
-    'sudo npm run bench -- --quick   # ~2 min smoke run, results under bench/.cache', 'sudo npm run bench -- --only 1,2 # some measurements', 'apt-get install crun runc bubblewrap hyperfine debootstrap   # the peers', '```', '');
+  L.push('```', 'npm run build                        # dist/ and the addon (as root, as everything below)',
+    'npm run bench                        # 4-5 min on a quiet 2-core machine; results/<date>.json, REPORT.md, start-latency.svg',
+    'npm run bench -- --wait-quiet 20     # first wait up to 20 min for 10 quiet seconds (a shared machine)',
+    'npm run bench -- --quick             # ~1 min smoke run; results and report under bench/.cache/quick',
+    'npm run bench -- --only 1,2          # some measurements; results and report under bench/.cache/only-12',
+    'node bench/profile.mjs               # one start, phase by phase; --ab NAME, --images TARBALL: see the file',
+    'node bench/cli-startup.mjs           # the CLI over node -e 0, and what would cut it',
+    'apt-get install crun runc bubblewrap hyperfine debootstrap   # the peers (each is skipped when missing)', '```', '');
   return `${L.join('\n')}\n`;
 }
 
