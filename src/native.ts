@@ -81,10 +81,22 @@ export interface NativeBinding {
 
 let binding: NativeBinding | undefined;
 
-/** Loaded on first use, so that plan building and the CLI's help never pay for it. */
+/**
+ * Loaded on first use, so that plan building and the CLI's help never pay for it. A local
+ * build is what node-gyp-build would pick first anyway: trying its path directly spares
+ * every CLI start node-gyp-build's search; prebuilds and the rest go through it.
+ */
 export function native(): NativeBinding {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  binding ??= require('node-gyp-build')(path.join(__dirname, '..')) as NativeBinding;
+  if (binding) return binding;
+  const root = path.join(__dirname, '..');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    binding = require(path.join(root, 'build', 'Release', 'nsbox.node')) as NativeBinding;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    binding = require('node-gyp-build')(root) as NativeBinding;
+  }
   return binding;
 }
 

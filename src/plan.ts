@@ -11,8 +11,8 @@ import {
 } from './native';
 
 export type RootSource =
-  /** An existing root filesystem directory, bound onto itself (writes go to it). */
-  | { type: 'bind'; path: string }
+  /** An existing root filesystem directory, bound onto itself (writes go to it, unless readonly). */
+  | { type: 'bind'; path: string; readonly?: boolean }
   /** An overlay of read-only `lower` layers (topmost first) under a write layer. */
   | {
       type: 'overlay'; lower: string[]; upper: string; work: string; target: string;
@@ -117,7 +117,7 @@ const rel = (p: string) => p.replace(/^\/+/, '');
 function rootSteps(root: RootSource): NativeStep[] {
   switch (root.type) {
     case 'bind':
-      return [{ op: 'bindRoot', name: `root ${root.path}`, source: root.path }];
+      return [{ op: 'bindRoot', name: `root ${root.path}`, source: root.path, ...(root.readonly ? { attrs: MOUNT_ATTR_RDONLY } : {}) }];
     case 'overlay':
       return [{
         op: 'mountRootFs', name: `overlay root ${root.target}`, fstype: 'overlay', target: root.target,

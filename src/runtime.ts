@@ -43,6 +43,11 @@ export interface RunOptions {
   /** Removed as soon as it exits, like --rm; wait() resolves after the removal. */
   remove?: boolean;
   /**
+   * The root filesystem read-only, like --read-only: the image layer itself is the root, with
+   * no write layer (the fastest start). Mount points (volume targets) must exist in the image.
+   */
+  readOnly?: boolean;
+  /**
    * Capabilities, user, seccomp, masked paths; docker's defaults when left out
    * (`{ privileged: true }`, `{ capAdd, capDrop }`, `{ user: '1000:1000' }`, ...).
    */
@@ -69,6 +74,7 @@ export interface ContainerInfo {
   startedAt: string | null;
   finishedAt: string | null;
   remove: boolean;
+  readOnly?: boolean;
 }
 
 interface ContainerRecord extends ContainerInfo {
@@ -133,7 +139,7 @@ export class Runtime {
     const id = this.makeContainerDir();
     const dir = this.layout.containerDir(id);
     const name = options.name ?? null;
-    const workspace = new Workspace(dir, image.rootfs, driver);
+    const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly);
     try {
       if (name !== null) this.claimName(name, id);
     } catch (e) {
@@ -146,7 +152,7 @@ export class Runtime {
       const record: ContainerRecord = {
         id, name, image: image.name, command, driver, volumes: volumes.map(String), status: 'created',
         pid: null, pidStart: null, exitCode: null, signal: null, created: new Date().toISOString(),
-        startedAt: null, finishedAt: null, remove: !!options.remove, supervisor: process.pid, imageLayer: image.rootfs,
+        startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly, supervisor: process.pid, imageLayer: image.rootfs,
       };
       const processOptions: ProcessOptions = {
         root: workspace.rootSource(!!options.remove),
@@ -182,6 +188,10 @@ export class Runtime {
     }
   }
 
+  private workspaceOf(rec: ContainerRecord): Workspace {
+    return new Workspace(this.layout.containerDir(rec.id), rec.imageLayer, rec.driver, !!rec.readOnly);
+  }
+
   /** A new containers/<id> directory: the id is ours once mkdir succeeded. */
   private makeContainerDir(): string {
     for (;;) {
@@ -198,7 +208,7 @@ export class Runtime {
   private afterExit(record: ContainerRecord, status: ExitStatus): void {
     this.live.delete(record.id);
     if (record.remove) {
-      this.discard(record.id, record.name, new Workspace(this.layout.containerDir(record.id), record.imageLayer, record.driver));
+      this.discard(record.id, record.name, this.workspaceOf(record));
       return;
     }
     record.status = 'exited';
@@ -323,7 +333,7 @@ export class Runtime {
         await killAndWait(rec.pid!, rec.pidStart!);
       }
     }
-    this.discard(rec.id, rec.name, new Workspace(this.layout.containerDir(rec.id), rec.imageLayer, rec.driver));
+    this.discard(rec.id, rec.name, this.workspaceOf(rec));
   }
 
   /**
@@ -334,7 +344,7 @@ export class Runtime {
     validateImageName(image);
     const rec = this.resolve(ref);
     if (this.images.find(image)) throw new NsboxError('CONFLICT', `image ${image}: already exists (remove it first with rmi)`);
-    const workspace = new Workspace(this.layout.containerDir(rec.id), rec.imageLayer, rec.driver);
+    const workspace = this.workspaceOf(rec);
     const exclude = rec.volumes.map((v) => Volume.parse(v).target);
     const tmp = this.layout.makeTemp('commit');
     try {
@@ -365,7 +375,7 @@ export class Runtime {
       if (c.status === 'running') continue;
       const rec = this.record(c.id);
       if (!rec) continue;
-      this.discard(rec.id, rec.name, new Workspace(this.layout.containerDir(rec.id), rec.imageLayer, rec.driver));
+      this.discard(rec.id, rec.name, this.workspaceOf(rec));
       removed.push(c.id);
     }
     // tmp/<what>-<pid>-<rand>: a dead pid's work will never be finished.

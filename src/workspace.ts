@@ -4,7 +4,7 @@
  * container's first process inside its own mount namespace (DESIGN 4), so it vanishes with
  * the container; mount()/unmount() here serve inspecting a stopped container from the host.
  */
-import { execFileSync } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -55,12 +55,15 @@ export class Workspace {
   readonly upper: string;
   readonly work: string;
   readonly merged: string;
+  /** No write layer: the image layer itself is the root, mounted read-only (--read-only). */
+  readonly readOnly: boolean;
   private mountedOnHost = false;
 
-  constructor(dir: string, imageLayer: string, driver: StorageDriver) {
+  constructor(dir: string, imageLayer: string, driver: StorageDriver, readOnly = false) {
     this.dir = dir;
     this.imageLayer = imageLayer;
     this.driver = driver;
+    this.readOnly = readOnly;
     this.upper = path.join(dir, driver === 'vfs' ? 'rootfs' : 'upper');
     this.work = path.join(dir, 'work');
     this.merged = path.join(dir, 'merged');
@@ -68,9 +71,13 @@ export class Workspace {
 
   /** Makes the layer directories. `dir` itself must already exist. */
   create(): void {
+    if (this.readOnly) return;
     try {
       if (this.driver === 'vfs') {
         // cp keeps owners, modes, links and times; a fallback driver, so exec'ing it is fine.
+        // node:child_process is loaded only here: the common drivers never need it.
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { execFileSync } = require('node:child_process') as typeof ChildProcess;
         execFileSync('cp', ['-a', '--reflink=auto', this.imageLayer, this.upper], { stdio: ['ignore', 'ignore', 'pipe'] });
         return;
       }
@@ -87,6 +94,7 @@ export class Workspace {
    * removed when the container exits, so overlay need not sync it to disk on unmount.
    */
   rootSource(disposable = false): RootSource {
+    if (this.readOnly) return { type: 'bind', path: this.imageLayer, readonly: true };
     switch (this.driver) {
       case 'overlay':
         return { type: 'overlay', lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged, ...(disposable ? { volatile: true } : {}) };
@@ -100,6 +108,7 @@ export class Workspace {
   /** Mounts the union on the host at `merged` (for inspection); returns the path. */
   mount(): string {
     if (this.mountedOnHost) return this.merged;
+    if (this.readOnly) return this.imageLayer;
     if (this.driver === 'vfs') return this.upper;
     if (this.driver === 'aufs') throw new NsboxError('UNSUPPORTED', 'workspace mount: host mounts are made for overlay only');
     const err = native().mountOverlay({ lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged });
@@ -128,7 +137,7 @@ export class Workspace {
    * under `exclude` (volume mount points).
    */
   async exportTar(output: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
-    const layers = this.driver === 'vfs' ? [this.upper] : [this.upper, this.imageLayer];
+    const layers = this.readOnly ? [this.imageLayer] : this.driver === 'vfs' ? [this.upper] : [this.upper, this.imageLayer];
     const isOpaque = (dir: string): boolean => {
       if (this.driver !== 'overlay') return false;
       const v = native().getXattr(dir, 'trusted.overlay.opaque');
@@ -146,7 +155,7 @@ export class Workspace {
     // is an empty directory. Should anything be mounted there on the host all the same, a
     // recursive delete would walk into it: refuse instead.
     try {
-      if (fs.statSync(this.merged).dev !== fs.statSync(this.dir).dev) {
+      if (!this.readOnly && fs.statSync(this.merged).dev !== fs.statSync(this.dir).dev) {
         throw new NsboxError('EBUSY', `remove workspace: ${this.merged} is a mount point on the host`, { path: this.merged, hint: `umount ${this.merged}` });
       }
     } catch (e) {

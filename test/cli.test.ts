@@ -64,6 +64,11 @@ describe('stdio', () => {
     expect(nsbox(['run', '--rm', '-i', 'busybox', 'cat'], 'piped in\n').out).toBe('piped in\n');
     expect(nsbox(['run', '--rm', 'busybox', 'cat'], 'piped in\n').out).toBe('');
   });
+  it('--read-only gives a root that refuses writes', () => {
+    const r = nsbox(['run', '--rm', '--read-only', 'busybox', 'touch', '/x']);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/Read-only file system/);
+  });
   it('sets env, workdir, hostname', () => {
     const r = nsbox(['run', '--rm', '-e', 'A=1', '-w', '/tmp', '--hostname', 'web', 'busybox', 'sh', '-c', 'echo $A $(pwd) $(hostname)']);
     expect(r.out).toBe('1 /tmp web\n');

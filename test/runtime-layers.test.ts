@@ -94,6 +94,44 @@ describe('layers', () => {
   });
 });
 
+describe('read-only root', () => {
+  it('runs on the image layer itself, refusing every write to it', async () => {
+    const image = rt.images.get('busybox');
+    const before = treeDigest(image.rootfs);
+    const vol = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-ro-vol-'));
+    try {
+      const c = await rt.run({
+        image: 'busybox', readOnly: true, volumes: [`${vol}:/home`],
+        command: ['sh', '-c', 'touch /x 2>&1; touch /tmp/x 2>&1; rm /bin/ls 2>&1; echo v > /home/ok && echo volume-ok; echo n > /dev/null && echo dev-ok'],
+      });
+      const out = collect(c.stdout);
+      expect((await c.wait()).exitCode).toBe(0);
+      const text = await out;
+      expect(text.match(/Read-only file system/g)).toHaveLength(3);
+      expect(text).toMatch(/volume-ok\ndev-ok\n$/);
+      // no write layer was made for it, and the image is as it was
+      expect(fs.readdirSync(path.join(root, 'containers', c.id!)).sort()).toEqual(['container.json']);
+      expect(treeDigest(image.rootfs)).toBe(before);
+      expect(fs.readFileSync(path.join(vol, 'ok'), 'utf8')).toBe('v\n');
+      await c.remove();
+    } finally {
+      fs.rmSync(vol, { recursive: true, force: true });
+    }
+  });
+
+  it('names the step when a volume target is missing from the read-only image', async () => {
+    const vol = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-ro-vol-'));
+    try {
+      const before = fs.readdirSync(path.join(root, 'containers'));
+      await expect(rt.run({ image: 'busybox', readOnly: true, volumes: [`${vol}:/nowhere`], command: ['true'] }))
+        .rejects.toMatchObject({ code: 'EROFS', step: 'volume /nowhere' });
+      expect(fs.readdirSync(path.join(root, 'containers'))).toEqual(before);
+    } finally {
+      fs.rmSync(vol, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('a SIGKILLed supervisor', () => {
   it('takes its container with it, leaves no mount, and rm clears the disk', async () => {
     const { spawn } = await import('node:child_process');

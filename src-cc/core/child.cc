@@ -286,6 +286,8 @@ void run_step(Child& c, const Step& s) {
     }
     case StepOp::kBindRoot: {
       int mfd = clone_tree(c, AT_FDCWD, s.source, 0);
+      // Read-only before it is attached: there is no moment when the root is writable.
+      if (s.attrs && sys_mount_setattr(mfd, s.attrs) < 0) fail(c, Sys::kMountSetattr, errno);
       int tfd = open_host_dir(c, s.source);
       attach(c, mfd, tfd);
       close(tfd);

@@ -16,6 +16,7 @@ export const COMMANDS = {
       { name: 'tty', short: 't', type: 'bool', help: 'give the container a terminal (raw mode, resizes follow)' },
       { name: 'detach', short: 'd', type: 'bool', help: 'run in the background, print the container id' },
       { name: 'rm', type: 'bool', help: 'remove the container when it exits' },
+      { name: 'read-only', type: 'bool', help: 'a read-only root: the image itself, no write layer' },
       { name: 'name', type: 'string', value: 'NAME', help: 'a unique name for the container' },
       { name: 'volume', short: 'v', type: 'list', value: 'HOST:CTR[:ro]', help: 'bind a host directory into the container' },
       { name: 'env', short: 'e', type: 'list', value: 'K=V', help: 'set an environment variable' },

@@ -3,7 +3,7 @@
  * of every container made from it. An image is made in tmp/ and renamed into place whole,
  * so a crash or a failed import never leaves half an image under its name.
  */
-import { execFileSync } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -156,6 +156,9 @@ export class ImageStore {
     try {
       const rootfs = path.join(tmp, 'rootfs');
       try {
+        // Loaded here only: once per machine, not once per container.
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const { execFileSync } = require('node:child_process') as typeof ChildProcess;
         execFileSync('bash', [script, rootfs], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NSBOX_NO_INSTALL: '1' } });
       } catch (e) {
         const stderr = String((e as { stderr?: Buffer }).stderr ?? '').trim().split('\n').pop() ?? '';

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
@@ -30,6 +30,7 @@ function optionsFrom(p: Parsed): RunOptions {
     throw new NsboxError('INVALID_ARGUMENT', `run: --net ${net}: none or host`);
   }
   const o: RunOptions = { image, remove: !!f.rm };
+  if (f['read-only']) o.readOnly = true;
   if (command.length) o.command = command;
   if (f.name !== undefined) o.name = f.name as string;
   if (f.volume) o.volumes = f.volume as string[];
@@ -132,6 +133,8 @@ function attachTerminal(c: Container, interactive: boolean): () => void {
  */
 async function detach(): Promise<number> {
   const main = path.join(__dirname, '..', 'main.js');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { spawn } = require('node:child_process') as typeof ChildProcess;
   const child = spawn(process.execPath, [main, ...process.argv.slice(2)], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
