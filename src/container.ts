@@ -125,6 +125,8 @@ export class Container extends EventEmitter {
   private status: ExitStatus | null = null;
   private readonly exited: Promise<ExitStatus>;
   private readonly closed: Promise<ExitStatus>;
+  /** A failure of the Runtime's bookkeeping after exit, reported by wait(). */
+  private cleanupError: unknown;
 
   /**
    * Starts a container process on a root filesystem (`root`), without images or state:
@@ -175,7 +177,13 @@ export class Container extends EventEmitter {
       this.stdin?.destroy();
       this.emit('exit', status.exitCode, status.signal);
       await Promise.all([this.stdout, this.stderr, this.terminal].map(drain));
-      await this.managed?.afterExit(status);
+      try {
+        await this.managed?.afterExit(status);
+      } catch (e) {
+        // Kept for wait() rather than rejected here: nobody may be waiting, and an unhandled
+        // rejection would take the whole supervisor down.
+        this.cleanupError = e;
+      }
       this.emit('close', status.exitCode, status.signal);
       return status;
     });
@@ -183,7 +191,10 @@ export class Container extends EventEmitter {
 
   /** The exit status, once the process has exited and its output streams have ended. */
   wait(): Promise<ExitStatus> {
-    return this.closed;
+    return this.closed.then((status) => {
+      if (this.cleanupError !== undefined) throw this.cleanupError;
+      return status;
+    });
   }
 
   get running(): boolean {

@@ -147,9 +147,10 @@ export class Runtime {
       throw e;
     }
     let container: Container | undefined;
+    let record: ContainerRecord | undefined;
     try {
       workspace.create();
-      const record: ContainerRecord = {
+      record = {
         id, name, image: image.name, command, driver, volumes: volumes.map(String), status: 'created',
         pid: null, pidStart: null, exitCode: null, signal: null, created: new Date().toISOString(),
         startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly, supervisor: process.pid, imageLayer: image.rootfs,
@@ -170,7 +171,7 @@ export class Runtime {
       container = Container.launch(processOptions, {
         id,
         name,
-        afterExit: (status) => this.afterExit(record, status),
+        afterExit: (status) => this.afterExit(record!, status),
         commit: (img, o) => this.commit(id, img, o),
         remove: (o) => this.remove(id, o),
       });
@@ -182,8 +183,13 @@ export class Runtime {
       this.live.set(id, container);
       return container;
     } catch (e) {
-      if (container) container.kill('SIGKILL');
-      else this.discard(id, name, workspace);
+      if (container && record) {
+        // Started, but its state could not be written: it must not outlive this failure.
+        record.remove = true;
+        container.kill('SIGKILL');
+      } else {
+        this.discard(id, name, workspace);
+      }
       throw e;
     }
   }
