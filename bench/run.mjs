@@ -157,7 +157,7 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
       ['nsbox', 'nsbox, in process (net ns, --rm counted)', { network: 'none', remove: 'counted' }],
       ['nsbox-hostnet', 'nsbox, in process, no net ns (--rm counted)', { network: 'host', remove: 'counted' }],
       ['nsbox-keep', 'nsbox, in process (net ns, --rm not counted)', { network: 'none', remove: 'separate' }],
-      ['nsbox-bind', 'nsbox, in process, image bound as root, no write layer (as crun’s bundle)', { network: 'none', remove: 'counted', bindRoot: true }],
+      ['nsbox-bind', 'nsbox, in process, run --read-only: no write layer (as crun’s bundle)', { network: 'none', remove: 'counted', bindRoot: true }],
     ]) {
       const r = await attempt(`nsbox in-process ${id}`, () => worker({ ...workerBase, scenario: 'start', runs: inprocRuns, warmup: 20, ...extra }));
       if (!r) continue;

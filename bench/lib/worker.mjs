@@ -27,13 +27,17 @@ const api = Runtime && !cfg.forceContainerApi ? 'runtime' : 'container';
 /** A starter: start(options) -> a Container whose wait() resolves after its removal when asked. */
 function makeStarter() {
   if (cfg.bindRoot) {
-    // The same work as crun's default OCI bundle: the image's rootfs bound as the root, no
-    // write layer to make or remove (Container.start; Runtime always makes a workspace).
+    // The same work as crun's default OCI bundle (readonly root): `run --read-only` binds the
+    // image layer as a read-only root, with no write layer to make or remove.
+    const rt = new Runtime({ root: cfg.stateRoot });
     return {
-      async start({ command = ['/bin/true'], network = 'none' }) {
-        return nsbox.Container.start({ root: { type: 'bind', path: cfg.rootfs }, command, stdio: 'ignore', network });
+      rt,
+      async start({ command = ['/bin/true'], network = 'none', remove = true }) {
+        return rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, readOnly: true });
       },
-      async remove() {},
+      async remove(c) {
+        await c.remove();
+      },
     };
   }
   if (api === 'runtime') {
@@ -165,7 +169,7 @@ async function start() {
   const cpuPerRun = (cpuMs() - cpu0) / cfg.runs;
   await stopSleepers(sleepers);
   void ballast?.length;
-  return { api: cfg.bindRoot ? 'container' : api, samples: total, started, removal, memory: mem, cpuPerRun };
+  return { api: cfg.bindRoot ? 'runtime --read-only' : api, samples: total, started, removal, memory: mem, cpuPerRun };
 }
 
 /** `count` containers, `inflight` at a time; wall time per repetition. */
