@@ -354,15 +354,13 @@ export class Runtime {
     const exclude = rec.volumes.map((v) => Volume.parse(v).target);
     const tmp = this.layout.makeTemp('commit');
     try {
-      const tarball = options.output ? path.resolve(options.output) : path.join(tmp, 'commit.tar');
-      await workspace.exportTar(tarball, exclude);
+      // The tarball, when asked for, is written on its own; the image is made straight from
+      // the layers (unchanged files hard-linked from the image layer), not from the tarball.
+      if (options.output) await workspace.exportTar(path.resolve(options.output), exclude);
       const rootfs = path.join(tmp, 'rootfs');
       fs.mkdirSync(rootfs, { mode: 0o755 });
-      // Loaded here, not at the top: starting a container never needs the tar code.
-      const { extractTarball } = await import('./image/extract');
-      const r = await extractTarball(tarball, rootfs);
-      if (!options.output) fs.rmSync(tarball, { force: true });
-      return this.images.publish(tmp, image, { size: r.bytes, digest: r.digest, source: 'commit' });
+      const r = await workspace.exportTree(rootfs, exclude);
+      return this.images.publish(tmp, image, { size: r.bytes, digest: '', source: 'commit' });
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }

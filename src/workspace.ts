@@ -137,15 +137,31 @@ export class Workspace {
    * under `exclude` (volume mount points).
    */
   async exportTar(output: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
+    // Loaded on first use: starting a container never needs the tar code.
+    const { writeMergedTar } = await import('./image/merged-tar');
+    return writeMergedTar({ ...this.mergedLayers(), exclude }, output);
+  }
+
+  /**
+   * The merged view written as a directory tree into `dest` (an empty directory on the same
+   * filesystem as the image): what the container did not change is hard-linked from the
+   * image layer, which is never written. For vfs the root is the container's own writable
+   * copy, so everything is copied.
+   */
+  async exportTree(dest: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
+    const { writeMergedTree } = await import('./image/merged-tree');
+    return writeMergedTree({ ...this.mergedLayers(), exclude, shared: this.driver === 'vfs' && !this.readOnly ? [] : [this.imageLayer] }, dest);
+  }
+
+  /** The layers of the merged view, topmost first, and how to tell an opaque directory. */
+  private mergedLayers(): { layers: string[]; isOpaque: (dir: string) => boolean } {
     const layers = this.readOnly ? [this.imageLayer] : this.driver === 'vfs' ? [this.upper] : [this.upper, this.imageLayer];
     const isOpaque = (dir: string): boolean => {
-      if (this.driver !== 'overlay') return false;
+      if (this.driver !== 'overlay' || this.readOnly) return false;
       const v = native().getXattr(dir, 'trusted.overlay.opaque');
       return Buffer.isBuffer(v) && v.toString() === 'y';
     };
-    // Loaded on first use: starting a container never needs the tar code.
-    const { writeMergedTar } = await import('./image/merged-tar');
-    return writeMergedTar({ layers, isOpaque, exclude }, output);
+    return { layers, isOpaque };
   }
 
   /** Removes the write layer and everything of the container; never the image or a volume. */

@@ -68,6 +68,27 @@ describe('commit', () => {
     expect(fs.readFileSync(path.join(vol, 'written'), 'utf8')).toBe('more\n');
   });
 
+  it('shares unchanged files with the parent image and copies what the container wrote', async () => {
+    const c = await rt.run({ image: 'busybox', stdio: 'ignore', command: ['sh', '-c', 'echo mine > /etc/mine && chown 12:34 /etc/mine && chmod 4750 /etc/mine && echo x >> /etc/passwd'] });
+    expect((await c.wait()).exitCode).toBe(0);
+    const info = await c.commit('snap-shared');
+    const base = rt.images.get('busybox').rootfs;
+    const ino = (p: string) => fs.statSync(p).ino;
+    // unchanged: the same inode as in the parent image
+    expect(ino(path.join(info.rootfs, 'bin/busybox'))).toBe(ino(path.join(base, 'bin/busybox')));
+    // changed or new: a file of its own, with the owner and mode the container gave it
+    expect(ino(path.join(info.rootfs, 'etc/passwd'))).not.toBe(ino(path.join(base, 'etc/passwd')));
+    expect(fs.readFileSync(path.join(base, 'etc/passwd'), 'utf8')).not.toMatch(/\nx\n$/);
+    const mine = fs.statSync(path.join(info.rootfs, 'etc/mine'));
+    expect({ mode: (mine.mode & 0o7777).toString(8), uid: mine.uid, gid: mine.gid }).toEqual({ mode: '4750', uid: 12, gid: 34 });
+    // a container of the new image writing to a shared file leaves both images as they were
+    const before = fs.readFileSync(path.join(base, 'etc/group'), 'utf8');
+    expect(await output('snap-shared', 'echo y >> /etc/group && tail -1 /etc/group')).toBe('y\n');
+    expect(fs.readFileSync(path.join(base, 'etc/group'), 'utf8')).toBe(before);
+    expect(fs.readFileSync(path.join(info.rootfs, 'etc/group'), 'utf8')).toBe(before);
+    await c.remove();
+  });
+
   it('of a running container', async () => {
     const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'echo live > /state && rm /bin/cat && echo ready && exec sleep 1000'] });
     await new Promise<void>((resolve) => c.stdout!.once('data', () => resolve()));

@@ -65,12 +65,13 @@ export async function writeMergedTar(source: MergedTarSource, output: string | N
     sink = new Sink((buf) => writeToStream(output, buf), true);
   }
 
-  const walker = new MergedWalker(layers, source.isOpaque, exclude, sink);
+  const tar = new TarEntries(sink);
+  const walker = new MergedWalker(layers, source.isOpaque, exclude, (rel, host, st) => tar.emit(rel, host, st));
   try {
     await walker.run();
     await sink.put(endOfArchive());
     await sink.flush();
-    return { entries: walker.entries, bytes: sink.written };
+    return { entries: tar.entries, bytes: sink.written };
   } catch (err) {
     if (typeof output === 'string') {
       fs.closeSync(fd);
@@ -81,6 +82,11 @@ export async function writeMergedTar(source: MergedTarSource, output: string | N
   } finally {
     if (fd >= 0) fs.closeSync(fd);
   }
+}
+
+/** Volume mount points as the walk compares them: relative, normalised. */
+export function containerRelativeSet(paths: string[] | undefined): Set<string> {
+  return new Set((paths ?? []).map(containerRelative));
 }
 
 /** '/data/', 'data', '/data' all become 'data'; '/' becomes ''. */
@@ -170,16 +176,16 @@ interface Candidate {
   open: boolean;
 }
 
-class MergedWalker {
-  entries = 0;
-  /** "dev:ino" of regular files with several links → the name written first. */
-  private readonly links = new Map<string, string>();
+/** What the walk hands each entry of the merged view to: its path in the container, the host path of the copy that wins, and that copy's lstat. */
+export type MergedEntryVisitor = (rel: string, host: string, st: fs.Stats) => Promise<void> | void;
 
+/** Visits the merged view of the layers, a directory before its contents, names sorted. */
+export class MergedWalker {
   constructor(
     private readonly layers: string[],
     private readonly isOpaque: (dir: string) => boolean,
     private readonly exclude: Set<string>,
-    private readonly sink: Sink,
+    private readonly visit: MergedEntryVisitor,
   ) {}
 
   async run(): Promise<void> {
@@ -189,7 +195,7 @@ class MergedWalker {
       if (!st.isDirectory()) throw new NsboxError('ENOTDIR', `commit: layer ${layer}: not a directory`, { path: layer });
       roots.push(layer);
     }
-    await this.emit('', roots[0]!, this.lstat(roots[0]!));
+    await this.visit('', roots[0]!, this.lstat(roots[0]!));
     if (!this.exclude.has('')) await this.walk('', roots);
   }
 
@@ -202,7 +208,7 @@ class MergedWalker {
       if (c.whiteout) continue;
       const childRel = rel === '' ? name : `${rel}/${name}`;
       const st = this.lstat(c.top);
-      await this.emit(childRel, c.top, st);
+      await this.visit(childRel, c.top, st);
       if (st.isDirectory() && !this.exclude.has(childRel)) await this.walk(childRel, c.dirs);
     }
   }
@@ -249,7 +255,24 @@ class MergedWalker {
     return merged;
   }
 
-  private async emit(rel: string, host: string, st: fs.Stats): Promise<void> {
+  private lstat(p: string): fs.Stats {
+    try {
+      return fs.lstatSync(p);
+    } catch (err) {
+      throw fromSystemError('commit: stat', err);
+    }
+  }
+}
+
+/** Each entry of the walk as a tar header and the file's content, into the sink. */
+class TarEntries {
+  entries = 0;
+  /** "dev:ino" of regular files with several links → the name written first. */
+  private readonly links = new Map<string, string>();
+
+  constructor(private readonly sink: Sink) {}
+
+  async emit(rel: string, host: string, st: fs.Stats): Promise<void> {
     const header: TarHeaderInput = {
       name: rel === '' ? './' : rel,
       type: 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0,
@@ -342,13 +365,6 @@ class MergedWalker {
     }
   }
 
-  private lstat(p: string): fs.Stats {
-    try {
-      return fs.lstatSync(p);
-    } catch (err) {
-      throw fromSystemError('commit: stat', err);
-    }
-  }
 }
 
 // Linux's dev_t layout (as glibc's major()/minor() read it): major in bits 8-19 and 44-63,
