@@ -34,7 +34,6 @@ enum class StepOp : uint8_t {
 enum : uint32_t {
   kStepNoFollowFinal = 1u << 0,  // refuse a symlink as the final component (volume targets)
   kStepTargetIsFile = 1u << 1,   // the mount point is a file, not a directory
-  kStepOptional = 1u << 2,       // a missing target skips the step instead of failing
 };
 
 struct Step {
@@ -57,7 +56,7 @@ enum class Sys : int32_t {
   kOpenat2, kMkdirat, kMknodat, kSymlinkat, kFstat, kFchdir, kPivotRoot, kUmount2, kChdir,
   kSethostname, kSocket, kIoctl, kSetsid, kDup2, kFcntl, kPrctl, kSigaction, kSigprocmask,
   kCloseRange, kExecve, kCapset, kSeccomp, kSetgroups, kSetresgid, kSetresuid, kOpen,
-  kClone, kPipe, kSendmsg, kSocketpair,
+  kClone, kPipe, kSendmsg,
 };
 
 const char* syscall_name(Sys sys);

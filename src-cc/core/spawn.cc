@@ -60,7 +60,6 @@ const char* syscall_name(Sys sys) {
     case Sys::kClone: return "clone";
     case Sys::kPipe: return "pipe2";
     case Sys::kSendmsg: return "sendmsg";
-    case Sys::kSocketpair: return "socketpair";
   }
   return "?";
 }
