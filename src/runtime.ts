@@ -354,12 +354,13 @@ export class Runtime {
     const exclude = rec.volumes.map((v) => Volume.parse(v).target);
     const tmp = this.layout.makeTemp('commit');
     try {
-      // The tarball, when asked for, is written on its own; the image is made straight from
-      // the layers (unchanged files hard-linked from the image layer), not from the tarball.
-      if (options.output) await workspace.exportTar(path.resolve(options.output), exclude);
+      // The image is made straight from the layers (unchanged files hard-linked from the
+      // image layer), never from the tarball; with -o, both come from one walk.
       const rootfs = path.join(tmp, 'rootfs');
       fs.mkdirSync(rootfs, { mode: 0o755 });
-      const r = await workspace.exportTree(rootfs, exclude);
+      const r = options.output
+        ? await workspace.exportTarAndTree(path.resolve(options.output), rootfs, exclude)
+        : await workspace.exportTree(rootfs, exclude);
       return this.images.publish(tmp, image, { size: r.bytes, digest: '', source: 'commit' });
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });

@@ -142,6 +142,14 @@ export class Workspace {
     return writeMergedTar({ ...this.mergedLayers(), exclude }, output);
   }
 
+  /** exportTar and exportTree in one walk of the layers. */
+  async exportTarAndTree(output: string, dest: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
+    const [{ writeMergedTar }, { MergedTreeBuilder }] = await Promise.all([import('./image/merged-tar'), import('./image/merged-tree')]);
+    const tree = new MergedTreeBuilder(dest, this.sharedLayers());
+    await writeMergedTar({ ...this.mergedLayers(), exclude }, output, tree.visit);
+    return tree.finish();
+  }
+
   /**
    * The merged view written as a directory tree into `dest` (an empty directory on the same
    * filesystem as the image): what the container did not change is hard-linked from the
@@ -150,7 +158,12 @@ export class Workspace {
    */
   async exportTree(dest: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
     const { writeMergedTree } = await import('./image/merged-tree');
-    return writeMergedTree({ ...this.mergedLayers(), exclude, shared: this.driver === 'vfs' && !this.readOnly ? [] : [this.imageLayer] }, dest);
+    return writeMergedTree({ ...this.mergedLayers(), exclude, shared: this.sharedLayers() }, dest);
+  }
+
+  /** Layers never written, whose files a commit may share by hard link: not a vfs root. */
+  private sharedLayers(): string[] {
+    return this.driver === 'vfs' && !this.readOnly ? [] : [this.imageLayer];
   }
 
   /** The layers of the merged view, topmost first, and how to tell an opaque directory. */

@@ -46,7 +46,12 @@ const { O_RDONLY, O_NOFOLLOW, S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBL
  * Writes the tar to `output`: a file path (created or truncated; removed again if writing
  * fails) or a stream, which is written to but not ended (it is the caller's).
  */
-export async function writeMergedTar(source: MergedTarSource, output: string | NodeJS.WritableStream): Promise<MergedTarResult> {
+export async function writeMergedTar(
+  source: MergedTarSource,
+  output: string | NodeJS.WritableStream,
+  /** Also given every entry, in the same walk (a commit building its image meanwhile). */
+  also?: MergedEntryVisitor,
+): Promise<MergedTarResult> {
   if (source.layers.length === 0) throw new NsboxError('INVALID_ARGUMENT', 'commit: no layers to write');
   const layers = source.layers.map((l) => path.resolve(l));
   const exclude = new Set((source.exclude ?? []).map(containerRelative));
@@ -66,7 +71,10 @@ export async function writeMergedTar(source: MergedTarSource, output: string | N
   }
 
   const tar = new TarEntries(sink);
-  const walker = new MergedWalker(layers, source.isOpaque, exclude, (rel, host, st) => tar.emit(rel, host, st));
+  const walker = new MergedWalker(layers, source.isOpaque, exclude, async (rel, host, st) => {
+    await tar.emit(rel, host, st);
+    await also?.(rel, host, st);
+  });
   try {
     await walker.run();
     await sink.put(endOfArchive());

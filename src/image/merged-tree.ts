@@ -29,36 +29,50 @@ const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, COPYFILE_EXCL } = fs.constants;
 /** Fills `dest`, an empty directory the caller made, with the merged view of the layers. */
 export async function writeMergedTree(source: MergedTreeSource, dest: string): Promise<MergedTreeResult> {
   if (source.layers.length === 0) throw new NsboxError('INVALID_ARGUMENT', 'commit: no layers');
-  const shared = source.shared.map((l) => `${path.resolve(l)}/`);
-  const result: MergedTreeResult = { entries: 0, bytes: 0, skipped: 0 };
+  const tree = new MergedTreeBuilder(dest, source.shared);
+  await new MergedWalker(source.layers.map((l) => path.resolve(l)), source.isOpaque, containerRelativeSet(source.exclude), tree.visit).run();
+  return tree.finish();
+}
+
+/**
+ * Builds the tree entry by entry, as a visitor of the merged walk: so that a commit that
+ * also writes a tarball walks the layers once for both (writeMergedTar's `also`).
+ */
+export class MergedTreeBuilder {
+  private readonly result: MergedTreeResult = { entries: 0, bytes: 0, skipped: 0 };
   // Directories get their owner, mode and times last, deepest first: adding entries to a
   // directory changes its mtime, and a read-only mode would stop us adding them.
-  const dirs: Array<[string, fs.Stats]> = [];
+  private readonly dirs: Array<[string, fs.Stats]> = [];
   /** "dev:ino" of a copied file with several links → where its first copy went. */
-  const copies = new Map<string, string>();
+  private readonly copies = new Map<string, string>();
+  private readonly shared: string[];
 
-  const visit = (rel: string, host: string, st: fs.Stats): void => {
-    const target = rel === '' ? dest : path.join(dest, rel);
+  constructor(private readonly dest: string, shared: string[]) {
+    this.shared = shared.map((l) => `${path.resolve(l)}/`);
+  }
+
+  readonly visit = (rel: string, host: string, st: fs.Stats): void => {
+    const target = rel === '' ? this.dest : path.join(this.dest, rel);
     try {
       switch (st.mode & S_IFMT) {
         case S_IFDIR:
           if (rel !== '') fs.mkdirSync(target, { mode: 0o700 });
-          dirs.push([target, st]);
+          this.dirs.push([target, st]);
           break;
         case S_IFREG:
-          result.bytes += st.size;
-          if (shared.some((l) => host.startsWith(l)) && linkShared(host, target)) {
+          this.result.bytes += st.size;
+          if (this.shared.some((l) => host.startsWith(l)) && linkShared(host, target)) {
             // Same inode, hence same owner, mode and times: nothing more to set (and setting
             // anything would change the image it is shared with).
           } else {
             const key = `${st.dev}:${st.ino}`;
-            const first = st.nlink > 1 ? copies.get(key) : undefined;
+            const first = st.nlink > 1 ? this.copies.get(key) : undefined;
             if (first !== undefined) {
               fs.linkSync(first, target);
             } else {
               fs.copyFileSync(host, target, COPYFILE_EXCL);
               setAttributes(target, st);
-              if (st.nlink > 1) copies.set(key, target);
+              if (st.nlink > 1) this.copies.set(key, target);
             }
           }
           break;
@@ -68,25 +82,27 @@ export async function writeMergedTree(source: MergedTreeSource, dest: string): P
           fs.lutimesSync(target, st.atime, st.mtime);
           break;
         default:
-          result.skipped++;
+          this.result.skipped++;
           return;
       }
     } catch (err) {
       throw fromSystemError(`commit: ${rel === '' ? '/' : `/${rel}`}`, err);
     }
-    result.entries++;
+    this.result.entries++;
   };
 
-  await new MergedWalker(source.layers.map((l) => path.resolve(l)), source.isOpaque, containerRelativeSet(source.exclude), visit).run();
-  for (let i = dirs.length - 1; i >= 0; i--) {
-    const [target, st] = dirs[i]!;
-    try {
-      setAttributes(target, st);
-    } catch (err) {
-      throw fromSystemError('commit: directory attributes', err);
+  /** Sets the directories' attributes; call once the walk is done. */
+  finish(): MergedTreeResult {
+    for (let i = this.dirs.length - 1; i >= 0; i--) {
+      const [target, st] = this.dirs[i]!;
+      try {
+        setAttributes(target, st);
+      } catch (err) {
+        throw fromSystemError('commit: directory attributes', err);
+      }
     }
+    return this.result;
   }
-  return result;
 }
 
 /** A hard link, or false when the layers are on different filesystems (then it is copied). */
