@@ -3,6 +3,7 @@
  * promise, signals through its pidfd.
  */
 import { EventEmitter } from 'node:events';
+import { existsSync } from 'node:fs';
 import * as net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
@@ -141,7 +142,10 @@ export class Container extends EventEmitter {
     const size = ttySize(options.tty);
     const { security, confinement: given, ...rest } = options;
     const { security: nativeSecurity, confine } = given ?? confinement(security);
-    const plan = buildPlan({ ...rest, stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine });
+    const plan = buildPlan({
+      cgroupNamespace: hasCgroupNamespaces(), ...rest,
+      stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine,
+    });
     return new Container(plan, managed);
   }
 
@@ -258,6 +262,13 @@ export class Container extends EventEmitter {
     this.proc.ref();
     return this;
   }
+}
+
+let cgroupNamespaces: boolean | undefined;
+/** A new cgroup namespace where the kernel has them (4.6 and later); asked once. */
+function hasCgroupNamespaces(): boolean {
+  cgroupNamespaces ??= existsSync('/proc/self/ns/cgroup');
+  return cgroupNamespaces;
 }
 
 /**
