@@ -15,7 +15,7 @@ beforeAll(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-cli-'));
 });
 afterAll(() => {
-  spawnSync('tmux', ['kill-server'], { env: tmuxEnv() });
+  spawnSync('tmux', ['-L', sock, 'kill-server'], { env: tmuxEnv() });
   fs.rmSync(root, { recursive: true, force: true });
   expect(unionMounts().filter((l) => l.includes(root))).toEqual([]);
 });
@@ -213,6 +213,18 @@ describe.runIf(spawnSync('tmux', ['-V']).status === 0)('at a terminal (tmux)', (
     await until('the new size', () => /^40 120$/m.test(screen('cc')));
     tmux('send-keys', '-t', 'cc', 'exit', 'Enter');
     tmux('kill-session', '-t', 'cc');
+  });
+
+  it('closing the terminal ends run -ti and its container', async () => {
+    tmux('new-session', '-d', '-s', 'hup', '-x', '80', '-y', '24', 'sh');
+    tmux('send-keys', '-t', 'hup', `node ${MAIN} --root ${root} run -ti --rm --name hup busybox sh`, 'Enter');
+    await until('the prompt', () => /^\/ #/m.test(screen('hup')));
+    const [info] = JSON.parse(nsbox(['ps', '--format', 'json']).out).filter((c: { name: string }) => c.name === 'hup');
+    const supervisor = Number(execFileSync('sh', ['-c', `ps -o ppid= -p ${info.pid}`]).toString().trim());
+    expect(fs.existsSync(`/proc/${supervisor}`)).toBe(true);
+    tmux('kill-session', '-t', 'hup');
+    await until('the CLI and its container to be gone', () => !fs.existsSync(`/proc/${supervisor}`) && !fs.existsSync(`/proc/${info.pid}`), 10_000);
+    await until('the --rm removal', () => !nsbox(['ps', '-a', '--format', 'json']).out.includes('"hup"'), 5_000);
   });
 
   it('shows a progress bar importing a large tarball; NO_COLOR gives no colour', async () => {

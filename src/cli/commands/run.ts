@@ -87,9 +87,19 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
     throw e;
   }
 
-  const forward = (sig: NodeJS.Signals) => c.kill(sig);
+  // A hangup means our terminal is gone. PID 1 of a pid namespace ignores signals it has no
+  // handler for, so a container that does not end on SIGHUP is killed after a grace period:
+  // nobody is left to use it, and it would keep this process waiting forever.
+  let hungUp = false;
+  const hangup = () => {
+    if (hungUp) return;
+    hungUp = true;
+    c.kill('SIGHUP');
+    setTimeout(() => c.running && c.kill('SIGKILL'), 2000).unref();
+  };
+  const forward = (sig: NodeJS.Signals) => (sig === 'SIGHUP' ? hangup() : c.kill(sig));
   for (const sig of FORWARDED) process.on(sig, forward);
-  const restore = tty ? attachTerminal(c, interactive) : () => {};
+  const restore = tty ? attachTerminal(c, interactive, hangup) : () => {};
   try {
     return exitCodeOf(await c.wait());
   } finally {
@@ -102,7 +112,7 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
  * -t: our terminal in raw mode (so Ctrl-C reaches the container as a byte and its line
  * discipline turns it into SIGINT there), its output to ours, resizes followed.
  */
-function attachTerminal(c: Container, interactive: boolean): () => void {
+function attachTerminal(c: Container, interactive: boolean, hangup: () => void): () => void {
   const term = c.terminal!;
   const stdin = process.stdin;
   const stdout = process.stdout;
@@ -111,13 +121,17 @@ function attachTerminal(c: Container, interactive: boolean): () => void {
   if (interactive) {
     if (raw) stdin.setRawMode(true);
     stdin.pipe(term, { end: false });
+    // Reading a terminal that went away fails (EIO): a hangup, whether or not SIGHUP came.
+    stdin.on('error', hangup);
   }
+  stdout.on('error', hangup);
   const onResize = () => {
     if (c.running) c.resize(stdout.columns, stdout.rows);
   };
   if (stdout.isTTY) stdout.on('resize', onResize);
   return () => {
     stdout.off('resize', onResize);
+    stdout.off('error', hangup);
     if (interactive) {
       stdin.unpipe(term);
       if (raw) stdin.setRawMode(false);
