@@ -2,12 +2,26 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    globalSetup: ['test/global-setup.ts'],
-    // Containers die with the thread that cloned them (PR_SET_PDEATHSIG): test files run in
-    // child processes, each on its main thread, never in worker threads.
-    pool: 'forks',
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
+    projects: [
+      {
+        // Pure logic: plan building, tar encoding, argument parsing, BPF. No root, no kernel
+        // features, no fixtures: `npx vitest run --project unit` works anywhere.
+        test: { name: 'unit', include: ['test/unit/**/*.test.ts'] },
+      },
+      {
+        // Real containers on the real kernel, as root.
+        test: {
+          name: 'kernel',
+          include: ['test/**/*.test.ts'],
+          exclude: ['test/unit/**'],
+          globalSetup: ['test/global-setup.ts'],
+          // Containers die with the thread that cloned them (PR_SET_PDEATHSIG): test files run
+          // in child processes, each on its main thread, never in worker threads.
+          pool: 'forks',
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+        },
+      },
+    ],
   },
 });

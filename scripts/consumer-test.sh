@@ -24,6 +24,9 @@ case "${1:-}" in
 esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# prebuildify names the folder after the platform and architecture it built on.
+prebuild_dir=linux-$(node -p process.arch)
+export PREBUILD_DIR=$prebuild_dir
 begin=$EPOCHREALTIME
 
 fail() { echo "consumer-test: FAIL: $*" >&2; exit 1; }
@@ -97,7 +100,7 @@ const allowed = [
   /^package\.json$/, /^README\.md$/, /^LICENSE$/, /^binding\.gyp$/,
   /^scripts\/make-busybox-rootfs\.sh$/,
   /^dist\/.+\.(js|d\.ts)$/,
-  /^prebuilds\/linux-x64\/nsbox\.glibc\.node$/,
+  new RegExp(`^prebuilds/${process.env.PREBUILD_DIR}/nsbox\\.glibc\\.node$`),
   /^src-cc\/.+\.(cc|h)$/,
 ];
 for (const f of files) if (!allowed.some((re) => re.test(f))) problems.push(`unexpected file: ${f}`);
@@ -107,7 +110,7 @@ const walk = (dir) => fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =
 const sources = walk(path.join(stage, 'src')).filter((f) => f.endsWith('.ts'))
   .map((f) => path.relative(path.join(stage, 'src'), f).replace(/\.ts$/, ''));
 const required = ['package.json', 'LICENSE', 'binding.gyp', 'scripts/make-busybox-rootfs.sh',
-  'prebuilds/linux-x64/nsbox.glibc.node'];
+  `prebuilds/${process.env.PREBUILD_DIR}/nsbox.glibc.node`];
 if (fs.existsSync(path.join(stage, 'README.md'))) required.push('README.md');
 for (const s of sources) required.push(`dist/${s}.js`, `dist/${s}.d.ts`);
 for (const f of walk(path.join(stage, 'src-cc'))) required.push(path.relative(stage, f));
@@ -181,7 +184,7 @@ prebuild_used() {
   p=$(node -p "require('node-gyp-build').path('node_modules/nsbox')")
   echo "node-gyp-build resolves $p"
   case $p in
-    "$consumer"/node_modules/nsbox/prebuilds/linux-x64/*.node) ;;
+    "$consumer"/node_modules/nsbox/prebuilds/"$prebuild_dir"/*.node) ;;
     *) echo "not a prebuild"; return 1 ;;
   esac
 }
@@ -226,7 +229,7 @@ require('./check.cjs')(Runtime, NsboxError, 'CommonJS require').catch((e) => {
   process.exit(1);
 });
 EOF
-export STATE=$work/state EXPECT_ADDON=$consumer/node_modules/nsbox/prebuilds/linux-x64/
+export STATE=$work/state EXPECT_ADDON=$consumer/node_modules/nsbox/prebuilds/$prebuild_dir/
 step esm env PATH="$nocc" node use.mjs
 step cjs env PATH="$nocc" node use.cjs
 cat "$work/logs/esm.log" "$work/logs/cjs.log"

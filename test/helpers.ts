@@ -10,8 +10,14 @@ import { NsboxError } from '../src/errors';
 
 export { Container, NsboxError };
 
-export const ROOTFS = process.env.NSBOX_TEST_ROOTFS ?? '/tmp/nsbox-test-fixtures/busybox';
-export const TARBALL = process.env.NSBOX_TEST_TARBALL ?? '/tmp/nsbox-test-fixtures/busybox.tar';
+/** Set by test/global-setup.ts, which builds the fixture for the current script and busybox. */
+function fixture(name: 'NSBOX_TEST_ROOTFS' | 'NSBOX_TEST_TARBALL'): string {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: run the tests through vitest (test/global-setup.ts makes the fixture)`);
+  return v;
+}
+export const ROOTFS = fixture('NSBOX_TEST_ROOTFS');
+export const TARBALL = fixture('NSBOX_TEST_TARBALL');
 
 /** The host's mount table (mount points only), to compare before and after. */
 export function hostMounts(): string[] {

@@ -1,8 +1,8 @@
 // The CLI's argument parser: docker habits must carry over.
 import { describe, expect, it } from 'vitest';
 
-import { formatHelp, parseArgs } from '../src/cli/args';
-import { COMMANDS } from '../src/cli/specs';
+import { formatHelp, parseArgs } from '../../src/cli/args';
+import { COMMANDS } from '../../src/cli/specs';
 
 describe('run arguments', () => {
   const run = COMMANDS.run;

@@ -6,11 +6,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { NsboxError } from '../src/errors';
+import { NsboxError } from '../../src/errors';
 import {
   BLOCK_SIZE, TarReader, encodeHeader, endOfArchive, paxRecord, parseNumber,
   type TarEntry, type TarHeaderInput,
-} from '../src/image/tar';
+} from '../../src/image/tar';
 
 interface ReadEntry extends TarEntry { data: Buffer }
 

@@ -1,8 +1,8 @@
 // Plan building and input validation: pure logic, no containers.
 import { describe, expect, it } from 'vitest';
 
-import { NsboxError } from '../src/errors';
-import { buildEnv, buildPlan, containerPath, execCandidates, overlayLowerdir, validateHostname } from '../src/plan';
+import { NsboxError } from '../../src/errors';
+import { buildEnv, buildPlan, containerPath, execCandidates, overlayLowerdir, validateHostname } from '../../src/plan';
 
 const root = { type: 'bind' as const, path: '/srv/rootfs' };
 
@@ -115,7 +115,7 @@ describe('storage drivers in the plan', () => {
 
 describe('disposable write layers', () => {
   it('are mounted volatile (never synced), others are not', async () => {
-    const { Workspace } = await import('../src/workspace');
+    const { Workspace } = await import('../../src/workspace');
     const ws = new Workspace('/c', '/img', 'overlay');
     const opts = (disposable: boolean) => buildPlan({ root: ws.rootSource(disposable), command: ['sh'] }).steps[1]!.options!;
     expect(opts(true)).toEqual(expect.arrayContaining(['volatile']));
