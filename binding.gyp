@@ -1,15 +1,49 @@
 {
   "targets": [
     {
+      # nsbox-init: the container's PID 1 (src-cc/init/init.cc). A static program without a C
+      # library, embedded into the addon below and exec'd from a sealed memfd.
+      "target_name": "nsbox_init",
+      "type": "executable",
+      "sources": [
+        "src-cc/init/init.cc",
+        "src-cc/init/security.cc"
+      ],
+      "include_dirs": [ "src-cc" ],
+      "cflags!": [ "-fPIC", "-pthread", "-fno-omit-frame-pointer" ],
+      "cflags_cc!": [ "-fPIC", "-pthread", "-std=gnu++17", "-fno-rtti", "-fno-exceptions" ],
+      "ldflags!": [ "-pthread", "-rdynamic" ],
+      "cflags_cc": [
+        "-std=c++20", "-O2", "-Wall", "-Wextra",
+        "-ffreestanding", "-fno-builtin", "-fno-exceptions", "-fno-rtti", "-fno-stack-protector",
+        "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-threadsafe-statics", "-fno-pie"
+      ],
+      "ldflags": [ "-nostdlib", "-static", "-no-pie", "-Wl,--build-id=none", "-s" ],
+      "conditions": [
+        [ "OS!='linux'", { "type": "none" } ],
+        [ "\"<!(echo $NSBOX_WERROR)\"=='1'", { "cflags_cc": [ "-Werror" ] } ]
+      ]
+    },
+    {
       "target_name": "nsbox",
+      "dependencies": [ "nsbox_init" ],
       "sources": [
         "src-cc/core/child.cc",
         "src-cc/core/spawn.cc",
+        "src-cc/core/init_image.cc",
         "src-cc/core/pty.cc",
         "src-cc/core/fdpass.cc",
         "src-cc/core/hostmount.cc",
-        "src-cc/core/security.cc",
         "src-cc/binding/binding.cc"
+      ],
+      "actions": [
+        {
+          "action_name": "embed_init",
+          "inputs": [ "<(PRODUCT_DIR)/nsbox_init", "scripts/embed-init.js" ],
+          "outputs": [ "<(INTERMEDIATE_DIR)/init_image.S" ],
+          "action": [ "node", "scripts/embed-init.js", "<(PRODUCT_DIR)/nsbox_init", "<(INTERMEDIATE_DIR)/init_image.S" ],
+          "process_outputs_as_sources": 1
+        }
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

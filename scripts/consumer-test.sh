@@ -98,7 +98,7 @@ const files = fs.readFileSync(list, 'utf8').split('\n').filter((l) => l && !l.en
 const problems = [];
 const allowed = [
   /^package\.json$/, /^README\.md$/, /^LICENSE$/, /^binding\.gyp$/,
-  /^scripts\/make-busybox-rootfs\.sh$/,
+  /^scripts\/make-busybox-rootfs\.sh$/, /^scripts\/embed-init\.js$/,
   /^dist\/.+\.(js|d\.ts)$/,
   new RegExp(`^prebuilds/${process.env.PREBUILD_DIR}/nsbox\\.glibc\\.node$`),
   /^src-cc\/.+\.(cc|h)$/,
@@ -109,7 +109,7 @@ const walk = (dir) => fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =
   e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]);
 const sources = walk(path.join(stage, 'src')).filter((f) => f.endsWith('.ts'))
   .map((f) => path.relative(path.join(stage, 'src'), f).replace(/\.ts$/, ''));
-const required = ['package.json', 'LICENSE', 'binding.gyp', 'scripts/make-busybox-rootfs.sh',
+const required = ['package.json', 'LICENSE', 'binding.gyp', 'scripts/make-busybox-rootfs.sh', 'scripts/embed-init.js',
   `prebuilds/${process.env.PREBUILD_DIR}/nsbox.glibc.node`];
 if (fs.existsSync(path.join(stage, 'README.md'))) required.push('README.md');
 for (const s of sources) required.push(`dist/${s}.js`, `dist/${s}.d.ts`);

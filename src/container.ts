@@ -85,13 +85,22 @@ function ttySize(t: ProcessOptions['tty']): { cols: number; rows: number } | und
 }
 
 /** The setup step named by a failure record, as the message will say it. */
-function describeFailure(plan: NativePlan, r: { step: number; detail?: number; code: string; syscall: string; errno: number }): NsboxError {
+function describeFailure(plan: NativePlan, r: { step: number; detail?: number; code: string; syscall: string; errno: number; vanished?: number }): NsboxError {
   const details = { errno: r.errno, syscall: r.syscall } as const;
+  if (r.vanished !== undefined) {
+    const signal = r.vanished & 0x7f;
+    const how = signal ? `was killed by ${SIGNAL_NAMES.get(signal) ?? `signal ${signal}`}` : `exited with ${(r.vanished >> 8) & 0xff}`;
+    return new NsboxError('ECHILD', `start container: the setup process ${how} before it reported`, details);
+  }
   if (r.step < 0) {
     return new NsboxError(r.code, `start container: ${r.syscall}: ${r.code}`, details);
   }
   if (r.step >= plan.steps.length) {
     const program = plan.argv[0]!;
+    if (r.syscall === 'execveat' && r.code === 'E2BIG') {
+      // nsbox-init gets the command's arguments and environment to pass on: they did not fit.
+      return new NsboxError(r.code, `exec ${program}: arguments and environment too big (E2BIG)`, { ...details, step: 'exec', path: program });
+    }
     if (r.syscall !== 'execve') {
       return new NsboxError(r.code, `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
     }

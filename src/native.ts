@@ -69,7 +69,7 @@ export interface NativeProcess {
 
 export type SpawnResult =
   | { ok: true; pid: number; process: NativeProcess; stdin: number; stdout: number; stderr: number; pty: number }
-  | ({ ok: false; step: number; detail?: number } & NativeErrno);
+  | ({ ok: false; step: number; detail?: number; /** wait status of a setup process that died unreported */ vanished?: number } & NativeErrno);
 
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null) => void): SpawnResult;

@@ -103,8 +103,11 @@ describe('process', () => {
   it('is the leader of its own session and process group', async () => {
     // /proc/self/stat: pid (comm) state ppid pgrp session tty_nr tpgid ...
     const f = (await sh('exec cat /proc/self/stat')).split(') ')[1]!.split(' ');
-    expect(f.slice(1, 4)).toEqual(['0', '1', '1']); // ppid (outside the namespace), pgrp, session
+    expect(f.slice(1, 4)).toEqual(['1', '2', '2']); // ppid (nsbox-init), pgrp, session
     expect(f[4]).toBe('0'); // no controlling terminal without tty
+    // nsbox-init has a session of its own too: nothing of the supervisor's terminal reaches it.
+    const init = (await sh('cat /proc/1/stat')).split(') ')[1]!.split(' ');
+    expect(init.slice(1, 4)).toEqual(['0', '1', '1']);
   });
 
   it('has the terminal as controlling terminal with tty', async () => {
@@ -114,7 +117,7 @@ describe('process', () => {
     await c.wait();
     const f = text.split(') ')[1]!.split(' ');
     expect(f[4]).not.toBe('0'); // tty_nr
-    expect(f[5]).toBe('1'); // tpgid: the command is the terminal's foreground group
+    expect(f[5]).toBe('2'); // tpgid: the command (PID 2) is the terminal's foreground group
   });
 
   it('uses umask 022 whatever Node\'s is', async () => {

@@ -46,10 +46,14 @@ describe('isolation', () => {
     expect(os.hostname()).toBe(before);
   });
 
-  it('runs the command as PID 1 of its own pid namespace', async () => {
-    // cat is the command itself: /proc/self is cat.
+  it("runs nsbox-init as PID 1 of its own pid namespace, the command as its child", async () => {
+    // cat is the command itself: /proc/self is cat, PID 2, a child of nsbox-init (PID 1).
     const out = await sh('exec cat /proc/self/stat');
-    expect(out.split(' ')[0]).toBe('1');
+    expect(out.split(' ')[0]).toBe('2');
+    expect(out.split(') ')[1]!.split(' ')[1]).toBe('1');
+    expect((await sh('cat /proc/1/comm')).trim()).toBe('nsbox-init');
+    // Its arguments (confinement, candidates) are wiped once the command has its copy.
+    expect((await sh('tr "\\0" " " < /proc/1/cmdline')).trim()).toBe('nsbox-init');
     const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore' });
     try {
       // Seen from the host: a child of this process, numbered 1 in its namespace only.
@@ -83,9 +87,9 @@ describe('isolation', () => {
   });
 
   it('shows only the container\'s processes in /proc', async () => {
-    // ls is PID 1 and the only process: /proc lists exactly one pid.
+    // nsbox-init (1) and ls (2) are the only processes: /proc lists exactly those.
     const pids = (await sh('exec ls /proc')).split(/\s+/).filter((e) => /^\d+$/.test(e));
-    expect(pids).toEqual(['1']);
+    expect(pids).toEqual(['1', '2']);
     // The host's /proc, read the same way, has many (the check is not vacuous).
     expect(readdirSync('/proc').filter((e) => /^\d+$/.test(e)).length).toBeGreaterThan(5);
   });

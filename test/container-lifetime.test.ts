@@ -29,14 +29,17 @@ describe('lifetime', () => {
         node.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
         node.once('exit', () => reject(new Error('node exited before starting the container')));
       });
-      // The container runs, a child of that node process, sleep as PID 1 of its namespace.
+      // The container runs, a child of that node process: nsbox-init as PID 1 of its
+      // namespace, sleep as its child.
       expect(procState(pid)).toEqual({ state: expect.stringMatching(/^[RS]$/), ppid: node.pid });
-      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toBe('sleep\u00001000\u0000');
+      expect(readFileSync(`/proc/${pid}/comm`, 'utf8')).toBe('nsbox-init\n');
       expect(readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^NSpid:\\s+${pid}\\s+1$`, 'm'));
+      const command = Number(readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim());
+      expect(readFileSync(`/proc/${command}/cmdline`, 'utf8')).toBe('sleep\u00001000\u0000');
 
       node.kill('SIGKILL');
       expect(await nodeExit).toEqual([null, 'SIGKILL']);
-      await until(`container ${pid} to die with its node process`, () => dead(pid), 5000);
+      await until(`container ${pid} to die with its node process`, () => dead(pid) && dead(command), 5000);
     } finally {
       node.kill('SIGKILL');
     }
@@ -68,7 +71,7 @@ describe('lifetime', () => {
         const fs = require('fs');
         const { Worker } = require('worker_threads');
         if (${mainLoadsAddon}) require(process.env.NSBOX_DIST);
-        const fds = () => fs.readdirSync('/proc/self/fd').length;
+        const fds = () => fs.readdirSync('/proc/self/fd').length; // nsbox-init's image included: the worker's own
         const state = (pid) => {
           try {
             const s = fs.readFileSync('/proc/' + pid + '/stat', 'utf8');

@@ -1,7 +1,7 @@
 // Shared by the tests: fixtures, leak checks, and collecting a container's output.
 import { spawn as spawnProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 
@@ -29,8 +29,20 @@ export function unionMounts(): string[] {
   return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => / - (overlay|aufs) /.test(l));
 }
 
+/**
+ * This process's open fds, but for the one nsbox keeps for the life of the process: the
+ * sealed memfd holding nsbox-init (src-cc/core/init_image.cc), made on the first start.
+ */
 export function openFds(): string[] {
-  return readdirSync('/proc/self/fd').sort((a, b) => Number(a) - Number(b));
+  return readdirSync('/proc/self/fd')
+    .filter((fd) => {
+      try {
+        return !readlinkSync(`/proc/self/fd/${fd}`).startsWith('/memfd:nsbox-init');
+      } catch {
+        return true; // the fd readdir itself used, gone by now
+      }
+    })
+    .sort((a, b) => Number(a) - Number(b));
 }
 
 /** Direct children of this process (containers are children until reaped). */

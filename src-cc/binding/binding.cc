@@ -21,6 +21,7 @@
 
 #include "core/fdpass.h"
 #include "core/hostmount.h"
+#include "core/init_image.h"
 #include "core/plan.h"
 #include "core/pty.h"
 
@@ -45,18 +46,12 @@ struct Instance {
   // addon, which a worker unloads once teardown is done, so teardown waits for them.
   napi_async_cleanup_hook_handle teardown = nullptr;
   size_t closing = 0;
-};
-
-// SIGKILL and reap through the pidfd. uv_poll_init made the pidfd non-blocking, and waitid
-// on a non-blocking pidfd fails with EAGAIN instead of waiting: make it blocking first.
-void kill_and_reap(int pidfd) {
-  syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
-  int fl = fcntl(pidfd, F_GETFL);
-  if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(pidfd, F_SETFL, fl & ~O_NONBLOCK);
-  siginfo_t info;
-  while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &info, WEXITED) < 0 && errno == EINTR) {
+  // nsbox-init's sealed image, made on the first start in this environment.
+  int init_fd = -1;
+  ~Instance() {
+    if (init_fd >= 0) close(init_fd);
   }
-}
+};
 
 const char* errno_code(int err) { return err ? uv_err_name(-err) : ""; }
 
@@ -85,20 +80,29 @@ class Process : public Napi::ObjectWrap<Process> {
 
   ~Process() override { Release(); }
 
-  // Returns an errno when the loop cannot watch the pidfd; the caller then kills the child.
-  int Watch(Napi::Env env, int pid, int pidfd, Napi::Function on_exit) {
-    pid_ = pid;
-    pidfd_ = pidfd;
+  // Returns an errno when the loop cannot watch the pidfd: the fds then stay the caller's,
+  // which kills the child. On success this object owns the pidfd (nsbox-init) and the report
+  // pipe that gives the command's status.
+  int Watch(Napi::Env env, int pid, int pidfd, int report_fd, Napi::Function on_exit) {
     uv_loop_t* loop = nullptr;
     napi_get_uv_event_loop(env, &loop);
-    poll_ = new uv_poll_t;
-    int r = uv_poll_init(loop, poll_, pidfd_);
-    if (r == 0) r = uv_poll_start(poll_, UV_READABLE, &Process::OnReadable);
+    uv_poll_t* poll = new uv_poll_t;
+    int r = uv_poll_init(loop, poll, pidfd);
     if (r != 0) {
-      delete poll_;
-      poll_ = nullptr;
+      delete poll;  // never registered with the loop
       return -r;
     }
+    r = uv_poll_start(poll, UV_READABLE, &Process::OnReadable);
+    if (r != 0) {
+      // Registered: only uv_close may free it.
+      poll->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(poll), &Process::OnClosed);
+      return -r;
+    }
+    pid_ = pid;
+    pidfd_ = pidfd;
+    report_fd_ = report_fd;
+    poll_ = poll;
     poll_->data = this;
     on_exit_ = Napi::Persistent(on_exit);
     context_ = std::make_unique<Napi::AsyncContext>(env, "nsbox:container");
@@ -108,13 +112,19 @@ class Process : public Napi::ObjectWrap<Process> {
     return 0;
   }
 
-  // Stop watching and close the pidfd.
+  // Stop watching and close the fds.
   void Release() {
     if (instance_) instance_->live.erase(this);
     instance_ = nullptr;
     StopPoll(nullptr);
+    CloseFds();
+  }
+
+  void CloseFds() {
     if (pidfd_ >= 0) close(pidfd_);
     pidfd_ = -1;
+    if (report_fd_ >= 0) close(report_fd_);
+    report_fd_ = -1;
   }
 
   // Environment teardown. The container would die with the thread that cloned it
@@ -126,8 +136,7 @@ class Process : public Napi::ObjectWrap<Process> {
     if (instance_) instance_->live.erase(this);
     instance_ = nullptr;
     bool closing = StopPoll(inst);
-    if (pidfd_ >= 0) close(pidfd_);
-    pidfd_ = -1;
+    CloseFds();
     return closing;
   }
 
@@ -164,7 +173,14 @@ class Process : public Napi::ObjectWrap<Process> {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     Napi::Value code = env.Null(), sig = env.Null();
-    if (r == 0 && info.si_code == CLD_EXITED) {
+    // nsbox-init reports the command's status before it exits; without that record (init was
+    // killed: rm -f, the OOM killer, a dead supervisor) init's own status is the container's.
+    Report rec;
+    ssize_t n = report_fd_ >= 0 ? read(report_fd_, &rec, sizeof rec) : -1;
+    if (n == static_cast<ssize_t>(sizeof rec) && rec.kind == static_cast<int32_t>(ReportKind::kExited)) {
+      if ((rec.status & 0x7f) == 0) code = Napi::Number::New(env, (rec.status >> 8) & 0xff);
+      else sig = Napi::Number::New(env, rec.status & 0x7f);
+    } else if (r == 0 && info.si_code == CLD_EXITED) {
       code = Napi::Number::New(env, info.si_status);
     } else if (r == 0) {
       sig = Napi::Number::New(env, info.si_status);
@@ -208,6 +224,7 @@ class Process : public Napi::ObjectWrap<Process> {
 
   int pid_ = -1;
   int pidfd_ = -1;
+  int report_fd_ = -1;
   uv_poll_t* poll_ = nullptr;
   Instance* instance_ = nullptr;
   Napi::FunctionReference on_exit_;
@@ -336,12 +353,17 @@ void read_list(Reader& r, Napi::Object js, const char* key, Plan& plan,
   if (terminate) out.push_back(nullptr);
 }
 
+std::string hex64(uint64_t v) {
+  char buf[17];
+  snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Capabilities, ids, no_new_privs and the seccomp program, as nsbox-init's options.
 void read_security(Reader& r, Napi::Object js, Plan& plan) {
   Napi::Value v = js.Get("security");
   if (!v.IsObject()) return;
   Napi::Object so = v.As<Napi::Object>();
-  Security& sec = plan.security;
-  sec.enabled = true;
   // Capability masks as BigInt-free pairs of 32-bit halves.
   auto mask = [&](const char* key) -> uint64_t {
     Napi::Value m = so.Get(key);
@@ -353,25 +375,31 @@ void read_security(Reader& r, Napi::Object js, Plan& plan) {
     return static_cast<uint64_t>(a.Get(0u).ToNumber().Uint32Value()) |
            (static_cast<uint64_t>(a.Get(1u).ToNumber().Uint32Value()) << 32);
   };
-  sec.bounding = mask("bounding");
-  sec.effective = mask("effective");
-  if (!so.Get("ambient").IsUndefined()) sec.ambient = mask("ambient");
-  sec.no_new_privs = r.Bool(so, "noNewPrivs");
+  std::vector<std::string>& o = plan.init_options;
+  o.push_back("bset=" + hex64(mask("bounding")));
+  o.push_back("eff=" + hex64(mask("effective")));
+  if (!so.Get("ambient").IsUndefined()) o.push_back("amb=" + hex64(mask("ambient")));
+  if (r.Bool(so, "noNewPrivs")) o.emplace_back("nnp");
   Napi::Value uid = so.Get("uid");
   if (uid.IsNumber()) {
-    sec.set_ids = true;
-    sec.uid = uid.As<Napi::Number>().Uint32Value();
-    sec.gid = static_cast<uint32_t>(r.Num(so, "gid"));
+    o.push_back("ids=" + std::to_string(uid.As<Napi::Number>().Uint32Value()) + ":" +
+                std::to_string(static_cast<uint32_t>(r.Num(so, "gid"))));
   }
   Napi::Value filter = so.Get("seccomp");
   if (filter.IsTypedArray()) {
     // struct sock_filter is 8 bytes: code u16, jt u8, jf u8, k u32.
     Napi::TypedArray ta = filter.As<Napi::TypedArray>();
-    Napi::ArrayBuffer buf = ta.ArrayBuffer();
     size_t len = ta.ByteLength();
-    if (len % sizeof(sock_filter) || len == 0) return r.Fail("security.seccomp must hold whole BPF instructions");
-    sec.seccomp.resize(len / sizeof(sock_filter));
-    memcpy(sec.seccomp.data(), static_cast<char*>(buf.Data()) + ta.ByteOffset(), len);
+    if (len % 8 || len == 0) return r.Fail("security.seccomp must hold whole BPF instructions");
+    const unsigned char* bytes = static_cast<const unsigned char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    static const char kHex[] = "0123456789abcdef";
+    std::string text = "seccomp=";
+    text.reserve(text.size() + 2 * len);
+    for (size_t i = 0; i < len; i++) {
+      text += kHex[bytes[i] >> 4];
+      text += kHex[bytes[i] & 15];
+    }
+    o.push_back(std::move(text));
   }
 }
 
@@ -479,12 +507,14 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   Reader r(env);
   Plan plan;
   read_steps(r, js, plan);
-  read_list(r, js, "argv", plan, plan.argv, true);
+  plan.argv = r.Strs(js, "argv");
   read_list(r, js, "env", plan, plan.envp, true);
-  read_list(r, js, "candidates", plan, plan.candidates, false);
   read_security(r, js, plan);
-  if (r.ok() && plan.argv.size() < 2) r.Fail("argv must not be empty");
-  if (r.ok() && plan.candidates.empty()) r.Fail("candidates must not be empty");
+  if (js.Get("tty").IsObject()) plan.init_options.emplace_back("tty");
+  std::vector<std::string> candidates = r.Strs(js, "candidates");
+  for (const std::string& c : candidates) plan.init_options.push_back("cand=" + c);
+  if (r.ok() && plan.argv.empty()) r.Fail("argv must not be empty");
+  if (r.ok() && candidates.empty()) r.Fail("candidates must not be empty");
   plan.clone_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
   if (r.Bool(js, "newNet")) plan.clone_flags |= CLONE_NEWNET;
   if (r.Bool(js, "newCgroup")) plan.clone_flags |= CLONE_NEWCGROUP;
@@ -510,37 +540,55 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   }
   for (int i = 0; i < 3; i++) plan.stdio[i] = io.child[i];
 
-  SpawnResult res = spawn(plan);
+  Instance* inst = env.GetInstanceData<Instance>();
+  if (inst->init_fd < 0) inst->init_fd = make_init_image();
+  SpawnResult res;
+  if (inst->init_fd < 0) {
+    res.parent_sys = Sys::kOpen;  // memfd_create, or writing and sealing it
+    res.parent_errno = -inst->init_fd;
+  } else {
+    res = spawn(plan, inst->init_fd);
+  }
   if (!res.failed && res.parent_sys == Sys::kNone && io.pty_socket[0] >= 0) {
     // execve has happened (the error pipe said so), so the master is already queued.
     io.pty_master = receive_fd(io.pty_socket[0]);
     if (io.pty_master < 0) {
       res.parent_sys = Sys::kSendmsg;
       res.parent_errno = errno ? errno : EIO;
-      syscall(SYS_pidfd_send_signal, res.pidfd, SIGKILL, nullptr, 0);
-      siginfo_t si;
-      waitid(static_cast<idtype_t>(P_PIDFD), res.pidfd, &si, WEXITED);
+      kill_and_reap(res.pidfd);
       close(res.pidfd);
+      close(res.report_fd);
     }
   }
   io.CloseChildEnds();
+  if (res.vanished) {
+    io.CloseParentEnds();
+    // Killed before it could report (by a signal from outside, or the OOM killer).
+    Napi::Object e = errno_object(env, ECHILD, "setup");
+    e.Set("ok", false);
+    e.Set("step", -1);
+    e.Set("vanished", res.vanished_status);
+    return e;
+  }
   if (res.parent_sys != Sys::kNone || res.failed) {
     io.CloseParentEnds();
     Napi::Object e = res.failed
                          ? errno_object(env, res.error.err, syscall_name(static_cast<Sys>(res.error.sys)))
                          : errno_object(env, res.parent_errno, syscall_name(res.parent_sys));
     e.Set("ok", false);
-    e.Set("step", res.failed ? res.error.step : -1);
+    // Steps after the plan's (stdio, init, security, the command's execve) are the exec phase.
+    int32_t step = res.error.step == kExecPhase ? static_cast<int32_t>(plan.steps.size()) : res.error.step;
+    e.Set("step", res.failed ? step : -1);
     e.Set("detail", res.failed ? res.error.detail : 0);
     return e;
   }
 
-  Instance* inst = env.GetInstanceData<Instance>();
   Napi::Object proc = inst->process_ctor.New({});
-  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, info[1].As<Napi::Function>());
+  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, info[1].As<Napi::Function>());
   if (werr) {
     kill_and_reap(res.pidfd);
     close(res.pidfd);
+    close(res.report_fd);
     io.CloseParentEnds();
     Napi::Object e = errno_object(env, werr, "uv_poll_start");
     e.Set("ok", false);

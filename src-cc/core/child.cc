@@ -1,10 +1,14 @@
-// The container's first process, from clone to execve.
+// The container's first process, from clone until it execs nsbox-init (src-cc/init/).
 //
 // The rule for everything in this file: Node is multithreaded, and with CLONE_VM the child
 // even shares the parent's memory. So after clone the child only makes async-signal-safe
 // system calls on data the parent prepared (plan.h): no malloc, no new, no std::string, no
 // exceptions, no stdio, no locks. Paths are composed in fixed buffers on the child's stack.
-// A failure is one ErrorRecord written to the CLOEXEC error pipe, then _exit.
+// A failure is one Report (common/report.h) written to the CLOEXEC report pipe, then _exit.
+//
+// This process builds the container's world (mounts, pivot_root, hostname, terminal, stdio)
+// and then becomes nsbox-init, exec'd from a sealed memfd: the workload never runs in a
+// process whose executable is Node's.
 
 #include "core/child.h"
 
@@ -31,7 +35,6 @@
 #include <climits>
 
 #include "core/fdpass.h"
-#include "core/security.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -48,10 +51,10 @@ struct Child {
 };
 
 [[noreturn]] void fail(const Child& c, Sys sys, int err, int32_t detail = 0) {
-  ErrorRecord rec{c.step, static_cast<int32_t>(sys), err, detail};
+  Report rec{static_cast<int32_t>(ReportKind::kFailed), c.step, static_cast<int32_t>(sys), err, detail, 0};
   ssize_t n;
   do {
-    n = write(c.args->error_fd, &rec, sizeof rec);
+    n = write(c.args->report_fd, &rec, sizeof rec);
   } while (n < 0 && errno == EINTR);
   _exit(125);
 }
@@ -378,16 +381,17 @@ void run_step(Child& c, const Step& s) {
   }
 }
 
-// Everything after the steps: session, terminal, stdio, signals, fds, then execve.
-[[noreturn]] void finish_and_exec(Child& c) {
+// Everything after the steps: session, stdio, signals, fds, then nsbox-init. The command's
+// own setup (its session and terminal, security, execve) is nsbox-init's.
+[[noreturn]] void finish_and_exec_init(Child& c) {
   const ChildArgs& a = *c.args;
   const Plan& plan = *a.plan;
-  c.step = static_cast<int32_t>(plan.steps.size());
+  c.step = kExecPhase;
 
+  // init's own session: signals from the supervisor's terminal never reach the container.
   if (setsid() < 0) fail(c, Sys::kSetsid, errno);
   const int tty_stdio[3] = {c.pty_slave, c.pty_slave, c.pty_slave};
   const int* stdio = c.pty_slave >= 0 ? tty_stdio : plan.stdio;
-  if (c.pty_slave >= 0 && ioctl(c.pty_slave, TIOCSCTTY, 0) < 0) fail(c, Sys::kIoctl, errno);
   for (int fd = 0; fd < 3; fd++) {
     // Every prepared fd is above 2, so no dup2 clobbers another's source.
     if (stdio[fd] == fd) {
@@ -403,44 +407,14 @@ void run_step(Child& c, const Step& s) {
   for (int sig = 1; sig < _NSIG; sig++) {
     if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, nullptr);  // 32, 33: EINVAL, fine
   }
-  umask(022);
+  // Nothing of Node's crosses the exec but stdio, the report pipe and Node's pidfd.
   if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) fail(c, Sys::kCloseRange, errno);
-
-  sigset_t none;
-  sigemptyset(&none);
-  if (sigprocmask(SIG_SETMASK, &none, nullptr) < 0) fail(c, Sys::kSigprocmask, errno);
-
-  if (plan.security.enabled) {
-    SecurityFailure f = apply_security(plan.security);
-    if (f.sys != Sys::kNone) fail(c, f.sys, f.err);
-  }
-  // After apply_security: a change of uid or gid clears the parent-death signal.
-  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail(c, Sys::kPrctl, errno);
-  // A Node process killed before that prctl would leave us running: its pidfd says so.
-  // (getppid() cannot tell: in a new pid namespace it is always 0.)
-  if (c.args->parent_pidfd >= 0) {
-    struct pollfd p = {c.args->parent_pidfd, POLLIN, 0};
-    if (poll(&p, 1, 0) != 0) _exit(125);
-  }
-
-  // execvp's rules over candidates prepared by the parent: ENOENT/ENOTDIR try the next one,
-  // EACCES is remembered and reported when nothing else ran.
-  int32_t eacces_at = -1;
-  int32_t i = 0;
-  int last_err = ENOENT;
-  for (const char* path : plan.candidates) {
-    if (!path) break;
-    execve(path, const_cast<char* const*>(plan.argv.data()), const_cast<char* const*>(plan.envp.data()));
-    last_err = errno;
-    if (errno == EACCES) {
-      if (eacces_at < 0) eacces_at = i;
-    } else if (errno != ENOENT && errno != ENOTDIR) {
-      fail(c, Sys::kExecve, errno, i);
-    }
-    i++;
-  }
-  if (eacces_at >= 0) fail(c, Sys::kExecve, EACCES, eacces_at);
-  fail(c, Sys::kExecve, last_err == ENOTDIR ? ENOENT : last_err, -1);
+  if (fcntl(a.report_fd, F_SETFD, 0) < 0) fail(c, Sys::kFcntl, errno);
+  if (a.parent_pidfd >= 0 && fcntl(a.parent_pidfd, F_SETFD, 0) < 0) fail(c, Sys::kFcntl, errno);
+  // By fd, never by a path the container could have planted something at; the memfd stays
+  // close-on-exec (an ELF image needs no path to itself).
+  syscall(SYS_execveat, a.init_fd, "", a.init_argv, plan.envp.data(), AT_EMPTY_PATH);
+  fail(c, Sys::kExecveat, errno);
 }
 
 }  // namespace
@@ -453,11 +427,19 @@ int child_main(void* arg) {
   umask(0);
   // Until execve the child holds the host's root: nobody may ptrace or read its memory.
   if (prctl(PR_SET_DUMPABLE, 0) < 0) fail(c, Sys::kPrctl, errno);
+  // Dies with the thread that cloned it; nsbox-init keeps this across its exec (and arms it
+  // again after changing credentials). Node may already have died before this line: its
+  // pidfd tells.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) fail(c, Sys::kPrctl, errno);
+  if (c.args->parent_pidfd >= 0) {
+    struct pollfd p = {c.args->parent_pidfd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 0) _exit(125);
+  }
   for (const Step& s : plan.steps) {
     run_step(c, s);
     c.step++;
   }
-  finish_and_exec(c);
+  finish_and_exec_init(c);
 }
 
 }  // namespace nsbox

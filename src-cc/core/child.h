@@ -7,8 +7,10 @@ namespace nsbox {
 
 struct ChildArgs {
   const Plan* plan;
-  int error_fd;      // write end of the CLOEXEC error pipe
-  int parent_pidfd;  // the Node process, to notice it died before PR_SET_PDEATHSIG was armed
+  int report_fd;       // write end of the CLOEXEC report pipe; nsbox-init inherits it
+  int parent_pidfd;    // the Node process, to notice it died before PR_SET_PDEATHSIG was armed
+  int init_fd;         // nsbox-init's sealed memfd
+  char* const* init_argv;  // null-terminated
 };
 
 // Runs in the cloned child; never returns.

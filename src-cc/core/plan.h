@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include <linux/filter.h>
+#include "common/report.h"
 
 namespace nsbox {
 
@@ -50,48 +50,20 @@ struct Step {
   uint64_t dev = 0;                      // makedev(major, minor) for kMknodInRoot
 };
 
-// Which system call failed in the child; turned into text by syscall_name().
-enum class Sys : int32_t {
-  kNone, kMount, kFsopen, kFsconfig, kFsmount, kMoveMount, kOpenTree, kMountSetattr,
-  kOpenat2, kMkdirat, kMknodat, kSymlinkat, kFstat, kFchdir, kPivotRoot, kUmount2, kChdir,
-  kSethostname, kSocket, kIoctl, kSetsid, kDup2, kFcntl, kPrctl, kSigaction, kSigprocmask,
-  kCloseRange, kExecve, kCapset, kSeccomp, kSetgroups, kSetresgid, kSetresuid, kOpen,
-  kClone, kPipe, kSendmsg,
-};
-
 const char* syscall_name(Sys sys);
-
-// What the child writes to the error pipe before _exit. EOF without a record: execve worked.
-struct ErrorRecord {
-  int32_t step;   // index into steps; steps.size() means the exec (or security) phase
-  int32_t sys;    // Sys
-  int32_t err;    // errno
-  int32_t detail; // exec: index of the candidate path that gave `err`
-};
-
-// Capability sets, seccomp and credentials applied just before execve.
-struct Security {
-  bool enabled = false;
-  uint64_t bounding = ~0ull;    // capabilities kept in the bounding set
-  uint64_t effective = ~0ull;   // effective = permitted
-  uint64_t ambient = 0;         // raised into the ambient set (and so inheritable): non-root caps
-  bool no_new_privs = false;
-  bool set_ids = false;
-  uint32_t uid = 0, gid = 0;
-  std::vector<sock_filter> seccomp;  // empty: no filter
-};
 
 struct Plan {
   int clone_flags = 0;  // CLONE_NEW* flags
   bool share_vm = true; // CLONE_VM | CLONE_VFORK: no page-table copy of the Node process
   std::vector<Step> steps;
-  std::vector<const char*> argv;        // null-terminated
-  std::vector<const char*> envp;        // null-terminated
-  std::vector<const char*> candidates;  // full paths execve tries in order
+  // nsbox-init's options (src-cc/init/init.cc: tty, security, cand=...), then "--" and the
+  // command's argv are appended by spawn(), which adds the fds it makes (report=, parent=).
+  std::vector<std::string> init_options;
+  std::vector<std::string> argv;
+  std::vector<const char*> envp;        // null-terminated: the command's environment
   int stdio[3] = {0, 1, 2};             // fds the child dup2s onto 0, 1, 2
   int pty_socket = -1;                  // kOpenPty: where the child sends the master
   unsigned short pty_cols = 80, pty_rows = 24;
-  Security security;
 
   // Owns every string the pointers above refer to. A deque never moves its elements.
   std::deque<std::string> strings;

@@ -1,6 +1,7 @@
 #include "core/spawn.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -9,6 +10,9 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <string>
+#include <vector>
 
 #include "core/child.h"
 
@@ -60,6 +64,12 @@ const char* syscall_name(Sys sys) {
     case Sys::kClone: return "clone";
     case Sys::kPipe: return "pipe2";
     case Sys::kSendmsg: return "sendmsg";
+    case Sys::kExecveat: return "execveat";
+    case Sys::kSignalfd: return "signalfd";
+    case Sys::kWrite: return "write";
+    case Sys::kRead: return "read";
+    case Sys::kUnshare: return "unshare";
+    case Sys::kConfig: return "nsbox-init arguments";
   }
   return "?";
 }
@@ -90,29 +100,61 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
+void reap(int pidfd, siginfo_t* info) {
+  while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd, info, WEXITED) < 0 && errno == EINTR) {
+  }
+}
+
+// nsbox-init's argv: its name, the fds this start made, the plan's options, "--", the command.
+std::vector<std::string> init_argv(const Plan& plan, int report_fd, int parent_pidfd) {
+  std::vector<std::string> out;
+  out.reserve(plan.init_options.size() + plan.argv.size() + 4);
+  out.emplace_back("nsbox-init");
+  out.push_back("report=" + std::to_string(report_fd));
+  if (parent_pidfd >= 0) out.push_back("parent=" + std::to_string(parent_pidfd));
+  out.insert(out.end(), plan.init_options.begin(), plan.init_options.end());
+  out.emplace_back("--");
+  out.insert(out.end(), plan.argv.begin(), plan.argv.end());
+  return out;
+}
+
 }  // namespace
 
-SpawnResult spawn(const Plan& plan) {
+void kill_and_reap(int pidfd) {
+  syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+  // waitid on a non-blocking pidfd fails with EAGAIN instead of waiting.
+  int fl = fcntl(pidfd, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(pidfd, F_SETFL, fl & ~O_NONBLOCK);
+  siginfo_t info;
+  reap(pidfd, &info);
+}
+
+SpawnResult spawn(const Plan& plan, int init_fd) {
   SpawnResult result;
-  int errpipe[2];
-  if (pipe2(errpipe, O_CLOEXEC) < 0) {
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) < 0) {
     result.parent_sys = Sys::kPipe;
     result.parent_errno = errno;
     return result;
   }
   char* stack = child_stack_top();
   if (!stack) {
-    close(errpipe[0]);
-    close(errpipe[1]);
+    close(report[0]);
+    close(report[1]);
     result.parent_sys = Sys::kClone;
     result.parent_errno = ENOMEM;
     return result;
   }
-  // A pidfd of this very process (always close-on-exec), for the child to notice Node died
-  // before its parent-death signal was armed. Opened per start rather than kept, so that
-  // nothing of nsbox stays open between containers. -1 (no check) on a kernel without it.
+  // A pidfd of this very process (always close-on-exec), for the child and nsbox-init to
+  // notice Node died before their parent-death signal was armed. Opened per start rather
+  // than kept. -1 (no check) on a kernel without it.
   int self_pidfd = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
-  ChildArgs args{&plan, errpipe[1], self_pidfd};
+  std::vector<std::string> argv_strings = init_argv(plan, report[1], self_pidfd);
+  std::vector<char*> argv;
+  argv.reserve(argv_strings.size() + 1);
+  for (std::string& a : argv_strings) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ChildArgs args{&plan, report[1], self_pidfd, init_fd, argv.data()};
   int flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD;
   if (plan.share_vm) flags |= CLONE_VM | CLONE_VFORK;
 
@@ -128,35 +170,44 @@ SpawnResult spawn(const Plan& plan) {
   int clone_errno = errno;
   if (dumpable > 0) prctl(PR_SET_DUMPABLE, dumpable);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  close(errpipe[1]);
+  close(report[1]);
   if (self_pidfd >= 0) close(self_pidfd);
 
   if (pid < 0) {
-    close(errpipe[0]);
+    close(report[0]);
     result.parent_sys = Sys::kClone;
     result.parent_errno = clone_errno;
     return result;
   }
 
-  ErrorRecord rec;
+  // The first record: the command started, or a step failed. Waiting here covers the child's
+  // setup, nsbox-init's confinement and the command's execve.
+  Report rec;
   ssize_t n;
   do {
-    n = read(errpipe[0], &rec, sizeof rec);
+    n = read(report[0], &rec, sizeof rec);
   } while (n < 0 && errno == EINTR);
-  close(errpipe[0]);
 
-  if (n == static_cast<ssize_t>(sizeof rec)) {
-    // The child wrote its record and _exited: reap it here, it was never a container.
-    siginfo_t info;
-    while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd, &info, WEXITED) < 0 && errno == EINTR) {
-    }
-    close_fd(pidfd);
-    result.failed = true;
-    result.error = rec;
+  if (n == static_cast<ssize_t>(sizeof rec) && rec.kind == static_cast<int32_t>(ReportKind::kStarted)) {
+    fcntl(report[0], F_SETFL, O_NONBLOCK);
+    result.pid = pid;
+    result.pidfd = pidfd;
+    result.report_fd = report[0];
     return result;
   }
-  result.pid = pid;
-  result.pidfd = pidfd;
+  // It failed (and is exiting) or died: reap it here, it was never a container.
+  close(report[0]);
+  siginfo_t info;
+  if (n == static_cast<ssize_t>(sizeof rec)) {
+    kill_and_reap(pidfd);
+    result.failed = true;
+    result.error = rec;
+  } else {
+    reap(pidfd, &info);
+    result.vanished = true;
+    result.vanished_status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
+  }
+  close_fd(pidfd);
   return result;
 }
 
