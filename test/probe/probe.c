@@ -4,6 +4,7 @@
 //
 //   probe mount keyctl unshare-user ...      one line per argument
 //   probe x32-getpid | i386-getpid           made from a foreign ABI: the filter kills us
+//   probe nr-468                             syscall 468 with arguments -1, 0, 0, ...
 //   probe uevent-recv                        waits up to 5 s for one device event (the
 //                                            test makes the host send some meanwhile)
 //   probe swap-loop A B                      (on the host) exchange A and B until killed,
@@ -22,6 +23,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/fanotify.h>
 #include <sys/ioctl.h>
@@ -208,6 +210,7 @@ static long try_call(const char* what) {
   }
 #endif
   if (!strcmp(what, "nosys")) return syscall(-1L);
+  if (!strncmp(what, "nr-", 3)) return syscall(strtol(what + 3, NULL, 10), -1L, 0L, 0L, 0L, 0L, 0L);
   if (!strcmp(what, "x32-getpid")) return syscall(0x40000000L | SYS_getpid);
 #if defined(__x86_64__)
   if (!strcmp(what, "i386-getpid")) {
