@@ -5,7 +5,8 @@
  * them (src-cc/core/security.cc, and the mask/read-only steps in child.cc).
  *
  * The defaults follow docker's: its default capability list, its masked and read-only
- * paths, and a seccomp denylist in the spirit of its default profile.
+ * paths, and a seccomp denylist in the spirit of its default profile (which is an
+ * allowlist: calls newer than those reviewed here get ENOSYS).
  */
 import { NsboxError, invalid } from './errors';
 import {
@@ -282,7 +283,7 @@ export const SYSCALLS: Readonly<Record<string, Partial<Record<SeccompArch, numbe
  * the filter answers ENOSYS (what a kernel without the call says, so libc falls back), so a
  * call a newer kernel adds is not allowed before someone has reviewed it.
  *
- * Reviewed up to listns (470), the last in both tables: x86_64's own numbers
+ * Reviewed up to listns (470, Linux 6.19), the last in both tables: x86_64's own numbers
  * end at 336 (uprobe), aarch64's at 294, and from 424 both use the common numbers. Calls
  * 451-470 are allowed (cachestat, fchmodat2, map_shadow_stack, futex_wake/wait/requeue,
  * statmount, listmount, lsm_*, mseal, *xattrat, file_getattr/setattr, listns: the kernel
@@ -359,11 +360,12 @@ export const SECCOMP_RULES: readonly SeccompRule[] = [
   { syscalls: ['iopl', 'ioperm'], errno: 'EPERM', unless: ['SYS_RAWIO'] },
   { syscalls: ['open_by_handle_at'], errno: 'EPERM', unless: ['DAC_READ_SEARCH'] },
   { syscalls: ['bpf'], errno: 'EPERM', unless: ['SYS_ADMIN', 'BPF'] },
+  { syscalls: ['perf_event_open'], errno: 'EPERM', unless: ['SYS_ADMIN', 'PERFMON'] },
   // fanotify watches whole filesystems and mounts; since 5.13 a process without caps may
   // start a limited group, which docker's profile does not allow either.
   { syscalls: ['fanotify_init'], errno: 'EPERM', unless: ['SYS_ADMIN'] },
   // The kernel's log is the host's, and dmesg_restrict may be 0. docker lifts this with
-  // SYS_ADMIN too; the kernel has long stopped accepting SYS_ADMIN for it, so nsbox does not.
+  // SYS_ADMIN too; the kernel no longer takes SYS_ADMIN for it (6.x says EPERM), nor do we.
   { syscalls: ['syslog'], errno: 'EPERM', unless: ['SYSLOG'] },
   // NUMA placement of memory: a container without SYS_NICE has no say in which node of
   // the host its pages live on (docker's gate; it denies move_pages and migrate_pages
@@ -374,7 +376,6 @@ export const SECCOMP_RULES: readonly SeccompRule[] = [
   // kernel's code when the container does not have them (as docker does).
   { syscalls: ['vhangup'], errno: 'EPERM', unless: ['SYS_TTY_CONFIG'] },
   { syscalls: ['chroot'], errno: 'EPERM', unless: ['SYS_CHROOT'] },
-  { syscalls: ['perf_event_open'], errno: 'EPERM', unless: ['SYS_ADMIN', 'PERFMON'] },
   // Never namespaced, or a large attack surface for little use in a container: no cap lifts them.
   { syscalls: ['keyctl', 'add_key', 'request_key', 'userfaultfd', 'nfsservctl', 'sysfs', 'uselib', '_sysctl',
     'io_uring_setup', 'io_uring_enter', 'io_uring_register', 'ustat'], errno: 'EPERM' },
@@ -383,9 +384,9 @@ export const SECCOMP_RULES: readonly SeccompRule[] = [
   // that probe for it already take it as "no vsock here"; EPERM would suggest a capability
   // helps, and none does. It also keeps the call from loading the vsock module.
   { syscalls: ['socket'], errno: 'EAFNOSUPPORT', when: { arg: 0, oneOf: [AF_VSOCK] } },
-  // The kernel sends device events (a disk plugged in, a block device resized) to every
-  // network namespace its first user namespace owns: a container's own namespace included.
-  // With SYS_ADMIN it could mount sysfs and see the devices anyway.
+  // The kernel sends the host's device events (a disk plugged in, a block device resized)
+  // to every network namespace owned by the initial user namespace, so to a container's
+  // own namespace too. With SYS_ADMIN it could mount sysfs and see the devices anyway.
   { syscalls: ['socket'], errno: 'EPERM', unless: ['SYS_ADMIN'],
     when: [{ arg: 0, oneOf: [AF_NETLINK] }, { arg: 2, oneOf: [NETLINK_KOBJECT_UEVENT] }] },
   { syscalls: ['personality'], errno: 'EPERM', when: { arg: 0, noneOf: HARMLESS_PERSONALITIES } },
