@@ -4,6 +4,9 @@
 //
 //   probe mount keyctl unshare-user ...      one line per argument
 //   probe x32-getpid | i386-getpid           made from a foreign ABI: the filter kills us
+//   probe nr-468                             syscall 468 with arguments -1, 0, 0, ...
+//   probe uevent-recv                        waits up to 5 s for one device event (the
+//                                            test makes the host send some meanwhile)
 //   probe swap-loop A B                      (on the host) exchange A and B until killed,
 //                                            to race the resolution of a volume target
 //
@@ -12,17 +15,25 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/keyctl.h>
+#include <linux/mempolicy.h>
+#include <linux/netlink.h>
 #include <linux/sched.h>
+#include <linux/vm_sockets.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/fanotify.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/personality.h>
 #include <sys/ptrace.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -36,6 +47,48 @@ static long raw_clone(unsigned long flags) {
   if (pid == 0) _exit(0);
   if (pid > 0) waitpid((pid_t)pid, NULL, 0);
   return pid;
+}
+
+// Binds a vsock port any peer of the VM (the host, other guests' services) could reach,
+// and listens on it: what a container must not do, whatever its network namespace.
+static long vsock_listen(void) {
+  int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_vm addr;
+  memset(&addr, 0, sizeof addr);
+  addr.svm_family = AF_VSOCK;
+  addr.svm_cid = VMADDR_CID_ANY;
+  addr.svm_port = VMADDR_PORT_ANY;
+  if (bind(fd, (struct sockaddr*)&addr, sizeof addr) < 0 || listen(fd, 1) < 0) return -1;
+  return 0;
+}
+
+// A socket subscribed to the kernel's device events (what udev listens to).
+static int uevent_socket(void) {
+  int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_KOBJECT_UEVENT);
+  if (fd < 0) return -1;
+  struct sockaddr_nl addr;
+  memset(&addr, 0, sizeof addr);
+  addr.nl_family = AF_NETLINK;
+  addr.nl_groups = 1; // the kernel's group
+  if (bind(fd, (struct sockaddr*)&addr, sizeof addr) < 0) return -1;
+  return fd;
+}
+
+static long uevent_recv(void) {
+  int fd = uevent_socket();
+  if (fd < 0) return -1;
+  struct timeval timeout = {5, 0};
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) < 0) return -1;
+  char buf[4096];
+  return recv(fd, buf, sizeof buf, 0); // EAGAIN: nothing came
+}
+
+// One page of our own, touched so that it has a NUMA node.
+static void* own_page(void) {
+  void* p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p != MAP_FAILED) memset(p, 1, 4096);
+  return p;
 }
 
 static long try_call(const char* what) {
@@ -107,7 +160,57 @@ static long try_call(const char* what) {
     struct winsize ws;
     return ioctl(0, TIOCGWINSZ, &ws);
   }
+  if (!strcmp(what, "vsock-listen")) return vsock_listen();
+  if (!strcmp(what, "uevent-socket")) return uevent_socket();
+  if (!strcmp(what, "uevent-recv")) return uevent_recv();
+  if (!strcmp(what, "pidfd-getfd")) {
+    long pidfd = syscall(SYS_pidfd_open, getpid(), 0);
+    if (pidfd < 0) return -1;
+    return syscall(SYS_pidfd_getfd, pidfd, 1, 0);
+  }
+  if (!strcmp(what, "process-madvise")) {
+    long pidfd = syscall(SYS_pidfd_open, getpid(), 0);
+    void* page = own_page();
+    if (pidfd < 0 || page == MAP_FAILED) return -1;
+    struct iovec iov = {page, 4096};
+    return syscall(SYS_process_madvise, pidfd, &iov, 1, MADV_COLD, 0);
+  }
+  // FAN_REPORT_FID: the kind of group the kernel grants a process without caps.
+  if (!strcmp(what, "fanotify")) return fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_FID | FAN_CLOEXEC, O_RDONLY);
+  if (!strcmp(what, "mbind")) {
+    void* page = own_page();
+    if (page == MAP_FAILED) return -1;
+    return syscall(SYS_mbind, page, 4096, MPOL_DEFAULT, NULL, 0, 0);
+  }
+  if (!strcmp(what, "set_mempolicy")) return syscall(SYS_set_mempolicy, MPOL_DEFAULT, NULL, 0);
+  if (!strcmp(what, "get_mempolicy")) {
+    int mode;
+    return syscall(SYS_get_mempolicy, &mode, NULL, 0, NULL, 0);
+  }
+  if (!strcmp(what, "move_pages")) {
+    // Without target nodes: only asks where the page is.
+    void* page = own_page();
+    int status = 0;
+    if (page == MAP_FAILED) return -1;
+    return syscall(SYS_move_pages, 0, 1, &page, NULL, &status, 0);
+  }
+  if (!strcmp(what, "migrate_pages")) {
+    unsigned long nodes = 1; // node 0 to node 0: nothing moves
+    return syscall(SYS_migrate_pages, 0, 8 * sizeof nodes, &nodes, &nodes);
+  }
+  if (!strcmp(what, "syslog")) return syscall(SYS_syslog, 10 /* SYSLOG_ACTION_SIZE_BUFFER */, NULL, 0);
+  if (!strcmp(what, "vhangup")) return syscall(SYS_vhangup);
+  if (!strcmp(what, "chroot")) return chroot("/");
+#if defined(SYS_ustat)
+  if (!strcmp(what, "ustat")) {
+    struct stat st;
+    char buf[64]; // struct ustat, which glibc no longer declares
+    if (stat("/", &st) < 0) return -1;
+    return syscall(SYS_ustat, (unsigned)st.st_dev, buf);
+  }
+#endif
   if (!strcmp(what, "nosys")) return syscall(-1L);
+  if (!strncmp(what, "nr-", 3)) return syscall(strtol(what + 3, NULL, 10), -1L, 0L, 0L, 0L, 0L, 0L);
   if (!strcmp(what, "x32-getpid")) return syscall(0x40000000L | SYS_getpid);
 #if defined(__x86_64__)
   if (!strcmp(what, "i386-getpid")) {
