@@ -12,8 +12,11 @@ import * as tty from 'node:tty';
 import { NsboxError, invalid } from './errors';
 import { native, type NativePlan, type NativeProcess } from './native';
 import type { ImageInfo } from './image/store';
+import { ContainerCgroup } from './cgroup';
+import { parseDevice, type DeviceSpec } from './device';
+import { newId } from './layout';
 import { buildPlan, type PlanInput, type StdioMode } from './plan';
-import { buildConfinement, type Confinement, type SecurityOptions } from './security';
+import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
 
 export type Stdio = StdioMode | [StdioMode, StdioMode, StdioMode];
 
@@ -24,7 +27,13 @@ export interface ExitStatus {
   signal: NodeJS.Signals | null;
 }
 
-export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine'> {
+export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine' | 'devices' | 'deviceNodesAllowed' | 'cgroupProcs'> {
+  /**
+   * Host device nodes the container may use (`'/dev/fuse'`, `'/dev/sda:/dev/disk'`): bound into
+   * its /dev and allowed in its device cgroup. Nothing else opens a device node (every mount
+   * it can write is nodev), unless `security.privileged`.
+   */
+  devices?: DeviceSpec[];
   /**
    * Capabilities, user, seccomp, masked paths. Default: docker's defaults (14 capabilities,
    * no_new_privs, the default seccomp filter, masked and read-only /proc and /sys paths).
@@ -149,16 +158,30 @@ export class Container extends EventEmitter {
   /** @internal Runtime's way in: the same start, with the bookkeeping hooks attached. */
   static launch(options: ProcessOptions, managed?: ManagedContainer): Container {
     const size = ttySize(options.tty);
-    const { security, confinement: given, ...rest } = options;
+    const { security, confinement: given, devices: deviceSpecs, ...rest } = options;
     const { security: nativeSecurity, confine } = given ?? confinement(security);
-    const plan = buildPlan({
-      cgroupNamespace: hasCgroupNamespaces(), ...rest,
-      stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine,
-    });
-    return new Container(plan, managed);
+    if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
+    const devices = (deviceSpecs ?? []).map(parseDevice);
+    const privileged = security?.privileged === true;
+    const cgroup = ContainerCgroup.create(managed?.id ?? newId(), privileged ? 'all' : devices);
+    try {
+      const plan = buildPlan({
+        cgroupNamespace: hasCgroupNamespaces(), ...rest,
+        stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine,
+        deviceNodesAllowed: privileged, devices, ...(cgroup ? { cgroupProcs: cgroup.procsFds } : {}),
+      });
+      return new Container(plan, managed, cgroup);
+    } catch (e) {
+      // Nothing joined it (the start failed and its processes have been reaped).
+      cgroup?.closeFds();
+      cgroup?.remove().catch(() => {});
+      throw e;
+    } finally {
+      cgroup?.closeFds();
+    }
   }
 
-  protected constructor(plan: NativePlan, managed?: ManagedContainer) {
+  protected constructor(plan: NativePlan, managed?: ManagedContainer, cgroup?: ContainerCgroup | null) {
     super();
     this.managed = managed;
     this.id = managed?.id ?? null;
@@ -191,6 +214,7 @@ export class Container extends EventEmitter {
       this.emit('exit', status.exitCode, status.signal);
       await Promise.all([this.stdout, this.stderr, this.terminal].map(drain));
       try {
+        await cgroup?.remove();
         await this.managed?.afterExit(status);
       } catch (e) {
         // Kept for wait() rather than rejected here: nobody may be waiting, and an unhandled
@@ -286,6 +310,9 @@ function hasCgroupNamespaces(): boolean {
  */
 const confinements = new Map<string, Confinement>();
 function confinement(options: SecurityOptions | undefined): Confinement {
+  // Checked before the cache: a wrong value that serialises like a right one (a Boolean
+  // object, a toJSON) must be refused, not served the right one's confinement.
+  checkOptions(options ?? {});
   const key = JSON.stringify(options ?? {});
   let c = confinements.get(key);
   if (!c) {

@@ -3,8 +3,8 @@ import * as path from 'node:path';
 
 export type StepOp =
   | 'makeRootPrivate' | 'mountRootFs' | 'bindRoot' | 'mountFs' | 'bindInRoot' | 'mkdirInRoot'
-  | 'mknodInRoot' | 'symlinkInRoot' | 'maskInRoot' | 'readonlyInRoot' | 'pivotRoot'
-  | 'loopbackUp' | 'sethostname' | 'chdir' | 'openPty';
+  | 'symlinkInRoot' | 'maskInRoot' | 'readonlyInRoot' | 'pivotRoot'
+  | 'loopbackUp' | 'sethostname' | 'chdir' | 'openPty' | 'joinCgroup' | 'unshareCgroupNs';
 
 export interface NativeStep {
   op: StepOp;
@@ -21,6 +21,8 @@ export interface NativeStep {
   major?: number;
   minor?: number;
   flags?: number;
+  /** joinCgroup: an open cgroup.procs file. */
+  fd?: number;
 }
 
 export interface NativeSecurity {
@@ -109,3 +111,8 @@ export const MOUNT_ATTR_NOEXEC = 0x8;
 // Step flags, as in src-cc/core/plan.h
 export const STEP_NO_FOLLOW_FINAL = 1 << 0;
 export const STEP_TARGET_IS_FILE = 1 << 1;
+export const STEP_EXPECT_DEVICE = 1 << 2;
+
+// File types, for STEP_EXPECT_DEVICE's `mode`.
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;

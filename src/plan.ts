@@ -6,7 +6,7 @@
 import { invalid } from './errors';
 import {
   MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
-  STEP_NO_FOLLOW_FINAL, STEP_TARGET_IS_FILE,
+  STEP_EXPECT_DEVICE, STEP_NO_FOLLOW_FINAL, STEP_TARGET_IS_FILE, S_IFBLK, S_IFCHR,
   type NativePlan, type NativeSecurity, type NativeStdio, type NativeStep,
 } from './native';
 
@@ -34,6 +34,17 @@ export interface BindMount {
 
 export type StdioMode = NativeStdio;
 
+/** A host device node bound into the container's /dev (`--device`), and allowed in its cgroup. */
+export interface DeviceNode {
+  /** Host path of the node (absolute). */
+  source: string;
+  /** Path inside the container, normalised, under /dev. */
+  target: string;
+  type: 'c' | 'b';
+  major: number;
+  minor: number;
+}
+
 export interface PlanInput {
   root: RootSource;
   command: string[];
@@ -51,6 +62,18 @@ export interface PlanInput {
   forkStyle?: boolean;
   /** Whether the kernel has cgroup namespaces (true on every kernel nsbox supports). */
   cgroupNamespace?: boolean;
+  /**
+   * Device nodes work on the root and /dev (privileged): without it every mount the container
+   * can write is nodev, and only the host's own nodes bound into /dev are usable.
+   */
+  deviceNodesAllowed?: boolean;
+  /** Host device nodes bound into /dev besides the standard ones. */
+  devices?: DeviceNode[];
+  /**
+   * cgroup.procs files (open fds) the container's first process writes itself into, before
+   * anything else: it then makes its cgroup namespace there.
+   */
+  cgroupProcs?: number[];
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -114,40 +137,55 @@ export function overlayLowerdir(layers: string[]): string {
 
 const rel = (p: string) => p.replace(/^\/+/, '');
 
-function rootSteps(root: RootSource): NativeStep[] {
+/** No device node on the root works unless the container is privileged (nodev). */
+function rootSteps(root: RootSource, nodev: number): NativeStep[] {
   switch (root.type) {
     case 'bind':
-      return [{ op: 'bindRoot', name: `root ${root.path}`, source: root.path, ...(root.readonly ? { attrs: MOUNT_ATTR_RDONLY } : {}) }];
+      return [{ op: 'bindRoot', name: `root ${root.path}`, source: root.path, attrs: nodev | (root.readonly ? MOUNT_ATTR_RDONLY : 0) }];
     case 'overlay':
       return [{
-        op: 'mountRootFs', name: `overlay root ${root.target}`, fstype: 'overlay', target: root.target,
+        op: 'mountRootFs', name: `overlay root ${root.target}`, fstype: 'overlay', target: root.target, attrs: nodev,
         options: ['lowerdir', overlayLowerdir(root.lower), 'upperdir', root.upper, 'workdir', root.work, ...(root.volatile ? ['volatile', ''] : [])],
       }];
     case 'aufs':
       return [{
-        op: 'mountRootFs', name: `aufs root ${root.target}`, fstype: 'aufs', target: root.target,
+        op: 'mountRootFs', name: `aufs root ${root.target}`, fstype: 'aufs', target: root.target, attrs: nodev,
         options: ['br', [`${root.upper}=rw`, ...root.lower.map((l) => `${l}=ro`)].join(':')],
       }];
   }
 }
 
-const DEVICES: Array<[string, number, number]> = [
-  ['null', 1, 3], ['zero', 1, 5], ['full', 1, 7], ['random', 1, 8], ['urandom', 1, 9], ['tty', 5, 0],
-];
+/** The devices every container gets: the host's own nodes, bound in (see systemSteps). */
+export const STANDARD_DEVICES: readonly DeviceNode[] = Object.freeze(
+  ([['null', 1, 3], ['zero', 1, 5], ['full', 1, 7], ['random', 1, 8], ['urandom', 1, 9], ['tty', 5, 0]] as const)
+    .map(([name, major, minor]): DeviceNode => ({ source: `/dev/${name}`, target: `/dev/${name}`, type: 'c', major, minor })),
+);
 
-/** /proc, a /dev of its own (with the terminal, if any), and a read-only /sys. */
-function systemSteps(tty: boolean): NativeStep[] {
+/** A host device node bound onto a file in the container, checked to be that very device. */
+function deviceStep(d: DeviceNode): NativeStep {
+  return {
+    op: 'bindInRoot', name: `device ${d.target}`, source: d.source, target: rel(d.target),
+    flags: STEP_NO_FOLLOW_FINAL | STEP_TARGET_IS_FILE | STEP_EXPECT_DEVICE,
+    // The bind keeps device access (no nodev) for this one node; nothing can be created on it.
+    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+    mode: d.type === 'c' ? S_IFCHR : S_IFBLK, major: d.major, minor: d.minor,
+  };
+}
+
+/**
+ * /proc, a /dev of its own (with the terminal, if any), and a read-only /sys. /dev is a nodev
+ * tmpfs holding the host's own device nodes, each bound in (as bubblewrap does): a node made
+ * there by mknod opens nothing, and the same holds without CAP_MKNOD (rootless).
+ */
+function systemSteps(tty: boolean, nodev: number, devices: DeviceNode[]): NativeStep[] {
   const steps: NativeStep[] = [
     // /proc and /sys must be real directories of the image, never symlinks to elsewhere.
     { op: 'mountFs', name: 'mount /proc', fstype: 'proc', target: 'proc', flags: STEP_NO_FOLLOW_FINAL,
       attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
     { op: 'mountFs', name: 'mount /dev', fstype: 'tmpfs', target: 'dev', flags: STEP_NO_FOLLOW_FINAL,
-      options: ['mode', '755', 'size', '65536k'], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC },
+      options: ['mode', '755', 'size', '65536k'], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | nodev },
+    ...[...STANDARD_DEVICES, ...devices].map(deviceStep),
   ];
-  // mknod on the fresh tmpfs rather than binding host nodes: one call each, same devices.
-  for (const [name, major, minor] of DEVICES) {
-    steps.push({ op: 'mknodInRoot', name: `mknod /dev/${name}`, target: `dev/${name}`, mode: 0o666, major, minor });
-  }
   steps.push(
     { op: 'mountFs', name: 'mount /dev/pts', fstype: 'devpts', target: 'dev/pts',
       options: ['newinstance', '', 'ptmxmode', '0666', 'mode', '0620', 'gid', '5'],
@@ -194,11 +232,16 @@ export function buildPlan(input: PlanInput): NativePlan {
     if (m.target === '/') throw invalid('volume target: / cannot be a volume', m.source);
   }
 
+  const nodev = input.deviceNodesAllowed ? 0 : MOUNT_ATTR_NODEV;
+  const devices = (input.devices ?? []).map((d) => ({ ...d, target: containerPath(d.target, 'device') }));
   const steps: NativeStep[] = [
+    // Into the container's cgroups first, so that its cgroup namespace is made there.
+    ...(input.cgroupProcs ?? []).map((fd): NativeStep => ({ op: 'joinCgroup', name: 'join cgroup', fd })),
+    ...(input.cgroupProcs?.length && (input.cgroupNamespace ?? true) ? [{ op: 'unshareCgroupNs' as const, name: 'cgroup namespace' }] : []),
     // Nothing mounted from here on may propagate back to the host.
     { op: 'makeRootPrivate', name: 'make / private' },
-    ...rootSteps(input.root),
-    ...systemSteps(!!input.tty),
+    ...rootSteps(input.root, nodev),
+    ...systemSteps(!!input.tty, nodev, devices),
     ...mountSteps(mounts),
     ...(input.confine ?? []),
     { op: 'pivotRoot', name: 'pivot_root' },
@@ -209,7 +252,8 @@ export function buildPlan(input: PlanInput): NativePlan {
 
   const plan: NativePlan = {
     newNet: network === 'none',
-    newCgroup: input.cgroupNamespace ?? true,
+    // After joining its cgroups the child makes the namespace itself (unshareCgroupNs).
+    newCgroup: (input.cgroupNamespace ?? true) && !input.cgroupProcs?.length,
     shareVm: !input.forkStyle,
     steps,
     argv: command,

@@ -153,7 +153,7 @@ const OPTION_CHECKS: Readonly<Record<keyof SecurityOptions, { ok: (v: unknown) =
 };
 const OPTION_KEYS = new Set(Object.keys(OPTION_CHECKS));
 
-function checkOptions(opts: unknown): asserts opts is SecurityOptions {
+export function checkOptions(opts: unknown): asserts opts is SecurityOptions {
   if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw invalid(`security options: ${describe(opts)}: must be an object`);
   for (const [k, v] of Object.entries(opts)) {
     if (!OPTION_KEYS.has(k)) throw invalid(`security options: ${k}: unknown option (${[...OPTION_KEYS].join(', ')})`);

@@ -304,7 +304,8 @@ bool parse_op(const std::string& s, StepOp* op) {
       {"makeRootPrivate", StepOp::kMakeRootPrivate}, {"mountRootFs", StepOp::kMountRootFs},
       {"bindRoot", StepOp::kBindRoot},               {"mountFs", StepOp::kMountFs},
       {"bindInRoot", StepOp::kBindInRoot},           {"mkdirInRoot", StepOp::kMkdirInRoot},
-      {"mknodInRoot", StepOp::kMknodInRoot},         {"symlinkInRoot", StepOp::kSymlinkInRoot},
+      {"joinCgroup", StepOp::kJoinCgroup},           {"symlinkInRoot", StepOp::kSymlinkInRoot},
+      {"unshareCgroupNs", StepOp::kUnshareCgroupNs},
       {"maskInRoot", StepOp::kMaskInRoot},           {"readonlyInRoot", StepOp::kReadonlyInRoot},
       {"pivotRoot", StepOp::kPivotRoot},             {"loopbackUp", StepOp::kLoopbackUp},
       {"sethostname", StepOp::kSethostname},         {"chdir", StepOp::kChdir},
@@ -343,6 +344,8 @@ void read_steps(Reader& r, Napi::Object js, Plan& plan) {
     s.mode = static_cast<uint32_t>(r.Num(so, "mode"));
     s.flags = static_cast<uint32_t>(r.Num(so, "flags"));
     s.dev = makedev(static_cast<unsigned>(r.Num(so, "major")), static_cast<unsigned>(r.Num(so, "minor")));
+    s.fd = so.Get("fd").IsNumber() ? static_cast<int>(r.Num(so, "fd")) : -1;
+    if (s.op == StepOp::kJoinCgroup && s.fd < 0) return r.Fail("joinCgroup needs an fd");
     plan.steps.push_back(s);
   }
 }

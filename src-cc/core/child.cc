@@ -208,6 +208,14 @@ int open_host_dir(const Child& c, const char* path) {
   return fd;
 }
 
+// A device bound in from the host must be the very node the plan names: a symlink or a
+// regular file planted at /dev/null on the host is refused rather than exposed.
+void expect_device(const Child& c, int mfd, const Step& s) {
+  struct stat st;
+  if (fstat(mfd, &st) < 0) fail(c, Sys::kFstat, errno);
+  if ((st.st_mode & S_IFMT) != s.mode || st.st_rdev != s.dev) fail(c, Sys::kFstat, ENODEV);
+}
+
 // Masking: an empty read-only tmpfs over a directory, the host's /dev/null over anything
 // else. /dev/null is checked to be the real 1:3 device, so a planted file or symlink cannot
 // be bound over a target instead (the CVE-2025-31133 class).
@@ -306,7 +314,9 @@ void run_step(Child& c, const Step& s) {
       return;
     }
     case StepOp::kBindInRoot: {
-      int mfd = clone_tree(c, AT_FDCWD, s.source, 0);
+      const bool device = s.flags & kStepExpectDevice;
+      int mfd = clone_tree(c, AT_FDCWD, s.source, device ? AT_SYMLINK_NOFOLLOW : 0);
+      if (device) expect_device(c, mfd, s);
       if (s.attrs && sys_mount_setattr(mfd, s.attrs) < 0) fail(c, Sys::kMountSetattr, errno);
       int tfd = open_mount_point(c, s);
       attach(c, mfd, tfd);
@@ -317,13 +327,6 @@ void run_step(Child& c, const Step& s) {
     case StepOp::kMkdirInRoot: {
       int fd = make_dirs(c, s.target);
       close(fd);
-      return;
-    }
-    case StepOp::kMknodInRoot: {
-      int parent = open_parent(c, s.target, name);
-      if (mknodat(parent, name, S_IFCHR | s.mode, static_cast<dev_t>(s.dev)) < 0 && errno != EEXIST)
-        fail(c, Sys::kMknodat, errno);
-      close(parent);
       return;
     }
     case StepOp::kSymlinkInRoot: {
@@ -377,6 +380,17 @@ void run_step(Child& c, const Step& s) {
       return;
     case StepOp::kOpenPty:
       open_pty(c, s);
+      return;
+    case StepOp::kJoinCgroup: {
+      ssize_t n;
+      do {
+        n = write(s.fd, "0", 1);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) fail(c, Sys::kWrite, errno);
+      return;
+    }
+    case StepOp::kUnshareCgroupNs:
+      if (unshare(CLONE_NEWCGROUP) < 0) fail(c, Sys::kUnshare, errno);
       return;
   }
 }

@@ -18,7 +18,6 @@ enum class StepOp : uint8_t {
   kMountFs,          // fsopen(fstype) + options, attached at `target` inside the root
   kBindInRoot,       // open_tree(source, a host path), attached at `target` inside the root
   kMkdirInRoot,      // mkdir -p `target` inside the root
-  kMknodInRoot,      // character device `target` inside the root
   kSymlinkInRoot,    // `target` inside the root -> `source`
   kMaskInRoot,       // hide `target`: the real /dev/null over a file, an empty read-only tmpfs over a dir
   kReadonlyInRoot,   // bind `target` onto itself read-only (only if it exists)
@@ -28,12 +27,15 @@ enum class StepOp : uint8_t {
   kChdir,            // after pivot_root: resolved in the container's own /
   kOpenPty,          // a pty pair from the container's devpts (`target`: its ptmx); the master
                      // goes to the parent over pty_socket, the slave becomes stdio and ctty
+  kJoinCgroup,       // write "0" to `fd` (a cgroup.procs the parent opened): join that cgroup
+  kUnshareCgroupNs,  // a cgroup namespace rooted at the cgroups just joined
 };
 
 // Per-step flags.
 enum : uint32_t {
   kStepNoFollowFinal = 1u << 0,  // refuse a symlink as the final component (volume targets)
   kStepTargetIsFile = 1u << 1,   // the mount point is a file, not a directory
+  kStepExpectDevice = 1u << 2,   // bind source must be the device `mode` (S_IFCHR/S_IFBLK) `dev`
 };
 
 struct Step {
@@ -47,7 +49,8 @@ struct Step {
   uint32_t options_count = 0;            // number of pairs
   uint64_t attrs = 0;                    // MOUNT_ATTR_* applied to the new mount
   uint32_t mode = 0;
-  uint64_t dev = 0;                      // makedev(major, minor) for kMknodInRoot
+  uint64_t dev = 0;                      // makedev(major, minor) for kStepExpectDevice
+  int fd = -1;                           // kJoinCgroup
 };
 
 const char* syscall_name(Sys sys);
