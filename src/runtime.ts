@@ -114,7 +114,7 @@ function fn<T>(v: unknown, name: string): T {
 
 /** Options checked as a whole, each named `<method> option <key>` in messages. */
 function checkOptions<T>(method: string, spec: Spec<T>, value: unknown): T {
-  return checkObject(spec, value ?? {}, `${method} options`, (k) => `${method} option ${k}`);
+  return checkObject(spec, value, `${method} options`, (k) => `${method} option ${k}`);
 }
 
 export interface ListOptions {

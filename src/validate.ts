@@ -43,11 +43,8 @@ export const boolean: Check<boolean> = (v, name) => (typeof v === 'boolean' ? v 
 export const string: Check<string> = (v, name) => (typeof v === 'string' ? v : expected(name, 'a string', v));
 
 /** A string that is not empty and has no NUL byte (which a system call would cut it at). */
-export const pathString: Check<string> = (v, name) => {
-  const s = string(v, name);
-  if (s === '' || s.includes('\0')) expected(name, 'a non-empty string without NUL bytes', v);
-  return s;
-};
+export const pathString: Check<string> = (v, name) =>
+  typeof v === 'string' && v !== '' && !v.includes('\0') ? v : expected(name, 'a non-empty string without NUL bytes', v);
 
 export function integer(min: number, max: number): Check<number> {
   return (v, name) => (Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max ? (v as number) : expected(name, `an integer from ${min} to ${max}`, v));
