@@ -13,7 +13,7 @@ import { DEFAULT_ROOT, ID_RE, Layout, mountsUnder, newId, processAlive, processP
 import { NAME_RE, readRecord, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
 import type { SecurityOptions } from './security';
 import {
-  arrayOf, boolean, checkObject, integer, isObject, object, oneOf, optional, pathString, shape, string, stringArray, stringRecord, union,
+  arrayOf, boolean, checkObject, func, integer, isObject, object, oneOf, optional, pathString, shape, string, stringArray, stringRecord, union,
   type Check, type Spec,
 } from './validate';
 import { Volume } from './volume';
@@ -103,14 +103,9 @@ const RUNTIME_OPTIONS: Spec<RuntimeOptions> = {
 
 /** Options of the other methods, as small as they are. */
 const FORCE: Spec<{ force?: boolean }> = { force: optional(boolean) };
-const LIST: Spec<ListOptions> = { all: optional(boolean), onError: optional(fn<ListOptions['onError']>) };
-const PRUNE: Spec<PruneOptions> = { onError: optional(fn<PruneOptions['onError']>) };
+const LIST: Spec<ListOptions> = { all: optional(boolean), onError: optional(func as Check<ListOptions['onError']>) };
+const PRUNE: Spec<PruneOptions> = { onError: optional(func as Check<PruneOptions['onError']>) };
 const COMMIT: Spec<CommitOptions> = { output: optional(pathString) };
-
-function fn<T>(v: unknown, name: string): T {
-  if (typeof v !== 'function') throw invalid(`${name}: expected a function`);
-  return v as T;
-}
 
 /** Options checked as a whole, each named `<method> option <key>` in messages. */
 function checkOptions<T>(method: string, spec: Spec<T>, value: unknown): T {
