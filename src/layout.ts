@@ -6,7 +6,8 @@
  *   containers/<id>/container.json        config and state
  *   names/<name> -> <id>                  a symlink: creating it is the atomic name claim
  *   tmp/                                  half-made images, renamed into place when complete
- * Every JSON file is written whole: a temp file, then rename.
+ * Every JSON file is written whole: a temp file, then rename. The root and these directories
+ * must be the caller's and writable by nobody else (verify()): what is in them is acted on.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

@@ -102,6 +102,8 @@ export function readRecord(layout: Layout, id: string): ContainerRecord | undefi
   const dir = layout.containerDir(id);
   let text: string;
   try {
+    // A symlink in containers/ would have us read a record, and act on layers, elsewhere.
+    if (!fs.lstatSync(dir).isDirectory()) throw badRecord(dir, 'its directory is not a directory (a symbolic link?)');
     // O_NOFOLLOW: a record that is a symlink could make us read (and show) any file.
     const fd = fs.openSync(path.join(dir, 'container.json'), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
@@ -110,6 +112,7 @@ export function readRecord(layout: Layout, id: string): ContainerRecord | undefi
       fs.closeSync(fd);
     }
   } catch (e) {
+    if (e instanceof NsboxError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return undefined;
     throw badRecord(dir, code === 'ELOOP' ? 'a symbolic link' : `unreadable (${code ?? String(e)})`, e);

@@ -206,6 +206,18 @@ describe('records of the wrong shape', () => {
     expect(fs.existsSync('/etc/passwd')).toBe(true);
   });
 
+  it('a container directory that is a symlink is not followed, and rm -f removes only the link', async () => {
+    const { dir: outside } = makeCanary();
+    const id = newId();
+    fs.writeFileSync(path.join(outside, 'container.json'), JSON.stringify({ id, ...record({}) }));
+    fs.symlinkSync(outside, path.join(root, 'containers', id));
+    expect(listed().bad.get(id)?.message).toMatch(/its directory is not a directory/);
+    expect((await rejection(rt.commit(id, 'from-link'))).code).toBe('BAD_STATE');
+    await rt.remove(id, { force: true });
+    expect(fs.existsSync(path.join(root, 'containers', id))).toBe(false);
+    expect(fs.readdirSync(outside).sort()).toEqual(['container.json', 'precious']);
+  });
+
   it('a directory in containers/ whose name is not an id is reported, and never removed', async () => {
     const { dir: outside } = makeCanary();
     const stray = path.join(root, 'containers', 'not-an-id');
@@ -333,6 +345,19 @@ describe('ps -a, rm and prune beside bad records', () => {
     expect(victim.alive()).toBe(true);
     await running.remove({ force: true });
     expect(fs.readdirSync(path.join(root, 'containers'))).toEqual([]);
+  });
+
+  it('rmi counts a container whose record cannot be read as a possible user of the image', async () => {
+    const c = await rt.run({ image: 'busybox', command: ['true'] });
+    await c.wait();
+    await c.commit('doomed');
+    await c.remove();
+    const id = plant(record({ image: 'doomed', remove: 'no' }));
+    expect(() => rt.removeImage('doomed')).toThrow(new RegExp(`image doomed: used by container ${id} \\(unreadable record\\)`));
+    expect(rt.images.find('doomed')).toBeDefined();
+    rt.removeImage('doomed', { force: true });
+    expect(rt.images.find('doomed')).toBeUndefined();
+    await rt.remove(id, { force: true });
   });
 
   it('prune reports a container it failed to remove instead of hiding it, and removes the others', async () => {
