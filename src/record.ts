@@ -71,7 +71,9 @@ const RECORD: Spec<ContainerRecord> = {
   status: oneOf<ContainerStatus>(['created', 'running', 'exited']),
   pid: nullable(pid),
   pidStart: nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks')),
-  pidNamespace: nullable(matching(/^pid:\[\d{1,20}\]$/, 'a pid namespace (pid:[INODE])')),
+  // Absent from records written before it was: such a container's process is never killed
+  // from another process (nothing proves it is the container's), but is listed and removed.
+  pidNamespace: (v, name) => (v === undefined ? null : nullable(matching(/^pid:\[\d{1,20}\]$/, 'a pid namespace (pid:[INODE])'))(v, name)),
   exitCode: nullable(integer(0, 255)),
   signal: nullable(matching(/^SIG[A-Z0-9+-]{1,16}$/, 'a signal name')),
   created: matching(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/, 'an ISO 8601 time'),

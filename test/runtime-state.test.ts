@@ -74,7 +74,7 @@ function record(fields: Record<string, unknown>): Record<string, unknown> {
 }
 
 /** A host process that is not a container: `sleep 100`, a child of this test. */
-async function hostSleep(): Promise<{ pid: number; start: string; ns: string; alive: () => boolean }> {
+async function hostSleep(): Promise<{ pid: number; start: string; ns: string; alive: () => boolean; kill: () => void }> {
   const p = spawn('sleep', ['100'], { stdio: 'ignore' });
   hostProcesses.push(p);
   await until('sleep to start', () => processStartTime(p.pid!) !== undefined && procState(p.pid!)?.state !== undefined);
@@ -86,6 +86,7 @@ async function hostSleep(): Promise<{ pid: number; start: string; ns: string; al
     start: processStartTime(pid)!,
     ns: processPidNamespace(pid)!,
     alive: () => p.exitCode === null && p.signalCode === null && procState(pid) !== null && procState(pid)!.state !== 'Z',
+    kill: () => p.kill('SIGKILL'),
   };
 }
 
@@ -268,6 +269,21 @@ describe('killing a process this process did not start', () => {
       expect(fs.existsSync(path.join(root, 'containers', id))).toBe(true);
       fs.rmSync(path.join(root, 'containers', id), { recursive: true });
     }
+  });
+
+  it('a record from before pid namespaces were recorded is listed and removed, its process never killed', async () => {
+    const victim = await hostSleep();
+    const { pidNamespace: _ns, ...legacy } = record({ status: 'running', pid: victim.pid, pidStart: victim.start });
+    void _ns;
+    const id = plant(legacy);
+    expect(rt.list({ onError: (e) => { throw e; } }).map((c) => c.id)).toContain(id);
+    expect((await rejection(rt.remove(id, { force: true }))).message).toMatch(/no pid namespace on record/);
+    expect(victim.alive()).toBe(true);
+    victim.kill();
+    await until('the sleep to end', () => !victim.alive());
+    expect(rt.inspect(id).status).toBe('exited');
+    await rt.remove(id);
+    expect(fs.existsSync(path.join(root, 'containers', id))).toBe(false);
   });
 
   it('a bad record with a host pid: rm -f removes its directory and kills nothing', async () => {
