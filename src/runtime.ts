@@ -174,22 +174,23 @@ export class Runtime {
   /** Creates a container from an image and starts it. Throws NsboxError; leaves nothing on failure. */
   async run(options: RunOptions): Promise<Container> {
     if (!isObject(options)) throw invalid('run: options object required');
-    const o = checkOptions('run', RUN_OPTIONS, options);
+    // The checked copy from here on: what was checked is what is used.
+    options = checkOptions('run', RUN_OPTIONS, options);
     this.layout.verify();
-    const image = this.images.get(validateImageName(o.image));
-    const command = o.command ?? ['sh'];
-    const volumes = (o.volumes ?? []).map((v) => Volume.from(v));
-    const env = envObject(o.env);
-    if (o.name !== undefined && !NAME_RE.test(o.name)) {
-      throw invalid(`name ${JSON.stringify(o.name)}: letters, digits, '_', '.', '-'`);
+    const image = this.images.get(validateImageName(options.image));
+    const command = options.command ?? ['sh'];
+    const volumes = (options.volumes ?? []).map((v) => Volume.from(v));
+    const env = envObject(options.env);
+    if (options.name !== undefined && !NAME_RE.test(options.name)) {
+      throw invalid(`name ${JSON.stringify(options.name)}: letters, digits, '_', '.', '-'`);
     }
     const driver = this.storageDriver;
     this.layout.ensure();
 
     const id = this.makeContainerDir();
     const dir = this.layout.containerDir(id);
-    const name = o.name ?? null;
-    const workspace = new Workspace(dir, image.rootfs, driver, !!o.readOnly);
+    const name = options.name ?? null;
+    const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly);
     try {
       if (name !== null) this.claimName(name, id);
     } catch (e) {
@@ -205,27 +206,27 @@ export class Runtime {
       record = {
         id, name, image: image.name, command, driver, volumes: volumes.map(String), status: 'created',
         pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null, created: new Date().toISOString(),
-        startedAt: null, finishedAt: null, remove: !!o.remove, readOnly: !!o.readOnly, supervisor: process.pid, imageLayer: image.rootfs,
+        startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly, supervisor: process.pid, imageLayer: image.rootfs,
       };
       const processOptions: ProcessOptions = {
-        root: workspace.rootSource(!!o.remove),
+        root: workspace.rootSource(!!options.remove),
         command,
-        hostname: o.hostname ?? id,
+        hostname: options.hostname ?? id,
         mounts: volumes.map((v) => v.prepare(madeDirs)),
-        stdio: o.stdio ?? 'pipe',
+        stdio: options.stdio ?? 'pipe',
         ...(env ? { env } : {}),
-        ...(o.cwd !== undefined ? { cwd: o.cwd } : {}),
-        ...(o.network !== undefined ? { network: o.network } : {}),
-        ...(o.tty !== undefined ? { tty: o.tty } : {}),
-        ...(o.security !== undefined ? { security: o.security } : {}),
-        ...(o.forkStyle ? { forkStyle: true } : {}),
+        ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
+        ...(options.network !== undefined ? { network: options.network } : {}),
+        ...(options.tty !== undefined ? { tty: options.tty } : {}),
+        ...(options.security !== undefined ? { security: options.security } : {}),
+        ...(options.forkStyle ? { forkStyle: true } : {}),
       };
       container = Container.launch(processOptions, {
         id,
         name,
         afterExit: (status) => this.afterExit(record!, status),
-        commit: (img, co) => this.commit(id, img, co),
-        remove: (ro) => this.remove(id, ro),
+        commit: (img, o) => this.commit(id, img, o),
+        remove: (o) => this.remove(id, o),
       });
       record.status = 'running';
       record.pid = container.pid;
