@@ -52,7 +52,8 @@ export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 const PID_MAX = 4194304; // the kernel's limit (PID_MAX_LIMIT on 64-bit)
 const pid = integer(1, PID_MAX);
-const time = nullable(matching(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/, 'an ISO 8601 time'));
+const isoTime = matching(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/, 'an ISO 8601 time');
+const time = nullable(isoTime);
 
 /** Field by field; `imageLayer` depends on the layout: checked in readRecord. */
 const RECORD: Spec<ContainerRecord> = {
@@ -76,7 +77,7 @@ const RECORD: Spec<ContainerRecord> = {
   pidNamespace: (v, name) => (v === undefined ? null : nullable(matching(/^pid:\[\d{1,20}\]$/, 'a pid namespace (pid:[INODE])'))(v, name)),
   exitCode: nullable(integer(0, 255)),
   signal: nullable(matching(/^SIG[A-Z0-9+-]{1,16}$/, 'a signal name')),
-  created: matching(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/, 'an ISO 8601 time'),
+  created: isoTime,
   startedAt: time,
   finishedAt: time,
   remove: boolean,
