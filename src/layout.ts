@@ -6,12 +6,13 @@
  *   containers/<id>/container.json        config and state
  *   names/<name> -> <id>                  a symlink: creating it is the atomic name claim
  *   tmp/                                  half-made images, renamed into place when complete
- * Every JSON file is written whole: a temp file, then rename.
+ * Every JSON file is written whole: a temp file, then rename. The root and these directories
+ * must be the caller's and writable by nobody else (verify()): what is in them is acted on.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { fromSystemError } from './errors';
+import { NsboxError, fromSystemError } from './errors';
 
 export const DEFAULT_ROOT = '/var/lib/nsbox';
 
@@ -22,6 +23,8 @@ export class Layout {
   readonly names: string;
   readonly tmp: string;
   private made = false;
+  /** The root and all its directories exist and passed verify(): only we can change that. */
+  private trusted = false;
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -34,12 +37,51 @@ export class Layout {
   /** Creates the directories once per Layout (0700: container state is root's business). */
   ensure(): void {
     if (this.made) return;
+    this.verify();
     try {
-      for (const d of [this.root, this.images, this.containers, this.names, this.tmp]) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
+      for (const d of this.dirs()) fs.mkdirSync(d, { recursive: true, mode: 0o700 });
     } catch (e) {
       throw fromSystemError(`state directory ${this.root}`, e);
     }
+    // Made by us now, or there before: either way checked before the first use.
+    this.verify();
     this.made = true;
+  }
+
+  /**
+   * Refuses a state directory that anyone but this process's user could write: whoever can
+   * write it can plant a container record naming any pid or path, or an image that becomes
+   * every container's root. Checks the root and its directories that exist (a missing one is
+   * made 0700 by ensure()), before anything is read from them. The directories themselves
+   * (not what a symlink points to) are checked: only the root may be a symlink.
+   */
+  verify(): void {
+    if (this.trusted) return;
+    const uid = process.geteuid?.() ?? 0;
+    let complete = true;
+    for (const dir of this.dirs()) {
+      let st: fs.Stats;
+      try {
+        st = dir === this.root ? fs.statSync(dir) : fs.lstatSync(dir);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(`state directory ${dir}`, e);
+        complete = false;
+        continue;
+      }
+      const unsafe = (why: string) =>
+        new NsboxError('UNSAFE_PATH', `state directory ${dir}: ${why}: refused, since whoever can write it controls what nsbox runs and removes`, {
+          path: dir,
+          hint: `use a directory owned by uid ${uid} with mode 0700`,
+        });
+      if (!st.isDirectory()) throw unsafe(st.isSymbolicLink() ? 'a symbolic link' : 'not a directory');
+      if (st.uid !== uid) throw unsafe(`owned by uid ${st.uid}, not by uid ${uid} that runs nsbox`);
+      if (st.mode & 0o022) throw unsafe(`writable by ${st.mode & 0o020 ? 'its group' : 'others'} (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})`);
+    }
+    this.trusted = complete;
+  }
+
+  private dirs(): string[] {
+    return [this.root, this.images, this.containers, this.names, this.tmp];
   }
 
   imageDir(name: string): string {
@@ -74,6 +116,9 @@ export function readJson<T>(file: string): T | undefined {
   }
 }
 
+/** What newId makes: the only container ids accepted, from a caller or from disk. */
+export const ID_RE = /^[0-9a-f]{12}$/;
+
 /**
  * 12 hex digits. Not a secret, only unique, which mkdir's EEXIST checks: Math.random spares
  * every container start the load of the crypto module.
@@ -106,4 +151,26 @@ export function processAlive(pid: number | undefined, start: string | undefined)
   } catch {
     return false;
   }
+}
+
+/** The pid namespace of a process (`pid:[4026532...]`), or undefined when it is gone. */
+export function processPidNamespace(pid: number | 'self'): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Mount points at or under `dir` in this process's mount namespace. */
+export function mountsUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const field = line.split(' ')[4];
+    if (field === undefined) continue;
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    const mountPoint = field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (mountPoint === dir || mountPoint.startsWith(`${dir}/`)) out.push(mountPoint);
+  }
+  return out;
 }

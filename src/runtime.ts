@@ -9,10 +9,17 @@ import * as path from 'node:path';
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
-import { DEFAULT_ROOT, Layout, newId, processAlive, processStartTime, readJson, writeJsonAtomic } from './layout';
+import { DEFAULT_ROOT, ID_RE, Layout, mountsUnder, newId, processAlive, processPidNamespace, processStartTime, writeJsonAtomic } from './layout';
+import { NAME_RE, readRecord, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
 import type { SecurityOptions } from './security';
+import {
+  arrayOf, boolean, checkObject, func, integer, isObject, object, oneOf, optional, pathString, shape, string, stringArray, stringRecord, union,
+  type Check, type Spec,
+} from './validate';
 import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
+
+export type { ContainerInfo, ContainerStatus } from './record';
 
 export interface RuntimeOptions {
   /** State directory; default $NSBOX_ROOT or /var/lib/nsbox. */
@@ -56,42 +63,77 @@ export interface RunOptions {
   forkStyle?: boolean;
 }
 
-export type ContainerStatus = 'created' | 'running' | 'exited';
+const isString = (v: unknown) => typeof v === 'string';
+const STDIO_MODE = oneOf(['pipe', 'inherit', 'ignore'] as const);
 
-/** What `ps` shows; the record on disk in containers/<id>/container.json. */
-export interface ContainerInfo {
-  id: string;
-  name: string | null;
-  image: string;
-  command: string[];
-  driver: StorageDriver;
-  volumes: string[];
-  status: ContainerStatus;
-  pid: number | null;
-  exitCode: number | null;
-  signal: string | null;
-  created: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-  remove: boolean;
-  readOnly?: boolean;
+/**
+ * Every option of run(), checked at run time: a wrong type or an unknown key is refused
+ * before anything is made. `security` is checked in detail by buildConfinement.
+ */
+const RUN_OPTIONS: Spec<RunOptions> = {
+  image: string,
+  command: optional(arrayOf(string, { min: 1 })),
+  name: optional(string),
+  volumes: optional(arrayOf<VolumeSpec>((v, name) => Volume.from(v as VolumeSpec, name))),
+  env: optional(union<Record<string, string> | string[]>('K=V strings or an object of strings', [
+    [Array.isArray, stringArray],
+    [isObject, stringRecord],
+  ])),
+  cwd: optional(string),
+  hostname: optional(string),
+  network: optional(oneOf(['none', 'host'] as const)),
+  stdio: optional(union<Stdio>("'pipe', 'inherit', 'ignore' or an array of three of them", [
+    [isString, STDIO_MODE],
+    [Array.isArray, arrayOf(STDIO_MODE, { min: 3, max: 3 }) as Check<Stdio>],
+  ])),
+  tty: optional(union<boolean | { cols?: number; rows?: number }>('a boolean or { cols, rows }', [
+    [(v) => typeof v === 'boolean', boolean],
+    [isObject, shape({ cols: optional(integer(1, 0xffff)), rows: optional(integer(1, 0xffff)) })],
+  ])),
+  remove: optional(boolean),
+  readOnly: optional(boolean),
+  security: optional(object as Check<SecurityOptions>),
+  forkStyle: optional(boolean),
+};
+
+const RUNTIME_OPTIONS: Spec<RuntimeOptions> = {
+  root: optional(pathString),
+  storageDriver: optional(oneOf<StorageDriver>(['overlay', 'aufs', 'vfs'])),
+};
+
+/** Options of the other methods, as small as they are. */
+const FORCE: Spec<{ force?: boolean }> = { force: optional(boolean) };
+const LIST: Spec<ListOptions> = { all: optional(boolean), onError: optional(func as Check<ListOptions['onError']>) };
+const PRUNE: Spec<PruneOptions> = { onError: optional(func as Check<PruneOptions['onError']>) };
+const COMMIT: Spec<CommitOptions> = { output: optional(pathString) };
+
+/** Options checked as a whole, each named `<method> option <key>` in messages. */
+function checkOptions<T>(method: string, spec: Spec<T>, value: unknown): T {
+  return checkObject(spec, value, `${method} options`, (k) => `${method} option ${k}`);
 }
 
-interface ContainerRecord extends ContainerInfo {
-  /** Start time of pid, to tell it from a reused pid. */
-  pidStart: string | null;
-  /** The process that started and watches it. */
-  supervisor: number;
-  imageLayer: string;
+export interface ListOptions {
+  /** Stopped containers too, not only running ones. */
+  all?: boolean;
+  /**
+   * Called for each container whose record cannot be trusted (skipped in the list). Default:
+   * a process warning.
+   */
+  onError?: (error: NsboxError, id: string) => void;
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+export interface PruneOptions {
+  /**
+   * Called for each container that could not be removed, once the others are. Without it,
+   * prune throws after removing all it could.
+   */
+  onError?: (error: NsboxError, id: string) => void;
+}
 
 function envObject(env: RunOptions['env']): Record<string, string> | undefined {
   if (!Array.isArray(env)) return env;
-  const out: Record<string, string> = {};
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
   for (const kv of env) {
-    if (typeof kv !== 'string') throw invalid('env: expected K=V strings');
     const eq = kv.indexOf('=');
     if (eq <= 0) throw invalid(`env: ${JSON.stringify(kv)}: expected K=V`);
     out[kv.slice(0, eq)] = kv.slice(eq + 1);
@@ -107,11 +149,16 @@ export class Runtime {
   /** Containers this process started and still watches, by id. */
   private readonly live = new Map<string, Container>();
 
+  /** Throws UNSAFE_PATH when the state directory exists and others could write it. */
   constructor(options: RuntimeOptions = {}) {
-    this.layout = new Layout(options.root ?? process.env.NSBOX_ROOT ?? DEFAULT_ROOT);
+    const o = checkOptions('Runtime', RUNTIME_OPTIONS, options);
+    this.layout = new Layout(o.root ?? process.env.NSBOX_ROOT ?? DEFAULT_ROOT);
     this.root = this.layout.root;
     this.images = new ImageStore(this.layout);
-    if (options.storageDriver !== undefined) this.driverChoice = validateDriver(options.storageDriver);
+    if (o.storageDriver !== undefined) this.driverChoice = validateDriver(o.storageDriver);
+    // Here, and again (at no cost once it passed) before each use: `rt.images` reads the
+    // state directory without going through a method of Runtime.
+    this.layout.verify();
   }
 
   get storageDriver(): StorageDriver {
@@ -120,12 +167,16 @@ export class Runtime {
   }
 
   import(tarball: string, name: string, options?: ImportOptions): Promise<ImageInfo> {
+    this.layout.verify();
     return this.images.import(tarball, name, options);
   }
 
   /** Creates a container from an image and starts it. Throws NsboxError; leaves nothing on failure. */
   async run(options: RunOptions): Promise<Container> {
-    if (!options || typeof options !== 'object') throw invalid('run: options object required');
+    if (!isObject(options)) throw invalid('run: options object required');
+    // The checked copy from here on: what was checked is what is used.
+    options = checkOptions('run', RUN_OPTIONS, options);
+    this.layout.verify();
     const image = this.images.get(validateImageName(options.image));
     const command = options.command ?? ['sh'];
     const volumes = (options.volumes ?? []).map((v) => Volume.from(v));
@@ -148,18 +199,20 @@ export class Runtime {
     }
     let container: Container | undefined;
     let record: ContainerRecord | undefined;
+    /** Host directories the volumes' prepare() made: taken back if the run fails. */
+    const madeDirs: string[] = [];
     try {
       workspace.create();
       record = {
         id, name, image: image.name, command, driver, volumes: volumes.map(String), status: 'created',
-        pid: null, pidStart: null, exitCode: null, signal: null, created: new Date().toISOString(),
+        pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null, created: new Date().toISOString(),
         startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly, supervisor: process.pid, imageLayer: image.rootfs,
       };
       const processOptions: ProcessOptions = {
         root: workspace.rootSource(!!options.remove),
         command,
         hostname: options.hostname ?? id,
-        mounts: volumes.map((v) => v.prepare()),
+        mounts: volumes.map((v) => v.prepare(madeDirs)),
         stdio: options.stdio ?? 'pipe',
         ...(env ? { env } : {}),
         ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
@@ -178,6 +231,8 @@ export class Runtime {
       record.status = 'running';
       record.pid = container.pid;
       record.pidStart = processStartTime(container.pid) ?? null;
+      // What proves later, to another process, that this pid is still this container.
+      record.pidNamespace = processPidNamespace(container.pid) ?? null;
       record.startedAt = new Date().toISOString();
       writeJsonAtomic(path.join(dir, 'container.json'), record);
       this.live.set(id, container);
@@ -190,6 +245,7 @@ export class Runtime {
       } else {
         this.discard(id, name, workspace);
       }
+      Volume.removeCreated(madeDirs);
       throw e;
     }
   }
@@ -238,12 +294,15 @@ export class Runtime {
     }
   }
 
+  /** The id names/<name> points to; undefined when none, or when the link holds no id. */
   private readName(name: string): string | undefined {
+    let target: string;
     try {
-      return fs.readlinkSync(path.join(this.layout.names, name));
+      target = fs.readlinkSync(path.join(this.layout.names, name));
     } catch {
       return undefined;
     }
+    return ID_RE.test(target) ? target : undefined;
   }
 
   private releaseName(name: string | null, id: string): void {
@@ -258,31 +317,47 @@ export class Runtime {
     this.releaseName(name, id);
   }
 
-  private record(id: string): ContainerRecord | undefined {
-    return readJson<ContainerRecord>(path.join(this.layout.containerDir(id), 'container.json'));
+  /** Entries of containers/: ids, unless someone else put something there. */
+  private containerEntries(): string[] {
+    try {
+      return fs.readdirSync(this.layout.containers);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return []; // none made yet
+      throw fromSystemError('list containers', e);
+    }
   }
 
-  /** Finds a container by id, unique id prefix, or name. */
-  private resolve(ref: string): ContainerRecord {
+  /**
+   * Finds a container by id, unique id prefix, or name: its id (the name of its directory),
+   * and its record or, when the record cannot be trusted, why.
+   */
+  private resolve(ref: string): { id: string; rec: ContainerRecord; bad?: undefined } | { id: string; rec?: undefined; bad: NsboxError } {
     if (typeof ref !== 'string' || ref === '' || ref.includes('/') || ref.includes('\0')) {
       throw invalid(`container ${JSON.stringify(ref)}: expected an id or a name`);
     }
-    const byName = NAME_RE.test(ref) ? this.readName(ref) : undefined;
-    let id = byName;
+    let id = NAME_RE.test(ref) ? this.readName(ref) : undefined;
     if (!id) {
-      let ids: string[] = [];
-      try {
-        ids = fs.readdirSync(this.layout.containers);
-      } catch {
-        // no containers directory yet
-      }
-      const matches = ids.filter((x) => x.startsWith(ref));
+      const matches = this.containerEntries().filter((x) => ID_RE.test(x) && x.startsWith(ref));
       if (matches.length > 1) throw invalid(`container ${ref}: ambiguous, matches ${matches.join(', ')}`);
       id = matches[0];
     }
-    const rec = id ? this.record(id) : undefined;
-    if (!rec) throw new NsboxError('NOT_FOUND', `container ${ref}: no such container`);
-    return rec;
+    if (id) {
+      try {
+        const rec = readRecord(this.layout, id);
+        if (rec) return { id, rec };
+      } catch (e) {
+        if (e instanceof NsboxError && e.code === 'BAD_STATE') return { id, bad: e };
+        throw e;
+      }
+    }
+    throw new NsboxError('NOT_FOUND', `container ${ref}: no such container`);
+  }
+
+  /** resolve(), for what needs a record it can trust. */
+  private trustedRecord(ref: string): ContainerRecord {
+    const r = this.resolve(ref);
+    if (r.bad) throw r.bad;
+    return r.rec;
   }
 
   private statusOf(rec: ContainerRecord): ContainerStatus {
@@ -292,42 +367,58 @@ export class Runtime {
   }
 
   private info(rec: ContainerRecord): ContainerInfo {
-    const { pidStart: _a, supervisor: _b, imageLayer: _c, ...info } = rec;
-    void _a; void _b; void _c;
+    const { pidStart: _a, pidNamespace: _b, supervisor: _c, imageLayer: _d, ...info } = rec;
+    void _a; void _b; void _c; void _d;
     return { ...info, status: this.statusOf(rec) };
   }
 
   inspect(ref: string): ContainerInfo {
-    return this.info(this.resolve(ref));
+    this.layout.verify();
+    return this.info(this.trustedRecord(ref));
   }
 
-  /** Containers on disk; only running ones unless `all`. */
-  list(options: { all?: boolean } = {}): ContainerInfo[] {
-    let ids: string[] = [];
-    try {
-      ids = fs.readdirSync(this.layout.containers);
-    } catch {
-      return [];
-    }
+  /**
+   * Containers on disk; only running ones unless `all`. A container whose record cannot be
+   * trusted is left out and reported to `onError` (default: a process warning).
+   */
+  list(options: ListOptions = {}): ContainerInfo[] {
+    const o = checkOptions('list', LIST, options);
+    this.layout.verify();
+    const report = o.onError ?? ((e: NsboxError) => process.emitWarning(e.message, { code: 'NSBOX_BAD_STATE' }));
     const out: ContainerInfo[] = [];
-    for (const id of ids) {
-      const rec = this.record(id);
+    for (const id of this.containerEntries()) {
+      let rec: ContainerRecord | undefined;
+      try {
+        rec = readRecord(this.layout, id);
+      } catch (e) {
+        if (!(e instanceof NsboxError) || e.code !== 'BAD_STATE') throw e;
+        report(e, id);
+        continue;
+      }
       if (!rec) continue;
       const info = this.info(rec);
-      if (options.all || info.status === 'running') out.push(info);
+      if (o.all || info.status === 'running') out.push(info);
     }
     return out.sort((a, b) => b.created.localeCompare(a.created));
   }
 
   /**
    * Removes a container. A running one is refused unless `force`: then it is killed first
-   * (through its pidfd when this process started it, else by pid after checking that the pid
-   * still belongs to it) and removed once it is gone.
+   * (through its pidfd when this process started it, else by pid once its record proves the
+   * pid is still the container's) and removed once it is gone. A container whose record
+   * cannot be trusted is removed with `force` only, by its directory, killing nothing.
    */
   async remove(ref: string, options: { force?: boolean } = {}): Promise<void> {
-    const rec = this.resolve(ref);
+    const { force = false } = checkOptions('remove', FORCE, options);
+    this.layout.verify();
+    const r = this.resolve(ref);
+    if (r.bad) {
+      if (!force) throw r.bad;
+      return this.removeUntrusted(r.id);
+    }
+    const rec = r.rec;
     if (this.statusOf(rec) === 'running') {
-      if (!options.force) {
+      if (!force) {
         throw new NsboxError('IN_USE', `container ${rec.name ?? rec.id} is running`, { hint: 'use force (-f) to kill and remove it' });
       }
       const mine = this.live.get(rec.id);
@@ -336,10 +427,37 @@ export class Runtime {
         await mine.wait();
         if (rec.remove) return; // afterExit removed it
       } else {
-        await killAndWait(rec.pid!, rec.pidStart!);
+        await killAndWait(rec);
       }
     }
     this.discard(rec.id, rec.name, this.workspaceOf(rec));
+  }
+
+  /**
+   * Removes containers/<id> (an id: checked) and the names pointing to it. Nothing in its
+   * record is used: not its pid (no process is killed but one this process started, through
+   * its pidfd), nor its name, nor its paths.
+   */
+  private async removeUntrusted(id: string): Promise<void> {
+    const mine = this.live.get(id);
+    if (mine) {
+      mine.kill('SIGKILL');
+      await mine.wait().catch(() => undefined); // its bookkeeping may fail on the bad record: removed below
+    }
+    const dir = this.layout.containerDir(id);
+    // A recursive delete would walk into anything mounted below: refuse instead.
+    const mounted = mountsUnder(dir);
+    if (mounted.length) {
+      throw new NsboxError('EBUSY', `remove container ${id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
+    }
+    try {
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+      for (const n of fs.readdirSync(this.layout.names)) {
+        if (this.readName(n) === id) fs.rmSync(path.join(this.layout.names, n), { force: true });
+      }
+    } catch (e) {
+      throw fromSystemError(`remove container ${id}`, e);
+    }
   }
 
   /**
@@ -347,8 +465,10 @@ export class Runtime {
    * honoured, no whiteouts), without the contents of volumes. Running or stopped.
    */
   async commit(ref: string, image: string, options: CommitOptions = {}): Promise<ImageInfo> {
+    const o = checkOptions('commit', COMMIT, options);
     validateImageName(image);
-    const rec = this.resolve(ref);
+    this.layout.verify();
+    const rec = this.trustedRecord(ref);
     if (this.images.find(image)) throw new NsboxError('CONFLICT', `image ${image}: already exists (remove it first with rmi)`);
     const workspace = this.workspaceOf(rec);
     const exclude = rec.volumes.map((v) => Volume.parse(v).target);
@@ -358,8 +478,8 @@ export class Runtime {
       // image layer), never from the tarball; with -o, both come from one walk.
       const rootfs = path.join(tmp, 'rootfs');
       fs.mkdirSync(rootfs, { mode: 0o755 });
-      const r = options.output
-        ? await workspace.exportTarAndTree(path.resolve(options.output), rootfs, exclude)
+      const r = o.output
+        ? await workspace.exportTarAndTree(path.resolve(o.output), rootfs, exclude)
         : await workspace.exportTree(rootfs, exclude);
       return this.images.publish(tmp, image, { size: r.bytes, digest: '', source: 'commit' });
     } finally {
@@ -367,40 +487,94 @@ export class Runtime {
     }
   }
 
-  /** Removes an image; refused while a container uses it unless `force`. */
+  /**
+   * Removes an image; refused while a container uses it unless `force`. A container whose
+   * record cannot be read may be using it: it counts as a user.
+   */
   removeImage(name: string, options: { force?: boolean } = {}): void {
-    const usedBy = this.list({ all: true }).filter((c) => c.image === name).map((c) => c.name ?? c.id);
-    this.images.remove(name, usedBy, !!options.force);
+    const { force = false } = checkOptions('removeImage', FORCE, options);
+    const unreadable: string[] = [];
+    const usedBy = this.list({ all: true, onError: (_e, id) => unreadable.push(`${id} (unreadable record)`) })
+      .filter((c) => c.image === name)
+      .map((c) => c.name ?? c.id);
+    this.images.remove(name, [...usedBy, ...unreadable], force);
   }
 
-  /** Removes every container that is not running, and leftovers of interrupted work. */
-  prune(): string[] {
+  /**
+   * Removes every container that is not running, and leftovers of interrupted work. What
+   * could not be removed (a container whose record cannot be trusted included) goes to
+   * `onError`; without it, prune throws once it has removed all it could.
+   */
+  prune(options: PruneOptions = {}): string[] {
+    const o = checkOptions('prune', PRUNE, options);
+    this.layout.verify();
     const removed: string[] = [];
-    for (const c of this.list({ all: true })) {
+    const failures: NsboxError[] = [];
+    const fail = (e: unknown, what: string): void => {
+      const err = fromSystemError(`prune ${what}`, e);
+      if (o.onError) o.onError(err, what);
+      else failures.push(err);
+    };
+    for (const c of this.list({ all: true, onError: fail })) {
       if (c.status === 'running') continue;
-      const rec = this.record(c.id);
-      if (!rec) continue;
-      this.discard(rec.id, rec.name, this.workspaceOf(rec));
-      removed.push(c.id);
+      try {
+        const rec = readRecord(this.layout, c.id);
+        if (!rec || this.statusOf(rec) === 'running') continue; // removed or started meanwhile
+        this.discard(rec.id, rec.name, this.workspaceOf(rec));
+        removed.push(c.id);
+      } catch (e) {
+        fail(e, c.id);
+      }
     }
     // tmp/<what>-<pid>-<rand>: a dead pid's work will never be finished.
+    let temps: string[] = [];
     try {
-      for (const t of fs.readdirSync(this.layout.tmp)) {
-        const pid = Number(t.split('-')[1]);
-        if (pid && pid !== process.pid && !fs.existsSync(`/proc/${pid}`)) fs.rmSync(path.join(this.layout.tmp, t), { recursive: true, force: true });
+      temps = fs.readdirSync(this.layout.tmp);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') fail(e, this.layout.tmp); // ENOENT: none made yet
+    }
+    for (const t of temps) {
+      const pid = Number(t.split('-')[1]);
+      if (!pid || pid === process.pid || fs.existsSync(`/proc/${pid}`)) continue;
+      try {
+        fs.rmSync(path.join(this.layout.tmp, t), { recursive: true, force: true });
+      } catch (e) {
+        fail(e, path.join(this.layout.tmp, t));
       }
-    } catch {
-      // no tmp directory yet
+    }
+    if (failures.length) {
+      const first = failures[0]!;
+      throw new NsboxError(first.code, `prune: removed ${removed.length}, failed ${failures.length}: ${failures.map((f) => f.message).join('; ')}`, {
+        cause: new AggregateError(failures),
+        ...(first.hint !== undefined ? { hint: first.hint } : {}),
+      });
     }
     return removed;
   }
 }
 
-/** SIGKILL a pid we did not start, once it is proven to be the same process; wait until gone. */
-async function killAndWait(pid: number, start: string): Promise<void> {
+/**
+ * SIGKILL a container's process this process did not start, only once it is proven to be
+ * the container's: the pid, start time and pid namespace recorded at its start all match,
+ * and that namespace is not ours (a container's first process always has its own). A pid and
+ * start time alone could be copied from any process of the host. Then waits until it is gone.
+ */
+async function killAndWait(rec: ContainerRecord): Promise<void> {
+  const pid = rec.pid ?? undefined;
+  const start = rec.pidStart ?? undefined;
+  // Namespace first, then start time: if the pid was reused in between, the start time
+  // differs and the container's process is gone.
+  const ns = pid === undefined ? undefined : processPidNamespace(pid);
   if (!processAlive(pid, start)) return;
+  const refuse = (why: string) =>
+    new NsboxError('EPERM', `container ${rec.id}: not killing pid ${pid}: ${why}`, {
+      hint: 'its record does not prove that pid is the container\'s: if it is, kill it yourself, then remove the container',
+    });
+  if (rec.pidNamespace === null) throw refuse('no pid namespace on record to prove the process is the container\'s');
+  if (ns !== rec.pidNamespace) throw refuse(`its pid namespace is ${ns ?? 'unknown'}, not the container's ${rec.pidNamespace}`);
+  if (ns === processPidNamespace('self')) throw refuse(`it is in the host's own pid namespace ${ns}, where no container's first process is`);
   try {
-    process.kill(pid, 'SIGKILL');
+    process.kill(pid!, 'SIGKILL');
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw fromSystemError(`kill ${pid}`, e);
   }

@@ -1,13 +1,15 @@
 /**
  * Volumes: `HOST:CONTAINER[:ro|:rw]`. The host side is the user's: created when missing,
- * never removed. The container side is resolved inside the container root by the child
- * (openat2 RESOLVE_IN_ROOT), and a symlink as its last component is refused there.
+ * never removed (but for the empty directories a failed run made itself). The container side
+ * is resolved inside the container root by the child (openat2 RESOLVE_IN_ROOT), and a symlink
+ * as its last component is refused there.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { fromSystemError, invalid } from './errors';
 import { containerPath, type BindMount } from './plan';
+import { boolean, checkObject, expected, isObject, optional, string, type Spec } from './validate';
 
 export class Volume {
   /** Absolute host path. */
@@ -40,33 +42,69 @@ export class Volume {
     return new Volume(host, ctr, mode === 'ro');
   }
 
-  /** Accepts a spec string, a Volume, or its fields. */
-  static from(v: string | Volume | { source: string; target: string; readonly?: boolean }): Volume {
+  /** Accepts a spec string, a Volume, or its fields (`name` names it in messages). */
+  static from(v: string | Volume | { source: string; target: string; readonly?: boolean }, name = 'volume'): Volume {
     if (typeof v === 'string') return Volume.parse(v);
     if (v instanceof Volume) return v;
-    if (!v || typeof v !== 'object') throw invalid('volume: expected HOST:CONTAINER[:ro|:rw] or { source, target }');
-    return new Volume(v.source, v.target, !!v.readonly);
+    if (!isObject(v)) return expected(name, 'HOST:CONTAINER[:ro|:rw], a Volume or { source, target, readonly }', v);
+    const f = checkObject(VOLUME_FIELDS, v, name);
+    return new Volume(f.source, f.target, f.readonly ?? false);
   }
 
   toString(): string {
     return `${this.source}:${this.target}${this.readonly ? ':ro' : ''}`;
   }
 
-  /** Makes the host directory (0755) when it is missing; returns the mount the child makes. */
-  prepare(): BindMount {
+  /**
+   * Makes the host directory (0755) when it is missing; returns the mount the child makes.
+   * Each directory made here is pushed onto `created` (parents first), so that a run that
+   * fails afterwards can take back exactly these (removeCreated) and nothing that was there.
+   */
+  prepare(created: string[] = []): BindMount {
     let st: fs.Stats;
     try {
       st = fs.statSync(this.source);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError('volume', e);
-      try {
-        fs.mkdirSync(this.source, { recursive: true, mode: 0o755 });
-      } catch (e2) {
-        throw fromSystemError('volume: create host directory', e2);
-      }
+      makeDirs(this.source, created);
       st = fs.statSync(this.source);
     }
     if (!st.isDirectory() && !st.isFile()) throw invalid(`volume: ${this.source}: not a directory or a regular file`, this.source);
     return { source: this.source, target: this.target, readonly: this.readonly, file: st.isFile() };
+  }
+
+  /**
+   * Removes directories prepare() made, deepest first, each only while it is still empty
+   * (rmdir): whatever anyone put in them since stays, and so do their parents.
+   */
+  static removeCreated(created: string[]): void {
+    for (const dir of [...created].reverse()) {
+      try {
+        fs.rmdirSync(dir);
+      } catch {
+        return; // not empty (or gone): its parents are not empty either
+      }
+    }
+  }
+}
+
+const VOLUME_FIELDS: Spec<{ source: string; target: string; readonly?: boolean }> = {
+  source: string,
+  target: string,
+  readonly: optional(boolean),
+};
+
+/** mkdir -p, one component at a time, recording the directories this call made. */
+function makeDirs(dir: string, created: string[]): void {
+  const missing: string[] = [];
+  for (let d = dir; !fs.existsSync(d); d = path.dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      fs.mkdirSync(d, { mode: 0o755 });
+      created.push(d);
+    } catch (e) {
+      // Made by someone else meanwhile: theirs, not ours to remove.
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError('volume: create host directory', e);
+    }
   }
 }

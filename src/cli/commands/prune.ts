@@ -1,8 +1,16 @@
 import type { Parsed } from '../args';
 import type { Global } from '../main';
+import { printError } from '../output';
 import { runtimeFrom } from './shared';
 
 export default async function prune(_p: Parsed, g: Global): Promise<number> {
-  for (const id of runtimeFrom(g).prune()) process.stdout.write(`${id}\n`);
-  return 0;
+  let status = 0;
+  const removed = runtimeFrom(g).prune({
+    onError: (e) => {
+      printError(e);
+      status = 125;
+    },
+  });
+  for (const id of removed) process.stdout.write(`${id}\n`);
+  return status;
 }

@@ -1,7 +1,7 @@
 import type { ContainerInfo } from '../../runtime';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
-import { ago, table } from '../output';
+import { ago, printError, table } from '../output';
 import { formatOf, runtimeFrom } from './shared';
 
 function statusText(c: ContainerInfo): string {
@@ -13,7 +13,9 @@ function statusText(c: ContainerInfo): string {
 
 export default async function ps(p: Parsed, g: Global): Promise<number> {
   const format = formatOf(p.flags.format);
-  const list = runtimeFrom(g).list({ all: !!p.flags.all });
+  // A container whose record cannot be trusted is not listed: said on stderr, so that the
+  // table (and -q, and json) stays what scripts can read.
+  const list = runtimeFrom(g).list({ all: !!p.flags.all, onError: (e) => printError(e) });
   if (p.flags.quiet) {
     for (const c of list) process.stdout.write(`${c.id}\n`);
     return 0;

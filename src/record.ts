@@ -1,0 +1,142 @@
+/**
+ * containers/<id>/container.json: what `ps` shows and what rm, prune and commit act on. Read
+ * back, it is not trusted: an id names a directory to delete, a pid a process to kill, a path
+ * a layer to mount and copy. Every field is checked before any of it is used.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { NsboxError } from './errors';
+import { validateImageName } from './image/store';
+import { ID_RE, type Layout } from './layout';
+import { Volume } from './volume';
+import { arrayOf, boolean, checkObject, expected, integer, matching, nullable, oneOf, optional, string, type Spec } from './validate';
+import type { StorageDriver } from './workspace';
+
+export type ContainerStatus = 'created' | 'running' | 'exited';
+
+/** What `ps` shows; the record on disk in containers/<id>/container.json. */
+export interface ContainerInfo {
+  id: string;
+  name: string | null;
+  image: string;
+  command: string[];
+  driver: StorageDriver;
+  volumes: string[];
+  status: ContainerStatus;
+  pid: number | null;
+  exitCode: number | null;
+  signal: string | null;
+  created: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  remove: boolean;
+  readOnly?: boolean;
+}
+
+export interface ContainerRecord extends ContainerInfo {
+  /** Start time of pid, to tell it from a reused pid. */
+  pidStart: string | null;
+  /**
+   * The pid namespace of pid (`pid:[4026532...]`), read right after the start: the container's
+   * own, never the host's. A pid and start time alone could be copied from any host process.
+   */
+  pidNamespace: string | null;
+  /** The process that started and watches it. */
+  supervisor: number;
+  imageLayer: string;
+}
+
+/** Container names, as `--name` takes them and names/<name> holds them. */
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+const PID_MAX = 4194304; // the kernel's limit (PID_MAX_LIMIT on 64-bit)
+const pid = integer(1, PID_MAX);
+const isoTime = matching(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/, 'an ISO 8601 time');
+const time = nullable(isoTime);
+
+/** Field by field; `imageLayer` depends on the layout: checked in readRecord. */
+const RECORD: Spec<ContainerRecord> = {
+  id: matching(ID_RE, '12 hexadecimal digits'),
+  name: nullable(matching(NAME_RE, "a container name (letters, digits, '_', '.', '-')")),
+  image: (v, name) => {
+    try {
+      return validateImageName(string(v, name));
+    } catch {
+      return expected(name, 'an image name', v);
+    }
+  },
+  command: arrayOf(string, { min: 1 }),
+  driver: oneOf<StorageDriver>(['overlay', 'aufs', 'vfs']),
+  volumes: arrayOf((v, name) => Volume.parse(string(v, name)).toString()),
+  status: oneOf<ContainerStatus>(['created', 'running', 'exited']),
+  pid: nullable(pid),
+  pidStart: nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks')),
+  // Absent from records written before it was: such a container's process is never killed
+  // from another process (nothing proves it is the container's), but is listed and removed.
+  pidNamespace: (v, name) => (v === undefined ? null : nullable(matching(/^pid:\[\d{1,20}\]$/, 'a pid namespace (pid:[INODE])'))(v, name)),
+  exitCode: nullable(integer(0, 255)),
+  signal: nullable(matching(/^SIG[A-Z0-9+-]{1,16}$/, 'a signal name')),
+  created: isoTime,
+  startedAt: time,
+  finishedAt: time,
+  remove: boolean,
+  readOnly: optional(boolean),
+  supervisor: pid,
+  imageLayer: string,
+};
+
+/** The error for a record that cannot be used; `dir` is the container's directory. */
+export function badRecord(dir: string, why: string, cause?: unknown): NsboxError {
+  return new NsboxError('BAD_STATE', `container ${path.basename(dir)}: its record ${path.join(dir, 'container.json')} is not valid: ${why}`, {
+    path: dir,
+    hint: `nsbox rm -f ${path.basename(dir)} removes its directory without killing anything`,
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+/**
+ * Reads containers/<id>/container.json. Undefined when there is none (a container being
+ * made, or being removed); a BAD_STATE NsboxError when it is not a record this `id` could
+ * have written.
+ */
+export function readRecord(layout: Layout, id: string): ContainerRecord | undefined {
+  if (!ID_RE.test(id)) throw new NsboxError('BAD_STATE', `containers/${JSON.stringify(id)}: not a container id`);
+  const dir = layout.containerDir(id);
+  let text: string;
+  try {
+    // A symlink in containers/ would have us read a record, and act on layers, elsewhere.
+    if (!fs.lstatSync(dir).isDirectory()) throw badRecord(dir, 'its directory is not a directory (a symbolic link?)');
+    // O_NOFOLLOW: a record that is a symlink could make us read (and show) any file.
+    const fd = fs.openSync(path.join(dir, 'container.json'), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      text = fs.readFileSync(fd, 'utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (e) {
+    if (e instanceof NsboxError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw badRecord(dir, code === 'ELOOP' ? 'a symbolic link' : `unreadable (${code ?? String(e)})`, e);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw badRecord(dir, `not JSON (${(e as Error).message})`, e);
+  }
+  let rec: ContainerRecord;
+  try {
+    rec = checkObject(RECORD, value, 'record', (k) => k);
+  } catch (e) {
+    throw badRecord(dir, (e as Error).message, e);
+  }
+  if (rec.id !== id) throw badRecord(dir, `its id ${rec.id} is not the name of its directory`);
+  const layer = path.relative(layout.images, rec.imageLayer);
+  const parts = layer.split(path.sep);
+  if (!path.isAbsolute(rec.imageLayer) || path.normalize(rec.imageLayer) !== rec.imageLayer || parts.length !== 2 || parts[0] === '..' || parts[0] === '.' || parts[1] !== 'rootfs') {
+    throw badRecord(dir, `imageLayer ${JSON.stringify(rec.imageLayer)} is not an image's rootfs under ${layout.images}`);
+  }
+  return rec;
+}
