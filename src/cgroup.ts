@@ -4,11 +4,15 @@
  * process before anything else (PlanInput.cgroupProcs), removed when the container ends.
  *
  * Today it carries the device allowlist (issue 9): on cgroup v1 (and hybrid hosts: v1
- * controllers beside a v2 hierarchy) a `devices` directory per container under
- * `<supervisor's devices cgroup>/nsbox/`, whose rules it inherits from that parent. The
- * parent is set up once: deny everything, then allow the standard nodes (the same list as
- * plan.ts's STANDARD_DEVICES), the terminals and mknod (as docker does; a node made anywhere
- * the container can write is unusable anyway: those mounts are nodev).
+ * controllers beside a v2 hierarchy) a `devices` directory per container. The allowlist:
+ * deny everything, then allow the standard nodes (the same list as plan.ts's
+ * STANDARD_DEVICES), the terminals and mknod (as docker does; a node made anywhere the
+ * container can write is unusable anyway: those mounts are nodev). A v1 child cgroup starts
+ * with its parent's rules and can never allow more, so:
+ *   <supervisor's devices cgroup>/nsbox/std/<id>   the usual container: inherits the list
+ *                                                  from std/, set up once
+ *   <supervisor's devices cgroup>/nsbox/<id>       a container given `devices`: the list
+ *                                                  and its nodes written for it alone
  * On a host with only cgroup v2 the allowlist would be a BPF_CGROUP_DEVICE program: not
  * built yet, so there nodev is the only layer (see docs/DESIGN.md).
  */
@@ -27,6 +31,7 @@ export const DEVICE_ALLOWLIST: readonly string[] = Object.freeze([
 ]);
 
 const PARENT = 'nsbox';
+const STANDARD = 'std';
 /** An empty cgroup this old was left by a supervisor that died: safe to remove. */
 const STALE_AFTER_MS = 60_000;
 
@@ -75,25 +80,33 @@ function devicesParent(): string | undefined {
   return h ? path.join(h.mount, h.path, PARENT) : undefined;
 }
 
-let parentReady: string | undefined;
+/** Deny all, then the allowlist and `extra` rules; checked by reading devices.list back. */
+function writeDeviceRules(dir: string, extra: string[] = []): void {
+  const want = [...DEVICE_ALLOWLIST, ...extra];
+  const list = () => fs.readFileSync(path.join(dir, 'devices.list'), 'utf8').trim().split('\n');
+  if (list().join('\n') === want.join('\n')) return;
+  fs.writeFileSync(path.join(dir, 'devices.deny'), 'a');
+  for (const rule of want) fs.writeFileSync(path.join(dir, 'devices.allow'), rule);
+  const got = list();
+  if (got.join('\n') !== want.join('\n')) {
+    throw new NsboxError('EINVAL', `device cgroup ${dir}: rules are ${got.join('; ')}, not nsbox's allowlist`, { path: dir });
+  }
+}
+
+let standardReady: string | undefined;
 
 /**
- * Makes the parent with the allowlist. Its default (deny) can only be set while it has no
- * children, so a parent found with other rules and children is an error, not overwritten.
+ * `nsbox/` (allowing what the supervisor may) and `nsbox/std/` with the allowlist, once per
+ * process. A cgroup's default (deny) can only change while it has no children: a std/ found
+ * with other rules and children is an error, not overwritten.
  */
-function ensureDevicesParent(dir: string): void {
-  if (parentReady === dir) return;
-  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const list = () => fs.readFileSync(path.join(dir, 'devices.list'), 'utf8').trim().split('\n');
-  if (list().join('\n') !== DEVICE_ALLOWLIST.join('\n')) {
-    fs.writeFileSync(path.join(dir, 'devices.deny'), 'a');
-    for (const rule of DEVICE_ALLOWLIST) fs.writeFileSync(path.join(dir, 'devices.allow'), rule);
-    const got = list();
-    if (got.join('\n') !== DEVICE_ALLOWLIST.join('\n')) {
-      throw new NsboxError('EINVAL', `device cgroup ${dir}: rules are ${got.join('; ')}, not nsbox's allowlist`, { path: dir });
-    }
-  }
-  parentReady = dir;
+function ensureStandardParent(parent: string): string {
+  const std = path.join(parent, STANDARD);
+  if (standardReady === std) return std;
+  fs.mkdirSync(std, { recursive: true, mode: 0o755 });
+  writeDeviceRules(std);
+  standardReady = std;
+  return std;
 }
 
 /** Whether an error means cgroups are not ours to manage here (read-only or not delegated). */
@@ -122,19 +135,20 @@ export class ContainerCgroup {
     if (devices === 'all') return null;
     const parent = devicesParent();
     if (!parent) return null;
+    let std: string;
     try {
-      ensureDevicesParent(parent);
+      std = ensureStandardParent(parent);
     } catch (e) {
       if (notOurs(e)) return null;
       throw e instanceof NsboxError ? e : fromSystemError(`device cgroup ${parent}`, e);
     }
-    const dir = path.join(parent, id);
+    const dir = path.join(devices.length ? parent : std, id);
     const made: string[] = [];
     let fd = -1;
     try {
       fs.mkdirSync(dir, { mode: 0o755 });
       made.push(dir);
-      for (const d of devices) fs.writeFileSync(path.join(dir, 'devices.allow'), `${d.type} ${d.major}:${d.minor} rwm`);
+      if (devices.length) writeDeviceRules(dir, devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`));
       // libuv opens with O_CLOEXEC: the container gets it only through the plan's step.
       fd = fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY);
       return new ContainerCgroup(made, [fd]);
@@ -180,14 +194,17 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
   const parent = devicesParent();
   if (!parent) return [];
   const removed: string[] = [];
-  let names: string[];
-  try {
-    names = fs.readdirSync(parent, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
-  } catch {
-    return [];
+  const dirs: string[] = [];
+  for (const p of [parent, path.join(parent, STANDARD)]) {
+    try {
+      for (const d of fs.readdirSync(p, { withFileTypes: true })) {
+        if (d.isDirectory() && d.name !== STANDARD) dirs.push(path.join(p, d.name));
+      }
+    } catch {
+      // not made yet
+    }
   }
-  for (const name of names) {
-    const dir = path.join(parent, name);
+  for (const dir of dirs) {
     try {
       if (now - fs.statSync(dir).mtimeMs < STALE_AFTER_MS) continue;
       if (fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim() !== '') continue;

@@ -112,6 +112,7 @@ export const MOUNT_ATTR_NOEXEC = 0x8;
 export const STEP_NO_FOLLOW_FINAL = 1 << 0;
 export const STEP_TARGET_IS_FILE = 1 << 1;
 export const STEP_EXPECT_DEVICE = 1 << 2;
+export const STEP_SOURCE_NO_LINKS = 1 << 3;
 
 // File types, for STEP_EXPECT_DEVICE's `mode`.
 export const S_IFCHR = 0o020000;

@@ -6,7 +6,7 @@
 import { invalid } from './errors';
 import {
   MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
-  STEP_EXPECT_DEVICE, STEP_NO_FOLLOW_FINAL, STEP_TARGET_IS_FILE, S_IFBLK, S_IFCHR,
+  STEP_EXPECT_DEVICE, STEP_NO_FOLLOW_FINAL, STEP_SOURCE_NO_LINKS, STEP_TARGET_IS_FILE, S_IFBLK, S_IFCHR,
   type NativePlan, type NativeSecurity, type NativeStdio, type NativeStep,
 } from './native';
 
@@ -214,7 +214,8 @@ function mountSteps(mounts: BindMount[]): NativeStep[] {
     source: m.source,
     target: rel(m.target),
     // A symlink as the target is refused: it could be planted to aim the mount elsewhere.
-    flags: STEP_NO_FOLLOW_FINAL | (m.file ? STEP_TARGET_IS_FILE : 0),
+    // So is one anywhere in the host path (see child.cc's kStepSourceNoLinks).
+    flags: STEP_NO_FOLLOW_FINAL | STEP_SOURCE_NO_LINKS | (m.file ? STEP_TARGET_IS_FILE : 0),
     attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.readonly ? MOUNT_ATTR_RDONLY : 0),
   }));
 }

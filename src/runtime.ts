@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { pruneStaleCgroups } from './cgroup';
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
@@ -16,6 +17,7 @@ import {
   arrayOf, boolean, checkObject, func, integer, isObject, object, oneOf, optional, pathString, shape, string, stringArray, stringRecord, union,
   type Check, type Spec,
 } from './validate';
+import type { DeviceSpec } from './device';
 import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
 
@@ -59,6 +61,11 @@ export interface RunOptions {
    * (`{ privileged: true }`, `{ capAdd, capDrop }`, `{ user: '1000:1000' }`, ...).
    */
   security?: SecurityOptions;
+  /**
+   * Host device nodes the container may use, like `--device`: `'/dev/fuse'` or
+   * `'/dev/sdb:/dev/disk'` (host path, then path in the container's /dev).
+   */
+  devices?: DeviceSpec[];
   /** Fork-style clone instead of CLONE_VM|CLONE_VFORK (benchmarks). */
   forkStyle?: boolean;
 }
@@ -93,6 +100,10 @@ const RUN_OPTIONS: Spec<RunOptions> = {
   remove: optional(boolean),
   readOnly: optional(boolean),
   security: optional(object as Check<SecurityOptions>),
+  devices: optional(arrayOf<DeviceSpec>((v, name) => {
+    if (typeof v === 'string' || (isObject(v) && typeof (v as { source?: unknown }).source === 'string')) return v as DeviceSpec;
+    throw invalid(`${name}: expected HOST[:CONTAINER] or { source, target }`);
+  })),
   forkStyle: optional(boolean),
 };
 
@@ -220,6 +231,7 @@ export class Runtime {
         ...(options.tty !== undefined ? { tty: options.tty } : {}),
         ...(options.security !== undefined ? { security: options.security } : {}),
         ...(options.forkStyle ? { forkStyle: true } : {}),
+        ...(options.devices !== undefined ? { devices: options.devices } : {}),
       };
       container = Container.launch(processOptions, {
         id,
@@ -525,6 +537,12 @@ export class Runtime {
       } catch (e) {
         fail(e, c.id);
       }
+    }
+    // cgroups of containers whose supervisor was killed.
+    try {
+      pruneStaleCgroups();
+    } catch (e) {
+      fail(e, 'cgroups');
     }
     // tmp/<what>-<pid>-<rand>: a dead pid's work will never be finished.
     let temps: string[] = [];

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { fromSystemError, invalid } from './errors';
+import { NsboxError, fromSystemError, invalid } from './errors';
 import { containerPath, type BindMount } from './plan';
 import { boolean, checkObject, expected, isObject, optional, string, type Spec } from './validate';
 
@@ -61,13 +61,18 @@ export class Volume {
    * fails afterwards can take back exactly these (removeCreated) and nothing that was there.
    */
   prepare(created: string[] = []): BindMount {
+    refuseLinks(this.source);
     let st: fs.Stats;
     try {
       st = fs.statSync(this.source);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError('volume', e);
       makeDirs(this.source, created);
-      st = fs.statSync(this.source);
+      try {
+        st = fs.statSync(this.source);
+      } catch (e2) {
+        throw fromSystemError('volume', e2);
+      }
     }
     if (!st.isDirectory() && !st.isFile()) throw invalid(`volume: ${this.source}: not a directory or a regular file`, this.source);
     return { source: this.source, target: this.target, readonly: this.readonly, file: st.isFile() };
@@ -93,6 +98,36 @@ const VOLUME_FIELDS: Spec<{ source: string; target: string; readonly?: boolean }
   target: string,
   readonly: optional(boolean),
 };
+
+/**
+ * A volume's host path may not go through a symlink: a container that had a parent of it as a
+ * volume could have planted one to aim this volume at any host path. (The container's first
+ * process checks again, atomically, when it binds the path: openat2 RESOLVE_NO_SYMLINKS.)
+ */
+function refuseLinks(source: string): void {
+  let p = '/';
+  for (const part of source.split('/').filter(Boolean)) {
+    p = path.join(p, part);
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.lstatSync(p, { throwIfNoEntry: false });
+    } catch (e) {
+      throw fromSystemError('volume', e);
+    }
+    if (!st) return;
+    if (st.isSymbolicLink()) {
+      let real = '';
+      try {
+        real = fs.realpathSync(source);
+      } catch {
+        // a dangling link: no resolved path to suggest
+      }
+      throw new NsboxError('UNSAFE_PATH', `volume: ${source}: ${p} is a symlink; a volume's host path may not go through one`, {
+        path: source, ...(real ? { hint: `give the resolved path: ${real}` } : {}),
+      });
+    }
+  }
+}
 
 /** mkdir -p, one component at a time, recording the directories this call made. */
 function makeDirs(dir: string, created: string[]): void {

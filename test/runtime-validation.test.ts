@@ -84,6 +84,8 @@ describe('run options of the wrong type', () => {
     ['security', null, /run option security: expected an object, got null/],
     ['security', ['privileged'], /run option security: expected an object, got an array/],
     ['forkStyle', 'yes', /run option forkStyle: expected a boolean/],
+    ['devices', '/dev/fuse', /run option devices: expected an array/],
+    ['devices', [1], /run option devices\[0\]: expected HOST\[:CONTAINER\]/],
   ];
 
   it.each(cases)('%s = %j is refused, naming it, with nothing made', async (key, value, message) => {

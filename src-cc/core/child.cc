@@ -315,7 +315,17 @@ void run_step(Child& c, const Step& s) {
     }
     case StepOp::kBindInRoot: {
       const bool device = s.flags & kStepExpectDevice;
-      int mfd = clone_tree(c, AT_FDCWD, s.source, device ? AT_SYMLINK_NOFOLLOW : 0);
+      int mfd;
+      if (s.flags & kStepSourceNoLinks) {
+        // A volume's host path: a symlink on it could have been planted by a container that
+        // had (a parent of) it as a volume, to aim this bind at a host path of its choosing.
+        int sfd = sys_openat2(AT_FDCWD, s.source, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+        if (sfd < 0) fail(c, Sys::kOpenat2, errno);
+        mfd = clone_tree(c, sfd, "", AT_EMPTY_PATH);
+        close(sfd);
+      } else {
+        mfd = clone_tree(c, AT_FDCWD, s.source, device ? AT_SYMLINK_NOFOLLOW : 0);
+      }
       if (device) expect_device(c, mfd, s);
       if (s.attrs && sys_mount_setattr(mfd, s.attrs) < 0) fail(c, Sys::kMountSetattr, errno);
       int tfd = open_mount_point(c, s);

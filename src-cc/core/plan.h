@@ -36,6 +36,7 @@ enum : uint32_t {
   kStepNoFollowFinal = 1u << 0,  // refuse a symlink as the final component (volume targets)
   kStepTargetIsFile = 1u << 1,   // the mount point is a file, not a directory
   kStepExpectDevice = 1u << 2,   // bind source must be the device `mode` (S_IFCHR/S_IFBLK) `dev`
+  kStepSourceNoLinks = 1u << 3,  // bind source resolved without following any symlink
 };
 
 struct Step {

@@ -27,7 +27,9 @@ export const COMMANDS = {
       { name: 'cap-add', type: 'list', value: 'CAP', help: 'add a capability (or ALL)' },
       { name: 'cap-drop', type: 'list', value: 'CAP', help: 'drop a capability (or ALL)' },
       { name: 'security-opt', type: 'list', value: 'OPT', help: 'seccomp=unconfined, no-new-privileges=false' },
-      { name: 'privileged', type: 'bool', help: 'all capabilities, no seccomp, no masked paths' },
+      { name: 'privileged', type: 'bool', help: 'all capabilities, no seccomp, no masked paths, device nodes usable' },
+      { name: 'device', type: 'list', value: 'HOST[:CTR]', help: 'let the container use a host device node' },
+      { name: 'init', type: 'bool', help: 'accepted for docker habits: nsbox-init is always PID 1' },
     ],
     examples: [
       'nsbox run -ti busybox sh',

@@ -38,6 +38,7 @@ function optionsFrom(p: Parsed): RunOptions {
   if (f.workdir !== undefined) o.cwd = f.workdir as string;
   if (f.hostname !== undefined) o.hostname = f.hostname as string;
   if (net) o.network = net;
+  if (f.device) o.devices = f.device as string[];
   const security = securityFrom(p);
   if (security) o.security = security;
   return o;
