@@ -74,8 +74,14 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
     const out = process.stdout;
     options.tty = out.isTTY ? { cols: out.columns, rows: out.rows } : true;
   } else {
-    // The container writes straight to our stdout and stderr: no copy through Node.
-    options.stdio = [interactive ? 'inherit' : 'ignore', 'inherit', 'inherit'];
+    // Files and pipes are handed to the container as they are: no copy through Node. A
+    // terminal never is: it would read what the user types at the host's shell, change its
+    // modes (stty -echo) and outlive the run. Only -t gives a terminal, the container's own.
+    options.stdio = [
+      interactive ? (isTerminal(0) ? 'pipe' : 'inherit') : 'ignore',
+      isTerminal(1) ? 'pipe' : 'inherit',
+      isTerminal(2) ? 'pipe' : 'inherit',
+    ];
   }
   let c: Container;
   try {
@@ -100,13 +106,32 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
   };
   const forward = (sig: NodeJS.Signals) => (sig === 'SIGHUP' ? hangup() : c.kill(sig));
   for (const sig of FORWARDED) process.on(sig, forward);
-  const restore = tty ? attachTerminal(c, interactive, hangup) : () => {};
+  const restore = tty ? attachTerminal(c, interactive, hangup) : relayTerminal(c);
   try {
     return exitCodeOf(await c.wait());
   } finally {
     restore();
     for (const sig of FORWARDED) process.off(sig, forward);
   }
+}
+
+function isTerminal(fd: number): boolean {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('node:tty') as typeof import('node:tty')).isatty(fd);
+}
+
+/** Without -t: a terminal among our stdio is relayed through the container's pipes. */
+function relayTerminal(c: Container): () => void {
+  c.stdout?.pipe(process.stdout, { end: false });
+  c.stderr?.pipe(process.stderr, { end: false });
+  if (c.stdin) process.stdin.pipe(c.stdin);
+  return () => {
+    if (c.stdin) {
+      process.stdin.unpipe(c.stdin);
+      process.stdin.pause();
+      process.stdin.destroy();
+    }
+  };
 }
 
 /**
