@@ -82,13 +82,14 @@ function devicesParent(): string | undefined {
 
 /** Deny all, then the allowlist and `extra` rules; checked by reading devices.list back. */
 function writeDeviceRules(dir: string, extra: string[] = []): void {
-  const want = [...DEVICE_ALLOWLIST, ...extra];
+  // As sets: the kernel lists a rule once, however often it is allowed.
+  const want = [...new Set([...DEVICE_ALLOWLIST, ...extra])].sort().join('\n');
   const list = () => fs.readFileSync(path.join(dir, 'devices.list'), 'utf8').trim().split('\n');
-  if (list().join('\n') === want.join('\n')) return;
+  if ([...list()].sort().join('\n') === want) return;
   fs.writeFileSync(path.join(dir, 'devices.deny'), 'a');
-  for (const rule of want) fs.writeFileSync(path.join(dir, 'devices.allow'), rule);
+  for (const rule of [...DEVICE_ALLOWLIST, ...extra]) fs.writeFileSync(path.join(dir, 'devices.allow'), rule);
   const got = list();
-  if (got.join('\n') !== want.join('\n')) {
+  if ([...got].sort().join('\n') !== want) {
     throw new NsboxError('EINVAL', `device cgroup ${dir}: rules are ${got.join('; ')}, not nsbox's allowlist`, { path: dir });
   }
 }
@@ -142,13 +143,15 @@ export class ContainerCgroup {
       if (notOurs(e)) return null;
       throw e instanceof NsboxError ? e : fromSystemError(`device cgroup ${parent}`, e);
     }
-    const dir = path.join(devices.length ? parent : std, id);
+    const dir = devices.length ? path.join(parent, id) : std;
     const made: string[] = [];
     let fd = -1;
     try {
-      fs.mkdirSync(dir, { mode: 0o755 });
-      made.push(dir);
-      if (devices.length) writeDeviceRules(dir, devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`));
+      if (devices.length) {
+        fs.mkdirSync(dir, { mode: 0o755 });
+        made.push(dir);
+        writeDeviceRules(dir, devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`));
+      }
       // libuv opens with O_CLOEXEC: the container gets it only through the plan's step.
       fd = fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY);
       return new ContainerCgroup(made, [fd]);
