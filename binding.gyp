@@ -9,7 +9,9 @@
         "src-cc/core/fdpass.cc",
         "src-cc/core/hostmount.cc",
         "src-cc/core/security.cc",
-        "src-cc/binding/binding.cc"
+        "src-cc/core/fsat.cc",
+        "src-cc/binding/binding.cc",
+        "src-cc/binding/fsat.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
