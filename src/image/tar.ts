@@ -430,9 +430,13 @@ function writeNumber(block: Buffer, start: number, len: number, value: number): 
   block[start] = value < 0 ? 0xff : 0x80;
 }
 
-/** Splits an ASCII name into ustar prefix and name fields, or returns undefined. */
-function splitUstarName(name: string): [string, string] | undefined {
-  if (!ASCII.test(name)) return undefined;
+/**
+ * Splits a name into ustar prefix and name fields, or returns undefined. The name is ASCII,
+ * or `raw`: bytes that are not UTF-8 (as latin1), which no reader could decode anyway and
+ * every reader takes from these fields as they are.
+ */
+function splitUstarName(name: string, raw: boolean): [string, string] | undefined {
+  if (!raw && !ASCII.test(name)) return undefined;
   if (name.length <= NAME_LEN) return ['', name];
   if (name.length > NAME_LEN + PREFIX_LEN + 1) return undefined;
   // The prefix is everything before some '/', the name everything after it.
@@ -457,11 +461,17 @@ function paxRecordBytes(key: string, value: Buffer): Buffer {
   return Buffer.concat([Buffer.from(`${len} ${key}=`, 'latin1'), value, Buffer.from('\n', 'latin1')]);
 }
 
-/** A name as a string whose chars are its bytes (latin1), and those bytes. */
-function nameText(v: string | Buffer): { text: string; bytes: () => Buffer } {
-  if (typeof v !== 'string') return { text: v.toString('latin1'), bytes: () => v };
+/**
+ * A name as a string whose chars are its bytes (latin1), those bytes, and whether they are
+ * `raw`: not ASCII and not UTF-8 either.
+ */
+function nameText(v: string | Buffer): { text: string; raw: boolean; bytes: () => Buffer } {
+  if (typeof v !== 'string') {
+    const text = v.toString('latin1');
+    return { text, raw: !ASCII.test(text) && !isUtf8(v), bytes: () => v };
+  }
   // An ASCII string is its own bytes; anything else only ever goes into a pax record.
-  return { text: ASCII.test(v) ? v : Buffer.from(v, 'utf8').toString('latin1'), bytes: () => Buffer.from(v, 'utf8') };
+  return { text: ASCII.test(v) ? v : Buffer.from(v, 'utf8').toString('latin1'), raw: false, bytes: () => Buffer.from(v, 'utf8') };
 }
 
 /** One ustar block at target[at..]; the string fields are ASCII and fit. */
@@ -500,10 +510,10 @@ function truncatedAscii(value: string, len: number): string {
 export function writeHeader(h: TarHeaderInput, target: Buffer, at: number): number {
   const name = nameText(h.name);
   const link = nameText(h.linkname ?? '');
-  const split = splitUstarName(name.text);
+  const split = splitUstarName(name.text, name.raw);
   const linkname = link.text;
   const mtime = Math.floor(h.mtime);
-  const linkFits = linkname.length <= 100 && ASCII.test(linkname);
+  const linkFits = linkname.length <= 100 && (link.raw || ASCII.test(linkname));
   if (split && linkFits && h.size <= OCTAL_MAX_12 && h.uid <= OCTAL_MAX_8 && h.gid <= OCTAL_MAX_8 && mtime >= 0 && mtime <= OCTAL_MAX_12) {
     if (target.length - at < BLOCK_SIZE) return 0;
     writeUstar(target, at, h, FLAGS[h.type], split[1], split[0], linkname);
@@ -513,9 +523,9 @@ export function writeHeader(h: TarHeaderInput, target: Buffer, at: number): numb
   const records: Buffer[] = [];
   const pathBytes = split ? undefined : name.bytes();
   const linkBytes = linkFits ? undefined : link.bytes();
-  // pax says path and linkpath are UTF-8; bytes that are not are marked so (as GNU tar does),
-  // and readers then keep them as they are.
-  if ((pathBytes && !isUtf8(pathBytes)) || (linkBytes && !isUtf8(linkBytes))) records.push(paxRecordBytes('hdrcharset', Buffer.from('BINARY')));
+  // pax says path and linkpath are UTF-8; bytes that are not are marked so (POSIX
+  // hdrcharset), and readers then keep them as they are.
+  if ((pathBytes && name.raw) || (linkBytes && link.raw)) records.push(paxRecordBytes('hdrcharset', Buffer.from('BINARY')));
   if (pathBytes) records.push(paxRecordBytes('path', pathBytes));
   if (linkBytes) records.push(paxRecordBytes('linkpath', linkBytes));
   if (h.size > OCTAL_MAX_12) records.push(paxRecordBytes('size', Buffer.from(String(h.size))));
