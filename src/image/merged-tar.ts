@@ -55,15 +55,14 @@ export async function writeMergedTar(
   }
 
   const tar = new TarEntries(sink);
-  const walker = new MergedWalker(source, {
-    entry: async (e) => {
-      await tar.emit(e);
-      await also?.entry(e);
-    },
-    leave: also?.leave ? (e) => also.leave!(e) : undefined,
-  });
   try {
-    await walker.run();
+    await new MergedWalker(source, {
+      entry: async (e) => {
+        await tar.emit(e);
+        await also?.entry(e);
+      },
+      leave: also?.leave ? (e) => also.leave!(e) : undefined,
+    }).run();
     await sink.put(endOfArchive());
     await sink.flush();
     return { entries: tar.entries, bytes: sink.written };
