@@ -34,7 +34,9 @@
         "src-cc/core/pty.cc",
         "src-cc/core/fdpass.cc",
         "src-cc/core/hostmount.cc",
-        "src-cc/binding/binding.cc"
+        "src-cc/core/fsat.cc",
+        "src-cc/binding/binding.cc",
+        "src-cc/binding/fsat.cc"
       ],
       "actions": [
         {

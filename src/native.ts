@@ -79,6 +79,23 @@ export interface NativeBinding {
   mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;
   getXattr(path: string, name: string): Buffer | NativeErrno | null;
+  // Directory-fd calls (src-cc/core/fsat.h), wrapped in src/fsat.ts. Names are one component.
+  openDir(path: string): number | NativeErrno;
+  openDirAt(dirfd: number, name: Buffer): number | NativeErrno;
+  openParentDir(dirfd: number): number | NativeErrno;
+  openFileAt(dirfd: number, name: Buffer): number | NativeErrno;
+  createFileAt(dirfd: number, name: Buffer): number | NativeErrno;
+  listDir(dirfd: number): { names: Buffer[]; stats: Float64Array } | NativeErrno;
+  statFd(fd: number): Float64Array | NativeErrno;
+  readLinkAt(dirfd: number, name: Buffer): Buffer | NativeErrno;
+  getXattrFd(fd: number, name: string): Buffer | NativeErrno | null;
+  mkdirAt(dirfd: number, name: Buffer, mode: number): NativeErrno | null;
+  linkAt(fromDirfd: number, fromName: Buffer, toDirfd: number, toName: Buffer): NativeErrno | null;
+  symlinkAt(target: Buffer, dirfd: number, name: Buffer): NativeErrno | null;
+  setAttrsFd(fd: number, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
+  setLinkAttrsAt(dirfd: number, name: Buffer, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
+  copyData(fromFd: number, toFd: number, limit: number): number | NativeErrno;
+  removeTree(path: string | Buffer): (NativeErrno & { path: Buffer }) | null;
 }
 
 let binding: NativeBinding | undefined;

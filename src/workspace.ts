@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, invalid } from './errors';
+import { removeTree } from './fsat';
 import { native } from './native';
 import type { RootSource } from './plan';
 
@@ -144,10 +145,8 @@ export class Workspace {
 
   /** exportTar and exportTree in one walk of the layers. */
   async exportTarAndTree(output: string, dest: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
-    const [{ writeMergedTar }, { MergedTreeBuilder }] = await Promise.all([import('./image/merged-tar'), import('./image/merged-tree')]);
-    const tree = new MergedTreeBuilder(dest, this.sharedLayers());
-    await writeMergedTar({ ...this.mergedLayers(), exclude }, output, tree.visit);
-    return tree.finish();
+    const { writeMergedTarAndTree } = await import('./image/merged-tree');
+    return writeMergedTarAndTree({ ...this.mergedLayers(), exclude, shared: this.sharedLayers() }, output, dest);
   }
 
   /**
@@ -166,15 +165,15 @@ export class Workspace {
     return this.driver === 'vfs' && !this.readOnly ? [] : [this.imageLayer];
   }
 
-  /** The layers of the merged view, topmost first, and how to tell an opaque directory. */
-  private mergedLayers(): { layers: string[]; isOpaque: (dir: string) => boolean } {
-    const layers = this.readOnly ? [this.imageLayer] : this.driver === 'vfs' ? [this.upper] : [this.upper, this.imageLayer];
-    const isOpaque = (dir: string): boolean => {
-      if (this.driver !== 'overlay' || this.readOnly) return false;
-      const v = native().getXattr(dir, 'trusted.overlay.opaque');
-      return Buffer.isBuffer(v) && v.toString() === 'y';
-    };
-    return { layers, isOpaque };
+  /**
+   * The layers of the merged view, topmost first, and how they merge: whiteouts and opaque
+   * directories are the driver's own (overlay's 0:0 devices and xattrs, aufs' .wh. names), and
+   * a single plain directory (vfs, or the image itself for --read-only) has neither.
+   */
+  private mergedLayers(): { layers: string[]; driver: StorageDriver } {
+    if (this.readOnly) return { layers: [this.imageLayer], driver: 'vfs' };
+    if (this.driver === 'vfs') return { layers: [this.upper], driver: 'vfs' };
+    return { layers: [this.upper, this.imageLayer], driver: this.driver };
   }
 
   /** Removes the write layer and everything of the container; never the image or a volume. */
@@ -190,11 +189,16 @@ export class Workspace {
     } catch (e) {
       if (e instanceof NsboxError) throw e;
     }
-    try {
-      // maxRetries: a supervisor in another process may be writing its last state file.
-      fs.rmSync(this.dir, { recursive: true, force: true, maxRetries: 5 });
-    } catch (e) {
-      throw fromSystemError(`remove workspace ${this.dir}`, e);
+    // From directory fds, never following a symlink the container left in its write layer,
+    // never entering a mount, however deep the tree (src/fsat.ts).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        removeTree(this.dir, { force: true });
+        return;
+      } catch (e) {
+        // A supervisor in another process may be writing its last state file.
+        if (!(e instanceof NsboxError && e.code === 'ENOTEMPTY' && attempt < 5)) throw e;
+      }
     }
   }
 }

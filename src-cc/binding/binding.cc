@@ -19,6 +19,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "binding/fsat.h"
 #include "core/fdpass.h"
 #include "core/hostmount.h"
 #include "core/init_image.h"
@@ -697,6 +698,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
   exports.Set("unmount", Napi::Function::New<Unmount>(env, "unmount"));
   exports.Set("getXattr", Napi::Function::New<GetXattr>(env, "getXattr"));
+  RegisterFsAt(env, exports);
   return exports;
 }
 

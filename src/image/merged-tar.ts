@@ -1,36 +1,21 @@
 /**
  * A tarball of the merged view of union layers, as a container commit needs: what the
- * container sees, without mounting anything. The layers are read directly and merged the way
- * overlayfs and aufs do it:
+ * container sees, without mounting anything. The layers are walked by layer-walk.ts (from
+ * directory fds, never following a symlink, merged the way the driver does it); this file
+ * turns each entry into a tar header and the file's content, read from an fd opened relative
+ * to its directory's fd. Names and link targets are written as the bytes they are.
  *
- * - the topmost layer holding a name decides what it is;
- * - overlayfs: a character device 0:0 is a whiteout (the name is deleted below it), a
- *   directory the caller reports opaque (trusted.overlay.opaque) hides the lower layers' copies;
- * - aufs: `.wh.<name>` deletes <name> below, `.wh..wh..opq` makes its directory opaque, other
- *   `.wh..wh.*` entries are aufs' own bookkeeping; no `.wh.*` name is ever written out;
- * - a directory merges with directories of the same name below it, down to the first layer
- *   where the name is something else, is whited out, or the directory is opaque.
- *
- * Only names listed by readdir are visited and only directories are descended into, so a
- * symlink in a layer is written as a symlink and never followed (files are opened
- * O_NOFOLLOW). That holds while the layers do not change, i.e. for a stopped container.
- *
- * Output is deterministic: names sorted in each directory, a directory before its contents.
+ * Output is deterministic: names sorted by bytes in each directory, a directory before its
+ * contents.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from '../errors';
+import { openFileAt, readLinkAt } from '../fsat';
+import { MergedWalker, isChangedError, layersChanged, type LayerWalkSource, type MergedVisitor, type WalkEntry } from './layer-walk';
 import { BLOCK_SIZE, encodeHeader, endOfArchive, writeHeader, type TarHeaderInput } from './tar';
 
-export interface MergedTarSource {
-  /** Layer directories, topmost (the write layer) first. */
-  layers: string[];
-  /** Whether a directory of a layer is opaque (overlayfs: its trusted.overlay.opaque xattr is "y"). */
-  isOpaque: (dir: string) => boolean;
-  /** Container paths (volume mount points) kept as entries, with nothing beneath them. */
-  exclude?: string[];
-}
+export type MergedTarSource = LayerWalkSource;
 
 export interface MergedTarResult {
   /** Entries written (pax headers not counted). */
@@ -40,7 +25,8 @@ export interface MergedTarResult {
 }
 
 const OUTPUT_CHUNK = 1 << 20;
-const { O_RDONLY, O_NOFOLLOW, S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
+const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO } = fs.constants;
+const SLASH = Buffer.from('/');
 
 /**
  * Writes the tar to `output`: a file path (created or truncated; removed again if writing
@@ -50,11 +36,9 @@ export async function writeMergedTar(
   source: MergedTarSource,
   output: string | NodeJS.WritableStream,
   /** Also given every entry, in the same walk (a commit building its image meanwhile). */
-  also?: MergedEntryVisitor,
+  also?: MergedVisitor,
 ): Promise<MergedTarResult> {
   if (source.layers.length === 0) throw new NsboxError('INVALID_ARGUMENT', 'commit: no layers to write');
-  const layers = source.layers.map((l) => path.resolve(l));
-  const exclude = new Set((source.exclude ?? []).map(containerRelative));
 
   let fd = -1;
   let sink: Sink;
@@ -71,12 +55,14 @@ export async function writeMergedTar(
   }
 
   const tar = new TarEntries(sink);
-  const walker = new MergedWalker(layers, source.isOpaque, exclude, async (rel, host, st) => {
-    await tar.emit(rel, host, st);
-    await also?.(rel, host, st);
-  });
   try {
-    await walker.run();
+    await new MergedWalker(source, {
+      entry: async (e) => {
+        await tar.emit(e);
+        await also?.entry(e);
+      },
+      leave: also?.leave ? (e) => also.leave!(e) : undefined,
+    }).run();
     await sink.put(endOfArchive());
     await sink.flush();
     return { entries: tar.entries, bytes: sink.written };
@@ -90,18 +76,6 @@ export async function writeMergedTar(
   } finally {
     if (fd >= 0) fs.closeSync(fd);
   }
-}
-
-/** Volume mount points as the walk compares them: relative, normalised. */
-export function containerRelativeSet(paths: string[] | undefined): Set<string> {
-  return new Set((paths ?? []).map(containerRelative));
-}
-
-/** '/data/', 'data', '/data' all become 'data'; '/' becomes ''. */
-function containerRelative(p: string): string {
-  const parts = p.split('/').filter((c) => c !== '' && c !== '.');
-  if (parts.includes('..')) throw new NsboxError('INVALID_ARGUMENT', `commit: exclude ${p}: '..' in a container path`, { path: p });
-  return parts.join('/');
 }
 
 function writeAllSync(fd: number, buf: Buffer): void {
@@ -174,126 +148,30 @@ class Sink {
   }
 }
 
-interface Candidate {
-  /** Host path of the topmost copy (the one that decides what the name is). */
-  top: string;
-  whiteout: boolean;
-  /** For a directory: host paths of it in each layer that merges into it, topmost first. */
-  dirs: string[];
-  /** Whether lower layers can still add to it. */
-  open: boolean;
-}
-
-/** What the walk hands each entry of the merged view to: its path in the container, the host path of the copy that wins, and that copy's lstat. */
-export type MergedEntryVisitor = (rel: string, host: string, st: fs.Stats) => Promise<void> | void;
-
-/** Visits the merged view of the layers, a directory before its contents, names sorted. */
-export class MergedWalker {
-  constructor(
-    private readonly layers: string[],
-    private readonly isOpaque: (dir: string) => boolean,
-    private readonly exclude: Set<string>,
-    private readonly visit: MergedEntryVisitor,
-  ) {}
-
-  async run(): Promise<void> {
-    const roots: string[] = [];
-    for (const layer of this.layers) {
-      const st = this.lstat(layer);
-      if (!st.isDirectory()) throw new NsboxError('ENOTDIR', `commit: layer ${layer}: not a directory`, { path: layer });
-      roots.push(layer);
-    }
-    await this.visit('', roots[0]!, this.lstat(roots[0]!));
-    if (!this.exclude.has('')) await this.walk('', roots);
-  }
-
-  /** Writes the merged contents of the directory `rel`, whose copies are `dirs` (topmost first). */
-  private async walk(rel: string, dirs: string[]): Promise<void> {
-    const merged = this.merge(dirs);
-    const names = [...merged.keys()].sort();
-    for (const name of names) {
-      const c = merged.get(name)!;
-      if (c.whiteout) continue;
-      const childRel = rel === '' ? name : `${rel}/${name}`;
-      const st = this.lstat(c.top);
-      await this.visit(childRel, c.top, st);
-      if (st.isDirectory() && !this.exclude.has(childRel)) await this.walk(childRel, c.dirs);
-    }
-  }
-
-  /** The names of a directory across its layers, each with the copy that wins. */
-  private merge(dirs: string[]): Map<string, Candidate> {
-    const merged = new Map<string, Candidate>();
-    for (let i = 0; i < dirs.length; i++) {
-      const dir = dirs[i]!;
-      let dirents: fs.Dirent[];
-      try {
-        dirents = fs.readdirSync(dir, { withFileTypes: true });
-      } catch (err) {
-        throw fromSystemError('commit: read layer directory', err);
-      }
-      let opaque = false;
-      const whiteouts: string[] = [];
-      for (const d of dirents) {
-        const name = d.name;
-        if (name.startsWith('.wh.')) {
-          if (name === '.wh..wh..opq') opaque = true;
-          else if (!name.startsWith('.wh..wh.')) whiteouts.push(name.slice(4));
-          continue;
-        }
-        const host = `${dir}/${name}`;
-        const isDir = d.isDirectory();
-        const whiteout = d.isCharacterDevice() && this.lstat(host).rdev === 0;
-        const seen = merged.get(name);
-        if (seen === undefined) {
-          merged.set(name, { top: host, whiteout, dirs: isDir ? [host] : [], open: isDir });
-        } else if (seen.open) {
-          if (isDir) seen.dirs.push(host);
-          else seen.open = false;
-        }
-      }
-      // An aufs whiteout hides the name in the layers below its own.
-      for (const name of whiteouts) {
-        const seen = merged.get(name);
-        if (seen === undefined) merged.set(name, { top: '', whiteout: true, dirs: [], open: false });
-        else seen.open = false;
-      }
-      if (i < dirs.length - 1 && (opaque || this.isOpaque(dir))) break;
-    }
-    return merged;
-  }
-
-  private lstat(p: string): fs.Stats {
-    try {
-      return fs.lstatSync(p);
-    } catch (err) {
-      throw fromSystemError('commit: stat', err);
-    }
-  }
-}
-
 /** Each entry of the walk as a tar header and the file's content, into the sink. */
 class TarEntries {
   entries = 0;
-  /** "dev:ino" of regular files with several links → the name written first. */
-  private readonly links = new Map<string, string>();
+  /** Identity of regular files with several links → the path written first. */
+  private readonly links = new Map<string, Buffer>();
 
   constructor(private readonly sink: Sink) {}
 
-  async emit(rel: string, host: string, st: fs.Stats): Promise<void> {
+  async emit(e: WalkEntry): Promise<void> {
+    const st = e.stat;
+    const root = e.path.length === 0;
     const header: TarHeaderInput = {
-      name: rel === '' ? './' : rel,
+      name: root ? './' : e.path,
       type: 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0,
-      mtime: Math.floor(st.mtimeMs / 1000),
+      mtime: st.mtimeSec,
     };
     let fileSize = -1;
     switch (st.mode & S_IFMT) {
       case S_IFDIR:
         header.type = 'directory';
-        if (rel !== '') header.name = `${rel}/`;
+        if (!root) header.name = Buffer.concat([e.path, SLASH]);
         break;
       case S_IFREG: {
-        const first = st.nlink > 1 ? this.firstLink(host, st, rel) : undefined;
+        const first = st.nlink > 1 ? this.firstLink(e) : undefined;
         if (first !== undefined) {
           header.type = 'hardlink';
           header.linkname = first;
@@ -304,17 +182,13 @@ class TarEntries {
       }
       case S_IFLNK:
         header.type = 'symlink';
-        try {
-          header.linkname = fs.readlinkSync(host);
-        } catch (err) {
-          throw fromSystemError('commit: read symlink', err);
-        }
+        header.linkname = readChanged(e, () => readLinkAt(e.dirFd, e.name));
         break;
       case S_IFCHR:
       case S_IFBLK:
         header.type = (st.mode & S_IFMT) === S_IFCHR ? 'char' : 'block';
-        header.devmajor = devMajor(st.rdev);
-        header.devminor = devMinor(st.rdev);
+        header.devmajor = st.rdevMajor;
+        header.devminor = st.rdevMinor;
         break;
       case S_IFIFO:
         header.type = 'fifo';
@@ -328,19 +202,13 @@ class TarEntries {
     const n = writeHeader(header, this.sink.buf, this.sink.used);
     if (n > 0) this.sink.used += n;
     else await this.sink.put(encodeHeader(header));
-    if (fileSize > 0) await this.content(host, fileSize);
+    if (fileSize > 0) await this.content(e, fileSize);
   }
 
-  /** For a file with several links: the name it was first written under, or undefined (and it is now). */
-  private firstLink(host: string, st: fs.Stats, rel: string): string | undefined {
-    let key = `${st.dev}:${st.ino}`;
-    // Inode numbers beyond 2^53 lose precision as doubles: two files could look like one.
-    if (st.ino >= Number.MAX_SAFE_INTEGER) {
-      const big = fs.lstatSync(host, { bigint: true });
-      key = `${big.dev}:${big.ino}`;
-    }
-    const first = this.links.get(key);
-    if (first === undefined) this.links.set(key, rel);
+  /** For a file with several links: the path it was first written under, or undefined (and it is now). */
+  private firstLink(e: WalkEntry): Buffer | undefined {
+    const first = this.links.get(e.stat.id);
+    if (first === undefined) this.links.set(e.stat.id, e.path);
     return first;
   }
 
@@ -349,13 +217,8 @@ class TarEntries {
    * buffer. A file that shrank meanwhile is padded with zeros, one that grew is cut: the
    * header already gave the size.
    */
-  private async content(host: string, size: number): Promise<void> {
-    let fd: number;
-    try {
-      fd = fs.openSync(host, O_RDONLY | O_NOFOLLOW);
-    } catch (err) {
-      throw fromSystemError('commit: open file', err);
-    }
+  private async content(e: WalkEntry, size: number): Promise<void> {
+    const fd = readChanged(e, () => openFileAt(e.dirFd, e.name));
     try {
       let left = size;
       while (left > 0) {
@@ -372,17 +235,16 @@ class TarEntries {
       fs.closeSync(fd);
     }
   }
-
 }
 
-// Linux's dev_t layout (as glibc's major()/minor() read it): major in bits 8-19 and 44-63,
-// minor in bits 0-7 and 20-43.
-function devMajor(rdev: number): number {
-  const low = rdev % 2 ** 32, high = Math.floor(rdev / 2 ** 32);
-  return (((low >>> 8) & 0xfff) | (high & 0xfffff000)) >>> 0;
-}
-
-function devMinor(rdev: number): number {
-  const low = rdev % 2 ** 32, high = Math.floor(rdev / 2 ** 32);
-  return ((low & 0xff) | ((low >>> 12) & 0xfff00) | ((high & 0xfff) << 20)) >>> 0;
+/**
+ * Opens or reads a listed entry; an entry that is no longer what the listing said (a file
+ * swapped for a symlink, say) fails the commit: it is never followed.
+ */
+export function readChanged<T>(e: WalkEntry, read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    throw isChangedError(err) ? layersChanged(e.path, err) : err;
+  }
 }

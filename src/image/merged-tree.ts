@@ -2,16 +2,25 @@
  * A new image's root filesystem made straight from the merged view of a container's layers,
  * with no tarball in between (commit). What the container did not change is hard-linked from
  * the image layer: image layers are never written (overlay copies a file up before changing
- * it), so the two images can share those inodes, and a commit costs one link() per unchanged
+ * it), so the two images can share those inodes, and a commit costs one link per unchanged
  * file instead of a copy. What the container wrote is copied, with owner, mode and times.
+ *
+ * Everything goes through directory fds on both sides (src/fsat.ts): the source entry is
+ * opened, linked or read relative to its directory's fd without following a symlink, and the
+ * new entry is made relative to its new parent's fd. Names are bytes.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { NsboxError, fromSystemError } from '../errors';
-import { MergedWalker, containerRelativeSet, type MergedTarSource } from './merged-tar';
+import { NsboxError } from '../errors';
+import {
+  copyData, createFileAt, errnoError, linkAt, listDir, mkdirAt, openDir, openDirAt, openFileAt, printable, readLinkAt,
+  removeTree, setAttrsFd, setLinkAttrsAt, symlinkAt, tryLinkAt,
+} from '../fsat';
+import { DirChain, MergedWalker, type LayerWalkSource, type MergedVisitor, type WalkEntry } from './layer-walk';
+import { readChanged, writeMergedTar } from './merged-tar';
 
-export interface MergedTreeSource extends MergedTarSource {
+export interface MergedTreeSource extends LayerWalkSource {
   /** Layers whose files may be shared by hard link: read-only ones that are never written. */
   shared: string[];
 }
@@ -24,101 +33,188 @@ export interface MergedTreeResult {
   skipped: number;
 }
 
-const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, COPYFILE_EXCL } = fs.constants;
+const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK } = fs.constants;
 
 /** Fills `dest`, an empty directory the caller made, with the merged view of the layers. */
 export async function writeMergedTree(source: MergedTreeSource, dest: string): Promise<MergedTreeResult> {
   if (source.layers.length === 0) throw new NsboxError('INVALID_ARGUMENT', 'commit: no layers');
   const tree = new MergedTreeBuilder(dest, source.shared);
-  await new MergedWalker(source.layers.map((l) => path.resolve(l)), source.isOpaque, containerRelativeSet(source.exclude), tree.visit).run();
-  return tree.finish();
+  try {
+    await new MergedWalker(source, tree).run();
+    return tree.finish();
+  } catch (err) {
+    tree.abort();
+    throw err;
+  }
+}
+
+/** writeMergedTar and writeMergedTree in one walk of the layers. */
+export async function writeMergedTarAndTree(source: MergedTreeSource, output: string, dest: string): Promise<MergedTreeResult> {
+  const tree = new MergedTreeBuilder(dest, source.shared);
+  try {
+    await writeMergedTar(source, output, tree);
+    return tree.finish();
+  } catch (err) {
+    tree.abort();
+    throw err;
+  }
 }
 
 /**
  * Builds the tree entry by entry, as a visitor of the merged walk: so that a commit that
  * also writes a tarball walks the layers once for both (writeMergedTar's `also`).
  */
-export class MergedTreeBuilder {
+export class MergedTreeBuilder implements MergedVisitor {
   private readonly result: MergedTreeResult = { entries: 0, bytes: 0, skipped: 0 };
-  // Directories get their owner, mode and times last, deepest first: adding entries to a
-  // directory changes its mtime, and a read-only mode would stop us adding them.
-  private readonly dirs: Array<[string, fs.Stats]> = [];
-  /** "dev:ino" of a copied file with several links → where its first copy went. */
-  private readonly copies = new Map<string, string>();
-  private readonly shared: string[];
+  /** The directory being filled and its ancestors up to `dest`, opened once the root comes. */
+  private chain: DirChain | undefined;
+  /** Identity of a copied file with several links → where its first copy went (path bytes). */
+  private readonly copies = new Map<string, Buffer>();
+  private readonly shared: Set<string>;
 
   constructor(private readonly dest: string, shared: string[]) {
-    this.shared = shared.map((l) => `${path.resolve(l)}/`);
+    this.shared = new Set(shared.map((l) => path.resolve(l)));
   }
 
-  readonly visit = (rel: string, host: string, st: fs.Stats): void => {
-    const target = rel === '' ? this.dest : path.join(this.dest, rel);
+  entry(e: WalkEntry): void {
     try {
-      switch (st.mode & S_IFMT) {
-        case S_IFDIR:
-          if (rel !== '') fs.mkdirSync(target, { mode: 0o700 });
-          this.dirs.push([target, st]);
-          break;
-        case S_IFREG:
-          this.result.bytes += st.size;
-          if (this.shared.some((l) => host.startsWith(l)) && linkShared(host, target)) {
-            // Same inode, hence same owner, mode and times: nothing more to set (and setting
-            // anything would change the image it is shared with).
-          } else {
-            const key = `${st.dev}:${st.ino}`;
-            const first = st.nlink > 1 ? this.copies.get(key) : undefined;
-            if (first !== undefined) {
-              fs.linkSync(first, target);
-            } else {
-              fs.copyFileSync(host, target, COPYFILE_EXCL);
-              setAttributes(target, st);
-              if (st.nlink > 1) this.copies.set(key, target);
-            }
-          }
-          break;
-        case S_IFLNK:
-          fs.symlinkSync(fs.readlinkSync(host), target);
-          fs.lchownSync(target, st.uid, st.gid);
-          fs.lutimesSync(target, st.atime, st.mtime);
-          break;
-        default:
-          this.result.skipped++;
-          return;
-      }
+      this.make(e);
     } catch (err) {
-      throw fromSystemError(`commit: ${rel === '' ? '/' : `/${rel}`}`, err);
+      if (err instanceof NsboxError && err.message.startsWith('commit:')) throw err;
+      const code = err instanceof NsboxError ? err.code : 'EIO';
+      throw new NsboxError(code, `commit: /${printable(e.path)}: ${err instanceof Error ? err.message : String(err)}`, { path: `/${printable(e.path)}`, cause: err });
     }
-    this.result.entries++;
-  };
+  }
 
-  /** Sets the directories' attributes; call once the walk is done. */
-  finish(): MergedTreeResult {
-    for (let i = this.dirs.length - 1; i >= 0; i--) {
-      const [target, st] = this.dirs[i]!;
-      try {
-        setAttributes(target, st);
-      } catch (err) {
-        throw fromSystemError('commit: directory attributes', err);
-      }
+  /**
+   * A directory's contents are done: its owner, mode and times are set now, as adding entries
+   * changes its mtime and a read-only mode would have stopped us adding them.
+   */
+  leave(e: WalkEntry): void {
+    const chain = this.chain!;
+    setAttrsFd(chain.fd, e.stat);
+    if (e.path.length === 0) {
+      chain.close();
+      this.chain = undefined;
+    } else {
+      chain.pop();
     }
+  }
+
+  /** What was made; call once the walk is done. */
+  finish(): MergedTreeResult {
     return this.result;
   }
-}
 
-/** A hard link, or false when the layers are on different filesystems (then it is copied). */
-function linkShared(host: string, target: string): boolean {
-  try {
-    fs.linkSync(host, target);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EXDEV') return false;
-    throw err;
+  /** After a failure: closes what is open and empties `dest` (however deep it got). */
+  abort(): void {
+    this.chain?.close();
+    this.chain = undefined;
+    let fd = -1;
+    try {
+      fd = openDir(this.dest);
+      const prefix = Buffer.from(`${this.dest}/`);
+      for (const name of listDir(fd).names) removeTree(Buffer.concat([prefix, name]), { force: true });
+    } catch {
+      // best effort: the caller removes `dest` anyway
+    } finally {
+      if (fd >= 0) fs.closeSync(fd);
+    }
+  }
+
+  private make(e: WalkEntry): void {
+    const st = e.stat;
+    if (e.path.length === 0) {
+      this.chain = new DirChain(openDir(this.dest));
+      this.result.entries++;
+      return;
+    }
+    const dir = this.chain!.fd;
+    switch (st.mode & S_IFMT) {
+      case S_IFDIR:
+        mkdirAt(dir, e.name, 0o700);
+        this.chain!.push(e.name, '');
+        break;
+      case S_IFREG:
+        this.result.bytes += st.size;
+        if (this.shared.has(e.layer) && this.linkShared(e, dir)) {
+          // Same inode, hence same owner, mode and times: nothing more to set (and setting
+          // anything would change the image it is shared with).
+        } else {
+          const first = st.nlink > 1 ? this.copies.get(st.id) : undefined;
+          if (first === undefined || !this.linkCopy(first, dir, e.name)) {
+            this.copy(e, dir);
+            if (st.nlink > 1 && first === undefined) this.copies.set(st.id, e.path);
+          }
+        }
+        break;
+      case S_IFLNK:
+        symlinkAt(readChanged(e, () => readLinkAt(e.dirFd, e.name)), dir, e.name);
+        setLinkAttrsAt(dir, e.name, st);
+        break;
+      default:
+        this.result.skipped++;
+        return;
+    }
+    this.result.entries++;
+  }
+
+  /** A hard link to the image layer's file, or false when on another file system (then it is copied). */
+  private linkShared(e: WalkEntry, dir: number): boolean {
+    const err = tryLinkAt(e.dirFd, e.name, dir, e.name);
+    if (!err) return true;
+    if (err.code === 'EXDEV') return false;
+    throw errnoError('link from the image', err);
+  }
+
+  /**
+   * A hard link to the copy made of another name of the same file, found from `dest` one
+   * directory fd at a time. False when that copy's path is gone (then this one is copied).
+   */
+  private linkCopy(first: Buffer, dir: number, name: Buffer): boolean {
+    const parts = splitPath(first);
+    const opened: number[] = [];
+    try {
+      let at = openDir(this.dest);
+      opened.push(at);
+      for (const part of parts.slice(0, -1)) {
+        at = openDirAt(at, part);
+        opened.push(at);
+      }
+      linkAt(at, parts[parts.length - 1]!, dir, name);
+      return true;
+    } catch (err) {
+      if (err instanceof NsboxError && err.code === 'ENOENT') return false;
+      throw err;
+    } finally {
+      for (const fd of opened) fs.closeSync(fd);
+    }
+  }
+
+  /** A copy of the file's content (as much as lstat said it had), with owner, mode and times. */
+  private copy(e: WalkEntry, dir: number): void {
+    const from = readChanged(e, () => openFileAt(e.dirFd, e.name));
+    let to = -1;
+    try {
+      to = createFileAt(dir, e.name);
+      copyData(from, to, e.stat.size);
+      setAttrsFd(to, e.stat);
+    } finally {
+      fs.closeSync(from);
+      if (to >= 0) fs.closeSync(to);
+    }
   }
 }
 
-/** chown before chmod: chown clears the setuid and setgid bits. */
-function setAttributes(target: string, st: fs.Stats): void {
-  fs.lchownSync(target, st.uid, st.gid);
-  fs.chmodSync(target, st.mode & 0o7777);
-  fs.utimesSync(target, st.atime, st.mtime);
+function splitPath(p: Buffer): Buffer[] {
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let i = 0; i <= p.length; i++) {
+    if (i === p.length || p[i] === 0x2f) {
+      if (i > start) parts.push(p.subarray(start, i));
+      start = i + 1;
+    }
+  }
+  return parts;
 }
+

@@ -5,6 +5,8 @@
  * header in front when a field does not fit. No file system access here: extract.ts and
  * merged-tar.ts do the I/O, this file only turns bytes into entries and back.
  */
+import { isUtf8 } from 'node:buffer';
+
 import { NsboxError } from '../errors';
 
 export const BLOCK_SIZE = 512;
@@ -384,16 +386,19 @@ function paxInteger(key: string, value: string, bad: (why: string) => NsboxError
 
 // ---- Writing ----
 
-/** What encodeHeader needs; the type is any but 'other'. */
+/**
+ * What encodeHeader needs; the type is any but 'other'. Names are strings (written as UTF-8)
+ * or Buffers: bytes as a file system gave them, written as they are, UTF-8 or not.
+ */
 export interface TarHeaderInput {
-  name: string;
+  name: string | Buffer;
   type: Exclude<EntryType, 'other'>;
   mode: number;
   uid: number;
   gid: number;
   size: number;
   mtime: number;
-  linkname?: string;
+  linkname?: string | Buffer;
   devmajor?: number;
   devminor?: number;
 }
@@ -425,9 +430,13 @@ function writeNumber(block: Buffer, start: number, len: number, value: number): 
   block[start] = value < 0 ? 0xff : 0x80;
 }
 
-/** Splits an ASCII name into ustar prefix and name fields, or returns undefined. */
-function splitUstarName(name: string): [string, string] | undefined {
-  if (!ASCII.test(name)) return undefined;
+/**
+ * Splits a name into ustar prefix and name fields, or returns undefined. The name is ASCII,
+ * or `raw`: bytes that are not UTF-8 (as latin1), which no reader could decode anyway and
+ * every reader takes from these fields as they are.
+ */
+function splitUstarName(name: string, raw: boolean): [string, string] | undefined {
+  if (!raw && !ASCII.test(name)) return undefined;
   if (name.length <= NAME_LEN) return ['', name];
   if (name.length > NAME_LEN + PREFIX_LEN + 1) return undefined;
   // The prefix is everything before some '/', the name everything after it.
@@ -441,11 +450,28 @@ function splitUstarName(name: string): [string, string] | undefined {
 
 /** One pax record: "<length> <key>=<value>\n", where the length counts its own digits. */
 export function paxRecord(key: string, value: string): string {
-  const body = ` ${key}=${value}\n`;
-  const bodyLen = Buffer.byteLength(body);
+  return paxRecordBytes(key, Buffer.from(value, 'utf8')).toString('utf8');
+}
+
+/** A pax record whose value is bytes, as they are. */
+function paxRecordBytes(key: string, value: Buffer): Buffer {
+  const bodyLen = key.length + value.length + 3; // " ", "=", "\n"
   let len = bodyLen + String(bodyLen).length;
   if (String(len).length !== len - bodyLen) len = bodyLen + String(len).length;
-  return `${len}${body}`;
+  return Buffer.concat([Buffer.from(`${len} ${key}=`, 'latin1'), value, Buffer.from('\n', 'latin1')]);
+}
+
+/**
+ * A name as a string whose chars are its bytes (latin1), those bytes, and whether they are
+ * `raw`: not ASCII and not UTF-8 either.
+ */
+function nameText(v: string | Buffer): { text: string; raw: boolean; bytes: () => Buffer } {
+  if (typeof v !== 'string') {
+    const text = v.toString('latin1');
+    return { text, raw: !ASCII.test(text) && !isUtf8(v), bytes: () => v };
+  }
+  // An ASCII string is its own bytes; anything else only ever goes into a pax record.
+  return { text: ASCII.test(v) ? v : Buffer.from(v, 'utf8').toString('latin1'), raw: false, bytes: () => Buffer.from(v, 'utf8') };
 }
 
 /** One ustar block at target[at..]; the string fields are ASCII and fit. */
@@ -482,36 +508,43 @@ function truncatedAscii(value: string, len: number): string {
  * its field. Returns the bytes written, or 0 (writing nothing) when they do not fit in target.
  */
 export function writeHeader(h: TarHeaderInput, target: Buffer, at: number): number {
-  const split = splitUstarName(h.name);
-  const linkname = h.linkname ?? '';
+  const name = nameText(h.name);
+  const link = nameText(h.linkname ?? '');
+  const split = splitUstarName(name.text, name.raw);
+  const linkname = link.text;
   const mtime = Math.floor(h.mtime);
-  const linkFits = linkname.length <= 100 && ASCII.test(linkname);
+  const linkFits = linkname.length <= 100 && (link.raw || ASCII.test(linkname));
   if (split && linkFits && h.size <= OCTAL_MAX_12 && h.uid <= OCTAL_MAX_8 && h.gid <= OCTAL_MAX_8 && mtime >= 0 && mtime <= OCTAL_MAX_12) {
     if (target.length - at < BLOCK_SIZE) return 0;
     writeUstar(target, at, h, FLAGS[h.type], split[1], split[0], linkname);
     return BLOCK_SIZE;
   }
 
-  const records: string[] = [];
-  if (!split) records.push(paxRecord('path', h.name));
-  if (!linkFits) records.push(paxRecord('linkpath', linkname));
-  if (h.size > OCTAL_MAX_12) records.push(paxRecord('size', String(h.size)));
-  if (h.uid > OCTAL_MAX_8) records.push(paxRecord('uid', String(h.uid)));
-  if (h.gid > OCTAL_MAX_8) records.push(paxRecord('gid', String(h.gid)));
-  if (mtime < 0 || mtime > OCTAL_MAX_12) records.push(paxRecord('mtime', String(mtime)));
-  const data = Buffer.from(records.join(''), 'utf8');
+  const records: Buffer[] = [];
+  const pathBytes = split ? undefined : name.bytes();
+  const linkBytes = linkFits ? undefined : link.bytes();
+  // pax says path and linkpath are UTF-8; bytes that are not are marked so (POSIX
+  // hdrcharset), and readers then keep them as they are.
+  if ((pathBytes && name.raw) || (linkBytes && link.raw)) records.push(paxRecordBytes('hdrcharset', Buffer.from('BINARY')));
+  if (pathBytes) records.push(paxRecordBytes('path', pathBytes));
+  if (linkBytes) records.push(paxRecordBytes('linkpath', linkBytes));
+  if (h.size > OCTAL_MAX_12) records.push(paxRecordBytes('size', Buffer.from(String(h.size))));
+  if (h.uid > OCTAL_MAX_8) records.push(paxRecordBytes('uid', Buffer.from(String(h.uid))));
+  if (h.gid > OCTAL_MAX_8) records.push(paxRecordBytes('gid', Buffer.from(String(h.gid))));
+  if (mtime < 0 || mtime > OCTAL_MAX_12) records.push(paxRecordBytes('mtime', Buffer.from(String(mtime))));
+  const data = Buffer.concat(records);
   const dataBlocks = Math.ceil(data.length / BLOCK_SIZE) * BLOCK_SIZE;
   const total = BLOCK_SIZE + dataBlocks + BLOCK_SIZE;
   if (target.length - at < total) return 0;
 
-  const baseName = h.name.replace(/\/+$/, '');
+  const baseName = name.text.replace(/\/+$/, '');
   const paxName = truncatedAscii(`PaxHeaders/${baseName.slice(baseName.lastIndexOf('/') + 1)}`, NAME_LEN);
   const paxMtime = Math.max(0, Math.min(mtime, OCTAL_MAX_12));
   writeUstar(target, at, { name: paxName, type: 'file', mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: paxMtime }, 'x', paxName, '', '');
   target.fill(0, at + BLOCK_SIZE, at + BLOCK_SIZE + dataBlocks);
   data.copy(target, at + BLOCK_SIZE);
-  const [prefix, name] = split ?? ['', truncatedAscii(h.name, NAME_LEN)];
-  writeUstar(target, at + BLOCK_SIZE + dataBlocks, h, FLAGS[h.type], name, prefix, linkFits ? linkname : truncatedAscii(linkname, 100));
+  const [prefix, ustarName] = split ?? ['', truncatedAscii(name.text, NAME_LEN)];
+  writeUstar(target, at + BLOCK_SIZE + dataBlocks, h, FLAGS[h.type], ustarName, prefix, linkFits ? linkname : truncatedAscii(linkname, 100));
   return total;
 }
 

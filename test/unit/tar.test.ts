@@ -130,6 +130,28 @@ describe('encodeHeader and TarReader', () => {
     expect(entries[5]!.mtime).toBe(-86_400);
   });
 
+  it('write Buffer names as their bytes: in ustar fields when not UTF-8, else in pax records', () => {
+    const raw = Buffer.from([0x62, 0xff, 0xfe]);
+    const utf8 = Buffer.from('ünï', 'utf8');
+    const longRaw = Buffer.concat([Buffer.from('d'.repeat(150)), raw]);
+    const h = (name: Buffer, linkname?: Buffer) => encodeHeader({ name, linkname, type: linkname ? 'symlink' : 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 });
+    // Short bytes that are not UTF-8: one ustar block, the name field holding them as they are.
+    const short = h(raw, raw);
+    expect(short.length).toBe(BLOCK_SIZE);
+    expect(short.subarray(0, 4).equals(Buffer.concat([raw, Buffer.from([0])]))).toBe(true);
+    expect(short.subarray(157, 161).equals(Buffer.concat([raw, Buffer.from([0])]))).toBe(true);
+    // UTF-8 goes into a pax path record, as a string name would.
+    const named = h(utf8);
+    expect(named.length).toBeGreaterThan(BLOCK_SIZE);
+    expect(named.includes(Buffer.concat([Buffer.from('path='), utf8, Buffer.from('\n')]))).toBe(true);
+    expect(named.includes('hdrcharset')).toBe(false);
+    expect(readAll(Buffer.concat([named, endOfArchive()]))[0]!.name).toBe('ünï');
+    // Too long for ustar and not UTF-8: a pax path record of the bytes, marked binary.
+    const long = h(longRaw);
+    expect(long.includes(Buffer.concat([Buffer.from('path='), longRaw, Buffer.from('\n')]))).toBe(true);
+    expect(long.includes('hdrcharset=BINARY\n')).toBe(true);
+  });
+
   it('pax records count their own length', () => {
     for (let n = 0; n < 300; n++) {
       const record = paxRecord('path', 'a'.repeat(n));

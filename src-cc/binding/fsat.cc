@@ -1,0 +1,300 @@
+// N-API glue for core/fsat: checks and converts arguments, turns failures into errno objects
+// ({ errno, code, syscall }). Names are bytes: a Buffer (or a string, as UTF-8).
+
+#include "binding/fsat.h"
+
+#include <errno.h>
+#include <sys/sysmacros.h>
+#include <uv.h>
+
+#include <string>
+#include <vector>
+
+#include "core/fsat.h"
+
+namespace nsbox {
+namespace {
+
+// Per entry of listDir and for statFd, in this order (src/fsat.ts reads them by index).
+enum StatField {
+  kMode, kUid, kGid, kNlink, kSize, kAtimeSec, kAtimeNsec, kMtimeSec, kMtimeNsec,
+  kRdevMajor, kRdevMinor, kDevHigh, kDevLow, kInoHigh, kInoLow, kStatFields
+};
+
+void put_stat(double* f, const struct stat& st) {
+  f[kMode] = st.st_mode;
+  f[kUid] = st.st_uid;
+  f[kGid] = st.st_gid;
+  f[kNlink] = static_cast<double>(st.st_nlink);
+  f[kSize] = static_cast<double>(st.st_size);
+  f[kAtimeSec] = static_cast<double>(st.st_atim.tv_sec);
+  f[kAtimeNsec] = static_cast<double>(st.st_atim.tv_nsec);
+  f[kMtimeSec] = static_cast<double>(st.st_mtim.tv_sec);
+  f[kMtimeNsec] = static_cast<double>(st.st_mtim.tv_nsec);
+  f[kRdevMajor] = major(st.st_rdev);
+  f[kRdevMinor] = minor(st.st_rdev);
+  f[kDevHigh] = static_cast<double>(static_cast<uint64_t>(st.st_dev) >> 32);
+  f[kDevLow] = static_cast<double>(static_cast<uint64_t>(st.st_dev) & 0xffffffffu);
+  f[kInoHigh] = static_cast<double>(static_cast<uint64_t>(st.st_ino) >> 32);
+  f[kInoLow] = static_cast<double>(static_cast<uint64_t>(st.st_ino) & 0xffffffffu);
+}
+
+Napi::Object error_object(Napi::Env env, const FsError& e) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("errno", e.err);
+  o.Set("code", uv_err_name(-e.err));
+  o.Set("syscall", e.sys);
+  return o;
+}
+
+Napi::Value null_or_error(Napi::Env env, const FsError& e) {
+  if (!e.err) return env.Null();
+  return error_object(env, e);
+}
+
+Napi::Value fd_or_error(Napi::Env env, const FdResult& r) {
+  if (r.fd < 0) return error_object(env, r.error);
+  return Napi::Number::New(env, r.fd);
+}
+
+Napi::Value type_error(Napi::Env env, const char* usage) {
+  Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+// A name or path argument as bytes. False when it is neither a Buffer nor a string, or
+// holds a NUL byte (which would silently cut it short).
+bool bytes_arg(const Napi::Value& v, std::string* out) {
+  if (v.IsBuffer()) {
+    auto b = v.As<Napi::Buffer<char>>();
+    out->assign(b.Data(), b.Length());
+  } else if (v.IsString()) {
+    *out = v.As<Napi::String>().Utf8Value();
+  } else {
+    return false;
+  }
+  return out->find('\0') == std::string::npos;
+}
+
+bool int_arg(const Napi::Value& v, int* out) {
+  if (!v.IsNumber()) return false;
+  *out = v.As<Napi::Number>().Int32Value();
+  return true;
+}
+
+// (fd, name) arguments, the most common shape.
+bool fd_name_args(const Napi::CallbackInfo& info, int* fd, std::string* name) {
+  return info.Length() >= 2 && int_arg(info[0], fd) && bytes_arg(info[1], name);
+}
+
+// uid, gid, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec from info[first...].
+bool attrs_args(const Napi::CallbackInfo& info, size_t first, Attrs* a) {
+  if (info.Length() < first + 7) return false;
+  double v[7];
+  for (size_t i = 0; i < 7; i++) {
+    if (!info[first + i].IsNumber()) return false;
+    v[i] = info[first + i].As<Napi::Number>().DoubleValue();
+  }
+  a->uid = static_cast<uid_t>(v[0]);
+  a->gid = static_cast<gid_t>(v[1]);
+  a->mode = static_cast<mode_t>(v[2]);
+  a->atime = {static_cast<time_t>(v[3]), static_cast<long>(v[4])};
+  a->mtime = {static_cast<time_t>(v[5]), static_cast<long>(v[6])};
+  return true;
+}
+
+// openDir(path) -> fd | errno object
+Napi::Value OpenDir(const Napi::CallbackInfo& info) {
+  std::string path;
+  if (info.Length() < 1 || !bytes_arg(info[0], &path)) return type_error(info.Env(), "openDir(path)");
+  return fd_or_error(info.Env(), open_dir_path(path.c_str()));
+}
+
+// openDirAt(dirfd, name) -> fd | errno object
+Napi::Value OpenDirAt(const Napi::CallbackInfo& info) {
+  int fd;
+  std::string name;
+  if (!fd_name_args(info, &fd, &name)) return type_error(info.Env(), "openDirAt(dirfd, name)");
+  return fd_or_error(info.Env(), open_dir_at(fd, name.c_str()));
+}
+
+// openParentDir(dirfd) -> fd | errno object
+Napi::Value OpenParentDir(const Napi::CallbackInfo& info) {
+  int fd;
+  if (info.Length() < 1 || !int_arg(info[0], &fd)) return type_error(info.Env(), "openParentDir(dirfd)");
+  return fd_or_error(info.Env(), open_parent_dir(fd));
+}
+
+// openFileAt(dirfd, name) -> fd | errno object
+Napi::Value OpenFileAt(const Napi::CallbackInfo& info) {
+  int fd;
+  std::string name;
+  if (!fd_name_args(info, &fd, &name)) return type_error(info.Env(), "openFileAt(dirfd, name)");
+  return fd_or_error(info.Env(), open_file_at(fd, name.c_str()));
+}
+
+// createFileAt(dirfd, name) -> fd | errno object
+Napi::Value CreateFileAt(const Napi::CallbackInfo& info) {
+  int fd;
+  std::string name;
+  if (!fd_name_args(info, &fd, &name)) return type_error(info.Env(), "createFileAt(dirfd, name)");
+  return fd_or_error(info.Env(), create_file_at(fd, name.c_str()));
+}
+
+// listDir(dirfd) -> { names: Buffer[], stats: Float64Array } | errno object
+Napi::Value ListDir(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (info.Length() < 1 || !int_arg(info[0], &fd)) return type_error(env, "listDir(dirfd)");
+  std::vector<DirEntry> entries;
+  FsError e = list_dir(fd, &entries);
+  if (e.err) return error_object(env, e);
+  Napi::Array names = Napi::Array::New(env, entries.size());
+  Napi::Float64Array stats = Napi::Float64Array::New(env, entries.size() * kStatFields);
+  double* f = stats.Data();
+  for (size_t i = 0; i < entries.size(); i++) {
+    names.Set(static_cast<uint32_t>(i), Napi::Buffer<char>::Copy(env, entries[i].name.data(), entries[i].name.size()));
+    put_stat(f + i * kStatFields, entries[i].st);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("names", names);
+  out.Set("stats", stats);
+  return out;
+}
+
+// statFd(fd) -> Float64Array (the fields of one listDir entry) | errno object
+Napi::Value StatFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (info.Length() < 1 || !int_arg(info[0], &fd)) return type_error(env, "statFd(fd)");
+  struct stat st;
+  FsError e = stat_fd(fd, &st);
+  if (e.err) return error_object(env, e);
+  Napi::Float64Array out = Napi::Float64Array::New(env, kStatFields);
+  put_stat(out.Data(), st);
+  return out;
+}
+
+// readLinkAt(dirfd, name) -> Buffer | errno object
+Napi::Value ReadLinkAt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  std::string name, target;
+  if (!fd_name_args(info, &fd, &name)) return type_error(env, "readLinkAt(dirfd, name)");
+  FsError e = read_link_at(fd, name.c_str(), &target);
+  if (e.err) return error_object(env, e);
+  return Napi::Buffer<char>::Copy(env, target.data(), target.size());
+}
+
+// getXattrFd(fd, name) -> Buffer | null (not set) | errno object
+Napi::Value GetXattrFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  std::string name, value;
+  if (!fd_name_args(info, &fd, &name)) return type_error(env, "getXattrFd(fd, name)");
+  bool found = false;
+  FsError e = get_xattr_fd(fd, name.c_str(), &value, &found);
+  if (e.err) return error_object(env, e);
+  if (!found) return env.Null();
+  return Napi::Buffer<char>::Copy(env, value.data(), value.size());
+}
+
+// mkdirAt(dirfd, name, mode) -> null | errno object
+Napi::Value MkdirAt(const Napi::CallbackInfo& info) {
+  int fd, mode;
+  std::string name;
+  if (!fd_name_args(info, &fd, &name) || info.Length() < 3 || !int_arg(info[2], &mode)) {
+    return type_error(info.Env(), "mkdirAt(dirfd, name, mode)");
+  }
+  return null_or_error(info.Env(), make_dir_at(fd, name.c_str(), static_cast<mode_t>(mode)));
+}
+
+// linkAt(fromDirfd, fromName, toDirfd, toName) -> null | errno object
+Napi::Value LinkAt(const Napi::CallbackInfo& info) {
+  int from_fd, to_fd;
+  std::string from, to;
+  if (info.Length() < 4 || !int_arg(info[0], &from_fd) || !bytes_arg(info[1], &from) ||
+      !int_arg(info[2], &to_fd) || !bytes_arg(info[3], &to)) {
+    return type_error(info.Env(), "linkAt(fromDirfd, fromName, toDirfd, toName)");
+  }
+  return null_or_error(info.Env(), link_at(from_fd, from.c_str(), to_fd, to.c_str()));
+}
+
+// symlinkAt(target, dirfd, name) -> null | errno object
+Napi::Value SymlinkAt(const Napi::CallbackInfo& info) {
+  int fd;
+  std::string target, name;
+  if (info.Length() < 3 || !bytes_arg(info[0], &target) || !int_arg(info[1], &fd) || !bytes_arg(info[2], &name)) {
+    return type_error(info.Env(), "symlinkAt(target, dirfd, name)");
+  }
+  return null_or_error(info.Env(), symlink_at(target.c_str(), fd, name.c_str()));
+}
+
+// setAttrsFd(fd, uid, gid, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec) -> null | errno object
+Napi::Value SetAttrsFd(const Napi::CallbackInfo& info) {
+  int fd;
+  Attrs a;
+  if (info.Length() < 1 || !int_arg(info[0], &fd) || !attrs_args(info, 1, &a)) {
+    return type_error(info.Env(), "setAttrsFd(fd, uid, gid, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec)");
+  }
+  return null_or_error(info.Env(), set_attrs_fd(fd, a));
+}
+
+// setLinkAttrsAt(dirfd, name, uid, gid, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec) -> null | errno object
+Napi::Value SetLinkAttrsAt(const Napi::CallbackInfo& info) {
+  int fd;
+  std::string name;
+  Attrs a;
+  if (!fd_name_args(info, &fd, &name) || !attrs_args(info, 2, &a)) {
+    return type_error(info.Env(), "setLinkAttrsAt(dirfd, name, uid, gid, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec)");
+  }
+  return null_or_error(info.Env(), set_link_attrs_at(fd, name.c_str(), a));
+}
+
+// copyData(fromFd, toFd, limit) -> bytes copied | errno object
+Napi::Value CopyData(const Napi::CallbackInfo& info) {
+  int from, to;
+  if (info.Length() < 3 || !int_arg(info[0], &from) || !int_arg(info[1], &to) || !info[2].IsNumber()) {
+    return type_error(info.Env(), "copyData(fromFd, toFd, limit)");
+  }
+  double limit = info[2].As<Napi::Number>().DoubleValue();
+  uint64_t copied = 0;
+  FsError e = copy_data(from, to, limit > 0 ? static_cast<uint64_t>(limit) : 0, &copied);
+  if (e.err) return error_object(info.Env(), e);
+  return Napi::Number::New(info.Env(), static_cast<double>(copied));
+}
+
+// removeTree(path) -> null | errno object with `path`, where it failed (relative to path)
+Napi::Value RemoveTree(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path, where;
+  if (info.Length() < 1 || !bytes_arg(info[0], &path)) return type_error(env, "removeTree(path)");
+  FsError e = remove_tree(path.c_str(), &where);
+  if (!e.err) return env.Null();
+  Napi::Object o = error_object(env, e);
+  o.Set("path", Napi::Buffer<char>::Copy(env, where.data(), where.size()));
+  return o;
+}
+
+}  // namespace
+
+void RegisterFsAt(Napi::Env env, Napi::Object exports) {
+  exports.Set("openDir", Napi::Function::New<OpenDir>(env, "openDir"));
+  exports.Set("openDirAt", Napi::Function::New<OpenDirAt>(env, "openDirAt"));
+  exports.Set("openParentDir", Napi::Function::New<OpenParentDir>(env, "openParentDir"));
+  exports.Set("openFileAt", Napi::Function::New<OpenFileAt>(env, "openFileAt"));
+  exports.Set("createFileAt", Napi::Function::New<CreateFileAt>(env, "createFileAt"));
+  exports.Set("listDir", Napi::Function::New<ListDir>(env, "listDir"));
+  exports.Set("statFd", Napi::Function::New<StatFd>(env, "statFd"));
+  exports.Set("readLinkAt", Napi::Function::New<ReadLinkAt>(env, "readLinkAt"));
+  exports.Set("getXattrFd", Napi::Function::New<GetXattrFd>(env, "getXattrFd"));
+  exports.Set("mkdirAt", Napi::Function::New<MkdirAt>(env, "mkdirAt"));
+  exports.Set("linkAt", Napi::Function::New<LinkAt>(env, "linkAt"));
+  exports.Set("symlinkAt", Napi::Function::New<SymlinkAt>(env, "symlinkAt"));
+  exports.Set("setAttrsFd", Napi::Function::New<SetAttrsFd>(env, "setAttrsFd"));
+  exports.Set("setLinkAttrsAt", Napi::Function::New<SetLinkAttrsAt>(env, "setLinkAttrsAt"));
+  exports.Set("copyData", Napi::Function::New<CopyData>(env, "copyData"));
+  exports.Set("removeTree", Napi::Function::New<RemoveTree>(env, "removeTree"));
+}
+
+}  // namespace nsbox

@@ -1,0 +1,418 @@
+#include "core/fsat.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+namespace nsbox {
+namespace {
+
+FsError fail(const char* sys) { return FsError{errno, sys}; }
+FsError fail(int err, const char* sys) { return FsError{err, sys}; }
+
+// One path component: anything longer would be resolved by the kernel, symlinks and all.
+bool is_component(const char* name) {
+  return name[0] != '\0' && strchr(name, '/') == nullptr && strcmp(name, ".") != 0 &&
+         strcmp(name, "..") != 0;
+}
+
+bool is_dot_or_dotdot(const char* name) {
+  return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
+}
+
+// Linux releases the fd even when close reports EINTR, so a failed close is never retried.
+void close_fd(int fd) { close(fd); }
+
+}  // namespace
+
+FdResult open_dir_path(const char* path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return FdResult{-1, fail("open")};
+  return FdResult{fd, {}};
+}
+
+FdResult open_dir_at(int dirfd, const char* name) {
+  if (!is_component(name)) return FdResult{-1, fail(EINVAL, "openat")};
+  int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return FdResult{-1, fail("openat")};
+  return FdResult{fd, {}};
+}
+
+FdResult open_parent_dir(int dirfd) {
+  int fd = openat(dirfd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return FdResult{-1, fail("openat ..")};
+  return FdResult{fd, {}};
+}
+
+FdResult open_file_at(int dirfd, const char* name) {
+  if (!is_component(name)) return FdResult{-1, fail(EINVAL, "openat")};
+  // O_PATH first: opening a device node (a container may make them) can have effects, and
+  // opening a fifo blocks. Only a regular file is then opened for reading, through its
+  // /proc/self/fd link, which names that very inode whatever happens to `name` meanwhile.
+  int path_fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (path_fd < 0) return FdResult{-1, fail("openat")};
+  struct stat st;
+  if (fstat(path_fd, &st) < 0) {
+    FsError e = fail("fstat");
+    close_fd(path_fd);
+    return FdResult{-1, e};
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close_fd(path_fd);
+    int err = S_ISLNK(st.st_mode) ? ELOOP : S_ISDIR(st.st_mode) ? EISDIR : ENXIO;
+    return FdResult{-1, fail(err, "openat")};
+  }
+  char link[64];
+  snprintf(link, sizeof link, "/proc/self/fd/%d", path_fd);
+  int fd = open(link, O_RDONLY | O_NOCTTY | O_CLOEXEC);
+  FsError e = fd < 0 ? fail("open /proc/self/fd") : FsError{};
+  close_fd(path_fd);
+  return FdResult{fd, e};
+}
+
+FdResult create_file_at(int dirfd, const char* name) {
+  if (!is_component(name)) return FdResult{-1, fail(EINVAL, "openat")};
+  int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return FdResult{-1, fail("openat")};
+  return FdResult{fd, {}};
+}
+
+FsError list_dir(int dirfd, std::vector<DirEntry>* out) {
+  if (lseek(dirfd, 0, SEEK_SET) < 0) return fail("lseek");
+  alignas(struct dirent64) char buf[32768];
+  for (;;) {
+    ssize_t n = getdents64(dirfd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("getdents64");
+    }
+    if (n == 0) return {};
+    for (ssize_t off = 0; off < n;) {
+      auto* d = reinterpret_cast<struct dirent64*>(buf + off);
+      off += d->d_reclen;
+      if (is_dot_or_dotdot(d->d_name)) continue;
+      DirEntry e;
+      if (fstatat(dirfd, d->d_name, &e.st, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno == ENOENT) continue;
+        return fail("fstatat");
+      }
+      e.name = d->d_name;
+      out->push_back(std::move(e));
+    }
+  }
+}
+
+FsError stat_fd(int fd, struct stat* st) {
+  if (fstat(fd, st) < 0) return fail("fstat");
+  return {};
+}
+
+FsError read_link_at(int dirfd, const char* name, std::string* target) {
+  if (!is_component(name)) return fail(EINVAL, "readlinkat");
+  char buf[PATH_MAX];
+  ssize_t n = readlinkat(dirfd, name, buf, sizeof buf);
+  if (n < 0) return fail("readlinkat");
+  // A target of PATH_MAX bytes or more cannot be made by symlink(): a full buffer means
+  // the link changed under us into something longer than any real target.
+  if (static_cast<size_t>(n) == sizeof buf) return fail(ENAMETOOLONG, "readlinkat");
+  target->assign(buf, static_cast<size_t>(n));
+  return {};
+}
+
+FsError get_xattr_fd(int fd, const char* name, std::string* value, bool* found) {
+  char buf[256];
+  ssize_t n = fgetxattr(fd, name, buf, sizeof buf);
+  if (n < 0) {
+    if (errno == ENODATA || errno == ENOTSUP) {
+      *found = false;
+      return {};
+    }
+    return fail("fgetxattr");
+  }
+  *found = true;
+  value->assign(buf, static_cast<size_t>(n));
+  return {};
+}
+
+FsError make_dir_at(int dirfd, const char* name, mode_t mode) {
+  if (!is_component(name)) return fail(EINVAL, "mkdirat");
+  if (mkdirat(dirfd, name, mode) < 0) return fail("mkdirat");
+  return {};
+}
+
+FsError link_at(int from_dir, const char* from, int to_dir, const char* to) {
+  if (!is_component(from) || !is_component(to)) return fail(EINVAL, "linkat");
+  if (linkat(from_dir, from, to_dir, to, 0) < 0) return fail("linkat");
+  return {};
+}
+
+FsError symlink_at(const char* target, int dirfd, const char* name) {
+  if (!is_component(name)) return fail(EINVAL, "symlinkat");
+  if (symlinkat(target, dirfd, name) < 0) return fail("symlinkat");
+  return {};
+}
+
+FsError set_attrs_fd(int fd, const Attrs& a) {
+  if (fchown(fd, a.uid, a.gid) < 0) return fail("fchown");
+  if (fchmod(fd, a.mode & 07777) < 0) return fail("fchmod");
+  struct timespec times[2] = {a.atime, a.mtime};
+  if (futimens(fd, times) < 0) return fail("futimens");
+  return {};
+}
+
+FsError set_link_attrs_at(int dirfd, const char* name, const Attrs& a) {
+  if (!is_component(name)) return fail(EINVAL, "fchownat");
+  if (fchownat(dirfd, name, a.uid, a.gid, AT_SYMLINK_NOFOLLOW) < 0) return fail("fchownat");
+  struct timespec times[2] = {a.atime, a.mtime};
+  if (utimensat(dirfd, name, times, AT_SYMLINK_NOFOLLOW) < 0) return fail("utimensat");
+  return {};
+}
+
+FsError copy_data(int from, int to, uint64_t limit, uint64_t* copied) {
+  *copied = 0;
+  // In the kernel (a reflink or a server-side copy where the file system has one) first.
+  while (*copied < limit) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(limit - *copied, 1u << 30));
+    ssize_t n = copy_file_range(from, nullptr, to, nullptr, want, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) break;
+      return fail("copy_file_range");
+    }
+    if (n == 0) return {};
+    *copied += static_cast<uint64_t>(n);
+  }
+  char buf[65536];
+  while (*copied < limit) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(limit - *copied, sizeof buf));
+    ssize_t n = read(from, buf, want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("read");
+    }
+    if (n == 0) return {};
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = write(to, buf + done, static_cast<size_t>(n - done));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return fail("write");
+      }
+      done += w;
+    }
+    *copied += static_cast<uint64_t>(n);
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------
+// remove_tree
+
+namespace {
+
+// Directory levels whose fd stays open below the current one; above that, a level's fd is
+// closed and reopened through ".." of its child on the way back up (identity checked).
+constexpr size_t kOpenLevels = 32;
+
+struct Level {
+  int fd = -1;
+  std::string name;  // in its parent
+  dev_t dev = 0;
+  ino_t ino = 0;
+  // Subdirectories still to remove, and names that could not be removed (never retried).
+  std::vector<std::string> pending;
+  std::set<std::string> skip;
+};
+
+// The mount an fd is on (statx's mount id where the kernel has it, else its device).
+uint64_t mount_of(int fd, const struct stat& st) {
+  struct statx sx;
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &sx) == 0 && (sx.stx_mask & STATX_MNT_ID)) {
+    return sx.stx_mnt_id;
+  }
+  return static_cast<uint64_t>(st.st_dev);
+}
+
+class TreeRemover {
+ public:
+  TreeRemover(std::string* where) : where_(where) {}
+
+  ~TreeRemover() {
+    for (Level& l : levels_) {
+      if (l.fd >= 0) close_fd(l.fd);
+    }
+  }
+
+  FsError Run(const char* path) {
+    struct stat st;
+    if (lstat(path, &st) < 0) return fail("lstat");
+    if (!S_ISDIR(st.st_mode)) {
+      if (unlink(path) < 0) return fail("unlink");
+      return {};
+    }
+    FdResult root = open_dir_path(path);
+    if (root.fd < 0) return root.error;
+    Level top;
+    top.fd = root.fd;
+    if (fstat(top.fd, &st) < 0) {
+      FsError e = fail("fstat");
+      close_fd(top.fd);
+      return e;
+    }
+    top.dev = st.st_dev;
+    top.ino = st.st_ino;
+    mount_ = mount_of(top.fd, st);
+    levels_.push_back(std::move(top));
+    // `path` itself a mount point: its contents belong to that mount, not to the tree.
+    int parent = openat(levels_[0].fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (parent < 0) return fail("openat ..");
+    struct stat pst;
+    bool other = fstat(parent, &pst) < 0 || mount_of(parent, pst) != mount_;
+    close_fd(parent);
+    if (other) return fail(EBUSY, "remove: a mount point");
+
+    while (!levels_.empty()) {
+      Level& l = levels_.back();
+      if (l.pending.empty()) {
+        FsError e = Scan(l);
+        if (e.err) return e;  // the tree changed under us: stop, as nothing is sure now
+      }
+      if (levels_.back().pending.empty()) {
+        FsError e = Leave(path);
+        if (e.err) return e;
+        continue;
+      }
+      std::string name = std::move(levels_.back().pending.back());
+      levels_.back().pending.pop_back();
+      Enter(name);
+    }
+    return first_;
+  }
+
+ private:
+  // Reads the directory from its start: removes what is not a directory, queues subdirectories.
+  FsError Scan(Level& l) {
+    if (lseek(l.fd, 0, SEEK_SET) < 0) return fail("lseek");
+    alignas(struct dirent64) char buf[16384];
+    for (;;) {
+      ssize_t n = getdents64(l.fd, buf, sizeof buf);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        Note(fail("getdents64"), "");
+        return {};
+      }
+      if (n == 0) return {};
+      for (ssize_t off = 0; off < n;) {
+        auto* d = reinterpret_cast<struct dirent64*>(buf + off);
+        off += d->d_reclen;
+        if (is_dot_or_dotdot(d->d_name) || l.skip.count(d->d_name)) continue;
+        if (d->d_type == DT_DIR) {
+          l.pending.push_back(d->d_name);
+          continue;
+        }
+        if (unlinkat(l.fd, d->d_name, 0) == 0 || errno == ENOENT) continue;
+        if (errno == EISDIR) {
+          l.pending.push_back(d->d_name);
+          continue;
+        }
+        Note(fail("unlinkat"), d->d_name);
+        l.skip.insert(d->d_name);
+      }
+    }
+  }
+
+  void Enter(const std::string& name) {
+    Level& parent = levels_.back();
+    int fd = openat(parent.fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+      // Turned into something else since the scan: it is removed as what it is now.
+      if ((errno == ENOTDIR || errno == ELOOP) && unlinkat(parent.fd, name.c_str(), 0) == 0) return;
+      if (errno == ENOENT) return;
+      Note(fail("openat"), name);
+      parent.skip.insert(name);
+      return;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || mount_of(fd, st) != mount_ || st.st_dev != parent.dev) {
+      // A mount point: whatever is mounted there is not ours to delete.
+      close_fd(fd);
+      Note(fail(EBUSY, "remove: a mount point"), name);
+      parent.skip.insert(name);
+      return;
+    }
+    Level child;
+    child.fd = fd;
+    child.name = name;
+    child.dev = st.st_dev;
+    child.ino = st.st_ino;
+    levels_.push_back(std::move(child));
+    if (levels_.size() > kOpenLevels + 1) {
+      Level& far = levels_[levels_.size() - kOpenLevels - 1];
+      if (far.fd >= 0) {
+        close_fd(far.fd);
+        far.fd = -1;
+      }
+    }
+  }
+
+  // The top level is empty (or holds only what could not be removed): remove it, go up.
+  FsError Leave(const char* path) {
+    Level done = std::move(levels_.back());
+    levels_.pop_back();
+    if (levels_.empty()) {
+      close_fd(done.fd);
+      if (rmdir(path) < 0) Note(fail("rmdir"), "");
+      return {};
+    }
+    Level& parent = levels_.back();
+    if (parent.fd < 0) {
+      int fd = open_parent_dir(done.fd).fd;
+      struct stat st;
+      if (fd < 0 || fstat(fd, &st) < 0 || st.st_dev != parent.dev || st.st_ino != parent.ino) {
+        if (fd >= 0) close_fd(fd);
+        close_fd(done.fd);
+        return fail(ESTALE, "remove: the tree moved");
+      }
+      parent.fd = fd;
+    }
+    close_fd(done.fd);
+    if (unlinkat(parent.fd, done.name.c_str(), AT_REMOVEDIR) < 0 && errno != ENOENT) {
+      Note(fail("unlinkat"), done.name);
+      parent.skip.insert(done.name);
+    }
+    return {};
+  }
+
+  // Keeps the first failure, with where it happened.
+  void Note(FsError e, const std::string& name) {
+    if (first_.err) return;
+    first_ = e;
+    std::string rel;
+    for (size_t i = 1; i < levels_.size(); i++) rel += levels_[i].name + "/";
+    rel += name;
+    *where_ = rel;
+  }
+
+  std::vector<Level> levels_;
+  uint64_t mount_ = 0;
+  FsError first_;
+  std::string* where_;
+};
+
+}  // namespace
+
+FsError remove_tree(const char* path, std::string* where) {
+  where->clear();
+  TreeRemover remover(where);
+  return remover.Run(path);
+}
+
+}  // namespace nsbox

@@ -1,0 +1,154 @@
+/**
+ * File system calls relative to directory fds, never following a symlink (the addon's
+ * src-cc/core/fsat.h), as TypeScript calls that throw NsboxError. Names are Buffers: the bytes
+ * on disk, whatever they are, and always one path component.
+ */
+import { NsboxError } from './errors';
+import { native, type NativeErrno } from './native';
+
+/** An entry's lstat, as listDir and statFd give it (times in seconds and nanoseconds). */
+export interface EntryStat {
+  mode: number;
+  uid: number;
+  gid: number;
+  nlink: number;
+  size: number;
+  atimeSec: number;
+  atimeNsec: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  /** Device and inode, exact (not rounded to a double), as high and low 32 bits: "dh.dl:ih.il". */
+  id: string;
+}
+
+export interface DirListing {
+  names: Buffer[];
+  stats: EntryStat[];
+}
+
+// The fields of one entry in the addon's Float64Array, in its order (binding/fsat.cc).
+const FIELDS = 15;
+
+function toStat(f: Float64Array, i: number): EntryStat {
+  const o = i * FIELDS;
+  return {
+    mode: f[o]!, uid: f[o + 1]!, gid: f[o + 2]!, nlink: f[o + 3]!, size: f[o + 4]!,
+    atimeSec: f[o + 5]!, atimeNsec: f[o + 6]!, mtimeSec: f[o + 7]!, mtimeNsec: f[o + 8]!,
+    rdevMajor: f[o + 9]!, rdevMinor: f[o + 10]!,
+    id: `${f[o + 11]}.${f[o + 12]}:${f[o + 13]}.${f[o + 14]}`,
+  };
+}
+
+function isErrno(v: unknown): v is NativeErrno {
+  return typeof v === 'object' && v !== null && !Buffer.isBuffer(v) && !(v instanceof Float64Array) && 'errno' in v;
+}
+
+/** The error a failed call becomes: its errno name as the code, `what` saying what was done. */
+export function errnoError(what: string, e: NativeErrno, path?: string): NsboxError {
+  return new NsboxError(e.code, `${what}: ${e.code} (${e.syscall})`, { errno: e.errno, syscall: e.syscall, ...(path === undefined ? {} : { path }) });
+}
+
+function check<T>(r: T | NativeErrno, what: string, path?: string): T {
+  if (isErrno(r)) throw errnoError(what, r, path);
+  return r;
+}
+
+function checkNull(r: NativeErrno | null, what: string): void {
+  if (r) throw errnoError(what, r);
+}
+
+/** A name for messages (lossy where the bytes are not UTF-8). */
+export function printable(name: Buffer | string): string {
+  return typeof name === 'string' ? name : name.toString('utf8');
+}
+
+/** A directory by path; a symlink as its last component is refused. */
+export function openDir(path: string): number {
+  return check(native().openDir(path), `open ${path}`, path);
+}
+
+export function openDirAt(dirfd: number, name: Buffer): number {
+  return check(native().openDirAt(dirfd, name), `open directory ${printable(name)}`);
+}
+
+/** The parent ("..") of an open directory. */
+export function openParentDir(dirfd: number): number {
+  return check(native().openParentDir(dirfd), 'open ..');
+}
+
+/** A regular file for reading; a symlink, device or fifo is never opened (ELOOP, ENXIO). */
+export function openFileAt(dirfd: number, name: Buffer): number {
+  return check(native().openFileAt(dirfd, name), `open file ${printable(name)}`);
+}
+
+/** A new regular file (mode 0600) for writing; it must not exist. */
+export function createFileAt(dirfd: number, name: Buffer): number {
+  return check(native().createFileAt(dirfd, name), `create ${printable(name)}`);
+}
+
+export function listDir(dirfd: number): DirListing {
+  const r = check(native().listDir(dirfd), 'read directory');
+  const stats: EntryStat[] = new Array<EntryStat>(r.names.length);
+  for (let i = 0; i < stats.length; i++) stats[i] = toStat(r.stats, i);
+  return { names: r.names, stats };
+}
+
+export function statFd(fd: number): EntryStat {
+  return toStat(check(native().statFd(fd), 'stat'), 0);
+}
+
+export function readLinkAt(dirfd: number, name: Buffer): Buffer {
+  return check(native().readLinkAt(dirfd, name), `read symlink ${printable(name)}`);
+}
+
+/** The attribute's value, or null when it is not set. */
+export function getXattrFd(fd: number, name: string): Buffer | null {
+  return check(native().getXattrFd(fd, name), `read attribute ${name}`);
+}
+
+export function mkdirAt(dirfd: number, name: Buffer, mode: number): void {
+  checkNull(native().mkdirAt(dirfd, name, mode), `make directory ${printable(name)}`);
+}
+
+/** A hard link; returns the error instead of throwing it, for callers that fall back (EXDEV). */
+export function tryLinkAt(fromDirfd: number, fromName: Buffer, toDirfd: number, toName: Buffer): NativeErrno | null {
+  return native().linkAt(fromDirfd, fromName, toDirfd, toName);
+}
+
+export function linkAt(fromDirfd: number, fromName: Buffer, toDirfd: number, toName: Buffer): void {
+  checkNull(tryLinkAt(fromDirfd, fromName, toDirfd, toName), `link ${printable(toName)}`);
+}
+
+export function symlinkAt(target: Buffer, dirfd: number, name: Buffer): void {
+  checkNull(native().symlinkAt(target, dirfd, name), `make symlink ${printable(name)}`);
+}
+
+/** Owner, mode and times of an open file or directory (chown first: it clears setuid). */
+export function setAttrsFd(fd: number, st: EntryStat): void {
+  checkNull(native().setAttrsFd(fd, st.uid, st.gid, st.mode & 0o7777, st.atimeSec, st.atimeNsec, st.mtimeSec, st.mtimeNsec), 'set owner, mode and times');
+}
+
+/** Owner and times of a symlink itself. */
+export function setLinkAttrsAt(dirfd: number, name: Buffer, st: EntryStat): void {
+  checkNull(native().setLinkAttrsAt(dirfd, name, st.uid, st.gid, 0, st.atimeSec, st.atimeNsec, st.mtimeSec, st.mtimeNsec), `set owner and times of ${printable(name)}`);
+}
+
+/** Copies at most `limit` bytes from the start of one fd to another; returns how many. */
+export function copyData(fromFd: number, toFd: number, limit: number): number {
+  return check(native().copyData(fromFd, toFd, limit), 'copy');
+}
+
+/**
+ * Removes a directory and everything in it from directory fds: never follows a symlink,
+ * never enters another mount (EBUSY), never overflows a stack however deep the tree.
+ * `force`: a path that does not exist is not an error.
+ */
+export function removeTree(path: string | Buffer, options: { force?: boolean } = {}): void {
+  const r = native().removeTree(path);
+  if (!r || (options.force && r.code === 'ENOENT' && r.path.length === 0)) return;
+  const where = r.path.length === 0 ? printable(path) : `${printable(path)}/${printable(r.path)}`;
+  const hint = r.code === 'EBUSY' ? `something is mounted at ${where}: umount it first` : undefined;
+  throw new NsboxError(r.code, `remove ${printable(path)}: ${where}: ${r.code} (${r.syscall})`, { errno: r.errno, syscall: r.syscall, path: where, ...(hint ? { hint } : {}) });
+}
