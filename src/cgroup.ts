@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from './errors';
+import type { CgroupLimits } from './limits';
 import type { DeviceNode } from './plan';
 
 /** The parent's rules, in the order devices.list shows them. */
@@ -116,15 +117,142 @@ function notOurs(e: unknown): boolean {
   return code === 'EACCES' || code === 'EROFS' || code === 'EPERM';
 }
 
+/** The v1 controllers a set of limits needs, and the files each one's values go to. */
+function limitFiles(l: CgroupLimits, memswAvailable: boolean): Map<string, Array<[string, string]>> {
+  const out = new Map<string, Array<[string, string]>>();
+  const add = (controller: string, file: string, value: string | number) => {
+    if (!out.has(controller)) out.set(controller, []);
+    out.get(controller)!.push([file, String(value)]);
+  };
+  if (l.memory !== undefined) {
+    add('memory', 'memory.limit_in_bytes', l.memory);
+    // memory.memsw (memory + swap) only exists with swap accounting on; without it there is
+    // no swap limit to set, and none asked for unless memorySwap was given.
+    if (memswAvailable && l.memorySwap !== undefined) add('memory', 'memory.memsw.limit_in_bytes', l.memorySwap);
+  }
+  if (l.pids !== undefined) add('pids', 'pids.max', l.pids);
+  if (l.cpuQuotaUs !== undefined) {
+    add('cpu', 'cpu.cfs_period_us', l.cpuPeriodUs!);
+    add('cpu', 'cpu.cfs_quota_us', l.cpuQuotaUs);
+  }
+  if (l.cpuShares !== undefined) add('cpu', 'cpu.shares', l.cpuShares);
+  if (l.cpuset !== undefined) add('cpuset', 'cpuset.cpus', l.cpuset);
+  if (l.cpuTimeNs !== undefined) out.set('cpuacct', out.get('cpuacct') ?? []);
+  return out;
+}
+
+/** A v1 cpuset cgroup takes no process until it has CPUs and memory nodes: its parent's. */
+function inheritCpuset(dir: string): void {
+  for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+    if (fs.readFileSync(path.join(dir, f), 'utf8').trim() === '') {
+      fs.writeFileSync(path.join(dir, f), fs.readFileSync(path.join(path.dirname(dir), f), 'utf8').trim());
+    }
+  }
+}
+
+/** What the cgroups say once the container has ended (before they are removed). */
+export interface CgroupStats {
+  oomKilled: boolean;
+  memoryPeakBytes?: number;
+  cpuUsageNs?: number;
+}
+
 export class ContainerCgroup {
   /** The cgroup directories made for this container. */
   readonly dirs: string[];
   /** Open cgroup.procs files (close-on-exec) for the child to join: PlanInput.cgroupProcs. */
   readonly procsFds: number[];
+  /** This container's own directory per controller (memory, cpuacct, ...). */
+  readonly byController: Map<string, string>;
 
-  private constructor(dirs: string[], fds: number[]) {
+  private constructor(dirs: string[], fds: number[], byController: Map<string, string>) {
     this.dirs = dirs;
     this.procsFds = fds;
+    this.byController = byController;
+  }
+
+  /**
+   * The container's cgroups for `limits` (on top of the devices), each applied to the whole
+   * process tree: every process of the container is born in them. A limit that cannot be
+   * applied is an error naming the controller, never a silently unlimited container.
+   */
+  static withLimits(id: string, devices: DeviceNode[] | 'all', limits: CgroupLimits): ContainerCgroup | null {
+    const base = ContainerCgroup.create(id, devices);
+    const h = hostHierarchies();
+    const memsw = h.has('memory') && fs.existsSync(path.join(h.get('memory')!.mount, h.get('memory')!.path, 'memory.memsw.limit_in_bytes'));
+    const wanted = limitFiles(limits, memsw);
+    if (wanted.size === 0) return base;
+    const dirs = [...(base?.dirs ?? [])];
+    const fds = [...(base?.procsFds ?? [])];
+    const byController = new Map(base?.byController ?? []);
+    let current = '';
+    try {
+      if (limits.memorySwap !== undefined && limits.memorySwap !== limits.memory && !memsw) {
+        throw new NsboxError('UNSUPPORTED', 'limits.memorySwap: this kernel has no swap accounting (memory.memsw), so swap cannot be limited', { hint: 'boot with swapaccount=1, or leave memorySwap out (then no swap is limited separately)' });
+      }
+      for (const [controller, files] of wanted) {
+        current = controller;
+        const hier = h.get(controller);
+        if (!hier) {
+          throw new NsboxError('UNSUPPORTED', `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted; cgroup v2 limits are not built yet)`, { path: controller });
+        }
+        const parent = path.join(hier.mount, hier.path, PARENT);
+        fs.mkdirSync(parent, { recursive: true, mode: 0o755 });
+        if (controller === 'cpuset') inheritCpuset(parent);
+        const dir = path.join(parent, id);
+        byController.set(controller, dir);
+        // Controllers mounted together (cpu,cpuacct) share one directory.
+        if (!dirs.includes(dir)) {
+          fs.mkdirSync(dir, { mode: 0o755 });
+          dirs.push(dir);
+          if (controller === 'cpuset') fs.writeFileSync(path.join(dir, 'cpuset.mems'), fs.readFileSync(path.join(parent, 'cpuset.mems'), 'utf8').trim());
+          fds.push(fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY));
+        }
+        for (const [file, value] of files) fs.writeFileSync(path.join(dir, file), value);
+      }
+      return new ContainerCgroup(dirs, fds, byController);
+    } catch (e) {
+      for (const fd of fds) fs.closeSync(fd);
+      for (const d of [...dirs].reverse()) {
+        try {
+          fs.rmdirSync(d);
+        } catch {
+          // never joined, so only a racing prune could have taken it
+        }
+      }
+      if (e instanceof NsboxError) throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      const why = code === 'EACCES' || code === 'EROFS' || code === 'EPERM' ? ' (the cgroup is not writable by this process: not delegated)' : '';
+      throw new NsboxError(code ?? 'EIO', `limits: cgroup controller ${current}: ${(e as Error).message}${why}`, { cause: e, path: current });
+    }
+  }
+
+  /** OOM kills, peak memory and CPU time, read before the directories go. */
+  stats(): CgroupStats {
+    const out: CgroupStats = { oomKilled: false };
+    const mem = this.byController.get('memory');
+    if (mem) {
+      try {
+        out.oomKilled = /^oom_kill [1-9]/m.test(fs.readFileSync(path.join(mem, 'memory.oom_control'), 'utf8'));
+        out.memoryPeakBytes = Number(fs.readFileSync(path.join(mem, 'memory.max_usage_in_bytes'), 'utf8'));
+      } catch {
+        // gone already
+      }
+    }
+    const acct = this.byController.get('cpuacct');
+    if (acct) out.cpuUsageNs = this.cpuUsageNs();
+    return out;
+  }
+
+  /** CPU time of the whole container so far (cpuacct), or undefined without that cgroup. */
+  cpuUsageNs(): number | undefined {
+    const acct = this.byController.get('cpuacct');
+    if (!acct) return undefined;
+    try {
+      return Number(fs.readFileSync(path.join(acct, 'cpuacct.usage'), 'utf8'));
+    } catch {
+      return undefined;
+    }
   }
 
   /**
@@ -154,7 +282,7 @@ export class ContainerCgroup {
       }
       // libuv opens with O_CLOEXEC: the container gets it only through the plan's step.
       fd = fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY);
-      return new ContainerCgroup(made, [fd]);
+      return new ContainerCgroup(made, [fd], new Map(devices.length ? [['devices', dir]] : []));
     } catch (e) {
       if (fd >= 0) fs.closeSync(fd);
       for (const d of made) fs.rmdirSync(d);
@@ -194,11 +322,10 @@ export class ContainerCgroup {
  * and older than a minute (a fresh empty one may be a start in progress). Returns their paths.
  */
 export function pruneStaleCgroups(now = Date.now()): string[] {
-  const parent = devicesParent();
-  if (!parent) return [];
   const removed: string[] = [];
   const dirs: string[] = [];
-  for (const p of [parent, path.join(parent, STANDARD)]) {
+  const parents = [...hostHierarchies().values()].map((h) => path.join(h.mount, h.path, PARENT));
+  for (const p of [...new Set(parents)]) {
     try {
       for (const d of fs.readdirSync(p, { withFileTypes: true })) {
         if (d.isDirectory() && d.name !== STANDARD) dirs.push(path.join(p, d.name));

@@ -3,7 +3,7 @@
  * promise, signals through its pidfd.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
@@ -15,6 +15,7 @@ import type { ImageInfo } from './image/store';
 import { ContainerCgroup } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
 import { newId } from './layout';
+import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type Limits, type Ulimit } from './limits';
 import { buildPlan, type PlanInput, type StdioMode } from './plan';
 import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
 
@@ -25,9 +26,42 @@ export interface ExitStatus {
   exitCode: number | null;
   /** The signal that ended it, or null. */
   signal: NodeJS.Signals | null;
+  /** The kernel's OOM killer ended a process of the container (needs `limits.memory`). */
+  oomKilled: boolean;
+  /** `timeout` fired: the whole container was killed. */
+  timedOut: boolean;
+  /** The `signal` AbortSignal fired: the whole container was killed. */
+  aborted: boolean;
+  /** `limits.cpuTime` was used up: the whole container was killed. */
+  cpuTimeExceeded: boolean;
+  usage: Usage;
 }
 
-export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine' | 'devices' | 'deviceNodesAllowed' | 'cgroupProcs'> {
+/** What a container used, read when it ended. */
+export interface Usage {
+  /** From the start until nsbox-init exited. */
+  wallMs: number;
+  /** CPU time of the command and every process nsbox-init reaped. */
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  /** The largest resident set of any one of those processes. */
+  maxRssBytes: number;
+  /** The container's peak memory (its memory cgroup: with `limits.memory`), else null. */
+  memoryPeakBytes: number | null;
+}
+
+export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine' | 'devices' | 'deviceNodesAllowed' | 'cgroupProcs' | 'initOptions'> {
+  /**
+   * Limits of the whole container (every process in it, through its cgroups): memory,
+   * memorySwap, cpus, cpuset, cpuShares, pids, cpuTime; and per process: files, fileSize.
+   */
+  limits?: Limits;
+  /** rlimits by name (nofile, nproc, core, ...): a number, or [soft, hard]. */
+  ulimits?: Record<string, Ulimit>;
+  /** Milliseconds of wall-clock time: then the whole container is killed (`timedOut`). */
+  timeout?: number;
+  /** Aborting it kills the whole container (`aborted`), as child_process's `signal` does. */
+  signal?: AbortSignal;
   /**
    * Host device nodes the container may use (`'/dev/fuse'`, `'/dev/sda:/dev/disk'`): bound into
    * its /dev and allowed in its device cgroup. Nothing else opens a device node (every mount
@@ -158,19 +192,23 @@ export class Container extends EventEmitter {
   /** @internal Runtime's way in: the same start, with the bookkeeping hooks attached. */
   static launch(options: ProcessOptions, managed?: ManagedContainer): Container {
     const size = ttySize(options.tty);
-    const { security, confinement: given, devices: deviceSpecs, ...rest } = options;
+    const { security, confinement: given, devices: deviceSpecs, limits, ulimits, timeout, signal, ...rest } = options;
     const { security: nativeSecurity, confine } = given ?? confinement(security);
     if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
     const devices = (deviceSpecs ?? []).map(parseDevice);
     const privileged = security?.privileged === true;
-    const cgroup = ContainerCgroup.create(managed?.id ?? newId(), privileged ? 'all' : devices);
+    const bounds = cgroupLimits(limits);
+    const initOptions = rlimitOptions(rlimitsFor(limits, ulimits, supervisorHardLimits()));
+    const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
+    if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
+    const cgroup = ContainerCgroup.withLimits(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
     try {
       const plan = buildPlan({
         cgroupNamespace: hasCgroupNamespaces(), ...rest,
         stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine,
-        deviceNodesAllowed: privileged, devices, ...(cgroup ? { cgroupProcs: cgroup.procsFds } : {}),
+        deviceNodesAllowed: privileged, devices, initOptions, ...(cgroup ? { cgroupProcs: cgroup.procsFds } : {}),
       });
-      return new Container(plan, managed, cgroup);
+      return new Container(plan, managed, cgroup, time);
     } catch (e) {
       // Nothing joined it (the start failed and its processes have been reaped).
       cgroup?.closeFds();
@@ -181,18 +219,51 @@ export class Container extends EventEmitter {
     }
   }
 
-  protected constructor(plan: NativePlan, managed?: ManagedContainer, cgroup?: ContainerCgroup | null) {
+  protected constructor(plan: NativePlan, managed?: ManagedContainer, cgroup?: ContainerCgroup | null, time: TimeBounds = {}) {
     super();
     this.managed = managed;
     this.id = managed?.id ?? null;
     this.name = managed?.name ?? null;
     let resolveExit!: (s: ExitStatus) => void;
     this.exited = new Promise((resolve) => (resolveExit = resolve));
-    const r = native().spawn(plan, (code, sig) => {
-      this.status = { exitCode: code, signal: sig === null ? null : SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals) };
+    const started = performance.now();
+    const ended = { timedOut: false, aborted: false, cpuTimeExceeded: false };
+    const r = native().spawn(plan, (code, sig, usage) => {
+      this.status = {
+        exitCode: code, signal: sig === null ? null : SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals),
+        oomKilled: false, ...ended,
+        usage: {
+          wallMs: performance.now() - started,
+          cpuUserMs: (usage?.userUs ?? 0) / 1000, cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
+          maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024, memoryPeakBytes: null,
+        },
+      };
+      stopTimers();
       resolveExit(this.status);
     });
     if (!r.ok) throw describeFailure(plan, r);
+    // Time bounds: the whole container goes (SIGKILL to nsbox-init ends its pid namespace).
+    const end = (why: keyof typeof ended) => {
+      if (this.status) return;
+      ended[why] = true;
+      this.proc.kill(9);
+    };
+    const timers: NodeJS.Timeout[] = [];
+    const onAbort = () => end('aborted');
+    if (time.timeoutMs !== undefined) timers.push(setTimeout(() => end('timedOut'), time.timeoutMs));
+    time.signal?.addEventListener('abort', onAbort, { once: true });
+    if (time.cpuTimeNs !== undefined && cgroup) {
+      timers.push(setInterval(() => {
+        const used = cgroup.cpuUsageNs();
+        if (used !== undefined && used > time.cpuTimeNs!) end('cpuTimeExceeded');
+      }, 50));
+    }
+    // Timers never keep Node alive on their own: the container's pidfd does while it runs.
+    for (const t of timers) t.unref();
+    const stopTimers = () => {
+      for (const t of timers) clearTimeout(t);
+      time.signal?.removeEventListener('abort', onAbort);
+    };
     this.pid = r.pid;
     this.proc = r.process;
     this.ptyFd = r.pty;
@@ -214,7 +285,12 @@ export class Container extends EventEmitter {
       this.emit('exit', status.exitCode, status.signal);
       await Promise.all([this.stdout, this.stderr, this.terminal].map(drain));
       try {
-        await cgroup?.remove();
+        if (cgroup) {
+          const stats = cgroup.stats();
+          status.oomKilled = stats.oomKilled;
+          if (stats.memoryPeakBytes !== undefined) status.usage.memoryPeakBytes = stats.memoryPeakBytes;
+          await cgroup.remove();
+        }
         await this.managed?.afterExit(status);
       } catch (e) {
         // Kept for wait() rather than rejected here: nobody may be waiting, and an unhandled
@@ -295,6 +371,37 @@ export class Container extends EventEmitter {
     this.proc.ref();
     return this;
   }
+}
+
+interface TimeBounds {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  cpuTimeNs?: number;
+}
+
+function timeBounds(timeout: unknown, signal: unknown, cpuTimeNs: number | undefined): TimeBounds {
+  const out: TimeBounds = {};
+  if (timeout !== undefined) {
+    if (typeof timeout !== 'number' || !(timeout > 0) || timeout > 2 ** 31 - 1) throw invalid('timeout: expected milliseconds, more than 0');
+    out.timeoutMs = timeout;
+  }
+  if (signal !== undefined) {
+    if (!(signal instanceof AbortSignal)) throw invalid('signal: expected an AbortSignal');
+    out.signal = signal;
+  }
+  if (cpuTimeNs !== undefined) out.cpuTimeNs = cpuTimeNs;
+  return out;
+}
+
+let hardLimits: Record<string, number> | undefined;
+/** This process's hard rlimits, where it cannot raise them (no CAP_SYS_RESOURCE); read once. */
+function supervisorHardLimits(): Record<string, number> {
+  if (hardLimits) return hardLimits;
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  const canRaise = eff !== undefined && (BigInt(`0x${eff}`) >> 24n) & 1n; // CAP_SYS_RESOURCE
+  hardLimits = canRaise ? {} : parseProcLimits(readFileSync('/proc/self/limits', 'utf8'));
+  return hardLimits;
 }
 
 let cgroupNamespaces: boolean | undefined;

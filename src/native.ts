@@ -53,6 +53,15 @@ export interface NativePlan {
   stdio: [NativeStdio, NativeStdio, NativeStdio];
   tty?: { cols: number; rows: number };
   security?: NativeSecurity;
+  /** More of nsbox-init's options (rlimit=...), passed as they are. */
+  initOptions?: string[];
+}
+
+/** What nsbox-init reported of its children's resource use (getrusage). */
+export interface NativeUsage {
+  userUs: number;
+  systemUs: number;
+  maxRssKiB: number;
 }
 
 export interface NativeErrno {
@@ -74,7 +83,7 @@ export type SpawnResult =
   | ({ ok: false; step: number; detail?: number; /** wait status of a setup process that died unreported */ vanished?: number } & NativeErrno);
 
 export interface NativeBinding {
-  spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null) => void): SpawnResult;
+  spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   resizePty(fd: number, cols: number, rows: number): number;
   mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;

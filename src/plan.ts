@@ -74,6 +74,8 @@ export interface PlanInput {
    * anything else: it then makes its cgroup namespace there.
    */
   cgroupProcs?: number[];
+  /** nsbox-init's options beyond those the plan makes (rlimit=..., see src/limits.ts). */
+  initOptions?: string[];
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -264,5 +266,6 @@ export function buildPlan(input: PlanInput): NativePlan {
   };
   if (input.tty) plan.tty = input.tty;
   if (input.security) plan.security = input.security;
+  if (input.initOptions?.length) plan.initOptions = input.initOptions;
   return plan;
 }

@@ -86,7 +86,7 @@ describe('/dev', () => {
     let text = '';
     c.terminal!.on('data', (d: Buffer) => (text += d.toString()));
     const status = await c.wait();
-    expect(status).toEqual({ exitCode: 0, signal: null });
+    expect(status).toMatchObject({ exitCode: 0, signal: null });
     await until('terminal output', () => text.includes('all-ttys'));
     expect(text.split('\r\n').filter(Boolean)).toEqual(['via-dev-tty', '33 91', 'all-ttys']);
   });

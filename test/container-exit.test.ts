@@ -20,11 +20,11 @@ describe('exit', () => {
     const exit = new Promise((r) => c.once('exit', (code, signal) => r([code, signal])));
     const close = new Promise((r) => c.once('close', (code, signal) => r([code, signal])));
     expect(c.running).toBe(true);
-    expect(await c.wait()).toEqual({ exitCode: 3, signal: null });
+    expect(await c.wait()).toMatchObject({ exitCode: 3, signal: null });
     expect(await exit).toEqual([3, null]);
     expect(await close).toEqual([3, null]);
     expect(c.running).toBe(false);
-    expect(c.exitStatus).toEqual({ exitCode: 3, signal: null });
+    expect(c.exitStatus).toMatchObject({ exitCode: 3, signal: null });
   });
 
   it('reports SIGKILL from outside as the signal', async () => {
@@ -33,7 +33,7 @@ describe('exit', () => {
     expect(procState(c.pid)?.state).toMatch(/[RS]/);
     const started = Date.now();
     expect(c.kill('SIGKILL')).toBe(true);
-    expect(await c.wait()).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    expect(await c.wait()).toMatchObject({ exitCode: null, signal: 'SIGKILL' });
     expect(Date.now() - started).toBeLessThan(5000);
     expect(procState(c.pid)).toBeNull(); // reaped
     // Once reaped, there is nothing to signal.
@@ -45,7 +45,7 @@ describe('exit', () => {
     const c = Container.start({ root, command: ['sh', '-c', 'trap "exit 7" TERM; echo ready; while :; do sleep 0.05; done'] });
     await new Promise<void>((resolve) => c.stdout!.once('data', () => resolve()));
     c.kill('SIGTERM');
-    expect(await c.wait()).toEqual({ exitCode: 7, signal: null });
+    expect(await c.wait()).toMatchObject({ exitCode: 7, signal: null });
   });
 
   describe('a command that cannot run', () => {

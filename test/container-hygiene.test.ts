@@ -76,7 +76,7 @@ describe('file descriptors', () => {
     expect(res.leaky).toEqual([40, 41, 100, 1000]);
     expect(res.nodeFds).toBeGreaterThan(50 + 4 + 3);
     expect(res.control).toEqual(expect.arrayContaining(['40', '41', '100', '1000']));
-    expect(res.status).toEqual({ exitCode: 0, signal: null });
+    expect(res.status).toMatchObject({ exitCode: 0, signal: null });
     expect(res.inside).toEqual(['0', '1', '2', '3']);
   });
 });

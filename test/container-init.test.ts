@@ -138,7 +138,7 @@ describe('nsbox-init', () => {
     await new Promise((r) => setTimeout(r, 50));
     const started = Date.now();
     expect(c.kill('SIGTERM')).toBe(true);
-    expect(await c.wait()).toEqual({ exitCode: null, signal: 'SIGTERM' });
+    expect(await c.wait()).toMatchObject({ exitCode: null, signal: 'SIGTERM' });
     expect(Date.now() - started).toBeLessThan(2000);
   });
 
@@ -155,7 +155,7 @@ describe('nsbox-init', () => {
     const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
     const status = await c.wait();
     clearTimeout(timer);
-    expect(status).toEqual({ exitCode: 0, signal: null });
+    expect(status).toMatchObject({ exitCode: 0, signal: null });
     expect(await out).toBe('continued\n');
   });
 });

@@ -78,7 +78,7 @@ describe('load', () => {
       const texts = await Promise.all(cs.map((c) => {
         let text = '';
         c.terminal!.on('data', (d: Buffer) => (text += d.toString()));
-        return c.wait().then((s) => ({ ...s, text: text.trim() }));
+        return c.wait().then((s) => ({ exitCode: s.exitCode, signal: s.signal, text: text.trim() }));
       }));
       expect(texts).toEqual(cs.map((_, i) => ({ exitCode: 0, signal: null, text: `10 ${40 + i}` })));
     }

@@ -39,7 +39,7 @@ describe('stdio', () => {
     const c = Container.start({ root, command: ['md5sum'] });
     c.stdin!.end(data);
     const [out, status] = await Promise.all([collectBuffer(c.stdout), c.wait()]);
-    expect(status).toEqual({ exitCode: 0, signal: null });
+    expect(status).toMatchObject({ exitCode: 0, signal: null });
     expect(out.toString().split(/\s+/)[0]).toBe(md5(data));
   });
 
@@ -81,7 +81,7 @@ describe('tty', () => {
     const c = Container.start({ root, command: ['sh', '-c', 'stty size; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo "tty $TERM"'], tty: { cols: 123, rows: 45 } });
     expect([c.stdin, c.stdout, c.stderr]).toEqual([null, null, null]);
     const t = terminalText(c);
-    expect(await c.wait()).toEqual({ exitCode: 0, signal: null });
+    expect(await c.wait()).toMatchObject({ exitCode: 0, signal: null });
     expect(t.text().split('\r\n').filter(Boolean)).toEqual(['45 123', 'tty xterm']);
   });
 
@@ -102,7 +102,7 @@ describe('tty', () => {
     c.resize(60, 20);
     c.terminal!.write('\n');
     await t.waitFor(/20 60\r\n/);
-    expect(await c.wait()).toEqual({ exitCode: 0, signal: null });
+    expect(await c.wait()).toMatchObject({ exitCode: 0, signal: null });
   });
 
   it('sends SIGWINCH to the command on resize', async () => {
@@ -124,7 +124,7 @@ describe('tty', () => {
     const t = terminalText(c);
     c.terminal!.write('hello tty\r');
     await t.waitFor(/you typed <hello tty>/);
-    expect(await c.wait()).toEqual({ exitCode: 0, signal: null });
+    expect(await c.wait()).toMatchObject({ exitCode: 0, signal: null });
   });
 
   // The pair comes from the container's own devpts instance, so ttyname works inside.

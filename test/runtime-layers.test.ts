@@ -37,7 +37,7 @@ describe('layers', () => {
     const before = treeDigest(image.rootfs);
 
     const first = await sh('touch /tmp/x && rm /bin/ls && busybox ls /tmp; test -e /bin/ls || echo gone');
-    expect(first.status).toEqual({ exitCode: 0, signal: null });
+    expect(first.status).toMatchObject({ exitCode: 0, signal: null });
     expect(first.out).toBe('x\ngone\n');
 
     const upper = path.join(root, 'containers', first.c.id!, 'upper');
@@ -170,7 +170,7 @@ describe('names and state', () => {
     expect(rt.inspect('twin')).toMatchObject({ id: c.id, status: 'running' });
     await expect(rt.remove('twin')).rejects.toMatchObject({ code: 'IN_USE' });
     await rt.remove('twin', { force: true });
-    expect(c.exitStatus).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    expect(c.exitStatus).toMatchObject({ exitCode: null, signal: 'SIGKILL' });
     await expect(Promise.resolve().then(() => rt.inspect('twin'))).rejects.toMatchObject({ code: 'NOT_FOUND' });
     // the name is free again
     const again = await rt.run({ image: 'busybox', command: ['true'], name: 'twin', stdio: 'ignore', remove: true });

@@ -178,9 +178,15 @@ class Process : public Napi::ObjectWrap<Process> {
     // killed: rm -f, the OOM killer, a dead supervisor) init's own status is the container's.
     Report rec;
     ssize_t n = report_fd_ >= 0 ? read(report_fd_, &rec, sizeof rec) : -1;
+    Napi::Value usage = env.Null();
     if (n == static_cast<ssize_t>(sizeof rec) && rec.kind == static_cast<int32_t>(ReportKind::kExited)) {
       if ((rec.status & 0x7f) == 0) code = Napi::Number::New(env, (rec.status >> 8) & 0xff);
       else sig = Napi::Number::New(env, rec.status & 0x7f);
+      Napi::Object u = Napi::Object::New(env);
+      u.Set("userUs", static_cast<double>(rec.user_us));
+      u.Set("systemUs", static_cast<double>(rec.system_us));
+      u.Set("maxRssKiB", static_cast<double>(rec.max_rss_kib));
+      usage = u;
     } else if (r == 0 && info.si_code == CLD_EXITED) {
       code = Napi::Number::New(env, info.si_status);
     } else if (r == 0) {
@@ -195,7 +201,7 @@ class Process : public Napi::ObjectWrap<Process> {
       // waitid failed on our own pidfd: report it as an exit without a status.
       code = Napi::Number::New(env, -1);
     }
-    cb.MakeCallback(self, {code, sig}, *context);
+    cb.MakeCallback(self, {code, sig, usage}, *context);
   }
 
   Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pid_); }
@@ -515,6 +521,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   read_list(r, js, "env", plan, plan.envp, true);
   read_security(r, js, plan);
   if (js.Get("tty").IsObject()) plan.init_options.emplace_back("tty");
+  for (std::string& o : r.Strs(js, "initOptions")) plan.init_options.push_back(std::move(o));
   std::vector<std::string> candidates = r.Strs(js, "candidates");
   for (const std::string& c : candidates) plan.init_options.push_back("cand=" + c);
   if (r.ok() && plan.argv.empty()) r.Fail("argv must not be empty");

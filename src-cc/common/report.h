@@ -13,7 +13,7 @@ enum class Sys : int32_t {
   kOpenat2, kMkdirat, kMknodat, kSymlinkat, kFstat, kFchdir, kPivotRoot, kUmount2, kChdir,
   kSethostname, kSocket, kIoctl, kSetsid, kDup2, kFcntl, kPrctl, kSigaction, kSigprocmask,
   kCloseRange, kExecve, kCapset, kSeccomp, kSetgroups, kSetresgid, kSetresuid, kOpen,
-  kClone, kPipe, kSendmsg, kExecveat, kSignalfd, kWrite, kRead, kUnshare, kConfig,
+  kClone, kPipe, kSendmsg, kExecveat, kSignalfd, kWrite, kRead, kUnshare, kConfig, kSetrlimit,
 };
 
 enum class ReportKind : int32_t {
@@ -33,6 +33,11 @@ struct Report {
   int32_t err;     // errno
   int32_t detail;  // exec: index of the candidate path that gave `err`
   int32_t status;  // kExited: the wait status of the command
+  // kExited: what the command and every process init reaped used (getrusage of init's
+  // children): CPU time in microseconds, and the largest resident set among them in KiB.
+  int64_t user_us;
+  int64_t system_us;
+  int64_t max_rss_kib;
 };
 
 }  // namespace nsbox

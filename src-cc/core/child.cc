@@ -51,7 +51,7 @@ struct Child {
 };
 
 [[noreturn]] void fail(const Child& c, Sys sys, int err, int32_t detail = 0) {
-  Report rec{static_cast<int32_t>(ReportKind::kFailed), c.step, static_cast<int32_t>(sys), err, detail, 0};
+  Report rec{static_cast<int32_t>(ReportKind::kFailed), c.step, static_cast<int32_t>(sys), err, detail, 0, 0, 0, 0};
   ssize_t n;
   do {
     n = write(c.args->report_fd, &rec, sizeof rec);

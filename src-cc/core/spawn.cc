@@ -70,6 +70,7 @@ const char* syscall_name(Sys sys) {
     case Sys::kRead: return "read";
     case Sys::kUnshare: return "unshare";
     case Sys::kConfig: return "nsbox-init arguments";
+    case Sys::kSetrlimit: return "setrlimit";
   }
   return "?";
 }

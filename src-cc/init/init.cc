@@ -17,7 +17,9 @@
 // (seccomp, and it is not dumpable), and cannot write its image (a sealed memfd).
 //
 // Built with no C library (sys.h): arguments come in argv, before "--":
-//   report=FD parent=FD tty nnp bset=HEX eff=HEX amb=HEX ids=UID:GID seccomp=HEX cand=PATH...
+//   report=FD parent=FD tty nnp bset=HEX eff=HEX amb=HEX ids=UID:GID seccomp=HEX
+//   rlimit=RESOURCE:SOFT:HARD... cand=PATH...
+// (rlimit values are decimal, or "inf").
 // then the command's argv; the command's environment is this program's environment.
 
 #include <linux/close_range.h>
@@ -25,6 +27,7 @@
 #include <linux/filter.h>
 #include <linux/poll.h>
 #include <linux/prctl.h>
+#include <linux/resource.h>
 #include <linux/ptrace.h>
 #include <linux/signal.h>
 #include <linux/signalfd.h>
@@ -52,6 +55,12 @@ namespace nsbox::init {
 namespace {
 
 constexpr int kMaxCandidates = 1024;
+constexpr int kMaxRlimits = 16;  // RLIM_NLIMITS
+
+struct Rlimit {
+  uint32_t resource;
+  uint64_t soft, hard;
+};
 constexpr int kMaxFilter = 4096;  // BPF_MAXINSNS
 
 struct Config {
@@ -61,6 +70,8 @@ struct Config {
   SecurityConfig security;
   const char* candidates[kMaxCandidates] = {};
   int candidate_count = 0;
+  Rlimit rlimits[kMaxRlimits] = {};
+  int rlimit_count = 0;
   char** argv = nullptr;
   char** envp = nullptr;
   // The whole argument area (argv[1] to the end of the last argument), wiped once the command
@@ -133,6 +144,27 @@ bool parse_option(const char* a, Config& c) {
     c.security.gid = static_cast<uint32_t>(gid);
   } else if (starts_with(a, "seccomp=", &v)) {
     return parse_filter(v, c.security);
+  } else if (starts_with(a, "rlimit=", &v)) {
+    if (c.rlimit_count == kMaxRlimits) return false;
+    Rlimit& l = c.rlimits[c.rlimit_count++];
+    uint64_t res;
+    if (!parse_uint(v, 10, &res, ':')) return false;
+    while (*v != ':') v++;
+    v++;
+    const char* hard = v;
+    while (*hard && *hard != ':') hard++;
+    if (*hard != ':') return false;
+    hard++;
+    auto limit = [](const char* text, char stop, uint64_t* out) {
+      const char* rest;
+      if (starts_with(text, "inf", &rest) && *rest == stop) {
+        *out = ~0ull;  // RLIM64_INFINITY
+        return true;
+      }
+      return parse_uint(text, 10, out, stop);
+    };
+    l.resource = static_cast<uint32_t>(res);
+    if (!limit(v, ':', &l.soft) || !limit(hard, '\0', &l.hard)) return false;
   } else if (starts_with(a, "cand=", &v)) {
     if (c.candidate_count == kMaxCandidates) return false;
     c.candidates[c.candidate_count++] = v;
@@ -167,7 +199,7 @@ void write_all(int fd, const void* data, size_t n) {
 }
 
 void report(int fd, ReportKind kind, Sys sys_ = Sys::kNone, int err = 0, int32_t detail = 0, int32_t status = 0) {
-  Report r{static_cast<int32_t>(kind), kExecPhase, static_cast<int32_t>(sys_), err, detail, status};
+  Report r{static_cast<int32_t>(kind), kExecPhase, static_cast<int32_t>(sys_), err, detail, status, 0, 0, 0};
   write_all(fd, &r, sizeof r);
 }
 
@@ -242,6 +274,12 @@ bool reap(int command, int* status) {
   int sigfd = static_cast<int>(sys(__NR_signalfd4, -1, &all, sizeof all, O_CLOEXEC));
   if (sigfd < 0) fail(c.report, Sys::kSignalfd, -sigfd);
 
+  // Resource limits first: raising a hard limit needs CAP_SYS_RESOURCE, which the
+  // confinement below takes away.
+  for (int i = 0; i < c.rlimit_count; i++) {
+    struct { uint64_t cur, max; } lim = {c.rlimits[i].soft, c.rlimits[i].hard};
+    if ((r = sys(__NR_prlimit64, 0, c.rlimits[i].resource, &lim, nullptr)) < 0) fail(c.report, Sys::kSetrlimit, static_cast<int>(-r), i);
+  }
   if (c.security.enabled) {
     SecurityFailure f = apply_security(c.security);
     if (f.sys != Sys::kNone) fail(c.report, f.sys, f.err);
@@ -257,16 +295,25 @@ bool reap(int command, int* status) {
     sys(__NR_close, c.parent);
   }
 
-  int sync[2];
+  // sync: the command's exec result (EOF: exec'd) to init. go: init to the command, once
+  // init's arguments are wiped, so that no process of the container ever reads them.
+  int sync[2], go[2];
   if ((r = sys(__NR_pipe2, sync, O_CLOEXEC)) < 0) fail(c.report, Sys::kPipe, static_cast<int>(-r));
+  if ((r = sys(__NR_pipe2, go, O_CLOEXEC)) < 0) fail(c.report, Sys::kPipe, static_cast<int>(-r));
   long command = sys(__NR_clone, SIGCHLD, 0, 0, 0, 0);
   if (command < 0) fail(c.report, Sys::kClone, static_cast<int>(-command));
   if (command == 0) {
     sys(__NR_close, sync[0]);
+    sys(__NR_close, go[1]);
+    char byte;
+    while (sys(__NR_read, go[0], &byte, 1) == -EINTR) {
+    }
     exec_command(c, sync[1]);
   }
   sys(__NR_close, sync[1]);
+  sys(__NR_close, go[0]);
   for (char* p = c.args_begin; p < c.args_end; p++) *p = '\0';
+  sys(__NR_close, go[1]);  // EOF: go
   Report rec;
   long n;
   do n = sys(__NR_read, sync[0], &rec, sizeof rec); while (n == -EINTR);
@@ -286,7 +333,14 @@ bool reap(int command, int* status) {
     int status = 0;
     if (si.ssi_signo == SIGCHLD) {
       if (!reap(static_cast<int>(command), &status)) continue;
-      report(c.report, ReportKind::kExited, Sys::kNone, 0, 0, status);
+      Report done{static_cast<int32_t>(ReportKind::kExited), kExecPhase, 0, 0, 0, status, 0, 0, 0};
+      struct rusage ru = {};
+      if (sys(__NR_getrusage, RUSAGE_CHILDREN, &ru) == 0) {
+        done.user_us = ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec;
+        done.system_us = ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec;
+        done.max_rss_kib = ru.ru_maxrss;
+      }
+      write_all(c.report, &done, sizeof done);
       exit_now(exited(status) ? (status >> 8) & 0xff : 128 + (status & 0x7f));
     }
     sys(__NR_kill, command, si.ssi_signo);
