@@ -18,6 +18,7 @@ import {
   type Check, type Spec,
 } from './validate';
 import type { DeviceSpec } from './device';
+import type { Limits, Ulimit } from './limits';
 import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
 
@@ -66,6 +67,18 @@ export interface RunOptions {
    * `'/dev/sdb:/dev/disk'` (host path, then path in the container's /dev).
    */
   devices?: DeviceSpec[];
+  /**
+   * Limits of the whole container: `memory`, `memorySwap`, `cpus`, `cpuset`, `cpuShares`,
+   * `pids`, `cpuTime`; per process: `files`, `fileSize` (see Limits). A limit this host cannot
+   * apply fails the run, naming the controller: never a silently unlimited container.
+   */
+  limits?: Limits;
+  /** rlimits by name (nofile, nproc, core, ...): a number, or [soft, hard]. */
+  ulimits?: Record<string, Ulimit>;
+  /** Milliseconds: then the whole container is killed and wait() says `timedOut`. */
+  timeout?: number;
+  /** Aborting it kills the whole container; wait() says `aborted`. */
+  signal?: AbortSignal;
   /** Fork-style clone instead of CLONE_VM|CLONE_VFORK (benchmarks). */
   forkStyle?: boolean;
 }
@@ -104,6 +117,13 @@ const RUN_OPTIONS: Spec<RunOptions> = {
     if (typeof v === 'string' || (isObject(v) && typeof (v as { source?: unknown }).source === 'string')) return v as DeviceSpec;
     throw invalid(`${name}: expected HOST[:CONTAINER] or { source, target }`);
   })),
+  limits: optional(object as Check<Limits>),
+  ulimits: optional(object as Check<Record<string, Ulimit>>),
+  timeout: optional(integer(1, 2 ** 31 - 1)),
+  signal: optional(((v: unknown, name: string) => {
+    if (v instanceof AbortSignal) return v;
+    throw invalid(`${name}: expected an AbortSignal`);
+  }) as Check<AbortSignal>),
   forkStyle: optional(boolean),
 };
 
@@ -232,6 +252,10 @@ export class Runtime {
         ...(options.security !== undefined ? { security: options.security } : {}),
         ...(options.forkStyle ? { forkStyle: true } : {}),
         ...(options.devices !== undefined ? { devices: options.devices } : {}),
+        ...(options.limits !== undefined ? { limits: options.limits } : {}),
+        ...(options.ulimits !== undefined ? { ulimits: options.ulimits } : {}),
+        ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
+        ...(options.signal !== undefined ? { signal: options.signal } : {}),
       };
       container = Container.launch(processOptions, {
         id,

@@ -86,6 +86,11 @@ describe('run options of the wrong type', () => {
     ['forkStyle', 'yes', /run option forkStyle: expected a boolean/],
     ['devices', '/dev/fuse', /run option devices: expected an array/],
     ['devices', [1], /run option devices\[0\]: expected HOST\[:CONTAINER\]/],
+    ['limits', 'lots', /run option limits: expected an object/],
+    ['ulimits', ['nofile'], /run option ulimits: expected an object/],
+    ['timeout', '10s', /run option timeout: expected an integer/],
+    ['timeout', 0, /run option timeout: expected an integer/],
+    ['signal', {}, /run option signal: expected an AbortSignal/],
   ];
 
   it.each(cases)('%s = %j is refused, naming it, with nothing made', async (key, value, message) => {
@@ -113,7 +118,7 @@ describe('run options of the wrong type', () => {
 
 describe("run options' names", () => {
   it.each([
-    ['timeOut', 1000, /run option timeOut: unknown option; known: image, command/],
+    ['timeOut', 1000, /run option timeOut: unknown option \(did you mean timeout\?\)/],
     ['volume', ['/tmp/v:/v'], /run option volume: unknown option \(did you mean volumes\?\)/],
     ['readonly', true, /run option readonly: unknown option \(did you mean readOnly\?\)/],
     ['rm', true, /run option rm: unknown option/],

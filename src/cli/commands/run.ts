@@ -5,6 +5,7 @@ import * as path from 'node:path';
 
 import type { Container, ExitStatus } from '../../container';
 import { NsboxError } from '../../errors';
+import { parseUlimit, type Limits } from '../../limits';
 import type { RunOptions } from '../../runtime';
 import type { SecurityOptions } from '../../security';
 import type { Parsed } from '../args';
@@ -39,9 +40,47 @@ function optionsFrom(p: Parsed): RunOptions {
   if (f.hostname !== undefined) o.hostname = f.hostname as string;
   if (net) o.network = net;
   if (f.device) o.devices = f.device as string[];
+  const limits = limitsFrom(p);
+  if (limits) o.limits = limits;
+  if (f.ulimit) o.ulimits = Object.fromEntries((f.ulimit as string[]).map(parseUlimit));
+  if (f.timeout !== undefined) o.timeout = parseDuration(f.timeout as string);
   const security = securityFrom(p);
   if (security) o.security = security;
   return o;
+}
+
+function numberFlag(p: Parsed, flag: string): number | undefined {
+  const v = p.flags[flag] as string | undefined;
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new NsboxError('INVALID_ARGUMENT', `run: --${flag} ${v}: expected a number`);
+  return n;
+}
+
+/** -m, --memory-swap, --cpus, --cpuset-cpus, --cpu-shares, --pids-limit as Limits. */
+function limitsFrom(p: Parsed): Limits | undefined {
+  const f = p.flags;
+  const l: Limits = {};
+  if (f.memory !== undefined) l.memory = f.memory as string;
+  if (f['memory-swap'] !== undefined) l.memorySwap = f['memory-swap'] as string;
+  const cpus = numberFlag(p, 'cpus');
+  if (cpus !== undefined) l.cpus = cpus;
+  if (f['cpuset-cpus'] !== undefined) l.cpuset = f['cpuset-cpus'] as string;
+  const shares = numberFlag(p, 'cpu-shares');
+  if (shares !== undefined) l.cpuShares = shares;
+  const pids = numberFlag(p, 'pids-limit');
+  if (pids !== undefined) l.pids = pids;
+  return Object.keys(l).length ? l : undefined;
+}
+
+/** '30s', '2m', '500ms', '1h', or plain seconds, as milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new NsboxError('INVALID_ARGUMENT', `run: --timeout ${text}: expected a duration like 30s, 2m or 500ms`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  const ms = Math.round(Number(m[1]) * unit);
+  if (ms < 1) throw new NsboxError('INVALID_ARGUMENT', `run: --timeout ${text}: too short`);
+  return ms;
 }
 
 /** --privileged, --cap-add, --cap-drop, --security-opt, --user as SecurityOptions. */
@@ -108,7 +147,10 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
   for (const sig of FORWARDED) process.on(sig, forward);
   const restore = tty ? attachTerminal(c, interactive, hangup) : relayTerminal(c);
   try {
-    return exitCodeOf(await c.wait());
+    const status = await c.wait();
+    const why = status.timedOut ? 'its --timeout passed' : status.oomKilled ? 'it ran out of memory (--memory)' : '';
+    if (why) process.stderr.write(`nsbox: the container was killed: ${why}\n`);
+    return exitCodeOf(status);
   } finally {
     restore();
     for (const sig of FORWARDED) process.off(sig, forward);
