@@ -1,5 +1,7 @@
 export { NsboxError, type NsboxErrorCode, type NsboxErrorDetails } from './errors';
-export { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
+export { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio, type Usage } from './container';
+export { type Limits, type Ulimit } from './limits';
+export { type OutputOptions, type OutputResult } from './output';
 export { Runtime, type ContainerInfo, type ContainerStatus, type RunOptions, type RuntimeOptions, type VolumeSpec } from './runtime';
 export { ImageStore, type ImageInfo, type ImportOptions } from './image/store';
 export { Workspace, detectDriver, type StorageDriver } from './workspace';

@@ -34,6 +34,17 @@ export interface BindMount {
 
 export type StdioMode = NativeStdio;
 
+/** A tmpfs of the container's own (`--tmpfs`): in its memory, charged to its memory limit. */
+export interface TmpfsMount {
+  /** Absolute path inside the container. */
+  target: string;
+  /** Bytes; the kernel's default (half of RAM) when left out. */
+  size?: number;
+  /** Permission bits of its root, default 0o1777. */
+  mode?: number;
+  noexec?: boolean;
+}
+
 /** A host device node bound into the container's /dev (`--device`), and allowed in its cgroup. */
 export interface DeviceNode {
   /** Host path of the node (absolute). */
@@ -76,6 +87,8 @@ export interface PlanInput {
   cgroupProcs?: number[];
   /** nsbox-init's options beyond those the plan makes (rlimit=..., see src/limits.ts). */
   initOptions?: string[];
+  /** tmpfs mounts, placed among the volumes by depth. */
+  tmpfs?: TmpfsMount[];
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -207,10 +220,15 @@ function systemSteps(tty: boolean, nodev: number, devices: DeviceNode[]): Native
   return steps;
 }
 
-function mountSteps(mounts: BindMount[]): NativeStep[] {
+function mountSteps(mounts: BindMount[], tmpfs: TmpfsMount[]): NativeStep[] {
   // Parents before children, so /data/sub lands on the /data volume and not under it.
-  const sorted = [...mounts].sort((a, b) => a.target.split('/').length - b.target.split('/').length);
-  return sorted.map((m) => ({
+  const all: Array<BindMount | (TmpfsMount & { tmpfs: true })> = [...mounts, ...tmpfs.map((t) => ({ ...t, tmpfs: true as const }))];
+  const sorted = all.sort((a, b) => a.target.split('/').length - b.target.split('/').length);
+  return sorted.map((m): NativeStep => 'tmpfs' in m ? {
+    op: 'mountFs', name: `tmpfs ${m.target}`, fstype: 'tmpfs', target: rel(m.target), flags: STEP_NO_FOLLOW_FINAL,
+    options: ['mode', (m.mode ?? 0o1777).toString(8), ...(m.size !== undefined ? ['size', String(m.size)] : [])],
+    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.noexec ? MOUNT_ATTR_NOEXEC : 0),
+  } : {
     op: 'bindInRoot' as const,
     name: `volume ${m.target}`,
     source: m.source,
@@ -219,7 +237,28 @@ function mountSteps(mounts: BindMount[]): NativeStep[] {
     // So is one anywhere in the host path (see child.cc's kStepSourceNoLinks).
     flags: STEP_NO_FOLLOW_FINAL | STEP_SOURCE_NO_LINKS | (m.file ? STEP_TARGET_IS_FILE : 0),
     attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.readonly ? MOUNT_ATTR_RDONLY : 0),
-  }));
+  });
+}
+
+function tmpfsTarget(target: string): string {
+  const t = containerPath(target, 'tmpfs');
+  if (t === '/') throw invalid('tmpfs: / cannot be a tmpfs');
+  return t;
+}
+
+/** `--tmpfs /tmp:size=64m,mode=1777,noexec` (docker's form), or an object. */
+export function parseTmpfs(spec: string, parseSize: (v: string, what: string) => number): TmpfsMount {
+  const [target, opts = ''] = spec.split(/:(.*)/s) as [string, string | undefined];
+  const out: TmpfsMount = { target: tmpfsTarget(target) };
+  for (const o of opts.split(',').filter(Boolean)) {
+    const [k, v] = o.split('=', 2) as [string, string | undefined];
+    if (k === 'size' && v) out.size = parseSize(v, `tmpfs ${target}: size`);
+    else if (k === 'mode' && v && /^[0-7]{3,4}$/.test(v)) out.mode = parseInt(v, 8);
+    else if (k === 'noexec' && v === undefined) out.noexec = true;
+    else if ((k === 'exec' || k === 'rw' || k === 'nosuid' || k === 'nodev') && v === undefined) continue;
+    else throw invalid(`tmpfs ${spec}: ${o}: size=BYTES, mode=OCTAL or noexec`);
+  }
+  return out;
 }
 
 export function buildPlan(input: PlanInput): NativePlan {
@@ -245,7 +284,7 @@ export function buildPlan(input: PlanInput): NativePlan {
     { op: 'makeRootPrivate', name: 'make / private' },
     ...rootSteps(input.root, nodev),
     ...systemSteps(!!input.tty, nodev, devices),
-    ...mountSteps(mounts),
+    ...mountSteps(mounts, (input.tmpfs ?? []).map((t) => ({ ...t, target: tmpfsTarget(t.target) }))),
     ...(input.confine ?? []),
     { op: 'pivotRoot', name: 'pivot_root' },
   ];

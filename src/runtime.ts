@@ -18,7 +18,9 @@ import {
   type Check, type Spec,
 } from './validate';
 import type { DeviceSpec } from './device';
-import type { Limits, Ulimit } from './limits';
+import { parseSize, type Limits, type Ulimit } from './limits';
+import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResult } from './output';
+import { parseTmpfs, type TmpfsMount } from './plan';
 import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
 
@@ -75,6 +77,11 @@ export interface RunOptions {
   limits?: Limits;
   /** rlimits by name (nofile, nproc, core, ...): a number, or [soft, hard]. */
   ulimits?: Record<string, Ulimit>;
+  /**
+   * tmpfs mounts of the container's own, in its memory (charged to `limits.memory`):
+   * `{ '/tmp': '64m' }` (target: size), or docker's `['/tmp:size=64m,mode=1777,noexec']`.
+   */
+  tmpfs?: Record<string, string | number> | string[];
   /** Milliseconds: then the whole container is killed and wait() says `timedOut`. */
   timeout?: number;
   /** Aborting it kills the whole container; wait() says `aborted`. */
@@ -119,6 +126,10 @@ const RUN_OPTIONS: Spec<RunOptions> = {
   })),
   limits: optional(object as Check<Limits>),
   ulimits: optional(object as Check<Record<string, Ulimit>>),
+  tmpfs: optional(union<Record<string, string | number> | string[]>('tmpfs specs or an object of target: size', [
+    [Array.isArray, stringArray],
+    [isObject, object as Check<Record<string, string | number>>],
+  ])),
   timeout: optional(integer(1, 2 ** 31 - 1)),
   signal: optional(((v: unknown, name: string) => {
     if (v instanceof AbortSignal) return v;
@@ -172,6 +183,11 @@ function envObject(env: RunOptions['env']): Record<string, string> | undefined {
   return out;
 }
 
+function tmpfsMounts(spec: Record<string, string | number> | string[]): TmpfsMount[] {
+  if (Array.isArray(spec)) return spec.map((s) => parseTmpfs(s, parseSize));
+  return Object.entries(spec).map(([target, size]) => ({ target, ...(size === '' ? {} : { size: parseSize(size, `tmpfs ${target}`) }) }));
+}
+
 export class Runtime {
   readonly root: string;
   readonly images: ImageStore;
@@ -200,6 +216,20 @@ export class Runtime {
   import(tarball: string, name: string, options?: ImportOptions): Promise<ImageInfo> {
     this.layout.verify();
     return this.images.import(tarball, name, options);
+  }
+
+  /**
+   * Runs a container to its end and collects its output: `{ stdout, stderr, exitCode, signal,
+   * oomKilled, timedOut, aborted, cpuTimeExceeded, truncated, usage }`. `input` goes to its
+   * stdin; past `maxOutput` bytes on a stream (default 16 MiB) the container is killed and
+   * `truncated` is set. Removed at the end unless `remove: false`.
+   */
+  async output(options: RunOptions & OutputOptions): Promise<OutputResult> {
+    if (!isObject(options)) throw invalid('output: options object required');
+    const { input, maxOutput, ...run } = options;
+    const o = checkOutputOptions({ ...(input !== undefined ? { input } : {}), ...(maxOutput !== undefined ? { maxOutput } : {}) });
+    const c = await this.run({ remove: true, ...run, stdio: ['pipe', 'pipe', 'pipe'], tty: false });
+    return collectOutput(c, o);
   }
 
   /** Creates a container from an image and starts it. Throws NsboxError; leaves nothing on failure. */
@@ -255,6 +285,7 @@ export class Runtime {
         ...(options.limits !== undefined ? { limits: options.limits } : {}),
         ...(options.ulimits !== undefined ? { ulimits: options.ulimits } : {}),
         ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
+        ...(options.tmpfs !== undefined ? { tmpfs: tmpfsMounts(options.tmpfs) } : {}),
         ...(options.signal !== undefined ? { signal: options.signal } : {}),
       };
       container = Container.launch(processOptions, {

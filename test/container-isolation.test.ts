@@ -147,8 +147,8 @@ describe('isolation', () => {
     expect(links.get('lo')).toContain('UP');
     // lo works: a TCP connection to 127.0.0.1 carries a line.
     const echo = await sh(
-      'timeout 5 nc -l -p 5555 >/dev/shm/got & ' +
-        'for i in 1 2 3 4 5 6 7 8 9 10; do echo ping-lo | nc -w 1 127.0.0.1 5555 && break; sleep 0.1; done; ' +
+      'timeout 15 nc -l -p 5555 >/dev/shm/got & ' +
+        'for i in $(seq 50); do echo ping-lo | nc -w 1 127.0.0.1 5555 && break; sleep 0.1; done; ' +
         'wait; cat /dev/shm/got',
       { network: 'none' },
     );

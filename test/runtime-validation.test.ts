@@ -91,6 +91,7 @@ describe('run options of the wrong type', () => {
     ['timeout', '10s', /run option timeout: expected an integer/],
     ['timeout', 0, /run option timeout: expected an integer/],
     ['signal', {}, /run option signal: expected an AbortSignal/],
+    ['tmpfs', '/tmp', /run option tmpfs: expected tmpfs specs or an object/],
   ];
 
   it.each(cases)('%s = %j is refused, naming it, with nothing made', async (key, value, message) => {

@@ -44,6 +44,7 @@ function optionsFrom(p: Parsed): RunOptions {
   if (limits) o.limits = limits;
   if (f.ulimit) o.ulimits = Object.fromEntries((f.ulimit as string[]).map(parseUlimit));
   if (f.timeout !== undefined) o.timeout = parseDuration(f.timeout as string);
+  if (f.tmpfs) o.tmpfs = f.tmpfs as string[];
   const security = securityFrom(p);
   if (security) o.security = security;
   return o;
