@@ -176,11 +176,14 @@ export class ContainerCgroup {
    * process tree: every process of the container is born in them. A limit that cannot be
    * applied is an error naming the controller, never a silently unlimited container.
    */
-  static withLimits(id: string, devices: DeviceNode[] | 'all', limits: CgroupLimits): ContainerCgroup | null {
+  static withLimits(id: string, devices: DeviceNode[] | 'all', limits: CgroupLimits, options: { freezer?: boolean } = {}): ContainerCgroup | null {
     const base = ContainerCgroup.create(id, devices);
     const h = hostHierarchies();
     const memsw = h.has('memory') && fs.existsSync(path.join(h.get('memory')!.mount, h.get('memory')!.path, 'memory.memsw.limit_in_bytes'));
     const wanted = limitFiles(limits, memsw);
+    // A freezer of its own, so that a commit can hold the container still (freezeContainer):
+    // where the host has one; a container without it is committed unfrozen.
+    if (options.freezer && h.has('freezer')) wanted.set('freezer', []);
     if (wanted.size === 0) return base;
     const dirs = [...(base?.dirs ?? [])];
     const fds = [...(base?.procsFds ?? [])];
@@ -315,6 +318,44 @@ export class ContainerCgroup {
       }
     }
   }
+}
+
+/**
+ * Freezes every process of the container whose PID 1 is `pid` (its own v1 freezer cgroup,
+ * made at start for a Runtime's containers), so that a commit reads layers nothing changes.
+ * Returns the function that thaws it, or null when the container has no freezer of its own.
+ */
+export async function freezeContainer(pid: number): Promise<(() => void) | null> {
+  const h = hostHierarchies().get('freezer');
+  if (!h) return null;
+  let rel: string | undefined;
+  try {
+    rel = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:freezer:/.test(l))?.split(':')[2];
+  } catch {
+    return null; // gone: nothing runs to hold still
+  }
+  // Only a cgroup nsbox made for one container: freezing a shared one would stop others.
+  if (!rel || !new RegExp(`/${PARENT}/[0-9a-f]{12}$`).test(rel)) return null;
+  const state = path.join(h.mount, rel, 'freezer.state');
+  const thaw = () => {
+    try {
+      fs.writeFileSync(state, 'THAWED');
+    } catch {
+      // removed meanwhile: the container ended
+    }
+  };
+  try {
+    fs.writeFileSync(state, 'FROZEN');
+    for (let i = 0; fs.readFileSync(state, 'utf8').trim() !== 'FROZEN'; i++) {
+      if (i > 400) throw new NsboxError('EBUSY', `freeze container: ${state} stays FREEZING`, { path: state });
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  } catch (e) {
+    thaw();
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e instanceof NsboxError ? e : fromSystemError('freeze container', e);
+  }
+  return thaw;
 }
 
 /**
