@@ -108,6 +108,19 @@ export function getXattrFd(fd: number, name: string): Buffer | null {
   return check(native().getXattrFd(fd, name), `read attribute ${name}`);
 }
 
+/** The extended attributes an image keeps (user.*, security.capability) of an open file. */
+export function listXattrsFd(fd: number): Array<[string, Buffer]> {
+  return check(native().listXattrsFd(fd), 'list extended attributes');
+}
+
+export function setXattrFd(fd: number, name: string, value: Buffer): void {
+  checkNull(native().setXattrFd(fd, name, value), `set extended attribute ${name}`);
+}
+
+export function setTimesFd(fd: number, sec: number, nsec: number): void {
+  checkNull(native().setTimesFd(fd, sec, nsec, sec, nsec), 'set times');
+}
+
 export function mkdirAt(dirfd: number, name: Buffer, mode: number): void {
   checkNull(native().mkdirAt(dirfd, name, mode), `make directory ${printable(name)}`);
 }

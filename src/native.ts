@@ -98,6 +98,10 @@ export interface NativeBinding {
   statFd(fd: number): Float64Array | NativeErrno;
   readLinkAt(dirfd: number, name: Buffer): Buffer | NativeErrno;
   getXattrFd(fd: number, name: string): Buffer | NativeErrno | null;
+  /** user.* and security.capability of an open file (what an image keeps). */
+  listXattrsFd(fd: number): Array<[string, Buffer]> | NativeErrno;
+  setXattrFd(fd: number, name: string, value: Buffer): NativeErrno | null;
+  setTimesFd(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
   mkdirAt(dirfd: number, name: Buffer, mode: number): NativeErrno | null;
   linkAt(fromDirfd: number, fromName: Buffer, toDirfd: number, toName: Buffer): NativeErrno | null;
   symlinkAt(target: Buffer, dirfd: number, name: Buffer): NativeErrno | null;

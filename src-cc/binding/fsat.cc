@@ -199,6 +199,49 @@ Napi::Value GetXattrFd(const Napi::CallbackInfo& info) {
   return Napi::Buffer<char>::Copy(env, value.data(), value.size());
 }
 
+// listXattrsFd(fd) -> [[name, Buffer], ...] | errno object (user.* and security.capability)
+Napi::Value ListXattrsFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (info.Length() < 1 || !int_arg(info[0], &fd)) return type_error(env, "listXattrsFd(fd)");
+  std::vector<std::pair<std::string, std::string>> attrs;
+  FsError e = list_xattrs_fd(fd, &attrs);
+  if (e.err) return error_object(env, e);
+  Napi::Array out = Napi::Array::New(env, attrs.size());
+  for (uint32_t i = 0; i < attrs.size(); i++) {
+    Napi::Array pair = Napi::Array::New(env, 2);
+    pair.Set(0u, Napi::String::New(env, attrs[i].first));
+    pair.Set(1u, Napi::Buffer<char>::Copy(env, attrs[i].second.data(), attrs[i].second.size()));
+    out.Set(i, pair);
+  }
+  return out;
+}
+
+// setXattrFd(fd, name, value: Buffer) -> null | errno object
+Napi::Value SetXattrFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (info.Length() < 3 || !int_arg(info[0], &fd) || !info[1].IsString() || !info[2].IsBuffer()) {
+    return type_error(env, "setXattrFd(fd, name, value: Buffer)");
+  }
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  Napi::Buffer<char> b = info[2].As<Napi::Buffer<char>>();
+  return null_or_error(env, set_xattr_fd(fd, name.c_str(), std::string(b.Data(), b.Length())));
+}
+
+// setTimesFd(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec) -> null | errno object
+Napi::Value SetTimesFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double v[5];
+  for (int i = 0; i < 5; i++) {
+    if (static_cast<int>(info.Length()) <= i || !info[i].IsNumber()) return type_error(env, "setTimesFd(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec)");
+    v[i] = info[i].As<Napi::Number>().DoubleValue();
+  }
+  struct timespec a = {static_cast<time_t>(v[1]), static_cast<long>(v[2])};
+  struct timespec m = {static_cast<time_t>(v[3]), static_cast<long>(v[4])};
+  return null_or_error(env, set_times_fd(static_cast<int>(v[0]), a, m));
+}
+
 // mkdirAt(dirfd, name, mode) -> null | errno object
 Napi::Value MkdirAt(const Napi::CallbackInfo& info) {
   int fd, mode;
@@ -288,6 +331,9 @@ void RegisterFsAt(Napi::Env env, Napi::Object exports) {
   exports.Set("statFd", Napi::Function::New<StatFd>(env, "statFd"));
   exports.Set("readLinkAt", Napi::Function::New<ReadLinkAt>(env, "readLinkAt"));
   exports.Set("getXattrFd", Napi::Function::New<GetXattrFd>(env, "getXattrFd"));
+  exports.Set("listXattrsFd", Napi::Function::New<ListXattrsFd>(env, "listXattrsFd"));
+  exports.Set("setXattrFd", Napi::Function::New<SetXattrFd>(env, "setXattrFd"));
+  exports.Set("setTimesFd", Napi::Function::New<SetTimesFd>(env, "setTimesFd"));
   exports.Set("mkdirAt", Napi::Function::New<MkdirAt>(env, "mkdirAt"));
   exports.Set("linkAt", Napi::Function::New<LinkAt>(env, "linkAt"));
   exports.Set("symlinkAt", Napi::Function::New<SymlinkAt>(env, "symlinkAt"));

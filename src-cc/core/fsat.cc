@@ -128,6 +128,51 @@ FsError read_link_at(int dirfd, const char* name, std::string* target) {
   return {};
 }
 
+bool kept_xattr(const std::string& name) {
+  return name.compare(0, 5, "user.") == 0 || name == "security.capability";
+}
+
+FsError list_xattrs_fd(int fd, std::vector<std::pair<std::string, std::string>>* out) {
+  std::string names(4096, '\0');
+  ssize_t n;
+  for (;;) {
+    n = flistxattr(fd, names.data(), names.size());
+    if (n >= 0) break;
+    if (errno == ENOTSUP) return {};
+    if (errno != ERANGE || names.size() >= (1u << 20)) return fail("flistxattr");
+    names.resize(names.size() * 4);
+  }
+  for (size_t at = 0; at < static_cast<size_t>(n);) {
+    std::string name(names.data() + at);
+    at += name.size() + 1;
+    if (!kept_xattr(name)) continue;
+    std::string value(256, '\0');
+    ssize_t v;
+    for (;;) {
+      v = fgetxattr(fd, name.c_str(), value.data(), value.size());
+      if (v >= 0) break;
+      if (errno == ENODATA) break;  // removed meanwhile
+      if (errno != ERANGE || value.size() >= (1u << 20)) return fail("fgetxattr");
+      value.resize(value.size() * 16);
+    }
+    if (v < 0) continue;
+    value.resize(static_cast<size_t>(v));
+    out->emplace_back(std::move(name), std::move(value));
+  }
+  return {};
+}
+
+FsError set_xattr_fd(int fd, const char* name, const std::string& value) {
+  if (fsetxattr(fd, name, value.data(), value.size(), 0) < 0) return fail("fsetxattr");
+  return {};
+}
+
+FsError set_times_fd(int fd, const struct timespec& atime, const struct timespec& mtime) {
+  struct timespec times[2] = {atime, mtime};
+  if (futimens(fd, times) < 0) return fail("futimens");
+  return {};
+}
+
 FsError get_xattr_fd(int fd, const char* name, std::string* value, bool* found) {
   char buf[256];
   ssize_t n = fgetxattr(fd, name, buf, sizeof buf);

@@ -49,6 +49,12 @@ FsError stat_fd(int fd, struct stat* st);
 FsError read_link_at(int dirfd, const char* name, std::string* target);
 // *found is false when the attribute is not set.
 FsError get_xattr_fd(int fd, const char* name, std::string* value, bool* found);
+// Every extended attribute of an open file worth keeping in an image: user.* and
+// security.capability (file capabilities). Overlay's own trusted.overlay.* never are.
+FsError list_xattrs_fd(int fd, std::vector<std::pair<std::string, std::string>>* out);
+FsError set_xattr_fd(int fd, const char* name, const std::string& value);
+// Access and modification times, to the nanosecond.
+FsError set_times_fd(int fd, const struct timespec& atime, const struct timespec& mtime);
 
 FsError make_dir_at(int dirfd, const char* name, mode_t mode);
 // A hard link; `from` is never followed, even if it is a symlink.

@@ -20,6 +20,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 
 import { NsboxError, fromSystemError, invalid } from '../errors';
+import { openDir, setLinkAttrsAt, setTimesFd, setXattrFd, type EntryStat } from '../fsat';
 import { TarReader, type TarEntry, type TarHandler } from './tar';
 
 export interface ExtractOptions {
@@ -162,6 +163,8 @@ class RootfsWriter implements TarHandler {
   entries = 0;
   bytes = 0;
   skipped = 0;
+  /** Extended attributes not kept (not user.* or security.capability). */
+  skippedXattrs = 0;
 
   /** Relative paths known to be real directories (not symlinks) made or checked by us. */
   private readonly realDirs = new Set<string>(['']);
@@ -226,7 +229,10 @@ class RootfsWriter implements TarHandler {
       if (chowned) fs.fchownSync(fd, entry.uid, entry.gid);
       // chown clears setuid and setgid, and open() applied the umask: set the mode after.
       if (chowned || (entry.mode & (0o7000 | this.umask)) !== 0) fs.fchmodSync(fd, entry.mode);
-      fs.futimesSync(fd, fsTime(entry.mtime), fsTime(entry.mtime));
+      // After chown, which clears a file capability (security.capability).
+      for (const [name, value] of entry.xattrs) this.setXattr(fd, name, value, entry);
+      if (entry.mtimeNsec) setTimesFd(fd, Math.floor(entry.mtime), entry.mtimeNsec);
+      else fs.futimesSync(fd, fsTime(entry.mtime), fsTime(entry.mtime));
       this.bytes += entry.size;
     } catch (err) {
       throw fromSystemError(`import: entry "${entry.name}"`, err);
@@ -248,10 +254,49 @@ class RootfsWriter implements TarHandler {
         if (chowned) fs.lchownSync(abs, entry.uid, entry.gid);
         // Safe to follow: `rel` is a real directory (a replaced one leaves this map).
         if (chowned || createdMode !== entry.mode) fs.chmodSync(abs, entry.mode);
-        fs.lutimesSync(abs, fsTime(entry.mtime), fsTime(entry.mtime));
+        if (entry.mtimeNsec) {
+          // To the nanosecond, through the directory itself (a real one: see above).
+          const fd = openDir(abs);
+          try {
+            setTimesFd(fd, Math.floor(entry.mtime), entry.mtimeNsec);
+          } finally {
+            fs.closeSync(fd);
+          }
+        } else {
+          if (entry.mtimeNsec && this.isRoot) {
+      const dirfd = openDir(path.dirname(abs));
+      try {
+        const sec = Math.floor(entry.mtime);
+        setLinkAttrsAt(dirfd, Buffer.from(path.basename(abs)), {
+          uid: entry.uid, gid: entry.gid, mode: 0, atimeSec: sec, atimeNsec: entry.mtimeNsec, mtimeSec: sec, mtimeNsec: entry.mtimeNsec,
+        } as EntryStat);
+      } finally {
+        fs.closeSync(dirfd);
+      }
+    } else {
+      fs.lutimesSync(abs, fsTime(entry.mtime), fsTime(entry.mtime));
+    }
+        }
       } catch (err) {
         throw fromSystemError(`import: entry "${entry.name}"`, err);
       }
+    }
+  }
+
+  /**
+   * Keeps what an image needs of an entry's extended attributes: user.* and file
+   * capabilities. Anything else (trusted.*, security.selinux, overlay's own) is the host's
+   * business, not an image's.
+   */
+  private setXattr(fd: number, name: string, value: Buffer, entry: TarEntry): void {
+    if (!name.startsWith('user.') && name !== 'security.capability') {
+      this.skippedXattrs++;
+      return;
+    }
+    try {
+      setXattrFd(fd, name, value);
+    } catch (err) {
+      throw fromSystemError(`import: entry "${entry.name}": extended attribute ${name}`, err);
     }
   }
 
@@ -329,7 +374,19 @@ class RootfsWriter implements TarHandler {
       fs.symlinkSync(entry.linkname, abs);
     }
     if (this.needsChown(entry)) fs.lchownSync(abs, entry.uid, entry.gid);
-    fs.lutimesSync(abs, fsTime(entry.mtime), fsTime(entry.mtime));
+    if (entry.mtimeNsec && this.isRoot) {
+      const dirfd = openDir(path.dirname(abs));
+      try {
+        const sec = Math.floor(entry.mtime);
+        setLinkAttrsAt(dirfd, Buffer.from(path.basename(abs)), {
+          uid: entry.uid, gid: entry.gid, mode: 0, atimeSec: sec, atimeNsec: entry.mtimeNsec, mtimeSec: sec, mtimeNsec: entry.mtimeNsec,
+        } as EntryStat);
+      } finally {
+        fs.closeSync(dirfd);
+      }
+    } else {
+      fs.lutimesSync(abs, fsTime(entry.mtime), fsTime(entry.mtime));
+    }
   }
 
   private hardlink(rel: string, entry: TarEntry): void {

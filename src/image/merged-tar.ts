@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 
 import { NsboxError, fromSystemError } from '../errors';
-import { openFileAt, readLinkAt } from '../fsat';
+import { listXattrsFd, openFileAt, readLinkAt } from '../fsat';
 import { MergedWalker, isChangedError, layersChanged, type LayerWalkSource, type MergedVisitor, type WalkEntry } from './layer-walk';
 import { BLOCK_SIZE, encodeHeader, endOfArchive, writeHeader, type TarHeaderInput } from './tar';
 
@@ -162,7 +162,7 @@ class TarEntries {
     const header: TarHeaderInput = {
       name: root ? './' : e.path,
       type: 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0,
-      mtime: st.mtimeSec,
+      mtime: st.mtimeSec, mtimeNsec: st.mtimeNsec,
     };
     let fileSize = -1;
     switch (st.mode & S_IFMT) {
@@ -198,11 +198,22 @@ class TarEntries {
         return;
     }
     this.entries++;
-    if (this.sink.full) await this.sink.flush();
-    const n = writeHeader(header, this.sink.buf, this.sink.used);
-    if (n > 0) this.sink.used += n;
-    else await this.sink.put(encodeHeader(header));
-    if (fileSize > 0) await this.content(e, fileSize);
+    // A regular file is opened before its header: its extended attributes (a file capability,
+    // user.*) go into the header, and its content is read from the same fd.
+    const fd = header.type === 'file' ? readChanged(e, () => openFileAt(e.dirFd, e.name)) : -1;
+    try {
+      if (fd >= 0) {
+        const xattrs = listXattrsFd(fd);
+        if (xattrs.length) header.xattrs = xattrs;
+      }
+      if (this.sink.full) await this.sink.flush();
+      const n = writeHeader(header, this.sink.buf, this.sink.used);
+      if (n > 0) this.sink.used += n;
+      else await this.sink.put(encodeHeader(header));
+      if (fileSize > 0) await this.content(fd, fileSize);
+    } finally {
+      if (fd >= 0) fs.closeSync(fd);
+    }
   }
 
   /** For a file with several links: the path it was first written under, or undefined (and it is now). */
@@ -217,8 +228,7 @@ class TarEntries {
    * buffer. A file that shrank meanwhile is padded with zeros, one that grew is cut: the
    * header already gave the size.
    */
-  private async content(e: WalkEntry, size: number): Promise<void> {
-    const fd = readChanged(e, () => openFileAt(e.dirFd, e.name));
+  private async content(fd: number, size: number): Promise<void> {
     try {
       let left = size;
       while (left > 0) {
@@ -231,8 +241,6 @@ class TarEntries {
       await this.sink.zeros(left + ((BLOCK_SIZE - (size % BLOCK_SIZE)) % BLOCK_SIZE));
     } catch (err) {
       throw fromSystemError('commit: read file', err);
-    } finally {
-      fs.closeSync(fd);
     }
   }
 }

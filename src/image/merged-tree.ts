@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { NsboxError } from '../errors';
 import {
   copyData, createFileAt, errnoError, linkAt, listDir, mkdirAt, openDir, openDirAt, openFileAt, printable, readLinkAt,
-  removeTree, setAttrsFd, setLinkAttrsAt, symlinkAt, tryLinkAt,
+  listXattrsFd, removeTree, setAttrsFd, setLinkAttrsAt, setXattrFd, symlinkAt, tryLinkAt,
 } from '../fsat';
 import { DirChain, MergedWalker, type LayerWalkSource, type MergedVisitor, type WalkEntry } from './layer-walk';
 import { readChanged, writeMergedTar } from './merged-tar';
@@ -199,6 +199,9 @@ export class MergedTreeBuilder implements MergedVisitor {
       to = createFileAt(dir, e.name);
       copyData(from, to, e.stat.size);
       setAttrsFd(to, e.stat);
+      // After the chown in setAttrsFd, which would clear a file capability; the times are
+      // unchanged by setting an attribute.
+      for (const [name, value] of listXattrsFd(from)) setXattrFd(to, name, value);
     } finally {
       fs.closeSync(from);
       if (to >= 0) fs.closeSync(to);

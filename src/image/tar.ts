@@ -27,6 +27,10 @@ export interface TarEntry {
   size: number;
   /** Seconds since the epoch; fractional when a pax record says so. */
   mtime: number;
+  /** Nanoseconds past `mtime`'s whole second, exactly as a pax record gives them (else 0). */
+  mtimeNsec: number;
+  /** Extended attributes from pax SCHILY.xattr.* records (GNU tar's and docker's form). */
+  xattrs: Array<[string, Buffer]>;
   /** Target of a symlink or hardlink, '' otherwise. */
   linkname: string;
   devmajor: number;
@@ -123,6 +127,8 @@ interface PaxOverrides {
   uid?: number;
   gid?: number;
   mtime?: number;
+  mtimeNsec?: number;
+  xattrs?: Array<[string, Buffer]>;
 }
 
 /**
@@ -315,10 +321,12 @@ export class TarReader {
     if (name.includes('\0') || linkname.includes('\0')) throw this.bad(`entry at offset ${at}: a name holds a NUL byte`, name);
     this.longName = undefined;
     this.longLink = undefined;
+    const mtimeNsec = this.pax.mtimeNsec ?? 0;
+    const xattrs = this.pax.xattrs ?? [];
     this.pax = {};
     return {
       name, type, typeflag, linkname,
-      mode: mode & 0o7777, uid, gid, mtime,
+      mode: mode & 0o7777, uid, gid, mtime, mtimeNsec, xattrs,
       size: headerOnly(type) ? 0 : size,
       devmajor, devminor,
     };
@@ -355,8 +363,14 @@ function parsePax(data: Buffer, bad: (why: string) => NsboxError): PaxOverrides 
     const eq = data.indexOf(0x3d, space);
     if (eq < 0 || eq >= pos + len) throw bad(`a record without '=' at byte ${pos}`);
     const key = data.toString('utf8', space + 1, eq);
-    const value = data.toString('utf8', eq + 1, pos + len - 1);
+    const raw = data.subarray(eq + 1, pos + len - 1);
+    const value = raw.toString('utf8');
     pos += len;
+    if (key.startsWith('SCHILY.xattr.')) {
+      // The value is bytes (a file capability is binary), kept as they are.
+      (out.xattrs ??= []).push([key.slice('SCHILY.xattr.'.length), Buffer.from(raw)]);
+      continue;
+    }
     switch (key) {
       case 'path': out.path = value; break;
       case 'linkpath': out.linkpath = value; break;
@@ -364,8 +378,12 @@ function parsePax(data: Buffer, bad: (why: string) => NsboxError): PaxOverrides 
       case 'uid': out.uid = paxInteger(key, value, bad); break;
       case 'gid': out.gid = paxInteger(key, value, bad); break;
       case 'mtime': {
-        if (!/^-?\d+(\.\d+)?$/.test(value)) throw bad(`mtime "${value}"`);
+        const mm = /^(-?\d+)(?:\.(\d+))?$/.exec(value);
+        if (!mm) throw bad(`mtime "${value}"`);
         out.mtime = Number(value);
+        // The fraction as written, to the nanosecond: a double would round it.
+        out.mtimeNsec = mm[2] ? Number(mm[2].slice(0, 9).padEnd(9, '0')) : 0;
+        if (mm[1]!.startsWith('-') && out.mtimeNsec) out.mtimeNsec = 1e9 - out.mtimeNsec;
         break;
       }
       default:
@@ -398,6 +416,10 @@ export interface TarHeaderInput {
   gid: number;
   size: number;
   mtime: number;
+  /** Nanoseconds past mtime's second: written as a pax mtime when not 0. */
+  mtimeNsec?: number;
+  /** Extended attributes, written as pax SCHILY.xattr.* records. */
+  xattrs?: Array<[string, Buffer]>;
   linkname?: string | Buffer;
   devmajor?: number;
   devminor?: number;
@@ -514,7 +536,8 @@ export function writeHeader(h: TarHeaderInput, target: Buffer, at: number): numb
   const linkname = link.text;
   const mtime = Math.floor(h.mtime);
   const linkFits = linkname.length <= 100 && (link.raw || ASCII.test(linkname));
-  if (split && linkFits && h.size <= OCTAL_MAX_12 && h.uid <= OCTAL_MAX_8 && h.gid <= OCTAL_MAX_8 && mtime >= 0 && mtime <= OCTAL_MAX_12) {
+  const exact = !h.mtimeNsec && !h.xattrs?.length;
+  if (exact && split && linkFits && h.size <= OCTAL_MAX_12 && h.uid <= OCTAL_MAX_8 && h.gid <= OCTAL_MAX_8 && mtime >= 0 && mtime <= OCTAL_MAX_12) {
     if (target.length - at < BLOCK_SIZE) return 0;
     writeUstar(target, at, h, FLAGS[h.type], split[1], split[0], linkname);
     return BLOCK_SIZE;
@@ -531,7 +554,9 @@ export function writeHeader(h: TarHeaderInput, target: Buffer, at: number): numb
   if (h.size > OCTAL_MAX_12) records.push(paxRecordBytes('size', Buffer.from(String(h.size))));
   if (h.uid > OCTAL_MAX_8) records.push(paxRecordBytes('uid', Buffer.from(String(h.uid))));
   if (h.gid > OCTAL_MAX_8) records.push(paxRecordBytes('gid', Buffer.from(String(h.gid))));
-  if (mtime < 0 || mtime > OCTAL_MAX_12) records.push(paxRecordBytes('mtime', Buffer.from(String(mtime))));
+  if (h.mtimeNsec) records.push(paxRecordBytes('mtime', Buffer.from(paxTime(mtime, h.mtimeNsec))));
+  else if (mtime < 0 || mtime > OCTAL_MAX_12) records.push(paxRecordBytes('mtime', Buffer.from(String(mtime))));
+  for (const [key, value] of h.xattrs ?? []) records.push(paxRecordBytes(`SCHILY.xattr.${key}`, value));
   const data = Buffer.concat(records);
   const dataBlocks = Math.ceil(data.length / BLOCK_SIZE) * BLOCK_SIZE;
   const total = BLOCK_SIZE + dataBlocks + BLOCK_SIZE;
@@ -546,6 +571,15 @@ export function writeHeader(h: TarHeaderInput, target: Buffer, at: number): numb
   const [prefix, ustarName] = split ?? ['', truncatedAscii(name.text, NAME_LEN)];
   writeUstar(target, at + BLOCK_SIZE + dataBlocks, h, FLAGS[h.type], ustarName, prefix, linkFits ? linkname : truncatedAscii(linkname, 100));
   return total;
+}
+
+/** A time as pax writes it: seconds with the nanoseconds as a decimal fraction (floor + nsec). */
+export function paxTime(sec: number, nsec: number): string {
+  const frac = (n: number) => String(n).padStart(9, '0').replace(/0+$/, '');
+  if (!nsec) return String(sec);
+  if (sec >= 0) return `${sec}.${frac(nsec)}`;
+  // -2 s + 0.75 s is -1.25 s.
+  return `-${-(sec + 1)}.${frac(1e9 - nsec)}`;
 }
 
 /** The header block(s) of one entry, in a buffer of their own (see writeHeader). */
