@@ -216,3 +216,23 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
   }
   return removed;
 }
+
+/**
+ * Removes one container's cgroup at once (both places it may be), when the container is known
+ * to be dead: its supervisor died before removing it. One that still holds a process, or is
+ * gone already, is left alone; pruneStaleCgroups catches what stays. Returns what it removed.
+ */
+export function removeContainerCgroup(id: string): string[] {
+  const parent = devicesParent();
+  if (!parent || !/^[0-9a-f]{12}$/.test(id)) return [];
+  const removed: string[] = [];
+  for (const dir of [path.join(parent, STANDARD, id), path.join(parent, id)]) {
+    try {
+      fs.rmdirSync(dir);
+      removed.push(dir);
+    } catch {
+      // ENOENT: not there; EBUSY: a process is still in it
+    }
+  }
+  return removed;
+}
