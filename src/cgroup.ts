@@ -219,19 +219,28 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
 
 /**
  * Removes one container's cgroup at once (both places it may be), when the container is known
- * to be dead: its supervisor died before removing it. One that still holds a process, or is
- * gone already, is left alone; pruneStaleCgroups catches what stays. Returns what it removed.
+ * to be dead: its supervisor died before removing it. Its last processes may still be on
+ * their way out (the kernel kills a pid namespace's processes once its PID 1 is gone): rmdir
+ * says EBUSY until then, retried for up to `waitMs`. What stays busy is left to
+ * pruneStaleCgroups. Returns what it removed.
  */
-export function removeContainerCgroup(id: string): string[] {
+export function removeContainerCgroup(id: string, waitMs = 1000): string[] {
   const parent = devicesParent();
   if (!parent || !/^[0-9a-f]{12}$/.test(id)) return [];
   const removed: string[] = [];
+  const deadline = Date.now() + waitMs;
   for (const dir of [path.join(parent, STANDARD, id), path.join(parent, id)]) {
-    try {
-      fs.rmdirSync(dir);
-      removed.push(dir);
-    } catch {
-      // ENOENT: not there; EBUSY: a process is still in it
+    for (;;) {
+      try {
+        fs.rmdirSync(dir);
+        removed.push(dir);
+        break;
+      } catch (e) {
+        // ENOENT: not there
+        if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() >= deadline) break;
+        // A few milliseconds, synchronously: removal is synchronous, and this is its last step.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      }
     }
   }
   return removed;
