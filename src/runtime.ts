@@ -157,8 +157,16 @@ function envObject(env: RunOptions['env']): Record<string, string> | undefined {
 
 /** containers/<id>.removing-<pid>-<start>: a container that process is removing. */
 const TOMBSTONE_RE = /^([0-9a-f]{12})\.removing-(\d{1,7})-(\d{1,20})$/;
-/** How long rm waits for a commit of the container (and commit for an rm) before IN_USE. */
-const LOCK_WAIT_MS = 10_000;
+/**
+ * How long rm waits for a commit of the container (and commit for an rm) before IN_USE:
+ * $NSBOX_LOCK_WAIT_MS, default 10 s.
+ */
+const LOCK_WAIT_MS = lockWaitMs(process.env.NSBOX_LOCK_WAIT_MS);
+
+function lockWaitMs(v: string | undefined): number {
+  const n = v === undefined ? NaN : Number(v);
+  return Number.isInteger(n) && n >= 0 && n <= 3_600_000 ? n : 10_000;
+}
 
 /**
  * A directory under containers/, as found: a container (`live`, with its record, or why the
