@@ -1,9 +1,11 @@
 /**
  * A lock per container that holds across processes: commit and remove take it, so that a
  * commit never walks a write layer that a remove is deleting. Node has no flock(), so the lock
- * is a file, locks/<id>, holding its owner's pid and start time, made whole before it appears:
- * written under a temp name, then hard-linked to its name (link fails with EEXIST: the claim
- * is atomic). A lock whose owner is dead (pid gone, or reused: start time differs) is broken.
+ * is a symbolic link, locks/<id>, whose target names its owner (`<pid>-<start time>-<what>`):
+ * made whole in one step (symlink fails with EEXIST: the claim is atomic), and short enough to
+ * live in the inode itself, so that it can be taken on a full disk (a remove that frees space
+ * must not need any). A lock whose owner is dead (pid gone, or reused: start time differs) is
+ * broken.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -17,36 +19,26 @@ export class ContainerLock {
   private constructor(readonly file: string) {}
 
   /** Takes the lock now, or returns undefined while a live process holds it. */
-  static tryAcquire(layout: Layout, id: string, what: string): ContainerLock | undefined {
+  static tryAcquire(layout: Layout, id: string, what: 'commit' | 'remove'): ContainerLock | undefined {
     layout.ensure();
     const file = path.join(layout.locks, id);
-    const tmp = path.join(layout.locks, `.${id}-${process.pid}-${newId()}`);
-    try {
-      fs.writeFileSync(tmp, `${process.pid} ${ownStartTime()} ${what}\n`, { mode: 0o600, flag: 'wx' });
-    } catch (e) {
-      throw fromSystemError(`lock container ${id}: write ${tmp}`, e);
-    }
-    try {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        try {
-          fs.linkSync(tmp, file);
-          return new ContainerLock(file);
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(`lock container ${id}`, e);
-        }
-        if (!breakIfStale(file, layout)) return undefined;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        fs.symlinkSync(`${process.pid}-${ownStartTime()}-${what}`, file);
+        return new ContainerLock(file);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(`lock container ${id}`, e);
       }
-      return undefined;
-    } finally {
-      fs.rmSync(tmp, { force: true });
+      if (!breakIfStale(file, layout)) return undefined;
     }
+    return undefined;
   }
 
   /**
    * Takes the lock, waiting up to `waitMs` for its holder; then fails with IN_USE naming
    * what the holder does.
    */
-  static async acquire(layout: Layout, id: string, what: string, waitMs: number): Promise<ContainerLock> {
+  static async acquire(layout: Layout, id: string, what: 'commit' | 'remove', waitMs: number): Promise<ContainerLock> {
     const deadline = Date.now() + waitMs;
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
       const lock = ContainerLock.tryAcquire(layout, id, what);
@@ -72,17 +64,19 @@ interface Holder {
   pid: number;
   start: string;
   what: string;
+  /** The link's target, as read. */
+  text: string;
 }
 
 function readHolder(file: string): Holder | undefined {
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = fs.readlinkSync(file);
   } catch {
     return undefined;
   }
-  const m = /^(\d+) (\d+) (.*)\n$/.exec(text);
-  return m ? { pid: Number(m[1]), start: m[2]!, what: m[3]! } : undefined;
+  const m = /^(\d+)-(\d+)-([a-z]+)$/.exec(text);
+  return m ? { pid: Number(m[1]), start: m[2]!, what: m[3]!, text } : undefined;
 }
 
 /**
@@ -91,15 +85,9 @@ function readHolder(file: string): Holder | undefined {
  * is put back.
  */
 function breakIfStale(file: string, layout: Layout): boolean {
-  let ino: number;
-  try {
-    ino = fs.statSync(file).ino;
-  } catch {
-    return true; // released meanwhile
-  }
   const holder = readHolder(file);
-  // A lock file is whole when it appears (made by link): one we cannot read is not ours to break.
-  if (!holder || processAlive(holder.pid, holder.start)) return false;
+  if (!holder) return !isLink(file); // released meanwhile (true), or not a lock we can read: not ours to break
+  if (processAlive(holder.pid, holder.start)) return false;
   const away = path.join(layout.locks, `.stale-${process.pid}-${newId()}`);
   try {
     fs.renameSync(file, away);
@@ -107,12 +95,13 @@ function breakIfStale(file: string, layout: Layout): boolean {
     return true; // gone meanwhile
   }
   try {
-    if (fs.statSync(away).ino !== ino) {
+    const taken = fs.readlinkSync(away);
+    if (taken !== holder.text) {
       // Someone else broke it and took it in between: theirs, give it back.
       try {
-        fs.linkSync(away, file);
+        fs.symlinkSync(taken, file);
       } catch {
-        // taken again already: two live holders cannot be told apart now; theirs stands
+        // taken again already: that claim stands
       }
       return false;
     }
@@ -122,7 +111,15 @@ function breakIfStale(file: string, layout: Layout): boolean {
   }
 }
 
-/** Temp and stale files of dead processes left in locks/ (names start with a dot). */
+function isLink(file: string): boolean {
+  try {
+    return fs.lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+/** Stale locks, and what breaking them left (names start with a dot), of dead processes. */
 export function pruneLockLeftovers(layout: Layout): void {
   let entries: string[];
   try {
@@ -137,7 +134,6 @@ export function pruneLockLeftovers(layout: Layout): void {
       if (pid && !fs.existsSync(`/proc/${pid}`)) fs.rmSync(file, { force: true });
       continue;
     }
-    const holder = readHolder(file);
-    if (holder && !processAlive(holder.pid, holder.start)) breakIfStale(file, layout);
+    breakIfStale(file, layout);
   }
 }
