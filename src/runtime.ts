@@ -202,6 +202,8 @@ export class Runtime {
   private readonly unsaved = new Map<string, ContainerRecord>();
   /** Whether the work of dead processes was finished once (at the first use, not in the constructor). */
   private recovered = false;
+  /** Names this Runtime freed because their container was gone: rm of one of them succeeds. */
+  private readonly freedNames = new Set<string>();
 
   /** Throws UNSAFE_PATH when the state directory exists and others could write it. */
   constructor(options: RuntimeOptions = {}) {
@@ -644,6 +646,7 @@ export class Runtime {
     if (this.recovered) return;
     this.recovered = true;
     try {
+      const namesBefore = this.namesById();
       for (const x of this.containerEntries()) {
         try {
           const e = this.readEntry(x);
@@ -653,6 +656,7 @@ export class Runtime {
         }
       }
       this.freeDanglingNames();
+      for (const names of namesBefore.values()) for (const n of names) if (this.readName(n) === undefined) this.freedNames.add(n);
     } catch {
       // the same
     }
@@ -730,7 +734,14 @@ export class Runtime {
   async remove(ref: string, options: { force?: boolean } = {}): Promise<void> {
     const { force = false } = checkOptions('remove', FORCE, options);
     this.layout.verify();
-    const r = this.resolve(ref);
+    let r: Entry | Dangling;
+    try {
+      r = this.resolve(ref);
+    } catch (e) {
+      // A name left behind, freed by this Runtime's recovery on the way here: what rm asked for.
+      if (e instanceof NsboxError && e.code === 'NOT_FOUND' && this.freedNames.has(ref)) return;
+      throw e;
+    }
     if (r.kind === 'dangling') {
       this.releaseName(r.name, r.id);
       return;
