@@ -681,7 +681,7 @@ export class Runtime {
   /**
    * Removes a container, the caller holding its lock: renamed to a tombstone first (so that
    * nothing takes a half-deleted directory for a container, and a kill leaves something
-   * prune recognises), then its layers and directory, then its names, then its cgroup.
+   * prune recognises), then its cgroup, then its layers and directory, then its names.
    * False when it was gone already.
    */
   private destroyEntry(e: Entry): boolean {
@@ -701,13 +701,15 @@ export class Runtime {
         throw fromSystemError(`remove container ${e.id}`, err);
       }
     }
+    // Its cgroup while the tombstone says what is left to do: a remover killed while waiting
+    // for the container's last processes to leave it leaves the tombstone for the next one.
+    removeContainerCgroup(e.id);
     // The record is trusted only as the live container's (a tombstone's may be half deleted).
     if (e.kind === 'live' && e.rec && !e.bad) this.workspaceOf(e.rec, dir).destroy();
     else removeTree(e.id, dir);
     if (e.rec && !e.bad) this.releaseName(e.rec.name, e.id);
     for (const n of this.namesById().get(e.id) ?? []) this.releaseName(n, e.id);
     this.unsaved.delete(e.id);
-    removeContainerCgroup(e.id);
     return true;
   }
 

@@ -81,7 +81,7 @@ describe('commit racing rm -f', () => {
     // The commit runs in another process (its walk would hold up this one's event loop).
     const commit = nsbox(['commit', id, 'raced-rm']);
     await walkStarted();
-    expect(fs.existsSync(path.join(root, 'locks', id))).toBe(true);
+    expect(fs.readlinkSync(path.join(root, 'locks', id))).toMatch(/^\d+-\d+-commit$/);
     const rm = await nsbox(['rm', '-f', id]);
     const committed = await commit;
     // The remover waited for the commit to end, then removed the container.
