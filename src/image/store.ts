@@ -130,12 +130,14 @@ export class ImageStore {
    * runs, even forced (its root would vanish under it, as docker refuses too); refused while
    * stopped ones use it, unless forced (their records stay, and a commit of them fails).
    */
-  remove(name: string, users: { running?: string[]; stopped?: string[] } = {}, force = false): void {
+  remove(name: string, users: { running?: string[]; stopped?: string[] } | string[] = {}, force = false): void {
     validateImageName(name);
     const dir = this.layout.imageDir(name);
     if (!fs.existsSync(path.join(dir, 'image.json'))) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`);
-    const running = users.running ?? [];
-    const stopped = users.stopped ?? [];
+    // A plain list (the form before running users were told apart): containers not known to
+    // be stopped, so counted as running ones, which force does not override.
+    const running = Array.isArray(users) ? users : users.running ?? [];
+    const stopped = Array.isArray(users) ? [] : users.stopped ?? [];
     const plural = (n: number) => (n > 1 ? 's' : '');
     if (running.length) {
       throw new NsboxError('IN_USE', `image ${name}: used by running container${plural(running.length)} ${running.join(', ')}${force ? ' (force removes an image of stopped containers only)' : ''}`, {
