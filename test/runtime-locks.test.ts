@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ContainerLock } from '../src/lock';
 import { Runtime } from '../src/runtime';
+import { newId, ownStartTime, processStartTime } from '../src/layout';
 import { distModule, until } from './helpers';
 
 const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
@@ -74,6 +75,33 @@ async function walkStarted(): Promise<void> {
     }
   }), 20_000, 2);
 }
+
+describe('the container lock', () => {
+  it('is held against everyone while its owner lives, and broken once the owner is dead (pid gone or reused)', async () => {
+    rt.layout.ensure();
+    const id = newId();
+    const file = path.join(root, 'locks', id);
+    // Owned by this (live) process: nobody else gets it.
+    fs.symlinkSync(`${process.pid}-${ownStartTime()}-commit`, file);
+    expect(ContainerLock.tryAcquire(rt.layout, id, 'remove')).toBeUndefined();
+    // The same pid with another start time: a reused pid, its owner is dead.
+    fs.rmSync(file);
+    fs.symlinkSync(`${process.pid}-1-commit`, file);
+    const broken = ContainerLock.tryAcquire(rt.layout, id, 'remove')!;
+    expect(broken).toBeDefined();
+    expect(fs.readlinkSync(file)).toBe(`${process.pid}-${ownStartTime()}-remove`);
+    broken.release();
+    // A process that has exited.
+    const p = spawn('sleep', ['0.05']);
+    const start = await new Promise<string>((resolve) => setTimeout(() => resolve(processStartTime(p.pid!)!), 10));
+    await new Promise((r) => p.once('exit', r));
+    fs.symlinkSync(`${p.pid}-${start}-remove`, file);
+    const again = ContainerLock.tryAcquire(rt.layout, id, 'commit')!;
+    expect(again).toBeDefined();
+    again.release();
+    expect(fs.readdirSync(path.join(root, 'locks'))).toEqual([]);
+  });
+});
 
 describe('commit racing rm -f', () => {
   it('rm -f from another process during the walk waits for the commit, which publishes the right image', async () => {
