@@ -14,7 +14,10 @@ import {
   DEFAULT_ROOT, ID_RE, Layout, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
 } from './layout';
 import { ContainerLock, pruneLockLeftovers } from './lock';
-import { NAME_RE, readRecord, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
+import { NAME_RE, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
+import {
+  TOMBSTONE_RE, containerEntries, layerIdentity, readEntry, removeTree, tombstonePath, type Dangling, type Entry,
+} from './container-dir';
 import type { SecurityOptions } from './security';
 import {
   arrayOf, boolean, checkObject, func, integer, isObject, object, oneOf, optional, pathString, shape, string, stringArray, stringRecord, union,
@@ -155,8 +158,6 @@ function envObject(env: RunOptions['env']): Record<string, string> | undefined {
   return out;
 }
 
-/** containers/<id>.removing-<pid>-<start>: a container that process is removing. */
-const TOMBSTONE_RE = /^([0-9a-f]{12})\.removing-(\d{1,7})-(\d{1,20})$/;
 /**
  * How long rm waits for a commit of the container (and commit for an rm) before IN_USE:
  * $NSBOX_LOCK_WAIT_MS, default 10 s.
@@ -166,27 +167,6 @@ const LOCK_WAIT_MS = lockWaitMs(process.env.NSBOX_LOCK_WAIT_MS);
 function lockWaitMs(v: string | undefined): number {
   const n = v === undefined ? NaN : Number(v);
   return Number.isInteger(n) && n >= 0 && n <= 3_600_000 ? n : 10_000;
-}
-
-/**
- * A directory under containers/, as found: a container (`live`, with its record, or why the
- * record cannot be trusted, or neither: no record at all), or a tombstone (`tomb`) of one
- * being removed by `remover`.
- */
-interface Entry {
-  kind: 'live' | 'tomb';
-  id: string;
-  dir: string;
-  rec?: ContainerRecord;
-  bad?: NsboxError;
-  remover?: { pid: number; start: string };
-}
-
-/** A name whose link points to a container that no longer exists. */
-interface Dangling {
-  kind: 'dangling';
-  id: string;
-  name: string;
 }
 
 export class Runtime {
@@ -458,49 +438,12 @@ export class Runtime {
     }
   }
 
-  /** Entries of containers/: ids, tombstones, unless someone else put something there. */
-  private containerEntries(): string[] {
-    try {
-      return fs.readdirSync(this.layout.containers);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return []; // none made yet
-      throw fromSystemError('list containers', e);
-    }
-  }
-
-  /**
-   * Reads one entry of containers/: undefined when it is gone (removed meanwhile); throws
-   * BAD_STATE for a name that is neither an id nor a tombstone.
-   */
-  private readEntry(entry: string): Entry | undefined {
-    const tomb = TOMBSTONE_RE.exec(entry);
-    const id = tomb ? tomb[1]! : entry;
-    const dir = path.join(this.layout.containers, entry);
-    const e: Entry = { kind: tomb ? 'tomb' : 'live', id, dir, ...(tomb ? { remover: { pid: Number(tomb[2]), start: tomb[3]! } } : {}) };
-    try {
-      e.rec = this.unsaved.get(id) ?? readRecord(this.layout, id, dir);
-    } catch (err) {
-      if (!(err instanceof NsboxError) || err.code !== 'BAD_STATE') throw err;
-      if (!ID_RE.test(id)) throw err;
-      e.bad = err;
-    }
-    if (!e.rec && !e.bad) {
-      // No record: gone meanwhile (renamed to a tombstone, or removed), or left without one.
-      try {
-        if (!fs.lstatSync(dir).isDirectory()) return undefined;
-      } catch {
-        return undefined;
-      }
-    }
-    return e;
-  }
-
   /** The container `id` (its directory, or its tombstone), or undefined. */
   private findEntry(id: string): Entry | undefined {
-    const e = this.readEntry(id);
+    const e = readEntry(this.layout, this.unsaved, id);
     if (e) return e;
-    const tomb = this.containerEntries().find((x) => x.startsWith(`${id}.removing-`) && TOMBSTONE_RE.test(x));
-    return tomb ? this.readEntry(tomb) : undefined;
+    const tomb = containerEntries(this.layout).find((x) => x.startsWith(`${id}.removing-`) && TOMBSTONE_RE.test(x));
+    return tomb ? readEntry(this.layout, this.unsaved, tomb) : undefined;
   }
 
   /**
@@ -515,7 +458,7 @@ export class Runtime {
     const named = NAME_RE.test(ref) ? this.readName(ref) : undefined;
     if (named) return this.findEntry(named) ?? { kind: 'dangling', id: named, name: ref };
     const ids = new Set<string>();
-    for (const x of this.containerEntries()) {
+    for (const x of containerEntries(this.layout)) {
       const id = TOMBSTONE_RE.exec(x)?.[1] ?? (ID_RE.test(x) ? x : undefined);
       if (id?.startsWith(ref)) ids.add(id);
     }
@@ -616,10 +559,10 @@ export class Runtime {
     const report = o.onError ?? ((e: NsboxError) => process.emitWarning(e.message, { code: 'NSBOX_BAD_STATE' }));
     const names = this.namesById();
     const out: ContainerInfo[] = [];
-    for (const x of this.containerEntries()) {
+    for (const x of containerEntries(this.layout)) {
       let e: Entry | undefined;
       try {
-        e = this.readEntry(x);
+        e = readEntry(this.layout, this.unsaved, x);
       } catch (err) {
         if (!(err instanceof NsboxError) || err.code !== 'BAD_STATE') throw err;
         report(err, x);
@@ -647,9 +590,9 @@ export class Runtime {
     this.recovered = true;
     try {
       const namesBefore = this.namesById();
-      for (const x of this.containerEntries()) {
+      for (const x of containerEntries(this.layout)) {
         try {
-          const e = this.readEntry(x);
+          const e = readEntry(this.layout, this.unsaved, x);
           if (e && this.abandoned(e)) this.destroyIfFree(e);
         } catch {
           // listed as it is; prune and rm -f say why it cannot be removed
@@ -693,7 +636,7 @@ export class Runtime {
       if (mounted.length) {
         throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
       }
-      dir = path.join(this.layout.containers, `${e.id}.removing-${process.pid}-${ownStartTime()}`);
+      dir = tombstonePath(this.layout, e.id);
       try {
         fs.renameSync(e.dir, dir);
       } catch (err) {
@@ -925,10 +868,10 @@ export class Runtime {
       else failures.push(err);
     };
     const prunable = (e: Entry): boolean => !e.bad && !['running', 'creating', 'removing'].includes(this.entryStatus(e));
-    for (const x of this.containerEntries()) {
+    for (const x of containerEntries(this.layout)) {
       let e: Entry | undefined;
       try {
-        e = this.readEntry(x);
+        e = readEntry(this.layout, this.unsaved, x);
         if (!e) continue;
         if (e.bad) {
           fail(e.bad, e.id);
@@ -981,40 +924,6 @@ export class Runtime {
     }
     return removed;
   }
-}
-
-/**
- * Deletes a container's directory (or tombstone) without using anything in it. A recursive
- * delete would walk into anything mounted below: refused instead.
- */
-function removeTree(id: string, dir: string): void {
-  const mounted = mountsUnder(dir);
-  if (mounted.length) {
-    throw new NsboxError('EBUSY', `remove container ${id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
-  }
-  try {
-    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
-  } catch (e) {
-    throw fromSystemError(`remove container ${id}`, e);
-  }
-}
-
-/**
- * What identifies the layers a commit walks: the container's directory, its write layer and
- * the image layer, by inode. A layer removed and made again differs; one gone has none.
- */
-function layerIdentity(rec: ContainerRecord, layout: Layout): string {
-  const dir = layout.containerDir(rec.id);
-  const ino = (p: string) => {
-    try {
-      const st = fs.lstatSync(p);
-      return `${st.dev}:${st.ino}`;
-    } catch {
-      return 'gone';
-    }
-  };
-  const upper = rec.readOnly ? '' : ino(path.join(dir, rec.driver === 'vfs' ? 'rootfs' : 'upper'));
-  return [ino(dir), upper, ino(rec.imageLayer)].join(' ');
 }
 
 /**
