@@ -224,7 +224,7 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
  * says EBUSY until then, retried for up to `waitMs`. What stays busy is left to
  * pruneStaleCgroups. Returns what it removed.
  */
-export function removeContainerCgroup(id: string, waitMs = 1000): string[] {
+export function removeContainerCgroup(id: string, waitMs = 3000): string[] {
   const parent = devicesParent();
   if (!parent || !/^[0-9a-f]{12}$/.test(id)) return [];
   const removed: string[] = [];
