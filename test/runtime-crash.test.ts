@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { v1Hierarchies } from '../src/cgroup';
+import { processAlive } from '../src/layout';
 import { Runtime } from '../src/runtime';
 import { TARBALL, distModule, unionMounts, until } from './helpers';
 
@@ -120,6 +121,20 @@ function cgroupParent(): string | undefined {
   return h && path.join(h.mount, h.path, 'nsbox');
 }
 
+/** Containers whose record names a process still alive (read straight from disk). */
+function liveContainers(): string[] {
+  const out: string[] = [];
+  for (const x of ls(path.join(root, 'containers'))) {
+    try {
+      const rec = JSON.parse(fs.readFileSync(path.join(root, 'containers', x, 'container.json'), 'utf8')) as { pid: number | null; pidStart: string | null };
+      if (rec.pid && rec.pidStart && processAlive(rec.pid, rec.pidStart)) out.push(`${x} pid ${rec.pid}`);
+    } catch {
+      // no record (yet, or any more)
+    }
+  }
+  return out;
+}
+
 function ls(dir: string): string[] {
   try {
     return fs.readdirSync(dir);
@@ -169,7 +184,9 @@ describe('scripts killed at random moments', () => {
     expect(kills).toBeGreaterThanOrEqual(200);
     for (const k of Object.keys(byKind)) expect(byKind[k]).toBeGreaterThan(10);
 
-    // The killed scripts' containers die with them (nsbox-init follows its supervisor).
+    // The killed scripts' containers die with them (nsbox-init follows its supervisor): give
+    // the kernel a moment to end them all.
+    await until(`the killed scripts' containers to be gone (${liveContainers().join(', ')})`, () => liveContainers().length === 0, 10_000);
     await until('no union mount left', () => unionMounts().filter((l) => l.includes(root)).length === 0, 10_000);
 
     // ps -a accounts for every directory under containers/, and for every name.
