@@ -151,10 +151,19 @@ const RECORD_SLACK = 1024;
  * write fails for want of space, the new content is written over the old in place, into
  * those blocks: one write of at most the file's size, which needs no new space.
  */
-export function writeRecordFile(file: string, value: unknown): void {
+export function writeRecordFile(file: string, value: unknown, options: { fresh?: boolean } = {}): void {
   const json = JSON.stringify(value, null, 2);
   const size = Math.max(RECORD_PAGE, Math.ceil((Buffer.byteLength(json) + RECORD_SLACK) / RECORD_PAGE) * RECORD_PAGE);
   const padded = (n: number) => json + ' '.repeat(n - Buffer.byteLength(json) - 1) + '\n';
+  if (options.fresh) {
+    // In a directory nobody else sees yet (renamed into place once written): written directly.
+    try {
+      fs.writeFileSync(file, padded(size), { mode: 0o600, flag: 'wx' });
+    } catch (e) {
+      throw writeError(file, e);
+    }
+    return;
+  }
   try {
     writeFileAtomic(file, padded(size));
     return;

@@ -312,7 +312,7 @@ export class Runtime {
       record.id = newId();
       const tmp = this.layout.makeTemp('create');
       try {
-        writeRecordFile(path.join(tmp, 'container.json'), record);
+        writeRecordFile(path.join(tmp, 'container.json'), record, { fresh: true });
         fs.renameSync(tmp, this.layout.containerDir(record.id));
         return record.id;
       } catch (e) {
@@ -328,7 +328,8 @@ export class Runtime {
     if (record.remove) {
       if (this.removing.has(record.id)) return; // remove() of this process does it
       try {
-        await this.removeLocked(record.id, () => this.findEntry(record.id));
+        // This process's own record of it: no need to read it back (gone: removed meanwhile).
+        await this.removeLocked(record.id, () => ({ kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record }));
       } catch (e) {
         // Not a failure of the run: what is left is an exited container, which prune removes.
         process.emitWarning(`container ${record.id} exited, but was not removed: ${(e as Error).message}`, { code: 'NSBOX_STATE' });
@@ -650,8 +651,8 @@ export class Runtime {
     // The record is trusted only as the live container's (a tombstone's may be half deleted).
     if (e.kind === 'live' && e.rec && !e.bad) this.workspaceOf(e.rec, dir).destroy();
     else removeTree(e.id, dir);
-    if (e.rec && !e.bad) this.releaseName(e.rec.name, e.id);
-    for (const n of this.namesById().get(e.id) ?? []) this.releaseName(n, e.id);
+    if (e.kind === 'live' && e.rec && !e.bad) this.releaseName(e.rec.name, e.id);
+    else for (const n of this.namesById().get(e.id) ?? []) this.releaseName(n, e.id);
     this.unsaved.delete(e.id);
     return true;
   }
