@@ -387,3 +387,37 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
   }
   return removed;
 }
+
+/**
+ * Removes one container's cgroup at once (both places it may be), when the container is known
+ * to be dead: its supervisor died before removing it. Its last processes may still be on
+ * their way out (the kernel kills a pid namespace's processes once its PID 1 is gone): rmdir
+ * says EBUSY until then, retried for up to `waitMs`. What stays busy is left to
+ * pruneStaleCgroups. Returns what it removed.
+ */
+export function removeContainerCgroup(id: string, waitMs = 3000): string[] {
+  if (!/^[0-9a-f]{12}$/.test(id)) return [];
+  const removed: string[] = [];
+  const deadline = Date.now() + waitMs;
+  // Its own directory in every hierarchy (devices with `devices`, memory, pids, cpu, cpuset,
+  // cpuacct and freezer for limits and commit), wherever the supervisor's cgroup was.
+  const parents = [...new Set([...hostHierarchies().values()].map((h) => path.join(h.mount, h.path, PARENT)))];
+  const dirs = parents.map((p) => path.join(p, id));
+  const devices = devicesParent();
+  if (devices) dirs.push(path.join(devices, STANDARD, id));
+  for (const dir of dirs) {
+    for (;;) {
+      try {
+        fs.rmdirSync(dir);
+        removed.push(dir);
+        break;
+      } catch (e) {
+        // ENOENT: not there
+        if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() >= deadline) break;
+        // A few milliseconds, synchronously: removal is synchronous, and this is its last step.
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      }
+    }
+  }
+  return removed;
+}

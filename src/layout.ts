@@ -5,7 +5,9 @@
  *   containers/<id>/upper, work, merged   write layer, overlay workdir, mount point
  *   containers/<id>/container.json        config and state
  *   names/<name> -> <id>                  a symlink: creating it is the atomic name claim
- *   tmp/                                  half-made images, renamed into place when complete
+ *   containers/<id>.removing-<pid>-<start> a container being removed by that process (a tombstone)
+ *   locks/<id>                            held by the process named inside while it commits or removes <id>
+ *   tmp/                                  half-made images and containers, renamed into place when complete
  * Every JSON file is written whole: a temp file, then rename. The root and these directories
  * must be the caller's and writable by nobody else (verify()): what is in them is acted on.
  */
@@ -22,6 +24,7 @@ export class Layout {
   readonly containers: string;
   readonly names: string;
   readonly tmp: string;
+  readonly locks: string;
   private made = false;
   /** The root and all its directories exist and passed verify(): only we can change that. */
   private trusted = false;
@@ -32,6 +35,7 @@ export class Layout {
     this.containers = path.join(this.root, 'containers');
     this.names = path.join(this.root, 'names');
     this.tmp = path.join(this.root, 'tmp');
+    this.locks = path.join(this.root, 'locks');
   }
 
   /** Creates the directories once per Layout (0700: container state is root's business). */
@@ -81,7 +85,7 @@ export class Layout {
   }
 
   private dirs(): string[] {
-    return [this.root, this.images, this.containers, this.names, this.tmp];
+    return [this.root, this.images, this.containers, this.names, this.tmp, this.locks];
   }
 
   imageDir(name: string): string {
@@ -101,10 +105,87 @@ export class Layout {
   }
 }
 
-export function writeJsonAtomic(file: string, value: unknown): void {
+/** Whether a write failed for want of space (or quota): worth a clear message, and a fallback. */
+export function isNoSpace(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/** The error for a state file that could not be written, naming the file (and a full disk). */
+export function writeError(file: string, e: unknown): NsboxError {
+  if (e instanceof NsboxError) return e;
+  if (isNoSpace(e)) {
+    const code = (e as NodeJS.ErrnoException).code!;
+    return new NsboxError(code, `write ${file}: ${code} (no space left on the device holding it)`, { path: file, syscall: 'write', cause: e, hint: 'free some space there' });
+  }
+  return fromSystemError(`write ${file}`, e);
+}
+
+/**
+ * Writes `text` whole: a temp file beside it, then rename. The temp file is removed when the
+ * write fails (a full disk must not fill up further with half-written copies).
+ */
+function writeFileAtomic(file: string, text: string): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
-  fs.renameSync(tmp, file);
+  try {
+    fs.writeFileSync(tmp, text, { mode: 0o600 });
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw writeError(file, e);
+  }
+}
+
+export function writeJsonAtomic(file: string, value: unknown): void {
+  writeFileAtomic(file, JSON.stringify(value, null, 2) + '\n');
+}
+
+/** The room a record file keeps for later versions of itself: a page, or more for a long one. */
+const RECORD_PAGE = 4096;
+const RECORD_SLACK = 1024;
+
+/**
+ * A state file that must be updatable on a full disk (a container's record: its exit status
+ * must not be lost). Written padded with spaces to whole pages (JSON allows trailing white
+ * space), so that its blocks are allocated when it is first written. When the usual atomic
+ * write fails for want of space, the new content is written over the old in place, into
+ * those blocks: one write of at most the file's size, which needs no new space.
+ */
+export function writeRecordFile(file: string, value: unknown, options: { fresh?: boolean } = {}): void {
+  const json = JSON.stringify(value, null, 2);
+  const size = Math.max(RECORD_PAGE, Math.ceil((Buffer.byteLength(json) + RECORD_SLACK) / RECORD_PAGE) * RECORD_PAGE);
+  const padded = (n: number) => json + ' '.repeat(n - Buffer.byteLength(json) - 1) + '\n';
+  if (options.fresh) {
+    // In a directory nobody else sees yet (renamed into place once written): written directly.
+    try {
+      fs.writeFileSync(file, padded(size), { mode: 0o600, flag: 'wx' });
+    } catch (e) {
+      throw writeError(file, e);
+    }
+    return;
+  }
+  try {
+    writeFileAtomic(file, padded(size));
+    return;
+  } catch (e) {
+    if (!(e instanceof NsboxError) || !isNoSpace({ code: e.code })) throw e;
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
+    } catch {
+      throw e; // no file to write over (the first write): the disk-full error stands
+    }
+    try {
+      const have = fs.fstatSync(fd).size;
+      if (have < Buffer.byteLength(json) + 1) throw e;
+      const buf = Buffer.from(padded(have));
+      fs.writeSync(fd, buf, 0, buf.length, 0);
+    } catch (e2) {
+      throw writeError(file, e2);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
 }
 
 export function readJson<T>(file: string): T | undefined {
@@ -139,6 +220,13 @@ export function processStartTime(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+let selfStart: string | undefined;
+/** This process's own start time: with its pid, what tells others it is still alive. */
+export function ownStartTime(): string {
+  selfStart ??= processStartTime(process.pid) ?? '0';
+  return selfStart;
 }
 
 /** True while that very process runs (a zombie counts as gone: it only waits to be reaped). */

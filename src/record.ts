@@ -13,7 +13,16 @@ import { Volume } from './volume';
 import { arrayOf, boolean, checkObject, expected, integer, matching, nullable, oneOf, optional, string, type Spec } from './validate';
 import type { StorageDriver } from './workspace';
 
-export type ContainerStatus = 'created' | 'running' | 'exited';
+/**
+ * What `ps` shows. On disk a record says 'creating' (made first, before anything else of the
+ * container), 'created', 'running' or 'exited'; the rest is derived: 'removing' (its directory
+ * renamed to a tombstone by a live process), 'dead' (left half made or half removed by a
+ * process that died: prune, rm -f and the next Runtime finish the job).
+ */
+export type ContainerStatus = 'creating' | 'created' | 'running' | 'exited' | 'removing' | 'dead';
+
+/** The statuses a record on disk may hold. */
+export type RecordStatus = 'creating' | 'created' | 'running' | 'exited';
 
 /** What `ps` shows; the record on disk in containers/<id>/container.json. */
 export interface ContainerInfo {
@@ -34,7 +43,8 @@ export interface ContainerInfo {
   readOnly?: boolean;
 }
 
-export interface ContainerRecord extends ContainerInfo {
+export interface ContainerRecord extends Omit<ContainerInfo, 'status'> {
+  status: RecordStatus;
   /** Start time of pid, to tell it from a reused pid. */
   pidStart: string | null;
   /**
@@ -44,6 +54,12 @@ export interface ContainerRecord extends ContainerInfo {
   pidNamespace: string | null;
   /** The process that started and watches it. */
   supervisor: number;
+  /**
+   * The supervisor's start time: a 'creating' record whose supervisor is gone was left half
+   * made. Absent from records written before it was: such a supervisor counts as alive while
+   * its pid is.
+   */
+  supervisorStart?: string | null;
   imageLayer: string;
 }
 
@@ -69,7 +85,7 @@ const RECORD: Spec<ContainerRecord> = {
   command: arrayOf(string, { min: 1 }),
   driver: oneOf<StorageDriver>(['overlay', 'aufs', 'vfs']),
   volumes: arrayOf((v, name) => Volume.parse(string(v, name)).toString()),
-  status: oneOf<ContainerStatus>(['created', 'running', 'exited']),
+  status: oneOf<RecordStatus>(['creating', 'created', 'running', 'exited']),
   pid: nullable(pid),
   pidStart: nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks')),
   // Absent from records written before it was: such a container's process is never killed
@@ -83,6 +99,7 @@ const RECORD: Spec<ContainerRecord> = {
   remove: boolean,
   readOnly: optional(boolean),
   supervisor: pid,
+  supervisorStart: optional(nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks'))),
   imageLayer: string,
 };
 
@@ -96,13 +113,13 @@ export function badRecord(dir: string, why: string, cause?: unknown): NsboxError
 }
 
 /**
- * Reads containers/<id>/container.json. Undefined when there is none (a container being
- * made, or being removed); a BAD_STATE NsboxError when it is not a record this `id` could
+ * Reads containers/<id>/container.json (or the record in `dir`, a tombstone of that id).
+ * Undefined when there is none (a directory left by an older nsbox, or a tombstone whose
+ * record is deleted already); a BAD_STATE NsboxError when it is not a record this `id` could
  * have written.
  */
-export function readRecord(layout: Layout, id: string): ContainerRecord | undefined {
+export function readRecord(layout: Layout, id: string, dir = layout.containerDir(id)): ContainerRecord | undefined {
   if (!ID_RE.test(id)) throw new NsboxError('BAD_STATE', `containers/${JSON.stringify(id)}: not a container id`);
-  const dir = layout.containerDir(id);
   let text: string;
   try {
     // A symlink in containers/ would have us read a record, and act on layers, elsewhere.

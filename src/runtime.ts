@@ -6,12 +6,18 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { pruneStaleCgroups } from './cgroup';
+import { pruneStaleCgroups, removeContainerCgroup } from './cgroup';
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
-import { DEFAULT_ROOT, ID_RE, Layout, mountsUnder, newId, processAlive, processPidNamespace, processStartTime, writeJsonAtomic } from './layout';
-import { NAME_RE, readRecord, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
+import {
+  DEFAULT_ROOT, ID_RE, Layout, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
+} from './layout';
+import { ContainerLock, pruneLockLeftovers } from './lock';
+import { NAME_RE, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
+import {
+  TOMBSTONE_RE, containerEntries, layerIdentity, readEntry, removeTree, tombstonePath, type Dangling, type Entry,
+} from './container-dir';
 import type { SecurityOptions } from './security';
 import {
   arrayOf, boolean, checkObject, func, integer, isObject, object, oneOf, optional, pathString, shape, string, stringArray, stringRecord, union,
@@ -188,6 +194,17 @@ function tmpfsMounts(spec: Record<string, string | number> | string[]): TmpfsMou
   return Object.entries(spec).map(([target, size]) => ({ target, ...(size === '' ? {} : { size: parseSize(size, `tmpfs ${target}`) }) }));
 }
 
+/**
+ * How long rm waits for a commit of the container (and commit for an rm) before IN_USE:
+ * $NSBOX_LOCK_WAIT_MS, default 10 s.
+ */
+const LOCK_WAIT_MS = lockWaitMs(process.env.NSBOX_LOCK_WAIT_MS);
+
+function lockWaitMs(v: string | undefined): number {
+  const n = v === undefined ? NaN : Number(v);
+  return Number.isInteger(n) && n >= 0 && n <= 3_600_000 ? n : 10_000;
+}
+
 export class Runtime {
   readonly root: string;
   readonly images: ImageStore;
@@ -195,6 +212,14 @@ export class Runtime {
   private driverChoice: StorageDriver | undefined;
   /** Containers this process started and still watches, by id. */
   private readonly live = new Map<string, Container>();
+  /** Containers this process is removing: their afterExit leaves the removal to remove(). */
+  private readonly removing = new Set<string>();
+  /** Records whose last state could not be written (a full disk): kept, shown, written again. */
+  private readonly unsaved = new Map<string, ContainerRecord>();
+  /** Whether the work of dead processes was finished once (at the first use, not in the constructor). */
+  private recovered = false;
+  /** Names this Runtime freed because their container was gone: rm of one of them succeeds. */
+  private readonly freedNames = new Set<string>();
 
   /** Throws UNSAFE_PATH when the state directory exists and others could write it. */
   constructor(options: RuntimeOptions = {}) {
@@ -232,7 +257,12 @@ export class Runtime {
     return collectOutput(c, o);
   }
 
-  /** Creates a container from an image and starts it. Throws NsboxError; leaves nothing on failure. */
+  /**
+   * Creates a container from an image and starts it. Throws NsboxError; leaves nothing on
+   * failure. Crash-consistent: the record (status 'creating', naming this process) exists
+   * before anything else of the container, so that whatever a kill leaves is listed and
+   * removable.
+   */
   async run(options: RunOptions): Promise<Container> {
     if (!isObject(options)) throw invalid('run: options object required');
     // The checked copy from here on: what was checked is what is used.
@@ -247,28 +277,29 @@ export class Runtime {
     }
     const driver = this.storageDriver;
     this.layout.ensure();
+    this.recoverOnce();
 
-    const id = this.makeContainerDir();
-    const dir = this.layout.containerDir(id);
     const name = options.name ?? null;
+    const record: ContainerRecord = {
+      id: '', name, image: image.name, command, driver, volumes: volumes.map(String), status: 'creating',
+      pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null, created: new Date().toISOString(),
+      startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly,
+      supervisor: process.pid, supervisorStart: ownStartTime(), imageLayer: image.rootfs,
+    };
+    const id = this.createRecord(record);
+    const dir = this.layout.containerDir(id);
     const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly);
     try {
       if (name !== null) this.claimName(name, id);
     } catch (e) {
-      fs.rmdirSync(dir);
+      fs.rmSync(dir, { recursive: true, force: true });
       throw e;
     }
     let container: Container | undefined;
-    let record: ContainerRecord | undefined;
     /** Host directories the volumes' prepare() made: taken back if the run fails. */
     const madeDirs: string[] = [];
     try {
       workspace.create();
-      record = {
-        id, name, image: image.name, command, driver, volumes: volumes.map(String), status: 'created',
-        pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null, created: new Date().toISOString(),
-        startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly, supervisor: process.pid, imageLayer: image.rootfs,
-      };
       const processOptions: ProcessOptions = {
         root: workspace.rootSource(!!options.remove),
         command,
@@ -291,7 +322,7 @@ export class Runtime {
       container = Container.launch(processOptions, {
         id,
         name,
-        afterExit: (status) => this.afterExit(record!, status),
+        afterExit: (status) => this.afterExit(record, status),
         commit: (img, o) => this.commit(id, img, o),
         remove: (o) => this.remove(id, o),
       });
@@ -301,54 +332,97 @@ export class Runtime {
       // What proves later, to another process, that this pid is still this container.
       record.pidNamespace = processPidNamespace(container.pid) ?? null;
       record.startedAt = new Date().toISOString();
-      writeJsonAtomic(path.join(dir, 'container.json'), record);
+      // On a full disk this writes over the record in place, into the room it was made with.
+      writeRecordFile(path.join(dir, 'container.json'), record);
       this.live.set(id, container);
       return container;
     } catch (e) {
-      if (container && record) {
+      if (container) {
         // Started, but its state could not be written: it must not outlive this failure.
         record.remove = true;
         container.kill('SIGKILL');
       } else {
-        this.discard(id, name, workspace);
+        try {
+          this.destroyEntry({ kind: 'live', id, dir, rec: record });
+        } catch {
+          // left as a 'creating' record of this process: listed, and removed by prune or rm -f
+        }
       }
       Volume.removeCreated(madeDirs);
       throw e;
     }
   }
 
-  private workspaceOf(rec: ContainerRecord): Workspace {
-    return new Workspace(this.layout.containerDir(rec.id), rec.imageLayer, rec.driver, !!rec.readOnly);
+  private workspaceOf(rec: ContainerRecord, dir = this.layout.containerDir(rec.id)): Workspace {
+    return new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly);
   }
 
-  /** A new containers/<id> directory: the id is ours once mkdir succeeded. */
-  private makeContainerDir(): string {
+  /**
+   * Makes containers/<id> with its record in it, in one step: the directory is made and
+   * written in tmp/, then renamed into place (the id is ours once the rename succeeded: an
+   * existing container's directory is never empty). Sets and returns `record.id`.
+   */
+  private createRecord(record: ContainerRecord): string {
     for (;;) {
-      const id = newId();
+      record.id = newId();
+      const tmp = this.layout.makeTemp('create');
       try {
-        fs.mkdirSync(this.layout.containerDir(id), { mode: 0o700 });
-        return id;
+        writeRecordFile(path.join(tmp, 'container.json'), record, { fresh: true });
+        fs.renameSync(tmp, this.layout.containerDir(record.id));
+        return record.id;
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError('create container', e);
+        fs.rmSync(tmp, { recursive: true, force: true });
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw fromSystemError('create container', e);
       }
     }
   }
 
-  private afterExit(record: ContainerRecord, status: ExitStatus): void {
+  private async afterExit(record: ContainerRecord, status: ExitStatus): Promise<void> {
     this.live.delete(record.id);
     if (record.remove) {
-      this.discard(record.id, record.name, this.workspaceOf(record));
+      if (this.removing.has(record.id)) return; // remove() of this process does it
+      try {
+        // This process's own record of it: no need to read it back (gone: removed meanwhile).
+        await this.removeLocked(record.id, () => ({ kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record }));
+      } catch (e) {
+        // Not a failure of the run: what is left is an exited container, which prune removes.
+        process.emitWarning(`container ${record.id} exited, but was not removed: ${(e as Error).message}`, { code: 'NSBOX_STATE' });
+      }
       return;
     }
     record.status = 'exited';
     record.exitCode = status.exitCode;
     record.signal = status.signal;
     record.finishedAt = new Date().toISOString();
+    this.saveRecord(record);
+  }
+
+  /**
+   * Writes a record; when that fails (a full disk), the record is kept in memory (shown by
+   * this Runtime, written again at its next use) and a warning says so: the exit status of a
+   * finished container is never turned into an error.
+   */
+  private saveRecord(record: ContainerRecord): void {
     try {
-      writeJsonAtomic(path.join(this.layout.containerDir(record.id), 'container.json'), record);
-    } catch {
-      // removed meanwhile (rm -f from another process): nothing left to record
+      writeRecordFile(path.join(this.layout.containerDir(record.id), 'container.json'), record);
+      this.unsaved.delete(record.id);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' && !fs.existsSync(this.layout.containerDir(record.id))) {
+        this.unsaved.delete(record.id);
+        return; // removed meanwhile (rm -f from another process): nothing left to record
+      }
+      if (!this.unsaved.has(record.id)) {
+        process.emitWarning(`container ${record.id}: its state (${record.status}${record.exitCode !== null ? `, exit code ${record.exitCode}` : ''}) could not be saved: ${(e as Error).message}`, { code: 'NSBOX_STATE' });
+      }
+      this.unsaved.set(record.id, record);
     }
+  }
+
+  /** Tries again to write the records a full disk kept in memory. */
+  private flushUnsaved(): void {
+    for (const rec of [...this.unsaved.values()]) this.saveRecord(rec);
   }
 
   private claimName(name: string, id: string): void {
@@ -357,7 +431,7 @@ export class Runtime {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(`name ${name}`, e);
       const holder = this.readName(name);
-      throw new NsboxError('CONFLICT', `name ${name}: already in use by container ${holder ?? '?'}`, { hint: `nsbox rm ${name} frees it` });
+      throw new NsboxError('CONFLICT', `name ${name}: already in use by container ${holder ?? '?'}`, { hint: `nsbox rm -f ${name} frees it` });
     }
   }
 
@@ -372,132 +446,349 @@ export class Runtime {
     return ID_RE.test(target) ? target : undefined;
   }
 
+  /**
+   * Frees names/<name> if it still points to `id`. Taken away by rename first, so that a
+   * claim another process made meanwhile (after someone else freed it) is never deleted: a
+   * link found to point elsewhere is put back.
+   */
   private releaseName(name: string | null, id: string): void {
-    if (name === null) return;
+    if (name === null || this.readName(name) !== id) return;
     const link = path.join(this.layout.names, name);
-    if (this.readName(name) === id) fs.rmSync(link, { force: true });
-  }
-
-  /** Removes a container's workspace, state and name. */
-  private discard(id: string, name: string | null, workspace: Workspace): void {
-    workspace.destroy();
-    this.releaseName(name, id);
-  }
-
-  /** Entries of containers/: ids, unless someone else put something there. */
-  private containerEntries(): string[] {
+    const away = path.join(this.layout.tmp, `name-${process.pid}-${newId()}`);
     try {
-      return fs.readdirSync(this.layout.containers);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return []; // none made yet
-      throw fromSystemError('list containers', e);
+      fs.renameSync(link, away);
+    } catch {
+      return; // freed meanwhile
     }
+    try {
+      const target = fs.readlinkSync(away);
+      if (target !== id) fs.symlinkSync(target, link);
+    } catch {
+      // claimed again already: that claim stands
+    } finally {
+      fs.rmSync(away, { force: true });
+    }
+  }
+
+  /** Every name link, by the id it points to. */
+  private namesById(): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(this.layout.names);
+    } catch {
+      return out; // none made yet
+    }
+    for (const n of names) {
+      const id = this.readName(n);
+      if (id) out.set(id, [...(out.get(id) ?? []), n]);
+    }
+    return out;
+  }
+
+  /** Frees every name whose container no longer exists (its removal was cut short). */
+  private freeDanglingNames(): void {
+    for (const [id, names] of this.namesById()) {
+      if (this.findEntry(id)) continue;
+      for (const n of names) this.releaseName(n, id);
+    }
+  }
+
+  /** The container `id` (its directory, or its tombstone), or undefined. */
+  private findEntry(id: string): Entry | undefined {
+    const e = readEntry(this.layout, this.unsaved, id);
+    if (e) return e;
+    const tomb = containerEntries(this.layout).find((x) => x.startsWith(`${id}.removing-`) && TOMBSTONE_RE.test(x));
+    return tomb ? readEntry(this.layout, this.unsaved, tomb) : undefined;
   }
 
   /**
-   * Finds a container by id, unique id prefix, or name: its id (the name of its directory),
-   * and its record or, when the record cannot be trusted, why.
+   * Finds a container by id, unique id prefix, or name. A name whose container is gone is
+   * `dangling`: rm frees it.
    */
-  private resolve(ref: string): { id: string; rec: ContainerRecord; bad?: undefined } | { id: string; rec?: undefined; bad: NsboxError } {
+  private resolve(ref: string): Entry | Dangling {
     if (typeof ref !== 'string' || ref === '' || ref.includes('/') || ref.includes('\0')) {
       throw invalid(`container ${JSON.stringify(ref)}: expected an id or a name`);
     }
-    let id = NAME_RE.test(ref) ? this.readName(ref) : undefined;
-    if (!id) {
-      const matches = this.containerEntries().filter((x) => ID_RE.test(x) && x.startsWith(ref));
-      if (matches.length > 1) throw invalid(`container ${ref}: ambiguous, matches ${matches.join(', ')}`);
-      id = matches[0];
+    this.recoverOnce();
+    const named = NAME_RE.test(ref) ? this.readName(ref) : undefined;
+    if (named) return this.findEntry(named) ?? { kind: 'dangling', id: named, name: ref };
+    const ids = new Set<string>();
+    for (const x of containerEntries(this.layout)) {
+      const id = TOMBSTONE_RE.exec(x)?.[1] ?? (ID_RE.test(x) ? x : undefined);
+      if (id?.startsWith(ref)) ids.add(id);
     }
-    if (id) {
-      try {
-        const rec = readRecord(this.layout, id);
-        if (rec) return { id, rec };
-      } catch (e) {
-        if (e instanceof NsboxError && e.code === 'BAD_STATE') return { id, bad: e };
-        throw e;
-      }
-    }
-    throw new NsboxError('NOT_FOUND', `container ${ref}: no such container`);
+    if (ids.size > 1) throw invalid(`container ${ref}: ambiguous, matches ${[...ids].join(', ')}`);
+    const [id] = ids;
+    const e = id === undefined ? undefined : this.findEntry(id);
+    if (!e) throw new NsboxError('NOT_FOUND', `container ${ref}: no such container`);
+    return e;
   }
 
-  /** resolve(), for what needs a record it can trust. */
+  /** resolve(), for what needs a container's record it can trust. */
   private trustedRecord(ref: string): ContainerRecord {
-    const r = this.resolve(ref);
-    if (r.bad) throw r.bad;
-    return r.rec;
+    const e = this.resolve(ref);
+    if (e.kind === 'dangling') throw new NsboxError('NOT_FOUND', `container ${ref}: no such container (its name was left behind; nsbox rm ${ref} frees it)`);
+    if (e.bad) throw e.bad;
+    if (e.kind === 'tomb') throw new NsboxError('NOT_FOUND', `container ${ref}: being removed`);
+    if (!e.rec) throw this.recordless(e);
+    return e.rec;
+  }
+
+  private recordless(e: Entry): NsboxError {
+    return new NsboxError('BAD_STATE', `container ${e.id}: its directory ${e.dir} holds no record (left half made or half removed)`, {
+      path: e.dir, hint: `nsbox rm -f ${e.id} removes it`,
+    });
+  }
+
+  /** Whether the process that made this record still runs (this one included). */
+  private supervisorAlive(rec: ContainerRecord): boolean {
+    if (rec.supervisor === process.pid) return rec.supervisorStart == null || rec.supervisorStart === ownStartTime();
+    if (rec.supervisorStart == null) return fs.existsSync(`/proc/${rec.supervisor}`);
+    return processAlive(rec.supervisor, rec.supervisorStart);
   }
 
   private statusOf(rec: ContainerRecord): ContainerStatus {
+    if (rec.status === 'creating') return this.supervisorAlive(rec) ? 'creating' : 'dead';
     if (rec.status !== 'running') return rec.status;
     // Running per the record: believe it only while that very process is alive.
     return processAlive(rec.pid ?? undefined, rec.pidStart ?? undefined) ? 'running' : 'exited';
   }
 
+  private entryStatus(e: Entry): ContainerStatus {
+    if (e.kind === 'tomb') return processAlive(e.remover!.pid, e.remover!.start) ? 'removing' : 'dead';
+    return e.rec ? this.statusOf(e.rec) : 'dead';
+  }
+
+  /**
+   * Whether a process that died left this container half made or half removed (or, for a
+   * `remove` container, exited and never removed): work anyone may finish.
+   */
+  private abandoned(e: Entry): boolean {
+    if (e.bad) return false; // removed on request only (rm -f), never on a guess
+    const status = this.entryStatus(e);
+    if (status === 'dead') return true;
+    return !!e.rec?.remove && status !== 'running' && status !== 'removing' && !this.supervisorAlive(e.rec);
+  }
+
   private info(rec: ContainerRecord): ContainerInfo {
-    const { pidStart: _a, pidNamespace: _b, supervisor: _c, imageLayer: _d, ...info } = rec;
-    void _a; void _b; void _c; void _d;
+    const { pidStart: _a, pidNamespace: _b, supervisor: _c, imageLayer: _d, supervisorStart: _e, ...info } = rec;
+    void _a; void _b; void _c; void _d; void _e;
     return { ...info, status: this.statusOf(rec) };
+  }
+
+  /** What ps shows of an entry: its record's, or what is known of one without a record. */
+  private entryInfo(e: Entry, names: Map<string, string[]>): ContainerInfo {
+    const status = this.entryStatus(e);
+    if (e.rec) return { ...this.info(e.rec), status };
+    let created: string;
+    try {
+      created = fs.lstatSync(e.dir).mtime.toISOString();
+    } catch {
+      created = new Date(0).toISOString();
+    }
+    return {
+      id: e.id, name: names.get(e.id)?.[0] ?? null, image: '', command: [], driver: this.storageDriver, volumes: [], status,
+      pid: null, exitCode: null, signal: null, created, startedAt: null, finishedAt: null, remove: false,
+    };
   }
 
   inspect(ref: string): ContainerInfo {
     this.layout.verify();
-    return this.info(this.trustedRecord(ref));
+    this.flushUnsaved();
+    const e = this.resolve(ref);
+    if (e.kind === 'dangling' || e.bad) return this.info(this.trustedRecord(ref));
+    return this.entryInfo(e, this.namesById());
   }
 
   /**
-   * Containers on disk; only running ones unless `all`. A container whose record cannot be
-   * trusted is left out and reported to `onError` (default: a process warning).
+   * Containers on disk; only running ones unless `all`. Every directory under containers/ is
+   * listed: one half made or half removed as 'creating', 'removing' or 'dead'. A container
+   * whose record cannot be trusted is left out and reported to `onError` (default: a process
+   * warning).
    */
   list(options: ListOptions = {}): ContainerInfo[] {
     const o = checkOptions('list', LIST, options);
     this.layout.verify();
+    this.recoverOnce();
+    this.flushUnsaved();
     const report = o.onError ?? ((e: NsboxError) => process.emitWarning(e.message, { code: 'NSBOX_BAD_STATE' }));
+    const names = this.namesById();
     const out: ContainerInfo[] = [];
-    for (const id of this.containerEntries()) {
-      let rec: ContainerRecord | undefined;
+    for (const x of containerEntries(this.layout)) {
+      let e: Entry | undefined;
       try {
-        rec = readRecord(this.layout, id);
-      } catch (e) {
-        if (!(e instanceof NsboxError) || e.code !== 'BAD_STATE') throw e;
-        report(e, id);
+        e = readEntry(this.layout, this.unsaved, x);
+      } catch (err) {
+        if (!(err instanceof NsboxError) || err.code !== 'BAD_STATE') throw err;
+        report(err, x);
         continue;
       }
-      if (!rec) continue;
-      const info = this.info(rec);
+      if (!e) continue;
+      if (e.bad) {
+        report(e.bad, e.id);
+        continue;
+      }
+      const info = this.entryInfo(e, names);
       if (o.all || info.status === 'running') out.push(info);
     }
     return out.sort((a, b) => b.created.localeCompare(a.created));
   }
 
   /**
+   * Finishes, once per Runtime, what processes that died left half done: containers half made
+   * or half removed, `remove` containers never removed, names of containers that are gone.
+   * Never fails the call that triggered it: what it cannot finish is listed, and prune or
+   * rm -f reports why.
+   */
+  private recoverOnce(): void {
+    if (this.recovered) return;
+    this.recovered = true;
+    try {
+      const namesBefore = this.namesById();
+      for (const x of containerEntries(this.layout)) {
+        try {
+          const e = readEntry(this.layout, this.unsaved, x);
+          if (e && this.abandoned(e)) this.destroyIfFree(e);
+        } catch {
+          // listed as it is; prune and rm -f say why it cannot be removed
+        }
+      }
+      this.freeDanglingNames();
+      for (const names of namesBefore.values()) for (const n of names) if (this.readName(n) === undefined) this.freedNames.add(n);
+    } catch {
+      // the same
+    }
+  }
+
+  /**
+   * Removes an entry unless another process holds its lock (a commit, a remove); checked
+   * again under the lock. True when removed.
+   */
+  private destroyIfFree(e: Entry, wanted: (e: Entry) => boolean = (x) => this.abandoned(x)): boolean {
+    const lock = ContainerLock.tryAcquire(this.layout, e.id, 'remove');
+    if (!lock) return false;
+    try {
+      const now = this.findEntry(e.id);
+      if (!now || !wanted(now)) return false;
+      return this.destroyEntry(now);
+    } finally {
+      lock.release();
+    }
+  }
+
+  /**
+   * Removes a container, the caller holding its lock: renamed to a tombstone first (so that
+   * nothing takes a half-deleted directory for a container, and a kill leaves something
+   * prune recognises), then its cgroup, then its layers and directory, then its names.
+   * False when it was gone already.
+   */
+  private destroyEntry(e: Entry): boolean {
+    let dir = e.dir;
+    if (e.kind === 'live') {
+      // A mount on the host below it would move with the rename, out of the path the person
+      // who must unmount it knows: refused before anything changes.
+      const mounted = mountsUnder(e.dir);
+      if (mounted.length) {
+        throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
+      }
+      dir = tombstonePath(this.layout, e.id);
+      try {
+        fs.renameSync(e.dir, dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+        throw fromSystemError(`remove container ${e.id}`, err);
+      }
+    }
+    // Its cgroup while the tombstone says what is left to do: a remover killed while waiting
+    // for the container's last processes to leave it leaves the tombstone for the next one.
+    removeContainerCgroup(e.id);
+    // The record is trusted only as the live container's (a tombstone's may be half deleted).
+    if (e.kind === 'live' && e.rec && !e.bad) this.workspaceOf(e.rec, dir).destroy();
+    else removeTree(e.id, dir);
+    if (e.kind === 'live' && e.rec && !e.bad) this.releaseName(e.rec.name, e.id);
+    else for (const n of this.namesById().get(e.id) ?? []) this.releaseName(n, e.id);
+    this.unsaved.delete(e.id);
+    return true;
+  }
+
+  /** Takes the container's lock (waiting for a commit), finds it again, removes it. */
+  private async removeLocked(id: string, find: () => Entry | undefined, before?: (e: Entry) => Promise<Entry | undefined>): Promise<void> {
+    const lock = await ContainerLock.acquire(this.layout, id, 'remove', LOCK_WAIT_MS);
+    try {
+      let e = find();
+      if (e && before) e = await before(e);
+      if (e) this.destroyEntry(e);
+    } finally {
+      lock.release();
+    }
+  }
+
+  /**
    * Removes a container. A running one is refused unless `force`: then it is killed first
    * (through its pidfd when this process started it, else by pid once its record proves the
    * pid is still the container's) and removed once it is gone. A container whose record
-   * cannot be trusted is removed with `force` only, by its directory, killing nothing.
+   * cannot be trusted is removed with `force` only, by its directory, killing nothing. One
+   * left half made or half removed by a process that died is removed; a name left pointing
+   * to no container is freed. Waits (a bounded time, then IN_USE) while a commit of it runs.
    */
   async remove(ref: string, options: { force?: boolean } = {}): Promise<void> {
     const { force = false } = checkOptions('remove', FORCE, options);
     this.layout.verify();
-    const r = this.resolve(ref);
+    let r: Entry | Dangling;
+    try {
+      r = this.resolve(ref);
+    } catch (e) {
+      // A name left behind, freed by this Runtime's recovery on the way here: what rm asked for.
+      if (e instanceof NsboxError && e.code === 'NOT_FOUND' && this.freedNames.has(ref)) return;
+      throw e;
+    }
+    if (r.kind === 'dangling') {
+      this.releaseName(r.name, r.id);
+      return;
+    }
+    const id = r.id;
+    if (r.kind === 'tomb') {
+      if (this.entryStatus(r) === 'removing') {
+        // Another process is removing it: done once its tombstone is gone.
+        const deadline = Date.now() + LOCK_WAIT_MS;
+        while (this.findEntry(id) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+        if (this.findEntry(id)) throw new NsboxError('IN_USE', `container ${ref}: process ${r.remover!.pid} is removing it, still after ${LOCK_WAIT_MS} ms`);
+        return;
+      }
+      return this.removeLocked(id, () => this.findEntry(id));
+    }
     if (r.bad) {
       if (!force) throw r.bad;
-      return this.removeUntrusted(r.id);
+      return this.removeUntrusted(id);
     }
-    const rec = r.rec;
-    if (this.statusOf(rec) === 'running') {
-      if (!force) {
-        throw new NsboxError('IN_USE', `container ${rec.name ?? rec.id} is running`, { hint: 'use force (-f) to kill and remove it' });
+    if (r.rec) {
+      const status = this.statusOf(r.rec);
+      if (status === 'running' && !force) {
+        throw new NsboxError('IN_USE', `container ${r.rec.name ?? id} is running`, { hint: 'use force (-f) to kill and remove it' });
       }
-      const mine = this.live.get(rec.id);
-      if (mine) {
-        mine.kill('SIGKILL');
-        await mine.wait();
-        if (rec.remove) return; // afterExit removed it
-      } else {
-        await killAndWait(rec);
+      if (status === 'creating') {
+        throw new NsboxError('IN_USE', `container ${r.rec.name ?? id} is being created by process ${r.rec.supervisor}`, { hint: 'try again once it runs' });
       }
     }
-    this.discard(rec.id, rec.name, this.workspaceOf(rec));
+    this.removing.add(id);
+    try {
+      await this.removeLocked(id, () => this.findEntry(id), async (e) => {
+        if (e.kind !== 'live' || !e.rec || e.bad) return e;
+        if (this.statusOf(e.rec) !== 'running') return e;
+        if (!force) throw new NsboxError('IN_USE', `container ${e.rec.name ?? id} is running`, { hint: 'use force (-f) to kill and remove it' });
+        const mine = this.live.get(id);
+        if (mine) {
+          mine.kill('SIGKILL');
+          await mine.wait().catch(() => undefined); // its bookkeeping is replaced by the removal
+        } else {
+          await killAndWait(e.rec);
+        }
+        return this.findEntry(id);
+      });
+    } finally {
+      this.removing.delete(id);
+    }
   }
 
   /**
@@ -507,74 +798,124 @@ export class Runtime {
    */
   private async removeUntrusted(id: string): Promise<void> {
     const mine = this.live.get(id);
-    if (mine) {
-      mine.kill('SIGKILL');
-      await mine.wait().catch(() => undefined); // its bookkeeping may fail on the bad record: removed below
-    }
-    const dir = this.layout.containerDir(id);
-    // A recursive delete would walk into anything mounted below: refuse instead.
-    const mounted = mountsUnder(dir);
-    if (mounted.length) {
-      throw new NsboxError('EBUSY', `remove container ${id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
-    }
+    this.removing.add(id);
     try {
-      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
-      for (const n of fs.readdirSync(this.layout.names)) {
-        if (this.readName(n) === id) fs.rmSync(path.join(this.layout.names, n), { force: true });
+      if (mine) {
+        mine.kill('SIGKILL');
+        await mine.wait().catch(() => undefined); // its bookkeeping may fail on the bad record: removed below
       }
-    } catch (e) {
-      throw fromSystemError(`remove container ${id}`, e);
+      await this.removeLocked(id, () => {
+        const e = this.findEntry(id);
+        // Whatever its record says now, it is not used.
+        return e && { kind: e.kind, id, dir: e.dir, ...(e.remover ? { remover: e.remover } : {}) };
+      });
+    } finally {
+      this.removing.delete(id);
     }
   }
 
   /**
    * A new image from a container's root: the merged view (image plus writes, deletions
-   * honoured, no whiteouts), without the contents of volumes. Running or stopped.
+   * honoured, no whiteouts), without the contents of volumes. Running or stopped. Holds the
+   * container's lock for the whole walk and publish (a remove waits), and publishes nothing
+   * when the layers it walked changed identity meanwhile. With `output`, the tarball is
+   * written under a temp name beside it and renamed into place when complete.
    */
   async commit(ref: string, image: string, options: CommitOptions = {}): Promise<ImageInfo> {
     const o = checkOptions('commit', COMMIT, options);
     validateImageName(image);
     this.layout.verify();
-    const rec = this.trustedRecord(ref);
+    const id = this.trustedRecord(ref).id;
     if (this.images.find(image)) throw new NsboxError('CONFLICT', `image ${image}: already exists (remove it first with rmi)`);
-    const workspace = this.workspaceOf(rec);
-    const exclude = rec.volumes.map((v) => Volume.parse(v).target);
-    const tmp = this.layout.makeTemp('commit');
+    const lock = await ContainerLock.acquire(this.layout, id, 'commit', LOCK_WAIT_MS);
+    let tmp: string | undefined;
+    const output = o.output === undefined ? undefined : path.resolve(o.output);
+    const tmpOutput = output && path.join(path.dirname(output), `.${path.basename(output)}.nsbox-tmp-${process.pid}`);
     try {
+      const rec = this.committable(id, ref);
+      const before = layerIdentity(rec, this.layout);
+      const workspace = this.workspaceOf(rec);
+      const exclude = rec.volumes.map((v) => Volume.parse(v).target);
+      tmp = this.layout.makeTemp('commit');
       // The image is made straight from the layers (unchanged files hard-linked from the
       // image layer), never from the tarball; with -o, both come from one walk.
       const rootfs = path.join(tmp, 'rootfs');
       fs.mkdirSync(rootfs, { mode: 0o755 });
-      const r = o.output
-        ? await workspace.exportTarAndTree(path.resolve(o.output), rootfs, exclude)
-        : await workspace.exportTree(rootfs, exclude);
-      return this.images.publish(tmp, image, { size: r.bytes, digest: '', source: 'commit' });
+      let r: { entries: number; bytes: number };
+      try {
+        r = tmpOutput ? await workspace.exportTarAndTree(tmpOutput, rootfs, exclude) : await workspace.exportTree(rootfs, exclude);
+      } catch (e) {
+        throw commitError(e, image, output, tmp);
+      }
+      // A layer that vanished or was replaced during the walk (a remover that ignored the
+      // lock, an rmi -f) showed what lies under it: such a walk is not the container's root.
+      const after = this.findEntry(id);
+      if (after?.kind !== 'live' || !after.rec || layerIdentity(after.rec, this.layout) !== before) {
+        throw new NsboxError('EBUSY', `commit ${ref}: its layers were removed or replaced during the commit: no image made`);
+      }
+      const info = this.images.publish(tmp, image, { size: r.bytes, digest: '', source: 'commit' });
+      if (tmpOutput) {
+        try {
+          fs.renameSync(tmpOutput, output!);
+        } catch (e) {
+          throw fromSystemError(`commit ${image}: rename ${tmpOutput} to ${output!}`, e);
+        }
+      }
+      return info;
     } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+      lock.release();
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+      if (tmpOutput) fs.rmSync(tmpOutput, { force: true });
     }
   }
 
-  /**
-   * Removes an image; refused while a container uses it unless `force`. A container whose
-   * record cannot be read may be using it: it counts as a user.
-   */
-  removeImage(name: string, options: { force?: boolean } = {}): void {
-    const { force = false } = checkOptions('removeImage', FORCE, options);
-    const unreadable: string[] = [];
-    const usedBy = this.list({ all: true, onError: (_e, id) => unreadable.push(`${id} (unreadable record)`) })
-      .filter((c) => c.image === name)
-      .map((c) => c.name ?? c.id);
-    this.images.remove(name, [...usedBy, ...unreadable], force);
+  /** The record of a container that can be committed, read under its lock. */
+  private committable(id: string, ref: string): ContainerRecord {
+    const e = this.findEntry(id);
+    if (!e || e.kind === 'tomb') throw new NsboxError('NOT_FOUND', `container ${ref}: no such container (removed)`);
+    if (e.bad) throw e.bad;
+    if (!e.rec) throw this.recordless(e);
+    const status = this.statusOf(e.rec);
+    if (status === 'creating' || status === 'dead') {
+      throw new NsboxError('BAD_STATE', `container ${ref}: ${status === 'dead' ? 'left half made by a process that died' : 'being created'}: nothing to commit`);
+    }
+    if (!fs.existsSync(e.rec.imageLayer)) {
+      throw new NsboxError('NOT_FOUND', `container ${ref}: its image ${e.rec.image} was removed (rmi -f): its root cannot be committed`, {
+        hint: `nsbox rm ${e.rec.name ?? id} removes the container`,
+      });
+    }
+    return e.rec;
   }
 
   /**
-   * Removes every container that is not running, and leftovers of interrupted work. What
+   * Removes an image; refused while a running container uses it, even with `force`; refused
+   * while a stopped one does unless `force`. A container whose record cannot be read may be
+   * using it: it counts as a stopped user.
+   */
+  removeImage(name: string, options: { force?: boolean } = {}): void {
+    const { force = false } = checkOptions('removeImage', FORCE, options);
+    const stopped: string[] = [];
+    const running: string[] = [];
+    for (const c of this.list({ all: true, onError: (_e, id) => stopped.push(`${id} (unreadable record)`) })) {
+      if (c.image !== name) continue;
+      if (c.status === 'running' || c.status === 'creating') running.push(c.name ?? c.id);
+      else if (c.status !== 'removing') stopped.push(c.name ?? c.id);
+    }
+    this.images.remove(name, { running, stopped }, force);
+  }
+
+  /**
+   * Removes every container that is not running (nor being created or removed by a live
+   * process), what processes that died left half done (containers half made or half removed,
+   * names of containers gone, temp files, cgroups), and leftovers of interrupted work. What
    * could not be removed (a container whose record cannot be trusted included) goes to
    * `onError`; without it, prune throws once it has removed all it could.
    */
   prune(options: PruneOptions = {}): string[] {
     const o = checkOptions('prune', PRUNE, options);
     this.layout.verify();
+    this.recovered = true; // done here, in full
+    this.flushUnsaved();
     const removed: string[] = [];
     const failures: NsboxError[] = [];
     const fail = (e: unknown, what: string): void => {
@@ -582,22 +923,37 @@ export class Runtime {
       if (o.onError) o.onError(err, what);
       else failures.push(err);
     };
-    for (const c of this.list({ all: true, onError: fail })) {
-      if (c.status === 'running') continue;
+    const prunable = (e: Entry): boolean => !e.bad && !['running', 'creating', 'removing'].includes(this.entryStatus(e));
+    for (const x of containerEntries(this.layout)) {
+      let e: Entry | undefined;
       try {
-        const rec = readRecord(this.layout, c.id);
-        if (!rec || this.statusOf(rec) === 'running') continue; // removed or started meanwhile
-        this.discard(rec.id, rec.name, this.workspaceOf(rec));
-        removed.push(c.id);
-      } catch (e) {
-        fail(e, c.id);
+        e = readEntry(this.layout, this.unsaved, x);
+        if (!e) continue;
+        if (e.bad) {
+          fail(e.bad, e.id);
+          continue;
+        }
+        // A commit of it holds its lock: not removed now (in use), not a failure either.
+        if (prunable(e) && this.destroyIfFree(e, prunable)) removed.push(e.id);
+      } catch (err) {
+        fail(err, e?.id ?? x);
       }
+    }
+    try {
+      this.freeDanglingNames();
+    } catch (e) {
+      fail(e, this.layout.names);
     }
     // cgroups of containers whose supervisor was killed.
     try {
       pruneStaleCgroups();
     } catch (e) {
       fail(e, 'cgroups');
+    }
+    try {
+      pruneLockLeftovers(this.layout);
+    } catch (e) {
+      fail(e, this.layout.locks);
     }
     // tmp/<what>-<pid>-<rand>: a dead pid's work will never be finished.
     let temps: string[] = [];
@@ -624,6 +980,27 @@ export class Runtime {
     }
     return removed;
   }
+}
+
+/**
+ * A failed commit walk, said plainly when the disk filled up: which of the two writes it was
+ * (the tarball, or the image under the state directory) is told by the file systems.
+ */
+function commitError(e: unknown, image: string, output: string | undefined, tmp: string): unknown {
+  if (!isNoSpace(e) && !(e instanceof NsboxError && isNoSpace({ code: e.code }))) return e;
+  const code = (e as { code: string }).code;
+  const full = (p: string) => {
+    try {
+      const st = fs.statfsSync(p);
+      return st.bavail * st.bsize < 64 * 1024;
+    } catch {
+      return false;
+    }
+  };
+  const where = output !== undefined && full(path.dirname(output)) ? `the tarball ${output}` : `the image under ${path.dirname(path.dirname(tmp))}`;
+  return new NsboxError(code, `commit ${image}: writing ${where}: ${code} (no space left on device)`, {
+    path: output !== undefined && where.startsWith('the tarball') ? output : tmp, cause: e, hint: 'free some space there',
+  });
 }
 
 /**

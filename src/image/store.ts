@@ -126,15 +126,26 @@ export class ImageStore {
   }
 
   /**
-   * Removes an image. `usedBy` lists the containers made from it: refused while there are
-   * any, unless forced (their write layers then sit on a missing image until removed).
+   * Removes an image. `users` lists the containers made from it: refused while any of them
+   * runs, even forced (its root would vanish under it, as docker refuses too); refused while
+   * stopped ones use it, unless forced (their records stay, and a commit of them fails).
    */
-  remove(name: string, usedBy: string[] = [], force = false): void {
+  remove(name: string, users: { running?: string[]; stopped?: string[] } | string[] = {}, force = false): void {
     validateImageName(name);
     const dir = this.layout.imageDir(name);
     if (!fs.existsSync(path.join(dir, 'image.json'))) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`);
-    if (usedBy.length && !force) {
-      throw new NsboxError('IN_USE', `image ${name}: used by container${usedBy.length > 1 ? 's' : ''} ${usedBy.join(', ')}`, { hint: 'remove them first, or force' });
+    // A plain list (the form before running users were told apart): containers not known to
+    // be stopped, so counted as running ones, which force does not override.
+    const running = Array.isArray(users) ? users : users.running ?? [];
+    const stopped = Array.isArray(users) ? [] : users.stopped ?? [];
+    const plural = (n: number) => (n > 1 ? 's' : '');
+    if (running.length) {
+      throw new NsboxError('IN_USE', `image ${name}: used by running container${plural(running.length)} ${running.join(', ')}${force ? ' (force removes an image of stopped containers only)' : ''}`, {
+        hint: 'stop and remove them first',
+      });
+    }
+    if (stopped.length && !force) {
+      throw new NsboxError('IN_USE', `image ${name}: used by container${plural(stopped.length)} ${stopped.join(', ')}`, { hint: 'remove them first, or force' });
     }
     // Renamed away first, so that the name is free at once and a half-deleted tree is never seen.
     this.layout.ensure();

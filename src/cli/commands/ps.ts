@@ -7,6 +7,10 @@ import { formatOf, runtimeFrom } from './shared';
 function statusText(c: ContainerInfo): string {
   if (c.status === 'running') return `Up ${ago(c.startedAt)}`;
   if (c.status === 'created') return 'Created';
+  if (c.status === 'creating') return 'Creating';
+  if (c.status === 'removing') return 'Removal In Progress';
+  // Left half made or half removed by a process that died: rm -f and prune finish the job.
+  if (c.status === 'dead') return 'Dead';
   const how = c.signal ? c.signal : String(c.exitCode ?? '?');
   return `Exited (${how}) ${ago(c.finishedAt ?? c.created)} ago`;
 }
