@@ -325,7 +325,7 @@ export class ContainerCgroup {
  * made at start for a Runtime's containers), so that a commit reads layers nothing changes.
  * Returns the function that thaws it, or null when the container has no freezer of its own.
  */
-export async function freezeContainer(pid: number): Promise<(() => void) | null> {
+export async function freezeContainer(pid: number, id?: string): Promise<(() => void) | null> {
   const h = hostHierarchies().get('freezer');
   if (!h) return null;
   let rel: string | undefined;
@@ -335,7 +335,7 @@ export async function freezeContainer(pid: number): Promise<(() => void) | null>
     return null; // gone: nothing runs to hold still
   }
   // Only a cgroup nsbox made for one container: freezing a shared one would stop others.
-  if (!rel || !new RegExp(`/${PARENT}/[0-9a-f]{12}$`).test(rel)) return null;
+  if (!rel || !new RegExp(`/${PARENT}/${id ?? '[0-9a-f]{12}'}$`).test(rel)) return null;
   const state = path.join(h.mount, rel, 'freezer.state');
   const thaw = () => {
     try {

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { pruneStaleCgroups, removeContainerCgroup } from './cgroup';
+import { freezeContainer, pruneStaleCgroups, removeContainerCgroup } from './cgroup';
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
@@ -829,10 +829,16 @@ export class Runtime {
     if (this.images.find(image)) throw new NsboxError('CONFLICT', `image ${image}: already exists (remove it first with rmi)`);
     const lock = await ContainerLock.acquire(this.layout, id, 'commit', LOCK_WAIT_MS);
     let tmp: string | undefined;
+    let thaw: (() => void) | null = null;
     const output = o.output === undefined ? undefined : path.resolve(o.output);
     const tmpOutput = output && path.join(path.dirname(output), `.${path.basename(output)}.nsbox-tmp-${process.pid}`);
     try {
       const rec = this.committable(id, ref);
+      // A running container is held still while its layers are read: the walk then sees one
+      // moment of its root, and a container swapping files for links cannot race it.
+      if (this.statusOf(rec) === 'running' && rec.pid && processAlive(rec.pid, rec.pidStart ?? undefined)) {
+        thaw = await freezeContainer(rec.pid, rec.id);
+      }
       const before = layerIdentity(rec, this.layout);
       const workspace = this.workspaceOf(rec);
       const exclude = rec.volumes.map((v) => Volume.parse(v).target);
@@ -863,6 +869,7 @@ export class Runtime {
       }
       return info;
     } finally {
+      thaw?.();
       lock.release();
       if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
       if (tmpOutput) fs.rmSync(tmpOutput, { force: true });

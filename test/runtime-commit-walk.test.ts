@@ -102,7 +102,9 @@ describe('commit of a container swapping its files for symlinks to the host', ()
     }
     // Nothing half-made is left in tmp/.
     expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
-    console.log(`commits during the swapping: ${outcomes.join(' ')}`);
+    // The container is frozen while its layers are read: every commit sees one moment of it
+    // and succeeds (before the freezer, most of these failed as "changed").
+    expect(outcomes).toEqual(Array(20).fill('ok'));
   });
 });
 
