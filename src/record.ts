@@ -36,6 +36,8 @@ export interface ContainerInfo {
   pid: number | null;
   exitCode: number | null;
   signal: string | null;
+  /** Why it was killed, when nsbox knows: the OOM killer, its timeout, an abort, its CPU time. */
+  killedFor?: 'oom' | 'timeout' | 'abort' | 'cpuTime';
   created: string;
   startedAt: string | null;
   finishedAt: string | null;
@@ -93,6 +95,7 @@ const RECORD: Spec<ContainerRecord> = {
   pidNamespace: (v, name) => (v === undefined ? null : nullable(matching(/^pid:\[\d{1,20}\]$/, 'a pid namespace (pid:[INODE])'))(v, name)),
   exitCode: nullable(integer(0, 255)),
   signal: nullable(matching(/^SIG[A-Z0-9+-]{1,16}$/, 'a signal name')),
+  killedFor: optional(oneOf(['oom', 'timeout', 'abort', 'cpuTime'] as const)),
   created: isoTime,
   startedAt: time,
   finishedAt: time,

@@ -394,6 +394,8 @@ export class Runtime {
     record.status = 'exited';
     record.exitCode = status.exitCode;
     record.signal = status.signal;
+    const killedFor = status.oomKilled ? 'oom' : status.timedOut ? 'timeout' : status.aborted ? 'abort' : status.cpuTimeExceeded ? 'cpuTime' : undefined;
+    if (killedFor) record.killedFor = killedFor;
     record.finishedAt = new Date().toISOString();
     this.saveRecord(record);
   }

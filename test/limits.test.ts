@@ -124,6 +124,9 @@ describe('limits', () => {
       const oom = spawnSync(process.execPath, [main, '--root', root, 'run', '--rm', '-m', '16m', 'busybox', 'sh', '-c', 'x=a; while :; do x="$x$x"; done'], { encoding: 'utf8' });
       expect(oom.status).toBe(137);
       expect(oom.stderr).toBe('nsbox: the container was killed: it ran out of memory (--memory)\n');
+      // Kept, it says why in ps, as docker does.
+      spawnSync(process.execPath, [main, '--root', root, 'run', '--name', 'hog', '-m', '16m', 'busybox', 'sh', '-c', 'x=a; while :; do x="$x$x"; done']);
+      expect(spawnSync(process.execPath, [main, '--root', root, 'ps', '-a'], { encoding: 'utf8' }).stdout).toMatch(/hog.*Exited \(137, OOM\)/);
       const slow = spawnSync(process.execPath, [main, '--root', root, 'run', '--rm', '--timeout', '200ms', 'busybox', 'sleep', '30'], { encoding: 'utf8' });
       expect(slow.status).toBe(137);
       expect(slow.stderr).toBe('nsbox: the container was killed: its --timeout passed\n');

@@ -1,3 +1,5 @@
+import { constants as osConstants } from 'node:os';
+
 import type { ContainerInfo } from '../../runtime';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
@@ -11,7 +13,10 @@ function statusText(c: ContainerInfo): string {
   if (c.status === 'removing') return 'Removal In Progress';
   // Left half made or half removed by a process that died: rm -f and prune finish the job.
   if (c.status === 'dead') return 'Dead';
-  const how = c.signal ? c.signal : String(c.exitCode ?? '?');
+  // As docker shows it: the exit status a shell would see (128+N for signal N), and why.
+  const code = c.exitCode ?? (c.signal ? 128 + ((osConstants.signals as Record<string, number>)[c.signal] ?? 0) : undefined);
+  const why = c.killedFor === 'oom' ? ', OOM' : c.killedFor === 'timeout' ? ', timeout' : c.killedFor === 'cpuTime' ? ', CPU time' : c.killedFor === 'abort' ? ', aborted' : '';
+  const how = code === undefined ? '?' : c.signal && !why ? `${code}, ${c.signal}` : `${code}${why}`;
   return `Exited (${how}) ${ago(c.finishedAt ?? c.created)} ago`;
 }
 
