@@ -20,7 +20,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from './errors';
+import { deviceProgram, parseDeviceRule } from './devbpf';
 import type { CgroupLimits } from './limits';
+import { native } from './native';
 import type { DeviceNode } from './plan';
 
 /** The parent's rules, in the order devices.list shows them. */
@@ -73,6 +75,40 @@ let hierarchies: Map<string, V1Hierarchy> | undefined;
 function hostHierarchies(): Map<string, V1Hierarchy> {
   hierarchies ??= v1Hierarchies(fs.readFileSync('/proc/self/mountinfo', 'utf8'), fs.readFileSync('/proc/self/cgroup', 'utf8'));
   return hierarchies;
+}
+
+/** The cgroup v2 (unified) hierarchy: where it is mounted and this process's cgroup in it. */
+export function unifiedHierarchy(mountinfo: string, cgroupFile: string): V1Hierarchy | undefined {
+  const p = /^0::(\/.*)$/m.exec(cgroupFile)?.[1];
+  if (p === undefined) return undefined;
+  for (const line of mountinfo.split('\n')) {
+    const [left, right] = line.split(' - ');
+    if (!left || !right || right.split(' ')[0] !== 'cgroup2') continue;
+    const fields = left.split(' ');
+    if (fields[3] !== '/') continue;
+    return { mount: fields[4]!.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), path: p };
+  }
+  return undefined;
+}
+
+let unified: V1Hierarchy | null | undefined;
+function hostUnified(): V1Hierarchy | undefined {
+  if (unified === undefined) {
+    unified = unifiedHierarchy(fs.readFileSync('/proc/self/mountinfo', 'utf8'), fs.readFileSync('/proc/self/cgroup', 'utf8')) ?? null;
+  }
+  return unified ?? undefined;
+}
+
+/**
+ * Which device cgroup a container gets: v1's devices controller where the host has it, else a
+ * cgroup v2 directory with a BPF device program. NSBOX_CGROUP_DEVICES=v1|v2|none chooses
+ * (v2 on a hybrid host, to use the unified hierarchy beside the v1 controllers).
+ */
+function deviceCgroupMode(): 'v1' | 'v2' | 'none' {
+  const forced = process.env.NSBOX_CGROUP_DEVICES;
+  if (forced === 'v1' || forced === 'v2' || forced === 'none') return forced;
+  if (hostHierarchies().has('devices')) return 'v1';
+  return hostUnified() ? 'v2' : 'none';
 }
 
 /** `<supervisor's devices cgroup>/nsbox`, or undefined where there is no v1 devices controller. */
@@ -265,6 +301,9 @@ export class ContainerCgroup {
    */
   static create(id: string, devices: DeviceNode[] | 'all'): ContainerCgroup | null {
     if (devices === 'all') return null;
+    const mode = deviceCgroupMode();
+    if (mode === 'none') return null;
+    if (mode === 'v2') return ContainerCgroup.createV2(id, devices);
     const parent = devicesParent();
     if (!parent) return null;
     let std: string;
@@ -290,6 +329,33 @@ export class ContainerCgroup {
       if (fd >= 0) fs.closeSync(fd);
       for (const d of made) fs.rmdirSync(d);
       throw fromSystemError(`container cgroup ${dir}`, e);
+    }
+  }
+
+  /**
+   * cgroup v2: the container's own directory under `<supervisor's cgroup>/nsbox/`, with the
+   * allowlist (and its `devices`) as a BPF_CGROUP_DEVICE program attached to it.
+   */
+  private static createV2(id: string, devices: DeviceNode[]): ContainerCgroup | null {
+    const h = hostUnified();
+    if (!h) return null;
+    const dir = path.join(h.mount, h.path, PARENT, id);
+    const made: string[] = [];
+    let fd = -1;
+    try {
+      fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
+      fs.mkdirSync(dir, { mode: 0o755 });
+      made.push(dir);
+      const rules = [...DEVICE_ALLOWLIST, ...devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`)].map(parseDeviceRule);
+      const err = native().attachDeviceProgram(dir, deviceProgram(rules));
+      if (err) throw new NsboxError(err.code, `device cgroup ${dir}: ${err.syscall}: ${err.code}`, { errno: err.errno, syscall: err.syscall, path: dir });
+      fd = fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY);
+      return new ContainerCgroup(made, [fd], new Map([['unified', dir]]));
+    } catch (e) {
+      if (fd >= 0) fs.closeSync(fd);
+      for (const d of made) fs.rmdirSync(d);
+      if (notOurs(e) && made.length === 0) return null;
+      throw e instanceof NsboxError ? e : fromSystemError(`container cgroup ${dir}`, e);
     }
   }
 
@@ -365,7 +431,7 @@ export async function freezeContainer(pid: number, id?: string): Promise<(() => 
 export function pruneStaleCgroups(now = Date.now()): string[] {
   const removed: string[] = [];
   const dirs: string[] = [];
-  const parents = [...hostHierarchies().values()].map((h) => path.join(h.mount, h.path, PARENT));
+  const parents = [...hostHierarchies().values(), ...(hostUnified() ? [hostUnified()!] : [])].map((h) => path.join(h.mount, h.path, PARENT));
   for (const p of [...new Set(parents)]) {
     try {
       for (const d of fs.readdirSync(p, { withFileTypes: true })) {
@@ -401,7 +467,7 @@ export function removeContainerCgroup(id: string, waitMs = 3000): string[] {
   const deadline = Date.now() + waitMs;
   // Its own directory in every hierarchy (devices with `devices`, memory, pids, cpu, cpuset,
   // cpuacct and freezer for limits and commit), wherever the supervisor's cgroup was.
-  const parents = [...new Set([...hostHierarchies().values()].map((h) => path.join(h.mount, h.path, PARENT)))];
+  const parents = [...new Set([...hostHierarchies().values(), ...(hostUnified() ? [hostUnified()!] : [])].map((h) => path.join(h.mount, h.path, PARENT)))];
   const dirs = parents.map((p) => path.join(p, id));
   const devices = devicesParent();
   if (devices) dirs.push(path.join(devices, STANDARD, id));

@@ -88,6 +88,8 @@ export interface NativeBinding {
   mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;
   getXattr(path: string, name: string): Buffer | NativeErrno | null;
+  /** Loads a BPF_PROG_TYPE_CGROUP_DEVICE program and attaches it to a cgroup v2 directory. */
+  attachDeviceProgram(cgroupDir: string, insns: Uint8Array): NativeErrno | null;
   // Directory-fd calls (src-cc/core/fsat.h), wrapped in src/fsat.ts. Names are one component.
   openDir(path: string): number | NativeErrno;
   openDirAt(dirfd: number, name: Buffer): number | NativeErrno;

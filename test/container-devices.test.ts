@@ -128,3 +128,46 @@ describe('device nodes', () => {
     expect(await sh(`test -e /dev/kvm || echo absent; ${attack('/dev', NODES.kvm)}`)).toBe('absent\nmade\nopen failed\n');
   });
 });
+
+// cgroup v2: the same allowlist as a BPF_CGROUP_DEVICE program on the container's own cgroup
+// (what a host with only cgroup v2 gets). This machine's unified hierarchy sits beside the v1
+// controllers; NSBOX_CGROUP_DEVICES=v2 makes nsbox use it for the devices.
+describe.skipIf(!existsSync('/sys/fs/cgroup/unified/cgroup.procs'))('device nodes, cgroup v2 program', () => {
+  const unifiedDir = (pid: number) => {
+    const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))!;
+    return path.join('/sys/fs/cgroup/unified', line.slice(3));
+  };
+  let saved: string | undefined;
+  beforeAll(() => {
+    saved = process.env.NSBOX_CGROUP_DEVICES;
+    process.env.NSBOX_CGROUP_DEVICES = 'v2';
+  });
+  afterAll(() => {
+    if (saved === undefined) delete process.env.NSBOX_CGROUP_DEVICES;
+    else process.env.NSBOX_CGROUP_DEVICES = saved;
+  });
+
+  it('refuses the nodes a process in the container\'s cgroup opens, allows the standard ones, and goes with the container', async () => {
+    const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore' });
+    const dir = unifiedDir(c.pid);
+    try {
+      expect(dir).toMatch(/\/nsbox\/[0-9a-f]{12}$/);
+      const probe = (dev: string) => spawnSync('sh', ['-c', `echo $$ > ${dir}/cgroup.procs && exec 3<${dev}`]).status;
+      expect(probe('/dev/zero')).toBe(0);
+      expect(probe('/dev/kmsg')).not.toBe(0);
+      expect(probe('/dev/mem')).not.toBe(0);
+      expect(probe('/dev/loop0')).not.toBe(0);
+    } finally {
+      c.kill('SIGKILL');
+      await c.wait();
+    }
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('the container works as usual, and a --device node is allowed by its program', async () => {
+    expect(await sh(`echo x > /dev/null && head -c 1 /dev/zero | od -An -tx1; ${attack('/tmp', NODES.kmsg)}`)).toBe(' 00\nmade\nopen failed\n');
+    if (existsSync('/dev/fuse')) {
+      expect((await run(['sh', '-c', openIt('/dev/fuse')], { devices: ['/dev/fuse'] })).out).toBe('open ok\n');
+    }
+  });
+});

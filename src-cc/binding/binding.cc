@@ -21,6 +21,7 @@
 
 #include "binding/fsat.h"
 #include "core/fdpass.h"
+#include "core/devbpf.h"
 #include "core/hostmount.h"
 #include "core/init_image.h"
 #include "core/plan.h"
@@ -679,6 +680,28 @@ Napi::Value GetXattr(const Napi::CallbackInfo& info) {
   return Napi::Buffer<char>::Copy(env, buf, static_cast<size_t>(n));
 }
 
+// attachDeviceProgram(cgroupDir, insns: Uint8Array) -> null | errno object
+Napi::Value AttachDeviceProgram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsTypedArray()) {
+    Napi::TypeError::New(env, "attachDeviceProgram(cgroupDir: string, insns: Uint8Array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string dir = info[0].As<Napi::String>().Utf8Value();
+  Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+  if (ta.ByteLength() % 8 || ta.ByteLength() == 0) {
+    Napi::TypeError::New(env, "attachDeviceProgram: insns must hold whole BPF instructions").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const char* bytes = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  // Copied: the kernel reads it during the call, but an aligned copy costs nothing here.
+  std::vector<uint64_t> insns(ta.ByteLength() / 8);
+  memcpy(insns.data(), bytes, ta.ByteLength());
+  DevBpfResult r = attach_device_program(dir.c_str(), insns.data(), insns.size());
+  if (!r.err) return env.Null();
+  return errno_object(env, r.err, r.sys);
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -705,6 +728,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
   exports.Set("unmount", Napi::Function::New<Unmount>(env, "unmount"));
   exports.Set("getXattr", Napi::Function::New<GetXattr>(env, "getXattr"));
+  exports.Set("attachDeviceProgram", Napi::Function::New<AttachDeviceProgram>(env, "attachDeviceProgram"));
   RegisterFsAt(env, exports);
   return exports;
 }
