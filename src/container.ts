@@ -327,6 +327,26 @@ export class Container extends EventEmitter {
     throw new NsboxError('EPERM', `kill ${this.pid}: errno ${err}`, { errno: err, syscall: 'pidfd_send_signal' });
   }
 
+  /**
+   * Stops the container as docker does: SIGTERM (nsbox-init passes it to the command), then,
+   * if it is still running after `timeout` ms (default 10 s), SIGKILL of the whole container.
+   * Resolves to its exit status.
+   */
+  async stop(options: { timeout?: number; signal?: NodeJS.Signals | number } = {}): Promise<ExitStatus> {
+    const timeout = options.timeout ?? 10_000;
+    if (typeof timeout !== 'number' || !(timeout >= 0)) throw invalid('stop: timeout: expected milliseconds');
+    if (this.running) {
+      this.kill(options.signal ?? 'SIGTERM');
+      const timer = setTimeout(() => this.running && this.kill('SIGKILL'), timeout);
+      try {
+        await this.exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    return this.wait();
+  }
+
   /** Sets the terminal size of a `tty` container; does nothing once its terminal has closed. */
   resize(cols: number, rows: number): void {
     if (this.ptyFd < 0) throw invalid('resize: this container has no terminal');

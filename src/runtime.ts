@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { freezeContainer, pruneStaleCgroups, removeContainerCgroup } from './cgroup';
+import { signalNumber } from './container';
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
@@ -734,6 +735,62 @@ export class Runtime {
    * left half made or half removed by a process that died is removed; a name left pointing
    * to no container is freed. Waits (a bounded time, then IN_USE) while a commit of it runs.
    */
+  /**
+   * Sends a signal to a running container (default SIGKILL, as `docker kill`): through the
+   * pidfd when this process started it, else to its proven nsbox-init, which passes every
+   * signal but SIGKILL and SIGSTOP on to the command. False when it was not running.
+   */
+  kill(ref: string, signal: NodeJS.Signals | number = 'SIGKILL'): boolean {
+    const rec = this.trustedRecord(ref);
+    if (this.statusOf(rec) !== 'running') return false;
+    const mine = this.live.get(rec.id);
+    if (mine) return mine.kill(signal);
+    return signalProven(rec, signalNumber(signal));
+  }
+
+  /**
+   * Stops a running container as `docker stop` does: SIGTERM, then SIGKILL of the whole
+   * container after `timeout` ms (default 10 s). Resolves once it has exited.
+   */
+  async stop(ref: string, options: { timeout?: number } = {}): Promise<void> {
+    const timeout = options.timeout ?? 10_000;
+    if (typeof timeout !== 'number' || !(timeout >= 0)) throw invalid('stop: timeout: expected milliseconds');
+    const rec = this.trustedRecord(ref);
+    if (this.statusOf(rec) !== 'running') return;
+    const mine = this.live.get(rec.id);
+    if (mine) {
+      await mine.stop({ timeout });
+      return;
+    }
+    if (!signalProven(rec, 'SIGTERM') || (await waitGone(rec, timeout))) return;
+    await killAndWait(rec);
+  }
+
+  /**
+   * Waits until a container has exited (started by this process or another) and resolves to
+   * its exit code and signal as its supervisor recorded them.
+   */
+  async wait(ref: string): Promise<{ exitCode: number | null; signal: string | null }> {
+    const rec = this.trustedRecord(ref);
+    const mine = this.live.get(rec.id);
+    if (mine) {
+      const s = await mine.wait().catch(() => mine.exitStatus!);
+      return { exitCode: s.exitCode, signal: s.signal };
+    }
+    let goneAt: number | undefined;
+    for (;;) {
+      const now = this.trustedRecord(rec.id);
+      if (now.status === 'exited') return { exitCode: now.exitCode, signal: now.signal };
+      if (this.statusOf(now) !== 'running') {
+        // Its supervisor writes the status once it has reaped the container: give it a moment,
+        // unless it is dead too (then nobody will, and the status is not known).
+        goneAt ??= Date.now();
+        if (!this.supervisorAlive(now) || Date.now() - goneAt > 5000) return { exitCode: null, signal: null };
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   async remove(ref: string, options: { force?: boolean } = {}): Promise<void> {
     const { force = false } = checkOptions('remove', FORCE, options);
     this.layout.verify();
@@ -1019,24 +1076,44 @@ function commitError(e: unknown, image: string, output: string | undefined, tmp:
  * start time alone could be copied from any process of the host. Then waits until it is gone.
  */
 async function killAndWait(rec: ContainerRecord): Promise<void> {
+  if (!signalProven(rec, 'SIGKILL')) return;
+  if (!(await waitGone(rec, 5000))) throw new NsboxError('EBUSY', `container process ${rec.pid} did not exit after SIGKILL`);
+}
+
+/**
+ * Sends `signal` to a container's nsbox-init started by another process, once the record
+ * proves that pid is the container's (pid namespace, not the host's, and start time).
+ * False when it is gone already.
+ */
+function signalProven(rec: ContainerRecord, signal: NodeJS.Signals | number): boolean {
   const pid = rec.pid ?? undefined;
   const start = rec.pidStart ?? undefined;
   // Namespace first, then start time: if the pid was reused in between, the start time
   // differs and the container's process is gone.
   const ns = pid === undefined ? undefined : processPidNamespace(pid);
-  if (!processAlive(pid, start)) return;
+  if (!processAlive(pid, start)) return false;
   const refuse = (why: string) =>
-    new NsboxError('EPERM', `container ${rec.id}: not killing pid ${pid}: ${why}`, {
+    new NsboxError('EPERM', `container ${rec.id}: not signalling pid ${pid}: ${why}`, {
       hint: 'its record does not prove that pid is the container\'s: if it is, kill it yourself, then remove the container',
     });
   if (rec.pidNamespace === null) throw refuse('no pid namespace on record to prove the process is the container\'s');
   if (ns !== rec.pidNamespace) throw refuse(`its pid namespace is ${ns ?? 'unknown'}, not the container's ${rec.pidNamespace}`);
   if (ns === processPidNamespace('self')) throw refuse(`it is in the host's own pid namespace ${ns}, where no container's first process is`);
   try {
-    process.kill(pid!, 'SIGKILL');
+    process.kill(pid!, signal);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw fromSystemError(`kill ${pid}`, e);
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw fromSystemError(`kill ${pid}`, e);
   }
-  for (let i = 0; i < 500 && processAlive(pid, start); i++) await new Promise((r) => setTimeout(r, 10));
-  if (processAlive(pid, start)) throw new NsboxError('EBUSY', `container process ${pid} did not exit after SIGKILL`);
+  return true;
+}
+
+/** Whether the container's process is gone within `ms`. */
+async function waitGone(rec: ContainerRecord, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (processAlive(rec.pid ?? undefined, rec.pidStart ?? undefined)) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return true;
 }

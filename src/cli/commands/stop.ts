@@ -1,0 +1,24 @@
+import { NsboxError } from '../../errors';
+import type { Parsed } from '../args';
+import type { Global } from '../main';
+import { printError } from '../output';
+import { runtimeFrom } from './shared';
+
+/** `nsbox stop [-t SECONDS] CONTAINER...`: SIGTERM, then SIGKILL after the grace period. */
+export default async function stop(p: Parsed, g: Global): Promise<number> {
+  const t = p.flags.time as string | undefined;
+  const seconds = t === undefined ? 10 : Number(t);
+  if (!Number.isFinite(seconds) || seconds < 0) throw new NsboxError('INVALID_ARGUMENT', `stop: --time ${t}: expected seconds`);
+  const rt = runtimeFrom(g);
+  let status = 0;
+  for (const ref of p.args) {
+    try {
+      await rt.stop(ref, { timeout: seconds * 1000 });
+      process.stdout.write(`${ref}\n`);
+    } catch (e) {
+      printError(e);
+      status = 125;
+    }
+  }
+  return status;
+}
