@@ -1093,7 +1093,7 @@ function signalProven(rec: ContainerRecord, signal: NodeJS.Signals | number): bo
   const ns = pid === undefined ? undefined : processPidNamespace(pid);
   if (!processAlive(pid, start)) return false;
   const refuse = (why: string) =>
-    new NsboxError('EPERM', `container ${rec.id}: not signalling pid ${pid}: ${why}`, {
+    new NsboxError('EPERM', `container ${rec.id}: not ${signal === 'SIGKILL' || signal === 9 ? 'killing' : 'signalling'} pid ${pid}: ${why}`, {
       hint: 'its record does not prove that pid is the container\'s: if it is, kill it yourself, then remove the container',
     });
   if (rec.pidNamespace === null) throw refuse('no pid namespace on record to prove the process is the container\'s');
