@@ -30,6 +30,7 @@
       "sources": [
         "src-cc/core/child.cc",
         "src-cc/core/spawn.cc",
+        "src-cc/core/spawner.cc",
         "src-cc/core/init_image.cc",
         "src-cc/core/pty.cc",
         "src-cc/core/fdpass.cc",

@@ -111,6 +111,16 @@ function deviceCgroupMode(): 'v1' | 'v2' | 'none' {
   return hostUnified() ? 'v2' : 'none';
 }
 
+/**
+ * The supervisor's own v1 devices cgroup (its `tasks` file): where a container that gets no
+ * shared device cgroup (privileged, or a device cgroup of its own) is born, so that it never
+ * inherits std/'s rules from the thread that clones it.
+ */
+export function homeDevicesTasks(): string | undefined {
+  const h = hostHierarchies().get('devices');
+  return h ? path.join(h.mount, h.path, 'tasks') : undefined;
+}
+
 /** `<supervisor's devices cgroup>/nsbox`, or undefined where there is no v1 devices controller. */
 function devicesParent(): string | undefined {
   const h = hostHierarchies().get('devices');
@@ -200,11 +210,17 @@ export class ContainerCgroup {
   readonly procsFds: number[];
   /** This container's own directory per controller (memory, cpuacct, ...). */
   readonly byController: Map<string, string>;
+  /**
+   * A shared v1 cgroup the container is born in (its `tasks` file): the thread that clones it
+   * is in it (src-cc/core/spawner.h), so the container needs no move of its own.
+   */
+  readonly bornIn: string | undefined;
 
-  private constructor(dirs: string[], fds: number[], byController: Map<string, string>) {
+  private constructor(dirs: string[], fds: number[], byController: Map<string, string>, bornIn?: string) {
     this.dirs = dirs;
     this.procsFds = fds;
     this.byController = byController;
+    this.bornIn = bornIn;
   }
 
   /**
@@ -249,7 +265,7 @@ export class ContainerCgroup {
         }
         for (const [file, value] of files) fs.writeFileSync(path.join(dir, file), value);
       }
-      return new ContainerCgroup(dirs, fds, byController);
+      return new ContainerCgroup(dirs, fds, byController, base?.bornIn);
     } catch (e) {
       for (const fd of fds) fs.closeSync(fd);
       for (const d of [...dirs].reverse()) {
@@ -313,18 +329,18 @@ export class ContainerCgroup {
       if (notOurs(e)) return null;
       throw e instanceof NsboxError ? e : fromSystemError(`device cgroup ${parent}`, e);
     }
-    const dir = devices.length ? path.join(parent, id) : std;
+    // The usual container is born in the shared std/ (no move: see bornIn).
+    if (!devices.length) return new ContainerCgroup([], [], new Map(), path.join(std, 'tasks'));
+    const dir = path.join(parent, id);
     const made: string[] = [];
     let fd = -1;
     try {
-      if (devices.length) {
-        fs.mkdirSync(dir, { mode: 0o755 });
-        made.push(dir);
-        writeDeviceRules(dir, devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`));
-      }
+      fs.mkdirSync(dir, { mode: 0o755 });
+      made.push(dir);
+      writeDeviceRules(dir, devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`));
       // libuv opens with O_CLOEXEC: the container gets it only through the plan's step.
       fd = fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY);
-      return new ContainerCgroup(made, [fd], new Map(devices.length ? [['devices', dir]] : []));
+      return new ContainerCgroup(made, [fd], new Map([['devices', dir]]));
     } catch (e) {
       if (fd >= 0) fs.closeSync(fd);
       for (const d of made) fs.rmdirSync(d);

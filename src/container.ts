@@ -12,7 +12,7 @@ import * as tty from 'node:tty';
 import { NsboxError, invalid } from './errors';
 import { native, type NativePlan, type NativeProcess } from './native';
 import type { ImageInfo } from './image/store';
-import { ContainerCgroup } from './cgroup';
+import { ContainerCgroup, homeDevicesTasks } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
 import { newId } from './layout';
 import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type Limits, type Ulimit } from './limits';
@@ -50,7 +50,7 @@ export interface Usage {
   memoryPeakBytes: number | null;
 }
 
-export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine' | 'devices' | 'deviceNodesAllowed' | 'cgroupProcs' | 'initOptions'> {
+export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine' | 'devices' | 'deviceNodesAllowed' | 'cgroupProcs' | 'initOptions' | 'bornIn'> {
   /**
    * Limits of the whole container (every process in it, through its cgroups): memory,
    * memorySwap, cpus, cpuset, cpuShares, pids, cpuTime; and per process: files, fileSize.
@@ -207,7 +207,9 @@ export class Container extends EventEmitter {
       const plan = buildPlan({
         cgroupNamespace: hasCgroupNamespaces(), ...rest,
         stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine,
-        deviceNodesAllowed: privileged, devices, initOptions, ...(cgroup ? { cgroupProcs: cgroup.procsFds } : {}),
+        deviceNodesAllowed: privileged, devices, initOptions,
+        ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
+        ...((cgroup?.bornIn ?? homeDevicesTasks()) ? { bornIn: (cgroup?.bornIn ?? homeDevicesTasks())! } : {}),
       });
       return new Container(plan, managed, cgroup, time);
     } catch (e) {

@@ -55,6 +55,8 @@ export interface NativePlan {
   security?: NativeSecurity;
   /** More of nsbox-init's options (rlimit=...), passed as they are. */
   initOptions?: string[];
+  /** The `tasks` file of a v1 cgroup the cloning thread is in (core/spawner.h). */
+  bornIn?: string;
 }
 
 /** What nsbox-init reported of its children's resource use (getrusage). */

@@ -89,6 +89,8 @@ export interface PlanInput {
   initOptions?: string[];
   /** tmpfs mounts, placed among the volumes by depth. */
   tmpfs?: TmpfsMount[];
+  /** A v1 cgroup (its `tasks` file) the container is born in, without a move of its own. */
+  bornIn?: string;
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -306,5 +308,6 @@ export function buildPlan(input: PlanInput): NativePlan {
   if (input.tty) plan.tty = input.tty;
   if (input.security) plan.security = input.security;
   if (input.initOptions?.length) plan.initOptions = input.initOptions;
+  if (input.bornIn) plan.bornIn = input.bornIn;
   return plan;
 }

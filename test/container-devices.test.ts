@@ -5,7 +5,7 @@
 // container can write, check the cgroup layer on its own from the host, and that privileged
 // and an explicit `devices` entry are the ways around it.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
@@ -82,6 +82,27 @@ describe('device nodes', () => {
     } finally {
       c.kill('SIGKILL');
       await c.wait();
+    }
+  });
+
+  it('containers are born in the device cgroup by a thread of nsbox\'s own: Node\'s threads keep their devices', async () => {
+    const devicesOf = (file: string) => readFileSync(file, 'utf8').split('\n').find((l) => /^\d+:devices:/.test(l))!.split(':')[2]!;
+    const home = devicesOf('/proc/self/cgroup');
+    const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore' });
+    const p = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore', security: { privileged: true } });
+    try {
+      expect(devicesOf(`/proc/${c.pid}/cgroup`)).toMatch(/\/nsbox\/std$/);
+      // A privileged container is born where the supervisor is: no allowlist.
+      expect(devicesOf(`/proc/${p.pid}/cgroup`)).toBe(home);
+      // Only nsbox's spawner threads moved: the main thread (and Node's others) stayed.
+      const threads = readdirSync('/proc/self/task').map((t) => devicesOf(`/proc/self/task/${t}/cgroup`));
+      expect(devicesOf(`/proc/self/task/${process.pid}/cgroup`)).toBe(home);
+      expect(threads.filter((d) => d !== home).every((d) => d.endsWith('/nsbox/std'))).toBe(true);
+      expect(threads.filter((d) => d === home).length).toBeGreaterThan(threads.length / 2);
+    } finally {
+      c.kill('SIGKILL');
+      p.kill('SIGKILL');
+      await Promise.all([c.wait(), p.wait()]);
     }
   });
 

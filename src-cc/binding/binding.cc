@@ -15,7 +15,9 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -29,6 +31,7 @@
 
 #include <sys/socket.h>
 #include "core/spawn.h"
+#include "core/spawner.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -50,7 +53,11 @@ struct Instance {
   size_t closing = 0;
   // nsbox-init's sealed image, made on the first start in this environment.
   int init_fd = -1;
+  // The threads that clone this environment's containers, one per cgroup they are born in
+  // (so that a thread is moved once, never back and forth), made on first use.
+  std::unordered_map<std::string, std::unique_ptr<Spawner>> spawners;
   ~Instance() {
+    spawners.clear();
     if (init_fd >= 0) close(init_fd);
   }
 };
@@ -531,6 +538,9 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   if (r.Bool(js, "newNet")) plan.clone_flags |= CLONE_NEWNET;
   if (r.Bool(js, "newCgroup")) plan.clone_flags |= CLONE_NEWCGROUP;
   plan.share_vm = !js.Get("shareVm").IsBoolean() || js.Get("shareVm").As<Napi::Boolean>().Value();
+  // A v1 cgroup `tasks` file the spawner thread is moved into (once): the container is born
+  // in that cgroup, with no move of its own (see core/spawner.h).
+  std::string spawner_cgroup = r.Str(js, "bornIn");
   if (!r.ok()) {
     Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
     return env.Undefined();
@@ -559,7 +569,9 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     res.parent_sys = Sys::kOpen;  // memfd_create, or writing and sealing it
     res.parent_errno = -inst->init_fd;
   } else {
-    res = spawn(plan, inst->init_fd);
+    std::unique_ptr<Spawner>& spawner = inst->spawners[spawner_cgroup];
+    if (!spawner) spawner = std::make_unique<Spawner>();
+    res = spawner->Run(plan, inst->init_fd, spawner_cgroup);
   }
   if (!res.failed && res.parent_sys == Sys::kNone && io.pty_socket[0] >= 0) {
     // execve has happened (the error pipe said so), so the master is already queued.
