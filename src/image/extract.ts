@@ -263,19 +263,7 @@ class RootfsWriter implements TarHandler {
             fs.closeSync(fd);
           }
         } else {
-          if (entry.mtimeNsec && this.isRoot) {
-      const dirfd = openDir(path.dirname(abs));
-      try {
-        const sec = Math.floor(entry.mtime);
-        setLinkAttrsAt(dirfd, Buffer.from(path.basename(abs)), {
-          uid: entry.uid, gid: entry.gid, mode: 0, atimeSec: sec, atimeNsec: entry.mtimeNsec, mtimeSec: sec, mtimeNsec: entry.mtimeNsec,
-        } as EntryStat);
-      } finally {
-        fs.closeSync(dirfd);
-      }
-    } else {
-      fs.lutimesSync(abs, fsTime(entry.mtime), fsTime(entry.mtime));
-    }
+          fs.lutimesSync(abs, fsTime(entry.mtime), fsTime(entry.mtime));
         }
       } catch (err) {
         throw fromSystemError(`import: entry "${entry.name}"`, err);
@@ -375,6 +363,8 @@ class RootfsWriter implements TarHandler {
     }
     if (this.needsChown(entry)) fs.lchownSync(abs, entry.uid, entry.gid);
     if (entry.mtimeNsec && this.isRoot) {
+      // To the nanosecond (fchownat + utimensat, never following the link); as root only,
+      // since it sets the owner too (to what it already is).
       const dirfd = openDir(path.dirname(abs));
       try {
         const sec = Math.floor(entry.mtime);
