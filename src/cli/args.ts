@@ -4,6 +4,7 @@
  * stop at the first positional (the image): what follows is the container's command.
  */
 import { invalid } from '../errors';
+import { nearest } from '../validate';
 
 export interface FlagSpec {
   name: string;
@@ -64,7 +65,10 @@ export function parseArgs(spec: CommandSpec, argv: string[]): Parsed {
       const eq = a.indexOf('=');
       const key = a.slice(2, eq < 0 ? undefined : eq);
       const f = byLong.get(key);
-      if (!f) throw fail(`unknown flag --${key}`);
+      if (!f) {
+        const near = nearest(key, [...byLong.keys()]);
+        throw fail(`unknown flag --${key}${near ? ` (did you mean --${near}?)` : ''}`);
+      }
       if (f.type === 'bool') {
         if (eq >= 0) throw fail(`--${key} takes no value`);
         set(f, true);

@@ -6,6 +6,7 @@
 import * as path from 'node:path';
 
 import { NsboxError, invalid } from '../errors';
+import { nearest } from '../validate';
 import { formatHelp, parseArgs, type CommandSpec, type FlagSpec, type Parsed } from './args';
 import { printError } from './output';
 import { COMMANDS, type CommandName } from './specs';
@@ -65,7 +66,10 @@ async function main(argv: string[]): Promise<number> {
     return name === undefined && !top.help ? 125 : 0;
   }
   const spec = COMMANDS[name as CommandName];
-  if (!spec) throw new NsboxError('INVALID_ARGUMENT', `unknown command ${JSON.stringify(name)}`, { hint: "'nsbox --help' lists the commands" });
+  if (!spec) {
+    const near = nearest(name, Object.keys(COMMANDS));
+    throw new NsboxError('INVALID_ARGUMENT', `unknown command ${JSON.stringify(name)}${near ? ` (did you mean ${near}?)` : ''}`, { hint: "'nsbox --help' lists the commands" });
+  }
   const parsed = parseArgs(spec, rest);
   if (parsed.help) {
     process.stdout.write(formatHelp(spec));

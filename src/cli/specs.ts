@@ -133,6 +133,15 @@ export const COMMANDS = {
     flags: [],
     examples: ['nsbox wait web'],
   },
+  inspect: {
+    name: 'inspect',
+    usage: 'nsbox inspect CONTAINER...',
+    summary: 'Print what nsbox knows of containers, as JSON.',
+    minArgs: 1,
+    maxArgs: Infinity,
+    flags: [],
+    examples: ['nsbox inspect web'],
+  },
   prune: {
     name: 'prune',
     usage: 'nsbox prune',
