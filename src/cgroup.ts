@@ -20,6 +20,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from './errors';
+import { ownStartTime, processAlive } from './layout';
 import { deviceProgram, parseDeviceRule } from './devbpf';
 import type { CgroupLimits } from './limits';
 import { native } from './native';
@@ -228,14 +229,11 @@ export class ContainerCgroup {
    * process tree: every process of the container is born in them. A limit that cannot be
    * applied is an error naming the controller, never a silently unlimited container.
    */
-  static withLimits(id: string, devices: DeviceNode[] | 'all', limits: CgroupLimits, options: { freezer?: boolean } = {}): ContainerCgroup | null {
+  static withLimits(id: string, devices: DeviceNode[] | 'all', limits: CgroupLimits): ContainerCgroup | null {
     const base = ContainerCgroup.create(id, devices);
     const h = hostHierarchies();
     const memsw = h.has('memory') && fs.existsSync(path.join(h.get('memory')!.mount, h.get('memory')!.path, 'memory.memsw.limit_in_bytes'));
     const wanted = limitFiles(limits, memsw);
-    // A freezer of its own, so that a commit can hold the container still (freezeContainer):
-    // where the host has one; a container without it is committed unfrozen.
-    if (options.freezer && h.has('freezer')) wanted.set('freezer', []);
     if (wanted.size === 0) return base;
     const dirs = [...(base?.dirs ?? [])];
     const fds = [...(base?.procsFds ?? [])];
@@ -403,38 +401,117 @@ export class ContainerCgroup {
 }
 
 /**
- * Freezes every process of the container whose PID 1 is `pid` (its own v1 freezer cgroup,
- * made at start for a Runtime's containers), so that a commit reads layers nothing changes.
- * Returns the function that thaws it, or null when the container has no freezer of its own.
+ * Thaws a freezer cgroup a commit made, puts its processes back in the cgroup above it (where
+ * they were born: nsbox's spawner threads stay in the supervisor's freezer cgroup), removes it.
  */
-export async function freezeContainer(pid: number, id?: string): Promise<(() => void) | null> {
+function thawAndRemove(dir: string): void {
+  const home = path.dirname(path.dirname(dir));
+  try {
+    fs.writeFileSync(path.join(dir, 'freezer.state'), 'THAWED');
+    for (const p of fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean)) {
+      try {
+        fs.writeFileSync(path.join(home, 'cgroup.procs'), p);
+      } catch {
+        // exited meanwhile
+      }
+    }
+  } catch {
+    // the container ended meanwhile, and took its processes with it
+  }
+  try {
+    fs.rmdirSync(dir);
+  } catch {
+    // removed already, or a process still on its way out: prune takes it later
+  }
+}
+
+/** Host pids of every process in the pid namespace `ns` (`pid:[INODE]`). */
+function pidsInNamespace(ns: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (fs.readlinkSync(`/proc/${e}/ns/pid`) === ns) out.push(Number(e));
+    } catch {
+      // gone, or a kernel thread
+    }
+  }
+  return out;
+}
+
+/**
+ * Freezes every process of the container whose PID 1 is `pid` and whose pid namespace is
+ * `ns`, so that a commit reads layers nothing changes. The freezer cgroup is made now, at
+ * commit time, and the processes moved into it: a move waits for an RCU grace period (about
+ * 7 ms here), a price a commit can pay and a start should not. Processes forked meanwhile are
+ * caught by going round until none is left outside; a frozen cgroup freezes what joins it.
+ * Returns the function that thaws the container and puts its processes back, or null where
+ * there is no v1 freezer or nothing runs.
+ */
+export async function freezeContainer(pid: number, ns: string): Promise<(() => void) | null> {
   const h = hostHierarchies().get('freezer');
   if (!h) return null;
-  let rel: string | undefined;
+  const home = path.join(h.mount, h.path);
+  // Named after the committing process: if it dies mid-commit, pruneStaleCgroups thaws.
+  const dir = path.join(home, PARENT, `freeze-${process.pid}-${ownStartTime()}-${pid}`);
   try {
-    rel = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:freezer:/.test(l))?.split(':')[2];
-  } catch {
-    return null; // gone: nothing runs to hold still
+    fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
+    fs.mkdirSync(dir, { mode: 0o755 });
+  } catch (e) {
+    if (notOurs(e)) return null;
+    throw fromSystemError('freeze container', e);
   }
-  // Only a cgroup nsbox made for one container: freezing a shared one would stop others.
-  if (!rel || !new RegExp(`/${PARENT}/${id ?? '[0-9a-f]{12}'}$`).test(rel)) return null;
-  const state = path.join(h.mount, rel, 'freezer.state');
+  // pid -> the freezer cgroup it was in, to put it back there.
+  const moved = new Map<number, string>();
+  const procs = path.join(dir, 'cgroup.procs');
+  const state = path.join(dir, 'freezer.state');
+  const gather = (): number => {
+    let added = 0;
+    for (const p of pidsInNamespace(ns)) {
+      if (moved.has(p)) continue;
+      try {
+        const from = fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:freezer:/.test(l))?.split(':')[2] ?? h.path;
+        fs.writeFileSync(procs, String(p));
+        moved.set(p, path.join(h.mount, from));
+        added++;
+      } catch {
+        // exited meanwhile
+      }
+    }
+    return added;
+  };
   const thaw = () => {
     try {
       fs.writeFileSync(state, 'THAWED');
+      for (const [p, from] of moved) {
+        try {
+          fs.writeFileSync(path.join(from, 'cgroup.procs'), String(p));
+        } catch {
+          // exited meanwhile
+        }
+      }
     } catch {
-      // removed meanwhile: the container ended
+      // the container ended meanwhile
     }
+    thawAndRemove(dir); // whatever is left (forked after its parent was put back)
   };
   try {
+    if (!moved.has(pid) && !pidsInNamespace(ns).includes(pid)) {
+      thaw();
+      return null;
+    }
+    gather();
     fs.writeFileSync(state, 'FROZEN');
+    // Round until a pass finds no process outside (frozen ones fork no more).
+    for (let round = 0; gather() > 0; round++) {
+      if (round > 100) throw new NsboxError('EBUSY', 'freeze container: its processes multiply faster than they can be frozen');
+    }
     for (let i = 0; fs.readFileSync(state, 'utf8').trim() !== 'FROZEN'; i++) {
       if (i > 400) throw new NsboxError('EBUSY', `freeze container: ${state} stays FREEZING`, { path: state });
       await new Promise((r) => setTimeout(r, 5));
     }
   } catch (e) {
     thaw();
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e instanceof NsboxError ? e : fromSystemError('freeze container', e);
   }
   return thaw;
@@ -458,6 +535,14 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
     }
   }
   for (const dir of dirs) {
+    // A freezer a commit made (freezeContainer): its committer died with the container frozen.
+    const freeze = /^freeze-(\d+)-(\d+)-\d+$/.exec(path.basename(dir));
+    if (freeze) {
+      if (processAlive(Number(freeze[1]), freeze[2])) continue;
+      thawAndRemove(dir);
+      if (!fs.existsSync(dir)) removed.push(dir);
+      continue;
+    }
     try {
       if (now - fs.statSync(dir).mtimeMs < STALE_AFTER_MS) continue;
       if (fs.readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim() !== '') continue;

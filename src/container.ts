@@ -201,8 +201,7 @@ export class Container extends EventEmitter {
     const initOptions = rlimitOptions(rlimitsFor(limits, ulimits, supervisorHardLimits()));
     const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
     if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
-    // A Runtime's containers can be committed while they run: they get a freezer of their own.
-    const cgroup = ContainerCgroup.withLimits(managed?.id ?? newId(), privileged ? 'all' : devices, bounds, { freezer: managed !== undefined });
+    const cgroup = ContainerCgroup.withLimits(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
     try {
       const plan = buildPlan({
         cgroupNamespace: hasCgroupNamespaces(), ...rest,

@@ -895,8 +895,9 @@ export class Runtime {
       const rec = this.committable(id, ref);
       // A running container is held still while its layers are read: the walk then sees one
       // moment of its root, and a container swapping files for links cannot race it.
-      if (this.statusOf(rec) === 'running' && rec.pid && processAlive(rec.pid, rec.pidStart ?? undefined)) {
-        thaw = await freezeContainer(rec.pid, rec.id);
+      if (this.statusOf(rec) === 'running' && rec.pid && rec.pidNamespace && processAlive(rec.pid, rec.pidStart ?? undefined)
+        && processPidNamespace(rec.pid) === rec.pidNamespace && rec.pidNamespace !== processPidNamespace('self')) {
+        thaw = await freezeContainer(rec.pid, rec.pidNamespace);
       }
       const before = layerIdentity(rec, this.layout);
       const workspace = this.workspaceOf(rec);

@@ -1,60 +1,89 @@
-// A Runtime's container has a freezer of its own (src/cgroup.ts, freezeContainer): a commit
-// of a running container can hold every one of its processes still while it reads the
-// layers. Frozen means frozen: a busy loop makes no progress until it is thawed.
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+// freezeContainer (src/cgroup.ts): a commit of a running container holds every one of its
+// processes still while it reads the layers. The freezer cgroup is made at commit time and
+// the processes moved into it (a start pays nothing for it); thawing puts them back where
+// they were. A committer killed while the container is frozen leaves it to prune to thaw.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { freezeContainer } from '../src/cgroup';
+import { freezeContainer, pruneStaleCgroups } from '../src/cgroup';
 import { Container } from '../src/container';
-import { Runtime } from '../src/runtime';
-import { ROOTFS, TARBALL, until } from './helpers';
+import { ROOTFS, until } from './helpers';
 
 let work: string;
-let rt: Runtime;
+const FREEZER = '/sys/fs/cgroup/freezer';
 
-beforeAll(async () => {
+beforeAll(() => {
   work = mkdtempSync(path.join(tmpdir(), 'nsbox-freeze-'));
-  rt = new Runtime({ root: path.join(work, 'state') });
-  await rt.import(TARBALL, 'bb');
 });
-
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-describe('freezeContainer', () => {
-  it('holds every process of a running container still until thawed', async () => {
-    const data = path.join(work, 'data');
-    const c = await rt.run({
-      image: 'bb', volumes: [`${data}:/data`], stdio: 'ignore', remove: true,
-      // Two processes counting: the command and a child of it.
-      command: ['sh', '-c', '(while :; do echo x >> /data/b; done) & while :; do echo x >> /data/a; done'],
-    });
-    // Progress is each file's size (appends: a reader never sees a half-written counter).
-    const read = () => ['a', 'b'].map((f) => {
-      try {
-        return statSync(path.join(data, f)).size;
-      } catch {
-        return 0;
-      }
-    });
-    await until('both counters to run', () => read().every((n) => n > 10));
-    const thaw = await freezeContainer(c.pid);
-    expect(thaw).not.toBeNull();
-    const frozen = read();
-    await new Promise((r) => setTimeout(r, 300));
-    expect(read()).toEqual(frozen);
-    thaw!();
-    await until('both counters to move again', () => read().every((n, i) => n > frozen[i]!));
-    c.kill('SIGKILL');
-    await c.wait();
+const freezerOf = (pid: number) => readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:freezer:/.test(l))!.split(':')[2]!;
+const freezeDirs = () => (existsSync(path.join(FREEZER, 'nsbox')) ? readdirSync(path.join(FREEZER, 'nsbox')).filter((d) => d.startsWith('freeze-')) : []);
+
+/** A container with two processes appending to files in a volume, and its progress. */
+async function busy(): Promise<{ c: Container; read: () => number[] }> {
+  const data = mkdtempSync(path.join(work, 'data-'));
+  const c = Container.start({
+    // /tmp exists in the fixture: a missing mount point would be made in the shared rootfs.
+    root: { type: 'bind', path: ROOTFS }, stdio: 'ignore', mounts: [{ source: data, target: '/tmp', readonly: false }],
+    command: ['sh', '-c', '(while :; do echo x >> /tmp/b; done) & while :; do echo x >> /tmp/a; done'],
+  });
+  const read = () => ['a', 'b'].map((f) => {
+    try {
+      return statSync(path.join(data, f)).size;
+    } catch {
+      return 0;
+    }
+  });
+  await until('both writers to run', () => read().every((n) => n > 10));
+  return { c, read };
+}
+
+describe.skipIf(!existsSync(FREEZER))('freezeContainer', () => {
+  it('holds every process of a running container still, then thaws it and puts it back', async () => {
+    const { c, read } = await busy();
+    const before = freezerOf(c.pid);
+    try {
+      const thaw = await freezeContainer(c.pid, readlinkSync(`/proc/${c.pid}/ns/pid`));
+      expect(thaw).not.toBeNull();
+      const frozen = read();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(read()).toEqual(frozen);
+      thaw!();
+      await until('both writers to move again', () => read().every((n, i) => n > frozen[i]!));
+      expect(freezerOf(c.pid)).toBe(before);
+      expect(freezeDirs()).toEqual([]);
+    } finally {
+      c.kill('SIGKILL');
+      await c.wait();
+    }
   });
 
-  it('a container without a freezer of its own (Container.start) is left alone', async () => {
-    const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '10'], stdio: 'ignore' });
-    expect(await freezeContainer(c.pid)).toBeNull();
-    c.kill('SIGKILL');
-    await c.wait();
+  it('a committer killed while the container is frozen: prune thaws it', async () => {
+    const { c, read } = await busy();
+    try {
+      const ns = readlinkSync(`/proc/${c.pid}/ns/pid`);
+      const script = `
+        const { freezeContainer } = require(${JSON.stringify(path.resolve(__dirname, '../dist/cgroup.js'))});
+        freezeContainer(${c.pid}, ${JSON.stringify(ns)}).then(() => { console.log('frozen'); setInterval(() => {}, 1000); });
+      `;
+      const committer = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      await new Promise<void>((resolve) => committer.stdout.once('data', () => resolve()));
+      committer.kill('SIGKILL');
+      await new Promise((r) => committer.once('exit', r));
+      const frozen = read();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(read()).toEqual(frozen); // still frozen: nobody thawed it
+      expect(pruneStaleCgroups().some((d) => path.basename(d).startsWith('freeze-'))).toBe(true);
+      await until('both writers to move again', () => read().every((n, i) => n > frozen[i]!));
+      expect(freezeDirs()).toEqual([]);
+    } finally {
+      c.kill('SIGKILL');
+      await c.wait();
+    }
   });
 });
