@@ -232,7 +232,9 @@ export class ContainerCgroup {
   static withLimits(id: string, devices: DeviceNode[] | 'all', limits: CgroupLimits): ContainerCgroup | null {
     const base = ContainerCgroup.create(id, devices);
     const h = hostHierarchies();
-    const memsw = h.has('memory') && fs.existsSync(path.join(h.get('memory')!.mount, h.get('memory')!.path, 'memory.memsw.limit_in_bytes'));
+    // Asked only when there is a memory limit: a start without limits makes no call here.
+    const memsw = limits.memory !== undefined && h.has('memory') &&
+      fs.existsSync(path.join(h.get('memory')!.mount, h.get('memory')!.path, 'memory.memsw.limit_in_bytes'));
     const wanted = limitFiles(limits, memsw);
     if (wanted.size === 0) return base;
     const dirs = [...(base?.dirs ?? [])];
@@ -400,6 +402,14 @@ export class ContainerCgroup {
   }
 }
 
+/** `<supervisor's cgroup>/nsbox` in every hierarchy this host has, v1 and v2. */
+function nsboxParents(): string[] {
+  const all = [...hostHierarchies().values()];
+  const u = hostUnified();
+  if (u) all.push(u);
+  return [...new Set(all.map((h) => path.join(h.mount, h.path, PARENT)))];
+}
+
 /**
  * Thaws a freezer cgroup a commit made, puts its processes back in the cgroup above it (where
  * they were born: nsbox's spawner threads stay in the supervisor's freezer cgroup), removes it.
@@ -524,8 +534,7 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
 export function pruneStaleCgroups(now = Date.now()): string[] {
   const removed: string[] = [];
   const dirs: string[] = [];
-  const parents = [...hostHierarchies().values(), ...(hostUnified() ? [hostUnified()!] : [])].map((h) => path.join(h.mount, h.path, PARENT));
-  for (const p of [...new Set(parents)]) {
+  for (const p of nsboxParents()) {
     try {
       for (const d of fs.readdirSync(p, { withFileTypes: true })) {
         if (d.isDirectory() && d.name !== STANDARD) dirs.push(path.join(p, d.name));
@@ -568,8 +577,7 @@ export function removeContainerCgroup(id: string, waitMs = 3000): string[] {
   const deadline = Date.now() + waitMs;
   // Its own directory in every hierarchy (devices with `devices`, memory, pids, cpu, cpuset,
   // cpuacct and freezer for limits and commit), wherever the supervisor's cgroup was.
-  const parents = [...new Set([...hostHierarchies().values(), ...(hostUnified() ? [hostUnified()!] : [])].map((h) => path.join(h.mount, h.path, PARENT)))];
-  const dirs = parents.map((p) => path.join(p, id));
+  const dirs = nsboxParents().map((p) => path.join(p, id));
   const devices = devicesParent();
   if (devices) dirs.push(path.join(devices, STANDARD, id));
   for (const dir of dirs) {

@@ -198,17 +198,18 @@ export class Container extends EventEmitter {
     const devices = (deviceSpecs ?? []).map(parseDevice);
     const privileged = security?.privileged === true;
     const bounds = cgroupLimits(limits);
-    const initOptions = rlimitOptions(rlimitsFor(limits, ulimits, supervisorHardLimits()));
+    const initOptions = initRlimits(limits, ulimits);
     const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
     if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
     const cgroup = ContainerCgroup.withLimits(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+    const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
     try {
       const plan = buildPlan({
         cgroupNamespace: hasCgroupNamespaces(), ...rest,
         stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine,
         deviceNodesAllowed: privileged, devices, initOptions,
         ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
-        ...((cgroup?.bornIn ?? homeDevicesTasks()) ? { bornIn: (cgroup?.bornIn ?? homeDevicesTasks())! } : {}),
+        ...(bornIn ? { bornIn } : {}),
       });
       return new Container(plan, managed, cgroup, time);
     } catch (e) {
@@ -413,6 +414,16 @@ function timeBounds(timeout: unknown, signal: unknown, cpuTimeNs: number | undef
   }
   if (cpuTimeNs !== undefined) out.cpuTimeNs = cpuTimeNs;
   return out;
+}
+
+let defaultRlimits: string[] | undefined;
+/** nsbox-init's rlimit options; the usual case (no limits of its own) is made once. */
+function initRlimits(limits: Limits | undefined, ulimits: Record<string, Ulimit> | undefined): string[] {
+  const usual = limits?.files === undefined && limits?.fileSize === undefined && ulimits === undefined;
+  if (usual && defaultRlimits) return defaultRlimits;
+  const options = rlimitOptions(rlimitsFor(limits, ulimits, supervisorHardLimits()));
+  if (usual) defaultRlimits = options;
+  return options;
 }
 
 let hardLimits: Record<string, number> | undefined;

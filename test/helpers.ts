@@ -1,5 +1,5 @@
 // Shared by the tests: fixtures, leak checks, and collecting a container's output.
-import { spawn as spawnProcess } from 'node:child_process';
+import { spawn as spawnProcess, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import * as path from 'node:path';
@@ -119,6 +119,14 @@ export function startError(options: ProcessOptions): NsboxError {
   }
   c.kill('SIGKILL');
   throw new Error(`Container.start(${JSON.stringify(options.command)}) started pid ${c.pid}`);
+}
+
+/** Whether any regular file under `dir` (symlinks not followed) holds `text`. */
+export function treeContains(dir: string, text: string): boolean {
+  const r = spawnSync('grep', ['-r', '-q', '-F', text, dir]);
+  if (r.status === 0) return true;
+  if (r.status === 1) return false;
+  throw new Error(`grep -r ${dir}: status ${r.status} ${r.stderr}`);
 }
 
 export function md5(data: Buffer): string {

@@ -13,7 +13,7 @@ import { removeTree } from '../src/fsat';
 import { MergedWalker, type MergedVisitor, type WalkEntry } from '../src/image/layer-walk';
 import { writeMergedTar } from '../src/image/merged-tar';
 import { MergedTreeBuilder, writeMergedTree } from '../src/image/merged-tree';
-import { openFds } from './helpers';
+import { openFds, treeContains } from './helpers';
 
 const SECRET = `host-secret-${process.pid}-${Math.random().toString(36).slice(2)}`;
 
@@ -43,16 +43,7 @@ function write(root: string, rel: string, content = rel): void {
   fs.writeFileSync(path.join(root, rel), content);
 }
 
-/** Whether any regular file under `dir` (symlinks not followed) holds the secret. */
-function treeHasSecret(dir: string): boolean {
-  try {
-    execFileSync('grep', ['-r', '-q', '-F', SECRET, dir]);
-    return true;
-  } catch (e) {
-    if ((e as { status?: number }).status === 1) return false;
-    throw e;
-  }
-}
+const treeHasSecret = (dir: string): boolean => treeContains(dir, SECRET);
 
 function tarHasSecret(tar: string): boolean {
   return fs.existsSync(tar) && fs.readFileSync(tar).includes(SECRET);

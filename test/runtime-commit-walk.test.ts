@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NsboxError } from '../src/errors';
 import { removeTree } from '../src/fsat';
 import { Runtime } from '../src/runtime';
-import { collect, unionMounts } from './helpers';
+import { collect, treeContains, unionMounts } from './helpers';
 
 const SECRET = `host-secret-${process.pid}-${Math.random().toString(36).slice(2)}`;
 
@@ -30,16 +30,7 @@ afterAll(() => {
 });
 afterEach(() => expect(unionMounts().filter((l) => l.includes(root))).toEqual([]));
 
-/** Whether a regular file under `dir` (symlinks not followed) holds the secret. */
-function treeHasSecret(dir: string): boolean {
-  try {
-    execFileSync('grep', ['-r', '-q', '-F', SECRET, dir]);
-    return true;
-  } catch (e) {
-    if ((e as { status?: number }).status === 1) return false;
-    throw e;
-  }
-}
+const treeHasSecret = (dir: string): boolean => treeContains(dir, SECRET);
 
 async function output(image: string, script: string): Promise<string> {
   const c = await rt.run({ image, command: ['sh', '-c', script], remove: true });

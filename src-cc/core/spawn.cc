@@ -1,7 +1,6 @@
 #include "core/spawn.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
