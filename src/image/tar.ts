@@ -317,6 +317,16 @@ export class TarReader {
     if (mode !== mode || uid !== uid || gid !== gid || mtime !== mtime || devmajor !== devmajor || devminor !== devminor) {
       throw this.bad(`a malformed numeric field in entry "${name}" at offset ${at}`, name);
     }
+    // (uid_t)-1 means "leave unchanged" to chown, and ids above it do not exist: a file would
+    // silently keep the extractor's owner.
+    if (uid >= 0xffffffff || gid >= 0xffffffff || uid < 0 || gid < 0) {
+      throw this.bad(`entry "${name}" at offset ${at}: owner ${uid}:${gid} is not a valid id`, name);
+    }
+    // Linux device numbers: 12 bits of major, 20 of minor; a mode is never negative (base-256
+    // fields can say so). Anything else would reach mknod or chmod as something else.
+    if (mode < 0 || devmajor < 0 || devmajor > 0xfff || devminor < 0 || devminor > 0xfffff) {
+      throw this.bad(`entry "${name}" at offset ${at}: a mode or device number out of range`, name);
+    }
     if (typeflag === 'S') throw this.bad(`entry "${name}": GNU sparse files are not supported`, name);
     if (name.includes('\0') || linkname.includes('\0')) throw this.bad(`entry at offset ${at}: a name holds a NUL byte`, name);
     this.longName = undefined;
