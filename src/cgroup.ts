@@ -207,7 +207,12 @@ export interface CgroupStats {
 export class ContainerCgroup {
   /** The cgroup directories made for this container. */
   readonly dirs: string[];
-  /** Open cgroup.procs files (close-on-exec) for the child to join: PlanInput.cgroupProcs. */
+  /**
+   * Open files (close-on-exec) the child writes "0" to, joining: PlanInput.cgroupProcs. On v1
+   * the `tasks` file: the child is one thread, and a thread moving itself alone takes no global
+   * lock (a write to `cgroup.procs` waits for an RCU grace period: bench/ANALYSIS.md). On v2
+   * `cgroup.procs`.
+   */
   readonly procsFds: number[];
   /** This container's own directory per controller (memory, cpuacct, ...). */
   readonly byController: Map<string, string>;
@@ -261,7 +266,7 @@ export class ContainerCgroup {
           fs.mkdirSync(dir, { mode: 0o755 });
           dirs.push(dir);
           if (controller === 'cpuset') fs.writeFileSync(path.join(dir, 'cpuset.mems'), fs.readFileSync(path.join(parent, 'cpuset.mems'), 'utf8').trim());
-          fds.push(fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY));
+          fds.push(fs.openSync(path.join(dir, 'tasks'), fs.constants.O_WRONLY));
         }
         for (const [file, value] of files) fs.writeFileSync(path.join(dir, file), value);
       }
@@ -339,7 +344,7 @@ export class ContainerCgroup {
       made.push(dir);
       writeDeviceRules(dir, devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`));
       // libuv opens with O_CLOEXEC: the container gets it only through the plan's step.
-      fd = fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY);
+      fd = fs.openSync(path.join(dir, 'tasks'), fs.constants.O_WRONLY);
       return new ContainerCgroup(made, [fd], new Map([['devices', dir]]));
     } catch (e) {
       if (fd >= 0) fs.closeSync(fd);
