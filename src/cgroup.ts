@@ -2,6 +2,7 @@
  * Each container's cgroup: made before clone, below the supervisor's own cgroup (so that
  * nsbox works inside a container or a systemd slice), joined by the container's first
  * process before anything else (PlanInput.cgroupProcs), removed when the container ends.
+ * Limits' directories come from warm sets made ahead (src/cgroup-pool.ts) when one is ready.
  *
  * Today it carries the device allowlist (issue 9): on cgroup v1 (and hybrid hosts: v1
  * controllers beside a v2 hierarchy) a `devices` directory per container. The allowlist:
