@@ -8,8 +8,9 @@
  * shape asked for. A start takes one, renames each directory to the container's id (rename(2)
  * within the same parent, about 20 µs), writes only values that differ, and the container's
  * first process joins it as before. The pool is refilled in the background on libuv's thread
- * pool. Nothing is made before the first limited start of a process, and with
- * NSBOX_WARM_CGROUPS=0 nothing ever is.
+ * pool. Nothing is made before the second limited start of a shape in a process (a
+ * process that starts one, as the CLI does, pays nothing), and with NSBOX_WARM_CGROUPS=0
+ * nothing ever is.
  *
  * No process is ever in a warm set, so values written ahead (a pids.max of 1, a small memory
  * limit) bound nobody until the container joins. The pool is emptied when the process exits;
@@ -54,7 +55,11 @@ interface Pool {
 }
 
 const pools = new Map<string, Pool>();
+/** Limited starts of each shape before its pool exists. */
+const uses = new Map<string, number>();
 let serial = 0;
+/** Directories being made in the background: removed at exit if they land too late. */
+const making = new Set<string>();
 let exitHooked = false;
 /** Sets being made in the background, so that drain() can wait for them. */
 const inFlight = new Set<Promise<void>>();
@@ -87,13 +92,17 @@ export function takeWarm(shape: ShapeGroup[]): WarmSet | undefined {
 
 /**
  * After a start of this shape (with these values, all written): brings its pool back to
- * PER_SHAPE sets in the background. Makes the pool on the first call for a shape.
+ * PER_SHAPE sets in the background. The pool is made at the second start of a shape: a
+ * process that starts one limited container (the CLI, a `-d` supervisor) makes none.
  */
 export function refillWarm(shape: ShapeGroup[], values: Map<string, string>): void {
   if (!warmEnabled()) return;
   const key = shapeKey(shape);
   let pool = pools.get(key);
   if (!pool) {
+    const n = (uses.get(key) ?? 0) + 1;
+    uses.set(key, n);
+    if (n < 2) return;
     if (pools.size >= MAX_SHAPES) {
       const [oldKey, old] = pools.entries().next().value as [string, Pool];
       pools.delete(oldKey);
@@ -103,7 +112,7 @@ export function refillWarm(shape: ShapeGroup[], values: Map<string, string>): vo
     pools.set(key, pool);
     if (!exitHooked) {
       exitHooked = true;
-      process.on('exit', dropWarmSync);
+      process.on('exit', dropAtExit);
     }
   } else {
     // Most recently used last: the first entry is the one dropped.
@@ -152,7 +161,12 @@ async function makeAsync(shape: ShapeGroup[], values: Map<string, string>): Prom
   try {
     for (const [i, g] of shape.entries()) {
       const dir = path.join(g.parent, name);
-      await fs.promises.mkdir(dir, { mode: 0o755 });
+      making.add(dir);
+      try {
+        await fs.promises.mkdir(dir, { mode: 0o755 });
+      } finally {
+        making.delete(dir);
+      }
       set.dirs.push(dir);
       if (g.cpuset) await fs.promises.writeFile(path.join(dir, 'cpuset.mems'), (await fs.promises.readFile(path.join(g.parent, 'cpuset.mems'), 'utf8')).trim());
       // libuv opens with O_CLOEXEC: the container gets it only through the plan's step.
@@ -219,6 +233,22 @@ export function renameSet(set: WarmSet, name: string): void {
 function dropWarmSync(): void {
   for (const pool of pools.values()) for (const s of pool.idle.splice(0)) discardSync(s);
   pools.clear();
+  uses.clear();
+}
+
+/**
+ * At exit: the idle sets, and directories whose mkdir was under way on the thread pool (it
+ * may have finished with nobody left to hear it). One finishing after this is prune's.
+ */
+function dropAtExit(): void {
+  dropWarmSync();
+  for (const dir of making) {
+    try {
+      fs.rmdirSync(dir);
+    } catch {
+      // never made
+    }
+  }
 }
 
 /**

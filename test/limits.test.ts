@@ -181,6 +181,11 @@ function cgroupOf(pid: number, controller: string): string {
 
 const inode = (p: string) => statSync(p).ino;
 
+/** Two starts of a shape, one after the other: the second makes its pool (the first none). */
+async function prime(limits: NonNullable<ProcessOptions['limits']>): Promise<void> {
+  for (let i = 0; i < 2; i++) expect((await start(['true'], { limits }).wait()).exitCode).toBe(0);
+}
+
 /** Waits until `n` warm sets of this process are ready; returns each directory's inode. */
 async function warmInodes(n: number): Promise<Map<number, string>> {
   await until(`${n} warm sets`, () => new Set(warmCgroupDirs().map((d) => path.basename(d))).size >= n);
@@ -198,7 +203,7 @@ describe('limits: warm cgroup sets', () => {
 
   it('a container born in a warm set is held at its own pids limit against a fork bomb, not the set’s', async () => {
     // The first start of this shape makes its own cgroups, then the pool (with pids.max 64).
-    await start(['true'], { limits: { pids: 64 } }).wait();
+    await prime({ pids: 64 });
     const warm = await warmInodes(1);
     const c = start(['sh', '-c', 'b() { b | b & }; b; sleep 2; echo survived'], { limits: { pids: 16 } });
     const dir = cgroupOf(c.pid, 'pids');
@@ -221,7 +226,7 @@ describe('limits: warm cgroup sets', () => {
   });
 
   it('memory limits lowered and raised against a set’s values: the OOM comes at the container’s own', async () => {
-    await start(['true'], { limits: { memory: '96m' } }).wait();
+    await prime({ memory: '96m' });
     await warmInodes(1);
     // Lower than the set was made with: memory first, then memory+swap.
     const hog = await start(['sh', '-c', 'x=a; while :; do x="$x$x"; done'], { limits: { memory: '16m' } }).wait();
@@ -238,7 +243,7 @@ describe('limits: warm cgroup sets', () => {
 
   it('two limited containers at once get distinct sets, each with its own values', async () => {
     const limits = (pids: number, mem: number) => ({ pids, memory: `${mem}m`, cpus: 0.5 });
-    await start(['true'], { limits: limits(64, 64) }).wait();
+    await prime(limits(64, 64));
     const warm = await warmInodes(2);
     const a = start(['sleep', '1'], { limits: limits(10, 32) });
     const b = start(['sleep', '1'], { limits: limits(20, 48) });
@@ -256,7 +261,7 @@ describe('limits: warm cgroup sets', () => {
 
   it('a limit a warm set cannot take fails the start, naming the controller, with nothing left', async () => {
     const fds = openFds();
-    await start(['true'], { limits: { cpuset: '0', memory: '64m' } }).wait();
+    await prime({ cpuset: '0', memory: '64m' });
     const warm = await warmInodes(2);
     expect(() => start(['true'], { limits: { cpuset: '99', memory: '64m' } })).toThrow(/cgroup controller cpuset/);
     // The set it took, renamed to the container, is gone: what is left of the sets is idle.
@@ -270,14 +275,14 @@ describe('limits: warm cgroup sets', () => {
   });
 
   it('a SIGKILLed supervisor’s warm sets are removed by prune; a live one’s are not', async () => {
-    await start(['true'], { limits: { pids: 64 } }).wait();
+    await prime({ pids: 64 });
     const mine = await warmInodes(1);
     const dist = path.dirname(distModule('container'));
     const script = `
       const { Container } = require(${JSON.stringify(path.join(dist, 'container.js'))});
       const pool = require(${JSON.stringify(path.join(dist, 'cgroup-pool.js'))});
       (async () => {
-        await Container.start({ root: { type: 'bind', path: ${JSON.stringify(ROOTFS)} }, command: ['true'], stdio: 'ignore', limits: { pids: 32, memory: '32m' } }).wait();
+        for (let i = 0; i < 2; i++) await Container.start({ root: { type: 'bind', path: ${JSON.stringify(ROOTFS)} }, command: ['true'], stdio: 'ignore', limits: { pids: 32, memory: '32m' } }).wait();
         while (pool.warmCgroupDirs().length < 4) await new Promise((r) => setTimeout(r, 10));
         console.log(JSON.stringify(pool.warmCgroupDirs()));
         setInterval(() => {}, 1000);
@@ -304,9 +309,33 @@ describe('limits: warm cgroup sets', () => {
     expect([...mine.values()].every((d) => existsSync(d))).toBe(true);
   });
 
+  it('one limited start makes no pool; a supervisor that exits takes its warm sets with it', async () => {
+    await start(['true'], { limits: { pids: 40 } }).wait();
+    await new Promise((r) => setTimeout(r, 100));
+    expect(warmCgroupDirs()).toEqual([]);
+    expect(ours(nsboxDirs())).toEqual([]);
+    const dist = path.dirname(distModule('container'));
+    const script = `
+      const { Container } = require(${JSON.stringify(path.join(dist, 'container.js'))});
+      const pool = require(${JSON.stringify(path.join(dist, 'cgroup-pool.js'))});
+      (async () => {
+        for (let i = 0; i < 2; i++) await Container.start({ root: { type: 'bind', path: ${JSON.stringify(ROOTFS)} }, command: ['true'], stdio: 'ignore', limits: { pids: 32 } }).wait();
+        while (pool.warmCgroupDirs().length < 2) await new Promise((r) => setTimeout(r, 10));
+        console.log(JSON.stringify(pool.warmCgroupDirs()));
+      })();`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    expect(await new Promise((r) => child.on('close', r))).toBe(0);
+    const theirs = JSON.parse(out) as string[];
+    expect(theirs.length).toBe(2);
+    expect(theirs.filter((d) => existsSync(d))).toEqual([]);
+  });
+
   it('leaves nothing behind: no cgroup directory, thread or fd after many limited starts and a drain', async () => {
     // Warm up what lives for the process (the spawner thread, libuv's pool, nsbox-init's memfd).
-    await start(['true'], { limits: { pids: 8 } }).wait();
+    await prime({ pids: 8 });
+    await warmInodes(1);
     await drainWarmCgroups();
     const threads = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
     const fds = openFds();
