@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { cpuBusy, floor, loop, MeasureError, quietGate, timeOnce, worker } from './lib/measure.mjs';
 import { writeReport } from './lib/report.mjs';
 import {
-  BENCH, CACHE, REPO, busyboxRootfs, compileHelpers, debianRootfs, detectPeers, machine, ociBundles, sh, which,
+  BENCH, BENCH_LIMITS, CACHE, REPO, busyboxRootfs, compileHelpers, debianRootfs, detectPeers, machine, ociBundles, sh, which,
 } from './lib/setup.mjs';
 import { summarize } from './lib/stats.mjs';
 
@@ -145,6 +145,8 @@ function cleanupPeers() {
 
 // --- 1, 2, 3: start latency, peers and CLI, in interleaved rounds ----------------------
 const crunId = (tag, r) => `${idBase}-${tag}-${r}`;
+// nsbox's spelling of BENCH_LIMITS (crun's is in the "limits" bundle).
+const LIMITS = { memory: BENCH_LIMITS.memory, pids: BENCH_LIMITS.pids, cpus: BENCH_LIMITS.cpus };
 const inprocRuns = Math.ceil(N.inproc);
 const cliOk = fs.existsSync(cli);
 if (want(3) && !cliOk) skip(`nsbox CLI: ${path.relative(REPO, cli)} is missing (npm run build), CLI end to end skipped`);
@@ -158,10 +160,16 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
       ['nsbox-hostnet', 'nsbox, in process, no net ns (--rm counted)', { network: 'host', remove: 'counted' }],
       ['nsbox-keep', 'nsbox, in process (net ns, --rm not counted)', { network: 'none', remove: 'separate' }],
       ['nsbox-bind', 'nsbox, in process, run --read-only: no write layer (as crun’s bundle)', { network: 'none', remove: 'counted', bindRoot: true }],
+      // Limits (issue 11 item 8, issue 14 goal 5): the same start with memory + pids + cpu
+      // limits, from a warm cgroup set and without one, back to back and 20 ms apart.
+      ['nsbox-limits', 'nsbox, in process, memory + pids + cpu limits (net ns, --rm counted)', { network: 'none', remove: 'counted', limits: LIMITS }],
+      ['nsbox-limits-cold', 'nsbox, in process, the same limits, no warm cgroup sets (NSBOX_WARM_CGROUPS=0)', { network: 'none', remove: 'counted', limits: LIMITS, env: { NSBOX_WARM_CGROUPS: '0' } }],
+      ['nsbox-iso', 'nsbox, in process, 20 ms apart (net ns, --rm counted)', { network: 'none', remove: 'counted', gapMs: 20 }],
+      ['nsbox-limits-iso', 'nsbox, in process, memory + pids + cpu limits, 20 ms apart', { network: 'none', remove: 'counted', limits: LIMITS, gapMs: 20 }],
     ]) {
       const r = await attempt(`nsbox in-process ${id}`, () => worker({ ...workerBase, scenario: 'start', runs: inprocRuns, warmup: 20, ...extra }));
       if (!r) continue;
-      if (!extra.bindRoot) api = r.api;
+      if (!extra.bindRoot && !extra.limits && !extra.gapMs) api = r.api;
       addSeries('start', id, label, r.samples, {}, perRun(r));
       addSeries('start', `${id}.started`, `${label}: run() resolved (after execve)`, r.started, { hidden: true });
       if (extra.remove === 'separate') addSeries('start', 'nsbox-remove', 'nsbox: remove() after exit', r.removal, { hidden: true });
@@ -183,6 +191,10 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
     if (peers.crun.path && bundles.default) {
       const c = await attempt('crun', () => loop(bin, ['crun', 'run', '--bundle', bundles.default, '{id}'], { n: N.peer, mountns: true, id: crunId('crun', round) }));
       if (c) addSeries('start', 'crun', 'crun run (default config)', c.samples, {}, c.cpu);
+      if (bundles.limits) {
+        const cm = await attempt('crun limits', () => loop(bin, ['crun', 'run', '--bundle', bundles.limits, '{id}'], { n: N.peer, mountns: true, id: crunId('crunm', round) }));
+        if (cm) addSeries('start', 'crun-limits', 'crun run, memory + pids + cpu limits in config.json', cm.samples, {}, cm.cpu);
+      }
       const cl = await attempt('crun lean', () => loop(bin, ['crun', '--cgroup-manager=disabled', 'run', '--bundle', bundles.lean, '{id}'], { n: N.peer, mountns: true, id: crunId('crunl', round) }));
       if (cl) addSeries('start', 'crun-lean', 'crun run (no cgroups, no net ns)', cl.samples, {}, cl.cpu);
     }

@@ -2,6 +2,7 @@
  * Each container's cgroup: made before clone, below the supervisor's own cgroup (so that
  * nsbox works inside a container or a systemd slice), joined by the container's first
  * process before anything else (PlanInput.cgroupProcs), removed when the container ends.
+ * Limits' directories come from warm sets made ahead (src/cgroup-pool.ts) when one is ready.
  *
  * Today it carries the device allowlist (issue 9): on cgroup v1 (and hybrid hosts: v1
  * controllers beside a v2 hierarchy) a `devices` directory per container. The allowlist:
@@ -22,6 +23,7 @@ import * as path from 'node:path';
 import { NsboxError, fromSystemError } from './errors';
 import { ownStartTime, processAlive } from './layout';
 import { deviceProgram, parseDeviceRule } from './devbpf';
+import { discardSync, makeSync, refillWarm, renameSet, takeWarm, warmOwner, type ShapeGroup, type WarmSet } from './cgroup-pool';
 import type { CgroupLimits } from './limits';
 import { native } from './native';
 import type { DeviceNode } from './plan';
@@ -197,6 +199,77 @@ function inheritCpuset(dir: string): void {
   }
 }
 
+let memswAvailable: boolean | undefined;
+/** Whether the kernel accounts swap (memory.memsw files exist); asked once per process. */
+function swapAccounting(): boolean {
+  const m = hostHierarchies().get('memory');
+  memswAvailable ??= !!m && fs.existsSync(path.join(m.mount, m.path, 'memory.memsw.limit_in_bytes'));
+  return memswAvailable;
+}
+
+/** `nsbox/` parents made (and a cpuset one given its CPUs and nodes) by this process. */
+const parentsReady = new Set<string>();
+
+/**
+ * The warm-set shape for a start's limit files: one group per hierarchy (controllers mounted
+ * together, as cpu,cpuacct may be, share a directory), the controllers each group serves, and
+ * the values by `${group}/${file}`. Throws UNSUPPORTED naming a controller the host lacks.
+ */
+function limitShape(wanted: Map<string, Array<[string, string]>>): { shape: ShapeGroup[]; controllers: string[][]; values: Map<string, string> } {
+  const h = hostHierarchies();
+  const shape: ShapeGroup[] = [];
+  const controllers: string[][] = [];
+  const values = new Map<string, string>();
+  for (const [controller, files] of wanted) {
+    const hier = h.get(controller);
+    if (!hier) {
+      throw new NsboxError('UNSUPPORTED', `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted; cgroup v2 limits are not built yet)`, { path: controller });
+    }
+    const parent = path.join(hier.mount, hier.path, PARENT);
+    let i = shape.findIndex((g) => g.parent === parent);
+    if (i < 0) {
+      if (!parentsReady.has(parent)) {
+        try {
+          fs.mkdirSync(parent, { recursive: true, mode: 0o755 });
+          if (controller === 'cpuset') inheritCpuset(parent);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          const why = notOurs(e) ? ' (the cgroup is not writable by this process: not delegated)' : '';
+          throw new NsboxError(code ?? 'EIO', `limits: cgroup controller ${controller}: ${(e as Error).message}${why}`, { cause: e, path: controller });
+        }
+        parentsReady.add(parent);
+      }
+      i = shape.push({ parent, files: [], cpuset: controller === 'cpuset' }) - 1;
+      controllers.push([]);
+    }
+    controllers[i]!.push(controller);
+    for (const [file, value] of files) {
+      shape[i]!.files.push(file);
+      values.set(`${i}/${file}`, value);
+    }
+  }
+  return { shape, controllers, values };
+}
+
+/**
+ * Writes group `i`'s limit values that the set does not hold yet. memory+swap can never be
+ * below memory: when both change, memsw is lifted first, then memory, then memsw.
+ */
+function writeLimitFiles(set: WarmSet, i: number, files: string[], values: Map<string, string>): void {
+  const dir = set.dirs[i]!;
+  const differs = (f: string) => set.values.get(`${i}/${f}`) !== values.get(`${i}/${f}`);
+  const memsw = 'memory.memsw.limit_in_bytes';
+  if (set.values.size > 0 && files.includes(memsw) && files.some((f) => f !== memsw && f.startsWith('memory.') && differs(f))) {
+    fs.writeFileSync(path.join(dir, memsw), '-1');
+    set.values.delete(`${i}/${memsw}`);
+  }
+  for (const f of files) {
+    if (!differs(f)) continue;
+    fs.writeFileSync(path.join(dir, f), values.get(`${i}/${f}`)!);
+    set.values.set(`${i}/${f}`, values.get(`${i}/${f}`)!);
+  }
+}
+
 /** What the cgroups say once the container has ended (before they are removed). */
 export interface CgroupStats {
   oomKilled: boolean;
@@ -207,7 +280,12 @@ export interface CgroupStats {
 export class ContainerCgroup {
   /** The cgroup directories made for this container. */
   readonly dirs: string[];
-  /** Open cgroup.procs files (close-on-exec) for the child to join: PlanInput.cgroupProcs. */
+  /**
+   * Open files (close-on-exec) the child writes "0" to, joining: PlanInput.cgroupProcs. On v1
+   * the `tasks` file: the child is one thread, and a thread moving itself alone takes no global
+   * lock (a write to `cgroup.procs` waits for an RCU grace period: bench/ANALYSIS.md). On v2
+   * `cgroup.procs`.
+   */
   readonly procsFds: number[];
   /** This container's own directory per controller (memory, cpuacct, ...). */
   readonly byController: Map<string, string>;
@@ -226,54 +304,56 @@ export class ContainerCgroup {
 
   /**
    * The container's cgroups for `limits` (on top of the devices), each applied to the whole
-   * process tree: every process of the container is born in them. A limit that cannot be
-   * applied is an error naming the controller, never a silently unlimited container.
+   * process tree: every process of the container is in them before anything runs. A limit
+   * that cannot be applied is an error naming the controller, never a silently unlimited
+   * container. The directories come from a warm set when one is ready (src/cgroup-pool.ts),
+   * else they are made here; either way they are named after the container.
    */
   static withLimits(id: string, devices: DeviceNode[] | 'all', limits: CgroupLimits): ContainerCgroup | null {
     const base = ContainerCgroup.create(id, devices);
-    const h = hostHierarchies();
-    // Asked only when there is a memory limit: a start without limits makes no call here.
-    const memsw = limits.memory !== undefined && h.has('memory') &&
-      fs.existsSync(path.join(h.get('memory')!.mount, h.get('memory')!.path, 'memory.memsw.limit_in_bytes'));
+    const memsw = limits.memory !== undefined && swapAccounting();
     const wanted = limitFiles(limits, memsw);
     if (wanted.size === 0) return base;
-    const dirs = [...(base?.dirs ?? [])];
-    const fds = [...(base?.procsFds ?? [])];
-    const byController = new Map(base?.byController ?? []);
+    let set: WarmSet | undefined;
     let current = '';
     try {
       if (limits.memorySwap !== undefined && limits.memorySwap !== limits.memory && !memsw) {
         throw new NsboxError('UNSUPPORTED', 'limits.memorySwap: this kernel has no swap accounting (memory.memsw), so swap cannot be limited', { hint: 'boot with swapaccount=1, or leave memorySwap out (then no swap is limited separately)' });
       }
-      for (const [controller, files] of wanted) {
-        current = controller;
-        const hier = h.get(controller);
-        if (!hier) {
-          throw new NsboxError('UNSUPPORTED', `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted; cgroup v2 limits are not built yet)`, { path: controller });
+      const { shape, controllers, values } = limitShape(wanted);
+      const warm = takeWarm(shape);
+      if (warm) {
+        try {
+          renameSet(warm, id);
+          set = warm;
+        } catch {
+          // removed from outside: made afresh below
         }
-        const parent = path.join(hier.mount, hier.path, PARENT);
-        fs.mkdirSync(parent, { recursive: true, mode: 0o755 });
-        if (controller === 'cpuset') inheritCpuset(parent);
-        const dir = path.join(parent, id);
-        byController.set(controller, dir);
-        // Controllers mounted together (cpu,cpuacct) share one directory.
-        if (!dirs.includes(dir)) {
-          fs.mkdirSync(dir, { mode: 0o755 });
-          dirs.push(dir);
-          if (controller === 'cpuset') fs.writeFileSync(path.join(dir, 'cpuset.mems'), fs.readFileSync(path.join(parent, 'cpuset.mems'), 'utf8').trim());
-          fds.push(fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY));
-        }
-        for (const [file, value] of files) fs.writeFileSync(path.join(dir, file), value);
       }
+      if (!set) {
+        try {
+          set = makeSync(shape, id);
+        } catch (e) {
+          current = controllers[(e as { group?: number }).group ?? 0]![0]!;
+          throw e;
+        }
+      }
+      for (const [i, g] of shape.entries()) {
+        current = controllers[i]![0]!;
+        writeLimitFiles(set, i, g.files, values);
+      }
+      refillWarm(shape, values);
+      const dirs = [...(base?.dirs ?? []), ...set.dirs];
+      const fds = [...(base?.procsFds ?? []), ...set.fds];
+      const byController = new Map(base?.byController ?? []);
+      for (const [i, cs] of controllers.entries()) for (const c of cs) byController.set(c, set.dirs[i]!);
       return new ContainerCgroup(dirs, fds, byController, base?.bornIn);
     } catch (e) {
-      for (const fd of fds) fs.closeSync(fd);
-      for (const d of [...dirs].reverse()) {
-        try {
-          fs.rmdirSync(d);
-        } catch {
-          // never joined, so only a racing prune could have taken it
-        }
+      // Nothing joined it: the set goes (and so would the base, had it a directory).
+      if (set) discardSync(set);
+      if (base) {
+        base.closeFds();
+        for (const d of base.dirs) fs.rmdirSync(d);
       }
       if (e instanceof NsboxError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
@@ -339,7 +419,7 @@ export class ContainerCgroup {
       made.push(dir);
       writeDeviceRules(dir, devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`));
       // libuv opens with O_CLOEXEC: the container gets it only through the plan's step.
-      fd = fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY);
+      fd = fs.openSync(path.join(dir, 'tasks'), fs.constants.O_WRONLY);
       return new ContainerCgroup(made, [fd], new Map([['devices', dir]]));
     } catch (e) {
       if (fd >= 0) fs.closeSync(fd);
@@ -529,7 +609,8 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
 
 /**
  * Removes container cgroups left by supervisors that died (SIGKILL): those with no process
- * and older than a minute (a fresh empty one may be a start in progress). Returns their paths.
+ * and older than a minute (a fresh empty one may be a start in progress), and the warm sets
+ * of supervisors that are gone, at once. Returns their paths.
  */
 export function pruneStaleCgroups(now = Date.now()): string[] {
   const removed: string[] = [];
@@ -550,6 +631,18 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
       if (processAlive(Number(freeze[1]), freeze[2])) continue;
       thawAndRemove(dir);
       if (!fs.existsSync(dir)) removed.push(dir);
+      continue;
+    }
+    // A warm set (src/cgroup-pool.ts): no process ever joined it; its maker's alone to use.
+    const warm = warmOwner(path.basename(dir));
+    if (warm) {
+      if (processAlive(warm[0], warm[1])) continue;
+      try {
+        fs.rmdirSync(dir);
+        removed.push(dir);
+      } catch {
+        // taken and joined after all, or gone
+      }
       continue;
     }
     try {

@@ -25,6 +25,10 @@ export function targets(r) {
   out.push({ what: '… like for like: nsbox run --read-only, no write layer, as crun’s read-only bundle (supplementary)', goal: 'the same, ≥ 5×', value: bindRatio && `crun ${ms(s.crun.median)} / nsbox ${ms(s['nsbox-bind'].median)} = ${x(bindRatio)}${cpuNote(s.crun, s['nsbox-bind'])}`, met: bindRatio && bindRatio >= 5 });
   const floorRatio = s.floor && nsbox ? nsbox / s.floor.median : undefined;
   out.push({ what: 'In-process start vs the C floor', goal: 'nsbox median ≤ 1.5× the floor', value: floorRatio && `nsbox ${ms(nsbox)} / floor ${ms(s.floor.median)} = ${x(floorRatio)}${cpuNote(s.nsbox, s.floor)}`, met: floorRatio && floorRatio <= 1.5 });
+  for (const [lim, base, how] of [['nsbox-limits', 'nsbox', 'back to back'], ['nsbox-limits-iso', 'nsbox-iso', '20 ms apart']]) {
+    const add = s[lim] && s[base] ? s[lim].median - s[base].median : undefined;
+    out.push({ what: `Memory + pids + cpu limits, ${how} (issues 11, 14)`, goal: 'add ≤ 0.5 ms to a start', value: add !== undefined && `${ms(s[lim].median)} − ${ms(s[base].median)} = ${ms(add)}`, met: add === undefined ? undefined : add <= 0.5 });
+  }
   const c = r.cli;
   const cliAdd = c.nsbox && c.node ? c.nsbox.median - c.node.median : undefined;
   out.push({ what: 'CLI end to end', goal: 'nsbox adds ≤ 10 ms to `node -e 0`', value: cliAdd !== undefined && `${ms(c.nsbox.median)} − ${ms(c.node.median)} = ${ms(cliAdd)}`, met: cliAdd === undefined ? undefined : cliAdd <= 10 });
@@ -98,6 +102,18 @@ export function renderMarkdown(r, resultsPath) {
   if (r.start['nsbox-remove']) det.push(`- \`c.remove()\` after exit, timed on its own: ${ms(r.start['nsbox-remove'].median)} median (p99 ${ms(r.start['nsbox-remove'].p99)}).`);
   if (r.start['floor-exit']) det.push(`- The floor's clone..exit alone (without mkdir and cleanup): ${ms(r.start['floor-exit'].median)} median.`);
   if (det.length) L.push(...det, '');
+
+  if (r.start['nsbox-limits']) {
+    L.push('### Limits', '');
+    L.push('The same start with `limits: { memory: 64 MiB, pids: 64, cpus: 1 }` (issue 11 item 8, issue 14 goal 5), measured in the same rounds: from a warm cgroup set (the default: ' +
+      'directories made ahead in the background, renamed to the container, see src/cgroup-pool.ts), with warm sets off (each start makes and removes its own), and with 20 ms of idle ' +
+      'before each start (not timed: a service between requests; an RCU grace period a start needs is then never already under way). crun gets the same limits in `linux.resources` of its config.json.', '');
+    L.push(latencyTable(r.start, 'nsbox', ['nsbox', 'nsbox-limits', 'nsbox-limits-cold', 'nsbox-iso', 'nsbox-limits-iso', 'crun', 'crun-limits']), '');
+    const d = (a, b) => (r.start[a] && r.start[b] ? ms(r.start[a].median - r.start[b].median) : '–');
+    const q = (a, b) => (r.start[a] && r.start[b] ? x(r.start[a].median / r.start[b].median) : '–');
+    L.push(`Limits add ${d('nsbox-limits', 'nsbox')} back to back (${q('nsbox-limits', 'nsbox')}), ${d('nsbox-limits-iso', 'nsbox-iso')} 20 ms apart (${q('nsbox-limits-iso', 'nsbox-iso')}), ` +
+      `${d('nsbox-limits-cold', 'nsbox')} without warm sets; to crun they add ${d('crun-limits', 'crun')} (${q('crun-limits', 'crun')}). crun with limits over nsbox with limits: ${q('crun-limits', 'nsbox-limits')}.`, '');
+  }
 
   L.push('## 3. CLI end to end', '');
   L.push('Whole processes, same harness. Starting Node itself is most of the CLI’s time, so the target is what nsbox adds to `node -e 0`.', '');

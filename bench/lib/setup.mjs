@@ -62,14 +62,19 @@ export function debianRootfs(log) {
   return { dir, tar };
 }
 
+/** The limits of the limited start rows, for nsbox and (as linux.resources) for crun. */
+export const BENCH_LIMITS = Object.freeze({ memory: 64 * 2 ** 20, pids: 64, cpus: 1 });
+
 /**
- * Two OCI bundles on the busybox rootfs, from `crun spec` (or `runc spec`): "default" as
- * generated, and "lean" without cgroups (no resources, no /sys/fs/cgroup mount) and without
- * a network namespace. Both: terminal false, args ["/bin/true"], the shared read-only root.
+ * Three OCI bundles on the busybox rootfs, from `crun spec` (or `runc spec`): "default" as
+ * generated, "limits" with BENCH_LIMITS in linux.resources (memory with no swap beyond it,
+ * pids, a CPU quota of one CPU per 100 ms period, as nsbox writes them), and "lean" without
+ * cgroups (no resources, no /sys/fs/cgroup mount) and without a network namespace. All:
+ * terminal false, args ["/bin/true"], the shared read-only root.
  */
 export function ociBundles(rootfs, specTool) {
   const out = {};
-  for (const variant of ['default', 'lean']) {
+  for (const variant of ['default', 'limits', 'lean']) {
     const dir = path.join(CACHE, 'oci', variant);
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(dir, { recursive: true });
@@ -81,6 +86,14 @@ export function ociBundles(rootfs, specTool) {
     config.process.args = ['/bin/true'];
     config.root = { path: rootfs, readonly: true };
     config.hostname = 'bench';
+    if (variant === 'limits') {
+      config.linux.resources = {
+        ...config.linux.resources,
+        memory: { limit: BENCH_LIMITS.memory, swap: BENCH_LIMITS.memory },
+        pids: { limit: BENCH_LIMITS.pids },
+        cpu: { quota: BENCH_LIMITS.cpus * 100000, period: 100000 },
+      };
+    }
     if (variant === 'lean') {
       delete config.linux.resources;
       config.linux.namespaces = config.linux.namespaces.filter((n) => n.type !== 'network');

@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import * as childProcess from 'node:child_process';
 
 const cfg = JSON.parse(process.argv[2]);
+// Before nsbox is loaded: NSBOX_WARM_CGROUPS=0 and friends, per scenario.
+for (const [k, v] of Object.entries(cfg.env ?? {})) process.env[k] = v;
 const require = createRequire(import.meta.url);
 const nsbox = require(cfg.dist);
 const now = () => Number(process.hrtime.bigint()) / 1e6;
@@ -33,7 +35,7 @@ function makeStarter() {
     return {
       rt,
       async start({ command = ['/bin/true'], network = 'none', remove = true }) {
-        return rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, readOnly: true });
+        return rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, readOnly: true, ...(cfg.limits ? { limits: cfg.limits } : {}) });
       },
       async remove(c) {
         await c.remove();
@@ -45,7 +47,7 @@ function makeStarter() {
     return {
       rt,
       async start({ command = ['/bin/true'], network = 'none', remove = true, forkStyle = false }) {
-        const c = await rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, ...(forkStyle ? { forkStyle } : {}) });
+        const c = await rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, ...(forkStyle ? { forkStyle } : {}), ...(cfg.limits ? { limits: cfg.limits } : {}) });
         return c;
       },
       async remove(c) {
@@ -136,6 +138,8 @@ async function checkExit(c, status) {
 /**
  * Start latency: run() -> exit of /bin/true. `remove`: 'counted' (remove: true, wait()
  * resolves after the removal), 'separate' (remove: false, then remove() timed on its own).
+ * `gapMs`: an idle pause before each start (not timed), as a service sees between requests:
+ * kernel state a start leaves warm (an RCU grace period just passed, caches) has gone cold.
  */
 async function start() {
   const starter = makeStarter();
@@ -149,6 +153,7 @@ async function start() {
   const opts = { network: cfg.network ?? 'none', forkStyle: !!cfg.forkStyle };
   let cpu0 = 0;
   for (let i = 0; i < cfg.warmup + cfg.runs; i++) {
+    if (cfg.gapMs) await new Promise((r) => setTimeout(r, cfg.gapMs));
     if (i === cfg.warmup) cpu0 = cpuMs();
     const t0 = now();
     const c = await starter.start({ ...opts, remove: cfg.remove !== 'separate' });

@@ -1,10 +1,12 @@
 // A thread of nsbox's own that clones every container (one per Node environment).
 //
-// Why a thread: a new process starts in the cgroups of the thread that cloned it. Moving a
-// process into a cgroup afterwards (what the child's kJoinCgroup step does) waits for an RCU
-// grace period in the kernel, about 7 ms here whenever the last move was not a moment ago.
-// This thread joins the shared device cgroup once (`tasks`, this thread only: the rest of
-// Node keeps its device access), and every container it clones is born there for free.
+// Why a thread: a new process starts in the cgroups of the thread that cloned it. This thread
+// joins the shared device cgroup once (`tasks`, this thread only: the rest of Node keeps its
+// device access), and every container it clones is born there with no step of its own.
+// Both moves, this thread's and a child's kJoinCgroup, write "0" to a v1 `tasks` file: a
+// thread moving itself alone takes no global lock, while a move by pid or of a whole process
+// (`cgroup.procs`) write-locks cgroup_threadgroup_rwsem and waits for an RCU grace period,
+// 6-14 ms here whenever the last such move was not a moment ago (bench/ANALYSIS.md).
 // The JS thread waits for each start as before (a start stays synchronous).
 #pragma once
 
