@@ -212,13 +212,11 @@ export class V2Cgroup {
   /** The directory, open O_PATH | O_DIRECTORY | O_CLOEXEC: clone3's CLONE_INTO_CGROUP fd. */
   fd: number;
   readonly use: V2Use;
-  private readonly made: boolean;
 
-  private constructor(dir: string, fd: number, use: V2Use, made: boolean) {
+  private constructor(dir: string, fd: number, use: V2Use) {
     this.dir = dir;
     this.fd = fd;
     this.use = use;
-    this.made = made;
   }
 
   /**
@@ -260,7 +258,8 @@ export class V2Cgroup {
         fs.writeFileSync(path.join(dir, f.file), f.value);
       }
       fd = fs.openSync(dir, O_PATH | fs.constants.O_DIRECTORY);
-      return new V2Cgroup(dir, fd, use, made);
+      // Its removal is this object's from now on, an `existing` directory's too.
+      return new V2Cgroup(dir, fd, use);
     } catch (e) {
       if (fd >= 0) fs.closeSync(fd);
       if (made) fs.rmdirSync(dir);
@@ -317,12 +316,12 @@ export class V2Cgroup {
    */
   async remove(): Promise<void> {
     this.closeFd();
-    await killAndRemove(this.dir, this.made);
+    await killAndRemove(this.dir);
   }
 }
 
 /** cgroup.kill where the kernel has it, else a kill loop; then the wait and the rmdir. */
-export async function killAndRemove(dir: string, rmdir = true, waitMs = 5000): Promise<void> {
+export async function killAndRemove(dir: string, waitMs = 5000): Promise<void> {
   const deadline = Date.now() + waitMs;
   for (let attempt = 0; ; attempt++) {
     try {
@@ -335,7 +334,6 @@ export async function killAndRemove(dir: string, rmdir = true, waitMs = 5000): P
     if (Date.now() > deadline) throw new NsboxError('EBUSY', `cgroup v2 ${dir}: processes still in it after cgroup.kill`, { path: dir });
     await new Promise((r) => setTimeout(r, attempt < 10 ? 1 : 10));
   }
-  if (!rmdir) return;
   for (let attempt = 0; ; attempt++) {
     try {
       fs.rmdirSync(dir);

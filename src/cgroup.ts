@@ -316,7 +316,8 @@ export class ContainerCgroup {
     if (existing) {
       const i = out.dirs.indexOf(existing);
       if (i >= 0) out.dirs.splice(i, 1);
-      // Its join step would be a move into the cgroup it is born in: dropped.
+      // Its join step would be a move into the cgroup it is born in: dropped. It is the first
+      // fd: withLimits puts the device cgroup's (create()) before those of the limits.
       for (const fd of out.procsFds.splice(0, 1)) fs.closeSync(fd);
     }
     out.v2 = v2;
