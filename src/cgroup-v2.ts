@@ -19,6 +19,7 @@
  * NSBOX_CGROUP_V2=off|track|limits overrides what the host's mode gives.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { NsboxError } from './errors';
@@ -135,15 +136,25 @@ export function cgroupMode(): CgroupMode {
   return hostMode().mode;
 }
 
-/** What v2 is used for on this host: limits (unified), tracking (hybrid), nothing (legacy). */
+/** Whether the running kernel is at least `major.minor`. */
+export function kernelAtLeast(release: string, major: number, minor: number): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  return !!m && (Number(m[1]) > major || (Number(m[1]) === major && Number(m[2]) >= minor));
+}
+
+/**
+ * What v2 is used for on this host: limits (unified), tracking (hybrid), nothing (legacy).
+ * By default only on kernels with CLONE_INTO_CGROUP (5.7) for limits and with cgroup.kill
+ * (5.14) for tracking, which is a bonus and must cost nothing.
+ */
 export function v2Use(): V2Use | null {
   const forced = process.env.NSBOX_CGROUP_V2;
   if (forced === 'off') return null;
   const { mode, unified } = hostMode();
   if (!unified) return null;
   if (forced === 'limits' || forced === 'track') return forced;
-  if (mode === 'unified') return 'limits';
-  return mode === 'hybrid' ? 'track' : null;
+  if (mode === 'unified') return kernelAtLeast(os.release(), 5, 7) ? 'limits' : null;
+  return mode === 'hybrid' && kernelAtLeast(os.release(), 5, 14) ? 'track' : null;
 }
 
 /** `<supervisor's v2 cgroup>/nsbox`, or NSBOX_CGROUP_V2_PARENT (which must exist). */

@@ -258,7 +258,7 @@ export class ContainerCgroup {
         current = controller;
         const hier = h.get(controller);
         if (!hier) {
-          throw new NsboxError('UNSUPPORTED', `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted; cgroup v2 limits are not built yet)`, { path: controller });
+          throw new NsboxError('UNSUPPORTED', `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted, and limits are not on cgroup v2 here: see NSBOX_CGROUP_V2)`, { path: controller });
         }
         const parent = path.join(hier.mount, hier.path, PARENT);
         fs.mkdirSync(parent, { recursive: true, mode: 0o755 });

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 
 import {
-  cpuSharesToWeight, detectCgroupMode, parseCpuStat, parseKeyed, parseMemoryPeak, parseOomKilled, v2LimitFiles,
+  cpuSharesToWeight, detectCgroupMode, kernelAtLeast, parseCpuStat, parseKeyed, parseMemoryPeak, parseOomKilled, v2LimitFiles,
 } from '../../src/cgroup-v2';
 import { cgroupLimits, type Limits } from '../../src/limits';
 
@@ -118,5 +118,16 @@ describe('detectCgroupMode', () => {
   it('mount points with escaped characters (\\040 for a space) are unescaped', () => {
     const mi = [PROC, V2('/mnt/cgroup\\040two')].join('\n');
     expect(detectCgroupMode(mi, '0::/\n').unified?.mount).toBe('/mnt/cgroup two');
+  });
+});
+
+describe('kernelAtLeast', () => {
+  it('compares major.minor of a release string (CLONE_INTO_CGROUP 5.7, cgroup.kill 5.14)', () => {
+    expect(kernelAtLeast('6.18.44-fc-v1045', 5, 14)).toBe(true);
+    expect(kernelAtLeast('5.14.0-362.el9.x86_64', 5, 14)).toBe(true);
+    expect(kernelAtLeast('5.10.0-28-amd64', 5, 14)).toBe(false);
+    expect(kernelAtLeast('5.10.0-28-amd64', 5, 7)).toBe(true);
+    expect(kernelAtLeast('4.19.0', 5, 7)).toBe(false);
+    expect(kernelAtLeast('garbage', 5, 7)).toBe(false);
   });
 });
