@@ -184,7 +184,7 @@ function populated(dir: string): boolean {
  * (EBUSY) in a cgroup that holds processes, the root excepted (v2's no-internal-process
  * rule): that is an error naming the controller, never an unlimited container.
  */
-function enableControllers(chain: string[], controllers: Set<string>): void {
+export function enableControllers(chain: string[], controllers: Set<string>): void {
   const words = (dir: string, f: string) => new Set(fs.readFileSync(path.join(dir, f), 'utf8').trim().split(/\s+/).filter(Boolean));
   for (const c of controllers) for (const parent of chain) enableController(parent, c, words);
 }

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { pruneStaleCgroups } from '../src/cgroup';
-import { detectCgroupMode, killAndRemove } from '../src/cgroup-v2';
+import { detectCgroupMode, enableControllers, killAndRemove } from '../src/cgroup-v2';
 import { Container, type ProcessOptions } from '../src/container';
 import { NsboxError } from '../src/errors';
 import { ROOTFS, collect, distModule, procState, snapshot, until } from './helpers';
@@ -220,6 +220,45 @@ describe('cgroup v2 on this host', () => {
     expect(v2Dirs()).toEqual(dirs);
     expect(readdirSync('/sys/fs/cgroup/memory/').length).toBe(v1Dirs);
     expect(snapshot()).toEqual(before);
+  });
+
+  it('v2\'s no-internal-process rule: a controller is not enabled below a cgroup holding processes; the error names it', async () => {
+    // hugetlb is the one controller this machine's v2 hierarchy has: the rule for real.
+    const rootControllers = readFileSync(path.join(unified.mount, 'cgroup.controllers'), 'utf8');
+    if (!rootControllers.includes('hugetlb') || unified.path !== '/') return;
+    const rootHad = readFileSync(path.join(unified.mount, 'cgroup.subtree_control'), 'utf8').includes('hugetlb');
+    const parent = path.join(own, `nsbox-rule-${process.pid}`);
+    mkdirSync(parent);
+    const sleeper = spawn('sleep', ['1000'], { stdio: 'ignore' });
+    try {
+      writeFileSync(path.join(parent, 'cgroup.procs'), String(sleeper.pid));
+      let err: unknown;
+      try {
+        enableControllers([own, parent], new Set(['hugetlb']));
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(NsboxError);
+      expect((err as NsboxError).code).toBe('EBUSY');
+      expect((err as NsboxError).path).toBe('hugetlb');
+      expect((err as NsboxError).message).toMatch(/cannot enable the hugetlb controller .* holds processes/);
+      expect(readFileSync(path.join(parent, 'cgroup.subtree_control'), 'utf8').trim()).toBe('');
+      // Empty, the same parent takes it.
+      sleeper.kill('SIGKILL');
+      await until('the sleeper to leave', () => readFileSync(path.join(parent, 'cgroup.procs'), 'utf8').trim() === '');
+      enableControllers([own, parent], new Set(['hugetlb']));
+      expect(readFileSync(path.join(parent, 'cgroup.subtree_control'), 'utf8').trim()).toBe('hugetlb');
+    } finally {
+      sleeper.kill('SIGKILL');
+      await until('the sleeper to leave', () => readFileSync(path.join(parent, 'cgroup.procs'), 'utf8').trim() === '');
+      try {
+        writeFileSync(path.join(parent, 'cgroup.subtree_control'), '-hugetlb');
+      } catch {
+        // never enabled
+      }
+      rmdirSync(parent);
+      if (!rootHad) writeFileSync(path.join(unified.mount, 'cgroup.subtree_control'), '-hugetlb');
+    }
   });
 
   it('with v2 limits forced, a start that needs no controller works there (cpuTime from cpu.stat)', async () => {
