@@ -435,8 +435,11 @@ export class ContainerCgroup {
    */
   async remove(): Promise<void> {
     this.closeFds();
-    // First: cgroup.kill takes every process that is left, which the v1 rmdirs wait for.
-    await this.v2?.remove();
+    // Started first: cgroup.kill takes every process that is left (at once, synchronously),
+    // which the v1 rmdirs below would wait for; awaited last, so that without stragglers
+    // every directory is gone before the first await.
+    const v2 = this.v2?.remove();
+    v2?.catch(() => {}); // reported by the await below; handled here should a v1 rmdir throw first
     for (const dir of this.dirs) {
       for (let attempt = 0; ; attempt++) {
         try {
@@ -450,6 +453,7 @@ export class ContainerCgroup {
         }
       }
     }
+    await v2;
   }
 }
 

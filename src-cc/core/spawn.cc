@@ -59,7 +59,7 @@ extern "C" long nsbox_clone3(Clone3Args* args, size_t size, int (*fn)(void*), vo
 #if defined(__x86_64__)
 // syscall keeps every register but rax, rcx and r11: fn and arg survive into the child.
 asm(R"(
-  .text
+  .pushsection .text
   .globl nsbox_clone3
   .hidden nsbox_clone3
   .type nsbox_clone3, @function
@@ -80,11 +80,12 @@ nsbox_clone3:
 1:
   ret
   .size nsbox_clone3, .-nsbox_clone3
+  .popsection
 )");
 #elif defined(__aarch64__)
 // svc keeps every register but x0: fn (x2) and arg (x3) survive into the child.
 asm(R"(
-  .text
+  .pushsection .text
   .globl nsbox_clone3
   .hidden nsbox_clone3
   .type nsbox_clone3, %function
@@ -102,6 +103,7 @@ nsbox_clone3:
 1:
   ret
   .size nsbox_clone3, .-nsbox_clone3
+  .popsection
 )");
 #else
 extern "C" long nsbox_clone3(Clone3Args*, size_t, int (*)(void*), void*) { return -ENOSYS; }
