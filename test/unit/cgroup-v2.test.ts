@@ -6,6 +6,7 @@ import {
   cpuSharesToWeight, detectCgroupMode, kernelAtLeast, parseCpuStat, parseKeyed, parseMemoryPeak, parseOomKilled, v2LimitFiles,
 } from '../../src/cgroup-v2';
 import { cgroupLimits, type Limits } from '../../src/limits';
+import { buildPlan } from '../../src/plan';
 
 const files = (l: Limits) => v2LimitFiles(cgroupLimits(l)).map((f) => [f.controller, f.file, f.value]);
 
@@ -129,5 +130,30 @@ describe('kernelAtLeast', () => {
     expect(kernelAtLeast('5.10.0-28-amd64', 5, 7)).toBe(true);
     expect(kernelAtLeast('4.19.0', 5, 7)).toBe(false);
     expect(kernelAtLeast('garbage', 5, 7)).toBe(false);
+  });
+});
+
+describe('a plan born in a v2 cgroup', () => {
+  const root = { type: 'bind' as const, path: '/img' };
+  it('passes the fd on, makes no cgroup namespace at clone, and unshares one as the first step', () => {
+    const plan = buildPlan({ root, command: ['sh'], cgroupFd: 42 });
+    expect(plan.cgroupFd).toBe(42);
+    // clone3 would root a namespace at the cloning thread's cgroup, not the one it is born in.
+    expect(plan.newCgroup).toBe(false);
+    expect(plan.steps[0]!.op).toBe('unshareCgroupNs');
+    expect(plan.steps.filter((s) => s.op === 'unshareCgroupNs')).toHaveLength(1);
+  });
+
+  it('with v1 cgroups to join as well: the joins, then one unshare', () => {
+    const plan = buildPlan({ root, command: ['sh'], cgroupFd: 42, cgroupProcs: [7, 8] });
+    expect(plan.steps.slice(0, 3).map((s) => s.op)).toEqual(['joinCgroup', 'joinCgroup', 'unshareCgroupNs']);
+    expect(plan.steps.filter((s) => s.op === 'unshareCgroupNs')).toHaveLength(1);
+  });
+
+  it('without: no fd, and the namespace made at clone as before', () => {
+    const plan = buildPlan({ root, command: ['sh'] });
+    expect(plan.cgroupFd).toBeUndefined();
+    expect(plan.newCgroup).toBe(true);
+    expect(plan.steps.some((s) => s.op === 'unshareCgroupNs')).toBe(false);
   });
 });
