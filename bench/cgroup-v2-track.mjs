@@ -31,6 +31,9 @@ for (let i = 0; i < n; i++) {
     whole[m].push(w);
   }
 }
+// Each pair ran back to back: the median of its differences cancels the host's drift.
+const diff = (a, b) => median(a.map((x, i) => x - b[i]));
+console.log(`track - off, median of paired differences: start ${diff(start.track, start.off).toFixed(3)} ms, start..wait() ${diff(whole.track, whole.off).toFixed(3)} ms`);
 for (const m of modes) {
   console.log(`${m.padEnd(6)} Container.start median ${median(start[m]).toFixed(3)} ms   start..wait() median ${median(whole[m]).toFixed(3)} ms   (n=${n})`);
 }

@@ -308,10 +308,13 @@ export class V2Cgroup {
       }
     };
     const out: V2Stats = { oomKilled: false };
-    const events = read('memory.events');
-    if (events !== undefined) out.oomKilled = parseOomKilled(events);
-    const peak = read('memory.peak');
-    if (peak !== undefined && this.use === 'limits') out.memoryPeakBytes = parseMemoryPeak(peak);
+    // Tracking only: no memory files (on a hybrid host the memory controller is v1's).
+    if (this.use === 'limits') {
+      const events = read('memory.events');
+      if (events !== undefined) out.oomKilled = parseOomKilled(events);
+      const peak = read('memory.peak');
+      if (peak !== undefined) out.memoryPeakBytes = parseMemoryPeak(peak);
+    }
     const cpu = read('cpu.stat');
     if (cpu !== undefined) {
       const { userUs, systemUs } = parseCpuStat(cpu);
