@@ -16,6 +16,9 @@
  *                                                  and its nodes written for it alone
  * On a host with only cgroup v2 the allowlist would be a BPF_CGROUP_DEVICE program: not
  * built yet, so there nodev is the only layer (see docs/DESIGN.md).
+ *
+ * cgroup v2 (limits on a unified host, tracking on a hybrid one) is src/cgroup-v2.ts: one
+ * directory the container is born in, attached here as ContainerCgroup.v2 (forStart).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -24,6 +27,7 @@ import { NsboxError, fromSystemError } from './errors';
 import { ownStartTime, processAlive } from './layout';
 import { deviceProgram, parseDeviceRule } from './devbpf';
 import { discardSync, makeSync, refillWarm, renameSet, takeWarm, warmOwner, type ShapeGroup, type WarmSet } from './cgroup-pool';
+import { V2Cgroup, givenV2Parent, pruneGivenV2Parent, v2Use } from './cgroup-v2';
 import type { CgroupLimits } from './limits';
 import { native } from './native';
 import type { DeviceNode } from './plan';
@@ -223,7 +227,7 @@ function limitShape(wanted: Map<string, Array<[string, string]>>): { shape: Shap
   for (const [controller, files] of wanted) {
     const hier = h.get(controller);
     if (!hier) {
-      throw new NsboxError('UNSUPPORTED', `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted; cgroup v2 limits are not built yet)`, { path: controller });
+      throw new NsboxError('UNSUPPORTED', `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted, and limits are not on cgroup v2 here: see NSBOX_CGROUP_V2)`, { path: controller });
     }
     const parent = path.join(hier.mount, hier.path, PARENT);
     let i = shape.findIndex((g) => g.parent === parent);
@@ -275,6 +279,9 @@ export interface CgroupStats {
   oomKilled: boolean;
   memoryPeakBytes?: number;
   cpuUsageNs?: number;
+  /** The whole container's CPU time, from cgroup v2's cpu.stat. */
+  cpuUserMs?: number;
+  cpuSystemMs?: number;
 }
 
 export class ContainerCgroup {
@@ -294,6 +301,8 @@ export class ContainerCgroup {
    * is in it (src-cc/core/spawner.h), so the container needs no move of its own.
    */
   readonly bornIn: string | undefined;
+  /** The cgroup v2 directory the container is born in (CLONE_INTO_CGROUP), if any. */
+  v2: V2Cgroup | undefined;
 
   private constructor(dirs: string[], fds: number[], byController: Map<string, string>, bornIn?: string) {
     this.dirs = dirs;
@@ -362,9 +371,48 @@ export class ContainerCgroup {
     }
   }
 
+  /**
+   * The container's cgroups for a start: on a host whose limits live in cgroup v2 (v2Use()
+   * 'limits') the v1 part is the device cgroup only and the limits go to the v2 directory;
+   * on a hybrid host the v1 limits as before, plus a v2 directory that only tracks.
+   */
+  static forStart(id: string, devices: DeviceNode[] | 'all', limits: CgroupLimits): ContainerCgroup | null {
+    const use = v2Use();
+    const v1 = ContainerCgroup.withLimits(id, devices, use === 'limits' ? {} : limits);
+    if (!use) return v1;
+    // The device program's directory (NSBOX_CGROUP_DEVICES=v2, or a unified host) is the same
+    // one: born in it, the container needs no join.
+    const existing = v1?.byController.get('unified');
+    let v2: V2Cgroup | null;
+    try {
+      v2 = V2Cgroup.create(id, use, limits, existing);
+    } catch (e) {
+      v1?.closeFds();
+      v1?.remove().catch(() => {});
+      throw e;
+    }
+    if (!v2) return v1;
+    const out = v1 ?? new ContainerCgroup([], [], new Map());
+    if (existing) {
+      const i = out.dirs.indexOf(existing);
+      if (i >= 0) out.dirs.splice(i, 1);
+      // Its join step would be a move into the cgroup it is born in: dropped. It is the first
+      // fd: withLimits puts the device cgroup's (create()) before those of the limits.
+      for (const fd of out.procsFds.splice(0, 1)) fs.closeSync(fd);
+    }
+    out.v2 = v2;
+    return out;
+  }
+
+  /** The open v2 directory for CLONE_INTO_CGROUP, until closeFds(). */
+  get cgroupFd(): number | undefined {
+    return this.v2 && this.v2.fd >= 0 ? this.v2.fd : undefined;
+  }
+
   /** OOM kills, peak memory and CPU time, read before the directories go. */
   stats(): CgroupStats {
     const out: CgroupStats = { oomKilled: false };
+    if (this.v2) Object.assign(out, this.v2.stats());
     const mem = this.byController.get('memory');
     if (mem) {
       try {
@@ -382,7 +430,7 @@ export class ContainerCgroup {
   /** CPU time of the whole container so far (cpuacct), or undefined without that cgroup. */
   cpuUsageNs(): number | undefined {
     const acct = this.byController.get('cpuacct');
-    if (!acct) return undefined;
+    if (!acct) return this.v2?.cpuUsageNs();
     try {
       return Number(fs.readFileSync(path.join(acct, 'cpuacct.usage'), 'utf8'));
     } catch {
@@ -458,6 +506,7 @@ export class ContainerCgroup {
   /** After the start (failed or not): the child has joined, or will never. */
   closeFds(): void {
     for (const fd of this.procsFds.splice(0)) fs.closeSync(fd);
+    this.v2?.closeFd();
   }
 
   /**
@@ -466,6 +515,11 @@ export class ContainerCgroup {
    */
   async remove(): Promise<void> {
     this.closeFds();
+    // Started first: cgroup.kill takes every process that is left (at once, synchronously),
+    // which the v1 rmdirs below would wait for; awaited last, so that without stragglers
+    // every directory is gone before the first await.
+    const v2 = this.v2?.remove();
+    v2?.catch(() => {}); // reported by the await below; handled here should a v1 rmdir throw first
     for (const dir of this.dirs) {
       for (let attempt = 0; ; attempt++) {
         try {
@@ -479,6 +533,7 @@ export class ContainerCgroup {
         }
       }
     }
+    await v2;
   }
 }
 
@@ -613,7 +668,8 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
  * of supervisors that are gone, at once. Returns their paths.
  */
 export function pruneStaleCgroups(now = Date.now()): string[] {
-  const removed: string[] = [];
+  // NSBOX_CGROUP_V2_PARENT is someone else's cgroup: only nsbox's own names are looked at there.
+  const removed: string[] = pruneGivenV2Parent(now, STALE_AFTER_MS);
   const dirs: string[] = [];
   for (const p of nsboxParents()) {
     try {
@@ -670,7 +726,8 @@ export function removeContainerCgroup(id: string, waitMs = 3000): string[] {
   const deadline = Date.now() + waitMs;
   // Its own directory in every hierarchy (devices with `devices`, memory, pids, cpu, cpuset,
   // cpuacct and freezer for limits and commit), wherever the supervisor's cgroup was.
-  const dirs = nsboxParents().map((p) => path.join(p, id));
+  const given = givenV2Parent();
+  const dirs = [...nsboxParents(), ...(given ? [given] : [])].map((p) => path.join(p, id));
   const devices = devicesParent();
   if (devices) dirs.push(path.join(devices, STANDARD, id));
   for (const dir of dirs) {

@@ -50,7 +50,7 @@ export interface Usage {
   memoryPeakBytes: number | null;
 }
 
-export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine' | 'devices' | 'deviceNodesAllowed' | 'cgroupProcs' | 'initOptions' | 'bornIn'> {
+export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine' | 'devices' | 'deviceNodesAllowed' | 'cgroupProcs' | 'initOptions' | 'bornIn' | 'cgroupFd'> {
   /**
    * Limits of the whole container (every process in it, through its cgroups): memory,
    * memorySwap, cpus, cpuset, cpuShares, pids, cpuTime; and per process: files, fileSize.
@@ -201,7 +201,7 @@ export class Container extends EventEmitter {
     const initOptions = initRlimits(limits, ulimits);
     const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
     if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
-    const cgroup = ContainerCgroup.withLimits(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+    const cgroup = ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
     const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
     try {
       const plan = buildPlan({
@@ -210,6 +210,7 @@ export class Container extends EventEmitter {
         deviceNodesAllowed: privileged, devices, initOptions,
         ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
         ...(bornIn ? { bornIn } : {}),
+        ...(cgroup?.cgroupFd !== undefined ? { cgroupFd: cgroup.cgroupFd } : {}),
       });
       return new Container(plan, managed, cgroup, time);
     } catch (e) {
@@ -292,6 +293,9 @@ export class Container extends EventEmitter {
           const stats = cgroup.stats();
           status.oomKilled = stats.oomKilled;
           if (stats.memoryPeakBytes !== undefined) status.usage.memoryPeakBytes = stats.memoryPeakBytes;
+          // cgroup v2's cpu.stat counts every process, also those nsbox-init never reaped.
+          if (stats.cpuUserMs !== undefined) status.usage.cpuUserMs = stats.cpuUserMs;
+          if (stats.cpuSystemMs !== undefined) status.usage.cpuSystemMs = stats.cpuSystemMs;
           await cgroup.remove();
         }
         await this.managed?.afterExit(status);

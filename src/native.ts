@@ -57,6 +57,8 @@ export interface NativePlan {
   initOptions?: string[];
   /** The `tasks` file of a v1 cgroup the cloning thread is in (core/spawner.h). */
   bornIn?: string;
+  /** An open cgroup v2 directory the container is born in (clone3 + CLONE_INTO_CGROUP). */
+  cgroupFd?: number;
 }
 
 /** What nsbox-init reported of its children's resource use (getrusage). */

@@ -91,6 +91,8 @@ export interface PlanInput {
   tmpfs?: TmpfsMount[];
   /** A v1 cgroup (its `tasks` file) the container is born in, without a move of its own. */
   bornIn?: string;
+  /** An open cgroup v2 directory the container is born in (clone3 + CLONE_INTO_CGROUP). */
+  cgroupFd?: number;
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -281,7 +283,7 @@ export function buildPlan(input: PlanInput): NativePlan {
   const steps: NativeStep[] = [
     // Into the container's cgroups first, so that its cgroup namespace is made there.
     ...(input.cgroupProcs ?? []).map((fd): NativeStep => ({ op: 'joinCgroup', name: 'join cgroup', fd })),
-    ...(input.cgroupProcs?.length && (input.cgroupNamespace ?? true) ? [{ op: 'unshareCgroupNs' as const, name: 'cgroup namespace' }] : []),
+    ...((input.cgroupProcs?.length || input.cgroupFd !== undefined) && (input.cgroupNamespace ?? true) ? [{ op: 'unshareCgroupNs' as const, name: 'cgroup namespace' }] : []),
     // Nothing mounted from here on may propagate back to the host.
     { op: 'makeRootPrivate', name: 'make / private' },
     ...rootSteps(input.root, nodev),
@@ -296,8 +298,9 @@ export function buildPlan(input: PlanInput): NativePlan {
 
   const plan: NativePlan = {
     newNet: network === 'none',
-    // After joining its cgroups the child makes the namespace itself (unshareCgroupNs).
-    newCgroup: (input.cgroupNamespace ?? true) && !input.cgroupProcs?.length,
+    // After joining its cgroups the child makes the namespace itself (unshareCgroupNs); so
+    // too when born in a v2 cgroup: clone3 roots a new namespace at the cloning thread's.
+    newCgroup: (input.cgroupNamespace ?? true) && !input.cgroupProcs?.length && input.cgroupFd === undefined,
     shareVm: !input.forkStyle,
     steps,
     argv: command,
@@ -309,5 +312,6 @@ export function buildPlan(input: PlanInput): NativePlan {
   if (input.security) plan.security = input.security;
   if (input.initOptions?.length) plan.initOptions = input.initOptions;
   if (input.bornIn) plan.bornIn = input.bornIn;
+  if (input.cgroupFd !== undefined) plan.cgroupFd = input.cgroupFd;
   return plan;
 }

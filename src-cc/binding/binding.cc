@@ -538,6 +538,8 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   if (r.Bool(js, "newNet")) plan.clone_flags |= CLONE_NEWNET;
   if (r.Bool(js, "newCgroup")) plan.clone_flags |= CLONE_NEWCGROUP;
   plan.share_vm = !js.Get("shareVm").IsBoolean() || js.Get("shareVm").As<Napi::Boolean>().Value();
+  // An open cgroup v2 directory: the container is born in it (clone3 + CLONE_INTO_CGROUP).
+  if (js.Get("cgroupFd").IsNumber()) plan.cgroup_fd = static_cast<int>(r.Num(js, "cgroupFd"));
   // A v1 cgroup `tasks` file the spawner thread is moved into (once): the container is born
   // in that cgroup, with no move of its own (see core/spawner.h).
   std::string spawner_cgroup = r.Str(js, "bornIn");

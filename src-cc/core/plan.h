@@ -59,6 +59,7 @@ const char* syscall_name(Sys sys);
 struct Plan {
   int clone_flags = 0;  // CLONE_NEW* flags
   bool share_vm = true; // CLONE_VM | CLONE_VFORK: no page-table copy of the Node process
+  int cgroup_fd = -1;   // a cgroup v2 directory the first process is born in (clone3 + CLONE_INTO_CGROUP)
   std::vector<Step> steps;
   // nsbox-init's options (src-cc/init/init.cc: tty, security, cand=...), then "--" and the
   // command's argv are appended by spawn(), which adds the fds it makes (report=, parent=).
