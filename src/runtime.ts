@@ -1182,6 +1182,8 @@ export class Runtime {
       };
       delete record.killedFor;
       const workspace = this.workspaceOf(rec);
+      // A cgroup its last run left (its supervisor was killed): in the way of the new one.
+      removeContainerCgroup(id, 500);
       const processOptions: ProcessOptions = {
         root: workspace.rootSource(false),
         command: rec.command,

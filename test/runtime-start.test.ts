@@ -1,6 +1,7 @@
 // start, restart, inspect (issue 12, item 5): an exited container runs again on its own write
 // layer with the configuration it was run with; a running one, a --rm one and one recorded
 // before nsbox kept the configuration are refused clearly; nothing is left behind.
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -127,6 +128,26 @@ describe('start', () => {
     expect(rt.inspect('saboteur')).toMatchObject({ status: 'exited' });
     expect(openFds()).toEqual(fds);
     await rt.remove('saboteur');
+  });
+
+  it('a container whose supervisor was killed starts again (its cgroup left behind is no obstacle)', async () => {
+    const dist = path.join(__dirname, '..', 'dist');
+    const script = `const { Runtime } = require(${JSON.stringify(dist)});
+      (async () => {
+        const c = await new Runtime({ root: ${JSON.stringify(rt.root)} }).run({ image: 'busybox', name: 'orphaned', command: ['sleep', '100'], limits: { memory: '32m', pids: 20 }, stdio: 'ignore' });
+        process.stdout.write(c.id + '\\n');
+      })();`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const id = (await new Promise<string>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))));
+    child.kill('SIGKILL');
+    await until('the container to die with its supervisor', () => rt.inspect(id).status === 'exited');
+    const r = await output(await rt.start('orphaned', { attach: true }).then((c) => {
+      c.kill('SIGTERM');
+      return c;
+    }));
+    expect(r.code).toBe(null);
+    expect(rt.inspect('orphaned')).toMatchObject({ status: 'exited', signal: 'SIGTERM', config: { limits: { memory: '32m', pids: 20 } } });
+    await rt.remove('orphaned');
   });
 
   it('a container run by another process is started once its supervisor recorded the exit', async () => {
