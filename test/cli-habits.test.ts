@@ -166,6 +166,11 @@ describe('system prune, start, restart, rename', () => {
     nsbox('run', '--name', 'other', 'busybox', 'true');
     expect(nsbox('rename', 'counted', 'other')).toMatchObject({ code: 125, err: expect.stringMatching(/name other: already in use/) });
     expect(nsbox('rename', 'counted', 'bad/name').err).toMatch(/rename: name "bad\/name"/);
+    // The refused renames left no note, no lock, and the name as it was.
+    const id = (JSON.parse(nsbox('inspect', 'counted').out) as Array<{ id: string }>)[0]!.id;
+    expect(fs.existsSync(path.join(root, 'containers', id, 'rename-to'))).toBe(false);
+    expect(fs.readdirSync(path.join(root, 'locks'))).toEqual([]);
+    expect(fs.readlinkSync(path.join(root, 'names', 'counted'))).toBe(id);
     expect(nsbox('rm', 'counted', 'other').code).toBe(0);
   });
 
