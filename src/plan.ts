@@ -93,6 +93,11 @@ export interface PlanInput {
   bornIn?: string;
   /** An open cgroup v2 directory the container is born in (clone3 + CLONE_INTO_CGROUP). */
   cgroupFd?: number;
+  /**
+   * Files nsbox wrote for this container (/etc/hosts, /etc/hostname, /etc/resolv.conf), bound
+   * over the root's own before the volumes (so a volume there wins): see etcFileSteps.
+   */
+  etcFiles?: Array<{ source: string; target: string }>;
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -244,6 +249,35 @@ function mountSteps(mounts: BindMount[], tmpfs: TmpfsMount[]): NativeStep[] {
   });
 }
 
+/**
+ * /etc/hosts and friends: files of the container's own directory bound over the image's (as
+ * docker does), so that neither the image layer nor a host file is ever written. A symlink as
+ * the target is refused (the runtime leaves out a file the image has as a link); a missing
+ * one is made in the write layer. nosuid, nodev, noexec: it is data.
+ */
+function etcFileSteps(files: Array<{ source: string; target: string }>): NativeStep[] {
+  return files.map((f) => ({
+    op: 'bindInRoot', name: `bind ${f.target}`, source: f.source, target: rel(containerPath(f.target, 'etc file')),
+    flags: STEP_NO_FOLLOW_FINAL | STEP_TARGET_IS_FILE,
+    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+  }));
+}
+
+/** The /etc/hosts every container gets: localhost, and its hostname on a loopback address. */
+export function hostsFile(hostname: string): string {
+  return [
+    '127.0.0.1\tlocalhost',
+    '::1\tlocalhost ip6-localhost ip6-loopback',
+    'fe00::0\tip6-localnet',
+    'ff00::0\tip6-mcastprefix',
+    'ff02::1\tip6-allnodes',
+    'ff02::2\tip6-allrouters',
+    // 127.0.1.1 as Debian does: on lo in both network modes, and never the host's own name.
+    `127.0.1.1\t${validateHostname(hostname)}`,
+    '',
+  ].join('\n');
+}
+
 function tmpfsTarget(target: string): string {
   const t = containerPath(target, 'tmpfs');
   if (t === '/') throw invalid('tmpfs: / cannot be a tmpfs');
@@ -288,6 +322,7 @@ export function buildPlan(input: PlanInput): NativePlan {
     { op: 'makeRootPrivate', name: 'make / private' },
     ...rootSteps(input.root, nodev),
     ...systemSteps(!!input.tty, nodev, devices),
+    ...etcFileSteps(input.etcFiles ?? []),
     ...mountSteps(mounts, (input.tmpfs ?? []).map((t) => ({ ...t, target: tmpfsTarget(t.target) }))),
     ...(input.confine ?? []),
     { op: 'pivotRoot', name: 'pivot_root' },

@@ -10,8 +10,38 @@ import { NsboxError } from './errors';
 import { validateImageName } from './image/store';
 import { ID_RE, type Layout } from './layout';
 import { Volume } from './volume';
-import { arrayOf, boolean, checkObject, expected, integer, matching, nullable, oneOf, optional, string, type Spec } from './validate';
+import {
+  arrayOf, boolean, checkObject, expected, integer, isObject, matching, nullable, object, oneOf, optional, shape, string, stringRecord, union,
+  type Check, type Spec,
+} from './validate';
+import type { DeviceSpec } from './device';
+import type { Limits, Ulimit } from './limits';
+import type { TmpfsMount } from './plan';
+import type { SecurityOptions } from './security';
 import type { StorageDriver } from './workspace';
+
+/**
+ * What a container was run with, beyond the record's own fields (image, command, volumes,
+ * readOnly): what `start` needs to run it again as it was. Each part is checked again by the
+ * code that uses it (buildConfinement, cgroupLimits, parseDevice, buildPlan) at each start.
+ */
+export interface ContainerConfig {
+  /** The caller's variables (not the defaults nsbox adds). */
+  env: Record<string, string>;
+  cwd: string | null;
+  /** null: the container's id. */
+  hostname: string | null;
+  network: 'none' | 'host';
+  tty: boolean;
+  security?: SecurityOptions;
+  devices?: DeviceSpec[];
+  limits?: Limits;
+  /** -1 for unlimited (JSON has no Infinity). */
+  ulimits?: Record<string, Ulimit>;
+  tmpfs?: TmpfsMount[];
+  /** Milliseconds. */
+  timeout?: number;
+}
 
 /**
  * What `ps` shows. On disk a record says 'creating' (made first, before anything else of the
@@ -63,6 +93,8 @@ export interface ContainerRecord extends Omit<ContainerInfo, 'status'> {
    */
   supervisorStart?: string | null;
   imageLayer: string;
+  /** How it was run; absent from records written before nsbox kept it (such a container cannot be started again). */
+  config?: ContainerConfig;
 }
 
 /** Container names, as `--name` takes them and names/<name> holds them. */
@@ -72,6 +104,32 @@ const PID_MAX = 4194304; // the kernel's limit (PID_MAX_LIMIT on 64-bit)
 const pid = integer(1, PID_MAX);
 const isoTime = matching(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/, 'an ISO 8601 time');
 const time = nullable(isoTime);
+
+const ULIMIT = union<Ulimit>('a number or [soft, hard]', [
+  [(v) => typeof v === 'number', (v, name) => (typeof v === 'number' && (Number.isSafeInteger(v) && v >= -1) ? v : expected(name, 'an rlimit', v))],
+  [Array.isArray, arrayOf(integer(-1, Number.MAX_SAFE_INTEGER), { min: 2, max: 2 }) as Check<Ulimit>],
+]);
+
+const CONFIG: Spec<ContainerConfig> = {
+  env: stringRecord,
+  cwd: nullable(string),
+  hostname: nullable(string),
+  network: oneOf(['none', 'host'] as const),
+  tty: boolean,
+  security: optional(object as Check<SecurityOptions>),
+  devices: optional(arrayOf<DeviceSpec>((v, name) => (typeof v === 'string' || isObject(v) ? v as DeviceSpec : expected(name, 'a device', v)))),
+  limits: optional(object as Check<Limits>),
+  ulimits: optional(((v, name) => {
+    if (!isObject(v)) return expected(name, 'an object of rlimits', v);
+    const out: Record<string, Ulimit> = {};
+    for (const k of Object.keys(v)) out[k] = ULIMIT(v[k], `${name}.${k}`);
+    return out;
+  }) as Check<Record<string, Ulimit>>),
+  tmpfs: optional(arrayOf(shape<TmpfsMount>({
+    target: string, size: optional(integer(0, Number.MAX_SAFE_INTEGER)), mode: optional(integer(0, 0o7777)), noexec: optional(boolean),
+  }))),
+  timeout: optional(integer(1, 2 ** 31 - 1)),
+};
 
 /** Field by field; `imageLayer` depends on the layout: checked in readRecord. */
 const RECORD: Spec<ContainerRecord> = {
@@ -101,6 +159,7 @@ const RECORD: Spec<ContainerRecord> = {
   finishedAt: time,
   remove: boolean,
   readOnly: optional(boolean),
+  config: optional(shape(CONFIG)),
   supervisor: pid,
   supervisorStart: optional(nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks'))),
   imageLayer: string,

@@ -15,7 +15,7 @@ import {
   DEFAULT_ROOT, ID_RE, Layout, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
 } from './layout';
 import { ContainerLock, pruneLockLeftovers } from './lock';
-import { NAME_RE, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
+import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
 import {
   TOMBSTONE_RE, containerEntries, layerIdentity, readEntry, removeTree, tombstonePath, type Dangling, type Entry,
 } from './container-dir';
@@ -26,12 +26,52 @@ import {
 } from './validate';
 import type { DeviceSpec } from './device';
 import { parseSize, type Limits, type Ulimit } from './limits';
+import { writeEtcFiles } from './etc-files';
 import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResult } from './output';
 import { parseTmpfs, type TmpfsMount } from './plan';
 import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
 
-export type { ContainerInfo, ContainerStatus } from './record';
+export type { ContainerConfig, ContainerInfo, ContainerStatus } from './record';
+
+/** What inspect() shows: ps's fields and more. */
+export interface ContainerInspect extends ContainerInfo {
+  /** Killed by the kernel's OOM killer (its memory limit): `killedFor === 'oom'`. */
+  oomKilled: boolean;
+  /** How it was run; null for a record from before nsbox kept it. */
+  config: ContainerConfig | null;
+  /** Volumes and tmpfs mounts, as docker's inspect lists them. */
+  mounts: MountInfo[];
+  /** The image's read-only layer on the host. */
+  imageLayer: string | null;
+  /** The process that started it last and watches it. */
+  supervisor: number | null;
+}
+
+export type MountInfo =
+  | { type: 'bind'; source: string; target: string; readonly: boolean }
+  | { type: 'tmpfs'; target: string; size?: number; mode?: number; noexec?: boolean };
+
+function mountsOf(rec: ContainerRecord): MountInfo[] {
+  const binds = rec.volumes.map((v): MountInfo => {
+    const vol = Volume.parse(v);
+    return { type: 'bind', source: vol.source, target: vol.target, readonly: vol.readonly };
+  });
+  return [...binds, ...(rec.config?.tmpfs ?? []).map((t): MountInfo => ({ type: 'tmpfs', ...t }))];
+}
+
+export interface StartOptions {
+  /**
+   * Its stdin, stdout and stderr as pipes on the Container returned (or its terminal, when it
+   * was run with one). Default: none of them (stdin empty, output dropped).
+   */
+  attach?: boolean;
+  /** Aborting it kills the whole container, as run()'s `signal`. */
+  signal?: AbortSignal;
+}
+
+/** containers/<id>/rename-to: a link naming the new name while a rename of <id> is under way. */
+const RENAME_INTENT = 'rename-to';
 
 export interface RuntimeOptions {
   /** State directory; default $NSBOX_ROOT or /var/lib/nsbox. */
@@ -155,6 +195,13 @@ const FORCE: Spec<{ force?: boolean }> = { force: optional(boolean) };
 const LIST: Spec<ListOptions> = { all: optional(boolean), onError: optional(func as Check<ListOptions['onError']>) };
 const PRUNE: Spec<PruneOptions> = { onError: optional(func as Check<PruneOptions['onError']>) };
 const COMMIT: Spec<CommitOptions> = { output: optional(pathString) };
+const START: Spec<StartOptions> = {
+  attach: optional(boolean),
+  signal: optional(((v: unknown, name: string) => {
+    if (v instanceof AbortSignal) return v;
+    throw invalid(`${name}: expected an AbortSignal`);
+  }) as Check<AbortSignal>),
+};
 
 /** Options checked as a whole, each named `<method> option <key>` in messages. */
 function checkOptions<T>(method: string, spec: Spec<T>, value: unknown): T {
@@ -188,6 +235,26 @@ function envObject(env: RunOptions['env']): Record<string, string> | undefined {
     out[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   return out;
+}
+
+/** What start() needs of run()'s options to run the container again as it was. */
+function recordConfig(o: RunOptions, env: Record<string, string> | undefined): ContainerConfig {
+  const unlimited = (v: number) => (v === Infinity ? -1 : v);
+  return {
+    env: { ...env },
+    cwd: o.cwd ?? null,
+    hostname: o.hostname ?? null,
+    network: o.network ?? 'none',
+    tty: !!o.tty,
+    ...(o.security !== undefined ? { security: o.security } : {}),
+    ...(o.devices !== undefined ? { devices: o.devices } : {}),
+    ...(o.limits !== undefined ? { limits: o.limits } : {}),
+    ...(o.ulimits !== undefined ? {
+      ulimits: Object.fromEntries(Object.entries(o.ulimits).map(([k, v]) => [k, Array.isArray(v) ? [unlimited(v[0]), unlimited(v[1])] : unlimited(v)])) as Record<string, Ulimit>,
+    } : {}),
+    ...(o.tmpfs !== undefined ? { tmpfs: tmpfsMounts(o.tmpfs) } : {}),
+    ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
+  };
 }
 
 function tmpfsMounts(spec: Record<string, string | number> | string[]): TmpfsMount[] {
@@ -286,6 +353,7 @@ export class Runtime {
       pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null, created: new Date().toISOString(),
       startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly,
       supervisor: process.pid, supervisorStart: ownStartTime(), imageLayer: image.rootfs,
+      config: recordConfig(options, env),
     };
     const id = this.createRecord(record);
     const dir = this.layout.containerDir(id);
@@ -319,6 +387,7 @@ export class Runtime {
         ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
         ...(options.tmpfs !== undefined ? { tmpfs: tmpfsMounts(options.tmpfs) } : {}),
         ...(options.signal !== undefined ? { signal: options.signal } : {}),
+        etcFiles: writeEtcFiles({ dir, hostname: options.hostname ?? id, network: options.network ?? 'none', imageLayer: image.rootfs, readOnly: !!options.readOnly }),
       };
       container = Container.launch(processOptions, {
         id,
@@ -575,15 +644,16 @@ export class Runtime {
   }
 
   private info(rec: ContainerRecord): ContainerInfo {
-    const { pidStart: _a, pidNamespace: _b, supervisor: _c, imageLayer: _d, supervisorStart: _e, ...info } = rec;
-    void _a; void _b; void _c; void _d; void _e;
+    const { pidStart: _a, pidNamespace: _b, supervisor: _c, imageLayer: _d, supervisorStart: _e, config: _f, ...info } = rec;
+    void _a; void _b; void _c; void _d; void _e; void _f;
     return { ...info, status: this.statusOf(rec) };
   }
 
   /** What ps shows of an entry: its record's, or what is known of one without a record. */
   private entryInfo(e: Entry, names: Map<string, string[]>): ContainerInfo {
     const status = this.entryStatus(e);
-    if (e.rec) return { ...this.info(e.rec), status };
+    // Its name is the link in names/ (a rename changes only that), never a stale record's.
+    if (e.rec) return { ...this.info(e.rec), status, name: this.currentName(e.id, names) ?? (status === 'creating' ? e.rec.name : null) };
     let created: string;
     try {
       created = fs.lstatSync(e.dir).mtime.toISOString();
@@ -596,12 +666,26 @@ export class Runtime {
     };
   }
 
-  inspect(ref: string): ContainerInfo {
+  /**
+   * What nsbox knows of a container: what ps shows, plus how it was run (`config`: null for a
+   * record from before nsbox kept it), its mounts, the OOM verdict and its image layer.
+   */
+  inspect(ref: string): ContainerInspect {
     this.layout.verify();
     this.flushUnsaved();
     const e = this.resolve(ref);
-    if (e.kind === 'dangling' || e.bad) return this.info(this.trustedRecord(ref));
-    return this.entryInfo(e, this.namesById());
+    if (e.kind === 'dangling' || e.bad) this.trustedRecord(ref); // throws why
+    const entry = e as Entry;
+    const info = this.entryInfo(entry, this.namesById());
+    const rec = entry.rec;
+    return {
+      ...info,
+      oomKilled: info.killedFor === 'oom',
+      config: rec?.config ?? null,
+      mounts: rec ? mountsOf(rec) : [],
+      imageLayer: rec?.imageLayer ?? null,
+      supervisor: rec?.supervisor ?? null,
+    };
   }
 
   /**
@@ -657,6 +741,7 @@ export class Runtime {
           // listed as it is; prune and rm -f say why it cannot be removed
         }
       }
+      this.recoverRenames();
       this.freeDanglingNames();
       for (const names of namesBefore.values()) for (const n of names) if (this.readName(n) === undefined) this.freedNames.add(n);
     } catch {
@@ -709,8 +794,8 @@ export class Runtime {
     // The record is trusted only as the live container's (a tombstone's may be half deleted).
     if (e.kind === 'live' && e.rec && !e.bad) this.workspaceOf(e.rec, dir).destroy();
     else removeTree(e.id, dir);
-    if (e.kind === 'live' && e.rec && !e.bad) this.releaseName(e.rec.name, e.id);
-    else for (const n of this.namesById().get(e.id) ?? []) this.releaseName(n, e.id);
+    // Every name linked to it: the one it was run with, or what a rename made of it.
+    for (const n of this.namesById().get(e.id) ?? []) this.releaseName(n, e.id);
     this.unsaved.delete(e.id);
     return true;
   }
@@ -882,7 +967,7 @@ export class Runtime {
    */
   async commit(ref: string, image: string, options: CommitOptions = {}): Promise<ImageInfo> {
     const o = checkOptions('commit', COMMIT, options);
-    validateImageName(image);
+    image = validateImageName(image);
     this.layout.verify();
     const id = this.trustedRecord(ref).id;
     if (this.images.find(image)) throw new NsboxError('CONFLICT', `image ${image}: already exists (remove it first with rmi)`);
@@ -961,6 +1046,7 @@ export class Runtime {
    */
   removeImage(name: string, options: { force?: boolean } = {}): void {
     const { force = false } = checkOptions('removeImage', FORCE, options);
+    name = validateImageName(name);
     const stopped: string[] = [];
     const running: string[] = [];
     for (const c of this.list({ all: true, onError: (_e, id) => stopped.push(`${id} (unreadable record)`) })) {
@@ -969,6 +1055,233 @@ export class Runtime {
       else if (c.status !== 'removing') stopped.push(c.name ?? c.id);
     }
     this.images.remove(name, { running, stopped }, force);
+  }
+
+
+  /**
+   * The name ps shows for `id`: the one link in names/ that points to it, or, while a rename
+   * is under way (two links), the new one once it is claimed.
+   */
+  private currentName(id: string, names: Map<string, string[]>): string | null {
+    const mine = names.get(id);
+    if (!mine?.length) return null;
+    if (mine.length === 1) return mine[0]!;
+    let next: string | undefined;
+    try {
+      next = fs.readlinkSync(path.join(this.layout.containerDir(id), RENAME_INTENT));
+    } catch {
+      // no rename under way: the links were made some other way; show one of them
+    }
+    return next !== undefined && mine.includes(next) ? next : [...mine].sort()[0]!;
+  }
+
+  /**
+   * Renames a container. Crash-consistent: a name is claimed by making its link (atomic: never
+   * two containers with one name), and the old name is let go only once the new one is held
+   * (never none). The rename is noted first in the container's directory (`rename-to`), under
+   * the container's lock: whoever finds it after a kill (the next Runtime, prune, the next
+   * rename) finishes it: the new name kept if it was claimed, the old one otherwise.
+   */
+  async rename(ref: string, newName: string): Promise<void> {
+    if (typeof newName !== 'string' || !NAME_RE.test(newName)) {
+      throw invalid(`rename: name ${JSON.stringify(newName)}: letters, digits, '_', '.', '-'`);
+    }
+    this.layout.verify();
+    const id = this.trustedRecord(ref).id;
+    const lock = await ContainerLock.acquire(this.layout, id, 'rename', LOCK_WAIT_MS);
+    try {
+      const e = this.findEntry(id);
+      if (!e || e.kind === 'tomb') throw new NsboxError('NOT_FOUND', `container ${ref}: no such container (removed)`);
+      if (e.bad) throw e.bad;
+      if (!e.rec) throw this.recordless(e);
+      const status = this.statusOf(e.rec);
+      if (status === 'creating' || status === 'dead') {
+        throw new NsboxError('BAD_STATE', `container ${ref}: ${status === 'dead' ? 'left half made by a process that died' : 'being created'}: not renamed`);
+      }
+      this.finishRename(id); // one a killed process left: the lock is ours, so it is not under way
+      const old = this.namesById().get(id) ?? [];
+      if (old.includes(newName)) throw invalid(`rename: container ${ref} is already named ${newName}`);
+      const intent = path.join(e.dir, RENAME_INTENT);
+      try {
+        fs.symlinkSync(newName, intent);
+      } catch (err) {
+        throw fromSystemError(`rename ${ref}`, err);
+      }
+      try {
+        this.claimName(newName, id);
+      } catch (err) {
+        fs.rmSync(intent, { force: true });
+        throw err;
+      }
+      for (const n of old) this.releaseName(n, id);
+      fs.rmSync(intent, { force: true });
+    } finally {
+      lock.release();
+    }
+  }
+
+  /**
+   * Finishes the rename a killed process left noted in the directory of `id` (the caller holds
+   * its lock): when the new name was claimed, the others are let go; the note goes either way.
+   */
+  private finishRename(id: string): void {
+    const intent = path.join(this.layout.containerDir(id), RENAME_INTENT);
+    let next: string;
+    try {
+      next = fs.readlinkSync(intent);
+    } catch {
+      return;
+    }
+    if (NAME_RE.test(next) && this.readName(next) === id) {
+      for (const n of this.namesById().get(id) ?? []) if (n !== next) this.releaseName(n, id);
+    }
+    fs.rmSync(intent, { force: true });
+  }
+
+  /** Renames that dead processes left half done, each finished under its container's lock. */
+  private recoverRenames(): void {
+    for (const x of containerEntries(this.layout)) {
+      if (!ID_RE.test(x)) continue;
+      try {
+        fs.lstatSync(path.join(this.layout.containerDir(x), RENAME_INTENT));
+      } catch {
+        continue;
+      }
+      const lock = ContainerLock.tryAcquire(this.layout, x, 'rename');
+      if (!lock) continue; // under way, or another lock holder: left for later
+      try {
+        this.finishRename(x);
+      } finally {
+        lock.release();
+      }
+    }
+  }
+
+  /**
+   * Runs an exited container again, on its own write layer (what it wrote is still there) and
+   * with the configuration it was run with: command, environment, working directory, hostname,
+   * volumes, network, security, devices, limits, tmpfs, terminal. This process becomes its
+   * supervisor. Refused for a running container (IN_USE), one run with `remove`, and one whose
+   * record is from before nsbox kept the configuration (BAD_STATE).
+   */
+  async start(ref: string, options: StartOptions = {}): Promise<Container> {
+    const o = checkOptions('start', START, options);
+    this.layout.verify();
+    const id = this.trustedRecord(ref).id;
+    // Two starts of one container, or a start during its commit or removal, wait for each other.
+    const lock = await ContainerLock.acquire(this.layout, id, 'start', LOCK_WAIT_MS);
+    const madeDirs: string[] = [];
+    try {
+      const rec = await this.startable(id, ref);
+      const cfg = rec.config!;
+      const dir = this.layout.containerDir(id);
+      const hostname = cfg.hostname ?? id;
+      const record: ContainerRecord = {
+        ...rec, status: 'running', pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null,
+        startedAt: null, finishedAt: null, supervisor: process.pid, supervisorStart: ownStartTime(),
+      };
+      delete record.killedFor;
+      const workspace = this.workspaceOf(rec);
+      // A cgroup its last run left (its supervisor was killed): in the way of the new one.
+      removeContainerCgroup(id, 500);
+      const processOptions: ProcessOptions = {
+        root: workspace.rootSource(false),
+        command: rec.command,
+        hostname,
+        mounts: rec.volumes.map((v) => Volume.parse(v).prepare(madeDirs)),
+        stdio: o.attach ? 'pipe' : 'ignore',
+        env: cfg.env,
+        network: cfg.network,
+        ...(cfg.cwd !== null ? { cwd: cfg.cwd } : {}),
+        ...(cfg.tty ? { tty: true } : {}),
+        ...(cfg.security !== undefined ? { security: cfg.security } : {}),
+        ...(cfg.devices !== undefined ? { devices: cfg.devices } : {}),
+        ...(cfg.limits !== undefined ? { limits: cfg.limits } : {}),
+        ...(cfg.ulimits !== undefined ? { ulimits: cfg.ulimits } : {}),
+        ...(cfg.timeout !== undefined ? { timeout: cfg.timeout } : {}),
+        ...(cfg.tmpfs !== undefined ? { tmpfs: cfg.tmpfs } : {}),
+        ...(o.signal !== undefined ? { signal: o.signal } : {}),
+        etcFiles: writeEtcFiles({ dir, hostname, network: cfg.network, imageLayer: rec.imageLayer, readOnly: !!rec.readOnly }),
+      };
+      const container = Container.launch(processOptions, {
+        id,
+        name: this.currentName(id, this.namesById()),
+        afterExit: (status) => this.afterExit(record, status),
+        commit: (img, co) => this.commit(id, img, co),
+        remove: (ro) => this.remove(id, ro),
+      });
+      // Unattached, a terminal nobody reads would fill up and stall the container.
+      if (!o.attach) container.terminal?.resume();
+      try {
+        record.pid = container.pid;
+        record.pidStart = processStartTime(container.pid) ?? null;
+        record.pidNamespace = processPidNamespace(container.pid) ?? null;
+        record.startedAt = new Date().toISOString();
+        writeRecordFile(path.join(dir, 'container.json'), record);
+      } catch (e) {
+        // Its state could not be written: it must not run unseen. Its exit is recorded as usual.
+        container.kill('SIGKILL');
+        throw e;
+      }
+      this.live.set(id, container);
+      return container;
+    } catch (e) {
+      Volume.removeCreated(madeDirs);
+      throw e;
+    } finally {
+      lock.release();
+    }
+  }
+
+  /**
+   * The record of a container that may be started, read under its lock. One that exited while
+   * its supervisor lives is waited for until that supervisor has recorded the exit (else its
+   * late write would overwrite the new start's record).
+   */
+  private async startable(id: string, ref: string): Promise<ContainerRecord> {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      const e = this.findEntry(id);
+      if (!e || e.kind === 'tomb') throw new NsboxError('NOT_FOUND', `container ${ref}: no such container (removed)`);
+      if (e.bad) throw e.bad;
+      if (!e.rec) throw this.recordless(e);
+      const rec = e.rec;
+      const status = this.statusOf(rec);
+      if (status === 'running') {
+        throw new NsboxError('IN_USE', `container ${ref} is running: not started again`, { hint: `nsbox restart ${ref} stops it, then starts it` });
+      }
+      if (status !== 'exited' && status !== 'created') {
+        throw new NsboxError('BAD_STATE', `container ${ref}: ${status === 'dead' ? 'left half made by a process that died' : `being ${status === 'creating' ? 'created' : 'removed'}`}: not started`);
+      }
+      if (rec.remove) {
+        throw new NsboxError('BAD_STATE', `container ${ref} was run with remove (--rm): it is removed once it exits, never started again`, { hint: `nsbox rm ${ref}` });
+      }
+      if (!rec.config) {
+        throw new NsboxError('BAD_STATE', `container ${ref}: its record is from an nsbox that did not keep how it was run: it cannot be started again`, {
+          hint: `nsbox commit ${ref} IMAGE, then nsbox run IMAGE, keeps what it wrote`,
+        });
+      }
+      if (!fs.existsSync(rec.imageLayer)) {
+        throw new NsboxError('NOT_FOUND', `container ${ref}: its image ${rec.image} was removed (rmi -f): it cannot be started again`, { hint: `nsbox rm ${ref}` });
+      }
+      // Exited, but its supervisor has yet to write so (it runs afterExit): give it a moment.
+      if (rec.status === 'running' && this.supervisorAlive(rec)) {
+        if (Date.now() > deadline) {
+          throw new NsboxError('IN_USE', `container ${ref}: it exited, but its supervisor (process ${rec.supervisor}) has not recorded it yet`, { hint: 'try again in a moment' });
+        }
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+      return rec;
+    }
+  }
+
+  /** stop() then start(): `timeout` as stop's, `attach` as start's. */
+  async restart(ref: string, options: { timeout?: number } & StartOptions = {}): Promise<Container> {
+    if (!isObject(options)) throw invalid('restart: options object expected');
+    const { timeout, ...start } = options as { timeout?: number } & StartOptions;
+    await this.stop(ref, timeout !== undefined ? { timeout } : {});
+    return this.start(ref, start);
   }
 
   /**
@@ -1007,6 +1320,7 @@ export class Runtime {
       }
     }
     try {
+      this.recoverRenames();
       this.freeDanglingNames();
     } catch (e) {
       fail(e, this.layout.names);

@@ -52,7 +52,8 @@ export function parseArgs(spec: CommandSpec, argv: string[]): Parsed {
     list.push(value as string);
     flags[f.name] = list;
   };
-  const fail = (msg: string) => invalid(`${spec.name}: ${msg} (see 'nsbox ${spec.name} --help')`);
+  // The global flags' spec has no name: its messages name no command.
+  const fail = (msg: string) => invalid(spec.name ? `${spec.name}: ${msg} (see 'nsbox ${spec.name} --help')` : `${msg} (see 'nsbox --help')`);
 
   let i = 0;
   for (; i < argv.length; i++) {

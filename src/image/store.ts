@@ -31,11 +31,15 @@ export interface ImportOptions {
 export const BUILTIN_BUSYBOX = 'busybox';
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(:[A-Za-z0-9_.-]{1,128})?$/;
 
+/**
+ * Checks an image name and returns its canonical form: `NAME` or `NAME:TAG`, where `:latest`
+ * is implicit (docker's habit), so `busybox:latest` is `busybox`, stored and shown as such.
+ */
 export function validateImageName(name: string): string {
   if (typeof name !== 'string' || !NAME_RE.test(name)) {
     throw invalid(`image name ${JSON.stringify(name)}: letters, digits, '_', '.', '-' (and an optional :tag)`);
   }
-  return name;
+  return name.endsWith(':latest') ? name.slice(0, -':latest'.length) : name;
 }
 
 export class ImageStore {
@@ -49,9 +53,9 @@ export class ImageStore {
 
   /** Extracts a rootfs tarball (plain or gzip) into a new image. */
   async import(tarball: string, name: string, options: ImportOptions = {}): Promise<ImageInfo> {
-    validateImageName(name);
+    name = validateImageName(name);
     this.layout.ensure();
-    if (fs.existsSync(this.layout.imageDir(name))) throw new NsboxError('CONFLICT', `image ${name}: already exists (remove it first with rmi)`);
+    if (this.dirOf(name)) throw new NsboxError('CONFLICT', `image ${name}: already exists (remove it first with rmi)`);
     try {
       if (!fs.statSync(tarball).isFile()) throw invalid(`import ${tarball}: not a regular file`, tarball);
     } catch (e) {
@@ -72,6 +76,9 @@ export class ImageStore {
 
   /** Moves a finished image directory (with rootfs/) from tmp/ into place under `name`. */
   publish(tmp: string, name: string, meta: Pick<ImageInfo, 'size' | 'digest' | 'source'>): ImageInfo {
+    name = validateImageName(name);
+    // One written as NAME:latest before the tag was implicit holds the name too.
+    if (this.dirOf(name)) throw new NsboxError('CONFLICT', `image ${name}: already exists (remove it first with rmi)`);
     const dir = this.layout.imageDir(name);
     const info: ImageInfo = { name, created: new Date().toISOString(), ...meta, rootfs: path.join(dir, 'rootfs') };
     const { rootfs: _unused, ...stored } = info;
@@ -90,9 +97,10 @@ export class ImageStore {
 
   /** The image, or undefined. The built-in busybox is made on first use. */
   find(name: string): ImageInfo | undefined {
+    name = validateImageName(name);
     const cached = this.known.get(name);
     if (cached) return cached;
-    const dir = this.layout.imageDir(name);
+    const dir = this.dirOf(name) ?? this.layout.imageDir(name);
     const meta = readJson<Omit<ImageInfo, 'rootfs'>>(path.join(dir, 'image.json'));
     if (meta) {
       const info = { ...meta, name, rootfs: path.join(dir, 'rootfs') };
@@ -104,7 +112,7 @@ export class ImageStore {
   }
 
   get(name: string): ImageInfo {
-    validateImageName(name);
+    name = validateImageName(name);
     const info = this.find(name);
     if (!info) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`, { hint: 'nsbox images lists the images; nsbox import FILE.tar NAME adds one' });
     return info;
@@ -118,8 +126,17 @@ export class ImageStore {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError('list images', e);
     }
     const out: ImageInfo[] = [];
+    const seen = new Set<string>();
     for (const enc of names) {
-      const info = this.find(decodeURIComponent(enc));
+      let name: string;
+      try {
+        name = validateImageName(decodeURIComponent(enc));
+      } catch {
+        continue; // not an image's directory (nsbox never makes such a name)
+      }
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const info = this.find(name);
       if (info) out.push(info);
     }
     return out.sort((a, b) => a.name.localeCompare(b.name));
@@ -131,9 +148,9 @@ export class ImageStore {
    * stopped ones use it, unless forced (their records stay, and a commit of them fails).
    */
   remove(name: string, users: { running?: string[]; stopped?: string[] } | string[] = {}, force = false): void {
-    validateImageName(name);
-    const dir = this.layout.imageDir(name);
-    if (!fs.existsSync(path.join(dir, 'image.json'))) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`);
+    name = validateImageName(name);
+    const dir = this.dirOf(name);
+    if (!dir) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`);
     // A plain list (the form before running users were told apart): containers not known to
     // be stopped, so counted as running ones, which force does not override.
     const running = Array.isArray(users) ? users : users.running ?? [];
@@ -157,6 +174,15 @@ export class ImageStore {
       throw fromSystemError(`rmi ${name}`, e);
     }
     this.known.delete(name);
+  }
+
+  /**
+   * The directory holding image `name` (canonical), or undefined: images/NAME, or, for a name
+   * without a tag, images/NAME:latest as it was stored before `:latest` became implicit.
+   */
+  private dirOf(name: string): string | undefined {
+    const dirs = [this.layout.imageDir(name), ...(name.includes(':') ? [] : [this.layout.imageDir(`${name}:latest`)])];
+    return dirs.find((d) => fs.existsSync(path.join(d, 'image.json')));
   }
 
   /** The built-in busybox image, from the host's static busybox (scripts/make-busybox-rootfs.sh). */

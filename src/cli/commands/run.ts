@@ -11,10 +11,11 @@ import type { SecurityOptions } from '../../security';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
+import { envFrom, mountsFrom, networkFrom, withEntrypoint } from '../run-habits';
 import { runtimeFrom } from './shared';
 
 /** Signals the CLI passes on to the container, as `docker run` does (--sig-proxy). */
-const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+export const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 /** The exit status of `run`: the command's own, 128+N for signal N. */
 export function exitCodeOf(status: ExitStatus): number {
@@ -25,17 +26,17 @@ export function exitCodeOf(status: ExitStatus): number {
 
 function optionsFrom(p: Parsed): RunOptions {
   const f = p.flags;
-  const [image, ...command] = p.args as [string, ...string[]];
-  const net = f.net as string | undefined;
-  if (net !== undefined && net !== 'none' && net !== 'host') {
-    throw new NsboxError('INVALID_ARGUMENT', `run: --net ${net}: none or host`);
-  }
+  const [image, ...args] = p.args as [string, ...string[]];
+  const command = withEntrypoint(f.entrypoint as string | undefined, args);
+  const net = networkFrom(f.net as string | undefined, f.network as string | undefined);
+  const mounts = mountsFrom((f.mount as string[] | undefined) ?? []);
   const o: RunOptions = { image, remove: !!f.rm };
   if (f['read-only']) o.readOnly = true;
   if (command.length) o.command = command;
   if (f.name !== undefined) o.name = f.name as string;
-  if (f.volume) o.volumes = f.volume as string[];
-  if (f.env) o.env = f.env as string[];
+  if (f.volume || mounts.volumes.length) o.volumes = [...((f.volume as string[] | undefined) ?? []), ...mounts.volumes];
+  const env = envFrom((f['env-file'] as string[] | undefined) ?? [], (f.env as string[] | undefined) ?? []);
+  if (env.length) o.env = env;
   if (f.workdir !== undefined) o.cwd = f.workdir as string;
   if (f.hostname !== undefined) o.hostname = f.hostname as string;
   if (net) o.network = net;
@@ -44,7 +45,7 @@ function optionsFrom(p: Parsed): RunOptions {
   if (limits) o.limits = limits;
   if (f.ulimit) o.ulimits = Object.fromEntries((f.ulimit as string[]).map(parseUlimit));
   if (f.timeout !== undefined) o.timeout = parseDuration(f.timeout as string);
-  if (f.tmpfs) o.tmpfs = f.tmpfs as string[];
+  if (f.tmpfs || mounts.tmpfs.length) o.tmpfs = [...((f.tmpfs as string[] | undefined) ?? []), ...mounts.tmpfs];
   const security = securityFrom(p);
   if (security) o.security = security;
   return o;
@@ -181,7 +182,7 @@ function relayTerminal(c: Container): () => void {
  * -t: our terminal in raw mode (so Ctrl-C reaches the container as a byte and its line
  * discipline turns it into SIGINT there), its output to ours, resizes followed.
  */
-function attachTerminal(c: Container, interactive: boolean, hangup: () => void): () => void {
+export function attachTerminal(c: Container, interactive: boolean, hangup: () => void): () => void {
   const term = c.terminal!;
   const stdin = process.stdin;
   const stdout = process.stdout;

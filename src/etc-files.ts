@@ -1,0 +1,78 @@
+/**
+ * /etc/hosts, /etc/hostname and (with the host's network) /etc/resolv.conf: written by nsbox
+ * into the container's own directory at each start and bound over the image's files, as
+ * docker does. Never written into the image layer, never a host file: the container writes
+ * to these copies, which nothing but it reads.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+import { fromSystemError } from './errors';
+import { hostsFile } from './plan';
+
+export interface EtcFilesInput {
+  /** The container's directory (containers/<id>). */
+  dir: string;
+  hostname: string;
+  network: 'none' | 'host';
+  /** The image's root: tells whether each file may be bound there. */
+  imageLayer: string;
+  /** No write layer: a file the image lacks cannot be made, so it is left out. */
+  readOnly: boolean;
+}
+
+/** The host's resolver configuration, for --net host; undefined when the host has none. */
+function hostResolvConf(): string | undefined {
+  try {
+    return fs.readFileSync('/etc/resolv.conf', 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * How the image has `etc/<file>`: bindable (a regular file, or missing where a write layer can
+ * hold a new one), or not (a link, a directory, /etc itself a link). The image layer is nsbox's
+ * own and never written by a container; a write layer that replaced the file with a link makes
+ * the start fail at that step (the child refuses a link as the target) rather than follow it.
+ */
+function bindable(imageLayer: string, file: string, readOnly: boolean): boolean {
+  const lstat = (p: string) => {
+    try {
+      return fs.lstatSync(p);
+    } catch {
+      return undefined;
+    }
+  };
+  if (!lstat(path.join(imageLayer, 'etc'))?.isDirectory()) return false;
+  const st = lstat(path.join(imageLayer, 'etc', file));
+  return st ? st.isFile() : !readOnly;
+}
+
+/** Writes the files into `dir` (made afresh, never through a link) and returns the binds. */
+export function writeEtcFiles(input: EtcFilesInput): Array<{ source: string; target: string }> {
+  const files: Array<[string, string | undefined]> = [
+    ['hosts', hostsFile(input.hostname)],
+    ['hostname', `${input.hostname}\n`],
+    ...(input.network === 'host' ? [['resolv.conf', hostResolvConf()] as [string, string | undefined]] : []),
+  ];
+  const out: Array<{ source: string; target: string }> = [];
+  for (const [name, text] of files) {
+    if (text === undefined || !bindable(input.imageLayer, name, input.readOnly)) continue;
+    const source = path.join(input.dir, name);
+    try {
+      fs.rmSync(source, { force: true });
+      const fd = fs.openSync(source, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o644);
+      try {
+        fs.writeFileSync(fd, text);
+        fs.fchmodSync(fd, 0o644); // the umask does not decide what the container may read
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch (e) {
+      throw fromSystemError(`write ${source}`, e);
+    }
+    out.push({ source, target: `/etc/${name}` });
+  }
+  return out;
+}
