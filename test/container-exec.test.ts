@@ -99,8 +99,8 @@ describe('exec is inside the container', () => {
     expect(lines.at(-1)).not.toContain(ROOTFS);
   });
 
-  it('is in the container\'s cgroups (and cgroup namespace), with limits too', async () => {
-    for (const options of [{}, { limits: { memory: '64m', pids: 64 } }] as Partial<RunOptions>[]) {
+  it('is in the container\'s cgroups and namespaces (with limits, host network, privileged)', async () => {
+    for (const options of [{}, { limits: { memory: '64m', pids: 64 } }, { network: 'host' }, { security: { privileged: true } }] as Partial<RunOptions>[]) {
       const c = await box('', options);
       const e = c.exec({ command: ['sh', '-c', 'cat /proc/self/cgroup; sleep 30'], stdio: ['ignore', 'pipe', 'ignore'] });
       let inside = '';
