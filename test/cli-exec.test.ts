@@ -85,6 +85,20 @@ describe('nsbox exec', () => {
   });
 });
 
+describe('an exec whose caller dies', () => {
+  it('a SIGKILLed `nsbox exec` takes its command with it; the container runs on', async () => {
+    const cli = spawn(process.execPath, [MAIN, '--root', root, 'exec', 'web', 'sh', '-c', 'echo started; exec sleep 1234'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    cli.stdout.on('data', (d: Buffer) => (out += d));
+    await until('the exec', () => out.includes('started'));
+    const sleeping = () => nsbox(['exec', 'web', 'sh', '-c', 'ps -o args | grep -c "^sleep 1234"']).out.trim();
+    await until('sleep 1234', () => sleeping() === '1');
+    cli.kill('SIGKILL');
+    await until('the exec\'s command to die with its caller', () => sleeping() === '0', 10_000);
+    expect(nsbox(['exec', 'web', 'cat', '/tmp/page']).out).toBe('served\n');
+  });
+});
+
 describe.runIf(hasTmux)('nsbox exec -ti at a terminal (tmux)', () => {
   it('a shell in the container: its own pty of tmux\'s size, Ctrl-C to the container, exit status to the caller, terminal sane after', async () => {
     tmux('new-session', '-d', '-s', 'ti', '-x', '120', '-y', '30', 'sh');
