@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { measureExec } from './lib/exec.mjs';
+import { quietGate } from './lib/measure.mjs';
 import { BENCH, CACHE, REPO, busyboxRootfs, compileHelpers, detectPeers, machine } from './lib/setup.mjs';
 import { summarize } from './lib/stats.mjs';
 
@@ -28,6 +29,7 @@ await measureExec({
     series[id].samples.push(...samples);
   },
   skip: (line) => skipped.push(line),
+  gate: quietGate({ budgetMs: 600_000 }),
 });
 fs.rmSync(stateRoot, { recursive: true, force: true });
 const results = { date: new Date().toISOString().slice(0, 10), machine: machine(), crun: peers.crun.version ?? 'missing', rounds, skipped, exec: {} };

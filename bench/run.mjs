@@ -346,7 +346,7 @@ if (want(8)) {
   log('exec');
   await attempt('exec', () => measureExec({
     bin, dist, cli, rootfs: busybox.dir, stateRoot, crun: peers.crun.path, rounds: N.rounds,
-    n: { inproc: N.inproc, peer: N.peer, cli: N.cli }, log, skip,
+    n: { inproc: N.inproc, peer: N.peer, cli: N.cli }, log, skip, gate,
     add: (id, label, samples) => addSeries('exec', id, label, samples),
   }));
 }

@@ -37,9 +37,10 @@ function crunBundle(rootfs, dir) {
 
 /**
  * Measures `rounds` rounds of each series; `add(id, label, samples)` receives them. `crun`
- * is crun's path or undefined (then its series is skipped through `skip`).
+ * is crun's path or undefined (then its series is skipped through `skip`); `gate` is awaited
+ * before each series (measure.mjs's quietGate).
  */
-export async function measureExec({ bin, dist, cli, rootfs, stateRoot, crun, rounds, n, log, add, skip }) {
+export async function measureExec({ bin, dist, cli, rootfs, stateRoot, crun, rounds, n, log, add, skip, gate = async () => {} }) {
   const require = createRequire(import.meta.url);
   const { Runtime } = require(path.join(dist, 'index.js'));
   const rt = new Runtime({ root: stateRoot });
@@ -73,12 +74,17 @@ export async function measureExec({ bin, dist, cli, rootfs, stateRoot, crun, rou
   try {
     for (let round = 0; round < rounds; round++) {
       log(`exec round ${round + 1}/${rounds}`);
+      // Each series starts on a machine as quiet as the gate can find (a shared machine).
+      await gate();
       add('nsbox-exec', 'nsbox: Container.exec(), own container', await inProcess(() => own.exec({ command: ['/bin/true'], stdio: 'ignore' })));
+      await gate();
       add('nsbox-rt-exec', 'nsbox: rt.exec() of a run -d container (record proven)', await inProcess(() => other.exec(name, { command: ['/bin/true'], stdio: 'ignore' })));
       if (crunUp) {
+        await gate();
         const c = await loop(bin, ['crun', 'exec', crunId, '/bin/true'], { n: n.peer, mountns: true });
         add('crun-exec', 'crun exec (default config)', c.samples);
       }
+      await gate();
       const c = await loop(bin, [process.execPath, cli, '--root', stateRoot, 'exec', name, '/bin/true'], { n: n.cli });
       add('nsbox-exec-cli', 'nsbox exec NAME /bin/true (CLI, whole process)', c.samples);
     }
