@@ -311,7 +311,16 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
       security,
       initOptions: [...rlimitsOf(state.limits), `cwd=${workdir}`],
     };
-    return new ExecProcess(plan, label, o.timeout, o.signal);
+    try {
+      return new ExecProcess(plan, label, o.timeout, o.signal);
+    } catch (e) {
+      // A container that ended meanwhile is the reason: its pid namespace going down kills an
+      // exec half set up (ECHILD), or refuses it (ESRCH, ENOMEM). Its init shows as exited
+      // only once the namespace's last process is reaped, just after: given a moment for that.
+      const dying = e instanceof NsboxError && ['ECHILD', 'ESRCH', 'ENOMEM'].includes(e.code);
+      if (!native().pidfdAlive(pidfd, dying ? 250 : 0)) throw notRunning(label, 'has exited');
+      throw e;
+    }
   } finally {
     fs.closeSync(pidfd);
     for (const fd of cgroupFds) fs.closeSync(fd);

@@ -109,8 +109,8 @@ export interface NativeBinding {
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   /** A close-on-exec pidfd of `pid`. */
   pidfdOpen(pid: number): number | NativeErrno;
-  /** Whether a pidfd's process still runs (signal 0). */
-  pidfdAlive(fd: number): boolean;
+  /** Whether a pidfd's process still runs (has not exited, reaped or not); waits up to waitMs for its exit. */
+  pidfdAlive(fd: number, waitMs?: number): boolean;
   mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;
   getXattr(path: string, name: string): Buffer | NativeErrno | null;

@@ -379,6 +379,29 @@ describe('a hostile container', () => {
 });
 
 describe('nothing leaked', () => {
+  it('exec racing a container\'s exit: it runs, or fails with NOT_RUNNING; nothing is left either way', async () => {
+    const before = snapshot();
+    const outcomes = new Set<string>();
+    for (let i = 0; i < 30; i++) {
+      const c = Container.start({ root: { type: 'bind', path: ROOTFS, readonly: true }, command: ['sleep', '0.0' + (i % 10)], stdio: 'ignore' });
+      for (let k = 0; k < 20 && c.running; k++) {
+        try {
+          const e = c.exec({ command: ['true'], stdio: 'ignore' });
+          const s = await e.wait();
+          outcomes.add(s.exitCode === 0 ? 'ran' : `killed ${s.signal}`);
+        } catch (err) {
+          expect(err).toBeInstanceOf(NsboxError);
+          expect((err as NsboxError).code).toBe('NOT_RUNNING');
+          outcomes.add('NOT_RUNNING');
+        }
+      }
+      await c.wait();
+    }
+    expect(outcomes.has('ran')).toBe(true);
+    expect(snapshot()).toEqual(before);
+    expect(zombies()).toEqual([]);
+  });
+
   it('after 30 execs, failed ones among them: no fd, child, zombie or mount left; the container has only its own processes', async () => {
     const c = await box();
     await sh(c, 'true'); // the first exec makes the spawner thread for this cgroup

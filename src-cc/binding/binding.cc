@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -847,14 +848,21 @@ Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// pidfdAlive(fd) -> whether the process is still running (not a zombie's pidfd: signal 0).
+// pidfdAlive(fd, waitMs = 0) -> whether the process is still running: a pidfd polls readable
+// once its process has exited (a zombie not yet reaped included, which signal 0 would still
+// reach). With waitMs, false as soon as it exits within that time.
 Napi::Value PidfdAlive(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) {
-    Napi::TypeError::New(env, "pidfdAlive(fd: number)").ThrowAsJavaScriptException();
+  if (info.Length() < 1 || !info[0].IsNumber() || (info.Length() > 1 && !info[1].IsNumber())) {
+    Napi::TypeError::New(env, "pidfdAlive(fd: number, waitMs?: number)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  int r = static_cast<int>(syscall(SYS_pidfd_send_signal, info[0].As<Napi::Number>().Int32Value(), 0, nullptr, 0));
+  int wait_ms = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 0;
+  struct pollfd p = {info[0].As<Napi::Number>().Int32Value(), POLLIN, 0};
+  int r;
+  do {
+    r = poll(&p, 1, wait_ms < 0 ? 0 : wait_ms);
+  } while (r < 0 && errno == EINTR);
   return Napi::Boolean::New(env, r == 0);
 }
 
