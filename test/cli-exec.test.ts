@@ -120,8 +120,8 @@ describe.runIf(hasTmux)('nsbox exec -ti at a terminal (tmux)', () => {
     tmux('send-keys', '-t', 'ti', 'exit 3', 'Enter');
     await until('the host prompt', () => /^host\$\s*$/m.test(screen('ti')));
     tmux('send-keys', '-t', 'ti', 'echo "status=$?"; stty -a | grep -o -- "-\\?icanon\\|-\\?echo " | tr "\\n" " "; echo', 'Enter');
-    await until('the status', () => /status=3/.test(screen('ti')));
-    expect(screen('ti')).toMatch(/icanon echo/);
+    await until('the status and the terminal modes', () => /status=3/.test(screen('ti')) && /-?icanon -?echo/.test(screen('ti')));
+    expect(screen('ti')).toMatch(/^icanon echo/m); // canonical mode and echo back on: raw mode undone
     tmux('kill-session', '-t', 'ti');
     // The container itself never noticed.
     expect(nsbox(['exec', 'web', 'cat', '/tmp/page']).out).toBe('served\n');
