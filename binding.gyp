@@ -37,6 +37,8 @@
         "src-cc/core/hostmount.cc",
         "src-cc/core/fsat.cc",
         "src-cc/core/devbpf.cc",
+        "src-cc/core/exec.cc",
+        "src-cc/core/exec_child.cc",
         "src-cc/binding/binding.cc",
         "src-cc/binding/fsat.cc"
       ],

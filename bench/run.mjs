@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { measureExec } from './lib/exec.mjs';
 import { cpuBusy, floor, loop, MeasureError, quietGate, timeOnce, worker } from './lib/measure.mjs';
 import { writeReport } from './lib/report.mjs';
 import {
@@ -26,7 +27,7 @@ import { summarize } from './lib/stats.mjs';
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick') || process.env.NSBOX_BENCH_QUICK === '1';
 const onlyArg = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : process.env.NSBOX_BENCH_ONLY;
-const only = new Set((onlyArg ?? '1,2,3,4,5,6,7').split(',').map(Number));
+const only = new Set((onlyArg ?? '1,2,3,4,5,6,7,8').split(',').map(Number));
 const want = (m) => only.has(m);
 const waitQuietMin = argv.includes('--wait-quiet') ? Number(argv[argv.indexOf('--wait-quiet') + 1] ?? 30) : 0;
 
@@ -91,7 +92,7 @@ const idBase = `nsbench-${process.pid}`;
 
 const results = {
   date, quick, machine: machine(), peers: {}, skipped, counts: N,
-  start: {}, cli: {}, throughput: {}, supervisor: {}, growth: {}, images: {},
+  start: {}, cli: {}, throughput: {}, supervisor: {}, growth: {}, images: {}, exec: {},
 };
 for (const [k, v] of Object.entries(peers)) results.peers[k] = v.version ?? 'missing';
 const raw = {};
@@ -352,6 +353,16 @@ if (want(7)) {
   }
 }
 
+// --- 8: exec into a running container, against crun exec ------------------------------
+if (want(8)) {
+  log('exec');
+  await attempt('exec', () => measureExec({
+    bin, dist, cli, rootfs: busybox.dir, stateRoot, crun: peers.crun.path, rounds: N.rounds,
+    n: { inproc: N.inproc, peer: N.peer, cli: N.cli }, log, skip, gate,
+    add: (id, label, samples) => addSeries('exec', id, label, samples),
+  }));
+}
+
 // --- the end -----------------------------------------------------------------------------
 cleanupPeers();
 fs.rmSync(scratch, { recursive: true, force: true });
@@ -367,7 +378,7 @@ results.load = {
 };
 
 // A quick or partial run is a smoke test: its results and report stay in bench/.cache.
-const partial = quick || only.size < 7;
+const partial = quick || only.size < 8;
 const outDir = partial ? path.join(CACHE, quick ? 'quick' : `only-${[...only].join('')}`) : BENCH;
 const resultsDir = partial ? outDir : path.join(BENCH, 'results');
 fs.mkdirSync(resultsDir, { recursive: true });

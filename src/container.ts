@@ -18,6 +18,7 @@ import { newId } from './layout';
 import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type Limits, type Ulimit } from './limits';
 import { buildPlan, type PlanInput, type StdioMode } from './plan';
 import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
+import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 
 export type Stdio = StdioMode | [StdioMode, StdioMode, StdioMode];
 
@@ -95,7 +96,7 @@ export interface CommitOptions {
   output?: string;
 }
 
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
+export const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, num]) => [num, name as NodeJS.Signals]),
 );
 
@@ -109,7 +110,7 @@ export function signalNumber(signal: NodeJS.Signals | number): number {
   return n;
 }
 
-function normaliseStdio(stdio: Stdio | undefined): [StdioMode, StdioMode, StdioMode] {
+export function normaliseStdio(stdio: Stdio | undefined): [StdioMode, StdioMode, StdioMode] {
   if (stdio === undefined) return ['pipe', 'pipe', 'pipe'];
   const modes = typeof stdio === 'string' ? [stdio, stdio, stdio] : stdio;
   if (!Array.isArray(modes) || modes.length !== 3 || modes.some((m) => !['pipe', 'inherit', 'ignore'].includes(m))) {
@@ -118,7 +119,7 @@ function normaliseStdio(stdio: Stdio | undefined): [StdioMode, StdioMode, StdioM
   return modes as [StdioMode, StdioMode, StdioMode];
 }
 
-function ttySize(t: ProcessOptions['tty']): { cols: number; rows: number } | undefined {
+export function ttySize(t: ProcessOptions['tty']): { cols: number; rows: number } | undefined {
   if (!t) return undefined;
   const { cols = 80, rows = 24 } = t === true ? {} : t;
   for (const [k, v] of [['cols', cols], ['rows', rows]] as const) {
@@ -364,6 +365,18 @@ export class Container extends EventEmitter {
     if (err) throw new NsboxError('EIO', `resize terminal: errno ${err}`, { errno: err, syscall: 'ioctl' });
   }
 
+  /**
+   * Runs another command in this container while it runs (`docker exec`): in all its
+   * namespaces, its root and cgroups, with its capabilities, user, no_new_privs, seccomp
+   * filter and rlimits; its environment plus `env`. Throws NOT_RUNNING once it has exited.
+   */
+  exec(options: ExecOptions): ExecProcess {
+    const label = this.name ?? this.id ?? String(this.pid);
+    if (!this.running) throw notRunning(label, 'has exited');
+    // Our own unreaped child: its pid cannot be reused, no record needed to prove it.
+    return execIn({ pid: this.pid, label }, options);
+  }
+
   /** Makes a new image of this container's root (image, writes, deletions; no volumes). */
   commit(image: string, options?: CommitOptions): Promise<ImageInfo> {
     if (!this.managed) return Promise.reject(invalid('commit: only containers of a Runtime have layers to commit'));
@@ -471,7 +484,7 @@ function confinement(options: SecurityOptions | undefined): Confinement {
  * Resolves when a stream has closed. As child_process does, output nobody reads is let flow
  * (and dropped) once the process has exited, so waiting never hangs on an unread pipe.
  */
-function drain(stream: Readable | null): Promise<void> {
+export function drain(stream: Readable | null): Promise<void> {
   if (!stream || stream.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     stream.once('close', () => resolve());

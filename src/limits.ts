@@ -171,7 +171,7 @@ export function rlimitsFor(
 }
 
 /** The names /proc/PID/limits gives each rlimit. */
-const PROC_LIMIT_NAMES: Readonly<Record<string, string>> = {
+export const PROC_LIMIT_NAMES: Readonly<Record<string, string>> = {
   'Max cpu time': 'cpu', 'Max file size': 'fsize', 'Max data size': 'data', 'Max stack size': 'stack',
   'Max core file size': 'core', 'Max resident set': 'rss', 'Max processes': 'nproc', 'Max open files': 'nofile',
   'Max locked memory': 'memlock', 'Max address space': 'as', 'Max file locks': 'locks',

@@ -86,9 +86,33 @@ export type SpawnResult =
   | { ok: true; pid: number; process: NativeProcess; stdin: number; stdout: number; stderr: number; pty: number }
   | ({ ok: false; step: number; detail?: number; /** wait status of a setup process that died unreported */ vanished?: number } & NativeErrno);
 
+/** exec's plan: no steps (the container's world exists), a target to join instead. */
+export interface NativeExecPlan {
+  /** A pidfd of the container's nsbox-init, proven to be it (start time, pid namespace). */
+  target: number;
+  /** CLONE_NEW* flags of the namespaces to join (at least mount and pid). */
+  namespaces: number;
+  /** Open cgroup.procs files of the container's cgroups (close-on-exec), joined first. */
+  cgroupProcs?: number[];
+  bornIn?: string;
+  argv: string[];
+  env: string[];
+  candidates: string[];
+  stdio: [NativeStdio, NativeStdio, NativeStdio];
+  tty?: { cols: number; rows: number };
+  security?: NativeSecurity;
+  initOptions?: string[];
+}
+
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   resizePty(fd: number, cols: number, rows: number): number;
+  /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
+  exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
+  /** A close-on-exec pidfd of `pid`. */
+  pidfdOpen(pid: number): number | NativeErrno;
+  /** Whether a pidfd's process still runs (has not exited, reaped or not); waits up to waitMs for its exit. */
+  pidfdAlive(fd: number, waitMs?: number): boolean;
   mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;
   getXattr(path: string, name: string): Buffer | NativeErrno | null;

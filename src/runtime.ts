@@ -10,6 +10,7 @@ import { freezeContainer, pruneStaleCgroups, removeContainerCgroup } from './cgr
 import { signalNumber } from './container';
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
 import { NsboxError, fromSystemError, invalid } from './errors';
+import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import {
   DEFAULT_ROOT, ID_RE, Layout, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
@@ -831,6 +832,25 @@ export class Runtime {
     const mine = this.live.get(rec.id);
     if (mine) return mine.kill(signal);
     return signalProven(rec, signalNumber(signal));
+  }
+
+  /**
+   * Runs another command in a running container, started by this process or another (`nsbox
+   * run -d`), as `docker exec` does: see Container.exec. A container started elsewhere is
+   * entered only once its record proves its pid (start time and pid namespace, checked after
+   * a pidfd of it is open). Throws NOT_RUNNING for a container that is not running.
+   */
+  exec(ref: string, options: ExecOptions): ExecProcess {
+    this.layout.verify();
+    const rec = this.trustedRecord(ref);
+    const label = rec.name ?? rec.id;
+    const mine = this.live.get(rec.id);
+    if (mine) return mine.exec(options);
+    if (this.statusOf(rec) !== 'running' || rec.pid === null || rec.pidStart === null) throw notRunning(label);
+    if (rec.pidNamespace === null) {
+      throw new NsboxError('EPERM', `exec: container ${label}: no pid namespace on record to prove its pid ${rec.pid} is the container's`);
+    }
+    return execIn({ pid: rec.pid, label, proof: { start: rec.pidStart, pidNamespace: rec.pidNamespace } }, options);
   }
 
   /**

@@ -171,6 +171,13 @@ export function renderMarkdown(r, resultsPath) {
   }
   L.push('');
 
+  if (r.exec && Object.keys(r.exec).length) {
+    L.push('## 8. exec into a running container', '');
+    L.push('`/bin/true` in a busybox container running `sleep` (bench/lib/exec.mjs): nsbox in process (`c.exec()` of its own container; `rt.exec()` of a `run -d` container, ' +
+      'its record read and pid proven), the `nsbox exec` CLI, and `crun exec` into a running crun container, timed by the same harness as `crun run`.', '');
+    L.push(latencyTable(r.exec, 'nsbox-exec', ['nsbox-exec', 'nsbox-rt-exec', 'crun-exec', 'nsbox-exec-cli'], 'ratio to c.exec()'), '');
+  }
+
   L.push('## Where the time goes', '');
   const analysis = path.join(BENCH, 'ANALYSIS.md');
   if (fs.existsSync(analysis)) {

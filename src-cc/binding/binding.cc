@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -24,6 +25,7 @@
 #include "binding/fsat.h"
 #include "core/fdpass.h"
 #include "core/devbpf.h"
+#include "core/exec.h"
 #include "core/hostmount.h"
 #include "core/init_image.h"
 #include "core/plan.h"
@@ -716,6 +718,156 @@ Napi::Value AttachDeviceProgram(const Napi::CallbackInfo& info) {
   return errno_object(env, r.err, r.sys);
 }
 
+// exec(plan, onExit) -> as spawn(). The plan: target (a pidfd of the container's nsbox-init,
+// proven by the caller), namespaces (CLONE_NEW* to join), cgroupProcs (open cgroup.procs fds),
+// bornIn, argv, env, candidates, stdio | tty, security, initOptions. No steps: the container's
+// world exists already.
+Napi::Value Exec(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+    Napi::TypeError::New(env, "exec(plan: object, onExit: function)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Object js = info[0].As<Napi::Object>();
+  Reader r(env);
+  Plan plan;
+  ExecTarget target;
+  if (!js.Get("target").IsNumber()) r.Fail("target must be a pidfd");
+  target.pidfd = static_cast<int>(r.Num(js, "target"));
+  target.ns_flags = static_cast<int>(r.Num(js, "namespaces"));
+  const int allowed_ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+  if (r.ok() && (target.ns_flags & ~allowed_ns || !(target.ns_flags & CLONE_NEWNS) || !(target.ns_flags & CLONE_NEWPID))) {
+    r.Fail("namespaces must include CLONE_NEWNS and CLONE_NEWPID, and only namespaces nsbox makes");
+  }
+  Napi::Value procs = js.Get("cgroupProcs");
+  if (procs.IsArray()) {
+    Napi::Array a = procs.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      if (!a.Get(i).IsNumber()) {
+        r.Fail("cgroupProcs must be an array of fds");
+        break;
+      }
+      target.cgroup_procs.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+    }
+  }
+  plan.argv = r.Strs(js, "argv");
+  read_list(r, js, "env", plan, plan.envp, true);
+  read_security(r, js, plan);
+  if (js.Get("tty").IsObject()) plan.init_options.emplace_back("tty");
+  for (std::string& o : r.Strs(js, "initOptions")) plan.init_options.push_back(std::move(o));
+  std::vector<std::string> candidates = r.Strs(js, "candidates");
+  for (const std::string& c : candidates) plan.init_options.push_back("cand=" + c);
+  if (r.ok() && plan.argv.empty()) r.Fail("argv must not be empty");
+  if (r.ok() && candidates.empty()) r.Fail("candidates must not be empty");
+  std::string spawner_cgroup = r.Str(js, "bornIn");
+  if (!r.ok()) {
+    Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  Stdio io;
+  if (!setup_stdio(r, js, plan, io)) {
+    io.CloseChildEnds();
+    io.CloseParentEnds();
+    if (!r.ok()) {
+      Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Object e = errno_object(env, io.err, io.sys);
+    e.Set("ok", false);
+    e.Set("step", -1);
+    return e;
+  }
+  for (int i = 0; i < 3; i++) plan.stdio[i] = io.child[i];
+
+  Instance* inst = env.GetInstanceData<Instance>();
+  if (inst->init_fd < 0) inst->init_fd = make_init_image();
+  SpawnResult res;
+  if (inst->init_fd < 0) {
+    res.parent_sys = Sys::kOpen;
+    res.parent_errno = -inst->init_fd;
+  } else {
+    std::unique_ptr<Spawner>& spawner = inst->spawners[spawner_cgroup];
+    if (!spawner) spawner = std::make_unique<Spawner>();
+    const int init_fd = inst->init_fd;
+    res = spawner->RunJob([&plan, &target, init_fd] { return exec_in(plan, target, init_fd); }, spawner_cgroup);
+  }
+  if (!res.failed && res.parent_sys == Sys::kNone && !res.vanished && io.pty_socket[0] >= 0) {
+    io.pty_master = receive_fd(io.pty_socket[0]);
+    if (io.pty_master < 0) {
+      res.parent_sys = Sys::kSendmsg;
+      res.parent_errno = errno ? errno : EIO;
+      kill_and_reap(res.pidfd);
+      close(res.pidfd);
+      close(res.report_fd);
+    }
+  }
+  io.CloseChildEnds();
+  if (res.vanished || res.parent_sys != Sys::kNone || res.failed) {
+    io.CloseParentEnds();
+    Napi::Object e = res.vanished ? errno_object(env, ECHILD, "setup")
+                     : res.failed ? errno_object(env, res.error.err, syscall_name(static_cast<Sys>(res.error.sys)))
+                                  : errno_object(env, res.parent_errno, syscall_name(res.parent_sys));
+    e.Set("ok", false);
+    e.Set("step", res.failed ? res.error.step : -1);
+    e.Set("detail", res.failed ? res.error.detail : 0);
+    if (res.vanished) e.Set("vanished", res.vanished_status);
+    return e;
+  }
+  Napi::Object proc = inst->process_ctor.New({});
+  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, info[1].As<Napi::Function>());
+  if (werr) {
+    kill_and_reap(res.pidfd);
+    close(res.pidfd);
+    close(res.report_fd);
+    io.CloseParentEnds();
+    Napi::Object e = errno_object(env, werr, "uv_poll_start");
+    e.Set("ok", false);
+    e.Set("step", -1);
+    return e;
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("ok", true);
+  out.Set("pid", res.pid);
+  out.Set("process", proc);
+  out.Set("stdin", io.parent[0]);
+  out.Set("stdout", io.parent[1]);
+  out.Set("stderr", io.parent[2]);
+  out.Set("pty", io.pty_master);
+  return out;
+}
+
+// pidfdOpen(pid) -> a close-on-exec pidfd | errno object. The caller proves it is the process
+// it means (start time, pid namespace) after opening it: from then on the fd cannot change.
+Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "pidfdOpen(pid: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, info[0].As<Napi::Number>().Int32Value(), 0));
+  if (fd < 0) return errno_object(env, errno, "pidfd_open");
+  return Napi::Number::New(env, fd);
+}
+
+// pidfdAlive(fd, waitMs = 0) -> whether the process is still running: a pidfd polls readable
+// once its process has exited (a zombie not yet reaped included, which signal 0 would still
+// reach). With waitMs, false as soon as it exits within that time.
+Napi::Value PidfdAlive(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber() || (info.Length() > 1 && !info[1].IsNumber())) {
+    Napi::TypeError::New(env, "pidfdAlive(fd: number, waitMs?: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int wait_ms = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 0;
+  struct pollfd p = {info[0].As<Napi::Number>().Int32Value(), POLLIN, 0};
+  int r;
+  do {
+    r = poll(&p, 1, wait_ms < 0 ? 0 : wait_ms);
+  } while (r < 0 && errno == EINTR);
+  return Napi::Boolean::New(env, r == 0);
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -743,6 +895,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unmount", Napi::Function::New<Unmount>(env, "unmount"));
   exports.Set("getXattr", Napi::Function::New<GetXattr>(env, "getXattr"));
   exports.Set("attachDeviceProgram", Napi::Function::New<AttachDeviceProgram>(env, "attachDeviceProgram"));
+  exports.Set("exec", Napi::Function::New<Exec>(env, "exec"));
+  exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
+  exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
   RegisterFsAt(env, exports);
   return exports;
 }

@@ -14,6 +14,7 @@ enum class Sys : int32_t {
   kSethostname, kSocket, kIoctl, kSetsid, kDup2, kFcntl, kPrctl, kSigaction, kSigprocmask,
   kCloseRange, kExecve, kCapset, kSeccomp, kSetgroups, kSetresgid, kSetresuid, kOpen,
   kClone, kPipe, kSendmsg, kExecveat, kSignalfd, kWrite, kRead, kUnshare, kConfig, kSetrlimit,
+  kSetns,  // exec (core/exec_child.cc)
 };
 
 enum class ReportKind : int32_t {

@@ -157,6 +157,7 @@ const char* syscall_name(Sys sys) {
     case Sys::kUnshare: return "unshare";
     case Sys::kConfig: return "nsbox-init arguments";
     case Sys::kSetrlimit: return "setrlimit";
+    case Sys::kSetns: return "setns";
   }
   return "?";
 }

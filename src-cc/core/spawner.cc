@@ -49,6 +49,18 @@ SpawnResult Spawner::Run(const Plan& plan, int init_fd, const std::string& cgrou
   return result_;
 }
 
+SpawnResult Spawner::RunJob(std::function<SpawnResult()> job, const std::string& cgroup_tasks) {
+  std::unique_lock<std::mutex> lock(mu_);
+  job_fn_ = std::move(job);
+  tasks_ = cgroup_tasks;
+  job_ = true;
+  done_ = false;
+  cv_.notify_all();
+  cv_.wait(lock, [this] { return done_; });
+  job_fn_ = nullptr;
+  return result_;
+}
+
 void Spawner::Loop() {
   // No signal handler of Node's ever runs here; spawn() blocks them around clone anyway.
   sigset_t all;
@@ -69,7 +81,7 @@ void Spawner::Loop() {
         joined_ = tasks_;
       }
     }
-    if (r.parent_sys == Sys::kNone) r = spawn(*plan_, init_fd_);
+    if (r.parent_sys == Sys::kNone) r = job_fn_ ? job_fn_() : spawn(*plan_, init_fd_);
     result_ = r;
     done_ = true;
     cv_.notify_all();

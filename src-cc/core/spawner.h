@@ -11,6 +11,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -29,6 +30,8 @@ class Spawner {
   // spawn(plan, init_fd) on the spawner thread, once that thread is in the cgroup whose
   // `tasks` file is `cgroup_tasks` ("" for wherever it is). Blocks until done.
   SpawnResult Run(const Plan& plan, int init_fd, const std::string& cgroup_tasks);
+  // Any other start (exec) on the same thread, under the same rule.
+  SpawnResult RunJob(std::function<SpawnResult()> job, const std::string& cgroup_tasks);
 
  private:
   void Loop();
@@ -37,6 +40,7 @@ class Spawner {
   std::condition_variable cv_;
   const Plan* plan_ = nullptr;
   int init_fd_ = -1;
+  std::function<SpawnResult()> job_fn_;
   std::string tasks_;
   bool job_ = false, done_ = false, stop_ = false;
   SpawnResult result_;

@@ -18,11 +18,17 @@
 //
 // Built with no C library (sys.h): arguments come in argv, before "--":
 //   report=FD parent=FD tty nnp bset=HEX eff=HEX amb=HEX ids=UID:GID seccomp=HEX
-//   rlimit=RESOURCE:SOFT:HARD... cand=PATH...
+//   rlimit=RESOURCE:SOFT:HARD... cand=PATH... exec cwd=PATH
 // (rlimit values are decimal, or "inf").
+// `exec`: this init runs a command inside a container that already has its PID 1 (nsbox exec,
+// src-cc/core/exec.cc): the same confinement, reports and signal forwarding, but it is not
+// PID 1, so the command is tied to it by a parent-death signal instead (a SIGKILL of this
+// process ends the command too). `cwd`: the command's working directory, entered without
+// following /proc magic links.
 // then the command's argv; the command's environment is this program's environment.
 
 #include <linux/close_range.h>
+#include <linux/openat2.h>
 #include <linux/fcntl.h>
 #include <linux/filter.h>
 #include <linux/poll.h>
@@ -67,6 +73,8 @@ struct Config {
   int report = -1;
   int parent = -1;
   bool tty = false;
+  bool exec = false;
+  const char* cwd = nullptr;
   SecurityConfig security;
   const char* candidates[kMaxCandidates] = {};
   int candidate_count = 0;
@@ -124,6 +132,11 @@ bool parse_option(const char* a, Config& c) {
     c.parent = static_cast<int>(n);
   } else if (str_eq(a, "tty")) {
     c.tty = true;
+  } else if (str_eq(a, "exec")) {
+    c.exec = true;
+  } else if (starts_with(a, "cwd=", &v)) {
+    if (*v != '/') return false;
+    c.cwd = v;
   } else if (str_eq(a, "nnp")) {
     c.security.enabled = true;
     c.security.no_new_privs = true;
@@ -211,8 +224,25 @@ void report(int fd, ReportKind kind, Sys sys_ = Sys::kNone, int err = 0, int32_t
 // The command's side of the fork: session, terminal, mask, fds, then execve over the
 // candidates with execvp's rules (ENOENT/ENOTDIR: next; EACCES: remembered). A failure goes
 // to init on `sync_fd` as a Report.
-[[noreturn]] void exec_command(const Config& c, int sync_fd) {
+[[noreturn]] void exec_command(const Config& c, int sync_fd, long init_pid) {
   long r;
+  if (c.exec) {
+    // Not in a pid namespace of its own: the command dies with this init (which dies with the
+    // supervisor), and one that outlived it already is not started.
+    if ((r = sys(__NR_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)) < 0) fail(sync_fd, Sys::kPrctl, static_cast<int>(-r));
+    if (sys(__NR_getppid) != init_pid) exit_now(125);
+  }
+  if (c.cwd) {
+    // A link the container planted on the way resolves inside its root (this process's root);
+    // /proc magic links (another process's cwd or fds) are refused.
+    struct open_how how = {};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_NO_MAGICLINKS;
+    long dir = sys(__NR_openat2, AT_FDCWD, c.cwd, &how, sizeof how);
+    if (dir < 0) fail(sync_fd, Sys::kChdir, static_cast<int>(-dir));
+    if ((r = sys(__NR_fchdir, dir)) < 0) fail(sync_fd, Sys::kChdir, static_cast<int>(-r));
+    sys(__NR_close, dir);
+  }
   if ((r = sys(__NR_setsid)) < 0) fail(sync_fd, Sys::kSetsid, static_cast<int>(-r));
   if (c.tty && (r = sys(__NR_ioctl, 0, TIOCSCTTY, 0)) < 0) fail(sync_fd, Sys::kIoctl, static_cast<int>(-r));
   sys(__NR_umask, 022);
@@ -263,6 +293,10 @@ bool reap(int command, int* status) {
 
 [[noreturn]] void run(Config& c) {
   long r;
+  // Not dumpable from the first instruction on: execve made it dumpable again, and once the
+  // confinement below has lowered its capabilities to the container's, a process of the
+  // container (in an exec's case, one already running) could otherwise read its fds and memory.
+  sys(__NR_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0);
   // Exec'd through an fd, its name would be the fd's number.
   sys(__NR_prctl, PR_SET_NAME, "nsbox-init", 0, 0, 0);
   // Every signal is read from a signalfd: PID 1 gets only the signals it handles, and a
@@ -300,6 +334,7 @@ bool reap(int command, int* status) {
   int sync[2], go[2];
   if ((r = sys(__NR_pipe2, sync, O_CLOEXEC)) < 0) fail(c.report, Sys::kPipe, static_cast<int>(-r));
   if ((r = sys(__NR_pipe2, go, O_CLOEXEC)) < 0) fail(c.report, Sys::kPipe, static_cast<int>(-r));
+  const long self = sys(__NR_getpid);
   long command = sys(__NR_clone, SIGCHLD, 0, 0, 0, 0);
   if (command < 0) fail(c.report, Sys::kClone, static_cast<int>(-command));
   if (command == 0) {
@@ -308,7 +343,7 @@ bool reap(int command, int* status) {
     char byte;
     while (sys(__NR_read, go[0], &byte, 1) == -EINTR) {
     }
-    exec_command(c, sync[1]);
+    exec_command(c, sync[1], self);
   }
   sys(__NR_close, sync[1]);
   sys(__NR_close, go[0]);

@@ -52,6 +52,22 @@ export const COMMANDS = {
       'nsbox run --rm -m 64m --pids-limit 64 --cpus 0.5 --timeout 10s busybox sh -c ./untrusted',
     ],
   },
+  exec: {
+    name: 'exec',
+    usage: 'nsbox exec [OPTIONS] CONTAINER COMMAND [ARG...]',
+    summary: 'Run a command in a running container (its namespaces, cgroups and confinement).',
+    stopAtPositional: true,
+    minArgs: 2,
+    maxArgs: Infinity,
+    flags: [
+      { name: 'interactive', short: 'i', type: 'bool', help: 'keep stdin attached' },
+      { name: 'tty', short: 't', type: 'bool', help: 'give the command a terminal (raw mode, resizes follow)' },
+      { name: 'env', short: 'e', type: 'list', value: 'K=V', help: 'set an environment variable (over the container\'s)' },
+      { name: 'workdir', short: 'w', type: 'string', value: 'DIR', help: 'working directory (default: the container\'s)' },
+      { name: 'user', short: 'u', type: 'string', value: 'UID[:GID]', help: 'run as this user (default: the container\'s)' },
+    ],
+    examples: ['nsbox exec -ti web sh', 'nsbox exec web cat /etc/hostname', 'nsbox exec -u 1000 -w /tmp -e LANG=C.UTF-8 web id'],
+  },
   commit: {
     name: 'commit',
     usage: 'nsbox commit [OPTIONS] CONTAINER IMAGE',

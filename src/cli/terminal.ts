@@ -1,0 +1,69 @@
+/**
+ * The CLI's side of a process's stdio at a terminal, for `exec` (the same rules as `run`'s,
+ * in src/cli/commands/run.ts): without -t a terminal among our stdio is relayed through
+ * pipes; with -t ours goes raw and is joined to the process's own pty, resizes followed.
+ */
+import type { Readable, Writable } from 'node:stream';
+import type * as tty from 'node:tty';
+
+/** What a Container and an ExecProcess both have. */
+export interface Attachable {
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly terminal: tty.ReadStream | null;
+  readonly running: boolean;
+  resize(cols: number, rows: number): void;
+}
+
+export function isTerminal(fd: number): boolean {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('node:tty') as typeof import('node:tty')).isatty(fd);
+}
+
+/** Without -t: our stdio as the process's pipes. Returns what undoes it. */
+export function relayTerminal(c: Attachable): () => void {
+  c.stdout?.pipe(process.stdout, { end: false });
+  c.stderr?.pipe(process.stderr, { end: false });
+  if (c.stdin) process.stdin.pipe(c.stdin);
+  return () => {
+    if (c.stdin) {
+      process.stdin.unpipe(c.stdin);
+      process.stdin.pause();
+      process.stdin.destroy();
+    }
+  };
+}
+
+/**
+ * -t: our terminal in raw mode (Ctrl-C reaches the process as a byte, and its own line
+ * discipline makes it a SIGINT there), its output to ours, resizes followed.
+ */
+export function attachTerminal(c: Attachable, interactive: boolean, hangup: () => void): () => void {
+  const term = c.terminal!;
+  const stdin = process.stdin;
+  const stdout = process.stdout;
+  term.pipe(stdout, { end: false });
+  const raw = interactive && stdin.isTTY;
+  if (interactive) {
+    if (raw) stdin.setRawMode(true);
+    stdin.pipe(term, { end: false });
+    // Reading a terminal that went away fails (EIO): a hangup, whether or not SIGHUP came.
+    stdin.on('error', hangup);
+  }
+  stdout.on('error', hangup);
+  const onResize = () => {
+    if (c.running) c.resize(stdout.columns, stdout.rows);
+  };
+  if (stdout.isTTY) stdout.on('resize', onResize);
+  return () => {
+    stdout.off('resize', onResize);
+    stdout.off('error', hangup);
+    if (interactive) {
+      stdin.unpipe(term);
+      if (raw) stdin.setRawMode(false);
+      stdin.pause();
+      stdin.destroy();
+    }
+  };
+}
