@@ -84,8 +84,25 @@ export type SpawnResult =
   | { ok: true; pid: number; process: NativeProcess; stdin: number; stdout: number; stderr: number; pty: number }
   | ({ ok: false; step: number; detail?: number; /** wait status of a setup process that died unreported */ vanished?: number } & NativeErrno);
 
+/** spawn()'s third argument: the container under nsbox-monitor (src-cc/init/monitor.cc). */
+export interface NativeDetach {
+  /** The container's directory: container.log and exit.json go there. */
+  dir: string;
+  logMaxSize: number;
+  logMaxFiles: number;
+  /** The memory cgroup's memory.oom_control, read at the end. */
+  oom?: string;
+  /** The container's cgroup directories, removed by the monitor at the end. */
+  cgroups: string[];
+}
+
+export type DetachedSpawnResult =
+  | { ok: true; pid: number; monitorPid: number }
+  | ({ ok: false; step: number; detail?: number; vanished?: number } & NativeErrno);
+
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
+  spawn(plan: NativePlan, onExit: () => void, detach: NativeDetach): DetachedSpawnResult;
   resizePty(fd: number, cols: number, rows: number): number;
   mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;
