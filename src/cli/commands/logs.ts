@@ -30,11 +30,17 @@ export default async function logs(p: Parsed, g: Global): Promise<number> {
   const stamps = !!f.timestamps;
   const rt = runtimeFrom(g);
   const entries = rt.logs(p.args[0]!, { follow: !!f.follow, ...(tail !== undefined ? { tail } : {}), ...(since ? { since } : {}) });
+  // A reader that went away (`| head`): the end, not an error.
+  let closed = false;
+  const onError = () => (closed = true);
+  process.stdout.on('error', onError);
+  process.stderr.on('error', onError);
   for await (const e of entries) {
+    if (closed) break;
     const out = e.stream === 'stdout' ? process.stdout : process.stderr;
     const text = `${stamps ? `${e.time} ` : ''}${e.line}${e.partial ? '' : '\n'}`;
     // Wait for a slow reader (a pipe into less) rather than buffer the whole log.
-    if (!out.write(text)) await new Promise((r) => out.once('drain', r));
+    if (!out.write(text)) await new Promise((r) => (out.once('drain', r), out.once('error', r)));
   }
   return 0;
 }
