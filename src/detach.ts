@@ -51,9 +51,12 @@ export function logLimits(o: LogOptions): { logMaxSize: number; logMaxFiles: num
 /**
  * Starts a container under a monitor; returns once its command has been exec'd (throws the
  * same NsboxError as Container.launch when it cannot start, leaving nothing behind).
- * `dir` is the container's directory.
+ * `dir` is the container's directory. The caller writes one byte to `ack` once the record
+ * names the monitor, then closes it: closed without that byte, the monitor kills the
+ * container (so that a caller killed before its record was written leaves no container that
+ * nothing accounts for).
  */
-export function launchDetached(options: ProcessOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number } {
+export function launchDetached(options: ProcessOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number; ack: number } {
   const { security, confinement: given, devices: deviceSpecs, limits, ulimits, timeout, signal, tty, stdio, ...rest } = options;
   void stdio; // always: no stdin, stdout and stderr to the monitor
   if (tty) throw invalid('detach: a detached container has no terminal (tty)');
@@ -82,7 +85,7 @@ export function launchDetached(options: ProcessOptions, id: string, dir: string,
     const oom = cgroups.map((d) => path.join(d, 'memory.oom_control')).find((f) => existsSync(f));
     const r = native().spawn(plan, () => {}, { dir, logMaxSize, logMaxFiles, cgroups, ...(oom ? { oom } : {}) });
     if (!r.ok) throw describeFailure(plan, r);
-    return { pid: r.pid, monitorPid: r.monitorPid };
+    return { pid: r.pid, monitorPid: r.monitorPid, ack: r.ack };
   } catch (e) {
     // Nothing is in it: the start failed and the monitor reaped the container before saying so.
     cgroup?.closeFds();

@@ -97,7 +97,8 @@ export interface NativeDetach {
 }
 
 export type DetachedSpawnResult =
-  | { ok: true; pid: number; monitorPid: number }
+  /** `ack`: write one byte once the record names the monitor, then close (see spawn_detached). */
+  | { ok: true; pid: number; monitorPid: number; ack: number }
   | ({ ok: false; step: number; detail?: number; vanished?: number } & NativeErrno);
 
 export interface NativeBinding {

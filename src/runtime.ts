@@ -349,7 +349,11 @@ export class Runtime {
         const log: LogOptions = { ...(logMaxSize !== undefined ? { logMaxSize } : {}), ...(logMaxFiles !== undefined ? { logMaxFiles } : {}) };
         const started = launchDetached({ ...processOptions, stdio: 'ignore' }, id, dir, log);
         detached = started.pid;
-        return this.recordDetached(record, started);
+        try {
+          return this.recordDetached(record, started);
+        } finally {
+          fs.closeSync(started.ack);
+        }
       }
       container = Container.launch(processOptions, {
         id,
@@ -374,12 +378,8 @@ export class Runtime {
         record.remove = true;
         container.kill('SIGKILL');
       } else if (detached !== undefined) {
-        // The same for a detached one: its monitor ends with it and removes its cgroups.
-        try {
-          process.kill(detached, 'SIGKILL');
-        } catch {
-          // gone already
-        }
+        // The same for a detached one: its ack was closed unwritten, so its monitor kills it
+        // (and removes its cgroups).
         try {
           this.destroyEntry({ kind: 'live', id, dir, rec: record });
         } catch {
@@ -403,7 +403,7 @@ export class Runtime {
    * monitor may have ended already (a short command): then its start time is unknown, and
    * '0' matches no process.
    */
-  private recordDetached(record: ContainerRecord, started: { pid: number; monitorPid: number }): DetachedContainer {
+  private recordDetached(record: ContainerRecord, started: { pid: number; monitorPid: number; ack: number }): DetachedContainer {
     const dir = this.layout.containerDir(record.id);
     record.status = 'running';
     record.pid = started.pid;
@@ -413,6 +413,11 @@ export class Runtime {
     record.supervisor = started.monitorPid;
     record.supervisorStart = processStartTime(started.monitorPid) ?? '0';
     writeRecordFile(path.join(dir, 'container.json'), record);
+    try {
+      fs.writeSync(started.ack, 'k');
+    } catch {
+      // EPIPE: the monitor is gone, and its container with it; the record shows it exited
+    }
     return { id: record.id, name: record.name, pid: started.pid, monitorPid: started.monitorPid };
   }
 

@@ -3,17 +3,18 @@
 // that no Node process stays, that signals to the monitor reach the container, that the
 // container never outlives the monitor, that the exit status reaches ps/inspect/wait, and that
 // a failed start leaves nothing (no process, fd, mount, directory).
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { launchDetached } from '../src/detach';
 import { NsboxError } from '../src/errors';
 import { processAlive, processStartTime } from '../src/layout';
 import { Runtime } from '../src/runtime';
-import { childPids, hostMounts, openFds, until } from './helpers';
+import { ROOTFS, childPids, hostMounts, openFds, until } from './helpers';
 
 const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 let root: string;
@@ -232,6 +233,52 @@ describe('rt.run({ detach: true })', () => {
     expect(childPids()).toEqual(kids);
     expect(openFds()).toEqual(fds);
     expect(hostMounts()).toEqual(mounts);
+  });
+});
+
+describe('the monitor\'s ack', () => {
+  it('a caller that dies before its record names the monitor leaves no container running', async () => {
+    const dir = fs.mkdtempSync(path.join(root, 'bare-'));
+    const started = launchDetached({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '1000'] }, 'abcdefabcdef', dir, {});
+    const start = processStartTime(started.pid)!;
+    // Still running while the caller may yet write its record...
+    await new Promise((r) => setTimeout(r, 200));
+    expect(processAlive(started.pid, start)).toBe(true);
+    // ...and killed once the caller is gone without acknowledging (its ack fd closed).
+    fs.closeSync(started.ack);
+    await until('the container to die', () => !processAlive(started.pid, start), 3000);
+    await until('exit.json', () => fs.existsSync(path.join(dir, 'exit.json')), 3000);
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'exit.json'), 'utf8'))).toMatchObject({ exitCode: null, signal: 9 });
+  });
+});
+
+describe('run -d killed at random moments', () => {
+  it('every container left running is one ps lists as running; rm -f of them leaves no monitor', async () => {
+    const crashRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-detach-crash-'));
+    try {
+      spawnSync(process.execPath, [MAIN, '--root', crashRoot, 'run', '--rm', 'busybox', 'true']);
+      for (let i = 0; i < 40; i++) {
+        const p = spawn(process.execPath, [MAIN, '--root', crashRoot, 'run', '-d', 'busybox', 'sleep', '1000'], { stdio: 'ignore' });
+        const gone = new Promise((r) => p.on('exit', r));
+        await new Promise((r) => setTimeout(r, 80 + Math.random() * 220));
+        p.kill('SIGKILL');
+        await gone;
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      const crt = new Runtime({ root: crashRoot });
+      const running = new Set(crt.list().map((c) => c.pid));
+      // Each live monitor's container is accounted for by a running record.
+      for (const mon of monitorsOf(crashRoot)) {
+        const init = Number(fs.readFileSync(`/proc/${mon}/task/${mon}/children`, 'utf8').trim().split(/\s+/)[0]);
+        expect(running.has(init)).toBe(true);
+      }
+      spawnSync(process.execPath, [MAIN, '--root', crashRoot, 'rm', '-f', ...crt.list({ all: true }).map((c) => c.id)]);
+      spawnSync(process.execPath, [MAIN, '--root', crashRoot, 'prune']);
+      await until('every monitor to end', () => monitorsOf(crashRoot).length === 0, 5000);
+      expect(fs.readdirSync(path.join(crashRoot, 'containers'))).toEqual([]);
+    } finally {
+      fs.rmSync(crashRoot, { recursive: true, force: true });
+    }
   });
 });
 

@@ -515,7 +515,9 @@ bool setup_stdio(Reader& r, Napi::Object js, Plan& plan, Stdio& io) {
 
 // spawn(plan, onExit, detached): the container under nsbox-monitor (core/spawn.h,
 // spawn_detached), stdout and stderr piped to it. `detached`: { dir, logMaxSize,
-// logMaxFiles, oom, cgroups }. -> { ok: true, pid, monitorPid } or spawn's failure object.
+// logMaxFiles, oom, cgroups }. -> { ok: true, pid, monitorPid, ack } or spawn's failure
+// object. `ack`: an fd for the caller to write one byte to once its record names the monitor,
+// and close (closed without it, the monitor kills the container).
 Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, Stdio& io, const std::string& born_in) {
   Reader r(env);
   DetachSpec spec;
@@ -584,6 +586,7 @@ Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, St
   out.Set("ok", true);
   out.Set("pid", res.container_pid);
   out.Set("monitorPid", res.monitor_pid);
+  out.Set("ack", res.ack_fd);
   return out;
 }
 

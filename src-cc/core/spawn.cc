@@ -360,10 +360,14 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
   if (pipe2(status, O_CLOEXEC) < 0) return parent_fail(Sys::kPipe, errno);
   track(status[0]);
   int status_w = track(above_stdio(status[1]));
+  int ack[2];
+  if (pipe2(ack, O_CLOEXEC) < 0) return parent_fail(Sys::kPipe, errno);
+  track(ack[1]);
+  ack[0] = track(above_stdio(ack[0]));
   int devnull = track(open("/dev/null", O_RDWR | O_CLOEXEC));
   int parent_slot = track(reserve_fd());
   int pidfd_slot = track(reserve_fd());
-  if (report[0] < 0 || status_w < 0 || devnull < 0 || parent_slot < 0 || pidfd_slot < 0) return parent_fail(Sys::kOpen, errno);
+  if (report[0] < 0 || status_w < 0 || ack[0] < 0 || devnull < 0 || parent_slot < 0 || pidfd_slot < 0) return parent_fail(Sys::kOpen, errno);
 
   std::vector<std::string> init_strings = init_argv(plan, report[1], parent_slot);
   std::vector<char*> init_args;
@@ -372,7 +376,7 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
 
   auto num = [](const char* key, long long v) { return std::string(key) + std::to_string(v); };
   std::vector<std::string> mon = {"nsbox-monitor", "monitor", num("report=", report[0]), num("pidfd=", pidfd_slot),
-                                  "pid=" + std::string(15, '0'), num("status=", status_w), num("dir=", spec.dir),
+                                  "pid=" + std::string(15, '0'), num("status=", status_w), num("ack=", ack[0]), num("dir=", spec.dir),
                                   num("logsize=", static_cast<long long>(spec.log_max)), num("logfiles=", spec.log_files)};
   if (spec.out >= 0) mon.push_back(num("out=", spec.out));
   if (spec.err >= 0) mon.push_back(num("err=", spec.err));
@@ -394,7 +398,7 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
   d.init_fd = init_fd;
   d.parent_slot = parent_slot;
   d.pidfd_slot = pidfd_slot;
-  for (int fd : {report[0], pidfd_slot, status_w, spec.dir, spec.out, spec.err}) {
+  for (int fd : {report[0], pidfd_slot, status_w, ack[0], spec.dir, spec.out, spec.err}) {
     if (fd >= 0) d.keep[d.keep_count++] = fd;
   }
   d.pid_digits = mon_args[4] + 4;
@@ -415,9 +419,9 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
 
   // Only the monitor (or P2 failing) holds the write end now: EOF means it is gone.
   for (int& fd : made) {
-    if (fd != status[0]) close(fd);
+    if (fd != status[0] && fd != ack[1]) close(fd);
   }
-  made.assign(1, status[0]);
+  made.assign({status[0], ack[1]});
   DetachStart start{};
   size_t got = 0;
   while (got < sizeof start) {
@@ -433,7 +437,11 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
   }
   result.monitor_pid = start.monitor_pid;
   result.container_pid = start.container_pid;
-  if (start.report.kind == static_cast<int32_t>(ReportKind::kStarted)) return result;
+  if (start.report.kind == static_cast<int32_t>(ReportKind::kStarted)) {
+    result.ack_fd = ack[1];
+    made.assign(1, status[0]);
+    return result;
+  }
   // A failure: the monitor reaped the container, and exits; its exit closes the pipe.
   char drain[64];
   for (;;) {

@@ -47,6 +47,9 @@ struct DetachSpec {
 struct DetachResult {
   int monitor_pid = -1;    // the container's supervisor: a grandchild of Node in its own session
   int container_pid = -1;  // nsbox-init
+  // Write end of the ack pipe (started only): one byte once the container's record names the
+  // monitor; closed without it, the monitor kills the container (the caller died or failed).
+  int ack_fd = -1;
   bool failed = false;     // the container's setup failed: `error` is its record
   Report error{};
   bool vanished = false;   // a setup process died without a report: its wait status

@@ -6,10 +6,13 @@
 // spawn_detached() (src-cc/core/spawn.cc) makes this process a grandchild of Node in a session
 // of its own, clones the container from it (so the container's nsbox-init dies with it through
 // PR_SET_PDEATHSIG: a container never outlives its supervisor), then execs this program with:
-//   monitor report=FD pidfd=FD pid=N status=FD out=FD err=FD dir=FD
+//   monitor report=FD pidfd=FD pid=N status=FD ack=FD out=FD err=FD dir=FD
 //           [logsize=BYTES] [logfiles=N] [oom=PATH] [cgroup=DIR]...
 // It
-//   1. relays the container's first report (started or failed) to Node on `status`,
+//   1. relays the container's first report (started or failed) to Node on `status`, then
+//      waits for one byte on `ack`: Node has written the record that names this monitor as
+//      the container's supervisor. EOF instead (Node died or failed first): the container is
+//      killed, so no container runs that no record accounts for,
 //   2. passes SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 on to nsbox-init (which
 //      passes them to the command),
 //   3. writes the container's stdout and stderr to `container.log` in `dir`, one record a line
@@ -40,7 +43,7 @@ constexpr size_t kMaxRecord = 16 * 1024;  // longer lines are split into P recor
 constexpr const char* kLog = "container.log";
 
 struct Options {
-  int report = -1, pidfd = -1, status = -1, out = -1, err = -1, dir = -1;
+  int report = -1, pidfd = -1, status = -1, ack = -1, out = -1, err = -1, dir = -1;
   int pid = 0;
   uint64_t log_max = 10 * 1024 * 1024;
   int log_files = 2;
@@ -71,7 +74,7 @@ bool parse(int argc, char** argv, Options& o) {
       *slot = static_cast<int>(n);
       return true;
     };
-    if (fd("report=", &o.report) || fd("pidfd=", &o.pidfd) || fd("pid=", &o.pid) || fd("status=", &o.status) ||
+    if (fd("report=", &o.report) || fd("pidfd=", &o.pidfd) || fd("pid=", &o.pid) || fd("status=", &o.status) || fd("ack=", &o.ack) ||
         fd("out=", &o.out) || fd("err=", &o.err) || fd("dir=", &o.dir) || fd("logfiles=", &o.log_files)) {
       continue;
     }
@@ -86,7 +89,7 @@ bool parse(int argc, char** argv, Options& o) {
       return false;
     }
   }
-  return o.report >= 0 && o.pidfd >= 0 && o.pid > 0 && o.status >= 0 && o.dir >= 0 && o.log_files >= 1 &&
+  return o.report >= 0 && o.pidfd >= 0 && o.pid > 0 && o.status >= 0 && o.ack >= 0 && o.dir >= 0 && o.log_files >= 1 &&
          o.log_max >= 1;
 }
 
@@ -347,6 +350,9 @@ int wait_status_of(const siginfo_t& info) {
   }
   write_all(o.status, &start, sizeof start);
   sys(__NR_close, o.status);
+  char byte = 0;
+  if (read_retry(o.ack, &byte, 1) != 1) sys(__NR_pidfd_send_signal, o.pidfd, SIGKILL, nullptr, 0);
+  sys(__NR_close, o.ack);
 
   g_log.dir = o.dir;
   g_log.max = o.log_max;
