@@ -873,7 +873,11 @@ export class Runtime {
         // Its supervisor writes the status once it has reaped the container: give it a moment,
         // unless it is dead too (then nobody will, and the status is not known).
         goneAt ??= Date.now();
-        if (!this.supervisorAlive(now) || Date.now() - goneAt > 5000) return { exitCode: null, signal: null };
+        if (!this.supervisorAlive(now) || Date.now() - goneAt > 5000) {
+          // It may have written the status between our read and its exit: read once more.
+          const last = this.trustedRecord(rec.id);
+          return last.status === 'exited' ? { exitCode: last.exitCode, signal: last.signal } : { exitCode: null, signal: null };
+        }
       }
       await new Promise((r) => setTimeout(r, 20));
     }
