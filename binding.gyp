@@ -7,6 +7,7 @@
       "type": "executable",
       "sources": [
         "src-cc/init/init.cc",
+        "src-cc/init/monitor.cc",
         "src-cc/init/security.cc"
       ],
       "include_dirs": [ "src-cc" ],

@@ -129,7 +129,7 @@ export function ttySize(t: ProcessOptions['tty']): { cols: number; rows: number 
 }
 
 /** The setup step named by a failure record, as the message will say it. */
-function describeFailure(plan: NativePlan, r: { step: number; detail?: number; code: string; syscall: string; errno: number; vanished?: number }): NsboxError {
+export function describeFailure(plan: NativePlan, r: { step: number; detail?: number; code: string; syscall: string; errno: number; vanished?: number }): NsboxError {
   const details = { errno: r.errno, syscall: r.syscall } as const;
   if (r.vanished !== undefined) {
     const signal = r.vanished & 0x7f;
@@ -435,7 +435,7 @@ function timeBounds(timeout: unknown, signal: unknown, cpuTimeNs: number | undef
 
 let defaultRlimits: string[] | undefined;
 /** nsbox-init's rlimit options; the usual case (no limits of its own) is made once. */
-function initRlimits(limits: Limits | undefined, ulimits: Record<string, Ulimit> | undefined): string[] {
+export function initRlimits(limits: Limits | undefined, ulimits: Record<string, Ulimit> | undefined): string[] {
   const usual = limits?.files === undefined && limits?.fileSize === undefined && ulimits === undefined;
   if (usual && defaultRlimits) return defaultRlimits;
   const options = rlimitOptions(rlimitsFor(limits, ulimits, supervisorHardLimits()));
@@ -456,7 +456,7 @@ function supervisorHardLimits(): Record<string, number> {
 
 let cgroupNamespaces: boolean | undefined;
 /** A new cgroup namespace where the kernel has them (4.6 and later); asked once. */
-function hasCgroupNamespaces(): boolean {
+export function hasCgroupNamespaces(): boolean {
   cgroupNamespaces ??= existsSync('/proc/self/ns/cgroup');
   return cgroupNamespaces;
 }
@@ -466,7 +466,7 @@ function hasCgroupNamespaces(): boolean {
  * The plan only reads them, so every container with the same options shares them.
  */
 const confinements = new Map<string, Confinement>();
-function confinement(options: SecurityOptions | undefined): Confinement {
+export function confinement(options: SecurityOptions | undefined): Confinement {
   // Checked before the cache: a wrong value that serialises like a right one (a Boolean
   // object, a toJSON) must be refused, not served the right one's confinement.
   checkOptions(options ?? {});

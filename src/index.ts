@@ -3,6 +3,7 @@ export { Container, type CommitOptions, type ExitStatus, type ProcessOptions, ty
 export { type Limits, type Ulimit } from './limits';
 export { type OutputOptions, type OutputResult } from './output';
 export { Runtime, type ContainerInfo, type ContainerStatus, type RunOptions, type RuntimeOptions, type VolumeSpec } from './runtime';
+export { type DetachedContainer, type DetachedRunOptions, type LogEntry, type LogOptions, type LogsOptions } from './runtime';
 export { ImageStore, type ImageInfo, type ImportOptions } from './image/store';
 export { Workspace, detectDriver, type StorageDriver } from './workspace';
 export { Volume } from './volume';

@@ -104,8 +104,26 @@ export interface NativeExecPlan {
   initOptions?: string[];
 }
 
+/** spawn()'s third argument: the container under nsbox-monitor (src-cc/init/monitor.cc). */
+export interface NativeDetach {
+  /** The container's directory: container.log and exit.json go there. */
+  dir: string;
+  logMaxSize: number;
+  logMaxFiles: number;
+  /** The memory cgroup's memory.oom_control, read at the end. */
+  oom?: string;
+  /** The container's cgroup directories, removed by the monitor at the end. */
+  cgroups: string[];
+}
+
+export type DetachedSpawnResult =
+  /** `ack`: write one byte once the record names the monitor, then close (see spawn_detached). */
+  | { ok: true; pid: number; monitorPid: number; ack: number }
+  | ({ ok: false; step: number; detail?: number; vanished?: number } & NativeErrno);
+
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
+  spawn(plan: NativePlan, onExit: () => void, detach: NativeDetach): DetachedSpawnResult;
   resizePty(fd: number, cols: number, rows: number): number;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;

@@ -4,6 +4,7 @@
  * a layer to mount and copy. Every field is checked before any of it is used.
  */
 import * as fs from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 
 import { NsboxError } from './errors';
@@ -212,10 +213,71 @@ export function readRecord(layout: Layout, id: string, dir = layout.containerDir
     throw badRecord(dir, (e as Error).message, e);
   }
   if (rec.id !== id) throw badRecord(dir, `its id ${rec.id} is not the name of its directory`);
+  if (rec.status === 'running') mergeExitFile(rec, dir);
   const layer = path.relative(layout.images, rec.imageLayer);
   const parts = layer.split(path.sep);
   if (!path.isAbsolute(rec.imageLayer) || path.normalize(rec.imageLayer) !== rec.imageLayer || parts.length !== 2 || parts[0] === '..' || parts[0] === '.' || parts[1] !== 'rootfs') {
     throw badRecord(dir, `imageLayer ${JSON.stringify(rec.imageLayer)} is not an image's rootfs under ${layout.images}`);
   }
   return rec;
+}
+
+/**
+ * What a detached container's monitor (src-cc/init/monitor.cc) writes at its end, in
+ * containers/<id>/exit.json (whole: written beside and renamed). Checked like a record.
+ */
+export interface ExitFile {
+  exitCode: number | null;
+  /** The signal's number. */
+  signal: number | null;
+  finishedAt: string;
+  userUs: number;
+  systemUs: number;
+  maxRssKiB: number;
+  oomKilled: boolean;
+}
+
+const count = integer(0, Number.MAX_SAFE_INTEGER);
+const EXIT_FILE: Spec<ExitFile> = {
+  exitCode: nullable(integer(0, 255)),
+  signal: nullable(integer(1, 64)),
+  finishedAt: matching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$/, 'a time with nanoseconds'),
+  userUs: count,
+  systemUs: count,
+  maxRssKiB: count,
+  oomKilled: boolean,
+};
+
+const SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n as number, name]));
+
+/** Reads exit.json in `dir`: undefined when there is none or it is not one the monitor wrote. */
+export function readExitFile(dir: string): ExitFile | undefined {
+  let text: string;
+  try {
+    const fd = fs.openSync(path.join(dir, 'exit.json'), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      text = fs.readFileSync(fd, 'utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+    return checkObject(EXIT_FILE, JSON.parse(text), 'exit.json', (k) => k);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A running record of a detached container whose monitor wrote exit.json: the exit status
+ * is that file's (the monitor cannot write JSON records; this merge is how ps, inspect and
+ * wait learn it).
+ */
+function mergeExitFile(rec: ContainerRecord, dir: string): void {
+  const exit = readExitFile(dir);
+  if (!exit) return;
+  rec.status = 'exited';
+  rec.exitCode = exit.exitCode;
+  rec.signal = exit.signal === null ? null : SIGNAL_NAMES.get(exit.signal) ?? `SIG${exit.signal}`;
+  // Milliseconds, as every other time of a record.
+  rec.finishedAt = `${exit.finishedAt.slice(0, 23)}Z`;
+  if (exit.oomKilled) rec.killedFor = 'oom';
 }

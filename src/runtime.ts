@@ -32,6 +32,8 @@ import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResul
 import { parseTmpfs, type TmpfsMount } from './plan';
 import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
+import { launchDetached, type DetachedContainer, type LogOptions } from './detach';
+import { readLogs, type LogEntry, type LogsOptions } from './logs';
 
 export type { ContainerConfig, ContainerInfo, ContainerStatus } from './record';
 
@@ -73,6 +75,17 @@ export interface StartOptions {
 
 /** containers/<id>/rename-to: a link naming the new name while a rename of <id> is under way. */
 const RENAME_INTENT = 'rename-to';
+export type { DetachedContainer, LogOptions } from './detach';
+export type { LogEntry, LogsOptions } from './logs';
+
+/**
+ * run({ detach: true, ... }): the container is supervised by a small monitor process of its
+ * own instead of this one (which may exit); its output goes to its log (`logs()`). No stdio,
+ * terminal, timeout or abort signal: nothing in this process watches it.
+ */
+export interface DetachedRunOptions extends Omit<RunOptions, 'stdio' | 'tty' | 'timeout' | 'signal'>, LogOptions {
+  detach: true;
+}
 
 export interface RuntimeOptions {
   /** State directory; default $NSBOX_ROOT or /var/lib/nsbox. */
@@ -145,7 +158,7 @@ const STDIO_MODE = oneOf(['pipe', 'inherit', 'ignore'] as const);
  * Every option of run(), checked at run time: a wrong type or an unknown key is refused
  * before anything is made. `security` is checked in detail by buildConfinement.
  */
-const RUN_OPTIONS: Spec<RunOptions> = {
+const RUN_OPTIONS: Spec<RunOptions & { detach?: boolean } & LogOptions> = {
   image: string,
   command: optional(arrayOf(string, { min: 1 })),
   name: optional(string),
@@ -184,6 +197,12 @@ const RUN_OPTIONS: Spec<RunOptions> = {
     throw invalid(`${name}: expected an AbortSignal`);
   }) as Check<AbortSignal>),
   forkStyle: optional(boolean),
+  detach: optional(boolean),
+  logMaxSize: optional(union<number | string>('bytes, or a size like 10m', [
+    [(v) => typeof v === 'number', integer(1024, Number.MAX_SAFE_INTEGER)],
+    [isString, string],
+  ])),
+  logMaxFiles: optional(integer(1, 100)),
 };
 
 const RUNTIME_OPTIONS: Spec<RuntimeOptions> = {
@@ -332,10 +351,14 @@ export class Runtime {
    * before anything else of the container, so that whatever a kill leaves is listed and
    * removable.
    */
-  async run(options: RunOptions): Promise<Container> {
-    if (!isObject(options)) throw invalid('run: options object required');
+  async run(options: DetachedRunOptions): Promise<DetachedContainer>;
+  async run(options: RunOptions): Promise<Container>;
+  async run(given: RunOptions | DetachedRunOptions): Promise<Container | DetachedContainer> {
+    if (!isObject(given)) throw invalid('run: options object required');
     // The checked copy from here on: what was checked is what is used.
-    options = checkOptions('run', RUN_OPTIONS, options);
+    const { detach, logMaxSize, logMaxFiles, ...checked } = checkOptions('run', RUN_OPTIONS, given);
+    let options: RunOptions = checked;
+    if (!detach && (logMaxSize !== undefined || logMaxFiles !== undefined)) throw invalid('run: logMaxSize and logMaxFiles are for detached containers (detach: true)');
     this.layout.verify();
     const image = this.images.get(validateImageName(options.image));
     const command = options.command ?? ['sh'];
@@ -366,6 +389,8 @@ export class Runtime {
       throw e;
     }
     let container: Container | undefined;
+    /** A detached container's pid, once it started. */
+    let detached: number | undefined;
     /** Host directories the volumes' prepare() made: taken back if the run fails. */
     const madeDirs: string[] = [];
     try {
@@ -390,6 +415,16 @@ export class Runtime {
         ...(options.signal !== undefined ? { signal: options.signal } : {}),
         etcFiles: writeEtcFiles({ dir, hostname: options.hostname ?? id, network: options.network ?? 'none', imageLayer: image.rootfs, readOnly: !!options.readOnly }),
       };
+      if (detach) {
+        const log: LogOptions = { ...(logMaxSize !== undefined ? { logMaxSize } : {}), ...(logMaxFiles !== undefined ? { logMaxFiles } : {}) };
+        const started = launchDetached({ ...processOptions, stdio: 'ignore' }, id, dir, log);
+        detached = started.pid;
+        try {
+          return this.recordDetached(record, started);
+        } finally {
+          fs.closeSync(started.ack);
+        }
+      }
       container = Container.launch(processOptions, {
         id,
         name,
@@ -412,6 +447,14 @@ export class Runtime {
         // Started, but its state could not be written: it must not outlive this failure.
         record.remove = true;
         container.kill('SIGKILL');
+      } else if (detached !== undefined) {
+        // The same for a detached one: its ack was closed unwritten, so its monitor kills it
+        // (and removes its cgroups).
+        try {
+          this.destroyEntry({ kind: 'live', id, dir, rec: record });
+        } catch {
+          // left for prune
+        }
       } else {
         try {
           this.destroyEntry({ kind: 'live', id, dir, rec: record });
@@ -422,6 +465,51 @@ export class Runtime {
       Volume.removeCreated(madeDirs);
       throw e;
     }
+  }
+
+  /**
+   * The record of a detached container that started: its supervisor is its monitor from now
+   * on (pid and start time, so that recovery tells a live monitor from a dead one). The
+   * monitor may have ended already (a short command): then its start time is unknown, and
+   * '0' matches no process.
+   */
+  private recordDetached(record: ContainerRecord, started: { pid: number; monitorPid: number; ack: number }): DetachedContainer {
+    const dir = this.layout.containerDir(record.id);
+    record.status = 'running';
+    record.pid = started.pid;
+    record.pidStart = processStartTime(started.pid) ?? null;
+    record.pidNamespace = processPidNamespace(started.pid) ?? null;
+    record.startedAt = new Date().toISOString();
+    record.supervisor = started.monitorPid;
+    record.supervisorStart = processStartTime(started.monitorPid) ?? '0';
+    writeRecordFile(path.join(dir, 'container.json'), record);
+    try {
+      fs.writeSync(started.ack, 'k');
+    } catch {
+      // EPIPE: the monitor is gone, and its container with it; the record shows it exited
+    }
+    return { id: record.id, name: record.name, pid: started.pid, monitorPid: started.monitorPid };
+  }
+
+  /**
+   * A detached container's output, one entry a line (`{ stream, time, line }`), oldest
+   * first: `tail` keeps the last N, `since` drops older ones, `follow` goes on until the
+   * container has ended and its monitor has written the last of it.
+   */
+  logs(ref: string, options: LogsOptions = {}): AsyncIterable<LogEntry> {
+    this.layout.verify();
+    const rec = this.trustedRecord(ref);
+    const dir = this.layout.containerDir(rec.id);
+    const ended = (): boolean => {
+      let now: ContainerRecord;
+      try {
+        now = this.trustedRecord(rec.id);
+      } catch {
+        return true; // removed
+      }
+      return now.status !== 'running' || !this.supervisorAlive(now);
+    };
+    return readLogs(dir, options, ended);
   }
 
   private workspaceOf(rec: ContainerRecord, dir = this.layout.containerDir(rec.id)): Workspace {
@@ -890,7 +978,11 @@ export class Runtime {
         // Its supervisor writes the status once it has reaped the container: give it a moment,
         // unless it is dead too (then nobody will, and the status is not known).
         goneAt ??= Date.now();
-        if (!this.supervisorAlive(now) || Date.now() - goneAt > 5000) return { exitCode: null, signal: null };
+        if (!this.supervisorAlive(now) || Date.now() - goneAt > 5000) {
+          // It may have written the status between our read and its exit: read once more.
+          const last = this.trustedRecord(rec.id);
+          return last.status === 'exited' ? { exitCode: last.exitCode, signal: last.signal } : { exitCode: null, signal: null };
+        }
       }
       await new Promise((r) => setTimeout(r, 20));
     }

@@ -92,6 +92,10 @@ describe('run options of the wrong type', () => {
     ['timeout', 0, /run option timeout: expected an integer/],
     ['signal', {}, /run option signal: expected an AbortSignal/],
     ['tmpfs', '/tmp', /run option tmpfs: expected tmpfs specs or an object/],
+    ['detach', 'yes', /run option detach: expected a boolean/],
+    ['logMaxSize', 10, /run option logMaxSize: expected an integer from 1024/],
+    ['logMaxSize', true, /run option logMaxSize: expected bytes, or a size like 10m/],
+    ['logMaxFiles', 0, /run option logMaxFiles: expected an integer from 1 to 100/],
   ];
 
   it.each(cases)('%s = %j is refused, naming it, with nothing made', async (key, value, message) => {

@@ -515,6 +515,83 @@ bool setup_stdio(Reader& r, Napi::Object js, Plan& plan, Stdio& io) {
   return true;
 }
 
+// spawn(plan, onExit, detached): the container under nsbox-monitor (core/spawn.h,
+// spawn_detached), stdout and stderr piped to it. `detached`: { dir, logMaxSize,
+// logMaxFiles, oom, cgroups }. -> { ok: true, pid, monitorPid, ack } or spawn's failure
+// object. `ack`: an fd for the caller to write one byte to once its record names the monitor,
+// and close (closed without it, the monitor kills the container).
+Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, Stdio& io, const std::string& born_in) {
+  Reader r(env);
+  DetachSpec spec;
+  std::string dir = r.Str(opts, "dir", true);
+  double max = r.Num(opts, "logMaxSize"), files = r.Num(opts, "logMaxFiles");
+  spec.oom = r.Str(opts, "oom");
+  spec.cgroups = r.Strs(opts, "cgroups");
+  if (r.ok() && !(max >= 1 && max <= 1e15 && files >= 1 && files <= 100)) r.Fail("logMaxSize and logMaxFiles out of range");
+  if (r.ok() && (io.pty_socket[0] >= 0 || io.parent[0] >= 0)) r.Fail("a detached container takes no terminal and no stdin pipe");
+  auto done = [&io]() {
+    io.CloseChildEnds();
+    io.CloseParentEnds();
+  };
+  if (!r.ok()) {
+    done();
+    Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  spec.log_max = static_cast<uint64_t>(max);
+  spec.log_files = static_cast<int>(files);
+  spec.out = io.parent[1];
+  spec.err = io.parent[2];
+  auto failure = [&](int err, const char* sys) {
+    Napi::Object e = errno_object(env, err, sys);
+    e.Set("ok", false);
+    e.Set("step", -1);
+    return e;
+  };
+  spec.dir = io.above_stdio(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (spec.dir < 0) {
+    int err = errno;
+    done();
+    return failure(err, "open");
+  }
+  if (!born_in.empty()) spec.cgroup_tasks_fd = io.above_stdio(open(born_in.c_str(), O_WRONLY | O_CLOEXEC));
+  Instance* inst = env.GetInstanceData<Instance>();
+  if (inst->init_fd < 0) inst->init_fd = make_init_image();
+  DetachResult res;
+  if (inst->init_fd < 0) {
+    res.parent_sys = Sys::kOpen;
+    res.parent_errno = -inst->init_fd;
+  } else if (!born_in.empty() && spec.cgroup_tasks_fd < 0) {
+    res.parent_sys = Sys::kOpen;
+    res.parent_errno = errno;
+  } else {
+    res = spawn_detached(plan, inst->init_fd, spec);
+  }
+  close(spec.dir);
+  if (spec.cgroup_tasks_fd >= 0) close(spec.cgroup_tasks_fd);
+  // The output pipes are the monitor's now (or nobody's): none of their ends stays here.
+  done();
+  if (res.vanished) {
+    Napi::Object e = failure(ECHILD, "setup");
+    e.Set("vanished", res.vanished_status);
+    return e;
+  }
+  if (res.parent_sys != Sys::kNone) return failure(res.parent_errno, syscall_name(res.parent_sys));
+  if (res.failed) {
+    Napi::Object e = errno_object(env, res.error.err, syscall_name(static_cast<Sys>(res.error.sys)));
+    e.Set("ok", false);
+    e.Set("step", res.error.step == kExecPhase ? static_cast<int32_t>(plan.steps.size()) : res.error.step);
+    e.Set("detail", res.error.detail);
+    return e;
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("ok", true);
+  out.Set("pid", res.container_pid);
+  out.Set("monitorPid", res.monitor_pid);
+  out.Set("ack", res.ack_fd);
+  return out;
+}
+
 // spawn(plan, onExit) -> { ok: true, process, stdin, stdout, stderr, pty }
 //                      | { ok: false, step, syscall, errno, code, detail }
 Napi::Value Spawn(const Napi::CallbackInfo& info) {
@@ -565,6 +642,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     return e;
   }
   for (int i = 0; i < 3; i++) plan.stdio[i] = io.child[i];
+  if (info.Length() > 2 && info[2].IsObject()) return SpawnDetached(env, info[2].As<Napi::Object>(), plan, io, spawner_cgroup);
 
   Instance* inst = env.GetInstanceData<Instance>();
   if (inst->init_fd < 0) inst->init_fd = make_init_image();

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/detach.h"
 #include "core/child.h"
 
 #ifndef CLONE_PIDFD
@@ -315,6 +316,255 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
     result.vanished_status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
   }
   close_fd(pidfd);
+  return result;
+}
+
+// ---- spawn_detached ----
+//
+// Node (this thread) --clone(VM|VFORK)--> P1: setsid, clone --> P2, exit
+// P2 (a copy of Node's memory, its own session, no longer Node's child once P1 is reaped):
+//   joins the cgroup containers are born in, clones the container from its copy of the plan
+//   (so the container's PDEATHSIG names P2), then execs nsbox-monitor (the same sealed memfd
+//   as nsbox-init) with the container's pidfd, report pipe, output pipes and directory.
+// P1 and P2 follow the child's rule: only async-signal-safe calls on data prepared here.
+namespace {
+
+constexpr size_t kDetachStack = 64 * 1024;
+
+struct DetachArgs {
+  ChildArgs child;
+  int clone_flags;
+  char* container_stack;
+  char* p2_stack;
+  int tasks_fd;
+  int status_fd;
+  int devnull;
+  int init_fd;
+  int parent_slot;  // an fd number kept for P2's own pidfd (the container's `parent=`)
+  int pidfd_slot;   // and one for the container's pidfd (the monitor's `pidfd=`)
+  int keep[8];      // the monitor's fds, made inheritable just before its exec
+  int keep_count;
+  char* pid_digits;  // room in the monitor's argv for the container's pid
+  char* const* monitor_argv;
+  char* const* monitor_envp;
+};
+
+// Two stacks (P1 in Node's memory, P2 in its copy), per thread, made once; a guard page each.
+char* detach_stacks() {
+  thread_local char* base = nullptr;
+  if (!base) {
+    void* mem = mmap(nullptr, 2 * kDetachStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (mem == MAP_FAILED) return nullptr;
+    base = static_cast<char*>(mem);
+    mprotect(base, 4096, PROT_NONE);
+    mprotect(base + kDetachStack, 4096, PROT_NONE);
+  }
+  return base;
+}
+
+[[noreturn]] void detach_fail(const DetachArgs& d, Sys sys, int err) {
+  DetachStart start{};
+  start.monitor_pid = getpid();
+  start.report = Report{static_cast<int32_t>(ReportKind::kFailed), -1, static_cast<int32_t>(sys), err, 0, 0, 0, 0, 0};
+  ssize_t n;
+  do {
+    n = write(d.status_fd, &start, sizeof start);
+  } while (n < 0 && errno == EINTR);
+  _exit(125);
+}
+
+// P2, the monitor-to-be.
+int detached_parent(void* arg) {
+  const DetachArgs& d = *static_cast<DetachArgs*>(arg);
+  if (d.tasks_fd >= 0) {
+    // "0" moves the writing thread, which is all of this process.
+    ssize_t n;
+    do {
+      n = write(d.tasks_fd, "0", 1);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) detach_fail(d, Sys::kWrite, errno);
+  }
+  int self = static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));
+  if (self < 0) detach_fail(d, Sys::kOpen, errno);
+  if (dup3(self, d.parent_slot, O_CLOEXEC) < 0) detach_fail(d, Sys::kDup2, errno);
+  close(self);
+  int pidfd = -1;
+  int pid = clone(child_main, d.container_stack, d.clone_flags, const_cast<ChildArgs*>(&d.child), &pidfd);
+  if (pid < 0) detach_fail(d, Sys::kClone, errno);
+  if (dup3(pidfd, d.pidfd_slot, O_CLOEXEC) < 0) detach_fail(d, Sys::kDup2, errno);
+  close(pidfd);
+  char digits[16];
+  int len = 0;
+  for (unsigned v = static_cast<unsigned>(pid); v; v /= 10) digits[len++] = static_cast<char>('0' + v % 10);
+  for (int i = 0; i < len; i++) d.pid_digits[i] = digits[len - 1 - i];
+  d.pid_digits[len] = '\0';
+  // What the monitor keeps: the fds named in its argv, /dev/null as stdio, "/" as its cwd
+  // (it must pin no mount of the caller's).
+  if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) < 0) detach_fail(d, Sys::kCloseRange, errno);
+  for (int i = 0; i < d.keep_count; i++) {
+    if (fcntl(d.keep[i], F_SETFD, 0) < 0) detach_fail(d, Sys::kFcntl, errno);
+  }
+  for (int fd = 0; fd < 3; fd++) {
+    if (dup2(d.devnull, fd) < 0) detach_fail(d, Sys::kDup2, errno);
+  }
+  if (chdir("/") < 0) detach_fail(d, Sys::kChdir, errno);
+  syscall(SYS_execveat, d.init_fd, "", d.monitor_argv, d.monitor_envp, AT_EMPTY_PATH);
+  detach_fail(d, Sys::kExecveat, errno);
+}
+
+// P1: a session of its own for P2, then gone, so that P2 is nobody's child in Node.
+int detached_first(void* arg) {
+  DetachArgs& d = *static_cast<DetachArgs*>(arg);
+  setsid();
+  if (clone(detached_parent, d.p2_stack, SIGCHLD, arg) < 0) detach_fail(d, Sys::kClone, errno);
+  _exit(0);
+}
+
+// The same file at an fd number above stdio (P2 puts /dev/null on 0-2); -1 on failure.
+int above_stdio(int fd) {
+  if (fd < 0 || fd > 2) return fd;
+  int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  close(fd);
+  return moved;
+}
+
+// An fd number held (on /dev/null) until P2 puts what it stands for there.
+int reserve_fd() {
+  return above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
+}
+
+}  // namespace
+
+DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spec) {
+  DetachResult result;
+  auto parent_fail = [&](Sys sys, int err) {
+    result.parent_sys = sys;
+    result.parent_errno = err;
+    return result;
+  };
+  char* stacks = detach_stacks();
+  char* container_stack = child_stack_top();
+  if (!stacks || !container_stack) return parent_fail(Sys::kClone, ENOMEM);
+  // Every fd made here closes on every path: a small table of them.
+  std::vector<int> made;
+  struct Closer {
+    std::vector<int>& fds;
+    ~Closer() {
+      for (int fd : fds) close(fd);
+    }
+  } closer{made};
+  auto track = [&](int fd) {
+    if (fd >= 0) made.push_back(fd);
+    return fd;
+  };
+  for (int fd : {spec.dir, spec.out, spec.err}) {
+    if (fd >= 0 && fd <= 2) return parent_fail(Sys::kDup2, EBADF);
+  }
+  int report[2], status[2];
+  if (pipe2(report, O_CLOEXEC) < 0) return parent_fail(Sys::kPipe, errno);
+  track(report[1]);
+  report[0] = track(above_stdio(report[0]));
+  if (pipe2(status, O_CLOEXEC) < 0) return parent_fail(Sys::kPipe, errno);
+  track(status[0]);
+  int status_w = track(above_stdio(status[1]));
+  int ack[2];
+  if (pipe2(ack, O_CLOEXEC) < 0) return parent_fail(Sys::kPipe, errno);
+  track(ack[1]);
+  ack[0] = track(above_stdio(ack[0]));
+  int devnull = track(open("/dev/null", O_RDWR | O_CLOEXEC));
+  int parent_slot = track(reserve_fd());
+  int pidfd_slot = track(reserve_fd());
+  if (report[0] < 0 || status_w < 0 || ack[0] < 0 || devnull < 0 || parent_slot < 0 || pidfd_slot < 0) return parent_fail(Sys::kOpen, errno);
+
+  std::vector<std::string> init_strings = init_argv(plan, report[1], parent_slot);
+  std::vector<char*> init_args;
+  for (std::string& a : init_strings) init_args.push_back(a.data());
+  init_args.push_back(nullptr);
+
+  auto num = [](const char* key, long long v) { return std::string(key) + std::to_string(v); };
+  std::vector<std::string> mon = {"nsbox-monitor", "monitor", num("report=", report[0]), num("pidfd=", pidfd_slot),
+                                  "pid=" + std::string(15, '0'), num("status=", status_w), num("ack=", ack[0]), num("dir=", spec.dir),
+                                  num("logsize=", static_cast<long long>(spec.log_max)), num("logfiles=", spec.log_files)};
+  if (spec.out >= 0) mon.push_back(num("out=", spec.out));
+  if (spec.err >= 0) mon.push_back(num("err=", spec.err));
+  if (!spec.oom.empty()) mon.push_back("oom=" + spec.oom);
+  for (const std::string& c : spec.cgroups) mon.push_back("cgroup=" + c);
+  std::vector<char*> mon_args;
+  for (std::string& a : mon) mon_args.push_back(a.data());
+  mon_args.push_back(nullptr);
+  char* mon_env[] = {nullptr};
+
+  DetachArgs d{};
+  d.child = ChildArgs{&plan, report[1], parent_slot, init_fd, init_args.data()};
+  d.clone_flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD | (plan.share_vm ? CLONE_VM | CLONE_VFORK : 0);
+  d.container_stack = container_stack;
+  d.p2_stack = stacks + 2 * kDetachStack;
+  d.tasks_fd = spec.cgroup_tasks_fd;
+  d.status_fd = status_w;
+  d.devnull = devnull;
+  d.init_fd = init_fd;
+  d.parent_slot = parent_slot;
+  d.pidfd_slot = pidfd_slot;
+  for (int fd : {report[0], pidfd_slot, status_w, ack[0], spec.dir, spec.out, spec.err}) {
+    if (fd >= 0) d.keep[d.keep_count++] = fd;
+  }
+  d.pid_digits = mon_args[4] + 4;
+  d.monitor_argv = mon_args.data();
+  d.monitor_envp = mon_env;
+
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int first_pidfd = -1;
+  int first = clone(detached_first, stacks + kDetachStack, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &d, &first_pidfd);
+  int clone_errno = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (first < 0) return parent_fail(Sys::kClone, clone_errno);
+  siginfo_t info;
+  reap(first_pidfd, &info);
+  close(first_pidfd);
+
+  // Only the monitor (or P2 failing) holds the write end now: EOF means it is gone.
+  for (int& fd : made) {
+    if (fd != status[0] && fd != ack[1]) close(fd);
+  }
+  made.assign({status[0], ack[1]});
+  DetachStart start{};
+  size_t got = 0;
+  while (got < sizeof start) {
+    ssize_t n = read(status[0], reinterpret_cast<char*>(&start) + got, sizeof start - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  if (got != sizeof start) {
+    result.vanished = true;
+    result.vanished_status = 0;
+    return result;
+  }
+  result.monitor_pid = start.monitor_pid;
+  result.container_pid = start.container_pid;
+  if (start.report.kind == static_cast<int32_t>(ReportKind::kStarted)) {
+    result.ack_fd = ack[1];
+    made.assign(1, status[0]);
+    return result;
+  }
+  // A failure: the monitor reaped the container, and exits; its exit closes the pipe.
+  char drain[64];
+  for (;;) {
+    ssize_t n = read(status[0], drain, sizeof drain);
+    if (n == 0 || (n < 0 && errno != EINTR)) break;
+  }
+  if (start.report.kind == 0) {
+    result.vanished = true;
+    result.vanished_status = start.vanished;
+  } else if (start.report.step == -1 && start.container_pid == 0) {
+    result.parent_sys = static_cast<Sys>(start.report.sys);
+    result.parent_errno = start.report.err;
+  } else {
+    result.failed = true;
+    result.error = start.report;
+  }
   return result;
 }
 

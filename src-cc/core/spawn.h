@@ -2,6 +2,11 @@
 // the command was exec'd.
 #pragma once
 
+#include <stdint.h>
+
+#include <string>
+#include <vector>
+
 #include "core/plan.h"
 
 namespace nsbox {
@@ -26,5 +31,35 @@ SpawnResult spawn(const Plan& plan, int init_fd);
 
 // SIGKILL through a pidfd and reap it (waitid on the pidfd, blocking, EINTR retried).
 void kill_and_reap(int pidfd);
+
+// ---- Detached containers (`detach: true`): supervised by nsbox-monitor, not by Node ----
+
+struct DetachSpec {
+  int cgroup_tasks_fd = -1;  // a v1 `tasks` file the monitor joins first (the container is born there)
+  int out = -1, err = -1;    // read ends of the container's stdout and stderr pipes (-1: none)
+  int dir = -1;              // the container's directory: its log and exit.json go there
+  uint64_t log_max = 0;      // bytes a log file may grow to before it is rotated
+  int log_files = 1;         // files kept, the current one included
+  std::string oom;           // the memory cgroup's memory.oom_control, or ""
+  std::vector<std::string> cgroups;  // the container's cgroup directories, removed at its end
+};
+
+struct DetachResult {
+  int monitor_pid = -1;    // the container's supervisor: a grandchild of Node in its own session
+  int container_pid = -1;  // nsbox-init
+  // Write end of the ack pipe (started only): one byte once the container's record names the
+  // monitor; closed without it, the monitor kills the container (the caller died or failed).
+  int ack_fd = -1;
+  bool failed = false;     // the container's setup failed: `error` is its record
+  Report error{};
+  bool vanished = false;   // a setup process died without a report: its wait status
+  int vanished_status = 0;
+  Sys parent_sys = Sys::kNone;  // a call here (or in the monitor's own setup) failed
+  int parent_errno = 0;
+};
+
+// Starts the container under a monitor of its own and returns once the container has
+// started (or failed): nothing of it is Node's child, nothing of it is watched by Node.
+DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spec);
 
 }  // namespace nsbox

@@ -41,6 +41,7 @@
 #include <asm/ioctls.h>
 
 #include "common/report.h"
+#include "init/monitor.h"
 #include "init/security.h"
 #include "init/sys.h"
 
@@ -390,6 +391,8 @@ extern "C" [[noreturn]] void nsbox_init_main(long* sp) {
   int argc = static_cast<int>(sp[0]);
   char** argv = reinterpret_cast<char**>(sp + 1);
   char** envp = argv + argc + 1;
+  // The same program supervises detached containers (monitor.cc).
+  if (argc > 1 && str_eq(argv[1], "monitor")) monitor_main(argc, argv);
   if (!parse(argc, argv, envp, g_config)) fail(g_config.report, nsbox::Sys::kConfig, EINVAL);
   run(g_config);
 }

@@ -43,6 +43,7 @@ export const COMMANDS = {
       { name: 'ulimit', type: 'list', value: 'NAME=SOFT[:HARD]', help: 'an rlimit (nofile=1024, core=0, ...)' },
       { name: 'tmpfs', type: 'list', value: 'DIR[:size=64m,mode=1777,noexec]', help: 'a tmpfs of the container\'s own, in its memory' },
       { name: 'timeout', type: 'string', value: 'DURATION', help: 'kill the whole container after this long (30s, 2m, 500ms)' },
+      { name: 'log-opt', type: 'list', value: 'max-size=10m|max-file=2', help: 'with -d: rotate the log at this size, keep this many files' },
     ],
     examples: [
       'nsbox run -ti busybox sh',
@@ -50,6 +51,7 @@ export const COMMANDS = {
       'nsbox run --rm -v /srv/data:/data:ro -e GREETING=hi busybox sh -c \'echo $GREETING; ls /data\'',
       'nsbox run --name web --net host busybox httpd -f -p 8080',
       'nsbox run --rm -m 64m --pids-limit 64 --cpus 0.5 --timeout 10s busybox sh -c ./untrusted',
+      'nsbox run -d --name web --log-opt max-size=1m busybox httpd -f -p 8080',
     ],
   },
   exec: {
@@ -152,6 +154,20 @@ export const COMMANDS = {
     maxArgs: Infinity,
     flags: [],
     examples: ['nsbox wait web'],
+  },
+  logs: {
+    name: 'logs',
+    usage: 'nsbox logs [OPTIONS] CONTAINER',
+    summary: "Print a detached container's output (stdout to stdout, stderr to stderr).",
+    minArgs: 1,
+    maxArgs: 1,
+    flags: [
+      { name: 'follow', short: 'f', type: 'bool', help: 'keep printing until the container exits' },
+      { name: 'timestamps', short: 't', type: 'bool', help: 'start each line with the time it was written' },
+      { name: 'tail', short: 'n', type: 'string', value: 'N', help: "only the last N lines ('all': every line)" },
+      { name: 'since', type: 'string', value: 'TIME', help: 'only lines since a time (2026-12-01T06:00:00Z) or a while ago (10m, 1h)' },
+    ],
+    examples: ['nsbox logs web', 'nsbox logs -f --tail 10 web', 'nsbox logs -t --since 5m web'],
   },
   inspect: {
     name: 'inspect',

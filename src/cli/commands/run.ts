@@ -1,12 +1,9 @@
-import type * as ChildProcess from 'node:child_process';
-import * as fs from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import * as path from 'node:path';
 
 import type { Container, ExitStatus } from '../../container';
 import { NsboxError } from '../../errors';
 import { parseUlimit, type Limits } from '../../limits';
-import type { RunOptions } from '../../runtime';
+import type { LogOptions, RunOptions } from '../../runtime';
 import type { SecurityOptions } from '../../security';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
@@ -106,9 +103,8 @@ export function securityFrom(p: Parsed): SecurityOptions | undefined {
 
 export default async function run(p: Parsed, g: Global): Promise<number> {
   const options = optionsFrom(p);
-  if (p.flags.detach) {
-    return process.env.NSBOX_SUPERVISOR === '1' ? supervise(options, g) : detach();
-  }
+  if (p.flags.detach) return detach(p, options, g);
+  logOptions(p);
   const tty = !!p.flags.tty;
   const interactive = !!p.flags.interactive;
   if (tty) {
@@ -212,59 +208,38 @@ export function attachTerminal(c: Container, interactive: boolean, hangup: () =>
 }
 
 /**
- * -d: a copy of this command runs as the container's supervisor, in its own session, and
- * outlives us; it reports the id (or the error) through fd 3, then we exit.
+ * -d: the container under a monitor of its own (a few pages of static code, not a Node
+ * process); its output goes to its log (`nsbox logs`). Prints the id, exits.
  */
-async function detach(): Promise<number> {
-  const main = path.join(__dirname, '..', 'main.js');
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { spawn } = require('node:child_process') as typeof ChildProcess;
-  const child = spawn(process.execPath, [main, ...process.argv.slice(2)], {
-    detached: true,
-    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
-    env: { ...process.env, NSBOX_SUPERVISOR: '1' },
-  });
-  const report = await new Promise<string>((resolve) => {
-    let text = '';
-    const pipe = child.stdio[3] as NodeJS.ReadableStream;
-    pipe.setEncoding('utf8');
-    pipe.on('data', (d: string) => (text += d));
-    pipe.on('end', () => resolve(text));
-    child.on('error', (e) => resolve(`error ${e.message}`));
-  });
-  child.unref();
-  const [kind, ...rest] = report.trim().split(' ');
-  if (kind === 'started') {
-    process.stdout.write(`${rest.join(' ')}\n`);
-    return 0;
+async function detach(p: Parsed, options: RunOptions, g: Global): Promise<number> {
+  if (p.flags.tty || p.flags.interactive) {
+    throw new NsboxError('INVALID_ARGUMENT', 'run: -d with -t or -i: a detached container has no terminal and no stdin (its output is in nsbox logs)');
   }
-  printError(new NsboxError('EIO', rest.length ? rest.join(' ') : 'detach: the supervisor exited before starting the container'));
-  return 125;
+  const { stdio: _s, tty: _t, timeout, signal: _a, ...rest } = options;
+  void _s; void _t; void _a;
+  if (timeout !== undefined) throw new NsboxError('INVALID_ARGUMENT', 'run: -d with --timeout: nothing in this process stays to enforce it (use nsbox stop)');
+  try {
+    const c = await runtimeFrom(g).run({ ...rest, ...logOptions(p), detach: true });
+    process.stdout.write(`${c.id}\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof NsboxError && e.step === 'exec') {
+      printError(e);
+      return e.code === 'ENOENT' ? 127 : 126;
+    }
+    throw e;
+  }
 }
 
-async function supervise(options: RunOptions, g: Global): Promise<number> {
-  const report = (line: string) => {
-    try {
-      fs.writeSync(3, `${line}\n`);
-      fs.closeSync(3);
-    } catch {
-      // the CLI that asked is gone: nobody to tell
-    }
-  };
-  let c: Container;
-  const rt = runtimeFrom(g);
-  try {
-    c = await rt.run({ ...options, stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    report(`error ${e instanceof Error ? e.message : String(e)}`);
-    return 125;
+/** --log-opt max-size=10m --log-opt max-file=3 (or both in one, comma-separated). */
+export function logOptions(p: Parsed): LogOptions {
+  const o: LogOptions = {};
+  for (const item of ((p.flags['log-opt'] as string[] | undefined) ?? []).flatMap((x) => x.split(','))) {
+    const [key, value = ''] = item.split('=', 2) as [string, string?];
+    if (key === 'max-size') o.logMaxSize = value;
+    else if (key === 'max-file' && /^\d+$/.test(value)) o.logMaxFiles = Number(value);
+    else throw new NsboxError('INVALID_ARGUMENT', `run: --log-opt ${item}: max-size=SIZE or max-file=N`);
   }
-  const log = fs.createWriteStream(path.join(rt.layout.containerDir(c.id!), 'output.log'), { flags: 'a', mode: 0o600 });
-  log.on('error', () => {});
-  c.stdout!.pipe(log, { end: false });
-  c.stderr!.pipe(log, { end: false });
-  report(`started ${c.id}`);
-  const status = await c.wait();
-  log.end();
-  return exitCodeOf(status);
+  if (Object.keys(o).length && !p.flags.detach) throw new NsboxError('INVALID_ARGUMENT', 'run: --log-opt is for detached containers (-d)');
+  return o;
 }

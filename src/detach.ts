@@ -1,0 +1,97 @@
+/**
+ * Detached containers (`run({ detach: true })`, `nsbox run -d`): started like any other, but
+ * supervised by nsbox-monitor (src-cc/init/monitor.cc), a few pages of static code in a
+ * session of its own, instead of by this Node process. The monitor passes signals on, writes
+ * the container's output to containers/<id>/container.log, removes its cgroups and writes
+ * containers/<id>/exit.json at its end; the container dies with the monitor.
+ */
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+
+import { ContainerCgroup, homeDevicesTasks } from './cgroup';
+import {
+  confinement, describeFailure, hasCgroupNamespaces, initRlimits, type ProcessOptions,
+} from './container';
+import { parseDevice } from './device';
+import { invalid } from './errors';
+import { cgroupLimits, parseSize } from './limits';
+import { native } from './native';
+import { buildPlan } from './plan';
+
+/** How a detached container's log is kept. */
+export interface LogOptions {
+  /** Bytes (or '10m') a log file may grow to before it is rotated. Default 10 MiB. */
+  logMaxSize?: number | string;
+  /** Files kept, the current one included (container.log, container.log.1, ...). Default 2. */
+  logMaxFiles?: number;
+}
+
+export const DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024;
+export const DEFAULT_LOG_MAX_FILES = 2;
+
+/** What run({ detach: true }) resolves to: the container is supervised by its monitor. */
+export interface DetachedContainer {
+  id: string;
+  name: string | null;
+  /** nsbox-init, the container's PID 1 (as the host sees it). */
+  pid: number;
+  /** nsbox-monitor, its supervisor: signals sent to it reach the container. */
+  monitorPid: number;
+}
+
+/** logMaxSize and logMaxFiles, checked, with their defaults. */
+export function logLimits(o: LogOptions): { logMaxSize: number; logMaxFiles: number } {
+  const logMaxSize = o.logMaxSize === undefined ? DEFAULT_LOG_MAX_SIZE : parseSize(o.logMaxSize, 'logMaxSize');
+  if (logMaxSize < 1024) throw invalid(`logMaxSize: ${o.logMaxSize}: at least 1k`);
+  const logMaxFiles = o.logMaxFiles ?? DEFAULT_LOG_MAX_FILES;
+  if (!Number.isInteger(logMaxFiles) || logMaxFiles < 1 || logMaxFiles > 100) throw invalid(`logMaxFiles: ${String(logMaxFiles)}: 1 to 100`);
+  return { logMaxSize, logMaxFiles };
+}
+
+/**
+ * Starts a container under a monitor; returns once its command has been exec'd (throws the
+ * same NsboxError as Container.launch when it cannot start, leaving nothing behind).
+ * `dir` is the container's directory. The caller writes one byte to `ack` once the record
+ * names the monitor, then closes it: closed without that byte, the monitor kills the
+ * container (so that a caller killed before its record was written leaves no container that
+ * nothing accounts for).
+ */
+export function launchDetached(options: ProcessOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number; ack: number } {
+  const { security, confinement: given, devices: deviceSpecs, limits, ulimits, timeout, signal, tty, stdio, ...rest } = options;
+  void stdio; // always: no stdin, stdout and stderr to the monitor
+  if (tty) throw invalid('detach: a detached container has no terminal (tty)');
+  if (timeout !== undefined || signal !== undefined) {
+    throw invalid('detach: timeout and signal are enforced by a supervisor in this process; a detached container has none (use stop)');
+  }
+  const { logMaxSize, logMaxFiles } = logLimits(log);
+  const { security: nativeSecurity, confine } = given ?? confinement(security);
+  if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
+  const devices = (deviceSpecs ?? []).map(parseDevice);
+  const privileged = security?.privileged === true;
+  const bounds = cgroupLimits(limits);
+  if (bounds.cpuTimeNs !== undefined) throw invalid('detach: limits.cpuTime is enforced by a supervisor in this process; a detached container has none');
+  const initOptions = initRlimits(limits, ulimits);
+  const cgroup = ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
+  const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
+  try {
+    const plan = buildPlan({
+      cgroupNamespace: hasCgroupNamespaces(), ...rest,
+      stdio: ['ignore', 'pipe', 'pipe'], security: nativeSecurity, confine,
+      deviceNodesAllowed: privileged, devices, initOptions,
+      ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
+      ...(bornIn ? { bornIn } : {}),
+    });
+    const cgroups = cgroup?.dirs ?? [];
+    const oom = cgroups.map((d) => path.join(d, 'memory.oom_control')).find((f) => existsSync(f));
+    const r = native().spawn(plan, () => {}, { dir, logMaxSize, logMaxFiles, cgroups, ...(oom ? { oom } : {}) });
+    if (!r.ok) throw describeFailure(plan, r);
+    return { pid: r.pid, monitorPid: r.monitorPid, ack: r.ack };
+  } catch (e) {
+    // Nothing is in it: the start failed and the monitor reaped the container before saying so.
+    cgroup?.closeFds();
+    cgroup?.remove().catch(() => {});
+    throw e;
+  } finally {
+    cgroup?.closeFds();
+  }
+}
