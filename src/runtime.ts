@@ -30,6 +30,9 @@ import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResul
 import { parseTmpfs, type TmpfsMount } from './plan';
 import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
+import type { Readable } from 'node:stream';
+import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './copy';
+import type { ContainerRoot } from './copy-root';
 
 export type { ContainerInfo, ContainerStatus } from './record';
 
@@ -326,6 +329,8 @@ export class Runtime {
         afterExit: (status) => this.afterExit(record, status),
         commit: (img, o) => this.commit(id, img, o),
         remove: (o) => this.remove(id, o),
+        copyIn: (src, dest, o) => this.copyIn(id, src, dest, o),
+        copyOut: (p, o) => this.copyOut(id, p, o),
       });
       record.status = 'running';
       record.pid = container.pid;
@@ -933,6 +938,72 @@ export class Runtime {
       lock.release();
       if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
       if (tmpOutput) fs.rmSync(tmpOutput, { force: true });
+    }
+  }
+
+  /**
+   * Copies into a container, running or stopped (also one another process supervises), like
+   * `docker cp`: a tar stream (Readable, async iterable or Buffer) is extracted into `dest`, a
+   * directory; a host path lands in `dest` with docker cp's rules. Paths resolve inside the
+   * container's root, never following a link out of it (see DESIGN "cp"). Owners as in the tar
+   * unless `owner`. Holds the container's lock (commit and rm wait).
+   */
+  async copyIn(ref: string, source: CopySource, dest: string, options: CopyInOptions = {}): Promise<CopyResult> {
+    const label = `cp to ${ref}:${dest}`;
+    const { copyInto } = await import('./copy');
+    const { root, release } = await this.copyRoot(ref, label);
+    try {
+      return await copyInto(root, source, dest, options, label);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * A tar stream of a path in a container, running or stopped: entries named after its last
+   * component, links as links. Resolves once the path is found; the container's lock is held
+   * until the stream ends or is destroyed, so read it to the end or destroy it.
+   */
+  async copyOut(ref: string, path_: string, options: CopyOutOptions = {}): Promise<Readable> {
+    const label = `cp from ${ref}:${path_}`;
+    const { copyOutOf, toReadable } = await import('./copy');
+    const { root, release } = await this.copyRoot(ref, label);
+    try {
+      const gen = copyOutOf(root, path_, options, label);
+      return toReadable((async function* released() {
+        try {
+          yield* gen;
+        } finally {
+          release();
+        }
+      })());
+    } catch (e) {
+      release();
+      throw e;
+    }
+  }
+
+  /** The container's root for a copy, under its lock: its mounted root while it runs, else its layers. */
+  private async copyRoot(ref: string, label: string): Promise<{ root: ContainerRoot; release: () => void }> {
+    this.layout.verify();
+    const id = this.trustedRecord(ref).id;
+    const { openRunningRoot, openStoppedRoot } = await import('./copy-root');
+    const lock = await ContainerLock.acquire(this.layout, id, 'copy', LOCK_WAIT_MS);
+    try {
+      const e = this.findEntry(id);
+      if (!e || e.kind === 'tomb') throw new NsboxError('NOT_FOUND', `${label}: no such container (removed)`);
+      if (e.bad) throw e.bad;
+      if (!e.rec) throw this.recordless(e);
+      const rec = e.rec;
+      const status = this.statusOf(rec);
+      if (status === 'creating' || status === 'dead') throw new NsboxError('BAD_STATE', `${label}: the container is ${status === 'dead' ? 'left half made by a process that died' : 'being created'}`);
+      const root = status === 'running'
+        ? openRunningRoot(rec, label)
+        : openStoppedRoot(rec, this.workspaceOf(rec), rec.volumes.map((v) => Volume.parse(v).target), label);
+      return { root, release: () => { root.close(); lock.release(); } };
+    } catch (e) {
+      lock.release();
+      throw e;
     }
   }
 

@@ -1,0 +1,387 @@
+/**
+ * cp: files into and out of a container's root, as tar streams, with docker cp's rules for
+ * where they land. Every container path is resolved beneath the container's root fd
+ * (src/copy-root.ts) with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS): a symlink in it
+ * (absolute or not) resolves inside the container, never on the host; '..' is refused. Below
+ * that point everything goes from directory fds without following a link
+ * (src/copy-tar-out.ts reading, src/copy-tar-in.ts writing), so a container swapping files
+ * for links while a copy runs (the CVE-2018-15664 class) changes only which of its own files
+ * are copied, or fails the copy.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Readable } from 'node:stream';
+
+import { FdExtractor, components } from './copy-tar-in';
+import { treeTar, type TreeSource } from './copy-tar-out';
+import type { ContainerRoot } from './copy-root';
+import { NsboxError, fromSystemError, invalid } from './errors';
+import { openInRoot, statAt, statFd, type EntryStat } from './fsat';
+import { TarReader } from './image/tar';
+
+/** A tar stream (a Readable, any async iterable of bytes, or a whole Buffer), or a host path. */
+export type CopySource = string | Buffer | Uint8Array | AsyncIterable<Uint8Array | string>;
+
+export interface CopyInOptions {
+  /** Every file written gets this owner (docker cp without -a: the container's root, 0:0). Default: the owners in the tar, or of the host files. */
+  owner?: { uid: number; gid: number };
+  /** A host path source that is a symlink: copy what it points to (cp -L). */
+  follow?: boolean;
+}
+
+export interface CopyOutOptions {
+  /** A container path that is a symlink: copy what it points to, resolved inside the container (cp -L). */
+  follow?: boolean;
+}
+
+export interface CopyToHostOptions {
+  /** Keep the tar's owners (cp -a); default: the user running the copy owns what it writes. */
+  keepOwners?: boolean;
+  /** Keep setuid/setgid bits and file capabilities (cp -a); default: dropped, since a container chose them. */
+  keepPrivileges?: boolean;
+}
+
+export interface CopyResult {
+  entries: number;
+  bytes: number;
+}
+
+const { O_RDONLY, O_DIRECTORY, S_IFMT, S_IFDIR } = fs.constants;
+/** <fcntl.h> O_PATH (Node does not export it; the same on x86-64 and arm64). */
+const O_PATH = 0o10000000;
+
+/** A container path as docker cp reads it. */
+interface ContainerPath {
+  parts: string[];
+  /** Ends in '/' (must be a directory) or '/.' (a directory's contents). */
+  dirOnly: boolean;
+  contentsOnly: boolean;
+}
+
+export function parseContainerPath(p: string, label: string): ContainerPath {
+  if (typeof p !== 'string' || p === '' || p.includes('\0')) throw invalid(`${label}: ${JSON.stringify(p)}: expected a path in the container`);
+  const parts: string[] = [];
+  for (const part of p.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      throw new NsboxError('UNSAFE_PATH', `${label}: ${p}: '..' in a container path is refused (paths are resolved inside the container's root)`, { path: p });
+    }
+    parts.push(part);
+  }
+  return { parts, dirOnly: p.endsWith('/') || p.endsWith('/.') || p === '.', contentsOnly: p.endsWith('/.') || p === '.' };
+}
+
+const joined = (parts: string[]): Buffer => Buffer.from(parts.join('/'));
+
+function inRoot(root: ContainerRoot, parts: string[], flags: number): number {
+  return openInRoot(root.fd, joined(parts), flags);
+}
+
+/** Refuses a path of a stopped container at or under a volume: the volume is not there. */
+function checkVolumes(root: ContainerRoot, parts: string[], label: string): void {
+  const p = `/${parts.join('/')}`;
+  for (const v of root.unmountedVolumes) {
+    const t = `/${components(v, label).join('/')}`;
+    if (p === t || p.startsWith(`${t}/`) || t === '/') {
+      throw new NsboxError('UNSUPPORTED', `${label}: ${p} is on the volume ${t}, which is mounted only while the container runs`, {
+        path: p, hint: 'copy to or from the volume\'s host directory, or while the container runs',
+      });
+    }
+  }
+}
+
+/**
+ * The container's tar stream of one path: entries named after its last component ('.' for
+ * '/' and for a path ending in '/.'), links written as links. The caller closes the root
+ * once the generator is done (`finally`).
+ */
+export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOptions, label: string): AsyncGenerator<Buffer> {
+  const cp = parseContainerPath(p, label);
+  if (!root.running) checkVolumes(root, cp.parts, label);
+  const fds: number[] = [];
+  try {
+    let src: TreeSource;
+    const as = Buffer.from(cp.contentsOnly || cp.parts.length === 0 ? '.' : cp.parts[cp.parts.length - 1]!);
+    if (cp.parts.length === 0 || options.follow) {
+      const fd = inRoot(root, cp.parts, O_PATH);
+      fds.push(fd);
+      src = { dirFd: fd, name: null, as, label };
+      if (cp.dirOnly) mustBeDir(statFd(fd), p, label);
+    } else {
+      const dir = inRoot(root, cp.parts.slice(0, -1), O_RDONLY | O_DIRECTORY);
+      fds.push(dir);
+      const name = Buffer.from(cp.parts[cp.parts.length - 1]!);
+      if (cp.dirOnly) {
+        // 'dir/' and 'dir/.' name the directory: a link there is followed, inside the root.
+        const fd = inRoot(root, cp.parts, O_PATH | O_DIRECTORY);
+        fds.push(fd);
+        src = { dirFd: fd, name: null, as, label };
+      } else {
+        statAt(dir, name); // ENOENT now rather than in the stream
+        src = { dirFd: dir, name, as, label };
+      }
+    }
+    return closingAfter(treeTar(src), () => {
+      for (const fd of fds) fs.closeSync(fd);
+    });
+  } catch (err) {
+    for (const fd of fds) fs.closeSync(fd);
+    if (err instanceof NsboxError && (err.code === 'ENOENT' || err.code === 'ENOTDIR') && !err.message.startsWith(label)) {
+      throw new NsboxError(err.code, `${label}: ${err.code === 'ENOENT' ? 'no such file or directory' : 'not a directory'} in the container`, { path: p, cause: err });
+    }
+    throw named(err, label);
+  }
+}
+
+async function* closingAfter(gen: AsyncGenerator<Buffer>, close: () => void): AsyncGenerator<Buffer> {
+  try {
+    yield* gen;
+  } finally {
+    close();
+  }
+}
+
+function mustBeDir(st: EntryStat, p: string, label: string): void {
+  if ((st.mode & S_IFMT) !== S_IFDIR) throw new NsboxError('ENOTDIR', `${label}: ${p}: not a directory`, { path: p });
+}
+
+/**
+ * Writes into the container. A tar stream lands in `dest`, which must be a directory. A host
+ * path follows docker cp: into `dest` when it is a directory (its contents only when the
+ * source ends in '/.'), as `dest` when it does not exist (its parent must) or is a file (a
+ * directory never replaces a file).
+ */
+export async function copyInto(root: ContainerRoot, source: CopySource, dest: string, options: CopyInOptions, label: string): Promise<CopyResult> {
+  if (!root.writable) {
+    throw new NsboxError('EROFS', `${label}: the container's root is read-only (--read-only) and it is not running: nothing can be written to it`);
+  }
+  const cp = parseContainerPath(dest, label);
+  if (!root.running) checkVolumes(root, cp.parts, label);
+  const extract = { label, ...(options.owner ? { owner: options.owner } : {}) };
+  if (typeof source !== 'string') {
+    const fd = openDest(root, cp.parts, dest, label);
+    try {
+      return await extractStream(tarChunks(source), fd, extract);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  const host = openHostSource(source, !!options.follow, label);
+  try {
+    const hostIsDir = host.isDir;
+    let destFd: number;
+    let topName: string;
+    try {
+      destFd = inRoot(root, cp.parts, O_RDONLY | O_DIRECTORY);
+      topName = host.contentsOnly ? '.' : host.name;
+    } catch (err) {
+      const code = err instanceof NsboxError ? err.code : '';
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw named(err, label);
+      if (cp.dirOnly || cp.parts.length === 0) {
+        throw new NsboxError(code, `${label}: ${dest}: ${code === 'ENOENT' ? 'no such directory' : 'not a directory'}`, { path: dest });
+      }
+      if (code === 'ENOTDIR' && hostIsDir) {
+        throw new NsboxError('ENOTDIR', `${label}: cannot copy the directory ${source} onto ${dest}, which is not a directory`, { path: dest });
+      }
+      destFd = openDest(root, cp.parts.slice(0, -1), `/${cp.parts.slice(0, -1).join('/')}`, label);
+      topName = cp.parts[cp.parts.length - 1]!;
+    }
+    try {
+      // The tar's top entry is made under the name it lands as ('.': the contents only).
+      return await extractStream(treeTar({ ...host.source, as: Buffer.from(topName) }), destFd, extract);
+    } finally {
+      fs.closeSync(destFd);
+    }
+  } finally {
+    host.close();
+  }
+}
+
+function openDest(root: ContainerRoot, parts: string[], shown: string, label: string): number {
+  try {
+    return inRoot(root, parts, O_RDONLY | O_DIRECTORY);
+  } catch (err) {
+    const code = err instanceof NsboxError ? err.code : '';
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      throw new NsboxError(code, `${label}: ${shown || '/'}: ${code === 'ENOENT' ? 'no such directory' : 'not a directory'} in the container`, { path: shown });
+    }
+    throw named(err, label);
+  }
+}
+
+interface HostSource {
+  source: TreeSource;
+  name: string;
+  isDir: boolean;
+  contentsOnly: boolean;
+  close(): void;
+}
+
+/** A host path as a tar source: the user's own path, so links in it are followed as usual (the last one with `follow`). */
+function openHostSource(p: string, follow: boolean, label: string): HostSource {
+  if (p === '' || p.includes('\0')) throw invalid(`${label}: ${JSON.stringify(p)}: expected a host path`);
+  const contentsOnly = p.endsWith('/.') || p === '.';
+  let abs = path.resolve(p);
+  try {
+    if (follow) abs = fs.realpathSync(abs);
+  } catch (err) {
+    throw fromSystemError(`${label}: ${p}`, err);
+  }
+  const dirPath = abs === '/' ? '/' : path.dirname(abs);
+  const name = abs === '/' ? '' : path.basename(abs);
+  let dir: number;
+  try {
+    dir = fs.openSync(dirPath, O_RDONLY | O_DIRECTORY);
+  } catch (err) {
+    throw fromSystemError(`${label}: ${p}`, err);
+  }
+  try {
+    const st = name === '' ? statFd(dir) : statAt(dir, Buffer.from(name));
+    const isDir = (st.mode & S_IFMT) === S_IFDIR;
+    if (contentsOnly && !isDir) throw new NsboxError('ENOTDIR', `${label}: ${p}: not a directory`, { path: p });
+    if (p.endsWith('/') && !isDir) throw new NsboxError('ENOTDIR', `${label}: ${p}: not a directory`, { path: p });
+    return {
+      source: { dirFd: dir, name: name === '' ? null : Buffer.from(name), as: Buffer.from(name || '.'), label },
+      name: name || '.', isDir, contentsOnly: contentsOnly || name === '',
+      close: () => fs.closeSync(dir),
+    };
+  } catch (err) {
+    fs.closeSync(dir);
+    throw err instanceof NsboxError && err.message.startsWith(label) ? err : new NsboxError(err instanceof NsboxError ? err.code : 'EIO', `${label}: ${p}: ${(err as Error).message}`, { path: p, cause: err });
+  }
+}
+
+/**
+ * A container's tar stream (copyOut) written onto the host with docker cp's rules: into
+ * `dest` when it is a directory, as `dest` otherwise (its parent must exist). `-` is not a
+ * path here: the caller pipes the stream itself.
+ */
+export async function copyToHost(stream: AsyncIterable<Uint8Array | string>, dest: string, options: CopyToHostOptions = {}): Promise<CopyResult> {
+  const label = `cp to ${dest}`;
+  if (typeof dest !== 'string' || dest === '' || dest.includes('\0')) throw invalid(`${label}: expected a host path`);
+  const abs = path.resolve(dest);
+  const chunks = tarChunks(stream)[Symbol.asyncIterator]();
+  // The first entry says whether the source is a directory, which decides where it lands.
+  const first = await firstEntry(chunks, label);
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(abs);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(label, err);
+  }
+  const srcIsDir = first.type === 'directory';
+  let dirPath: string;
+  let topName: string | undefined;
+  if (st?.isDirectory()) {
+    dirPath = abs; // a tar of 'dir/.' holds the contents only already
+  } else {
+    if (dest.endsWith('/')) throw new NsboxError(st ? 'ENOTDIR' : 'ENOENT', `${label}: ${st ? 'not a directory' : 'no such directory'}`, { path: dest });
+    if (st && srcIsDir) throw new NsboxError('ENOTDIR', `${label}: cannot copy a directory onto a file`, { path: dest });
+    if (first.top === '.') {
+      // A directory's contents ('dir/.'): `dest` is made, and they go into it.
+      try {
+        fs.mkdirSync(abs, 0o755);
+      } catch (err) {
+        throw fromSystemError(label, err);
+      }
+      dirPath = abs;
+    } else {
+      dirPath = path.dirname(abs);
+      topName = path.basename(abs);
+    }
+  }
+  let fd: number;
+  try {
+    fd = fs.openSync(dirPath, O_RDONLY | O_DIRECTORY);
+  } catch (err) {
+    throw fromSystemError(label, err);
+  }
+  try {
+    const uid = process.geteuid?.() ?? 0;
+    const gid = process.getegid?.() ?? 0;
+    return await extractStream(replay(first.chunks, chunks), fd, {
+      label, ...(topName !== undefined ? { topName } : {}),
+      ...(options.keepOwners ? {} : { owner: { uid, gid } }),
+      ...(options.keepPrivileges ? {} : { dropPrivileges: true }),
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Reads until the first entry's header: its type and top name, and the chunks read so far. */
+async function firstEntry(it: AsyncIterator<Buffer>, label: string): Promise<{ type: string; top: string; chunks: Buffer[] }> {
+  const chunks: Buffer[] = [];
+  let found: { type: string; top: string } | undefined;
+  const reader = new TarReader({
+    onEntry: (e) => {
+      found ??= { type: e.type, top: components(e.name, label)[0] ?? '.' };
+    },
+    onData: () => undefined,
+    onEntryEnd: () => undefined,
+  }, label);
+  while (!found) {
+    const r = await it.next();
+    if (r.done) break;
+    chunks.push(r.value);
+    reader.write(r.value);
+    if (reader.finished) break;
+  }
+  if (!found) throw new NsboxError('BAD_ARCHIVE', `${label}: the tar stream holds no entry`);
+  return { ...found, chunks };
+}
+
+async function* replay(first: Buffer[], rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+  yield* first;
+  for (;;) {
+    const r = await rest.next();
+    if (r.done) return;
+    yield r.value;
+  }
+}
+
+/** Any accepted tar source as Buffers. */
+async function* tarChunks(source: Exclude<CopySource, string>): AsyncGenerator<Buffer> {
+  if (source instanceof Uint8Array) {
+    yield Buffer.from(source.buffer, source.byteOffset, source.byteLength);
+    return;
+  }
+  if (!source || typeof (source as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function') {
+    throw invalid('cp: expected a tar stream (a Readable or async iterable of Buffers), a Buffer, or a host path');
+  }
+  for await (const chunk of source) yield typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+}
+
+/** Feeds a tar stream to an FdExtractor writing beneath `fd`. */
+async function extractStream(chunks: AsyncIterable<Buffer>, fd: number, o: ConstructorParameters<typeof FdExtractor>[1]): Promise<CopyResult> {
+  const writer = new FdExtractor(fd, o);
+  const reader = new TarReader(writer, o.label);
+  try {
+    for await (const chunk of chunks) {
+      if (reader.finished) continue; // read to the end: a producer is never left blocked
+      reader.write(chunk);
+    }
+    reader.end();
+    writer.finish();
+    return { entries: writer.entries, bytes: writer.bytes };
+  } finally {
+    writer.abort();
+  }
+}
+
+/** Errors of a copy, each starting with what was copied. */
+function named(err: unknown, label: string): NsboxError {
+  if (err instanceof NsboxError) {
+    if (err.message.startsWith(label)) return err;
+    return new NsboxError(err.code, `${label}: ${err.message}`, {
+      cause: err, ...(err.path !== undefined ? { path: err.path } : {}), ...(err.errno !== undefined ? { errno: err.errno } : {}), ...(err.syscall ? { syscall: err.syscall } : {}),
+    });
+  }
+  return fromSystemError(label, err);
+}
+
+/** A generator as a Readable; destroying it ends the generator (its `finally` runs). */
+export function toReadable(gen: AsyncGenerator<Buffer>): Readable {
+  return Readable.from(gen, { objectMode: false, highWaterMark: 1 << 20 });
+}
