@@ -101,6 +101,7 @@ class Chunks {
 interface Frame {
   /** Tar path of the directory (no trailing slash). */
   path: Buffer;
+  dirStat: EntryStat;
   names: Buffer[];
   stats: EntryStat[];
   next: number;
@@ -140,9 +141,10 @@ class TreeWalk {
       }
     }
     this.chain = new DirChain(topFd);
-    yield* this.dirHeader(statFd(topFd), src.as);
-    const { names, stats } = listDir(topFd);
-    const stack: Frame[] = [{ path: src.as, ...sorted(names, stats), next: 0 }];
+    const topStat = statFd(topFd);
+    yield* this.dirHeader(topStat, src.as);
+    const { names, stats } = isPseudoFs(topFd) ? { names: [], stats: [] } : listDir(topFd);
+    const stack: Frame[] = [{ path: src.as, dirStat: topStat, ...sorted(names, stats), next: 0 }];
     while (stack.length > 0) {
       const f = stack[stack.length - 1]!;
       if (f.next === f.names.length) {
@@ -165,8 +167,10 @@ class TreeWalk {
           st = now;
         }
         if (fd !== undefined) {
-          yield* this.dirHeader(statFd(fd), path);
-          stack.push({ path, ...sorted(...listing(fd)), next: 0 });
+          const now = statFd(fd);
+          yield* this.dirHeader(now, path);
+          const crossed = device(now) !== device(f.dirStat);
+          stack.push({ path, dirStat: now, ...(crossed && isPseudoFs(fd) ? { names: [], stats: [] } : sorted(...listing(fd))), next: 0 });
           continue;
         }
       }
@@ -319,6 +323,38 @@ class TreeWalk {
     }
     if (out.full) yield;
   }
+}
+
+/** The device part of an EntryStat id ("dh.dl:ih.il"). */
+function device(st: EntryStat): string {
+  return st.id.slice(0, st.id.indexOf(':'));
+}
+
+/**
+ * Kernel file systems of a running container's root (/proc, /sys, cgroups, ptys...): copied
+ * as empty directories, as docker cp (which never sees them) and tar --one-file-system would.
+ * Their files describe the kernel and the host's hardware, not the container's files, and
+ * reading some has effects.
+ */
+const PSEUDO_FS = new Set([
+  0x9fa0, // proc
+  0x62656572, // sysfs
+  0x27e0eb, // cgroup
+  0x63677270, // cgroup2
+  0x1cd1, // devpts
+  0x19800202, // mqueue
+  0x64626720, // debugfs
+  0x74726163, // tracefs
+  0x73636673, // securityfs
+  0xcafe4a11, // bpf
+  0x6165676c, // pstore
+  0x62656570, // configfs
+  0x65735543, // fusectl
+  0x42494e4d, // binfmt_misc
+]);
+
+function isPseudoFs(fd: number): boolean {
+  return PSEUDO_FS.has(Number(fs.statfsSync(`/proc/self/fd/${fd}`).type));
 }
 
 function base(st: EntryStat): Omit<TarHeaderInput, 'name' | 'type'> {

@@ -95,7 +95,7 @@ function checkVolumes(root: ContainerRoot, parts: string[], label: string): void
  * '/' and for a path ending in '/.'), links written as links. The caller closes the root
  * once the generator is done (`finally`).
  */
-export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOptions, label: string): AsyncGenerator<Buffer> {
+export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOptions, label: string): { chunks: AsyncGenerator<Buffer>; close(): void } {
   const cp = parseContainerPath(p, label);
   if (!root.running) checkVolumes(root, cp.parts, label);
   const fds: number[] = [];
@@ -121,23 +121,21 @@ export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOption
         src = { dirFd: dir, name, as, label };
       }
     }
-    return closingAfter(treeTar(src), () => {
-      for (const fd of fds) fs.closeSync(fd);
-    });
+    const chunks = treeTar(src);
+    return {
+      chunks,
+      close: () => {
+        // Ends a walk cut short (its own fds), then the path's.
+        void chunks.return(undefined);
+        for (const fd of fds.splice(0)) fs.closeSync(fd);
+      },
+    };
   } catch (err) {
     for (const fd of fds) fs.closeSync(fd);
     if (err instanceof NsboxError && (err.code === 'ENOENT' || err.code === 'ENOTDIR') && !err.message.startsWith(label)) {
       throw new NsboxError(err.code, `${label}: ${err.code === 'ENOENT' ? 'no such file or directory' : 'not a directory'} in the container`, { path: p, cause: err });
     }
     throw named(err, label);
-  }
-}
-
-async function* closingAfter(gen: AsyncGenerator<Buffer>, close: () => void): AsyncGenerator<Buffer> {
-  try {
-    yield* gen;
-  } finally {
-    close();
   }
 }
 

@@ -968,19 +968,30 @@ export class Runtime {
     const label = `cp from ${ref}:${path_}`;
     const { copyOutOf, toReadable } = await import('./copy');
     const { root, release } = await this.copyRoot(ref, label);
+    let out: ReturnType<typeof copyOutOf>;
     try {
-      const gen = copyOutOf(root, path_, options, label);
-      return toReadable((async function* released() {
-        try {
-          yield* gen;
-        } finally {
-          release();
-        }
-      })());
+      out = copyOutOf(root, path_, options, label);
     } catch (e) {
       release();
       throw e;
     }
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      out.close();
+      release();
+    };
+    const stream = toReadable((async function* released() {
+      try {
+        yield* out.chunks;
+      } finally {
+        finish();
+      }
+    })());
+    // Destroyed before it was read, the generator never ran: its finally would not either.
+    stream.once('close', finish);
+    return stream;
   }
 
   /** The container's root for a copy, under its lock: its mounted root while it runs, else its layers. */
