@@ -23,16 +23,20 @@ const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 
 let root: string;
 let host: string;
+let probeDir: string;
 let rt: Runtime;
 
 beforeAll(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-cp-'));
   host = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-cp-host-'));
+  probeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-cp-probe-'));
+  execFileSync('gcc', ['-static', '-O2', '-o', path.join(probeDir, 'swap'), path.join(__dirname, 'probe/swap.c')]);
   rt = new Runtime({ root });
 });
 afterAll(() => {
   fs.rmSync(root, { recursive: true, force: true });
   fs.rmSync(host, { recursive: true, force: true });
+  fs.rmSync(probeDir, { recursive: true, force: true });
 });
 
 // Nothing a copy holds outlives it, whether it succeeded or failed.
@@ -93,7 +97,7 @@ function tarOf(list: Array<TarHeaderInput & { data?: string }>): Buffer {
 const file = (name: string, data: string, extra: Partial<TarHeaderInput> = {}): TarHeaderInput & { data: string } =>
   ({ name, type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 1_600_000_000, data, ...extra });
 
-async function running(script: string, opts: { volumes?: string[]; readOnly?: boolean } = {}): Promise<Container> {
+async function running(script: string, opts: { volumes?: string[] } = {}): Promise<Container> {
   const c = await rt.run({ image: 'busybox', command: ['sh', '-c', `${script}\necho ready; exec sleep 1000`], ...opts });
   const out = collect(c.stdout);
   await new Promise<void>((resolve, reject) => {
@@ -269,53 +273,48 @@ describe('escapes', () => {
     can.check();
   });
 
-  it('never reads or writes the host while the container swaps a directory for a symlink to it, 200 copies', async () => {
+  it('never reads or writes the host while the container swaps directories for symlinks to it, 200 copies', async () => {
     const can = canary();
-    // As in the CVE's proof of concept: /d is renamed away and a symlink to the host path (or
-    // to /) put in its place, and back, as fast as the shell can; /d/sub the same, deeper.
+    // As in the CVE's proof of concept: each directory and a symlink twin (to the host path,
+    // or to /) trade places with renameat2(RENAME_EXCHANGE) in a tight loop (test/probe/swap.c),
+    // at the top of the copied path and inside the copied tree; a file and a link to the host's
+    // secret the same.
     const c = await running(`
-      mkdir -p /d/sub /held; echo inside > /d/secret; echo inside > /d/sub/secret; echo decoy > /secret
-      (while :; do
-        mv /d /held/d; ln -s ${can.dir} /d; rm /d; ln -s / /d; rm /d; mv /held/d /d
-        mv /d/sub /d/sub.real 2>/dev/null && ln -s ${can.dir} /d/sub && rm /d/sub && mv /d/sub.real /d/sub
-      done) &`);
+      mkdir -p /d/sub /d/deep/a; echo inside > /d/secret; echo inside > /d/sub/secret; echo inside > /d/deep/a/secret
+      echo decoy > /secret; ln -s ${can.dir} /d.link; ln -s ${can.dir} /d/sub.link; ln -s / /d/deep/a.link
+      echo inside > /d/f; ln -s ${can.dir}/secret /d/f.link
+      /probe/swap / d d.link /d sub sub.link /d/deep a a.link /d f f.link &
+      sleep 0.2`, { volumes: [`${probeDir}:/probe:ro`] });
     const payload = path.join(host, 'payload');
     fs.mkdirSync(payload, { recursive: true });
     fs.writeFileSync(path.join(payload, 'secret'), 'from-host-payload');
     const outcomes = new Map<string, number>();
     const count = (k: string) => outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
+    const copy = async (i: number): Promise<Buffer | undefined> => {
+      switch (i % 5) {
+        case 0: return readAll(await c.copyOut('/d/secret', { follow: i % 10 === 0 }));
+        case 1: return readAll(await c.copyOut(i % 10 === 1 ? '/' : '/d'));
+        case 2: return readAll(await c.copyOut('/d/sub/.'));
+        case 3:
+          await c.copyIn(tarOf([file('secret', 'overwritten'), file('sub/secret', 'overwritten'), file('sub/new', 'new'), file('deep/a/new', 'new')]), '/d');
+          return undefined;
+        default:
+          await c.copyIn(payload, '/d/sub/');
+          return undefined;
+      }
+    };
     try {
       for (let i = 0; i < 200; i++) {
+        let out: Buffer | undefined;
         try {
-          switch (i % 5) {
-            case 0: {
-              const t = await readAll(await c.copyOut('/d/secret', { follow: i % 10 === 0 }));
-              expect(t.includes(SECRET)).toBe(false);
-              break;
-            }
-            case 1: {
-              const t = await readAll(await c.copyOut('/d'));
-              expect(t.includes(SECRET)).toBe(false);
-              break;
-            }
-            case 2: {
-              const t = await readAll(await c.copyOut('/d/sub/.'));
-              expect(t.includes(SECRET)).toBe(false);
-              break;
-            }
-            case 3:
-              await c.copyIn(tarOf([file('secret', 'overwritten'), file('sub/secret', 'overwritten'), file('sub/new', 'new')]), '/d');
-              break;
-            case 4:
-              await c.copyIn(payload, '/d/sub/');
-              break;
-          }
+          out = await copy(i);
           count('ok');
         } catch (err) {
           // Failing is allowed (the path was a link at that moment); reaching the host is not.
-          expect(err).toBeInstanceOf(NsboxError);
-          count((err as NsboxError).code);
+          if (!(err instanceof NsboxError)) throw err;
+          count(err.code);
         }
+        expect(out?.includes(SECRET) ?? false).toBe(false);
         can.check();
       }
       expect(c.running).toBe(true);
@@ -323,8 +322,8 @@ describe('escapes', () => {
       await c.remove({ force: true });
     }
     can.check();
-    // The copies did run: most of them succeed.
-    expect(outcomes.get('ok') ?? 0).toBeGreaterThan(50);
+    // The copies did run: many of them succeed (about 40 % here; the rest found a link).
+    expect(outcomes.get('ok') ?? 0).toBeGreaterThan(20);
   }, 120_000);
 });
 
