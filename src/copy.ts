@@ -363,6 +363,9 @@ async function extractStream(chunks: AsyncIterable<Buffer>, fd: number, o: Const
     reader.end();
     writer.finish();
     return { entries: writer.entries, bytes: writer.bytes };
+  } catch (err) {
+    // The source's own failure (a stream's error) named as the copy's.
+    throw named(err, o.label);
   } finally {
     writer.abort();
   }

@@ -158,6 +158,11 @@ const FORCE: Spec<{ force?: boolean }> = { force: optional(boolean) };
 const LIST: Spec<ListOptions> = { all: optional(boolean), onError: optional(func as Check<ListOptions['onError']>) };
 const PRUNE: Spec<PruneOptions> = { onError: optional(func as Check<PruneOptions['onError']>) };
 const COMMIT: Spec<CommitOptions> = { output: optional(pathString) };
+const COPY_IN: Spec<CopyInOptions> = {
+  owner: optional(shape({ uid: integer(0, 2 ** 32 - 2), gid: integer(0, 2 ** 32 - 2) })),
+  follow: optional(boolean),
+};
+const COPY_OUT: Spec<CopyOutOptions> = { follow: optional(boolean) };
 
 /** Options checked as a whole, each named `<method> option <key>` in messages. */
 function checkOptions<T>(method: string, spec: Spec<T>, value: unknown): T {
@@ -949,6 +954,7 @@ export class Runtime {
    * unless `owner`. Holds the container's lock (commit and rm wait).
    */
   async copyIn(ref: string, source: CopySource, dest: string, options: CopyInOptions = {}): Promise<CopyResult> {
+    options = checkOptions('copyIn', COPY_IN, options);
     const label = `cp to ${ref}:${dest}`;
     const { copyInto } = await import('./copy');
     const { root, release } = await this.copyRoot(ref, label);
@@ -965,6 +971,7 @@ export class Runtime {
    * until the stream ends or is destroyed, so read it to the end or destroy it.
    */
   async copyOut(ref: string, path_: string, options: CopyOutOptions = {}): Promise<Readable> {
+    options = checkOptions('copyOut', COPY_OUT, options);
     const label = `cp from ${ref}:${path_}`;
     const { copyOutOf, toReadable } = await import('./copy');
     const { root, release } = await this.copyRoot(ref, label);

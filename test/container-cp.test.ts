@@ -419,6 +419,21 @@ describe('stopped containers', () => {
       }
       await expect(c.copyOut('/no/such')).rejects.toMatchObject({ code: 'ENOENT' });
       await expect(rt.copyOut('no-such-container', '/')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      // Options are checked; a source that fails midway fails the copy, as an NsboxError.
+      await expect(rt.copyIn(c.id!, tarOf([]), '/tmp', { owner: { uid: -1, gid: 0 } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      await expect(rt.copyOut(c.id!, '/', { folow: true } as never)).rejects.toThrow(/did you mean follow/);
+      const broken = new Readable({
+        read() {
+          this.push(tarOf([file('a', 'x'.repeat(5000))]).subarray(0, 1024));
+          this.destroy(new Error('the source broke'));
+        },
+      });
+      await expect(c.copyIn(broken, '/tmp')).rejects.toThrow(/cp to .*: .*the source broke/);
+      // A stream read in part, then destroyed, releases everything too (checked after each test).
+      const part = await c.copyOut('/bin');
+      await new Promise<void>((resolve) => part.once('data', () => resolve()));
+      part.destroy();
+      await new Promise((r) => setImmediate(r));
     } finally {
       await c.remove();
     }

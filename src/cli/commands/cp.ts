@@ -44,7 +44,12 @@ export default async function cp(p: Parsed, g: Global): Promise<number> {
       stream.destroy();
       throw new NsboxError('INVALID_ARGUMENT', 'cp: - writes a tar stream to stdout, which is a terminal', { hint: 'pipe it: nsbox cp CONTAINER:PATH - | tar -t' });
     }
-    await pipeline(stream, process.stdout, { end: false });
+    try {
+      await pipeline(stream, process.stdout, { end: false });
+    } catch (err) {
+      // The reader went away (`| head`): as for any filter, not an error of the copy.
+      if ((err as NodeJS.ErrnoException).code !== 'EPIPE') throw err;
+    }
     return 0;
   }
   try {
