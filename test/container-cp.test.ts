@@ -353,6 +353,18 @@ describe('volumes and read-only roots', () => {
     }
   });
 
+  it('writes a running read-only container only where it could write itself (a tmpfs)', async () => {
+    const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'echo ready; exec sleep 1000'], readOnly: true, tmpfs: { '/tmp': '1m' } });
+    await new Promise<void>((resolve) => c.stdout!.once('data', () => resolve()));
+    try {
+      await expect(c.copyIn(tarOf([file('x', 'x')]), '/etc')).rejects.toMatchObject({ code: 'EROFS' });
+      await c.copyIn(tarOf([file('x', 'in-tmpfs')]), '/tmp');
+      expect(entries(await readAll(await c.copyOut('/tmp/x')))[0]!.data.toString()).toBe('in-tmpfs');
+    } finally {
+      await c.remove({ force: true });
+    }
+  });
+
   it('refuses to write a stopped read-only container, and copies out of it', async () => {
     const c = await rt.run({ image: 'busybox', command: ['true'], readOnly: true, stdio: 'ignore' });
     await c.wait();
