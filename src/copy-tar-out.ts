@@ -156,23 +156,28 @@ class TreeWalk {
       const name = f.names[i]!;
       const path = Buffer.concat([f.path, SLASH, name]);
       let st = f.stats[i]!;
-      if ((st.mode & S_IFMT) === S_IFDIR) {
-        let fd: number | undefined;
+      // A directory that is something else by the time it is opened (a running container):
+      // looked at again, a few times; gone, it is left out; a link is written as a link.
+      let fd: number | undefined;
+      for (let attempt = 0; (st.mode & S_IFMT) === S_IFDIR && fd === undefined; attempt++) {
         try {
           fd = this.chain.push(name, st.id);
         } catch (err) {
           if (!isChangedError(err)) throw err;
+          if (attempt >= 3) throw changed(this.src.label, path, err);
           const now = this.restat(this.chain.fd, name);
-          if (now === undefined) continue;
+          if (now === undefined) break;
           st = now;
         }
+      }
+      if ((st.mode & S_IFMT) === S_IFDIR) {
         if (fd !== undefined) {
           const now = statFd(fd);
           yield* this.dirHeader(now, path);
           const crossed = device(now) !== device(f.dirStat);
           stack.push({ path, dirStat: now, ...(crossed && isPseudoFs(fd) ? { names: [], stats: [] } : sorted(...listing(fd))), next: 0 });
-          continue;
         }
+        continue; // gone
       }
       yield* this.entry(this.chain.fd, name, st, path);
     }
@@ -180,12 +185,14 @@ class TreeWalk {
 
   /** The top entry given as an fd of its own (a path that was resolved, links followed, inside a root). */
   private *itself(fd: number, st: EntryStat, path: Buffer): Generator<void> {
-    if ((st.mode & S_IFMT) !== S_IFREG) {
-      // Not a file, not a directory (an O_PATH fd never opens a device): its header.
-      const h: TarHeaderInput = { ...base(st), name: path, type: (st.mode & S_IFMT) === S_IFIFO ? 'fifo' : (st.mode & S_IFMT) === S_IFBLK ? 'block' : 'char', devmajor: st.rdevMajor, devminor: st.rdevMinor };
-      if ((st.mode & S_IFMT) === S_IFLNK || (st.mode & S_IFMT) === 0o140000) return;
+    const type = st.mode & S_IFMT;
+    if (type !== S_IFREG) {
+      // A device or fifo (an O_PATH fd opens neither): its header. A socket: nothing.
+      if (type !== S_IFCHR && type !== S_IFBLK && type !== S_IFIFO) return;
       this.stats.entries++;
-      this.out.header(h);
+      this.out.header({
+        ...base(st), name: path, type: type === S_IFIFO ? 'fifo' : type === S_IFBLK ? 'block' : 'char', devmajor: st.rdevMajor, devminor: st.rdevMinor,
+      });
       return;
     }
     // That very inode, opened for reading through this process's own fd link.
@@ -246,9 +253,9 @@ class TreeWalk {
     let fd = -1;
     switch (st.mode & S_IFMT) {
       case S_IFDIR:
-        // Only the top of a copy, or a file that became a directory: its header alone.
-        yield* this.dirHeader(st, path);
-        return;
+        // Listed as something else, a directory now: looked at again (entry()), never
+        // copied as an empty directory in silence.
+        throw new NsboxError('EISDIR', `${printable(path)} became a directory`);
       case S_IFREG: {
         const first = st.nlink > 1 ? this.links.get(st.id) : undefined;
         if (first !== undefined) {

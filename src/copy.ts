@@ -102,24 +102,20 @@ export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOption
   try {
     let src: TreeSource;
     const as = Buffer.from(cp.contentsOnly || cp.parts.length === 0 ? '.' : cp.parts[cp.parts.length - 1]!);
-    if (cp.parts.length === 0 || options.follow) {
+    if (cp.parts.length === 0 || options.follow || cp.dirOnly) {
+      // The path resolved whole (the root; -L; 'dir/' and 'dir/.', which name a directory
+      // even through a link), inside the root: the fd is the entry itself.
       const fd = inRoot(root, cp.parts, O_PATH);
       fds.push(fd);
       src = { dirFd: fd, name: null, as, label };
       if (cp.dirOnly) mustBeDir(statFd(fd), p, label);
     } else {
+      // The last component as it is: a link is copied as a link.
       const dir = inRoot(root, cp.parts.slice(0, -1), O_RDONLY | O_DIRECTORY);
       fds.push(dir);
       const name = Buffer.from(cp.parts[cp.parts.length - 1]!);
-      if (cp.dirOnly) {
-        // 'dir/' and 'dir/.' name the directory: a link there is followed, inside the root.
-        const fd = inRoot(root, cp.parts, O_PATH | O_DIRECTORY);
-        fds.push(fd);
-        src = { dirFd: fd, name: null, as, label };
-      } else {
-        statAt(dir, name); // ENOENT now rather than in the stream
-        src = { dirFd: dir, name, as, label };
-      }
+      statAt(dir, name); // ENOENT now rather than in the stream
+      src = { dirFd: dir, name, as, label };
     }
     const chunks = treeTar(src);
     return {
