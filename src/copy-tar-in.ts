@@ -36,6 +36,8 @@ export interface ExtractIntoOptions {
   dropPrivileges?: boolean;
   /** Replaces the first component of every name ('.': drops it): docker cp's renaming copy. */
   topName?: string;
+  /** An error for entries that must not be written (a stopped container's volume paths). */
+  refuse?: (parts: string[], entry: TarEntry) => NsboxError | undefined;
 }
 
 interface Level {
@@ -71,6 +73,8 @@ export class FdExtractor implements TarHandler {
         if (entry.type !== 'directory') throw this.unsafe(entry, 'would replace the destination directory itself');
         return;
       }
+      const refused = this.o.refuse?.(parts, entry);
+      if (refused) throw refused;
       if (parts.length > MAX_DEPTH) throw new NsboxError('INVALID_ARGUMENT', `${this.o.label}: entry "${entry.name}": more than ${MAX_DEPTH} levels deep`);
       const name = parts[parts.length - 1]!;
       const dir = entry.type === 'hardlink' ? -1 : this.parent(parts, entry);

@@ -77,17 +77,28 @@ function inRoot(root: ContainerRoot, parts: string[], flags: number): number {
   return openInRoot(root.fd, joined(parts), flags);
 }
 
-/** Refuses a path of a stopped container at or under a volume: the volume is not there. */
-function checkVolumes(root: ContainerRoot, parts: string[], label: string): void {
+/**
+ * Refuses a path of a stopped container at or under a volume: the volume is not mounted, and
+ * what was written under its mount point would be hidden once it is (by the path as given:
+ * a symlink of the container's could still lead under a mount point, which writes only the
+ * container's own write layer).
+ */
+function volumeError(root: ContainerRoot, parts: string[], label: string): NsboxError | undefined {
   const p = `/${parts.join('/')}`;
   for (const v of root.unmountedVolumes) {
     const t = `/${components(v, label).join('/')}`;
     if (p === t || p.startsWith(`${t}/`) || t === '/') {
-      throw new NsboxError('UNSUPPORTED', `${label}: ${p} is on the volume ${t}, which is mounted only while the container runs`, {
+      return new NsboxError('UNSUPPORTED', `${label}: ${p} is on the volume ${t}, which is mounted only while the container runs`, {
         path: p, hint: 'copy to or from the volume\'s host directory, or while the container runs',
       });
     }
   }
+  return undefined;
+}
+
+function checkVolumes(root: ContainerRoot, parts: string[], label: string): void {
+  const e = volumeError(root, parts, label);
+  if (e) throw e;
 }
 
 /**
@@ -151,11 +162,15 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
   }
   const cp = parseContainerPath(dest, label);
   if (!root.running) checkVolumes(root, cp.parts, label);
-  const extract = { label, ...(options.owner ? { owner: options.owner } : {}) };
+  /** How entries are written beneath the directory `base` (its path in the container). */
+  const extract = (base: string[]) => ({
+    label, ...(options.owner ? { owner: options.owner } : {}),
+    ...(root.unmountedVolumes.length ? { refuse: (entry: string[]) => volumeError(root, [...base, ...entry], label) } : {}),
+  });
   if (typeof source !== 'string') {
     const fd = openDest(root, cp.parts, dest, label);
     try {
-      return await extractStream(tarChunks(source), fd, extract);
+      return await extractStream(tarChunks(source), fd, extract(cp.parts));
     } finally {
       fs.closeSync(fd);
     }
@@ -166,6 +181,7 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
     const hostIsDir = host.isDir;
     let destFd: number;
     let topName: string;
+    let base = cp.parts;
     try {
       destFd = inRoot(root, cp.parts, O_RDONLY | O_DIRECTORY);
       topName = host.contentsOnly ? '.' : host.name;
@@ -178,12 +194,13 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
       if (code === 'ENOTDIR' && hostIsDir) {
         throw new NsboxError('ENOTDIR', `${label}: cannot copy the directory ${source} onto ${dest}, which is not a directory`, { path: dest });
       }
-      destFd = openDest(root, cp.parts.slice(0, -1), `/${cp.parts.slice(0, -1).join('/')}`, label);
+      base = cp.parts.slice(0, -1);
+      destFd = openDest(root, base, `/${base.join('/')}`, label);
       topName = cp.parts[cp.parts.length - 1]!;
     }
     try {
       // The tar's top entry is made under the name it lands as ('.': the contents only).
-      return await extractStream(treeTar({ ...host.source, as: Buffer.from(topName) }), destFd, extract);
+      return await extractStream(treeTar({ ...host.source, as: Buffer.from(topName) }), destFd, extract(base));
     } finally {
       fs.closeSync(destFd);
     }

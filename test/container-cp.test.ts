@@ -347,6 +347,7 @@ describe('volumes and read-only roots', () => {
     await s.wait();
     try {
       await expect(s.copyIn(tarOf([file('x', 'x')]), '/rw')).rejects.toMatchObject({ code: 'UNSUPPORTED' });
+      await expect(s.copyIn(tarOf([file('rw/x', 'x')]), '/')).rejects.toMatchObject({ code: 'UNSUPPORTED' });
       await expect(s.copyOut('/rw/new')).rejects.toMatchObject({ code: 'UNSUPPORTED' });
     } finally {
       await s.remove();
