@@ -34,13 +34,6 @@ export interface CopyOutOptions {
   follow?: boolean;
 }
 
-export interface CopyToHostOptions {
-  /** Keep the tar's owners (cp -a); default: the user running the copy owns what it writes. */
-  keepOwners?: boolean;
-  /** Keep setuid/setgid bits and file capabilities (cp -a); default: dropped, since a container chose them. */
-  keepPrivileges?: boolean;
-}
-
 export interface CopyResult {
   entries: number;
   bytes: number;
@@ -263,97 +256,8 @@ function openHostSource(p: string, follow: boolean, label: string): HostSource {
   }
 }
 
-/**
- * A container's tar stream (copyOut) written onto the host with docker cp's rules: into
- * `dest` when it is a directory, as `dest` otherwise (its parent must exist). `-` is not a
- * path here: the caller pipes the stream itself.
- */
-export async function copyToHost(stream: AsyncIterable<Uint8Array | string>, dest: string, options: CopyToHostOptions = {}): Promise<CopyResult> {
-  const label = `cp to ${dest}`;
-  if (typeof dest !== 'string' || dest === '' || dest.includes('\0')) throw invalid(`${label}: expected a host path`);
-  const abs = path.resolve(dest);
-  const chunks = tarChunks(stream)[Symbol.asyncIterator]();
-  // The first entry says whether the source is a directory, which decides where it lands.
-  const first = await firstEntry(chunks, label);
-  let st: fs.Stats | undefined;
-  try {
-    st = fs.statSync(abs);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(label, err);
-  }
-  const srcIsDir = first.type === 'directory';
-  let dirPath: string;
-  let topName: string | undefined;
-  if (st?.isDirectory()) {
-    dirPath = abs; // a tar of 'dir/.' holds the contents only already
-  } else {
-    if (dest.endsWith('/')) throw new NsboxError(st ? 'ENOTDIR' : 'ENOENT', `${label}: ${st ? 'not a directory' : 'no such directory'}`, { path: dest });
-    if (st && srcIsDir) throw new NsboxError('ENOTDIR', `${label}: cannot copy a directory onto a file`, { path: dest });
-    if (first.top === '.') {
-      // A directory's contents ('dir/.'): `dest` is made, and they go into it.
-      try {
-        fs.mkdirSync(abs, 0o755);
-      } catch (err) {
-        throw fromSystemError(label, err);
-      }
-      dirPath = abs;
-    } else {
-      dirPath = path.dirname(abs);
-      topName = path.basename(abs);
-    }
-  }
-  let fd: number;
-  try {
-    fd = fs.openSync(dirPath, O_RDONLY | O_DIRECTORY);
-  } catch (err) {
-    throw fromSystemError(label, err);
-  }
-  try {
-    const uid = process.geteuid?.() ?? 0;
-    const gid = process.getegid?.() ?? 0;
-    return await extractStream(replay(first.chunks, chunks), fd, {
-      label, ...(topName !== undefined ? { topName } : {}),
-      ...(options.keepOwners ? {} : { owner: { uid, gid } }),
-      ...(options.keepPrivileges ? {} : { dropPrivileges: true }),
-    });
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Reads until the first entry's header: its type and top name, and the chunks read so far. */
-async function firstEntry(it: AsyncIterator<Buffer>, label: string): Promise<{ type: string; top: string; chunks: Buffer[] }> {
-  const chunks: Buffer[] = [];
-  let found: { type: string; top: string } | undefined;
-  const reader = new TarReader({
-    onEntry: (e) => {
-      found ??= { type: e.type, top: components(e.name, label)[0] ?? '.' };
-    },
-    onData: () => undefined,
-    onEntryEnd: () => undefined,
-  }, label);
-  while (!found) {
-    const r = await it.next();
-    if (r.done) break;
-    chunks.push(r.value);
-    reader.write(r.value);
-    if (reader.finished) break;
-  }
-  if (!found) throw new NsboxError('BAD_ARCHIVE', `${label}: the tar stream holds no entry`);
-  return { ...found, chunks };
-}
-
-async function* replay(first: Buffer[], rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
-  yield* first;
-  for (;;) {
-    const r = await rest.next();
-    if (r.done) return;
-    yield r.value;
-  }
-}
-
 /** Any accepted tar source as Buffers. */
-async function* tarChunks(source: Exclude<CopySource, string>): AsyncGenerator<Buffer> {
+export async function* tarChunks(source: Exclude<CopySource, string>): AsyncGenerator<Buffer> {
   if (source instanceof Uint8Array) {
     yield Buffer.from(source.buffer, source.byteOffset, source.byteLength);
     return;
@@ -365,7 +269,7 @@ async function* tarChunks(source: Exclude<CopySource, string>): AsyncGenerator<B
 }
 
 /** Feeds a tar stream to an FdExtractor writing beneath `fd`. */
-async function extractStream(chunks: AsyncIterable<Buffer>, fd: number, o: ConstructorParameters<typeof FdExtractor>[1]): Promise<CopyResult> {
+export async function extractStream(chunks: AsyncIterable<Buffer>, fd: number, o: ConstructorParameters<typeof FdExtractor>[1]): Promise<CopyResult> {
   const writer = new FdExtractor(fd, o);
   const reader = new TarReader(writer, o.label);
   try {
@@ -385,7 +289,7 @@ async function extractStream(chunks: AsyncIterable<Buffer>, fd: number, o: Const
 }
 
 /** Errors of a copy, each starting with what was copied. */
-function named(err: unknown, label: string): NsboxError {
+export function named(err: unknown, label: string): NsboxError {
   if (err instanceof NsboxError) {
     if (err.message.startsWith(label)) return err;
     return new NsboxError(err.code, `${label}: ${err.message}`, {

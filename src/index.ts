@@ -8,4 +8,5 @@ export { Workspace, detectDriver, type StorageDriver } from './workspace';
 export { Volume } from './volume';
 export { buildPlan, containerPath, type BindMount, type PlanInput, type RootSource } from './plan';
 export { buildConfinement, DEFAULT_CAPABILITIES, type SecurityOptions } from './security';
-export { copyToHost, type CopyInOptions, type CopyOutOptions, type CopyResult, type CopySource, type CopyToHostOptions } from './copy';
+export { type CopyInOptions, type CopyOutOptions, type CopyResult, type CopySource } from './copy';
+export { copyToHost, type CopyToHostOptions } from './copy-host';

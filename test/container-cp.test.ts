@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import { copyToHost } from '../src/copy';
+import { copyToHost } from '../src/copy-host';
 import { NsboxError } from '../src/errors';
 import { TarReader, encodeHeader, endOfArchive, type TarEntry, type TarHeaderInput } from '../src/image/tar';
 import { Runtime } from '../src/runtime';

@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 
-import { copyToHost } from '../../copy';
+import { copyToHost } from '../../copy-host';
 import { NsboxError, invalid } from '../../errors';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
