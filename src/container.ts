@@ -9,6 +9,7 @@ import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import * as tty from 'node:tty';
 
+import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './copy';
 import { NsboxError, invalid } from './errors';
 import { native, type NativePlan, type NativeProcess } from './native';
 import type { ImageInfo } from './image/store';
@@ -89,6 +90,8 @@ export interface ManagedContainer {
   afterExit(status: ExitStatus): Promise<void> | void;
   commit(image: string, options?: CommitOptions): Promise<ImageInfo>;
   remove(options?: { force?: boolean }): Promise<void>;
+  copyIn?(source: CopySource, dest: string, options?: CopyInOptions): Promise<CopyResult>;
+  copyOut?(path: string, options?: CopyOutOptions): Promise<Readable>;
 }
 
 export interface CommitOptions {
@@ -381,6 +384,21 @@ export class Container extends EventEmitter {
   commit(image: string, options?: CommitOptions): Promise<ImageInfo> {
     if (!this.managed) return Promise.reject(invalid('commit: only containers of a Runtime have layers to commit'));
     return this.managed.commit(image, options);
+  }
+
+  /**
+   * Copies a tar stream (extracted into the directory `dest`) or a host path (docker cp's
+   * rules) into the container; see Runtime.copyIn.
+   */
+  copyIn(source: CopySource, dest: string, options?: CopyInOptions): Promise<CopyResult> {
+    if (!this.managed?.copyIn) return Promise.reject(invalid('copyIn: only containers of a Runtime can be copied to'));
+    return this.managed.copyIn(source, dest, options);
+  }
+
+  /** A tar stream of a path in the container, links as links; see Runtime.copyOut. */
+  copyOut(path: string, options?: CopyOutOptions): Promise<Readable> {
+    if (!this.managed?.copyOut) return Promise.reject(invalid('copyOut: only containers of a Runtime can be copied from'));
+    return this.managed.copyOut(path, options);
   }
 
   /**

@@ -165,3 +165,29 @@ export function removeTree(path: string | Buffer, options: { force?: boolean } =
   const hint = r.code === 'EBUSY' ? `something is mounted at ${where}: umount it first` : undefined;
   throw new NsboxError(r.code, `remove ${printable(path)}: ${where}: ${r.code} (${r.syscall})`, { errno: r.errno, syscall: r.syscall, path: where, ...(hint ? { hint } : {}) });
 }
+
+// ---- Container roots (cp, src/copy.ts) ----
+
+/**
+ * Opens `path` beneath `rootFd` as if it were "/" (openat2 RESOLVE_IN_ROOT |
+ * RESOLVE_NO_MAGICLINKS): symlinks and ".." resolve inside it, never out. `flags`: open
+ * flags (fs.constants O_PATH, O_DIRECTORY, O_NOFOLLOW...); close-on-exec is added.
+ */
+export function openInRoot(rootFd: number, path: Buffer, flags: number): number {
+  return check(native().openInRoot(rootFd, path, flags), `open ${printable(path) || '/'}`, printable(path));
+}
+
+/** The lstat of one entry of a directory. */
+export function statAt(dirfd: number, name: Buffer): EntryStat {
+  return toStat(check(native().statAt(dirfd, name), `stat ${printable(name)}`), 0);
+}
+
+/** Removes an entry: an empty directory when `dir`, anything but a directory otherwise. */
+export function unlinkAt(dirfd: number, name: Buffer, dir: boolean): void {
+  checkNull(native().unlinkAt(dirfd, name, dir), `remove ${printable(name)}`);
+}
+
+/** An overlay of the layers mounted nowhere (a detached mount): the fd of its root. */
+export function mountOverlayFd(lower: string[], upper: string, work: string): number {
+  return check(native().mountOverlayFd(lower, upper, work), 'mount the container\'s layers');
+}

@@ -10,3 +10,5 @@ export { Volume } from './volume';
 export { buildPlan, containerPath, type BindMount, type PlanInput, type RootSource } from './plan';
 export { buildConfinement, DEFAULT_CAPABILITIES, type SecurityOptions } from './security';
 export { ExecProcess, type ExecOptions } from './exec';
+export { type CopyInOptions, type CopyOutOptions, type CopyResult, type CopySource } from './copy';
+export { copyToHost, type CopyToHostOptions } from './copy-host';

@@ -19,7 +19,7 @@ export class ContainerLock {
   private constructor(readonly file: string) {}
 
   /** Takes the lock now, or returns undefined while a live process holds it. */
-  static tryAcquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start'): ContainerLock | undefined {
+  static tryAcquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy'): ContainerLock | undefined {
     layout.ensure();
     const file = path.join(layout.locks, id);
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -38,7 +38,7 @@ export class ContainerLock {
    * Takes the lock, waiting up to `waitMs` for its holder; then fails with IN_USE naming
    * what the holder does.
    */
-  static async acquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start', waitMs: number): Promise<ContainerLock> {
+  static async acquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy', waitMs: number): Promise<ContainerLock> {
     const deadline = Date.now() + waitMs;
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
       const lock = ContainerLock.tryAcquire(layout, id, what);

@@ -157,6 +157,13 @@ export interface NativeBinding {
   setLinkAttrsAt(dirfd: number, name: Buffer, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
   copyData(fromFd: number, toFd: number, limit: number): number | NativeErrno;
   removeTree(path: string | Buffer): (NativeErrno & { path: Buffer }) | null;
+  // For cp (src/copy.ts): a container's root and what lies beneath it.
+  /** openat2(rootFd, path, flags | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS). */
+  openInRoot(rootFd: number, path: Buffer, flags: number): number | NativeErrno;
+  statAt(dirfd: number, name: Buffer): Float64Array | NativeErrno;
+  unlinkAt(dirfd: number, name: Buffer, dir: boolean): NativeErrno | null;
+  /** An overlay mounted nowhere: the fd of its root (nosuid, nodev, noexec); gone with the last fd. */
+  mountOverlayFd(lower: string[], upper: string, work: string): number | NativeErrno;
 }
 
 let binding: NativeBinding | undefined;

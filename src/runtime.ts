@@ -34,6 +34,9 @@ import { Volume } from './volume';
 import { Workspace, detectDriver, validateDriver, type StorageDriver } from './workspace';
 import { launchDetached, type DetachedContainer, type LogOptions } from './detach';
 import { readLogs, type LogEntry, type LogsOptions } from './logs';
+import type { Readable } from 'node:stream';
+import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './copy';
+import type { ContainerRoot } from './copy-root';
 
 export type { ContainerConfig, ContainerInfo, ContainerStatus } from './record';
 
@@ -222,6 +225,11 @@ const START: Spec<StartOptions> = {
     throw invalid(`${name}: expected an AbortSignal`);
   }) as Check<AbortSignal>),
 };
+const COPY_IN: Spec<CopyInOptions> = {
+  owner: optional(shape({ uid: integer(0, 2 ** 32 - 2), gid: integer(0, 2 ** 32 - 2) })),
+  follow: optional(boolean),
+};
+const COPY_OUT: Spec<CopyOutOptions> = { follow: optional(boolean) };
 
 /** Options checked as a whole, each named `<method> option <key>` in messages. */
 function checkOptions<T>(method: string, spec: Spec<T>, value: unknown): T {
@@ -431,6 +439,8 @@ export class Runtime {
         afterExit: (status) => this.afterExit(record, status),
         commit: (img, o) => this.commit(id, img, o),
         remove: (o) => this.remove(id, o),
+        copyIn: (src, dest, o) => this.copyIn(id, src, dest, o),
+        copyOut: (p, o) => this.copyOut(id, p, o),
       });
       record.status = 'running';
       record.pid = container.pid;
@@ -1130,6 +1140,85 @@ export class Runtime {
       lock.release();
       if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
       if (tmpOutput) fs.rmSync(tmpOutput, { force: true });
+    }
+  }
+
+  /**
+   * Copies into a container, running or stopped (also one another process supervises), like
+   * `docker cp`: a tar stream (Readable, async iterable or Buffer) is extracted into `dest`, a
+   * directory; a host path lands in `dest` with docker cp's rules. Paths resolve inside the
+   * container's root, never following a link out of it (see DESIGN "cp"). Owners as in the tar
+   * unless `owner`. Holds the container's lock (commit and rm wait).
+   */
+  async copyIn(ref: string, source: CopySource, dest: string, options: CopyInOptions = {}): Promise<CopyResult> {
+    options = checkOptions('copyIn', COPY_IN, options);
+    const label = `cp to ${ref}:${dest}`;
+    const { copyInto } = await import('./copy');
+    const { root, release } = await this.copyRoot(ref, label);
+    try {
+      return await copyInto(root, source, dest, options, label);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * A tar stream of a path in a container, running or stopped: entries named after its last
+   * component, links as links. Resolves once the path is found; the container's lock is held
+   * until the stream ends or is destroyed, so read it to the end or destroy it.
+   */
+  async copyOut(ref: string, path_: string, options: CopyOutOptions = {}): Promise<Readable> {
+    options = checkOptions('copyOut', COPY_OUT, options);
+    const label = `cp from ${ref}:${path_}`;
+    const { copyOutOf, toReadable } = await import('./copy');
+    const { root, release } = await this.copyRoot(ref, label);
+    let out: ReturnType<typeof copyOutOf>;
+    try {
+      out = copyOutOf(root, path_, options, label);
+    } catch (e) {
+      release();
+      throw e;
+    }
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      out.close();
+      release();
+    };
+    const stream = toReadable((async function* released() {
+      try {
+        yield* out.chunks;
+      } finally {
+        finish();
+      }
+    })());
+    // Destroyed before it was read, the generator never ran: its finally would not either.
+    stream.once('close', finish);
+    return stream;
+  }
+
+  /** The container's root for a copy, under its lock: its mounted root while it runs, else its layers. */
+  private async copyRoot(ref: string, label: string): Promise<{ root: ContainerRoot; release: () => void }> {
+    this.layout.verify();
+    const id = this.trustedRecord(ref).id;
+    const { openRunningRoot, openStoppedRoot } = await import('./copy-root');
+    const lock = await ContainerLock.acquire(this.layout, id, 'copy', LOCK_WAIT_MS);
+    try {
+      const e = this.findEntry(id);
+      if (!e || e.kind === 'tomb') throw new NsboxError('NOT_FOUND', `${label}: no such container (removed)`);
+      if (e.bad) throw e.bad;
+      if (!e.rec) throw this.recordless(e);
+      const rec = e.rec;
+      const status = this.statusOf(rec);
+      if (status === 'creating' || status === 'dead') throw new NsboxError('BAD_STATE', `${label}: the container is ${status === 'dead' ? 'left half made by a process that died' : 'being created'}`);
+      const root = status === 'running'
+        ? openRunningRoot(rec, label)
+        : openStoppedRoot(rec, this.workspaceOf(rec), rec.volumes.map((v) => Volume.parse(v).target), label);
+      return { root, release: () => { root.close(); lock.release(); } };
+    } catch (e) {
+      lock.release();
+      throw e;
     }
   }
 

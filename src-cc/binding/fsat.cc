@@ -319,6 +319,57 @@ Napi::Value RemoveTree(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// openInRoot(rootFd, path, flags) -> fd | errno object (openat2 RESOLVE_IN_ROOT)
+Napi::Value OpenInRoot(const Napi::CallbackInfo& info) {
+  int fd, flags;
+  std::string path;
+  if (!fd_name_args(info, &fd, &path) || info.Length() < 3 || !int_arg(info[2], &flags)) {
+    return type_error(info.Env(), "openInRoot(rootFd, path, flags)");
+  }
+  return fd_or_error(info.Env(), open_in_root(fd, path.c_str(), flags));
+}
+
+// statAt(dirfd, name) -> Float64Array (as statFd) | errno object
+Napi::Value StatAt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  std::string name;
+  if (!fd_name_args(info, &fd, &name)) return type_error(env, "statAt(dirfd, name)");
+  struct stat st;
+  FsError e = stat_at(fd, name.c_str(), &st);
+  if (e.err) return error_object(env, e);
+  Napi::Float64Array out = Napi::Float64Array::New(env, kStatFields);
+  put_stat(out.Data(), st);
+  return out;
+}
+
+// unlinkAt(dirfd, name, dir: boolean) -> null | errno object
+Napi::Value UnlinkAt(const Napi::CallbackInfo& info) {
+  int fd;
+  std::string name;
+  if (!fd_name_args(info, &fd, &name) || info.Length() < 3 || !info[2].IsBoolean()) {
+    return type_error(info.Env(), "unlinkAt(dirfd, name, dir)");
+  }
+  return null_or_error(info.Env(), unlink_at(fd, name.c_str(), info[2].As<Napi::Boolean>().Value()));
+}
+
+// mountOverlayFd(lower: string[], upper, work) -> fd of a detached mount | errno object
+Napi::Value MountOverlayFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "mountOverlayFd(lower: string[], upper: string, work: string)";
+  if (info.Length() < 3 || !info[0].IsArray()) return type_error(env, usage);
+  Napi::Array arr = info[0].As<Napi::Array>();
+  std::vector<std::string> lower;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    std::string l;
+    if (!bytes_arg(arr.Get(i), &l) || l.empty()) return type_error(env, usage);
+    lower.push_back(std::move(l));
+  }
+  std::string upper, work;
+  if (lower.empty() || !bytes_arg(info[1], &upper) || !bytes_arg(info[2], &work)) return type_error(env, usage);
+  return fd_or_error(env, mount_overlay_fd(lower, upper, work));
+}
+
 }  // namespace
 
 void RegisterFsAt(Napi::Env env, Napi::Object exports) {
@@ -341,6 +392,10 @@ void RegisterFsAt(Napi::Env env, Napi::Object exports) {
   exports.Set("setLinkAttrsAt", Napi::Function::New<SetLinkAttrsAt>(env, "setLinkAttrsAt"));
   exports.Set("copyData", Napi::Function::New<CopyData>(env, "copyData"));
   exports.Set("removeTree", Napi::Function::New<RemoveTree>(env, "removeTree"));
+  exports.Set("openInRoot", Napi::Function::New<OpenInRoot>(env, "openInRoot"));
+  exports.Set("statAt", Napi::Function::New<StatAt>(env, "statAt"));
+  exports.Set("unlinkAt", Napi::Function::New<UnlinkAt>(env, "unlinkAt"));
+  exports.Set("mountOverlayFd", Napi::Function::New<MountOverlayFd>(env, "mountOverlayFd"));
 }
 
 }  // namespace nsbox

@@ -6,7 +6,8 @@
 namespace nsbox {
 
 // Adds openDir, openDirAt, openParentDir, openFileAt, createFileAt, listDir, statFd, readLinkAt, getXattrFd,
-// mkdirAt, linkAt, symlinkAt, setAttrsFd, setLinkAttrsAt, copyData and removeTree to exports.
+// mkdirAt, linkAt, symlinkAt, setAttrsFd, setLinkAttrsAt, copyData, removeTree, and for cp
+// openInRoot, statAt, unlinkAt and mountOverlayFd to exports.
 void RegisterFsAt(Napi::Env env, Napi::Object exports);
 
 }  // namespace nsbox

@@ -83,4 +83,23 @@ FsError copy_data(int from, int to, uint64_t limit, uint64_t* copied);
 // not a directory is unlinked.
 FsError remove_tree(const char* path, std::string* where);
 
+// ---- Container roots (cp) ----
+
+// Opens `path` beneath `rootfd` as if `rootfd` were "/": openat2 with RESOLVE_IN_ROOT |
+// RESOLVE_NO_MAGICLINKS, so that no symlink, "..", or /proc magic link resolves outside it,
+// however the tree changes meanwhile (the kernel retries or fails with EAGAIN, retried here a
+// few times). `flags` are open flags (O_PATH, O_DIRECTORY, O_NOFOLLOW for the last component);
+// O_CLOEXEC is added, O_CREAT refused (EINVAL).
+FdResult open_in_root(int rootfd, const char* path, int flags);
+// The lstat of `name` in `dirfd` (one component, never followed).
+FsError stat_at(int dirfd, const char* name, struct stat* st);
+// Removes `name` from `dirfd`: a directory (empty) when `dir`, anything else otherwise.
+FsError unlink_at(int dirfd, const char* name, bool dir);
+// An overlay of the given layers mounted nowhere: the fd of a detached mount's root, which
+// no other process can reach and which the kernel takes down when the last fd to it closes
+// (also when this process dies). nosuid, nodev, noexec. For reading and writing a stopped
+// container's root without a mount on the host.
+FdResult mount_overlay_fd(const std::vector<std::string>& lower, const std::string& upper,
+                          const std::string& work);
+
 }  // namespace nsbox

@@ -79,6 +79,23 @@ export const COMMANDS = {
     flags: [{ name: 'output', short: 'o', type: 'string', value: 'FILE.tar', help: 'also write the image as a tarball' }],
     examples: ['nsbox commit mybox snapshot', 'nsbox commit -o snapshot.tar mybox snapshot'],
   },
+  cp: {
+    name: 'cp',
+    usage: 'nsbox cp [OPTIONS] SRC CONTAINER:DEST | CONTAINER:SRC DEST',
+    summary: "Copy files into or out of a container, running or stopped ('-': a tar stream on stdin/stdout).",
+    minArgs: 2,
+    maxArgs: 2,
+    flags: [
+      { name: 'archive', short: 'a', type: 'bool', help: 'keep owners (and, out of a container, setuid bits and file capabilities)' },
+      { name: 'follow-link', short: 'L', type: 'bool', help: 'copy what a symlink SRC points to (inside the container for CONTAINER:SRC)' },
+    ],
+    examples: [
+      'nsbox cp ./app.py mybox:/srv/',
+      'nsbox cp mybox:/var/log ./logs',
+      'tar -c -C src . | nsbox cp - mybox:/srv',
+      'nsbox cp mybox:/etc/os-release - | tar -t',
+    ],
+  },
   import: {
     name: 'import',
     usage: 'nsbox import FILE.tar[.gz]|- IMAGE',
