@@ -25,6 +25,8 @@ export interface Limits {
   files?: number;
   /** Largest file a process may write, bytes or '1m' (RLIMIT_FSIZE). */
   fileSize?: number | string;
+  /** What the container may write to its root filesystem, bytes or '64m'; beyond it ENOSPC (see diskLimit). */
+  disk?: number | string;
 }
 
 /** Soft and hard limit; Infinity for unlimited. */
@@ -88,7 +90,7 @@ export interface CgroupLimits {
 
 export const CPU_PERIOD_US = 100_000;
 
-const LIMIT_KEYS = new Set(['memory', 'memorySwap', 'cpus', 'cpuset', 'cpuShares', 'pids', 'cpuTime', 'files', 'fileSize']);
+const LIMIT_KEYS = new Set(['memory', 'memorySwap', 'cpus', 'cpuset', 'cpuShares', 'pids', 'cpuTime', 'files', 'fileSize', 'disk']);
 
 /** Checks `limits` and returns the cgroup part; the rlimit part comes from rlimitsFor(). */
 export function cgroupLimits(limits: Limits | undefined): CgroupLimits {
@@ -129,6 +131,17 @@ export function cgroupLimits(limits: Limits | undefined): CgroupLimits {
     out.cpuTimeNs = Math.round(limits.cpuTime * 1e9);
   }
   return out;
+}
+
+/** The smallest write layer limits.disk makes: an ext4 image needs room for its own tables. */
+export const MIN_DISK = MIB;
+
+/** limits.disk in bytes (at least MIN_DISK), or undefined when not asked for. */
+export function diskLimit(limits: Limits | undefined): number | undefined {
+  if (limits?.disk === undefined) return undefined;
+  const bytes = parseSize(limits.disk, 'limits.disk');
+  if (bytes < MIN_DISK) throw invalid(`limits.disk: ${limits.disk}: at least 1m`);
+  return bytes;
 }
 
 function rlimitValue(v: unknown, what: string): number {

@@ -295,6 +295,19 @@ void run_step(Child& c, const Step& s) {
       c.rootfd = mfd;
       return;
     }
+    case StepOp::kMountWriteLayer: {
+      // The write layer's own filesystem (a sized tmpfs, or an ext4 image on a loop device),
+      // in this mount namespace only: it goes with the container, and the loop device then
+      // detaches itself (autoclear).
+      int mfd = make_fs(c, s);
+      if (mkdirat(mfd, "upper", 0755) < 0 && errno != EEXIST) fail(c, Sys::kMkdirat, errno);
+      if (mkdirat(mfd, "work", 0700) < 0 && errno != EEXIST) fail(c, Sys::kMkdirat, errno);
+      int tfd = open_host_dir(c, s.target);
+      attach(c, mfd, tfd);
+      close(tfd);
+      close(mfd);
+      return;
+    }
     case StepOp::kBindRoot: {
       int mfd = clone_tree(c, AT_FDCWD, s.source, 0);
       // Read-only before it is attached: there is no moment when the root is writable.

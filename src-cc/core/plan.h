@@ -29,6 +29,8 @@ enum class StepOp : uint8_t {
                      // goes to the parent over pty_socket, the slave becomes stdio and ctty
   kJoinCgroup,       // write "0" to `fd` (a cgroup.procs the parent opened): join that cgroup
   kUnshareCgroupNs,  // a cgroup namespace rooted at the cgroups just joined
+  kMountWriteLayer,  // fsopen(fstype) + options with `upper` and `work` made in it, attached at
+                     // `target` (a host path): a write layer of bounded size (limits.disk)
 };
 
 // Per-step flags.
