@@ -21,7 +21,7 @@ export interface NativeStep {
   major?: number;
   minor?: number;
   flags?: number;
-  /** joinCgroup: an open cgroup.procs file. */
+  /** joinCgroup: an open cgroup.procs file; mountWriteLayer: a detached mount. */
   fd?: number;
 }
 

@@ -25,7 +25,7 @@ import {
   type Check, type Spec,
 } from './validate';
 import type { DeviceSpec } from './device';
-import { parseSize, type Limits, type Ulimit } from './limits';
+import { diskLimit, parseSize, type Limits, type Ulimit } from './limits';
 import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResult } from './output';
 import { parseTmpfs, type TmpfsMount } from './plan';
 import { Volume } from './volume';
@@ -277,6 +277,8 @@ export class Runtime {
       throw invalid(`name ${JSON.stringify(options.name)}: letters, digits, '_', '.', '-'`);
     }
     const driver = this.storageDriver;
+    const disk = diskLimit(options.limits);
+    if (disk !== undefined) Workspace.checkDisk(driver, !!options.readOnly);
     this.layout.ensure();
     this.recoverOnce();
 
@@ -289,7 +291,9 @@ export class Runtime {
     };
     const id = this.createRecord(record);
     const dir = this.layout.containerDir(id);
-    const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly);
+    // limits.disk: a --rm container's write layer is a tmpfs of that size, a kept one's an ext4 image.
+    const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly,
+      disk === undefined ? undefined : { kind: options.remove ? 'tmpfs' : 'image', bytes: disk });
     try {
       if (name !== null) this.claimName(name, id);
     } catch (e) {
@@ -299,10 +303,13 @@ export class Runtime {
     let container: Container | undefined;
     /** Host directories the volumes' prepare() made: taken back if the run fails. */
     const madeDirs: string[] = [];
+    let diskMount: number | undefined;
     try {
       workspace.create();
+      if (workspace.disk) await workspace.createDisk();
+      diskMount = workspace.mountDisk();
       const processOptions: ProcessOptions = {
-        root: workspace.rootSource(!!options.remove),
+        root: workspace.rootSource(!!options.remove, diskMount),
         command,
         hostname: options.hostname ?? id,
         mounts: volumes.map((v) => v.prepare(madeDirs)),
@@ -351,11 +358,15 @@ export class Runtime {
       }
       Volume.removeCreated(madeDirs);
       throw e;
+    } finally {
+      // The container's namespace holds its write layer's mount now (or, failed, nothing does,
+      // and the mount and its loop device go with this fd).
+      if (diskMount !== undefined) fs.closeSync(diskMount);
     }
   }
 
   private workspaceOf(rec: ContainerRecord, dir = this.layout.containerDir(rec.id)): Workspace {
-    return new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly);
+    return new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly, Workspace.diskOf(dir));
   }
 
   /**

@@ -296,10 +296,11 @@ void run_step(Child& c, const Step& s) {
       return;
     }
     case StepOp::kMountWriteLayer: {
-      // The write layer's own filesystem (a sized tmpfs, or an ext4 image on a loop device),
-      // in this mount namespace only: it goes with the container, and the loop device then
-      // detaches itself (autoclear).
-      int mfd = make_fs(c, s);
+      // The write layer's own filesystem, attached in this mount namespace only, so it goes
+      // with the container: a sized tmpfs made here, or (`fd`) an ext4 image's mount the
+      // parent made in no namespace (opening the loop device is the parent's: the device
+      // cgroup joined above would refuse it here); its loop device then detaches itself.
+      int mfd = s.fd >= 0 ? s.fd : make_fs(c, s);
       if (mkdirat(mfd, "upper", 0755) < 0 && errno != EEXIST) fail(c, Sys::kMkdirat, errno);
       if (mkdirat(mfd, "work", 0700) < 0 && errno != EEXIST) fail(c, Sys::kMkdirat, errno);
       int tfd = open_host_dir(c, s.target);

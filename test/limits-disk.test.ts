@@ -1,0 +1,189 @@
+// limits.disk on the real kernel: a container cannot write more than its limit to its root
+// (ENOSPC inside), --rm (a tmpfs write layer) and kept (an ext4 image on a loop device); the
+// host's free space does not move beyond the limit; a kept container's writes survive its
+// exit and commit; nothing is left behind: no loop device, no mount, no file, no fd.
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+import { NsboxError } from '../src/errors';
+import { diskLimit } from '../src/limits';
+import { Runtime } from '../src/runtime';
+import { collect, openFds, runNode, distModule, until } from './helpers';
+
+let root: string;
+let rt: Runtime;
+
+/** Loop devices bound to something under `dir` (by /sys, as losetup -a reads them). */
+function loopsUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const n of fs.readdirSync('/sys/block').filter((x) => /^loop\d+$/.test(x))) {
+    try {
+      const f = fs.readFileSync(`/sys/block/${n}/loop/backing_file`, 'utf8').trim();
+      if (f.startsWith(dir)) out.push(`${n} ${f}`);
+    } catch {
+      // not attached
+    }
+  }
+  return out;
+}
+const allLoops = () => fs.readdirSync('/sys/block').filter((n) => /^loop\d+$/.test(n) && fs.existsSync(`/sys/block/${n}/loop/backing_file`)).sort();
+const mountsUnder = (dir: string) => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(dir));
+const containers = () => fs.readdirSync(path.join(root, 'containers'));
+const MIB = 1024 * 1024;
+
+/** Writes zeros until the root is full; prints dd's exit status and what it said. */
+const FILL = 'out=$(dd if=/dev/zero of=/fill bs=64k 2>&1); echo "rc=$?"; echo "$out"; ls -l /fill | awk \'{print "size=" $5}\'';
+
+async function runFill(opts: { remove: boolean; disk: string | number }): Promise<{ out: string; c: Awaited<ReturnType<Runtime['run']>> }> {
+  const c = await rt.run({ image: 'busybox', command: ['sh', '-c', FILL], remove: opts.remove, limits: { disk: opts.disk }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = collect(c.stdout);
+  const st = await c.wait();
+  expect(st.exitCode).toBe(0);
+  return { out: await out, c };
+}
+const sizeOf = (out: string) => Number(/size=(\d+)/.exec(out)?.[1]);
+
+beforeAll(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-disk-'));
+  rt = new Runtime({ root });
+});
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+afterEach(async () => {
+  // The loop device goes with the container's mount namespace, which the kernel ends a
+  // moment after the container's last process.
+  await until('loop devices of the test detached', () => loopsUnder(root).length === 0, 5000);
+  expect(mountsUnder(root)).toEqual([]);
+});
+
+describe('limits.disk', () => {
+  it('parses sizes and refuses what is not one', () => {
+    expect(diskLimit(undefined)).toBeUndefined();
+    expect(diskLimit({ disk: '64m' })).toBe(64 * MIB);
+    expect(diskLimit({ disk: 2 * MIB })).toBe(2 * MIB);
+    for (const bad of ['0', '-1', 'abc', '', 0, -1, 1.5, '512k', 1000]) {
+      expect(() => diskLimit({ disk: bad })).toThrow(NsboxError);
+    }
+  });
+
+  it('--rm: a write loop stops at the limit with ENOSPC, the host disk does not move', async () => {
+    const free = () => { const s = fs.statfsSync(root); return s.bavail * s.bsize; };
+    const before = free();
+    const { out } = await runFill({ remove: true, disk: '8m' });
+    expect(out).toMatch(/rc=1/);
+    expect(out).toMatch(/No space left on device/);
+    expect(sizeOf(out)).toBeGreaterThan(6 * MIB);
+    expect(sizeOf(out)).toBeLessThanOrEqual(8 * MIB);
+    // written to the container's memory, never to the host's disk (other tests may write a little)
+    expect(before - free()).toBeLessThan(4 * MIB);
+    await until('the --rm container removed', () => containers().length === 0);
+  });
+
+  it('kept: ENOSPC at the limit, the data survives the exit, commit has it, rm removes everything', async () => {
+    const loopsBefore = allLoops();
+    const fdsBefore = openFds();
+    const { out, c } = await runFill({ remove: false, disk: '16m' });
+    expect(out).toMatch(/rc=1/);
+    expect(out).toMatch(/No space left on device/);
+    expect(sizeOf(out)).toBeGreaterThan(12 * MIB);
+    expect(sizeOf(out)).toBeLessThanOrEqual(16 * MIB);
+    const dir = path.join(root, 'containers', c.id);
+    // a sparse image: what the host holds is what the container wrote, never more than the limit
+    const img = fs.statSync(path.join(dir, 'disk.img'));
+    expect(img.size).toBe(16 * MIB);
+    expect(img.blocks * 512).toBeLessThanOrEqual(17 * MIB);
+    await until('its loop device detached', () => loopsUnder(root).length === 0, 5000);
+
+    // a second write after the exit is refused, and the first one is still there for commit
+    const info = await c.commit('disk-snap');
+    expect(fs.statSync(path.join(info.rootfs, 'fill')).size).toBe(sizeOf(out));
+    expect(loopsUnder(root)).toEqual([]);
+    const seen = await rt.run({ image: 'disk-snap', command: ['sh', '-c', 'ls -l /fill | awk \'{print $5}\''], remove: true });
+    const seenOut = collect(seen.stdout);
+    await seen.wait();
+    expect(Number((await seenOut).trim())).toBe(sizeOf(out));
+
+    await c.remove();
+    expect(fs.existsSync(dir)).toBe(false);
+    await until('loop devices back as before', () => JSON.stringify(allLoops()) === JSON.stringify(loopsBefore), 5000);
+    expect(openFds()).toEqual(fdsBefore);
+    rt.removeImage('disk-snap');
+  });
+
+  it('kept: commit of the running container reads what it wrote so far', async () => {
+    const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'echo hello > /note; sleep 30'], limits: { disk: '8m' }, stdio: 'ignore' });
+    const dir = path.join(root, 'containers', c.id);
+    await until('the note written', () => {
+      try {
+        return spawnSync('sh', ['-c', `cat /proc/${c.pid}/root/note`]).stdout.toString() === 'hello\n';
+      } catch {
+        return false;
+      }
+    });
+    const info = await c.commit('disk-live');
+    expect(fs.readFileSync(path.join(info.rootfs, 'note'), 'utf8')).toBe('hello\n');
+    await c.remove({ force: true });
+    expect(fs.existsSync(dir)).toBe(false);
+    rt.removeImage('disk-live');
+  });
+
+  it('--rm: commit of the running container is refused with a clear error', async () => {
+    const c = await rt.run({ image: 'busybox', command: ['sleep', '30'], remove: true, limits: { disk: '4m' }, stdio: 'ignore' });
+    await expect(c.commit('never')).rejects.toMatchObject({ code: 'UNSUPPORTED' });
+    c.kill('SIGKILL');
+    await c.wait();
+    expect(rt.images.find('never')).toBeUndefined();
+  });
+
+  it('a limit that cannot be applied fails run and leaves nothing', async () => {
+    const before = containers();
+    const loops = allLoops();
+    const fds = openFds();
+    const huge = fs.statfsSync(root).blocks * fs.statfsSync(root).bsize * 2;
+    const cases: Array<[Parameters<Runtime['run']>[0], string]> = [
+      [{ image: 'busybox', command: ['true'], limits: { disk: '0' } }, 'INVALID_ARGUMENT'],
+      [{ image: 'busybox', command: ['true'], limits: { disk: '-1' } }, 'INVALID_ARGUMENT'],
+      [{ image: 'busybox', command: ['true'], limits: { disk: 'abc' } }, 'INVALID_ARGUMENT'],
+      [{ image: 'busybox', command: ['true'], limits: { disk: '64m' }, readOnly: true }, 'INVALID_ARGUMENT'],
+      // larger than the host filesystem (kept) or the machine's memory (--rm): never held
+      [{ image: 'busybox', command: ['true'], limits: { disk: huge } }, 'ENOSPC'],
+      [{ image: 'busybox', command: ['true'], limits: { disk: os.totalmem() * 2 }, remove: true }, 'INVALID_ARGUMENT'],
+    ];
+    for (const [opts, code] of cases) {
+      const err = await rt.run(opts).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(NsboxError);
+      expect((err as NsboxError).code).toBe(code);
+      expect((err as NsboxError).message).toMatch(/limits\.disk/);
+    }
+    expect(containers()).toEqual(before);
+    expect(allLoops()).toEqual(loops);
+    expect(openFds()).toEqual(fds);
+  });
+
+  it('a SIGKILLed supervisor leaves no loop device and no mount; prune removes the rest', async () => {
+    const script = `
+      const { Runtime } = require(${JSON.stringify(distModule('container').replace(/container\.js$/, 'runtime.js'))});
+      const rt = new Runtime({ root: ${JSON.stringify(root)} });
+      rt.run({ image: 'busybox', command: ['sh', '-c', 'echo x > /f; sleep 60'], limits: { disk: '8m' }, stdio: 'ignore' })
+        .then((c) => { console.log(c.id); setTimeout(() => process.kill(process.pid, 'SIGKILL'), 200); });
+      rt.run({ image: 'busybox', command: ['sleep', '60'], remove: true, limits: { disk: '8m' }, stdio: 'ignore' });
+    `;
+    const r = await runNode(script, { timeoutMs: 20000 });
+    expect(r.signal).toBe('SIGKILL');
+    // the containers die with their supervisor (PDEATHSIG), and their loop devices with them
+    await until('loop devices detached', () => loopsUnder(root).length === 0, 10000);
+    expect(mountsUnder(root)).toEqual([]);
+    const pruned = rt.prune();
+    expect(pruned.length).toBeGreaterThan(0);
+    expect(containers()).toEqual([]);
+  });
+});
+
+afterAll(() => {
+  // No loop device of this test was left attached (checked against losetup's own view too).
+  const losetup = spawnSync('losetup', ['-a'], { encoding: 'utf8' });
+  if (losetup.status === 0) expect(losetup.stdout.split('\n').filter((l) => l.includes(root))).toEqual([]);
+  void execFileSync;
+});
