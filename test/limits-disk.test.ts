@@ -58,6 +58,9 @@ afterEach(async () => {
   expect(mountsUnder(root)).toEqual([]);
 });
 
+const free = () => { const s = fs.statfsSync(root); return s.bavail * s.bsize; };
+const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+
 describe('limits.disk', () => {
   it('parses sizes and refuses what is not one', () => {
     expect(diskLimit(undefined)).toBeUndefined();
@@ -68,8 +71,21 @@ describe('limits.disk', () => {
     }
   });
 
+  it('the CLI: --storage-opt size= and --disk hold the root at the size, df inside shows it', () => {
+    for (const flag of [['--storage-opt', 'size=4m'], ['--disk', '4m']]) {
+      const r = spawnSync(process.execPath, [MAIN, '--root', root, 'run', '--rm', ...flag, 'busybox', 'sh', '-c', `${FILL}; df -k / | tail -1`], { encoding: 'utf8' });
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/No space left on device/);
+      expect(sizeOf(r.stdout)).toBeLessThanOrEqual(4 * MIB);
+      expect(r.stdout).toMatch(/\s4096\s+4096\s+0\s+100%/);
+    }
+    const bad = spawnSync(process.execPath, [MAIN, '--root', root, 'run', '--rm', '--storage-opt', 'size=0', 'busybox', 'true'], { encoding: 'utf8' });
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/limits\.disk/);
+    expect(containers()).toEqual([]);
+  });
+
   it('--rm: a write loop stops at the limit with ENOSPC, the host disk does not move', async () => {
-    const free = () => { const s = fs.statfsSync(root); return s.bavail * s.bsize; };
     const before = free();
     const { out } = await runFill({ remove: true, disk: '8m' });
     expect(out).toMatch(/rc=1/);
@@ -84,7 +100,10 @@ describe('limits.disk', () => {
   it('kept: ENOSPC at the limit, the data survives the exit, commit has it, rm removes everything', async () => {
     const loopsBefore = allLoops();
     const fdsBefore = openFds();
+    const freeBefore = free();
     const { out, c } = await runFill({ remove: false, disk: '16m' });
+    // the image is sparse: the host lost what was written, not a byte past the limit
+    expect(freeBefore - free()).toBeLessThan(20 * MIB);
     expect(out).toMatch(/rc=1/);
     expect(out).toMatch(/No space left on device/);
     expect(sizeOf(out)).toBeGreaterThan(12 * MIB);
@@ -115,6 +134,9 @@ describe('limits.disk', () => {
   it('kept: commit of the running container reads what it wrote so far', async () => {
     const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'echo hello > /note; sleep 30'], limits: { disk: '8m' }, stdio: 'ignore' });
     const dir = path.join(root, 'containers', c.id);
+    // while it runs, its image is on exactly one loop device (mounted in its namespace only)
+    expect(loopsUnder(root)).toEqual([expect.stringContaining(path.join(dir, 'disk.img'))]);
+    expect(mountsUnder(root)).toEqual([]);
     await until('the note written', () => {
       try {
         return spawnSync('sh', ['-c', `cat /proc/${c.pid}/root/note`]).stdout.toString() === 'hello\n';
@@ -159,6 +181,18 @@ describe('limits.disk', () => {
     }
     expect(containers()).toEqual(before);
     expect(allLoops()).toEqual(loops);
+    expect(openFds()).toEqual(fds);
+  });
+
+  it('a start that fails after the image is mounted leaves no loop device, mount, fd or file', async () => {
+    const loops = allLoops();
+    const fds = openFds();
+    for (const remove of [false, true]) {
+      const err = await rt.run({ image: 'busybox', command: ['/no/such/program'], limits: { disk: '4m' }, remove }).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(NsboxError);
+    }
+    expect(containers()).toEqual([]);
+    await until('the loop device detached', () => JSON.stringify(allLoops()) === JSON.stringify(loops), 5000);
     expect(openFds()).toEqual(fds);
   });
 
