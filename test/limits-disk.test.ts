@@ -97,6 +97,17 @@ describe('limits.disk', () => {
     await until('the --rm container removed', () => containers().length === 0);
   });
 
+  it('--rm: what the write layer holds is charged to limits.memory (no way around it through the tmpfs)', async () => {
+    const c = await rt.run({
+      image: 'busybox', remove: true, limits: { disk: '64m', memory: '32m' }, stdio: ['ignore', 'pipe', 'pipe'],
+      command: ['sh', '-c', 'dd if=/dev/zero of=/f bs=1M count=48 2>/dev/null; ls -l /f | awk \'{print "size=" $5}\''],
+    });
+    const out = collect(c.stdout);
+    const st = await c.wait();
+    expect(st.oomKilled).toBe(true);
+    expect(sizeOf(await out)).toBeLessThan(32 * MIB);
+  });
+
   it('kept: ENOSPC at the limit, the data survives the exit, commit has it, rm removes everything', async () => {
     const loopsBefore = allLoops();
     const fdsBefore = openFds();
