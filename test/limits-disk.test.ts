@@ -2,7 +2,7 @@
 // (ENOSPC inside), --rm (a tmpfs write layer) and kept (an ext4 image on a loop device); the
 // host's free space does not move beyond the limit; a kept container's writes survive its
 // exit and commit; nothing is left behind: no loop device, no mount, no file, no fd.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -205,6 +205,41 @@ describe('limits.disk', () => {
     expect(containers()).toEqual([]);
     await until('the loop device detached', () => JSON.stringify(allLoops()) === JSON.stringify(loops), 5000);
     expect(openFds()).toEqual(fds);
+  });
+
+  it('a committer SIGKILLed in the middle of reading the image leaves no mount and no loop device', async () => {
+    // Enough files that the walk takes a while; the committer is killed while it reads.
+    const c = await rt.run({
+      image: 'busybox', limits: { disk: '32m' }, stdio: 'ignore',
+      command: ['sh', '-c', 'for d in $(seq 1 40); do mkdir -p /many/$d; for f in $(seq 1 100); do echo $d$f > /many/$d/$f; done; done'],
+    });
+    expect((await c.wait()).exitCode).toBe(0);
+    await until('its loop device detached', () => loopsUnder(root).length === 0, 5000);
+    const script = `
+      const { Runtime } = require(${JSON.stringify(distModule('container').replace(/container\.js$/, 'runtime.js'))});
+      new Runtime({ root: ${JSON.stringify(root)} }).commit(${JSON.stringify(c.id)}, 'never-done').then(() => console.log('finished'));
+    `;
+    // Killed from here as soon as the image is on a loop device, i.e. mid-commit.
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    let held = false;
+    while (child.exitCode === null && child.signalCode === null && !held) {
+      held = loopsUnder(root).length > 0;
+      if (!held) await new Promise((res) => setImmediate(res));
+    }
+    child.kill('SIGKILL');
+    const r = await new Promise<{ signal: NodeJS.Signals | null }>((res) => child.on('close', (_code, signal) => res({ signal })));
+    expect(held).toBe(true);
+    expect(out).toBe('');
+    expect(r.signal).toBe('SIGKILL');
+    await until('the loop device detached', () => loopsUnder(root).length === 0, 5000);
+    expect(mountsUnder(root)).toEqual([]);
+    // the container is intact: a commit now works
+    const info = await c.commit('disk-after-kill');
+    expect(fs.readFileSync(path.join(info.rootfs, 'many/40/50'), 'utf8')).toBe('4050\n');
+    rt.removeImage('disk-after-kill');
+    await c.remove();
   });
 
   it('a SIGKILLed supervisor leaves no loop device and no mount; prune removes the rest', async () => {
