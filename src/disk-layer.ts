@@ -118,7 +118,10 @@ export function mountImageReadOnly(file: string): number {
   const attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
   const live = attachedLoop(file);
   if (live) {
-    const fd = native().mountDetached('ext4', live, false, attrs);
+    // Read-only unless the container's own read-write superblock is there to share (EBUSY):
+    // a device whose container is gone (and that is about to detach) is never written.
+    let fd = native().mountDetached('ext4', live, true, attrs);
+    if (isErrno(fd) && fd.code === 'EBUSY') fd = native().mountDetached('ext4', live, false, attrs);
     // Held by this mount now, the device cannot be detached and reused: check it is still ours.
     if (!isErrno(fd)) {
       if (backingFile(live) === file) return fd;

@@ -27,7 +27,6 @@ export interface DiskLayer {
   bytes?: number;
 }
 
-
 const OVERLAYFS_SUPER_MAGIC = 0x794c7630;
 
 let filesystems: string | undefined;
