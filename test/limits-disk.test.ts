@@ -1,8 +1,8 @@
 // limits.disk on the real kernel: a container cannot write more than its limit to its root
 // (ENOSPC inside), --rm (a tmpfs write layer) and kept (an ext4 image on a loop device); the
 // host holds none of a --rm container's writes and no more than the limit of a kept one's;
-// a kept container's writes survive its
-// exit and commit; nothing is left behind: no loop device, no mount, no file, no fd.
+// a kept container's writes survive its exit and commit; nothing is left behind: no loop
+// device, no mount, no file, no fd.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
