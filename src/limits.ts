@@ -4,7 +4,7 @@
  * (b) the cgroup settings src/cgroup.ts writes for the whole process tree.
  * Pure: no system calls here.
  */
-import { invalid } from './errors';
+import { NsboxError, invalid } from './errors';
 
 export interface Limits {
   /** Memory of the whole container, bytes or '64m' (docker's --memory). */
@@ -99,6 +99,8 @@ export function cgroupLimits(limits: Limits | undefined): CgroupLimits {
   for (const k of Object.keys(limits)) {
     if (!LIMIT_KEYS.has(k)) throw invalid(`limits: ${k}: unknown limit (${[...LIMIT_KEYS].join(', ')})`);
   }
+  // Runtime.run takes it off (see withoutDisk): a bare root has no write layer to bound.
+  if (limits.disk !== undefined) throw new NsboxError('UNSUPPORTED', 'limits.disk: needs a write layer, which only a container made by Runtime.run has');
   const out: CgroupLimits = {};
   if (limits.memory !== undefined) {
     out.memory = parseSize(limits.memory, 'limits.memory');
@@ -142,6 +144,12 @@ export function diskLimit(limits: Limits | undefined): number | undefined {
   const bytes = parseSize(limits.disk, 'limits.disk');
   if (bytes < MIN_DISK) throw invalid(`limits.disk: ${limits.disk}: at least 1m`);
   return bytes;
+}
+
+/** The limits a container's processes get: limits.disk is the write layer's (Runtime.run). */
+export function withoutDisk(limits: Limits): Limits {
+  const { disk: _disk, ...rest } = limits;
+  return rest;
 }
 
 function rlimitValue(v: unknown, what: string): number {

@@ -25,7 +25,7 @@ import {
   type Check, type Spec,
 } from './validate';
 import type { DeviceSpec } from './device';
-import { diskLimit, parseSize, type Limits, type Ulimit } from './limits';
+import { diskLimit, parseSize, withoutDisk, type Limits, type Ulimit } from './limits';
 import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResult } from './output';
 import { parseTmpfs, type TmpfsMount } from './plan';
 import { Volume } from './volume';
@@ -321,7 +321,7 @@ export class Runtime {
         ...(options.security !== undefined ? { security: options.security } : {}),
         ...(options.forkStyle ? { forkStyle: true } : {}),
         ...(options.devices !== undefined ? { devices: options.devices } : {}),
-        ...(options.limits !== undefined ? { limits: options.limits } : {}),
+        ...(options.limits !== undefined ? { limits: withoutDisk(options.limits) } : {}),
         ...(options.ulimits !== undefined ? { ulimits: options.ulimits } : {}),
         ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
         ...(options.tmpfs !== undefined ? { tmpfs: tmpfsMounts(options.tmpfs) } : {}),

@@ -12,7 +12,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NsboxError } from '../src/errors';
 import { diskLimit } from '../src/limits';
 import { Runtime } from '../src/runtime';
-import { collect, openFds, runNode, distModule, until } from './helpers';
+import { Container } from '../src/container';
+import { ROOTFS, collect, distModule, openFds, runNode, until } from './helpers';
 
 let root: string;
 let rt: Runtime;
@@ -200,6 +201,13 @@ describe('limits.disk', () => {
     }
     expect(containers()).toEqual(before);
     expect(allLoops()).toEqual(loops);
+    expect(openFds()).toEqual(fds);
+  });
+
+  it('Container.start on a bare root refuses limits.disk rather than run unbounded', () => {
+    const fds = openFds();
+    expect(() => Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['true'], limits: { disk: '8m' } }))
+      .toThrow(expect.objectContaining({ code: 'UNSUPPORTED', message: expect.stringMatching(/limits\.disk/) }));
     expect(openFds()).toEqual(fds);
   });
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { parseArgs } from '../../src/cli/args';
 import { COMMANDS } from '../../src/cli/specs';
 import { NsboxError } from '../../src/errors';
-import { cgroupLimits, diskLimit, rlimitsFor } from '../../src/limits';
+import { cgroupLimits, diskLimit, rlimitsFor, withoutDisk } from '../../src/limits';
 import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID } from '../../src/native';
 import { buildPlan } from '../../src/plan';
 
@@ -21,8 +21,9 @@ describe('limits.disk', () => {
       expect(() => diskLimit({ disk: bad as never })).toThrow(NsboxError);
     }
   });
-  it('is a known key that neither cgroups nor rlimits see', () => {
-    expect(cgroupLimits({ disk: '8m' })).toEqual({});
+  it('is the write layer\'s: never silently dropped where there is none (Container.start)', () => {
+    expect(() => cgroupLimits({ disk: '8m' })).toThrow(/limits\.disk: needs a write layer/);
+    expect(cgroupLimits(withoutDisk({ disk: '8m', pids: 5 }))).toEqual({ pids: 5 });
     expect(rlimitsFor({ disk: '8m' }, undefined).fsize).toEqual([Infinity, Infinity]);
   });
 });
