@@ -36,6 +36,7 @@
         "src-cc/core/pty.cc",
         "src-cc/core/fdpass.cc",
         "src-cc/core/hostmount.cc",
+        "src-cc/core/loopdev.cc",
         "src-cc/core/fsat.cc",
         "src-cc/core/devbpf.cc",
         "src-cc/core/exec.cc",

@@ -4,7 +4,7 @@
  * (b) the cgroup settings src/cgroup.ts writes for the whole process tree.
  * Pure: no system calls here.
  */
-import { invalid } from './errors';
+import { NsboxError, invalid } from './errors';
 
 export interface Limits {
   /** Memory of the whole container, bytes or '64m' (docker's --memory). */
@@ -25,6 +25,8 @@ export interface Limits {
   files?: number;
   /** Largest file a process may write, bytes or '1m' (RLIMIT_FSIZE). */
   fileSize?: number | string;
+  /** What the container may write to its root filesystem, bytes or '64m'; beyond it ENOSPC (see diskLimit). */
+  disk?: number | string;
 }
 
 /** Soft and hard limit; Infinity for unlimited. */
@@ -88,7 +90,7 @@ export interface CgroupLimits {
 
 export const CPU_PERIOD_US = 100_000;
 
-const LIMIT_KEYS = new Set(['memory', 'memorySwap', 'cpus', 'cpuset', 'cpuShares', 'pids', 'cpuTime', 'files', 'fileSize']);
+const LIMIT_KEYS = new Set(['memory', 'memorySwap', 'cpus', 'cpuset', 'cpuShares', 'pids', 'cpuTime', 'files', 'fileSize', 'disk']);
 
 /** Checks `limits` and returns the cgroup part; the rlimit part comes from rlimitsFor(). */
 export function cgroupLimits(limits: Limits | undefined): CgroupLimits {
@@ -97,6 +99,8 @@ export function cgroupLimits(limits: Limits | undefined): CgroupLimits {
   for (const k of Object.keys(limits)) {
     if (!LIMIT_KEYS.has(k)) throw invalid(`limits: ${k}: unknown limit (${[...LIMIT_KEYS].join(', ')})`);
   }
+  // Runtime.run takes it off (see withoutDisk): a bare root has no write layer to bound.
+  if (limits.disk !== undefined) throw new NsboxError('UNSUPPORTED', 'limits.disk: needs a write layer, which only a container made by Runtime.run has');
   const out: CgroupLimits = {};
   if (limits.memory !== undefined) {
     out.memory = parseSize(limits.memory, 'limits.memory');
@@ -129,6 +133,23 @@ export function cgroupLimits(limits: Limits | undefined): CgroupLimits {
     out.cpuTimeNs = Math.round(limits.cpuTime * 1e9);
   }
   return out;
+}
+
+/** The smallest write layer limits.disk makes: an ext4 image needs room for its own tables. */
+export const MIN_DISK = MIB;
+
+/** limits.disk in bytes (at least MIN_DISK), or undefined when not asked for. */
+export function diskLimit(limits: Limits | undefined): number | undefined {
+  if (limits?.disk === undefined) return undefined;
+  const bytes = parseSize(limits.disk, 'limits.disk');
+  if (bytes < MIN_DISK) throw invalid(`limits.disk: ${limits.disk}: at least 1m`);
+  return bytes;
+}
+
+/** The limits a container's processes get: limits.disk is the write layer's (Runtime.run). */
+export function withoutDisk(limits: Limits): Limits {
+  const { disk: _disk, ...rest } = limits;
+  return rest;
 }
 
 function rlimitValue(v: unknown, what: string): number {

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 export type StepOp =
   | 'makeRootPrivate' | 'mountRootFs' | 'bindRoot' | 'mountFs' | 'bindInRoot' | 'mkdirInRoot'
   | 'symlinkInRoot' | 'maskInRoot' | 'readonlyInRoot' | 'pivotRoot'
-  | 'loopbackUp' | 'sethostname' | 'chdir' | 'openPty' | 'joinCgroup' | 'unshareCgroupNs';
+  | 'loopbackUp' | 'sethostname' | 'chdir' | 'openPty' | 'joinCgroup' | 'unshareCgroupNs' | 'mountWriteLayer';
 
 export interface NativeStep {
   op: StepOp;
@@ -21,7 +21,7 @@ export interface NativeStep {
   major?: number;
   minor?: number;
   flags?: number;
-  /** joinCgroup: an open cgroup.procs file. */
+  /** joinCgroup: an open cgroup.procs file; mountWriteLayer: a detached mount. */
   fd?: number;
 }
 
@@ -133,6 +133,10 @@ export interface NativeBinding {
   pidfdAlive(fd: number, waitMs?: number): boolean;
   mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;
+  /** A free loop device with `file` behind it, detached by the kernel after its last user (limits.disk). */
+  attachLoop(file: string, readonly: boolean): { fd: number; device: string } | NativeErrno;
+  /** A mount of `source` in no namespace, as an fd: gone when the fd is closed. */
+  mountDetached(fstype: string, source: string, readonly: boolean, attrs: number): number | NativeErrno;
   getXattr(path: string, name: string): Buffer | NativeErrno | null;
   /** Loads a BPF_PROG_TYPE_CGROUP_DEVICE program and attaches it to a cgroup v2 directory. */
   attachDeviceProgram(cgroupDir: string, insns: Uint8Array): NativeErrno | null;

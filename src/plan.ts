@@ -18,9 +18,25 @@ export type RootSource =
       type: 'overlay'; lower: string[]; upper: string; work: string; target: string;
       /** Never sync the write layer (it is thrown away on exit): overlay's `volatile`. */
       volatile?: boolean;
+      /**
+       * A filesystem of bounded size (limits.disk) mounted at `target` in the container's own
+       * mount namespace before the overlay, with `upper` and `work` made in it.
+       */
+      writeLayer?: WriteLayerMount;
     }
   /** The book's driver: aufs branches, the write layer rw over the image layers ro. */
   | { type: 'aufs'; lower: string[]; upper: string; target: string };
+
+/** The write layer's own filesystem: a sized tmpfs, or an ext4 image on a loop device. */
+export interface WriteLayerMount {
+  fstype: 'tmpfs' | 'ext4';
+  /** fsconfig options, key, value, ... ('' value: a flag), for a filesystem the child makes. */
+  options?: string[];
+  /** A mount the parent made in no namespace (an fd it closes after the start), attached instead. */
+  fd?: number;
+  /** Host path (a directory of the container's) it is mounted on. */
+  target: string;
+}
 
 export interface BindMount {
   /** Host path (absolute). */
@@ -161,13 +177,21 @@ export function overlayLowerdir(layers: string[]): string {
 
 const rel = (p: string) => p.replace(/^\/+/, '');
 
+/** nosuid and nodev: nothing on the write layer's own mount is ever a way to privileges. */
+function writeLayerStep(w: WriteLayerMount): NativeStep {
+  return {
+    op: 'mountWriteLayer', name: `write layer ${w.fstype} ${w.target}`, fstype: w.fstype, target: w.target,
+    options: w.options ?? [], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ...(w.fd !== undefined ? { fd: w.fd } : {}),
+  };
+}
+
 /** No device node on the root works unless the container is privileged (nodev). */
 function rootSteps(root: RootSource, nodev: number): NativeStep[] {
   switch (root.type) {
     case 'bind':
       return [{ op: 'bindRoot', name: `root ${root.path}`, source: root.path, attrs: nodev | (root.readonly ? MOUNT_ATTR_RDONLY : 0) }];
     case 'overlay':
-      return [{
+      return [...(root.writeLayer ? [writeLayerStep(root.writeLayer)] : []), {
         op: 'mountRootFs', name: `overlay root ${root.target}`, fstype: 'overlay', target: root.target, attrs: nodev,
         options: ['lowerdir', overlayLowerdir(root.lower), 'upperdir', root.upper, 'workdir', root.work, ...(root.volatile ? ['volatile', ''] : [])],
       }];

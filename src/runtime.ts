@@ -26,7 +26,7 @@ import {
   type Check, type Spec,
 } from './validate';
 import type { DeviceSpec } from './device';
-import { parseSize, type Limits, type Ulimit } from './limits';
+import { diskLimit, parseSize, withoutDisk, type Limits, type Ulimit } from './limits';
 import { writeEtcFiles } from './etc-files';
 import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResult } from './output';
 import { parseTmpfs, type TmpfsMount } from './plan';
@@ -376,6 +376,8 @@ export class Runtime {
       throw invalid(`name ${JSON.stringify(options.name)}: letters, digits, '_', '.', '-'`);
     }
     const driver = this.storageDriver;
+    const disk = diskLimit(options.limits);
+    if (disk !== undefined) Workspace.checkDisk(driver, !!options.readOnly);
     this.layout.ensure();
     this.recoverOnce();
 
@@ -389,7 +391,9 @@ export class Runtime {
     };
     const id = this.createRecord(record);
     const dir = this.layout.containerDir(id);
-    const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly);
+    // limits.disk: a --rm container's write layer is a tmpfs of that size, a kept one's an ext4 image.
+    const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly,
+      disk === undefined ? undefined : { kind: options.remove ? 'tmpfs' : 'image', bytes: disk });
     try {
       if (name !== null) this.claimName(name, id);
     } catch (e) {
@@ -401,10 +405,13 @@ export class Runtime {
     let detached: number | undefined;
     /** Host directories the volumes' prepare() made: taken back if the run fails. */
     const madeDirs: string[] = [];
+    let diskMount: number | undefined;
     try {
       workspace.create();
+      if (workspace.disk) await workspace.createDisk();
+      diskMount = workspace.mountDisk();
       const processOptions: ProcessOptions = {
-        root: workspace.rootSource(!!options.remove),
+        root: workspace.rootSource(!!options.remove, diskMount),
         command,
         hostname: options.hostname ?? id,
         mounts: volumes.map((v) => v.prepare(madeDirs)),
@@ -416,7 +423,7 @@ export class Runtime {
         ...(options.security !== undefined ? { security: options.security } : {}),
         ...(options.forkStyle ? { forkStyle: true } : {}),
         ...(options.devices !== undefined ? { devices: options.devices } : {}),
-        ...(options.limits !== undefined ? { limits: options.limits } : {}),
+        ...(options.limits !== undefined ? { limits: withoutDisk(options.limits) } : {}),
         ...(options.ulimits !== undefined ? { ulimits: options.ulimits } : {}),
         ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
         ...(options.tmpfs !== undefined ? { tmpfs: tmpfsMounts(options.tmpfs) } : {}),
@@ -474,6 +481,10 @@ export class Runtime {
       }
       Volume.removeCreated(madeDirs);
       throw e;
+    } finally {
+      // The container's namespace holds its write layer's mount now (or, failed, nothing does,
+      // and the mount and its loop device go with this fd).
+      if (diskMount !== undefined) fs.closeSync(diskMount);
     }
   }
 
@@ -523,7 +534,7 @@ export class Runtime {
   }
 
   private workspaceOf(rec: ContainerRecord, dir = this.layout.containerDir(rec.id)): Workspace {
-    return new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly);
+    return new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly, Workspace.diskOf(dir));
   }
 
   /**

@@ -8,12 +8,24 @@ import type * as ChildProcess from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import * as diskLayer from './disk-layer';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { removeTree } from './fsat';
 import { native } from './native';
-import type { RootSource } from './plan';
+import type { RootSource, WriteLayerMount } from './plan';
 
 export type StorageDriver = 'overlay' | 'aufs' | 'vfs';
+
+/**
+ * limits.disk: the write layer on a filesystem of its own, mounted in the container's mount
+ * namespace only. 'tmpfs' (a --rm container: in memory, gone with it) or 'image' (a kept
+ * container: an ext4 image file in its directory, on a loop device while it runs).
+ */
+export interface DiskLayer {
+  kind: 'tmpfs' | 'image';
+  /** The limit; known when the container is made (not needed to read a layer back). */
+  bytes?: number;
+}
 
 const OVERLAYFS_SUPER_MAGIC = 0x794c7630;
 
@@ -58,22 +70,70 @@ export class Workspace {
   readonly merged: string;
   /** No write layer: the image layer itself is the root, mounted read-only (--read-only). */
   readonly readOnly: boolean;
+  /** limits.disk: the write layer's own filesystem, mounted at `layerMount` in the container. */
+  readonly disk: DiskLayer | undefined;
+  /** Where the container mounts its write layer's filesystem (empty on the host). */
+  readonly layerMount: string;
+  /** A kept container's write layer with limits.disk: an ext4 image. */
+  readonly diskImage: string;
   private mountedOnHost = false;
 
-  constructor(dir: string, imageLayer: string, driver: StorageDriver, readOnly = false) {
+  constructor(dir: string, imageLayer: string, driver: StorageDriver, readOnly = false, disk?: DiskLayer) {
     this.dir = dir;
     this.imageLayer = imageLayer;
     this.driver = driver;
     this.readOnly = readOnly;
-    this.upper = path.join(dir, driver === 'vfs' ? 'rootfs' : 'upper');
-    this.work = path.join(dir, 'work');
+    this.disk = disk;
+    this.layerMount = path.join(dir, 'layer');
+    this.diskImage = path.join(dir, 'disk.img');
+    this.upper = disk ? path.join(this.layerMount, 'upper') : path.join(dir, driver === 'vfs' ? 'rootfs' : 'upper');
+    this.work = disk ? path.join(this.layerMount, 'work') : path.join(dir, 'work');
     this.merged = path.join(dir, 'merged');
+  }
+
+  /** Refuses limits.disk where there is no overlay write layer to put on a filesystem of its own. */
+  static checkDisk(driver: StorageDriver, readOnly: boolean): void {
+    if (readOnly) throw invalid('limits.disk: a --read-only container has no write layer to limit');
+    if (driver !== 'overlay') throw new NsboxError('UNSUPPORTED', `limits.disk: needs the overlay storage driver (this one is ${driver})`);
+  }
+
+  /** What an existing container's directory says of its write layer (see DiskLayer). */
+  static diskOf(dir: string): DiskLayer | undefined {
+    if (fs.existsSync(path.join(dir, 'disk.img'))) return { kind: 'image' };
+    if (fs.existsSync(path.join(dir, 'layer'))) return { kind: 'tmpfs' };
+    return undefined;
+  }
+
+  /**
+   * Checks that the host can hold the limit and makes the ext4 image of a kept one; `dir`
+   * must exist. Refusals come before anything is made.
+   */
+  async createDisk(): Promise<void> {
+    const d = this.disk;
+    if (!d || d.bytes === undefined) return;
+    if (d.kind === 'tmpfs') return diskLayer.checkTmpfsRoom(d.bytes);
+    diskLayer.checkImageRoom(this.dir, d.bytes);
+    await diskLayer.makeExt4Image(this.diskImage, d.bytes);
+  }
+
+  /**
+   * A kept container's image, mounted in no namespace, for rootSource(); the caller closes the
+   * fd once the container has attached it (see disk-layer.ts).
+   */
+  mountDisk(): number | undefined {
+    if (this.disk?.kind !== 'image') return undefined;
+    return diskLayer.mountImageForContainer(this.diskImage);
   }
 
   /** Makes the layer directories. `dir` itself must already exist. */
   create(): void {
     if (this.readOnly) return;
     try {
+      if (this.disk) {
+        fs.mkdirSync(this.layerMount, { mode: 0o700 });
+        fs.mkdirSync(this.merged, { mode: 0o755 });
+        return;
+      }
       if (this.driver === 'vfs') {
         // cp keeps owners, modes, links and times; a fallback driver, so exec'ing it is fine.
         // node:child_process is loaded only here: the common drivers never need it.
@@ -94,16 +154,29 @@ export class Workspace {
    * How the container's first process mounts its root. `disposable`: the write layer is
    * removed when the container exits, so overlay need not sync it to disk on unmount.
    */
-  rootSource(disposable = false): RootSource {
+  rootSource(disposable = false, diskMount?: number): RootSource {
     if (this.readOnly) return { type: 'bind', path: this.imageLayer, readonly: true };
     switch (this.driver) {
       case 'overlay':
-        return { type: 'overlay', lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged, ...(disposable ? { volatile: true } : {}) };
+        return {
+          type: 'overlay', lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged,
+          ...(disposable ? { volatile: true } : {}), ...(this.disk ? { writeLayer: this.writeLayerMount(diskMount) } : {}),
+        };
       case 'aufs':
         return { type: 'aufs', lower: [this.imageLayer], upper: this.upper, target: this.merged };
       case 'vfs':
         return { type: 'bind', path: this.upper };
     }
+  }
+
+  private writeLayerMount(diskMount: number | undefined): WriteLayerMount {
+    const d = this.disk!;
+    if (d.kind === 'tmpfs') {
+      if (d.bytes === undefined) throw new NsboxError('BAD_STATE', 'limits.disk: a tmpfs write layer needs its size');
+      return { fstype: 'tmpfs', options: ['size', String(d.bytes), 'mode', '755'], target: this.layerMount };
+    }
+    if (diskMount === undefined) throw new NsboxError('BAD_STATE', 'limits.disk: the image is not mounted');
+    return { fstype: 'ext4', fd: diskMount, target: this.layerMount };
   }
 
   /** Mounts the union on the host at `merged` (for inspection); returns the path. */
@@ -112,6 +185,7 @@ export class Workspace {
     if (this.readOnly) return this.imageLayer;
     if (this.driver === 'vfs') return this.upper;
     if (this.driver === 'aufs') throw new NsboxError('UNSUPPORTED', 'workspace mount: host mounts are made for overlay only');
+    if (this.disk) throw new NsboxError('UNSUPPORTED', 'workspace mount: a write layer with limits.disk is never mounted on the host');
     const err = native().mountOverlay({ lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged });
     if (err) {
       throw new NsboxError(err.code, `workspace mount ${this.merged}: ${err.syscall}: ${err.code}`, { errno: err.errno, syscall: err.syscall, path: this.merged });
@@ -140,13 +214,13 @@ export class Workspace {
   async exportTar(output: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
     // Loaded on first use: starting a container never needs the tar code.
     const { writeMergedTar } = await import('./image/merged-tar');
-    return writeMergedTar({ ...this.mergedLayers(), exclude }, output);
+    return this.withLayers((l) => writeMergedTar({ ...l, exclude }, output));
   }
 
   /** exportTar and exportTree in one walk of the layers. */
   async exportTarAndTree(output: string, dest: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
     const { writeMergedTarAndTree } = await import('./image/merged-tree');
-    return writeMergedTarAndTree({ ...this.mergedLayers(), exclude, shared: this.sharedLayers() }, output, dest);
+    return this.withLayers((l) => writeMergedTarAndTree({ ...l, exclude, shared: this.sharedLayers() }, output, dest));
   }
 
   /**
@@ -157,7 +231,27 @@ export class Workspace {
    */
   async exportTree(dest: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
     const { writeMergedTree } = await import('./image/merged-tree');
-    return writeMergedTree({ ...this.mergedLayers(), exclude, shared: this.sharedLayers() }, dest);
+    return this.withLayers((l) => writeMergedTree({ ...l, exclude, shared: this.sharedLayers() }, dest));
+  }
+
+  /**
+   * Runs `read` on the merged layers. A write layer with limits.disk is reached through a
+   * read-only mount in no namespace (its fd), closed afterwards whatever happens: nothing is
+   * mounted on a host path, and a process killed meanwhile leaves nothing mounted.
+   */
+  private async withLayers<T>(read: (l: { layers: string[]; driver: StorageDriver }) => Promise<T>): Promise<T> {
+    if (!this.disk) return read(this.mergedLayers());
+    if (this.disk.kind === 'tmpfs') {
+      throw new NsboxError('UNSUPPORTED', 'commit: this --rm container\'s write layer (limits.disk) is a tmpfs in its own mount namespace, which the host cannot read', {
+        hint: 'run it without --rm to commit it',
+      });
+    }
+    const fd = diskLayer.mountImageReadOnly(this.diskImage);
+    try {
+      return await read({ layers: [`/proc/self/fd/${fd}/upper`, this.imageLayer], driver: this.driver });
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /** Layers never written, whose files a commit may share by hard link: not a vfs root. */

@@ -27,6 +27,7 @@
 #include "core/devbpf.h"
 #include "core/exec.h"
 #include "core/hostmount.h"
+#include "core/loopdev.h"
 #include "core/init_image.h"
 #include "core/plan.h"
 #include "core/pty.h"
@@ -326,7 +327,7 @@ bool parse_op(const std::string& s, StepOp* op) {
       {"maskInRoot", StepOp::kMaskInRoot},           {"readonlyInRoot", StepOp::kReadonlyInRoot},
       {"pivotRoot", StepOp::kPivotRoot},             {"loopbackUp", StepOp::kLoopbackUp},
       {"sethostname", StepOp::kSethostname},         {"chdir", StepOp::kChdir},
-      {"openPty", StepOp::kOpenPty},
+      {"openPty", StepOp::kOpenPty},                 {"mountWriteLayer", StepOp::kMountWriteLayer},
   };
   for (const auto& e : kOps) {
     if (s == e.name) {
@@ -944,6 +945,32 @@ Napi::Value PidfdAlive(const Napi::CallbackInfo& info) {
     r = poll(&p, 1, wait_ms < 0 ? 0 : wait_ms);
   } while (r < 0 && errno == EINTR);
   return Napi::Boolean::New(env, r == 0);
+// attachLoop(file, readonly) -> { fd, device } | errno object (limits.disk, core/loopdev.h)
+Napi::Value AttachLoop(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBoolean()) {
+    Napi::TypeError::New(env, "attachLoop(file: string, readonly: boolean)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  LoopResult r = attach_loop(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Boolean>().Value());
+  if (r.err) return errno_object(env, r.err, r.sys);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fd", Napi::Number::New(env, r.fd));
+  o.Set("device", Napi::String::New(env, r.device));
+  return o;
+}
+
+// mountDetached(fstype, source, readonly, attrs) -> fd | errno object
+Napi::Value MountDetached(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsString() || !info[2].IsBoolean() || !info[3].IsNumber()) {
+    Napi::TypeError::New(env, "mountDetached(fstype, source, readonly, attrs)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  DetachedMount r = mount_detached(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(),
+                                   info[2].As<Napi::Boolean>().Value(), info[3].As<Napi::Number>().Uint32Value());
+  if (r.err) return errno_object(env, r.err, r.sys);
+  return Napi::Number::New(env, r.fd);
 }
 
 }  // namespace
@@ -971,6 +998,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("resizePty", Napi::Function::New<ResizePty>(env, "resizePty"));
   exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
   exports.Set("unmount", Napi::Function::New<Unmount>(env, "unmount"));
+  exports.Set("attachLoop", Napi::Function::New<AttachLoop>(env, "attachLoop"));
+  exports.Set("mountDetached", Napi::Function::New<MountDetached>(env, "mountDetached"));
   exports.Set("getXattr", Napi::Function::New<GetXattr>(env, "getXattr"));
   exports.Set("attachDeviceProgram", Napi::Function::New<AttachDeviceProgram>(env, "attachDeviceProgram"));
   exports.Set("exec", Napi::Function::New<Exec>(env, "exec"));

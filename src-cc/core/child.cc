@@ -295,6 +295,20 @@ void run_step(Child& c, const Step& s) {
       c.rootfd = mfd;
       return;
     }
+    case StepOp::kMountWriteLayer: {
+      // The write layer's own filesystem, attached in this mount namespace only, so it goes
+      // with the container: a sized tmpfs made here, or (`fd`) an ext4 image's mount the
+      // parent made in no namespace (opening the loop device is the parent's: the device
+      // cgroup joined above would refuse it here); its loop device then detaches itself.
+      int mfd = s.fd >= 0 ? s.fd : make_fs(c, s);
+      if (mkdirat(mfd, "upper", 0755) < 0 && errno != EEXIST) fail(c, Sys::kMkdirat, errno);
+      if (mkdirat(mfd, "work", 0700) < 0 && errno != EEXIST) fail(c, Sys::kMkdirat, errno);
+      int tfd = open_host_dir(c, s.target);
+      attach(c, mfd, tfd);
+      close(tfd);
+      close(mfd);
+      return;
+    }
     case StepOp::kBindRoot: {
       int mfd = clone_tree(c, AT_FDCWD, s.source, 0);
       // Read-only before it is attached: there is no moment when the root is writable.

@@ -29,6 +29,8 @@ enum class StepOp : uint8_t {
                      // goes to the parent over pty_socket, the slave becomes stdio and ctty
   kJoinCgroup,       // write "0" to `fd` (a cgroup.procs the parent opened): join that cgroup
   kUnshareCgroupNs,  // a cgroup namespace rooted at the cgroups just joined
+  kMountWriteLayer,  // fsopen(fstype) + options, or the detached mount `fd`, with `upper` and
+                     // `work` made in it, attached at `target` (a host path): limits.disk
 };
 
 // Per-step flags.
@@ -51,7 +53,7 @@ struct Step {
   uint64_t attrs = 0;                    // MOUNT_ATTR_* applied to the new mount
   uint32_t mode = 0;
   uint64_t dev = 0;                      // makedev(major, minor) for kStepExpectDevice
-  int fd = -1;                           // kJoinCgroup
+  int fd = -1;                           // kJoinCgroup; kMountWriteLayer's mount
 };
 
 const char* syscall_name(Sys sys);

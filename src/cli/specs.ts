@@ -40,6 +40,8 @@ export const COMMANDS = {
       { name: 'cpuset-cpus', type: 'string', value: 'CPUS', help: 'CPUs it may run on (0, 0-2, 0,3)' },
       { name: 'cpu-shares', type: 'string', value: 'N', help: 'relative CPU weight' },
       { name: 'pids-limit', type: 'string', value: 'N', help: 'processes and threads of the whole container' },
+      { name: 'storage-opt', type: 'list', value: 'size=BYTES', help: 'what the container may write to its root (as docker; beyond it ENOSPC)' },
+      { name: 'disk', type: 'string', value: 'BYTES', help: 'the same as --storage-opt size=BYTES' },
       { name: 'ulimit', type: 'list', value: 'NAME=SOFT[:HARD]', help: 'an rlimit (nofile=1024, core=0, ...)' },
       { name: 'tmpfs', type: 'list', value: 'DIR[:size=64m,mode=1777,noexec]', help: 'a tmpfs of the container\'s own, in its memory' },
       { name: 'timeout', type: 'string', value: 'DURATION', help: 'kill the whole container after this long (30s, 2m, 500ms)' },

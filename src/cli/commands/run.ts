@@ -56,7 +56,19 @@ function numberFlag(p: Parsed, flag: string): number | undefined {
   return n;
 }
 
-/** -m, --memory-swap, --cpus, --cpuset-cpus, --cpu-shares, --pids-limit as Limits. */
+/** --storage-opt size=BYTES (docker's spelling, its only option here) or --disk BYTES. */
+function diskFrom(p: Parsed): string | undefined {
+  let size = p.flags.disk as string | undefined;
+  for (const o of (p.flags['storage-opt'] as string[] | undefined) ?? []) {
+    const m = /^size=(.+)$/.exec(o);
+    if (!m) throw new NsboxError('INVALID_ARGUMENT', `run: --storage-opt ${o}: only size=BYTES is supported`);
+    if (size !== undefined && size !== m[1]) throw new NsboxError('INVALID_ARGUMENT', `run: --storage-opt ${o}: the size is given twice`);
+    size = m[1]!;
+  }
+  return size;
+}
+
+/** -m, --memory-swap, --cpus, --cpuset-cpus, --cpu-shares, --pids-limit, --disk as Limits. */
 function limitsFrom(p: Parsed): Limits | undefined {
   const f = p.flags;
   const l: Limits = {};
@@ -69,6 +81,8 @@ function limitsFrom(p: Parsed): Limits | undefined {
   if (shares !== undefined) l.cpuShares = shares;
   const pids = numberFlag(p, 'pids-limit');
   if (pids !== undefined) l.pids = pids;
+  const disk = diskFrom(p);
+  if (disk !== undefined) l.disk = disk;
   return Object.keys(l).length ? l : undefined;
 }
 
