@@ -36,9 +36,11 @@
         "src-cc/core/fdpass.cc",
         "src-cc/core/hostmount.cc",
         "src-cc/core/fsat.cc",
+        "src-cc/core/extract.cc",
         "src-cc/core/devbpf.cc",
         "src-cc/binding/binding.cc",
-        "src-cc/binding/fsat.cc"
+        "src-cc/binding/fsat.cc",
+        "src-cc/binding/extract.cc"
       ],
       "actions": [
         {

@@ -113,6 +113,22 @@ export interface NativeBinding {
   setLinkAttrsAt(dirfd: number, name: Buffer, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
   copyData(fromFd: number, toFd: number, limit: number): number | NativeErrno;
   removeTree(path: string | Buffer): (NativeErrno & { path: Buffer }) | null;
+  /** Runs encoded batches of extraction steps under a root dir fd (src-cc/core/extract.h). */
+  ExtractWriter: new (rootFd: number) => NativeExtractWriter;
+}
+
+/** A failed extraction step: `op` its index in the batch, `kind` why (core/extract.h), `at` a path prefix or attribute name. */
+export interface NativeExtractError extends NativeErrno {
+  op: number;
+  kind: number;
+  at: Buffer;
+}
+
+export interface NativeExtractWriter {
+  /** On the thread pool; one batch at a time. The buffers must not change until the callback. */
+  run(ops: Buffer, opsLength: number, chunks: Buffer[], callback: (error: NativeExtractError | null) => void): void;
+  /** Closes its fds (not the root fd). */
+  close(): void;
 }
 
 let binding: NativeBinding | undefined;

@@ -21,6 +21,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "binding/extract.h"
 #include "binding/fsat.h"
 #include "core/fdpass.h"
 #include "core/devbpf.h"
@@ -742,6 +743,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getXattr", Napi::Function::New<GetXattr>(env, "getXattr"));
   exports.Set("attachDeviceProgram", Napi::Function::New<AttachDeviceProgram>(env, "attachDeviceProgram"));
   RegisterFsAt(env, exports);
+  RegisterExtract(env, exports);
   return exports;
 }
 
