@@ -40,7 +40,8 @@
         "src-cc/core/devbpf.cc",
         "src-cc/binding/binding.cc",
         "src-cc/binding/fsat.cc",
-        "src-cc/binding/extract.cc"
+        "src-cc/binding/extract.cc",
+        "src-cc/binding/digest.cc"
       ],
       "actions": [
         {

@@ -115,6 +115,15 @@ export interface NativeBinding {
   removeTree(path: string | Buffer): (NativeErrno & { path: Buffer }) | null;
   /** Runs encoded batches of extraction steps under a root dir fd (src-cc/core/extract.h). */
   ExtractWriter: new (rootFd: number) => NativeExtractWriter;
+  /** SHA-256 with Node's OpenSSL, updated on the thread pool (src-cc/binding/digest.cc). */
+  Sha256: new () => NativeSha256;
+}
+
+export interface NativeSha256 {
+  /** One update at a time; `data` must not change until the callback. */
+  update(data: Buffer, callback: (error: null) => void): void;
+  /** Lowercase hex, once. */
+  digest(): string;
 }
 
 /** A failed extraction step: `op` its index in the batch, `kind` why (core/extract.h), `at` a path prefix or attribute name. */

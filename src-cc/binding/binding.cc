@@ -21,6 +21,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "binding/digest.h"
 #include "binding/extract.h"
 #include "binding/fsat.h"
 #include "core/fdpass.h"
@@ -744,6 +745,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attachDeviceProgram", Napi::Function::New<AttachDeviceProgram>(env, "attachDeviceProgram"));
   RegisterFsAt(env, exports);
   RegisterExtract(env, exports);
+  RegisterDigest(env, exports);
   return exports;
 }
 

@@ -16,7 +16,6 @@
  * plus fchown, fchmod and fsetxattr only when the metadata needs them. Gzip is inflated on the
  * thread pool too.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -24,6 +23,7 @@ import { createGunzip } from 'node:zlib';
 
 import { NsboxError, fromSystemError, invalid } from '../errors';
 import { openDir } from '../fsat';
+import { native } from '../native';
 import { TarReader } from './tar';
 import { TreeWriter } from './tree-writer';
 
@@ -102,7 +102,7 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
       }
       throw fromSystemError(`import: ${tarball}`, err);
     }
-    return { entries: w.entries, bytes: w.bytes, skipped: w.skipped, digest: input.digest() };
+    return { entries: w.entries, bytes: w.bytes, skipped: w.skipped, digest: await input.digest() };
   } finally {
     await writer?.close();
     if (rootFd >= 0) fs.closeSync(rootFd);
@@ -119,13 +119,17 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
  * its input after write() returns; those are small enough to come from reused heap memory
  * rather than newly mapped pages.
  *
- * The hash stays on this thread: SHA-256 costs about a third of the CPU of the whole
- * extraction, but a worker thread costs more than that to start on a busy machine.
+ * The hash runs on the thread pool (the addon's Sha256, Node's OpenSSL), one chunk after the
+ * other: SHA-256 is about a third of the CPU an import takes, and on this thread it would
+ * delay the parsing that keeps the writer's thread busy. A buffer is read into again only
+ * once its hash update and its batch are done.
  */
 class TarballInput {
   readonly gzipped: boolean;
   private readonly total: number;
-  private readonly hash = createHash('sha256');
+  private readonly hash = new (native().Sha256)();
+  /** The update running, if any: updates go one at a time, in order. */
+  private hashing: Promise<void> = Promise.resolve();
   private lastReport = -Infinity;
 
   constructor(private readonly fd: number, private readonly onProgress: ExtractOptions['onProgress']) {
@@ -146,7 +150,8 @@ class TarballInput {
       if (n === 0) break;
       position += n;
       const chunk = n < size ? buf.subarray(0, n) : buf;
-      this.hash.update(chunk);
+      await this.hashing;
+      this.hashing = new Promise<void>((resolve) => this.hash.update(chunk, () => resolve()));
       this.progress(position);
       yield chunk;
       await new Promise<void>((resolve) => setImmediate(resolve));
@@ -155,8 +160,9 @@ class TarballInput {
   }
 
   /** Once chunks() has been read to the end. */
-  digest(): string {
-    return `sha256:${this.hash.digest('hex')}`;
+  async digest(): Promise<string> {
+    await this.hashing;
+    return `sha256:${this.hash.digest()}`;
   }
 
   private progress(position: number): void {
