@@ -2,7 +2,9 @@
 // The import figure (issue 10): `Runtime.import` against GNU `tar -xf` of the same tarball,
 // per file system, on fresh directories only.
 //
-//   node bench/import.mjs [SAMPLES] [--json]     # needs root (tmpfs mount) and dist/
+//   node bench/import.mjs [SAMPLES] [--json] [--dist DIR]   # needs root (tmpfs mount) and dist/
+//
+// --dist: another build's dist/ (with its build/ beside it), to compare two versions.
 //
 // Why it is done this way: an earlier bench deleted each extraction right before the next
 // one, on an ext4 mounted with `discard`; ext4 then scans the recently freed inodes when it
@@ -12,6 +14,7 @@
 // - nsbox and tar alternate which goes first, sample by sample;
 // - `sync` before each timed step, so neither pays for the other's dirty pages;
 // - one untimed warm-up of each first (nsbox's code is compiled, tar's binary cached);
+// - each pair waits (up to 15 s) for the machine to be quiet, as the rest of the bench does;
 // - two file systems, reported apart: the disk the state directory is on (ext4 here) and a
 //   tmpfs mounted for the bench (and unmounted after it).
 // Images: the busybox image (the test fixture) and "usr-mix", a tarball of part of the
@@ -22,6 +25,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 
+import { quietGate } from './lib/measure.mjs';
 import { busyboxRootfs, CACHE, REPO, sh } from './lib/setup.mjs';
 import { summarize } from './lib/stats.mjs';
 
@@ -53,9 +57,10 @@ function timeTar(tarball, into) {
  * Measures every image on every file system; returns
  * { [fs]: { [image]: { entries, tarBytes, import, tarExtract, ratio } } }.
  */
-export async function importFigures({ samples = 7, log = () => {} } = {}) {
+export async function importFigures({ samples = 7, log = () => {}, dist = path.join(REPO, 'dist') } = {}) {
   const require = createRequire(import.meta.url);
-  const { Runtime } = require(path.join(REPO, 'dist', 'runtime.js'));
+  const { Runtime } = require(path.join(dist, 'runtime.js'));
+  const gate = quietGate();
   const images = [['busybox', busyboxRootfs(log).tar]];
   const mix = usrMixTarball(log);
   if (mix) images.push(['usr-mix', mix]);
@@ -89,6 +94,7 @@ export async function importFigures({ samples = 7, log = () => {} } = {}) {
         const imp = [];
         const tarx = [];
         for (let k = 0; k < samples; k++) {
+          await gate();
           const nsboxFirst = k % 2 === 0;
           for (const side of nsboxFirst ? ['nsbox', 'tar'] : ['tar', 'nsbox']) {
             if (side === 'tar') {
@@ -134,8 +140,9 @@ if (process.argv[1] && path.resolve(process.argv[1]) === new URL(import.meta.url
     process.exit(2);
   }
   const args = process.argv.slice(2);
-  const samples = Number(args.find((a) => /^\d+$/.test(a)) ?? 7);
-  const figures = await importFigures({ samples, log: (...a) => console.error('[import]', ...a) });
+  const samples = Number(args.find((a, i) => /^\d+$/.test(a) && args[i - 1] !== '--dist') ?? 7);
+  const dist = args.includes('--dist') ? path.resolve(args[args.indexOf('--dist') + 1]) : undefined;
+  const figures = await importFigures({ samples, log: (...a) => console.error('[import]', ...a), ...(dist ? { dist } : {}) });
   if (args.includes('--json')) console.log(JSON.stringify(figures));
   else console.log(importTable(figures));
 }
