@@ -14,6 +14,10 @@
  * Data is not copied: a step refers to the chunk it arrived in, so a chunk must not change
  * until the batch holding it is done, that is until the second `flush()` after it (or
  * `finish()`). extract.ts reads into two buffers in turn for that reason.
+ *
+ * Use: `w = new TreeWriter(rootFd, { what: 'cp' })`, `r = new TarReader(w, 'cp: x.tar')`;
+ * per chunk `r.write(chunk); await w.flush()`; then `r.end(); await w.finish()`; always
+ * `await w.close()` (it returns a failure of a batch still running, which came first).
  */
 import { NsboxError } from '../errors';
 import { native, type NativeExtractError, type NativeExtractWriter } from '../native';
