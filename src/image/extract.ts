@@ -48,6 +48,8 @@ const READ_CHUNK = 1 << 20;
 const GZIP_READ_CHUNK = 64 << 10;
 const INFLATE_CHUNK = 256 << 10;
 const PROGRESS_INTERVAL_MS = 50;
+/** Read buffers used in turn (plain tar), and the chunks the hash may lag behind (both kinds). */
+const RING = 4;
 
 export async function extractTarball(tarball: string, dest: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const root = path.resolve(dest);
@@ -113,7 +115,7 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
 /**
  * The tarball's bytes, hashed as they go by. Read synchronously: from the page cache a 1 MiB
  * read costs less than a trip through the thread pool, and the event loop gets a turn after
- * each chunk anyway. A plain tar is parsed straight out of two buffers used in turn: the
+ * each chunk anyway. A plain tar is parsed straight out of a few buffers used in turn: the
  * writer's batch of one chunk still refers to it while the next chunk is read and parsed
  * (tree-writer.ts). Gzip input needs a fresh buffer per chunk, since the inflate stream keeps
  * its input after write() returns; those are small enough to come from reused heap memory
@@ -142,16 +144,23 @@ class TarballInput {
   /** Each chunk is valid until the consumer asks for the next one. */
   async *chunks(): AsyncGenerator<Buffer> {
     const size = this.gzipped ? GZIP_READ_CHUNK : READ_CHUNK;
-    const pair = this.gzipped ? [] : [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+    const ring = this.gzipped ? [] : Array.from({ length: RING }, () => Buffer.allocUnsafe(size));
+    // The hash update of the chunk last read into each slot of the ring.
+    const hashed: Array<Promise<void>> = [];
     let position = 0;
     for (let k = 0; ; k++) {
-      const buf = this.gzipped ? Buffer.allocUnsafe(size) : pair[k % 2]!;
+      const slot = k % RING;
+      // Its last chunk's hash (and batch, two flushes ago at the latest) is done with the buffer.
+      await hashed[slot];
+      const buf = this.gzipped ? Buffer.allocUnsafe(size) : ring[slot]!;
       const n = fs.readSync(this.fd, buf, 0, size, position);
       if (n === 0) break;
       position += n;
       const chunk = n < size ? buf.subarray(0, n) : buf;
-      await this.hashing;
-      this.hashing = new Promise<void>((resolve) => this.hash.update(chunk, () => resolve()));
+      // Queued behind the update before it, without waiting here: the hash lags by up to
+      // RING chunks instead of holding up the parsing.
+      this.hashing = this.hashing.then(() => new Promise<void>((resolve) => this.hash.update(chunk, () => resolve())));
+      hashed[slot] = this.hashing;
       this.progress(position);
       yield chunk;
       await new Promise<void>((resolve) => setImmediate(resolve));

@@ -13,7 +13,7 @@
  *
  * Data is not copied: a step refers to the chunk it arrived in, so a chunk must not change
  * until the batch holding it is done, that is until the second `flush()` after it (or
- * `finish()`). extract.ts reads into two buffers in turn for that reason.
+ * `finish()`). extract.ts reads into a ring of buffers for that reason.
  *
  * Use: `w = new TreeWriter(rootFd, { what: 'cp' })`, `r = new TarReader(w, 'cp: x.tar')`;
  * per chunk `r.write(chunk); await w.flush()`; then `r.end(); await w.finish()`; always
