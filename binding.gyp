@@ -38,11 +38,14 @@
         "src-cc/core/hostmount.cc",
         "src-cc/core/loopdev.cc",
         "src-cc/core/fsat.cc",
+        "src-cc/core/extract.cc",
         "src-cc/core/devbpf.cc",
         "src-cc/core/exec.cc",
         "src-cc/core/exec_child.cc",
         "src-cc/binding/binding.cc",
-        "src-cc/binding/fsat.cc"
+        "src-cc/binding/fsat.cc",
+        "src-cc/binding/extract.cc",
+        "src-cc/binding/digest.cc"
       ],
       "actions": [
         {

@@ -18,6 +18,7 @@ import * as path from 'node:path';
 
 import { measureExec } from './lib/exec.mjs';
 import { cpuBusy, floor, loop, MeasureError, quietGate, timeOnce, worker } from './lib/measure.mjs';
+import { importFigures } from './import.mjs';
 import { writeReport } from './lib/report.mjs';
 import {
   BENCH, BENCH_LIMITS, CACHE, REPO, busyboxRootfs, compileHelpers, debianRootfs, detectPeers, machine, ociBundles, sh, which,
@@ -318,20 +319,14 @@ if (want(7)) {
   for (const [name, img, repeat] of sets) {
     log(`images: ${name}`);
     const entry = { tarBytes: fs.statSync(img.tar).size, entries: Number(sh('sh', ['-c', `tar -tf '${img.tar}' | wc -l`]).stdout.trim()) };
-    // Alternating, so that load from elsewhere falls on both sides alike.
-    const tarx = [];
+    // Alternating, so that load from elsewhere falls on both sides alike. Import is measured
+    // apart, on fresh directories and per file system (importRows below).
     const tarc = [];
-    const imp = [];
     const com = [];
     for (let k = 0; k < repeat; k++) {
-      const into = path.join(scratch, `tarx-${k}`);
-      fs.mkdirSync(into);
       await gate();
-      // Each timed step starts with no dirty pages left by the one before (worker.mjs does the same).
-      sh('sync');
-      tarx.push(timeOnce('tar', ['-xf', img.tar, '-C', into]));
-      fs.rmSync(into, { recursive: true, force: true });
       const out = path.join(scratch, `tarc-${k}.tar`);
+      // Each timed step starts with no dirty pages left by the one before (worker.mjs does the same).
       sh('sync');
       tarc.push(timeOnce('tar', ['-cf', out, '-C', img.dir, '.']));
       fs.rmSync(out, { force: true });
@@ -340,16 +335,23 @@ if (want(7)) {
         skip(`images (${name}): ${r.skipped}`);
         break;
       }
-      if (r) {
-        imp.push(...r.importMs);
-        com.push(...r.commitMs);
-      }
+      if (r) com.push(...r.commitMs);
     }
-    entry.tarExtract = summarize(tarx);
     entry.tarCreate = summarize(tarc);
-    if (imp.length) entry.import = summarize(imp);
     if (com.length) entry.commit = summarize(com);
     results.images[name] = entry;
+  }
+  await importRows();
+}
+
+/** Import against tar -xf, per file system, on fresh directories (bench/import.mjs says why). */
+async function importRows() {
+  log('images: import, per file system');
+  await gate();
+  try {
+    results.imports = await importFigures({ samples: quick ? 3 : 9, log });
+  } catch (e) {
+    skip(`import figures: failed, skipped: ${e.message}`);
   }
 }
 

@@ -168,6 +168,31 @@ export interface NativeBinding {
   unlinkAt(dirfd: number, name: Buffer, dir: boolean): NativeErrno | null;
   /** An overlay mounted nowhere: the fd of its root (nosuid, nodev, noexec); gone with the last fd. */
   mountOverlayFd(lower: string[], upper: string, work: string): number | NativeErrno;
+  /** Runs encoded batches of extraction steps under a root dir fd (src-cc/core/extract.h). */
+  ExtractWriter: new (rootFd: number) => NativeExtractWriter;
+  /** SHA-256 with Node's OpenSSL, updated on the thread pool (src-cc/binding/digest.cc). */
+  Sha256: new () => NativeSha256;
+}
+
+export interface NativeSha256 {
+  /** One update at a time; `data` must not change until the callback. */
+  update(data: Buffer, callback: (error: null) => void): void;
+  /** Lowercase hex, once. */
+  digest(): string;
+}
+
+/** A failed extraction step: `op` its index in the batch, `kind` why (core/extract.h), `at` a path prefix or attribute name. */
+export interface NativeExtractError extends NativeErrno {
+  op: number;
+  kind: number;
+  at: Buffer;
+}
+
+export interface NativeExtractWriter {
+  /** On the thread pool; one batch at a time. The buffers must not change until the callback. */
+  run(ops: Buffer, opsLength: number, chunks: Buffer[], callback: (error: NativeExtractError | null) => void): void;
+  /** Closes its fds (not the root fd). */
+  close(): void;
 }
 
 let binding: NativeBinding | undefined;

@@ -41,9 +41,13 @@ export function targets(r) {
   const sup = r.supervisor.nsbox;
   out.push({ what: 'Supervisor RSS per live container', goal: '≤ 64 KiB', value: sup && `${sup.rssKiBPer.toFixed(1)} KiB`, met: sup && sup.rssKiBPer <= 64 });
   out.push({ what: 'Supervisor fds per live container', goal: '≤ 2', value: sup && `${sup.fdsPer.toFixed(2)}`, met: sup && sup.fdsPer <= 2 });
+  // Import (issue 10): at most tar's time, on fresh directories, on each file system.
+  for (const [fsName, imgs] of Object.entries(r.imports ?? {})) {
+    for (const [name, i] of Object.entries(imgs)) {
+      out.push({ what: `Import ${name}, ${fsName}`, goal: '≤ 1× GNU tar -xf', value: `${ms(i.import.median)} vs ${ms(i.tarExtract.median)} = ${x(i.ratio)}`, met: i.ratio <= 1 });
+    }
+  }
   for (const [name, img] of Object.entries(r.images)) {
-    const ri = img.import && img.tarExtract ? img.import.median / img.tarExtract.median : undefined;
-    out.push({ what: `Import ${name}`, goal: '≤ 1.5× GNU tar -xf', value: ri && `${ms(img.import.median)} vs ${ms(img.tarExtract.median)} = ${x(ri)}`, met: ri && ri <= 1.5 });
     const rc = img.commit && img.tarCreate ? img.commit.median / img.tarCreate.median : undefined;
     out.push({ what: `Commit ${name}`, goal: '≤ 1.5× GNU tar -cf', value: rc && `${ms(img.commit.median)} vs ${ms(img.tarCreate.median)} = ${x(rc)}`, met: rc && rc <= 1.5 });
   }
@@ -162,12 +166,21 @@ export function renderMarkdown(r, resultsPath) {
   }
 
   L.push('## 7. Images', '');
-  L.push('`nsbox import` (Runtime.import: extract, digest, publish) against GNU `tar -xf` of the same tarball into a fresh directory; `nsbox commit` ' +
-    '(of a container of that image, with `output:` a tarball) against `tar -cf` of the image’s tree. Page cache warm for both.', '');
-  L.push('| image | tarball | entries | nsbox import | tar -xf | ratio | nsbox commit | tar -cf | ratio |', '|---|--:|--:|--:|--:|--:|--:|--:|--:|');
+  L.push('`nsbox import` (Runtime.import: extract, digest, publish) against GNU `tar -xf` of the same tarball, per file system, every sample into a ' +
+    'directory never used before and nothing deleted until all are taken, the two alternating (bench/import.mjs says why). Page cache warm for both.', '');
+  if (r.imports) {
+    L.push('| file system | image | entries | tarball | nsbox import | tar -xf | ratio |', '|---|---|--:|--:|--:|--:|--:|');
+    for (const [fsName, imgs] of Object.entries(r.imports)) {
+      for (const [name, i] of Object.entries(imgs)) {
+        L.push(`| ${fsName} | ${name} | ${i.entries} | ${(i.tarBytes / 2 ** 20).toFixed(1)} MiB | ${ms(i.import.median)} | ${ms(i.tarExtract.median)} | ${x(i.ratio)} |`);
+      }
+    }
+    L.push('');
+  }
+  L.push('`nsbox commit` (of a container of that image, with `output:` a tarball) against `tar -cf` of the image’s tree.', '');
+  L.push('| image | tarball | entries | nsbox commit | tar -cf | ratio |', '|---|--:|--:|--:|--:|--:|');
   for (const [name, i] of Object.entries(r.images)) {
-    L.push(`| ${name} | ${(i.tarBytes / 2 ** 20).toFixed(1)} MiB | ${i.entries} | ${ms(i.import?.median)} | ${ms(i.tarExtract.median)} | ${x(i.import && i.import.median / i.tarExtract.median)} | ` +
-      `${ms(i.commit?.median)} | ${ms(i.tarCreate.median)} | ${x(i.commit && i.commit.median / i.tarCreate.median)} |`);
+    L.push(`| ${name} | ${(i.tarBytes / 2 ** 20).toFixed(1)} MiB | ${i.entries} | ${ms(i.commit?.median)} | ${ms(i.tarCreate.median)} | ${x(i.commit && i.commit.median / i.tarCreate.median)} |`);
   }
   L.push('');
 

@@ -22,6 +22,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "binding/digest.h"
+#include "binding/extract.h"
 #include "binding/fsat.h"
 #include "core/fdpass.h"
 #include "core/devbpf.h"
@@ -1006,6 +1008,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
   exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
   RegisterFsAt(env, exports);
+  RegisterExtract(env, exports);
+  RegisterDigest(env, exports);
   return exports;
 }
 

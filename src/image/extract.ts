@@ -3,25 +3,29 @@
  * directory: the image's read-only root filesystem.
  *
  * Nothing in the archive may reach outside that directory. Names are made relative and any
- * '..' is refused; an entry is never written through a symlink: every parent component is
- * checked to be a real directory, and files are created with O_EXCL|O_NOFOLLOW (an earlier
- * entry of the same name is unlinked first). The checks rely on nobody else writing into the
- * directory while it is filled, which holds for a directory the image store has just made.
+ * '..' is refused; the writer (tree-writer.ts, and the addon's core/extract.cc) resolves every
+ * parent with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) from the directory's fd, so a
+ * symlink an earlier entry planted is never followed, and makes each entry with
+ * O_EXCL|O_NOFOLLOW in its parent's fd (what an earlier entry of the same name made is removed
+ * first). The kernel does the checking, not a lstat before the open: nothing can change a
+ * checked path before it is used.
  *
- * Speed: entries are handled with synchronous fs calls, one 1 MiB chunk of the archive at a
- * time, with as few system calls per entry as the metadata allows: chown only when the owner
- * differs from the one a new file gets anyway, chmod only when the umask or a chown would
- * change the mode. Gzip is inflated on the thread pool, beside the file system work.
+ * Speed: this thread reads, hashes and parses the tarball one chunk at a time and encodes the
+ * entries of each chunk into a batch of steps; the addon runs the batch on the thread pool
+ * while this thread parses the next chunk. Per regular file: openat, write, futimens, close,
+ * plus fchown, fchmod and fsetxattr only when the metadata needs them. Gzip is inflated on the
+ * thread pool too.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 
 import { NsboxError, fromSystemError, invalid } from '../errors';
-import { openDir, setLinkAttrsAt, setTimesFd, setXattrFd, type EntryStat } from '../fsat';
-import { TarReader, type TarEntry, type TarHandler } from './tar';
+import { openDir } from '../fsat';
+import { native } from '../native';
+import { TarReader } from './tar';
+import { TreeWriter } from './tree-writer';
 
 export interface ExtractOptions {
   /** Bytes of the tarball file (compressed, if it is) consumed so far; at most ~20 calls a second. */
@@ -44,9 +48,8 @@ const READ_CHUNK = 1 << 20;
 const GZIP_READ_CHUNK = 64 << 10;
 const INFLATE_CHUNK = 256 << 10;
 const PROGRESS_INTERVAL_MS = 50;
-
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
-const CREATE_FLAGS = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
+/** Read buffers used in turn (plain tar), and the chunks the hash may lag behind (both kinds). */
+const RING = 4;
 
 export async function extractTarball(tarball: string, dest: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const root = path.resolve(dest);
@@ -64,19 +67,33 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
   } catch (err) {
     throw fromSystemError('import: open tarball', err);
   }
-  const writer = new RootfsWriter(root, rootStat);
-  const reader = new TarReader(writer, `import: ${tarball}`);
-  const input = new TarballInput(fd, opts.onProgress);
+  let rootFd = -1;
+  let writer: TreeWriter | undefined;
   try {
+    rootFd = openDir(root);
+    writer = new TreeWriter(rootFd, { what: 'import', umask: currentUmask(), alwaysChown: (rootStat.mode & 0o2000) !== 0 });
+    const w = writer;
+    const reader = new TarReader(w, `import: ${tarball}`);
+    const input = new TarballInput(fd, opts.onProgress);
+    const consume = async (chunk: Buffer): Promise<void> => {
+      if (reader.finished) return;
+      reader.write(chunk);
+      await w.flush();
+    };
     try {
       if (input.gzipped) {
         await pipeline(input.chunks(), createGunzip({ chunkSize: INFLATE_CHUNK }), async (inflated: AsyncIterable<Buffer>) => {
-          for await (const chunk of inflated) if (!reader.finished) reader.write(chunk);
+          for await (const chunk of inflated) await consume(chunk);
         });
       } else {
-        for await (const chunk of input.chunks()) if (!reader.finished) reader.write(chunk);
+        for await (const chunk of input.chunks()) await consume(chunk);
       }
+      reader.end();
+      await w.finish();
     } catch (err) {
+      // A step of a batch still running came before whatever failed here.
+      const earlier = await w.close();
+      if (earlier) throw earlier;
       if (err instanceof NsboxError) throw err;
       const e = err as NodeJS.ErrnoException;
       if (typeof e.code === 'string' && e.code.startsWith('Z_')) {
@@ -87,11 +104,10 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
       }
       throw fromSystemError(`import: ${tarball}`, err);
     }
-    reader.end();
-    writer.finish();
-    return { entries: writer.entries, bytes: writer.bytes, skipped: writer.skipped, digest: input.digest() };
+    return { entries: w.entries, bytes: w.bytes, skipped: w.skipped, digest: await input.digest() };
   } finally {
-    writer.abort();
+    await writer?.close();
+    if (rootFd >= 0) fs.closeSync(rootFd);
     fs.closeSync(fd);
   }
 }
@@ -99,17 +115,23 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
 /**
  * The tarball's bytes, hashed as they go by. Read synchronously: from the page cache a 1 MiB
  * read costs less than a trip through the thread pool, and the event loop gets a turn after
- * each chunk anyway. A plain tar is parsed straight out of one reused buffer. Gzip input needs
- * a fresh buffer per chunk, since the inflate stream keeps its input after write() returns;
- * those are small enough to come from reused heap memory rather than newly mapped pages.
+ * each chunk anyway. A plain tar is parsed straight out of a few buffers used in turn: the
+ * writer's batch of one chunk still refers to it while the next chunk is read and parsed
+ * (tree-writer.ts). Gzip input needs a fresh buffer per chunk, since the inflate stream keeps
+ * its input after write() returns; those are small enough to come from reused heap memory
+ * rather than newly mapped pages.
  *
- * The hash stays on this thread: SHA-256 costs about a third of the CPU of the whole
- * extraction, but a worker thread costs more than that to start on a busy machine.
+ * The hash runs on the thread pool (the addon's Sha256, Node's OpenSSL), one chunk after the
+ * other: SHA-256 is about a third of the CPU an import takes, and on this thread it would
+ * delay the parsing that keeps the writer's thread busy. A buffer is read into again only
+ * once its hash update and its batch are done.
  */
 class TarballInput {
   readonly gzipped: boolean;
   private readonly total: number;
-  private readonly hash = createHash('sha256');
+  private readonly hash = new (native().Sha256)();
+  /** The update running, if any: updates go one at a time, in order. */
+  private hashing: Promise<void> = Promise.resolve();
   private lastReport = -Infinity;
 
   constructor(private readonly fd: number, private readonly onProgress: ExtractOptions['onProgress']) {
@@ -122,15 +144,23 @@ class TarballInput {
   /** Each chunk is valid until the consumer asks for the next one. */
   async *chunks(): AsyncGenerator<Buffer> {
     const size = this.gzipped ? GZIP_READ_CHUNK : READ_CHUNK;
-    let buf = Buffer.allocUnsafe(size);
+    const ring = this.gzipped ? [] : Array.from({ length: RING }, () => Buffer.allocUnsafe(size));
+    // The hash update of the chunk last read into each slot of the ring.
+    const hashed: Array<Promise<void>> = [];
     let position = 0;
-    for (;;) {
-      if (this.gzipped && position > 0) buf = Buffer.allocUnsafe(size);
+    for (let k = 0; ; k++) {
+      const slot = k % RING;
+      // Its last chunk's hash (and batch, two flushes ago at the latest) is done with the buffer.
+      await hashed[slot];
+      const buf = this.gzipped ? Buffer.allocUnsafe(size) : ring[slot]!;
       const n = fs.readSync(this.fd, buf, 0, size, position);
       if (n === 0) break;
       position += n;
       const chunk = n < size ? buf.subarray(0, n) : buf;
-      this.hash.update(chunk);
+      // Queued behind the update before it, without waiting here: the hash lags by up to
+      // RING chunks instead of holding up the parsing.
+      this.hashing = this.hashing.then(() => new Promise<void>((resolve) => this.hash.update(chunk, () => resolve())));
+      hashed[slot] = this.hashing;
       this.progress(position);
       yield chunk;
       await new Promise<void>((resolve) => setImmediate(resolve));
@@ -139,8 +169,9 @@ class TarballInput {
   }
 
   /** Once chunks() has been read to the end. */
-  digest(): string {
-    return `sha256:${this.hash.digest('hex')}`;
+  async digest(): Promise<string> {
+    await this.hashing;
+    return `sha256:${this.hash.digest()}`;
   }
 
   private progress(position: number): void {
@@ -151,334 +182,6 @@ class TarballInput {
     this.onProgress(position, this.total);
   }
 }
-
-interface DirMeta {
-  entry: TarEntry;
-  /** Mode the directory was created with, or -1 when it existed already. */
-  createdMode: number;
-}
-
-/** Writes tar entries under `root`, refusing any that would land or write outside it. */
-class RootfsWriter implements TarHandler {
-  entries = 0;
-  bytes = 0;
-  skipped = 0;
-  /** Extended attributes not kept (not user.* or security.capability). */
-  skippedXattrs = 0;
-
-  /** Relative paths known to be real directories (not symlinks) made or checked by us. */
-  private readonly realDirs = new Set<string>(['']);
-  /** Relative paths of regular files extracted so far: the only allowed hardlink targets. */
-  private readonly files = new Set<string>();
-  /** Directory entries whose owner, mode and times are set once everything is in them. */
-  private readonly dirs = new Map<string, DirMeta>();
-  private fd = -1;
-  private current: TarEntry | undefined;
-  private readonly umask: number;
-  private readonly isRoot: boolean;
-  private readonly defaultUid: number;
-  private readonly defaultGid: number;
-  /** A setgid root gives its group to new files, so no owner can be assumed: always chown. */
-  private readonly alwaysChown: boolean;
-
-  constructor(private readonly root: string, rootStat: fs.Stats) {
-    this.umask = currentUmask();
-    this.defaultUid = process.geteuid?.() ?? 0;
-    this.defaultGid = process.getegid?.() ?? 0;
-    this.isRoot = this.defaultUid === 0;
-    this.alwaysChown = (rootStat.mode & 0o2000) !== 0;
-  }
-
-  onEntry(entry: TarEntry): void {
-    this.entries++;
-    const rel = relativeName(entry.name, entry.name);
-    try {
-      switch (entry.type) {
-        case 'directory': return this.directory(rel, entry);
-        case 'file': return this.file(rel, entry);
-        case 'symlink': return this.symlink(rel, entry);
-        case 'hardlink': return this.hardlink(rel, entry);
-        default:
-          // Devices and fifos need mknod, which Node lacks; an exported rootfs has none that
-          // matter (/dev is mounted at run time).
-          this.skipped++;
-          return undefined;
-      }
-    } catch (err) {
-      throw fromSystemError(`import: entry "${entry.name}"`, err);
-    }
-  }
-
-  onData(chunk: Buffer): void {
-    if (this.fd < 0) return;
-    try {
-      let done = 0;
-      while (done < chunk.length) done += fs.writeSync(this.fd, chunk, done, chunk.length - done);
-    } catch (err) {
-      throw fromSystemError(`import: entry "${this.current?.name}"`, err);
-    }
-  }
-
-  onEntryEnd(): void {
-    if (this.fd < 0) return;
-    const entry = this.current!;
-    const fd = this.fd;
-    this.fd = -1;
-    try {
-      const chowned = this.needsChown(entry);
-      if (chowned) fs.fchownSync(fd, entry.uid, entry.gid);
-      // chown clears setuid and setgid, and open() applied the umask: set the mode after.
-      if (chowned || (entry.mode & (0o7000 | this.umask)) !== 0) fs.fchmodSync(fd, entry.mode);
-      // After chown, which clears a file capability (security.capability).
-      for (const [name, value] of entry.xattrs) this.setXattr(fd, name, value, entry);
-      if (entry.mtimeNsec) setTimesFd(fd, Math.floor(entry.mtime), entry.mtimeNsec);
-      else fs.futimesSync(fd, fsTime(entry.mtime), fsTime(entry.mtime));
-      this.bytes += entry.size;
-    } catch (err) {
-      throw fromSystemError(`import: entry "${entry.name}"`, err);
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-
-  /**
-   * Directories get their owner, mode and times last, deepest first: adding entries changes a
-   * directory's mtime, and a read-only directory could not be filled.
-   */
-  finish(): void {
-    const order = [...this.dirs.entries()].sort((a, b) => depth(b[0]) - depth(a[0]));
-    for (const [rel, { entry, createdMode }] of order) {
-      const abs = this.abs(rel);
-      try {
-        const chowned = this.needsChown(entry);
-        if (chowned) fs.lchownSync(abs, entry.uid, entry.gid);
-        // Safe to follow: `rel` is a real directory (a replaced one leaves this map).
-        if (chowned || createdMode !== entry.mode) fs.chmodSync(abs, entry.mode);
-        if (entry.mtimeNsec) {
-          // To the nanosecond, through the directory itself (a real one: see above).
-          const fd = openDir(abs);
-          try {
-            setTimesFd(fd, Math.floor(entry.mtime), entry.mtimeNsec);
-          } finally {
-            fs.closeSync(fd);
-          }
-        } else {
-          fs.lutimesSync(abs, fsTime(entry.mtime), fsTime(entry.mtime));
-        }
-      } catch (err) {
-        throw fromSystemError(`import: entry "${entry.name}"`, err);
-      }
-    }
-  }
-
-  /**
-   * Keeps what an image needs of an entry's extended attributes: user.* and file
-   * capabilities. Anything else (trusted.*, security.selinux, overlay's own) is the host's
-   * business, not an image's.
-   */
-  private setXattr(fd: number, name: string, value: Buffer, entry: TarEntry): void {
-    if (!name.startsWith('user.') && name !== 'security.capability') {
-      this.skippedXattrs++;
-      return;
-    }
-    try {
-      setXattrFd(fd, name, value);
-    } catch (err) {
-      throw fromSystemError(`import: entry "${entry.name}": extended attribute ${name}`, err);
-    }
-  }
-
-  /** Closes a file left open by a failure. */
-  abort(): void {
-    if (this.fd >= 0) {
-      fs.closeSync(this.fd);
-      this.fd = -1;
-    }
-  }
-
-  private needsChown(entry: TarEntry): boolean {
-    if (!this.isRoot) return false;
-    return this.alwaysChown || entry.uid !== this.defaultUid || entry.gid !== this.defaultGid;
-  }
-
-  private abs(rel: string): string {
-    return rel === '' ? this.root : `${this.root}/${rel}`;
-  }
-
-  private directory(rel: string, entry: TarEntry): void {
-    if (rel === '') {
-      // "./": the image's own root directory.
-      this.dirs.set('', { entry, createdMode: -1 });
-      return;
-    }
-    this.checkParent(rel, entry.name);
-    const abs = this.abs(rel);
-    // Owner and group rwx while it is filled, whatever the final mode.
-    const mode = (entry.mode | 0o700) & 0o777;
-    let createdMode = mode & ~this.umask;
-    try {
-      fs.mkdirSync(abs, mode);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      if (fs.lstatSync(abs).isDirectory()) {
-        createdMode = -1;
-      } else {
-        this.remove(rel, entry);
-        fs.mkdirSync(abs, mode);
-      }
-    }
-    this.realDirs.add(rel);
-    this.dirs.set(rel, { entry, createdMode });
-  }
-
-  private file(rel: string, entry: TarEntry): void {
-    if (rel === '') throw new NsboxError('UNSAFE_PATH', `import: entry "${entry.name}": replaces the image root`, { path: entry.name });
-    this.checkParent(rel, entry.name);
-    const abs = this.abs(rel);
-    let fd: number;
-    try {
-      fd = fs.openSync(abs, CREATE_FLAGS, entry.mode & 0o777);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      // Never write through what is there (a symlink above all): unlink it and create anew.
-      this.remove(rel, entry);
-      fd = fs.openSync(abs, CREATE_FLAGS, entry.mode & 0o777);
-    }
-    this.fd = fd;
-    this.current = entry;
-    this.files.add(rel);
-  }
-
-  private symlink(rel: string, entry: TarEntry): void {
-    if (rel === '') throw new NsboxError('UNSAFE_PATH', `import: entry "${entry.name}": replaces the image root`, { path: entry.name });
-    this.checkParent(rel, entry.name);
-    const abs = this.abs(rel);
-    // Kept as stored, absolute or not: it is resolved inside the container, at run time.
-    try {
-      fs.symlinkSync(entry.linkname, abs);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      this.remove(rel, entry);
-      fs.symlinkSync(entry.linkname, abs);
-    }
-    if (this.needsChown(entry)) fs.lchownSync(abs, entry.uid, entry.gid);
-    if (entry.mtimeNsec && this.isRoot) {
-      // To the nanosecond (fchownat + utimensat, never following the link); as root only,
-      // since it sets the owner too (to what it already is).
-      const dirfd = openDir(path.dirname(abs));
-      try {
-        const sec = Math.floor(entry.mtime);
-        setLinkAttrsAt(dirfd, Buffer.from(path.basename(abs)), {
-          uid: entry.uid, gid: entry.gid, mode: 0, atimeSec: sec, atimeNsec: entry.mtimeNsec, mtimeSec: sec, mtimeNsec: entry.mtimeNsec,
-        } as EntryStat);
-      } finally {
-        fs.closeSync(dirfd);
-      }
-    } else {
-      fs.lutimesSync(abs, fsTime(entry.mtime), fsTime(entry.mtime));
-    }
-  }
-
-  private hardlink(rel: string, entry: TarEntry): void {
-    const target = relativeName(entry.linkname, entry.name, 'hardlink to a host file');
-    // Only a regular file this archive put here: not a directory, not a symlink, nothing
-    // reached through a symlink, nothing that was there before.
-    if (!this.files.has(target)) {
-      throw new NsboxError('UNSAFE_PATH',
-        `import: entry "${entry.name}": hardlink to a host file or to no regular file extracted before ("${entry.linkname}")`,
-        { path: entry.name });
-    }
-    if (target === rel) return;
-    this.checkParent(rel, entry.name);
-    const abs = this.abs(rel);
-    try {
-      fs.linkSync(this.abs(target), abs);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      this.remove(rel, entry);
-      fs.linkSync(this.abs(target), abs);
-    }
-    this.files.add(rel);
-  }
-
-  /** Makes sure every component of the entry's parent is a real directory, creating missing ones. */
-  private checkParent(rel: string, name: string): void {
-    const slash = rel.lastIndexOf('/');
-    if (slash < 0) return;
-    const parent = rel.slice(0, slash);
-    if (this.realDirs.has(parent)) return;
-    let at = 0;
-    for (;;) {
-      const next = parent.indexOf('/', at);
-      const prefix = next < 0 ? parent : parent.slice(0, next);
-      if (!this.realDirs.has(prefix)) {
-        const abs = this.abs(prefix);
-        const st = fs.lstatSync(abs, { throwIfNoEntry: false });
-        if (st === undefined) {
-          // A parent the archive does not list: made like tar does, with the default mode.
-          fs.mkdirSync(abs, 0o755);
-        } else if (st.isSymbolicLink()) {
-          throw new NsboxError('UNSAFE_PATH',
-            `import: entry "${name}": its parent "${prefix}" is a symlink: writing through it could leave the image root`,
-            { path: name });
-        } else if (!st.isDirectory()) {
-          throw new NsboxError('ENOTDIR', `import: entry "${name}": its parent "${prefix}" is not a directory`, { path: name });
-        }
-        this.realDirs.add(prefix);
-      }
-      if (next < 0) return;
-      at = next + 1;
-    }
-  }
-
-  /** Removes what an earlier entry put at `rel`, so that a new entry replaces it. */
-  private remove(rel: string, entry: TarEntry): void {
-    const abs = this.abs(rel);
-    const st = fs.lstatSync(abs);
-    if (st.isDirectory()) {
-      try {
-        fs.rmdirSync(abs);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOTEMPTY') {
-          throw new NsboxError('ENOTEMPTY', `import: entry "${entry.name}": would replace a directory that is not empty`, { path: entry.name });
-        }
-        throw err;
-      }
-      // Whatever this cache and the metadata list held under it is gone with it.
-      const under = `${rel}/`;
-      for (const dir of this.realDirs) if (dir === rel || dir.startsWith(under)) this.realDirs.delete(dir);
-      for (const dir of this.dirs.keys()) if (dir === rel || dir.startsWith(under)) this.dirs.delete(dir);
-    } else {
-      fs.unlinkSync(abs);
-      this.files.delete(rel);
-    }
-  }
-}
-
-/**
- * The entry's name relative to the image root: leading '/' and './' dropped (an absolute name
- * lands inside the root), '.' and empty components dropped, '..' refused.
- */
-function relativeName(name: string, entryName: string, why = 'leaves the image root'): string {
-  // Most names need at most a leading "./" and a trailing "/" taken off.
-  let start = 0, end = name.length;
-  while (name.startsWith('./', start)) start += 2;
-  if (name.charCodeAt(end - 1) === 0x2f) end--;
-  const trimmed = name.slice(start, end);
-  if (!UNUSUAL_NAME.test(trimmed)) return trimmed;
-  const kept: string[] = [];
-  for (const part of name.split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      throw new NsboxError('UNSAFE_PATH', `import: entry "${entryName}": ${why}`, { path: entryName });
-    }
-    kept.push(part);
-  }
-  return kept.join('/');
-}
-
-/** Anything relativeName's fast path cannot take as it is: '.' or '..' components, '//', a leading or trailing '/'. */
-const UNUSUAL_NAME = /(^|\/)\.\.?(\/|$)|\/\/|^\/|\/$/;
 
 /**
  * The process umask, read from /proc: process.umask() reads it by setting it twice, which
@@ -493,15 +196,4 @@ function currentUmask(): number {
     // No /proc: fall through.
   }
   return 0o777;
-}
-
-/** Node turns a negative number of seconds into "now"; a Date keeps times before 1970. */
-function fsTime(seconds: number): number | Date {
-  return seconds >= 0 ? seconds : new Date(seconds * 1000);
-}
-
-function depth(rel: string): number {
-  let n = 0;
-  for (let i = rel.indexOf('/'); i >= 0; i = rel.indexOf('/', i + 1)) n++;
-  return rel === '' ? -1 : n;
 }
