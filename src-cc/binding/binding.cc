@@ -947,6 +947,8 @@ Napi::Value PidfdAlive(const Napi::CallbackInfo& info) {
     r = poll(&p, 1, wait_ms < 0 ? 0 : wait_ms);
   } while (r < 0 && errno == EINTR);
   return Napi::Boolean::New(env, r == 0);
+}
+
 // attachLoop(file, readonly) -> { fd, device } | errno object (limits.disk, core/loopdev.h)
 Napi::Value AttachLoop(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
