@@ -274,6 +274,9 @@ export function readExitFile(dir: string): ExitFile | undefined {
 function mergeExitFile(rec: ContainerRecord, dir: string): void {
   const exit = readExitFile(dir);
   if (!exit) return;
+  // A file left by an earlier run (start removes it, but a crash may come between): only an
+  // end after this run's start is this run's end.
+  if (rec.startedAt !== null && `${exit.finishedAt.slice(0, 23)}Z` < rec.startedAt) return;
   rec.status = 'exited';
   rec.exitCode = exit.exitCode;
   rec.signal = exit.signal === null ? null : SIGNAL_NAMES.get(exit.signal) ?? `SIG${exit.signal}`;

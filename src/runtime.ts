@@ -74,6 +74,12 @@ export interface StartOptions {
   attach?: boolean;
   /** Aborting it kills the whole container, as run()'s `signal`. */
   signal?: AbortSignal;
+  /**
+   * Under a monitor process of its own, as `run({ detach: true })`: this process may exit,
+   * its output goes to its log (`logs()`). Not with `attach`, `signal`, nor for a container
+   * run with a terminal or a timeout (nothing would stay to serve them).
+   */
+  detach?: boolean;
 }
 
 /** containers/<id>/rename-to: a link naming the new name while a rename of <id> is under way. */
@@ -220,6 +226,7 @@ const PRUNE: Spec<PruneOptions> = { onError: optional(func as Check<PruneOptions
 const COMMIT: Spec<CommitOptions> = { output: optional(pathString) };
 const START: Spec<StartOptions> = {
   attach: optional(boolean),
+  detach: optional(boolean),
   signal: optional(((v: unknown, name: string) => {
     if (v instanceof AbortSignal) return v;
     throw invalid(`${name}: expected an AbortSignal`);
@@ -1376,13 +1383,17 @@ export class Runtime {
    * supervisor. Refused for a running container (IN_USE), one run with `remove`, and one whose
    * record is from before nsbox kept the configuration (BAD_STATE).
    */
-  async start(ref: string, options: StartOptions = {}): Promise<Container> {
+  start(ref: string, options: StartOptions & { detach: true }): Promise<DetachedContainer>;
+  start(ref: string, options?: StartOptions & { detach?: false }): Promise<Container>;
+  async start(ref: string, options: StartOptions = {}): Promise<Container | DetachedContainer> {
     const o = checkOptions('start', START, options);
+    if (o.detach && (o.attach || o.signal)) throw invalid('start: detach excludes attach and signal (nothing in this process stays to serve them)');
     this.layout.verify();
     const id = this.trustedRecord(ref).id;
     // Two starts of one container, or a start during its commit or removal, wait for each other.
     const lock = await ContainerLock.acquire(this.layout, id, 'start', LOCK_WAIT_MS);
     const madeDirs: string[] = [];
+    let diskMount: number | undefined;
     try {
       const rec = await this.startable(id, ref);
       const cfg = rec.config!;
@@ -1396,8 +1407,11 @@ export class Runtime {
       const workspace = this.workspaceOf(rec);
       // A cgroup its last run left (its supervisor was killed): in the way of the new one.
       removeContainerCgroup(id, 500);
+      // A detached run's exit status is its last run's, not this one's.
+      fs.rmSync(path.join(dir, 'exit.json'), { force: true });
+      diskMount = workspace.mountDisk();
       const processOptions: ProcessOptions = {
-        root: workspace.rootSource(false),
+        root: workspace.rootSource(false, diskMount),
         command: rec.command,
         hostname,
         mounts: rec.volumes.map((v) => Volume.parse(v).prepare(madeDirs)),
@@ -1408,13 +1422,21 @@ export class Runtime {
         ...(cfg.tty ? { tty: true } : {}),
         ...(cfg.security !== undefined ? { security: cfg.security } : {}),
         ...(cfg.devices !== undefined ? { devices: cfg.devices } : {}),
-        ...(cfg.limits !== undefined ? { limits: cfg.limits } : {}),
+        ...(cfg.limits !== undefined ? { limits: withoutDisk(cfg.limits) } : {}),
         ...(cfg.ulimits !== undefined ? { ulimits: cfg.ulimits } : {}),
         ...(cfg.timeout !== undefined ? { timeout: cfg.timeout } : {}),
         ...(cfg.tmpfs !== undefined ? { tmpfs: cfg.tmpfs } : {}),
         ...(o.signal !== undefined ? { signal: o.signal } : {}),
         etcFiles: writeEtcFiles({ dir, hostname, network: cfg.network, imageLayer: rec.imageLayer, readOnly: !!rec.readOnly }),
       };
+      if (o.detach) {
+        const started = launchDetached({ ...processOptions, stdio: 'ignore' }, id, dir, {});
+        try {
+          return this.recordDetached(record, started);
+        } finally {
+          fs.closeSync(started.ack);
+        }
+      }
       const container = Container.launch(processOptions, {
         id,
         name: this.currentName(id, this.namesById()),
@@ -1441,6 +1463,8 @@ export class Runtime {
       Volume.removeCreated(madeDirs);
       throw e;
     } finally {
+      // The container's mount namespace holds its write layer now (or, failed, nothing does).
+      if (diskMount !== undefined) fs.closeSync(diskMount);
       lock.release();
     }
   }
@@ -1489,11 +1513,13 @@ export class Runtime {
   }
 
   /** stop() then start(): `timeout` as stop's, `attach` as start's. */
-  async restart(ref: string, options: { timeout?: number } & StartOptions = {}): Promise<Container> {
+  restart(ref: string, options: { timeout?: number } & StartOptions & { detach: true }): Promise<DetachedContainer>;
+  restart(ref: string, options?: { timeout?: number } & StartOptions & { detach?: false }): Promise<Container>;
+  async restart(ref: string, options: { timeout?: number } & StartOptions = {}): Promise<Container | DetachedContainer> {
     if (!isObject(options)) throw invalid('restart: options object expected');
     const { timeout, ...start } = options as { timeout?: number } & StartOptions;
     await this.stop(ref, timeout !== undefined ? { timeout } : {});
-    return this.start(ref, start);
+    return start.detach ? this.start(ref, { ...start, detach: true }) : this.start(ref, { ...start, detach: false });
   }
 
   /**

@@ -2,7 +2,7 @@
 // verdict tells OOM from timeout from a plain exit, and a limit that cannot be applied fails
 // the run with nothing left behind. This machine has cgroup v1 controllers.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
@@ -37,21 +37,37 @@ async function noNewCgroups(before: string[]): Promise<void> {
   await until(`no new container cgroup (${fresh().join(', ')})`, () => fresh().length === 0, 3000);
 }
 
-function hostProcessCount(): number {
-  return readdirSync('/proc').filter((e) => /^\d+$/.test(e)).length;
+/**
+ * Processes in the host's process table that belong to the pid namespace `ns` (a link text
+ * such as 'pid:[4026532]'): what a container adds to the host, whatever other work runs on
+ * the machine meanwhile (a host-wide count moved with every other test file).
+ */
+function processesInNamespace(ns: string): number {
+  let n = 0;
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readlinkSync(`/proc/${e}/ns/pid`) === ns) n++;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return n;
 }
 
 describe('limits', () => {
   it('a fork bomb is held at limits.pids, and the host keeps its process count', async () => {
-    const before = hostProcessCount();
     const c = start(['sh', '-c', 'b() { b | b & }; b; sleep 2; echo survived'], { limits: { pids: 32 } });
+    const ns = readlinkSync(`/proc/${c.pid}/ns/pid`);
     const out = collect(c.stdout);
     let peak = 0;
-    const timer = setInterval(() => (peak = Math.max(peak, hostProcessCount() - before)), 20);
+    const timer = setInterval(() => (peak = Math.max(peak, processesInNamespace(ns))), 20);
     const status = await c.wait();
     clearInterval(timer);
-    // The whole container, nsbox-init included, never had more than 32 processes.
-    expect(peak).toBeLessThanOrEqual(34);
+    // The whole container, nsbox-init included, never had more than 32 processes in the
+    // host's table (the kernel's own count, pids.peak, is checked in the warm-set case below).
+    expect(peak).toBeLessThanOrEqual(32);
+    expect(peak).toBeGreaterThan(1);
     expect(status.exitCode).toBe(0);
     expect(await out).toContain('survived');
   });
@@ -68,7 +84,8 @@ describe('limits', () => {
   it('cpus: 0.5 gives about half a CPU over a second and a half', async () => {
     const status = await start(['sh', '-c', 'timeout 1.5 sh -c "while :; do :; done"; true'], { limits: { cpus: 0.5 } }).wait();
     const cpu = status.usage.cpuUserMs + status.usage.cpuSystemMs;
-    expect(cpu / status.usage.wallMs).toBeGreaterThan(0.3);
+    // The bound is the point; the floor only shows it ran (other test files share the CPUs).
+    expect(cpu / status.usage.wallMs).toBeGreaterThan(0.2);
     expect(cpu / status.usage.wallMs).toBeLessThan(0.65);
   });
 

@@ -162,3 +162,47 @@ describe('start', () => {
     await rt.remove('handed');
   });
 });
+
+describe('start, detached and with a disk limit', () => {
+  it('detach: runs under a monitor, and the last detached run\'s exit status is not this run\'s', async () => {
+    const d = await rt.run({ image: 'busybox', name: 'bg', command: ['sh', '-c', 'if [ -e /ran ]; then sleep 2; exit 5; fi; touch /ran; exit 4'], detach: true });
+    expect((await rt.wait(d.id)).exitCode).toBe(4);
+    expect(fs.existsSync(path.join(base, 'root', 'containers', d.id, 'exit.json'))).toBe(true);
+    const fdsBefore = openFds();
+    // A second run that lasts: were the first run's exit.json taken for this run's end, it
+    // would show as exited at once.
+    await rejection(rt.start('bg', { detach: true, attach: true }));
+    const again = await rt.start('bg', { detach: true });
+    expect(again.monitorPid).toBeGreaterThan(0);
+    expect(rt.inspect('bg').status).toBe('running');
+    expect(rt.inspect('bg').supervisor).toBe(again.monitorPid);
+    expect(openFds()).toEqual(fdsBefore);
+    expect((await rt.wait('bg')).exitCode).toBe(5);
+    await rt.remove('bg');
+  });
+
+  it('a stale exit.json from before a start is not merged into the new run', async () => {
+    const c = await rt.run({ image: 'busybox', name: 'stale', command: ['true'] });
+    await c.wait();
+    const dir = path.join(base, 'root', 'containers', c.id!);
+    const again = await rt.start('stale', { attach: true, detach: false });
+    // What a crash between the removal and the start could leave: an older run's end.
+    fs.writeFileSync(path.join(dir, 'exit.json'), JSON.stringify({ exitCode: 9, signal: null, finishedAt: '2020-01-01T00:00:00.000000000Z', userUs: 0, systemUs: 0, maxRssKiB: 0, oomKilled: false }));
+    expect(rt.inspect('stale').exitCode).toBe(null);
+    expect((await again.wait()).exitCode).toBe(0);
+    await rt.remove('stale');
+  });
+
+  it('a kept container with limits.disk starts again on its own image, still bounded', async () => {
+    // First run: 8 MiB written. Second run: the file is still there, and 64 MiB more fail.
+    const script = 'if [ -e /fill ]; then echo kept; dd if=/dev/zero of=/more bs=1M count=64 2>&1 | grep -c "No space left"; '
+      + 'else dd if=/dev/zero of=/fill bs=1M count=8 2>/dev/null; echo first; fi';
+    const c = await rt.run({ image: 'busybox', name: 'bounded', command: ['sh', '-c', script], limits: { disk: '16m' } });
+    expect((await output(c as Awaited<ReturnType<Runtime['start']>>)).out).toBe('first\n');
+    const fdsBefore = openFds();
+    const again = await rt.start('bounded', { attach: true });
+    expect((await output(again)).out).toBe('kept\n1\n');
+    expect(openFds()).toEqual(fdsBefore);
+    await rt.remove('bounded');
+  });
+});

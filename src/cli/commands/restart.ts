@@ -3,7 +3,6 @@ import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
 import { runtimeFrom } from './shared';
-import { startDetached } from './start';
 
 /** `nsbox restart [-t SECONDS] CONTAINER...`: stop as `stop` does, then start in the background. */
 export default async function restart(p: Parsed, g: Global): Promise<number> {
@@ -15,7 +14,7 @@ export default async function restart(p: Parsed, g: Global): Promise<number> {
   for (const ref of p.args) {
     try {
       await rt.stop(ref, { timeout: seconds * 1000 });
-      await startDetached(ref, g);
+      await rt.start(ref, { detach: true });
       process.stdout.write(`${ref}\n`);
     } catch (e) {
       printError(e);
