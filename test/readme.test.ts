@@ -81,7 +81,7 @@ describe('README', () => {
   it('quick start is two lines: install and run, then the tests', () => {
     const quick = blocks().find((b) => b.lang === 'sh')!;
     const [install, test] = quick.body.trim().split('\n');
-    expect(install).toMatch(/^apt-get install -y busybox-static && npm ci && (node dist\/cli\/main\.js run -ti busybox sh)$/);
+    expect(install).toMatch(/^apt-get install -y busybox-static e2fsprogs && npm ci && (node dist\/cli\/main\.js run -ti busybox sh)$/);
     expect(test).toBe('npm test');
   });
 
