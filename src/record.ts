@@ -62,7 +62,8 @@ export interface ContainerInfo {
   image: string;
   command: string[];
   driver: StorageDriver;
-  volumes: string[];
+  /** Structured, so that a host path holding ':' survives (records before this held `HOST:CTR[:ro]` strings, still read). */
+  volumes: VolumeRecord[];
   status: ContainerStatus;
   pid: number | null;
   exitCode: number | null;
@@ -74,6 +75,17 @@ export interface ContainerInfo {
   finishedAt: string | null;
   remove: boolean;
   readOnly?: boolean;
+}
+
+/** A volume as a record keeps it. */
+export interface VolumeRecord {
+  source: string;
+  target: string;
+  readonly: boolean;
+}
+
+export function volumeRecord(v: Volume): VolumeRecord {
+  return { source: v.source, target: v.target, readonly: v.readonly };
 }
 
 export interface ContainerRecord extends Omit<ContainerInfo, 'status'> {
@@ -145,7 +157,7 @@ const RECORD: Spec<ContainerRecord> = {
   },
   command: arrayOf(string, { min: 1 }),
   driver: oneOf<StorageDriver>(['overlay', 'aufs', 'vfs']),
-  volumes: arrayOf((v, name) => Volume.parse(string(v, name)).toString()),
+  volumes: arrayOf((v, name) => volumeRecord(typeof v === 'string' ? Volume.parse(v) : Volume.from(v as VolumeRecord, name))),
   status: oneOf<RecordStatus>(['creating', 'created', 'running', 'exited']),
   pid: nullable(pid),
   pidStart: nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks')),

@@ -16,7 +16,7 @@ import {
   DEFAULT_ROOT, ID_RE, Layout, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
 } from './layout';
 import { ContainerLock, pruneLockLeftovers } from './lock';
-import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus } from './record';
+import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
 import {
   TOMBSTONE_RE, containerEntries, layerIdentity, readEntry, removeTree, tombstonePath, type Dangling, type Entry,
 } from './container-dir';
@@ -59,10 +59,7 @@ export type MountInfo =
   | { type: 'tmpfs'; target: string; size?: number; mode?: number; noexec?: boolean };
 
 function mountsOf(rec: ContainerRecord): MountInfo[] {
-  const binds = rec.volumes.map((v): MountInfo => {
-    const vol = Volume.parse(v);
-    return { type: 'bind', source: vol.source, target: vol.target, readonly: vol.readonly };
-  });
+  const binds = rec.volumes.map((v): MountInfo => ({ type: 'bind', source: v.source, target: v.target, readonly: v.readonly }));
   return [...binds, ...(rec.config?.tmpfs ?? []).map((t): MountInfo => ({ type: 'tmpfs', ...t }))];
 }
 
@@ -390,7 +387,7 @@ export class Runtime {
 
     const name = options.name ?? null;
     const record: ContainerRecord = {
-      id: '', name, image: image.name, command, driver, volumes: volumes.map(String), status: 'creating',
+      id: '', name, image: image.name, command, driver, volumes: volumes.map(volumeRecord), status: 'creating',
       pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null, created: new Date().toISOString(),
       startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly,
       supervisor: process.pid, supervisorStart: ownStartTime(), imageLayer: image.rootfs,
@@ -1126,7 +1123,7 @@ export class Runtime {
       }
       const before = layerIdentity(rec, this.layout);
       const workspace = this.workspaceOf(rec);
-      const exclude = rec.volumes.map((v) => Volume.parse(v).target);
+      const exclude = rec.volumes.map((v) => v.target);
       tmp = this.layout.makeTemp('commit');
       // The image is made straight from the layers (unchanged files hard-linked from the
       // image layer), never from the tarball; with -o, both come from one walk.
@@ -1232,7 +1229,7 @@ export class Runtime {
       if (status === 'creating' || status === 'dead') throw new NsboxError('BAD_STATE', `${label}: the container is ${status === 'dead' ? 'left half made by a process that died' : 'being created'}`);
       const root = status === 'running'
         ? openRunningRoot(rec, label)
-        : openStoppedRoot(rec, this.workspaceOf(rec), rec.volumes.map((v) => Volume.parse(v).target), label);
+        : openStoppedRoot(rec, this.workspaceOf(rec), rec.volumes.map((v) => v.target), label);
       return { root, release: () => { root.close(); lock.release(); } };
     } catch (e) {
       lock.release();
@@ -1414,7 +1411,7 @@ export class Runtime {
         root: workspace.rootSource(false, diskMount),
         command: rec.command,
         hostname,
-        mounts: rec.volumes.map((v) => Volume.parse(v).prepare(madeDirs)),
+        mounts: rec.volumes.map((v) => Volume.from(v).prepare(madeDirs)),
         stdio: o.attach ? 'pipe' : 'ignore',
         env: cfg.env,
         network: cfg.network,

@@ -128,6 +128,24 @@ describe('bad volume specs', () => {
     expect(etcDigest()).toBe(etc);
   });
 
+  it("a host path holding ':' (given as an object) is recorded as such: commit, start and inspect work", async () => {
+    const odd = path.join(host, 'a:b');
+    fs.mkdirSync(odd);
+    fs.writeFileSync(path.join(odd, 'in'), 'from host\n');
+    const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'cat /data/in; echo made > /kept'], volumes: [{ source: odd, target: '/data', readonly: true }] });
+    expect(await collect(c.stdout)).toBe('from host\n');
+    await c.wait();
+    expect(rt.inspect(c.id!).mounts).toEqual([{ type: 'bind', source: odd, target: '/data', readonly: true }]);
+    // Before, the record held 'HOST:CTR' and could not be read back: commit and start failed.
+    await rt.commit(c.id!, 'colon-vol');
+    const again = await rt.start(c.id!, { attach: true });
+    expect(await collect(again.stdout)).toBe('from host\n');
+    await again.wait();
+    await rt.remove(c.id!);
+    rt.removeImage('colon-vol');
+    expect(fs.readFileSync(path.join(odd, 'in'), 'utf8')).toBe('from host\n');
+  });
+
   it('parses and prints specs', () => {
     const v = Volume.parse('/srv/data:/data:ro');
     expect(v).toMatchObject({ source: '/srv/data', target: '/data', readonly: true });
