@@ -10,6 +10,8 @@ export type NsboxErrorCode =
   | 'UNSAFE_PATH'        // a path that would leave a root (volume target, tar entry)
   | 'BAD_ARCHIVE'        // a tarball that cannot be read
   | 'UNSUPPORTED'        // the kernel or filesystem lacks what is needed
+  | 'NOT_RUNNING'        // exec into a container that has exited
+  | 'BAD_STATE'          // a state file (record, image) that is not what nsbox wrote
   | (string & {});       // errno names
 
 export interface NsboxErrorDetails {

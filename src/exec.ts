@@ -97,7 +97,7 @@ export interface ExecTarget {
 
 /** The error for a container that is not (or no longer) running. */
 export function notRunning(label: string, why = 'is not running'): NsboxError {
-  return new NsboxError('NOT_RUNNING', `exec: container ${label} ${why}`, { hint: 'nsbox ps -a shows how it ended' });
+  return new NsboxError('NOT_RUNNING', `exec: container ${label} ${why}`, { hint: `nsbox ps -a shows how it ended; nsbox start ${label} runs it again` });
 }
 
 /** Where the native side failed (src-cc/core/exec.h, ExecStep). */

@@ -70,7 +70,7 @@ describe('nsbox exec', () => {
 
   it('into an exited container: 125 and a clear message', () => {
     expect(nsbox(['run', '--name', 'done', 'busybox', 'true']).code).toBe(0);
-    expect(nsbox(['exec', 'done', 'true'])).toMatchObject({ code: 125, err: 'nsbox: exec: container done is not running\n' + 'hint: nsbox ps -a shows how it ended\n' });
+    expect(nsbox(['exec', 'done', 'true'])).toMatchObject({ code: 125, err: 'nsbox: exec: container done is not running\n' + 'hint: nsbox ps -a shows how it ended; nsbox start done runs it again\n' });
   });
 
   it('passes SIGTERM on to the command and exits with its status', async () => {
