@@ -68,11 +68,9 @@ export interface NativeUsage {
   maxRssKiB: number;
 }
 
-export interface NativeErrno {
-  errno: number;
-  code: string;
-  syscall: string;
-}
+/** A failed system call, as every native function reports one (src/errors.ts fromNative). */
+export type { NativeErrno } from './errors';
+import type { NativeErrno } from './errors';
 
 export interface NativeProcess {
   readonly pid: number;
