@@ -74,8 +74,8 @@ import type { NativeErrno } from './errors';
 
 export interface NativeProcess {
   readonly pid: number;
-  /** 0, or the errno (ESRCH once reaped). */
-  kill(signal: number): number;
+  /** null, or the failure (ESRCH once reaped). */
+  kill(signal: number): NativeErrno | null;
   ref(): void;
   unref(): void;
 }
@@ -122,7 +122,7 @@ export type DetachedSpawnResult =
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   spawn(plan: NativePlan, onExit: () => void, detach: NativeDetach): DetachedSpawnResult;
-  resizePty(fd: number, cols: number, rows: number): number;
+  resizePty(fd: number, cols: number, rows: number): NativeErrno | null;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   /** A close-on-exec pidfd of `pid`. */
