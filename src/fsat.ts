@@ -5,6 +5,7 @@
  */
 import { NsboxError, fromNative, isNativeErrno } from './errors';
 import { native, type NativeErrno } from './native';
+import { overlayLowerdir } from './plan';
 
 /** An entry's lstat, as listDir and statFd give it (times in seconds and nanoseconds). */
 export interface EntryStat {
@@ -187,5 +188,5 @@ export function unlinkAt(dirfd: number, name: Buffer, dir: boolean): void {
 
 /** An overlay of the layers mounted nowhere (a detached mount): the fd of its root. */
 export function mountOverlayFd(lower: string[], upper: string, work: string): number {
-  return check(native().mountOverlayFd(lower, upper, work), 'mount the container\'s layers');
+  return check(native().mountOverlayFd(overlayLowerdir(lower), upper, work), 'mount the container\'s layers');
 }

@@ -129,7 +129,8 @@ export interface NativeBinding {
   pidfdOpen(pid: number): number | NativeErrno;
   /** Whether a pidfd's process still runs (has not exited, reaped or not); waits up to waitMs for its exit. */
   pidfdAlive(fd: number, waitMs?: number): boolean;
-  mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
+  /** `lowerdir` escaped by plan.ts overlayLowerdir (the one place that escapes it). */
+  mountOverlay(o: { lowerdir: string; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;
   /** A free loop device with `file` behind it, detached by the kernel after its last user (limits.disk). */
   attachLoop(file: string, readonly: boolean): { fd: number; device: string } | NativeErrno;
@@ -165,7 +166,7 @@ export interface NativeBinding {
   statAt(dirfd: number, name: Buffer): Float64Array | NativeErrno;
   unlinkAt(dirfd: number, name: Buffer, dir: boolean): NativeErrno | null;
   /** An overlay mounted nowhere: the fd of its root (nosuid, nodev, noexec); gone with the last fd. */
-  mountOverlayFd(lower: string[], upper: string, work: string): number | NativeErrno;
+  mountOverlayFd(lowerdir: string, upper: string, work: string): number | NativeErrno;
   /** Runs encoded batches of extraction steps under a root dir fd (src-cc/core/extract.h). */
   ExtractWriter: new (rootFd: number) => NativeExtractWriter;
   /** SHA-256 with Node's OpenSSL, updated on the thread pool (src-cc/binding/digest.cc). */

@@ -733,7 +733,7 @@ Napi::Value result_or_null(Napi::Env env, const HostMountResult& res) {
   return errno_object(env, res.err, res.sys);
 }
 
-// mountOverlay({ lower: string[], upper, work, target, readonly }) -> null | errno object
+// mountOverlay({ lowerdir (escaped), upper, work, target, readonly }) -> null | errno object
 Napi::Value MountOverlay(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) {
@@ -742,14 +742,14 @@ Napi::Value MountOverlay(const Napi::CallbackInfo& info) {
   }
   Reader r(env);
   Napi::Object o = info[0].As<Napi::Object>();
-  std::vector<std::string> lower = r.Strs(o, "lower");
+  std::string lowerdir = r.Str(o, "lowerdir", true);
   std::string upper = r.Str(o, "upper"), work = r.Str(o, "work"), target = r.Str(o, "target", true);
-  if (r.ok() && lower.empty()) r.Fail("lower must not be empty");
+  if (r.ok() && lowerdir.empty()) r.Fail("lowerdir must not be empty");
   if (!r.ok()) {
     Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  return result_or_null(env, mount_overlay(lower, upper, work, target, r.Bool(o, "readonly")));
+  return result_or_null(env, mount_overlay(lowerdir, upper, work, target, r.Bool(o, "readonly")));
 }
 
 Napi::Value Unmount(const Napi::CallbackInfo& info) {
