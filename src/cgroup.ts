@@ -23,7 +23,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { NsboxError, fromSystemError } from './errors';
+import { NsboxError, fromNative, fromSystemError } from './errors';
 import { ownStartTime, processAlive } from './layout';
 import { deviceProgram, parseDeviceRule } from './devbpf';
 import { discardSync, makeSync, refillWarm, renameSet, takeWarm, warmOwner, type ShapeGroup, type WarmSet } from './cgroup-pool';
@@ -492,7 +492,7 @@ export class ContainerCgroup {
       made.push(dir);
       const rules = [...DEVICE_ALLOWLIST, ...devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`)].map(parseDeviceRule);
       const err = native().attachDeviceProgram(dir, deviceProgram(rules));
-      if (err) throw new NsboxError(err.code, `device cgroup ${dir}: ${err.syscall}: ${err.code}`, { errno: err.errno, syscall: err.syscall, path: dir });
+      if (err) throw fromNative(`device cgroup ${dir}`, err, { path: dir });
       fd = fs.openSync(path.join(dir, 'cgroup.procs'), fs.constants.O_WRONLY);
       return new ContainerCgroup(made, [fd], new Map([['unified', dir]]));
     } catch (e) {

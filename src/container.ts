@@ -10,7 +10,7 @@ import type { Readable, Writable } from 'node:stream';
 import * as tty from 'node:tty';
 
 import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './copy';
-import { NsboxError, invalid } from './errors';
+import { NsboxError, fromNative, invalid } from './errors';
 import { native, type NativePlan, type NativeProcess } from './native';
 import type { ImageInfo } from './image/store';
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
@@ -332,9 +332,9 @@ export class Container extends EventEmitter {
   /** Sends a signal through the pidfd. False when the process has already exited. */
   kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
     const err = this.proc.kill(signalNumber(signal));
-    if (err === 0) return true;
-    if (err === 3 /* ESRCH */) return false;
-    throw new NsboxError('EPERM', `kill ${this.pid}: errno ${err}`, { errno: err, syscall: 'pidfd_send_signal' });
+    if (err === null) return true;
+    if (err.code === 'ESRCH') return false;
+    throw fromNative(`kill ${this.pid}`, err);
   }
 
   /**
@@ -365,7 +365,7 @@ export class Container extends EventEmitter {
     // there is no terminal left to resize.
     if (this.terminal!.destroyed) return;
     const err = native().resizePty(this.ptyFd, size.cols, size.rows);
-    if (err) throw new NsboxError('EIO', `resize terminal: errno ${err}`, { errno: err, syscall: 'ioctl' });
+    if (err) throw fromNative('resize terminal', err);
   }
 
   /**

@@ -9,13 +9,13 @@ import type * as ChildProcess from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 
-import { NsboxError, fromSystemError } from './errors';
+import { NsboxError, fromNative, fromSystemError, isNativeErrno } from './errors';
 import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, native, type NativeErrno } from './native';
 
-const isErrno = (v: unknown): v is NativeErrno => typeof v === 'object' && v !== null && 'code' in v;
+const isErrno = isNativeErrno;
 
 function nativeError(what: string, e: NativeErrno, path?: string): NsboxError {
-  return new NsboxError(e.code, `${what}: ${e.syscall}: ${e.code}`, { errno: e.errno, syscall: e.syscall, ...(path ? { path } : {}) });
+  return fromNative(what, e, path ? { path } : {});
 }
 
 /** Refuses a limit the host cannot hold: an image larger than the free space under it. */

@@ -1,3 +1,5 @@
+import { constants } from 'node:os';
+
 /**
  * The one error type nsbox throws. `code` is stable: an errno name (`ENOENT`, `EACCES`, ...)
  * when a system call failed, or one of nsbox's own codes for refused input and state.
@@ -62,4 +64,43 @@ export function fromSystemError(what: string, err: unknown): NsboxError {
     return new NsboxError(e.code, `${what}:${where} ${e.code}${e.syscall ? ` (${e.syscall})` : ''}`, details);
   }
   return new NsboxError('EIO', `${what}: ${String(err)}`, { cause: err });
+}
+
+/**
+ * The one shape in which the native binding reports a failed system call (returned, never
+ * thrown): the positive errno, its name, the call, and the path when one was involved.
+ */
+export interface NativeErrno {
+  errno: number;
+  code: string;
+  syscall: string;
+  path?: string | Buffer;
+}
+
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(constants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
+
+/** The errno's name (`EPERM` for 1), as os.constants.errno spells it; `E<n>` for a number it lacks. */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES.get(Math.abs(errno)) ?? `E${Math.abs(errno)}`;
+}
+
+/** Whether a native call's answer is its failure shape rather than its value. */
+export function isNativeErrno(v: unknown): v is NativeErrno {
+  return typeof v === 'object' && v !== null && !ArrayBuffer.isView(v)
+    && typeof (v as NativeErrno).errno === 'number' && typeof (v as NativeErrno).syscall === 'string';
+}
+
+/**
+ * The NsboxError a native failure becomes: the errno's name as its code (taken from the
+ * number, so that no caller labels it by hand), `what` naming the operation, then the path
+ * (`extra.path` or the binding's) when there is one: "what: path: CODE (syscall)".
+ */
+export function fromNative(what: string, e: NativeErrno, extra: Omit<NsboxErrorDetails, 'errno' | 'syscall'> = {}): NsboxError {
+  const code = e.errno > 0 ? errnoName(e.errno) : e.code || 'EIO';
+  const p = extra.path ?? (e.path === undefined ? undefined : String(e.path));
+  const details: NsboxErrorDetails = { ...extra, errno: e.errno, syscall: e.syscall };
+  if (p !== undefined) details.path = p;
+  const where = extra.path === undefined && p !== undefined ? ` ${p}:` : '';
+  return new NsboxError(code, `${what}:${where} ${code} (${e.syscall})`, details);
 }

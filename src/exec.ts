@@ -23,7 +23,7 @@ import * as tty from 'node:tty';
 
 import { homeDevicesTasks, unifiedHierarchy, v1Hierarchies } from './cgroup';
 import { SIGNAL_NAMES, drain, normaliseStdio, signalNumber, ttySize, type ExitStatus, type Stdio } from './container';
-import { NsboxError, invalid } from './errors';
+import { NsboxError, fromNative, invalid } from './errors';
 import { processPidNamespace, processStartTime } from './layout';
 import { PROC_LIMIT_NAMES, RLIMITS } from './limits';
 import { native, type NativeExecPlan, type NativeProcess, type NativeSecurity } from './native';
@@ -263,7 +263,7 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
   const opened = native().pidfdOpen(pid);
   if (typeof opened !== 'number') {
     if (opened.code === 'ESRCH') throw notRunning(label, 'has exited');
-    throw new NsboxError(opened.code, `exec: pidfd_open ${pid}: ${opened.code}`, { errno: opened.errno, syscall: 'pidfd_open' });
+    throw fromNative(`exec: pidfd_open ${pid}`, opened);
   }
   const pidfd = opened;
   const cgroupFds: number[] = [];
@@ -439,9 +439,9 @@ export class ExecProcess extends EventEmitter {
   /** Sends a signal through the pidfd. False when the process has already exited. */
   kill(signal: NodeJS.Signals | number = 'SIGTERM'): boolean {
     const err = this.proc.kill(signalNumber(signal));
-    if (err === 0) return true;
-    if (err === 3 /* ESRCH */) return false;
-    throw new NsboxError('EPERM', `kill ${this.pid}: errno ${err}`, { errno: err, syscall: 'pidfd_send_signal' });
+    if (err === null) return true;
+    if (err.code === 'ESRCH') return false;
+    throw fromNative(`kill ${this.pid}`, err);
   }
 
   /** Sets the terminal size of a `tty` exec; does nothing once its terminal has closed. */
@@ -450,7 +450,7 @@ export class ExecProcess extends EventEmitter {
     const size = ttySize({ cols, rows })!;
     if (this.terminal!.destroyed) return;
     const err = native().resizePty(this.ptyFd, size.cols, size.rows);
-    if (err) throw new NsboxError('EIO', `resize terminal: errno ${err}`, { errno: err, syscall: 'ioctl' });
+    if (err) throw fromNative('resize terminal', err);
   }
 
   /** Lets Node exit while it runs (it still dies with this process). */

@@ -3,8 +3,9 @@
  * src-cc/core/fsat.h), as TypeScript calls that throw NsboxError. Names are Buffers: the bytes
  * on disk, whatever they are, and always one path component.
  */
-import { NsboxError } from './errors';
+import { NsboxError, fromNative, isNativeErrno } from './errors';
 import { native, type NativeErrno } from './native';
+import { overlayLowerdir } from './plan';
 
 /** An entry's lstat, as listDir and statFd give it (times in seconds and nanoseconds). */
 export interface EntryStat {
@@ -41,13 +42,11 @@ function toStat(f: Float64Array, i: number): EntryStat {
   };
 }
 
-function isErrno(v: unknown): v is NativeErrno {
-  return typeof v === 'object' && v !== null && !Buffer.isBuffer(v) && !(v instanceof Float64Array) && 'errno' in v;
-}
+const isErrno = isNativeErrno;
 
-/** The error a failed call becomes: its errno name as the code, `what` saying what was done. */
+/** The error a failed call becomes (fromNative): its errno name as the code, `what` saying what was done. */
 export function errnoError(what: string, e: NativeErrno, path?: string): NsboxError {
-  return new NsboxError(e.code, `${what}: ${e.code} (${e.syscall})`, { errno: e.errno, syscall: e.syscall, ...(path === undefined ? {} : { path }) });
+  return fromNative(what, e, path === undefined ? {} : { path });
 }
 
 function check<T>(r: T | NativeErrno, what: string, path?: string): T {
@@ -163,7 +162,7 @@ export function removeTree(path: string | Buffer, options: { force?: boolean } =
   if (!r || (options.force && r.code === 'ENOENT' && r.path.length === 0)) return;
   const where = r.path.length === 0 ? printable(path) : `${printable(path)}/${printable(r.path)}`;
   const hint = r.code === 'EBUSY' ? `something is mounted at ${where}: umount it first` : undefined;
-  throw new NsboxError(r.code, `remove ${printable(path)}: ${where}: ${r.code} (${r.syscall})`, { errno: r.errno, syscall: r.syscall, path: where, ...(hint ? { hint } : {}) });
+  throw fromNative(`remove ${printable(path)}: ${where}`, r, { path: where, ...(hint ? { hint } : {}) });
 }
 
 // ---- Container roots (cp, src/copy.ts) ----
@@ -189,5 +188,5 @@ export function unlinkAt(dirfd: number, name: Buffer, dir: boolean): void {
 
 /** An overlay of the layers mounted nowhere (a detached mount): the fd of its root. */
 export function mountOverlayFd(lower: string[], upper: string, work: string): number {
-  return check(native().mountOverlayFd(lower, upper, work), 'mount the container\'s layers');
+  return check(native().mountOverlayFd(overlayLowerdir(lower), upper, work), 'mount the container\'s layers');
 }

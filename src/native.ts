@@ -68,16 +68,14 @@ export interface NativeUsage {
   maxRssKiB: number;
 }
 
-export interface NativeErrno {
-  errno: number;
-  code: string;
-  syscall: string;
-}
+/** A failed system call, as every native function reports one (src/errors.ts fromNative). */
+export type { NativeErrno } from './errors';
+import type { NativeErrno } from './errors';
 
 export interface NativeProcess {
   readonly pid: number;
-  /** 0, or the errno (ESRCH once reaped). */
-  kill(signal: number): number;
+  /** null, or the failure (ESRCH once reaped). */
+  kill(signal: number): NativeErrno | null;
   ref(): void;
   unref(): void;
 }
@@ -124,14 +122,15 @@ export type DetachedSpawnResult =
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   spawn(plan: NativePlan, onExit: () => void, detach: NativeDetach): DetachedSpawnResult;
-  resizePty(fd: number, cols: number, rows: number): number;
+  resizePty(fd: number, cols: number, rows: number): NativeErrno | null;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   /** A close-on-exec pidfd of `pid`. */
   pidfdOpen(pid: number): number | NativeErrno;
   /** Whether a pidfd's process still runs (has not exited, reaped or not); waits up to waitMs for its exit. */
   pidfdAlive(fd: number, waitMs?: number): boolean;
-  mountOverlay(o: { lower: string[]; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
+  /** `lowerdir` escaped by plan.ts overlayLowerdir (the one place that escapes it). */
+  mountOverlay(o: { lowerdir: string; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;
   /** A free loop device with `file` behind it, detached by the kernel after its last user (limits.disk). */
   attachLoop(file: string, readonly: boolean): { fd: number; device: string } | NativeErrno;
@@ -167,7 +166,7 @@ export interface NativeBinding {
   statAt(dirfd: number, name: Buffer): Float64Array | NativeErrno;
   unlinkAt(dirfd: number, name: Buffer, dir: boolean): NativeErrno | null;
   /** An overlay mounted nowhere: the fd of its root (nosuid, nodev, noexec); gone with the last fd. */
-  mountOverlayFd(lower: string[], upper: string, work: string): number | NativeErrno;
+  mountOverlayFd(lowerdir: string, upper: string, work: string): number | NativeErrno;
   /** Runs encoded batches of extraction steps under a root dir fd (src-cc/core/extract.h). */
   ExtractWriter: new (rootFd: number) => NativeExtractWriter;
   /** SHA-256 with Node's OpenSSL, updated on the thread pool (src-cc/binding/digest.cc). */

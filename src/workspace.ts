@@ -9,10 +9,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import * as diskLayer from './disk-layer';
-import { NsboxError, fromSystemError, invalid } from './errors';
+import { NsboxError, fromNative, fromSystemError, invalid } from './errors';
 import { removeTree } from './fsat';
 import { native } from './native';
-import type { RootSource, WriteLayerMount } from './plan';
+import { overlayLowerdir, type RootSource, type WriteLayerMount } from './plan';
 
 export type StorageDriver = 'overlay' | 'aufs' | 'vfs';
 
@@ -186,9 +186,9 @@ export class Workspace {
     if (this.driver === 'vfs') return this.upper;
     if (this.driver === 'aufs') throw new NsboxError('UNSUPPORTED', 'workspace mount: host mounts are made for overlay only');
     if (this.disk) throw new NsboxError('UNSUPPORTED', 'workspace mount: a write layer with limits.disk is never mounted on the host');
-    const err = native().mountOverlay({ lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged });
+    const err = native().mountOverlay({ lowerdir: overlayLowerdir([this.imageLayer]), upper: this.upper, work: this.work, target: this.merged });
     if (err) {
-      throw new NsboxError(err.code, `workspace mount ${this.merged}: ${err.syscall}: ${err.code}`, { errno: err.errno, syscall: err.syscall, path: this.merged });
+      throw fromNative(`workspace mount ${this.merged}`, err, { path: this.merged });
     }
     this.mountedOnHost = true;
     return this.merged;
@@ -198,7 +198,7 @@ export class Workspace {
     if (!this.mountedOnHost) return;
     const err = native().unmount(this.merged);
     if (err && err.code !== 'EINVAL' && err.code !== 'ENOENT') {
-      throw new NsboxError(err.code, `workspace unmount ${this.merged}: ${err.syscall}: ${err.code}`, { errno: err.errno, syscall: err.syscall, path: this.merged });
+      throw fromNative(`workspace unmount ${this.merged}`, err, { path: this.merged });
     }
     this.mountedOnHost = false;
   }

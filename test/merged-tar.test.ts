@@ -11,6 +11,7 @@ import { NsboxError } from '../src/errors';
 import { extractTarball } from '../src/image/extract';
 import { writeMergedTar } from '../src/image/merged-tar';
 import { native } from '../src/native';
+import { overlayLowerdir } from '../src/plan';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -52,7 +53,7 @@ function opaque(upper: string, lower: string, rel: string, files: Record<string,
   const merged = path.join(base, `merged-${mounts++}`);
   fs.mkdirSync(work);
   fs.mkdirSync(merged);
-  const err = native().mountOverlay({ lower: [lower], upper, work, target: merged });
+  const err = native().mountOverlay({ lowerdir: overlayLowerdir([lower]), upper, work, target: merged });
   if (err) throw new Error(`mount overlay: ${err.code}`);
   try {
     fs.rmSync(path.join(merged, rel), { recursive: true, force: true });

@@ -219,17 +219,18 @@ class Process : public Napi::ObjectWrap<Process> {
 
   Napi::Value Pid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pid_); }
 
-  // kill(signal) -> 0 or an errno (ESRCH once the process has been reaped).
+  // kill(signal) -> null | errno object (ESRCH once the process has been reaped).
   Napi::Value Kill(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsNumber()) {
       Napi::TypeError::New(env, "kill(signal: number)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    if (pidfd_ < 0) return Napi::Number::New(env, ESRCH);
+    if (pidfd_ < 0) return errno_object(env, ESRCH, "pidfd_send_signal");
     int sig = info[0].As<Napi::Number>().Int32Value();
     int r = static_cast<int>(syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0));
-    return Napi::Number::New(env, r < 0 ? errno : 0);
+    if (r < 0) return errno_object(env, errno, "pidfd_send_signal");
+    return env.Null();
   }
 
   Napi::Value Ref(const Napi::CallbackInfo& info) {
@@ -723,7 +724,8 @@ Napi::Value ResizePty(const Napi::CallbackInfo& info) {
   int err = resize_pty(info[0].As<Napi::Number>().Int32Value(),
                        static_cast<unsigned short>(info[1].As<Napi::Number>().Uint32Value()),
                        static_cast<unsigned short>(info[2].As<Napi::Number>().Uint32Value()));
-  return Napi::Number::New(env, err);
+  if (err) return errno_object(env, err, "ioctl");
+  return env.Null();
 }
 
 Napi::Value result_or_null(Napi::Env env, const HostMountResult& res) {
@@ -731,7 +733,7 @@ Napi::Value result_or_null(Napi::Env env, const HostMountResult& res) {
   return errno_object(env, res.err, res.sys);
 }
 
-// mountOverlay({ lower: string[], upper, work, target, readonly }) -> null | errno object
+// mountOverlay({ lowerdir (escaped), upper, work, target, readonly }) -> null | errno object
 Napi::Value MountOverlay(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) {
@@ -740,14 +742,14 @@ Napi::Value MountOverlay(const Napi::CallbackInfo& info) {
   }
   Reader r(env);
   Napi::Object o = info[0].As<Napi::Object>();
-  std::vector<std::string> lower = r.Strs(o, "lower");
+  std::string lowerdir = r.Str(o, "lowerdir", true);
   std::string upper = r.Str(o, "upper"), work = r.Str(o, "work"), target = r.Str(o, "target", true);
-  if (r.ok() && lower.empty()) r.Fail("lower must not be empty");
+  if (r.ok() && lowerdir.empty()) r.Fail("lowerdir must not be empty");
   if (!r.ok()) {
     Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  return result_or_null(env, mount_overlay(lower, upper, work, target, r.Bool(o, "readonly")));
+  return result_or_null(env, mount_overlay(lowerdir, upper, work, target, r.Bool(o, "readonly")));
 }
 
 Napi::Value Unmount(const Napi::CallbackInfo& info) {

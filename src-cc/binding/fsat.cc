@@ -4,6 +4,7 @@
 #include "binding/fsat.h"
 
 #include <errno.h>
+#include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <uv.h>
 
@@ -356,18 +357,12 @@ Napi::Value UnlinkAt(const Napi::CallbackInfo& info) {
 // mountOverlayFd(lower: string[], upper, work) -> fd of a detached mount | errno object
 Napi::Value MountOverlayFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const char* usage = "mountOverlayFd(lower: string[], upper: string, work: string)";
-  if (info.Length() < 3 || !info[0].IsArray()) return type_error(env, usage);
-  Napi::Array arr = info[0].As<Napi::Array>();
-  std::vector<std::string> lower;
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    std::string l;
-    if (!bytes_arg(arr.Get(i), &l) || l.empty()) return type_error(env, usage);
-    lower.push_back(std::move(l));
-  }
-  std::string upper, work;
-  if (lower.empty() || !bytes_arg(info[1], &upper) || !bytes_arg(info[2], &work)) return type_error(env, usage);
-  return fd_or_error(env, mount_overlay_fd(lower, upper, work));
+  const char* usage = "mountOverlayFd(lowerdir: string (escaped), upper: string, work: string)";
+  if (info.Length() < 3) return type_error(env, usage);
+  std::string lowerdir, upper, work;
+  if (!bytes_arg(info[0], &lowerdir) || lowerdir.empty() || !bytes_arg(info[1], &upper) || !bytes_arg(info[2], &work))
+    return type_error(env, usage);
+  return fd_or_error(env, mount_overlay_fd(lowerdir, upper, work, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
 }
 
 }  // namespace

@@ -17,9 +17,6 @@
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
 
 namespace nsbox {
 namespace {
@@ -40,8 +37,9 @@ char* exec_stacks() {
   return base;
 }
 
-void wait_exit(idtype_t type, int id, siginfo_t* info) {
-  while (waitid(type, static_cast<id_t>(id), info, WEXITED) < 0 && errno == EINTR) {
+// Only for a child without a pidfd; the rest go through spawn.h's reap().
+void wait_exit_pid(int pid, siginfo_t* info) {
+  while (waitid(P_PID, static_cast<id_t>(pid), info, WEXITED) < 0 && errno == EINTR) {
   }
 }
 
@@ -96,7 +94,7 @@ SpawnResult exec_in(const Plan& plan, const ExecTarget& target, int init_fd) {
   }
   // The first process has exited (it never execs) once CLONE_VFORK let this thread go.
   siginfo_t join_info;
-  wait_exit(static_cast<idtype_t>(P_PIDFD), join_pidfd, &join_info);
+  reap(join_pidfd, &join_info);
   close(join_pidfd);
   // The second is this process's child until reaped: its pid cannot be reused meanwhile.
   const int enter_pid = args.enter_pid;
@@ -105,7 +103,7 @@ SpawnResult exec_in(const Plan& plan, const ExecTarget& target, int init_fd) {
     // Cannot happen for an unreaped child but on a kernel without pidfds: reap it by pid.
     kill(enter_pid, SIGKILL);
     siginfo_t info;
-    wait_exit(P_PID, enter_pid, &info);
+    wait_exit_pid(enter_pid, &info);
     close(report[0]);
     result.parent_sys = Sys::kClone;
     result.parent_errno = errno;
@@ -133,7 +131,7 @@ SpawnResult exec_in(const Plan& plan, const ExecTarget& target, int init_fd) {
     result.vanished = true;
     if (enter_pidfd >= 0) {
       siginfo_t info;
-      wait_exit(static_cast<idtype_t>(P_PIDFD), enter_pidfd, &info);
+      reap(enter_pidfd, &info);
       result.vanished_status = wait_status(info);
     } else {
       result.vanished_status = wait_status(join_info);

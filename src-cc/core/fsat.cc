@@ -492,22 +492,13 @@ FsError unlink_at(int dirfd, const char* name, bool dir) {
   return {};
 }
 
-FdResult mount_overlay_fd(const std::vector<std::string>& lower, const std::string& upper,
-                          const std::string& work) {
+FdResult mount_overlay_fd(const std::string& lowerdir, const std::string& upper,
+                          const std::string& work, unsigned attrs) {
   int fsfd = static_cast<int>(syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC));
   if (fsfd < 0) return FdResult{-1, fail("fsopen")};
   auto set = [&](const char* key, const std::string& value) {
     return syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, key, value.c_str(), 0) == 0;
   };
-  // fsconfig takes each value whole: only overlay's own ':' separator needs escaping.
-  std::string lowerdir;
-  for (const std::string& l : lower) {
-    if (!lowerdir.empty()) lowerdir += ':';
-    for (char ch : l) {
-      if (ch == ':' || ch == '\\') lowerdir += '\\';
-      lowerdir += ch;
-    }
-  }
   bool ok = set("lowerdir", lowerdir);
   if (!upper.empty()) ok = ok && set("upperdir", upper) && set("workdir", work);
   if (!ok || syscall(SYS_fsconfig, fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) < 0) {
@@ -515,8 +506,7 @@ FdResult mount_overlay_fd(const std::vector<std::string>& lower, const std::stri
     close_fd(fsfd);
     return FdResult{-1, e};
   }
-  int mfd = static_cast<int>(syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC,
-                                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
+  int mfd = static_cast<int>(syscall(SYS_fsmount, fsfd, FSMOUNT_CLOEXEC, attrs));
   FsError e = mfd < 0 ? fail("fsmount") : FsError{};
   close_fd(fsfd);
   return FdResult{mfd, e};

@@ -97,9 +97,11 @@ FsError stat_at(int dirfd, const char* name, struct stat* st);
 FsError unlink_at(int dirfd, const char* name, bool dir);
 // An overlay of the given layers mounted nowhere: the fd of a detached mount's root, which
 // no other process can reach and which the kernel takes down when the last fd to it closes
-// (also when this process dies). nosuid, nodev, noexec. For reading and writing a stopped
-// container's root without a mount on the host.
-FdResult mount_overlay_fd(const std::vector<std::string>& lower, const std::string& upper,
-                          const std::string& work);
+// (also when this process dies). For reading and writing a stopped container's root without
+// a mount on the host (nosuid, nodev, noexec there).
+// `lowerdir` comes escaped (src/plan.ts overlayLowerdir: the one place that escapes it);
+// `attrs` are MOUNT_ATTR_* (hostmount.cc's mount_overlay shares this sequence).
+FdResult mount_overlay_fd(const std::string& lowerdir, const std::string& upper,
+                          const std::string& work, unsigned attrs);
 
 }  // namespace nsbox

@@ -12,7 +12,8 @@ struct HostMountResult {
   const char* sys = "";
 };
 
-HostMountResult mount_overlay(const std::vector<std::string>& lower, const std::string& upper,
+// `lowerdir` comes escaped (src/plan.ts overlayLowerdir).
+HostMountResult mount_overlay(const std::string& lowerdir, const std::string& upper,
                               const std::string& work, const std::string& target, bool readonly);
 HostMountResult unmount(const std::string& target);
 

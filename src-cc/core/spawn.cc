@@ -189,11 +189,6 @@ void close_fd(int& fd) {
   fd = -1;
 }
 
-void reap(int pidfd, siginfo_t* info) {
-  while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd, info, WEXITED) < 0 && errno == EINTR) {
-  }
-}
-
 // nsbox-init's argv: its name, the fds this start made, the plan's options, "--", the command.
 std::vector<std::string> init_argv(const Plan& plan, int report_fd, int parent_pidfd) {
   std::vector<std::string> out;
@@ -208,6 +203,11 @@ std::vector<std::string> init_argv(const Plan& plan, int report_fd, int parent_p
 }
 
 }  // namespace
+
+void reap(int pidfd, siginfo_t* info) {
+  while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd, info, WEXITED) < 0 && errno == EINTR) {
+  }
+}
 
 void kill_and_reap(int pidfd) {
   syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);

@@ -2,6 +2,7 @@
 // the command was exec'd.
 #pragma once
 
+#include <signal.h>
 #include <stdint.h>
 
 #include <string>
@@ -29,7 +30,9 @@ struct SpawnResult {
 // `init_fd`: nsbox-init's image (make_init_image()).
 SpawnResult spawn(const Plan& plan, int init_fd);
 
-// SIGKILL through a pidfd and reap it (waitid on the pidfd, blocking, EINTR retried).
+// Waits for a child's exit through its pidfd (blocking, EINTR retried) and reaps it.
+void reap(int pidfd, siginfo_t* info);
+// SIGKILL through a pidfd and reap it: the one kill-and-reap (spawn, exec and the binding).
 void kill_and_reap(int pidfd);
 
 // ---- Detached containers (`detach: true`): supervised by nsbox-monitor, not by Node ----
