@@ -21,7 +21,7 @@ afterEach(() => {
 });
 
 describe('isTerminal', () => {
-  it('a pty's master is a terminal: a character device the fstat shortcut must not rule out', () => {
+  it('the master side of a pty is a terminal: a character device the fstat shortcut must not rule out', () => {
     const master = open('/dev/ptmx', 'r+');
     expect(tty.isatty(master)).toBe(true);
     expect(isTerminal(master)).toBe(true);
