@@ -16,13 +16,12 @@
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import * as tty from 'node:tty';
+import type * as tty from 'node:tty';
 
 import { homeDevicesTasks, unifiedHierarchy, v1Hierarchies } from './cgroup';
-import { SIGNAL_NAMES, drain, normaliseStdio, signalNumber, ttySize, type ExitStatus, type Stdio } from './container';
+import { SIGNAL_NAMES, drain, normaliseStdio, pipeSocket, ptyStream, signalNumber, ttySize, type ExitStatus, type Stdio } from './container';
 import { NsboxError, fromNative, invalid } from './errors';
 import { processPidNamespace, processStartTime } from './layout';
 import { PROC_LIMIT_NAMES, RLIMITS } from './limits';
@@ -406,10 +405,10 @@ export class ExecProcess extends EventEmitter {
     this.pid = r.pid;
     this.proc = r.process;
     this.ptyFd = r.pty;
-    this.stdin = r.stdin >= 0 ? new net.Socket({ fd: r.stdin, readable: false, writable: true }) : null;
-    this.stdout = r.stdout >= 0 ? new net.Socket({ fd: r.stdout, readable: true, writable: false }) : null;
-    this.stderr = r.stderr >= 0 ? new net.Socket({ fd: r.stderr, readable: true, writable: false }) : null;
-    this.terminal = r.pty >= 0 ? new tty.ReadStream(r.pty) : null;
+    this.stdin = r.stdin >= 0 ? pipeSocket(r.stdin, 'write') : null;
+    this.stdout = r.stdout >= 0 ? pipeSocket(r.stdout, 'read') : null;
+    this.stderr = r.stderr >= 0 ? pipeSocket(r.stderr, 'read') : null;
+    this.terminal = r.pty >= 0 ? ptyStream(r.pty) : null;
     this.stdin?.on('error', () => {});
     this.terminal?.on('error', (e: NodeJS.ErrnoException) => {
       if (e.code !== 'EIO') this.emit('error', e);

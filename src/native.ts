@@ -1,4 +1,5 @@
 /** The native addon's interface (src-cc/binding/binding.cc), declared, not guessed. */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 export type StepOp =
@@ -197,22 +198,39 @@ export interface NativeExtractWriter {
 let binding: NativeBinding | undefined;
 
 /**
- * Loaded on first use, so that plan building and the CLI's help never pay for it. A local
- * build is what node-gyp-build would pick first anyway: trying its path directly spares
- * every CLI start node-gyp-build's search; prebuilds and the rest go through it.
+ * Loaded on first use, so that plan building and the CLI's help never pay for it. The two
+ * places node-gyp-build would pick in the usual cases are tried by their known paths (its
+ * search of build/ and prebuilds/ costs every CLI start ~2.5 ms): a local build/Release, or,
+ * in an installed package without any build/, the package's own prebuild. Anything else (a
+ * Debug build, $NSBOX_PREBUILD, $PREBUILDS_ONLY, other tags) goes through node-gyp-build.
  */
 export function native(): NativeBinding {
   if (binding) return binding;
   const root = path.join(__dirname, '..');
+  if (!process.env.NSBOX_PREBUILD && !process.env.PREBUILDS_ONLY) {
+    binding = requireIfPresent(path.join(root, 'build', 'Release', 'nsbox.node'));
+    if (!binding && !fs.existsSync(path.join(root, 'build'))) binding = requireIfPresent(prebuildPath(root));
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  binding ??= require('node-gyp-build')(root) as NativeBinding;
+  return binding;
+}
+
+/** Where `prebuildify --napi --tag-libc` (package.json) puts this platform's build. */
+function prebuildPath(root: string): string {
+  // The C library told apart as node-gyp-build does: $LIBC, else musl on Alpine only.
+  const libc = process.env.LIBC || (fs.existsSync('/etc/alpine-release') ? 'musl' : 'glibc');
+  return path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, `nsbox.${libc}.node`);
+}
+
+function requireIfPresent(file: string): NativeBinding | undefined {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    binding = require(path.join(root, 'build', 'Release', 'nsbox.node')) as NativeBinding;
+    return require(file) as NativeBinding;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    binding = require('node-gyp-build')(root) as NativeBinding;
+    return undefined;
   }
-  return binding;
 }
 
 // MOUNT_ATTR_* from <linux/mount.h>

@@ -3,6 +3,8 @@
  * nsbox's command line. Loads only what the command needs: `nsbox --help` never loads the
  * native addon, and each command's module is required when it runs.
  */
+// First, so that every module after it is compiled through the cache.
+import './compile-cache';
 import * as path from 'node:path';
 
 import { NsboxError, invalid } from '../errors';

@@ -3,6 +3,7 @@
  * in src/cli/commands/run.ts): without -t a terminal among our stdio is relayed through
  * pipes; with -t ours goes raw and is joined to the process's own pty, resizes followed.
  */
+import * as fs from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
 import type * as tty from 'node:tty';
 
@@ -16,10 +17,24 @@ export interface Attachable {
   resize(cols: number, rows: number): void;
 }
 
+/**
+ * isatty(), without loading node:tty (and the node:net it loads, ~5 ms of every CLI run) when
+ * fstat already tells: only a character device can be a terminal, and none of major 1
+ * (/dev/null, /dev/zero, ...) is one.
+ */
 export function isTerminal(fd: number): boolean {
+  let st: fs.Stats;
+  try {
+    st = fs.fstatSync(fd);
+  } catch {
+    return false;
+  }
+  if (!st.isCharacterDevice() || Math.floor(st.rdev / 256) % 4096 === MEM_MAJOR) return false;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return (require('node:tty') as typeof import('node:tty')).isatty(fd);
 }
+
+const MEM_MAJOR = 1;
 
 /** Without -t: our stdio as the process's pipes. Returns what undoes it. */
 export function relayTerminal(c: Attachable): () => void {

@@ -8,6 +8,7 @@ import type { SecurityOptions } from '../../security';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
+import { isTerminal } from '../terminal';
 import { envFrom, mountsFrom, networkFrom, withEntrypoint } from '../run-habits';
 import { runtimeFrom } from './shared';
 
@@ -167,11 +168,6 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
     restore();
     for (const sig of FORWARDED) process.off(sig, forward);
   }
-}
-
-function isTerminal(fd: number): boolean {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('node:tty') as typeof import('node:tty')).isatty(fd);
 }
 
 /** Without -t: a terminal among our stdio is relayed through the container's pipes. */
