@@ -601,7 +601,18 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
   const dir = path.join(home, PARENT, `freeze-${process.pid}-${ownStartTime()}-${pid}`);
   try {
     fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o755 });
-    fs.mkdirSync(dir, { mode: 0o755 });
+    for (let i = 0; ; i++) {
+      try {
+        fs.mkdirSync(dir, { mode: 0o755 });
+        break;
+      } catch (e) {
+        // This process's own freezer of an earlier commit of this container, whose rmdir met a
+        // process still on its way out: thawed and removed now that it has gone.
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || i >= 100) throw e;
+        thawAndRemove(dir);
+        if (fs.existsSync(dir)) await new Promise((r) => setTimeout(r, 10));
+      }
+    }
   } catch (e) {
     if (notOurs(e)) return null;
     throw fromSystemError('freeze container', e);

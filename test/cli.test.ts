@@ -189,7 +189,8 @@ describe.runIf(spawnSync('tmux', ['-V']).status === 0)('at a terminal (tmux)', (
     tmux('send-keys', '-t', 'ti', 'exit 3', 'Enter');
     await until('the host prompt', () => /^host\$\s*$/m.test(screen('ti')));
     tmux('send-keys', '-t', 'ti', 'echo "status=$?"; stty -a | grep -o -- "-\\?icanon\\|-\\?echo " | tr "\\n" " "; echo', 'Enter');
-    await until('the status', () => /status=3/.test(screen('ti')));
+    // The status first, then stty's answer: wait for both (the screen may hold only the first).
+    await until('the status and the modes', () => /status=3[\s\S]*icanon/.test(screen('ti')));
     const s = screen('ti');
     expect(s).toMatch(/status=3/);
     expect(s).toMatch(/icanon echo/); // canonical mode and echo back on: raw mode undone

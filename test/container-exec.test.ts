@@ -126,8 +126,9 @@ describe('exec is inside the container', () => {
 
   it('a memory limit holds for the exec: a hog in it is OOM-killed', async () => {
     const c = await box('', { limits: { memory: '32m', memorySwap: '32m' } });
-    // tail holds the one endless line in memory: past 32 MiB the OOM killer ends it.
-    const r = await sh(c, 'head -c 200m /dev/zero | tail > /dev/null; echo "status=$?"');
+    // tail holds the one endless line in memory: past 32 MiB the OOM killer ends it. tail
+    // volunteers first (oom_score_adj 1000), so that the killer never picks the shell instead.
+    const r = await sh(c, 'head -c 200m /dev/zero | sh -c "echo 1000 > /proc/self/oom_score_adj; exec tail" > /dev/null; echo "status=$?"');
     expect(r.out).toBe('status=137\n');
     expect(c.running).toBe(true);
   });

@@ -3,7 +3,7 @@
 // the processes moved into it (a start pays nothing for it); thawing puts them back where
 // they were. A committer killed while the container is frozen leaves it to prune to thaw.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
@@ -56,6 +56,26 @@ describe.skipIf(!existsSync(FREEZER))('freezeContainer', () => {
       thaw!();
       await until('both writers to move again', () => read().every((n, i) => n > frozen[i]!));
       expect(freezerOf(c.pid)).toBe(before);
+      expect(freezeDirs()).toEqual([]);
+    } finally {
+      c.kill('SIGKILL');
+      await c.wait();
+    }
+  });
+
+  it("this process's own freezer left by an earlier commit (its rmdir met an exiting process) is no obstacle", async () => {
+    const { c, read } = await busy();
+    const { ownStartTime } = await import('../src/layout');
+    // What a commit whose rmdir failed leaves: its own name for this container, empty.
+    const left = path.join(FREEZER, 'nsbox', `freeze-${process.pid}-${ownStartTime()}-${c.pid}`);
+    mkdirSync(left, { recursive: true });
+    try {
+      const thaw = await freezeContainer(c.pid, readlinkSync(`/proc/${c.pid}/ns/pid`));
+      expect(thaw).not.toBeNull();
+      const frozen = read();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(read()).toEqual(frozen);
+      thaw!();
       expect(freezeDirs()).toEqual([]);
     } finally {
       c.kill('SIGKILL');
