@@ -275,17 +275,7 @@ export class Container extends EventEmitter {
     this.pid = r.pid;
     this.proc = r.process;
     this.ptyFd = r.pty;
-    this.stdin = r.stdin >= 0 ? pipeSocket(r.stdin, 'write') : null;
-    this.stdout = r.stdout >= 0 ? pipeSocket(r.stdout, 'read') : null;
-    this.stderr = r.stderr >= 0 ? pipeSocket(r.stderr, 'read') : null;
-    this.terminal = r.pty >= 0 ? ptyStream(r.pty) : null;
-    // A container that exits before its stdin is drained makes writes fail with EPIPE;
-    // child_process ignores that too: the exit status says what happened.
-    this.stdin?.on('error', () => {});
-    // The master reads EIO once the last process holding the terminal is gone: that is its end.
-    this.terminal?.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code !== 'EIO') this.emit('error', e);
-    });
+    ({ stdin: this.stdin, stdout: this.stdout, stderr: this.stderr, terminal: this.terminal } = processStreams(r, (e) => this.emit('error', e)));
     this.closed = this.exited.then(async (status) => {
       // Nobody reads the pipe any more: close our end, as child_process does, or its fd
       // stays open for as long as the Container object lives.
@@ -496,6 +486,30 @@ export function confinement(options: SecurityOptions | undefined): Confinement {
     confinements.set(key, c);
   }
   return c;
+}
+
+/**
+ * The streams over a started process's stdio fds (a container's or an exec's), with the
+ * errors that are its normal end taken out: EPIPE on stdin (the process exited before reading
+ * it all; child_process ignores that too, the exit status says what happened) and EIO on the
+ * pty master (the last process holding the terminal is gone). Other errors go to `onError`.
+ */
+export function processStreams(
+  r: { stdin: number; stdout: number; stderr: number; pty: number },
+  onError: (e: Error) => void,
+): { stdin: Net.Socket | null; stdout: Net.Socket | null; stderr: Net.Socket | null; terminal: tty.ReadStream | null } {
+  const stdin = r.stdin >= 0 ? pipeSocket(r.stdin, 'write') : null;
+  const terminal = r.pty >= 0 ? ptyStream(r.pty) : null;
+  stdin?.on('error', () => {});
+  terminal?.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EIO') onError(e);
+  });
+  return {
+    stdin,
+    stdout: r.stdout >= 0 ? pipeSocket(r.stdout, 'read') : null,
+    stderr: r.stderr >= 0 ? pipeSocket(r.stderr, 'read') : null,
+    terminal,
+  };
 }
 
 /**

@@ -21,7 +21,7 @@ import type { Readable, Writable } from 'node:stream';
 import type * as tty from 'node:tty';
 
 import { homeDevicesTasks, unifiedHierarchy, v1Hierarchies } from './cgroup';
-import { SIGNAL_NAMES, drain, normaliseStdio, pipeSocket, ptyStream, signalNumber, ttySize, type ExitStatus, type Stdio } from './container';
+import { SIGNAL_NAMES, drain, normaliseStdio, processStreams, signalNumber, ttySize, type ExitStatus, type Stdio } from './container';
 import { NsboxError, fromNative, invalid } from './errors';
 import { processPidNamespace, processStartTime } from './layout';
 import { PROC_LIMIT_NAMES, RLIMITS } from './limits';
@@ -405,14 +405,7 @@ export class ExecProcess extends EventEmitter {
     this.pid = r.pid;
     this.proc = r.process;
     this.ptyFd = r.pty;
-    this.stdin = r.stdin >= 0 ? pipeSocket(r.stdin, 'write') : null;
-    this.stdout = r.stdout >= 0 ? pipeSocket(r.stdout, 'read') : null;
-    this.stderr = r.stderr >= 0 ? pipeSocket(r.stderr, 'read') : null;
-    this.terminal = r.pty >= 0 ? ptyStream(r.pty) : null;
-    this.stdin?.on('error', () => {});
-    this.terminal?.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code !== 'EIO') this.emit('error', e);
-    });
+    ({ stdin: this.stdin, stdout: this.stdout, stderr: this.stderr, terminal: this.terminal } = processStreams(r, (e) => this.emit('error', e)));
     this.closed = this.exited.then(async (status) => {
       this.stdin?.destroy();
       this.emit('exit', status.exitCode, status.signal);

@@ -1,7 +1,7 @@
 /**
- * The CLI's side of a process's stdio at a terminal, for `exec` (the same rules as `run`'s,
- * in src/cli/commands/run.ts): without -t a terminal among our stdio is relayed through
- * pipes; with -t ours goes raw and is joined to the process's own pty, resizes followed.
+ * The CLI's side of a process's stdio at a terminal, for `run`, `exec` and `start -a`: without
+ * -t a terminal among our stdio is relayed through pipes; with -t ours goes raw and is joined
+ * to the process's own pty, resizes followed; our signals are passed on.
  */
 import * as fs from 'node:fs';
 import type { Readable, Writable } from 'node:stream';
@@ -35,6 +35,51 @@ export function isTerminal(fd: number): boolean {
 }
 
 const MEM_MAJOR = 1;
+
+/** Signals the CLI passes on to the container or exec'd command, as `docker run` does (--sig-proxy). */
+export const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
+
+/**
+ * Without -t: files and pipes are handed over as they are (no copy through Node). A terminal
+ * never is: it would read what the user types at the host's shell, change its modes (stty
+ * -echo) and outlive the run. Without -i, no stdin at all.
+ */
+export function stdioFor(interactive: boolean): ['pipe' | 'inherit' | 'ignore', 'pipe' | 'inherit', 'pipe' | 'inherit'] {
+  return [
+    interactive ? (isTerminal(0) ? 'pipe' : 'inherit') : 'ignore',
+    isTerminal(1) ? 'pipe' : 'inherit',
+    isTerminal(2) ? 'pipe' : 'inherit',
+  ];
+}
+
+/**
+ * Joins our stdio to a started process (its pty with -t, else its pipes), passes our signals
+ * on, and waits for it. A hangup means our terminal is gone: a PID 1 ignores signals it has no
+ * handler for, so a process that does not end on SIGHUP is killed after a grace period
+ * (nobody is left to use it, and it would keep this process waiting forever).
+ */
+export async function attachAndWait<S>(
+  c: Attachable & { kill(signal: NodeJS.Signals): unknown; wait(): Promise<S> },
+  tty: boolean,
+  interactive: boolean,
+): Promise<S> {
+  let hungUp = false;
+  const hangup = () => {
+    if (hungUp) return;
+    hungUp = true;
+    c.kill('SIGHUP');
+    setTimeout(() => c.running && c.kill('SIGKILL'), 2000).unref();
+  };
+  const forward = (sig: NodeJS.Signals) => (sig === 'SIGHUP' ? hangup() : c.kill(sig));
+  for (const sig of FORWARDED) process.on(sig, forward);
+  const restore = tty ? attachTerminal(c, interactive, hangup) : relayTerminal(c);
+  try {
+    return await c.wait();
+  } finally {
+    restore();
+    for (const sig of FORWARDED) process.off(sig, forward);
+  }
+}
 
 /** Without -t: our stdio as the process's pipes. Returns what undoes it. */
 export function relayTerminal(c: Attachable): () => void {

@@ -8,12 +8,10 @@ import type { SecurityOptions } from '../../security';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
-import { isTerminal } from '../terminal';
+import { attachAndWait, stdioFor } from '../terminal';
 import { envFrom, mountsFrom, networkFrom, withEntrypoint } from '../run-habits';
 import { runtimeFrom } from './shared';
 
-/** Signals the CLI passes on to the container, as `docker run` does (--sig-proxy). */
-export const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 /** The exit status of `run`: the command's own, 128+N for signal N. */
 export function exitCodeOf(status: ExitStatus): number {
@@ -126,14 +124,7 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
     const out = process.stdout;
     options.tty = out.isTTY ? { cols: out.columns, rows: out.rows } : true;
   } else {
-    // Files and pipes are handed to the container as they are: no copy through Node. A
-    // terminal never is: it would read what the user types at the host's shell, change its
-    // modes (stty -echo) and outlive the run. Only -t gives a terminal, the container's own.
-    options.stdio = [
-      interactive ? (isTerminal(0) ? 'pipe' : 'inherit') : 'ignore',
-      isTerminal(1) ? 'pipe' : 'inherit',
-      isTerminal(2) ? 'pipe' : 'inherit',
-    ];
+    options.stdio = stdioFor(interactive);
   }
   let c: Container;
   try {
@@ -146,75 +137,10 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
     throw e;
   }
 
-  // A hangup means our terminal is gone. PID 1 of a pid namespace ignores signals it has no
-  // handler for, so a container that does not end on SIGHUP is killed after a grace period:
-  // nobody is left to use it, and it would keep this process waiting forever.
-  let hungUp = false;
-  const hangup = () => {
-    if (hungUp) return;
-    hungUp = true;
-    c.kill('SIGHUP');
-    setTimeout(() => c.running && c.kill('SIGKILL'), 2000).unref();
-  };
-  const forward = (sig: NodeJS.Signals) => (sig === 'SIGHUP' ? hangup() : c.kill(sig));
-  for (const sig of FORWARDED) process.on(sig, forward);
-  const restore = tty ? attachTerminal(c, interactive, hangup) : relayTerminal(c);
-  try {
-    const status = await c.wait();
-    const why = status.timedOut ? 'its --timeout passed' : status.oomKilled ? 'it ran out of memory (--memory)' : '';
-    if (why) process.stderr.write(`nsbox: the container was killed: ${why}\n`);
-    return exitCodeOf(status);
-  } finally {
-    restore();
-    for (const sig of FORWARDED) process.off(sig, forward);
-  }
-}
-
-/** Without -t: a terminal among our stdio is relayed through the container's pipes. */
-function relayTerminal(c: Container): () => void {
-  c.stdout?.pipe(process.stdout, { end: false });
-  c.stderr?.pipe(process.stderr, { end: false });
-  if (c.stdin) process.stdin.pipe(c.stdin);
-  return () => {
-    if (c.stdin) {
-      process.stdin.unpipe(c.stdin);
-      process.stdin.pause();
-      process.stdin.destroy();
-    }
-  };
-}
-
-/**
- * -t: our terminal in raw mode (so Ctrl-C reaches the container as a byte and its line
- * discipline turns it into SIGINT there), its output to ours, resizes followed.
- */
-export function attachTerminal(c: Container, interactive: boolean, hangup: () => void): () => void {
-  const term = c.terminal!;
-  const stdin = process.stdin;
-  const stdout = process.stdout;
-  term.pipe(stdout, { end: false });
-  const raw = interactive && stdin.isTTY;
-  if (interactive) {
-    if (raw) stdin.setRawMode(true);
-    stdin.pipe(term, { end: false });
-    // Reading a terminal that went away fails (EIO): a hangup, whether or not SIGHUP came.
-    stdin.on('error', hangup);
-  }
-  stdout.on('error', hangup);
-  const onResize = () => {
-    if (c.running) c.resize(stdout.columns, stdout.rows);
-  };
-  if (stdout.isTTY) stdout.on('resize', onResize);
-  return () => {
-    stdout.off('resize', onResize);
-    stdout.off('error', hangup);
-    if (interactive) {
-      stdin.unpipe(term);
-      if (raw) stdin.setRawMode(false);
-      stdin.pause();
-      stdin.destroy();
-    }
-  };
+  const status = await attachAndWait(c, tty, interactive);
+  const why = status.timedOut ? 'its --timeout passed' : status.oomKilled ? 'it ran out of memory (--memory)' : '';
+  if (why) process.stderr.write(`nsbox: the container was killed: ${why}\n`);
+  return exitCodeOf(status);
 }
 
 /**

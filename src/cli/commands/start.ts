@@ -2,7 +2,8 @@ import { invalid } from '../../errors';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
-import { FORWARDED, attachTerminal, exitCodeOf } from './run';
+import { FORWARDED, attachTerminal } from '../terminal';
+import { exitCodeOf } from './run';
 import { runtimeFrom } from './shared';
 
 /**
