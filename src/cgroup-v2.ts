@@ -108,7 +108,12 @@ export function parseKeyed(text: string): Map<string, number> {
 
 /** memory.events: whether the OOM killer killed a process of the cgroup. */
 export function parseOomKilled(memoryEvents: string): boolean {
-  return (parseKeyed(memoryEvents).get('oom_kill') ?? 0) > 0;
+  return oomKillCount(memoryEvents) > 0;
+}
+
+/** OOM kills so far, from v2's memory.events or v1's memory.oom_control (both `oom_kill N`). */
+export function oomKillCount(keyed: string): number {
+  return parseKeyed(keyed).get('oom_kill') ?? 0;
 }
 
 /** cpu.stat: CPU time of the whole cgroup, microseconds. */

@@ -21,6 +21,7 @@ import type { Readable, Writable } from 'node:stream';
 import type * as tty from 'node:tty';
 
 import { homeDevicesTasks, unifiedHierarchy, v1Hierarchies } from './cgroup';
+import { oomKillCount } from './cgroup-v2';
 import { SIGNAL_NAMES, drain, normaliseStdio, processStreams, signalNumber, ttySize, type ExitStatus, type Stdio } from './container';
 import { NsboxError, fromNative, invalid } from './errors';
 import { processPidNamespace, processStartTime } from './layout';
@@ -246,6 +247,29 @@ export function cgroupJoins(theirs: string, ours: string, mountinfo: string, hom
 }
 
 /**
+ * The file that counts the OOM kills in the container's memory cgroup (v1's
+ * memory.oom_control, else v2's memory.events), or undefined where it has none.
+ */
+export function oomCounterFile(theirs: string, mountinfo: string): string | undefined {
+  const memory = v1Hierarchies(mountinfo, theirs).get('memory');
+  if (memory) return path.join(memory.mount, memory.path, 'memory.oom_control');
+  const unified = unifiedHierarchy(mountinfo, theirs);
+  return unified ? path.join(unified.mount, unified.path, 'memory.events') : undefined;
+}
+
+/** A reader of that count, undefined once the file cannot be read (no memory controller, gone). */
+function oomCounter(file: string | undefined): () => number | undefined {
+  return () => {
+    if (file === undefined) return undefined;
+    try {
+      return oomKillCount(fs.readFileSync(file, 'utf8'));
+    } catch {
+      return undefined;
+    }
+  };
+}
+
+/**
  * Starts `options.command` in the container whose nsbox-init is `target`. Throws NsboxError
  * (NOT_RUNNING for a container that has exited; EPERM when its pid is not proven to be the
  * container's); leaves nothing behind on failure.
@@ -287,7 +311,9 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
     }
     const security = securityOf(state.status, o.user);
     const env = execEnv(state.environ, o.env, size !== undefined);
-    const joins = cgroupJoins(state.cgroup, fs.readFileSync('/proc/self/cgroup', 'utf8'), fs.readFileSync('/proc/self/mountinfo', 'utf8'));
+    const mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+    const joins = cgroupJoins(state.cgroup, fs.readFileSync('/proc/self/cgroup', 'utf8'), mountinfo);
+    const oomKills = oomCounter(oomCounterFile(state.cgroup, mountinfo));
     for (const p of joins.procs) {
       try {
         cgroupFds.push(fs.openSync(p, fs.constants.O_WRONLY));
@@ -311,7 +337,7 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
       initOptions: [...rlimitsOf(state.limits), `cwd=${workdir}`],
     };
     try {
-      return new ExecProcess(plan, label, o.timeout, o.signal);
+      return new ExecProcess(plan, label, o.timeout, o.signal, oomKills);
     } catch (e) {
       // A container that ended meanwhile is the reason: its pid namespace going down kills an
       // exec half set up (ECHILD), or refuses it (ESRCH, ENOMEM). Its init shows as exited
@@ -371,8 +397,11 @@ export class ExecProcess extends EventEmitter {
   private readonly closed: Promise<ExitStatus>;
 
   /** @internal execIn() makes them. */
-  constructor(plan: NativeExecPlan, label: string, timeout?: number, signal?: AbortSignal) {
+  constructor(plan: NativeExecPlan, label: string, timeout?: number, signal?: AbortSignal, oomKills: () => number | undefined = () => undefined) {
     super();
+    // The kernel names no victim to us: an exec killed by SIGKILL while its container's
+    // memory cgroup counted a new OOM kill was (as far as can be told) that kill.
+    const oomKillsBefore = oomKills();
     let resolveExit!: (s: ExitStatus) => void;
     this.exited = new Promise((resolve) => (resolveExit = resolve));
     const started = performance.now();
@@ -380,9 +409,11 @@ export class ExecProcess extends EventEmitter {
     const timers: NodeJS.Timeout[] = [];
     const onAbort = () => end('aborted');
     const r = native().exec(plan, (code, sig, usage) => {
+      const killed = sig === 9 && !ended.timedOut && !ended.aborted;
+      const oomKillsAfter = killed && oomKillsBefore !== undefined ? oomKills() : undefined;
       this.status = {
         exitCode: code, signal: sig === null ? null : SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals),
-        oomKilled: false, cpuTimeExceeded: false, ...ended,
+        oomKilled: oomKillsAfter !== undefined && oomKillsAfter > oomKillsBefore!, cpuTimeExceeded: false, ...ended,
         usage: {
           wallMs: performance.now() - started,
           cpuUserMs: (usage?.userUs ?? 0) / 1000, cpuSystemMs: (usage?.systemUs ?? 0) / 1000,

@@ -124,13 +124,25 @@ describe('exec is inside the container', () => {
     }
   });
 
-  it('a memory limit holds for the exec: a hog in it is OOM-killed', async () => {
+  it('a memory limit holds for the exec: a hog in it is OOM-killed, and its verdict says so', async () => {
     const c = await box('', { limits: { memory: '32m', memorySwap: '32m' } });
-    // tail holds the one endless line in memory: past 32 MiB the OOM killer ends it. tail
-    // volunteers first (oom_score_adj 1000), so that the killer never picks the shell instead.
-    const r = await sh(c, 'head -c 200m /dev/zero | sh -c "echo 1000 > /proc/self/oom_score_adj; exec tail" > /dev/null; echo "status=$?"');
-    expect(r.out).toBe('status=137\n');
+    // tail holds the one endless line of /dev/zero in memory: past 32 MiB the OOM killer ends
+    // it. It is the exec's own command and the only process that allocates, so no second
+    // victim is taken while its pages are being freed (a pipeline's writer would go on
+    // charging pipe pages and the kernel may kill the shell too).
+    const r = await execOut(c, ['sh', '-c', 'echo 1000 > /proc/self/oom_score_adj; exec tail /dev/zero']);
+    expect(r.signal).toBe('SIGKILL');
+    expect(r.oomKilled).toBe(true);
     expect(c.running).toBe(true);
+    // Killed by hand, with no OOM kill meanwhile: not called an OOM kill.
+    const e = c.exec({ command: ['sleep', '30'], stdio: 'ignore' });
+    await until('sleep to start', () => fs.readFileSync(`/proc/${e.pid}/task/${e.pid}/children`, 'utf8').trim() !== '');
+    e.kill('SIGKILL');
+    const killed = await e.wait();
+    expect(killed.signal).toBe('SIGKILL');
+    expect(killed.oomKilled).toBe(false);
+    // The container is unharmed: it still runs commands.
+    expect((await sh(c, 'echo alive')).out).toBe('alive\n');
   });
 });
 
