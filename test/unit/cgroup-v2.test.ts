@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 
 import {
-  cpuSharesToWeight, detectCgroupMode, kernelAtLeast, parseCpuStat, parseKeyed, parseMemoryPeak, parseOomKilled, v2LimitFiles,
+  cpuSharesToWeight, detectCgroupMode, kernelAtLeast, parseCpuStat, parseKeyed, oomKillCount, parseMemoryPeak, parseOomKilled, v2LimitFiles,
 } from '../../src/cgroup-v2';
 import { cgroupLimits, type Limits } from '../../src/limits';
 import { buildPlan } from '../../src/plan';
@@ -60,6 +60,12 @@ describe('parsing what v2 reports', () => {
     // A near match in another key must not count.
     expect(parseOomKilled('oom_group_kill 3\noom_kill 0\n')).toBe(false);
     expect(parseOomKilled('')).toBe(false);
+  });
+
+  it('the OOM kill count, from v2 memory.events and v1 memory.oom_control alike', () => {
+    expect(oomKillCount('low 0\nhigh 0\nmax 40\noom 3\noom_kill 2\noom_group_kill 7\n')).toBe(2);
+    expect(oomKillCount('oom_kill_disable 0\nunder_oom 0\noom_kill 5\n')).toBe(5);
+    expect(oomKillCount('oom_kill_disable 1\nunder_oom 1\n')).toBe(0);
   });
 
   it('cpu.stat: usage, user and system microseconds', () => {

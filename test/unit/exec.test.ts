@@ -2,7 +2,7 @@
 // cgroups (src/exec.ts): pure functions over /proc texts.
 import { describe, expect, it } from 'vitest';
 
-import { cgroupJoins, rlimitsOf, securityOf } from '../../src/exec';
+import { cgroupJoins, oomCounterFile, rlimitsOf, securityOf } from '../../src/exec';
 import { seccompFilter } from '../../src/security';
 
 const STATUS = (o: { uid?: string; prm?: string; bnd?: string; amb?: string; nnp?: string; seccomp?: string } = {}) => [
@@ -90,5 +90,12 @@ describe('cgroupJoins', () => {
   it('a v2 device cgroup of its own is joined', () => {
     const theirs = '5:devices:/svc\n4:memory:/svc\n2:cpu,cpuacct:/svc\n0::/svc/nsbox/abc\n';
     expect(cgroupJoins(theirs, ours, mountinfo, home)).toEqual({ procs: ['/sys/fs/cgroup/unified/svc/nsbox/abc/cgroup.procs'], bornIn: home });
+  });
+
+  it('the OOM kill count is read from the v1 memory cgroup, else from the v2 cgroup, else nowhere', () => {
+    expect(oomCounterFile('4:memory:/svc/nsbox/abc\n0::/svc\n', mountinfo)).toBe('/sys/fs/cgroup/memory/svc/nsbox/abc/memory.oom_control');
+    const v2Only = '33 25 0:29 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw';
+    expect(oomCounterFile('0::/svc/nsbox/abc\n', v2Only)).toBe('/sys/fs/cgroup/svc/nsbox/abc/memory.events');
+    expect(oomCounterFile('', v2Only)).toBeUndefined();
   });
 });
