@@ -87,7 +87,10 @@ for (const d of fs.readdirSync(CACHE)) {
 const stateRoot = path.join(CACHE, `state-${process.pid}`);
 const scratch = path.join(CACHE, `scratch-${process.pid}`);
 fs.mkdirSync(scratch, { recursive: true });
-const cli = path.join(dist, 'cli', 'main.js');
+// The installed command (package.json bin): the bundle with its code cache; main.js is the
+// same CLI loaded module by module, as a plain tsc build runs it.
+const cli = path.join(dist, 'cli', 'start.js');
+const cliPlain = path.join(dist, 'cli', 'main.js');
 const workerBase = { dist, stateRoot, rootfs: busybox.dir };
 const idBase = `nsbench-${process.pid}`;
 
@@ -221,6 +224,8 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
     if (cliOk) {
       const c = await attempt('nsbox CLI', () => loop(bin, [process.execPath, cli, '--root', stateRoot, 'run', '--rm', 'busybox', 'true'], { n: N.cli }));
       if (c) addSeries('cli', 'nsbox', 'nsbox run --rm busybox true', c.samples, {}, c.cpu);
+      const p = await attempt('nsbox CLI unbundled', () => loop(bin, [process.execPath, cliPlain, '--root', stateRoot, 'run', '--rm', 'busybox', 'true'], { n: N.cli }));
+      if (p) addSeries('cli', 'nsbox-plain', 'nsbox run --rm busybox true (main.js, no bundle)', p.samples, {}, p.cpu);
       const h = await attempt('nsbox CLI --help', () => loop(bin, [process.execPath, cli, '--help'], { n: N.cli }));
       if (h) addSeries('cli', 'nsbox-help', 'nsbox --help (CLI load, no container)', h.samples, {}, h.cpu);
     }
