@@ -427,6 +427,13 @@ export class ContainerCgroup {
     return out;
   }
 
+  /** The file cpuUsageNs() reads: v1 cpuacct.usage (ns), or v2 cpu.stat (`v2`: usage_usec). */
+  cpuUsageFile(): { file: string; v2: boolean } | undefined {
+    const acct = this.byController.get('cpuacct');
+    if (acct) return { file: path.join(acct, 'cpuacct.usage'), v2: false };
+    return this.v2 ? { file: path.join(this.v2.dir, 'cpu.stat'), v2: true } : undefined;
+  }
+
   /** CPU time of the whole container so far (cpuacct), or undefined without that cgroup. */
   cpuUsageNs(): number | undefined {
     const acct = this.byController.get('cpuacct');

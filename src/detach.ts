@@ -13,7 +13,7 @@ import {
   confinement, describeFailure, hasCgroupNamespaces, initRlimits, type ProcessOptions,
 } from './container';
 import { parseDevice } from './device';
-import { invalid } from './errors';
+import { NsboxError, invalid } from './errors';
 import { cgroupLimits, parseSize } from './limits';
 import { native } from './native';
 import { buildPlan } from './plan';
@@ -60,8 +60,9 @@ export function launchDetached(options: ProcessOptions, id: string, dir: string,
   const { security, confinement: given, devices: deviceSpecs, limits, ulimits, timeout, signal, tty, stdio, ...rest } = options;
   void stdio; // always: no stdin, stdout and stderr to the monitor
   if (tty) throw invalid('detach: a detached container has no terminal (tty)');
-  if (timeout !== undefined || signal !== undefined) {
-    throw invalid('detach: timeout and signal are enforced by a supervisor in this process; a detached container has none (use stop)');
+  if (signal !== undefined) throw invalid('detach: an abort signal lives in this process; a detached container outlives it (use stop)');
+  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 1 || timeout > 2 ** 31 - 1)) {
+    throw invalid('timeout: expected milliseconds, an integer from 1');
   }
   const { logMaxSize, logMaxFiles } = logLimits(log);
   const { security: nativeSecurity, confine } = given ?? confinement(security);
@@ -69,9 +70,15 @@ export function launchDetached(options: ProcessOptions, id: string, dir: string,
   const devices = (deviceSpecs ?? []).map(parseDevice);
   const privileged = security?.privileged === true;
   const bounds = cgroupLimits(limits);
-  if (bounds.cpuTimeNs !== undefined) throw invalid('detach: limits.cpuTime is enforced by a supervisor in this process; a detached container has none');
   const initOptions = initRlimits(limits, ulimits);
   const cgroup = ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
+  // The monitor enforces the time limits, as Container does in Node.
+  const cpu = bounds.cpuTimeNs !== undefined ? cgroup?.cpuUsageFile() : undefined;
+  if (bounds.cpuTimeNs !== undefined && !cpu) {
+    cgroup?.closeFds();
+    cgroup?.remove().catch(() => {});
+    throw new NsboxError('ENOTSUP', 'limits.cpuTime: no cgroup counts this container\'s CPU time (no cpuacct, no cgroup v2 cpu.stat)');
+  }
   const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
   try {
     const plan = buildPlan({
@@ -83,7 +90,11 @@ export function launchDetached(options: ProcessOptions, id: string, dir: string,
     });
     const cgroups = cgroup?.dirs ?? [];
     const oom = cgroups.map((d) => path.join(d, 'memory.oom_control')).find((f) => existsSync(f));
-    const r = native().spawn(plan, () => {}, { dir, logMaxSize, logMaxFiles, cgroups, ...(oom ? { oom } : {}) });
+    const r = native().spawn(plan, () => {}, {
+      dir, logMaxSize, logMaxFiles, cgroups, ...(oom ? { oom } : {}),
+      ...(timeout !== undefined ? { timeoutMs: timeout } : {}),
+      ...(cpu ? { cpuTimeNs: bounds.cpuTimeNs!, cpuFile: cpu.file, cpuFileV2: cpu.v2 } : {}),
+    });
     if (!r.ok) throw describeFailure(plan, r);
     return { pid: r.pid, monitorPid: r.monitorPid, ack: r.ack };
   } catch (e) {

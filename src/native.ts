@@ -113,6 +113,13 @@ export interface NativeDetach {
   oom?: string;
   /** The container's cgroup directories, removed by the monitor at the end. */
   cgroups: string[];
+  /** Kill the container this many ms after its start (`timedOut` in exit.json). */
+  timeoutMs?: number;
+  /** Kill it once its cgroup has used this much CPU (`cpuTimeExceeded`), read from cpuFile. */
+  cpuTimeNs?: number;
+  /** v1 cpuacct.usage, or (cpuFileV2) v2 cpu.stat. */
+  cpuFile?: string;
+  cpuFileV2?: boolean;
 }
 
 export type DetachedSpawnResult =

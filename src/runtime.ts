@@ -74,7 +74,7 @@ export interface StartOptions {
   /**
    * Under a monitor process of its own, as `run({ detach: true })`: this process may exit,
    * its output goes to its log (`logs()`). Not with `attach`, `signal`, nor for a container
-   * run with a terminal or a timeout (nothing would stay to serve them).
+   * run with a terminal (nothing would stay to serve them); its monitor enforces a timeout.
    */
   detach?: boolean;
 }
@@ -87,9 +87,10 @@ export type { LogEntry, LogsOptions } from './logs';
 /**
  * run({ detach: true, ... }): the container is supervised by a small monitor process of its
  * own instead of this one (which may exit); its output goes to its log (`logs()`). No stdio,
- * terminal, timeout or abort signal: nothing in this process watches it.
+ * terminal or abort signal: nothing in this process watches it. `timeout` and
+ * `limits.cpuTime` are enforced by the monitor (the record's `killedFor` says which ended it).
  */
-export interface DetachedRunOptions extends Omit<RunOptions, 'stdio' | 'tty' | 'timeout' | 'signal'>, LogOptions {
+export interface DetachedRunOptions extends Omit<RunOptions, 'stdio' | 'tty' | 'signal'>, LogOptions {
   detach: true;
 }
 

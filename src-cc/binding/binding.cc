@@ -521,7 +521,7 @@ bool setup_stdio(Reader& r, Napi::Object js, Plan& plan, Stdio& io) {
 
 // spawn(plan, onExit, detached): the container under nsbox-monitor (core/spawn.h,
 // spawn_detached), stdout and stderr piped to it. `detached`: { dir, logMaxSize,
-// logMaxFiles, oom, cgroups }. -> { ok: true, pid, monitorPid, ack } or spawn's failure
+// logMaxFiles, oom, cgroups, timeoutMs, cpuTimeNs, cpuFile, cpuFileV2 }. -> { ok: true, pid, monitorPid, ack } or spawn's failure
 // object. `ack`: an fd for the caller to write one byte to once its record names the monitor,
 // and close (closed without it, the monitor kills the container).
 Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, Stdio& io, const std::string& born_in) {
@@ -531,6 +531,11 @@ Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, St
   double max = r.Num(opts, "logMaxSize"), files = r.Num(opts, "logMaxFiles");
   spec.oom = r.Str(opts, "oom");
   spec.cgroups = r.Strs(opts, "cgroups");
+  double timeout = r.Num(opts, "timeoutMs"), cputime = r.Num(opts, "cpuTimeNs");
+  spec.cpu_file = r.Str(opts, "cpuFile");
+  spec.cpu_v2 = r.Bool(opts, "cpuFileV2");
+  if (r.ok() && !(timeout >= 0 && timeout <= 1e12 && cputime >= 0 && cputime <= 1e18)) r.Fail("timeoutMs or cpuTimeNs out of range");
+  if (r.ok() && cputime > 0 && spec.cpu_file.empty()) r.Fail("cpuTimeNs needs cpuFile");
   if (r.ok() && !(max >= 1 && max <= 1e15 && files >= 1 && files <= 100)) r.Fail("logMaxSize and logMaxFiles out of range");
   if (r.ok() && (io.pty_socket[0] >= 0 || io.parent[0] >= 0)) r.Fail("a detached container takes no terminal and no stdin pipe");
   auto done = [&io]() {
@@ -543,6 +548,8 @@ Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, St
     return env.Undefined();
   }
   spec.log_max = static_cast<uint64_t>(max);
+  spec.timeout_ms = static_cast<uint64_t>(timeout);
+  spec.cputime_ns = static_cast<uint64_t>(cputime);
   spec.log_files = static_cast<int>(files);
   spec.out = io.parent[1];
   spec.err = io.parent[2];

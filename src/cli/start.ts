@@ -2,7 +2,8 @@
 /**
  * The `nsbox` command. Loads the CLI from dist/cli/bundle.js (every module in one file, made by
  * scripts/bundle-cli.js) with V8's code cache for it, so that a start reads two files and
- * compiles little (the bundle is ASCII: read as latin1, with no UTF-8 decoding); without the bundle (a plain `tsc` build) it loads main.js as usual.
+ * compiles little (the bundle is ASCII: read as latin1, with no UTF-8 decoding). Without
+ * the bundle, or with one older than main.js (a plain `tsc` ran after it), it loads main.js.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -22,7 +23,16 @@ function readOrNull(file: string): Buffer | null {
   }
 }
 
-const source = readOrNull(bundleFile);
+/** A bundle older than main.js is stale (a plain `tsc` ran after the last bundle-cli). */
+function stale(): boolean {
+  try {
+    return fs.statSync(path.join(__dirname, 'main.js')).mtimeMs > fs.statSync(bundleFile).mtimeMs;
+  } catch {
+    return false;
+  }
+}
+
+const source = stale() ? null : readOrNull(bundleFile);
 if (source === null) {
   require('./main');
 } else {
