@@ -169,15 +169,9 @@ export interface NativeBinding {
   /** An overlay mounted nowhere: the fd of its root (nosuid, nodev, noexec); gone with the last fd. */
   mountOverlayFd(lowerdir: string, upper: string, work: string): number | NativeErrno;
   /** Runs encoded batches of extraction steps under a root dir fd (src-cc/core/extract.h). */
-  /** `sourceFd`: the tarball the batches' copy steps read from (both fds stay the caller's). */
-  ExtractWriter: new (rootFd: number, sourceFd?: number) => NativeExtractWriter;
+  ExtractWriter: new (rootFd: number) => NativeExtractWriter;
   /** SHA-256 with Node's OpenSSL, updated on the thread pool (src-cc/binding/digest.cc). */
   Sha256: new () => NativeSha256;
-  /**
-   * SHA-256 of a whole file (pread from 0 to its end) on the thread pool; the fd stays open
-   * until the callback. Returns cancel(), after which the callback gets ECANCELED.
-   */
-  hashFile(fd: number, callback: (error: NativeErrno | null, hex: string, bytes: number) => void): () => void;
 }
 
 export interface NativeSha256 {

@@ -2,22 +2,13 @@
 // digest() -> hex. One update at a time, in the order given. Why: hashing a tarball as it is
 // imported is a third of the CPU an import takes; on the JS thread it delays the parsing that
 // feeds the extractor's batches (src/image/extract.ts), on the pool it runs beside both.
-// hashFile(fd, callback(error, hex, bytes)) -> cancel() hashes a whole file by itself on the
-// pool, reading it with pread from offset 0 to its end (cancel() stops it, with ECANCELED): an import of a plain tarball runs it beside the
-// parsing and the writing, which then never wait for it (src/image/extract.ts).
 // OpenSSL is Node's own (its symbols are exported to addons), as node:crypto would use it.
 
 #include "binding/digest.h"
 
-#include <errno.h>
 #include <openssl/evp.h>
-#include <unistd.h>
-#include <uv.h>
 
-#include <atomic>
-#include <memory>
 #include <string>
-#include <vector>
 
 namespace nsbox {
 namespace {
@@ -107,100 +98,10 @@ void UpdateWork::OnOK() {
   Callback().Call(Receiver().Value(), {Env().Null()});
 }
 
-// Small enough that each piece is hashed while it is still in the CPU's cache.
-constexpr size_t kFileHashBuffer = 128 << 10;
-
-class FileHashWork : public Napi::AsyncWorker {
- public:
-  FileHashWork(const Napi::Function& callback, int fd, std::shared_ptr<std::atomic<bool>> cancelled)
-      : Napi::AsyncWorker(callback, "nsbox.sha256file"), fd_(fd), cancelled_(std::move(cancelled)) {}
-
-  void Execute() override {
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) {
-      err_ = ENOMEM;
-      sys_ = "EVP_DigestInit_ex";
-      if (ctx) EVP_MD_CTX_free(ctx);
-      return;
-    }
-    std::vector<unsigned char> buf(kFileHashBuffer);
-    for (;;) {
-      if (cancelled_->load(std::memory_order_relaxed)) {
-        err_ = ECANCELED;
-        sys_ = "hashFile";
-        break;
-      }
-      ssize_t n = pread(fd_, buf.data(), buf.size(), static_cast<off_t>(bytes_));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        err_ = errno;
-        sys_ = "pread";
-        break;
-      }
-      if (n == 0) break;
-      if (EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n)) != 1) {
-        err_ = EIO;
-        sys_ = "EVP_DigestUpdate";
-        break;
-      }
-      bytes_ += static_cast<uint64_t>(n);
-    }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (!err_ && EVP_DigestFinal_ex(ctx, md, &len) != 1) {
-      err_ = EIO;
-      sys_ = "EVP_DigestFinal_ex";
-    }
-    EVP_MD_CTX_free(ctx);
-    static const char kHex[] = "0123456789abcdef";
-    for (unsigned int i = 0; !err_ && i < len; i++) {
-      hex_ += kHex[md[i] >> 4];
-      hex_ += kHex[md[i] & 15];
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (err_) {
-      Napi::Object e = Napi::Object::New(env);
-      e.Set("errno", err_);
-      e.Set("code", uv_err_name(-err_));
-      e.Set("syscall", sys_);
-      Callback().Call({e, env.Undefined(), env.Undefined()});
-      return;
-    }
-    Callback().Call({env.Null(), Napi::String::New(env, hex_), Napi::Number::New(env, static_cast<double>(bytes_))});
-  }
-
- private:
-  int fd_;
-  std::shared_ptr<std::atomic<bool>> cancelled_;
-  uint64_t bytes_ = 0;
-  int err_ = 0;
-  const char* sys_ = "";
-  std::string hex_;
-};
-
-// hashFile(fd, callback): the fd stays the caller's and must stay open until the callback.
-Napi::Value HashFile(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction()) {
-    Napi::TypeError::New(env, "hashFile(fd, callback)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  auto cancelled = std::make_shared<std::atomic<bool>>(false);
-  (new FileHashWork(info[1].As<Napi::Function>(), info[0].As<Napi::Number>().Int32Value(), cancelled))->Queue();
-  return Napi::Function::New(env, [cancelled](const Napi::CallbackInfo& ci) -> Napi::Value {
-    cancelled->store(true, std::memory_order_relaxed);
-    return ci.Env().Undefined();
-  }, "cancel");
-}
-
 }  // namespace
 
 void RegisterDigest(Napi::Env env, Napi::Object exports) {
   exports.Set("Sha256", Sha256::Define(env));
-  exports.Set("hashFile", Napi::Function::New(env, HashFile, "hashFile"));
 }
 
 }  // namespace nsbox

@@ -1,4 +1,4 @@
-// N-API glue for core/extract. new ExtractWriter(rootFd, sourceFd = -1); run(ops, opsLength, chunks, callback)
+// N-API glue for core/extract. new ExtractWriter(rootFd); run(ops, opsLength, chunks, callback)
 // executes a batch on the thread pool and calls back with null or an error object
 // ({ errno, code, syscall, op, kind, at }); close() releases its fds. One batch at a time.
 // The JS thread meanwhile parses the next part of the tarball: the two overlap.
@@ -46,13 +46,11 @@ class Writer : public Napi::ObjectWrap<Writer> {
   }
 
   explicit Writer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer>(info) {
-    bool source = info.Length() >= 2 && !info[1].IsUndefined();
-    if (info.Length() < 1 || !info[0].IsNumber() || (source && !info[1].IsNumber())) {
-      Napi::TypeError::New(info.Env(), "new ExtractWriter(rootFd, sourceFd?)").ThrowAsJavaScriptException();
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(info.Env(), "new ExtractWriter(rootFd)").ThrowAsJavaScriptException();
       return;
     }
-    core_ = std::make_unique<ExtractWriter>(info[0].As<Napi::Number>().Int32Value(),
-                                            source ? info[1].As<Napi::Number>().Int32Value() : -1);
+    core_ = std::make_unique<ExtractWriter>(info[0].As<Napi::Number>().Int32Value());
   }
 
   ExtractWriter* core() { return core_.get(); }

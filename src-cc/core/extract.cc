@@ -3,14 +3,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
-
-#include <algorithm>
 
 namespace nsbox {
 
@@ -20,12 +17,6 @@ namespace {
 // more cover the step back up after a subdirectory.
 constexpr size_t kCachedDirs = 8;
 constexpr uint64_t kBeneath = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-// The pipe kOpCopy splices through when copy_file_range refuses (across file systems).
-constexpr int kPipeSize = 1 << 20;
-// pread and write, the last resort: small enough to stay in the CPU's cache.
-constexpr size_t kCopyBuffer = 128 << 10;
-// Offsets arrive as doubles: integers are exact below this.
-constexpr double kMaxExactOffset = 9007199254740992.0;
 
 int openat2_beneath(int dirfd, const char* path, uint64_t flags) {
   struct open_how how;
@@ -113,7 +104,7 @@ ExtractError ExtractWriter::Run(const uint8_t* ops, size_t len, const ExtractChu
     op.mtime.tv_nsec = static_cast<long>(u32(h + 24));
     uint32_t path_len = u32(h + 28), link_len = u32(h + 32), xattr_bytes = u32(h + 36);
     at += kExtractOpHeader;
-    if (op.kind == kOpData || op.kind == kOpCopy) {
+    if (op.kind == kOpData) {
       op.chunk = path_len;
       path_len = 0;
     }
@@ -165,13 +156,6 @@ ExtractError ExtractWriter::Run(const uint8_t* ops, size_t len, const ExtractChu
         }
         break;
       }
-      case kOpCopy:
-        if (file_fd_ < 0 || source_ < 0 || !(sec >= 0 && sec < kMaxExactOffset) || sec != floor(sec)) {
-          e = fail(EINVAL, "decode", kFailBadBatch);
-          break;
-        }
-        e = Copy(static_cast<off_t>(sec), op.chunk);
-        break;
       case kOpFileEnd: e = FileEnd(); break;
       case kOpDir: e = Dir(op); break;
       case kOpSymlink: e = Symlink(op); break;
@@ -190,131 +174,8 @@ ExtractError ExtractWriter::Run(const uint8_t* ops, size_t len, const ExtractChu
 void ExtractWriter::Close() {
   if (file_fd_ >= 0) close(file_fd_);
   file_fd_ = -1;
-  ClosePipe();
   for (auto& d : dirs_) close(d.second);
   dirs_.clear();
-}
-
-// The file's bytes go from the tarball's page cache to the new file without passing through
-// this process (the JS thread read only the headers). A source that ends early was truncated
-// after the reader saw those bytes: refused, never padded.
-ExtractError ExtractWriter::Copy(off_t offset, size_t len) {
-  off_t off = offset;
-  size_t left = len;
-  while (left > 0 && copy_way_ == kCopyRange) {
-    ssize_t n = copy_file_range(source_, &off, file_fd_, nullptr, left, 0);
-    if (n > 0) {
-      left -= static_cast<size_t>(n);
-      continue;
-    }
-    if (n == 0) return fail(ENODATA, "copy_file_range", kFailSourceShort);
-    if (errno == EINTR) continue;
-    // EXDEV: another file system (the kernel copies across only where one implements it);
-    // the others: a kernel or file system without it. Nothing was copied by this call.
-    if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS) return fail("copy_file_range");
-    copy_way_ = kCopySplice;
-  }
-  if (left > 0 && copy_way_ == kCopySplice) {
-    ExtractError e = CopyBySplice(&off, &left);
-    if (e.err) return e;
-  }
-  if (left > 0) return CopyByReadWrite(&off, &left);
-  return {};
-}
-
-ExtractError ExtractWriter::CopyBySplice(off_t* offset, size_t* left) {
-  if (pipe_[0] < 0) {
-    if (pipe2(pipe_, O_CLOEXEC) < 0) return fail("pipe2");
-    // A bigger pipe moves more per pair of calls; the default is kept when refused.
-    int size = fcntl(pipe_[1], F_SETPIPE_SZ, kPipeSize);
-    if (size < 0) size = fcntl(pipe_[1], F_GETPIPE_SZ);
-    pipe_size_ = size > 0 ? static_cast<size_t>(size) : 4096;
-  }
-  while (*left > 0) {
-    ssize_t n = splice(source_, offset, pipe_[1], nullptr, std::min(*left, pipe_size_), SPLICE_F_MOVE);
-    if (n == 0) return fail(ENODATA, "splice", kFailSourceShort);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      // The source's file system cannot splice: the pipe is empty, pread takes over.
-      if (errno == EINVAL) {
-        copy_way_ = kCopyReadWrite;
-        return {};
-      }
-      return fail("splice");
-    }
-    size_t in_pipe = static_cast<size_t>(n);
-    while (in_pipe > 0) {
-      ssize_t m = splice(pipe_[0], nullptr, file_fd_, nullptr, in_pipe, SPLICE_F_MOVE);
-      if (m > 0) {
-        in_pipe -= static_cast<size_t>(m);
-        continue;
-      }
-      if (m < 0 && errno == EINTR) continue;
-      if (m < 0 && errno == EINVAL) {
-        // The destination cannot take a splice: what is in the pipe is written by hand.
-        copy_way_ = kCopyReadWrite;
-        if (copy_buf_.empty()) copy_buf_.resize(kCopyBuffer);
-        while (in_pipe > 0) {
-          ssize_t r = read(pipe_[0], copy_buf_.data(), std::min(in_pipe, copy_buf_.size()));
-          if (r < 0 && errno == EINTR) continue;
-          if (r <= 0) {
-            ExtractError e = r < 0 ? fail("read") : fail(EIO, "read");
-            ClosePipe();
-            return e;
-          }
-          for (ssize_t done = 0; done < r;) {
-            ssize_t w = write(file_fd_, copy_buf_.data() + done, static_cast<size_t>(r - done));
-            if (w < 0 && errno == EINTR) continue;
-            if (w < 0) {
-              ExtractError e = fail("write");
-              ClosePipe();
-              return e;
-            }
-            done += w;
-          }
-          in_pipe -= static_cast<size_t>(r);
-        }
-        break;
-      }
-      // What is left in the pipe would land in the next file: the pipe goes with it.
-      ExtractError e = m < 0 ? fail("splice") : fail(EIO, "splice");
-      ClosePipe();
-      return e;
-    }
-    *left -= static_cast<size_t>(n);
-    if (copy_way_ != kCopySplice) return {};
-  }
-  return {};
-}
-
-ExtractError ExtractWriter::CopyByReadWrite(off_t* offset, size_t* left) {
-  if (copy_buf_.empty()) copy_buf_.resize(kCopyBuffer);
-  while (*left > 0) {
-    ssize_t n = pread(source_, copy_buf_.data(), std::min(*left, copy_buf_.size()), *offset);
-    if (n == 0) return fail(ENODATA, "pread", kFailSourceShort);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail("pread");
-    }
-    for (ssize_t done = 0; done < n;) {
-      ssize_t w = write(file_fd_, copy_buf_.data() + done, static_cast<size_t>(n - done));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return fail("write");
-      }
-      done += w;
-    }
-    *offset += n;
-    *left -= static_cast<size_t>(n);
-  }
-  return {};
-}
-
-void ExtractWriter::ClosePipe() {
-  for (int& fd : pipe_) {
-    if (fd >= 0) close(fd);
-    fd = -1;
-  }
 }
 
 ExtractError ExtractWriter::File(const Op& op) {

@@ -33,8 +33,6 @@ enum ExtractOp : uint8_t {
   kOpSymlink = 5,   // the symlink `path` -> `link` (as stored), its owner and times
   kOpHardlink = 6,  // `path` as a hard link to `link`, a path under the root
   kOpDirAttrs = 7,  // owner, mode and times of the directory `path` ("" the root itself)
-  kOpCopy = 8,      // copy `path_len` bytes (the field reused) of the source fd, from the offset
-                    // in the mtime seconds field (a double, exact below 2^53), to the current file
 };
 enum ExtractFlag : uint8_t {
   kFlagChown = 1,  // set the owner (uid, gid)
@@ -50,7 +48,6 @@ enum ExtractFailure : int {
   kFailNotEmpty = 3,       // the entry would replace a directory that is not empty
   kFailXattr = 4,          // `at`: the attribute's name
   kFailBadBatch = 5,       // the encoding itself is wrong (a bug in the caller)
-  kFailSourceShort = 6,    // the source file ended before a kOpCopy's bytes: truncated under us
 };
 
 struct ExtractError {
@@ -68,9 +65,8 @@ struct ExtractChunk {
 
 class ExtractWriter {
  public:
-  // `root_fd` stays the caller's: it is used, never closed. So does `source_fd`, the tarball
-  // kOpCopy reads from (-1: none, kOpCopy is refused).
-  explicit ExtractWriter(int root_fd, int source_fd = -1) : root_(root_fd), source_(source_fd) {}
+  // `root_fd` stays the caller's: it is used, never closed.
+  explicit ExtractWriter(int root_fd) : root_(root_fd) {}
   ~ExtractWriter() { Close(); }
   ExtractWriter(const ExtractWriter&) = delete;
   ExtractWriter& operator=(const ExtractWriter&) = delete;
@@ -89,10 +85,6 @@ class ExtractWriter {
   ExtractError Symlink(const Op& op);
   ExtractError Hardlink(const Op& op);
   ExtractError DirAttrs(const Op& op);
-  ExtractError Copy(off_t offset, size_t len);
-  ExtractError CopyBySplice(off_t* offset, size_t* left);
-  ExtractError CopyByReadWrite(off_t* offset, size_t* left);
-  void ClosePipe();
   // The fd of `path`'s parent directory (borrowed from the cache) and its last component.
   ExtractError Parent(const std::string& path, int* fd, std::string* base);
   // Resolves a directory component by component, making missing ones (mode 0755).
@@ -102,14 +94,6 @@ class ExtractWriter {
   void Forget(const std::string& removed);
 
   int root_;
-  int source_;
-  // How kOpCopy copies: copy_file_range while the kernel takes it (same file system), else
-  // splice through pipe_ (one copy, in the kernel), else pread and write.
-  enum CopyWay : uint8_t { kCopyRange, kCopySplice, kCopyReadWrite };
-  CopyWay copy_way_ = kCopyRange;
-  int pipe_[2] = {-1, -1};
-  size_t pipe_size_ = 0;
-  std::vector<uint8_t> copy_buf_;
   // The current file and what kOpFileEnd applies to it.
   int file_fd_ = -1;
   uint8_t file_flags_ = 0;

@@ -42,11 +42,6 @@ export interface TarHandler {
   onEntry(entry: TarEntry): void;
   onData(chunk: Buffer): void;
   onEntryEnd(): void;
-  /**
-   * Instead of onData, when the reader was made with `byOffset`: `length` bytes of the entry's
-   * data are at `offset` of the stream (which is then a file the handler can read itself).
-   */
-  onDataAt?(offset: number, length: number): void;
 }
 
 // Header field offsets and lengths (POSIX ustar).
@@ -158,48 +153,8 @@ export class TarReader {
   /** The last entry seen, for messages. */
   private lastName = '';
 
-  /**
-   * `label` starts error messages ("import: /path/to/image.tar"). `byOffset`: entry data is
-   * handed out as stream offsets (onDataAt), and the caller may skip() it instead of reading it.
-   */
-  constructor(private readonly handler: TarHandler, private readonly label: string, private readonly byOffset = false) {}
-
-  /**
-   * Bytes the caller may pass over without reading them (byOffset readers): the rest of the
-   * current entry's data and its padding, which only ever hold file content.
-   */
-  get skippable(): number {
-    if (!this.byOffset) return 0;
-    if (this.state === 'data') return this.remaining + this.padding;
-    return this.state === 'padding' ? this.padding : 0;
-  }
-
-  /** Consumes `n` <= skippable bytes that were not read, as write() would have. */
-  skip(n: number): void {
-    if (!(n >= 0 && n <= this.skippable)) throw new RangeError(`TarReader.skip(${n}): only ${this.skippable} skippable`);
-    let left = n;
-    if (this.state === 'data' && left > 0) {
-      const take = Math.min(this.remaining, left);
-      this.dataAt(take);
-      left -= take;
-    }
-    if (this.state === 'padding' && left > 0) {
-      this.offset += left;
-      this.padding -= left;
-      if (this.padding === 0) this.state = 'header';
-    }
-  }
-
-  /** `take` bytes of the current entry's data, at the current offset. */
-  private dataAt(take: number): void {
-    this.handler.onDataAt!(this.offset, take);
-    this.offset += take;
-    this.remaining -= take;
-    if (this.remaining === 0) {
-      this.handler.onEntryEnd();
-      this.state = this.padding > 0 ? 'padding' : 'header';
-    }
-  }
+  /** `label` starts error messages ("import: /path/to/image.tar"). */
+  constructor(private readonly handler: TarHandler, private readonly label: string) {}
 
   /** How far the stream has been read, and the last entry seen ('' before the first). */
   get position(): { offset: number; entry: string } {
@@ -234,11 +189,6 @@ export class TarReader {
         }
         case 'data': {
           const take = Math.min(this.remaining, n - pos);
-          if (this.byOffset) {
-            this.dataAt(take);
-            pos += take;
-            break;
-          }
           this.offset += take;
           this.remaining -= take;
           this.handler.onData(chunk.subarray(pos, pos + take));

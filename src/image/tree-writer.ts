@@ -13,10 +13,7 @@
  *
  * Data is not copied: a step refers to the chunk it arrived in, so a chunk must not change
  * until the batch holding it is done, that is until the second `flush()` after it (or
- * `finish()`); extract.ts gives gzip's output fresh buffers for that reason. With a
- * `sourceFd` (a plain tarball) and a byOffset reader, a step holds the data's offset in the
- * tarball instead, and the addon copies it in the kernel (copy_file_range, else splice):
- * the bytes never pass through this process, and chunks may be reused at once.
+ * `finish()`). extract.ts reads into a ring of buffers for that reason.
  *
  * Use: `w = new TreeWriter(rootFd, { what: 'cp' })`, `r = new TarReader(w, 'cp: x.tar')`;
  * per chunk `r.write(chunk); await w.flush()`; then `r.end(); await w.finish()`; always
@@ -27,12 +24,10 @@ import { native, type NativeExtractError, type NativeExtractWriter } from '../na
 import type { TarEntry, TarHandler } from './tar';
 
 // Steps and flags, as in src-cc/core/extract.h.
-const OP_FILE = 1, OP_DATA = 2, OP_FILE_END = 3, OP_DIR = 4, OP_SYMLINK = 5, OP_HARDLINK = 6, OP_DIR_ATTRS = 7, OP_COPY = 8;
+const OP_FILE = 1, OP_DATA = 2, OP_FILE_END = 3, OP_DIR = 4, OP_SYMLINK = 5, OP_HARDLINK = 6, OP_DIR_ATTRS = 7;
 const FLAG_CHOWN = 1, FLAG_CHMOD = 2;
 const HEADER = 40;
-const FAIL_PARENT_SYMLINK = 1, FAIL_PARENT_NOTDIR = 2, FAIL_NOT_EMPTY = 3, FAIL_XATTR = 4, FAIL_SOURCE_SHORT = 6;
-/** One copy step's most (its length field is 32 bits); bigger files take several. */
-const COPY_MAX = 1 << 30;
+const FAIL_PARENT_SYMLINK = 1, FAIL_PARENT_NOTDIR = 2, FAIL_NOT_EMPTY = 3, FAIL_XATTR = 4;
 
 export interface TreeWriterOptions {
   /** Starts messages: "import" gives `import: entry "x": ...`. */
@@ -41,11 +36,6 @@ export interface TreeWriterOptions {
   alwaysChown?: boolean;
   /** The process umask (modes it would change are set explicitly); 0o777 when unknown. */
   umask?: number;
-  /**
-   * The fd of the tarball itself (plain, not compressed), when the reader hands out data as
-   * offsets (onDataAt): the addon copies file data from it in the kernel. Stays the caller's.
-   */
-  sourceFd?: number;
 }
 
 class Batch {
@@ -91,7 +81,7 @@ export class TreeWriter implements TarHandler {
   private readonly dirs = new Map<string, TarEntry>();
 
   constructor(rootFd: number, options: TreeWriterOptions = {}) {
-    this.writer = new (native().ExtractWriter)(rootFd, options.sourceFd);
+    this.writer = new (native().ExtractWriter)(rootFd);
     this.what = options.what ?? 'extract';
     this.umask = options.umask ?? 0o777;
     this.defaultUid = process.geteuid?.() ?? 0;
@@ -118,13 +108,6 @@ export class TreeWriter implements TarHandler {
   onData(chunk: Buffer): void {
     if (!this.current) return;
     this.step(OP_DATA, 0, this.current, '', '', this.batch.chunks.push(chunk) - 1);
-  }
-
-  onDataAt(offset: number, length: number): void {
-    if (!this.current) return;
-    for (let done = 0; done < length; done += COPY_MAX) {
-      this.step(OP_COPY, 0, this.current, '', '', Math.min(COPY_MAX, length - done), [], offset + done);
-    }
   }
 
   onEntryEnd(): void {
@@ -247,7 +230,7 @@ export class TreeWriter implements TarHandler {
   }
 
   /** Appends one encoded step (layout: src-cc/core/extract.h). */
-  private step(op: number, flags: number, entry: TarEntry, path: string, link: string, chunk = 0, xattrs: Array<[string, Buffer]> = [], sourceOffset = 0): void {
+  private step(op: number, flags: number, entry: TarEntry, path: string, link: string, chunk = 0, xattrs: Array<[string, Buffer]> = []): void {
     if (this.closed) throw new Error('TreeWriter: closed');
     const b = this.batch;
     let xattrBytes = 0;
@@ -266,8 +249,7 @@ export class TreeWriter implements TarHandler {
     ops.writeUInt32LE(entry.mode, o + 4);
     ops.writeUInt32LE(entry.uid, o + 8);
     ops.writeUInt32LE(entry.gid, o + 12);
-    // A copy step's source offset takes the mtime's place.
-    ops.writeDoubleLE(op === OP_COPY ? sourceOffset : Math.floor(entry.mtime), o + 16);
+    ops.writeDoubleLE(Math.floor(entry.mtime), o + 16);
     ops.writeUInt32LE(entry.mtimeNsec, o + 24);
     let at = o + HEADER;
     const pathLength = path.length === 0 ? 0 : ops.write(path, at, 'utf8');
@@ -282,7 +264,7 @@ export class TreeWriter implements TarHandler {
       value.copy(ops, at + 8 + nameLength);
       at += 8 + nameLength + value.length;
     }
-    ops.writeUInt32LE(op === OP_DATA || op === OP_COPY ? chunk : pathLength, o + 28);
+    ops.writeUInt32LE(op === OP_DATA ? chunk : pathLength, o + 28);
     ops.writeUInt32LE(linkLength, o + 32);
     ops.writeUInt32LE(at - xattrStart, o + 36);
     b.length = at;
@@ -301,8 +283,6 @@ export class TreeWriter implements TarHandler {
         return new NsboxError('ENOTDIR', `${where}: its parent "${at}" is not a directory`, details);
       case FAIL_NOT_EMPTY:
         return new NsboxError('ENOTEMPTY', `${where}: would replace a directory that is not empty`, details);
-      case FAIL_SOURCE_SHORT:
-        return new NsboxError('BAD_ARCHIVE', `${where}: the tarball ends inside this entry's data: it was truncated while it was read`, details);
       case FAIL_XATTR:
         return new NsboxError(e.code, `${where}: extended attribute ${at}: ${e.code} (${e.syscall})`, details);
       default:
