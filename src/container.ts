@@ -10,7 +10,7 @@ import type { Readable, Writable } from 'node:stream';
 import type * as tty from 'node:tty';
 
 import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './copy';
-import { NsboxError, fromNative, invalid } from './errors';
+import { NsboxError, fromNative, invalid, errnoCode } from './errors';
 import { native, type NativePlan, type NativeProcess } from './native';
 import type { ImageInfo } from './image/store';
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
@@ -140,7 +140,7 @@ export function describeFailure(plan: NativePlan, r: { step: number; detail?: nu
     return new NsboxError('ECHILD', `start container: the setup process ${how} before it reported`, details);
   }
   if (r.step < 0) {
-    return new NsboxError(r.code, `start container: ${r.syscall}: ${r.code}`, details);
+    return new NsboxError(errnoCode(r.code), `start container: ${r.syscall}: ${r.code}`, details);
   }
   if (r.step >= plan.steps.length) {
     const program = plan.argv[0]!;
@@ -149,19 +149,19 @@ export function describeFailure(plan: NativePlan, r: { step: number; detail?: nu
       return new NsboxError(r.code, `exec ${program}: arguments and environment too big (E2BIG)`, { ...details, step: 'exec', path: program });
     }
     if (r.syscall !== 'execve') {
-      return new NsboxError(r.code, `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
+      return new NsboxError(errnoCode(r.code), `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
     }
     const path = r.detail !== undefined && r.detail >= 0 ? plan.candidates[r.detail]! : program;
     const why = r.code === 'ENOENT'
       ? (program.includes('/') ? 'no such file' : `not found in PATH`)
       : r.code === 'EACCES' ? 'permission denied (a directory, or not executable)' : r.code;
-    return new NsboxError(r.code, `exec ${path}: ${why} (${r.code})`, { ...details, step: 'exec', path });
+    return new NsboxError(errnoCode(r.code), `exec ${path}: ${why} (${r.code})`, { ...details, step: 'exec', path });
   }
   const step = plan.steps[r.step]!;
   const path = step.target || step.source || '';
   const pathText = step.target ? `/${step.target.replace(/^\//, '')}` : step.source ?? '';
   const where = step.op === 'mountRootFs' || step.op === 'bindRoot' ? path : pathText;
-  return new NsboxError(r.code, `${step.name}: ${r.syscall} ${where}: ${r.code}`, { ...details, step: step.name, path: where });
+  return new NsboxError(errnoCode(r.code), `${step.name}: ${r.syscall} ${where}: ${r.code}`, { ...details, step: step.name, path: where });
 }
 
 export class Container extends EventEmitter {

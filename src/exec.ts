@@ -23,7 +23,7 @@ import type * as tty from 'node:tty';
 import { homeDevicesTasks, unifiedHierarchy, v1Hierarchies } from './cgroup';
 import { oomKillCount } from './cgroup-v2';
 import { SIGNAL_NAMES, drain, normaliseStdio, processStreams, signalNumber, ttySize, type ExitStatus, type Stdio } from './container';
-import { NsboxError, fromNative, invalid } from './errors';
+import { NsboxError, fromNative, invalid, errnoCode } from './errors';
 import { processPidNamespace, processStartTime } from './layout';
 import { PROC_LIMIT_NAMES, RLIMITS } from './limits';
 import { native, type NativeExecPlan, type NativeProcess, type NativeSecurity } from './native';
@@ -319,7 +319,7 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
         cgroupFds.push(fs.openSync(p, fs.constants.O_WRONLY));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw notRunning(label, 'has exited (its cgroup is gone)');
-        throw new NsboxError((e as NodeJS.ErrnoException).code ?? 'EIO', `exec: container ${label}: open ${p}: ${(e as Error).message}`, { path: p });
+        throw new NsboxError(errnoCode((e as NodeJS.ErrnoException).code), `exec: container ${label}: open ${p}: ${(e as Error).message}`, { path: p });
       }
     }
     const workdir = cwd ?? (state.cwd.startsWith('/') && !state.cwd.includes('\0') ? state.cwd : '/');
@@ -360,20 +360,20 @@ function describeExecFailure(plan: NativeExecPlan, label: string, r: { step: num
   // The container ended meanwhile: its init is gone (setns), or its pid namespace is dying.
   if ((r.step === 2 && r.code === 'ESRCH') || (r.step === 4 && r.code === 'ENOMEM')) return notRunning(label, 'has exited');
   if (r.step >= 0) {
-    return new NsboxError(r.code, `${STEPS[r.step] ?? 'exec'}: ${r.syscall}: ${r.code}`, { ...details, step: STEPS[r.step] ?? 'exec' });
+    return new NsboxError(errnoCode(r.code), `${STEPS[r.step] ?? 'exec'}: ${r.syscall}: ${r.code}`, { ...details, step: STEPS[r.step] ?? 'exec' });
   }
-  if (r.step === -1) return new NsboxError(r.code, `exec: ${r.syscall}: ${r.code}`, details);
+  if (r.step === -1) return new NsboxError(errnoCode(r.code), `exec: ${r.syscall}: ${r.code}`, details);
   const program = plan.argv[0]!;
   if (r.syscall === 'chdir') {
     const cwd = plan.initOptions?.find((x) => x.startsWith('cwd='))?.slice(4) ?? '/';
-    return new NsboxError(r.code, `exec: working directory ${cwd}: ${r.code}`, { ...details, step: 'exec', path: cwd });
+    return new NsboxError(errnoCode(r.code), `exec: working directory ${cwd}: ${r.code}`, { ...details, step: 'exec', path: cwd });
   }
-  if (r.syscall !== 'execve') return new NsboxError(r.code, `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
+  if (r.syscall !== 'execve') return new NsboxError(errnoCode(r.code), `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
   const file = r.detail !== undefined && r.detail >= 0 ? plan.candidates[r.detail]! : program;
   const why = r.code === 'ENOENT'
     ? (program.includes('/') ? 'no such file' : 'not found in PATH')
     : r.code === 'EACCES' ? 'permission denied (a directory, or not executable)' : r.code;
-  return new NsboxError(r.code, `exec ${file}: ${why} (${r.code})`, { ...details, step: 'exec', path: file });
+  return new NsboxError(errnoCode(r.code), `exec ${file}: ${why} (${r.code})`, { ...details, step: 'exec', path: file });
 }
 
 /**

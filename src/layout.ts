@@ -14,7 +14,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { NsboxError, fromSystemError } from './errors';
+import { NsboxError, fromSystemError, errnoCode } from './errors';
 
 export const DEFAULT_ROOT = '/var/lib/nsbox';
 
@@ -116,7 +116,7 @@ export function writeError(file: string, e: unknown): NsboxError {
   if (e instanceof NsboxError) return e;
   if (isNoSpace(e)) {
     const code = (e as NodeJS.ErrnoException).code!;
-    return new NsboxError(code, `write ${file}: ${code} (no space left on the device holding it)`, { path: file, syscall: 'write', cause: e, hint: 'free some space there' });
+    return new NsboxError(errnoCode(code), `write ${file}: ${code} (no space left on the device holding it)`, { path: file, syscall: 'write', cause: e, hint: 'free some space there' });
   }
   return fromSystemError(`write ${file}`, e);
 }

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { freezeContainer, pruneStaleCgroups, removeContainerCgroup } from './cgroup';
 import { signalNumber } from './container';
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
-import { NsboxError, fromSystemError, invalid } from './errors';
+import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import {
@@ -1614,7 +1614,7 @@ function commitError(e: unknown, image: string, output: string | undefined, tmp:
     }
   };
   const where = output !== undefined && full(path.dirname(output)) ? `the tarball ${output}` : `the image under ${path.dirname(path.dirname(tmp))}`;
-  return new NsboxError(code, `commit ${image}: writing ${where}: ${code} (no space left on device)`, {
+  return new NsboxError(errnoCode(code), `commit ${image}: writing ${where}: ${code} (no space left on device)`, {
     path: output !== undefined && where.startsWith('the tarball') ? output : tmp, cause: e, hint: 'free some space there',
   });
 }

@@ -163,7 +163,7 @@ describe('help', () => {
 
 const sock = `nsbox-test-${process.pid}`;
 function tmuxEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env, TERM: 'xterm-256color' };
+  const env: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color' };
   delete env.TMUX;
   return env;
 }
