@@ -117,7 +117,7 @@ export function oomKillCount(keyed: string): number {
 }
 
 /** cpu.stat: CPU time of the whole cgroup, microseconds. */
-export function parseCpuStat(cpuStat: string): { usageUs?: number; userUs?: number; systemUs?: number } {
+export function parseCpuStat(cpuStat: string): { usageUs?: number | undefined; userUs?: number | undefined; systemUs?: number | undefined } {
   const m = parseKeyed(cpuStat);
   return { usageUs: m.get('usage_usec'), userUs: m.get('user_usec'), systemUs: m.get('system_usec') };
 }
@@ -218,7 +218,7 @@ function enableController(parent: string, c: string, words: (dir: string, f: str
 /** What the v2 directory says once the container has ended. */
 export interface V2Stats {
   oomKilled: boolean;
-  memoryPeakBytes?: number;
+  memoryPeakBytes?: number | undefined;
   cpuUserMs?: number;
   cpuSystemMs?: number;
 }

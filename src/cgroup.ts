@@ -277,8 +277,8 @@ function writeLimitFiles(set: WarmSet, i: number, files: string[], values: Map<s
 /** What the cgroups say once the container has ended (before they are removed). */
 export interface CgroupStats {
   oomKilled: boolean;
-  memoryPeakBytes?: number;
-  cpuUsageNs?: number;
+  memoryPeakBytes?: number | undefined;
+  cpuUsageNs?: number | undefined;
   /** The whole container's CPU time, from cgroup v2's cpu.stat. */
   cpuUserMs?: number;
   cpuSystemMs?: number;

@@ -22,7 +22,7 @@ export interface Entry {
   kind: 'live' | 'tomb';
   id: string;
   dir: string;
-  rec?: ContainerRecord;
+  rec?: ContainerRecord | undefined;
   bad?: NsboxError;
   remover?: { pid: number; start: string };
 }

@@ -17,9 +17,9 @@ const { O_RDONLY, O_DIRECTORY } = fs.constants;
 
 export interface CopyToHostOptions {
   /** Keep the tar's owners (cp -a); default: the user running the copy owns what it writes. */
-  keepOwners?: boolean;
+  keepOwners?: boolean | undefined;
   /** Keep setuid/setgid bits and file capabilities (cp -a); default: dropped, since a container chose them. */
-  keepPrivileges?: boolean;
+  keepPrivileges?: boolean | undefined;
 }
 
 /**

@@ -16,17 +16,17 @@ import {
 
 export interface SecurityOptions {
   /** All capabilities, no seccomp filter, nothing masked in /proc and /sys (like docker's). */
-  privileged?: boolean;
+  privileged?: boolean | undefined;
   /** Capabilities to add to the default set: 'NET_ADMIN', 'CAP_NET_ADMIN' or 'ALL'. */
-  capAdd?: string[];
+  capAdd?: string[] | undefined;
   /** Capabilities to remove from the default set, or 'ALL'. */
-  capDrop?: string[];
+  capDrop?: string[] | undefined;
   /** 'default' (a denylist of dangerous calls) or 'unconfined' (no filter). */
-  seccomp?: 'default' | 'unconfined';
+  seccomp?: 'default' | 'unconfined' | undefined;
   /** Whether execve may never again grant privileges (setuid bits, file caps). Default true. */
-  noNewPrivileges?: boolean;
+  noNewPrivileges?: boolean | undefined;
   /** 'UID[:GID]', numeric. Without GID the group is the UID (never root's group by accident). */
-  user?: string;
+  user?: string | undefined;
 }
 
 export interface Confinement {

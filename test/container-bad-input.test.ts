@@ -90,7 +90,7 @@ describe('bad input', () => {
 
   it('an unknown network, stdio mode or terminal size', () => {
     refused({ root, command: ['true'], network: 'bridge' as 'none' }, 'INVALID_ARGUMENT', /^network: bridge: none or host$/);
-    refused({ root, command: ['true'], stdio: 'tty' as 'pipe' }, 'INVALID_ARGUMENT', /^stdio: "tty"/);
+    refused({ root, command: ['true'], stdio: 'tty' as 'pipe' }, 'INVALID_ARGUMENT', /^stdio: expected one of "pipe", "inherit", "ignore", got a string \("tty"\)$/);
     refused({ root, command: ['true'], stdio: ['pipe', 'pipe'] as unknown as 'pipe' }, 'INVALID_ARGUMENT', /^stdio: /);
     refused({ root, command: ['true'], tty: { cols: 0, rows: 10 } }, 'INVALID_ARGUMENT', /^tty\.cols: 0: 1 to 65535$/);
     refused({ root, command: ['true'], tty: { cols: 80, rows: 1.5 } }, 'INVALID_ARGUMENT', /^tty\.rows: 1\.5: 1 to 65535$/);

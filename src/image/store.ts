@@ -25,7 +25,7 @@ export interface ImageInfo {
 
 export interface ImportOptions {
   /** Bytes of the (compressed) tarball read so far, of the total. */
-  onProgress?: (done: number, total: number) => void;
+  onProgress?: ((done: number, total: number) => void) | undefined;
 }
 
 export const BUILTIN_BUSYBOX = 'busybox';
