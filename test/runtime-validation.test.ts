@@ -250,3 +250,13 @@ describe('a run that fails after its volumes were prepared', () => {
     expect(fs.readdirSync(top)).toEqual(['a']);
   });
 });
+
+describe("other methods' options", () => {
+  it('refuses a typo in stop, rm and the Runtime options before anything else', async () => {
+    await expect(rt.stop('no-such', { timeOut: 1 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/^stop option timeOut: unknown option \(did you mean timeout\?\)/) });
+    await expect(rt.remove('no-such', { forse: true } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(() => new Runtime({ rooot: base } as never)).toThrow(/Runtime option rooot: unknown option \(did you mean root\?\)/);
+    // undefined is left out: `root: process.env.X` with X unset is the default root.
+    expect(new Runtime({ root: undefined, storageDriver: undefined }).root).toBe(process.env.NSBOX_ROOT ?? '/var/lib/nsbox');
+  });
+});

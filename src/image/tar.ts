@@ -430,7 +430,7 @@ export interface TarHeaderInput {
   mtimeNsec?: number;
   /** Extended attributes, written as pax SCHILY.xattr.* records. */
   xattrs?: Array<[string, Buffer]>;
-  linkname?: string | Buffer;
+  linkname?: string | Buffer | undefined;
   devmajor?: number;
   devminor?: number;
 }
