@@ -38,6 +38,7 @@ export interface ExitStatus {
   aborted: boolean;
   /** `limits.cpuTime` was used up: the whole container was killed. */
   cpuTimeExceeded: boolean;
+  /** What it used: time, CPU, memory. */
   usage: Usage;
 }
 
@@ -45,8 +46,9 @@ export interface ExitStatus {
 export interface Usage {
   /** From the start until nsbox-init exited. */
   wallMs: number;
-  /** CPU time of the command and every process nsbox-init reaped. */
+  /** User-mode CPU time of the command and every process nsbox-init reaped. */
   cpuUserMs: number;
+  /** CPU time in the kernel on their behalf, as `cpuUserMs`. */
   cpuSystemMs: number;
   /** The largest resident set of any one of those processes. */
   maxRssBytes: number;

@@ -91,6 +91,7 @@ export type { LogEntry, LogsOptions } from './logs';
  * terminal, timeout or abort signal: nothing in this process watches it.
  */
 export interface DetachedRunOptions extends Omit<RunOptions, 'stdio' | 'tty' | 'timeout' | 'signal'>, LogOptions {
+  /** Under a monitor process of its own: run() resolves to a DetachedContainer. */
   detach: true;
 }
 
@@ -104,10 +105,16 @@ export interface RuntimeOptions {
 export type VolumeSpec = string | Volume | { source: string; target: string; readonly?: boolean | undefined };
 
 export interface RunOptions {
+  /** The name of an imported image (see ImageStore.import, `nsbox import`). */
   image: string;
-  /** Default: ['sh']. */
+  /** The program and its arguments. Default: ['sh']. */
   command?: string[] | undefined;
+  /** A unique name (letters, digits, '_', '.', '-') to refer to it by, besides its id. */
   name?: string | undefined;
+  /**
+   * Host paths (or named Volumes) bound into it: 'HOST:CONTAINER[:ro|:rw]', a Volume, or
+   * `{ source, target, readonly }`. A symlink at the target, or anywhere in the host path, is refused.
+   */
   volumes?: VolumeSpec[] | undefined;
   /** As an object, or as 'K=V' strings. */
   env?: Record<string, string> | string[] | undefined;
@@ -117,8 +124,13 @@ export interface RunOptions {
   hostname?: string | undefined;
   /** 'none' (default): a network namespace with only lo; 'host': the host's network. */
   network?: 'none' | 'host' | undefined;
-  /** Default 'pipe'. */
+  /**
+   * fds 0, 1, 2 of the command: `'pipe'` (default) gives `stdin`, `stdout`, `stderr` streams;
+   * `'inherit'` this process's; `'ignore'` /dev/null; per fd also an fd number or a stream
+   * with one, as child_process.spawn takes them.
+   */
   stdio?: Stdio | undefined;
+  /** A pseudo-terminal (`true`: 80x24, or `{ cols, rows }`) as its stdio and controlling terminal: `terminal`. */
   tty?: boolean | TerminalSize | undefined;
   /** Removed as soon as it exits, like --rm; wait() resolves after the removal. */
   remove?: boolean | undefined;
