@@ -302,7 +302,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
   static launch(options: LaunchOptions, managed?: ManagedContainer): Container {
     const size = ttySize(options.tty);
     const { security, confinement: built, devices: deviceSpecs, limits, ulimits, timeout, signal, stdio, tty: _tty, ...rest } = options;
-    const { security: nativeSecurity, confine } = built ?? confinement(security);
+    const confined = built ?? confinement(security);
     if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
     const devices = (deviceSpecs ?? []).map(parseDevice);
     const privileged = security?.privileged === true;
@@ -315,7 +315,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     try {
       const plan = buildPlan({
         cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(FORK_STYLE ? { forkStyle: true } : {}),
-        stdio: normaliseStdio(stdio), tty: size, security: nativeSecurity, confine,
+        stdio: normaliseStdio(stdio), tty: size, confinement: confined,
         deviceNodesAllowed: privileged, devices, initOptions,
         ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
         ...(bornIn ? { bornIn } : {}),

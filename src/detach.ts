@@ -64,7 +64,7 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
     throw invalid('detach: timeout and signal are enforced by a supervisor in this process; a detached container has none (use stop)');
   }
   const { logMaxSize, logMaxFiles } = logLimits(log);
-  const { security: nativeSecurity, confine } = given ?? confinement(security);
+  const confined = given ?? confinement(security);
   if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
   const devices = (deviceSpecs ?? []).map(parseDevice);
   const privileged = security?.privileged === true;
@@ -76,7 +76,7 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
   try {
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(), ...rest,
-      stdio: ['ignore', 'pipe', 'pipe'], security: nativeSecurity, confine,
+      stdio: ['ignore', 'pipe', 'pipe'], confinement: confined,
       deviceNodesAllowed: privileged, devices, initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
       ...(bornIn ? { bornIn } : {}),

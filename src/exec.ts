@@ -29,7 +29,7 @@ import { native, type NativeExecPlan, type NativeProcess, type NativeSecurity } 
 import { DEFAULT_PATH, containerPath, execCandidates, nativeStdio, validateCommand } from './plan';
 import {
   CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS, hostArch, seccompFilter,
-} from './security';
+} from './seccomp';
 import {
   arrayOf, boolean, checkObject, integer, isObject, optional, string, stringArray, stringRecord, union, type Check, type Spec,
 } from './validate';

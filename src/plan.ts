@@ -7,8 +7,9 @@ import { invalid } from './errors';
 import {
   MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
   STEP_EXPECT_DEVICE, STEP_NO_FOLLOW_FINAL, STEP_SOURCE_NO_LINKS, STEP_TARGET_IS_FILE, S_IFBLK, S_IFCHR,
-  type NativePlan, type NativeSecurity, type NativeStdio, type NativeStep,
+  type NativePlan, type NativeStdio, type NativeStep,
 } from './native';
+import type { Confinement } from './security';
 import type { PlanStdio } from './stdio';
 
 export type RootSource =
@@ -88,9 +89,8 @@ export interface PlanInput {
   mounts?: BindMount[] | undefined;
   stdio?: [PlanStdio, PlanStdio, PlanStdio] | undefined;
   tty?: { cols: number; rows: number } | undefined;
-  /** Extra steps (hardening) to run after the mounts and before pivot_root. */
-  confine?: NativeStep[] | undefined;
-  security?: NativeSecurity | undefined;
+  /** What the container may do (src/security.ts): its credentials and filter, its masking steps. */
+  confinement?: Confinement | undefined;
   /** Fork-style clone instead of CLONE_VM | CLONE_VFORK (for benchmarks). */
   forkStyle?: boolean | undefined;
   /** Whether the kernel has cgroup namespaces (true on every kernel nsbox supports). */
@@ -354,7 +354,7 @@ export function buildPlan(input: PlanInput): NativePlan {
     ...systemSteps(!!input.tty, nodev, devices),
     ...etcFileSteps(input.etcFiles ?? []),
     ...mountSteps(mounts, (input.tmpfs ?? []).map((t) => ({ ...t, target: tmpfsTarget(t.target) }))),
-    ...(input.confine ?? []),
+    ...(input.confinement?.steps ?? []),
     { op: 'pivotRoot', name: 'pivot_root' },
   ];
   if (network === 'none') steps.push({ op: 'loopbackUp', name: 'bring up lo' });
@@ -374,7 +374,7 @@ export function buildPlan(input: PlanInput): NativePlan {
     ...nativeStdio(input.stdio ?? ['pipe', 'pipe', 'pipe']),
   };
   if (input.tty) plan.tty = input.tty;
-  if (input.security) plan.security = input.security;
+  if (input.confinement) plan.security = input.confinement.security;
   if (input.initOptions?.length) plan.initOptions = input.initOptions;
   if (input.bornIn) plan.bornIn = input.bornIn;
   if (input.cgroupFd !== undefined) plan.cgroupFd = input.cgroupFd;
