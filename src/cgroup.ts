@@ -24,7 +24,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromNative, fromSystemError, errnoCode } from './errors';
-import { ownStartTime, processAlive } from './layout';
+import { ownStartTime, processAlive } from './proc';
 import { deviceProgram, parseDeviceRule } from './devbpf';
 import { discardSync, makeSync, refillWarm, renameSet, takeWarm, warmOwner, type ShapeGroup, type WarmSet } from './cgroup-pool';
 import { V2Cgroup, givenV2Parent, pruneGivenV2Parent, v2Use } from './cgroup-v2';

@@ -23,7 +23,7 @@ import { oomKillCount } from './cgroup-v2';
 import { SIGNAL_NAMES, drain, processStreams, signalNumber, ttySize, type ExitStatus } from './container';
 import { checkStdio, normaliseStdio, type ProcessEvents, type ProcessStreams, type Stdio, type TerminalSize } from './stdio';
 import { NsboxError, fromNative, invalid, errnoCode } from './errors';
-import { processPidNamespace, processStartTime } from './layout';
+import { processPidNamespace, processStartTime } from './proc';
 import { PROC_LIMIT_NAMES, RLIMITS } from './limits';
 import { native, type NativeExecPlan, type NativeProcess, type NativeSecurity } from './native';
 import { DEFAULT_PATH, containerPath, execCandidates, nativeStdio, validateCommand } from './plan';

@@ -13,9 +13,8 @@ import { checkStdio, type Stdio, type TerminalSize } from './stdio';
 import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
-import {
-  DEFAULT_ROOT, ID_RE, Layout, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
-} from './layout';
+import { DEFAULT_ROOT, ID_RE, Layout, isNoSpace, newId, writeRecordFile } from './layout';
+import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
 import {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { launchDetached } from '../src/detach';
 import { NsboxError } from '../src/errors';
-import { processAlive, processStartTime } from '../src/layout';
+import { processAlive, processStartTime } from '../src/proc';
 import { Runtime } from '../src/runtime';
 import { ROOTFS, childPids, hostMounts, openFds, until } from './helpers';
 
