@@ -380,7 +380,7 @@ export class Runtime {
     if (!isObject(given)) throw invalid('run: options object required');
     // The checked copy from here on: what was checked is what is used.
     const { detach, logMaxSize, logMaxFiles, ...checked } = checkOptions('run', RUN_OPTIONS, given);
-    let options: RunOptions = checked;
+    const options: RunOptions = checked;
     if (!detach && (logMaxSize !== undefined || logMaxFiles !== undefined)) throw invalid('run: logMaxSize and logMaxFiles are for detached containers (detach: true)');
     this.layout.verify();
     const image = this.images.get(validateImageName(options.image));

@@ -240,6 +240,7 @@ describe.runIf(spawnSync('tmux', ['-V']).status === 0)('at a terminal (tmux)', (
       await until('the import to end', () => {
         const s = screen(name, true);
         if (/importing big-\S+ .*\d+%/.test(s)) sawBar = true;
+        // eslint-disable-next-line no-control-regex -- the terminal's escape for cyan
         if (/importing big-\S+ \x1b\[36m/.test(s)) sawColour = true;
         return /done-0/.test(s);
       }, 60_000);

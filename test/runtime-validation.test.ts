@@ -170,7 +170,7 @@ describe('Runtime options and the other methods', () => {
     expect(syncError(() => new Runtime({ root: `${base}/a\0b` })).code).toBe('INVALID_ARGUMENT');
     expect(syncError(() => new Runtime({ root: base, storageDriver: 'zfs' as 'vfs' })).message).toMatch(/Runtime option storageDriver: expected one of "overlay", "aufs", "vfs"/);
     expect(syncError(() => new Runtime({ rooot: base } as unknown as { root: string })).message).toMatch(/Runtime option rooot: unknown option \(did you mean root\?\)/);
-    expect(syncError(() => new Runtime(null as unknown as {})).code).toBe('INVALID_ARGUMENT');
+    expect(syncError(() => new Runtime(null as never)).code).toBe('INVALID_ARGUMENT');
   });
 
   it('checks the options of remove, list, prune and commit', async () => {
@@ -178,14 +178,14 @@ describe('Runtime options and the other methods', () => {
     try {
       // `force: 'no'` was truthy: it killed the container.
       await expect(rt.remove(c.id!, { force: 'no' as unknown as boolean })).rejects.toThrow(/remove option force: expected a boolean/);
-      await expect(rt.remove(c.id!, { forse: true } as unknown as {})).rejects.toThrow(/remove option forse: unknown option \(did you mean force\?\)/);
+      await expect(rt.remove(c.id!, { forse: true } as never)).rejects.toThrow(/remove option forse: unknown option \(did you mean force\?\)/);
       expect(c.running).toBe(true);
       expect(() => rt.list({ all: 'yes' as unknown as boolean })).toThrow(/list option all: expected a boolean/);
-      expect(() => rt.list({ al: true } as unknown as {})).toThrow(/list option al: unknown option \(did you mean all\?\)/);
-      expect(() => rt.prune({ force: true } as unknown as {})).toThrow(/prune option force: unknown option/);
+      expect(() => rt.list({ al: true } as never)).toThrow(/list option al: unknown option \(did you mean all\?\)/);
+      expect(() => rt.prune({ force: true } as never)).toThrow(/prune option force: unknown option/);
       expect(() => rt.removeImage('busybox', { force: 1 as unknown as boolean })).toThrow(/removeImage option force: expected a boolean/);
-      await expect(rt.commit(c.id!, 'never-made', { outptu: '/tmp/x.tar' } as unknown as {})).rejects.toThrow(/commit option outptu: unknown option \(did you mean output\?\)/);
-      await expect(rt.commit(c.id!, 'never-made', { output: 5 } as unknown as {})).rejects.toThrow(/commit option output: expected a non-empty string/);
+      await expect(rt.commit(c.id!, 'never-made', { outptu: '/tmp/x.tar' } as never)).rejects.toThrow(/commit option outptu: unknown option \(did you mean output\?\)/);
+      await expect(rt.commit(c.id!, 'never-made', { output: 5 } as never)).rejects.toThrow(/commit option output: expected a non-empty string/);
       expect(rt.images.find('never-made')).toBeUndefined();
       expect(rt.images.find('busybox')).toBeDefined();
       expect(rt.list().map((x) => x.id)).toContain(c.id);
