@@ -1521,11 +1521,11 @@ export class Runtime {
   }
 
   /** stop() then start(): `timeout` as stop's, `attach` as start's. */
-  restart(ref: string, options: { timeout?: number } & StartOptions & { detach: true }): Promise<DetachedContainer>;
-  restart(ref: string, options?: { timeout?: number } & StartOptions & { detach?: false }): Promise<Container>;
-  async restart(ref: string, options: { timeout?: number } & StartOptions = {}): Promise<Container | DetachedContainer> {
+  restart(ref: string, options: { timeout?: number | undefined } & StartOptions & { detach: true }): Promise<DetachedContainer>;
+  restart(ref: string, options?: { timeout?: number | undefined } & StartOptions & { detach?: false }): Promise<Container>;
+  async restart(ref: string, options: { timeout?: number | undefined } & StartOptions = {}): Promise<Container | DetachedContainer> {
     if (!isObject(options)) throw invalid('restart: options object expected');
-    const { timeout, ...start } = options as { timeout?: number } & StartOptions;
+    const { timeout, ...start } = options as { timeout?: number | undefined } & StartOptions;
     await this.stop(ref, timeout !== undefined ? { timeout } : {});
     return start.detach ? this.start(ref, { ...start, detach: true }) : this.start(ref, { ...start, detach: false });
   }

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { NsboxError } from '../src/errors';
+import { copyToHost } from '../src/copy-host';
 import { Runtime, type RunOptions } from '../src/runtime';
 import { Volume } from '../src/volume';
 import { childPids, collect, openFds, unionMounts } from './helpers';
@@ -256,6 +257,9 @@ describe("other methods' options", () => {
     await expect(rt.stop('no-such', { timeOut: 1 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/^stop option timeOut: unknown option \(did you mean timeout\?\)/) });
     await expect(rt.remove('no-such', { forse: true } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     expect(() => new Runtime({ rooot: base } as never)).toThrow(/Runtime option rooot: unknown option \(did you mean root\?\)/);
+    await expect(rt.import('/no/such.tar', 'never-made', { onProgres: () => {} } as never)).rejects.toThrow(/^import option onProgres: unknown option \(did you mean onProgress\?\)/);
+    await expect(copyToHost((async function* () {})(), path.join(base, 'never'), { keepOwner: true } as never)).rejects.toThrow(/^copyToHost option keepOwner: unknown option \(did you mean keepOwners\?\)/);
+    expect(fs.existsSync(path.join(base, 'never'))).toBe(false);
     // undefined is left out: `root: process.env.X` with X unset is the default root.
     expect(new Runtime({ root: undefined, storageDriver: undefined }).root).toBe(process.env.NSBOX_ROOT ?? '/var/lib/nsbox');
   });
