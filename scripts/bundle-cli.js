@@ -31,6 +31,7 @@ for (const rel of modules(dist)) {
   // ASCII only, so that the CLI can read the file as latin1 (a copy) rather than decode UTF-8.
   // tsc's output has non-ASCII characters only in strings, templates, regexps and comments,
   // where a \u escape means the same (or nothing).
+  // eslint-disable-next-line no-control-regex -- the ASCII range, NUL included
   source = source.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   parts.push(`${JSON.stringify(rel)}: function (exports, require, module, __filename, __dirname) {\n${source}\n},\n`);
 }

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 
 import { NsboxError } from './errors';
 import { mountOverlayFd, openDir } from './fsat';
-import { processAlive, processPidNamespace } from './layout';
+import { processAlive, processPidNamespace } from './proc';
 import type { ContainerRecord } from './record';
 import type { Workspace } from './workspace';
 

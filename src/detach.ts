@@ -10,7 +10,7 @@ import * as path from 'node:path';
 
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
 import {
-  confinement, describeFailure, hasCgroupNamespaces, initRlimits, type ProcessOptions,
+  confinement, describeFailure, hasCgroupNamespaces, initRlimits, type LaunchOptions,
 } from './container';
 import { parseDevice } from './device';
 import { NsboxError, invalid } from './errors';
@@ -21,9 +21,9 @@ import { buildPlan } from './plan';
 /** How a detached container's log is kept. */
 export interface LogOptions {
   /** Bytes (or '10m') a log file may grow to before it is rotated. Default 10 MiB. */
-  logMaxSize?: number | string;
+  logMaxSize?: number | string | undefined;
   /** Files kept, the current one included (container.log, container.log.1, ...). Default 2. */
-  logMaxFiles?: number;
+  logMaxFiles?: number | undefined;
 }
 
 export const DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024;
@@ -56,7 +56,7 @@ export function logLimits(o: LogOptions): { logMaxSize: number; logMaxFiles: num
  * container (so that a caller killed before its record was written leaves no container that
  * nothing accounts for).
  */
-export function launchDetached(options: ProcessOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number; ack: number } {
+export function launchDetached(options: LaunchOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number; ack: number } {
   const { security, confinement: given, devices: deviceSpecs, limits, ulimits, timeout, signal, tty, stdio, ...rest } = options;
   void stdio; // always: no stdin, stdout and stderr to the monitor
   if (tty) throw invalid('detach: a detached container has no terminal (tty)');
@@ -65,7 +65,7 @@ export function launchDetached(options: ProcessOptions, id: string, dir: string,
     throw invalid('timeout: expected milliseconds, an integer from 1');
   }
   const { logMaxSize, logMaxFiles } = logLimits(log);
-  const { security: nativeSecurity, confine } = given ?? confinement(security);
+  const confined = given ?? confinement(security);
   if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
   const devices = (deviceSpecs ?? []).map(parseDevice);
   const privileged = security?.privileged === true;
@@ -83,7 +83,7 @@ export function launchDetached(options: ProcessOptions, id: string, dir: string,
   try {
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(), ...rest,
-      stdio: ['ignore', 'pipe', 'pipe'], security: nativeSecurity, confine,
+      stdio: ['ignore', 'pipe', 'pipe'], confinement: confined,
       deviceNodesAllowed: privileged, devices, initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
       ...(bornIn ? { bornIn } : {}),

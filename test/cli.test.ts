@@ -183,7 +183,7 @@ describe('help', () => {
 
 const sock = `nsbox-test-${process.pid}`;
 function tmuxEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env, TERM: 'xterm-256color' };
+  const env: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color' };
   delete env.TMUX;
   return env;
 }
@@ -260,6 +260,7 @@ describe.runIf(spawnSync('tmux', ['-V']).status === 0)('at a terminal (tmux)', (
       await until('the import to end', () => {
         const s = screen(name, true);
         if (/importing big-\S+ .*\d+%/.test(s)) sawBar = true;
+        // eslint-disable-next-line no-control-regex -- the terminal's escape for cyan
         if (/importing big-\S+ \x1b\[36m/.test(s)) sawColour = true;
         return /done-0/.test(s);
       }, 60_000);

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { launchDetached } from '../src/detach';
 import { NsboxError } from '../src/errors';
-import { processAlive, processStartTime } from '../src/layout';
+import { processAlive, processStartTime } from '../src/proc';
 import { Runtime } from '../src/runtime';
 import { ROOTFS, childPids, hostMounts, openFds, until } from './helpers';
 
@@ -241,13 +241,14 @@ describe('rt.run({ detach: true })', () => {
     });
     await until('the background child', () => fs.existsSync(path.join(data, 'bg')) && fs.readFileSync(path.join(data, 'bg'), 'utf8').trim() !== '');
     const mon = monitorOf(c.id);
+    const monStart = processStartTime(mon);
     expect(await rt.wait(c.id)).toEqual({ exitCode: null, signal: 'SIGKILL' });
     const took = Date.now() - started;
     expect(took).toBeGreaterThanOrEqual(1200);
     expect(rt.inspect(c.id)).toMatchObject({ status: 'exited', killedFor: 'timeout' });
     expect(nsbox('ps', '-a').out).toMatch(new RegExp(`${c.id}\\s.*Exited \\(137, timeout\\)`));
     // Nothing of it is left: not the monitor, not a process in its pid namespace.
-    await until('the monitor to exit', () => !processAlive(mon) || status(mon).State?.startsWith('Z') === true);
+    await until('the monitor to exit', () => !processAlive(mon, monStart));
     expect(containerProcesses(c.id)).toEqual([]);
     await rt.remove(c.id);
   });

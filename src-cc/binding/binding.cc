@@ -511,8 +511,24 @@ bool setup_stdio(Reader& r, Napi::Object js, Plan& plan, Stdio& io) {
       int child_end = i == 0 ? fds[0] : fds[1];
       io.parent[i] = i == 0 ? fds[1] : fds[0];
       io.child[i] = io.above_stdio(child_end);
+    } else if (modes[i] == "fd") {
+      // An fd of the caller's (child_process's number and stream forms): the child gets a
+      // duplicate above 2, closed here after the start like a pipe's end, the caller's own kept.
+      Napi::Value fds = js.Get("stdioFds");
+      Napi::Value fd = fds.IsArray() ? fds.As<Napi::Array>().Get(i) : fds;
+      if (!fd.IsNumber()) {
+        r.Fail("stdioFds must give an fd for each 'fd' mode");
+        return false;
+      }
+      io.child[i] = fcntl(fd.As<Napi::Number>().Int32Value(), F_DUPFD_CLOEXEC, 3);
+      if (io.child[i] < 0) {
+        io.err = errno;
+        io.sys = "fcntl";
+        io.child[i] = i;
+        return false;
+      }
     } else {
-      r.Fail("stdio modes are inherit, pipe or ignore");
+      r.Fail("stdio modes are inherit, pipe, ignore or fd");
       return false;
     }
   }

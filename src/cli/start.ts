@@ -34,6 +34,7 @@ function stale(): boolean {
 
 const source = stale() ? null : readOrNull(bundleFile);
 if (source === null) {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the CLI's entry, loaded as Node loads it
   require('./main');
 } else {
   const cachedData = readOrNull(cacheFile) ?? undefined;
@@ -62,8 +63,10 @@ if (source === null) {
       for (const candidate of [`${rel}.js`, rel, `${rel}/index.js`]) {
         if (Object.prototype.hasOwnProperty.call(table, candidate)) return load(candidate);
       }
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a file beside the bundle (package.json)
       return require(path.join(dist, rel));
     }
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- built-ins, the addon, node_modules
     return require(id);
   };
 
