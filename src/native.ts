@@ -123,6 +123,12 @@ export type DetachedSpawnResult =
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   spawn(plan: NativePlan, onExit: () => void, detach: NativeDetach): DetachedSpawnResult;
+  /**
+   * The same start on a spawner thread, the JS thread free meanwhile (core/spawner.h):
+   * onStarted gets what spawn() returns. Returns a failure object when the stdio fds cannot be
+   * made, else undefined. The fds the plan names must stay open until onStarted.
+   */
+  spawnAsync(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void, onStarted: (r: SpawnResult) => void): SpawnResult | undefined;
   resizePty(fd: number, cols: number, rows: number): NativeErrno | null;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;

@@ -444,7 +444,7 @@ export class Runtime {
           fs.closeSync(started.ack);
         }
       }
-      container = Container.launch(processOptions, {
+      container = await Container.launchAsync(processOptions, {
         id,
         name,
         afterExit: (status) => this.afterExit(record, status),
@@ -1434,7 +1434,7 @@ export class Runtime {
           fs.closeSync(started.ack);
         }
       }
-      const container = Container.launch(processOptions, {
+      const container = await Container.launchAsync(processOptions, {
         id,
         name: this.currentName(id, this.namesById()),
         afterExit: (status) => this.afterExit(record, status),
