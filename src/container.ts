@@ -184,6 +184,14 @@ export class Container extends EventEmitter {
   private readonly closed: Promise<ExitStatus>;
   /** A failure of the Runtime's bookkeeping after exit, reported by wait(). */
   private cleanupError: unknown;
+  /**
+   * The exit is handled (streams drained, afterExit) only once the container is in its
+   * caller's hands: a stream nobody listens to is drained at the exit, and a caller must have
+   * had the chance to listen first. Opened at once by launch(); by the Runtime through
+   * handOver() after an async start, once run() has done its bookkeeping.
+   */
+  private openGate!: () => void;
+  private readonly gate = new Promise<void>((resolve) => (this.openGate = resolve));
 
   /**
    * Starts a container process on a root filesystem (`root`), without images or state:
@@ -201,7 +209,9 @@ export class Container extends EventEmitter {
       const startedAt = performance.now();
       const r = native().spawn(plan, exit.onExit);
       if (!r.ok) throw describeFailure(plan, r);
-      return new Container(managed, cgroup, time, { r, exit, startedAt });
+      const c = new Container(managed, cgroup, time, { r, exit, startedAt });
+      c.openGate();
+      return c;
     } catch (e) {
       // Nothing joined it (the start failed and its processes have been reaped).
       cgroup?.closeFds();
@@ -215,7 +225,8 @@ export class Container extends EventEmitter {
   /**
    * @internal The same start with the JS thread free while it runs: the clone, the child's
    * setup and nsbox-init's first report happen on a spawner thread (src-cc/core/spawner.h),
-   * so several starts run at once, on several cores.
+   * so several starts run at once, on several cores. Its exit is handled once handOver()
+   * was called.
    */
   static async launchAsync(options: ProcessOptions, managed?: ManagedContainer): Promise<Container> {
     const { plan, cgroup, time } = prepareStart(options, managed);
@@ -241,6 +252,15 @@ export class Container extends EventEmitter {
       throw describeFailure(plan, r);
     }
     return new Container(managed, cgroup, time, { r, exit, startedAt });
+  }
+
+  /**
+   * @internal After launchAsync: the caller has the container (or is done with it). Its exit
+   * is handled from the next turn of the loop on, after the caller's own continuation (which
+   * attaches its listeners) has run.
+   */
+  handOver(): void {
+    setImmediate(this.openGate);
   }
 
   protected constructor(managed: ManagedContainer | undefined, cgroup: ContainerCgroup | null | undefined, time: TimeBounds, started: Started) {
@@ -293,7 +313,7 @@ export class Container extends EventEmitter {
     if (time.signal?.aborted) end('aborted');
     this.ptyFd = r.pty;
     ({ stdin: this.stdin, stdout: this.stdout, stderr: this.stderr, terminal: this.terminal } = processStreams(r, (e) => this.emit('error', e)));
-    this.closed = this.exited.then(async (status) => {
+    this.closed = Promise.all([this.exited, this.gate]).then(async ([status]) => {
       // Nobody reads the pipe any more: close our end, as child_process does, or its fd
       // stays open for as long as the Container object lives.
       this.stdin?.destroy();
@@ -600,7 +620,10 @@ export function processStreams(
 export function pipeSocket(fd: number, direction: 'read' | 'write'): Net.Socket {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { Socket } = require('node:net') as typeof Net;
-  return new Socket({ fd, readable: direction === 'read', writable: direction === 'write' });
+  // manualStart: nothing is read before someone reads (or drain() lets it flow at the exit),
+  // so a short output's end cannot pass before the caller, handed the container after an
+  // async start's bookkeeping, has attached its listeners.
+  return new Socket({ fd, readable: direction === 'read', writable: direction === 'write', manualStart: true } as Net.SocketConstructorOpts);
 }
 
 /** A stream over the pty's controlling side; node:tty (which loads node:net) only when used. */

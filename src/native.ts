@@ -167,6 +167,10 @@ export interface NativeBinding {
   setLinkAttrsAt(dirfd: number, name: Buffer, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
   copyData(fromFd: number, toFd: number, limit: number): number | NativeErrno;
   removeTree(path: string | Buffer): (NativeErrno & { path: Buffer }) | null;
+  /** open, write whole, (fchmod,) close on libuv's thread pool: no fd of it ever reaches JS. */
+  writeFileAsync(path: string, data: string | Buffer, flags: number, mode: number, setMode: boolean, done: (r: NativeErrno | null) => void): void;
+  /** removeTree on libuv's thread pool. */
+  removeTreeAsync(path: string | Buffer, done: (r: (NativeErrno & { path: Buffer }) | null) => void): void;
   // For cp (src/copy.ts): a container's root and what lies beneath it.
   /** openat2(rootFd, path, flags | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS). */
   openInRoot(rootFd: number, path: Buffer, flags: number): number | NativeErrno;

@@ -256,6 +256,11 @@ class Process : public Napi::ObjectWrap<Process> {
   }
 
   void Reap() {
+    // A worker ending: no JS to tell; its teardown kills and reaps what is left.
+    if (!env_can_run_js(Env())) {
+      if (poll_) uv_poll_stop(poll_);
+      return;
+    }
     siginfo_t info;
     memset(&info, 0, sizeof info);
     // Only this child, through its own pidfd: never waitpid(-1), which would steal the
@@ -908,6 +913,11 @@ void Instance::OnAsync(uv_async_t* h) {
     jobs.swap(inst->done);
   }
   Napi::Env env(inst->env);
+  if (!env_can_run_js(env)) {
+    // The environment is ending (a worker's process.exit): nobody will take these.
+    for (StartJob* job : jobs) discard_start(job);
+    return;
+  }
   for (StartJob* raw : jobs) {
     std::unique_ptr<StartJob> job(raw);
     auto it = inst->pending.find(job->id);
