@@ -159,7 +159,8 @@ export function copyData(fromFd: number, toFd: number, limit: number): number {
  */
 export function removeTree(path: string | Buffer, options: { force?: boolean } = {}): void {
   const r = native().removeTree(path);
-  if (r) throw removeTreeError(path, r, options);
+  const e = r && removeTreeError(path, r, options);
+  if (e) throw e;
 }
 
 /**

@@ -59,8 +59,10 @@ void Spawner::Post(Job job, Done done) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.emplace_back(std::move(job), std::move(done));
-    // Every waiting thread will take one job: a new thread only when they are fewer.
-    if (queue_.size() > idle_ && threads_.size() < max_threads_) threads_.emplace_back([this] { Loop(); });
+    // Every thread not busy takes one job (waiting, or about to look again): a new thread
+    // only when the jobs outnumber them. A thread counts as free from the moment its job is
+    // done, before its caller hears of it, so a caller's next start never makes a thread.
+    if (queue_.size() + busy_ > threads_.size() && threads_.size() < max_threads_) threads_.emplace_back([this] { Loop(); });
   }
   cv_.notify_one();
 }
@@ -89,12 +91,11 @@ void Spawner::Loop() {
   bool joined = tasks_.empty();
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    idle_++;
     cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
-    idle_--;
     if (queue_.empty()) return;  // stopping, nothing left
     std::pair<Job, Done> item = std::move(queue_.front());
     queue_.pop_front();
+    busy_++;
     const bool cancelled = stop_;
     lock.unlock();
     SpawnResult r;
@@ -112,6 +113,9 @@ void Spawner::Loop() {
       }
     }
     if (!cancelled && joined) r = item.first();
+    lock.lock();
+    busy_--;
+    lock.unlock();
     item.second(r);
     lock.lock();
   }

@@ -58,7 +58,7 @@ class Spawner {
   std::condition_variable cv_;
   std::deque<std::pair<Job, Done>> queue_;
   std::vector<std::thread> threads_;
-  size_t idle_ = 0;  // threads waiting for a job
+  size_t busy_ = 0;  // threads running a job
   bool stop_ = false;
 };
 
