@@ -52,6 +52,8 @@ try {
           push(rates, `${build}|${where}|${inflight}`, r.walls.map((w) => count / (w / 1000)));
           push(delays, `${build}|${where}|${inflight}`, r.loopDelay);
         }
+        const idle = await worker({ dist, stateRoot, scenario: 'idle', ms: 2000 });
+        push(delays, `${build}|${where}|idle`, idle.loopDelay);
         for (const [layer, disk] of [['disk', undefined], ['tmpfs', '64m']]) {
           const r = await worker({ dist, stateRoot, scenario: 'start', runs: tailRuns, warmup: 10, network: 'none', remove: 'counted', ...(disk ? { disk } : {}) });
           push(tails, `${build}|${where}|${layer}`, r.samples);
@@ -80,7 +82,10 @@ for (const [build] of builds) {
       row.push(`${r.toFixed(0)} (${(r / seq).toFixed(2)}×)`);
     }
     const eld = result.loopDelay[`${build}|${where}|10`];
-    lines.push(`| ${build} | ${where} | ${row.join(' | ')} | ${eld.p99Ms.toFixed(2)} / ${eld.maxMs.toFixed(1)} |`);
+    const d = delays[`${build}|${where}|idle`];
+    const idle = { p99Ms: med(d.map((x) => x.p99)), maxMs: med(d.map((x) => x.max)) };
+    result.loopDelay[`${build}|${where}|idle`] = idle;
+    lines.push(`| ${build} | ${where} | ${row.join(' | ')} | ${eld.p99Ms.toFixed(2)} / ${eld.maxMs.toFixed(1)} | ${idle.p99Ms.toFixed(2)} / ${idle.maxMs.toFixed(1)} |`);
   }
 }
 const tailLines = [];
@@ -96,8 +101,8 @@ for (const [build] of builds) {
 const out = path.join(REPO, 'bench', 'results', `concurrency-${result.date.slice(0, 10)}.json`);
 fs.writeFileSync(out, `${JSON.stringify(result, null, 1)}\n`);
 console.log(`containers/s (× the one-after-another rate) by starts in flight; event-loop delay with 10 in flight (monitorEventLoopDelay, 1 ms timer: p99 / max, ms, the timer's 1 ms included)\n`);
-console.log(`| build | state dir | ${inflights.join(' | ')} | loop p99 / max (10 in flight) |`);
-console.log(`| --- | --- | ${inflights.map(() => '---').join(' | ')} | --- |`);
+console.log(`| build | state dir | ${inflights.join(' | ')} | loop p99 / max (10 in flight) | the same, a Node process doing nothing |`);
+console.log(`| --- | --- | ${inflights.map(() => '---').join(' | ')} | --- | --- |`);
 console.log(lines.join('\n'));
 console.log(`\nstart latency, --rm counted, one after another (ms, ${tailRuns} × ${rounds} runs)\n`);
 console.log('| build | state dir | write layer | median | p99 | p99 / median |');

@@ -75,9 +75,16 @@ export async function writeEtcFilesAsync(input: EtcFilesInput): Promise<Array<{ 
   return Promise.all(wanted.map(async ([name, text]) => {
     const source = path.join(input.dir, name);
     try {
-      await fs.promises.rm(source, { force: true });
       // Made afresh, never through a link; 0644 whatever the umask (the container reads it).
-      await writeFileAsync(source, text!, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode: 0o644, setMode: true });
+      // In a fresh container directory there is none yet: removed (and made again) only if so.
+      const write = () => writeFileAsync(source, text!, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode: 0o644, setMode: true });
+      try {
+        await write();
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        await fs.promises.rm(source, { force: true });
+        await write();
+      }
     } catch (e) {
       throw fromSystemError(`write ${source}`, e);
     }

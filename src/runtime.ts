@@ -411,7 +411,9 @@ export class Runtime {
     const madeDirs: string[] = [];
     let diskMount: number | undefined;
     try {
-      await workspace.createAsync();
+      // The layer's directories and the /etc files at once: one turn of the pool, not two.
+      const etcFiles = writeEtcFilesAsync({ dir, hostname: options.hostname ?? id, network: options.network ?? 'none', imageLayer: image.rootfs, readOnly: !!options.readOnly });
+      await Promise.all([workspace.createAsync(), etcFiles]);
       if (workspace.disk) await workspace.createDisk();
       diskMount = workspace.mountDisk();
       const processOptions: ProcessOptions = {
@@ -432,7 +434,7 @@ export class Runtime {
         ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
         ...(options.tmpfs !== undefined ? { tmpfs: tmpfsMounts(options.tmpfs) } : {}),
         ...(options.signal !== undefined ? { signal: options.signal } : {}),
-        etcFiles: await writeEtcFilesAsync({ dir, hostname: options.hostname ?? id, network: options.network ?? 'none', imageLayer: image.rootfs, readOnly: !!options.readOnly }),
+        etcFiles: await etcFiles,
       };
       if (detach) {
         const log: LogOptions = { ...(logMaxSize !== undefined ? { logMaxSize } : {}), ...(logMaxFiles !== undefined ? { logMaxFiles } : {}) };
@@ -938,8 +940,16 @@ export class Runtime {
    */
   private async destroyEntryAsync(e: Entry): Promise<boolean> {
     let dir = e.dir;
+    const trusted = e.kind === 'live' && e.rec && !e.bad;
+    // What the steps below need, read at once (each is a turn of the pool): the host's mounts,
+    // the write layer's kind (the same after the rename), the names linked to it.
+    const [mountinfo, disk, names] = await Promise.all([
+      e.kind === 'live' ? fs.promises.readFile('/proc/self/mountinfo', 'utf8') : undefined,
+      trusted ? Workspace.diskOfAsync(e.dir) : undefined,
+      this.namesOf(e.id),
+    ]);
     if (e.kind === 'live') {
-      const mounted = mountsUnder(e.dir, await fs.promises.readFile('/proc/self/mountinfo', 'utf8'));
+      const mounted = mountsUnder(e.dir, mountinfo);
       if (mounted.length) {
         throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
       }
@@ -951,10 +961,12 @@ export class Runtime {
         throw fromSystemError(`remove container ${e.id}`, err);
       }
     }
-    await removeContainerCgroupAsync(e.id);
-    if (e.kind === 'live' && e.rec && !e.bad) await new Workspace(dir, e.rec.imageLayer, e.rec.driver, !!e.rec.readOnly, await Workspace.diskOfAsync(dir)).destroyAsync();
-    else removeTree(e.id, dir);
-    for (const n of await this.namesOf(e.id)) this.releaseName(n, e.id);
+    // Its cgroups and its layers at once: neither waits for the other.
+    await Promise.all([
+      removeContainerCgroupAsync(e.id),
+      trusted ? new Workspace(dir, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, disk).destroyAsync() : Promise.resolve(removeTree(e.id, dir)),
+    ]);
+    for (const n of names) this.releaseName(n, e.id);
     this.unsaved.delete(e.id);
     return true;
   }

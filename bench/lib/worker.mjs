@@ -276,7 +276,16 @@ async function images() {
   return { api, importMs, commitMs };
 }
 
-const scenarios = { start, throughput, supervisor, images };
+/** The event-loop delay of a Node process doing nothing, on this machine now: the floor under the throughput scenario's. */
+async function idle() {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  await new Promise((r) => setTimeout(r, cfg.ms ?? 2000));
+  h.disable();
+  return { loopDelay: [{ p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 }] };
+}
+
+const scenarios = { start, throughput, supervisor, images, idle };
 try {
   const result = await scenarios[cfg.scenario]();
   process.stdout.write(`${JSON.stringify(result)}\n`);
