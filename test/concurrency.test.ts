@@ -118,6 +118,35 @@ describe('starts in flight at once', () => {
     expect(leftovers()).toEqual(before);
   });
 
+  it('makes no more spawner threads than $NSBOX_SPAWN_THREADS, however many starts are in flight', async () => {
+    const script = `
+      const fs = require('fs');
+      const path = require('path');
+      const { Runtime } = require(path.join(path.dirname(process.env.NSBOX_DIST), 'index.js'));
+      const threads = () => fs.readdirSync('/proc/self/task').length;
+      const rt = new Runtime({ root: process.argv[1] });
+      (async () => {
+        await (await rt.run({ image: 'busybox', command: ['true'], stdio: 'ignore', remove: true })).wait();
+        const before = threads();
+        const cs = await Promise.all(Array.from({ length: 12 }, () => rt.run({ image: 'busybox', command: ['sleep', '0.3'], stdio: 'ignore', remove: true })));
+        const during = threads();
+        await Promise.all(cs.map((c) => c.wait()));
+        console.log(JSON.stringify({ added: during - before, started: cs.length }));
+      })();
+    `;
+    const root = path.join(base, 'threads');
+    process.env.NSBOX_SPAWN_THREADS = '2';
+    let r;
+    try {
+      r = await runNode(script.replace('process.argv[1]', JSON.stringify(root)), { timeoutMs: 30_000 });
+    } finally {
+      delete process.env.NSBOX_SPAWN_THREADS;
+    }
+    expect(r.stderr).toBe('');
+    // The first start made one thread; the twelve at once make one more, not eleven.
+    expect(JSON.parse(r.stdout)).toEqual({ added: 1, started: 12 });
+  });
+
   it('a worker torn down with starts in flight kills and reaps what started, and frees its fds', async () => {
     const script = `
       const fs = require('fs');
