@@ -81,10 +81,22 @@ for (const p of Object.values(peers)) if (p.missing) skip(p.missing);
 const bundles = peers.crun.path || peers.runc.path ? ociBundles(busybox.dir, peers.crun.path ? 'crun' : 'runc') : {};
 // Leftovers of an interrupted run (state-PID, scratch-PID of a dead PID) go first.
 for (const d of fs.readdirSync(CACHE)) {
-  const m = /^(?:state|scratch|profile-state)-(\d+)$/.exec(d);
-  if (m && !fs.existsSync(`/proc/${m[1]}`)) fs.rmSync(path.join(CACHE, d), { recursive: true, force: true });
+  const m = /^(?:state|scratch|profile-state|tmpfs)-(\d+)$/.exec(d);
+  if (m && !fs.existsSync(`/proc/${m[1]}`)) {
+    if (d.startsWith('tmpfs-')) sh('umount', [path.join(CACHE, d)]);
+    fs.rmSync(path.join(CACHE, d), { recursive: true, force: true });
+  }
 }
 const stateRoot = path.join(CACHE, `state-${process.pid}`);
+// Issue 14 goal 6: the same starts with the state directory on a tmpfs (nothing of a start on
+// this machine's disk, which is mounted with `discard` here), mounted for this run only.
+const tmpfsRoot = path.join(CACHE, `tmpfs-${process.pid}`);
+let tmpfsState;
+if (want(1) || want(4)) {
+  fs.mkdirSync(tmpfsRoot, { recursive: true, mode: 0o700 });
+  if (sh('mount', ['-t', 'tmpfs', '-o', 'mode=0700,size=2g', 'nsbench', tmpfsRoot]).code === 0) tmpfsState = path.join(tmpfsRoot, 'state');
+  else skip('state dir on a tmpfs: mount -t tmpfs failed, rows skipped');
+}
 const scratch = path.join(CACHE, `scratch-${process.pid}`);
 fs.mkdirSync(scratch, { recursive: true });
 // The installed command (package.json bin): the bundle with its code cache; main.js is the
@@ -170,11 +182,17 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
       ['nsbox-limits', 'nsbox, in process, memory + pids + cpu limits (net ns, --rm counted)', { network: 'none', remove: 'counted', limits: LIMITS }],
       ['nsbox-limits-cold', 'nsbox, in process, the same limits, no warm cgroup sets (NSBOX_WARM_CGROUPS=0)', { network: 'none', remove: 'counted', limits: LIMITS, env: { NSBOX_WARM_CGROUPS: '0' } }],
       ['nsbox-iso', 'nsbox, in process, 20 ms apart (net ns, --rm counted)', { network: 'none', remove: 'counted', gapMs: 20 }],
+      // Issue 14 goals 2 and 6: the write layer on a tmpfs of its own (limits.disk), and the
+      // whole state directory on a tmpfs.
+      ['nsbox-layer-tmpfs', 'nsbox, in process, write layer on a tmpfs (limits.disk 64m, --rm counted)', { network: 'none', remove: 'counted', disk: '64m' }],
+      ...(tmpfsState ? [
+        ['nsbox-state-tmpfs', 'nsbox, in process, state dir on a tmpfs (net ns, --rm counted)', { network: 'none', remove: 'counted', stateRoot: tmpfsState }],
+      ] : []),
       ['nsbox-limits-iso', 'nsbox, in process, memory + pids + cpu limits, 20 ms apart', { network: 'none', remove: 'counted', limits: LIMITS, gapMs: 20 }],
     ]) {
       const r = await attempt(`nsbox in-process ${id}`, () => worker({ ...workerBase, scenario: 'start', runs: inprocRuns, warmup: 20, ...extra }));
       if (!r) continue;
-      if (!extra.bindRoot && !extra.limits && !extra.gapMs) api = r.api;
+      if (!extra.bindRoot && !extra.limits && !extra.gapMs && !extra.disk && !extra.stateRoot) api = r.api;
       addSeries('start', id, label, r.samples, {}, perRun(r));
       addSeries('start', `${id}.started`, `${label}: run() resolved (after execve)`, r.started, { hidden: true });
       if (extra.remove === 'separate') addSeries('start', 'nsbox-remove', 'nsbox: remove() after exit', r.removal, { hidden: true });
@@ -251,6 +269,14 @@ if (want(3) && cliOk && peers.hyperfine.path && !broken.has('nsbox CLI')) {
 // --- 4: throughput -----------------------------------------------------------------------
 if (want(4)) {
   log('throughput');
+  // Issue 14 goal 1: nsbox's curve with N in flight, the state dir on the disk and on a
+  // tmpfs, and how long the event loop was held meanwhile (monitorEventLoopDelay, 1 ms timer).
+  for (const [where, root] of [['disk', stateRoot], ...(tmpfsState ? [['tmpfs', tmpfsState]] : [])]) {
+    for (const inflight of [1, 2, 4, 8, 10, 16, 32]) {
+      const r = await attempt(`nsbox throughput ${inflight} in flight (${where})`, () => worker({ ...workerBase, stateRoot: root, scenario: 'throughput', count: N.tput, inflight, repeat: N.tputRepeat, warmup: 10 }));
+      if (r) results.throughput[`nsbox.curve.${where}.${inflight}`] = { ...rate(r.walls, N.tput), inflight, where, loopDelay: r.loopDelay };
+    }
+  }
   for (const inflight of [1, 10]) {
     const key = inflight === 1 ? 'sequential' : 'inflight10';
     const r = await attempt(`nsbox throughput ${key}`, () => worker({ ...workerBase, scenario: 'throughput', count: N.tput, inflight, repeat: N.tputRepeat, warmup: 10 }));
@@ -374,6 +400,8 @@ if (want(8)) {
 // --- the end -----------------------------------------------------------------------------
 cleanupPeers();
 fs.rmSync(scratch, { recursive: true, force: true });
+if (tmpfsState) sh('umount', [tmpfsRoot]);
+if (fs.existsSync(tmpfsRoot)) fs.rmdirSync(tmpfsRoot);
 // The state root holds containers' write layers only if something went wrong; images go too.
 fs.rmSync(stateRoot, { recursive: true, force: true });
 results.durationSeconds = Math.round((Date.now() - started) / 1000);

@@ -738,6 +738,31 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
  * says EBUSY until then, retried for up to `waitMs`. What stays busy is left to
  * pruneStaleCgroups. Returns what it removed.
  */
+/** removeContainerCgroup off the event loop: rmdirs on the pool, waits as timers. */
+export async function removeContainerCgroupAsync(id: string, waitMs = 3000): Promise<string[]> {
+  if (!/^[0-9a-f]{12}$/.test(id)) return [];
+  const removed: string[] = [];
+  const deadline = Date.now() + waitMs;
+  const given = givenV2Parent();
+  const dirs = [...nsboxParents(), ...(given ? [given] : [])].map((p) => path.join(p, id));
+  const devices = devicesParent();
+  if (devices) dirs.push(path.join(devices, STANDARD, id));
+  await Promise.all(dirs.map(async (dir) => {
+    for (;;) {
+      try {
+        await fs.promises.rmdir(dir);
+        removed.push(dir);
+        return;
+      } catch (e) {
+        // ENOENT: not there
+        if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() >= deadline) return;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+  }));
+  return removed;
+}
+
 export function removeContainerCgroup(id: string, waitMs = 3000): string[] {
   if (!/^[0-9a-f]{12}$/.test(id)) return [];
   const removed: string[] = [];

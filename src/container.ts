@@ -11,7 +11,7 @@ import type * as tty from 'node:tty';
 
 import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './copy';
 import { NsboxError, fromNative, invalid, errnoCode } from './errors';
-import { native, type NativePlan, type NativeProcess } from './native';
+import { native, type NativePlan, type NativeProcess, type NativeUsage, type SpawnResult } from './native';
 import type { ImageInfo } from './image/store';
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
@@ -289,6 +289,14 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
   private readonly closed: Promise<ExitStatus>;
   /** A failure of the Runtime's bookkeeping after exit, reported by wait(). */
   private cleanupError: unknown;
+  /**
+   * The exit is handled (streams drained, afterExit) only once the container is in its
+   * caller's hands: a stream nobody listens to is drained at the exit, and a caller must have
+   * had the chance to listen first. Opened at once by launch(); by the Runtime through
+   * handOver() after an async start, once run() has done its bookkeeping.
+   */
+  private openGate!: () => void;
+  private readonly gate = new Promise<void>((resolve) => (this.openGate = resolve));
 
   /**
    * Starts a container process on a root filesystem (`root`), without images or state:
@@ -300,28 +308,15 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
 
   /** @internal Runtime's way in: the same start, with the bookkeeping hooks attached. */
   static launch(options: LaunchOptions, managed?: ManagedContainer): Container {
-    const size = ttySize(options.tty);
-    const { security, confinement: built, devices: deviceSpecs, limits, ulimits, timeout, signal, stdio, tty: _tty, ...rest } = options;
-    const confined = built ?? confinement(security);
-    if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
-    const devices = (deviceSpecs ?? []).map(parseDevice);
-    const privileged = security?.privileged === true;
-    const bounds = cgroupLimits(limits);
-    const initOptions = initRlimits(limits, ulimits);
-    const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
-    if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
-    const cgroup = ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
-    const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
+    const { plan, cgroup, time } = prepareStart(options, managed);
     try {
-      const plan = buildPlan({
-        cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(FORK_STYLE ? { forkStyle: true } : {}),
-        stdio: normaliseStdio(stdio), tty: size, confinement: confined,
-        deviceNodesAllowed: privileged, devices, initOptions,
-        ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
-        ...(bornIn ? { bornIn } : {}),
-        ...(cgroup?.cgroupFd !== undefined ? { cgroupFd: cgroup.cgroupFd } : {}),
-      });
-      return new Container(plan, managed, cgroup, time);
+      const exit = new ExitRelay();
+      const startedAt = performance.now();
+      const r = native().spawn(plan, exit.onExit);
+      if (!r.ok) throw describeFailure(plan, r);
+      const c = new Container(managed, cgroup, time, { r, exit, startedAt });
+      c.openGate();
+      return c;
     } catch (e) {
       // Nothing joined it (the start failed and its processes have been reaped).
       cgroup?.closeFds();
@@ -332,29 +327,56 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     }
   }
 
-  protected constructor(plan: NativePlan, managed?: ManagedContainer, cgroup?: ContainerCgroup | null, time: TimeBounds = {}) {
+  /**
+   * @internal The same start with the JS thread free while it runs: the clone, the child's
+   * setup and nsbox-init's first report happen on a spawner thread (src-cc/core/spawner.h),
+   * so several starts run at once, on several cores. Its exit is handled once handOver()
+   * was called.
+   */
+  static async launchAsync(options: LaunchOptions, managed?: ManagedContainer): Promise<Container> {
+    const { plan, cgroup, time } = prepareStart(options, managed);
+    let r: SpawnResult;
+    const exit = new ExitRelay();
+    const startedAt = performance.now();
+    try {
+      // The cgroup fds the plan names stay open until the child has used them.
+      r = await new Promise<SpawnResult>((resolve) => {
+        const early = native().spawnAsync(plan, exit.onExit, resolve);
+        if (early) resolve(early);
+      });
+    } catch (e) {
+      // A plan the addon refused: nothing started.
+      cgroup?.closeFds();
+      cgroup?.remove().catch(() => {});
+      throw e;
+    } finally {
+      cgroup?.closeFds();
+    }
+    if (!r.ok) {
+      cgroup?.remove().catch(() => {});
+      throw describeFailure(plan, r);
+    }
+    return new Container(managed, cgroup, time, { r, exit, startedAt });
+  }
+
+  /**
+   * @internal After launchAsync: the caller has the container (or is done with it). Its exit
+   * is handled from the next turn of the loop on, after the caller's own continuation (which
+   * attaches its listeners) has run.
+   */
+  handOver(): void {
+    setImmediate(this.openGate);
+  }
+
+  protected constructor(managed: ManagedContainer | undefined, cgroup: ContainerCgroup | null | undefined, time: TimeBounds, started: Started) {
     super();
     this.managed = managed;
     this.id = managed?.id ?? null;
     this.name = managed?.name ?? null;
     let resolveExit!: (s: ExitStatus) => void;
     this.exited = new Promise((resolve) => (resolveExit = resolve));
-    const started = performance.now();
+    const { r, exit, startedAt } = started;
     const ended = { timedOut: false, aborted: false, cpuTimeExceeded: false };
-    const r = native().spawn(plan, (code, sig, usage) => {
-      this.status = {
-        exitCode: code, signal: sig === null ? null : SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals),
-        oomKilled: false, ...ended,
-        usage: {
-          wallMs: performance.now() - started,
-          cpuUserMs: (usage?.userUs ?? 0) / 1000, cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
-          maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024, memoryPeakBytes: null,
-        },
-      };
-      stopTimers();
-      resolveExit(this.status);
-    });
-    if (!r.ok) throw describeFailure(plan, r);
     // Time bounds: the whole container goes (SIGKILL to nsbox-init ends its pid namespace).
     const end = (why: keyof typeof ended) => {
       if (this.status) return;
@@ -379,9 +401,24 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     };
     this.pid = r.pid;
     this.proc = r.process;
+    exit.attach((code, sig, usage) => {
+      this.status = {
+        exitCode: code, signal: sig === null ? null : SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals),
+        oomKilled: false, ...ended,
+        usage: {
+          wallMs: performance.now() - startedAt,
+          cpuUserMs: (usage?.userUs ?? 0) / 1000, cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
+          maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024, memoryPeakBytes: null,
+        },
+      };
+      stopTimers();
+      resolveExit(this.status);
+    });
+    // Aborted while the start was in flight: it goes now.
+    if (time.signal?.aborted) end('aborted');
     this.ptyFd = r.pty;
     ({ stdin: this.stdin, stdout: this.stdout, stderr: this.stderr, terminal: this.terminal } = processStreams(r, (e) => this.emit('error', e)) as S);
-    this.closed = this.exited.then(async (status) => {
+    this.closed = Promise.all([this.exited, this.gate]).then(async ([status]) => {
       // Nobody reads the pipe any more: close our end, as child_process does, or its fd
       // stays open for as long as the Container object lives.
       this.stdin?.destroy();
@@ -527,6 +564,70 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
   }
 }
 
+type OnExit = (code: number | null, signal: number | null, usage: NativeUsage | null) => void;
+
+/**
+ * The native exit callback, given at the start, before the Container that handles the exit
+ * exists (an async start's result arrives later): an exit that comes first is kept for it.
+ */
+class ExitRelay {
+  private kept: Parameters<OnExit> | undefined;
+  private to: OnExit | undefined;
+  readonly onExit: OnExit = (code, signal, usage) => {
+    if (this.to) this.to(code, signal, usage);
+    else this.kept = [code, signal, usage];
+  };
+
+  attach(to: OnExit): void {
+    this.to = to;
+    const kept = this.kept;
+    this.kept = undefined;
+    if (kept) to(...kept);
+  }
+}
+
+/** A started process handed to the Container that supervises it. */
+interface Started {
+  r: Extract<SpawnResult, { ok: true }>;
+  exit: ExitRelay;
+  startedAt: number;
+}
+
+/**
+ * Everything of a start before the clone: options checked, the confinement, the container's
+ * cgroups found (their fds open: the caller closes them once the child has used them), the
+ * plan built. Throws NsboxError, leaving nothing behind.
+ */
+function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefined): { plan: NativePlan; cgroup: ContainerCgroup | null; time: TimeBounds } {
+  const size = ttySize(options.tty);
+  const { security, confinement: built, devices: deviceSpecs, limits, ulimits, timeout, signal, stdio, tty: _tty, ...rest } = options;
+  const confined = built ?? confinement(security);
+  if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
+  const devices = (deviceSpecs ?? []).map(parseDevice);
+  const privileged = security?.privileged === true;
+  const bounds = cgroupLimits(limits);
+  const initOptions = initRlimits(limits, ulimits);
+  const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
+  if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
+  const cgroup = ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+  const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
+  try {
+    const plan = buildPlan({
+      cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(FORK_STYLE ? { forkStyle: true } : {}),
+      stdio: normaliseStdio(stdio), tty: size, confinement: confined,
+      deviceNodesAllowed: privileged, devices, initOptions,
+      ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
+      ...(bornIn ? { bornIn } : {}),
+      ...(cgroup?.cgroupFd !== undefined ? { cgroupFd: cgroup.cgroupFd } : {}),
+    });
+    return { plan, cgroup, time };
+  } catch (e) {
+    cgroup?.closeFds();
+    cgroup?.remove().catch(() => {});
+    throw e;
+  }
+}
+
 interface TimeBounds {
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -625,7 +726,10 @@ export function processStreams(
 export function pipeSocket(fd: number, direction: 'read' | 'write'): Net.Socket {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { Socket } = require('node:net') as typeof Net;
-  return new Socket({ fd, readable: direction === 'read', writable: direction === 'write' });
+  // manualStart: nothing is read before someone reads (or drain() lets it flow at the exit),
+  // so a short output's end cannot pass before the caller, handed the container after an
+  // async start's bookkeeping, has attached its listeners.
+  return new Socket({ fd, readable: direction === 'read', writable: direction === 'write', manualStart: true } as Net.SocketConstructorOpts);
 }
 
 /** A stream over the pty's controlling side; node:tty (which loads node:net) only when used. */

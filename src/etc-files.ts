@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { fromSystemError } from './errors';
+import { writeFileAsync } from './fsat';
 import { hostsFile } from './plan';
 
 export interface EtcFilesInput {
@@ -36,6 +37,20 @@ function hostResolvConf(): string | undefined {
  * own and never written by a container; a write layer that replaced the file with a link makes
  * the start fail at that step (the child refuses a link as the target) rather than follow it.
  */
+const bindableSeen = new Map<string, boolean>();
+
+/** bindable(), remembered per image layer (never written: see above), so a start reads it once. */
+function bindableCached(imageLayer: string, file: string, readOnly: boolean): boolean {
+  const key = `${readOnly ? 1 : 0}\0${file}\0${imageLayer}`;
+  let v = bindableSeen.get(key);
+  if (v === undefined) {
+    v = bindable(imageLayer, file, readOnly);
+    if (bindableSeen.size > 1000) bindableSeen.clear();
+    bindableSeen.set(key, v);
+  }
+  return v;
+}
+
 function bindable(imageLayer: string, file: string, readOnly: boolean): boolean {
   const lstat = (p: string) => {
     try {
@@ -47,6 +62,34 @@ function bindable(imageLayer: string, file: string, readOnly: boolean): boolean 
   if (!lstat(path.join(imageLayer, 'etc'))?.isDirectory()) return false;
   const st = lstat(path.join(imageLayer, 'etc', file));
   return st ? st.isFile() : !readOnly;
+}
+
+/** writeEtcFiles off the event loop. */
+export async function writeEtcFilesAsync(input: EtcFilesInput): Promise<Array<{ source: string; target: string }>> {
+  const files: Array<[string, string | undefined]> = [
+    ['hosts', hostsFile(input.hostname)],
+    ['hostname', `${input.hostname}\n`],
+    ...(input.network === 'host' ? [['resolv.conf', hostResolvConf()] as [string, string | undefined]] : []),
+  ];
+  const wanted = files.filter(([name, text]) => text !== undefined && bindableCached(input.imageLayer, name, input.readOnly));
+  return Promise.all(wanted.map(async ([name, text]) => {
+    const source = path.join(input.dir, name);
+    try {
+      // Made afresh, never through a link; 0644 whatever the umask (the container reads it).
+      // In a fresh container directory there is none yet: removed (and made again) only if so.
+      const write = () => writeFileAsync(source, text!, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode: 0o644, setMode: true });
+      try {
+        await write();
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        await fs.promises.rm(source, { force: true });
+        await write();
+      }
+    } catch (e) {
+      throw fromSystemError(`write ${source}`, e);
+    }
+    return { source, target: `/etc/${name}` };
+  }));
 }
 
 /** Writes the files into `dir` (made afresh, never through a link) and returns the binds. */

@@ -159,10 +159,40 @@ export function copyData(fromFd: number, toFd: number, limit: number): number {
  */
 export function removeTree(path: string | Buffer, options: { force?: boolean } = {}): void {
   const r = native().removeTree(path);
-  if (!r || (options.force && r.code === 'ENOENT' && r.path.length === 0)) return;
+  const e = r && removeTreeError(path, r, options);
+  if (e) throw e;
+}
+
+/**
+ * Writes a whole file on libuv's thread pool, open to close in one step: no fd of it is ever
+ * held by JS (a worker ended mid-write would leak it). Fails as node:fs does: an Error with
+ * `code`, `errno`, `syscall` and `path`.
+ */
+export function writeFileAsync(path: string, data: string | Buffer, options: { flags: number; mode: number; setMode?: boolean }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    native().writeFileAsync(path, data, options.flags, options.mode, !!options.setMode, (r) => {
+      if (!r) return resolve();
+      reject(Object.assign(new Error(`${r.code}: ${r.syscall} '${path}'`), { code: r.code, errno: -r.errno, syscall: r.syscall, path }));
+    });
+  });
+}
+
+/** removeTree on libuv's thread pool, the event loop free meanwhile. */
+export function removeTreeAsync(path: string | Buffer, options: { force?: boolean } = {}): Promise<void> {
+  return new Promise((resolve, reject) => {
+    native().removeTreeAsync(path, (r) => {
+      const e = r && removeTreeError(path, r, options);
+      if (e) reject(e);
+      else resolve();
+    });
+  });
+}
+
+function removeTreeError(path: string | Buffer, r: NativeErrno & { path: Buffer }, options: { force?: boolean }): NsboxError | undefined {
+  if (options.force && r.code === 'ENOENT' && r.path.length === 0) return undefined;
   const where = r.path.length === 0 ? printable(path) : `${printable(path)}/${printable(r.path)}`;
   const hint = r.code === 'EBUSY' ? `something is mounted at ${where}: umount it first` : undefined;
-  throw fromNative(`remove ${printable(path)}: ${where}`, r, { path: where, ...(hint ? { hint } : {}) });
+  return fromNative(`remove ${printable(path)}: ${where}`, r, { path: where, ...(hint ? { hint } : {}) });
 }
 
 // ---- Container roots (cp, src/copy.ts) ----

@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, errnoCode } from './errors';
+import { writeFileAsync } from './fsat';
 
 export const DEFAULT_ROOT = '/var/lib/nsbox';
 
@@ -97,6 +98,14 @@ export class Layout {
   }
 
   /** A fresh directory under tmp/ for work that is renamed into place when complete. */
+  /** makeTemp off the event loop (once the state directory was made). */
+  async makeTempAsync(prefix: string): Promise<string> {
+    this.ensure();
+    const dir = path.join(this.tmp, `${prefix}-${process.pid}-${newId()}`);
+    await fs.promises.mkdir(dir, { mode: 0o700 });
+    return dir;
+  }
+
   makeTemp(prefix: string): string {
     this.ensure();
     const dir = path.join(this.tmp, `${prefix}-${process.pid}-${newId()}`);
@@ -132,6 +141,18 @@ function writeFileAtomic(file: string, text: string): void {
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
+    throw writeError(file, e);
+  }
+}
+
+/** writeFileAtomic off the event loop; its temp file's name is its own (writes may overlap). */
+async function writeFileAtomicAsync(file: string, text: string): Promise<void> {
+  const tmp = `${file}.${process.pid}.${newId()}.tmp`;
+  try {
+    await writeFileAsync(tmp, text, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, mode: 0o600 });
+    await fs.promises.rename(tmp, file);
+  } catch (e) {
+    await fs.promises.rm(tmp, { force: true });
     throw writeError(file, e);
   }
 }
@@ -185,6 +206,27 @@ export function writeRecordFile(file: string, value: unknown, options: { fresh?:
     } finally {
       fs.closeSync(fd);
     }
+  }
+}
+
+/** writeRecordFile off the event loop (the full-disk fallback, rare, stays synchronous). */
+export async function writeRecordFileAsync(file: string, value: unknown, options: { fresh?: boolean } = {}): Promise<void> {
+  const json = JSON.stringify(value, null, 2);
+  const size = Math.max(RECORD_PAGE, Math.ceil((Buffer.byteLength(json) + RECORD_SLACK) / RECORD_PAGE) * RECORD_PAGE);
+  const padded = json + ' '.repeat(size - Buffer.byteLength(json) - 1) + '\n';
+  if (options.fresh) {
+    try {
+      await writeFileAsync(file, padded, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode: 0o600 });
+    } catch (e) {
+      throw writeError(file, e);
+    }
+    return;
+  }
+  try {
+    await writeFileAtomicAsync(file, padded);
+  } catch (e) {
+    if (!(e instanceof NsboxError) || !isNoSpace({ code: e.code })) throw e;
+    writeRecordFile(file, value);
   }
 }
 

@@ -41,6 +41,15 @@ export class ContainerLock {
    */
   static async acquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy', waitMs: number): Promise<ContainerLock> {
     const deadline = Date.now() + waitMs;
+    // The usual case, a free lock, off the event loop (a symlink on the state directory's disk).
+    layout.ensure();
+    const file = path.join(layout.locks, id);
+    try {
+      await fs.promises.symlink(`${process.pid}-${ownStartTime()}-${what}`, file);
+      return new ContainerLock(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(`lock container ${id}`, e);
+    }
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
       const lock = ContainerLock.tryAcquire(layout, id, what);
       if (lock) return lock;
@@ -58,6 +67,13 @@ export class ContainerLock {
     if (this.released) return;
     this.released = true;
     fs.rmSync(this.file, { force: true });
+  }
+
+  /** release() off the event loop. */
+  async releaseAsync(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    await fs.promises.rm(this.file, { force: true });
   }
 }
 

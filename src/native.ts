@@ -134,6 +134,12 @@ export type DetachedSpawnResult =
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   spawn(plan: NativePlan, onExit: () => void, detach: NativeDetach): DetachedSpawnResult;
+  /**
+   * The same start on a spawner thread, the JS thread free meanwhile (core/spawner.h):
+   * onStarted gets what spawn() returns. Returns a failure object when the stdio fds cannot be
+   * made, else undefined. The fds the plan names must stay open until onStarted.
+   */
+  spawnAsync(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void, onStarted: (r: SpawnResult) => void): SpawnResult | undefined;
   resizePty(fd: number, cols: number, rows: number): NativeErrno | null;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
@@ -172,6 +178,10 @@ export interface NativeBinding {
   setLinkAttrsAt(dirfd: number, name: Buffer, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
   copyData(fromFd: number, toFd: number, limit: number): number | NativeErrno;
   removeTree(path: string | Buffer): (NativeErrno & { path: Buffer }) | null;
+  /** open, write whole, (fchmod,) close on libuv's thread pool: no fd of it ever reaches JS. */
+  writeFileAsync(path: string, data: string | Buffer, flags: number, mode: number, setMode: boolean, done: (r: NativeErrno | null) => void): void;
+  /** removeTree on libuv's thread pool. */
+  removeTreeAsync(path: string | Buffer, done: (r: (NativeErrno & { path: Buffer }) | null) => void): void;
   // For cp (src/copy.ts): a container's root and what lies beneath it.
   /** openat2(rootFd, path, flags | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS). */
   openInRoot(rootFd: number, path: Buffer, flags: number): number | NativeErrno;

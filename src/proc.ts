@@ -54,9 +54,9 @@ export function processPidNamespace(pid: number | 'self'): string | undefined {
 }
 
 /** Mount points at or under `dir` in this process's mount namespace. */
-export function mountsUnder(dir: string): string[] {
+export function mountsUnder(dir: string, mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8')): string[] {
   const out: string[] = [];
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+  for (const line of mountinfo.split('\n')) {
     const field = line.split(' ')[4];
     if (field === undefined) continue;
     // mountinfo escapes space, tab, newline and backslash as \ooo.

@@ -6,14 +6,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { freezeContainer, pruneStaleCgroups, removeContainerCgroup } from './cgroup';
+import { freezeContainer, pruneStaleCgroups, removeContainerCgroup, removeContainerCgroupAsync } from './cgroup';
 import { signalNumber } from './container';
 import { Container, type CommitOptions, type ExitStatus, type LaunchOptions, type StreamsOf } from './container';
 import { checkStdio, type Stdio, type TerminalSize } from './stdio';
 import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
-import { DEFAULT_ROOT, ID_RE, Layout, isNoSpace, newId, writeRecordFile } from './layout';
+import { DEFAULT_ROOT, ID_RE, Layout, isNoSpace, newId, writeRecordFile, writeRecordFileAsync } from './layout';
 import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
@@ -27,7 +27,7 @@ import {
 } from './validate';
 import type { DeviceSpec } from './device';
 import { diskLimit, parseSize, withoutDisk, type Limits, type Ulimit } from './limits';
-import { writeEtcFiles } from './etc-files';
+import { writeEtcFiles, writeEtcFilesAsync } from './etc-files';
 import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResult } from './output';
 import { parseTmpfs, type TmpfsMount } from './plan';
 import { Volume } from './volume';
@@ -405,15 +405,15 @@ export class Runtime {
       supervisor: process.pid, supervisorStart: ownStartTime(), imageLayer: image.rootfs,
       config: recordConfig(options, env),
     };
-    const id = this.createRecord(record);
+    const id = await this.createRecordAsync(record);
     const dir = this.layout.containerDir(id);
     // limits.disk: a --rm container's write layer is a tmpfs of that size, a kept one's an ext4 image.
     const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly,
       disk === undefined ? undefined : { kind: options.remove ? 'tmpfs' : 'image', bytes: disk });
     try {
-      if (name !== null) this.claimName(name, id);
+      if (name !== null) await this.claimNameAsync(name, id);
     } catch (e) {
-      fs.rmSync(dir, { recursive: true, force: true });
+      await fs.promises.rm(dir, { recursive: true, force: true });
       throw e;
     }
     let container: Container | undefined;
@@ -423,7 +423,9 @@ export class Runtime {
     const madeDirs: string[] = [];
     let diskMount: number | undefined;
     try {
-      workspace.create();
+      // The layer's directories and the /etc files at once: one turn of the pool, not two.
+      const etcFiles = writeEtcFilesAsync({ dir, hostname: options.hostname ?? id, network: options.network ?? 'none', imageLayer: image.rootfs, readOnly: !!options.readOnly });
+      await Promise.all([workspace.createAsync(), etcFiles]);
       if (workspace.disk) await workspace.createDisk();
       diskMount = workspace.mountDisk();
       const processOptions: LaunchOptions = {
@@ -443,7 +445,7 @@ export class Runtime {
         ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
         ...(options.tmpfs !== undefined ? { tmpfs: tmpfsMounts(options.tmpfs) } : {}),
         ...(options.signal !== undefined ? { signal: options.signal } : {}),
-        etcFiles: writeEtcFiles({ dir, hostname: options.hostname ?? id, network: options.network ?? 'none', imageLayer: image.rootfs, readOnly: !!options.readOnly }),
+        etcFiles: await etcFiles,
       };
       if (detach) {
         const log: LogOptions = { ...(logMaxSize !== undefined ? { logMaxSize } : {}), ...(logMaxFiles !== undefined ? { logMaxFiles } : {}) };
@@ -455,7 +457,7 @@ export class Runtime {
           fs.closeSync(started.ack);
         }
       }
-      container = Container.launch(processOptions, {
+      container = await Container.launchAsync(processOptions, {
         id,
         name,
         afterExit: (status) => this.afterExit(record, status),
@@ -471,14 +473,21 @@ export class Runtime {
       record.pidNamespace = processPidNamespace(container.pid) ?? null;
       record.startedAt = new Date().toISOString();
       // On a full disk this writes over the record in place, into the room it was made with.
-      writeRecordFile(path.join(dir, 'container.json'), record);
+      // Its exit may come meanwhile: afterExit writes after this (the same record object).
       this.live.set(id, container);
+      // Its exit is handled after this (container.handOver), so that write comes first.
+      await writeRecordFileAsync(path.join(dir, 'container.json'), record);
+      container.handOver();
       return container;
     } catch (e) {
       if (container) {
         // Started, but its state could not be written: it must not outlive this failure.
         record.remove = true;
+        this.live.delete(id);
         container.kill('SIGKILL');
+        container.handOver();
+        // Gone (and removed) by the time run() rejects.
+        await container.wait().catch(() => {});
       } else if (detached !== undefined) {
         // The same for a detached one: its ack was closed unwritten, so its monitor kills it
         // (and removes its cgroups).
@@ -489,7 +498,7 @@ export class Runtime {
         }
       } else {
         try {
-          this.destroyEntry({ kind: 'live', id, dir, rec: record });
+          await this.destroyEntryAsync({ kind: 'live', id, dir, rec: record });
         } catch {
           // left as a 'creating' record of this process: listed, and removed by prune or rm -f
         }
@@ -557,16 +566,16 @@ export class Runtime {
    * written in tmp/, then renamed into place (the id is ours once the rename succeeded: an
    * existing container's directory is never empty). Sets and returns `record.id`.
    */
-  private createRecord(record: ContainerRecord): string {
+  private async createRecordAsync(record: ContainerRecord): Promise<string> {
     for (;;) {
       record.id = newId();
-      const tmp = this.layout.makeTemp('create');
+      const tmp = await this.layout.makeTempAsync('create');
       try {
-        writeRecordFile(path.join(tmp, 'container.json'), record, { fresh: true });
-        fs.renameSync(tmp, this.layout.containerDir(record.id));
+        await writeRecordFileAsync(path.join(tmp, 'container.json'), record, { fresh: true });
+        await fs.promises.rename(tmp, this.layout.containerDir(record.id));
         return record.id;
       } catch (e) {
-        fs.rmSync(tmp, { recursive: true, force: true });
+        await fs.promises.rm(tmp, { recursive: true, force: true });
         const code = (e as NodeJS.ErrnoException).code;
         if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw fromSystemError('create container', e);
       }
@@ -620,6 +629,16 @@ export class Runtime {
   /** Tries again to write the records a full disk kept in memory. */
   private flushUnsaved(): void {
     for (const rec of [...this.unsaved.values()]) this.saveRecord(rec);
+  }
+
+  /** claimName with the usual case (a free name) off the event loop. */
+  private async claimNameAsync(name: string, id: string): Promise<void> {
+    try {
+      await fs.promises.symlink(id, path.join(this.layout.names, name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(`name ${name}`, e);
+      this.claimName(name, id);
+    }
   }
 
   private claimName(name: string, id: string): void {
@@ -925,15 +944,65 @@ export class Runtime {
     return true;
   }
 
+  /**
+   * destroyEntry with its file system work off the event loop (issue 14: a removal racing many
+   * starts must not stall them): the rename, the cgroups' rmdirs and the names on the pool,
+   * the write layer removed by removeTreeAsync.
+   */
+  private async destroyEntryAsync(e: Entry): Promise<boolean> {
+    let dir = e.dir;
+    const trusted = e.kind === 'live' && e.rec && !e.bad;
+    // What the steps below need, read at once (each is a turn of the pool): the host's mounts,
+    // the write layer's kind (the same after the rename), the names linked to it.
+    const [mountinfo, disk, names] = await Promise.all([
+      e.kind === 'live' ? fs.promises.readFile('/proc/self/mountinfo', 'utf8') : undefined,
+      trusted ? Workspace.diskOfAsync(e.dir) : undefined,
+      this.namesOf(e.id),
+    ]);
+    if (e.kind === 'live') {
+      const mounted = mountsUnder(e.dir, mountinfo);
+      if (mounted.length) {
+        throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
+      }
+      dir = tombstonePath(this.layout, e.id);
+      try {
+        await fs.promises.rename(e.dir, dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+        throw fromSystemError(`remove container ${e.id}`, err);
+      }
+    }
+    // Its cgroups and its layers at once: neither waits for the other.
+    await Promise.all([
+      removeContainerCgroupAsync(e.id),
+      trusted ? new Workspace(dir, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, disk).destroyAsync() : Promise.resolve(removeTree(e.id, dir)),
+    ]);
+    for (const n of names) this.releaseName(n, e.id);
+    this.unsaved.delete(e.id);
+    return true;
+  }
+
+  /** The names linked to `id`, read off the event loop. */
+  private async namesOf(id: string): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(this.layout.names);
+    } catch {
+      return []; // none made yet
+    }
+    const targets = await Promise.all(names.map((n) => fs.promises.readlink(path.join(this.layout.names, n)).catch(() => undefined)));
+    return names.filter((_, i) => targets[i] === id);
+  }
+
   /** Takes the container's lock (waiting for a commit), finds it again, removes it. */
   private async removeLocked(id: string, find: () => Entry | undefined, before?: (e: Entry) => Promise<Entry | undefined>): Promise<void> {
     const lock = await ContainerLock.acquire(this.layout, id, 'remove', LOCK_WAIT_MS);
     try {
       let e = find();
       if (e && before) e = await before(e);
-      if (e) this.destroyEntry(e);
+      if (e) await this.destroyEntryAsync(e);
     } finally {
-      lock.release();
+      await lock.releaseAsync();
     }
   }
 
@@ -1446,7 +1515,7 @@ export class Runtime {
           fs.closeSync(started.ack);
         }
       }
-      const container = Container.launch(processOptions, {
+      const container = await Container.launchAsync(processOptions, {
         id,
         name: this.currentName(id, this.namesById()),
         afterExit: (status) => this.afterExit(record, status),
@@ -1464,9 +1533,11 @@ export class Runtime {
       } catch (e) {
         // Its state could not be written: it must not run unseen. Its exit is recorded as usual.
         container.kill('SIGKILL');
+        container.handOver();
         throw e;
       }
       this.live.set(id, container);
+      container.handOver();
       return container;
     } catch (e) {
       Volume.removeCreated(madeDirs);

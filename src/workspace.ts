@@ -10,7 +10,7 @@ import * as path from 'node:path';
 
 import * as diskLayer from './disk-layer';
 import { NsboxError, fromNative, fromSystemError, invalid } from './errors';
-import { removeTree } from './fsat';
+import { removeTree, removeTreeAsync } from './fsat';
 import { native } from './native';
 import { overlayLowerdir, type RootSource, type WriteLayerMount } from './plan';
 
@@ -104,6 +104,15 @@ export class Workspace {
     return undefined;
   }
 
+  /** diskOf, off the event loop. */
+  static async diskOfAsync(dir: string): Promise<DiskLayer | undefined> {
+    const has = (name: string) => fs.promises.access(path.join(dir, name)).then(() => true, () => false);
+    const [image, layer] = await Promise.all([has('disk.img'), has('layer')]);
+    if (image) return { kind: 'image' };
+    if (layer) return { kind: 'tmpfs' };
+    return undefined;
+  }
+
   /**
    * Checks that the host can hold the limit and makes the ext4 image of a kept one; `dir`
    * must exist. Refusals come before anything is made.
@@ -123,6 +132,25 @@ export class Workspace {
   mountDisk(): number | undefined {
     if (this.disk?.kind !== 'image') return undefined;
     return diskLayer.mountImageForContainer(this.diskImage);
+  }
+
+  /** create() off the event loop (vfs's copy stays as it is: a fallback driver). */
+  async createAsync(): Promise<void> {
+    if (this.readOnly) return;
+    if (this.driver === 'vfs') return this.create();
+    try {
+      if (this.disk) {
+        await Promise.all([fs.promises.mkdir(this.layerMount, { mode: 0o700 }), fs.promises.mkdir(this.merged, { mode: 0o755 })]);
+        return;
+      }
+      await Promise.all([
+        fs.promises.mkdir(this.upper, { mode: 0o755 }),
+        ...(this.driver === 'overlay' ? [fs.promises.mkdir(this.work, { mode: 0o700 })] : []),
+        fs.promises.mkdir(this.merged, { mode: 0o755 }),
+      ]);
+    } catch (e) {
+      throw fromSystemError(`workspace ${this.dir}`, e);
+    }
   }
 
   /** Makes the layer directories. `dir` itself must already exist. */
@@ -268,6 +296,29 @@ export class Workspace {
     if (this.readOnly) return { layers: [this.imageLayer], driver: 'vfs' };
     if (this.driver === 'vfs') return { layers: [this.upper], driver: 'vfs' };
     return { layers: [this.upper, this.imageLayer], driver: this.driver };
+  }
+
+  /** destroy() with the file system work off the event loop (the tree removed on the pool). */
+  async destroyAsync(): Promise<void> {
+    this.unmount();
+    try {
+      if (!this.readOnly) {
+        const [merged, dir] = await Promise.all([fs.promises.stat(this.merged), fs.promises.stat(this.dir)]);
+        if (merged.dev !== dir.dev) {
+          throw new NsboxError('EBUSY', `remove workspace: ${this.merged} is a mount point on the host`, { path: this.merged, hint: `umount ${this.merged}` });
+        }
+      }
+    } catch (e) {
+      if (e instanceof NsboxError) throw e;
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await removeTreeAsync(this.dir, { force: true });
+        return;
+      } catch (e) {
+        if (!(e instanceof NsboxError && e.code === 'ENOTEMPTY' && attempt < 5)) throw e;
+      }
+    }
   }
 
   /** Removes the write layer and everything of the container; never the image or a volume. */

@@ -38,6 +38,20 @@ export function targets(r) {
     const ratio = n && p ? n.perSecond / p.perSecond : undefined;
     out.push({ what: `Throughput, ${k === 'sequential' ? 'one after another' : '10 in flight'}`, goal: '≥ 5× crun’s containers/s', value: ratio && `${n.perSecond.toFixed(0)}/s vs ${p.perSecond.toFixed(1)}/s = ${x(ratio)}`, met: ratio && ratio >= 5 });
   }
+  // Issue 14: starts in flight use the cores, the loop is never held, the tail stays close.
+  for (const where of ['disk', 'tmpfs']) {
+    const seq = r.throughput[`nsbox.curve.${where}.1`];
+    const best = Object.values(r.throughput).filter((v) => v.where === where && v.inflight > 1).sort((a, b) => b.perSecond - a.perSecond)[0];
+    const ratio = seq && best ? best.perSecond / seq.perSecond : undefined;
+    out.push({ what: `Throughput across cores, state dir on ${where === 'disk' ? 'the disk' : 'a tmpfs'} (issue 14)`, goal: 'N in flight ≥ 1.7× one after another', value: ratio && `${best.perSecond.toFixed(0)}/s (${best.inflight} in flight) vs ${seq.perSecond.toFixed(0)}/s = ${x(ratio)}`, met: ratio && ratio >= 1.7 });
+    const ten = r.throughput[`nsbox.curve.${where}.10`];
+    const p99 = ten?.loopDelay?.length ? Math.max(...ten.loopDelay.map((d) => d.p99)) - 1 : undefined;
+    out.push({ what: `Event-loop delay, 10 in flight, state dir on ${where === 'disk' ? 'the disk' : 'a tmpfs'} (issue 14)`, goal: 'p99 < 1 ms', value: p99 !== undefined && `p99 ${ms(p99)} beyond the 1 ms timer (worst repetition)`, met: p99 === undefined ? undefined : p99 < 1 });
+  }
+  for (const [id, label] of [['nsbox', 'write layer on the state dir'], ['nsbox-layer-tmpfs', 'write layer on a tmpfs'], ['nsbox-state-tmpfs', 'state dir on a tmpfs']]) {
+    const t = s[id];
+    out.push({ what: `Start tail, --rm counted, ${label} (issue 14)`, goal: 'p99 ≤ 2× the median', value: t && `p99 ${ms(t.p99)} / median ${ms(t.median)} = ${x(t.p99 / t.median)}`, met: t && t.p99 / t.median <= 2 });
+  }
   const sup = r.supervisor.nsbox;
   out.push({ what: 'Supervisor RSS per live container', goal: '≤ 64 KiB', value: sup && `${sup.rssKiBPer.toFixed(1)} KiB`, met: sup && sup.rssKiBPer <= 64 });
   out.push({ what: 'Supervisor fds per live container', goal: '≤ 2', value: sup && `${sup.fdsPer.toFixed(2)}`, met: sup && sup.fdsPer <= 2 });
@@ -100,7 +114,7 @@ export function renderMarkdown(r, resultsPath) {
     'started by a small C harness (bench/spawnloop.c, posix_spawn, no shell), crun and runc inside a private mount namespace with an empty tmpfs over ' +
     '/sys/fs/cgroup/unified (crun 1.8 refuses hybrid cgroups), each run with its own container id. The C floor (bench/floor.c) makes the same container with the fewest system calls.', '');
   L.push('![start latency](start-latency.svg)', '');
-  L.push(latencyTable(r.start, 'nsbox', ['nsbox', 'nsbox-hostnet', 'nsbox-keep', 'nsbox-bind', 'floor', 'floor-hostnet', 'floor-full', 'floor-bind', 'unshare', 'bwrap', 'crun-lean', 'crun', 'runc']), '');
+  L.push(latencyTable(r.start, 'nsbox', ['nsbox', 'nsbox-hostnet', 'nsbox-keep', 'nsbox-bind', 'nsbox-layer-tmpfs', 'nsbox-state-tmpfs', 'floor', 'floor-hostnet', 'floor-full', 'floor-bind', 'unshare', 'bwrap', 'crun-lean', 'crun', 'runc']), '');
   const det = [];
   if (r.start['nsbox.started']) det.push(`- \`rt.run()\` resolves (the container has exec'd) after ${ms(r.start['nsbox.started'].median)} median (p99 ${ms(r.start['nsbox.started'].p99)}).`);
   if (r.start['nsbox-remove']) det.push(`- \`c.remove()\` after exit, timed on its own: ${ms(r.start['nsbox-remove'].median)} median (p99 ${ms(r.start['nsbox-remove'].p99)}).`);
@@ -144,6 +158,25 @@ export function renderMarkdown(r, resultsPath) {
     L.push(`| ${who === 'nsbox' ? '**nsbox (in process)**' : who} | ${s ? `${s.perSecond.toFixed(1)}/s` : '–'} | ${p ? `${p.perSecond.toFixed(1)}/s` : '–'} | ${who === 'nsbox' ? '1' : `${x(rs)} / ${x(rp)}`} |`);
   }
   L.push('');
+
+  const curve = Object.values(t).filter((v) => v.inflight !== undefined);
+  if (curve.length) {
+    const ns = [...new Set(curve.map((v) => v.inflight))].sort((a, b) => a - b);
+    L.push('nsbox with N starts in flight (issue 14): containers per second (× one after another), the state dir on the machine’s disk and on a tmpfs; and how long the event loop was held with 10 in flight (`monitorEventLoopDelay`, 1 ms timer; p99 and max beyond the timer, worst repetition).', '');
+    L.push(`| state dir | ${ns.join(' | ')} | loop p99 / max (10 in flight) |`, `|---|${ns.map(() => '--:').join('|')}|--:|`);
+    for (const where of ['disk', 'tmpfs']) {
+      const seq = t[`nsbox.curve.${where}.1`];
+      if (!seq) continue;
+      const cells = ns.map((n) => {
+        const v = t[`nsbox.curve.${where}.${n}`];
+        return v ? `${v.perSecond.toFixed(0)}/s (${x(v.perSecond / seq.perSecond)})` : '–';
+      });
+      const d = t[`nsbox.curve.${where}.10`]?.loopDelay ?? [];
+      const worst = (k) => (d.length ? ms(Math.max(...d.map((e) => e[k])) - 1) : '–');
+      L.push(`| ${where} | ${cells.join(' | ')} | ${worst('p99')} / ${worst('max')} |`);
+    }
+    L.push('');
+  }
 
   L.push('## 5. Supervisor cost', '');
   L.push('The Node process’s own RSS and open fds with that many live containers (`sleep 1000`, stdio ignored), minus the same before, per container (median of the repetitions, after a forced GC). `child_process.spawn` of the same command is the yardstick of what Node pays for any child.', '');

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import * as childProcess from 'node:child_process';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 
 const cfg = JSON.parse(process.argv[2]);
 // Before nsbox is loaded: NSBOX_WARM_CGROUPS=0 and friends, per scenario.
@@ -47,7 +48,8 @@ function makeStarter() {
     return {
       rt,
       async start({ command = ['/bin/true'], network = 'none', remove = true }) {
-        const c = await rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, ...(cfg.limits ? { limits: cfg.limits } : {}) });
+        const limits = { ...(cfg.limits ?? {}), ...(cfg.disk ? { disk: cfg.disk } : {}) };
+        const c = await rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, ...(Object.keys(limits).length ? { limits } : {}) });
         return c;
       },
       async remove(c) {
@@ -186,8 +188,13 @@ async function throughput() {
   };
   for (let i = 0; i < cfg.warmup; i++) await one();
   const walls = [];
+  // How long the event loop was kept from running (issue 14 goal 1): sampled every ms while
+  // the containers start, in ms; p99 and max per repetition.
+  const loopDelay = [];
   for (let r = 0; r < cfg.repeat; r++) {
     let next = 0;
+    const h = monitorEventLoopDelay({ resolution: 1 });
+    h.enable();
     const t0 = now();
     const lane = async () => {
       while (next < cfg.count) {
@@ -197,8 +204,10 @@ async function throughput() {
     };
     await Promise.all(Array.from({ length: cfg.inflight }, lane));
     walls.push(now() - t0);
+    h.disable();
+    loopDelay.push({ p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 });
   }
-  return { api, walls };
+  return { api, walls, loopDelay };
 }
 
 /** RSS and fds of this process with `count` live containers (or child processes). */
@@ -267,7 +276,16 @@ async function images() {
   return { api, importMs, commitMs };
 }
 
-const scenarios = { start, throughput, supervisor, images };
+/** The event-loop delay of a Node process doing nothing, on this machine now: the floor under the throughput scenario's. */
+async function idle() {
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  await new Promise((r) => setTimeout(r, cfg.ms ?? 2000));
+  h.disable();
+  return { loopDelay: [{ p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6 }] };
+}
+
+const scenarios = { start, throughput, supervisor, images, idle };
 try {
   const result = await scenarios[cfg.scenario]();
   process.stdout.write(`${JSON.stringify(result)}\n`);

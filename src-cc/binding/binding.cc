@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -46,6 +47,15 @@ namespace nsbox {
 namespace {
 
 class Process;
+struct StartJob;
+void discard_start(StartJob* job);
+
+// What the JS thread keeps of a start in flight (spawnAsync).
+struct PendingStart {
+  Napi::FunctionReference on_exit;
+  Napi::FunctionReference on_started;
+  std::unique_ptr<Napi::AsyncContext> context;
+};
 
 // Per-environment state (a worker thread has its own): the live processes, so that a
 // terminating environment can release their handles and fds.
@@ -58,12 +68,83 @@ struct Instance {
   size_t closing = 0;
   // nsbox-init's sealed image, made on the first start in this environment.
   int init_fd = -1;
-  // The threads that clone this environment's containers, one per cgroup they are born in
-  // (so that a thread is moved once, never back and forth), made on first use.
+  // The threads that clone this environment's containers, per cgroup they are born in (so
+  // that a thread is moved once, never back and forth), made on first use.
   std::unordered_map<std::string, std::unique_ptr<Spawner>> spawners;
+  // Starts in flight (spawnAsync), by id: their callbacks stay on the JS thread. A spawner
+  // thread hands a finished start back through `done` and wakes the loop with `async`, which
+  // keeps the loop alive only while starts are in flight.
+  napi_env env = nullptr;
+  std::unordered_map<uint64_t, PendingStart> pending;
+  uint64_t next_start = 0;
+  uv_async_t* async = nullptr;
+  std::mutex done_mu;
+  std::vector<StartJob*> done;  // under done_mu
+  bool closed = false;          // under done_mu: no JS left to hand a start to
+
   ~Instance() {
-    spawners.clear();
+    {
+      std::lock_guard<std::mutex> lock(done_mu);
+      closed = true;
+    }
+    spawners.clear();  // running starts finish (and are discarded), queued ones are cancelled
+    for (StartJob* job : done) discard_start(job);
+    done.clear();
     if (init_fd >= 0) close(init_fd);
+  }
+
+  int StartAsyncHandle(Napi::Env e) {
+    if (async) return 0;
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(e, &loop);
+    uv_async_t* h = new uv_async_t;
+    int r = uv_async_init(loop, h, &Instance::OnAsync);
+    if (r != 0) {
+      delete h;
+      return -r;
+    }
+    h->data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(h));
+    env = e;
+    async = h;
+    return 0;
+  }
+
+  // On a spawner thread: a start is done. Handed to the loop, or, when the environment is
+  // going away, its container is killed and its fds closed here.
+  void Finish(StartJob* job) {
+    {
+      std::lock_guard<std::mutex> lock(done_mu);
+      if (!closed) {
+        done.push_back(job);
+        uv_async_send(async);
+        return;
+      }
+    }
+    discard_start(job);
+  }
+
+  static void OnAsync(uv_async_t* h);
+
+  // Teardown (JS thread): no start is handed over any more; returns whether a close callback
+  // will report to `closing`.
+  bool CloseStarts() {
+    std::vector<StartJob*> left;
+    {
+      std::lock_guard<std::mutex> lock(done_mu);
+      closed = true;
+      left.swap(done);
+    }
+    for (StartJob* job : left) discard_start(job);
+    pending.clear();
+    if (!async) return false;
+    uv_close(reinterpret_cast<uv_handle_t*>(async), [](uv_handle_t* h) {
+      Instance* inst = static_cast<Instance*>(h->data);
+      delete reinterpret_cast<uv_async_t*>(h);
+      if (--inst->closing == 0) napi_remove_async_cleanup_hook(inst->teardown);
+    });
+    async = nullptr;
+    return true;
   }
 };
 
@@ -175,6 +256,11 @@ class Process : public Napi::ObjectWrap<Process> {
   }
 
   void Reap() {
+    // A worker ending: no JS to tell; its teardown kills and reaps what is left.
+    if (!env_can_run_js(Env())) {
+      if (poll_) uv_poll_stop(poll_);
+      return;
+    }
     siginfo_t info;
     memset(&info, 0, sizeof info);
     // Only this child, through its own pidfd: never waitpid(-1), which would steal the
@@ -619,17 +705,25 @@ Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, St
   return out;
 }
 
-// spawn(plan, onExit) -> { ok: true, process, stdin, stdout, stderr, pty }
-//                      | { ok: false, step, syscall, errno, code, detail }
-Napi::Value Spawn(const Napi::CallbackInfo& info) {
+// A start in flight: the plan and the fds it was read into (both stay put while a spawner
+// thread uses them), and the result. Holds no JS value: whichever thread ends up with it may
+// free it (see Instance::Finish).
+struct StartJob {
+  uint64_t id = 0;
+  Plan plan;
+  Stdio io;
+  SpawnResult res;
+};
+
+// Reads spawn's arguments into `job`. On a bad argument, throws a TypeError (and returns
+// false with `*early` undefined); on a failure to make the stdio fds, returns false with the
+// failure object in `*early`.
+bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born_in, Napi::Value* early) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
-    Napi::TypeError::New(env, "spawn(plan: object, onExit: function)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  *early = env.Undefined();
   Napi::Object js = info[0].As<Napi::Object>();
   Reader r(env);
-  Plan plan;
+  Plan& plan = job.plan;
   read_steps(r, js, plan);
   plan.argv = r.Strs(js, "argv");
   read_list(r, js, "env", plan, plan.envp, true);
@@ -646,44 +740,37 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   plan.share_vm = !js.Get("shareVm").IsBoolean() || js.Get("shareVm").As<Napi::Boolean>().Value();
   // An open cgroup v2 directory: the container is born in it (clone3 + CLONE_INTO_CGROUP).
   if (js.Get("cgroupFd").IsNumber()) plan.cgroup_fd = static_cast<int>(r.Num(js, "cgroupFd"));
-  // A v1 cgroup `tasks` file the spawner thread is moved into (once): the container is born
+  // A v1 cgroup `tasks` file the spawner threads are moved into (once): the container is born
   // in that cgroup, with no move of its own (see core/spawner.h).
-  std::string spawner_cgroup = r.Str(js, "bornIn");
+  born_in = r.Str(js, "bornIn");
   if (!r.ok()) {
     Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
-    return env.Undefined();
+    return false;
   }
-
-  Stdio io;
-  Napi::Object out = Napi::Object::New(env);
+  Stdio& io = job.io;
   if (!setup_stdio(r, js, plan, io)) {
     io.CloseChildEnds();
     io.CloseParentEnds();
     if (!r.ok()) {
       Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
-      return env.Undefined();
+      return false;
     }
     Napi::Object e = errno_object(env, io.err, io.sys);
     e.Set("ok", false);
     e.Set("step", -1);
-    return e;
+    *early = e;
+    return false;
   }
   for (int i = 0; i < 3; i++) plan.stdio[i] = io.child[i];
-  if (info.Length() > 2 && info[2].IsObject()) return SpawnDetached(env, info[2].As<Napi::Object>(), plan, io, spawner_cgroup);
+  return true;
+}
 
-  Instance* inst = env.GetInstanceData<Instance>();
-  if (inst->init_fd < 0) inst->init_fd = make_init_image();
-  SpawnResult res;
-  if (inst->init_fd < 0) {
-    res.parent_sys = Sys::kOpen;  // memfd_create, or writing and sealing it
-    res.parent_errno = -inst->init_fd;
-  } else {
-    std::unique_ptr<Spawner>& spawner = inst->spawners[spawner_cgroup];
-    if (!spawner) spawner = std::make_unique<Spawner>();
-    res = spawner->Run(plan, inst->init_fd, spawner_cgroup);
-  }
-  if (!res.failed && res.parent_sys == Sys::kNone && io.pty_socket[0] >= 0) {
-    // execve has happened (the error pipe said so), so the master is already queued.
+// The spawner thread's part of a start: clone, the child's setup, nsbox-init's first report,
+// and the pty master (queued before execve, so the receive does not wait).
+SpawnResult run_start(StartJob& job, int init_fd) {
+  SpawnResult res = spawn(job.plan, init_fd);
+  Stdio& io = job.io;
+  if (!res.failed && res.parent_sys == Sys::kNone && !res.vanished && io.pty_socket[0] >= 0) {
     io.pty_master = receive_fd(io.pty_socket[0]);
     if (io.pty_master < 0) {
       res.parent_sys = Sys::kSendmsg;
@@ -694,6 +781,27 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     }
   }
   io.CloseChildEnds();
+  return res;
+}
+
+// A finished start nobody will take (the environment is going away): its container goes.
+void discard_start(StartJob* job) {
+  SpawnResult& res = job->res;
+  if (!res.failed && !res.vanished && res.parent_sys == Sys::kNone && res.pidfd >= 0) {
+    kill_and_reap(res.pidfd);
+    close(res.pidfd);
+    close(res.report_fd);
+  }
+  job->io.CloseChildEnds();
+  job->io.CloseParentEnds();
+  delete job;
+}
+
+// On the JS thread: the start's result as spawn() returns it; the process watched from here on.
+Napi::Value finish_start(Napi::Env env, StartJob& job, Napi::Function on_exit) {
+  SpawnResult& res = job.res;
+  Stdio& io = job.io;
+  const Plan& plan = job.plan;
   if (res.vanished) {
     io.CloseParentEnds();
     // Killed before it could report (by a signal from outside, or the OOM killer).
@@ -716,8 +824,9 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     return e;
   }
 
+  Instance* inst = env.GetInstanceData<Instance>();
   Napi::Object proc = inst->process_ctor.New({});
-  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, info[1].As<Napi::Function>());
+  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, on_exit);
   if (werr) {
     kill_and_reap(res.pidfd);
     close(res.pidfd);
@@ -728,6 +837,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     e.Set("step", -1);
     return e;
   }
+  Napi::Object out = Napi::Object::New(env);
   out.Set("ok", true);
   out.Set("pid", res.pid);
   out.Set("process", proc);
@@ -735,7 +845,116 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   out.Set("stdout", io.parent[1]);
   out.Set("stderr", io.parent[2]);
   out.Set("pty", io.pty_master);
+  // The caller owns these now.
+  for (int& fd : io.parent) fd = -1;
+  io.pty_master = -1;
   return out;
+}
+
+// The spawner pool for containers born in `born_in`, made on first use.
+Spawner& spawner_for(Instance* inst, const std::string& born_in) {
+  std::unique_ptr<Spawner>& spawner = inst->spawners[born_in];
+  if (!spawner) spawner = std::make_unique<Spawner>(born_in, spawner_threads());
+  return *spawner;
+}
+
+// spawn(plan, onExit) -> { ok: true, process, stdin, stdout, stderr, pty }
+//                      | { ok: false, step, syscall, errno, code, detail }
+// The JS thread waits for the start (Container.start); spawnAsync does not.
+Napi::Value Spawn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
+    Napi::TypeError::New(env, "spawn(plan: object, onExit: function)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  StartJob job;
+  std::string born_in;
+  Napi::Value early;
+  if (!read_start(info, job, born_in, &early)) return early;
+  if (info.Length() > 2 && info[2].IsObject()) return SpawnDetached(env, info[2].As<Napi::Object>(), job.plan, job.io, born_in);
+
+  Instance* inst = env.GetInstanceData<Instance>();
+  if (inst->init_fd < 0) inst->init_fd = make_init_image();
+  if (inst->init_fd < 0) {
+    job.res.parent_sys = Sys::kOpen;  // memfd_create, or writing and sealing it
+    job.res.parent_errno = -inst->init_fd;
+    job.io.CloseChildEnds();
+  } else {
+    const int init_fd = inst->init_fd;
+    job.res = spawner_for(inst, born_in).Run([&job, init_fd] { return run_start(job, init_fd); });
+  }
+  return finish_start(env, job, info[1].As<Napi::Function>());
+}
+
+// spawnAsync(plan, onExit, onStarted) -> undefined, or spawn's failure object when the stdio
+// fds cannot be made. The start runs on a spawner thread; onStarted(result) gets what spawn()
+// returns, on the JS thread. The fds the plan names (cgroup tasks, cgroupFd, steps' fds) must
+// stay open until then.
+Napi::Value SpawnAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsFunction() || !info[2].IsFunction()) {
+    Napi::TypeError::New(env, "spawnAsync(plan: object, onExit: function, onStarted: function)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::unique_ptr<StartJob> job = std::make_unique<StartJob>();
+  std::string born_in;
+  Napi::Value early;
+  if (!read_start(info, *job, born_in, &early)) return early;
+  Instance* inst = env.GetInstanceData<Instance>();
+  if (inst->init_fd < 0) inst->init_fd = make_init_image();
+  int err = inst->init_fd < 0 ? -inst->init_fd : inst->StartAsyncHandle(env);
+  if (err) {
+    job->io.CloseChildEnds();
+    job->io.CloseParentEnds();
+    Napi::Object e = errno_object(env, err, inst->init_fd < 0 ? "open" : "uv_async_init");
+    e.Set("ok", false);
+    e.Set("step", -1);
+    return e;
+  }
+  job->id = ++inst->next_start;
+  PendingStart& p = inst->pending[job->id];
+  p.on_exit = Napi::Persistent(info[1].As<Napi::Function>());
+  p.on_started = Napi::Persistent(info[2].As<Napi::Function>());
+  p.context = std::make_unique<Napi::AsyncContext>(env, "nsbox:start");
+  if (inst->pending.size() == 1) uv_ref(reinterpret_cast<uv_handle_t*>(inst->async));
+  StartJob* raw = job.release();
+  const int init_fd = inst->init_fd;
+  spawner_for(inst, born_in).Post([raw, init_fd] { return run_start(*raw, init_fd); },
+                                  [raw, inst](SpawnResult r) {
+                                    raw->res = r;
+                                    inst->Finish(raw);
+                                  });
+  return env.Undefined();
+}
+
+// On the JS thread: the starts the spawner threads finished, to their callbacks.
+void Instance::OnAsync(uv_async_t* h) {
+  Instance* inst = static_cast<Instance*>(h->data);
+  std::vector<StartJob*> jobs;
+  {
+    std::lock_guard<std::mutex> lock(inst->done_mu);
+    jobs.swap(inst->done);
+  }
+  Napi::Env env(inst->env);
+  if (!env_can_run_js(env)) {
+    // The environment is ending (a worker's process.exit): nobody will take these.
+    for (StartJob* job : jobs) discard_start(job);
+    return;
+  }
+  for (StartJob* raw : jobs) {
+    std::unique_ptr<StartJob> job(raw);
+    auto it = inst->pending.find(job->id);
+    if (it == inst->pending.end()) {
+      discard_start(job.release());
+      continue;
+    }
+    PendingStart p = std::move(it->second);
+    inst->pending.erase(it);
+    if (inst->pending.empty() && inst->async) uv_unref(reinterpret_cast<uv_handle_t*>(inst->async));
+    Napi::HandleScope scope(env);
+    Napi::Value result = finish_start(env, *job, p.on_exit.Value());
+    p.on_started.MakeCallback(env.Global(), {result}, *p.context);
+  }
 }
 
 Napi::Value ResizePty(const Napi::CallbackInfo& info) {
@@ -893,10 +1112,8 @@ Napi::Value Exec(const Napi::CallbackInfo& info) {
     res.parent_sys = Sys::kOpen;
     res.parent_errno = -inst->init_fd;
   } else {
-    std::unique_ptr<Spawner>& spawner = inst->spawners[spawner_cgroup];
-    if (!spawner) spawner = std::make_unique<Spawner>();
     const int init_fd = inst->init_fd;
-    res = spawner->RunJob([&plan, &target, init_fd] { return exec_in(plan, target, init_fd); }, spawner_cgroup);
+    res = spawner_for(inst, spawner_cgroup).Run([&plan, &target, init_fd] { return exec_in(plan, target, init_fd); });
   }
   if (!res.failed && res.parent_sys == Sys::kNone && !res.vanished && io.pty_socket[0] >= 0) {
     io.pty_master = receive_fd(io.pty_socket[0]);
@@ -1020,10 +1237,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
         for (Process* p : live) {
           if (p->Teardown(in)) in->closing++;
         }
+        if (in->CloseStarts()) in->closing++;
         if (in->closing == 0) napi_remove_async_cleanup_hook(handle);
       },
       inst, nullptr);
   exports.Set("spawn", Napi::Function::New<Spawn>(env, "spawn"));
+  exports.Set("spawnAsync", Napi::Function::New<SpawnAsync>(env, "spawnAsync"));
   exports.Set("resizePty", Napi::Function::New<ResizePty>(env, "resizePty"));
   exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
   exports.Set("unmount", Napi::Function::New<Unmount>(env, "unmount"));

@@ -320,6 +320,87 @@ Napi::Value RemoveTree(const Napi::CallbackInfo& info) {
   return o;
 }
 
+}  // namespace
+
+bool env_can_run_js(napi_env env) {
+  // Setting a property is refused (napi_pending_exception, or napi_cannot_run_js) exactly when
+  // JS cannot run; creating the object is not. Plain C calls: nothing is thrown.
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return false;
+  napi_value o;
+  bool ok = napi_create_object(env, &o) == napi_ok && napi_set_named_property(env, o, "x", o) == napi_ok;
+  napi_close_handle_scope(env, scope);
+  return ok;
+}
+
+namespace {
+
+// removeTree on libuv's thread pool: a container's write layer can hold thousands of entries,
+// and on a disk mounted with `discard` one unlink may wait for the journal for milliseconds.
+class RemoveTreeWork : public Napi::AsyncWorker {
+ public:
+  RemoveTreeWork(const Napi::Function& callback, std::string path)
+      : Napi::AsyncWorker(callback, "nsbox.removeTree"), path_(std::move(path)) {}
+  void Execute() override { err_ = remove_tree(path_.c_str(), &where_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!env_can_run_js(env)) return;
+    if (!err_.err) {
+      Callback().Call({env.Null()});
+      return;
+    }
+    Napi::Object o = error_object(env, err_);
+    o.Set("path", Napi::Buffer<char>::Copy(env, where_.data(), where_.size()));
+    Callback().Call({o});
+  }
+
+ private:
+  std::string path_, where_;
+  FsError err_{};
+};
+
+class WriteFileWork : public Napi::AsyncWorker {
+ public:
+  WriteFileWork(const Napi::Function& callback, std::string path, std::string data, int flags, mode_t mode, bool set_mode)
+      : Napi::AsyncWorker(callback, "nsbox.writeFile"), path_(std::move(path)), data_(std::move(data)), flags_(flags), mode_(mode), set_mode_(set_mode) {}
+  void Execute() override { err_ = write_file(path_.c_str(), data_, flags_, mode_, set_mode_); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!env_can_run_js(env)) return;
+    Callback().Call({err_.err ? static_cast<Napi::Value>(error_object(env, err_)) : env.Null()});
+  }
+
+ private:
+  std::string path_, data_;
+  int flags_;
+  mode_t mode_;
+  bool set_mode_;
+  FsError err_{};
+};
+
+// writeFileAsync(path, data, flags, mode, setMode, done(null | errno object)): on the pool.
+Napi::Value WriteFileAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path, data;
+  int flags, mode;
+  if (info.Length() < 6 || !bytes_arg(info[0], &path) || !bytes_arg(info[1], &data) || !int_arg(info[2], &flags) || !int_arg(info[3], &mode) ||
+      !info[4].IsBoolean() || !info[5].IsFunction()) {
+    return type_error(env, "writeFileAsync(path, data, flags, mode, setMode, done)");
+  }
+  (new WriteFileWork(info[5].As<Napi::Function>(), std::move(path), std::move(data), flags, static_cast<mode_t>(mode),
+                     info[4].As<Napi::Boolean>().Value()))->Queue();
+  return env.Undefined();
+}
+
+// removeTreeAsync(path, done(null | errno object with `path`))
+Napi::Value RemoveTreeAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  if (info.Length() < 2 || !bytes_arg(info[0], &path) || !info[1].IsFunction()) return type_error(env, "removeTreeAsync(path, done)");
+  (new RemoveTreeWork(info[1].As<Napi::Function>(), std::move(path)))->Queue();
+  return env.Undefined();
+}
+
 // openInRoot(rootFd, path, flags) -> fd | errno object (openat2 RESOLVE_IN_ROOT)
 Napi::Value OpenInRoot(const Napi::CallbackInfo& info) {
   int fd, flags;
@@ -387,6 +468,8 @@ void RegisterFsAt(Napi::Env env, Napi::Object exports) {
   exports.Set("setLinkAttrsAt", Napi::Function::New<SetLinkAttrsAt>(env, "setLinkAttrsAt"));
   exports.Set("copyData", Napi::Function::New<CopyData>(env, "copyData"));
   exports.Set("removeTree", Napi::Function::New<RemoveTree>(env, "removeTree"));
+  exports.Set("removeTreeAsync", Napi::Function::New<RemoveTreeAsync>(env, "removeTreeAsync"));
+  exports.Set("writeFileAsync", Napi::Function::New<WriteFileAsync>(env, "writeFileAsync"));
   exports.Set("openInRoot", Napi::Function::New<OpenInRoot>(env, "openInRoot"));
   exports.Set("statAt", Napi::Function::New<StatAt>(env, "statAt"));
   exports.Set("unlinkAt", Napi::Function::New<UnlinkAt>(env, "unlinkAt"));

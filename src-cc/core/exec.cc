@@ -77,12 +77,13 @@ SpawnResult exec_in(const Plan& plan, const ExecTarget& target, int init_fd) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  // The children make the address space they share with Node non-dumpable: put it back after.
-  int dumpable = prctl(PR_GET_DUMPABLE);
+  // The children make the address space they share with Node non-dumpable: put it back after
+  // (once no other start's child is in it either).
+  shared_vm_enter();
   int join_pidfd = -1;
   int join_pid = clone(exec_join_main, stacks + kStackSize, CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &args, &join_pidfd);
   int clone_errno = errno;
-  if (dumpable > 0) prctl(PR_SET_DUMPABLE, dumpable);
+  shared_vm_leave();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   close(report[1]);
   if (self_pidfd >= 0) close(self_pidfd);

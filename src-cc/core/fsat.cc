@@ -457,6 +457,25 @@ class TreeRemover {
 
 }  // namespace
 
+FsError write_file(const char* path, const std::string& data, int flags, mode_t mode, bool set_mode) {
+  int fd = open(path, flags | O_CLOEXEC, mode);
+  if (fd < 0) return {errno, "open"};
+  FsError e{};
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      e = {n < 0 ? errno : EIO, "write"};
+      break;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (!e.err && set_mode && fchmod(fd, mode) < 0) e = {errno, "fchmod"};
+  if (close(fd) < 0 && !e.err && errno != EINTR) e = {errno, "close"};
+  return e;
+}
+
 FsError remove_tree(const char* path, std::string* where) {
   where->clear();
   TreeRemover remover(where);

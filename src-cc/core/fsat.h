@@ -83,6 +83,12 @@ FsError copy_data(int from, int to, uint64_t limit, uint64_t* copied);
 // not a directory is unlinked.
 FsError remove_tree(const char* path, std::string* where);
 
+// Creates or truncates `path` (open flags `flags`, close-on-exec added; `mode` for a new file,
+// and set with fchmod when `set_mode`, whatever the umask), writes `data` whole and closes
+// it: one call, so that no fd of it is ever held between two turns of an event loop (a worker
+// ended in between would leak it).
+FsError write_file(const char* path, const std::string& data, int flags, mode_t mode, bool set_mode);
+
 // ---- Container roots (cp) ----
 
 // Opens `path` beneath `rootfd` as if `rootfd` were "/": openat2 with RESOLVE_IN_ROOT |

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -204,6 +205,22 @@ std::vector<std::string> init_argv(const Plan& plan, int report_fd, int parent_p
 
 }  // namespace
 
+namespace {
+std::mutex g_vm_mu;
+int g_vm_users = 0;
+int g_vm_dumpable = -1;
+}  // namespace
+
+void shared_vm_enter() {
+  std::lock_guard<std::mutex> lock(g_vm_mu);
+  if (g_vm_users++ == 0) g_vm_dumpable = prctl(PR_GET_DUMPABLE);
+}
+
+void shared_vm_leave() {
+  std::lock_guard<std::mutex> lock(g_vm_mu);
+  if (--g_vm_users == 0 && g_vm_dumpable > 0) prctl(PR_SET_DUMPABLE, g_vm_dumpable);
+}
+
 void reap(int pidfd, siginfo_t* info) {
   while (waitid(static_cast<idtype_t>(P_PIDFD), pidfd, info, WEXITED) < 0 && errno == EINTR) {
   }
@@ -264,8 +281,9 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   // The child makes itself non-dumpable until execve. With CLONE_VM that flag lands on the
-  // address space it shares with Node: put Node's back once the child has left it.
-  int dumpable = plan.share_vm ? prctl(PR_GET_DUMPABLE) : -1;
+  // address space it shares with Node: Node's goes back once the child has left it (and no
+  // other start's child is still in it: shared_vm_enter).
+  if (plan.share_vm) shared_vm_enter();
   int pid;
   int clone_errno;
   if (plan.cgroup_fd >= 0) {
@@ -276,7 +294,7 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
     pid = clone(child_main, stack, flags, &args, &pidfd);
     clone_errno = errno;
   }
-  if (dumpable > 0) prctl(PR_SET_DUMPABLE, dumpable);
+  if (plan.share_vm) shared_vm_leave();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   close(report[1]);
   if (self_pidfd >= 0) close(self_pidfd);

@@ -30,6 +30,14 @@ struct SpawnResult {
 // `init_fd`: nsbox-init's image (make_init_image()).
 SpawnResult spawn(const Plan& plan, int init_fd);
 
+// A child cloned with CLONE_VM makes itself non-dumpable until it execs, and that flag lands
+// on the address space it shares with Node. With starts on several threads at once, one
+// thread's "put it back" would run while another's child still holds it (and a thread that
+// read the flag then would restore the child's 0 for good): the value Node had is saved by the
+// first start in flight and restored by the last one out.
+void shared_vm_enter();
+void shared_vm_leave();
+
 // Waits for a child's exit through its pidfd (blocking, EINTR retried) and reaps it.
 void reap(int pidfd, siginfo_t* info);
 // SIGKILL through a pidfd and reap it: the one kill-and-reap (spawn, exec and the binding).

@@ -2,7 +2,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 namespace nsbox {
@@ -26,7 +28,23 @@ int join_cgroup_thread(const std::string& tasks) {
 
 }  // namespace
 
-Spawner::Spawner() : thread_([this] { Loop(); }) {}
+size_t spawner_threads() {
+  const char* env = getenv("NSBOX_SPAWN_THREADS");
+  if (env && *env) {
+    char* end = nullptr;
+    long n = strtol(env, &end, 10);
+    if (*end == '\0' && n >= 1 && n <= 64) return static_cast<size_t>(n);
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus < 1) cpus = 1;
+  long n = 2 * cpus;
+  return static_cast<size_t>(n < 2 ? 2 : n > 16 ? 16 : n);
+}
+
+Spawner::Spawner(std::string cgroup_tasks, size_t max_threads)
+    : tasks_(std::move(cgroup_tasks)), max_threads_(max_threads < 1 ? 1 : max_threads) {}
 
 Spawner::~Spawner() {
   {
@@ -34,31 +52,35 @@ Spawner::~Spawner() {
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  for (std::thread& t : threads_) t.join();
 }
 
-SpawnResult Spawner::Run(const Plan& plan, int init_fd, const std::string& cgroup_tasks) {
-  std::unique_lock<std::mutex> lock(mu_);
-  plan_ = &plan;
-  init_fd_ = init_fd;
-  tasks_ = cgroup_tasks;
-  job_ = true;
-  done_ = false;
-  cv_.notify_all();
-  cv_.wait(lock, [this] { return done_; });
-  return result_;
+void Spawner::Post(Job job, Done done) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.emplace_back(std::move(job), std::move(done));
+    // Every thread not busy takes one job (waiting, or about to look again): a new thread
+    // only when the jobs outnumber them. A thread counts as free from the moment its job is
+    // done, before its caller hears of it, so a caller's next start never makes a thread.
+    if (queue_.size() + busy_ > threads_.size() && threads_.size() < max_threads_) threads_.emplace_back([this] { Loop(); });
+  }
+  cv_.notify_one();
 }
 
-SpawnResult Spawner::RunJob(std::function<SpawnResult()> job, const std::string& cgroup_tasks) {
-  std::unique_lock<std::mutex> lock(mu_);
-  job_fn_ = std::move(job);
-  tasks_ = cgroup_tasks;
-  job_ = true;
-  done_ = false;
-  cv_.notify_all();
-  cv_.wait(lock, [this] { return done_; });
-  job_fn_ = nullptr;
-  return result_;
+SpawnResult Spawner::Run(Job job) {
+  std::mutex m;
+  std::condition_variable cv;
+  bool finished = false;
+  SpawnResult out;
+  Post(std::move(job), [&](SpawnResult r) {
+    std::lock_guard<std::mutex> lock(m);
+    out = r;
+    finished = true;
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> lock(m);
+  cv.wait(lock, [&] { return finished; });
+  return out;
 }
 
 void Spawner::Loop() {
@@ -66,25 +88,36 @@ void Spawner::Loop() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, nullptr);
+  bool joined = tasks_.empty();
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return job_ || stop_; });
-    if (stop_) return;
-    job_ = false;
+    cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, nothing left
+    std::pair<Job, Done> item = std::move(queue_.front());
+    queue_.pop_front();
+    busy_++;
+    const bool cancelled = stop_;
+    lock.unlock();
     SpawnResult r;
-    if (!tasks_.empty() && tasks_ != joined_) {
+    if (cancelled) {
+      // The environment is going away: no new container for it.
+      r.parent_sys = Sys::kClone;
+      r.parent_errno = ECANCELED;
+    } else if (!joined) {
       int err = join_cgroup_thread(tasks_);
       if (err) {
         r.parent_sys = Sys::kWrite;
         r.parent_errno = err;
       } else {
-        joined_ = tasks_;
+        joined = true;
       }
     }
-    if (r.parent_sys == Sys::kNone) r = job_fn_ ? job_fn_() : spawn(*plan_, init_fd_);
-    result_ = r;
-    done_ = true;
-    cv_.notify_all();
+    if (!cancelled && joined) r = item.first();
+    lock.lock();
+    busy_--;
+    lock.unlock();
+    item.second(r);
+    lock.lock();
   }
 }
 
