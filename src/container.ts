@@ -20,6 +20,7 @@ import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type Limits, 
 import { buildPlan, type PlanInput, type StdioMode } from './plan';
 import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
+import { checkRootlessIds, rootlessCgroup, startUserNs } from './rootless';
 
 export type Stdio = StdioMode | [StdioMode, StdioMode, StdioMode];
 
@@ -205,11 +206,14 @@ export class Container extends EventEmitter {
     const initOptions = initRlimits(limits, ulimits);
     const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
     if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
-    const cgroup = ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
-    const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
+    const userns = startUserNs();
+    if (userns) checkRootlessIds(nativeSecurity, userns);
+    // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
+    const cgroup = userns ? rootlessCgroup(managed?.id ?? newId(), bounds) : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+    const bornIn = userns ? cgroup?.bornIn : cgroup?.bornIn ?? homeDevicesTasks();
     try {
       const plan = buildPlan({
-        cgroupNamespace: hasCgroupNamespaces(), ...rest,
+        cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(userns ? { userns } : {}),
         stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine,
         deviceNodesAllowed: privileged, devices, initOptions,
         ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),

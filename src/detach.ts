@@ -13,10 +13,11 @@ import {
   confinement, describeFailure, hasCgroupNamespaces, initRlimits, type ProcessOptions,
 } from './container';
 import { parseDevice } from './device';
-import { invalid } from './errors';
+import { NsboxError, invalid } from './errors';
 import { cgroupLimits, parseSize } from './limits';
 import { native } from './native';
 import { buildPlan } from './plan';
+import { checkRootlessIds, needsCgroup, startUserNs } from './rootless';
 
 /** How a detached container's log is kept. */
 export interface LogOptions {
@@ -71,11 +72,16 @@ export function launchDetached(options: ProcessOptions, id: string, dir: string,
   const bounds = cgroupLimits(limits);
   if (bounds.cpuTimeNs !== undefined) throw invalid('detach: limits.cpuTime is enforced by a supervisor in this process; a detached container has none');
   const initOptions = initRlimits(limits, ulimits);
-  const cgroup = ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
-  const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
+  const userns = startUserNs();
+  if (userns) {
+    checkRootlessIds(nativeSecurity, userns);
+    if (needsCgroup(bounds)) throw new NsboxError('UNSUPPORTED', `limits: a detached rootless container (uid ${process.geteuid!()}) cannot have cgroup limits yet`, { hint: 'run it attached (without -d) in a delegated cgroup v2 subtree, run as root, or leave the limits out' });
+  }
+  const cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
+  const bornIn = userns ? undefined : cgroup?.bornIn ?? homeDevicesTasks();
   try {
     const plan = buildPlan({
-      cgroupNamespace: hasCgroupNamespaces(), ...rest,
+      cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(userns ? { userns } : {}),
       stdio: ['ignore', 'pipe', 'pipe'], security: nativeSecurity, confine,
       deviceNodesAllowed: privileged, devices, initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),

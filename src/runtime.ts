@@ -13,7 +13,7 @@ import { NsboxError, fromSystemError, invalid } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import {
-  DEFAULT_ROOT, ID_RE, Layout, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
+  ID_RE, Layout, defaultRoot, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
 } from './layout';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
@@ -94,7 +94,7 @@ export interface DetachedRunOptions extends Omit<RunOptions, 'stdio' | 'tty' | '
 }
 
 export interface RuntimeOptions {
-  /** State directory; default $NSBOX_ROOT or /var/lib/nsbox. */
+  /** State directory; default $NSBOX_ROOT, else /var/lib/nsbox as root, ~/.local/share/nsbox ($XDG_DATA_HOME/nsbox) as another user. */
   root?: string;
   /** Default: detected (overlay, else aufs, else vfs). */
   storageDriver?: StorageDriver;
@@ -324,7 +324,7 @@ export class Runtime {
   /** Throws UNSAFE_PATH when the state directory exists and others could write it. */
   constructor(options: RuntimeOptions = {}) {
     const o = checkOptions('Runtime', RUNTIME_OPTIONS, options);
-    this.layout = new Layout(o.root ?? process.env.NSBOX_ROOT ?? DEFAULT_ROOT);
+    this.layout = new Layout(o.root ?? defaultRoot());
     this.root = this.layout.root;
     this.images = new ImageStore(this.layout);
     if (o.storageDriver !== undefined) this.driverChoice = validateDriver(o.storageDriver);

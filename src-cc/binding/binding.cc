@@ -384,6 +384,23 @@ std::string hex64(uint64_t v) {
 }
 
 // Capabilities, ids, no_new_privs and the seccomp program, as nsbox-init's options.
+// userns: { uidMap, gidMap, setgroupsDeny }: a user namespace of the container's own, whose
+// maps the child writes (core/child.cc write_id_maps).
+void read_userns(Reader& r, Napi::Object js, Plan& plan) {
+  Napi::Value v = js.Get("userns");
+  if (v.IsUndefined()) return;
+  if (!v.IsObject()) return r.Fail("userns must be an object");
+  Napi::Object u = v.As<Napi::Object>();
+  plan.userns.enabled = true;
+  plan.userns.uid_map = plan.keep(r.Str(u, "uidMap"));
+  plan.userns.gid_map = plan.keep(r.Str(u, "gidMap"));
+  plan.userns.setgroups_deny = r.Bool(u, "setgroupsDeny");
+  plan.clone_flags |= CLONE_NEWUSER;
+  // With setgroups denied nsbox-init cannot clear the supplementary groups (the kernel refuses
+  // setgroups in that namespace); they show as the overflow gid inside and grant nothing new.
+  if (plan.userns.setgroups_deny) plan.init_options.emplace_back("nosetgroups");
+}
+
 void read_security(Reader& r, Napi::Object js, Plan& plan) {
   Napi::Value v = js.Get("security");
   if (!v.IsObject()) return;
@@ -621,6 +638,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   if (r.Bool(js, "newNet")) plan.clone_flags |= CLONE_NEWNET;
   if (r.Bool(js, "newCgroup")) plan.clone_flags |= CLONE_NEWCGROUP;
   plan.share_vm = !js.Get("shareVm").IsBoolean() || js.Get("shareVm").As<Napi::Boolean>().Value();
+  read_userns(r, js, plan);
   // An open cgroup v2 directory: the container is born in it (clone3 + CLONE_INTO_CGROUP).
   if (js.Get("cgroupFd").IsNumber()) plan.cgroup_fd = static_cast<int>(r.Num(js, "cgroupFd"));
   // A v1 cgroup `tasks` file the spawner thread is moved into (once): the container is born

@@ -138,6 +138,8 @@ bool parse_option(const char* a, Config& c) {
   } else if (starts_with(a, "cwd=", &v)) {
     if (*v != '/') return false;
     c.cwd = v;
+  } else if (str_eq(a, "nosetgroups")) {
+    c.security.keep_groups = true;
   } else if (str_eq(a, "nnp")) {
     c.security.enabled = true;
     c.security.no_new_privs = true;

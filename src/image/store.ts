@@ -199,8 +199,10 @@ export class ImageStore {
         execFileSync('bash', [script, rootfs], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NSBOX_NO_INSTALL: '1' } });
       } catch (e) {
         const stderr = String((e as { stderr?: Buffer }).stderr ?? '').trim().split('\n').pop() ?? '';
+        // The hint follows the cause the script gave: a missing busybox is not the only one.
+        const missing = !stderr || /needs a static busybox/.test(stderr);
         throw new NsboxError('NOT_FOUND', `image busybox: cannot make it from the host's busybox${stderr ? `: ${stderr}` : ''}`, {
-          hint: 'install a static busybox: apt-get install busybox-static',
+          hint: missing ? 'install a static busybox: apt-get install busybox-static' : `the message above is the cause (scripts/make-busybox-rootfs.sh, run as uid ${process.geteuid?.() ?? 0})`,
         });
       }
       const size = fs.statSync(path.join(rootfs, 'bin', 'busybox')).size;
