@@ -100,6 +100,9 @@ export interface CommitOptions {
   output?: string;
 }
 
+/** The step a failure in the child's writing of its user namespace's id maps reports (common/report.h kUserNsPhase). */
+const USERNS_PHASE = -3;
+
 export const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, num]) => [num, name as NodeJS.Signals]),
 );
@@ -139,6 +142,18 @@ export function describeFailure(plan: NativePlan, r: { step: number; detail?: nu
     const signal = r.vanished & 0x7f;
     const how = signal ? `was killed by ${SIGNAL_NAMES.get(signal) ?? `signal ${signal}`}` : `exited with ${(r.vanished >> 8) & 0xff}`;
     return new NsboxError('ECHILD', `start container: the setup process ${how} before it reported`, details);
+  }
+  if (r.step === USERNS_PHASE) {
+    const file = ['setgroups', 'uid_map', 'gid_map'][r.detail ?? 0] ?? 'uid_map';
+    return new NsboxError(r.code, `user namespace: ${r.syscall} /proc/self/${file}: ${r.code}`, { ...details, step: 'user namespace', path: `/proc/self/${file}`, hint: 'the kernel refused the one-id map of a rootless container (is /proc mounted with hidepid, or a security module in the way?)' });
+  }
+  if (r.step < 0 && plan.userns && r.syscall === 'clone' && (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')) {
+    // The usual way rootless fails: the kernel does not let this user make a user namespace.
+    const why = r.code === 'ENOSPC' || r.code === 'EUSERS' ? 'the limit on user namespaces is reached (or 0)' : 'unprivileged user namespaces are disabled here';
+    return new NsboxError(r.code, `start container: clone: ${r.code}: rootless (uid ${process.geteuid?.()}) needs a user namespace, and ${why}`, {
+      ...details, step: 'clone',
+      hint: 'allow unprivileged user namespaces: sysctl user.max_user_namespaces=15000 (not 0), kernel.unprivileged_userns_clone=1 (Debian kernels), kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+, or an AppArmor profile for node allowing userns); in a container, its seccomp profile must allow CLONE_NEWUSER; or run as root',
+    });
   }
   if (r.step < 0) {
     return new NsboxError(r.code, `start container: ${r.syscall}: ${r.code}`, details);

@@ -68,7 +68,12 @@ export class ImageStore {
       // Loaded on first use: starting a container never needs the tar code.
       const { extractTarball } = await import('./extract');
       const r = await extractTarball(tarball, rootfs, options.onProgress ? { onProgress: options.onProgress } : undefined);
-      return this.publish(tmp, name, { size: r.bytes, digest: r.digest, source: 'import' });
+      const info = this.publish(tmp, name, { size: r.bytes, digest: r.digest, source: 'import' });
+      if (r.ownersSquashed > 0) {
+        // Said, not hidden: with a one-id map there is no other owner to give them.
+        process.emitWarning(`image ${name}: ${r.ownersSquashed} entries owned by other users than root are owned by uid ${process.geteuid?.()} (root inside its containers): rootless, only that one id is mapped`, { code: 'NSBOX_ROOTLESS_OWNERS' });
+      }
+      return info;
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }

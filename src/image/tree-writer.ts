@@ -62,6 +62,11 @@ export class TreeWriter implements TarHandler {
   skipped = 0;
   /** Extended attributes not kept (not user.* or security.capability). */
   skippedXattrs = 0;
+  /**
+   * Entries whose owner was not root, written by a user other than root: they cannot be given
+   * their owner, so they are the user's (root inside a rootless container's one-id map).
+   */
+  ownersSquashed = 0;
 
   private readonly writer: NativeExtractWriter;
   private readonly what: string;
@@ -172,7 +177,10 @@ export class TreeWriter implements TarHandler {
   }
 
   private needsChown(entry: TarEntry): boolean {
-    if (!this.isRoot) return false;
+    if (!this.isRoot) {
+      if (entry.uid !== 0 || entry.gid !== 0) this.ownersSquashed++;
+      return false;
+    }
     return this.alwaysChown || entry.uid !== this.defaultUid || entry.gid !== this.defaultGid;
   }
 
