@@ -11,6 +11,7 @@ import { signalNumber } from './container';
 import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
+import { isRootless } from './rootless';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import {
   ID_RE, Layout, defaultRoot, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
@@ -52,6 +53,12 @@ export interface ContainerInspect extends ContainerInfo {
   imageLayer: string | null;
   /** The process that started it last and watches it. */
   supervisor: number | null;
+  /**
+   * Rootless (a state directory of a user other than root): the container's user namespace
+   * maps `single`, the one uid and gid of that user as 0 (chown to other ids fails EINVAL).
+   * null as root: no user namespace of its own.
+   */
+  idMap: 'single' | null;
 }
 
 export type MountInfo =
@@ -799,6 +806,8 @@ export class Runtime {
       mounts: rec ? mountsOf(rec) : [],
       imageLayer: rec?.imageLayer ?? null,
       supervisor: rec?.supervisor ?? null,
+      // A state directory is only ever its owner's (Layout.verify): a user's containers are rootless.
+      idMap: isRootless() ? 'single' : null,
     };
   }
 
