@@ -65,3 +65,12 @@ export function checkRootlessIds(security: NativeSecurity | undefined, userns: N
     });
   }
 }
+
+/** The id inside a user namespace that `hostId` is, by its map ("inside outside count" lines). */
+export function insideId(map: string, hostId: number): number {
+  for (const line of map.split('\n')) {
+    const [inside, outside, count] = line.trim().split(/\s+/).map(Number);
+    if (inside !== undefined && outside !== undefined && count !== undefined && hostId >= outside && hostId < outside + count) return inside + (hostId - outside);
+  }
+  throw new NsboxError('EINVAL', `id ${hostId} is not mapped in the container's user namespace`);
+}

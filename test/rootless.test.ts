@@ -172,11 +172,15 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(nsbox(['rmi', 'owners']).status).toBe(0);
   });
 
-  it('-d, ps, rm -f, prune, images: the rest of the CLI', () => {
+  it('-d, exec, ps, rm -f, prune, images: the rest of the CLI', () => {
     const d = nsbox(['run', '-d', '--name', 'det', 'busybox', 'sleep', '60']);
     expect(d.status).toBe(0);
     expect(nsbox(['ps']).stdout).toMatch(/det\s/);
     expect(nsbox(['images']).stdout).toMatch(/^busybox\s/m);
+    // exec joins its user namespace too: the same root inside, the same filter.
+    const e = nsbox(['exec', 'det', 'sh', '-c', 'id -u; cat /proc/self/uid_map; grep "^Seccomp:" /proc/self/status; unshare -U true 2>/dev/null; echo "userns=$?"']);
+    expect(e.stderr).toBe('');
+    expect(e.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '))).toEqual(['0', `0 ${ids.uid} 1`, 'Seccomp: 2', 'userns=1']);
     expect(nsbox(['rm', '-f', 'det']).status).toBe(0);
     expect(nsbox(['prune']).status).toBe(0);
     expect(nsbox(['ps', '-a']).stdout.trim().split('\n')).toHaveLength(1);

@@ -836,7 +836,8 @@ Napi::Value Exec(const Napi::CallbackInfo& info) {
   if (!js.Get("target").IsNumber()) r.Fail("target must be a pidfd");
   target.pidfd = static_cast<int>(r.Num(js, "target"));
   target.ns_flags = static_cast<int>(r.Num(js, "namespaces"));
-  const int allowed_ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+  // CLONE_NEWUSER: a rootless container's own user namespace, joined first by the same setns.
+  const int allowed_ns = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
   if (r.ok() && (target.ns_flags & ~allowed_ns || !(target.ns_flags & CLONE_NEWNS) || !(target.ns_flags & CLONE_NEWPID))) {
     r.Fail("namespaces must include CLONE_NEWNS and CLONE_NEWPID, and only namespaces nsbox makes");
   }
