@@ -389,6 +389,10 @@ export class Runtime {
     const driver = this.storageDriver;
     const disk = diskLimit(options.limits);
     if (disk !== undefined) Workspace.checkDisk(driver, !!options.readOnly);
+    if (disk !== undefined && !options.remove && isRootless()) {
+      // A kept container's write layer is an ext4 image on a loop device: root's to attach.
+      throw new NsboxError('UNSUPPORTED', `limits.disk: rootless (uid ${process.geteuid!()}), only a --rm container's write layer can be bounded (a tmpfs); a kept one needs a loop device, which is root's`, { hint: 'add --rm, run as root, or leave the disk limit out' });
+    }
     this.layout.ensure();
     this.recoverOnce();
 

@@ -2,7 +2,7 @@
 // container here is started by `nsboxuser` through runuser, from a copy of the package in a
 // world-readable directory (CI's clone sits in a root-only mktemp dir the user cannot read).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -49,10 +49,31 @@ function api(body: string): Result {
   return asUser(['node', file]);
 }
 
-/** The user's processes other than those of runuser's own sessions. */
+/**
+ * The user's processes of this test: working in its directory (node, run through runuser) or
+ * holding a file of its state (a detached container's monitor). A container's own processes
+ * die with those (tested elsewhere); another run's of the same user are not counted.
+ */
 function userProcesses(): string[] {
   const r = spawnSync('ps', ['-u', String(ids.uid), '-o', 'pid=,comm='], { encoding: 'utf8' });
-  return r.stdout.trim().split('\n').filter(Boolean);
+  const link = (p: string) => {
+    try {
+      return readlinkSync(p);
+    } catch {
+      return '';
+    }
+  };
+  return r.stdout.trim().split('\n').filter(Boolean).filter((line) => {
+    const pid = line.trim().split(/\s+/)[0]!;
+    if (link(`/proc/${pid}/cwd`).startsWith(base)) return true;
+    let fds: string[] = [];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      return false;
+    }
+    return fds.some((fd) => link(`/proc/${pid}/fd/${fd}`).startsWith(state));
+  });
 }
 
 /** Container directories left in the state (not records of kept containers). */
@@ -184,6 +205,35 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(nsbox(['rm', '-f', 'det']).status).toBe(0);
     expect(nsbox(['prune']).status).toBe(0);
     expect(nsbox(['ps', '-a']).stdout.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('cp into and out of a running container (owned by the user, root inside); a stopped one and a kept disk limit say what they need', () => {
+    expect(nsbox(['run', '-d', '--name', 'cpc', 'busybox', 'sleep', '60']).status).toBe(0);
+    const file = path.join(base, 'cp-in');
+    writeFileSync(file, 'in\n', { mode: 0o644 });
+    expect(nsbox(['cp', file, 'cpc:/root/']).stderr).toBe('');
+    expect(nsbox(['exec', 'cpc', 'stat', '-c', '%u:%g %s', '/root/cp-in']).stdout.trim()).toBe('0:0 3');
+    const out = path.join(base, 'out');
+    mkdirSync(out);
+    chownSync(out, ids.uid, ids.gid);
+    expect(nsbox(['cp', 'cpc:/etc/passwd', `${out}/passwd`]).status).toBe(0);
+    expect(statSync(path.join(out, 'passwd')).uid).toBe(ids.uid);
+    expect(nsbox(['rm', '-f', 'cpc']).status).toBe(0);
+    expect(nsbox(['run', '--name', 'stopped', 'busybox', 'true']).status).toBe(0);
+    const stopped = nsbox(['cp', 'stopped:/etc/passwd', `${out}/p2`]);
+    expect(stopped.status).toBe(125);
+    expect(stopped.stderr).toMatch(/stopped container needs root/);
+    expect(nsbox(['rm', 'stopped']).status).toBe(0);
+    const disk = nsbox(['run', '--name', 'dk', '--disk', '1m', 'busybox', 'true']);
+    expect(disk.status).toBe(125);
+    expect(disk.stderr).toMatch(/only a --rm container's write layer can be bounded/);
+    // --read-only and --tmpfs; then with --rm the write layer is a tmpfs of --disk's size.
+    const rm = nsbox(['run', '--rm', '--tmpfs', '/tmp:size=1m', '--read-only', 'busybox', 'sh', '-c', 'touch /x 2>/dev/null; echo "ro=$?"; df -k /tmp | tail -1']);
+    expect(rm.stdout).toMatch(/ro=1/);
+    expect(rm.stdout).toMatch(/ 1024 /);
+    const full = nsbox(['run', '--rm', '--disk', '1m', 'busybox', 'sh', '-c', 'dd if=/dev/zero of=/f bs=1k count=4096 2>/dev/null; echo "dd=$?"']);
+    expect(full.stdout.trim()).toBe('dd=1');
+    expect(leftContainers()).toEqual([]);
   });
 
   it('a hostile container: no mknod, no mount of host things, no nested user namespace, no setuid escape', () => {
