@@ -193,6 +193,29 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(nsbox(['rmi', 'owners']).status).toBe(0);
   });
 
+  it('an image cannot plant overlay metadata (user.overlay.*): import drops it, other user xattrs stay', () => {
+    const tar = path.join(base, 'xattrs.tar');
+    const py = [
+      'import tarfile, io, sys',
+      't = tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT)',
+      'def add(name, kind, pax):',
+      '    i = tarfile.TarInfo(name); i.type = kind; i.mode = 0o755; i.pax_headers = pax',
+      '    t.addfile(i, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)',
+      'add("d", tarfile.DIRTYPE, {"SCHILY.xattr.user.overlay.opaque": "y"})',
+      'add("d/f", tarfile.REGTYPE, {"SCHILY.xattr.user.overlay.redirect": "/etc", "SCHILY.xattr.user.overlay.metacopy": "", "SCHILY.xattr.user.keep": "1"})',
+      't.close()',
+    ].join('\n');
+    const made = spawnSync('python3', ['-c', py, tar], { encoding: 'utf8' });
+    if (made.status !== 0) return; // no python3: nothing to build the tarball with
+    chmodSync(tar, 0o644);
+    expect(nsbox(['import', tar, 'xattrs']).status).toBe(0);
+    const list = (f: string) => spawnSync('python3', ['-c', 'import os,sys; print(sorted(os.listxattr(sys.argv[1])))', f], { encoding: 'utf8' }).stdout.trim();
+    const rootfs = path.join(state, 'images', 'xattrs', 'rootfs');
+    expect(list(path.join(rootfs, 'd'))).toBe('[]');
+    expect(list(path.join(rootfs, 'd', 'f'))).toBe("['user.keep']");
+    expect(nsbox(['rmi', 'xattrs']).status).toBe(0);
+  });
+
   it('-d, exec, ps, rm -f, prune, images: the rest of the CLI', () => {
     const d = nsbox(['run', '-d', '--name', 'det', 'busybox', 'sleep', '60']);
     expect(d.status).toBe(0);
