@@ -78,13 +78,21 @@ console.log(JSON.stringify({ start, whole }));
 `);
   fs.chmodSync(worker, 0o644);
   const bwrap = `bwrap --unshare-all --bind ${rootfs} / --proc /proc --dev /dev /bin/true`;
-  const series = { nsboxStart: [], nsboxWhole: [], bwrap: [] };
+  const series = { nsboxStart: [], nsboxWhole: [], bwrap: [], rootStart: [] };
+  // For scale: the same worker as root (no user namespace), on a root-owned copy of the root.
+  const rootWork = path.join(base, 'root-work');
+  fs.mkdirSync(rootWork);
+  const rootRootfs = path.join(rootWork, 'busybox');
+  fs.cpSync(rootfs, rootRootfs, { recursive: true, verbatimSymlinks: true });
+  execFileSync('chown', ['-R', '0:0', rootRootfs]);
   const load = [];
   for (let r = 0; r < rounds; r++) {
     load.push(os.loadavg()[0]);
     const out = JSON.parse(asUser(['node', worker, rootfs, work, String(n)]).trim().split('\n').pop());
     series.nsboxStart.push(...out.start);
     series.nsboxWhole.push(...out.whole);
+    const asRoot = JSON.parse(execFileSync('node', [worker, rootRootfs, rootWork, String(n)], { encoding: 'utf8' }).trim().split('\n').pop());
+    series.rootStart.push(...asRoot.start);
     const json = path.join(work, `hf-${r}.json`);
     asUser(['hyperfine', '-N', '--warmup', '5', '--runs', String(n), '--export-json', json, bwrap], { stdio: ['ignore', 'ignore', 'inherit'] });
     series.bwrap.push(...JSON.parse(fs.readFileSync(json, 'utf8')).results[0].times.map((t) => t * 1000));
@@ -101,6 +109,7 @@ console.log(JSON.stringify({ start, whole }));
     nsboxRootlessStart: stat(series.nsboxStart),
     nsboxRootlessWhole: stat(series.nsboxWhole),
     bwrapWhole: stat(series.bwrap),
+    nsboxRootStart: stat(series.rootStart),
   };
   result.ratioStartToBwrap = +(result.nsboxRootlessStart.median / result.bwrapWhole.median).toFixed(3);
   result.ratioWholeToBwrap = +(result.nsboxRootlessWhole.median / result.bwrapWhole.median).toFixed(3);
