@@ -24,7 +24,8 @@
 // src-cc/core/exec.cc): the same confinement, reports and signal forwarding, but it is not
 // PID 1, so the command is tied to it by a parent-death signal instead (a SIGKILL of this
 // process ends the command too). `cwd`: the command's working directory, entered without
-// following /proc magic links.
+// following /proc magic links. `nosetgroups`: the container's user namespace denies
+// setgroups (rootless), so the supplementary groups are left as they are.
 // then the command's argv; the command's environment is this program's environment.
 
 #include <linux/close_range.h>

@@ -2,7 +2,9 @@
 // of a user. Pure logic; test/rootless.test.ts runs real rootless containers.
 import { describe, expect, it } from 'vitest';
 
+import { describeFailure } from '../../src/container';
 import { defaultRoot } from '../../src/layout';
+import { insideId } from '../../src/rootless';
 import { buildPlan, mapsId, rootlessUserNs } from '../../src/plan';
 
 const overlay = { type: 'overlay' as const, lower: ['/s/img'], upper: '/s/c/upper', work: '/s/c/work', target: '/s/c/merged' };
@@ -53,5 +55,32 @@ describe('state directory', () => {
     expect(defaultRoot({ XDG_DATA_HOME: '/home/u/data' }, 1000, '/home/u')).toBe('/home/u/data/nsbox');
     expect(defaultRoot({ XDG_DATA_HOME: 'relative' }, 1000, '/home/u')).toBe('/home/u/.local/share/nsbox');
     expect(defaultRoot({}, 1000, '/home/u')).toBe('/home/u/.local/share/nsbox');
+  });
+});
+
+describe('rootless errors and ids', () => {
+  const plan = buildPlan({ root: overlay, command: ['sh'], userns: rootlessUserNs(1001, 1001) });
+
+  it('clone refused with a user namespace names user namespaces and the knobs that allow them', () => {
+    for (const code of ['EPERM', 'ENOSPC']) {
+      const e = describeFailure(plan, { step: -1, syscall: 'clone', code, errno: code === 'EPERM' ? 1 : 28 });
+      expect(e.code).toBe(code);
+      expect(e.message).toMatch(new RegExp(`^start container: clone: ${code}: rootless \\(uid \\d+\\) needs a user namespace`));
+      expect(e.hint).toMatch(/user\.max_user_namespaces.*kernel\.unprivileged_userns_clone.*kernel\.apparmor_restrict_unprivileged_userns/);
+    }
+    // As root (no user namespace in the plan) a clone failure stays what it was.
+    const asRoot = buildPlan({ root: overlay, command: ['sh'] });
+    expect(describeFailure(asRoot, { step: -1, syscall: 'clone', code: 'EPERM', errno: 1 }).message).toBe('start container: clone: EPERM');
+  });
+
+  it('a failed id map names its file', () => {
+    const e = describeFailure(plan, { step: -3, detail: 1, syscall: 'write', code: 'EPERM', errno: 1 });
+    expect(e.message).toBe('user namespace: write /proc/self/uid_map: EPERM');
+  });
+
+  it('translates a host id into the namespace, and refuses one it does not map', () => {
+    expect(insideId('         0       1001          1\n', 1001)).toBe(0);
+    expect(insideId('0 1001 1\n1 100000 65536\n', 100004)).toBe(5);
+    expect(() => insideId('0 1001 1\n', 0)).toThrow(/not mapped/);
   });
 });
