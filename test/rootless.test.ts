@@ -307,6 +307,45 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(leftContainers()).toEqual([]);
   });
 
+  it('limits in a cgroup v2 subtree delegated to the user: the container is born in it, cpuTime holds, the directory goes', () => {
+    // The host's cgroup2 mount (hybrid here: no controllers, but cpu.stat and cgroup.kill).
+    const mount = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => / - cgroup2 /.test(l))?.split(' ')[4];
+    if (!mount || !existsSync(path.join(mount, 'cgroup.kill'))) return;
+    const deleg = path.join(mount, `nsbox-rootless-${process.pid}`);
+    const [sup, ctrs] = [path.join(deleg, 'sup'), path.join(deleg, 'ctrs')];
+    try {
+      for (const d of [deleg, sup, ctrs]) mkdirSync(d);
+      // What a service manager does to delegate: the directories and their files are the user's.
+      execFileSync('chown', ['-R', `${ids.uid}:${ids.gid}`, deleg]);
+      const script = path.join(base, 'cputime.js');
+      writeFileSync(script, `const { Runtime } = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});
+(async () => {
+  const c = await new Runtime().run({ image: 'busybox', command: ['sh', '-c', 'while :; do :; done'], limits: { cpuTime: 0.3 }, remove: true, stdio: 'ignore' });
+  const s = await c.wait();
+  console.log(JSON.stringify({ cpuTimeExceeded: s.cpuTimeExceeded, signal: s.signal }));
+})().catch((e) => console.log(JSON.stringify({ error: e.message })));
+`, { mode: 0o644 });
+      // The supervisor in the subtree (root moves it there, as a service manager would), then the user.
+      const env = `NSBOX_CGROUP_V2=limits NSBOX_CGROUP_V2_PARENT=${ctrs} NSBOX_ROOT=${state} HOME=${home} PATH=${process.env.PATH}`;
+      const inSubtree = (argv: string) => spawnSync('sh', ['-c', `echo $$ > ${sup}/cgroup.procs && exec runuser -u ${USER} -- env -i ${env} ${argv}`], { cwd: base, encoding: 'utf8', timeout: 60_000 });
+      const r = inSubtree(`node ${script}`);
+      expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toEqual({ cpuTimeExceeded: true, signal: 'SIGKILL' });
+      expect(readdirSync(ctrs).filter((f) => !f.includes('.'))).toEqual([]);
+      // A limit whose controller the subtree lacks: named, not ignored.
+      const m = inSubtree(`node ${pkg}/dist/cli/main.js run --rm -m 64m busybox true`);
+      expect(m.status).toBe(125);
+      expect(m.stderr).toMatch(/no memory controller in cgroup v2/);
+    } finally {
+      for (const d of [ctrs, sup, deleg]) {
+        try {
+          execFileSync('rmdir', [d]);
+        } catch {
+          // a process left in it would show in the last test
+        }
+      }
+    }
+  });
+
   it('where the user may not make a user namespace, clone fails with what to change; nothing is left', () => {
     if (spawnSync('bwrap', ['--version']).status !== 0) return;
     // bubblewrap's --disable-userns sets user.max_user_namespaces to its minimum inside.
