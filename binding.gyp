@@ -27,7 +27,6 @@
     },
     {
       "target_name": "nsbox",
-      "dependencies": [ "nsbox_init" ],
       "sources": [
         "src-cc/core/child.cc",
         "src-cc/core/spawn.cc",
@@ -56,13 +55,12 @@
           "process_outputs_as_sources": 1
         }
       ],
-      "include_dirs": [
-        "<!(node -p \"require('node-addon-api').include_dir\")",
-        "src-cc"
-      ],
+      # node-addon-api's own target (no C++ exceptions): its include directory and
+      # NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS come from it, as its version defines them.
+      "dependencies": [ "nsbox_init", "<!(node -p \"require('node-addon-api').targets\"):node_addon_api" ],
+      "include_dirs": [ "src-cc" ],
       "defines": [
         "NAPI_VERSION=8",
-        "NAPI_DISABLE_CPP_EXCEPTIONS",
         "NODE_ADDON_API_DISABLE_DEPRECATED",
         "_GNU_SOURCE"
       ],

@@ -59,6 +59,7 @@ ${snapshot ? `require('node:v8').startupSnapshot.setDeserializeMainFunction(() =
 const variants = [
   ['node -e 0', [node, '-e', '0']],
   ['nsbox run --rm busybox true (as is)', [node, path.join(dist, 'cli', 'main.js'), '--root', state, 'run', '--rm', 'busybox', 'true']],
+  ['nsbox run --rm busybox true (installed: bundle + code cache)', [node, path.join(dist, 'cli', 'start.js'), '--root', state, 'run', '--rm', 'busybox', 'true']],
   ['… without the modules run never calls', [node, '-r', path.join(dir, 'lazy.cjs'), path.join(dist, 'cli', 'main.js'), '--root', state, 'run', '--rm', 'busybox', 'true']],
 ];
 const rolldown = path.join(REPO, 'node_modules', '.bin', 'rolldown');

@@ -87,7 +87,10 @@ for (const d of fs.readdirSync(CACHE)) {
 const stateRoot = path.join(CACHE, `state-${process.pid}`);
 const scratch = path.join(CACHE, `scratch-${process.pid}`);
 fs.mkdirSync(scratch, { recursive: true });
-const cli = path.join(dist, 'cli', 'main.js');
+// The installed command (package.json bin): the bundle with its code cache; main.js is the
+// same CLI loaded module by module, as a plain tsc build runs it.
+const cli = path.join(dist, 'cli', 'start.js');
+const cliPlain = path.join(dist, 'cli', 'main.js');
 const workerBase = { dist, stateRoot, rootfs: busybox.dir };
 const idBase = `nsbench-${process.pid}`;
 
@@ -221,6 +224,8 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
     if (cliOk) {
       const c = await attempt('nsbox CLI', () => loop(bin, [process.execPath, cli, '--root', stateRoot, 'run', '--rm', 'busybox', 'true'], { n: N.cli }));
       if (c) addSeries('cli', 'nsbox', 'nsbox run --rm busybox true', c.samples, {}, c.cpu);
+      const p = await attempt('nsbox CLI unbundled', () => loop(bin, [process.execPath, cliPlain, '--root', stateRoot, 'run', '--rm', 'busybox', 'true'], { n: N.cli }));
+      if (p) addSeries('cli', 'nsbox-plain', 'nsbox run --rm busybox true (main.js, no bundle)', p.samples, {}, p.cpu);
       const h = await attempt('nsbox CLI --help', () => loop(bin, [process.execPath, cli, '--help'], { n: N.cli }));
       if (h) addSeries('cli', 'nsbox-help', 'nsbox --help (CLI load, no container)', h.samples, {}, h.cpu);
     }
@@ -296,9 +301,10 @@ if (want(5)) {
 if (want(6)) {
   for (const [id, label, extra, flags] of [
     ['vfork', 'CLONE_VM|CLONE_VFORK (default), small heap', {}, []],
-    ['fork', 'fork-style clone, small heap', { forkStyle: true }, []],
+    // Fork-style clone is no option of the API: src/container.ts reads it from the environment.
+    ['fork', 'fork-style clone, small heap', { env: { NSBOX_BENCH_FORK_STYLE: '1' } }, []],
     ['vfork-1g', `CLONE_VM|CLONE_VFORK, ${N.heapMB} MB live heap`, { heapMB: N.heapMB }, ['--max-old-space-size=4096']],
-    ['fork-1g', `fork-style clone, ${N.heapMB} MB live heap`, { heapMB: N.heapMB, forkStyle: true }, ['--max-old-space-size=4096']],
+    ['fork-1g', `fork-style clone, ${N.heapMB} MB live heap`, { heapMB: N.heapMB, env: { NSBOX_BENCH_FORK_STYLE: '1' } }, ['--max-old-space-size=4096']],
     ['vfork-100', `CLONE_VM|CLONE_VFORK, ${N.live} containers running`, { background: N.live }, []],
   ]) {
     log(`growth: ${label}`);

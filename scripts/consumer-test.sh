@@ -99,7 +99,7 @@ const problems = [];
 const allowed = [
   /^package\.json$/, /^README\.md$/, /^LICENSE$/, /^binding\.gyp$/, /^docs\/DESIGN\.md$/,
   /^scripts\/make-busybox-rootfs\.sh$/, /^scripts\/embed-init\.js$/,
-  /^dist\/.+\.(js|d\.ts)$/,
+  /^dist\/.+\.(js|d\.ts)$/, /^dist\/cli\/bundle\.cache$/,
   new RegExp(`^prebuilds/${process.env.PREBUILD_DIR}/nsbox\\.glibc\\.node$`),
   /^src-cc\/.+\.(cc|h)$/,
 ];
@@ -113,6 +113,8 @@ const required = ['package.json', 'LICENSE', 'binding.gyp', 'scripts/make-busybo
   `prebuilds/${process.env.PREBUILD_DIR}/nsbox.glibc.node`];
 if (fs.existsSync(path.join(stage, 'README.md'))) required.push('README.md');
 for (const s of sources) required.push(`dist/${s}.js`, `dist/${s}.d.ts`);
+// The bin's one-file CLI and its code cache (scripts/bundle-cli.js, at prepack).
+required.push('dist/cli/bundle.js', 'dist/cli/bundle.cache');
 for (const f of walk(path.join(stage, 'src-cc'))) required.push(path.relative(stage, f));
 const pkg = JSON.parse(fs.readFileSync(path.join(stage, 'package.json'), 'utf8'));
 required.push(pkg.main.replace(/^\.\//, ''), pkg.types.replace(/^\.\//, ''),
@@ -121,7 +123,7 @@ for (const f of new Set(required)) if (!files.includes(f)) problems.push(`missin
 const compiled = new Set(sources);
 for (const f of files) {
   const m = /^dist\/(.+?)(\.d)?\.(js|ts)$/.exec(f);
-  if (m && !compiled.has(m[1])) problems.push(`stale: ${f} has no source in src/`);
+  if (m && !compiled.has(m[1]) && f !== 'dist/cli/bundle.js') problems.push(`stale: ${f} has no source in src/`);
 }
 if (problems.length) { console.error(problems.join('\n')); process.exit(1); }
 console.log(`${files.length} files`);

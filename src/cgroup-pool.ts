@@ -19,7 +19,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { ownStartTime } from './layout';
+import { ownStartTime } from './proc';
 
 /** One hierarchy of a shape: `<supervisor's cgroup>/nsbox` there, and the files set in it. */
 export interface ShapeGroup {

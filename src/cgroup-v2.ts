@@ -22,7 +22,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { NsboxError } from './errors';
+import { NsboxError, errnoCode } from './errors';
 import type { CgroupLimits } from './limits';
 
 export type CgroupMode = 'unified' | 'hybrid' | 'legacy';
@@ -117,7 +117,7 @@ export function oomKillCount(keyed: string): number {
 }
 
 /** cpu.stat: CPU time of the whole cgroup, microseconds. */
-export function parseCpuStat(cpuStat: string): { usageUs?: number; userUs?: number; systemUs?: number } {
+export function parseCpuStat(cpuStat: string): { usageUs?: number | undefined; userUs?: number | undefined; systemUs?: number | undefined } {
   const m = parseKeyed(cpuStat);
   return { usageUs: m.get('usage_usec'), userUs: m.get('user_usec'), systemUs: m.get('system_usec') };
 }
@@ -209,7 +209,7 @@ function enableController(parent: string, c: string, words: (dir: string, f: str
     const why = code === 'EBUSY'
       ? `${parent} holds processes, and cgroup v2 enables a controller for children only in a cgroup without any`
       : (e as Error).message;
-    throw new NsboxError(code, `limits: cannot enable the ${c} controller in ${parent}: ${why}`, {
+    throw new NsboxError(errnoCode(code), `limits: cannot enable the ${c} controller in ${parent}: ${why}`, {
       path: c, cause: e, hint: 'run the supervisor in a leaf cgroup below a delegated one, or set NSBOX_CGROUP_V2_PARENT to an empty cgroup with the controllers enabled',
     });
   }
@@ -218,7 +218,7 @@ function enableController(parent: string, c: string, words: (dir: string, f: str
 /** What the v2 directory says once the container has ended. */
 export interface V2Stats {
   oomKilled: boolean;
-  memoryPeakBytes?: number;
+  memoryPeakBytes?: number | undefined;
   cpuUserMs?: number;
   cpuSystemMs?: number;
 }
@@ -283,7 +283,7 @@ export class V2Cgroup {
       if (use === 'track' && !made && (code === 'EACCES' || code === 'EROFS' || code === 'EPERM')) return null;
       if (e instanceof NsboxError) throw e;
       const file = files.length ? ` (${files.map((f) => f.file).join(', ')})` : '';
-      throw new NsboxError(code ?? 'EIO', `cgroup v2 ${dir}${file}: ${(e as Error).message}`, { cause: e, path: dir });
+      throw new NsboxError(errnoCode(code), `cgroup v2 ${dir}${file}: ${(e as Error).message}`, { cause: e, path: dir });
     }
   }
 
@@ -348,7 +348,7 @@ export async function killAndRemove(dir: string, waitMs = 5000): Promise<void> {
       killAll(dir);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw new NsboxError((e as NodeJS.ErrnoException).code ?? 'EIO', `cgroup v2 ${dir}: ${(e as Error).message}`, { cause: e, path: dir });
+      throw new NsboxError(errnoCode((e as NodeJS.ErrnoException).code), `cgroup v2 ${dir}: ${(e as Error).message}`, { cause: e, path: dir });
     }
     if (Date.now() > deadline) throw new NsboxError('EBUSY', `cgroup v2 ${dir}: processes still in it after cgroup.kill`, { path: dir });
     await new Promise((r) => setTimeout(r, attempt < 10 ? 1 : 10));
@@ -360,7 +360,7 @@ export async function killAndRemove(dir: string, waitMs = 5000): Promise<void> {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || Date.now() > deadline) throw new NsboxError(code ?? 'EIO', `remove cgroup ${dir}: ${(e as Error).message}`, { cause: e, path: dir });
+      if (code !== 'EBUSY' || Date.now() > deadline) throw new NsboxError(errnoCode(code), `remove cgroup ${dir}: ${(e as Error).message}`, { cause: e, path: dir });
       await new Promise((r) => setTimeout(r, attempt < 10 ? 1 : 10));
     }
   }

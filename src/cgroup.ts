@@ -23,8 +23,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { NsboxError, fromNative, fromSystemError } from './errors';
-import { ownStartTime, processAlive } from './layout';
+import { NsboxError, fromNative, fromSystemError, errnoCode } from './errors';
+import { ownStartTime, processAlive } from './proc';
 import { deviceProgram, parseDeviceRule } from './devbpf';
 import { discardSync, makeSync, refillWarm, renameSet, takeWarm, warmOwner, type ShapeGroup, type WarmSet } from './cgroup-pool';
 import { V2Cgroup, givenV2Parent, pruneGivenV2Parent, v2Use } from './cgroup-v2';
@@ -239,7 +239,7 @@ function limitShape(wanted: Map<string, Array<[string, string]>>): { shape: Shap
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           const why = notOurs(e) ? ' (the cgroup is not writable by this process: not delegated)' : '';
-          throw new NsboxError(code ?? 'EIO', `limits: cgroup controller ${controller}: ${(e as Error).message}${why}`, { cause: e, path: controller });
+          throw new NsboxError(errnoCode(code), `limits: cgroup controller ${controller}: ${(e as Error).message}${why}`, { cause: e, path: controller });
         }
         parentsReady.add(parent);
       }
@@ -277,8 +277,8 @@ function writeLimitFiles(set: WarmSet, i: number, files: string[], values: Map<s
 /** What the cgroups say once the container has ended (before they are removed). */
 export interface CgroupStats {
   oomKilled: boolean;
-  memoryPeakBytes?: number;
-  cpuUsageNs?: number;
+  memoryPeakBytes?: number | undefined;
+  cpuUsageNs?: number | undefined;
   /** The whole container's CPU time, from cgroup v2's cpu.stat. */
   cpuUserMs?: number;
   cpuSystemMs?: number;
@@ -367,7 +367,7 @@ export class ContainerCgroup {
       if (e instanceof NsboxError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
       const why = code === 'EACCES' || code === 'EROFS' || code === 'EPERM' ? ' (the cgroup is not writable by this process: not delegated)' : '';
-      throw new NsboxError(code ?? 'EIO', `limits: cgroup controller ${current}: ${(e as Error).message}${why}`, { cause: e, path: current });
+      throw new NsboxError(errnoCode(code), `limits: cgroup controller ${current}: ${(e as Error).message}${why}`, { cause: e, path: current });
     }
   }
 
@@ -425,6 +425,13 @@ export class ContainerCgroup {
     const acct = this.byController.get('cpuacct');
     if (acct) out.cpuUsageNs = this.cpuUsageNs();
     return out;
+  }
+
+  /** The file cpuUsageNs() reads: v1 cpuacct.usage (ns), or v2 cpu.stat (`v2`: usage_usec). */
+  cpuUsageFile(): { file: string; v2: boolean } | undefined {
+    const acct = this.byController.get('cpuacct');
+    if (acct) return { file: path.join(acct, 'cpuacct.usage'), v2: false };
+    return this.v2 ? { file: path.join(this.v2.dir, 'cpu.stat'), v2: true } : undefined;
   }
 
   /** CPU time of the whole container so far (cpuacct), or undefined without that cgroup. */

@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from './errors';
-import { ID_RE, mountsUnder, ownStartTime, type Layout } from './layout';
+import { ID_RE, type Layout } from './layout';
+import { mountsUnder, ownStartTime } from './proc';
 import { readRecord, type ContainerRecord } from './record';
 
 /** containers/<id>.removing-<pid>-<start>: a container that process is removing. */
@@ -22,7 +23,7 @@ export interface Entry {
   kind: 'live' | 'tomb';
   id: string;
   dir: string;
-  rec?: ContainerRecord;
+  rec?: ContainerRecord | undefined;
   bad?: NsboxError;
   remover?: { pid: number; start: string };
 }

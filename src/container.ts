@@ -6,23 +6,25 @@ import { EventEmitter } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import type * as Net from 'node:net';
 import { constants as osConstants } from 'node:os';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type * as tty from 'node:tty';
 
 import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './copy';
-import { NsboxError, fromNative, invalid } from './errors';
+import { NsboxError, fromNative, invalid, errnoCode } from './errors';
 import { native, type NativePlan, type NativeProcess } from './native';
 import type { ImageInfo } from './image/store';
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
 import { newId } from './layout';
 import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type Limits, type Ulimit } from './limits';
-import { buildPlan, type PlanInput, type StdioMode } from './plan';
+import { buildPlan, type BindMount, type RootSource, type TmpfsMount } from './plan';
 import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
+import { normaliseStdio, type ProcessEvents, type ProcessStreams, type Stdio, type StreamsOf, type TerminalSize } from './stdio';
+import { arrayOf, boolean, checkObject, integer, isObject, oneOf, optional, pathString, shape, string, union, type Check, type Spec } from './validate';
 import { checkRootlessIds, rootlessCgroup, startUserNs } from './rootless';
 
-export type Stdio = StdioMode | [StdioMode, StdioMode, StdioMode];
+export type { ProcessEvents, ProcessStreams, Stdio, StdioEntry, StdioMode, StreamsOf, TerminalSize } from './stdio';
 
 export interface ExitStatus {
   /** The command's exit code, or null when a signal ended it. */
@@ -37,6 +39,7 @@ export interface ExitStatus {
   aborted: boolean;
   /** `limits.cpuTime` was used up: the whole container was killed. */
   cpuTimeExceeded: boolean;
+  /** What it used: time, CPU, memory. */
   usage: Usage;
 }
 
@@ -44,8 +47,9 @@ export interface ExitStatus {
 export interface Usage {
   /** From the start until nsbox-init exited. */
   wallMs: number;
-  /** CPU time of the command and every process nsbox-init reaped. */
+  /** User-mode CPU time of the command and every process nsbox-init reaped. */
   cpuUserMs: number;
+  /** CPU time in the kernel on their behalf, as `cpuUserMs`. */
   cpuSystemMs: number;
   /** The largest resident set of any one of those processes. */
   maxRssBytes: number;
@@ -53,35 +57,135 @@ export interface Usage {
   memoryPeakBytes: number | null;
 }
 
-export interface ProcessOptions extends Omit<PlanInput, 'stdio' | 'tty' | 'security' | 'confine' | 'devices' | 'deviceNodesAllowed' | 'cgroupProcs' | 'initOptions' | 'bornIn' | 'cgroupFd'> {
+/** Container.start's options: a container on a root filesystem of the caller's, without images or state. */
+export interface ProcessOptions {
+  /** The root filesystem: a directory bound as it is, or overlay (or aufs) layers mounted as the root. */
+  root: RootSource;
+  /** The program and its arguments; the program is looked up in the PATH of `env`. */
+  command: string[];
+  /** The environment, over the defaults (PATH, HOSTNAME, HOME, TERM with `tty`); nothing from the host's. */
+  env?: Record<string, string> | undefined;
+  /** Its hostname (UTS namespace); default 'nsbox'. */
+  hostname?: string | undefined;
+  /** Working directory inside the container; default /. */
+  cwd?: string | undefined;
+  /** 'none' (default): a network namespace with only lo; 'host': the host's network. */
+  network?: 'none' | 'host' | undefined;
+  /** Host paths bound into the container (volumes), parents before children. */
+  mounts?: BindMount[] | undefined;
+  /** tmpfs mounts of the container's own, in its memory (charged to `limits.memory`). */
+  tmpfs?: TmpfsMount[] | undefined;
   /**
    * Limits of the whole container (every process in it, through its cgroups): memory,
    * memorySwap, cpus, cpuset, cpuShares, pids, cpuTime; and per process: files, fileSize.
    */
-  limits?: Limits;
+  limits?: Limits | undefined;
   /** rlimits by name (nofile, nproc, core, ...): a number, or [soft, hard]. */
-  ulimits?: Record<string, Ulimit>;
+  ulimits?: Record<string, Ulimit> | undefined;
   /** Milliseconds of wall-clock time: then the whole container is killed (`timedOut`). */
-  timeout?: number;
+  timeout?: number | undefined;
   /** Aborting it kills the whole container (`aborted`), as child_process's `signal` does. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /**
    * Host device nodes the container may use (`'/dev/fuse'`, `'/dev/sda:/dev/disk'`): bound into
    * its /dev and allowed in its device cgroup. Nothing else opens a device node (every mount
    * it can write is nodev), unless `security.privileged`.
    */
-  devices?: DeviceSpec[];
+  devices?: DeviceSpec[] | undefined;
   /**
    * Capabilities, user, seccomp, masked paths. Default: docker's defaults (14 capabilities,
    * no_new_privs, the default seccomp filter, masked and read-only /proc and /sys paths).
    */
-  security?: SecurityOptions;
-  /** An already built confinement (buildConfinement's result); takes precedence over `security`. */
-  confinement?: Confinement;
-  stdio?: Stdio;
+  security?: SecurityOptions | undefined;
+  /**
+   * fds 0, 1, 2 of the command: `'pipe'` (default) gives `stdin`, `stdout`, `stderr` streams;
+   * `'inherit'` this process's; `'ignore'` /dev/null; per fd also an fd number or a stream
+   * with one, as child_process.spawn takes them.
+   */
+  stdio?: Stdio | undefined;
   /** A pseudo-terminal as the container's controlling terminal and stdio. */
-  tty?: boolean | { cols?: number; rows?: number };
+  tty?: boolean | TerminalSize | undefined;
 }
+
+export interface ContainerStopOptions {
+  /** Milliseconds from the first signal to SIGKILL of the whole container; default 10 000. */
+  timeout?: number | undefined;
+  /** The first signal; default SIGTERM (nsbox-init passes it to the command). */
+  signal?: NodeJS.Signals | number | undefined;
+}
+
+export interface RemoveOptions {
+  /** Kill it first when it runs (else a running container is refused: IN_USE). */
+  force?: boolean | undefined;
+}
+
+const STOP_OPTIONS: Spec<ContainerStopOptions> = {
+  timeout: optional(integer(0, 2 ** 31 - 1)),
+  signal: optional(union<NodeJS.Signals | number>('a signal name or number', [
+    [(v) => typeof v === 'string', string as Check<NodeJS.Signals>],
+    [(v) => typeof v === 'number', integer(0, 64)],
+  ])),
+};
+const REMOVE_OPTIONS: Spec<RemoveOptions> = { force: optional(boolean) };
+
+/** @internal What Runtime.run and the detached start add to ProcessOptions. */
+export interface LaunchOptions extends ProcessOptions {
+  /** An already built confinement (confinement()'s result); takes precedence over `security`. */
+  confinement?: Confinement | undefined;
+  /** Files nsbox wrote for the container (/etc/hosts, ...), bound over the root's own. */
+  etcFiles?: Array<{ source: string; target: string }> | undefined;
+}
+
+/** Checked by its own code later: here only its presence among the known keys. */
+const given = <T>(): Check<T> => (v) => v as T;
+const PATHS = arrayOf(pathString, { min: 1 });
+const ROOT_TYPES = ['bind', 'overlay', 'aufs'] as const;
+const ROOT = ((v: unknown, name: string): RootSource => {
+  const type = isObject(v) ? oneOf(ROOT_TYPES)(v.type, `${name}.type`) : oneOf(ROOT_TYPES)(v, name);
+  switch (type) {
+    case 'bind':
+      return checkObject<RootSource>({ type: given(), path: pathString, readonly: optional(boolean) } as Spec<RootSource>, v, name);
+    case 'overlay':
+      return checkObject<RootSource>({
+        type: given(), lower: PATHS, upper: pathString, work: pathString, target: pathString, volatile: optional(boolean), writeLayer: optional(given()),
+      } as Spec<RootSource>, v, name);
+    case 'aufs':
+      return checkObject<RootSource>({ type: given(), lower: PATHS, upper: pathString, target: pathString } as Spec<RootSource>, v, name);
+  }
+}) as Check<RootSource>;
+
+/**
+ * Container.start's options, checked at run time: an unknown key (a typo such as `timeOut`)
+ * is refused, naming the nearest known one. What start's own code checks in detail (the
+ * command, env, limits, security, ...) is only let through here.
+ */
+const PROCESS_OPTIONS: Spec<ProcessOptions> = {
+  root: ROOT,
+  command: given(),
+  env: given(),
+  hostname: optional(string),
+  cwd: optional(string),
+  network: given(),
+  mounts: optional(arrayOf(shape<BindMount>({ source: pathString, target: string, readonly: optional(boolean) as Check<boolean>, file: optional(boolean) }))),
+  tmpfs: optional(arrayOf(shape<TmpfsMount>({
+    target: string, size: optional(integer(0, Number.MAX_SAFE_INTEGER)), mode: optional(integer(0, 0o7777)), noexec: optional(boolean),
+  }))),
+  limits: given(),
+  ulimits: given(),
+  timeout: given(),
+  signal: given(),
+  devices: given(),
+  security: given(),
+  stdio: given(),
+  tty: (v, name) => (isObject(v) ? shape<TerminalSize>({ cols: given(), rows: given() })(v, name) : v as boolean | undefined),
+};
+
+/**
+ * Fork-style clone instead of CLONE_VM | CLONE_VFORK, for the benchmark that compares them
+ * (bench/run.mjs, growth): $NSBOX_BENCH_FORK_STYLE=1 when this module loads. No option of
+ * the API: it only makes starts slower.
+ */
+const FORK_STYLE = process.env.NSBOX_BENCH_FORK_STYLE === '1';
 
 /** What a Runtime adds to a container it manages (see runtime.ts). */
 export interface ManagedContainer {
@@ -90,14 +194,14 @@ export interface ManagedContainer {
   /** Runs once the process has exited and its streams have closed, before wait() resolves. */
   afterExit(status: ExitStatus): Promise<void> | void;
   commit(image: string, options?: CommitOptions): Promise<ImageInfo>;
-  remove(options?: { force?: boolean }): Promise<void>;
+  remove(options?: RemoveOptions): Promise<void>;
   copyIn?(source: CopySource, dest: string, options?: CopyInOptions): Promise<CopyResult>;
   copyOut?(path: string, options?: CopyOutOptions): Promise<Readable>;
 }
 
 export interface CommitOptions {
   /** Also write the image as a tarball here. */
-  output?: string;
+  output?: string | undefined;
 }
 
 /** The step a failure in the child's writing of its user namespace's id maps reports (common/report.h kUserNsPhase). */
@@ -117,16 +221,7 @@ export function signalNumber(signal: NodeJS.Signals | number): number {
   return n;
 }
 
-export function normaliseStdio(stdio: Stdio | undefined): [StdioMode, StdioMode, StdioMode] {
-  if (stdio === undefined) return ['pipe', 'pipe', 'pipe'];
-  const modes = typeof stdio === 'string' ? [stdio, stdio, stdio] : stdio;
-  if (!Array.isArray(modes) || modes.length !== 3 || modes.some((m) => !['pipe', 'inherit', 'ignore'].includes(m))) {
-    throw invalid(`stdio: ${JSON.stringify(stdio)}: 'pipe', 'inherit', 'ignore' or three of them`);
-  }
-  return modes as [StdioMode, StdioMode, StdioMode];
-}
-
-export function ttySize(t: ProcessOptions['tty']): { cols: number; rows: number } | undefined {
+export function ttySize(t: boolean | TerminalSize | undefined): { cols: number; rows: number } | undefined {
   if (!t) return undefined;
   const { cols = 80, rows = 24 } = t === true ? {} : t;
   for (const [k, v] of [['cols', cols], ['rows', rows]] as const) {
@@ -145,18 +240,18 @@ export function describeFailure(plan: NativePlan, r: { step: number; detail?: nu
   }
   if (r.step === USERNS_PHASE) {
     const file = ['setgroups', 'uid_map', 'gid_map'][r.detail ?? 0] ?? 'uid_map';
-    return new NsboxError(r.code, `user namespace: ${r.syscall} /proc/self/${file}: ${r.code}`, { ...details, step: 'user namespace', path: `/proc/self/${file}`, hint: 'the kernel refused the one-id map of a rootless container (is /proc mounted with hidepid, or a security module in the way?)' });
+    return new NsboxError(errnoCode(r.code), `user namespace: ${r.syscall} /proc/self/${file}: ${r.code}`, { ...details, step: 'user namespace', path: `/proc/self/${file}`, hint: 'the kernel refused the one-id map of a rootless container (is /proc mounted with hidepid, or a security module in the way?)' });
   }
   if (r.step < 0 && plan.userns && r.syscall === 'clone' && (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')) {
     // The usual way rootless fails: the kernel does not let this user make a user namespace.
     const why = r.code === 'ENOSPC' || r.code === 'EUSERS' ? 'the limit on user namespaces is reached (or 0)' : 'unprivileged user namespaces are disabled here';
-    return new NsboxError(r.code, `start container: clone: ${r.code}: rootless (uid ${process.geteuid?.()}) needs a user namespace, and ${why}`, {
+    return new NsboxError(errnoCode(r.code), `start container: clone: ${r.code}: rootless (uid ${process.geteuid?.()}) needs a user namespace, and ${why}`, {
       ...details, step: 'clone',
       hint: 'allow unprivileged user namespaces: sysctl user.max_user_namespaces=15000 (not 0), kernel.unprivileged_userns_clone=1 (Debian kernels), kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+, or an AppArmor profile for node allowing userns); in a container, its seccomp profile must allow CLONE_NEWUSER; or run as root',
     });
   }
   if (r.step < 0) {
-    return new NsboxError(r.code, `start container: ${r.syscall}: ${r.code}`, details);
+    return new NsboxError(errnoCode(r.code), `start container: ${r.syscall}: ${r.code}`, details);
   }
   if (r.step >= plan.steps.length) {
     const program = plan.argv[0]!;
@@ -165,32 +260,42 @@ export function describeFailure(plan: NativePlan, r: { step: number; detail?: nu
       return new NsboxError(r.code, `exec ${program}: arguments and environment too big (E2BIG)`, { ...details, step: 'exec', path: program });
     }
     if (r.syscall !== 'execve') {
-      return new NsboxError(r.code, `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
+      return new NsboxError(errnoCode(r.code), `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
     }
     const path = r.detail !== undefined && r.detail >= 0 ? plan.candidates[r.detail]! : program;
     const why = r.code === 'ENOENT'
       ? (program.includes('/') ? 'no such file' : `not found in PATH`)
       : r.code === 'EACCES' ? 'permission denied (a directory, or not executable)' : r.code;
-    return new NsboxError(r.code, `exec ${path}: ${why} (${r.code})`, { ...details, step: 'exec', path });
+    return new NsboxError(errnoCode(r.code), `exec ${path}: ${why} (${r.code})`, { ...details, step: 'exec', path });
   }
   const step = plan.steps[r.step]!;
   const path = step.target || step.source || '';
   const pathText = step.target ? `/${step.target.replace(/^\//, '')}` : step.source ?? '';
   const where = step.op === 'mountRootFs' || step.op === 'bindRoot' ? path : pathText;
-  return new NsboxError(r.code, `${step.name}: ${r.syscall} ${where}: ${r.code}`, { ...details, step: step.name, path: where });
+  return new NsboxError(errnoCode(r.code), `${step.name}: ${r.syscall} ${where}: ${r.code}`, { ...details, step: step.name, path: where });
 }
 
-export class Container extends EventEmitter {
+/**
+ * A started container. `S` says which of its streams exist, from the options it was started
+ * with (see StreamsOf): `stdio: 'pipe'` (the default) makes `stdin`, `stdout` and `stderr`
+ * non-null, `tty: true` makes `terminal` non-null. Events: `exit` and `close` (exit code,
+ * signal), `error`.
+ */
+export class Container<S extends ProcessStreams = ProcessStreams> extends EventEmitter<ProcessEvents> {
   /** The id a Runtime gave it; null for a container started on a bare rootfs. */
   readonly id: string | null;
+  /** The name it was run with, or null. */
   readonly name: string | null;
+  /** Its nsbox-init's pid, in this process's pid namespace. */
   readonly pid: number;
-  /** Piped stdin, when asked for. */
-  readonly stdin: Writable | null;
-  readonly stdout: Readable | null;
-  readonly stderr: Readable | null;
+  /** Its stdin, when piped: write to it, end() it for EOF. */
+  readonly stdin: S['stdin'];
+  /** Its stdout, when piped. */
+  readonly stdout: S['stdout'];
+  /** Its stderr, when piped. */
+  readonly stderr: S['stderr'];
   /** The pty master, with `tty: true`: read the terminal's output, write its input. */
-  readonly terminal: tty.ReadStream | null;
+  readonly terminal: S['terminal'];
 
   private readonly proc: NativeProcess;
   private readonly managed: ManagedContainer | undefined;
@@ -205,15 +310,15 @@ export class Container extends EventEmitter {
    * Starts a container process on a root filesystem (`root`), without images or state:
    * the building block Runtime.run uses. Throws NsboxError when setup fails.
    */
-  static start(options: ProcessOptions): Container {
-    return Container.launch(options);
+  static start<O extends ProcessOptions>(options: O): Container<StreamsOf<O>> {
+    return Container.launch(checkObject(PROCESS_OPTIONS, options, 'start options', (k) => k)) as Container<StreamsOf<O>>;
   }
 
   /** @internal Runtime's way in: the same start, with the bookkeeping hooks attached. */
-  static launch(options: ProcessOptions, managed?: ManagedContainer): Container {
+  static launch(options: LaunchOptions, managed?: ManagedContainer): Container {
     const size = ttySize(options.tty);
-    const { security, confinement: given, devices: deviceSpecs, limits, ulimits, timeout, signal, ...rest } = options;
-    const { security: nativeSecurity, confine } = given ?? confinement(security);
+    const { security, confinement: built, devices: deviceSpecs, limits, ulimits, timeout, signal, stdio, tty: _tty, ...rest } = options;
+    const confined = built ?? confinement(security);
     if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
     const devices = (deviceSpecs ?? []).map(parseDevice);
     const privileged = security?.privileged === true;
@@ -222,14 +327,14 @@ export class Container extends EventEmitter {
     const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
     if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
     const userns = startUserNs();
-    if (userns) checkRootlessIds(nativeSecurity, userns);
+    if (userns) checkRootlessIds(confined.security, userns);
     // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
     const cgroup = userns ? rootlessCgroup(managed?.id ?? newId(), bounds) : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
     const bornIn = userns ? cgroup?.bornIn : cgroup?.bornIn ?? homeDevicesTasks();
     try {
       const plan = buildPlan({
-        cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(userns ? { userns } : {}),
-        stdio: normaliseStdio(options.stdio), tty: size, security: nativeSecurity, confine,
+        cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(FORK_STYLE ? { forkStyle: true } : {}), ...(userns ? { userns } : {}),
+        stdio: normaliseStdio(stdio), tty: size, confinement: confined,
         deviceNodesAllowed: privileged, devices, initOptions,
         ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
         ...(bornIn ? { bornIn } : {}),
@@ -294,7 +399,7 @@ export class Container extends EventEmitter {
     this.pid = r.pid;
     this.proc = r.process;
     this.ptyFd = r.pty;
-    ({ stdin: this.stdin, stdout: this.stdout, stderr: this.stderr, terminal: this.terminal } = processStreams(r, (e) => this.emit('error', e)));
+    ({ stdin: this.stdin, stdout: this.stdout, stderr: this.stderr, terminal: this.terminal } = processStreams(r, (e) => this.emit('error', e)) as S);
     this.closed = this.exited.then(async (status) => {
       // Nobody reads the pipe any more: close our end, as child_process does, or its fd
       // stays open for as long as the Container object lives.
@@ -351,11 +456,11 @@ export class Container extends EventEmitter {
    * if it is still running after `timeout` ms (default 10 s), SIGKILL of the whole container.
    * Resolves to its exit status.
    */
-  async stop(options: { timeout?: number; signal?: NodeJS.Signals | number } = {}): Promise<ExitStatus> {
-    const timeout = options.timeout ?? 10_000;
-    if (typeof timeout !== 'number' || !(timeout >= 0)) throw invalid('stop: timeout: expected milliseconds');
+  async stop(options: ContainerStopOptions = {}): Promise<ExitStatus> {
+    const o = checkObject(STOP_OPTIONS, options, 'stop options', (k) => `stop option ${k}`);
+    const timeout = o.timeout ?? 10_000;
     if (this.running) {
-      this.kill(options.signal ?? 'SIGTERM');
+      this.kill(o.signal ?? 'SIGTERM');
       const timer = setTimeout(() => this.running && this.kill('SIGKILL'), timeout);
       try {
         await this.exited;
@@ -382,11 +487,11 @@ export class Container extends EventEmitter {
    * namespaces, its root and cgroups, with its capabilities, user, no_new_privs, seccomp
    * filter and rlimits; its environment plus `env`. Throws NOT_RUNNING once it has exited.
    */
-  exec(options: ExecOptions): ExecProcess {
+  exec<O extends ExecOptions>(options: O): ExecProcess<StreamsOf<O>> {
     const label = this.name ?? this.id ?? String(this.pid);
     if (!this.running) throw notRunning(label, 'has exited');
     // Our own unreaped child: its pid cannot be reused, no record needed to prove it.
-    return execIn({ pid: this.pid, label }, options);
+    return execIn({ pid: this.pid, label }, options) as ExecProcess<StreamsOf<O>>;
   }
 
   /** Makes a new image of this container's root (image, writes, deletions; no volumes). */
@@ -414,10 +519,11 @@ export class Container extends EventEmitter {
    * Removes the container: its write layer and state. A running container is refused unless
    * `force`, which kills it first. On a bare-rootfs container it only stops the process.
    */
-  async remove(options: { force?: boolean } = {}): Promise<void> {
-    if (this.managed) return this.managed.remove(options);
+  async remove(options: RemoveOptions = {}): Promise<void> {
+    const o = checkObject(REMOVE_OPTIONS, options, 'remove options', (k) => `remove option ${k}`);
+    if (this.managed) return this.managed.remove(o);
     if (this.running) {
-      if (!options.force) throw new NsboxError('IN_USE', `container ${this.pid} is running (use force to kill it)`);
+      if (!o.force) throw new NsboxError('IN_USE', `container ${this.pid} is running (use force to kill it)`);
       this.kill('SIGKILL');
     }
     await this.wait();

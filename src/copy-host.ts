@@ -12,14 +12,17 @@ import { components } from './copy-tar-in';
 import { extractStream, tarChunks, type CopyResult } from './copy';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { TarReader } from './image/tar';
+import { boolean, checkObject, optional, type Spec } from './validate';
 
 const { O_RDONLY, O_DIRECTORY } = fs.constants;
 
+const COPY_TO_HOST: Spec<CopyToHostOptions> = { keepOwners: optional(boolean), keepPrivileges: optional(boolean) };
+
 export interface CopyToHostOptions {
   /** Keep the tar's owners (cp -a); default: the user running the copy owns what it writes. */
-  keepOwners?: boolean;
+  keepOwners?: boolean | undefined;
   /** Keep setuid/setgid bits and file capabilities (cp -a); default: dropped, since a container chose them. */
-  keepPrivileges?: boolean;
+  keepPrivileges?: boolean | undefined;
 }
 
 /**
@@ -27,7 +30,8 @@ export interface CopyToHostOptions {
  * `dest` when it is a directory, as `dest` otherwise (its parent must exist). `-` is not a
  * path here: the caller pipes the stream itself.
  */
-export async function copyToHost(stream: AsyncIterable<Uint8Array | string>, dest: string, options: CopyToHostOptions = {}): Promise<CopyResult> {
+export async function copyToHost(stream: AsyncIterable<Uint8Array | string>, dest: string, given: CopyToHostOptions = {}): Promise<CopyResult> {
+  const options = checkObject(COPY_TO_HOST, given, 'copyToHost options', (k) => `copyToHost option ${k}`);
   const label = `cp to ${dest}`;
   if (typeof dest !== 'string' || dest === '' || dest.includes('\0')) throw invalid(`${label}: expected a host path`);
   const abs = path.resolve(dest);

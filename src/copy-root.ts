@@ -16,8 +16,8 @@ import * as fs from 'node:fs';
 
 import { NsboxError } from './errors';
 import { mountOverlayFd, openDir } from './fsat';
+import { processAlive, processPidNamespace } from './proc';
 import { isRootless } from './rootless';
-import { processAlive, processPidNamespace } from './layout';
 import type { ContainerRecord } from './record';
 import type { Workspace } from './workspace';
 

@@ -12,7 +12,7 @@
  */
 import * as fs from 'node:fs';
 
-import { NsboxError } from './errors';
+import { NsboxError, errnoCode } from './errors';
 import {
   listDir, listXattrsFd, openDirAt, openFileAt, openInRoot, printable, readLinkAt, statAt, statFd, type EntryStat,
 } from './fsat';
@@ -314,7 +314,7 @@ class TreeWalk {
       try {
         n = fs.readSync(fd, out.buf, out.used, Math.min(left, out.free), null);
       } catch (err) {
-        throw new NsboxError((err as NodeJS.ErrnoException).code ?? 'EIO', `${this.src.label}: read ${printable(path)}: ${(err as Error).message}`, { cause: err });
+        throw new NsboxError(errnoCode((err as NodeJS.ErrnoException).code), `${this.src.label}: read ${printable(path)}: ${(err as Error).message}`, { cause: err });
       }
       if (n === 0) break;
       out.used += n;

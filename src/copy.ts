@@ -25,14 +25,14 @@ export type CopySource = string | Buffer | Uint8Array | AsyncIterable<Uint8Array
 
 export interface CopyInOptions {
   /** Every file written gets this owner (docker cp without -a: the container's root, 0:0). Default: the owners in the tar, or of the host files. */
-  owner?: { uid: number; gid: number };
+  owner?: { uid: number; gid: number } | undefined;
   /** A host path source that is a symlink: copy what it points to (cp -L). */
-  follow?: boolean;
+  follow?: boolean | undefined;
 }
 
 export interface CopyOutOptions {
   /** A container path that is a symlink: copy what it points to, resolved inside the container (cp -L). */
-  follow?: boolean;
+  follow?: boolean | undefined;
 }
 
 export interface CopyResult {

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
 import {
-  confinement, describeFailure, hasCgroupNamespaces, initRlimits, type ProcessOptions,
+  confinement, describeFailure, hasCgroupNamespaces, initRlimits, type LaunchOptions,
 } from './container';
 import { parseDevice } from './device';
 import { NsboxError, invalid } from './errors';
@@ -22,9 +22,9 @@ import { checkRootlessIds, needsCgroup, startUserNs } from './rootless';
 /** How a detached container's log is kept. */
 export interface LogOptions {
   /** Bytes (or '10m') a log file may grow to before it is rotated. Default 10 MiB. */
-  logMaxSize?: number | string;
+  logMaxSize?: number | string | undefined;
   /** Files kept, the current one included (container.log, container.log.1, ...). Default 2. */
-  logMaxFiles?: number;
+  logMaxFiles?: number | undefined;
 }
 
 export const DEFAULT_LOG_MAX_SIZE = 10 * 1024 * 1024;
@@ -57,39 +57,50 @@ export function logLimits(o: LogOptions): { logMaxSize: number; logMaxFiles: num
  * container (so that a caller killed before its record was written leaves no container that
  * nothing accounts for).
  */
-export function launchDetached(options: ProcessOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number; ack: number } {
+export function launchDetached(options: LaunchOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number; ack: number } {
   const { security, confinement: given, devices: deviceSpecs, limits, ulimits, timeout, signal, tty, stdio, ...rest } = options;
   void stdio; // always: no stdin, stdout and stderr to the monitor
   if (tty) throw invalid('detach: a detached container has no terminal (tty)');
-  if (timeout !== undefined || signal !== undefined) {
-    throw invalid('detach: timeout and signal are enforced by a supervisor in this process; a detached container has none (use stop)');
+  if (signal !== undefined) throw invalid('detach: an abort signal lives in this process; a detached container outlives it (use stop)');
+  if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 1 || timeout > 2 ** 31 - 1)) {
+    throw invalid('timeout: expected milliseconds, an integer from 1');
   }
   const { logMaxSize, logMaxFiles } = logLimits(log);
-  const { security: nativeSecurity, confine } = given ?? confinement(security);
+  const confined = given ?? confinement(security);
   if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
   const devices = (deviceSpecs ?? []).map(parseDevice);
   const privileged = security?.privileged === true;
   const bounds = cgroupLimits(limits);
-  if (bounds.cpuTimeNs !== undefined) throw invalid('detach: limits.cpuTime is enforced by a supervisor in this process; a detached container has none');
   const initOptions = initRlimits(limits, ulimits);
   const userns = startUserNs();
   if (userns) {
-    checkRootlessIds(nativeSecurity, userns);
+    checkRootlessIds(confined.security, userns);
     if (needsCgroup(bounds)) throw new NsboxError('UNSUPPORTED', `limits: a detached rootless container (uid ${process.geteuid!()}) cannot have cgroup limits yet`, { hint: 'run it attached (without -d) in a delegated cgroup v2 subtree, run as root, or leave the limits out' });
   }
   const cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
+  // The monitor enforces the time limits, as Container does in Node.
+  const cpu = bounds.cpuTimeNs !== undefined ? cgroup?.cpuUsageFile() : undefined;
+  if (bounds.cpuTimeNs !== undefined && !cpu) {
+    cgroup?.closeFds();
+    cgroup?.remove().catch(() => {});
+    throw new NsboxError('ENOTSUP', 'limits.cpuTime: no cgroup counts this container\'s CPU time (no cpuacct, no cgroup v2 cpu.stat)');
+  }
   const bornIn = userns ? undefined : cgroup?.bornIn ?? homeDevicesTasks();
   try {
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(userns ? { userns } : {}),
-      stdio: ['ignore', 'pipe', 'pipe'], security: nativeSecurity, confine,
+      stdio: ['ignore', 'pipe', 'pipe'], confinement: confined,
       deviceNodesAllowed: privileged, devices, initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
       ...(bornIn ? { bornIn } : {}),
     });
     const cgroups = cgroup?.dirs ?? [];
     const oom = cgroups.map((d) => path.join(d, 'memory.oom_control')).find((f) => existsSync(f));
-    const r = native().spawn(plan, () => {}, { dir, logMaxSize, logMaxFiles, cgroups, ...(oom ? { oom } : {}) });
+    const r = native().spawn(plan, () => {}, {
+      dir, logMaxSize, logMaxFiles, cgroups, ...(oom ? { oom } : {}),
+      ...(timeout !== undefined ? { timeoutMs: timeout } : {}),
+      ...(cpu ? { cpuTimeNs: bounds.cpuTimeNs!, cpuFile: cpu.file, cpuFileV2: cpu.v2 } : {}),
+    });
     if (!r.ok) throw describeFailure(plan, r);
     return { pid: r.pid, monitorPid: r.monitorPid, ack: r.ack };
   } catch (e) {

@@ -17,49 +17,51 @@
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
-import type * as tty from 'node:tty';
 
 import { homeDevicesTasks, unifiedHierarchy, v1Hierarchies } from './cgroup';
 import { oomKillCount } from './cgroup-v2';
-import { SIGNAL_NAMES, drain, normaliseStdio, processStreams, signalNumber, ttySize, type ExitStatus, type Stdio } from './container';
-import { NsboxError, fromNative, invalid } from './errors';
-import { processPidNamespace, processStartTime } from './layout';
+import { SIGNAL_NAMES, drain, processStreams, signalNumber, ttySize, type ExitStatus } from './container';
+import { checkStdio, normaliseStdio, type ProcessEvents, type ProcessStreams, type Stdio, type TerminalSize } from './stdio';
+import { NsboxError, fromNative, invalid, errnoCode } from './errors';
+import { processPidNamespace, processStartTime } from './proc';
 import { PROC_LIMIT_NAMES, RLIMITS } from './limits';
 import { native, type NativeExecPlan, type NativeProcess, type NativeSecurity } from './native';
-import { DEFAULT_PATH, containerPath, execCandidates, validateCommand } from './plan';
+import { DEFAULT_PATH, containerPath, execCandidates, nativeStdio, validateCommand } from './plan';
 import { insideId, isRootless } from './rootless';
 import {
   CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, hostArch, seccompFilter,
-} from './security';
+} from './seccomp';
 import {
-  arrayOf, boolean, checkObject, integer, isObject, oneOf, optional, string, stringArray, stringRecord, union, type Check, type Spec,
+  arrayOf, boolean, checkObject, integer, isObject, optional, string, stringArray, stringRecord, union, type Check, type Spec,
 } from './validate';
 
 export interface ExecOptions {
   /** The program and its arguments; the program is looked up in the PATH of the command's environment. */
   command: string[];
   /** Added to (and over) the container's environment: an object, or 'K=V' strings. */
-  env?: Record<string, string> | string[];
+  env?: Record<string, string> | string[] | undefined;
   /** Working directory inside the container; default: the container's. */
-  cwd?: string;
+  cwd?: string | undefined;
   /**
    * 'UID[:GID]', numeric; default: the container's user. root gets the container's bounding
    * set; another uid gets no capabilities (but the container's own ambient ones when it runs
    * as that kind of user too), as with `docker exec -u`.
    */
-  user?: string;
+  user?: string | undefined;
   /** A new pseudo-terminal of the container's own devpts as the command's stdio and controlling tty. */
-  tty?: boolean | { cols?: number; rows?: number };
-  /** Default 'pipe'. */
-  stdio?: Stdio;
+  tty?: boolean | TerminalSize | undefined;
+  /**
+   * fds 0, 1, 2 of the command: `'pipe'` (default) gives `stdin`, `stdout`, `stderr` streams;
+   * `'inherit'` this process's; `'ignore'` /dev/null; per fd also an fd number or a stream
+   * with one, as child_process.spawn takes them. Not with `tty`.
+   */
+  stdio?: Stdio | undefined;
   /** Milliseconds: then the exec's process tree is killed and wait() says `timedOut`. */
-  timeout?: number;
+  timeout?: number | undefined;
   /** Aborting it kills the exec's process tree; wait() says `aborted`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
-const STDIO_MODE = oneOf(['pipe', 'inherit', 'ignore'] as const);
 const EXEC_OPTIONS: Spec<ExecOptions> = {
   command: arrayOf(string, { min: 1 }),
   env: optional(union<Record<string, string> | string[]>('K=V strings or an object of strings', [
@@ -68,14 +70,11 @@ const EXEC_OPTIONS: Spec<ExecOptions> = {
   ])),
   cwd: optional(string),
   user: optional(string),
-  tty: optional(union<boolean | { cols?: number; rows?: number }>('a boolean or { cols, rows }', [
+  tty: optional(union<boolean | TerminalSize>('a boolean or { cols, rows }', [
     [(v) => typeof v === 'boolean', boolean],
     [isObject, (v, name) => checkObject({ cols: optional(integer(1, 0xffff)), rows: optional(integer(1, 0xffff)) }, v, name)],
   ])),
-  stdio: optional(union<Stdio>("'pipe', 'inherit', 'ignore' or an array of three of them", [
-    [(v) => typeof v === 'string', STDIO_MODE],
-    [Array.isArray, arrayOf(STDIO_MODE, { min: 3, max: 3 }) as Check<Stdio>],
-  ])),
+  stdio: optional(checkStdio),
   timeout: optional(integer(1, 2 ** 31 - 1)),
   signal: optional(((v: unknown, name: string) => {
     if (v instanceof AbortSignal) return v;
@@ -333,7 +332,7 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
         cgroupFds.push(fs.openSync(p, fs.constants.O_WRONLY));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw notRunning(label, 'has exited (its cgroup is gone)');
-        throw new NsboxError((e as NodeJS.ErrnoException).code ?? 'EIO', `exec: container ${label}: open ${p}: ${(e as Error).message}`, { path: p });
+        throw new NsboxError(errnoCode((e as NodeJS.ErrnoException).code), `exec: container ${label}: open ${p}: ${(e as Error).message}`, { path: p });
       }
     }
     const workdir = cwd ?? (state.cwd.startsWith('/') && !state.cwd.includes('\0') ? state.cwd : '/');
@@ -345,7 +344,7 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
       argv: command,
       env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
       candidates: execCandidates(command[0]!, env.PATH ?? DEFAULT_PATH),
-      stdio,
+      ...nativeStdio(stdio),
       ...(size ? { tty: size } : {}),
       security,
       initOptions: [...rlimitsOf(state.limits), `cwd=${workdir}`, ...(groupsDenied ? ['nosetgroups'] : [])],
@@ -374,20 +373,20 @@ function describeExecFailure(plan: NativeExecPlan, label: string, r: { step: num
   // The container ended meanwhile: its init is gone (setns), or its pid namespace is dying.
   if ((r.step === 2 && r.code === 'ESRCH') || (r.step === 4 && r.code === 'ENOMEM')) return notRunning(label, 'has exited');
   if (r.step >= 0) {
-    return new NsboxError(r.code, `${STEPS[r.step] ?? 'exec'}: ${r.syscall}: ${r.code}`, { ...details, step: STEPS[r.step] ?? 'exec' });
+    return new NsboxError(errnoCode(r.code), `${STEPS[r.step] ?? 'exec'}: ${r.syscall}: ${r.code}`, { ...details, step: STEPS[r.step] ?? 'exec' });
   }
-  if (r.step === -1) return new NsboxError(r.code, `exec: ${r.syscall}: ${r.code}`, details);
+  if (r.step === -1) return new NsboxError(errnoCode(r.code), `exec: ${r.syscall}: ${r.code}`, details);
   const program = plan.argv[0]!;
   if (r.syscall === 'chdir') {
     const cwd = plan.initOptions?.find((x) => x.startsWith('cwd='))?.slice(4) ?? '/';
-    return new NsboxError(r.code, `exec: working directory ${cwd}: ${r.code}`, { ...details, step: 'exec', path: cwd });
+    return new NsboxError(errnoCode(r.code), `exec: working directory ${cwd}: ${r.code}`, { ...details, step: 'exec', path: cwd });
   }
-  if (r.syscall !== 'execve') return new NsboxError(r.code, `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
+  if (r.syscall !== 'execve') return new NsboxError(errnoCode(r.code), `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
   const file = r.detail !== undefined && r.detail >= 0 ? plan.candidates[r.detail]! : program;
   const why = r.code === 'ENOENT'
     ? (program.includes('/') ? 'no such file' : 'not found in PATH')
     : r.code === 'EACCES' ? 'permission denied (a directory, or not executable)' : r.code;
-  return new NsboxError(r.code, `exec ${file}: ${why} (${r.code})`, { ...details, step: 'exec', path: file });
+  return new NsboxError(errnoCode(r.code), `exec ${file}: ${why} (${r.code})`, { ...details, step: 'exec', path: file });
 }
 
 /**
@@ -395,14 +394,17 @@ function describeExecFailure(plan: NativeExecPlan, label: string, r: { step: num
  * signals through its pidfd (to its nsbox-init, which passes them on; SIGKILL ends the
  * command with it). It ends with the container.
  */
-export class ExecProcess extends EventEmitter {
+export class ExecProcess<S extends ProcessStreams = ProcessStreams> extends EventEmitter<ProcessEvents> {
   /** Its nsbox-init's pid, in this process's pid namespace. */
   readonly pid: number;
-  readonly stdin: Writable | null;
-  readonly stdout: Readable | null;
-  readonly stderr: Readable | null;
-  /** The pty master, with `tty`. */
-  readonly terminal: tty.ReadStream | null;
+  /** Its stdin, when piped: write to it, end() it for EOF. */
+  readonly stdin: S['stdin'];
+  /** Its stdout, when piped. */
+  readonly stdout: S['stdout'];
+  /** Its stderr, when piped. */
+  readonly stderr: S['stderr'];
+  /** The pty master, with `tty`: read the terminal's output, write its input. */
+  readonly terminal: S['terminal'];
 
   private readonly proc: NativeProcess;
   private readonly ptyFd: number;
@@ -450,7 +452,7 @@ export class ExecProcess extends EventEmitter {
     this.pid = r.pid;
     this.proc = r.process;
     this.ptyFd = r.pty;
-    ({ stdin: this.stdin, stdout: this.stdout, stderr: this.stderr, terminal: this.terminal } = processStreams(r, (e) => this.emit('error', e)));
+    ({ stdin: this.stdin, stdout: this.stdout, stderr: this.stderr, terminal: this.terminal } = processStreams(r, (e) => this.emit('error', e)) as S);
     this.closed = this.exited.then(async (status) => {
       this.stdin?.destroy();
       this.emit('exit', status.exitCode, status.signal);

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { NsboxError, fromSystemError } from './errors';
+import { NsboxError, fromSystemError, errnoCode } from './errors';
 
 export const DEFAULT_ROOT = '/var/lib/nsbox';
 
@@ -128,7 +128,7 @@ export function writeError(file: string, e: unknown): NsboxError {
   if (e instanceof NsboxError) return e;
   if (isNoSpace(e)) {
     const code = (e as NodeJS.ErrnoException).code!;
-    return new NsboxError(code, `write ${file}: ${code} (no space left on the device holding it)`, { path: file, syscall: 'write', cause: e, hint: 'free some space there' });
+    return new NsboxError(errnoCode(code), `write ${file}: ${code} (no space left on the device holding it)`, { path: file, syscall: 'write', cause: e, hint: 'free some space there' });
   }
   return fromSystemError(`write ${file}`, e);
 }
@@ -220,57 +220,4 @@ export function newId(): string {
   let id = '';
   for (let i = 0; i < 3; i++) id += Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0');
   return id;
-}
-
-/** The start time of a process (field 22 of /proc/PID/stat), to tell a pid from its reuse. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19];
-  } catch {
-    return undefined;
-  }
-}
-
-let selfStart: string | undefined;
-/** This process's own start time: with its pid, what tells others it is still alive. */
-export function ownStartTime(): string {
-  selfStart ??= processStartTime(process.pid) ?? '0';
-  return selfStart;
-}
-
-/** True while that very process runs (a zombie counts as gone: it only waits to be reaped). */
-export function processAlive(pid: number | undefined, start: string | undefined): boolean {
-  if (!pid || !start) return false;
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[0] !== 'Z' && fields[0] !== 'X' && fields[19] === start;
-  } catch {
-    return false;
-  }
-}
-
-/** The pid namespace of a process (`pid:[4026532...]`), or undefined when it is gone. */
-export function processPidNamespace(pid: number | 'self'): string | undefined {
-  try {
-    return fs.readlinkSync(`/proc/${pid}/ns/pid`);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Mount points at or under `dir` in this process's mount namespace. */
-export function mountsUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const field = line.split(' ')[4];
-    if (field === undefined) continue;
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    const mountPoint = field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-    if (mountPoint === dir || mountPoint.startsWith(`${dir}/`)) out.push(mountPoint);
-  }
-  return out;
 }

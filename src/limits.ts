@@ -8,25 +8,25 @@ import { NsboxError, invalid } from './errors';
 
 export interface Limits {
   /** Memory of the whole container, bytes or '64m' (docker's --memory). */
-  memory?: number | string;
+  memory?: number | string | undefined;
   /** Memory plus swap (docker's --memory-swap); -1: unlimited swap. Default: equal to memory (no swap). */
-  memorySwap?: number | string;
+  memorySwap?: number | string | undefined;
   /** CPUs' worth of time per period, like docker's --cpus: 0.5 is half a CPU. */
-  cpus?: number;
+  cpus?: number | undefined;
   /** CPUs the container may run on: '0', '0-2', '0,3' (docker's --cpuset-cpus). */
-  cpuset?: string;
+  cpuset?: string | undefined;
   /** Relative CPU weight (docker's --cpu-shares), 2 to 262144. */
-  cpuShares?: number;
+  cpuShares?: number | undefined;
   /** Processes and threads of the whole container (docker's --pids-limit). */
-  pids?: number;
+  pids?: number | undefined;
   /** Seconds of CPU time of the whole container; beyond it the container is killed. */
-  cpuTime?: number;
+  cpuTime?: number | undefined;
   /** Open files per process (RLIMIT_NOFILE). */
-  files?: number;
+  files?: number | undefined;
   /** Largest file a process may write, bytes or '1m' (RLIMIT_FSIZE). */
-  fileSize?: number | string;
+  fileSize?: number | string | undefined;
   /** What the container may write to its root filesystem, bytes or '64m'; beyond it ENOSPC (see diskLimit). */
-  disk?: number | string;
+  disk?: number | string | undefined;
 }
 
 /** Soft and hard limit; Infinity for unlimited. */

@@ -11,7 +11,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from './errors';
-import { newId, ownStartTime, processAlive, type Layout } from './layout';
+import { newId, type Layout } from './layout';
+import { ownStartTime, processAlive } from './proc';
 
 export class ContainerLock {
   private released = false;

@@ -21,11 +21,11 @@ export interface LogEntry {
 
 export interface LogsOptions {
   /** Go on reading until the container has ended. */
-  follow?: boolean;
+  follow?: boolean | undefined;
   /** Only the last N lines (before following). */
-  tail?: number;
+  tail?: number | undefined;
   /** Only lines from this time on (a Date, or an RFC 3339 time). */
-  since?: Date | string;
+  since?: Date | string | undefined;
 }
 
 const LOG = 'container.log';

@@ -39,7 +39,8 @@ export interface NativeSecurity {
   seccomp?: Uint8Array;
 }
 
-export type NativeStdio = 'inherit' | 'pipe' | 'ignore';
+/** 'fd': the child gets the fd at the same index of `stdioFds` (a duplicate the binding makes and closes). */
+export type NativeStdio = 'inherit' | 'pipe' | 'ignore' | 'fd';
 
 export interface NativePlan {
   newNet: boolean;
@@ -52,6 +53,8 @@ export interface NativePlan {
   /** Full paths execve tries in turn (the command looked up in the container's PATH). */
   candidates: string[];
   stdio: [NativeStdio, NativeStdio, NativeStdio];
+  /** For each 'fd' entry of `stdio`, this process's fd the child gets (-1 for the others). */
+  stdioFds?: [number, number, number];
   tty?: { cols: number; rows: number };
   security?: NativeSecurity;
   /** More of nsbox-init's options (rlimit=...), passed as they are. */
@@ -111,6 +114,7 @@ export interface NativeExecPlan {
   env: string[];
   candidates: string[];
   stdio: [NativeStdio, NativeStdio, NativeStdio];
+  stdioFds?: [number, number, number];
   tty?: { cols: number; rows: number };
   security?: NativeSecurity;
   initOptions?: string[];
@@ -126,6 +130,13 @@ export interface NativeDetach {
   oom?: string;
   /** The container's cgroup directories, removed by the monitor at the end. */
   cgroups: string[];
+  /** Kill the container this many ms after its start (`timedOut` in exit.json). */
+  timeoutMs?: number;
+  /** Kill it once its cgroup has used this much CPU (`cpuTimeExceeded`), read from cpuFile. */
+  cpuTimeNs?: number;
+  /** v1 cpuacct.usage, or (cpuFileV2) v2 cpu.stat. */
+  cpuFile?: string;
+  cpuFileV2?: boolean;
 }
 
 export type DetachedSpawnResult =

@@ -10,9 +10,9 @@ import { invalid } from './errors';
 
 export interface OutputOptions {
   /** Written to the container's stdin, which is then closed. */
-  input?: string | Buffer;
+  input?: string | Buffer | undefined;
   /** Bytes kept per stream (stdout, stderr); more kills the container. Default 16 MiB. */
-  maxOutput?: number;
+  maxOutput?: number | undefined;
 }
 
 export interface OutputResult extends ExitStatus {
@@ -24,7 +24,7 @@ export interface OutputResult extends ExitStatus {
 
 export const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
 
-export function checkOutputOptions(o: OutputOptions): Required<Pick<OutputOptions, 'maxOutput'>> & OutputOptions {
+export function checkOutputOptions(o: OutputOptions): OutputOptions & { maxOutput: number } {
   if (o.input !== undefined && typeof o.input !== 'string' && !Buffer.isBuffer(o.input)) throw invalid('output option input: expected a string or a Buffer');
   const max = o.maxOutput ?? DEFAULT_MAX_OUTPUT;
   if (!Number.isSafeInteger(max) || max < 0) throw invalid('output option maxOutput: expected a whole number of bytes');

@@ -7,8 +7,10 @@ import { invalid } from './errors';
 import {
   MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
   STEP_EXPECT_DEVICE, STEP_NO_FOLLOW_FINAL, STEP_SOURCE_NO_LINKS, STEP_TARGET_IS_FILE, S_IFBLK, S_IFCHR,
-  type NativePlan, type NativeSecurity, type NativeStdio, type NativeStep, type NativeUserNs,
+  type NativePlan, type NativeStdio, type NativeStep, type NativeUserNs,
 } from './native';
+import type { Confinement } from './security';
+import type { PlanStdio } from './stdio';
 
 export type RootSource =
   /** An existing root filesystem directory, bound onto itself (writes go to it, unless readonly). */
@@ -48,7 +50,12 @@ export interface BindMount {
   file?: boolean;
 }
 
-export type StdioMode = NativeStdio;
+/** The plan's stdio as the binding takes it: modes, and the fds given by number. */
+export function nativeStdio(stdio: [PlanStdio, PlanStdio, PlanStdio]): { stdio: [NativeStdio, NativeStdio, NativeStdio]; stdioFds?: [number, number, number] } {
+  const modes = stdio.map((e) => (typeof e === 'number' ? 'fd' : e)) as [NativeStdio, NativeStdio, NativeStdio];
+  if (!stdio.some((e) => typeof e === 'number')) return { stdio: modes };
+  return { stdio: modes, stdioFds: stdio.map((e) => (typeof e === 'number' ? e : -1)) as [number, number, number] };
+}
 
 /** A tmpfs of the container's own (`--tmpfs`): in its memory, charged to its memory limit. */
 export interface TmpfsMount {
@@ -75,45 +82,44 @@ export interface DeviceNode {
 export interface PlanInput {
   root: RootSource;
   command: string[];
-  env?: Record<string, string>;
-  hostname?: string;
-  cwd?: string;
-  network?: 'none' | 'host';
-  mounts?: BindMount[];
-  stdio?: [StdioMode, StdioMode, StdioMode];
+  env?: Record<string, string> | undefined;
+  hostname?: string | undefined;
+  cwd?: string | undefined;
+  network?: 'none' | 'host' | undefined;
+  mounts?: BindMount[] | undefined;
+  stdio?: [PlanStdio, PlanStdio, PlanStdio] | undefined;
   tty?: { cols: number; rows: number } | undefined;
-  /** Extra steps (hardening) to run after the mounts and before pivot_root. */
-  confine?: NativeStep[];
-  security?: NativeSecurity;
+  /** What the container may do (src/security.ts): its credentials and filter, its masking steps. */
+  confinement?: Confinement | undefined;
   /** Fork-style clone instead of CLONE_VM | CLONE_VFORK (for benchmarks). */
-  forkStyle?: boolean;
+  forkStyle?: boolean | undefined;
   /** Whether the kernel has cgroup namespaces (true on every kernel nsbox supports). */
-  cgroupNamespace?: boolean;
+  cgroupNamespace?: boolean | undefined;
   /**
    * Device nodes work on the root and /dev (privileged): without it every mount the container
    * can write is nodev, and only the host's own nodes bound into /dev are usable.
    */
-  deviceNodesAllowed?: boolean;
+  deviceNodesAllowed?: boolean | undefined;
   /** Host device nodes bound into /dev besides the standard ones. */
-  devices?: DeviceNode[];
+  devices?: DeviceNode[] | undefined;
   /**
    * cgroup.procs files (open fds) the container's first process writes itself into, before
    * anything else: it then makes its cgroup namespace there.
    */
-  cgroupProcs?: number[];
+  cgroupProcs?: number[] | undefined;
   /** nsbox-init's options beyond those the plan makes (rlimit=..., see src/limits.ts). */
-  initOptions?: string[];
+  initOptions?: string[] | undefined;
   /** tmpfs mounts, placed among the volumes by depth. */
-  tmpfs?: TmpfsMount[];
+  tmpfs?: TmpfsMount[] | undefined;
   /** A v1 cgroup (its `tasks` file) the container is born in, without a move of its own. */
-  bornIn?: string;
+  bornIn?: string | undefined;
   /** An open cgroup v2 directory the container is born in (clone3 + CLONE_INTO_CGROUP). */
-  cgroupFd?: number;
+  cgroupFd?: number | undefined;
   /**
    * Files nsbox wrote for this container (/etc/hosts, /etc/hostname, /etc/resolv.conf), bound
    * over the root's own before the volumes (so a volume there wins): see etcFileSteps.
    */
-  etcFiles?: Array<{ source: string; target: string }>;
+  etcFiles?: Array<{ source: string; target: string }> | undefined;
   /**
    * A user namespace of the container's own (rootless: see rootlessUserNs). Inside one the
    * overlay keeps its metadata in user.overlay.* (`userxattr`), /sys comes from the host
@@ -379,7 +385,7 @@ export function buildPlan(input: PlanInput): NativePlan {
     ...systemSteps(!!input.tty, nodev, devices, input.userns, network === 'none'),
     ...etcFileSteps(input.etcFiles ?? []),
     ...mountSteps(mounts, (input.tmpfs ?? []).map((t) => ({ ...t, target: tmpfsTarget(t.target) }))),
-    ...(input.confine ?? []),
+    ...(input.confinement?.steps ?? []),
     { op: 'pivotRoot', name: 'pivot_root' },
   ];
   if (network === 'none') steps.push({ op: 'loopbackUp', name: 'bring up lo' });
@@ -396,10 +402,10 @@ export function buildPlan(input: PlanInput): NativePlan {
     argv: command,
     env,
     candidates: execCandidates(command[0]!, pathVar),
-    stdio: input.stdio ?? ['pipe', 'pipe', 'pipe'],
+    ...nativeStdio(input.stdio ?? ['pipe', 'pipe', 'pipe']),
   };
   if (input.tty) plan.tty = input.tty;
-  if (input.security) plan.security = input.security;
+  if (input.confinement) plan.security = input.confinement.security;
   if (input.initOptions?.length) plan.initOptions = input.initOptions;
   if (input.bornIn) plan.bornIn = input.bornIn;
   if (input.cgroupFd !== undefined) plan.cgroupFd = input.cgroupFd;

@@ -247,6 +247,10 @@ export interface ExitFile {
   systemUs: number;
   maxRssKiB: number;
   oomKilled: boolean;
+  /** The monitor killed it at its timeout (absent in files of monitors before this field). */
+  timedOut?: boolean;
+  /** The monitor killed it when its cgroup had used limits.cpuTime. */
+  cpuTimeExceeded?: boolean;
 }
 
 const count = integer(0, Number.MAX_SAFE_INTEGER);
@@ -258,6 +262,8 @@ const EXIT_FILE: Spec<ExitFile> = {
   systemUs: count,
   maxRssKiB: count,
   oomKilled: boolean,
+  timedOut: optional(boolean),
+  cpuTimeExceeded: optional(boolean),
 };
 
 const SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n as number, name]));
@@ -294,5 +300,8 @@ function mergeExitFile(rec: ContainerRecord, dir: string): void {
   rec.signal = exit.signal === null ? null : SIGNAL_NAMES.get(exit.signal) ?? `SIG${exit.signal}`;
   // Milliseconds, as every other time of a record.
   rec.finishedAt = `${exit.finishedAt.slice(0, 23)}Z`;
+  // As a run in Node names it (runtime.ts): the OOM killer first, then what nsbox killed it for.
   if (exit.oomKilled) rec.killedFor = 'oom';
+  else if (exit.timedOut) rec.killedFor = 'timeout';
+  else if (exit.cpuTimeExceeded) rec.killedFor = 'cpuTime';
 }

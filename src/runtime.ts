@@ -8,14 +8,14 @@ import * as path from 'node:path';
 
 import { freezeContainer, pruneStaleCgroups, removeContainerCgroup } from './cgroup';
 import { signalNumber } from './container';
-import { Container, type CommitOptions, type ExitStatus, type ProcessOptions, type Stdio } from './container';
-import { NsboxError, fromSystemError, invalid } from './errors';
+import { Container, type CommitOptions, type ExitStatus, type LaunchOptions, type StreamsOf } from './container';
+import { checkStdio, type Stdio, type TerminalSize } from './stdio';
+import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { isRootless } from './rootless';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
-import {
-  ID_RE, Layout, defaultRoot, isNoSpace, mountsUnder, newId, ownStartTime, processAlive, processPidNamespace, processStartTime, writeRecordFile,
-} from './layout';
+import { ID_RE, Layout, defaultRoot, isNoSpace, newId, writeRecordFile } from './layout';
+import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
 import {
@@ -75,15 +75,15 @@ export interface StartOptions {
    * Its stdin, stdout and stderr as pipes on the Container returned (or its terminal, when it
    * was run with one). Default: none of them (stdin empty, output dropped).
    */
-  attach?: boolean;
+  attach?: boolean | undefined;
   /** Aborting it kills the whole container, as run()'s `signal`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /**
    * Under a monitor process of its own, as `run({ detach: true })`: this process may exit,
    * its output goes to its log (`logs()`). Not with `attach`, `signal`, nor for a container
-   * run with a terminal or a timeout (nothing would stay to serve them).
+   * run with a terminal (nothing would stay to serve them); its monitor enforces a timeout.
    */
-  detach?: boolean;
+  detach?: boolean | undefined;
 }
 
 /** containers/<id>/rename-to: a link naming the new name while a rename of <id> is under way. */
@@ -94,78 +94,88 @@ export type { LogEntry, LogsOptions } from './logs';
 /**
  * run({ detach: true, ... }): the container is supervised by a small monitor process of its
  * own instead of this one (which may exit); its output goes to its log (`logs()`). No stdio,
- * terminal, timeout or abort signal: nothing in this process watches it.
+ * terminal or abort signal: nothing in this process watches it. `timeout` and
+ * `limits.cpuTime` are enforced by the monitor (the record's `killedFor` says which ended it).
  */
-export interface DetachedRunOptions extends Omit<RunOptions, 'stdio' | 'tty' | 'timeout' | 'signal'>, LogOptions {
+export interface DetachedRunOptions extends Omit<RunOptions, 'stdio' | 'tty' | 'signal'>, LogOptions {
+  /** Under a monitor process of its own: run() resolves to a DetachedContainer. */
   detach: true;
 }
 
 export interface RuntimeOptions {
   /** State directory; default $NSBOX_ROOT, else /var/lib/nsbox as root, ~/.local/share/nsbox ($XDG_DATA_HOME/nsbox) as another user. */
-  root?: string;
+  root?: string | undefined;
   /** Default: detected (overlay, else aufs, else vfs). */
-  storageDriver?: StorageDriver;
+  storageDriver?: StorageDriver | undefined;
 }
 
-export type VolumeSpec = string | Volume | { source: string; target: string; readonly?: boolean };
+export type VolumeSpec = string | Volume | { source: string; target: string; readonly?: boolean | undefined };
 
 export interface RunOptions {
+  /** The name of an imported image (see ImageStore.import, `nsbox import`). */
   image: string;
-  /** Default: ['sh']. */
-  command?: string[];
-  name?: string;
-  volumes?: VolumeSpec[];
+  /** The program and its arguments. Default: ['sh']. */
+  command?: string[] | undefined;
+  /** A unique name (letters, digits, '_', '.', '-') to refer to it by, besides its id. */
+  name?: string | undefined;
+  /**
+   * Host paths (or named Volumes) bound into it: 'HOST:CONTAINER[:ro|:rw]', a Volume, or
+   * `{ source, target, readonly }`. A symlink at the target, or anywhere in the host path, is refused.
+   */
+  volumes?: VolumeSpec[] | undefined;
   /** As an object, or as 'K=V' strings. */
-  env?: Record<string, string> | string[];
+  env?: Record<string, string> | string[] | undefined;
   /** Working directory inside the container. */
-  cwd?: string;
+  cwd?: string | undefined;
   /** Default: the container's id. */
-  hostname?: string;
+  hostname?: string | undefined;
   /** 'none' (default): a network namespace with only lo; 'host': the host's network. */
-  network?: 'none' | 'host';
-  /** Default 'pipe'. */
-  stdio?: Stdio;
-  tty?: boolean | { cols?: number; rows?: number };
+  network?: 'none' | 'host' | undefined;
+  /**
+   * fds 0, 1, 2 of the command: `'pipe'` (default) gives `stdin`, `stdout`, `stderr` streams;
+   * `'inherit'` this process's; `'ignore'` /dev/null; per fd also an fd number or a stream
+   * with one, as child_process.spawn takes them.
+   */
+  stdio?: Stdio | undefined;
+  /** A pseudo-terminal (`true`: 80x24, or `{ cols, rows }`) as its stdio and controlling terminal: `terminal`. */
+  tty?: boolean | TerminalSize | undefined;
   /** Removed as soon as it exits, like --rm; wait() resolves after the removal. */
-  remove?: boolean;
+  remove?: boolean | undefined;
   /**
    * The root filesystem read-only, like --read-only: the image layer itself is the root, with
    * no write layer (the fastest start). Mount points (volume targets) must exist in the image.
    */
-  readOnly?: boolean;
+  readOnly?: boolean | undefined;
   /**
    * Capabilities, user, seccomp, masked paths; docker's defaults when left out
    * (`{ privileged: true }`, `{ capAdd, capDrop }`, `{ user: '1000:1000' }`, ...).
    */
-  security?: SecurityOptions;
+  security?: SecurityOptions | undefined;
   /**
    * Host device nodes the container may use, like `--device`: `'/dev/fuse'` or
    * `'/dev/sdb:/dev/disk'` (host path, then path in the container's /dev).
    */
-  devices?: DeviceSpec[];
+  devices?: DeviceSpec[] | undefined;
   /**
    * Limits of the whole container: `memory`, `memorySwap`, `cpus`, `cpuset`, `cpuShares`,
    * `pids`, `cpuTime`; per process: `files`, `fileSize` (see Limits). A limit this host cannot
    * apply fails the run, naming the controller: never a silently unlimited container.
    */
-  limits?: Limits;
+  limits?: Limits | undefined;
   /** rlimits by name (nofile, nproc, core, ...): a number, or [soft, hard]. */
-  ulimits?: Record<string, Ulimit>;
+  ulimits?: Record<string, Ulimit> | undefined;
   /**
    * tmpfs mounts of the container's own, in its memory (charged to `limits.memory`):
    * `{ '/tmp': '64m' }` (target: size), or docker's `['/tmp:size=64m,mode=1777,noexec']`.
    */
-  tmpfs?: Record<string, string | number> | string[];
+  tmpfs?: Record<string, string | number> | string[] | undefined;
   /** Milliseconds: then the whole container is killed and wait() says `timedOut`. */
-  timeout?: number;
+  timeout?: number | undefined;
   /** Aborting it kills the whole container; wait() says `aborted`. */
-  signal?: AbortSignal;
-  /** Fork-style clone instead of CLONE_VM|CLONE_VFORK (benchmarks). */
-  forkStyle?: boolean;
+  signal?: AbortSignal | undefined;
 }
 
 const isString = (v: unknown) => typeof v === 'string';
-const STDIO_MODE = oneOf(['pipe', 'inherit', 'ignore'] as const);
 
 /**
  * Every option of run(), checked at run time: a wrong type or an unknown key is refused
@@ -183,11 +193,8 @@ const RUN_OPTIONS: Spec<RunOptions & { detach?: boolean } & LogOptions> = {
   cwd: optional(string),
   hostname: optional(string),
   network: optional(oneOf(['none', 'host'] as const)),
-  stdio: optional(union<Stdio>("'pipe', 'inherit', 'ignore' or an array of three of them", [
-    [isString, STDIO_MODE],
-    [Array.isArray, arrayOf(STDIO_MODE, { min: 3, max: 3 }) as Check<Stdio>],
-  ])),
-  tty: optional(union<boolean | { cols?: number; rows?: number }>('a boolean or { cols, rows }', [
+  stdio: optional(checkStdio),
+  tty: optional(union<boolean | TerminalSize>('a boolean or { cols, rows }', [
     [(v) => typeof v === 'boolean', boolean],
     [isObject, shape({ cols: optional(integer(1, 0xffff)), rows: optional(integer(1, 0xffff)) })],
   ])),
@@ -209,7 +216,6 @@ const RUN_OPTIONS: Spec<RunOptions & { detach?: boolean } & LogOptions> = {
     if (v instanceof AbortSignal) return v;
     throw invalid(`${name}: expected an AbortSignal`);
   }) as Check<AbortSignal>),
-  forkStyle: optional(boolean),
   detach: optional(boolean),
   logMaxSize: optional(union<number | string>('bytes, or a size like 10m', [
     [(v) => typeof v === 'number', integer(1024, Number.MAX_SAFE_INTEGER)],
@@ -224,7 +230,8 @@ const RUNTIME_OPTIONS: Spec<RuntimeOptions> = {
 };
 
 /** Options of the other methods, as small as they are. */
-const FORCE: Spec<{ force?: boolean }> = { force: optional(boolean) };
+const FORCE: Spec<{ force?: boolean | undefined }> = { force: optional(boolean) };
+const STOP: Spec<StopOptions> = { timeout: optional(integer(0, 2 ** 31 - 1)) };
 const LIST: Spec<ListOptions> = { all: optional(boolean), onError: optional(func as Check<ListOptions['onError']>) };
 const PRUNE: Spec<PruneOptions> = { onError: optional(func as Check<PruneOptions['onError']>) };
 const COMMIT: Spec<CommitOptions> = { output: optional(pathString) };
@@ -247,14 +254,19 @@ function checkOptions<T>(method: string, spec: Spec<T>, value: unknown): T {
   return checkObject(spec, value, `${method} options`, (k) => `${method} option ${k}`);
 }
 
+export interface StopOptions {
+  /** Milliseconds from SIGTERM to SIGKILL of the whole container; default 10 000. */
+  timeout?: number | undefined;
+}
+
 export interface ListOptions {
   /** Stopped containers too, not only running ones. */
-  all?: boolean;
+  all?: boolean | undefined;
   /**
    * Called for each container whose record cannot be trusted (skipped in the list). Default:
    * a process warning.
    */
-  onError?: (error: NsboxError, id: string) => void;
+  onError?: ((error: NsboxError, id: string) => void) | undefined;
 }
 
 export interface PruneOptions {
@@ -262,7 +274,7 @@ export interface PruneOptions {
    * Called for each container that could not be removed, once the others are. Without it,
    * prune throws after removing all it could.
    */
-  onError?: (error: NsboxError, id: string) => void;
+  onError?: ((error: NsboxError, id: string) => void) | undefined;
 }
 
 function envObject(env: RunOptions['env']): Record<string, string> | undefined {
@@ -371,12 +383,12 @@ export class Runtime {
    * removable.
    */
   async run(options: DetachedRunOptions): Promise<DetachedContainer>;
-  async run(options: RunOptions): Promise<Container>;
+  async run<O extends RunOptions>(options: O): Promise<Container<StreamsOf<O>>>;
   async run(given: RunOptions | DetachedRunOptions): Promise<Container | DetachedContainer> {
     if (!isObject(given)) throw invalid('run: options object required');
     // The checked copy from here on: what was checked is what is used.
     const { detach, logMaxSize, logMaxFiles, ...checked } = checkOptions('run', RUN_OPTIONS, given);
-    let options: RunOptions = checked;
+    const options: RunOptions = checked;
     if (!detach && (logMaxSize !== undefined || logMaxFiles !== undefined)) throw invalid('run: logMaxSize and logMaxFiles are for detached containers (detach: true)');
     this.layout.verify();
     const image = this.images.get(validateImageName(options.image));
@@ -425,7 +437,7 @@ export class Runtime {
       workspace.create();
       if (workspace.disk) await workspace.createDisk();
       diskMount = workspace.mountDisk();
-      const processOptions: ProcessOptions = {
+      const processOptions: LaunchOptions = {
         root: workspace.rootSource(!!options.remove, diskMount),
         command,
         hostname: options.hostname ?? id,
@@ -436,7 +448,6 @@ export class Runtime {
         ...(options.network !== undefined ? { network: options.network } : {}),
         ...(options.tty !== undefined ? { tty: options.tty } : {}),
         ...(options.security !== undefined ? { security: options.security } : {}),
-        ...(options.forkStyle ? { forkStyle: true } : {}),
         ...(options.devices !== undefined ? { devices: options.devices } : {}),
         ...(options.limits !== undefined ? { limits: withoutDisk(options.limits) } : {}),
         ...(options.ulimits !== undefined ? { ulimits: options.ulimits } : {}),
@@ -966,6 +977,7 @@ export class Runtime {
    * entered only once its record proves its pid (start time and pid namespace, checked after
    * a pidfd of it is open). Throws NOT_RUNNING for a container that is not running.
    */
+  exec<O extends ExecOptions>(ref: string, options: O): ExecProcess<StreamsOf<O>>;
   exec(ref: string, options: ExecOptions): ExecProcess {
     this.layout.verify();
     const rec = this.trustedRecord(ref);
@@ -983,8 +995,8 @@ export class Runtime {
    * Stops a running container as `docker stop` does: SIGTERM, then SIGKILL of the whole
    * container after `timeout` ms (default 10 s). Resolves once it has exited.
    */
-  async stop(ref: string, options: { timeout?: number } = {}): Promise<void> {
-    const timeout = options.timeout ?? 10_000;
+  async stop(ref: string, options: StopOptions = {}): Promise<void> {
+    const timeout = checkOptions('stop', STOP, options).timeout ?? 10_000;
     if (typeof timeout !== 'number' || !(timeout >= 0)) throw invalid('stop: timeout: expected milliseconds');
     const rec = this.trustedRecord(ref);
     if (this.statusOf(rec) !== 'running') return;
@@ -1026,7 +1038,7 @@ export class Runtime {
     }
   }
 
-  async remove(ref: string, options: { force?: boolean } = {}): Promise<void> {
+  async remove(ref: string, options: { force?: boolean | undefined } = {}): Promise<void> {
     const { force = false } = checkOptions('remove', FORCE, options);
     this.layout.verify();
     let r: Entry | Dangling;
@@ -1273,7 +1285,7 @@ export class Runtime {
    * while a stopped one does unless `force`. A container whose record cannot be read may be
    * using it: it counts as a stopped user.
    */
-  removeImage(name: string, options: { force?: boolean } = {}): void {
+  removeImage(name: string, options: { force?: boolean | undefined } = {}): void {
     const { force = false } = checkOptions('removeImage', FORCE, options);
     name = validateImageName(name);
     const stopped: string[] = [];
@@ -1420,7 +1432,7 @@ export class Runtime {
       // A detached run's exit status is its last run's, not this one's.
       fs.rmSync(path.join(dir, 'exit.json'), { force: true });
       diskMount = workspace.mountDisk();
-      const processOptions: ProcessOptions = {
+      const processOptions: LaunchOptions = {
         root: workspace.rootSource(false, diskMount),
         command: rec.command,
         hostname,
@@ -1523,11 +1535,11 @@ export class Runtime {
   }
 
   /** stop() then start(): `timeout` as stop's, `attach` as start's. */
-  restart(ref: string, options: { timeout?: number } & StartOptions & { detach: true }): Promise<DetachedContainer>;
-  restart(ref: string, options?: { timeout?: number } & StartOptions & { detach?: false }): Promise<Container>;
-  async restart(ref: string, options: { timeout?: number } & StartOptions = {}): Promise<Container | DetachedContainer> {
+  restart(ref: string, options: { timeout?: number | undefined } & StartOptions & { detach: true }): Promise<DetachedContainer>;
+  restart(ref: string, options?: { timeout?: number | undefined } & StartOptions & { detach?: false }): Promise<Container>;
+  async restart(ref: string, options: { timeout?: number | undefined } & StartOptions = {}): Promise<Container | DetachedContainer> {
     if (!isObject(options)) throw invalid('restart: options object expected');
-    const { timeout, ...start } = options as { timeout?: number } & StartOptions;
+    const { timeout, ...start } = options as { timeout?: number | undefined } & StartOptions;
     await this.stop(ref, timeout !== undefined ? { timeout } : {});
     return start.detach ? this.start(ref, { ...start, detach: true }) : this.start(ref, { ...start, detach: false });
   }
@@ -1627,7 +1639,7 @@ function commitError(e: unknown, image: string, output: string | undefined, tmp:
     }
   };
   const where = output !== undefined && full(path.dirname(output)) ? `the tarball ${output}` : `the image under ${path.dirname(path.dirname(tmp))}`;
-  return new NsboxError(code, `commit ${image}: writing ${where}: ${code} (no space left on device)`, {
+  return new NsboxError(errnoCode(code), `commit ${image}: writing ${where}: ${code} (no space left on device)`, {
     path: output !== undefined && where.startsWith('the tarball') ? output : tmp, cause: e, hint: 'free some space there',
   });
 }

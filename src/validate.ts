@@ -88,7 +88,7 @@ export function isObject(v: unknown): v is Record<string, unknown> {
 /** Any object, passed through unchanged (for options another module checks in detail). */
 export const object: Check<object> = (v, name) => (isObject(v) ? v : expected(name, 'an object', v));
 
-export const func: Check<Function> = (v, name) => (typeof v === 'function' ? v : expected(name, 'a function', v));
+export const func: Check<(...args: never[]) => unknown> = (v, name) => (typeof v === 'function' ? (v as (...args: never[]) => unknown) : expected(name, 'a function', v));
 
 /** An object whose own values are all strings (copied, without its prototype). */
 export const stringRecord: Check<Record<string, string>> = (v, name) => {

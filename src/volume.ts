@@ -43,7 +43,7 @@ export class Volume {
   }
 
   /** Accepts a spec string, a Volume, or its fields (`name` names it in messages). */
-  static from(v: string | Volume | { source: string; target: string; readonly?: boolean }, name = 'volume'): Volume {
+  static from(v: string | Volume | { source: string; target: string; readonly?: boolean | undefined }, name = 'volume'): Volume {
     if (typeof v === 'string') return Volume.parse(v);
     if (v instanceof Volume) return v;
     if (!isObject(v)) return expected(name, 'HOST:CONTAINER[:ro|:rw], a Volume or { source, target, readonly }', v);

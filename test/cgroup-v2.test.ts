@@ -15,7 +15,8 @@ import { pruneStaleCgroups } from '../src/cgroup';
 import { detectCgroupMode, enableControllers, killAndRemove } from '../src/cgroup-v2';
 import { Container, type ProcessOptions } from '../src/container';
 import { NsboxError } from '../src/errors';
-import { ROOTFS, collect, distModule, procState, snapshot, until } from './helpers';
+import { processAlive, processStartTime } from '../src/proc';
+import { ROOTFS, collect, distModule, snapshot, until } from './helpers';
 
 const host = detectCgroupMode(readFileSync('/proc/self/mountinfo', 'utf8'), readFileSync('/proc/self/cgroup', 'utf8'));
 const unified = host.unified!;
@@ -31,15 +32,6 @@ function v2CgroupOf(pid: number): string {
   return path.join(unified.mount, line.slice(3));
 }
 
-/** A process's start time (clock ticks since boot), or undefined once it is gone. */
-function startTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
 
 /** nsbox's container directories in the v2 hierarchy. */
 function v2Dirs(parent = nsboxV2): string[] {
@@ -140,12 +132,12 @@ describe('cgroup v2 on this host', () => {
       const dir = v2CgroupOf(c.pid);
       await until('forks', () => readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').length > 10);
       // Each process as pid and start time: a pid may be reused by then, on a busy host.
-      const procs = readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').map((p) => [Number(p), startTime(Number(p))] as const);
+      const procs = readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').map((p) => [Number(p), processStartTime(Number(p))] as const);
       await killAndRemove(dir);
       expect(existsSync(dir)).toBe(false);
       // Dead: gone, or a zombie (nsbox-init, until this process reaps it). populated goes to 0
       // as the last one starts its exit, so give the exits a moment to finish.
-      const alive = () => procs.filter(([p, t]) => t !== undefined && startTime(p) === t && !['Z', 'X'].includes(procState(p)?.state ?? 'X'));
+      const alive = () => procs.filter(([p, t]) => processAlive(p, t));
       await until('the killed processes to finish exiting', () => alive().length === 0, 2000).catch(() => {});
       expect(alive()).toEqual([]);
       // nsbox-init was killed with the rest: the verdict says SIGKILL.

@@ -19,7 +19,7 @@ function nsbox(args: string[], input?: string) {
 }
 
 function tmuxEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env, TERM: 'xterm-256color' };
+  const env: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color' };
   delete env.TMUX;
   return env;
 }

@@ -15,7 +15,7 @@ const sock = `nsbox-term-${process.pid}`;
 let root: string;
 
 function tmuxEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env, TERM: 'xterm-256color' };
+  const env: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color' };
   delete env.TMUX;
   return env;
 }

@@ -8,7 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { unionMounts } from './helpers';
 
-const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
+// The installed command (package.json's bin: the bundle with its code cache), as users run it.
+const PACKAGE = JSON.parse(fs.readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8')) as { bin: { nsbox: string } };
+const MAIN = path.join(__dirname, '..', PACKAGE.bin.nsbox);
+const UNBUNDLED = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 let root: string;
 
 beforeAll(() => {
@@ -24,6 +27,23 @@ function nsbox(args: string[], input?: string) {
   const r = spawnSync(process.execPath, [MAIN, '--root', root, ...args], { input: input ?? '', encoding: 'utf8', timeout: 30_000 });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
+
+describe('the installed command', () => {
+  it('is the bundle, ASCII only, loaded with a code cache V8 accepts', () => {
+    expect(MAIN).toMatch(/start\.js$/);
+    const bundle = fs.readFileSync(path.join(path.dirname(MAIN), 'bundle.js'));
+    expect(bundle.every((b) => b < 0x80)).toBe(true);
+    const r = spawnSync(process.execPath, [MAIN, '--version'], { encoding: 'utf8', env: { ...process.env, NSBOX_CODE_CACHE_REPORT: '1' } });
+    expect(r.stderr).toBe('nsbox: code cache accepted\n');
+  });
+  it('answers as the unbundled CLI does, non-ASCII text and errors included', () => {
+    for (const args of [['--version'], ['--help'], ['run', '--help'], ['nope'], ['run', '--rm', 'busybox', 'echo', 'héllo → ✓ 😀'], ['run', '-v', 'relative:/x', 'busybox', 'true']]) {
+      const a = spawnSync(process.execPath, [MAIN, '--root', root, ...args], { encoding: 'utf8' });
+      const b = spawnSync(process.execPath, [UNBUNDLED, '--root', root, ...args], { encoding: 'utf8' });
+      expect({ args, code: a.status, out: a.stdout, err: a.stderr }).toEqual({ args, code: b.status, out: b.stdout, err: b.stderr });
+    }
+  });
+});
 
 describe('exit statuses', () => {
   it("is the command's own", () => {
@@ -163,7 +183,7 @@ describe('help', () => {
 
 const sock = `nsbox-test-${process.pid}`;
 function tmuxEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env, TERM: 'xterm-256color' };
+  const env: NodeJS.ProcessEnv = { ...process.env, TERM: 'xterm-256color' };
   delete env.TMUX;
   return env;
 }
@@ -240,6 +260,7 @@ describe.runIf(spawnSync('tmux', ['-V']).status === 0)('at a terminal (tmux)', (
       await until('the import to end', () => {
         const s = screen(name, true);
         if (/importing big-\S+ .*\d+%/.test(s)) sawBar = true;
+        // eslint-disable-next-line no-control-regex -- the terminal's escape for cyan
         if (/importing big-\S+ \x1b\[36m/.test(s)) sawColour = true;
         return /done-0/.test(s);
       }, 60_000);

@@ -58,7 +58,7 @@ async function box(script = '', options: Partial<RunOptions> = {}): Promise<Cont
 let boxRuntime: Runtime | undefined;
 const boxes = () => (boxRuntime ??= new Runtime({ root: path.join(work, 'boxes') }));
 
-async function execOut(c: Container | { exec(o: ExecOptions): ExecProcess }, command: string[], options: Omit<ExecOptions, 'command'> = {}) {
+async function execOut(c: { exec(o: ExecOptions): ExecProcess }, command: string[], options: Omit<ExecOptions, 'command'> = {}) {
   const e = c.exec({ command, ...options });
   const [out, err, status] = await Promise.all([collect(e.stdout), collect(e.stderr), e.wait()]);
   return { out, err, ...status, pid: e.pid };

@@ -1,11 +1,15 @@
 // stdio: piped streams carry data intact both ways; 'ignore' and 'inherit' do what they say;
 // with a tty the command gets a terminal of the size given, and resize reaches it.
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, createWriteStream, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 import * as tty from 'node:tty';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
-import { Container, ROOTFS, collectBuffer, md5, openFds, run, until } from './helpers';
+import { Container, NsboxError, ROOTFS, childPids, collectBuffer, md5, openFds, run, startError, until } from './helpers';
 
 const root = { type: 'bind' as const, path: ROOTFS };
 
@@ -75,6 +79,124 @@ describe('stdio', () => {
     expect(out.toString()).toBe('got a\ngot b\neof\n');
   });
 });
+
+// child_process.spawn's other stdio forms: an fd of this process, or a stream with one. The
+// container gets that very file (a duplicate), and this process keeps its own fd.
+describe('stdio as fds and streams', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'nsbox-stdio-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('writes stdout and stderr into files given by fd, and reads stdin from one', async () => {
+    writeFileSync(path.join(dir, 'in'), 'from a file\n');
+    const fin = openSync(path.join(dir, 'in'), 'r');
+    const fout = openSync(path.join(dir, 'out'), 'w');
+    const ferr = openSync(path.join(dir, 'err'), 'w');
+    const before = openFds();
+    try {
+      const c = Container.start({ root, command: ['sh', '-c', 'read l; echo "out: $l"; echo err >&2'], stdio: [fin, fout, ferr] });
+      expect([c.stdin, c.stdout, c.stderr]).toEqual([null, null, null]);
+      expect(await c.wait()).toMatchObject({ exitCode: 0 });
+      // The duplicates the container got are closed here: nothing but our own three stays.
+      expect(openFds()).toEqual(before);
+      // Ours are still open and usable.
+      writeSync(fout, 'ours\n');
+    } finally {
+      for (const fd of [fin, fout, ferr]) closeSync(fd);
+    }
+    expect(readFileSync(path.join(dir, 'out'), 'utf8')).toBe('out: from a file\nours\n');
+    expect(readFileSync(path.join(dir, 'err'), 'utf8')).toBe('err\n');
+  });
+
+  it('mixes fds with pipes, and gives the fd to the fd it names', async () => {
+    const fout = openSync(path.join(dir, 'mixed'), 'w');
+    try {
+      const c = Container.start({ root, command: ['sh', '-c', 'echo to-file; echo to-pipe >&2'], stdio: ['ignore', fout, 'pipe'] });
+      expect(c.stdout).toBeNull();
+      const [err, status] = await Promise.all([collectBuffer(c.stderr), c.wait()]);
+      expect(status.exitCode).toBe(0);
+      expect(err.toString()).toBe('to-pipe\n');
+    } finally {
+      closeSync(fout);
+    }
+    expect(readFileSync(path.join(dir, 'mixed'), 'utf8')).toBe('to-file\n');
+  });
+
+  it('takes an opened fs stream and a socket as stdio, as their fds', async () => {
+    const file = createWriteStream(path.join(dir, 'stream'));
+    await new Promise((resolve) => file.once('open', resolve));
+    const [ours, theirs] = await socketPair();
+    try {
+      const c = Container.start({ root, command: ['sh', '-c', 'echo via-stream; echo via-socket >&2'], stdio: ['ignore', file, theirs] });
+      const got = new Promise<string>((resolve) => {
+        let text = '';
+        ours.on('data', (d: Buffer) => {
+          text += d.toString();
+          if (text.includes('\n')) resolve(text);
+        });
+      });
+      expect((await c.wait()).exitCode).toBe(0);
+      expect(await got).toBe('via-socket\n');
+    } finally {
+      ours.destroy();
+      theirs.destroy();
+      await new Promise((resolve) => file.end(resolve));
+    }
+    expect(readFileSync(path.join(dir, 'stream'), 'utf8')).toBe('via-stream\n');
+  });
+
+  it('gives an exec an fd as its stdout too', async () => {
+    const fout = openSync(path.join(dir, 'exec-out'), 'w');
+    const c = Container.start({ root, command: ['sleep', '10'], stdio: 'ignore' });
+    try {
+      const e = c.exec({ command: ['echo', 'from exec'], stdio: ['ignore', fout, 'ignore'] });
+      expect(e.stdout).toBeNull();
+      expect((await e.wait()).exitCode).toBe(0);
+    } finally {
+      closeSync(fout);
+      c.kill('SIGKILL');
+      await c.wait();
+    }
+    expect(readFileSync(path.join(dir, 'exec-out'), 'utf8')).toBe('from exec\n');
+  });
+
+  it('refuses a closed fd, a negative or fractional one and a stream without an fd, leaving nothing behind', () => {
+    const before = { fds: openFds(), children: childPids() };
+    // An fd number nothing has open (a closed one could be taken again meanwhile).
+    let closed = 900;
+    while (openFds().includes(String(closed))) closed++;
+    // A file stream whose open never succeeds: no fd, ever.
+    const unopened = createWriteStream(path.join(dir, 'no-such-dir', 'x')).on('error', () => {});
+    const cases: Array<[unknown, RegExp]> = [
+      [['pipe', closed, 'pipe'], new RegExp(`^stdio\\[1\\]: fd ${closed} is not open in this process \\(EBADF\\)$`)],
+      [['pipe', -1, 'pipe'], /^stdio\[1\]: expected a file descriptor/],
+      [['pipe', 'pipe', 2.5], /^stdio\[2\]: expected a file descriptor/],
+      [[new PassThrough(), 'pipe', 'pipe'], /^stdio\[0\]: a stream without a file descriptor of its own/],
+      [[unopened, 'pipe', 'pipe'], /^stdio\[0\]: a stream without a file descriptor/],
+    ];
+    for (const [stdio, message] of cases) {
+      const e = startError({ root, command: ['true'], stdio: stdio as never });
+      expect(e).toBeInstanceOf(NsboxError);
+      expect(e.code).toBe('INVALID_ARGUMENT');
+      expect(e.message).toMatch(message);
+    }
+    expect(childPids()).toEqual(before.children);
+    expect(openFds().filter((fd) => !before.fds.includes(fd))).toEqual([]);
+  });
+});
+
+/** Two connected Unix sockets: ours to read, theirs to hand to a container. */
+async function socketPair(): Promise<[net.Socket, net.Socket]> {
+  const sock = path.join(mkdtempSync(path.join(os.tmpdir(), 'nsbox-sock-')), 's');
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(sock, resolve));
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  const client = net.connect(sock);
+  await new Promise((resolve) => client.once('connect', resolve));
+  const ours = await accepted;
+  server.close();
+  rmSync(path.dirname(sock), { recursive: true, force: true });
+  return [ours, client];
+}
 
 describe('tty', () => {
   it('gives the command a terminal of the size asked for', async () => {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { launchDetached } from '../src/detach';
 import { NsboxError } from '../src/errors';
-import { processAlive, processStartTime } from '../src/layout';
+import { processAlive, processStartTime } from '../src/proc';
 import { Runtime } from '../src/runtime';
 import { ROOTFS, childPids, hostMounts, openFds, until } from './helpers';
 
@@ -70,6 +70,20 @@ function cliProcesses(): number[] {
     try {
       const cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8');
       if (cmd.includes(MAIN) && cmd.includes(root)) out.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** Processes whose cgroup path names the container: what is left of it on the host. */
+function containerProcesses(id: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${e}/cgroup`, 'utf8').includes(`/${id}`)) out.push(Number(e));
     } catch {
       // gone
     }
@@ -209,13 +223,66 @@ describe('rt.run({ detach: true })', () => {
     await rt.remove(c.id);
   });
 
-  it('refuses what nothing would enforce: tty, timeout, cpuTime; log options without detach', async () => {
+  it('refuses what nothing would serve: tty, an abort signal; log options without detach', async () => {
     await expect(rt.run({ image: 'busybox', detach: true, tty: true } as never)).rejects.toThrow(/tty/);
-    await expect(rt.run({ image: 'busybox', detach: true, timeout: 1000 } as never)).rejects.toThrow(/timeout/);
-    await expect(rt.run({ image: 'busybox', detach: true, limits: { cpuTime: 1 } })).rejects.toThrow(/cpuTime/);
+    await expect(rt.run({ image: 'busybox', detach: true, signal: new AbortController().signal } as never)).rejects.toThrow(/abort signal/);
+    await expect(rt.run({ image: 'busybox', detach: true, timeout: 0 })).rejects.toThrow(/timeout/);
     await expect(rt.run({ image: 'busybox', logMaxFiles: 3 } as never)).rejects.toThrow(/detach/);
     await expect(rt.run({ image: 'busybox', detach: true, logMaxSize: '1b' })).rejects.toThrow(/logMaxSize/);
     expect(rt.list({ all: true }).filter((c) => c.status === 'creating')).toEqual([]);
+  });
+
+  it('the monitor enforces a timeout on the whole container: children that ignore SIGTERM and daemonise die too', async () => {
+    const data = fs.mkdtempSync(path.join(root, 'data-'));
+    const started = Date.now();
+    const c = await rt.run({
+      image: 'busybox', detach: true, timeout: 1200, volumes: [`${data}:/data`],
+      command: ['sh', '-c', 'trap "" TERM; (trap "" TERM HUP; setsid sleep 1000 & echo $! > /data/bg; wait) & while :; do sleep 0.1; done'],
+    });
+    await until('the background child', () => fs.existsSync(path.join(data, 'bg')) && fs.readFileSync(path.join(data, 'bg'), 'utf8').trim() !== '');
+    const mon = monitorOf(c.id);
+    const monStart = processStartTime(mon);
+    expect(await rt.wait(c.id)).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(1200);
+    expect(rt.inspect(c.id)).toMatchObject({ status: 'exited', killedFor: 'timeout' });
+    expect(nsbox('ps', '-a').out).toMatch(new RegExp(`${c.id}\\s.*Exited \\(137, timeout\\)`));
+    // Nothing of it is left: not the monitor, not a process in its pid namespace.
+    await until('the monitor to exit', () => !processAlive(mon, monStart));
+    expect(containerProcesses(c.id)).toEqual([]);
+    await rt.remove(c.id);
+  });
+
+  it('a container that ends before its timeout, or uses no CPU, is not called killed', async () => {
+    const c = await rt.run({ image: 'busybox', detach: true, timeout: 60_000, limits: { cpuTime: 5 }, command: ['sh', '-c', 'sleep 0.5; exit 3'] });
+    expect(await rt.wait(c.id)).toEqual({ exitCode: 3, signal: null });
+    expect(rt.inspect(c.id).killedFor).toBeUndefined();
+    await rt.remove(c.id);
+  });
+
+  it('the monitor enforces limits.cpuTime on all the container\'s processes together, through the API and the CLI', async () => {
+    // Two busy processes: 0.6 s of CPU is used in about 0.3 s on two cores, well before the
+    // sleeping third would be killed by anything else.
+    const c = await rt.run({ image: 'busybox', detach: true, limits: { cpuTime: 0.6 }, command: ['sh', '-c', 'while :; do :; done & while :; do :; done & sleep 1000'] });
+    expect(await rt.wait(c.id)).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    expect(rt.inspect(c.id)).toMatchObject({ killedFor: 'cpuTime' });
+    expect(containerProcesses(c.id)).toEqual([]);
+    await rt.remove(c.id);
+    const r = nsbox('run', '-d', '--name', 'spin', '--cpu-time', '300ms', 'busybox', 'sh', '-c', 'while :; do :; done');
+    expect(r.code).toBe(0);
+    expect(nsbox('wait', 'spin')).toMatchObject({ code: 0, out: '137\n' });
+    expect(nsbox('ps', '-a').out).toMatch(/spin\s.*Exited \(137, CPU time\)/);
+    expect(nsbox('rm', 'spin').code).toBe(0);
+  });
+
+  it('start -d enforces the timeout the container was run with, again', async () => {
+    const c = await rt.run({ image: 'busybox', detach: true, timeout: 500, command: ['sleep', '1000'] });
+    expect(await rt.wait(c.id)).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    await rt.start(c.id, { detach: true });
+    expect(rt.inspect(c.id).status).toBe('running');
+    expect(await rt.wait(c.id)).toEqual({ exitCode: null, signal: 'SIGKILL' });
+    expect(rt.inspect(c.id)).toMatchObject({ killedFor: 'timeout' });
+    await rt.remove(c.id);
   });
 
   it('a failed start leaves nothing: bad command, bad working directory', async () => {

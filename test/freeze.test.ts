@@ -65,7 +65,7 @@ describe.skipIf(!existsSync(FREEZER))('freezeContainer', () => {
 
   it("this process's own freezer left by an earlier commit (its rmdir met an exiting process) is no obstacle", async () => {
     const { c, read } = await busy();
-    const { ownStartTime } = await import('../src/layout');
+    const { ownStartTime } = await import('../src/proc');
     // What a commit whose rmdir failed leaves: its own name for this container, empty.
     const left = path.join(FREEZER, 'nsbox', `freeze-${process.pid}-${ownStartTime()}-${c.pid}`);
     mkdirSync(left, { recursive: true });

@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 
 import { Container, type ExitStatus, type ProcessOptions } from '../src/container';
 import { NsboxError } from '../src/errors';
+import { processState } from '../src/proc';
 
 export { Container, NsboxError };
 
@@ -138,16 +139,9 @@ export function md5(data: Buffer): string {
   return createHash('md5').update(data).digest('hex');
 }
 
-/** A process's state letter (R, S, Z, ...) and parent, or null once it is gone. */
+/** A process's state letter (R, S, Z, ...) and parent, or null once it is gone (src/proc.ts reads it). */
 export function procState(pid: number): { state: string; ppid: number } | null {
-  let stat: string;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { state: fields[0]!, ppid: Number(fields[1]) };
+  return processState(pid) ?? null;
 }
 
 /** Children of `pid` (default: this process) in Z state: exited, never reaped. */

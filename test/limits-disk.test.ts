@@ -100,7 +100,7 @@ describe('limits.disk', () => {
     expect(sizeOf(out)).toBeLessThanOrEqual(64 * MIB);
     // While it holds 60+ MiB, its directory on the host holds next to nothing (du counts
     // blocks, and the tmpfs is mounted only in the container's namespace).
-    const dir = path.join(root, 'containers', c.id);
+    const dir = path.join(root, 'containers', c.id!);
     expect(Number(execFileSync('du', ['-sk', dir], { encoding: 'utf8' }).split('\t')[0])).toBeLessThan(256);
     c.kill('SIGKILL');
     await c.wait();
@@ -126,7 +126,7 @@ describe('limits.disk', () => {
     expect(out).toMatch(/No space left on device/);
     expect(sizeOf(out)).toBeGreaterThan(12 * MIB);
     expect(sizeOf(out)).toBeLessThanOrEqual(16 * MIB);
-    const dir = path.join(root, 'containers', c.id);
+    const dir = path.join(root, 'containers', c.id!);
     // A sparse image: what the host holds is what the container wrote, never more than the
     // limit; and nothing else of the container's holds data (du counts blocks).
     const img = fs.statSync(path.join(dir, 'disk.img'));
@@ -153,7 +153,7 @@ describe('limits.disk', () => {
 
   it('kept: commit of the running container reads what it wrote so far', async () => {
     const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'echo hello > /note; sleep 30'], limits: { disk: '8m' }, stdio: 'ignore' });
-    const dir = path.join(root, 'containers', c.id);
+    const dir = path.join(root, 'containers', c.id!);
     // while it runs, its image is on exactly one loop device (mounted in its namespace only)
     expect(loopsUnder(root)).toEqual([expect.stringContaining(path.join(dir, 'disk.img'))]);
     expect(mountsUnder(root)).toEqual([]);

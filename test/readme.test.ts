@@ -33,7 +33,7 @@ beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-readme-'));
   // `nsbox` on PATH and `require('nsbox')` resolving to this checkout, as after npm install
   fs.mkdirSync(path.join(tmp, 'bin'));
-  fs.writeFileSync(path.join(tmp, 'bin', 'nsbox'), `#!/bin/sh\nexec "${process.execPath}" "${REPO}/dist/cli/main.js" "$@"\n`, { mode: 0o755 });
+  fs.writeFileSync(path.join(tmp, 'bin', 'nsbox'), `#!/bin/sh\nexec "${process.execPath}" "${REPO}/dist/cli/start.js" "$@"\n`, { mode: 0o755 });
   fs.mkdirSync(path.join(tmp, 'node_modules'));
   fs.symlinkSync(REPO, path.join(tmp, 'node_modules', 'nsbox'));
   env = { ...process.env, PATH: `${tmp}/bin:${process.env.PATH}`, NSBOX_ROOT: path.join(tmp, 'state') };
@@ -81,7 +81,7 @@ describe('README', () => {
   it('quick start is two lines: install and run, then the tests', () => {
     const quick = blocks().find((b) => b.lang === 'sh')!;
     const [install, test] = quick.body.trim().split('\n');
-    expect(install).toMatch(/^apt-get install -y busybox-static e2fsprogs && npm ci && (node dist\/cli\/main\.js run -ti busybox sh)$/);
+    expect(install).toMatch(/^apt-get install -y busybox-static e2fsprogs && npm ci && (node dist\/cli\/start\.js run -ti busybox sh)$/);
     expect(test).toBe('npm test');
   });
 

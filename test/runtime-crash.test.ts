@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { v1Hierarchies } from '../src/cgroup';
-import { processAlive } from '../src/layout';
+import { processAlive } from '../src/proc';
 import { Runtime } from '../src/runtime';
 import { TARBALL, distModule, unionMounts, until } from './helpers';
 

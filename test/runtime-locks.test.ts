@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ContainerLock } from '../src/lock';
 import { Runtime } from '../src/runtime';
-import { newId, ownStartTime, processStartTime } from '../src/layout';
+import { newId } from '../src/layout';
+import { ownStartTime, processStartTime } from '../src/proc';
 import { distModule, until } from './helpers';
 
 const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');

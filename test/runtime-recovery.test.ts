@@ -9,7 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { newId, ownStartTime, processStartTime } from '../src/layout';
+import { newId } from '../src/layout';
+import { ownStartTime, processStartTime } from '../src/proc';
 import { Runtime } from '../src/runtime';
 import { until } from './helpers';
 

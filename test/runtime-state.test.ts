@@ -11,7 +11,8 @@ import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { NsboxError } from '../src/errors';
-import { newId, processPidNamespace, processStartTime } from '../src/layout';
+import { newId } from '../src/layout';
+import { processPidNamespace, processStartTime } from '../src/proc';
 import { Runtime } from '../src/runtime';
 import { procState, unionMounts, until } from './helpers';
 

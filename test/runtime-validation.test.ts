@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { NsboxError } from '../src/errors';
+import { copyToHost } from '../src/copy-host';
 import { Runtime, type RunOptions } from '../src/runtime';
 import { Volume } from '../src/volume';
 import { childPids, collect, openFds, unionMounts } from './helpers';
@@ -71,7 +72,8 @@ describe('run options of the wrong type', () => {
     ['network', true, /run option network: expected one of/],
     ['stdio', 'tty', /run option stdio: expected one of "pipe", "inherit", "ignore"/],
     ['stdio', ['pipe', 'pipe'], /run option stdio: expected an array of 3/],
-    ['stdio', ['pipe', 'pipe', 1], /run option stdio\[2\]: expected one of/],
+    ['stdio', ['pipe', 'pipe', 1.5], /run option stdio\[2\]: expected a file descriptor/],
+    ['stdio', ['pipe', 'pipe', {}], /run option stdio\[2\]: expected one of "pipe", "inherit", "ignore", a file descriptor or a stream/],
     ['stdio', 1, /run option stdio: expected 'pipe', 'inherit', 'ignore' or an array of three of them/],
     ['tty', 'yes', /run option tty: expected a boolean or \{ cols, rows \}/],
     ['tty', { cols: '80' }, /run option tty\.cols: expected an integer from 1 to 65535/],
@@ -83,7 +85,6 @@ describe('run options of the wrong type', () => {
     ['security', 'privileged', /run option security: expected an object, got a string/],
     ['security', null, /run option security: expected an object, got null/],
     ['security', ['privileged'], /run option security: expected an object, got an array/],
-    ['forkStyle', 'yes', /run option forkStyle: expected a boolean/],
     ['devices', '/dev/fuse', /run option devices: expected an array/],
     ['devices', [1], /run option devices\[0\]: expected HOST\[:CONTAINER\]/],
     ['limits', 'lots', /run option limits: expected an object/],
@@ -127,6 +128,8 @@ describe("run options' names", () => {
     ['volume', ['/tmp/v:/v'], /run option volume: unknown option \(did you mean volumes\?\)/],
     ['readonly', true, /run option readonly: unknown option \(did you mean readOnly\?\)/],
     ['rm', true, /run option rm: unknown option/],
+    // A benchmark's switch once, never an option of the API: $NSBOX_BENCH_FORK_STYLE now.
+    ['forkStyle', true, /run option forkStyle: unknown option/],
     ['comand', ['true'], /did you mean command\?/],
     ['Env', {}, /did you mean env\?/],
   ])('a typo %s is refused, not ignored', async (key, value, message) => {
@@ -141,7 +144,7 @@ describe("run options' names", () => {
     const c = await rt.run({
       image: 'busybox', command: ['sh', '-c', 'echo $A'], name: undefined, volumes: undefined, env: ['A=ok'], cwd: undefined,
       hostname: undefined, network: undefined, stdio: undefined, tty: undefined, remove: true, readOnly: undefined,
-      security: undefined, forkStyle: undefined,
+      security: undefined,
     });
     const out = collect(c.stdout);
     expect((await c.wait()).exitCode).toBe(0);
@@ -168,7 +171,7 @@ describe('Runtime options and the other methods', () => {
     expect(syncError(() => new Runtime({ root: `${base}/a\0b` })).code).toBe('INVALID_ARGUMENT');
     expect(syncError(() => new Runtime({ root: base, storageDriver: 'zfs' as 'vfs' })).message).toMatch(/Runtime option storageDriver: expected one of "overlay", "aufs", "vfs"/);
     expect(syncError(() => new Runtime({ rooot: base } as unknown as { root: string })).message).toMatch(/Runtime option rooot: unknown option \(did you mean root\?\)/);
-    expect(syncError(() => new Runtime(null as unknown as {})).code).toBe('INVALID_ARGUMENT');
+    expect(syncError(() => new Runtime(null as never)).code).toBe('INVALID_ARGUMENT');
   });
 
   it('checks the options of remove, list, prune and commit', async () => {
@@ -176,14 +179,14 @@ describe('Runtime options and the other methods', () => {
     try {
       // `force: 'no'` was truthy: it killed the container.
       await expect(rt.remove(c.id!, { force: 'no' as unknown as boolean })).rejects.toThrow(/remove option force: expected a boolean/);
-      await expect(rt.remove(c.id!, { forse: true } as unknown as {})).rejects.toThrow(/remove option forse: unknown option \(did you mean force\?\)/);
+      await expect(rt.remove(c.id!, { forse: true } as never)).rejects.toThrow(/remove option forse: unknown option \(did you mean force\?\)/);
       expect(c.running).toBe(true);
       expect(() => rt.list({ all: 'yes' as unknown as boolean })).toThrow(/list option all: expected a boolean/);
-      expect(() => rt.list({ al: true } as unknown as {})).toThrow(/list option al: unknown option \(did you mean all\?\)/);
-      expect(() => rt.prune({ force: true } as unknown as {})).toThrow(/prune option force: unknown option/);
+      expect(() => rt.list({ al: true } as never)).toThrow(/list option al: unknown option \(did you mean all\?\)/);
+      expect(() => rt.prune({ force: true } as never)).toThrow(/prune option force: unknown option/);
       expect(() => rt.removeImage('busybox', { force: 1 as unknown as boolean })).toThrow(/removeImage option force: expected a boolean/);
-      await expect(rt.commit(c.id!, 'never-made', { outptu: '/tmp/x.tar' } as unknown as {})).rejects.toThrow(/commit option outptu: unknown option \(did you mean output\?\)/);
-      await expect(rt.commit(c.id!, 'never-made', { output: 5 } as unknown as {})).rejects.toThrow(/commit option output: expected a non-empty string/);
+      await expect(rt.commit(c.id!, 'never-made', { outptu: '/tmp/x.tar' } as never)).rejects.toThrow(/commit option outptu: unknown option \(did you mean output\?\)/);
+      await expect(rt.commit(c.id!, 'never-made', { output: 5 } as never)).rejects.toThrow(/commit option output: expected a non-empty string/);
       expect(rt.images.find('never-made')).toBeUndefined();
       expect(rt.images.find('busybox')).toBeDefined();
       expect(rt.list().map((x) => x.id)).toContain(c.id);
@@ -246,5 +249,18 @@ describe('a run that fails after its volumes were prepared', () => {
     expect(other).toEqual([`${top}/c`, `${top}/c/d`]); // top was there: not this call's
     Volume.removeCreated(other);
     expect(fs.readdirSync(top)).toEqual(['a']);
+  });
+});
+
+describe("other methods' options", () => {
+  it('refuses a typo in stop, rm and the Runtime options before anything else', async () => {
+    await expect(rt.stop('no-such', { timeOut: 1 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/^stop option timeOut: unknown option \(did you mean timeout\?\)/) });
+    await expect(rt.remove('no-such', { forse: true } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(() => new Runtime({ rooot: base } as never)).toThrow(/Runtime option rooot: unknown option \(did you mean root\?\)/);
+    await expect(rt.import('/no/such.tar', 'never-made', { onProgres: () => {} } as never)).rejects.toThrow(/^import option onProgres: unknown option \(did you mean onProgress\?\)/);
+    await expect(copyToHost((async function* () {})(), path.join(base, 'never'), { keepOwner: true } as never)).rejects.toThrow(/^copyToHost option keepOwner: unknown option \(did you mean keepOwners\?\)/);
+    expect(fs.existsSync(path.join(base, 'never'))).toBe(false);
+    // undefined is left out: `root: process.env.X` with X unset is the default root.
+    expect(new Runtime({ root: undefined, storageDriver: undefined }).root).toBe(process.env.NSBOX_ROOT ?? '/var/lib/nsbox');
   });
 });

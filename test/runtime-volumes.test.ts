@@ -120,7 +120,7 @@ describe('bad volume specs', () => {
     expect(etcDigest()).toBe(etc);
     expect(hostMounts()).toEqual(mounts);
     // a path under the symlink resolves inside the root, never the host's /etc
-    const r = await sh('ls /etc/passwd-from-volume 2>&1; cat /proc/self/mountinfo | grep -c passwd-from', [`${src}:/data/passwd-from-volume`]).catch((e: unknown) => e);
+    const r = await sh('ls /etc/passwd-from-volume 2>&1; cat /proc/self/mountinfo | grep -c passwd-from', [`${src}:/data/passwd-from-volume`]).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
     if (!(r instanceof Error)) {
       await r.c.remove();
     }

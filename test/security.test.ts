@@ -10,10 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Container, type ProcessOptions } from '../src/container';
 import { NsboxError } from '../src/errors';
-import {
-  CAPABILITIES, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, buildConfinement, hostArch, seccompFilter,
-  type SecurityOptions,
-} from '../src/security';
+import { CAPABILITIES } from '../src/capabilities';
+import { hostArch, seccompFilter } from '../src/seccomp';
+import { DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, buildConfinement, type SecurityOptions } from '../src/security';
 import { ROOTFS, collect, hostMounts, openFds } from './helpers';
 
 // ---------------------------------------------------------------------------------------
@@ -114,20 +113,20 @@ afterAll(() => {
 
 describe('buildConfinement', () => {
   it('defaults: docker caps, no_new_privs, root without groups, a filter, masks and read-only paths', () => {
-    const { security, confine } = buildConfinement();
+    const { security, steps } = buildConfinement();
     expect(security.bounding).toEqual(pair(DEFAULT_MASK));
     expect(security.effective).toEqual(pair(DEFAULT_MASK));
     expect(security.ambient).toBeUndefined();
     expect(security.noNewPrivs).toBe(true);
     expect([security.uid, security.gid]).toEqual([0, 0]);
     expect(security.seccomp).toEqual(seccompFilter(hostArch()!, DEFAULT_MASK));
-    expect(confine.filter((s) => s.op === 'maskInRoot').map((s) => s.target)).toEqual(MASKED_PATHS.map((p) => p.slice(1)));
-    expect(confine.filter((s) => s.op === 'readonlyInRoot').map((s) => s.target)).toEqual(READONLY_PATHS.map((p) => p.slice(1)));
+    expect(steps.filter((s) => s.op === 'maskInRoot').map((s) => s.target)).toEqual(MASKED_PATHS.map((p) => p.slice(1)));
+    expect(steps.filter((s) => s.op === 'readonlyInRoot').map((s) => s.target)).toEqual(READONLY_PATHS.map((p) => p.slice(1)));
     for (const p of ['proc/kcore', 'proc/keys', 'proc/timer_list', 'proc/sched_debug', 'proc/latency_stats', 'proc/acpi', 'proc/scsi', 'sys/firmware']) {
-      expect(confine.some((s) => s.op === 'maskInRoot' && s.target === p)).toBe(true);
+      expect(steps.some((s) => s.op === 'maskInRoot' && s.target === p)).toBe(true);
     }
     for (const p of ['proc/sys', 'proc/sysrq-trigger', 'proc/irq', 'proc/bus', 'proc/fs']) {
-      expect(confine.some((s) => s.op === 'readonlyInRoot' && s.target === p)).toBe(true);
+      expect(steps.some((s) => s.op === 'readonlyInRoot' && s.target === p)).toBe(true);
     }
   });
 
@@ -223,11 +222,11 @@ describe('buildConfinement', () => {
     const p = buildConfinement({ privileged: true });
     expect(p.security.bounding).toEqual([0xffffffff, 0xffffffff]);
     expect(p.security.seccomp).toBeUndefined();
-    expect(p.confine).toEqual([]);
+    expect(p.steps).toEqual([]);
     const u = buildConfinement({ seccomp: 'unconfined' });
     expect(u.security.seccomp).toBeUndefined();
     expect(u.security.bounding).toEqual(pair(DEFAULT_MASK));
-    expect(u.confine.length).toBeGreaterThan(0);
+    expect(u.steps.length).toBeGreaterThan(0);
     expect(buildConfinement({ noNewPrivileges: false }).security.noNewPrivs).toBe(false);
   });
 });
@@ -413,11 +412,12 @@ describe('docker\'s denials (issue 15)', () => {
     if (bare['nr-468'] === 'ENOSYS') ctx.skip();
     expect(await probe({}, ['nr-468', 'nosys'])).toEqual({ 'nr-468': bare['nr-468'], 'nosys': 'ENOSYS' });
     // The same filter, reviewed up to 467 only: 468 is now a call from the future.
-    const { security, confine } = buildConfinement({});
+    const { security, steps } = buildConfinement({});
     security.seccomp = seccompFilter(hostArch()!, DEFAULT_MASK, 467);
-    const c = Container.start({
+    // A confinement of the test's own: through the internal launch (start takes only options).
+    const c = Container.launch({
       root: { type: 'bind', path: ROOTFS }, command: ['/probe/probe', 'nr-468', 'nosys'],
-      stdio: ['ignore', 'pipe', 'pipe'], mounts: [probeMount()], confinement: { security, confine },
+      stdio: ['ignore', 'pipe', 'pipe'], mounts: [probeMount()], confinement: { security, steps },
     });
     const [out, err, status] = await Promise.all([collect(c.stdout), collect(c.stderr), c.wait()]);
     expect([err, status.exitCode]).toEqual(['', 0]);
@@ -452,12 +452,12 @@ describe('--user', () => {
 describe('failures and lifetime', () => {
   it('a failure in the security phase is an NsboxError naming the call, and leaks nothing', () => {
     const before = { mounts: ourMounts(), fds: openFds() };
-    const { security, confine } = buildConfinement({});
+    const { security, steps } = buildConfinement({});
     // One instruction the kernel's BPF checker refuses.
     security.seccomp = new Uint8Array(8).fill(0xff);
     let err: unknown;
     try {
-      Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['true'], confinement: { security, confine } });
+      Container.launch({ root: { type: 'bind', path: ROOTFS }, command: ['true'], confinement: { security, steps } });
     } catch (e) {
       err = e;
     }

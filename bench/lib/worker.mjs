@@ -46,8 +46,8 @@ function makeStarter() {
     const rt = new Runtime({ root: cfg.stateRoot });
     return {
       rt,
-      async start({ command = ['/bin/true'], network = 'none', remove = true, forkStyle = false }) {
-        const c = await rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, ...(forkStyle ? { forkStyle } : {}), ...(cfg.limits ? { limits: cfg.limits } : {}) });
+      async start({ command = ['/bin/true'], network = 'none', remove = true }) {
+        const c = await rt.run({ image: 'busybox', command, stdio: 'ignore', network, remove, ...(cfg.limits ? { limits: cfg.limits } : {}) });
         return c;
       },
       async remove(c) {
@@ -60,14 +60,14 @@ function makeStarter() {
   fs.mkdirSync(base, { recursive: true });
   const dirs = new WeakMap();
   return {
-    async start({ command = ['/bin/true'], network = 'none', remove = true, forkStyle = false }) {
+    async start({ command = ['/bin/true'], network = 'none', remove = true }) {
       const dir = path.join(base, `${process.pid}-${n++}`);
       const [upper, work, target] = ['upper', 'work', 'merged'].map((d) => path.join(dir, d));
       fs.mkdirSync(dir);
       for (const d of [upper, work, target]) fs.mkdirSync(d);
       const c = nsbox.Container.start({
         root: { type: 'overlay', lower: [cfg.rootfs], upper, work, target },
-        command, stdio: 'ignore', network, forkStyle,
+        command, stdio: 'ignore', network,
       });
       dirs.set(c, dir);
       if (remove) {
@@ -150,7 +150,7 @@ async function start() {
   const total = [];
   const started = [];
   const removal = [];
-  const opts = { network: cfg.network ?? 'none', forkStyle: !!cfg.forkStyle };
+  const opts = { network: cfg.network ?? 'none' };
   let cpu0 = 0;
   for (let i = 0; i < cfg.warmup + cfg.runs; i++) {
     if (cfg.gapMs) await new Promise((r) => setTimeout(r, cfg.gapMs));

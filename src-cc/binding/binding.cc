@@ -528,8 +528,24 @@ bool setup_stdio(Reader& r, Napi::Object js, Plan& plan, Stdio& io) {
       int child_end = i == 0 ? fds[0] : fds[1];
       io.parent[i] = i == 0 ? fds[1] : fds[0];
       io.child[i] = io.above_stdio(child_end);
+    } else if (modes[i] == "fd") {
+      // An fd of the caller's (child_process's number and stream forms): the child gets a
+      // duplicate above 2, closed here after the start like a pipe's end, the caller's own kept.
+      Napi::Value fds = js.Get("stdioFds");
+      Napi::Value fd = fds.IsArray() ? fds.As<Napi::Array>().Get(i) : fds;
+      if (!fd.IsNumber()) {
+        r.Fail("stdioFds must give an fd for each 'fd' mode");
+        return false;
+      }
+      io.child[i] = fcntl(fd.As<Napi::Number>().Int32Value(), F_DUPFD_CLOEXEC, 3);
+      if (io.child[i] < 0) {
+        io.err = errno;
+        io.sys = "fcntl";
+        io.child[i] = i;
+        return false;
+      }
     } else {
-      r.Fail("stdio modes are inherit, pipe or ignore");
+      r.Fail("stdio modes are inherit, pipe, ignore or fd");
       return false;
     }
   }
@@ -538,7 +554,7 @@ bool setup_stdio(Reader& r, Napi::Object js, Plan& plan, Stdio& io) {
 
 // spawn(plan, onExit, detached): the container under nsbox-monitor (core/spawn.h,
 // spawn_detached), stdout and stderr piped to it. `detached`: { dir, logMaxSize,
-// logMaxFiles, oom, cgroups }. -> { ok: true, pid, monitorPid, ack } or spawn's failure
+// logMaxFiles, oom, cgroups, timeoutMs, cpuTimeNs, cpuFile, cpuFileV2 }. -> { ok: true, pid, monitorPid, ack } or spawn's failure
 // object. `ack`: an fd for the caller to write one byte to once its record names the monitor,
 // and close (closed without it, the monitor kills the container).
 Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, Stdio& io, const std::string& born_in) {
@@ -548,6 +564,11 @@ Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, St
   double max = r.Num(opts, "logMaxSize"), files = r.Num(opts, "logMaxFiles");
   spec.oom = r.Str(opts, "oom");
   spec.cgroups = r.Strs(opts, "cgroups");
+  double timeout = r.Num(opts, "timeoutMs"), cputime = r.Num(opts, "cpuTimeNs");
+  spec.cpu_file = r.Str(opts, "cpuFile");
+  spec.cpu_v2 = r.Bool(opts, "cpuFileV2");
+  if (r.ok() && !(timeout >= 0 && timeout <= 1e12 && cputime >= 0 && cputime <= 1e18)) r.Fail("timeoutMs or cpuTimeNs out of range");
+  if (r.ok() && cputime > 0 && spec.cpu_file.empty()) r.Fail("cpuTimeNs needs cpuFile");
   if (r.ok() && !(max >= 1 && max <= 1e15 && files >= 1 && files <= 100)) r.Fail("logMaxSize and logMaxFiles out of range");
   if (r.ok() && (io.pty_socket[0] >= 0 || io.parent[0] >= 0)) r.Fail("a detached container takes no terminal and no stdin pipe");
   auto done = [&io]() {
@@ -560,6 +581,8 @@ Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, St
     return env.Undefined();
   }
   spec.log_max = static_cast<uint64_t>(max);
+  spec.timeout_ms = static_cast<uint64_t>(timeout);
+  spec.cputime_ns = static_cast<uint64_t>(cputime);
   spec.log_files = static_cast<int>(files);
   spec.out = io.parent[1];
   spec.err = io.parent[2];

@@ -488,6 +488,11 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
   if (spec.out >= 0) mon.push_back(num("out=", spec.out));
   if (spec.err >= 0) mon.push_back(num("err=", spec.err));
   if (!spec.oom.empty()) mon.push_back("oom=" + spec.oom);
+  if (spec.timeout_ms) mon.push_back(num("timeout=", static_cast<long long>(spec.timeout_ms)));
+  if (spec.cputime_ns) {
+    mon.push_back(num("cputime=", static_cast<long long>(spec.cputime_ns)));
+    mon.push_back((spec.cpu_v2 ? "cpustat=" : "cpuacct=") + spec.cpu_file);
+  }
   for (const std::string& c : spec.cgroups) mon.push_back("cgroup=" + c);
   std::vector<char*> mon_args;
   for (std::string& a : mon) mon_args.push_back(a.data());

@@ -44,6 +44,10 @@ struct DetachSpec {
   uint64_t log_max = 0;      // bytes a log file may grow to before it is rotated
   int log_files = 1;         // files kept, the current one included
   std::string oom;           // the memory cgroup's memory.oom_control, or ""
+  uint64_t timeout_ms = 0;   // kill the container this long after its start (0: never)
+  uint64_t cputime_ns = 0;   // kill it once its cgroup has used this much CPU (0: never)
+  std::string cpu_file;      // with cputime: v1 cpuacct.usage or v2 cpu.stat
+  bool cpu_v2 = false;       // cpu_file is v2's cpu.stat
   std::vector<std::string> cgroups;  // the container's cgroup directories, removed at its end
 };
 

@@ -8,6 +8,7 @@
 // PR_SET_PDEATHSIG: a container never outlives its supervisor), then execs this program with:
 //   monitor report=FD pidfd=FD pid=N status=FD ack=FD out=FD err=FD dir=FD
 //           [logsize=BYTES] [logfiles=N] [oom=PATH] [cgroup=DIR]...
+//           [timeout=MS] [cputime=NS (cpuacct=PATH | cpustat=PATH)]
 // It
 //   1. relays the container's first report (started or failed) to Node on `status`, then
 //      waits for one byte on `ack`: Node has written the record that names this monitor as
@@ -18,7 +19,11 @@
 //   3. writes the container's stdout and stderr to `container.log` in `dir`, one record a line
 //      in the CRI format (`TIME STREAM F|P TEXT`; P: a part of a line, the rest follows),
 //      rotated to container.log.1... at `logsize`, keeping `logfiles` files in all,
-//   4. when the container has ended: removes its cgroup directories, then writes `exit.json`
+//   4. kills the whole container (SIGKILL to nsbox-init: its pid namespace goes with it) once
+//      `timeout` ms have passed since it started, or once its cgroup has used `cputime` ns of
+//      CPU (v1 cpuacct.usage, or v2 cpu.stat's usage_usec, read every 50 ms), as a run in Node
+//      does; exit.json then says why (timedOut, cpuTimeExceeded),
+//   5. when the container has ended: removes its cgroup directories, then writes `exit.json`
 //      (tmp + rename) with its status, usage and finish time, and exits.
 
 #include <linux/fcntl.h>
@@ -48,6 +53,10 @@ struct Options {
   uint64_t log_max = 10 * 1024 * 1024;
   int log_files = 2;
   const char* oom = nullptr;
+  uint64_t timeout_ms = 0;  // 0: none
+  uint64_t cputime_ns = 0;  // 0: none
+  const char* cpu_file = nullptr;
+  bool cpu_v2 = false;  // cpu_file is v2's cpu.stat (usage_usec), else v1's cpuacct.usage (ns)
   const char* cgroups[kMaxCgroups];
   int cgroup_count = 0;
 };
@@ -82,6 +91,16 @@ bool parse(int argc, char** argv, Options& o) {
       if (!number(v, &o.log_max)) return false;
     } else if (starts_with(a, "oom=", &v)) {
       o.oom = v;
+    } else if (starts_with(a, "timeout=", &v)) {
+      if (!number(v, &o.timeout_ms) || o.timeout_ms == 0) return false;
+    } else if (starts_with(a, "cputime=", &v)) {
+      if (!number(v, &o.cputime_ns) || o.cputime_ns == 0) return false;
+    } else if (starts_with(a, "cpuacct=", &v)) {
+      o.cpu_file = v;
+      o.cpu_v2 = false;
+    } else if (starts_with(a, "cpustat=", &v)) {
+      o.cpu_file = v;
+      o.cpu_v2 = true;
     } else if (starts_with(a, "cgroup=", &v)) {
       if (o.cgroup_count == kMaxCgroups) return false;
       o.cgroups[o.cgroup_count++] = v;
@@ -90,7 +109,7 @@ bool parse(int argc, char** argv, Options& o) {
     }
   }
   return o.report >= 0 && o.pidfd >= 0 && o.pid > 0 && o.status >= 0 && o.ack >= 0 && o.dir >= 0 && o.log_files >= 1 &&
-         o.log_max >= 1;
+         o.log_max >= 1 && (o.cputime_ns == 0 || o.cpu_file != nullptr);
 }
 
 void write_all(int fd, const void* data, size_t n) {
@@ -273,6 +292,38 @@ bool oom_killed(const char* file) {
   return false;
 }
 
+int64_t monotonic_ms() {
+  struct timespec ts = {0, 0};
+  sys(__NR_clock_gettime, CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+// The decimal number at `p` (stops at the first non-digit).
+uint64_t leading_number(const char* p) {
+  uint64_t n = 0;
+  for (; *p >= '0' && *p <= '9'; p++) n = n * 10 + static_cast<uint64_t>(*p - '0');
+  return n;
+}
+
+// CPU time the container's cgroup has used, in ns; 0 when the file cannot be read (gone).
+uint64_t cpu_used_ns(const Options& o) {
+  int fd = static_cast<int>(sys(__NR_openat, AT_FDCWD, o.cpu_file, O_RDONLY | O_CLOEXEC, 0));
+  if (fd < 0) return 0;
+  char text[1024];
+  long n = read_retry(fd, text, sizeof text - 1);
+  sys(__NR_close, fd);
+  if (n <= 0) return 0;
+  text[n] = '\0';
+  if (!o.cpu_v2) return leading_number(text);
+  for (long i = 0; i < n; i++) {
+    const char* rest;
+    if ((i == 0 || text[i - 1] == '\n') && starts_with(text + i, "usage_usec ", &rest)) return leading_number(rest) * 1000;
+  }
+  return 0;
+}
+
+enum class KilledFor { kNone, kTimeout, kCpuTime };
+
 struct Text {
   char buf[512];
   size_t n = 0;
@@ -288,7 +339,7 @@ struct Text {
 };
 
 // exit.json, whole or not at all: written beside and renamed.
-void write_exit(const Options& o, int exit_code, int signal, const Report& usage, bool oom) {
+void write_exit(const Options& o, int exit_code, int signal, const Report& usage, bool oom, KilledFor killed_for) {
   Text t;
   t.s("{\"exitCode\":");
   if (signal) t.s("null,\"signal\":").i(signal);
@@ -296,7 +347,9 @@ void write_exit(const Options& o, int exit_code, int signal, const Report& usage
   char now[40];
   now[timestamp(now)] = '\0';
   t.s(",\"finishedAt\":\"").s(now).s("\",\"userUs\":").i(usage.user_us).s(",\"systemUs\":").i(usage.system_us);
-  t.s(",\"maxRssKiB\":").i(usage.max_rss_kib).s(",\"oomKilled\":").s(oom ? "true" : "false").s("}\n");
+  t.s(",\"maxRssKiB\":").i(usage.max_rss_kib).s(",\"oomKilled\":").s(oom ? "true" : "false");
+  t.s(",\"timedOut\":").s(killed_for == KilledFor::kTimeout ? "true" : "false");
+  t.s(",\"cpuTimeExceeded\":").s(killed_for == KilledFor::kCpuTime ? "true" : "false").s("}\n");
   int fd = static_cast<int>(sys(__NR_openat, o.dir, "exit.json.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (fd < 0) return;
   write_all(fd, t.buf, t.n);
@@ -342,6 +395,8 @@ int wait_status_of(const siginfo_t& info) {
   int sigfd = static_cast<int>(sys(__NR_signalfd4, -1, &passed, sizeof passed, O_CLOEXEC | O_NONBLOCK));
 
   DetachStart start = {};
+  // The container's time runs from its start, as it does in Node: the ack below waits on Node.
+  const int64_t deadline = o.timeout_ms ? monotonic_ms() + static_cast<int64_t>(o.timeout_ms) : 0;
   start.monitor_pid = static_cast<int32_t>(sys(__NR_getpid));
   start.container_pid = o.pid;
   long n = read_retry(o.report, &start.report, sizeof start.report);
@@ -363,6 +418,7 @@ int wait_status_of(const siginfo_t& info) {
   bool reported = false, exited = false;
   siginfo_t info = {};
   int timeouts = 0;
+  KilledFor killed_for = KilledFor::kNone;
   for (;;) {
     struct pollfd p[5] = {
         {sigfd, POLLIN, 0}, {exited ? -1 : o.pidfd, POLLIN, 0}, {o.out, POLLIN, 0}, {o.err, POLLIN, 0}, {o.report, POLLIN, 0}};
@@ -370,8 +426,25 @@ int wait_status_of(const siginfo_t& info) {
     // Once PID 1 is gone the kernel kills the rest, whose exit closes the pipes: wait for
     // that a bounded time (a process stuck in the kernel must not keep the monitor forever).
     struct timespec tick = {1, 0};
-    long r = sys(__NR_ppoll, p, 5, exited ? &tick : nullptr, nullptr, 0);
+    struct timespec* wait = exited ? &tick : nullptr;
+    const bool bounded = !exited && killed_for == KilledFor::kNone && (o.timeout_ms || o.cputime_ns);
+    if (bounded) {
+      int64_t ms = o.cputime_ns ? 50 : (int64_t{1} << 40);
+      if (o.timeout_ms) {
+        int64_t left = deadline - monotonic_ms();
+        if (left < ms) ms = left < 0 ? 0 : left;
+      }
+      tick = {static_cast<long>(ms / 1000), static_cast<long>((ms % 1000) * 1000000)};
+      wait = &tick;
+    }
+    long r = sys(__NR_ppoll, p, 5, wait, nullptr, 0);
+    if (bounded) {
+      if (o.timeout_ms && monotonic_ms() >= deadline) killed_for = KilledFor::kTimeout;
+      else if (o.cputime_ns && cpu_used_ns(o) > o.cputime_ns) killed_for = KilledFor::kCpuTime;
+      if (killed_for != KilledFor::kNone) sys(__NR_pidfd_send_signal, o.pidfd, SIGKILL, nullptr, 0);
+    }
     if (r == -EINTR) continue;
+    if (r == 0 && !exited) continue;
     if (r == 0 && exited && ++timeouts >= 3) break;
     if (p[0].revents & POLLIN) {
       signalfd_siginfo si;
@@ -413,7 +486,7 @@ int wait_status_of(const siginfo_t& info) {
   remove_cgroups(o);
   int code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 0;
   int sig = status & 0x7f;
-  write_exit(o, code, sig, done, oom);
+  write_exit(o, code, sig, done, oom, killed_for);
   exit_now(sig ? 128 + sig : code);
 }
 

@@ -45,6 +45,7 @@ export const COMMANDS = {
       { name: 'ulimit', type: 'list', value: 'NAME=SOFT[:HARD]', help: 'an rlimit (nofile=1024, core=0, ...)' },
       { name: 'tmpfs', type: 'list', value: 'DIR[:size=64m,mode=1777,noexec]', help: 'a tmpfs of the container\'s own, in its memory' },
       { name: 'timeout', type: 'string', value: 'DURATION', help: 'kill the whole container after this long (30s, 2m, 500ms)' },
+      { name: 'cpu-time', type: 'string', value: 'DURATION', help: 'kill the whole container once all its processes have used this much CPU (10s)' },
       { name: 'log-opt', type: 'list', value: 'max-size=10m|max-file=2', help: 'with -d: rotate the log at this size, keep this many files' },
     ],
     examples: [

@@ -60,7 +60,7 @@ export interface WalkEntry {
 export interface MergedVisitor {
   entry(e: WalkEntry): Promise<void> | void;
   /** After a directory's contents (none for an excluded one), so deepest first. */
-  leave?(e: WalkEntry): Promise<void> | void;
+  leave?: ((e: WalkEntry) => Promise<void> | void) | undefined;
 }
 
 const { S_IFMT, S_IFDIR, S_IFCHR } = fs.constants;

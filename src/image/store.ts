@@ -9,6 +9,7 @@ import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, invalid } from '../errors';
 import { Layout, readJson, writeJsonAtomic } from '../layout';
+import { checkObject, func, optional, type Check, type Spec } from '../validate';
 
 export interface ImageInfo {
   name: string;
@@ -25,8 +26,10 @@ export interface ImageInfo {
 
 export interface ImportOptions {
   /** Bytes of the (compressed) tarball read so far, of the total. */
-  onProgress?: (done: number, total: number) => void;
+  onProgress?: ((done: number, total: number) => void) | undefined;
 }
+
+const IMPORT_OPTIONS: Spec<ImportOptions> = { onProgress: optional(func as Check<ImportOptions['onProgress']>) };
 
 export const BUILTIN_BUSYBOX = 'busybox';
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}(:[A-Za-z0-9_.-]{1,128})?$/;
@@ -52,7 +55,8 @@ export class ImageStore {
   }
 
   /** Extracts a rootfs tarball (plain or gzip) into a new image. */
-  async import(tarball: string, name: string, options: ImportOptions = {}): Promise<ImageInfo> {
+  async import(tarball: string, name: string, given: ImportOptions = {}): Promise<ImageInfo> {
+    const options = checkObject(IMPORT_OPTIONS, given, 'import options', (k) => `import option ${k}`);
     name = validateImageName(name);
     this.layout.ensure();
     if (this.dirOf(name)) throw new NsboxError('CONFLICT', `image ${name}: already exists (remove it first with rmi)`);

@@ -430,11 +430,12 @@ export interface TarHeaderInput {
   mtimeNsec?: number;
   /** Extended attributes, written as pax SCHILY.xattr.* records. */
   xattrs?: Array<[string, Buffer]>;
-  linkname?: string | Buffer;
+  linkname?: string | Buffer | undefined;
   devmajor?: number;
   devminor?: number;
 }
 
+// eslint-disable-next-line no-control-regex -- tar's ASCII: every byte from 1 to 127
 const ASCII = /^[\x01-\x7f]*$/;
 
 /** Largest values octal fields of 8 and 12 bytes hold, with their terminating NUL. */
@@ -531,6 +532,7 @@ function writeUstar(
 
 /** Keeps what can be kept of a name for a field too small for it; the pax record has it all. */
 function truncatedAscii(value: string, len: number): string {
+  // eslint-disable-next-line no-control-regex -- what is not ASCII (1 to 127) becomes '_'
   return value.replace(/[^\x01-\x7f]/g, '_').slice(0, len);
 }
 

@@ -19,7 +19,7 @@
  * per chunk `r.write(chunk); await w.flush()`; then `r.end(); await w.finish()`; always
  * `await w.close()` (it returns a failure of a batch still running, which came first).
  */
-import { NsboxError } from '../errors';
+import { NsboxError, errnoCode } from '../errors';
 import { isOverlayXattr } from '../fsat';
 import { native, type NativeExtractError, type NativeExtractWriter } from '../native';
 import type { TarEntry, TarHandler } from './tar';
@@ -297,9 +297,9 @@ export class TreeWriter implements TarHandler {
       case FAIL_NOT_EMPTY:
         return new NsboxError('ENOTEMPTY', `${where}: would replace a directory that is not empty`, details);
       case FAIL_XATTR:
-        return new NsboxError(e.code, `${where}: extended attribute ${at}: ${e.code} (${e.syscall})`, details);
+        return new NsboxError(errnoCode(e.code), `${where}: extended attribute ${at}: ${e.code} (${e.syscall})`, details);
       default:
-        return new NsboxError(e.code, `${where}: ${e.code} (${e.syscall})`, details);
+        return new NsboxError(errnoCode(e.code), `${where}: ${e.code} (${e.syscall})`, details);
     }
   }
 }

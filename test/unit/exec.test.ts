@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { cgroupJoins, oomCounterFile, rlimitsOf, securityOf } from '../../src/exec';
-import { seccompFilter } from '../../src/security';
+import { seccompFilter } from '../../src/seccomp';
 
 const STATUS = (o: { uid?: string; prm?: string; bnd?: string; amb?: string; nnp?: string; seccomp?: string } = {}) => [
   'Name:\tnsbox-init',

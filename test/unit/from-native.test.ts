@@ -32,7 +32,7 @@ describe('fromNative', () => {
   it('names errnos as os.constants does', () => {
     expect(errnoName(1)).toBe('EPERM');
     expect(errnoName(-22)).toBe('EINVAL');
-    expect(errnoName(99999)).toBe('E99999');
+    expect(errnoName(99999)).toBe('E99999'); // the name in a message; the error's code is EIO
   });
   it('tells a failure from a value', () => {
     expect(isNativeErrno({ errno: 1, code: 'EPERM', syscall: 'x' })).toBe(true);

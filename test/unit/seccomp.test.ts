@@ -1,15 +1,17 @@
-// The seccomp filter (src/security.ts) run by a classic BPF interpreter on made-up
+// The seccomp filter (src/seccomp.ts) run by a classic BPF interpreter on made-up
 // seccomp_data: every rule, both architectures, any set of kept capabilities, without a
 // kernel or root. test/security.test.ts checks that the kernel loads it and that it acts.
 import { existsSync, readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
+import { CAPABILITIES } from '../../src/capabilities';
 import {
-  AF_NETLINK, AF_VSOCK, AUDIT_ARCH, BPF, CAPABILITIES, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER, DEFAULT_CAPABILITIES,
+  AF_NETLINK, AF_VSOCK, AUDIT_ARCH, BPF, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER,
   HIGHEST_REVIEWED_SYSCALL, NETLINK_KOBJECT_UEVENT, SECCOMP_DATA, SECCOMP_RET, SECCOMP_RULES, SYSCALLS, TIOCLINUX,
   TIOCSTI, X32_SYSCALL_BIT, seccompFilter, type SeccompArch,
-} from '../../src/security';
+} from '../../src/seccomp';
+import { DEFAULT_CAPABILITIES } from '../../src/security';
 
 const bit = (name: string) => 1n << BigInt(CAPABILITIES[name]!);
 const DEFAULT_MASK = DEFAULT_CAPABILITIES.reduce((m, c) => m | bit(c), 0n);

@@ -82,16 +82,17 @@ function limitsFrom(p: Parsed): Limits | undefined {
   if (pids !== undefined) l.pids = pids;
   const disk = diskFrom(p);
   if (disk !== undefined) l.disk = disk;
+  if (f['cpu-time'] !== undefined) l.cpuTime = parseDuration(f['cpu-time'] as string, 'cpu-time') / 1000;
   return Object.keys(l).length ? l : undefined;
 }
 
 /** '30s', '2m', '500ms', '1h', or plain seconds, as milliseconds. */
-export function parseDuration(text: string): number {
+export function parseDuration(text: string, flag = 'timeout'): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
-  if (!m) throw new NsboxError('INVALID_ARGUMENT', `run: --timeout ${text}: expected a duration like 30s, 2m or 500ms`);
+  if (!m) throw new NsboxError('INVALID_ARGUMENT', `run: --${flag} ${text}: expected a duration like 30s, 2m or 500ms`);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
   const ms = Math.round(Number(m[1]) * unit);
-  if (ms < 1) throw new NsboxError('INVALID_ARGUMENT', `run: --timeout ${text}: too short`);
+  if (ms < 1) throw new NsboxError('INVALID_ARGUMENT', `run: --${flag} ${text}: too short`);
   return ms;
 }
 
@@ -151,9 +152,9 @@ async function detach(p: Parsed, options: RunOptions, g: Global): Promise<number
   if (p.flags.tty || p.flags.interactive) {
     throw new NsboxError('INVALID_ARGUMENT', 'run: -d with -t or -i: a detached container has no terminal and no stdin (its output is in nsbox logs)');
   }
-  const { stdio: _s, tty: _t, timeout, signal: _a, ...rest } = options;
+  // --timeout and --cpu-time are enforced by the container's monitor.
+  const { stdio: _s, tty: _t, signal: _a, ...rest } = options;
   void _s; void _t; void _a;
-  if (timeout !== undefined) throw new NsboxError('INVALID_ARGUMENT', 'run: -d with --timeout: nothing in this process stays to enforce it (use nsbox stop)');
   try {
     const c = await runtimeFrom(g).run({ ...rest, ...logOptions(p), detach: true });
     process.stdout.write(`${c.id}\n`);

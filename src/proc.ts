@@ -1,0 +1,67 @@
+/**
+ * What this process reads of processes and mounts in /proc: start times and states (to tell a
+ * pid from its reuse), pid namespaces, the mount table. The one parser of /proc/PID/stat.
+ */
+import * as fs from 'node:fs';
+
+/**
+ * The fields of /proc/PID/stat from the third on (state, ppid, ...: index 0 is field 3), or
+ * undefined once the process is gone. The command name (field 2) may hold spaces and
+ * parentheses: the fields are split after its last ')'.
+ */
+export function procStat(pid: number | 'self'): string[] | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** The start time of a process (field 22 of /proc/PID/stat), to tell a pid from its reuse. */
+export function processStartTime(pid: number): string | undefined {
+  return procStat(pid)?.[19];
+}
+
+/** A process's state letter (R, S, Z, ...) and its parent, or undefined once it is gone. */
+export function processState(pid: number): { state: string; ppid: number } | undefined {
+  const f = procStat(pid);
+  return f === undefined ? undefined : { state: f[0]!, ppid: Number(f[1]) };
+}
+
+let selfStart: string | undefined;
+/** This process's own start time: with its pid, what tells others it is still alive. */
+export function ownStartTime(): string {
+  selfStart ??= processStartTime(process.pid) ?? '0';
+  return selfStart;
+}
+
+/** True while that very process runs (a zombie counts as gone: it only waits to be reaped). */
+export function processAlive(pid: number | undefined, start: string | undefined): boolean {
+  if (!pid || !start) return false;
+  const f = procStat(pid);
+  return f !== undefined && f[0] !== 'Z' && f[0] !== 'X' && f[19] === start;
+}
+
+/** The pid namespace of a process (`pid:[4026532...]`), or undefined when it is gone. */
+export function processPidNamespace(pid: number | 'self'): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Mount points at or under `dir` in this process's mount namespace. */
+export function mountsUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const field = line.split(' ')[4];
+    if (field === undefined) continue;
+    // mountinfo escapes space, tab, newline and backslash as \ooo.
+    const mountPoint = field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    if (mountPoint === dir || mountPoint.startsWith(`${dir}/`)) out.push(mountPoint);
+  }
+  return out;
+}
