@@ -24,8 +24,12 @@ mkdir -p "$dir"/{bin,dev,etc,home,proc,root,sys,tmp,usr/bin,usr/sbin,sbin,var}
 chmod 1777 "$dir/tmp"
 cp "$bb" "$dir/bin/busybox"
 # One process for all applets, each linked where busybox files it (/bin/sh, /usr/bin/env...),
-# as links to /bin/busybox that resolve inside the root.
-chroot "$dir" /bin/busybox --install -s
+# as links to /bin/busybox that resolve inside the root. The static binary lists its applets'
+# paths itself: no chroot, so a user without root can make the image too.
+"$bb" --list-full | while IFS= read -r applet; do
+  case "$applet" in '' | /* | *..*) continue ;; esac
+  [ "$applet" = bin/busybox ] || [ -e "$dir/$applet" ] || [ -L "$dir/$applet" ] || ln -s /bin/busybox "$dir/$applet"
+done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' >"$dir/etc/passwd"
 printf 'root:x:0:\ntty:x:5:\nnogroup:x:65534:\n' >"$dir/etc/group"
 echo nsbox-busybox >"$dir/etc/nsbox-image"

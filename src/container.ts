@@ -22,6 +22,7 @@ import { buildConfinement, checkOptions, type Confinement, type SecurityOptions 
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { normaliseStdio, type ProcessEvents, type ProcessStreams, type Stdio, type StreamsOf, type TerminalSize } from './stdio';
 import { arrayOf, boolean, checkObject, integer, isObject, oneOf, optional, pathString, shape, string, union, type Check, type Spec } from './validate';
+import { checkRootlessIds, rootlessCgroup, startUserNs } from './rootless';
 
 export type { ProcessEvents, ProcessStreams, Stdio, StdioEntry, StdioMode, StreamsOf, TerminalSize } from './stdio';
 
@@ -203,6 +204,9 @@ export interface CommitOptions {
   output?: string | undefined;
 }
 
+/** The step a failure in the child's writing of its user namespace's id maps reports (common/report.h kUserNsPhase). */
+const USERNS_PHASE = -3;
+
 export const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, num]) => [num, name as NodeJS.Signals]),
 );
@@ -233,6 +237,18 @@ export function describeFailure(plan: NativePlan, r: { step: number; detail?: nu
     const signal = r.vanished & 0x7f;
     const how = signal ? `was killed by ${SIGNAL_NAMES.get(signal) ?? `signal ${signal}`}` : `exited with ${(r.vanished >> 8) & 0xff}`;
     return new NsboxError('ECHILD', `start container: the setup process ${how} before it reported`, details);
+  }
+  if (r.step === USERNS_PHASE) {
+    const file = ['setgroups', 'uid_map', 'gid_map'][r.detail ?? 0] ?? 'uid_map';
+    return new NsboxError(errnoCode(r.code), `user namespace: ${r.syscall} /proc/self/${file}: ${r.code}`, { ...details, step: 'user namespace', path: `/proc/self/${file}`, hint: 'the kernel refused the one-id map of a rootless container (is /proc mounted with hidepid, or a security module in the way?)' });
+  }
+  if (r.step < 0 && plan.userns && r.syscall === 'clone' && (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')) {
+    // The usual way rootless fails: the kernel does not let this user make a user namespace.
+    const why = r.code === 'ENOSPC' || r.code === 'EUSERS' ? 'the limit on user namespaces is reached (or 0)' : 'unprivileged user namespaces are disabled here';
+    return new NsboxError(errnoCode(r.code), `start container: clone: ${r.code}: rootless (uid ${process.geteuid?.()}) needs a user namespace, and ${why}`, {
+      ...details, step: 'clone',
+      hint: 'allow unprivileged user namespaces: sysctl user.max_user_namespaces=15000 (not 0), kernel.unprivileged_userns_clone=1 (Debian kernels), kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+, or an AppArmor profile for node allowing userns); in a container, its seccomp profile must allow CLONE_NEWUSER; or run as root',
+    });
   }
   if (r.step < 0) {
     return new NsboxError(errnoCode(r.code), `start container: ${r.syscall}: ${r.code}`, details);
@@ -609,11 +625,14 @@ function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefi
   const initOptions = initRlimits(limits, ulimits);
   const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
   if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
-  const cgroup = ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
-  const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
+  const userns = startUserNs();
+  if (userns) checkRootlessIds(confined.security, userns);
+  // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
+  const cgroup = userns ? rootlessCgroup(managed?.id ?? newId(), bounds) : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+  const bornIn = userns ? cgroup?.bornIn : cgroup?.bornIn ?? homeDevicesTasks();
   try {
     const plan = buildPlan({
-      cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(FORK_STYLE ? { forkStyle: true } : {}),
+      cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(FORK_STYLE ? { forkStyle: true } : {}), ...(userns ? { userns } : {}),
       stdio: normaliseStdio(stdio), tty: size, confinement: confined,
       deviceNodesAllowed: privileged, devices, initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),

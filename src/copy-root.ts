@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import { NsboxError } from './errors';
 import { mountOverlayFd, openDir } from './fsat';
 import { processAlive, processPidNamespace } from './proc';
+import { isRootless } from './rootless';
 import type { ContainerRecord } from './record';
 import type { Workspace } from './workspace';
 
@@ -74,6 +75,12 @@ export function openStoppedRoot(rec: ContainerRecord, ws: Workspace, volumeTarge
     case 'vfs':
       return root(openDir(ws.upper), false, true, volumeTargets);
     case 'overlay':
+      if (isRootless()) {
+        // An overlay mounted in no namespace is the host's mount: only root may make it.
+        throw new NsboxError('UNSUPPORTED', `${label}: copying to or from a stopped container needs root (its layers are mounted on the host); rootless, only a running container's root can be reached`, {
+          hint: `nsbox start it first (or commit it and run the image)`,
+        });
+      }
       return root(mountOverlayFd([ws.imageLayer], ws.upper, ws.work), false, true, volumeTargets);
     case 'aufs':
       throw new NsboxError('UNSUPPORTED', `${label}: copying to or from a stopped aufs container is not built: start it, or copy while it runs`);

@@ -17,6 +17,7 @@ import { treeTar, type TreeSource } from './copy-tar-out';
 import type { ContainerRoot } from './copy-root';
 import { NsboxError, fromSystemError, invalid } from './errors';
 import { openInRoot, statAt, statFd, type EntryStat } from './fsat';
+import { isRootless } from './rootless';
 import { TarReader } from './image/tar';
 
 /** A tar stream (a Readable, any async iterable of bytes, or a whole Buffer), or a host path. */
@@ -157,7 +158,9 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
   if (!root.running) checkVolumes(root, cp.parts, label);
   /** How entries are written beneath the directory `base` (its path in the container). */
   const extract = (base: string[]) => ({
-    label, ...(options.owner ? { owner: options.owner } : {}),
+    // Rootless, the container's one id is this user's: whatever owner was asked for or is in
+    // the tar, only that one can be given.
+    label, ...(isRootless() ? { owner: { uid: process.geteuid!(), gid: process.getegid!() } } : options.owner ? { owner: options.owner } : {}),
     ...(root.unmountedVolumes.length ? { refuse: (entry: string[]) => volumeError(root, [...base, ...entry], label) } : {}),
   });
   if (typeof source !== 'string') {

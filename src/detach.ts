@@ -17,6 +17,7 @@ import { NsboxError, invalid } from './errors';
 import { cgroupLimits, parseSize } from './limits';
 import { native } from './native';
 import { buildPlan } from './plan';
+import { checkRootlessIds, needsCgroup, startUserNs } from './rootless';
 
 /** How a detached container's log is kept. */
 export interface LogOptions {
@@ -71,7 +72,12 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
   const privileged = security?.privileged === true;
   const bounds = cgroupLimits(limits);
   const initOptions = initRlimits(limits, ulimits);
-  const cgroup = ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
+  const userns = startUserNs();
+  if (userns) {
+    checkRootlessIds(confined.security, userns);
+    if (needsCgroup(bounds)) throw new NsboxError('UNSUPPORTED', `limits: a detached rootless container (uid ${process.geteuid!()}) cannot have cgroup limits yet`, { hint: 'run it attached (without -d) in a delegated cgroup v2 subtree, run as root, or leave the limits out' });
+  }
+  const cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
   // The monitor enforces the time limits, as Container does in Node.
   const cpu = bounds.cpuTimeNs !== undefined ? cgroup?.cpuUsageFile() : undefined;
   if (bounds.cpuTimeNs !== undefined && !cpu) {
@@ -79,10 +85,10 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
     cgroup?.remove().catch(() => {});
     throw new NsboxError('ENOTSUP', 'limits.cpuTime: no cgroup counts this container\'s CPU time (no cpuacct, no cgroup v2 cpu.stat)');
   }
-  const bornIn = cgroup?.bornIn ?? homeDevicesTasks();
+  const bornIn = userns ? undefined : cgroup?.bornIn ?? homeDevicesTasks();
   try {
     const plan = buildPlan({
-      cgroupNamespace: hasCgroupNamespaces(), ...rest,
+      cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(userns ? { userns } : {}),
       stdio: ['ignore', 'pipe', 'pipe'], confinement: confined,
       deviceNodesAllowed: privileged, devices, initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),

@@ -27,8 +27,9 @@ import { processPidNamespace, processStartTime } from './proc';
 import { PROC_LIMIT_NAMES, RLIMITS } from './limits';
 import { native, type NativeExecPlan, type NativeProcess, type NativeSecurity } from './native';
 import { DEFAULT_PATH, containerPath, execCandidates, nativeStdio, validateCommand } from './plan';
+import { insideId, isRootless } from './rootless';
 import {
-  CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUTS, hostArch, seccompFilter,
+  CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, hostArch, seccompFilter,
 } from './seccomp';
 import {
   arrayOf, boolean, checkObject, integer, isObject, optional, string, stringArray, stringRecord, union, type Check, type Spec,
@@ -103,7 +104,8 @@ export function notRunning(label: string, why = 'is not running'): NsboxError {
 const STEPS: Record<number, string> = { 0: 'exec: prepare', 1: 'exec: join cgroups', 2: 'exec: join namespaces', 3: 'exec: open terminal', 4: 'exec: enter pid namespace' };
 
 const NAMESPACES: ReadonlyArray<[string, number]> = [
-  ['mnt', CLONE_NEWNS], ['pid', CLONE_NEWPID], ['uts', CLONE_NEWUTS], ['ipc', CLONE_NEWIPC], ['net', CLONE_NEWNET], ['cgroup', CLONE_NEWCGROUP],
+  // A rootless container's own user namespace comes first: the others belong to it.
+  ['user', CLONE_NEWUSER], ['mnt', CLONE_NEWNS], ['pid', CLONE_NEWPID], ['uts', CLONE_NEWUTS], ['ipc', CLONE_NEWIPC], ['net', CLONE_NEWNET], ['cgroup', CLONE_NEWCGROUP],
 ];
 
 /** What is read of the container's init, once it is proven to be it. */
@@ -309,9 +311,21 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
       throw new NsboxError('EPERM', `exec: container ${label}: pid ${pid} shares this process's mount or pid namespace: not a container's init`);
     }
     const security = securityOf(state.status, o.user);
+    // In the container's own user namespace (rootless) its ids are those of that namespace:
+    // /proc/PID/status shows them as the host sees them.
+    const ownUserns = (state.namespaces & CLONE_NEWUSER) !== 0;
+    if (ownUserns && o.user === undefined) {
+      const uidMap = fs.readFileSync(`/proc/${pid}/uid_map`, 'utf8');
+      const gidMap = fs.readFileSync(`/proc/${pid}/gid_map`, 'utf8');
+      security.uid = insideId(uidMap, security.uid!);
+      security.gid = insideId(gidMap, security.gid!);
+    }
+    const groupsDenied = ownUserns && fs.readFileSync(`/proc/${pid}/setgroups`, 'utf8').trim() === 'deny';
     const env = execEnv(state.environ, o.env, size !== undefined);
     const mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8');
     const joins = cgroupJoins(state.cgroup, fs.readFileSync('/proc/self/cgroup', 'utf8'), mountinfo);
+    // Rootless there is no device cgroup to be born in (src/rootless.ts).
+    if (isRootless()) delete joins.bornIn;
     const oomKills = oomCounter(oomCounterFile(state.cgroup, mountinfo));
     for (const p of joins.procs) {
       try {
@@ -333,7 +347,7 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
       ...nativeStdio(stdio),
       ...(size ? { tty: size } : {}),
       security,
-      initOptions: [...rlimitsOf(state.limits), `cwd=${workdir}`],
+      initOptions: [...rlimitsOf(state.limits), `cwd=${workdir}`, ...(groupsDenied ? ['nosetgroups'] : [])],
     };
     try {
       return new ExecProcess(plan, label, o.timeout, o.signal, oomKills);

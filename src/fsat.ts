@@ -107,9 +107,18 @@ export function getXattrFd(fd: number, name: string): Buffer | null {
   return check(native().getXattrFd(fd, name), `read attribute ${name}`);
 }
 
-/** The extended attributes an image keeps (user.*, security.capability) of an open file. */
+/**
+ * The extended attributes an image keeps (user.*, security.capability) of an open file.
+ * user.overlay.* is left out: that is a rootless overlay's own metadata (opaque, origin,
+ * redirect...), which read back from an image layer would steer the overlay above it.
+ */
 export function listXattrsFd(fd: number): Array<[string, Buffer]> {
-  return check(native().listXattrsFd(fd), 'list extended attributes');
+  return check(native().listXattrsFd(fd), 'list extended attributes').filter(([name]) => !isOverlayXattr(name));
+}
+
+/** An xattr overlayfs reads as its own under `userxattr`: never taken from or into an image. */
+export function isOverlayXattr(name: string): boolean {
+  return name.startsWith('user.overlay.');
 }
 
 export function setXattrFd(fd: number, name: string, value: Buffer): void {

@@ -12,12 +12,24 @@
  * must be the caller's and writable by nobody else (verify()): what is in them is acted on.
  */
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, errnoCode } from './errors';
 import { writeFileAsync } from './fsat';
 
 export const DEFAULT_ROOT = '/var/lib/nsbox';
+
+/**
+ * The state directory when none is given: $NSBOX_ROOT; as root /var/lib/nsbox; as another
+ * user (rootless) $XDG_DATA_HOME/nsbox, else ~/.local/share/nsbox, as podman keeps its own.
+ */
+export function defaultRoot(env: NodeJS.ProcessEnv = process.env, euid = process.geteuid?.() ?? 0, home = os.homedir()): string {
+  if (env.NSBOX_ROOT) return env.NSBOX_ROOT;
+  if (euid === 0) return DEFAULT_ROOT;
+  if (env.XDG_DATA_HOME && path.isAbsolute(env.XDG_DATA_HOME)) return path.join(env.XDG_DATA_HOME, 'nsbox');
+  return path.join(home, '.local', 'share', 'nsbox');
+}
 
 export class Layout {
   readonly root: string;

@@ -63,6 +63,19 @@ export interface NativePlan {
   bornIn?: string;
   /** An open cgroup v2 directory the container is born in (clone3 + CLONE_INTO_CGROUP). */
   cgroupFd?: number;
+  /** A user namespace of its own (CLONE_NEWUSER), with the maps its first process writes. */
+  userns?: NativeUserNs;
+}
+
+/**
+ * A container's user namespace: the text of /proc/PID/uid_map and gid_map ("inside outside
+ * count" lines), written by the child itself right after clone (core/child.cc), with
+ * setgroups denied first when `setgroupsDeny` (which an unprivileged gid map requires).
+ */
+export interface NativeUserNs {
+  uidMap: string;
+  gidMap: string;
+  setgroupsDeny: boolean;
 }
 
 /** What nsbox-init reported of its children's resource use (getrusage). */

@@ -7,7 +7,7 @@ import { invalid } from './errors';
 import {
   MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
   STEP_EXPECT_DEVICE, STEP_NO_FOLLOW_FINAL, STEP_SOURCE_NO_LINKS, STEP_TARGET_IS_FILE, S_IFBLK, S_IFCHR,
-  type NativePlan, type NativeStdio, type NativeStep,
+  type NativePlan, type NativeStdio, type NativeStep, type NativeUserNs,
 } from './native';
 import type { Confinement } from './security';
 import type { PlanStdio } from './stdio';
@@ -120,6 +120,13 @@ export interface PlanInput {
    * over the root's own before the volumes (so a volume there wins): see etcFileSteps.
    */
   etcFiles?: Array<{ source: string; target: string }> | undefined;
+  /**
+   * A user namespace of the container's own (rootless: see rootlessUserNs). Inside one the
+   * overlay keeps its metadata in user.overlay.* (`userxattr`), /sys comes from the host
+   * (bound read-only) where the container shares the host's network, and devpts takes no
+   * gid the namespace does not map.
+   */
+  userns?: NativeUserNs;
 }
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -176,6 +183,22 @@ export function execCandidates(program: string, pathVar: string): string[] {
   return pathVar.split(':').map((dir) => `${dir === '' ? '.' : dir.replace(/\/+$/, '')}/${program}`);
 }
 
+/**
+ * The user namespace of a container run by an unprivileged user: its own uid and gid are root
+ * inside, nothing else is mapped (a one-id map needs no helper and no /etc/subuid).
+ */
+export function rootlessUserNs(uid: number, gid: number): NativeUserNs {
+  return { uidMap: `0 ${uid} 1\n`, gidMap: `0 ${gid} 1\n`, setgroupsDeny: true };
+}
+
+/** Whether an id map ("inside outside count" lines) gives `id` inside a meaning. */
+export function mapsId(map: string, id: number): boolean {
+  return map.split('\n').some((line) => {
+    const [inside, , count] = line.trim().split(/\s+/).map(Number);
+    return inside !== undefined && count !== undefined && id >= inside && id < inside + count;
+  });
+}
+
 /** overlayfs separates lower layers with ':' and escapes with '\'. */
 export function overlayLowerdir(layers: string[]): string {
   return layers.map((l) => l.replace(/[\\:]/g, (c) => `\\${c}`)).join(':');
@@ -192,14 +215,16 @@ function writeLayerStep(w: WriteLayerMount): NativeStep {
 }
 
 /** No device node on the root works unless the container is privileged (nodev). */
-function rootSteps(root: RootSource, nodev: number): NativeStep[] {
+function rootSteps(root: RootSource, nodev: number, userxattr: boolean): NativeStep[] {
   switch (root.type) {
     case 'bind':
       return [{ op: 'bindRoot', name: `root ${root.path}`, source: root.path, attrs: nodev | (root.readonly ? MOUNT_ATTR_RDONLY : 0) }];
     case 'overlay':
       return [...(root.writeLayer ? [writeLayerStep(root.writeLayer)] : []), {
         op: 'mountRootFs', name: `overlay root ${root.target}`, fstype: 'overlay', target: root.target, attrs: nodev,
-        options: ['lowerdir', overlayLowerdir(root.lower), 'upperdir', root.upper, 'workdir', root.work, ...(root.volatile ? ['volatile', ''] : [])],
+        options: ['lowerdir', overlayLowerdir(root.lower), 'upperdir', root.upper, 'workdir', root.work, ...(root.volatile ? ['volatile', ''] : []),
+          // In a user namespace trusted.* xattrs are out of reach: overlay's own go to user.overlay.*.
+          ...(userxattr ? ['userxattr', ''] : [])],
       }];
     case 'aufs':
       return [{
@@ -231,7 +256,7 @@ function deviceStep(d: DeviceNode): NativeStep {
  * tmpfs holding the host's own device nodes, each bound in (as bubblewrap does): a node made
  * there by mknod opens nothing, and the same holds without CAP_MKNOD (rootless).
  */
-function systemSteps(tty: boolean, nodev: number, devices: DeviceNode[]): NativeStep[] {
+function systemSteps(tty: boolean, nodev: number, devices: DeviceNode[], userns?: NativeUserNs, newNet = true): NativeStep[] {
   const steps: NativeStep[] = [
     // /proc and /sys must be real directories of the image, never symlinks to elsewhere.
     { op: 'mountFs', name: 'mount /proc', fstype: 'proc', target: 'proc', flags: STEP_NO_FOLLOW_FINAL,
@@ -242,7 +267,8 @@ function systemSteps(tty: boolean, nodev: number, devices: DeviceNode[]): Native
   ];
   steps.push(
     { op: 'mountFs', name: 'mount /dev/pts', fstype: 'devpts', target: 'dev/pts',
-      options: ['newinstance', '', 'ptmxmode', '0666', 'mode', '0620', 'gid', '5'],
+      // gid 5 (tty) only where the namespace maps it: an unmapped gid is EINVAL.
+      options: ['newinstance', '', 'ptmxmode', '0666', 'mode', '0620', ...(userns && !mapsId(userns.gidMap, 5) ? [] : ['gid', '5'])],
       attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC },
     { op: 'symlinkInRoot', name: 'link /dev/ptmx', target: 'dev/ptmx', source: 'pts/ptmx' },
     // From the container's own devpts: inside, the terminal is /dev/pts/0.
@@ -253,8 +279,13 @@ function systemSteps(tty: boolean, nodev: number, devices: DeviceNode[]): Native
     { op: 'symlinkInRoot', name: 'link /dev/stdin', target: 'dev/stdin', source: '/proc/self/fd/0' },
     { op: 'symlinkInRoot', name: 'link /dev/stdout', target: 'dev/stdout', source: '/proc/self/fd/1' },
     { op: 'symlinkInRoot', name: 'link /dev/stderr', target: 'dev/stderr', source: '/proc/self/fd/2' },
-    { op: 'mountFs', name: 'mount /sys', fstype: 'sysfs', target: 'sys', flags: STEP_NO_FOLLOW_FINAL,
-      attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
+    // A new sysfs needs a network namespace owned by the container's user namespace: in its
+    // own user namespace with the host's network, the host's /sys is bound in instead, read-only.
+    userns && !newNet
+      ? { op: 'bindInRoot', name: 'bind /sys', source: '/sys', target: 'sys', flags: STEP_NO_FOLLOW_FINAL,
+        attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC }
+      : { op: 'mountFs', name: 'mount /sys', fstype: 'sysfs', target: 'sys', flags: STEP_NO_FOLLOW_FINAL,
+        attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
   );
   return steps;
 }
@@ -350,8 +381,8 @@ export function buildPlan(input: PlanInput): NativePlan {
     ...((input.cgroupProcs?.length || input.cgroupFd !== undefined) && (input.cgroupNamespace ?? true) ? [{ op: 'unshareCgroupNs' as const, name: 'cgroup namespace' }] : []),
     // Nothing mounted from here on may propagate back to the host.
     { op: 'makeRootPrivate', name: 'make / private' },
-    ...rootSteps(input.root, nodev),
-    ...systemSteps(!!input.tty, nodev, devices),
+    ...rootSteps(input.root, nodev, !!input.userns),
+    ...systemSteps(!!input.tty, nodev, devices, input.userns, network === 'none'),
     ...etcFileSteps(input.etcFiles ?? []),
     ...mountSteps(mounts, (input.tmpfs ?? []).map((t) => ({ ...t, target: tmpfsTarget(t.target) }))),
     ...(input.confinement?.steps ?? []),
@@ -378,5 +409,6 @@ export function buildPlan(input: PlanInput): NativePlan {
   if (input.initOptions?.length) plan.initOptions = input.initOptions;
   if (input.bornIn) plan.bornIn = input.bornIn;
   if (input.cgroupFd !== undefined) plan.cgroupFd = input.cgroupFd;
+  if (input.userns) plan.userns = { ...input.userns };
   return plan;
 }

@@ -12,8 +12,9 @@ import { Container, type CommitOptions, type ExitStatus, type LaunchOptions, typ
 import { checkStdio, type Stdio, type TerminalSize } from './stdio';
 import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
+import { isRootless } from './rootless';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
-import { DEFAULT_ROOT, ID_RE, Layout, isNoSpace, newId, writeRecordFile, writeRecordFileAsync } from './layout';
+import { ID_RE, Layout, defaultRoot, isNoSpace, newId, writeRecordFile, writeRecordFileAsync } from './layout';
 import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
@@ -52,6 +53,12 @@ export interface ContainerInspect extends ContainerInfo {
   imageLayer: string | null;
   /** The process that started it last and watches it. */
   supervisor: number | null;
+  /**
+   * Rootless (a state directory of a user other than root): the container's user namespace
+   * maps `single`, the one uid and gid of that user as 0 (chown to other ids fails EINVAL).
+   * null as root: no user namespace of its own.
+   */
+  idMap: 'single' | null;
 }
 
 export type MountInfo =
@@ -96,7 +103,7 @@ export interface DetachedRunOptions extends Omit<RunOptions, 'stdio' | 'tty' | '
 }
 
 export interface RuntimeOptions {
-  /** State directory; default $NSBOX_ROOT or /var/lib/nsbox. */
+  /** State directory; default $NSBOX_ROOT, else /var/lib/nsbox as root, ~/.local/share/nsbox ($XDG_DATA_HOME/nsbox) as another user. */
   root?: string | undefined;
   /** Default: detected (overlay, else aufs, else vfs). */
   storageDriver?: StorageDriver | undefined;
@@ -336,7 +343,7 @@ export class Runtime {
   /** Throws UNSAFE_PATH when the state directory exists and others could write it. */
   constructor(options: RuntimeOptions = {}) {
     const o = checkOptions('Runtime', RUNTIME_OPTIONS, options);
-    this.layout = new Layout(o.root ?? process.env.NSBOX_ROOT ?? DEFAULT_ROOT);
+    this.layout = new Layout(o.root ?? defaultRoot());
     this.root = this.layout.root;
     this.images = new ImageStore(this.layout);
     if (o.storageDriver !== undefined) this.driverChoice = validateDriver(o.storageDriver);
@@ -394,6 +401,10 @@ export class Runtime {
     const driver = this.storageDriver;
     const disk = diskLimit(options.limits);
     if (disk !== undefined) Workspace.checkDisk(driver, !!options.readOnly);
+    if (disk !== undefined && !options.remove && isRootless()) {
+      // A kept container's write layer is an ext4 image on a loop device: root's to attach.
+      throw new NsboxError('UNSUPPORTED', `limits.disk: rootless (uid ${process.geteuid!()}), only a --rm container's write layer can be bounded (a tmpfs); a kept one needs a loop device, which is root's`, { hint: 'add --rm, run as root, or leave the disk limit out' });
+    }
     this.layout.ensure();
     this.recoverOnce();
 
@@ -829,6 +840,8 @@ export class Runtime {
       mounts: rec ? mountsOf(rec) : [],
       imageLayer: rec?.imageLayer ?? null,
       supervisor: rec?.supervisor ?? null,
+      // A state directory is only ever its owner's (Layout.verify): a user's containers are rootless.
+      idMap: isRootless() ? 'single' : null,
     };
   }
 

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import * as diskLayer from './disk-layer';
 import { NsboxError, fromNative, fromSystemError, invalid } from './errors';
 import { removeTree, removeTreeAsync } from './fsat';
+import { isRootless } from './rootless';
 import { native } from './native';
 import { overlayLowerdir, type RootSource, type WriteLayerMount } from './plan';
 
@@ -267,7 +268,7 @@ export class Workspace {
    * read-only mount in no namespace (its fd), closed afterwards whatever happens: nothing is
    * mounted on a host path, and a process killed meanwhile leaves nothing mounted.
    */
-  private async withLayers<T>(read: (l: { layers: string[]; driver: StorageDriver }) => Promise<T>): Promise<T> {
+  private async withLayers<T>(read: (l: { layers: string[]; driver: StorageDriver; userxattr?: boolean }) => Promise<T>): Promise<T> {
     if (!this.disk) return read(this.mergedLayers());
     if (this.disk.kind === 'tmpfs') {
       throw new NsboxError('UNSUPPORTED', 'commit: this --rm container\'s write layer (limits.disk) is a tmpfs in its own mount namespace, which the host cannot read', {
@@ -292,10 +293,11 @@ export class Workspace {
    * directories are the driver's own (overlay's 0:0 devices and xattrs, aufs' .wh. names), and
    * a single plain directory (vfs, or the image itself for --read-only) has neither.
    */
-  private mergedLayers(): { layers: string[]; driver: StorageDriver } {
+  private mergedLayers(): { layers: string[]; driver: StorageDriver; userxattr?: boolean } {
     if (this.readOnly) return { layers: [this.imageLayer], driver: 'vfs' };
     if (this.driver === 'vfs') return { layers: [this.upper], driver: 'vfs' };
-    return { layers: [this.upper, this.imageLayer], driver: this.driver };
+    // A state directory is its owner's alone (Layout.verify): a user's was written rootless.
+    return { layers: [this.upper, this.imageLayer], driver: this.driver, ...(this.driver === 'overlay' && isRootless() ? { userxattr: true } : {}) };
   }
 
   /** destroy() with the file system work off the event loop (the tree removed on the pool). */

@@ -470,6 +470,23 @@ std::string hex64(uint64_t v) {
 }
 
 // Capabilities, ids, no_new_privs and the seccomp program, as nsbox-init's options.
+// userns: { uidMap, gidMap, setgroupsDeny }: a user namespace of the container's own, whose
+// maps the child writes (core/child.cc write_id_maps).
+void read_userns(Reader& r, Napi::Object js, Plan& plan) {
+  Napi::Value v = js.Get("userns");
+  if (v.IsUndefined()) return;
+  if (!v.IsObject()) return r.Fail("userns must be an object");
+  Napi::Object u = v.As<Napi::Object>();
+  plan.userns.enabled = true;
+  plan.userns.uid_map = plan.keep(r.Str(u, "uidMap"));
+  plan.userns.gid_map = plan.keep(r.Str(u, "gidMap"));
+  plan.userns.setgroups_deny = r.Bool(u, "setgroupsDeny");
+  plan.clone_flags |= CLONE_NEWUSER;
+  // With setgroups denied nsbox-init cannot clear the supplementary groups (the kernel refuses
+  // setgroups in that namespace); they show as the overflow gid inside and grant nothing new.
+  if (plan.userns.setgroups_deny) plan.init_options.emplace_back("nosetgroups");
+}
+
 void read_security(Reader& r, Napi::Object js, Plan& plan) {
   Napi::Value v = js.Get("security");
   if (!v.IsObject()) return;
@@ -738,6 +755,7 @@ bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born
   if (r.Bool(js, "newNet")) plan.clone_flags |= CLONE_NEWNET;
   if (r.Bool(js, "newCgroup")) plan.clone_flags |= CLONE_NEWCGROUP;
   plan.share_vm = !js.Get("shareVm").IsBoolean() || js.Get("shareVm").As<Napi::Boolean>().Value();
+  read_userns(r, js, plan);
   // An open cgroup v2 directory: the container is born in it (clone3 + CLONE_INTO_CGROUP).
   if (js.Get("cgroupFd").IsNumber()) plan.cgroup_fd = static_cast<int>(r.Num(js, "cgroupFd"));
   // A v1 cgroup `tasks` file the spawner threads are moved into (once): the container is born
@@ -1060,7 +1078,8 @@ Napi::Value Exec(const Napi::CallbackInfo& info) {
   if (!js.Get("target").IsNumber()) r.Fail("target must be a pidfd");
   target.pidfd = static_cast<int>(r.Num(js, "target"));
   target.ns_flags = static_cast<int>(r.Num(js, "namespaces"));
-  const int allowed_ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+  // CLONE_NEWUSER: a rootless container's own user namespace, joined first by the same setns.
+  const int allowed_ns = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
   if (r.ok() && (target.ns_flags & ~allowed_ns || !(target.ns_flags & CLONE_NEWNS) || !(target.ns_flags & CLONE_NEWPID))) {
     r.Fail("namespaces must include CLONE_NEWNS and CLONE_NEWPID, and only namespaces nsbox makes");
   }

@@ -26,6 +26,9 @@ enum class ReportKind : int32_t {
 // The phase after the plan's steps (stdio, init, security, the command's exec) reports this
 // step index; the supervisor maps it to "exec".
 constexpr int32_t kExecPhase = -2;
+// The child writing its own user namespace's id maps, before the first step; the report's
+// detail says which file: 0 setgroups, 1 uid_map, 2 gid_map.
+constexpr int32_t kUserNsPhase = -3;
 
 struct Report {
   int32_t kind;    // ReportKind

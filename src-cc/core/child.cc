@@ -455,6 +455,30 @@ void run_step(Child& c, const Step& s) {
   fail(c, Sys::kExecveat, errno);
 }
 
+// The container's own user namespace gets its ids from the child itself: one line mapping its
+// own uid (and gid, after setgroups is denied) to 0 is what the kernel lets a process without
+// privilege write. Runs before the child makes itself non-dumpable: /proc/self of a
+// non-dumpable process belongs to the host's root, which a user cannot open for writing.
+void write_id_maps(Child& c) {
+  const UserNs& u = c.args->plan->userns;
+  c.step = kUserNsPhase;
+  const char* files[3] = {"/proc/self/setgroups", "/proc/self/uid_map", "/proc/self/gid_map"};
+  const char* texts[3] = {u.setgroups_deny ? "deny" : "", u.uid_map, u.gid_map};
+  for (int i = 0; i < 3; i++) {
+    size_t len = strlen(texts[i]);
+    if (len == 0) continue;
+    int fd = open(files[i], O_WRONLY | O_CLOEXEC);
+    if (fd < 0) fail(c, Sys::kOpen, errno, i);
+    ssize_t n;
+    do {
+      n = write(fd, texts[i], len);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) fail(c, Sys::kWrite, errno, i);
+    close(fd);
+  }
+  c.step = 0;
+}
+
 }  // namespace
 
 int child_main(void* arg) {
@@ -463,6 +487,7 @@ int child_main(void* arg) {
   const Plan& plan = *c.args->plan;
   // Modes given in the plan are meant exactly, /dev/null 0666 included.
   umask(0);
+  if (plan.userns.enabled) write_id_maps(c);
   // Until execve the child holds the host's root: nobody may ptrace or read its memory.
   if (prctl(PR_SET_DUMPABLE, 0) < 0) fail(c, Sys::kPrctl, errno);
   // Dies with the thread that cloned it; nsbox-init keeps this across its exec (and arms it

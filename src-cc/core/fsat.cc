@@ -377,9 +377,27 @@ class TreeRemover {
     }
   }
 
+  // A directory of ours we may not read: overlay's workdir/work is made mode 000, which only
+  // root's CAP_DAC_OVERRIDE passes. Rootless, the owner gives itself read and search first,
+  // through an O_PATH fd of that very directory (never by a name a swap could redirect).
+  int OpenOwnLocked(int parent_fd, const char* name) {
+    int pfd = openat(parent_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (pfd < 0) return -1;
+    struct stat st;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", pfd);
+    int fd = -1;
+    if (fstat(pfd, &st) == 0 && st.st_uid == geteuid() && chmod(proc, 0700) == 0) fd = open(proc, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int saved = errno;
+    close_fd(pfd);
+    errno = fd < 0 ? saved : 0;
+    return fd;
+  }
+
   void Enter(const std::string& name) {
     Level& parent = levels_.back();
     int fd = openat(parent.fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == EACCES && geteuid() != 0) fd = OpenOwnLocked(parent.fd, name.c_str());
     if (fd < 0) {
       // Turned into something else since the scan: it is removed as what it is now.
       if ((errno == ENOTDIR || errno == ELOOP) && unlinkat(parent.fd, name.c_str(), 0) == 0) return;

@@ -58,10 +58,24 @@ struct Step {
 
 const char* syscall_name(Sys sys);
 
+// A user namespace of the container's own (CLONE_NEWUSER). The maps are the text the kernel
+// takes in /proc/PID/{uid,gid}_map. Written by the child itself right after clone: the kernel
+// lets a process map exactly its own ids (one line "0 <uid> 1") without any privilege, with
+// setgroups denied first for the gid map. A map the child cannot write for itself (a range
+// from /etc/subuid, or root's own ranges) has to come from outside its namespace; an empty map
+// here leaves that to such a writer (not built yet: see docs/DESIGN.md, Rootless).
+struct UserNs {
+  bool enabled = false;
+  bool setgroups_deny = true;
+  const char* uid_map = "";
+  const char* gid_map = "";
+};
+
 struct Plan {
   int clone_flags = 0;  // CLONE_NEW* flags
   bool share_vm = true; // CLONE_VM | CLONE_VFORK: no page-table copy of the Node process
   int cgroup_fd = -1;   // a cgroup v2 directory the first process is born in (clone3 + CLONE_INTO_CGROUP)
+  UserNs userns;        // enabled: CLONE_NEWUSER is in clone_flags
   std::vector<Step> steps;
   // nsbox-init's options (src-cc/init/init.cc: tty, security, cand=...), then "--" and the
   // command's argv are appended by spawn(), which adds the fds it makes (report=, parent=).

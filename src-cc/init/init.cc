@@ -24,7 +24,8 @@
 // src-cc/core/exec.cc): the same confinement, reports and signal forwarding, but it is not
 // PID 1, so the command is tied to it by a parent-death signal instead (a SIGKILL of this
 // process ends the command too). `cwd`: the command's working directory, entered without
-// following /proc magic links.
+// following /proc magic links. `nosetgroups`: the container's user namespace denies
+// setgroups (rootless), so the supplementary groups are left as they are.
 // then the command's argv; the command's environment is this program's environment.
 
 #include <linux/close_range.h>
@@ -138,6 +139,8 @@ bool parse_option(const char* a, Config& c) {
   } else if (starts_with(a, "cwd=", &v)) {
     if (*v != '/') return false;
     c.cwd = v;
+  } else if (str_eq(a, "nosetgroups")) {
+    c.security.keep_groups = true;
   } else if (str_eq(a, "nnp")) {
     c.security.enabled = true;
     c.security.no_new_privs = true;

@@ -91,7 +91,7 @@ SecurityFailure set_ids(const SecurityConfig& s) {
   long r;
   if ((r = sys_prctl(PR_SET_KEEPCAPS, 1)) < 0) return failed(Sys::kPrctl, r);
   // The Node process's supplementary groups (docker, disk, ...) must not follow the container.
-  if ((r = sys(__NR_setgroups, 0, nullptr)) < 0) return failed(Sys::kSetgroups, r);
+  if (!s.keep_groups && (r = sys(__NR_setgroups, 0, nullptr)) < 0) return failed(Sys::kSetgroups, r);
   if ((r = sys(__NR_setresgid, s.gid, s.gid, s.gid)) < 0) return failed(Sys::kSetresgid, r);
   if ((r = sys(__NR_setresuid, s.uid, s.uid, s.uid)) < 0) return failed(Sys::kSetresuid, r);
   return ok();

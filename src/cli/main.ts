@@ -21,7 +21,7 @@ export interface Global {
 export type CommandMain = (parsed: Parsed, global: Global) => Promise<number>;
 
 const GLOBAL_FLAGS: FlagSpec[] = [
-  { name: 'root', type: 'string', value: 'DIR', help: 'state directory (default $NSBOX_ROOT or /var/lib/nsbox)' },
+  { name: 'root', type: 'string', value: 'DIR', help: 'state directory (default $NSBOX_ROOT, else /var/lib/nsbox as root, ~/.local/share/nsbox as a user)' },
   { name: 'storage-driver', type: 'string', value: 'DRIVER', help: 'overlay, aufs or vfs (default: detected)' },
   { name: 'version', short: 'V', type: 'bool', help: 'print the version' },
 ];

@@ -39,6 +39,8 @@ export interface ExtractResult {
   bytes: number;
   /** Devices, fifos and entries of unknown types: counted, not created. */
   skipped: number;
+  /** Entries owned by someone else than root, made the caller's (an import by a user: rootless). */
+  ownersSquashed: number;
   /** 'sha256:<hex>' of the tarball file as stored. */
   digest: string;
 }
@@ -104,7 +106,7 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
       }
       throw fromSystemError(`import: ${tarball}`, err);
     }
-    return { entries: w.entries, bytes: w.bytes, skipped: w.skipped, digest: await input.digest() };
+    return { entries: w.entries, bytes: w.bytes, skipped: w.skipped, ownersSquashed: w.ownersSquashed, digest: await input.digest() };
   } finally {
     await writer?.close();
     if (rootFd >= 0) fs.closeSync(rootFd);

@@ -10,7 +10,8 @@
  * The layers merge the way the driver that made them does it:
  * - the topmost layer holding a name decides what it is;
  * - overlay: a character device 0:0 is a whiteout (the name is deleted below it), a directory
- *   with trusted.overlay.opaque "y" hides the lower layers' copies;
+ *   with trusted.overlay.opaque "y" (user.overlay.opaque for layers a rootless overlay made
+ *   with `userxattr`) hides the lower layers' copies;
  * - aufs: `.wh.<name>` deletes <name> below, `.wh..wh..opq` makes its directory opaque, other
  *   `.wh..wh.*` entries are aufs' own bookkeeping; no `.wh.*` name is ever visited;
  * - vfs (a plain directory): every name is what it is;
@@ -35,6 +36,11 @@ export interface LayerWalkSource {
   layers: string[];
   /** What made the layers: decides what a whiteout and an opaque directory are. */
   driver: StorageDriver;
+  /**
+   * An overlay mounted with `userxattr` (rootless) made the layers: its opaque directories say
+   * so in user.overlay.opaque. Only then is that xattr read: elsewhere it is a user's own.
+   */
+  userxattr?: boolean;
   /** Container paths (volume mount points) kept as entries, with nothing beneath them. */
   exclude?: string[];
 }
@@ -270,13 +276,13 @@ export class MergedWalker {
         if (seen === undefined) merged.set(key, { key, name: EMPTY, layer: l, stat: stats[0]!, whiteout: true, dirLayers: [], open: false });
         else seen.open = false;
       }
-      if (i < dirLayers.length - 1 && (opaque || (driver === 'overlay' && isOverlayOpaque(fd)))) break;
+      if (i < dirLayers.length - 1 && (opaque || (driver === 'overlay' && isOverlayOpaque(fd, this.source.userxattr === true)))) break;
     }
     return [...merged.values()].sort(byKey);
   }
 }
 
-function isOverlayOpaque(fd: number): boolean {
-  const v = getXattrFd(fd, 'trusted.overlay.opaque');
+function isOverlayOpaque(fd: number, userxattr: boolean): boolean {
+  const v = getXattrFd(fd, userxattr ? 'user.overlay.opaque' : 'trusted.overlay.opaque');
   return v !== null && v.length === 1 && v[0] === 0x79; // "y"
 }

@@ -72,7 +72,12 @@ export class ImageStore {
       // Loaded on first use: starting a container never needs the tar code.
       const { extractTarball } = await import('./extract');
       const r = await extractTarball(tarball, rootfs, options.onProgress ? { onProgress: options.onProgress } : undefined);
-      return this.publish(tmp, name, { size: r.bytes, digest: r.digest, source: 'import' });
+      const info = this.publish(tmp, name, { size: r.bytes, digest: r.digest, source: 'import' });
+      if (r.ownersSquashed > 0) {
+        // Said, not hidden: with a one-id map there is no other owner to give them.
+        process.emitWarning(`image ${name}: ${r.ownersSquashed} entries owned by other users than root are owned by uid ${process.geteuid?.()} (root inside its containers): rootless, only that one id is mapped`, { code: 'NSBOX_ROOTLESS_OWNERS' });
+      }
+      return info;
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
@@ -203,8 +208,10 @@ export class ImageStore {
         execFileSync('bash', [script, rootfs], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NSBOX_NO_INSTALL: '1' } });
       } catch (e) {
         const stderr = String((e as { stderr?: Buffer }).stderr ?? '').trim().split('\n').pop() ?? '';
+        // The hint follows the cause the script gave: a missing busybox is not the only one.
+        const missing = !stderr || /needs a static busybox/.test(stderr);
         throw new NsboxError('NOT_FOUND', `image busybox: cannot make it from the host's busybox${stderr ? `: ${stderr}` : ''}`, {
-          hint: 'install a static busybox: apt-get install busybox-static',
+          hint: missing ? 'install a static busybox: apt-get install busybox-static' : `the message above is the cause (scripts/make-busybox-rootfs.sh, run as uid ${process.geteuid?.() ?? 0})`,
         });
       }
       const size = fs.statSync(path.join(rootfs, 'bin', 'busybox')).size;

@@ -20,6 +20,7 @@
  * `await w.close()` (it returns a failure of a batch still running, which came first).
  */
 import { NsboxError, errnoCode } from '../errors';
+import { isOverlayXattr } from '../fsat';
 import { native, type NativeExtractError, type NativeExtractWriter } from '../native';
 import type { TarEntry, TarHandler } from './tar';
 
@@ -61,6 +62,11 @@ export class TreeWriter implements TarHandler {
   skipped = 0;
   /** Extended attributes not kept (not user.* or security.capability). */
   skippedXattrs = 0;
+  /**
+   * Entries whose owner was not root, written by a user other than root: they cannot be given
+   * their owner, so they are the user's (root inside a rootless container's one-id map).
+   */
+  ownersSquashed = 0;
 
   private readonly writer: NativeExtractWriter;
   private readonly what: string;
@@ -171,7 +177,10 @@ export class TreeWriter implements TarHandler {
   }
 
   private needsChown(entry: TarEntry): boolean {
-    if (!this.isRoot) return false;
+    if (!this.isRoot) {
+      if (entry.uid !== 0 || entry.gid !== 0) this.ownersSquashed++;
+      return false;
+    }
     return this.alwaysChown || entry.uid !== this.defaultUid || entry.gid !== this.defaultGid;
   }
 
@@ -221,10 +230,14 @@ export class TreeWriter implements TarHandler {
     if (rel === '') throw new NsboxError('UNSAFE_PATH', `${this.what}: entry "${entry.name}": replaces the image root`, { path: entry.name });
   }
 
-  /** user.* and file capabilities; anything else (trusted.*, security.selinux) is the host's business. */
+  /**
+   * user.* and file capabilities; anything else (trusted.*, security.selinux) is the host's
+   * business, and so is user.overlay.*: a rootless overlay's own metadata, which an image
+   * could otherwise plant to steer the overlay it becomes the lower layer of.
+   */
   private keptXattrs(entry: TarEntry): Array<[string, Buffer]> {
     if (entry.xattrs.length === 0) return entry.xattrs;
-    const kept = entry.xattrs.filter(([name]) => name.startsWith('user.') || name === 'security.capability');
+    const kept = entry.xattrs.filter(([name]) => (name.startsWith('user.') && !isOverlayXattr(name)) || name === 'security.capability');
     this.skippedXattrs += entry.xattrs.length - kept.length;
     return kept;
   }
