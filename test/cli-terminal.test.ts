@@ -45,7 +45,8 @@ const nsbox = () => `${process.execPath} ${MAIN} --root ${root}`;
 describe.skipIf(!hasTmux)('run without -t at a terminal', () => {
   it('gives the container pipes, not the terminal: it cannot change its modes', async () => {
     tmux('send-keys', '-t', 'term', `clear; ${nsbox()} run --rm busybox sh -c 'tty <&2; stty -echo <&2; echo "stty=$?"'; echo "left=$?"; stty -a | grep -o ' -*echo ' | head -1`, 'Enter');
-    await until('the run to end', () => /left=\d+/.test(screen()));
+    // stty answers after `left=` is on the screen: wait for its line too (echo or -echo).
+    await until('the run to end and stty to answer', () => /left=\d+/.test(screen()) && /^ -?echo\s*$/m.test(screen()));
     const s = screen();
     expect(s).toMatch(/^not a tty$/m);
     expect(s).toMatch(/^stty=1$/m);
@@ -58,7 +59,8 @@ describe.skipIf(!hasTmux)('run without -t at a terminal', () => {
     tmux('send-keys', '-t', 'term', `clear; ${nsbox()} run -i --rm busybox sh -c 'tty; stty -echo; stty -echo <&1; read line; echo "got=$line"'; echo "left=$?"; stty -a | grep -o ' -*echo ' | head -1`, 'Enter');
     await until('the container to wait for input', () => /^not a tty$/m.test(screen()));
     tmux('send-keys', '-t', 'term', 'typed by hand', 'Enter');
-    await until('the run to end', () => /left=\d+/.test(screen()));
+    // stty answers after `left=` is on the screen: wait for its line too (echo or -echo).
+    await until('the run to end and stty to answer', () => /left=\d+/.test(screen()) && /^ -?echo\s*$/m.test(screen()));
     const s = screen();
     expect(s).toMatch(/^got=typed by hand$/m);
     expect(s).toMatch(/^left=0$/m);
