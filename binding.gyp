@@ -41,7 +41,12 @@
         "src-cc/core/devbpf.cc",
         "src-cc/core/exec.cc",
         "src-cc/core/exec_child.cc",
+        "src-cc/core/xattr.cc",
         "src-cc/binding/binding.cc",
+        "src-cc/binding/plan_reader.cc",
+        "src-cc/binding/stdio.cc",
+        "src-cc/binding/start.cc",
+        "src-cc/binding/host_calls.cc",
         "src-cc/binding/fsat.cc",
         "src-cc/binding/extract.cc",
         "src-cc/binding/digest.cc"

@@ -1,0 +1,173 @@
+// Small calls on the host for JS (see host_calls.h).
+
+#include "binding/host_calls.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "binding/instance.h"
+#include "binding/plan_reader.h"
+#include "core/devbpf.h"
+#include "core/hostmount.h"
+#include "core/loopdev.h"
+#include "core/pty.h"
+#include "core/xattr.h"
+
+namespace nsbox {
+
+Napi::Value ResizePty(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    Napi::TypeError::New(env, "resizePty(fd, cols, rows)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int err = resize_pty(info[0].As<Napi::Number>().Int32Value(),
+                       static_cast<unsigned short>(info[1].As<Napi::Number>().Uint32Value()),
+                       static_cast<unsigned short>(info[2].As<Napi::Number>().Uint32Value()));
+  if (err) return errno_object(env, err, "ioctl");
+  return env.Null();
+}
+
+namespace {
+
+Napi::Value result_or_null(Napi::Env env, const HostMountResult& res) {
+  if (!res.err) return env.Null();
+  return errno_object(env, res.err, res.sys);
+}
+
+}  // namespace
+
+// mountOverlay({ lowerdir (escaped), upper, work, target, readonly }) -> null | errno object
+Napi::Value MountOverlay(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    Napi::TypeError::New(env, "mountOverlay(options)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Reader r(env);
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::string lowerdir = r.Str(o, "lowerdir", true);
+  std::string upper = r.Str(o, "upper"), work = r.Str(o, "work"), target = r.Str(o, "target", true);
+  if (r.ok() && lowerdir.empty()) r.Fail("lowerdir must not be empty");
+  if (!r.ok()) {
+    Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return result_or_null(env, mount_overlay(lowerdir, upper, work, target, r.Bool(o, "readonly")));
+}
+
+Napi::Value Unmount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    Napi::TypeError::New(env, "unmount(target: string)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return result_or_null(env, unmount(info[0].As<Napi::String>().Utf8Value()));
+}
+
+// getXattr(path, name) -> Buffer | null (no such attribute) | errno object
+Napi::Value GetXattr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
+    Napi::TypeError::New(env, "getXattr(path: string, name: string)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  char buf[256];
+  ssize_t n = get_xattr_nofollow(path.c_str(), name.c_str(), buf, sizeof buf);
+  if (n < 0) {
+    if (n == -ENODATA) return env.Null();
+    return errno_object(env, static_cast<int>(-n), "lgetxattr");
+  }
+  return Napi::Buffer<char>::Copy(env, buf, static_cast<size_t>(n));
+}
+
+// attachDeviceProgram(cgroupDir, insns: Uint8Array) -> null | errno object
+Napi::Value AttachDeviceProgram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsTypedArray()) {
+    Napi::TypeError::New(env, "attachDeviceProgram(cgroupDir: string, insns: Uint8Array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::string dir = info[0].As<Napi::String>().Utf8Value();
+  Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+  if (ta.ByteLength() % 8 || ta.ByteLength() == 0) {
+    Napi::TypeError::New(env, "attachDeviceProgram: insns must hold whole BPF instructions").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const char* bytes = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  // Copied: the kernel reads it during the call, but an aligned copy costs nothing here.
+  std::vector<uint64_t> insns(ta.ByteLength() / 8);
+  memcpy(insns.data(), bytes, ta.ByteLength());
+  DevBpfResult r = attach_device_program(dir.c_str(), insns.data(), insns.size());
+  if (!r.err) return env.Null();
+  return errno_object(env, r.err, r.sys);
+}
+
+// pidfdOpen(pid) -> a close-on-exec pidfd | errno object. The caller proves it is the process
+// it means (start time, pid namespace) after opening it: from then on the fd cannot change.
+Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "pidfdOpen(pid: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, info[0].As<Napi::Number>().Int32Value(), 0));
+  if (fd < 0) return errno_object(env, errno, "pidfd_open");
+  return Napi::Number::New(env, fd);
+}
+
+// pidfdAlive(fd, waitMs = 0) -> whether the process is still running: a pidfd polls readable
+// once its process has exited (a zombie not yet reaped included, which signal 0 would still
+// reach). With waitMs, false as soon as it exits within that time.
+Napi::Value PidfdAlive(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber() || (info.Length() > 1 && !info[1].IsNumber())) {
+    Napi::TypeError::New(env, "pidfdAlive(fd: number, waitMs?: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int wait_ms = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 0;
+  struct pollfd p = {info[0].As<Napi::Number>().Int32Value(), POLLIN, 0};
+  int r;
+  do {
+    r = poll(&p, 1, wait_ms < 0 ? 0 : wait_ms);
+  } while (r < 0 && errno == EINTR);
+  return Napi::Boolean::New(env, r == 0);
+}
+
+// attachLoop(file, readonly) -> { fd, device } | errno object (limits.disk, core/loopdev.h)
+Napi::Value AttachLoop(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBoolean()) {
+    Napi::TypeError::New(env, "attachLoop(file: string, readonly: boolean)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  LoopResult r = attach_loop(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Boolean>().Value());
+  if (r.err) return errno_object(env, r.err, r.sys);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fd", Napi::Number::New(env, r.fd));
+  o.Set("device", Napi::String::New(env, r.device));
+  return o;
+}
+
+// mountDetached(fstype, source, readonly, attrs) -> fd | errno object
+Napi::Value MountDetached(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsString() || !info[2].IsBoolean() || !info[3].IsNumber()) {
+    Napi::TypeError::New(env, "mountDetached(fstype, source, readonly, attrs)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  DetachedMount r = mount_detached(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::String>().Utf8Value(),
+                                   info[2].As<Napi::Boolean>().Value(), info[3].As<Napi::Number>().Uint32Value());
+  if (r.err) return errno_object(env, r.err, r.sys);
+  return Napi::Number::New(env, r.fd);
+}
+
+}  // namespace nsbox

@@ -1,0 +1,141 @@
+// Reads the JS plan (steps, env, user namespace, security) into a core Plan.
+
+#include "binding/plan_reader.h"
+
+#include <sched.h>
+#include <stdio.h>
+#include <sys/sysmacros.h>
+
+#include <string>
+#include <vector>
+
+namespace nsbox {
+namespace {
+
+bool parse_op(const std::string& s, StepOp* op) {
+  static const struct { const char* name; StepOp op; } kOps[] = {
+      {"makeRootPrivate", StepOp::kMakeRootPrivate}, {"mountRootFs", StepOp::kMountRootFs},
+      {"bindRoot", StepOp::kBindRoot},               {"mountFs", StepOp::kMountFs},
+      {"bindInRoot", StepOp::kBindInRoot},           {"mkdirInRoot", StepOp::kMkdirInRoot},
+      {"joinCgroup", StepOp::kJoinCgroup},           {"symlinkInRoot", StepOp::kSymlinkInRoot},
+      {"unshareCgroupNs", StepOp::kUnshareCgroupNs},
+      {"maskInRoot", StepOp::kMaskInRoot},           {"readonlyInRoot", StepOp::kReadonlyInRoot},
+      {"pivotRoot", StepOp::kPivotRoot},             {"loopbackUp", StepOp::kLoopbackUp},
+      {"sethostname", StepOp::kSethostname},         {"chdir", StepOp::kChdir},
+      {"openPty", StepOp::kOpenPty},                 {"mountWriteLayer", StepOp::kMountWriteLayer},
+  };
+  for (const auto& e : kOps) {
+    if (s == e.name) {
+      *op = e.op;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+void read_steps(Reader& r, Napi::Object js, Plan& plan) {
+  Napi::Value v = js.Get("steps");
+  if (!v.IsArray()) return r.Fail("steps must be an array");
+  Napi::Array steps = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < steps.Length() && r.ok(); i++) {
+    Napi::Value sv = steps.Get(i);
+    if (!sv.IsObject()) return r.Fail("each step must be an object");
+    Napi::Object so = sv.As<Napi::Object>();
+    Step s;
+    if (!parse_op(r.Str(so, "op", true), &s.op)) return r.Fail("unknown step op");
+    s.name = plan.keep(r.Str(so, "name"));
+    s.source = plan.keep(r.Str(so, "source"));
+    s.target = plan.keep(r.Str(so, "target"));
+    s.fstype = plan.keep(r.Str(so, "fstype"));
+    std::vector<std::string> options = r.Strs(so, "options");
+    if (options.size() % 2) return r.Fail("options must be key, value pairs");
+    std::vector<const char*>& ptrs = plan.string_lists.emplace_back();
+    for (std::string& o : options) ptrs.push_back(plan.keep(std::move(o)));
+    s.options = ptrs.data();
+    s.options_count = static_cast<uint32_t>(ptrs.size() / 2);
+    s.attrs = static_cast<uint64_t>(r.Num(so, "attrs"));
+    s.mode = static_cast<uint32_t>(r.Num(so, "mode"));
+    s.flags = static_cast<uint32_t>(r.Num(so, "flags"));
+    s.dev = makedev(static_cast<unsigned>(r.Num(so, "major")), static_cast<unsigned>(r.Num(so, "minor")));
+    s.fd = so.Get("fd").IsNumber() ? static_cast<int>(r.Num(so, "fd")) : -1;
+    if (s.op == StepOp::kJoinCgroup && s.fd < 0) return r.Fail("joinCgroup needs an fd");
+    plan.steps.push_back(s);
+  }
+}
+
+void read_list(Reader& r, Napi::Object js, const char* key, Plan& plan,
+               std::vector<const char*>& out, bool terminate) {
+  for (std::string& s : r.Strs(js, key)) out.push_back(plan.keep(std::move(s)));
+  if (terminate) out.push_back(nullptr);
+}
+
+// Capabilities, ids, no_new_privs and the seccomp program, as nsbox-init's options.
+// userns: { uidMap, gidMap, setgroupsDeny }: a user namespace of the container's own, whose
+// maps the child writes (core/child.cc write_id_maps).
+void read_userns(Reader& r, Napi::Object js, Plan& plan) {
+  Napi::Value v = js.Get("userns");
+  if (v.IsUndefined()) return;
+  if (!v.IsObject()) return r.Fail("userns must be an object");
+  Napi::Object u = v.As<Napi::Object>();
+  plan.userns.enabled = true;
+  plan.userns.uid_map = plan.keep(r.Str(u, "uidMap"));
+  plan.userns.gid_map = plan.keep(r.Str(u, "gidMap"));
+  plan.userns.setgroups_deny = r.Bool(u, "setgroupsDeny");
+  plan.clone_flags |= CLONE_NEWUSER;
+  // With setgroups denied nsbox-init cannot clear the supplementary groups (the kernel refuses
+  // setgroups in that namespace); they show as the overflow gid inside and grant nothing new.
+  if (plan.userns.setgroups_deny) plan.init_options.emplace_back("nosetgroups");
+}
+
+void read_security(Reader& r, Napi::Object js, Plan& plan) {
+  Napi::Value v = js.Get("security");
+  if (!v.IsObject()) return;
+  Napi::Object so = v.As<Napi::Object>();
+  // Capability masks as BigInt-free pairs of 32-bit halves.
+  auto mask = [&](const char* key) -> uint64_t {
+    Napi::Value m = so.Get(key);
+    if (!m.IsArray() || m.As<Napi::Array>().Length() != 2) {
+      r.Fail(std::string("security.") + key + " must be [low, high]");
+      return 0;
+    }
+    Napi::Array a = m.As<Napi::Array>();
+    return static_cast<uint64_t>(a.Get(0u).ToNumber().Uint32Value()) |
+           (static_cast<uint64_t>(a.Get(1u).ToNumber().Uint32Value()) << 32);
+  };
+  std::vector<std::string>& o = plan.init_options;
+  o.push_back("bset=" + hex64(mask("bounding")));
+  o.push_back("eff=" + hex64(mask("effective")));
+  if (!so.Get("ambient").IsUndefined()) o.push_back("amb=" + hex64(mask("ambient")));
+  if (r.Bool(so, "noNewPrivs")) o.emplace_back("nnp");
+  Napi::Value uid = so.Get("uid");
+  if (uid.IsNumber()) {
+    o.push_back("ids=" + std::to_string(uid.As<Napi::Number>().Uint32Value()) + ":" +
+                std::to_string(static_cast<uint32_t>(r.Num(so, "gid"))));
+  }
+  Napi::Value filter = so.Get("seccomp");
+  if (filter.IsTypedArray()) {
+    // struct sock_filter is 8 bytes: code u16, jt u8, jf u8, k u32.
+    Napi::TypedArray ta = filter.As<Napi::TypedArray>();
+    size_t len = ta.ByteLength();
+    if (len % 8 || len == 0) return r.Fail("security.seccomp must hold whole BPF instructions");
+    const unsigned char* bytes = static_cast<const unsigned char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    static const char kHex[] = "0123456789abcdef";
+    std::string text = "seccomp=";
+    text.reserve(text.size() + 2 * len);
+    for (size_t i = 0; i < len; i++) {
+      text += kHex[bytes[i] >> 4];
+      text += kHex[bytes[i] & 15];
+    }
+    o.push_back(std::move(text));
+  }
+}
+
+}  // namespace nsbox
