@@ -1,7 +1,9 @@
 // N-API glue: the addon's entry (Init) and its exports table. The calls live by concern:
 // start.cc (spawn, spawnAsync, exec), process.h (the started container's pidfd watch),
 // plan_reader.cc (the JS plan), stdio.cc (the start's fds), host_calls.cc (small host calls),
-// fsat.cc, extract.cc, digest.cc. No system logic lives in binding/; see src-cc/core/.
+// fsat.cc, extract.cc, digest.cc. The system logic lives in src-cc/core/; binding/ keeps
+// only the calls that hand a result to the loop (the pidfd's waitid and kill in process.h,
+// pidfd_open and poll in host_calls.cc) and the fds of a start (stdio.cc, start.cc).
 
 #include <napi.h>
 #include <uv.h>

@@ -77,7 +77,6 @@ void read_list(Reader& r, Napi::Object js, const char* key, Plan& plan,
   if (terminate) out.push_back(nullptr);
 }
 
-// Capabilities, ids, no_new_privs and the seccomp program, as nsbox-init's options.
 // userns: { uidMap, gidMap, setgroupsDeny }: a user namespace of the container's own, whose
 // maps the child writes (core/child.cc write_id_maps).
 void read_userns(Reader& r, Napi::Object js, Plan& plan) {
@@ -95,6 +94,7 @@ void read_userns(Reader& r, Napi::Object js, Plan& plan) {
   if (plan.userns.setgroups_deny) plan.init_options.emplace_back("nosetgroups");
 }
 
+// Capabilities, ids, no_new_privs and the seccomp program, as nsbox-init's options.
 void read_security(Reader& r, Napi::Object js, Plan& plan) {
   Napi::Value v = js.Get("security");
   if (!v.IsObject()) return;
