@@ -22,7 +22,10 @@ async function once(mode) {
   return [t1 - t0, t2 - t0];
 }
 
-const median = (a) => { const s = [...a].sort((x, y) => x - y); return (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2; };
+const median = (a) => {
+  const s = [...a].sort((x, y) => x - y);
+  return (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2;
+};
 for (let i = 0; i < 10; i++) for (const m of modes) await once(m); // warm-up
 for (let i = 0; i < n; i++) {
   for (const m of i % 2 ? modes : [...modes].reverse()) {
@@ -33,7 +36,9 @@ for (let i = 0; i < n; i++) {
 }
 // Each pair ran back to back: the median of its differences cancels the host's drift.
 const diff = (a, b) => median(a.map((x, i) => x - b[i]));
-console.log(`track - off, median of paired differences: start ${diff(start.track, start.off).toFixed(3)} ms, start..wait() ${diff(whole.track, whole.off).toFixed(3)} ms`);
+console.log(
+  `track - off, median of paired differences: start ${diff(start.track, start.off).toFixed(3)} ms, start..wait() ${diff(whole.track, whole.off).toFixed(3)} ms`,
+);
 for (const m of modes) {
   console.log(`${m.padEnd(6)} Container.start median ${median(start[m]).toFixed(3)} ms   start..wait() median ${median(whole[m]).toFixed(3)} ms   (n=${n})`);
 }

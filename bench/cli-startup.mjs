@@ -21,7 +21,9 @@ const bin = compileHelpers(() => {});
 const dist = path.join(REPO, 'dist');
 
 // Modules `run` never calls, replaced by stubs: what lazy requires in src/ would give.
-fs.writeFileSync(path.join(dir, 'lazy.cjs'), `
+fs.writeFileSync(
+  path.join(dir, 'lazy.cjs'),
+  `
 const Module = require('module');
 const load = Module._load;
 const unused = new Set(['node:child_process', 'node:zlib', 'node:worker_threads', './image/extract', './extract', './image/merged-tar', './tar']);
@@ -33,7 +35,8 @@ Module._load = function (req, parent) {
   if (unused.has(req)) return new Proxy({}, { get: (_t, k) => (k === '__esModule' ? false : () => { throw new Error('not loaded: ' + req); }) });
   return load.apply(this, arguments);
 };
-`);
+`,
+);
 
 // `nsbox --root DIR run ...` as dist/cli/main.js does it, with the run command required
 // statically so that a bundler sees it (main.js picks the command module at run time).
@@ -48,19 +51,29 @@ function main(argv) {
     (err) => { printError(err); process.exitCode = 125; },
   );
 }
-${snapshot ? `require('node:v8').startupSnapshot.setDeserializeMainFunction(() => {
+${
+  snapshot
+    ? `require('node:v8').startupSnapshot.setDeserializeMainFunction(() => {
   // A snapshot's own require loads built-ins only; node-gyp-build takes this one for the addon.
   globalThis.__webpack_require__ = () => {};
   globalThis.__non_webpack_require__ = require('node:module').createRequire(__filename);
   main(process.argv.slice(1));
-});` : 'main(process.argv.slice(2));'}
+});`
+    : 'main(process.argv.slice(2));'
+}
 `;
 
 const variants = [
   ['node -e 0', [node, '-e', '0']],
   ['nsbox run --rm busybox true (as is)', [node, path.join(dist, 'cli', 'main.js'), '--root', state, 'run', '--rm', 'busybox', 'true']],
-  ['nsbox run --rm busybox true (installed: bundle + code cache)', [node, path.join(dist, 'cli', 'start.js'), '--root', state, 'run', '--rm', 'busybox', 'true']],
-  ['… without the modules run never calls', [node, '-r', path.join(dir, 'lazy.cjs'), path.join(dist, 'cli', 'main.js'), '--root', state, 'run', '--rm', 'busybox', 'true']],
+  [
+    'nsbox run --rm busybox true (installed: bundle + code cache)',
+    [node, path.join(dist, 'cli', 'start.js'), '--root', state, 'run', '--rm', 'busybox', 'true'],
+  ],
+  [
+    '… without the modules run never calls',
+    [node, '-r', path.join(dir, 'lazy.cjs'), path.join(dist, 'cli', 'main.js'), '--root', state, 'run', '--rm', 'busybox', 'true'],
+  ],
 ];
 const rolldown = path.join(REPO, 'node_modules', '.bin', 'rolldown');
 if (fs.existsSync(rolldown)) {
@@ -70,13 +83,22 @@ if (fs.existsSync(rolldown)) {
   fs.rmSync(path.join(dir, 'build'), { force: true });
   fs.symlinkSync(path.join(REPO, 'build'), path.join(dir, 'build'));
   fs.copyFileSync(path.join(REPO, 'package.json'), path.join(dir, 'package.json'));
-  for (const [entry, out] of [['entry.js', 'bundle.js'], ['snap-entry.js', 'snap-bundle.js']]) {
+  for (const [entry, out] of [
+    ['entry.js', 'bundle.js'],
+    ['snap-entry.js', 'snap-bundle.js'],
+  ]) {
     const r = sh(rolldown, [path.join(dir, entry), '--format', 'cjs', '--platform', 'node', '-o', path.join(dir, 'dist', out)]);
     if (r.code !== 0) throw new Error(`rolldown: ${r.stderr}`);
   }
-  const snap = sh(node, ['--snapshot-blob', path.join(dir, 'dist', 'snap.blob'), '--build-snapshot', path.join(dir, 'dist', 'snap-bundle.js')], { cwd: path.join(dir, 'dist') });
+  const snap = sh(node, ['--snapshot-blob', path.join(dir, 'dist', 'snap.blob'), '--build-snapshot', path.join(dir, 'dist', 'snap-bundle.js')], {
+    cwd: path.join(dir, 'dist'),
+  });
   variants.push(['… as one bundled file (rolldown)', [node, path.join(dir, 'dist', 'bundle.js'), '--root', state, 'run', '--rm', 'busybox', 'true']]);
-  if (snap.code === 0) variants.push(['… that bundle in a startup snapshot', [node, '--snapshot-blob', path.join(dir, 'dist', 'snap.blob'), '--', '--root', state, 'run', '--rm', 'busybox', 'true']]);
+  if (snap.code === 0)
+    variants.push([
+      '… that bundle in a startup snapshot',
+      [node, '--snapshot-blob', path.join(dir, 'dist', 'snap.blob'), '--', '--root', state, 'run', '--rm', 'busybox', 'true'],
+    ]);
   else console.log(`startup snapshot: node --build-snapshot failed: ${snap.stderr.trim().split('\n')[0]}`);
 } else {
   console.log('no node_modules/.bin/rolldown: the bundle and snapshot variants are skipped');
@@ -85,7 +107,9 @@ if (fs.existsSync(rolldown)) {
 if (process.argv.includes('--timeline')) {
   // One CLI-like process, marks at each step, median of 40.
   const script = path.join(dir, 'timeline.js');
-  fs.writeFileSync(script, `
+  fs.writeFileSync(
+    script,
+    `
 const marks = [['entry', performance.now()]];
 const { Runtime } = require(${JSON.stringify(path.join(dist, 'runtime.js'))});
 marks.push(['require runtime (and what it loads)', performance.now()]);
@@ -101,13 +125,22 @@ marks.push(['image, storage driver, state dirs', performance.now()]);
   marks.push(['wait() (exit, removal)', performance.now()]);
   process.on('exit', () => process.stdout.write(JSON.stringify(marks)));
 })();
-`);
+`,
+  );
   sh(node, [path.join(dist, 'cli', 'main.js'), '--root', state, 'run', '--rm', 'busybox', 'true']);
   const rows = [];
   for (let i = 0; i < 40; i++) rows.push(JSON.parse(sh(node, [script, state]).stdout));
-  console.log(`${'Node bootstrap (process start .. first line)'.padEnd(48)} ${summarize(rows.map((r) => r[0][1])).median.toFixed(2).padStart(7)} ms`);
+  console.log(
+    `${'Node bootstrap (process start .. first line)'.padEnd(48)} ${summarize(rows.map((r) => r[0][1]))
+      .median.toFixed(2)
+      .padStart(7)} ms`,
+  );
   for (let i = 1; i < rows[0].length; i++) {
-    console.log(`${rows[0][i][0].padEnd(48)} ${summarize(rows.map((r) => r[i][1] - r[i - 1][1])).median.toFixed(2).padStart(7)} ms`);
+    console.log(
+      `${rows[0][i][0].padEnd(48)} ${summarize(rows.map((r) => r[i][1] - r[i - 1][1]))
+        .median.toFixed(2)
+        .padStart(7)} ms`,
+    );
   }
   process.exit(0);
 }
@@ -129,5 +162,7 @@ console.log(`${'variant'.padEnd(40)} ${'wall median'.padStart(12)} ${'over node 
 for (const [k] of variants) {
   const w = summarize(wall.get(k)).median;
   const c = summarize(cpu.get(k)).median;
-  console.log(`${k.padEnd(40)} ${w.toFixed(1).padStart(9)} ms ${(w - base).toFixed(1).padStart(12)} ms ${c.toFixed(1).padStart(8)} ms ${(c - baseCpu).toFixed(1).padStart(5)} ms`);
+  console.log(
+    `${k.padEnd(40)} ${w.toFixed(1).padStart(9)} ms ${(w - base).toFixed(1).padStart(12)} ms ${c.toFixed(1).padStart(8)} ms ${(c - baseCpu).toFixed(1).padStart(5)} ms`,
+  );
 }

@@ -17,10 +17,12 @@ import { median } from './lib/stats.mjs';
 
 const args = process.argv.slice(2);
 const runs = Number(args.find((a) => /^\d+$/.test(a)) ?? 5);
-const builds = args.filter((a) => a.includes('=')).map((a) => {
-  const [label, dir] = a.split('=');
-  return { label, dir: path.resolve(dir) };
-});
+const builds = args
+  .filter((a) => a.includes('='))
+  .map((a) => {
+    const [label, dir] = a.split('=');
+    return { label, dir: path.resolve(dir) };
+  });
 if (builds.length === 0) builds.push({ label: 'this', dir: path.resolve(new URL('..', import.meta.url).pathname) });
 
 const require = createRequire(import.meta.url);

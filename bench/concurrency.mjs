@@ -49,13 +49,29 @@ try {
         log(`round ${round + 1}/${rounds}: ${build}, state on ${where}`);
         for (const inflight of inflights) {
           const r = await worker({ dist, stateRoot, scenario: 'throughput', count, inflight, repeat: 1, warmup: 5 });
-          push(rates, `${build}|${where}|${inflight}`, r.walls.map((w) => count / (w / 1000)));
+          push(
+            rates,
+            `${build}|${where}|${inflight}`,
+            r.walls.map((w) => count / (w / 1000)),
+          );
           push(delays, `${build}|${where}|${inflight}`, r.loopDelay);
         }
         const idle = await worker({ dist, stateRoot, scenario: 'idle', ms: 2000 });
         push(delays, `${build}|${where}|idle`, idle.loopDelay);
-        for (const [layer, disk] of [['disk', undefined], ['tmpfs', '64m']]) {
-          const r = await worker({ dist, stateRoot, scenario: 'start', runs: tailRuns, warmup: 10, network: 'none', remove: 'counted', ...(disk ? { disk } : {}) });
+        for (const [layer, disk] of [
+          ['disk', undefined],
+          ['tmpfs', '64m'],
+        ]) {
+          const r = await worker({
+            dist,
+            stateRoot,
+            scenario: 'start',
+            runs: tailRuns,
+            warmup: 10,
+            network: 'none',
+            remove: 'counted',
+            ...(disk ? { disk } : {}),
+          });
           push(tails, `${build}|${where}|${layer}`, r.samples);
         }
       }
@@ -68,7 +84,18 @@ try {
 }
 
 const med = (xs) => summarize(xs).median;
-const result = { date: new Date().toISOString(), host: os.hostname(), cpus: os.cpus().length, load: os.loadavg(), rounds, count, tailRuns, rate: {}, loopDelay: {}, tail: {} };
+const result = {
+  date: new Date().toISOString(),
+  host: os.hostname(),
+  cpus: os.cpus().length,
+  load: os.loadavg(),
+  rounds,
+  count,
+  tailRuns,
+  rate: {},
+  loopDelay: {},
+  tail: {},
+};
 const lines = [];
 for (const [build] of builds) {
   for (const where of Object.keys(places)) {
@@ -85,7 +112,9 @@ for (const [build] of builds) {
     const d = delays[`${build}|${where}|idle`];
     const idle = { p99Ms: med(d.map((x) => x.p99)), maxMs: med(d.map((x) => x.max)) };
     result.loopDelay[`${build}|${where}|idle`] = idle;
-    lines.push(`| ${build} | ${where} | ${row.join(' | ')} | ${eld.p99Ms.toFixed(2)} / ${eld.maxMs.toFixed(1)} | ${idle.p99Ms.toFixed(2)} / ${idle.maxMs.toFixed(1)} |`);
+    lines.push(
+      `| ${build} | ${where} | ${row.join(' | ')} | ${eld.p99Ms.toFixed(2)} / ${eld.maxMs.toFixed(1)} | ${idle.p99Ms.toFixed(2)} / ${idle.maxMs.toFixed(1)} |`,
+    );
   }
 }
 const tailLines = [];
@@ -93,14 +122,24 @@ for (const [build] of builds) {
   for (const where of Object.keys(places)) {
     for (const layer of ['disk', 'tmpfs']) {
       const s = summarize(tails[`${build}|${where}|${layer}`]);
-      result.tail[`${build}|${where}|${layer}`] = { median: s.median, p90: s.p90, p99: s.p99, ratio: s.p99 / s.median, n: tails[`${build}|${where}|${layer}`].length };
-      tailLines.push(`| ${build} | ${where} | ${layer === 'disk' ? 'on the state dir' : 'tmpfs (limits.disk 64m)'} | ${s.median.toFixed(2)} | ${s.p99.toFixed(2)} | ${(s.p99 / s.median).toFixed(2)} |`);
+      result.tail[`${build}|${where}|${layer}`] = {
+        median: s.median,
+        p90: s.p90,
+        p99: s.p99,
+        ratio: s.p99 / s.median,
+        n: tails[`${build}|${where}|${layer}`].length,
+      };
+      tailLines.push(
+        `| ${build} | ${where} | ${layer === 'disk' ? 'on the state dir' : 'tmpfs (limits.disk 64m)'} | ${s.median.toFixed(2)} | ${s.p99.toFixed(2)} | ${(s.p99 / s.median).toFixed(2)} |`,
+      );
     }
   }
 }
 const out = path.join(REPO, 'bench', 'results', `concurrency-${result.date.slice(0, 10)}.json`);
 fs.writeFileSync(out, `${JSON.stringify(result, null, 1)}\n`);
-console.log(`containers/s (× the one-after-another rate) by starts in flight; event-loop delay with 10 in flight (monitorEventLoopDelay, 1 ms timer: p99 / max, ms, the timer's 1 ms included)\n`);
+console.log(
+  `containers/s (× the one-after-another rate) by starts in flight; event-loop delay with 10 in flight (monitorEventLoopDelay, 1 ms timer: p99 / max, ms, the timer's 1 ms included)\n`,
+);
 console.log(`| build | state dir | ${inflights.join(' | ')} | loop p99 / max (10 in flight) | the same, a Node process doing nothing |`);
 console.log(`| --- | --- | ${inflights.map(() => '---').join(' | ')} | --- | --- |`);
 console.log(lines.join('\n'));
@@ -108,4 +147,9 @@ console.log(`\nstart latency, --rm counted, one after another (ms, ${tailRuns} �
 console.log('| build | state dir | write layer | median | p99 | p99 / median |');
 console.log('| --- | --- | --- | --- | --- | --- |');
 console.log(tailLines.join('\n'));
-log(`written: ${path.relative(REPO, out)} (load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')})`);
+log(
+  `written: ${path.relative(REPO, out)} (load ${os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ')})`,
+);

@@ -22,8 +22,15 @@ const stateRoot = path.join(CACHE, `exec-state-${process.pid}`);
 const series = {};
 const skipped = [];
 await measureExec({
-  bin, dist: path.join(REPO, 'dist'), cli: path.join(REPO, 'dist', 'cli', 'main.js'), rootfs: busybox.dir, stateRoot,
-  crun: peers.crun.path, rounds, n: { inproc: 60, peer: 30, cli: 10 }, log,
+  bin,
+  dist: path.join(REPO, 'dist'),
+  cli: path.join(REPO, 'dist', 'cli', 'main.js'),
+  rootfs: busybox.dir,
+  stateRoot,
+  crun: peers.crun.path,
+  rounds,
+  n: { inproc: 60, peer: 30, cli: 10 },
+  log,
   add: (id, label, samples) => {
     series[id] ??= { label, samples: [] };
     series[id].samples.push(...samples);

@@ -128,7 +128,9 @@ export function importTable(figures) {
   const L = ['| file system | image | entries | tarball | nsbox import | tar -xf | ratio |', '|---|---|--:|--:|--:|--:|--:|'];
   for (const [fsName, imgs] of Object.entries(figures)) {
     for (const [name, r] of Object.entries(imgs)) {
-      L.push(`| ${fsName} | ${name} | ${r.entries} | ${(r.tarBytes / 2 ** 20).toFixed(1)} MiB | ${ms(r.import.median)} | ${ms(r.tarExtract.median)} | ${r.ratio.toFixed(2)}× |`);
+      L.push(
+        `| ${fsName} | ${name} | ${r.entries} | ${(r.tarBytes / 2 ** 20).toFixed(1)} MiB | ${ms(r.import.median)} | ${ms(r.tarExtract.median)} | ${r.ratio.toFixed(2)}× |`,
+      );
     }
   }
   return L.join('\n');

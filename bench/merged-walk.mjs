@@ -14,10 +14,12 @@ import { median } from './lib/stats.mjs';
 
 const args = process.argv.slice(2);
 const runs = Number(args.find((a) => /^\d+$/.test(a)) ?? 5);
-const builds = args.filter((a) => a.includes('=')).map((a) => {
-  const [label, dir] = a.split('=');
-  return { label, dir: path.resolve(dir) };
-});
+const builds = args
+  .filter((a) => a.includes('='))
+  .map((a) => {
+    const [label, dir] = a.split('=');
+    return { label, dir: path.resolve(dir) };
+  });
 const require = createRequire(import.meta.url);
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 
@@ -44,7 +46,10 @@ for (let i = 0; i < runs; i++) {
   for (const b of builds) {
     const { writeMergedTar } = require(path.join(b.dir, 'dist', 'image', 'merged-tar.js'));
     const { writeMergedTree } = require(path.join(b.dir, 'dist', 'image', 'merged-tree.js'));
-    for (const [what, upper] of [['busybox', empty], ['20k files', many]]) {
+    for (const [what, upper] of [
+      ['busybox', empty],
+      ['20k files', many],
+    ]) {
       const tar = path.join(base, `out${n}.tar`);
       let t0 = now();
       await writeMergedTar(source(upper), tar);

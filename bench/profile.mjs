@@ -135,7 +135,8 @@ if (args.includes('--ab')) {
     volatile: () => {
       plan.buildPlan = (input) => {
         const p = asIsPlan(input);
-        for (const st of p.steps) if (st.op === 'mountRootFs' && st.fstype === 'overlay' && !st.options.includes('volatile')) st.options = [...st.options, 'volatile', ''];
+        for (const st of p.steps)
+          if (st.op === 'mountRootFs' && st.fstype === 'overlay' && !st.options.includes('volatile')) st.options = [...st.options, 'volatile', ''];
         return p;
       };
     },
@@ -225,7 +226,9 @@ for (let i = 0; i < runs + 20; i++) {
 fs.rmSync(root, { recursive: true, force: true });
 
 const total = summarize(totals).median;
-console.log(`${runs} starts of /bin/true (net: ${network}); start -> wait() resolved: median ${total.toFixed(2)} ms, p90 ${summarize(totals).p90.toFixed(2)} ms\n`);
+console.log(
+  `${runs} starts of /bin/true (net: ${network}); start -> wait() resolved: median ${total.toFixed(2)} ms, p90 ${summarize(totals).p90.toFixed(2)} ms\n`,
+);
 console.log('phase'.padEnd(48), 'median ms'.padStart(10), 'p90 ms'.padStart(9), 'share'.padStart(7));
 for (const [k, v] of phases) {
   const s = summarize(v);

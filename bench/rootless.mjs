@@ -44,12 +44,20 @@ try {
   const work = path.join(base, 'work');
   fs.mkdirSync(work);
   fs.chownSync(work, uid, gid);
-  const asUser = (argv, opts = {}) => execFileSync('runuser', ['-u', USER, '--', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${work}`, ...argv], { cwd: base, encoding: 'utf8', maxBuffer: 64 << 20, ...opts });
+  const asUser = (argv, opts = {}) =>
+    execFileSync('runuser', ['-u', USER, '--', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${work}`, ...argv], {
+      cwd: base,
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+      ...opts,
+    });
   const rootfs = path.join(work, 'busybox');
   asUser(['bash', path.join(pkg, 'scripts/make-busybox-rootfs.sh'), rootfs]);
 
   const worker = path.join(base, 'worker.mjs');
-  fs.writeFileSync(worker, `
+  fs.writeFileSync(
+    worker,
+    `
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as childProcess from 'node:child_process';
@@ -75,7 +83,8 @@ for (let i = -5; i < count; i++) {
   if (i >= 0) { start.push(t1 - t0); whole.push(t2 - t0); }
 }
 console.log(JSON.stringify({ start, whole }));
-`);
+`,
+  );
   fs.chmodSync(worker, 0o644);
   const bwrap = `bwrap --unshare-all --bind ${rootfs} / --proc /proc --dev /dev /bin/true`;
   const series = { nsboxStart: [], nsboxWhole: [], bwrap: [], rootStart: [] };
@@ -88,10 +97,20 @@ console.log(JSON.stringify({ start, whole }));
   const load = [];
   for (let r = 0; r < rounds; r++) {
     load.push(os.loadavg()[0]);
-    const out = JSON.parse(asUser(['node', worker, rootfs, work, String(n)]).trim().split('\n').pop());
+    const out = JSON.parse(
+      asUser(['node', worker, rootfs, work, String(n)])
+        .trim()
+        .split('\n')
+        .pop(),
+    );
     series.nsboxStart.push(...out.start);
     series.nsboxWhole.push(...out.whole);
-    const asRoot = JSON.parse(execFileSync('node', [worker, rootRootfs, rootWork, String(n)], { encoding: 'utf8' }).trim().split('\n').pop());
+    const asRoot = JSON.parse(
+      execFileSync('node', [worker, rootRootfs, rootWork, String(n)], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .pop(),
+    );
     series.rootStart.push(...asRoot.start);
     const json = path.join(work, `hf-${r}.json`);
     asUser(['hyperfine', '-N', '--warmup', '5', '--runs', String(n), '--export-json', json, bwrap], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -104,8 +123,13 @@ console.log(JSON.stringify({ start, whole }));
     return { n: s.length, median: +q(0.5).toFixed(3), p10: +q(0.1).toFixed(3), p90: +q(0.9).toFixed(3) };
   };
   const result = {
-    date: new Date().toISOString(), kernel: os.release(), cpus: os.cpus().length, loadavg1: load,
-    user: USER, rounds, n,
+    date: new Date().toISOString(),
+    kernel: os.release(),
+    cpus: os.cpus().length,
+    loadavg1: load,
+    user: USER,
+    rounds,
+    n,
     nsboxRootlessStart: stat(series.nsboxStart),
     nsboxRootlessWhole: stat(series.nsboxWhole),
     bwrapWhole: stat(series.bwrap),

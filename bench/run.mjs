@@ -20,9 +20,7 @@ import { measureExec } from './lib/exec.mjs';
 import { cpuBusy, floor, loop, MeasureError, quietGate, timeOnce, worker } from './lib/measure.mjs';
 import { importFigures } from './import.mjs';
 import { writeReport } from './lib/report.mjs';
-import {
-  BENCH, BENCH_LIMITS, CACHE, REPO, busyboxRootfs, compileHelpers, debianRootfs, detectPeers, machine, ociBundles, sh, which,
-} from './lib/setup.mjs';
+import { BENCH, BENCH_LIMITS, CACHE, REPO, busyboxRootfs, compileHelpers, debianRootfs, detectPeers, machine, ociBundles, sh, which } from './lib/setup.mjs';
 import { summarize } from './lib/stats.mjs';
 
 const argv = process.argv.slice(2);
@@ -35,7 +33,21 @@ const waitQuietMin = argv.includes('--wait-quiet') ? Number(argv[argv.indexOf('-
 // Run counts: the in-process start gets >= 300 measured runs (issue 6); slow peers fewer.
 const N = quick
   ? { rounds: 1, inproc: 60, floor: 60, peer: 20, runc: 8, cli: 6, tput: 30, tputRepeat: 1, live: 30, growth: 30, heapMB: 1024, imgSmall: 2, imgLarge: 1 }
-  : { rounds: 6, inproc: 75, floor: 75, peer: 50, runc: 20, cli: 15, tput: 100, tputRepeat: 3, live: 100, growth: 150, heapMB: 1024, imgSmall: 10, imgLarge: 3 };
+  : {
+      rounds: 6,
+      inproc: 75,
+      floor: 75,
+      peer: 50,
+      runc: 20,
+      cli: 15,
+      tput: 100,
+      tputRepeat: 3,
+      live: 100,
+      growth: 150,
+      heapMB: 1024,
+      imgSmall: 10,
+      imgLarge: 3,
+    };
 // Per round; rounds interleave every series of measurements 1-3, so that a burst of load from
 // elsewhere on a shared machine lands on all of them rather than on one.
 
@@ -107,8 +119,19 @@ const workerBase = { dist, stateRoot, rootfs: busybox.dir };
 const idBase = `nsbench-${process.pid}`;
 
 const results = {
-  date, quick, machine: machine(), peers: {}, skipped, counts: N,
-  start: {}, cli: {}, throughput: {}, supervisor: {}, growth: {}, images: {}, exec: {},
+  date,
+  quick,
+  machine: machine(),
+  peers: {},
+  skipped,
+  counts: N,
+  start: {},
+  cli: {},
+  throughput: {},
+  supervisor: {},
+  growth: {},
+  images: {},
+  exec: {},
 };
 for (const [k, v] of Object.entries(peers)) results.peers[k] = v.version ?? 'missing';
 const raw = {};
@@ -120,7 +143,13 @@ function addSeries(group, id, label, samples, extra = {}, cpu = undefined) {
   if (cpu) raw[`${key}.cpu`] = (raw[`${key}.cpu`] ?? []).concat(cpu);
   const all = raw[key];
   const cpuAll = raw[`${key}.cpu`];
-  results[group][id] = { label, ...extra, ...summarize(all), pct: percentiles(all), ...(cpuAll ? { cpuMs: cpuAll.reduce((a, b) => a + b, 0) / cpuAll.length } : {}) };
+  results[group][id] = {
+    label,
+    ...extra,
+    ...summarize(all),
+    pct: percentiles(all),
+    ...(cpuAll ? { cpuMs: cpuAll.reduce((a, b) => a + b, 0) / cpuAll.length } : {}),
+  };
 }
 const perRun = (r) => Array(r.samples.length).fill(r.cpuPerRun);
 function percentiles(xs) {
@@ -151,12 +180,23 @@ async function attempt(key, fn) {
 function cleanupPeers() {
   for (const tool of ['crun', 'runc']) {
     if (!peers[tool].path) continue;
-    const ids = sh(tool, ['list', '-q']).stdout.split('\n').filter((x) => x.startsWith(idBase));
+    const ids = sh(tool, ['list', '-q'])
+      .stdout.split('\n')
+      .filter((x) => x.startsWith(idBase));
     for (const id of ids) {
-      sh('unshare', ['-m', 'sh', '-c', 'mount --make-rprivate / && { mountpoint -q /sys/fs/cgroup/unified && mount -t tmpfs none /sys/fs/cgroup/unified; } ; exec "$0" delete -f "$1"', tool, id]);
+      sh('unshare', [
+        '-m',
+        'sh',
+        '-c',
+        'mount --make-rprivate / && { mountpoint -q /sys/fs/cgroup/unified && mount -t tmpfs none /sys/fs/cgroup/unified; } ; exec "$0" delete -f "$1"',
+        tool,
+        id,
+      ]);
     }
   }
-  const left = sh('find', ['/sys/fs/cgroup', '-maxdepth', '3', '-type', 'd', '-name', `${idBase}*`]).stdout.split('\n').filter(Boolean);
+  const left = sh('find', ['/sys/fs/cgroup', '-maxdepth', '3', '-type', 'd', '-name', `${idBase}*`])
+    .stdout.split('\n')
+    .filter(Boolean);
   for (const d of left.reverse()) sh('rmdir', [d]);
 }
 
@@ -180,14 +220,24 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
       // Limits (issue 11 item 8, issue 14 goal 5): the same start with memory + pids + cpu
       // limits, from a warm cgroup set and without one, back to back and 20 ms apart.
       ['nsbox-limits', 'nsbox, in process, memory + pids + cpu limits (net ns, --rm counted)', { network: 'none', remove: 'counted', limits: LIMITS }],
-      ['nsbox-limits-cold', 'nsbox, in process, the same limits, no warm cgroup sets (NSBOX_WARM_CGROUPS=0)', { network: 'none', remove: 'counted', limits: LIMITS, env: { NSBOX_WARM_CGROUPS: '0' } }],
+      [
+        'nsbox-limits-cold',
+        'nsbox, in process, the same limits, no warm cgroup sets (NSBOX_WARM_CGROUPS=0)',
+        { network: 'none', remove: 'counted', limits: LIMITS, env: { NSBOX_WARM_CGROUPS: '0' } },
+      ],
       ['nsbox-iso', 'nsbox, in process, 20 ms apart (net ns, --rm counted)', { network: 'none', remove: 'counted', gapMs: 20 }],
       // Issue 14 goals 2 and 6: the write layer on a tmpfs of its own (limits.disk), and the
       // whole state directory on a tmpfs.
       ['nsbox-layer-tmpfs', 'nsbox, in process, write layer on a tmpfs (limits.disk 64m, --rm counted)', { network: 'none', remove: 'counted', disk: '64m' }],
-      ...(tmpfsState ? [
-        ['nsbox-state-tmpfs', 'nsbox, in process, state dir on a tmpfs (net ns, --rm counted)', { network: 'none', remove: 'counted', stateRoot: tmpfsState }],
-      ] : []),
+      ...(tmpfsState
+        ? [
+            [
+              'nsbox-state-tmpfs',
+              'nsbox, in process, state dir on a tmpfs (net ns, --rm counted)',
+              { network: 'none', remove: 'counted', stateRoot: tmpfsState },
+            ],
+          ]
+        : []),
       ['nsbox-limits-iso', 'nsbox, in process, memory + pids + cpu limits, 20 ms apart', { network: 'none', remove: 'counted', limits: LIMITS, gapMs: 20 }],
     ]) {
       const r = await attempt(`nsbox in-process ${id}`, () => worker({ ...workerBase, scenario: 'start', runs: inprocRuns, warmup: 20, ...extra }));
@@ -209,25 +259,43 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
     const fh = await attempt('floor -H', () => floor(bin, busybox.dir, scratch, { n: N.floor, hostNet: true }));
     if (fh) addSeries('start', 'floor-hostnet', 'C floor, no net ns', fh.total, {}, fh.cpu);
     const ff = await attempt('floor -f', () => floor(bin, busybox.dir, scratch, { n: N.floor, full: true }));
-    if (ff) addSeries('start', 'floor-full', "C floor + nsbox's extra steps (devpts, shm, sysfs, nodes, masked and read-only paths, lo, hostname)", ff.total, {}, ff.cpu);
+    if (ff)
+      addSeries(
+        'start',
+        'floor-full',
+        "C floor + nsbox's extra steps (devpts, shm, sysfs, nodes, masked and read-only paths, lo, hostname)",
+        ff.total,
+        {},
+        ff.cpu,
+      );
 
     if (peers.crun.path && bundles.default) {
-      const c = await attempt('crun', () => loop(bin, ['crun', 'run', '--bundle', bundles.default, '{id}'], { n: N.peer, mountns: true, id: crunId('crun', round) }));
+      const c = await attempt('crun', () =>
+        loop(bin, ['crun', 'run', '--bundle', bundles.default, '{id}'], { n: N.peer, mountns: true, id: crunId('crun', round) }),
+      );
       if (c) addSeries('start', 'crun', 'crun run (default config)', c.samples, {}, c.cpu);
       if (bundles.limits) {
-        const cm = await attempt('crun limits', () => loop(bin, ['crun', 'run', '--bundle', bundles.limits, '{id}'], { n: N.peer, mountns: true, id: crunId('crunm', round) }));
+        const cm = await attempt('crun limits', () =>
+          loop(bin, ['crun', 'run', '--bundle', bundles.limits, '{id}'], { n: N.peer, mountns: true, id: crunId('crunm', round) }),
+        );
         if (cm) addSeries('start', 'crun-limits', 'crun run, memory + pids + cpu limits in config.json', cm.samples, {}, cm.cpu);
       }
-      const cl = await attempt('crun lean', () => loop(bin, ['crun', '--cgroup-manager=disabled', 'run', '--bundle', bundles.lean, '{id}'], { n: N.peer, mountns: true, id: crunId('crunl', round) }));
+      const cl = await attempt('crun lean', () =>
+        loop(bin, ['crun', '--cgroup-manager=disabled', 'run', '--bundle', bundles.lean, '{id}'], { n: N.peer, mountns: true, id: crunId('crunl', round) }),
+      );
       if (cl) addSeries('start', 'crun-lean', 'crun run (no cgroups, no net ns)', cl.samples, {}, cl.cpu);
     }
     if (peers.runc.path && bundles.default) {
-      const c = await attempt('runc', () => loop(bin, ['runc', 'run', '--bundle', bundles.default, '{id}'], { n: N.runc, mountns: true, id: crunId('runc', round) }));
+      const c = await attempt('runc', () =>
+        loop(bin, ['runc', 'run', '--bundle', bundles.default, '{id}'], { n: N.runc, mountns: true, id: crunId('runc', round) }),
+      );
       if (c) addSeries('start', 'runc', 'runc run (default config)', c.samples, {}, c.cpu);
     }
     cleanupPeers();
     if (peers.bwrap.path) {
-      const c = await attempt('bwrap', () => loop(bin, ['bwrap', '--unshare-all', '--bind', busybox.dir, '/', '--proc', '/proc', '--dev', '/dev', '/bin/true'], { n: N.peer }));
+      const c = await attempt('bwrap', () =>
+        loop(bin, ['bwrap', '--unshare-all', '--bind', busybox.dir, '/', '--proc', '/proc', '--dev', '/dev', '/bin/true'], { n: N.peer }),
+      );
       if (c) addSeries('start', 'bwrap', 'bwrap --unshare-all', c.samples, {}, c.cpu);
     }
     if (peers.unshare.path) {
@@ -242,13 +310,17 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
     if (cliOk) {
       const c = await attempt('nsbox CLI', () => loop(bin, [process.execPath, cli, '--root', stateRoot, 'run', '--rm', 'busybox', 'true'], { n: N.cli }));
       if (c) addSeries('cli', 'nsbox', 'nsbox run --rm busybox true', c.samples, {}, c.cpu);
-      const p = await attempt('nsbox CLI unbundled', () => loop(bin, [process.execPath, cliPlain, '--root', stateRoot, 'run', '--rm', 'busybox', 'true'], { n: N.cli }));
+      const p = await attempt('nsbox CLI unbundled', () =>
+        loop(bin, [process.execPath, cliPlain, '--root', stateRoot, 'run', '--rm', 'busybox', 'true'], { n: N.cli }),
+      );
       if (p) addSeries('cli', 'nsbox-plain', 'nsbox run --rm busybox true (main.js, no bundle)', p.samples, {}, p.cpu);
       const h = await attempt('nsbox CLI --help', () => loop(bin, [process.execPath, cli, '--help'], { n: N.cli }));
       if (h) addSeries('cli', 'nsbox-help', 'nsbox --help (CLI load, no container)', h.samples, {}, h.cpu);
     }
     if (peers.crun.path && bundles.default) {
-      const c = await attempt('crun (CLI)', () => loop(bin, ['crun', 'run', '--bundle', bundles.default, '{id}'], { n: N.cli, mountns: true, id: crunId('crun3', round) }));
+      const c = await attempt('crun (CLI)', () =>
+        loop(bin, ['crun', 'run', '--bundle', bundles.default, '{id}'], { n: N.cli, mountns: true, id: crunId('crun3', round) }),
+      );
       if (c) addSeries('cli', 'crun', 'crun run (default config)', c.samples, {}, c.cpu);
       cleanupPeers();
     }
@@ -259,10 +331,29 @@ results.api = api;
 // A second opinion on the CLI numbers from hyperfine (its own harness and statistics).
 if (want(3) && cliOk && peers.hyperfine.path && !broken.has('nsbox CLI')) {
   const out = path.join(scratch, 'hyperfine.json');
-  const r = sh('hyperfine', ['-N', '-w', '3', '-r', quick ? '5' : '20', '--export-json', out, '-n', 'node -e 0', `${process.execPath} -e 0`,
-    '-n', 'nsbox run --rm busybox true', `${process.execPath} ${cli} --root ${stateRoot} run --rm busybox true`]);
+  const r = sh('hyperfine', [
+    '-N',
+    '-w',
+    '3',
+    '-r',
+    quick ? '5' : '20',
+    '--export-json',
+    out,
+    '-n',
+    'node -e 0',
+    `${process.execPath} -e 0`,
+    '-n',
+    'nsbox run --rm busybox true',
+    `${process.execPath} ${cli} --root ${stateRoot} run --rm busybox true`,
+  ]);
   if (r.code === 0) {
-    results.cli.hyperfine = JSON.parse(fs.readFileSync(out, 'utf8')).results.map((x) => ({ command: x.command, mean: x.mean * 1e3, stddev: x.stddev * 1e3, median: x.median * 1e3, runs: x.times.length }));
+    results.cli.hyperfine = JSON.parse(fs.readFileSync(out, 'utf8')).results.map((x) => ({
+      command: x.command,
+      mean: x.mean * 1e3,
+      stddev: x.stddev * 1e3,
+      median: x.median * 1e3,
+      runs: x.times.length,
+    }));
   } else skip(`hyperfine cross-check failed: ${r.stderr.trim().split('\n')[0]}`);
 }
 
@@ -273,21 +364,28 @@ if (want(4)) {
   // tmpfs, and how long the event loop was held meanwhile (monitorEventLoopDelay, 1 ms timer).
   for (const [where, root] of [['disk', stateRoot], ...(tmpfsState ? [['tmpfs', tmpfsState]] : [])]) {
     for (const inflight of [1, 2, 4, 8, 10, 16, 32]) {
-      const r = await attempt(`nsbox throughput ${inflight} in flight (${where})`, () => worker({ ...workerBase, stateRoot: root, scenario: 'throughput', count: N.tput, inflight, repeat: N.tputRepeat, warmup: 10 }));
+      const r = await attempt(`nsbox throughput ${inflight} in flight (${where})`, () =>
+        worker({ ...workerBase, stateRoot: root, scenario: 'throughput', count: N.tput, inflight, repeat: N.tputRepeat, warmup: 10 }),
+      );
       if (r) results.throughput[`nsbox.curve.${where}.${inflight}`] = { ...rate(r.walls, N.tput), inflight, where, loopDelay: r.loopDelay };
     }
   }
   for (const inflight of [1, 10]) {
     const key = inflight === 1 ? 'sequential' : 'inflight10';
-    const r = await attempt(`nsbox throughput ${key}`, () => worker({ ...workerBase, scenario: 'throughput', count: N.tput, inflight, repeat: N.tputRepeat, warmup: 10 }));
+    const r = await attempt(`nsbox throughput ${key}`, () =>
+      worker({ ...workerBase, scenario: 'throughput', count: N.tput, inflight, repeat: N.tputRepeat, warmup: 10 }),
+    );
     if (r) results.throughput[`nsbox.${key}`] = rate(r.walls, N.tput);
     const peersLoop = [];
     if (peers.crun.path && bundles.default) peersLoop.push(['crun', ['crun', 'run', '--bundle', bundles.default, '{id}'], true]);
-    if (peers.bwrap.path) peersLoop.push(['bwrap', ['bwrap', '--unshare-all', '--bind', busybox.dir, '/', '--proc', '/proc', '--dev', '/dev', '/bin/true'], false]);
+    if (peers.bwrap.path)
+      peersLoop.push(['bwrap', ['bwrap', '--unshare-all', '--bind', busybox.dir, '/', '--proc', '/proc', '--dev', '/dev', '/bin/true'], false]);
     for (const [name, cmd, mountns] of peersLoop) {
       const walls = [];
       for (let k = 0; k < N.tputRepeat; k++) {
-        const x = await attempt(`${name} throughput ${key}`, () => loop(bin, cmd, { n: N.tput, warmup: inflight, inflight, mountns, id: `${idBase}-t${inflight}-${k}` }));
+        const x = await attempt(`${name} throughput ${key}`, () =>
+          loop(bin, cmd, { n: N.tput, warmup: inflight, inflight, mountns, id: `${idBase}-t${inflight}-${k}` }),
+        );
         if (x) walls.push(x.wall ?? x.samples.reduce((a, b) => a + b, 0));
       }
       if (walls.length) results.throughput[`${name}.${key}`] = rate(walls, N.tput);
@@ -313,12 +411,21 @@ if (want(5)) {
         fds: (r.during.fds - r.before.fds) / N.live,
         heapKiB: (r.during.heapUsedKiB - r.before.heapUsedKiB) / N.live,
         leakedFds: r.after.fds - r.before.fds,
-        before: r.before, during: r.during, after: r.after,
+        before: r.before,
+        during: r.during,
+        after: r.after,
       });
     }
     if (per.length) {
       const med = (k) => summarize(per.map((p) => p[k])).median;
-      results.supervisor[kind] = { count: N.live, rssKiBPer: med('rssKiB'), fdsPer: med('fds'), heapKiBPer: med('heapKiB'), leakedFds: Math.max(...per.map((p) => p.leakedFds)), repeats: per };
+      results.supervisor[kind] = {
+        count: N.live,
+        rssKiBPer: med('rssKiB'),
+        fdsPer: med('fds'),
+        heapKiBPer: med('heapKiB'),
+        leakedFds: Math.max(...per.map((p) => p.leakedFds)),
+        repeats: per,
+      };
     }
   }
 }
@@ -334,7 +441,9 @@ if (want(6)) {
     ['vfork-100', `CLONE_VM|CLONE_VFORK, ${N.live} containers running`, { background: N.live }, []],
   ]) {
     log(`growth: ${label}`);
-    const r = await attempt(`growth ${id}`, () => worker({ ...workerBase, scenario: 'start', runs: N.growth, warmup: 10, network: 'none', remove: 'counted', ...extra }, flags));
+    const r = await attempt(`growth ${id}`, () =>
+      worker({ ...workerBase, scenario: 'start', runs: N.growth, warmup: 10, network: 'none', remove: 'counted', ...extra }, flags),
+    );
     if (r) {
       addSeries('growth', id, label, r.samples, { rssKiB: r.memory.rssKiB }, perRun(r));
       addSeries('growth', `${id}.started`, `${label}: run() resolved`, r.started, { hidden: true });
@@ -362,7 +471,9 @@ if (want(7)) {
       sh('sync');
       tarc.push(timeOnce('tar', ['-cf', out, '-C', img.dir, '.']));
       fs.rmSync(out, { force: true });
-      const r = await attempt(`nsbox import/commit ${name}`, () => worker({ ...workerBase, scenario: 'images', tarball: img.tar, repeat: 1, commit: true, scratch }));
+      const r = await attempt(`nsbox import/commit ${name}`, () =>
+        worker({ ...workerBase, scenario: 'images', tarball: img.tar, repeat: 1, commit: true, scratch }),
+      );
       if (r?.skipped) {
         skip(`images (${name}): ${r.skipped}`);
         break;
@@ -390,11 +501,22 @@ async function importRows() {
 // --- 8: exec into a running container, against crun exec ------------------------------
 if (want(8)) {
   log('exec');
-  await attempt('exec', () => measureExec({
-    bin, dist, cli, rootfs: busybox.dir, stateRoot, crun: peers.crun.path, rounds: N.rounds,
-    n: { inproc: N.inproc, peer: N.peer, cli: N.cli }, log, skip, gate,
-    add: (id, label, samples) => addSeries('exec', id, label, samples),
-  }));
+  await attempt('exec', () =>
+    measureExec({
+      bin,
+      dist,
+      cli,
+      rootfs: busybox.dir,
+      stateRoot,
+      crun: peers.crun.path,
+      rounds: N.rounds,
+      n: { inproc: N.inproc, peer: N.peer, cli: N.cli },
+      log,
+      skip,
+      gate,
+      add: (id, label, samples) => addSeries('exec', id, label, samples),
+    }),
+  );
 }
 
 // --- the end -----------------------------------------------------------------------------

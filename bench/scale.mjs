@@ -79,7 +79,9 @@ try {
   const cli = [];
   for (let i = 0; i < 5; i++) {
     t = now();
-    execFileSync(process.execPath, [path.join(REPO, 'dist', 'cli', 'main.js'), '--root', path.join(base, 'root'), 'ps', '-a', '-q'], { stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync(process.execPath, [path.join(REPO, 'dist', 'cli', 'main.js'), '--root', path.join(base, 'root'), 'ps', '-a', '-q'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     cli.push(now() - t);
   }
   result.list = { containers: M + 1, inProcessMs: Math.round(median(inproc)), cliMs: Math.round(median(cli)) };

@@ -40,7 +40,14 @@ try {
   for (let i = -20; i < runs; i++) {
     for (const [name, v] of Object.entries(variants)) {
       const t0 = now();
-      const c = await v.rt.run({ image: 'busybox', command: ['/bin/true'], stdio: 'ignore', network: v.network ?? 'none', remove: true, ...(v.limits ? { limits: v.limits } : {}) });
+      const c = await v.rt.run({
+        image: 'busybox',
+        command: ['/bin/true'],
+        stdio: 'ignore',
+        network: v.network ?? 'none',
+        remove: true,
+        ...(v.limits ? { limits: v.limits } : {}),
+      });
       const t1 = now();
       let t2 = 0;
       c.once('exit', () => (t2 = now()));
@@ -66,8 +73,23 @@ for (const [name, xs] of Object.entries(samples)) {
   const slow = sorted.slice(Math.floor(sorted.length * 0.98));
   const mid = sorted.slice(Math.floor(sorted.length * 0.4), Math.ceil(sorted.length * 0.6));
   const part = (set, k) => med(set.map((x) => x[k])).toFixed(2);
-  out[name] = { median: totals.median, p99: totals.p99, mid: { run: part(mid, 'run'), live: part(mid, 'live'), removal: part(mid, 'removal') }, slow: { run: part(slow, 'run'), live: part(slow, 'live'), removal: part(slow, 'removal') } };
-  console.log(`| ${name} | ${totals.median.toFixed(2)} | ${totals.p99.toFixed(2)} | ${(totals.p99 / totals.median).toFixed(2)} | ${part(mid, 'run')} / ${part(slow, 'run')} | ${part(mid, 'live')} / ${part(slow, 'live')} | ${part(mid, 'removal')} / ${part(slow, 'removal')} |`);
+  out[name] = {
+    median: totals.median,
+    p99: totals.p99,
+    mid: { run: part(mid, 'run'), live: part(mid, 'live'), removal: part(mid, 'removal') },
+    slow: { run: part(slow, 'run'), live: part(slow, 'live'), removal: part(slow, 'removal') },
+  };
+  console.log(
+    `| ${name} | ${totals.median.toFixed(2)} | ${totals.p99.toFixed(2)} | ${(totals.p99 / totals.median).toFixed(2)} | ${part(mid, 'run')} / ${part(slow, 'run')} | ${part(mid, 'live')} / ${part(slow, 'live')} | ${part(mid, 'removal')} / ${part(slow, 'removal')} |`,
+  );
 }
-fs.writeFileSync(path.join(REPO, 'bench', 'results', `tail-${new Date().toISOString().slice(0, 10)}.json`), `${JSON.stringify({ date: new Date().toISOString(), runs, load: os.loadavg(), variants: out }, null, 1)}\n`);
-process.stderr.write(`load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}\n`);
+fs.writeFileSync(
+  path.join(REPO, 'bench', 'results', `tail-${new Date().toISOString().slice(0, 10)}.json`),
+  `${JSON.stringify({ date: new Date().toISOString(), runs, load: os.loadavg(), variants: out }, null, 1)}\n`,
+);
+process.stderr.write(
+  `load ${os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ')}\n`,
+);

@@ -46,7 +46,10 @@ fs.renameSync(`${bundle}.tmp`, bundle);
 // the CLI then compiles as usual. No cache at all only costs speed: the build goes on.
 const cache = path.join(dist, 'cli', 'bundle.cache');
 fs.rmSync(cache, { force: true });
-const trainings = [['run', '--rm', 'busybox', 'true'], ['ps', '-a']];
+const trainings = [
+  ['run', '--rm', 'busybox', 'true'],
+  ['ps', '-a'],
+];
 for (const args of trainings) {
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-bundle-'));
   try {

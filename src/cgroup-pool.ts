@@ -61,7 +61,6 @@ let exitHooked = false;
 /** Sets being made in the background, so that drain() can wait for them. */
 const inFlight = new Set<Promise<void>>();
 
-
 export function warmEnabled(): boolean {
   return process.env.NSBOX_WARM_CGROUPS !== '0';
 }
@@ -118,15 +117,20 @@ export function refillWarm(shape: ShapeGroup[], values: Map<string, string>): vo
   // Sets whose values differ are still good: a start writes what differs.
   while (pool.idle.length + pool.filling < PER_SHAPE) {
     pool.filling++;
-    const p: Promise<void> = makeSoon(shape, values).then((set) => {
-      pool.filling--;
-      // Dropped meanwhile (drain, or more shapes than kept): not wanted any more.
-      if (pools.get(key) !== pool) discardSync(set);
-      else pool.idle.push(set);
-    }, () => {
-      // Not made (the hierarchy went, or is not writable): the next start makes its own.
-      pool.filling--;
-    }).finally(() => inFlight.delete(p));
+    const p: Promise<void> = makeSoon(shape, values)
+      .then(
+        (set) => {
+          pool.filling--;
+          // Dropped meanwhile (drain, or more shapes than kept): not wanted any more.
+          if (pools.get(key) !== pool) discardSync(set);
+          else pool.idle.push(set);
+        },
+        () => {
+          // Not made (the hierarchy went, or is not writable): the next start makes its own.
+          pool.filling--;
+        },
+      )
+      .finally(() => inFlight.delete(p));
     inFlight.add(p);
   }
 }
@@ -156,28 +160,30 @@ export function makeSync(shape: ShapeGroup[], name: string): WarmSet {
  * more CPU per start here (a thread hop and a promise per call).
  */
 function makeSoon(shape: ShapeGroup[], values: Map<string, string>): Promise<WarmSet> {
-  return new Promise((resolve, reject) => setImmediate(() => {
-    let set: WarmSet;
-    try {
-      set = makeSync(shape, newName());
-    } catch (e) {
-      reject(e as Error);
-      return;
-    }
-    for (const [i, g] of shape.entries()) {
-      for (const file of g.files) {
-        const v = values.get(`${i}/${file}`);
-        if (v === undefined) continue;
-        try {
-          fs.writeFileSync(path.join(set.dirs[i]!, file), v);
-          set.values.set(`${i}/${file}`, v);
-        } catch {
-          // left at the kernel's default: the start writes it
+  return new Promise((resolve, reject) =>
+    setImmediate(() => {
+      let set: WarmSet;
+      try {
+        set = makeSync(shape, newName());
+      } catch (e) {
+        reject(e as Error);
+        return;
+      }
+      for (const [i, g] of shape.entries()) {
+        for (const file of g.files) {
+          const v = values.get(`${i}/${file}`);
+          if (v === undefined) continue;
+          try {
+            fs.writeFileSync(path.join(set.dirs[i]!, file), v);
+            set.values.set(`${i}/${file}`, v);
+          } catch {
+            // left at the kernel's default: the start writes it
+          }
         }
       }
-    }
-    resolve(set);
-  }));
+      resolve(set);
+    }),
+  );
 }
 
 /** Closes a set's fds and removes its directories (empty: no process ever joined). */

@@ -54,7 +54,19 @@ export function detectCgroupMode(mountinfo: string, cgroupFile: string): { mode:
       if (fields[3] === '/' && unifiedMount === undefined) unifiedMount = unescape(fields[4]!);
     } else if (fstype === 'cgroup') {
       const opts = superOptions.split(',');
-      if (opts.some((o) => o !== 'rw' && o !== 'ro' && !o.startsWith('name=') && !o.startsWith('release_agent=') && o !== 'xattr' && o !== 'noprefix' && o !== 'clone_children' && o !== 'cpuset_v2_mode')) {
+      if (
+        opts.some(
+          (o) =>
+            o !== 'rw' &&
+            o !== 'ro' &&
+            !o.startsWith('name=') &&
+            !o.startsWith('release_agent=') &&
+            o !== 'xattr' &&
+            o !== 'noprefix' &&
+            o !== 'clone_children' &&
+            o !== 'cpuset_v2_mode',
+        )
+      ) {
         v1Controllers = true;
       }
     }
@@ -198,19 +210,25 @@ function enableController(parent: string, c: string, words: (dir: string, f: str
   if (words(parent, 'cgroup.subtree_control').has(c)) return;
   const available = words(parent, 'cgroup.controllers');
   if (!available.has(c)) {
-    throw new NsboxError('UNSUPPORTED', `limits: no ${c} controller in cgroup v2 at ${parent} (its cgroup.controllers: ${[...available].join(' ') || 'none'})`, {
-      path: c, hint: `the cgroup above must delegate '${c}' (systemd: Delegate=yes), or name a parent that has it with NSBOX_CGROUP_V2_PARENT`,
-    });
+    throw new NsboxError(
+      'UNSUPPORTED',
+      `limits: no ${c} controller in cgroup v2 at ${parent} (its cgroup.controllers: ${[...available].join(' ') || 'none'})`,
+      {
+        path: c,
+        hint: `the cgroup above must delegate '${c}' (systemd: Delegate=yes), or name a parent that has it with NSBOX_CGROUP_V2_PARENT`,
+      },
+    );
   }
   try {
     fs.writeFileSync(path.join(parent, 'cgroup.subtree_control'), `+${c}`);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    const why = code === 'EBUSY'
-      ? `${parent} holds processes, and cgroup v2 enables a controller for children only in a cgroup without any`
-      : (e as Error).message;
+    const why =
+      code === 'EBUSY' ? `${parent} holds processes, and cgroup v2 enables a controller for children only in a cgroup without any` : (e as Error).message;
     throw new NsboxError(errnoCode(code), `limits: cannot enable the ${c} controller in ${parent}: ${why}`, {
-      path: c, cause: e, hint: 'run the supervisor in a leaf cgroup below a delegated one, or set NSBOX_CGROUP_V2_PARENT to an empty cgroup with the controllers enabled',
+      path: c,
+      cause: e,
+      hint: 'run the supervisor in a leaf cgroup below a delegated one, or set NSBOX_CGROUP_V2_PARENT to an empty cgroup with the controllers enabled',
     });
   }
 }
@@ -269,7 +287,9 @@ export class V2Cgroup {
         // was asked for beyond memory (as on v1), an error when some was.
         if (f.file === 'memory.swap.max' && !fs.existsSync(path.join(dir, f.file))) {
           if (f.value === '0') continue;
-          throw new NsboxError('UNSUPPORTED', 'limits.memorySwap: this kernel has no swap accounting (memory.swap.max), so swap cannot be limited', { path: 'memory' });
+          throw new NsboxError('UNSUPPORTED', 'limits.memorySwap: this kernel has no swap accounting (memory.swap.max), so swap cannot be limited', {
+            path: 'memory',
+          });
         }
         fs.writeFileSync(path.join(dir, f.file), f.value);
       }
@@ -360,7 +380,8 @@ export async function killAndRemove(dir: string, waitMs = 5000): Promise<void> {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return;
-      if (code !== 'EBUSY' || Date.now() > deadline) throw new NsboxError(errnoCode(code), `remove cgroup ${dir}: ${(e as Error).message}`, { cause: e, path: dir });
+      if (code !== 'EBUSY' || Date.now() > deadline)
+        throw new NsboxError(errnoCode(code), `remove cgroup ${dir}: ${(e as Error).message}`, { cause: e, path: dir });
       await new Promise((r) => setTimeout(r, attempt < 10 ? 1 : 10));
     }
   }

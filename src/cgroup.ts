@@ -34,9 +34,15 @@ import type { DeviceNode } from './plan';
 
 /** The parent's rules, in the order devices.list shows them. */
 export const DEVICE_ALLOWLIST: readonly string[] = Object.freeze([
-  'c *:* m', 'b *:* m',
-  'c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm', 'c 1:9 rwm', // null zero full random urandom
-  'c 5:0 rwm', 'c 5:2 rwm', // tty, ptmx
+  'c *:* m',
+  'b *:* m',
+  'c 1:3 rwm',
+  'c 1:5 rwm',
+  'c 1:7 rwm',
+  'c 1:8 rwm',
+  'c 1:9 rwm', // null zero full random urandom
+  'c 5:0 rwm',
+  'c 5:2 rwm', // tty, ptmx
   'c 136:* rwm', // the container's own pseudo-terminals
 ]);
 
@@ -227,7 +233,11 @@ function limitShape(wanted: Map<string, Array<[string, string]>>): { shape: Shap
   for (const [controller, files] of wanted) {
     const hier = h.get(controller);
     if (!hier) {
-      throw new NsboxError('UNSUPPORTED', `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted, and limits are not on cgroup v2 here: see NSBOX_CGROUP_V2)`, { path: controller });
+      throw new NsboxError(
+        'UNSUPPORTED',
+        `limits: no ${controller} cgroup controller on this host (cgroup v1 '${controller}' is not mounted, and limits are not on cgroup v2 here: see NSBOX_CGROUP_V2)`,
+        { path: controller },
+      );
     }
     const parent = path.join(hier.mount, hier.path, PARENT);
     let i = shape.findIndex((g) => g.parent === parent);
@@ -327,7 +337,9 @@ export class ContainerCgroup {
     let current = '';
     try {
       if (limits.memorySwap !== undefined && limits.memorySwap !== limits.memory && !memsw) {
-        throw new NsboxError('UNSUPPORTED', 'limits.memorySwap: this kernel has no swap accounting (memory.memsw), so swap cannot be limited', { hint: 'boot with swapaccount=1, or leave memorySwap out (then no swap is limited separately)' });
+        throw new NsboxError('UNSUPPORTED', 'limits.memorySwap: this kernel has no swap accounting (memory.memsw), so swap cannot be limited', {
+          hint: 'boot with swapaccount=1, or leave memorySwap out (then no swap is limited separately)',
+        });
       }
       const { shape, controllers, values } = limitShape(wanted);
       const warm = takeWarm(shape);
@@ -472,7 +484,10 @@ export class ContainerCgroup {
     try {
       fs.mkdirSync(dir, { mode: 0o755 });
       made.push(dir);
-      writeDeviceRules(dir, devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`));
+      writeDeviceRules(
+        dir,
+        devices.map((d) => `${d.type} ${d.major}:${d.minor} rwm`),
+      );
       // libuv opens with O_CLOEXEC: the container gets it only through the plan's step.
       fd = fs.openSync(path.join(dir, 'tasks'), fs.constants.O_WRONLY);
       return new ContainerCgroup(made, [fd], new Map([['devices', dir]]));
@@ -633,7 +648,12 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
     for (const p of pidsInNamespace(ns)) {
       if (moved.has(p)) continue;
       try {
-        const from = fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:freezer:/.test(l))?.split(':')[2] ?? h.path;
+        const from =
+          fs
+            .readFileSync(`/proc/${p}/cgroup`, 'utf8')
+            .split('\n')
+            .find((l) => /^\d+:freezer:/.test(l))
+            ?.split(':')[2] ?? h.path;
         fs.writeFileSync(procs, String(p));
         moved.set(p, path.join(h.mount, from));
         added++;
@@ -747,19 +767,21 @@ export async function removeContainerCgroupAsync(id: string, waitMs = 3000): Pro
   const dirs = [...nsboxParents(), ...(given ? [given] : [])].map((p) => path.join(p, id));
   const devices = devicesParent();
   if (devices) dirs.push(path.join(devices, STANDARD, id));
-  await Promise.all(dirs.map(async (dir) => {
-    for (;;) {
-      try {
-        await fs.promises.rmdir(dir);
-        removed.push(dir);
-        return;
-      } catch (e) {
-        // ENOENT: not there
-        if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() >= deadline) return;
-        await new Promise((r) => setTimeout(r, 5));
+  await Promise.all(
+    dirs.map(async (dir) => {
+      for (;;) {
+        try {
+          await fs.promises.rmdir(dir);
+          removed.push(dir);
+          return;
+        } catch (e) {
+          // ENOENT: not there
+          if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() >= deadline) return;
+          await new Promise((r) => setTimeout(r, 5));
+        }
       }
-    }
-  }));
+    }),
+  );
   return removed;
 }
 

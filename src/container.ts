@@ -121,10 +121,12 @@ export interface RemoveOptions {
 
 const STOP_OPTIONS: Spec<ContainerStopOptions> = {
   timeout: optional(integer(0, 2 ** 31 - 1)),
-  signal: optional(union<NodeJS.Signals | number>('a signal name or number', [
-    [(v) => typeof v === 'string', string as Check<NodeJS.Signals>],
-    [(v) => typeof v === 'number', integer(0, 64)],
-  ])),
+  signal: optional(
+    union<NodeJS.Signals | number>('a signal name or number', [
+      [(v) => typeof v === 'string', string as Check<NodeJS.Signals>],
+      [(v) => typeof v === 'number', integer(0, 64)],
+    ]),
+  ),
 };
 const REMOVE_OPTIONS: Spec<RemoveOptions> = { force: optional(boolean) };
 
@@ -137,7 +139,10 @@ export interface LaunchOptions extends ProcessOptions {
 }
 
 /** Checked by its own code later: here only its presence among the known keys. */
-const given = <T>(): Check<T> => (v) => v as T;
+const given =
+  <T>(): Check<T> =>
+  (v) =>
+    v as T;
 const PATHS = arrayOf(pathString, { min: 1 });
 const ROOT_TYPES = ['bind', 'overlay', 'aufs'] as const;
 const ROOT = ((v: unknown, name: string): RootSource => {
@@ -146,9 +151,19 @@ const ROOT = ((v: unknown, name: string): RootSource => {
     case 'bind':
       return checkObject<RootSource>({ type: given(), path: pathString, readonly: optional(boolean) } as Spec<RootSource>, v, name);
     case 'overlay':
-      return checkObject<RootSource>({
-        type: given(), lower: PATHS, upper: pathString, work: pathString, target: pathString, volatile: optional(boolean), writeLayer: optional(given()),
-      } as Spec<RootSource>, v, name);
+      return checkObject<RootSource>(
+        {
+          type: given(),
+          lower: PATHS,
+          upper: pathString,
+          work: pathString,
+          target: pathString,
+          volatile: optional(boolean),
+          writeLayer: optional(given()),
+        } as Spec<RootSource>,
+        v,
+        name,
+      );
     case 'aufs':
       return checkObject<RootSource>({ type: given(), lower: PATHS, upper: pathString, target: pathString } as Spec<RootSource>, v, name);
   }
@@ -167,9 +182,16 @@ const PROCESS_OPTIONS: Spec<ProcessOptions> = {
   cwd: optional(string),
   network: given(),
   mounts: optional(arrayOf(shape<BindMount>({ source: pathString, target: string, readonly: optional(boolean) as Check<boolean>, file: optional(boolean) }))),
-  tmpfs: optional(arrayOf(shape<TmpfsMount>({
-    target: string, size: optional(integer(0, Number.MAX_SAFE_INTEGER)), mode: optional(integer(0, 0o7777)), noexec: optional(boolean),
-  }))),
+  tmpfs: optional(
+    arrayOf(
+      shape<TmpfsMount>({
+        target: string,
+        size: optional(integer(0, Number.MAX_SAFE_INTEGER)),
+        mode: optional(integer(0, 0o7777)),
+        noexec: optional(boolean),
+      }),
+    ),
+  ),
   limits: given(),
   ulimits: given(),
   timeout: given(),
@@ -177,7 +199,7 @@ const PROCESS_OPTIONS: Spec<ProcessOptions> = {
   devices: given(),
   security: given(),
   stdio: given(),
-  tty: (v, name) => (isObject(v) ? shape<TerminalSize>({ cols: given(), rows: given() })(v, name) : v as boolean | undefined),
+  tty: (v, name) => (isObject(v) ? shape<TerminalSize>({ cols: given(), rows: given() })(v, name) : (v as boolean | undefined)),
 };
 
 /**
@@ -207,9 +229,7 @@ export interface CommitOptions {
 /** The step a failure in the child's writing of its user namespace's id maps reports (common/report.h kUserNsPhase). */
 const USERNS_PHASE = -3;
 
-export const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(
-  Object.entries(osConstants.signals).map(([name, num]) => [num, name as NodeJS.Signals]),
-);
+export const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(osConstants.signals).map(([name, num]) => [num, name as NodeJS.Signals]));
 
 export function signalNumber(signal: NodeJS.Signals | number): number {
   if (typeof signal === 'number') {
@@ -224,14 +244,20 @@ export function signalNumber(signal: NodeJS.Signals | number): number {
 export function ttySize(t: boolean | TerminalSize | undefined): { cols: number; rows: number } | undefined {
   if (!t) return undefined;
   const { cols = 80, rows = 24 } = t === true ? {} : t;
-  for (const [k, v] of [['cols', cols], ['rows', rows]] as const) {
+  for (const [k, v] of [
+    ['cols', cols],
+    ['rows', rows],
+  ] as const) {
     if (!Number.isInteger(v) || v < 1 || v > 0xffff) throw invalid(`tty.${k}: ${v}: 1 to 65535`);
   }
   return { cols, rows };
 }
 
 /** The setup step named by a failure record, as the message will say it. */
-export function describeFailure(plan: NativePlan, r: { step: number; detail?: number; code: string; syscall: string; errno: number; vanished?: number }): NsboxError {
+export function describeFailure(
+  plan: NativePlan,
+  r: { step: number; detail?: number; code: string; syscall: string; errno: number; vanished?: number },
+): NsboxError {
   const details = { errno: r.errno, syscall: r.syscall } as const;
   if (r.vanished !== undefined) {
     const signal = r.vanished & 0x7f;
@@ -240,13 +266,20 @@ export function describeFailure(plan: NativePlan, r: { step: number; detail?: nu
   }
   if (r.step === USERNS_PHASE) {
     const file = ['setgroups', 'uid_map', 'gid_map'][r.detail ?? 0] ?? 'uid_map';
-    return new NsboxError(errnoCode(r.code), `user namespace: ${r.syscall} /proc/self/${file}: ${r.code}`, { ...details, step: 'user namespace', path: `/proc/self/${file}`, hint: 'the kernel refused the one-id map of a rootless container (is /proc mounted with hidepid, or a security module in the way?)' });
+    return new NsboxError(errnoCode(r.code), `user namespace: ${r.syscall} /proc/self/${file}: ${r.code}`, {
+      ...details,
+      step: 'user namespace',
+      path: `/proc/self/${file}`,
+      hint: 'the kernel refused the one-id map of a rootless container (is /proc mounted with hidepid, or a security module in the way?)',
+    });
   }
   if (r.step < 0 && plan.userns && r.syscall === 'clone' && (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')) {
     // The usual way rootless fails: the kernel does not let this user make a user namespace.
-    const why = r.code === 'ENOSPC' || r.code === 'EUSERS' ? 'the limit on user namespaces is reached (or 0)' : 'unprivileged user namespaces are disabled here';
+    const why =
+      r.code === 'ENOSPC' || r.code === 'EUSERS' ? 'the limit on user namespaces is reached (or 0)' : 'unprivileged user namespaces are disabled here';
     return new NsboxError(errnoCode(r.code), `start container: clone: ${r.code}: rootless (uid ${process.geteuid?.()}) needs a user namespace, and ${why}`, {
-      ...details, step: 'clone',
+      ...details,
+      step: 'clone',
       hint: 'allow unprivileged user namespaces: sysctl user.max_user_namespaces=15000 (not 0), kernel.unprivileged_userns_clone=1 (Debian kernels), kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu 23.10+, or an AppArmor profile for node allowing userns); in a container, its seccomp profile must allow CLONE_NEWUSER; or run as root',
     });
   }
@@ -263,14 +296,19 @@ export function describeFailure(plan: NativePlan, r: { step: number; detail?: nu
       return new NsboxError(errnoCode(r.code), `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
     }
     const path = r.detail !== undefined && r.detail >= 0 ? plan.candidates[r.detail]! : program;
-    const why = r.code === 'ENOENT'
-      ? (program.includes('/') ? 'no such file' : `not found in PATH`)
-      : r.code === 'EACCES' ? 'permission denied (a directory, or not executable)' : r.code;
+    const why =
+      r.code === 'ENOENT'
+        ? program.includes('/')
+          ? 'no such file'
+          : `not found in PATH`
+        : r.code === 'EACCES'
+          ? 'permission denied (a directory, or not executable)'
+          : r.code;
     return new NsboxError(errnoCode(r.code), `exec ${path}: ${why} (${r.code})`, { ...details, step: 'exec', path });
   }
   const step = plan.steps[r.step]!;
   const path = step.target || step.source || '';
-  const pathText = step.target ? `/${step.target.replace(/^\//, '')}` : step.source ?? '';
+  const pathText = step.target ? `/${step.target.replace(/^\//, '')}` : (step.source ?? '');
   const where = step.op === 'mountRootFs' || step.op === 'bindRoot' ? path : pathText;
   return new NsboxError(errnoCode(r.code), `${step.name}: ${r.syscall} ${where}: ${r.code}`, { ...details, step: step.name, path: where });
 }
@@ -404,10 +442,12 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     if (time.timeoutMs !== undefined) timers.push(setTimeout(() => end('timedOut'), time.timeoutMs));
     time.signal?.addEventListener('abort', onAbort, { once: true });
     if (time.cpuTimeNs !== undefined && cgroup) {
-      timers.push(setInterval(() => {
-        const used = cgroup.cpuUsageNs();
-        if (used !== undefined && used > time.cpuTimeNs!) end('cpuTimeExceeded');
-      }, 50));
+      timers.push(
+        setInterval(() => {
+          const used = cgroup.cpuUsageNs();
+          if (used !== undefined && used > time.cpuTimeNs!) end('cpuTimeExceeded');
+        }, 50),
+      );
     }
     // Timers never keep Node alive on their own: the container's pidfd does while it runs.
     for (const t of timers) t.unref();
@@ -419,12 +459,16 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     this.proc = r.process;
     exit.attach((code, sig, usage) => {
       this.status = {
-        exitCode: code, signal: sig === null ? null : SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals),
-        oomKilled: false, ...ended,
+        exitCode: code,
+        signal: sig === null ? null : (SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals)),
+        oomKilled: false,
+        ...ended,
         usage: {
           wallMs: performance.now() - startedAt,
-          cpuUserMs: (usage?.userUs ?? 0) / 1000, cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
-          maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024, memoryPeakBytes: null,
+          cpuUserMs: (usage?.userUs ?? 0) / 1000,
+          cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
+          maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024,
+          memoryPeakBytes: null,
         },
       };
       stopTimers();
@@ -628,13 +672,22 @@ function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefi
   const userns = startUserNs();
   if (userns) checkRootlessIds(confined.security, userns);
   // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
-  const cgroup = userns ? rootlessCgroup(managed?.id ?? newId(), bounds) : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
-  const bornIn = userns ? cgroup?.bornIn : cgroup?.bornIn ?? homeDevicesTasks();
+  const cgroup = userns
+    ? rootlessCgroup(managed?.id ?? newId(), bounds)
+    : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+  const bornIn = userns ? cgroup?.bornIn : (cgroup?.bornIn ?? homeDevicesTasks());
   try {
     const plan = buildPlan({
-      cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(FORK_STYLE ? { forkStyle: true } : {}), ...(userns ? { userns } : {}),
-      stdio: normaliseStdio(stdio), tty: size, confinement: confined,
-      deviceNodesAllowed: privileged, devices, initOptions,
+      cgroupNamespace: hasCgroupNamespaces(),
+      ...rest,
+      ...(FORK_STYLE ? { forkStyle: true } : {}),
+      ...(userns ? { userns } : {}),
+      stdio: normaliseStdio(stdio),
+      tty: size,
+      confinement: confined,
+      deviceNodesAllowed: privileged,
+      devices,
+      initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
       ...(bornIn ? { bornIn } : {}),
       ...(cgroup?.cgroupFd !== undefined ? { cgroupFd: cgroup.cgroupFd } : {}),

@@ -75,7 +75,8 @@ export async function copyToHost(stream: AsyncIterable<Uint8Array | string>, des
     const uid = process.geteuid?.() ?? 0;
     const gid = process.getegid?.() ?? 0;
     return await extractStream(replay(first.chunks, chunks), fd, {
-      label, ...(topName !== undefined ? { topName } : {}),
+      label,
+      ...(topName !== undefined ? { topName } : {}),
       ...(options.keepOwners ? {} : { owner: { uid, gid } }),
       ...(options.keepPrivileges ? {} : { dropPrivileges: true }),
     });
@@ -88,13 +89,16 @@ export async function copyToHost(stream: AsyncIterable<Uint8Array | string>, des
 async function firstEntry(it: AsyncIterator<Buffer>, label: string): Promise<{ type: string; top: string; chunks: Buffer[] }> {
   const chunks: Buffer[] = [];
   let found: { type: string; top: string } | undefined;
-  const reader = new TarReader({
-    onEntry: (e) => {
-      found ??= { type: e.type, top: components(e.name, label)[0] ?? '.' };
+  const reader = new TarReader(
+    {
+      onEntry: (e) => {
+        found ??= { type: e.type, top: components(e.name, label)[0] ?? '.' };
+      },
+      onData: () => undefined,
+      onEntryEnd: () => undefined,
     },
-    onData: () => undefined,
-    onEntryEnd: () => undefined,
-  }, label);
+    label,
+  );
   while (!found) {
     const r = await it.next();
     if (r.done) break;
@@ -114,4 +118,3 @@ async function* replay(first: Buffer[], rest: AsyncIterator<Buffer>): AsyncGener
     yield r.value;
   }
 }
-

@@ -36,7 +36,10 @@ const { O_RDONLY, O_DIRECTORY } = fs.constants;
 function root(fd: number, running: boolean, writable: boolean, unmountedVolumes: string[]): ContainerRoot {
   let open = true;
   return {
-    fd, running, writable, unmountedVolumes,
+    fd,
+    running,
+    writable,
+    unmountedVolumes,
     close() {
       if (open) fs.closeSync(fd);
       open = false;
@@ -48,9 +51,14 @@ function root(fd: number, running: boolean, writable: boolean, unmountedVolumes:
 export function openRunningRoot(rec: ContainerRecord, label: string): ContainerRoot {
   const pid = rec.pid ?? undefined;
   const start = rec.pidStart ?? undefined;
-  const proven = (): boolean => pid !== undefined && rec.pidNamespace !== null && processPidNamespace(pid) === rec.pidNamespace
-    && rec.pidNamespace !== processPidNamespace('self') && processAlive(pid, start);
-  const gone = () => new NsboxError('BAD_STATE', `${label}: container ${rec.name ?? rec.id} is not running any more, or its record does not prove pid ${pid} is its own`);
+  const proven = (): boolean =>
+    pid !== undefined &&
+    rec.pidNamespace !== null &&
+    processPidNamespace(pid) === rec.pidNamespace &&
+    rec.pidNamespace !== processPidNamespace('self') &&
+    processAlive(pid, start);
+  const gone = () =>
+    new NsboxError('BAD_STATE', `${label}: container ${rec.name ?? rec.id} is not running any more, or its record does not prove pid ${pid} is its own`);
   if (!proven()) throw gone();
   let fd: number;
   try {
@@ -77,9 +85,13 @@ export function openStoppedRoot(rec: ContainerRecord, ws: Workspace, volumeTarge
     case 'overlay':
       if (isRootless()) {
         // An overlay mounted in no namespace is the host's mount: only root may make it.
-        throw new NsboxError('UNSUPPORTED', `${label}: copying to or from a stopped container needs root (its layers are mounted on the host); rootless, only a running container's root can be reached`, {
-          hint: `nsbox start it first (or commit it and run the image)`,
-        });
+        throw new NsboxError(
+          'UNSUPPORTED',
+          `${label}: copying to or from a stopped container needs root (its layers are mounted on the host); rootless, only a running container's root can be reached`,
+          {
+            hint: `nsbox start it first (or commit it and run the image)`,
+          },
+        );
       }
       return root(mountOverlayFd([ws.imageLayer], ws.upper, ws.work), false, true, volumeTargets);
     case 'aufs':

@@ -17,10 +17,7 @@
 import * as fs from 'node:fs';
 
 import { NsboxError, fromSystemError } from './errors';
-import {
-  createFileAt, linkAt, mkdirAt, openDirAt, setAttrsFd, setLinkAttrsAt, setXattrFd, statAt, symlinkAt, unlinkAt,
-  type EntryStat,
-} from './fsat';
+import { createFileAt, linkAt, mkdirAt, openDirAt, setAttrsFd, setLinkAttrsAt, setXattrFd, statAt, symlinkAt, unlinkAt, type EntryStat } from './fsat';
 import type { TarEntry, TarHandler } from './image/tar';
 
 const { S_IFMT, S_IFDIR, S_IFLNK } = fs.constants;
@@ -62,7 +59,10 @@ export class FdExtractor implements TarHandler {
   private current: TarEntry | undefined;
 
   /** `topFd`: the directory the entries land in; stays open (the caller's). */
-  constructor(private readonly topFd: number, private readonly o: ExtractIntoOptions) {}
+  constructor(
+    private readonly topFd: number,
+    private readonly o: ExtractIntoOptions,
+  ) {}
 
   onEntry(entry: TarEntry): void {
     this.entries++;
@@ -79,12 +79,20 @@ export class FdExtractor implements TarHandler {
       const name = parts[parts.length - 1]!;
       const dir = entry.type === 'hardlink' ? -1 : this.parent(parts, entry);
       switch (entry.type) {
-        case 'directory': return this.directory(dir, name, parts, entry);
-        case 'file': return this.file(dir, name, parts, entry);
-        case 'symlink': return this.symlink(dir, name, entry);
-        case 'hardlink': return this.hardlink(name, parts, entry);
+        case 'directory':
+          return this.directory(dir, name, parts, entry);
+        case 'file':
+          return this.file(dir, name, parts, entry);
+        case 'symlink':
+          return this.symlink(dir, name, entry);
+        case 'hardlink':
+          return this.hardlink(name, parts, entry);
         default:
-          throw new NsboxError('UNSUPPORTED', `${this.o.label}: entry "${entry.name}": a ${entry.type === 'other' ? `type '${entry.typeflag}' entry` : entry.type} is not copied (regular files, directories, symlinks and hard links are)`, { path: entry.name });
+          throw new NsboxError(
+            'UNSUPPORTED',
+            `${this.o.label}: entry "${entry.name}": a ${entry.type === 'other' ? `type '${entry.typeflag}' entry` : entry.type} is not copied (regular files, directories, symlinks and hard links are)`,
+            { path: entry.name },
+          );
       }
     } catch (err) {
       throw this.wrap(err, entry);
@@ -196,7 +204,9 @@ export class FdExtractor implements TarHandler {
     for (let attempt = 0; ; attempt++) {
       const st = this.lstat(dir, b);
       if (st && (st.mode & S_IFMT) === S_IFDIR) {
-        throw new NsboxError('EISDIR', `${this.o.label}: entry "${entry.name}": would replace the directory ${name} with a ${entry.type}`, { path: entry.name });
+        throw new NsboxError('EISDIR', `${this.o.label}: entry "${entry.name}": would replace the directory ${name} with a ${entry.type}`, {
+          path: entry.name,
+        });
       }
       if (st) unlinkAt(dir, b, false);
       try {
@@ -223,7 +233,9 @@ export class FdExtractor implements TarHandler {
       } else if ((st.mode & S_IFMT) === S_IFLNK) {
         throw this.unsafe(entry, `its parent "${parts.slice(0, i + 1).join('/')}" is a symlink: it is not followed`);
       } else if ((st.mode & S_IFMT) !== S_IFDIR) {
-        throw new NsboxError('ENOTDIR', `${this.o.label}: entry "${entry.name}": its parent "${parts.slice(0, i + 1).join('/')}" is not a directory`, { path: entry.name });
+        throw new NsboxError('ENOTDIR', `${this.o.label}: entry "${entry.name}": its parent "${parts.slice(0, i + 1).join('/')}" is not a directory`, {
+          path: entry.name,
+        });
       }
       // O_NOFOLLOW: swapped for a link since the check, it fails (ELOOP) rather than lead anywhere.
       this.levels.push({ name: parts[i]!, fd: openDirAt(up, b) });
@@ -256,9 +268,18 @@ export class FdExtractor implements TarHandler {
     if (this.o.dropPrivileges) mode &= ~0o6000;
     const owner = this.o.owner ?? entry;
     return {
-      mode, uid: owner.uid, gid: owner.gid, nlink: 1, size: 0,
-      atimeSec: sec, atimeNsec: entry.mtimeNsec, mtimeSec: sec, mtimeNsec: entry.mtimeNsec,
-      rdevMajor: 0, rdevMinor: 0, id: '',
+      mode,
+      uid: owner.uid,
+      gid: owner.gid,
+      nlink: 1,
+      size: 0,
+      atimeSec: sec,
+      atimeNsec: entry.mtimeNsec,
+      mtimeSec: sec,
+      mtimeNsec: entry.mtimeNsec,
+      rdevMajor: 0,
+      rdevMinor: 0,
+      id: '',
     };
   }
 
@@ -282,7 +303,10 @@ export class FdExtractor implements TarHandler {
     if (err instanceof NsboxError) {
       if (err.message.startsWith(this.o.label)) return err;
       return new NsboxError(err.code, `${this.o.label}: entry "${entry.name}": ${err.message}`, {
-        path: entry.name, cause: err, ...(err.errno !== undefined ? { errno: err.errno } : {}), ...(err.syscall ? { syscall: err.syscall } : {}),
+        path: entry.name,
+        cause: err,
+        ...(err.errno !== undefined ? { errno: err.errno } : {}),
+        ...(err.syscall ? { syscall: err.syscall } : {}),
       });
     }
     return fromSystemError(`${this.o.label}: entry "${entry.name}"`, err);

@@ -13,9 +13,7 @@
 import * as fs from 'node:fs';
 
 import { NsboxError, errnoCode } from './errors';
-import {
-  listDir, listXattrsFd, openDirAt, openFileAt, openInRoot, printable, readLinkAt, statAt, statFd, type EntryStat,
-} from './fsat';
+import { listDir, listXattrsFd, openDirAt, openFileAt, openInRoot, printable, readLinkAt, statAt, statFd, type EntryStat } from './fsat';
 import { DirChain, isChangedError } from './image/layer-walk';
 import { BLOCK_SIZE, encodeHeader, endOfArchive, writeHeader, type TarHeaderInput } from './image/tar';
 
@@ -112,7 +110,11 @@ class TreeWalk {
   /** Identity of regular files with several links → the tar path written first. */
   private readonly links = new Map<string, Buffer>();
 
-  constructor(private readonly src: TreeSource, private readonly out: Chunks, private readonly stats: TreeTarStats) {}
+  constructor(
+    private readonly src: TreeSource,
+    private readonly out: Chunks,
+    private readonly stats: TreeTarStats,
+  ) {}
 
   /** Yields whenever the output buffer should be handed out. */
   *run(): Generator<void> {
@@ -134,7 +136,7 @@ class TreeWalk {
       try {
         topFd = openDirAt(src.dirFd, src.name);
       } catch (err) {
-      if (!isChangedError(err)) throw err;
+        if (!isChangedError(err)) throw err;
         // No longer a directory: written as what it is now (a link is never followed).
         yield* this.entry(src.dirFd, src.name, statAt(src.dirFd, src.name), src.as);
         return;
@@ -191,7 +193,11 @@ class TreeWalk {
       if (type !== S_IFCHR && type !== S_IFBLK && type !== S_IFIFO) return;
       this.stats.entries++;
       this.out.header({
-        ...base(st), name: path, type: type === S_IFIFO ? 'fifo' : type === S_IFBLK ? 'block' : 'char', devmajor: st.rdevMajor, devminor: st.rdevMinor,
+        ...base(st),
+        name: path,
+        type: type === S_IFIFO ? 'fifo' : type === S_IFBLK ? 'block' : 'char',
+        devmajor: st.rdevMajor,
+        devminor: st.rdevMinor,
       });
       return;
     }
@@ -314,7 +320,9 @@ class TreeWalk {
       try {
         n = fs.readSync(fd, out.buf, out.used, Math.min(left, out.free), null);
       } catch (err) {
-        throw new NsboxError(errnoCode((err as NodeJS.ErrnoException).code), `${this.src.label}: read ${printable(path)}: ${(err as Error).message}`, { cause: err });
+        throw new NsboxError(errnoCode((err as NodeJS.ErrnoException).code), `${this.src.label}: read ${printable(path)}: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
       if (n === 0) break;
       out.used += n;
@@ -382,6 +390,8 @@ function sorted(names: Buffer[], stats: EntryStat[]): { names: Buffer[]; stats: 
 function changed(label: string, path: Buffer, err: unknown): NsboxError {
   const code = err instanceof NsboxError ? err.code : 'EIO';
   return new NsboxError(code, `${label}: ${printable(path)} kept changing while it was copied (${code}); nothing was followed`, {
-    path: printable(path), hint: 'copy it again, or stop the container first', cause: err,
+    path: printable(path),
+    hint: 'copy it again, or stop the container first',
+    cause: err,
   });
 }

@@ -83,7 +83,8 @@ function volumeError(root: ContainerRoot, parts: string[], label: string): Nsbox
     const t = `/${components(v, label).join('/')}`;
     if (p === t || p.startsWith(`${t}/`) || t === '/') {
       return new NsboxError('UNSUPPORTED', `${label}: ${p} is on the volume ${t}, which is mounted only while the container runs`, {
-        path: p, hint: 'copy to or from the volume\'s host directory, or while the container runs',
+        path: p,
+        hint: "copy to or from the volume's host directory, or while the container runs",
       });
     }
   }
@@ -134,7 +135,10 @@ export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOption
   } catch (err) {
     for (const fd of fds) fs.closeSync(fd);
     if (err instanceof NsboxError && (err.code === 'ENOENT' || err.code === 'ENOTDIR') && !err.message.startsWith(label)) {
-      throw new NsboxError(err.code, `${label}: ${err.code === 'ENOENT' ? 'no such file or directory' : 'not a directory'} in the container`, { path: p, cause: err });
+      throw new NsboxError(err.code, `${label}: ${err.code === 'ENOENT' ? 'no such file or directory' : 'not a directory'} in the container`, {
+        path: p,
+        cause: err,
+      });
     }
     throw named(err, label);
   }
@@ -160,7 +164,8 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
   const extract = (base: string[]) => ({
     // Rootless, the container's one id is this user's: whatever owner was asked for or is in
     // the tar, only that one can be given.
-    label, ...(isRootless() ? { owner: { uid: process.geteuid!(), gid: process.getegid!() } } : options.owner ? { owner: options.owner } : {}),
+    label,
+    ...(isRootless() ? { owner: { uid: process.geteuid!(), gid: process.getegid!() } } : options.owner ? { owner: options.owner } : {}),
     ...(root.unmountedVolumes.length ? { refuse: (entry: string[]) => volumeError(root, [...base, ...entry], label) } : {}),
   });
   if (typeof source !== 'string') {
@@ -250,12 +255,16 @@ function openHostSource(p: string, follow: boolean, label: string): HostSource {
     if (p.endsWith('/') && !isDir) throw new NsboxError('ENOTDIR', `${label}: ${p}: not a directory`, { path: p });
     return {
       source: { dirFd: dir, name: name === '' ? null : Buffer.from(name), as: Buffer.from(name || '.'), label },
-      name: name || '.', isDir, contentsOnly: contentsOnly || name === '',
+      name: name || '.',
+      isDir,
+      contentsOnly: contentsOnly || name === '',
       close: () => fs.closeSync(dir),
     };
   } catch (err) {
     fs.closeSync(dir);
-    throw err instanceof NsboxError && err.message.startsWith(label) ? err : new NsboxError(err instanceof NsboxError ? err.code : 'EIO', `${label}: ${p}: ${(err as Error).message}`, { path: p, cause: err });
+    throw err instanceof NsboxError && err.message.startsWith(label)
+      ? err
+      : new NsboxError(err instanceof NsboxError ? err.code : 'EIO', `${label}: ${p}: ${(err as Error).message}`, { path: p, cause: err });
   }
 }
 
@@ -296,7 +305,10 @@ export function named(err: unknown, label: string): NsboxError {
   if (err instanceof NsboxError) {
     if (err.message.startsWith(label)) return err;
     return new NsboxError(err.code, `${label}: ${err.message}`, {
-      cause: err, ...(err.path !== undefined ? { path: err.path } : {}), ...(err.errno !== undefined ? { errno: err.errno } : {}), ...(err.syscall ? { syscall: err.syscall } : {}),
+      cause: err,
+      ...(err.path !== undefined ? { path: err.path } : {}),
+      ...(err.errno !== undefined ? { errno: err.errno } : {}),
+      ...(err.syscall ? { syscall: err.syscall } : {}),
     });
   }
   return fromSystemError(label, err);

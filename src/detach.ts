@@ -9,9 +9,7 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
-import {
-  confinement, describeFailure, hasCgroupNamespaces, initRlimits, type LaunchOptions,
-} from './container';
+import { confinement, describeFailure, hasCgroupNamespaces, initRlimits, type LaunchOptions } from './container';
 import { parseDevice } from './device';
 import { NsboxError, invalid } from './errors';
 import { cgroupLimits, parseSize } from './limits';
@@ -75,7 +73,10 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
   const userns = startUserNs();
   if (userns) {
     checkRootlessIds(confined.security, userns);
-    if (needsCgroup(bounds)) throw new NsboxError('UNSUPPORTED', `limits: a detached rootless container (uid ${process.geteuid!()}) cannot have cgroup limits yet`, { hint: 'run it attached (without -d) in a delegated cgroup v2 subtree, run as root, or leave the limits out' });
+    if (needsCgroup(bounds))
+      throw new NsboxError('UNSUPPORTED', `limits: a detached rootless container (uid ${process.geteuid!()}) cannot have cgroup limits yet`, {
+        hint: 'run it attached (without -d) in a delegated cgroup v2 subtree, run as root, or leave the limits out',
+      });
   }
   const cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
   // The monitor enforces the time limits, as Container does in Node.
@@ -83,21 +84,30 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
   if (bounds.cpuTimeNs !== undefined && !cpu) {
     cgroup?.closeFds();
     cgroup?.remove().catch(() => {});
-    throw new NsboxError('ENOTSUP', 'limits.cpuTime: no cgroup counts this container\'s CPU time (no cpuacct, no cgroup v2 cpu.stat)');
+    throw new NsboxError('ENOTSUP', "limits.cpuTime: no cgroup counts this container's CPU time (no cpuacct, no cgroup v2 cpu.stat)");
   }
-  const bornIn = userns ? undefined : cgroup?.bornIn ?? homeDevicesTasks();
+  const bornIn = userns ? undefined : (cgroup?.bornIn ?? homeDevicesTasks());
   try {
     const plan = buildPlan({
-      cgroupNamespace: hasCgroupNamespaces(), ...rest, ...(userns ? { userns } : {}),
-      stdio: ['ignore', 'pipe', 'pipe'], confinement: confined,
-      deviceNodesAllowed: privileged, devices, initOptions,
+      cgroupNamespace: hasCgroupNamespaces(),
+      ...rest,
+      ...(userns ? { userns } : {}),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      confinement: confined,
+      deviceNodesAllowed: privileged,
+      devices,
+      initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
       ...(bornIn ? { bornIn } : {}),
     });
     const cgroups = cgroup?.dirs ?? [];
     const oom = cgroups.map((d) => path.join(d, 'memory.oom_control')).find((f) => existsSync(f));
     const r = native().spawn(plan, () => {}, {
-      dir, logMaxSize, logMaxFiles, cgroups, ...(oom ? { oom } : {}),
+      dir,
+      logMaxSize,
+      logMaxFiles,
+      cgroups,
+      ...(oom ? { oom } : {}),
       ...(timeout !== undefined ? { timeoutMs: timeout } : {}),
       ...(cpu ? { cpuTimeNs: bounds.cpuTimeNs!, cpuFile: cpu.file, cpuFileV2: cpu.v2 } : {}),
     });

@@ -28,19 +28,26 @@ export function parseDeviceRule(rule: string): DeviceRule {
 // From <linux/bpf.h>.
 export const DEVCG = { DEV_BLOCK: 1, DEV_CHAR: 2, ACC_MKNOD: 1, ACC_READ: 2, ACC_WRITE: 4 } as const;
 
-const accessBits = (a: string) =>
-  (a.includes('m') ? DEVCG.ACC_MKNOD : 0) | (a.includes('r') ? DEVCG.ACC_READ : 0) | (a.includes('w') ? DEVCG.ACC_WRITE : 0);
+const accessBits = (a: string) => (a.includes('m') ? DEVCG.ACC_MKNOD : 0) | (a.includes('r') ? DEVCG.ACC_READ : 0) | (a.includes('w') ? DEVCG.ACC_WRITE : 0);
 
 // eBPF opcodes used here (<linux/bpf_common.h>, <linux/bpf.h>).
 export const EBPF = {
   LDX_MEM_W: 0x61, // dst = *(u32 *)(src + off)
-  MOV64_IMM: 0xb7, MOV64_REG: 0xbf,
-  AND64_IMM: 0x57, RSH64_IMM: 0x77,
+  MOV64_IMM: 0xb7,
+  MOV64_REG: 0xbf,
+  AND64_IMM: 0x57,
+  RSH64_IMM: 0x77,
   JNE_IMM: 0x55,
   EXIT: 0x95,
 } as const;
 
-interface Insn { code: number; dst: number; src: number; off: number; imm: number }
+interface Insn {
+  code: number;
+  dst: number;
+  src: number;
+  off: number;
+  imm: number;
+}
 const insn = (code: number, dst: number, src: number, off: number, imm: number): Insn => ({ code, dst, src, off, imm });
 
 /**

@@ -23,14 +23,19 @@ export function checkImageRoom(dir: string, bytes: number): void {
   const st = fs.statfsSync(dir);
   const free = Number(st.bavail) * Number(st.bsize);
   if (bytes > free) {
-    throw new NsboxError('ENOSPC', `limits.disk: ${bytes} bytes, but the filesystem of ${dir} has ${free} bytes free: the limit could not be held`, { path: dir });
+    throw new NsboxError('ENOSPC', `limits.disk: ${bytes} bytes, but the filesystem of ${dir} has ${free} bytes free: the limit could not be held`, {
+      path: dir,
+    });
   }
 }
 
 /** Refuses a tmpfs write layer larger than the machine's memory: it could never be filled. */
 export function checkTmpfsRoom(bytes: number): void {
   if (bytes > os.totalmem()) {
-    throw new NsboxError('INVALID_ARGUMENT', `limits.disk: ${bytes} bytes, more than this machine's memory (${os.totalmem()}): a --rm container's write layer is a tmpfs`);
+    throw new NsboxError(
+      'INVALID_ARGUMENT',
+      `limits.disk: ${bytes} bytes, more than this machine's memory (${os.totalmem()}): a --rm container's write layer is a tmpfs`,
+    );
   }
 }
 
@@ -59,9 +64,13 @@ export async function makeExt4Image(file: string, bytes: number): Promise<void> 
     execFile('mkfs.ext4', args, { env: { PATH: '/usr/sbin:/sbin:/usr/bin:/bin' } }, (err, _out, stderr) => {
       if (!err) return resolve();
       const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-      reject(new NsboxError(missing ? 'UNSUPPORTED' : 'EIO', missing
-        ? 'limits.disk: mkfs.ext4 was not found (install e2fsprogs)'
-        : `limits.disk: mkfs.ext4 failed: ${String(stderr).trim() || err.message}`, { path: file }));
+      reject(
+        new NsboxError(
+          missing ? 'UNSUPPORTED' : 'EIO',
+          missing ? 'limits.disk: mkfs.ext4 was not found (install e2fsprogs)' : `limits.disk: mkfs.ext4 failed: ${String(stderr).trim() || err.message}`,
+          { path: file },
+        ),
+      );
     });
   });
 }

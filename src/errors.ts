@@ -6,30 +6,98 @@ import { constants } from 'node:os';
  * `errno`).
  */
 export type ErrnoCode =
-  | 'E2BIG' | 'EACCES' | 'EADDRINUSE' | 'EADDRNOTAVAIL' | 'EAFNOSUPPORT' | 'EAGAIN' | 'EALREADY'
-  | 'EBADF' | 'EBADMSG' | 'EBUSY' | 'ECANCELED' | 'ECHILD' | 'ECONNABORTED' | 'ECONNREFUSED'
-  | 'ECONNRESET' | 'EDEADLK' | 'EDESTADDRREQ' | 'EDOM' | 'EDQUOT' | 'EEXIST' | 'EFAULT' | 'EFBIG'
-  | 'EHOSTUNREACH' | 'EIDRM' | 'EILSEQ' | 'EINPROGRESS' | 'EINTR' | 'EINVAL' | 'EIO' | 'EISCONN'
-  | 'EISDIR' | 'ELOOP' | 'EMFILE' | 'EMLINK' | 'EMSGSIZE' | 'EMULTIHOP' | 'ENAMETOOLONG'
-  | 'ENETDOWN' | 'ENETRESET' | 'ENETUNREACH' | 'ENFILE' | 'ENOBUFS' | 'ENODATA' | 'ENODEV'
-  | 'ENOENT' | 'ENOEXEC' | 'ENOLCK' | 'ENOLINK' | 'ENOMEM' | 'ENOMSG' | 'ENOPROTOOPT' | 'ENOSPC'
-  | 'ENOSR' | 'ENOSTR' | 'ENOSYS' | 'ENOTCONN' | 'ENOTDIR' | 'ENOTEMPTY' | 'ENOTSOCK' | 'ENOTSUP'
-  | 'ENOTTY' | 'ENXIO' | 'EOPNOTSUPP' | 'EOVERFLOW' | 'EPERM' | 'EPIPE' | 'EPROTO'
-  | 'EPROTONOSUPPORT' | 'EPROTOTYPE' | 'ERANGE' | 'EROFS' | 'ESPIPE' | 'ESRCH' | 'ESTALE' | 'ETIME'
-  | 'ETIMEDOUT' | 'ETXTBSY' | 'EWOULDBLOCK' | 'EXDEV';
+  | 'E2BIG'
+  | 'EACCES'
+  | 'EADDRINUSE'
+  | 'EADDRNOTAVAIL'
+  | 'EAFNOSUPPORT'
+  | 'EAGAIN'
+  | 'EALREADY'
+  | 'EBADF'
+  | 'EBADMSG'
+  | 'EBUSY'
+  | 'ECANCELED'
+  | 'ECHILD'
+  | 'ECONNABORTED'
+  | 'ECONNREFUSED'
+  | 'ECONNRESET'
+  | 'EDEADLK'
+  | 'EDESTADDRREQ'
+  | 'EDOM'
+  | 'EDQUOT'
+  | 'EEXIST'
+  | 'EFAULT'
+  | 'EFBIG'
+  | 'EHOSTUNREACH'
+  | 'EIDRM'
+  | 'EILSEQ'
+  | 'EINPROGRESS'
+  | 'EINTR'
+  | 'EINVAL'
+  | 'EIO'
+  | 'EISCONN'
+  | 'EISDIR'
+  | 'ELOOP'
+  | 'EMFILE'
+  | 'EMLINK'
+  | 'EMSGSIZE'
+  | 'EMULTIHOP'
+  | 'ENAMETOOLONG'
+  | 'ENETDOWN'
+  | 'ENETRESET'
+  | 'ENETUNREACH'
+  | 'ENFILE'
+  | 'ENOBUFS'
+  | 'ENODATA'
+  | 'ENODEV'
+  | 'ENOENT'
+  | 'ENOEXEC'
+  | 'ENOLCK'
+  | 'ENOLINK'
+  | 'ENOMEM'
+  | 'ENOMSG'
+  | 'ENOPROTOOPT'
+  | 'ENOSPC'
+  | 'ENOSR'
+  | 'ENOSTR'
+  | 'ENOSYS'
+  | 'ENOTCONN'
+  | 'ENOTDIR'
+  | 'ENOTEMPTY'
+  | 'ENOTSOCK'
+  | 'ENOTSUP'
+  | 'ENOTTY'
+  | 'ENXIO'
+  | 'EOPNOTSUPP'
+  | 'EOVERFLOW'
+  | 'EPERM'
+  | 'EPIPE'
+  | 'EPROTO'
+  | 'EPROTONOSUPPORT'
+  | 'EPROTOTYPE'
+  | 'ERANGE'
+  | 'EROFS'
+  | 'ESPIPE'
+  | 'ESRCH'
+  | 'ESTALE'
+  | 'ETIME'
+  | 'ETIMEDOUT'
+  | 'ETXTBSY'
+  | 'EWOULDBLOCK'
+  | 'EXDEV';
 
 /** nsbox's own codes, for refused input and state. */
 export type NsboxOwnCode =
-  | 'INVALID_ARGUMENT'   // the caller's input is malformed
-  | 'NOT_FOUND'          // no such image or container
-  | 'CONFLICT'           // a name already in use
-  | 'IN_USE'             // an image used by a container, a running container
-  | 'UNSAFE_PATH'        // a path that would leave a root (volume target, tar entry)
-  | 'BAD_ARCHIVE'        // a tarball that cannot be read
-  | 'UNSUPPORTED'        // the kernel or filesystem lacks what is needed
-  | 'NOT_RUNNING'        // exec into a container that has exited
-  | 'BAD_STATE'          // a state file (record, image) that is not what nsbox wrote
-  | 'ABORT_ERR';         // the `signal` AbortSignal had fired before the start (Node's own code for it)
+  | 'INVALID_ARGUMENT' // the caller's input is malformed
+  | 'NOT_FOUND' // no such image or container
+  | 'CONFLICT' // a name already in use
+  | 'IN_USE' // an image used by a container, a running container
+  | 'UNSAFE_PATH' // a path that would leave a root (volume target, tar entry)
+  | 'BAD_ARCHIVE' // a tarball that cannot be read
+  | 'UNSUPPORTED' // the kernel or filesystem lacks what is needed
+  | 'NOT_RUNNING' // exec into a container that has exited
+  | 'BAD_STATE' // a state file (record, image) that is not what nsbox wrote
+  | 'ABORT_ERR'; // the `signal` AbortSignal had fired before the start (Node's own code for it)
 
 /**
  * The one error type nsbox throws has one of these codes, and no other: an errno name
@@ -40,17 +108,85 @@ export type NsboxErrorCode = NsboxOwnCode | ErrnoCode;
 
 /** Every ErrnoCode once: a name left out of either does not compile. */
 const ERRNO_CODES: Readonly<Record<ErrnoCode, 1>> = {
-  E2BIG: 1, EACCES: 1, EADDRINUSE: 1, EADDRNOTAVAIL: 1, EAFNOSUPPORT: 1, EAGAIN: 1, EALREADY: 1,
-  EBADF: 1, EBADMSG: 1, EBUSY: 1, ECANCELED: 1, ECHILD: 1, ECONNABORTED: 1, ECONNREFUSED: 1,
-  ECONNRESET: 1, EDEADLK: 1, EDESTADDRREQ: 1, EDOM: 1, EDQUOT: 1, EEXIST: 1, EFAULT: 1, EFBIG: 1,
-  EHOSTUNREACH: 1, EIDRM: 1, EILSEQ: 1, EINPROGRESS: 1, EINTR: 1, EINVAL: 1, EIO: 1, EISCONN: 1,
-  EISDIR: 1, ELOOP: 1, EMFILE: 1, EMLINK: 1, EMSGSIZE: 1, EMULTIHOP: 1, ENAMETOOLONG: 1,
-  ENETDOWN: 1, ENETRESET: 1, ENETUNREACH: 1, ENFILE: 1, ENOBUFS: 1, ENODATA: 1, ENODEV: 1,
-  ENOENT: 1, ENOEXEC: 1, ENOLCK: 1, ENOLINK: 1, ENOMEM: 1, ENOMSG: 1, ENOPROTOOPT: 1, ENOSPC: 1,
-  ENOSR: 1, ENOSTR: 1, ENOSYS: 1, ENOTCONN: 1, ENOTDIR: 1, ENOTEMPTY: 1, ENOTSOCK: 1, ENOTSUP: 1,
-  ENOTTY: 1, ENXIO: 1, EOPNOTSUPP: 1, EOVERFLOW: 1, EPERM: 1, EPIPE: 1, EPROTO: 1,
-  EPROTONOSUPPORT: 1, EPROTOTYPE: 1, ERANGE: 1, EROFS: 1, ESPIPE: 1, ESRCH: 1, ESTALE: 1, ETIME: 1,
-  ETIMEDOUT: 1, ETXTBSY: 1, EWOULDBLOCK: 1, EXDEV: 1,
+  E2BIG: 1,
+  EACCES: 1,
+  EADDRINUSE: 1,
+  EADDRNOTAVAIL: 1,
+  EAFNOSUPPORT: 1,
+  EAGAIN: 1,
+  EALREADY: 1,
+  EBADF: 1,
+  EBADMSG: 1,
+  EBUSY: 1,
+  ECANCELED: 1,
+  ECHILD: 1,
+  ECONNABORTED: 1,
+  ECONNREFUSED: 1,
+  ECONNRESET: 1,
+  EDEADLK: 1,
+  EDESTADDRREQ: 1,
+  EDOM: 1,
+  EDQUOT: 1,
+  EEXIST: 1,
+  EFAULT: 1,
+  EFBIG: 1,
+  EHOSTUNREACH: 1,
+  EIDRM: 1,
+  EILSEQ: 1,
+  EINPROGRESS: 1,
+  EINTR: 1,
+  EINVAL: 1,
+  EIO: 1,
+  EISCONN: 1,
+  EISDIR: 1,
+  ELOOP: 1,
+  EMFILE: 1,
+  EMLINK: 1,
+  EMSGSIZE: 1,
+  EMULTIHOP: 1,
+  ENAMETOOLONG: 1,
+  ENETDOWN: 1,
+  ENETRESET: 1,
+  ENETUNREACH: 1,
+  ENFILE: 1,
+  ENOBUFS: 1,
+  ENODATA: 1,
+  ENODEV: 1,
+  ENOENT: 1,
+  ENOEXEC: 1,
+  ENOLCK: 1,
+  ENOLINK: 1,
+  ENOMEM: 1,
+  ENOMSG: 1,
+  ENOPROTOOPT: 1,
+  ENOSPC: 1,
+  ENOSR: 1,
+  ENOSTR: 1,
+  ENOSYS: 1,
+  ENOTCONN: 1,
+  ENOTDIR: 1,
+  ENOTEMPTY: 1,
+  ENOTSOCK: 1,
+  ENOTSUP: 1,
+  ENOTTY: 1,
+  ENXIO: 1,
+  EOPNOTSUPP: 1,
+  EOVERFLOW: 1,
+  EPERM: 1,
+  EPIPE: 1,
+  EPROTO: 1,
+  EPROTONOSUPPORT: 1,
+  EPROTOTYPE: 1,
+  ERANGE: 1,
+  EROFS: 1,
+  ESPIPE: 1,
+  ESRCH: 1,
+  ESTALE: 1,
+  ETIME: 1,
+  ETIMEDOUT: 1,
+  ETXTBSY: 1,
+  EWOULDBLOCK: 1,
+  EXDEV: 1,
 };
 
 /** Whether a code (a Node error's, the binding's) is one of the errno names above. */
@@ -65,7 +201,6 @@ export function isErrnoCode(code: unknown): code is ErrnoCode {
 export function errnoCode(code: unknown): ErrnoCode {
   return isErrnoCode(code) ? code : 'EIO';
 }
-
 
 export interface NsboxErrorDetails {
   errno?: number;
@@ -138,8 +273,13 @@ export function errnoName(errno: number): string {
 
 /** Whether a native call's answer is its failure shape rather than its value. */
 export function isNativeErrno(v: unknown): v is NativeErrno {
-  return typeof v === 'object' && v !== null && !ArrayBuffer.isView(v)
-    && typeof (v as NativeErrno).errno === 'number' && typeof (v as NativeErrno).syscall === 'string';
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    !ArrayBuffer.isView(v) &&
+    typeof (v as NativeErrno).errno === 'number' &&
+    typeof (v as NativeErrno).syscall === 'string'
+  );
 }
 
 /**

@@ -72,24 +72,31 @@ export async function writeEtcFilesAsync(input: EtcFilesInput): Promise<Array<{ 
     ...(input.network === 'host' ? [['resolv.conf', hostResolvConf()] as [string, string | undefined]] : []),
   ];
   const wanted = files.filter(([name, text]) => text !== undefined && bindableCached(input.imageLayer, name, input.readOnly));
-  return Promise.all(wanted.map(async ([name, text]) => {
-    const source = path.join(input.dir, name);
-    try {
-      // Made afresh, never through a link; 0644 whatever the umask (the container reads it).
-      // In a fresh container directory there is none yet: removed (and made again) only if so.
-      const write = () => writeFileAsync(source, text!, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, mode: 0o644, setMode: true });
+  return Promise.all(
+    wanted.map(async ([name, text]) => {
+      const source = path.join(input.dir, name);
       try {
-        await write();
+        // Made afresh, never through a link; 0644 whatever the umask (the container reads it).
+        // In a fresh container directory there is none yet: removed (and made again) only if so.
+        const write = () =>
+          writeFileAsync(source, text!, {
+            flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW,
+            mode: 0o644,
+            setMode: true,
+          });
+        try {
+          await write();
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+          await fs.promises.rm(source, { force: true });
+          await write();
+        }
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-        await fs.promises.rm(source, { force: true });
-        await write();
+        throw fromSystemError(`write ${source}`, e);
       }
-    } catch (e) {
-      throw fromSystemError(`write ${source}`, e);
-    }
-    return { source, target: `/etc/${name}` };
-  }));
+      return { source, target: `/etc/${name}` };
+    }),
+  );
 }
 
 /** Writes the files into `dir` (made afresh, never through a link) and returns the binds. */

@@ -28,12 +28,8 @@ import { PROC_LIMIT_NAMES, RLIMITS } from './limits';
 import { native, type NativeExecPlan, type NativeProcess, type NativeSecurity } from './native';
 import { DEFAULT_PATH, containerPath, execCandidates, nativeStdio, validateCommand } from './plan';
 import { insideId, isRootless } from './rootless';
-import {
-  CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, hostArch, seccompFilter,
-} from './seccomp';
-import {
-  arrayOf, boolean, checkObject, integer, isObject, optional, string, stringArray, stringRecord, union, type Check, type Spec,
-} from './validate';
+import { CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, hostArch, seccompFilter } from './seccomp';
+import { arrayOf, boolean, checkObject, integer, isObject, optional, string, stringArray, stringRecord, union, type Check, type Spec } from './validate';
 
 export interface ExecOptions {
   /** The program and its arguments; the program is looked up in the PATH of the command's environment. */
@@ -64,16 +60,20 @@ export interface ExecOptions {
 
 const EXEC_OPTIONS: Spec<ExecOptions> = {
   command: arrayOf(string, { min: 1 }),
-  env: optional(union<Record<string, string> | string[]>('K=V strings or an object of strings', [
-    [Array.isArray, stringArray],
-    [isObject, stringRecord],
-  ])),
+  env: optional(
+    union<Record<string, string> | string[]>('K=V strings or an object of strings', [
+      [Array.isArray, stringArray],
+      [isObject, stringRecord],
+    ]),
+  ),
   cwd: optional(string),
   user: optional(string),
-  tty: optional(union<boolean | TerminalSize>('a boolean or { cols, rows }', [
-    [(v) => typeof v === 'boolean', boolean],
-    [isObject, (v, name) => checkObject({ cols: optional(integer(1, 0xffff)), rows: optional(integer(1, 0xffff)) }, v, name)],
-  ])),
+  tty: optional(
+    union<boolean | TerminalSize>('a boolean or { cols, rows }', [
+      [(v) => typeof v === 'boolean', boolean],
+      [isObject, (v, name) => checkObject({ cols: optional(integer(1, 0xffff)), rows: optional(integer(1, 0xffff)) }, v, name)],
+    ]),
+  ),
   stdio: optional(checkStdio),
   timeout: optional(integer(1, 2 ** 31 - 1)),
   signal: optional(((v: unknown, name: string) => {
@@ -101,11 +101,23 @@ export function notRunning(label: string, why = 'is not running'): NsboxError {
 }
 
 /** Where the native side failed (src-cc/core/exec.h, ExecStep). */
-const STEPS: Record<number, string> = { 0: 'exec: prepare', 1: 'exec: join cgroups', 2: 'exec: join namespaces', 3: 'exec: open terminal', 4: 'exec: enter pid namespace' };
+const STEPS: Record<number, string> = {
+  0: 'exec: prepare',
+  1: 'exec: join cgroups',
+  2: 'exec: join namespaces',
+  3: 'exec: open terminal',
+  4: 'exec: enter pid namespace',
+};
 
 const NAMESPACES: ReadonlyArray<[string, number]> = [
   // A rootless container's own user namespace comes first: the others belong to it.
-  ['user', CLONE_NEWUSER], ['mnt', CLONE_NEWNS], ['pid', CLONE_NEWPID], ['uts', CLONE_NEWUTS], ['ipc', CLONE_NEWIPC], ['net', CLONE_NEWNET], ['cgroup', CLONE_NEWCGROUP],
+  ['user', CLONE_NEWUSER],
+  ['mnt', CLONE_NEWNS],
+  ['pid', CLONE_NEWPID],
+  ['uts', CLONE_NEWUTS],
+  ['ipc', CLONE_NEWIPC],
+  ['net', CLONE_NEWNET],
+  ['cgroup', CLONE_NEWCGROUP],
 ];
 
 /** What is read of the container's init, once it is proven to be it. */
@@ -206,13 +218,14 @@ function execEnv(environ: string, extra: ExecOptions['env'], terminal: boolean):
   if (terminal && env.TERM === undefined) env.TERM = 'xterm';
   const pairs = Array.isArray(extra)
     ? extra.map((kv): [string, string] => {
-      const eq = kv.indexOf('=');
-      if (eq <= 0) throw invalid(`exec: env: ${JSON.stringify(kv)}: expected K=V`);
-      return [kv.slice(0, eq), kv.slice(eq + 1)];
-    })
+        const eq = kv.indexOf('=');
+        if (eq <= 0) throw invalid(`exec: env: ${JSON.stringify(kv)}: expected K=V`);
+        return [kv.slice(0, eq), kv.slice(eq + 1)];
+      })
     : Object.entries(extra ?? {});
   for (const [k, v] of pairs) {
-    if (k === '' || k.includes('=') || k.includes('\0') || v.includes('\0')) throw invalid(`exec: env: ${JSON.stringify(k)}: a name without '=' and no NUL bytes`);
+    if (k === '' || k.includes('=') || k.includes('\0') || v.includes('\0'))
+      throw invalid(`exec: env: ${JSON.stringify(k)}: a name without '=' and no NUL bytes`);
     env[k] = v;
   }
   return env;
@@ -298,9 +311,10 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
       const ns = processPidNamespace(pid);
       const start = processStartTime(pid);
       if (start !== target.proof.start) throw notRunning(label, `has exited (pid ${pid} is another process now)`);
-      const refuse = (why: string) => new NsboxError('EPERM', `exec: container ${label}: not entering pid ${pid}: ${why}`, {
-        hint: 'its record does not prove that pid is the container\'s',
-      });
+      const refuse = (why: string) =>
+        new NsboxError('EPERM', `exec: container ${label}: not entering pid ${pid}: ${why}`, {
+          hint: "its record does not prove that pid is the container's",
+        });
       if (ns !== target.proof.pidNamespace) throw refuse(`its pid namespace is ${ns ?? 'unknown'}, not the container's ${target.proof.pidNamespace}`);
       if (ns === processPidNamespace('self')) throw refuse(`it is in the host's own pid namespace ${ns}`);
     }
@@ -365,7 +379,11 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
   }
 }
 
-function describeExecFailure(plan: NativeExecPlan, label: string, r: { step: number; detail?: number; code: string; syscall: string; errno: number; vanished?: number }): NsboxError {
+function describeExecFailure(
+  plan: NativeExecPlan,
+  label: string,
+  r: { step: number; detail?: number; code: string; syscall: string; errno: number; vanished?: number },
+): NsboxError {
   const details = { errno: r.errno, syscall: r.syscall } as const;
   if (r.vanished !== undefined) {
     return new NsboxError('ECHILD', `exec: the setup process ended before it reported (wait status ${r.vanished})`, details);
@@ -383,9 +401,14 @@ function describeExecFailure(plan: NativeExecPlan, label: string, r: { step: num
   }
   if (r.syscall !== 'execve') return new NsboxError(errnoCode(r.code), `exec ${program}: ${r.syscall}: ${r.code}`, { ...details, step: 'exec', path: program });
   const file = r.detail !== undefined && r.detail >= 0 ? plan.candidates[r.detail]! : program;
-  const why = r.code === 'ENOENT'
-    ? (program.includes('/') ? 'no such file' : 'not found in PATH')
-    : r.code === 'EACCES' ? 'permission denied (a directory, or not executable)' : r.code;
+  const why =
+    r.code === 'ENOENT'
+      ? program.includes('/')
+        ? 'no such file'
+        : 'not found in PATH'
+      : r.code === 'EACCES'
+        ? 'permission denied (a directory, or not executable)'
+        : r.code;
   return new NsboxError(errnoCode(r.code), `exec ${file}: ${why} (${r.code})`, { ...details, step: 'exec', path: file });
 }
 
@@ -428,12 +451,17 @@ export class ExecProcess<S extends ProcessStreams = ProcessStreams> extends Even
       const killed = sig === 9 && !ended.timedOut && !ended.aborted;
       const oomKillsAfter = killed && oomKillsBefore !== undefined ? oomKills() : undefined;
       this.status = {
-        exitCode: code, signal: sig === null ? null : SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals),
-        oomKilled: oomKillsAfter !== undefined && oomKillsAfter > oomKillsBefore!, cpuTimeExceeded: false, ...ended,
+        exitCode: code,
+        signal: sig === null ? null : (SIGNAL_NAMES.get(sig) ?? (`SIG${sig}` as NodeJS.Signals)),
+        oomKilled: oomKillsAfter !== undefined && oomKillsAfter > oomKillsBefore!,
+        cpuTimeExceeded: false,
+        ...ended,
         usage: {
           wallMs: performance.now() - started,
-          cpuUserMs: (usage?.userUs ?? 0) / 1000, cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
-          maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024, memoryPeakBytes: null,
+          cpuUserMs: (usage?.userUs ?? 0) / 1000,
+          cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
+          maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024,
+          memoryPeakBytes: null,
         },
       };
       for (const t of timers) clearTimeout(t);

@@ -35,9 +35,17 @@ const FIELDS = 15;
 function toStat(f: Float64Array, i: number): EntryStat {
   const o = i * FIELDS;
   return {
-    mode: f[o]!, uid: f[o + 1]!, gid: f[o + 2]!, nlink: f[o + 3]!, size: f[o + 4]!,
-    atimeSec: f[o + 5]!, atimeNsec: f[o + 6]!, mtimeSec: f[o + 7]!, mtimeNsec: f[o + 8]!,
-    rdevMajor: f[o + 9]!, rdevMinor: f[o + 10]!,
+    mode: f[o]!,
+    uid: f[o + 1]!,
+    gid: f[o + 2]!,
+    nlink: f[o + 3]!,
+    size: f[o + 4]!,
+    atimeSec: f[o + 5]!,
+    atimeNsec: f[o + 6]!,
+    mtimeSec: f[o + 7]!,
+    mtimeNsec: f[o + 8]!,
+    rdevMajor: f[o + 9]!,
+    rdevMinor: f[o + 10]!,
     id: `${f[o + 11]}.${f[o + 12]}:${f[o + 13]}.${f[o + 14]}`,
   };
 }
@@ -153,7 +161,10 @@ export function setAttrsFd(fd: number, st: EntryStat): void {
 
 /** Owner and times of a symlink itself. */
 export function setLinkAttrsAt(dirfd: number, name: Buffer, st: EntryStat): void {
-  checkNull(native().setLinkAttrsAt(dirfd, name, st.uid, st.gid, 0, st.atimeSec, st.atimeNsec, st.mtimeSec, st.mtimeNsec), `set owner and times of ${printable(name)}`);
+  checkNull(
+    native().setLinkAttrsAt(dirfd, name, st.uid, st.gid, 0, st.atimeSec, st.atimeNsec, st.mtimeSec, st.mtimeNsec),
+    `set owner and times of ${printable(name)}`,
+  );
 }
 
 /** Copies at most `limit` bytes from the start of one fd to another; returns how many. */
@@ -227,5 +238,5 @@ export function unlinkAt(dirfd: number, name: Buffer, dir: boolean): void {
 
 /** An overlay of the layers mounted nowhere (a detached mount): the fd of its root. */
 export function mountOverlayFd(lower: string[], upper: string, work: string): number {
-  return check(native().mountOverlayFd(overlayLowerdir(lower), upper, work), 'mount the container\'s layers');
+  return check(native().mountOverlayFd(overlayLowerdir(lower), upper, work), "mount the container's layers");
 }

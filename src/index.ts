@@ -1,15 +1,19 @@
 export { NsboxError, type ErrnoCode, type NsboxErrorCode, type NsboxErrorDetails, type NsboxOwnCode } from './errors';
-export {
-  Container, type CommitOptions, type ContainerStopOptions, type ExitStatus, type ProcessOptions, type RemoveOptions, type Usage,
-} from './container';
-export {
-  type ProcessEvents, type ProcessStreams, type Stdio, type StdioEntry, type StdioMode, type StreamsOf, type TerminalSize,
-} from './stdio';
+export { Container, type CommitOptions, type ContainerStopOptions, type ExitStatus, type ProcessOptions, type RemoveOptions, type Usage } from './container';
+export { type ProcessEvents, type ProcessStreams, type Stdio, type StdioEntry, type StdioMode, type StreamsOf, type TerminalSize } from './stdio';
 export { type Limits, type Ulimit } from './limits';
 export { type OutputOptions, type OutputResult } from './output';
 export {
-  Runtime, type ContainerInfo, type ContainerStatus, type ListOptions, type PruneOptions, type RunOptions, type RuntimeOptions,
-  type StartOptions, type StopOptions, type VolumeSpec,
+  Runtime,
+  type ContainerInfo,
+  type ContainerStatus,
+  type ListOptions,
+  type PruneOptions,
+  type RunOptions,
+  type RuntimeOptions,
+  type StartOptions,
+  type StopOptions,
+  type VolumeSpec,
 } from './runtime';
 export { type DetachedContainer, type DetachedRunOptions, type LogEntry, type LogOptions, type LogsOptions } from './runtime';
 export { ImageStore, type ImageInfo, type ImportOptions } from './image/store';

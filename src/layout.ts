@@ -137,7 +137,12 @@ export function writeError(file: string, e: unknown): NsboxError {
   if (e instanceof NsboxError) return e;
   if (isNoSpace(e)) {
     const code = (e as NodeJS.ErrnoException).code!;
-    return new NsboxError(errnoCode(code), `write ${file}: ${code} (no space left on the device holding it)`, { path: file, syscall: 'write', cause: e, hint: 'free some space there' });
+    return new NsboxError(errnoCode(code), `write ${file}: ${code} (no space left on the device holding it)`, {
+      path: file,
+      syscall: 'write',
+      cause: e,
+      hint: 'free some space there',
+    });
   }
   return fromSystemError(`write ${file}`, e);
 }
@@ -260,6 +265,9 @@ export const ID_RE = /^[0-9a-f]{12}$/;
  */
 export function newId(): string {
   let id = '';
-  for (let i = 0; i < 3; i++) id += Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0');
+  for (let i = 0; i < 3; i++)
+    id += Math.floor(Math.random() * 0x10000)
+      .toString(16)
+      .padStart(4, '0');
   return id;
 }

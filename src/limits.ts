@@ -34,8 +34,22 @@ export type Ulimit = number | [number, number];
 
 /** RLIMIT_* numbers (the same on every Linux architecture nsbox supports). */
 export const RLIMITS: Readonly<Record<string, number>> = Object.freeze({
-  cpu: 0, fsize: 1, data: 2, stack: 3, core: 4, rss: 5, nproc: 6, nofile: 7, memlock: 8, as: 9,
-  locks: 10, sigpending: 11, msgqueue: 12, nice: 13, rtprio: 14, rttime: 15,
+  cpu: 0,
+  fsize: 1,
+  data: 2,
+  stack: 3,
+  core: 4,
+  rss: 5,
+  nproc: 6,
+  nofile: 7,
+  memlock: 8,
+  as: 9,
+  locks: 10,
+  sigpending: 11,
+  msgqueue: 12,
+  nice: 13,
+  rtprio: 14,
+  rttime: 15,
 });
 
 const MIB = 1024 * 1024;
@@ -46,10 +60,21 @@ const MIB = 1024 * 1024;
  * service. The rest: the kernel's usual defaults.
  */
 export const DEFAULT_RLIMITS: Readonly<Record<string, [number, number]>> = Object.freeze({
-  cpu: [Infinity, Infinity], fsize: [Infinity, Infinity], data: [Infinity, Infinity],
-  stack: [8 * MIB, Infinity], core: [0, 0], rss: [Infinity, Infinity], nproc: [Infinity, Infinity],
-  nofile: [1024, 524288], memlock: [8 * MIB, 8 * MIB], as: [Infinity, Infinity], locks: [Infinity, Infinity],
-  msgqueue: [819200, 819200], nice: [0, 0], rtprio: [0, 0], rttime: [Infinity, Infinity],
+  cpu: [Infinity, Infinity],
+  fsize: [Infinity, Infinity],
+  data: [Infinity, Infinity],
+  stack: [8 * MIB, Infinity],
+  core: [0, 0],
+  rss: [Infinity, Infinity],
+  nproc: [Infinity, Infinity],
+  nofile: [1024, 524288],
+  memlock: [8 * MIB, 8 * MIB],
+  as: [Infinity, Infinity],
+  locks: [Infinity, Infinity],
+  msgqueue: [819200, 819200],
+  nice: [0, 0],
+  rtprio: [0, 0],
+  rttime: [Infinity, Infinity],
 });
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: MIB, g: 1024 * MIB, t: 1024 * 1024 * MIB };
@@ -162,7 +187,9 @@ function rlimitValue(v: unknown, what: string): number {
  * by name (docker's --ulimit names: nofile, nproc, core, fsize, ...).
  */
 export function rlimitsFor(
-  limits: Limits | undefined, ulimits: Record<string, Ulimit> | undefined, hard: Record<string, number> = {},
+  limits: Limits | undefined,
+  ulimits: Record<string, Ulimit> | undefined,
+  hard: Record<string, number> = {},
 ): Record<string, [number, number]> {
   const out: Record<string, [number, number]> = {};
   const explicit = new Set<string>();
@@ -193,11 +220,22 @@ export function rlimitsFor(
 
 /** The names /proc/PID/limits gives each rlimit. */
 export const PROC_LIMIT_NAMES: Readonly<Record<string, string>> = {
-  'Max cpu time': 'cpu', 'Max file size': 'fsize', 'Max data size': 'data', 'Max stack size': 'stack',
-  'Max core file size': 'core', 'Max resident set': 'rss', 'Max processes': 'nproc', 'Max open files': 'nofile',
-  'Max locked memory': 'memlock', 'Max address space': 'as', 'Max file locks': 'locks',
-  'Max pending signals': 'sigpending', 'Max msgqueue size': 'msgqueue', 'Max nice priority': 'nice',
-  'Max realtime priority': 'rtprio', 'Max realtime timeout': 'rttime',
+  'Max cpu time': 'cpu',
+  'Max file size': 'fsize',
+  'Max data size': 'data',
+  'Max stack size': 'stack',
+  'Max core file size': 'core',
+  'Max resident set': 'rss',
+  'Max processes': 'nproc',
+  'Max open files': 'nofile',
+  'Max locked memory': 'memlock',
+  'Max address space': 'as',
+  'Max file locks': 'locks',
+  'Max pending signals': 'sigpending',
+  'Max msgqueue size': 'msgqueue',
+  'Max nice priority': 'nice',
+  'Max realtime priority': 'rtprio',
+  'Max realtime timeout': 'rttime',
 };
 
 /** Hard limits from a /proc/PID/limits text, by rlimit name. */
@@ -217,10 +255,14 @@ export function parseProcLimits(text: string): Record<string, number> {
  * can go above the supervisor's own, so the defaults stop there (what a caller asks for
  * explicitly is not lowered: setting it then fails, naming the limit).
  */
-export function clampDefaults(rlimits: Record<string, [number, number]>, explicit: Set<string>, hard: Record<string, number>): Record<string, [number, number]> {
+export function clampDefaults(
+  rlimits: Record<string, [number, number]>,
+  explicit: Set<string>,
+  hard: Record<string, number>,
+): Record<string, [number, number]> {
   const out: Record<string, [number, number]> = {};
   for (const [name, [soft, h]] of Object.entries(rlimits)) {
-    const cap = explicit.has(name) ? Infinity : hard[name] ?? Infinity;
+    const cap = explicit.has(name) ? Infinity : (hard[name] ?? Infinity);
     const newHard = Math.min(h, cap);
     out[name] = [Math.min(soft, newHard), newHard];
   }

@@ -55,9 +55,13 @@ export class ContainerLock {
       if (lock) return lock;
       if (Date.now() >= deadline) {
         const holder = readHolder(path.join(layout.locks, id));
-        throw new NsboxError('IN_USE', `container ${id}: cannot ${what} it: ${holder ? `process ${holder.pid} is busy with it (${holder.what})` : 'another process is busy with it'}, still after ${waitMs} ms`, {
-          hint: 'try again once that is done',
-        });
+        throw new NsboxError(
+          'IN_USE',
+          `container ${id}: cannot ${what} it: ${holder ? `process ${holder.pid} is busy with it (${holder.what})` : 'another process is busy with it'}, still after ${waitMs} ms`,
+          {
+            hint: 'try again once that is done',
+          },
+        );
       }
       await new Promise((r) => setTimeout(r, delay));
     }

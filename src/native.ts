@@ -3,9 +3,23 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 export type StepOp =
-  | 'makeRootPrivate' | 'mountRootFs' | 'bindRoot' | 'mountFs' | 'bindInRoot' | 'mkdirInRoot'
-  | 'symlinkInRoot' | 'maskInRoot' | 'readonlyInRoot' | 'pivotRoot'
-  | 'loopbackUp' | 'sethostname' | 'chdir' | 'openPty' | 'joinCgroup' | 'unshareCgroupNs' | 'mountWriteLayer';
+  | 'makeRootPrivate'
+  | 'mountRootFs'
+  | 'bindRoot'
+  | 'mountFs'
+  | 'bindInRoot'
+  | 'mkdirInRoot'
+  | 'symlinkInRoot'
+  | 'maskInRoot'
+  | 'readonlyInRoot'
+  | 'pivotRoot'
+  | 'loopbackUp'
+  | 'sethostname'
+  | 'chdir'
+  | 'openPty'
+  | 'joinCgroup'
+  | 'unshareCgroupNs'
+  | 'mountWriteLayer';
 
 export interface NativeStep {
   op: StepOp;
@@ -141,8 +155,7 @@ export interface NativeDetach {
 
 export type DetachedSpawnResult =
   /** `ack`: write one byte once the record names the monitor, then close (see spawn_detached). */
-  | { ok: true; pid: number; monitorPid: number; ack: number }
-  | ({ ok: false; step: number; detail?: number; vanished?: number } & NativeErrno);
+  { ok: true; pid: number; monitorPid: number; ack: number } | ({ ok: false; step: number; detail?: number; vanished?: number } & NativeErrno);
 
 export interface NativeBinding {
   spawn(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
@@ -152,7 +165,11 @@ export interface NativeBinding {
    * onStarted gets what spawn() returns. Returns a failure object when the stdio fds cannot be
    * made, else undefined. The fds the plan names must stay open until onStarted.
    */
-  spawnAsync(plan: NativePlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void, onStarted: (r: SpawnResult) => void): SpawnResult | undefined;
+  spawnAsync(
+    plan: NativePlan,
+    onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void,
+    onStarted: (r: SpawnResult) => void,
+  ): SpawnResult | undefined;
   resizePty(fd: number, cols: number, rows: number): NativeErrno | null;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
@@ -188,7 +205,17 @@ export interface NativeBinding {
   linkAt(fromDirfd: number, fromName: Buffer, toDirfd: number, toName: Buffer): NativeErrno | null;
   symlinkAt(target: Buffer, dirfd: number, name: Buffer): NativeErrno | null;
   setAttrsFd(fd: number, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
-  setLinkAttrsAt(dirfd: number, name: Buffer, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
+  setLinkAttrsAt(
+    dirfd: number,
+    name: Buffer,
+    uid: number,
+    gid: number,
+    mode: number,
+    atimeSec: number,
+    atimeNsec: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+  ): NativeErrno | null;
   copyData(fromFd: number, toFd: number, limit: number): number | NativeErrno;
   removeTree(path: string | Buffer): (NativeErrno & { path: Buffer }) | null;
   /** open, write whole, (fchmod,) close on libuv's thread pool: no fd of it ever reaches JS. */

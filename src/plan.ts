@@ -5,9 +5,20 @@
  */
 import { invalid } from './errors';
 import {
-  MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
-  STEP_EXPECT_DEVICE, STEP_NO_FOLLOW_FINAL, STEP_SOURCE_NO_LINKS, STEP_TARGET_IS_FILE, S_IFBLK, S_IFCHR,
-  type NativePlan, type NativeStdio, type NativeStep, type NativeUserNs,
+  MOUNT_ATTR_NODEV,
+  MOUNT_ATTR_NOEXEC,
+  MOUNT_ATTR_NOSUID,
+  MOUNT_ATTR_RDONLY,
+  STEP_EXPECT_DEVICE,
+  STEP_NO_FOLLOW_FINAL,
+  STEP_SOURCE_NO_LINKS,
+  STEP_TARGET_IS_FILE,
+  S_IFBLK,
+  S_IFCHR,
+  type NativePlan,
+  type NativeStdio,
+  type NativeStep,
+  type NativeUserNs,
 } from './native';
 import type { Confinement } from './security';
 import type { PlanStdio } from './stdio';
@@ -17,7 +28,11 @@ export type RootSource =
   | { type: 'bind'; path: string; readonly?: boolean }
   /** An overlay of read-only `lower` layers (topmost first) under a write layer. */
   | {
-      type: 'overlay'; lower: string[]; upper: string; work: string; target: string;
+      type: 'overlay';
+      lower: string[];
+      upper: string;
+      work: string;
+      target: string;
       /** Never sync the write layer (it is thrown away on exit): overlay's `volatile`. */
       volatile?: boolean;
       /**
@@ -209,8 +224,13 @@ const rel = (p: string) => p.replace(/^\/+/, '');
 /** nosuid and nodev: nothing on the write layer's own mount is ever a way to privileges. */
 function writeLayerStep(w: WriteLayerMount): NativeStep {
   return {
-    op: 'mountWriteLayer', name: `write layer ${w.fstype} ${w.target}`, fstype: w.fstype, target: w.target,
-    options: w.options ?? [], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, ...(w.fd !== undefined ? { fd: w.fd } : {}),
+    op: 'mountWriteLayer',
+    name: `write layer ${w.fstype} ${w.target}`,
+    fstype: w.fstype,
+    target: w.target,
+    options: w.options ?? [],
+    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    ...(w.fd !== undefined ? { fd: w.fd } : {}),
   };
 }
 
@@ -220,34 +240,68 @@ function rootSteps(root: RootSource, nodev: number, userxattr: boolean): NativeS
     case 'bind':
       return [{ op: 'bindRoot', name: `root ${root.path}`, source: root.path, attrs: nodev | (root.readonly ? MOUNT_ATTR_RDONLY : 0) }];
     case 'overlay':
-      return [...(root.writeLayer ? [writeLayerStep(root.writeLayer)] : []), {
-        op: 'mountRootFs', name: `overlay root ${root.target}`, fstype: 'overlay', target: root.target, attrs: nodev,
-        options: ['lowerdir', overlayLowerdir(root.lower), 'upperdir', root.upper, 'workdir', root.work, ...(root.volatile ? ['volatile', ''] : []),
-          // In a user namespace trusted.* xattrs are out of reach: overlay's own go to user.overlay.*.
-          ...(userxattr ? ['userxattr', ''] : [])],
-      }];
+      return [
+        ...(root.writeLayer ? [writeLayerStep(root.writeLayer)] : []),
+        {
+          op: 'mountRootFs',
+          name: `overlay root ${root.target}`,
+          fstype: 'overlay',
+          target: root.target,
+          attrs: nodev,
+          options: [
+            'lowerdir',
+            overlayLowerdir(root.lower),
+            'upperdir',
+            root.upper,
+            'workdir',
+            root.work,
+            ...(root.volatile ? ['volatile', ''] : []),
+            // In a user namespace trusted.* xattrs are out of reach: overlay's own go to user.overlay.*.
+            ...(userxattr ? ['userxattr', ''] : []),
+          ],
+        },
+      ];
     case 'aufs':
-      return [{
-        op: 'mountRootFs', name: `aufs root ${root.target}`, fstype: 'aufs', target: root.target, attrs: nodev,
-        options: ['br', [`${root.upper}=rw`, ...root.lower.map((l) => `${l}=ro`)].join(':')],
-      }];
+      return [
+        {
+          op: 'mountRootFs',
+          name: `aufs root ${root.target}`,
+          fstype: 'aufs',
+          target: root.target,
+          attrs: nodev,
+          options: ['br', [`${root.upper}=rw`, ...root.lower.map((l) => `${l}=ro`)].join(':')],
+        },
+      ];
   }
 }
 
 /** The devices every container gets: the host's own nodes, bound in (see systemSteps). */
 export const STANDARD_DEVICES: readonly DeviceNode[] = Object.freeze(
-  ([['null', 1, 3], ['zero', 1, 5], ['full', 1, 7], ['random', 1, 8], ['urandom', 1, 9], ['tty', 5, 0]] as const)
-    .map(([name, major, minor]): DeviceNode => ({ source: `/dev/${name}`, target: `/dev/${name}`, type: 'c', major, minor })),
+  (
+    [
+      ['null', 1, 3],
+      ['zero', 1, 5],
+      ['full', 1, 7],
+      ['random', 1, 8],
+      ['urandom', 1, 9],
+      ['tty', 5, 0],
+    ] as const
+  ).map(([name, major, minor]): DeviceNode => ({ source: `/dev/${name}`, target: `/dev/${name}`, type: 'c', major, minor })),
 );
 
 /** A host device node bound onto a file in the container, checked to be that very device. */
 function deviceStep(d: DeviceNode): NativeStep {
   return {
-    op: 'bindInRoot', name: `device ${d.target}`, source: d.source, target: rel(d.target),
+    op: 'bindInRoot',
+    name: `device ${d.target}`,
+    source: d.source,
+    target: rel(d.target),
     flags: STEP_NO_FOLLOW_FINAL | STEP_TARGET_IS_FILE | STEP_EXPECT_DEVICE,
     // The bind keeps device access (no nodev) for this one node; nothing can be created on it.
     attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
-    mode: d.type === 'c' ? S_IFCHR : S_IFBLK, major: d.major, minor: d.minor,
+    mode: d.type === 'c' ? S_IFCHR : S_IFBLK,
+    major: d.major,
+    minor: d.minor,
   };
 }
 
@@ -259,22 +313,46 @@ function deviceStep(d: DeviceNode): NativeStep {
 function systemSteps(tty: boolean, nodev: number, devices: DeviceNode[], userns?: NativeUserNs, newNet = true): NativeStep[] {
   const steps: NativeStep[] = [
     // /proc and /sys must be real directories of the image, never symlinks to elsewhere.
-    { op: 'mountFs', name: 'mount /proc', fstype: 'proc', target: 'proc', flags: STEP_NO_FOLLOW_FINAL,
-      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
-    { op: 'mountFs', name: 'mount /dev', fstype: 'tmpfs', target: 'dev', flags: STEP_NO_FOLLOW_FINAL,
-      options: ['mode', '755', 'size', '65536k'], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | nodev },
+    {
+      op: 'mountFs',
+      name: 'mount /proc',
+      fstype: 'proc',
+      target: 'proc',
+      flags: STEP_NO_FOLLOW_FINAL,
+      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    },
+    {
+      op: 'mountFs',
+      name: 'mount /dev',
+      fstype: 'tmpfs',
+      target: 'dev',
+      flags: STEP_NO_FOLLOW_FINAL,
+      options: ['mode', '755', 'size', '65536k'],
+      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | nodev,
+    },
     ...[...STANDARD_DEVICES, ...devices].map(deviceStep),
   ];
   steps.push(
-    { op: 'mountFs', name: 'mount /dev/pts', fstype: 'devpts', target: 'dev/pts',
+    {
+      op: 'mountFs',
+      name: 'mount /dev/pts',
+      fstype: 'devpts',
+      target: 'dev/pts',
       // gid 5 (tty) only where the namespace maps it: an unmapped gid is EINVAL.
       options: ['newinstance', '', 'ptmxmode', '0666', 'mode', '0620', ...(userns && !mapsId(userns.gidMap, 5) ? [] : ['gid', '5'])],
-      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC },
+      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+    },
     { op: 'symlinkInRoot', name: 'link /dev/ptmx', target: 'dev/ptmx', source: 'pts/ptmx' },
     // From the container's own devpts: inside, the terminal is /dev/pts/0.
     ...(tty ? [{ op: 'openPty' as const, name: 'open the terminal', target: 'dev/pts/ptmx' }] : []),
-    { op: 'mountFs', name: 'mount /dev/shm', fstype: 'tmpfs', target: 'dev/shm',
-      options: ['mode', '1777', 'size', '65536k'], attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
+    {
+      op: 'mountFs',
+      name: 'mount /dev/shm',
+      fstype: 'tmpfs',
+      target: 'dev/shm',
+      options: ['mode', '1777', 'size', '65536k'],
+      attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    },
     { op: 'symlinkInRoot', name: 'link /dev/fd', target: 'dev/fd', source: '/proc/self/fd' },
     { op: 'symlinkInRoot', name: 'link /dev/stdin', target: 'dev/stdin', source: '/proc/self/fd/0' },
     { op: 'symlinkInRoot', name: 'link /dev/stdout', target: 'dev/stdout', source: '/proc/self/fd/1' },
@@ -282,10 +360,22 @@ function systemSteps(tty: boolean, nodev: number, devices: DeviceNode[], userns?
     // A new sysfs needs a network namespace owned by the container's user namespace: in its
     // own user namespace with the host's network, the host's /sys is bound in instead, read-only.
     userns && !newNet
-      ? { op: 'bindInRoot', name: 'bind /sys', source: '/sys', target: 'sys', flags: STEP_NO_FOLLOW_FINAL,
-        attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC }
-      : { op: 'mountFs', name: 'mount /sys', fstype: 'sysfs', target: 'sys', flags: STEP_NO_FOLLOW_FINAL,
-        attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC },
+      ? {
+          op: 'bindInRoot',
+          name: 'bind /sys',
+          source: '/sys',
+          target: 'sys',
+          flags: STEP_NO_FOLLOW_FINAL,
+          attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        }
+      : {
+          op: 'mountFs',
+          name: 'mount /sys',
+          fstype: 'sysfs',
+          target: 'sys',
+          flags: STEP_NO_FOLLOW_FINAL,
+          attrs: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        },
   );
   return steps;
 }
@@ -294,20 +384,28 @@ function mountSteps(mounts: BindMount[], tmpfs: TmpfsMount[]): NativeStep[] {
   // Parents before children, so /data/sub lands on the /data volume and not under it.
   const all: Array<BindMount | (TmpfsMount & { tmpfs: true })> = [...mounts, ...tmpfs.map((t) => ({ ...t, tmpfs: true as const }))];
   const sorted = all.sort((a, b) => a.target.split('/').length - b.target.split('/').length);
-  return sorted.map((m): NativeStep => 'tmpfs' in m ? {
-    op: 'mountFs', name: `tmpfs ${m.target}`, fstype: 'tmpfs', target: rel(m.target), flags: STEP_NO_FOLLOW_FINAL,
-    options: ['mode', (m.mode ?? 0o1777).toString(8), ...(m.size !== undefined ? ['size', String(m.size)] : [])],
-    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.noexec ? MOUNT_ATTR_NOEXEC : 0),
-  } : {
-    op: 'bindInRoot' as const,
-    name: `volume ${m.target}`,
-    source: m.source,
-    target: rel(m.target),
-    // A symlink as the target is refused: it could be planted to aim the mount elsewhere.
-    // So is one anywhere in the host path (see child.cc's kStepSourceNoLinks).
-    flags: STEP_NO_FOLLOW_FINAL | STEP_SOURCE_NO_LINKS | (m.file ? STEP_TARGET_IS_FILE : 0),
-    attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.readonly ? MOUNT_ATTR_RDONLY : 0),
-  });
+  return sorted.map((m): NativeStep =>
+    'tmpfs' in m
+      ? {
+          op: 'mountFs',
+          name: `tmpfs ${m.target}`,
+          fstype: 'tmpfs',
+          target: rel(m.target),
+          flags: STEP_NO_FOLLOW_FINAL,
+          options: ['mode', (m.mode ?? 0o1777).toString(8), ...(m.size !== undefined ? ['size', String(m.size)] : [])],
+          attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.noexec ? MOUNT_ATTR_NOEXEC : 0),
+        }
+      : {
+          op: 'bindInRoot' as const,
+          name: `volume ${m.target}`,
+          source: m.source,
+          target: rel(m.target),
+          // A symlink as the target is refused: it could be planted to aim the mount elsewhere.
+          // So is one anywhere in the host path (see child.cc's kStepSourceNoLinks).
+          flags: STEP_NO_FOLLOW_FINAL | STEP_SOURCE_NO_LINKS | (m.file ? STEP_TARGET_IS_FILE : 0),
+          attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.readonly ? MOUNT_ATTR_RDONLY : 0),
+        },
+  );
 }
 
 /**
@@ -318,7 +416,10 @@ function mountSteps(mounts: BindMount[], tmpfs: TmpfsMount[]): NativeStep[] {
  */
 function etcFileSteps(files: Array<{ source: string; target: string }>): NativeStep[] {
   return files.map((f) => ({
-    op: 'bindInRoot', name: `bind ${f.target}`, source: f.source, target: rel(containerPath(f.target, 'etc file')),
+    op: 'bindInRoot',
+    name: `bind ${f.target}`,
+    source: f.source,
+    target: rel(containerPath(f.target, 'etc file')),
     flags: STEP_NO_FOLLOW_FINAL | STEP_TARGET_IS_FILE,
     attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
   }));
@@ -378,13 +479,18 @@ export function buildPlan(input: PlanInput): NativePlan {
   const steps: NativeStep[] = [
     // Into the container's cgroups first, so that its cgroup namespace is made there.
     ...(input.cgroupProcs ?? []).map((fd): NativeStep => ({ op: 'joinCgroup', name: 'join cgroup', fd })),
-    ...((input.cgroupProcs?.length || input.cgroupFd !== undefined) && (input.cgroupNamespace ?? true) ? [{ op: 'unshareCgroupNs' as const, name: 'cgroup namespace' }] : []),
+    ...((input.cgroupProcs?.length || input.cgroupFd !== undefined) && (input.cgroupNamespace ?? true)
+      ? [{ op: 'unshareCgroupNs' as const, name: 'cgroup namespace' }]
+      : []),
     // Nothing mounted from here on may propagate back to the host.
     { op: 'makeRootPrivate', name: 'make / private' },
     ...rootSteps(input.root, nodev, !!input.userns),
     ...systemSteps(!!input.tty, nodev, devices, input.userns, network === 'none'),
     ...etcFileSteps(input.etcFiles ?? []),
-    ...mountSteps(mounts, (input.tmpfs ?? []).map((t) => ({ ...t, target: tmpfsTarget(t.target) }))),
+    ...mountSteps(
+      mounts,
+      (input.tmpfs ?? []).map((t) => ({ ...t, target: tmpfsTarget(t.target) })),
+    ),
     ...(input.confinement?.steps ?? []),
     { op: 'pivotRoot', name: 'pivot_root' },
   ];

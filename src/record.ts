@@ -12,8 +12,23 @@ import { validateImageName } from './image/store';
 import { ID_RE, type Layout } from './layout';
 import { Volume } from './volume';
 import {
-  arrayOf, boolean, checkObject, expected, integer, isObject, matching, nullable, object, oneOf, optional, shape, string, stringRecord, union,
-  type Check, type Spec,
+  arrayOf,
+  boolean,
+  checkObject,
+  expected,
+  integer,
+  isObject,
+  matching,
+  nullable,
+  object,
+  oneOf,
+  optional,
+  shape,
+  string,
+  stringRecord,
+  union,
+  type Check,
+  type Spec,
 } from './validate';
 import type { DeviceSpec } from './device';
 import type { Limits, Ulimit } from './limits';
@@ -119,7 +134,7 @@ const isoTime = matching(/^\d{4}-\d{2}-\d{2}T[\d:.]+Z$/, 'an ISO 8601 time');
 const time = nullable(isoTime);
 
 const ULIMIT = union<Ulimit>('a number or [soft, hard]', [
-  [(v) => typeof v === 'number', (v, name) => (typeof v === 'number' && (Number.isSafeInteger(v) && v >= -1) ? v : expected(name, 'an rlimit', v))],
+  [(v) => typeof v === 'number', (v, name) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= -1 ? v : expected(name, 'an rlimit', v))],
   [Array.isArray, arrayOf(integer(-1, Number.MAX_SAFE_INTEGER), { min: 2, max: 2 }) as Check<Ulimit>],
 ]);
 
@@ -130,7 +145,7 @@ const CONFIG: Spec<ContainerConfig> = {
   network: oneOf(['none', 'host'] as const),
   tty: boolean,
   security: optional(object as Check<SecurityOptions>),
-  devices: optional(arrayOf<DeviceSpec>((v, name) => (typeof v === 'string' || isObject(v) ? v as DeviceSpec : expected(name, 'a device', v)))),
+  devices: optional(arrayOf<DeviceSpec>((v, name) => (typeof v === 'string' || isObject(v) ? (v as DeviceSpec) : expected(name, 'a device', v)))),
   limits: optional(object as Check<Limits>),
   ulimits: optional(((v, name) => {
     if (!isObject(v)) return expected(name, 'an object of rlimits', v);
@@ -138,9 +153,16 @@ const CONFIG: Spec<ContainerConfig> = {
     for (const k of Object.keys(v)) out[k] = ULIMIT(v[k], `${name}.${k}`);
     return out;
   }) as Check<Record<string, Ulimit>>),
-  tmpfs: optional(arrayOf(shape<TmpfsMount>({
-    target: string, size: optional(integer(0, Number.MAX_SAFE_INTEGER)), mode: optional(integer(0, 0o7777)), noexec: optional(boolean),
-  }))),
+  tmpfs: optional(
+    arrayOf(
+      shape<TmpfsMount>({
+        target: string,
+        size: optional(integer(0, Number.MAX_SAFE_INTEGER)),
+        mode: optional(integer(0, 0o7777)),
+        noexec: optional(boolean),
+      }),
+    ),
+  ),
   timeout: optional(integer(1, 2 ** 31 - 1)),
 };
 
@@ -228,7 +250,14 @@ export function readRecord(layout: Layout, id: string, dir = layout.containerDir
   if (rec.status === 'running') mergeExitFile(rec, dir);
   const layer = path.relative(layout.images, rec.imageLayer);
   const parts = layer.split(path.sep);
-  if (!path.isAbsolute(rec.imageLayer) || path.normalize(rec.imageLayer) !== rec.imageLayer || parts.length !== 2 || parts[0] === '..' || parts[0] === '.' || parts[1] !== 'rootfs') {
+  if (
+    !path.isAbsolute(rec.imageLayer) ||
+    path.normalize(rec.imageLayer) !== rec.imageLayer ||
+    parts.length !== 2 ||
+    parts[0] === '..' ||
+    parts[0] === '.' ||
+    parts[1] !== 'rootfs'
+  ) {
     throw badRecord(dir, `imageLayer ${JSON.stringify(rec.imageLayer)} is not an image's rootfs under ${layout.images}`);
   }
   return rec;
@@ -297,7 +326,7 @@ function mergeExitFile(rec: ContainerRecord, dir: string): void {
   if (rec.startedAt !== null && `${exit.finishedAt.slice(0, 23)}Z` < rec.startedAt) return;
   rec.status = 'exited';
   rec.exitCode = exit.exitCode;
-  rec.signal = exit.signal === null ? null : SIGNAL_NAMES.get(exit.signal) ?? `SIG${exit.signal}`;
+  rec.signal = exit.signal === null ? null : (SIGNAL_NAMES.get(exit.signal) ?? `SIG${exit.signal}`);
   // Milliseconds, as every other time of a record.
   rec.finishedAt = `${exit.finishedAt.slice(0, 23)}Z`;
   // As a run in Node names it (runtime.ts): the OOM killer first, then what nsbox killed it for.

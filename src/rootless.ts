@@ -37,16 +37,25 @@ export function needsCgroup(limits: CgroupLimits): boolean {
 export function rootlessCgroup(id: string, limits: CgroupLimits): ContainerCgroup | null {
   if (!needsCgroup(limits)) return null;
   const uid = process.geteuid!();
-  const hint = 'run nsbox inside a cgroup v2 subtree delegated to this user (e.g. `systemd-run --user --scope -p Delegate=yes nsbox ...` on a unified host, then NSBOX_CGROUP_V2_PARENT=<an empty child of it>), run as root, or leave the limits out';
+  const hint =
+    'run nsbox inside a cgroup v2 subtree delegated to this user (e.g. `systemd-run --user --scope -p Delegate=yes nsbox ...` on a unified host, then NSBOX_CGROUP_V2_PARENT=<an empty child of it>), run as root, or leave the limits out';
   if (v2Use() !== 'limits') {
-    throw new NsboxError('UNSUPPORTED', `limits: rootless (uid ${uid}): limits need a cgroup v2 subtree delegated to this user, and this host keeps its limit controllers in cgroup v1, which is root's`, { hint });
+    throw new NsboxError(
+      'UNSUPPORTED',
+      `limits: rootless (uid ${uid}): limits need a cgroup v2 subtree delegated to this user, and this host keeps its limit controllers in cgroup v1, which is root's`,
+      { hint },
+    );
   }
   try {
     return ContainerCgroup.forStart(id, 'all', limits);
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-      throw new NsboxError(code, `limits: rootless (uid ${uid}): the cgroup v2 directory is not writable by this user (not delegated): ${(e as Error).message}`, { hint, cause: e });
+      throw new NsboxError(
+        code,
+        `limits: rootless (uid ${uid}): the cgroup v2 directory is not writable by this user (not delegated): ${(e as Error).message}`,
+        { hint, cause: e },
+      );
     }
     throw e;
   }
@@ -60,9 +69,13 @@ export function checkRootlessIds(security: NativeSecurity | undefined, userns: N
   const uid = security?.uid ?? 0;
   const gid = security?.gid ?? 0;
   if ((uid !== 0 && !mapsId(userns.uidMap, uid)) || (gid !== 0 && !mapsId(userns.gidMap, gid))) {
-    throw new NsboxError('UNSUPPORTED', `user: ${uid}:${gid}: rootless with a one-id map, only root (0:0) exists inside the container (your uid ${process.geteuid!()} as 0)`, {
-      hint: 'leave --user out, or run as root',
-    });
+    throw new NsboxError(
+      'UNSUPPORTED',
+      `user: ${uid}:${gid}: rootless with a one-id map, only root (0:0) exists inside the container (your uid ${process.geteuid!()} as 0)`,
+      {
+        hint: 'leave --user out, or run as root',
+      },
+    );
   }
 }
 
@@ -70,7 +83,8 @@ export function checkRootlessIds(security: NativeSecurity | undefined, userns: N
 export function insideId(map: string, hostId: number): number {
   for (const line of map.split('\n')) {
     const [inside, outside, count] = line.trim().split(/\s+/).map(Number);
-    if (inside !== undefined && outside !== undefined && count !== undefined && hostId >= outside && hostId < outside + count) return inside + (hostId - outside);
+    if (inside !== undefined && outside !== undefined && count !== undefined && hostId >= outside && hostId < outside + count)
+      return inside + (hostId - outside);
   }
   throw new NsboxError('EINVAL', `id ${hostId} is not mapped in the container's user namespace`);
 }

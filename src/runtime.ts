@@ -18,13 +18,26 @@ import { ID_RE, Layout, defaultRoot, isNoSpace, newId, writeRecordFile, writeRec
 import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
-import {
-  TOMBSTONE_RE, containerEntries, layerIdentity, readEntry, removeTree, tombstonePath, type Dangling, type Entry,
-} from './container-dir';
+import { TOMBSTONE_RE, containerEntries, layerIdentity, readEntry, removeTree, tombstonePath, type Dangling, type Entry } from './container-dir';
 import type { SecurityOptions } from './security';
 import {
-  arrayOf, boolean, checkObject, func, integer, isObject, object, oneOf, optional, pathString, shape, string, stringArray, stringRecord, union,
-  type Check, type Spec,
+  arrayOf,
+  boolean,
+  checkObject,
+  func,
+  integer,
+  isObject,
+  object,
+  oneOf,
+  optional,
+  pathString,
+  shape,
+  string,
+  stringArray,
+  stringRecord,
+  union,
+  type Check,
+  type Spec,
 } from './validate';
 import type { DeviceSpec } from './device';
 import { diskLimit, parseSize, withoutDisk, type Limits, type Ulimit } from './limits';
@@ -62,8 +75,7 @@ export interface ContainerInspect extends ContainerInfo {
 }
 
 export type MountInfo =
-  | { type: 'bind'; source: string; target: string; readonly: boolean }
-  | { type: 'tmpfs'; target: string; size?: number; mode?: number; noexec?: boolean };
+  { type: 'bind'; source: string; target: string; readonly: boolean } | { type: 'tmpfs'; target: string; size?: number; mode?: number; noexec?: boolean };
 
 function mountsOf(rec: ContainerRecord): MountInfo[] {
   const binds = rec.volumes.map((v): MountInfo => ({ type: 'bind', source: v.source, target: v.target, readonly: v.readonly }));
@@ -186,41 +198,51 @@ const RUN_OPTIONS: Spec<RunOptions & { detach?: boolean } & LogOptions> = {
   command: optional(arrayOf(string, { min: 1 })),
   name: optional(string),
   volumes: optional(arrayOf<VolumeSpec>((v, name) => Volume.from(v as VolumeSpec, name))),
-  env: optional(union<Record<string, string> | string[]>('K=V strings or an object of strings', [
-    [Array.isArray, stringArray],
-    [isObject, stringRecord],
-  ])),
+  env: optional(
+    union<Record<string, string> | string[]>('K=V strings or an object of strings', [
+      [Array.isArray, stringArray],
+      [isObject, stringRecord],
+    ]),
+  ),
   cwd: optional(string),
   hostname: optional(string),
   network: optional(oneOf(['none', 'host'] as const)),
   stdio: optional(checkStdio),
-  tty: optional(union<boolean | TerminalSize>('a boolean or { cols, rows }', [
-    [(v) => typeof v === 'boolean', boolean],
-    [isObject, shape({ cols: optional(integer(1, 0xffff)), rows: optional(integer(1, 0xffff)) })],
-  ])),
+  tty: optional(
+    union<boolean | TerminalSize>('a boolean or { cols, rows }', [
+      [(v) => typeof v === 'boolean', boolean],
+      [isObject, shape({ cols: optional(integer(1, 0xffff)), rows: optional(integer(1, 0xffff)) })],
+    ]),
+  ),
   remove: optional(boolean),
   readOnly: optional(boolean),
   security: optional(object as Check<SecurityOptions>),
-  devices: optional(arrayOf<DeviceSpec>((v, name) => {
-    if (typeof v === 'string' || (isObject(v) && typeof (v as { source?: unknown }).source === 'string')) return v as DeviceSpec;
-    throw invalid(`${name}: expected HOST[:CONTAINER] or { source, target }`);
-  })),
+  devices: optional(
+    arrayOf<DeviceSpec>((v, name) => {
+      if (typeof v === 'string' || (isObject(v) && typeof (v as { source?: unknown }).source === 'string')) return v as DeviceSpec;
+      throw invalid(`${name}: expected HOST[:CONTAINER] or { source, target }`);
+    }),
+  ),
   limits: optional(object as Check<Limits>),
   ulimits: optional(object as Check<Record<string, Ulimit>>),
-  tmpfs: optional(union<Record<string, string | number> | string[]>('tmpfs specs or an object of target: size', [
-    [Array.isArray, stringArray],
-    [isObject, object as Check<Record<string, string | number>>],
-  ])),
+  tmpfs: optional(
+    union<Record<string, string | number> | string[]>('tmpfs specs or an object of target: size', [
+      [Array.isArray, stringArray],
+      [isObject, object as Check<Record<string, string | number>>],
+    ]),
+  ),
   timeout: optional(integer(1, 2 ** 31 - 1)),
   signal: optional(((v: unknown, name: string) => {
     if (v instanceof AbortSignal) return v;
     throw invalid(`${name}: expected an AbortSignal`);
   }) as Check<AbortSignal>),
   detach: optional(boolean),
-  logMaxSize: optional(union<number | string>('bytes, or a size like 10m', [
-    [(v) => typeof v === 'number', integer(1024, Number.MAX_SAFE_INTEGER)],
-    [isString, string],
-  ])),
+  logMaxSize: optional(
+    union<number | string>('bytes, or a size like 10m', [
+      [(v) => typeof v === 'number', integer(1024, Number.MAX_SAFE_INTEGER)],
+      [isString, string],
+    ]),
+  ),
   logMaxFiles: optional(integer(1, 100)),
 };
 
@@ -300,9 +322,13 @@ function recordConfig(o: RunOptions, env: Record<string, string> | undefined): C
     ...(o.security !== undefined ? { security: o.security } : {}),
     ...(o.devices !== undefined ? { devices: o.devices } : {}),
     ...(o.limits !== undefined ? { limits: o.limits } : {}),
-    ...(o.ulimits !== undefined ? {
-      ulimits: Object.fromEntries(Object.entries(o.ulimits).map(([k, v]) => [k, Array.isArray(v) ? [unlimited(v[0]), unlimited(v[1])] : unlimited(v)])) as Record<string, Ulimit>,
-    } : {}),
+    ...(o.ulimits !== undefined
+      ? {
+          ulimits: Object.fromEntries(
+            Object.entries(o.ulimits).map(([k, v]) => [k, Array.isArray(v) ? [unlimited(v[0]), unlimited(v[1])] : unlimited(v)]),
+          ) as Record<string, Ulimit>,
+        }
+      : {}),
     ...(o.tmpfs !== undefined ? { tmpfs: tmpfsMounts(o.tmpfs) } : {}),
     ...(o.timeout !== undefined ? { timeout: o.timeout } : {}),
   };
@@ -389,7 +415,8 @@ export class Runtime {
     // The checked copy from here on: what was checked is what is used.
     const { detach, logMaxSize, logMaxFiles, ...checked } = checkOptions('run', RUN_OPTIONS, given);
     const options: RunOptions = checked;
-    if (!detach && (logMaxSize !== undefined || logMaxFiles !== undefined)) throw invalid('run: logMaxSize and logMaxFiles are for detached containers (detach: true)');
+    if (!detach && (logMaxSize !== undefined || logMaxFiles !== undefined))
+      throw invalid('run: logMaxSize and logMaxFiles are for detached containers (detach: true)');
     this.layout.verify();
     const image = this.images.get(validateImageName(options.image));
     const command = options.command ?? ['sh'];
@@ -403,24 +430,49 @@ export class Runtime {
     if (disk !== undefined) Workspace.checkDisk(driver, !!options.readOnly);
     if (disk !== undefined && !options.remove && isRootless()) {
       // A kept container's write layer is an ext4 image on a loop device: root's to attach.
-      throw new NsboxError('UNSUPPORTED', `limits.disk: rootless (uid ${process.geteuid!()}), only a --rm container's write layer can be bounded (a tmpfs); a kept one needs a loop device, which is root's`, { hint: 'add --rm, run as root, or leave the disk limit out' });
+      throw new NsboxError(
+        'UNSUPPORTED',
+        `limits.disk: rootless (uid ${process.geteuid!()}), only a --rm container's write layer can be bounded (a tmpfs); a kept one needs a loop device, which is root's`,
+        { hint: 'add --rm, run as root, or leave the disk limit out' },
+      );
     }
     this.layout.ensure();
     this.recoverOnce();
 
     const name = options.name ?? null;
     const record: ContainerRecord = {
-      id: '', name, image: image.name, command, driver, volumes: volumes.map(volumeRecord), status: 'creating',
-      pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null, created: new Date().toISOString(),
-      startedAt: null, finishedAt: null, remove: !!options.remove, readOnly: !!options.readOnly,
-      supervisor: process.pid, supervisorStart: ownStartTime(), imageLayer: image.rootfs,
+      id: '',
+      name,
+      image: image.name,
+      command,
+      driver,
+      volumes: volumes.map(volumeRecord),
+      status: 'creating',
+      pid: null,
+      pidStart: null,
+      pidNamespace: null,
+      exitCode: null,
+      signal: null,
+      created: new Date().toISOString(),
+      startedAt: null,
+      finishedAt: null,
+      remove: !!options.remove,
+      readOnly: !!options.readOnly,
+      supervisor: process.pid,
+      supervisorStart: ownStartTime(),
+      imageLayer: image.rootfs,
       config: recordConfig(options, env),
     };
     const id = await this.createRecordAsync(record);
     const dir = this.layout.containerDir(id);
     // limits.disk: a --rm container's write layer is a tmpfs of that size, a kept one's an ext4 image.
-    const workspace = new Workspace(dir, image.rootfs, driver, !!options.readOnly,
-      disk === undefined ? undefined : { kind: options.remove ? 'tmpfs' : 'image', bytes: disk });
+    const workspace = new Workspace(
+      dir,
+      image.rootfs,
+      driver,
+      !!options.readOnly,
+      disk === undefined ? undefined : { kind: options.remove ? 'tmpfs' : 'image', bytes: disk },
+    );
     try {
       if (name !== null) await this.claimNameAsync(name, id);
     } catch (e) {
@@ -435,7 +487,13 @@ export class Runtime {
     let diskMount: number | undefined;
     try {
       // The layer's directories and the /etc files at once: one turn of the pool, not two.
-      const etcFiles = writeEtcFilesAsync({ dir, hostname: options.hostname ?? id, network: options.network ?? 'none', imageLayer: image.rootfs, readOnly: !!options.readOnly });
+      const etcFiles = writeEtcFilesAsync({
+        dir,
+        hostname: options.hostname ?? id,
+        network: options.network ?? 'none',
+        imageLayer: image.rootfs,
+        readOnly: !!options.readOnly,
+      });
       await Promise.all([workspace.createAsync(), etcFiles]);
       if (workspace.disk) await workspace.createDisk();
       diskMount = workspace.mountDisk();
@@ -631,7 +689,10 @@ export class Runtime {
         return; // removed meanwhile (rm -f from another process): nothing left to record
       }
       if (!this.unsaved.has(record.id)) {
-        process.emitWarning(`container ${record.id}: its state (${record.status}${record.exitCode !== null ? `, exit code ${record.exitCode}` : ''}) could not be saved: ${(e as Error).message}`, { code: 'NSBOX_STATE' });
+        process.emitWarning(
+          `container ${record.id}: its state (${record.status}${record.exitCode !== null ? `, exit code ${record.exitCode}` : ''}) could not be saved: ${(e as Error).message}`,
+          { code: 'NSBOX_STATE' },
+        );
       }
       this.unsaved.set(record.id, record);
     }
@@ -764,7 +825,8 @@ export class Runtime {
 
   private recordless(e: Entry): NsboxError {
     return new NsboxError('BAD_STATE', `container ${e.id}: its directory ${e.dir} holds no record (left half made or half removed)`, {
-      path: e.dir, hint: `nsbox rm -f ${e.id} removes it`,
+      path: e.dir,
+      hint: `nsbox rm -f ${e.id} removes it`,
     });
   }
 
@@ -800,7 +862,12 @@ export class Runtime {
 
   private info(rec: ContainerRecord): ContainerInfo {
     const { pidStart: _a, pidNamespace: _b, supervisor: _c, imageLayer: _d, supervisorStart: _e, config: _f, ...info } = rec;
-    void _a; void _b; void _c; void _d; void _e; void _f;
+    void _a;
+    void _b;
+    void _c;
+    void _d;
+    void _e;
+    void _f;
     return { ...info, status: this.statusOf(rec) };
   }
 
@@ -816,8 +883,20 @@ export class Runtime {
       created = new Date(0).toISOString();
     }
     return {
-      id: e.id, name: names.get(e.id)?.[0] ?? null, image: '', command: [], driver: this.storageDriver, volumes: [], status,
-      pid: null, exitCode: null, signal: null, created, startedAt: null, finishedAt: null, remove: false,
+      id: e.id,
+      name: names.get(e.id)?.[0] ?? null,
+      image: '',
+      command: [],
+      driver: this.storageDriver,
+      volumes: [],
+      status,
+      pid: null,
+      exitCode: null,
+      signal: null,
+      created,
+      startedAt: null,
+      finishedAt: null,
+      remove: false,
     };
   }
 
@@ -935,7 +1014,10 @@ export class Runtime {
       // who must unmount it knows: refused before anything changes.
       const mounted = mountsUnder(e.dir);
       if (mounted.length) {
-        throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
+        throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, {
+          path: mounted[0]!,
+          hint: `umount ${mounted[0]}`,
+        });
       }
       dir = tombstonePath(this.layout, e.id);
       try {
@@ -975,7 +1057,10 @@ export class Runtime {
     if (e.kind === 'live') {
       const mounted = mountsUnder(e.dir, mountinfo);
       if (mounted.length) {
-        throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
+        throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, {
+          path: mounted[0]!,
+          hint: `umount ${mounted[0]}`,
+        });
       }
       dir = tombstonePath(this.layout, e.id);
       try {
@@ -1148,19 +1233,23 @@ export class Runtime {
     }
     this.removing.add(id);
     try {
-      await this.removeLocked(id, () => this.findEntry(id), async (e) => {
-        if (e.kind !== 'live' || !e.rec || e.bad) return e;
-        if (this.statusOf(e.rec) !== 'running') return e;
-        if (!force) throw new NsboxError('IN_USE', `container ${e.rec.name ?? id} is running`, { hint: 'use force (-f) to kill and remove it' });
-        const mine = this.live.get(id);
-        if (mine) {
-          mine.kill('SIGKILL');
-          await mine.wait().catch(() => undefined); // its bookkeeping is replaced by the removal
-        } else {
-          await killAndWait(e.rec);
-        }
-        return this.findEntry(id);
-      });
+      await this.removeLocked(
+        id,
+        () => this.findEntry(id),
+        async (e) => {
+          if (e.kind !== 'live' || !e.rec || e.bad) return e;
+          if (this.statusOf(e.rec) !== 'running') return e;
+          if (!force) throw new NsboxError('IN_USE', `container ${e.rec.name ?? id} is running`, { hint: 'use force (-f) to kill and remove it' });
+          const mine = this.live.get(id);
+          if (mine) {
+            mine.kill('SIGKILL');
+            await mine.wait().catch(() => undefined); // its bookkeeping is replaced by the removal
+          } else {
+            await killAndWait(e.rec);
+          }
+          return this.findEntry(id);
+        },
+      );
     } finally {
       this.removing.delete(id);
     }
@@ -1211,8 +1300,14 @@ export class Runtime {
       const rec = this.committable(id, ref);
       // A running container is held still while its layers are read: the walk then sees one
       // moment of its root, and a container swapping files for links cannot race it.
-      if (this.statusOf(rec) === 'running' && rec.pid && rec.pidNamespace && processAlive(rec.pid, rec.pidStart ?? undefined)
-        && processPidNamespace(rec.pid) === rec.pidNamespace && rec.pidNamespace !== processPidNamespace('self')) {
+      if (
+        this.statusOf(rec) === 'running' &&
+        rec.pid &&
+        rec.pidNamespace &&
+        processAlive(rec.pid, rec.pidStart ?? undefined) &&
+        processPidNamespace(rec.pid) === rec.pidNamespace &&
+        rec.pidNamespace !== processPidNamespace('self')
+      ) {
         thaw = await freezeContainer(rec.pid, rec.pidNamespace);
       }
       const before = layerIdentity(rec, this.layout);
@@ -1295,13 +1390,15 @@ export class Runtime {
       out.close();
       release();
     };
-    const stream = toReadable((async function* released() {
-      try {
-        yield* out.chunks;
-      } finally {
-        finish();
-      }
-    })());
+    const stream = toReadable(
+      (async function* released() {
+        try {
+          yield* out.chunks;
+        } finally {
+          finish();
+        }
+      })(),
+    );
     // Destroyed before it was read, the generator never ran: its finally would not either.
     stream.once('close', finish);
     return stream;
@@ -1320,11 +1417,24 @@ export class Runtime {
       if (!e.rec) throw this.recordless(e);
       const rec = e.rec;
       const status = this.statusOf(rec);
-      if (status === 'creating' || status === 'dead') throw new NsboxError('BAD_STATE', `${label}: the container is ${status === 'dead' ? 'left half made by a process that died' : 'being created'}`);
-      const root = status === 'running'
-        ? openRunningRoot(rec, label)
-        : openStoppedRoot(rec, this.workspaceOf(rec), rec.volumes.map((v) => v.target), label);
-      return { root, release: () => { root.close(); lock.release(); } };
+      if (status === 'creating' || status === 'dead')
+        throw new NsboxError('BAD_STATE', `${label}: the container is ${status === 'dead' ? 'left half made by a process that died' : 'being created'}`);
+      const root =
+        status === 'running'
+          ? openRunningRoot(rec, label)
+          : openStoppedRoot(
+              rec,
+              this.workspaceOf(rec),
+              rec.volumes.map((v) => v.target),
+              label,
+            );
+      return {
+        root,
+        release: () => {
+          root.close();
+          lock.release();
+        },
+      };
     } catch (e) {
       lock.release();
       throw e;
@@ -1339,7 +1449,10 @@ export class Runtime {
     if (!e.rec) throw this.recordless(e);
     const status = this.statusOf(e.rec);
     if (status === 'creating' || status === 'dead') {
-      throw new NsboxError('BAD_STATE', `container ${ref}: ${status === 'dead' ? 'left half made by a process that died' : 'being created'}: nothing to commit`);
+      throw new NsboxError(
+        'BAD_STATE',
+        `container ${ref}: ${status === 'dead' ? 'left half made by a process that died' : 'being created'}: nothing to commit`,
+      );
     }
     if (!fs.existsSync(e.rec.imageLayer)) {
       throw new NsboxError('NOT_FOUND', `container ${ref}: its image ${e.rec.image} was removed (rmi -f): its root cannot be committed`, {
@@ -1366,7 +1479,6 @@ export class Runtime {
     }
     this.images.remove(name, { running, stopped }, force);
   }
-
 
   /**
    * The name ps shows for `id`: the one link in names/ that points to it, or, while a rename
@@ -1491,8 +1603,17 @@ export class Runtime {
       const dir = this.layout.containerDir(id);
       const hostname = cfg.hostname ?? id;
       const record: ContainerRecord = {
-        ...rec, status: 'running', pid: null, pidStart: null, pidNamespace: null, exitCode: null, signal: null,
-        startedAt: null, finishedAt: null, supervisor: process.pid, supervisorStart: ownStartTime(),
+        ...rec,
+        status: 'running',
+        pid: null,
+        pidStart: null,
+        pidNamespace: null,
+        exitCode: null,
+        signal: null,
+        startedAt: null,
+        finishedAt: null,
+        supervisor: process.pid,
+        supervisorStart: ownStartTime(),
       };
       delete record.killedFor;
       const workspace = this.workspaceOf(rec);
@@ -1580,10 +1701,15 @@ export class Runtime {
         throw new NsboxError('IN_USE', `container ${ref} is running: not started again`, { hint: `nsbox restart ${ref} stops it, then starts it` });
       }
       if (status !== 'exited' && status !== 'created') {
-        throw new NsboxError('BAD_STATE', `container ${ref}: ${status === 'dead' ? 'left half made by a process that died' : `being ${status === 'creating' ? 'created' : 'removed'}`}: not started`);
+        throw new NsboxError(
+          'BAD_STATE',
+          `container ${ref}: ${status === 'dead' ? 'left half made by a process that died' : `being ${status === 'creating' ? 'created' : 'removed'}`}: not started`,
+        );
       }
       if (rec.remove) {
-        throw new NsboxError('BAD_STATE', `container ${ref} was run with remove (--rm): it is removed once it exits, never started again`, { hint: `nsbox rm ${ref}` });
+        throw new NsboxError('BAD_STATE', `container ${ref} was run with remove (--rm): it is removed once it exits, never started again`, {
+          hint: `nsbox rm ${ref}`,
+        });
       }
       if (!rec.config) {
         throw new NsboxError('BAD_STATE', `container ${ref}: its record is from an nsbox that did not keep how it was run: it cannot be started again`, {
@@ -1591,12 +1717,16 @@ export class Runtime {
         });
       }
       if (!fs.existsSync(rec.imageLayer)) {
-        throw new NsboxError('NOT_FOUND', `container ${ref}: its image ${rec.image} was removed (rmi -f): it cannot be started again`, { hint: `nsbox rm ${ref}` });
+        throw new NsboxError('NOT_FOUND', `container ${ref}: its image ${rec.image} was removed (rmi -f): it cannot be started again`, {
+          hint: `nsbox rm ${ref}`,
+        });
       }
       // Exited, but its supervisor has yet to write so (it runs afterExit): give it a moment.
       if (rec.status === 'running' && this.supervisorAlive(rec)) {
         if (Date.now() > deadline) {
-          throw new NsboxError('IN_USE', `container ${ref}: it exited, but its supervisor (process ${rec.supervisor}) has not recorded it yet`, { hint: 'try again in a moment' });
+          throw new NsboxError('IN_USE', `container ${ref}: it exited, but its supervisor (process ${rec.supervisor}) has not recorded it yet`, {
+            hint: 'try again in a moment',
+          });
         }
         await new Promise((r) => setTimeout(r, 20));
         continue;
@@ -1711,7 +1841,9 @@ function commitError(e: unknown, image: string, output: string | undefined, tmp:
   };
   const where = output !== undefined && full(path.dirname(output)) ? `the tarball ${output}` : `the image under ${path.dirname(path.dirname(tmp))}`;
   return new NsboxError(errnoCode(code), `commit ${image}: writing ${where}: ${code} (no space left on device)`, {
-    path: output !== undefined && where.startsWith('the tarball') ? output : tmp, cause: e, hint: 'free some space there',
+    path: output !== undefined && where.startsWith('the tarball') ? output : tmp,
+    cause: e,
+    hint: 'free some space there',
   });
 }
 
@@ -1740,9 +1872,9 @@ function signalProven(rec: ContainerRecord, signal: NodeJS.Signals | number): bo
   if (!processAlive(pid, start)) return false;
   const refuse = (why: string) =>
     new NsboxError('EPERM', `container ${rec.id}: not ${signal === 'SIGKILL' || signal === 9 ? 'killing' : 'signalling'} pid ${pid}: ${why}`, {
-      hint: 'its record does not prove that pid is the container\'s: if it is, kill it yourself, then remove the container',
+      hint: "its record does not prove that pid is the container's: if it is, kill it yourself, then remove the container",
     });
-  if (rec.pidNamespace === null) throw refuse('no pid namespace on record to prove the process is the container\'s');
+  if (rec.pidNamespace === null) throw refuse("no pid namespace on record to prove the process is the container's");
   if (ns !== rec.pidNamespace) throw refuse(`its pid namespace is ${ns ?? 'unknown'}, not the container's ${rec.pidNamespace}`);
   if (ns === processPidNamespace('self')) throw refuse(`it is in the host's own pid namespace ${ns}, where no container's first process is`);
   try {

@@ -121,7 +121,7 @@ export const CLONE_NEWPID = 0x20000000;
 export const CLONE_NEWNET = 0x40000000;
 const NAMESPACE_FLAGS = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET;
 
-export const TIOCSTI = 0x5412;   // push a byte into the terminal's input: types into the host's shell
+export const TIOCSTI = 0x5412; // push a byte into the terminal's input: types into the host's shell
 export const TIOCLINUX = 0x541c; // console tricks, selection paste among them
 
 /** socket() address families and the netlink protocol the filter looks at. */
@@ -133,9 +133,9 @@ export const NETLINK_KOBJECT_UEVENT = 15;
 const HARMLESS_PERSONALITIES = [0x0 /* PER_LINUX */, 0x8 /* PER_LINUX32 */, 0x20000 /* UNAME26 */, 0x20008, 0xffffffff /* query */];
 
 type ArgTest =
-  | { arg: number; anyBit: number }     // denied when the argument has one of these bits
-  | { arg: number; oneOf: number[] }    // denied when the argument is one of these
-  | { arg: number; noneOf: number[] };  // denied unless the argument is one of these
+  | { arg: number; anyBit: number } // denied when the argument has one of these bits
+  | { arg: number; oneOf: number[] } // denied when the argument is one of these
+  | { arg: number; noneOf: number[] }; // denied unless the argument is one of these
 
 export interface SeccompRule {
   syscalls: string[];
@@ -155,9 +155,29 @@ export interface SeccompRule {
  * mounts), not a list of what programs may do.
  */
 export const SECCOMP_RULES: readonly SeccompRule[] = [
-  { syscalls: ['mount', 'umount2', 'pivot_root', 'open_tree', 'move_mount', 'fsopen', 'fsconfig', 'fsmount',
-    'fspick', 'mount_setattr', 'open_tree_attr', 'setns', 'swapon', 'swapoff', 'quotactl', 'quotactl_fd',
-    'lookup_dcookie'], errno: 'EPERM', unless: ['SYS_ADMIN'] },
+  {
+    syscalls: [
+      'mount',
+      'umount2',
+      'pivot_root',
+      'open_tree',
+      'move_mount',
+      'fsopen',
+      'fsconfig',
+      'fsmount',
+      'fspick',
+      'mount_setattr',
+      'open_tree_attr',
+      'setns',
+      'swapon',
+      'swapoff',
+      'quotactl',
+      'quotactl_fd',
+      'lookup_dcookie',
+    ],
+    errno: 'EPERM',
+    unless: ['SYS_ADMIN'],
+  },
   // Namespaces: refused at clone and unshare by flag. clone3 passes its flags in memory a
   // filter cannot read, so it gets ENOSYS, and libc falls back to clone.
   { syscalls: ['unshare'], errno: 'EPERM', unless: ['SYS_ADMIN'], when: { arg: 0, anyBit: NAMESPACE_FLAGS | CLONE_NEWTIME } },
@@ -165,12 +185,10 @@ export const SECCOMP_RULES: readonly SeccompRule[] = [
   { syscalls: ['clone'], errno: 'EPERM', unless: ['SYS_ADMIN'], when: { arg: 0, anyBit: NAMESPACE_FLAGS } },
   { syscalls: ['clone3'], errno: 'ENOSYS', unless: ['SYS_ADMIN'] },
   { syscalls: ['kexec_load', 'kexec_file_load', 'reboot'], errno: 'EPERM', unless: ['SYS_BOOT'] },
-  { syscalls: ['init_module', 'finit_module', 'delete_module', 'create_module', 'get_kernel_syms', 'query_module'],
-    errno: 'EPERM', unless: ['SYS_MODULE'] },
+  { syscalls: ['init_module', 'finit_module', 'delete_module', 'create_module', 'get_kernel_syms', 'query_module'], errno: 'EPERM', unless: ['SYS_MODULE'] },
   // Reading or acting on another process's memory and files (pidfd_getfd takes a copy of
   // any fd of a process it may ptrace; process_madvise pages out its memory).
-  { syscalls: ['ptrace', 'process_vm_readv', 'process_vm_writev', 'kcmp', 'pidfd_getfd', 'process_madvise'],
-    errno: 'EPERM', unless: ['SYS_PTRACE'] },
+  { syscalls: ['ptrace', 'process_vm_readv', 'process_vm_writev', 'kcmp', 'pidfd_getfd', 'process_madvise'], errno: 'EPERM', unless: ['SYS_PTRACE'] },
   { syscalls: ['settimeofday', 'clock_settime', 'clock_adjtime', 'adjtimex'], errno: 'EPERM', unless: ['SYS_TIME'] },
   { syscalls: ['acct'], errno: 'EPERM', unless: ['SYS_PACCT'] },
   { syscalls: ['iopl', 'ioperm'], errno: 'EPERM', unless: ['SYS_RAWIO'] },
@@ -186,15 +204,29 @@ export const SECCOMP_RULES: readonly SeccompRule[] = [
   // NUMA placement of memory: a container without SYS_NICE has no say in which node of
   // the host its pages live on (docker's gate; it denies move_pages and migrate_pages
   // outright, nsbox lifts them with the capability the kernel checks for them).
-  { syscalls: ['mbind', 'get_mempolicy', 'set_mempolicy', 'set_mempolicy_home_node', 'move_pages', 'migrate_pages'],
-    errno: 'EPERM', unless: ['SYS_NICE'] },
+  { syscalls: ['mbind', 'get_mempolicy', 'set_mempolicy', 'set_mempolicy_home_node', 'move_pages', 'migrate_pages'], errno: 'EPERM', unless: ['SYS_NICE'] },
   // The kernel checks these capabilities too; the filter keeps the calls away from the
   // kernel's code when the container does not have them (as docker does).
   { syscalls: ['vhangup'], errno: 'EPERM', unless: ['SYS_TTY_CONFIG'] },
   { syscalls: ['chroot'], errno: 'EPERM', unless: ['SYS_CHROOT'] },
   // Never namespaced, or a large attack surface for little use in a container: no cap lifts them.
-  { syscalls: ['keyctl', 'add_key', 'request_key', 'userfaultfd', 'nfsservctl', 'sysfs', 'uselib', '_sysctl',
-    'io_uring_setup', 'io_uring_enter', 'io_uring_register', 'ustat'], errno: 'EPERM' },
+  {
+    syscalls: [
+      'keyctl',
+      'add_key',
+      'request_key',
+      'userfaultfd',
+      'nfsservctl',
+      'sysfs',
+      'uselib',
+      '_sysctl',
+      'io_uring_setup',
+      'io_uring_enter',
+      'io_uring_register',
+      'ustat',
+    ],
+    errno: 'EPERM',
+  },
   // vsock reaches the hypervisor and every VM-wide port, whatever the container's network
   // namespace (vsock has none). EAFNOSUPPORT is what a kernel without vsock says: programs
   // that probe for it already take it as "no vsock here"; EPERM would suggest a capability
@@ -203,8 +235,15 @@ export const SECCOMP_RULES: readonly SeccompRule[] = [
   // The kernel sends the host's device events (a disk plugged in, a block device resized)
   // to every network namespace owned by the initial user namespace, so to a container's
   // own namespace too. With SYS_ADMIN it could mount sysfs and see the devices anyway.
-  { syscalls: ['socket'], errno: 'EPERM', unless: ['SYS_ADMIN'],
-    when: [{ arg: 0, oneOf: [AF_NETLINK] }, { arg: 2, oneOf: [NETLINK_KOBJECT_UEVENT] }] },
+  {
+    syscalls: ['socket'],
+    errno: 'EPERM',
+    unless: ['SYS_ADMIN'],
+    when: [
+      { arg: 0, oneOf: [AF_NETLINK] },
+      { arg: 2, oneOf: [NETLINK_KOBJECT_UEVENT] },
+    ],
+  },
   { syscalls: ['personality'], errno: 'EPERM', when: { arg: 0, noneOf: HARMLESS_PERSONALITIES } },
   // ioctl's request is an unsigned int: the kernel ignores the high half, and so do we.
   { syscalls: ['ioctl'], errno: 'EPERM', when: { arg: 1, oneOf: [TIOCSTI, TIOCLINUX] } },
@@ -212,13 +251,22 @@ export const SECCOMP_RULES: readonly SeccompRule[] = [
 
 // Classic BPF, from <linux/filter.h> and <linux/seccomp.h>.
 export const BPF = {
-  LD_W_ABS: 0x20, JEQ_K: 0x15, JGE_K: 0x35, JSET_K: 0x45, RET_K: 0x06,
+  LD_W_ABS: 0x20,
+  JEQ_K: 0x15,
+  JGE_K: 0x35,
+  JSET_K: 0x45,
+  RET_K: 0x06,
 } as const;
 export const SECCOMP_RET = { KILL_PROCESS: 0x80000000, ERRNO: 0x00050000, ALLOW: 0x7fff0000 } as const;
 /** Offsets in struct seccomp_data. */
 export const SECCOMP_DATA = { nr: 0, arch: 4, args: 16 } as const;
 
-interface Insn { code: number; jt: number; jf: number; k: number }
+interface Insn {
+  code: number;
+  jt: number;
+  jf: number;
+  k: number;
+}
 
 const stmt = (code: number, k: number): Insn => ({ code, jt: 0, jf: 0, k });
 const jump = (code: number, k: number, jt: number, jf: number): Insn => {
@@ -273,23 +321,14 @@ function ruleBlock(rule: SeccompRule, numbers: number[]): Insn[] {
  */
 export function seccompFilter(arch: SeccompArch, kept: bigint, highestReviewed = HIGHEST_REVIEWED_SYSCALL[arch]): Uint8Array {
   const kill = stmt(BPF.RET_K, SECCOMP_RET.KILL_PROCESS);
-  const prog: Insn[] = [
-    stmt(BPF.LD_W_ABS, SECCOMP_DATA.arch),
-    jump(BPF.JEQ_K, AUDIT_ARCH[arch], 1, 0),
-    kill,
-    stmt(BPF.LD_W_ABS, SECCOMP_DATA.nr),
-  ];
+  const prog: Insn[] = [stmt(BPF.LD_W_ABS, SECCOMP_DATA.arch), jump(BPF.JEQ_K, AUDIT_ARCH[arch], 1, 0), kill, stmt(BPF.LD_W_ABS, SECCOMP_DATA.nr)];
   if (arch === 'x86_64') {
     // x32 calls come with x86_64's arch but their own numbers (bit 30 set). -1 is let
     // through: it is no call at all (the kernel says ENOSYS), and tracers use it.
     prog.push(jump(BPF.JGE_K, X32_SYSCALL_BIT, 0, 2), jump(BPF.JEQ_K, 0xffffffff, 1, 0), kill);
   }
   // Above the last reviewed number: ENOSYS, except -1 (compared unsigned, it is above).
-  prog.push(
-    jump(BPF.JGE_K, highestReviewed + 1, 0, 2),
-    jump(BPF.JEQ_K, 0xffffffff, 1, 0),
-    stmt(BPF.RET_K, SECCOMP_RET.ERRNO | ERRNO.ENOSYS),
-  );
+  prog.push(jump(BPF.JGE_K, highestReviewed + 1, 0, 2), jump(BPF.JEQ_K, 0xffffffff, 1, 0), stmt(BPF.RET_K, SECCOMP_RET.ERRNO | ERRNO.ENOSYS));
   for (const rule of SECCOMP_RULES) {
     if (!ruleApplies(rule, kept)) continue;
     const numbers = rule.syscalls.map((s) => SYSCALLS[s]?.[arch]).filter((n): n is number => n !== undefined);

@@ -11,10 +11,7 @@
  */
 import { capabilityBit as capBit, capabilityName } from './capabilities';
 import { NsboxError, invalid } from './errors';
-import {
-  MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID,
-  type NativeSecurity, type NativeStep,
-} from './native';
+import { MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, type NativeSecurity, type NativeStep } from './native';
 import { hostArch, seccompFilter, type SeccompArch } from './seccomp';
 
 export interface SecurityOptions {
@@ -38,32 +35,48 @@ export interface Confinement {
   steps: NativeStep[];
 }
 
-
 /** docker's default list. */
 export const DEFAULT_CAPABILITIES: readonly string[] = Object.freeze([
-  'CHOWN', 'DAC_OVERRIDE', 'FSETID', 'FOWNER', 'MKNOD', 'NET_RAW', 'SETGID', 'SETUID', 'SETFCAP',
-  'SETPCAP', 'NET_BIND_SERVICE', 'SYS_CHROOT', 'KILL', 'AUDIT_WRITE',
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'FSETID',
+  'FOWNER',
+  'MKNOD',
+  'NET_RAW',
+  'SETGID',
+  'SETUID',
+  'SETFCAP',
+  'SETPCAP',
+  'NET_BIND_SERVICE',
+  'SYS_CHROOT',
+  'KILL',
+  'AUDIT_WRITE',
 ]);
 
 /** Paths nobody in a container needs, that tell about or act on the host. */
 export const MASKED_PATHS: readonly string[] = Object.freeze([
-  '/proc/acpi', '/proc/asound', '/proc/interrupts', '/proc/kcore', '/proc/keys',
-  '/proc/latency_stats', '/proc/sched_debug', '/proc/scsi', '/proc/timer_list',
-  '/proc/timer_stats', '/sys/devices/virtual/powercap', '/sys/firmware',
+  '/proc/acpi',
+  '/proc/asound',
+  '/proc/interrupts',
+  '/proc/kcore',
+  '/proc/keys',
+  '/proc/latency_stats',
+  '/proc/sched_debug',
+  '/proc/scsi',
+  '/proc/timer_list',
+  '/proc/timer_stats',
+  '/sys/devices/virtual/powercap',
+  '/sys/firmware',
 ]);
 
 /** Host-wide knobs: readable, not writable. */
-export const READONLY_PATHS: readonly string[] = Object.freeze([
-  '/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger',
-]);
+export const READONLY_PATHS: readonly string[] = Object.freeze(['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger']);
 
 const ALL_CAPS = (1n << 64n) - 1n;
-
 
 function toPair(mask: bigint): [number, number] {
   return [Number(mask & 0xffffffffn), Number((mask >> 32n) & 0xffffffffn)];
 }
-
 
 function capList(list: unknown, what: string): string[] {
   if (list === undefined) return [];
@@ -106,7 +119,9 @@ function maskingSteps(): NativeStep[] {
   return [
     ...MASKED_PATHS.map((p): NativeStep => ({ op: 'maskInRoot', name: `mask ${p}`, target: rel(p) })),
     ...READONLY_PATHS.map((p): NativeStep => ({
-      op: 'readonlyInRoot', name: `read-only ${p}`, target: rel(p),
+      op: 'readonlyInRoot',
+      name: `read-only ${p}`,
+      target: rel(p),
       attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
     })),
   ];

@@ -47,7 +47,8 @@ export const pathString: Check<string> = (v, name) =>
   typeof v === 'string' && v !== '' && !v.includes('\0') ? v : expected(name, 'a non-empty string without NUL bytes', v);
 
 export function integer(min: number, max: number): Check<number> {
-  return (v, name) => (Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max ? (v as number) : expected(name, `an integer from ${min} to ${max}`, v));
+  return (v, name) =>
+    Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max ? (v as number) : expected(name, `an integer from ${min} to ${max}`, v);
 }
 
 export function oneOf<T extends string>(values: readonly T[]): Check<T> {
@@ -88,7 +89,8 @@ export function isObject(v: unknown): v is Record<string, unknown> {
 /** Any object, passed through unchanged (for options another module checks in detail). */
 export const object: Check<object> = (v, name) => (isObject(v) ? v : expected(name, 'an object', v));
 
-export const func: Check<(...args: never[]) => unknown> = (v, name) => (typeof v === 'function' ? (v as (...args: never[]) => unknown) : expected(name, 'a function', v));
+export const func: Check<(...args: never[]) => unknown> = (v, name) =>
+  typeof v === 'function' ? (v as (...args: never[]) => unknown) : expected(name, 'a function', v);
 
 /** An object whose own values are all strings (copied, without its prototype). */
 export const stringRecord: Check<Record<string, string>> = (v, name) => {

@@ -123,7 +123,8 @@ function refuseLinks(source: string): void {
         // a dangling link: no resolved path to suggest
       }
       throw new NsboxError('UNSAFE_PATH', `volume: ${source}: ${p} is a symlink; a volume's host path may not go through one`, {
-        path: source, ...(real ? { hint: `give the resolved path: ${real}` } : {}),
+        path: source,
+        ...(real ? { hint: `give the resolved path: ${real}` } : {}),
       });
     }
   }

@@ -107,7 +107,11 @@ export class Workspace {
 
   /** diskOf, off the event loop. */
   static async diskOfAsync(dir: string): Promise<DiskLayer | undefined> {
-    const has = (name: string) => fs.promises.access(path.join(dir, name)).then(() => true, () => false);
+    const has = (name: string) =>
+      fs.promises.access(path.join(dir, name)).then(
+        () => true,
+        () => false,
+      );
     const [image, layer] = await Promise.all([has('disk.img'), has('layer')]);
     if (image) return { kind: 'image' };
     if (layer) return { kind: 'tmpfs' };
@@ -188,8 +192,13 @@ export class Workspace {
     switch (this.driver) {
       case 'overlay':
         return {
-          type: 'overlay', lower: [this.imageLayer], upper: this.upper, work: this.work, target: this.merged,
-          ...(disposable ? { volatile: true } : {}), ...(this.disk ? { writeLayer: this.writeLayerMount(diskMount) } : {}),
+          type: 'overlay',
+          lower: [this.imageLayer],
+          upper: this.upper,
+          work: this.work,
+          target: this.merged,
+          ...(disposable ? { volatile: true } : {}),
+          ...(this.disk ? { writeLayer: this.writeLayerMount(diskMount) } : {}),
         };
       case 'aufs':
         return { type: 'aufs', lower: [this.imageLayer], upper: this.upper, target: this.merged };
@@ -271,9 +280,13 @@ export class Workspace {
   private async withLayers<T>(read: (l: { layers: string[]; driver: StorageDriver; userxattr?: boolean }) => Promise<T>): Promise<T> {
     if (!this.disk) return read(this.mergedLayers());
     if (this.disk.kind === 'tmpfs') {
-      throw new NsboxError('UNSUPPORTED', 'commit: this --rm container\'s write layer (limits.disk) is a tmpfs in its own mount namespace, which the host cannot read', {
-        hint: 'run it without --rm to commit it',
-      });
+      throw new NsboxError(
+        'UNSUPPORTED',
+        "commit: this --rm container's write layer (limits.disk) is a tmpfs in its own mount namespace, which the host cannot read",
+        {
+          hint: 'run it without --rm to commit it',
+        },
+      );
     }
     const fd = diskLayer.mountImageReadOnly(this.diskImage);
     try {

@@ -28,15 +28,18 @@ const start = (command: string[], extra: Partial<ProcessOptions> = {}) =>
 
 /** The v2 cgroup of a host pid, as a path under the hierarchy's mount. */
 function v2CgroupOf(pid: number): string {
-  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))!;
+  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('0::'))!;
   return path.join(unified.mount, line.slice(3));
 }
-
 
 /** nsbox's container directories in the v2 hierarchy. */
 function v2Dirs(parent = nsboxV2): string[] {
   if (!existsSync(parent)) return [];
-  return readdirSync(parent).filter((n) => /^[0-9a-f]{12}$/.test(n)).sort();
+  return readdirSync(parent)
+    .filter((n) => /^[0-9a-f]{12}$/.test(n))
+    .sort();
 }
 
 /**
@@ -59,7 +62,7 @@ afterEach(() => {
 });
 
 describe('cgroup v2 on this host', () => {
-  it('this machine is hybrid, and its v2 hierarchy has none of the limits\' controllers (what these tests assume)', () => {
+  it("this machine is hybrid, and its v2 hierarchy has none of the limits' controllers (what these tests assume)", () => {
     expect(host.mode).toBe('hybrid');
     const controllers = readFileSync(path.join(unified.mount, 'cgroup.controllers'), 'utf8').trim().split(/\s+/);
     for (const c of ['memory', 'pids', 'cpu', 'cpuset']) expect(controllers).not.toContain(c);
@@ -114,7 +117,12 @@ describe('cgroup v2 on this host', () => {
       const c = start(['true']);
       await c.wait();
       await helperDone;
-      const seen = Object.fromEntries(readFileSync(report, 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      const seen = Object.fromEntries(
+        readFileSync(report, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+      );
       expect(Number(seen.pid)).toBe(c.pid);
       expect(seen.cgroup).toMatch(new RegExp(`^0::${path.join(unified.path, path.basename(parent))}/[0-9a-f]{12}$`));
       expect(seen.events).toMatch(/populated 1/);
@@ -141,7 +149,10 @@ describe('cgroup v2 on this host', () => {
       const dir = v2CgroupOf(c.pid);
       await until('forks', () => readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').length > 10);
       // Each process as pid and start time: a pid may be reused by then, on a busy host.
-      const procs = readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').map((p) => [Number(p), processStartTime(Number(p))] as const);
+      const procs = readFileSync(path.join(dir, 'cgroup.procs'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((p) => [Number(p), processStartTime(Number(p))] as const);
       await killAndRemove(dir);
       expect(existsSync(dir)).toBe(false);
       // Dead: gone, or a zombie (nsbox-init, until this process reaps it). populated goes to 0
@@ -177,14 +188,21 @@ describe('cgroup v2 on this host', () => {
     expect(status.usage.cpuUserMs + status.usage.cpuSystemMs).toBeGreaterThan(30);
   });
 
-  it('a SIGKILLed supervisor\'s v2 cgroup is removed by prune', async () => {
-    const supervisor = spawn(process.execPath, ['-e', `
+  it("a SIGKILLed supervisor's v2 cgroup is removed by prune", async () => {
+    const supervisor = spawn(
+      process.execPath,
+      [
+        '-e',
+        `
       const { Container } = require(process.env.NSBOX_DIST);
       const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'], stdio: ['ignore', 'ignore', 'ignore'] });
       const line = require('fs').readFileSync('/proc/' + c.pid + '/cgroup', 'utf8').split('\\n').find((l) => l.startsWith('0::'));
       console.log(c.pid + ' ' + line.slice(3));
       setInterval(() => {}, 1000);
-    `], { env: { ...process.env, NSBOX_DIST: distModule('container'), NSBOX_ROOTFS: ROOTFS }, stdio: ['ignore', 'pipe', 'inherit'] });
+    `,
+      ],
+      { env: { ...process.env, NSBOX_DIST: distModule('container'), NSBOX_ROOTFS: ROOTFS }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     const closed = new Promise((r) => supervisor.on('close', r));
     const line = await new Promise<string>((resolve) => supervisor.stdout.once('data', (d: Buffer) => resolve(String(d))));
     const [pid, rel] = line.trim().split(' ') as [string, string];
@@ -206,7 +224,12 @@ describe('cgroup v2 on this host', () => {
     const before = snapshot();
     const parent = privateParent('limits');
     const v1Dirs = readdirSync('/sys/fs/cgroup/memory/').length;
-    for (const [limits, controller] of [[{ memory: '64m' }, 'memory'], [{ pids: 10 }, 'pids'], [{ cpus: 0.5 }, 'cpu'], [{ cpuset: '0' }, 'cpuset']] as const) {
+    for (const [limits, controller] of [
+      [{ memory: '64m' }, 'memory'],
+      [{ pids: 10 }, 'pids'],
+      [{ cpus: 0.5 }, 'cpu'],
+      [{ cpuset: '0' }, 'cpuset'],
+    ] as const) {
       let err: unknown;
       try {
         start(['true'], { limits });
@@ -223,7 +246,7 @@ describe('cgroup v2 on this host', () => {
     expect(snapshot()).toEqual(before);
   });
 
-  it('v2\'s no-internal-process rule: a controller is not enabled below a cgroup holding processes; the error names it', async () => {
+  it("v2's no-internal-process rule: a controller is not enabled below a cgroup holding processes; the error names it", async () => {
     // hugetlb is the one controller this machine's v2 hierarchy has: the rule for real.
     const rootControllers = readFileSync(path.join(unified.mount, 'cgroup.controllers'), 'utf8');
     if (!rootControllers.includes('hugetlb') || unified.path !== '/') return;

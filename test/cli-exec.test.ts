@@ -36,7 +36,24 @@ async function until(what: string, fn: () => boolean, ms = 15_000): Promise<void
 
 beforeAll(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-cli-exec-'));
-  expect(nsbox(['run', '-d', '--name', 'web', '--hostname', 'webhost', '-e', 'IN_CONTAINER=1', '-w', '/tmp', 'busybox', 'sh', '-c', 'echo served > /tmp/page; exec sleep 3600']).code).toBe(0);
+  expect(
+    nsbox([
+      'run',
+      '-d',
+      '--name',
+      'web',
+      '--hostname',
+      'webhost',
+      '-e',
+      'IN_CONTAINER=1',
+      '-w',
+      '/tmp',
+      'busybox',
+      'sh',
+      '-c',
+      'echo served > /tmp/page; exec sleep 3600',
+    ]).code,
+  ).toBe(0);
 });
 
 afterAll(() => {
@@ -53,13 +70,25 @@ describe('nsbox exec', () => {
   });
 
   it('-e, -w, -u; -i passes stdin, without -i there is none', () => {
-    const r = nsbox(['exec', '-e', 'A=b', '-w', '/etc', '-u', '1000:1000', 'web', 'sh', '-c', 'echo "$A $(pwd) $(id -u):$(id -g)"; grep CapEff /proc/self/status']);
+    const r = nsbox([
+      'exec',
+      '-e',
+      'A=b',
+      '-w',
+      '/etc',
+      '-u',
+      '1000:1000',
+      'web',
+      'sh',
+      '-c',
+      'echo "$A $(pwd) $(id -u):$(id -g)"; grep CapEff /proc/self/status',
+    ]);
     expect(r.out).toMatch(/^b \/etc 1000:1000\nCapEff:\s+0+\n$/);
     expect(nsbox(['exec', '-i', 'web', 'sh', '-c', 'cat | tr a-z A-Z'], 'piped in\n')).toMatchObject({ code: 0, out: 'PIPED IN\n' });
     expect(nsbox(['exec', 'web', 'cat'], 'never read\n')).toMatchObject({ code: 0, out: '' });
   });
 
-  it('127 for a command not found, 126 for one not executable, 128+N for a signal, 125 for exec\'s own errors', () => {
+  it("127 for a command not found, 126 for one not executable, 128+N for a signal, 125 for exec's own errors", () => {
     expect(nsbox(['exec', 'web', 'no-such-command'])).toMatchObject({ code: 127, err: expect.stringContaining('not found in PATH') });
     expect(nsbox(['exec', 'web', '/etc/passwd'])).toMatchObject({ code: 126 });
     expect(nsbox(['exec', 'web', 'sh', '-c', 'kill -KILL $$']).code).toBe(137);
@@ -70,11 +99,18 @@ describe('nsbox exec', () => {
 
   it('into an exited container: 125 and a clear message', () => {
     expect(nsbox(['run', '--name', 'done', 'busybox', 'true']).code).toBe(0);
-    expect(nsbox(['exec', 'done', 'true'])).toMatchObject({ code: 125, err: 'nsbox: exec: container done is not running\n' + 'hint: nsbox ps -a shows how it ended; nsbox start done runs it again\n' });
+    expect(nsbox(['exec', 'done', 'true'])).toMatchObject({
+      code: 125,
+      err: 'nsbox: exec: container done is not running\n' + 'hint: nsbox ps -a shows how it ended; nsbox start done runs it again\n',
+    });
   });
 
   it('passes SIGTERM on to the command and exits with its status', async () => {
-    const cli = spawn(process.execPath, [MAIN, '--root', root, 'exec', 'web', 'sh', '-c', 'trap "echo got; exit 9" TERM; echo ready; while :; do sleep 0.05; done'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const cli = spawn(
+      process.execPath,
+      [MAIN, '--root', root, 'exec', 'web', 'sh', '-c', 'trap "echo got; exit 9" TERM; echo ready; while :; do sleep 0.05; done'],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
     cli.stdout.on('data', (d: Buffer) => (out += d));
     await until('ready', () => out.includes('ready'));
@@ -87,20 +123,22 @@ describe('nsbox exec', () => {
 
 describe('an exec whose caller dies', () => {
   it('a SIGKILLed `nsbox exec` takes its command with it; the container runs on', async () => {
-    const cli = spawn(process.execPath, [MAIN, '--root', root, 'exec', 'web', 'sh', '-c', 'echo started; exec sleep 1234'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const cli = spawn(process.execPath, [MAIN, '--root', root, 'exec', 'web', 'sh', '-c', 'echo started; exec sleep 1234'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     cli.stdout.on('data', (d: Buffer) => (out += d));
     await until('the exec', () => out.includes('started'));
     const sleeping = () => nsbox(['exec', 'web', 'sh', '-c', 'ps -o args | grep -c "^sleep 1234"']).out.trim();
     await until('sleep 1234', () => sleeping() === '1');
     cli.kill('SIGKILL');
-    await until('the exec\'s command to die with its caller', () => sleeping() === '0', 10_000);
+    await until("the exec's command to die with its caller", () => sleeping() === '0', 10_000);
     expect(nsbox(['exec', 'web', 'cat', '/tmp/page']).out).toBe('served\n');
   });
 });
 
 describe.runIf(hasTmux)('nsbox exec -ti at a terminal (tmux)', () => {
-  it('a shell in the container: its own pty of tmux\'s size, Ctrl-C to the container, exit status to the caller, terminal sane after', async () => {
+  it("a shell in the container: its own pty of tmux's size, Ctrl-C to the container, exit status to the caller, terminal sane after", async () => {
     tmux('new-session', '-d', '-s', 'ti', '-x', '120', '-y', '30', 'sh');
     tmux('send-keys', '-t', 'ti', `PS1='host$ '; node ${MAIN} --root ${root} exec -ti web sh`, 'Enter');
     await until('the container prompt', () => /^\/tmp #/m.test(screen('ti')));

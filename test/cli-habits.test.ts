@@ -23,7 +23,10 @@ function nsbox(...args: string[]) {
 
 function nsboxWith(o: { env?: Record<string, string>; input?: Buffer | string }, ...args: string[]) {
   const r = spawnSync(process.execPath, [MAIN, '--root', root, ...args], {
-    encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...o.env }, ...(o.input !== undefined ? { input: o.input } : {}),
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, ...o.env },
+    ...(o.input !== undefined ? { input: o.input } : {}),
   });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
@@ -36,7 +39,10 @@ function containers(): string[] {
 describe('the CLI', () => {
   it('suggests the command or flag meant', () => {
     expect(nsbox('runn', 'busybox')).toMatchObject({ code: 125, err: expect.stringMatching(/^nsbox: unknown command "runn" \(did you mean run\?\)\n/) });
-    expect(nsbox('run', '--nmae', 'x', 'busybox', 'true')).toMatchObject({ code: 125, err: expect.stringMatching(/unknown flag --nmae \(did you mean --name\?\)/) });
+    expect(nsbox('run', '--nmae', 'x', 'busybox', 'true')).toMatchObject({
+      code: 125,
+      err: expect.stringMatching(/unknown flag --nmae \(did you mean --name\?\)/),
+    });
   });
 
   it('inspect prints the record as JSON, with why it was killed', () => {
@@ -68,17 +74,44 @@ describe('global flags and new commands', () => {
 
 describe('run habits', () => {
   it("-e VAR passes the host's value, and nothing when the host has none", () => {
-    const r = nsboxWith({ env: { HABIT_FOO: 'from host' } }, 'run', '--rm', '-e', 'HABIT_FOO', '-e', 'HABIT_NONE', '-e', 'X=1', 'busybox',
-      'sh', '-c', 'echo "$HABIT_FOO|${HABIT_NONE-unset}|$X"');
+    const r = nsboxWith(
+      { env: { HABIT_FOO: 'from host' } },
+      'run',
+      '--rm',
+      '-e',
+      'HABIT_FOO',
+      '-e',
+      'HABIT_NONE',
+      '-e',
+      'X=1',
+      'busybox',
+      'sh',
+      '-c',
+      'echo "$HABIT_FOO|${HABIT_NONE-unset}|$X"',
+    );
     expect(r).toMatchObject({ code: 0, out: 'from host|unset|1\n' });
-    expect(nsbox('run', '--rm', '-e', 'A B=1', 'busybox', 'true')).toMatchObject({ code: 125, err: expect.stringMatching(/-e: "A B=1": expected NAME=VALUE or NAME/) });
+    expect(nsbox('run', '--rm', '-e', 'A B=1', 'busybox', 'true')).toMatchObject({
+      code: 125,
+      err: expect.stringMatching(/-e: "A B=1": expected NAME=VALUE or NAME/),
+    });
   });
 
-  it('--env-file reads docker\'s format; -e wins over it', () => {
+  it("--env-file reads docker's format; -e wins over it", () => {
     const file = path.join(root, 'env.list');
     fs.writeFileSync(file, '# a comment\n\nA=1\n  B=two words\nHABIT_HOST\nHABIT_ABSENT\nC=x=y\nD=from file\n');
-    const r = nsboxWith({ env: { HABIT_HOST: 'h' } }, 'run', '--rm', '--env-file', file, '-e', 'D=from flag', 'busybox',
-      'sh', '-c', 'echo "$A|$B|$HABIT_HOST|${HABIT_ABSENT-unset}|$C|$D"');
+    const r = nsboxWith(
+      { env: { HABIT_HOST: 'h' } },
+      'run',
+      '--rm',
+      '--env-file',
+      file,
+      '-e',
+      'D=from flag',
+      'busybox',
+      'sh',
+      '-c',
+      'echo "$A|$B|$HABIT_HOST|${HABIT_ABSENT-unset}|$C|$D"',
+    );
     expect(r).toMatchObject({ code: 0, out: '1|two words|h|unset|x=y|from flag\n' });
     fs.writeFileSync(file, 'A=1\n=nope\n');
     expect(nsbox('run', '--rm', '--env-file', file, 'busybox', 'true').err).toMatch(/--env-file .*env\.list:2: "=nope": expected NAME=VALUE or NAME/);
@@ -97,14 +130,26 @@ describe('run habits', () => {
     const src = path.join(root, 'mount-src');
     fs.mkdirSync(src);
     fs.writeFileSync(path.join(src, 'f'), 'in\n');
-    const r = nsbox('run', '--rm', '--mount', `type=bind,source=${src},target=/m,readonly`, '--mount', `type=bind,src=${src},dst=/w`,
-      '--mount', 'type=tmpfs,target=/t,tmpfs-size=1m', 'busybox',
-      'sh', '-c', 'cat /m/f; touch /m/x 2>/dev/null || echo ro; touch /w/y && echo rw; df -k /t | tail -1 | awk \'{print $2}\'');
+    const r = nsbox(
+      'run',
+      '--rm',
+      '--mount',
+      `type=bind,source=${src},target=/m,readonly`,
+      '--mount',
+      `type=bind,src=${src},dst=/w`,
+      '--mount',
+      'type=tmpfs,target=/t,tmpfs-size=1m',
+      'busybox',
+      'sh',
+      '-c',
+      "cat /m/f; touch /m/x 2>/dev/null || echo ro; touch /w/y && echo rw; df -k /t | tail -1 | awk '{print $2}'",
+    );
     expect(r).toMatchObject({ code: 0, out: 'in\nro\nrw\n1024\n' });
     expect(fs.existsSync(path.join(src, 'y'))).toBe(true);
     const before = containers();
-    expect(nsbox('run', '--rm', '--mount', `type=bind,source=${path.join(root, 'nope')},target=/m`, 'busybox', 'true').err)
-      .toMatch(/bind source .*nope does not exist/);
+    expect(nsbox('run', '--rm', '--mount', `type=bind,source=${path.join(root, 'nope')},target=/m`, 'busybox', 'true').err).toMatch(
+      /bind source .*nope does not exist/,
+    );
     expect(fs.existsSync(path.join(root, 'nope'))).toBe(false); // unlike -v, --mount makes no host directory
     expect(nsbox('run', '--rm', '--mount', 'type=volume,source=v,target=/v', 'busybox', 'true').err).toMatch(/type=volume: bind or tmpfs/);
     expect(nsbox('run', '--rm', '--mount', `type=bind,source=${src}`, 'busybox', 'true').err).toMatch(/target= is required/);

@@ -44,7 +44,13 @@ const nsbox = () => `${process.execPath} ${MAIN} --root ${root}`;
 
 describe.skipIf(!hasTmux)('run without -t at a terminal', () => {
   it('gives the container pipes, not the terminal: it cannot change its modes', async () => {
-    tmux('send-keys', '-t', 'term', `clear; ${nsbox()} run --rm busybox sh -c 'tty <&2; stty -echo <&2; echo "stty=$?"'; echo "left=$?"; stty -a | grep -o ' -*echo ' | head -1`, 'Enter');
+    tmux(
+      'send-keys',
+      '-t',
+      'term',
+      `clear; ${nsbox()} run --rm busybox sh -c 'tty <&2; stty -echo <&2; echo "stty=$?"'; echo "left=$?"; stty -a | grep -o ' -*echo ' | head -1`,
+      'Enter',
+    );
     // stty answers after `left=` is on the screen: wait for its line too (echo or -echo).
     await until('the run to end and stty to answer', () => /left=\d+/.test(screen()) && /^ -?echo\s*$/m.test(screen()));
     const s = screen();
@@ -56,7 +62,13 @@ describe.skipIf(!hasTmux)('run without -t at a terminal', () => {
   });
 
   it('with -i, what the user types reaches the container through a pipe', async () => {
-    tmux('send-keys', '-t', 'term', `clear; ${nsbox()} run -i --rm busybox sh -c 'tty; stty -echo; stty -echo <&1; read line; echo "got=$line"'; echo "left=$?"; stty -a | grep -o ' -*echo ' | head -1`, 'Enter');
+    tmux(
+      'send-keys',
+      '-t',
+      'term',
+      `clear; ${nsbox()} run -i --rm busybox sh -c 'tty; stty -echo; stty -echo <&1; read line; echo "got=$line"'; echo "left=$?"; stty -a | grep -o ' -*echo ' | head -1`,
+      'Enter',
+    );
     await until('the container to wait for input', () => /^not a tty$/m.test(screen()));
     tmux('send-keys', '-t', 'term', 'typed by hand', 'Enter');
     // stty answers after `left=` is on the screen: wait for its line too (echo or -echo).

@@ -37,7 +37,14 @@ describe('the installed command', () => {
     expect(r.stderr).toBe('nsbox: code cache accepted\n');
   });
   it('answers as the unbundled CLI does, non-ASCII text and errors included', () => {
-    for (const args of [['--version'], ['--help'], ['run', '--help'], ['nope'], ['run', '--rm', 'busybox', 'echo', 'héllo → ✓ 😀'], ['run', '-v', 'relative:/x', 'busybox', 'true']]) {
+    for (const args of [
+      ['--version'],
+      ['--help'],
+      ['run', '--help'],
+      ['nope'],
+      ['run', '--rm', 'busybox', 'echo', 'héllo → ✓ 😀'],
+      ['run', '-v', 'relative:/x', 'busybox', 'true'],
+    ]) {
       const a = spawnSync(process.execPath, [MAIN, '--root', root, ...args], { encoding: 'utf8' });
       const b = spawnSync(process.execPath, [UNBUNDLED, '--root', root, ...args], { encoding: 'utf8' });
       expect({ args, code: a.status, out: a.stdout, err: a.stderr }).toEqual({ args, code: b.status, out: b.stdout, err: b.stderr });
@@ -53,7 +60,9 @@ describe('exit statuses', () => {
   it('is 128+N for a signal', async () => {
     // PID 1 of a pid namespace ignores signals it has no handler for, even SIGKILL from inside:
     // the kill comes from the host, as it would from an operator.
-    const run = spawn(process.execPath, [MAIN, '--root', root, 'run', '--rm', '--name', 'sig', 'busybox', 'sh', '-c', 'echo up; exec sleep 1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const run = spawn(process.execPath, [MAIN, '--root', root, 'run', '--rm', '--name', 'sig', 'busybox', 'sh', '-c', 'echo up; exec sleep 1000'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     await new Promise<void>((resolve) => run.stdout.once('data', () => resolve()));
     const code = new Promise<number | null>((resolve) => run.on('exit', (c) => resolve(c)));
     const [info] = JSON.parse(nsbox(['ps', '--format', 'json']).out).filter((c: { name: string }) => c.name === 'sig');
@@ -99,7 +108,12 @@ describe('security flags', () => {
   const status = (...flags: string[]) => {
     const r = nsbox(['run', '--rm', ...flags, 'busybox', 'grep', '-E', '^(CapBnd|CapEff|NoNewPrivs|Seccomp):', '/proc/self/status']);
     expect(r.err).toBe('');
-    return Object.fromEntries(r.out.trim().split('\n').map((l) => l.split(/:\s+/) as [string, string]));
+    return Object.fromEntries(
+      r.out
+        .trim()
+        .split('\n')
+        .map((l) => l.split(/:\s+/) as [string, string]),
+    );
   };
   const bit = (n: number) => 1n << BigInt(n);
   it("defaults to docker's capabilities, no_new_privs and seccomp", () => {
@@ -116,8 +130,9 @@ describe('security flags', () => {
     expect(status('--privileged')).toMatchObject({ CapBnd: host, Seccomp: '0' });
   });
   it('runs as another user with -u', () => {
-    expect(nsbox(['run', '--rm', '-u', '1000:1000', 'busybox', 'sh', '-c', 'id; touch /etc/x 2>&1 || echo refused']).out)
-      .toMatch(/^uid=1000 gid=1000[^\n]*\n.*Permission denied\nrefused\n$/s);
+    expect(nsbox(['run', '--rm', '-u', '1000:1000', 'busybox', 'sh', '-c', 'id; touch /etc/x 2>&1 || echo refused']).out).toMatch(
+      /^uid=1000 gid=1000[^\n]*\n.*Permission denied\nrefused\n$/s,
+    );
   });
   it('refuses an unknown capability in one line', () => {
     const r = nsbox(['run', '--rm', '--cap-add', 'BOGUS', 'busybox', 'true']);
@@ -129,10 +144,14 @@ describe('security flags', () => {
 
 describe('lifecycle', () => {
   it('rm -f ends a running container and its run exits 137', async () => {
-    const run = spawn(process.execPath, [MAIN, '--root', root, 'run', '--name', 'victim', 'busybox', 'sh', '-c', 'echo up; exec sleep 1000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const run = spawn(process.execPath, [MAIN, '--root', root, 'run', '--name', 'victim', 'busybox', 'sh', '-c', 'echo up; exec sleep 1000'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     await new Promise<void>((resolve) => run.stdout.once('data', () => resolve()));
     const ps = nsbox(['ps']);
-    expect(ps.out).toMatch(/^CONTAINER ID\s+NAME\s+IMAGE\s+COMMAND\s+CREATED\s+STATUS\n[0-9a-f]{12}\s+victim\s+busybox\s+"sh -c echo up; exec sleep 1000"\s+\d+ seconds? ago\s+Up /);
+    expect(ps.out).toMatch(
+      /^CONTAINER ID\s+NAME\s+IMAGE\s+COMMAND\s+CREATED\s+STATUS\n[0-9a-f]{12}\s+victim\s+busybox\s+"sh -c echo up; exec sleep 1000"\s+\d+ seconds? ago\s+Up /,
+    );
     expect(nsbox(['rm', 'victim'])).toMatchObject({ code: 125, err: expect.stringMatching(/container victim is running/) });
     const code = new Promise<number | null>((resolve) => run.on('exit', (c) => resolve(c)));
     expect(nsbox(['rm', '-f', 'victim'])).toMatchObject({ code: 0, out: 'victim\n' });
@@ -241,7 +260,11 @@ describe.runIf(spawnSync('tmux', ['-V']).status === 0)('at a terminal (tmux)', (
     tmux('send-keys', '-t', 'hup', `node ${MAIN} --root ${root} run -ti --rm --name hup busybox sh`, 'Enter');
     await until('the prompt', () => /^\/ #/m.test(screen('hup')));
     const [info] = JSON.parse(nsbox(['ps', '--format', 'json']).out).filter((c: { name: string }) => c.name === 'hup');
-    const supervisor = Number(execFileSync('sh', ['-c', `ps -o ppid= -p ${info.pid}`]).toString().trim());
+    const supervisor = Number(
+      execFileSync('sh', ['-c', `ps -o ppid= -p ${info.pid}`])
+        .toString()
+        .trim(),
+    );
     expect(fs.existsSync(`/proc/${supervisor}`)).toBe(true);
     tmux('kill-session', '-t', 'hup');
     await until('the CLI and its container to be gone', () => !fs.existsSync(`/proc/${supervisor}`) && !fs.existsSync(`/proc/${info.pid}`), 10_000);
@@ -252,18 +275,25 @@ describe.runIf(spawnSync('tmux', ['-V']).status === 0)('at a terminal (tmux)', (
     const big = path.join(root, 'big');
     fs.mkdirSync(big);
     execFileSync('sh', ['-c', `head -c 300000000 /dev/urandom > ${big}/blob && tar -C ${big} -cf ${root}/big.tar .`]);
-    for (const [name, env] of [['color', ''], ['plain', 'NO_COLOR=1 ']] as const) {
+    for (const [name, env] of [
+      ['color', ''],
+      ['plain', 'NO_COLOR=1 '],
+    ] as const) {
       tmux('new-session', '-d', '-s', name, '-x', '100', '-y', '10', 'sh');
       tmux('send-keys', '-t', name, `${env}node ${MAIN} --root ${root} import ${root}/big.tar big-${name}; echo done-$?`, 'Enter');
       let sawBar = false;
       let sawColour = false;
-      await until('the import to end', () => {
-        const s = screen(name, true);
-        if (/importing big-\S+ .*\d+%/.test(s)) sawBar = true;
-        // eslint-disable-next-line no-control-regex -- the terminal's escape for cyan
-        if (/importing big-\S+ \x1b\[36m/.test(s)) sawColour = true;
-        return /done-0/.test(s);
-      }, 60_000);
+      await until(
+        'the import to end',
+        () => {
+          const s = screen(name, true);
+          if (/importing big-\S+ .*\d+%/.test(s)) sawBar = true;
+          // eslint-disable-next-line no-control-regex -- the terminal's escape for cyan
+          if (/importing big-\S+ \x1b\[36m/.test(s)) sawColour = true;
+          return /done-0/.test(s);
+        },
+        60_000,
+      );
       expect(sawBar).toBe(true);
       expect(sawColour).toBe(name === 'color');
       tmux('kill-session', '-t', name);

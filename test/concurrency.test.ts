@@ -26,7 +26,13 @@ const containersLeft = () => fs.readdirSync(path.join(rt.root, 'containers'));
 
 /** Everything a start could leave behind in this process and on the host. */
 function leftovers() {
-  return { fds: openFds(), children: childPids(), unions: unionMounts().filter((l) => l.includes(rt.root)), containers: containersLeft(), listed: rt.list({ all: true }).map((c) => c.id) };
+  return {
+    fds: openFds(),
+    children: childPids(),
+    unions: unionMounts().filter((l) => l.includes(rt.root)),
+    containers: containersLeft(),
+    listed: rt.list({ all: true }).map((c) => c.id),
+  };
 }
 
 describe('starts in flight at once', () => {
@@ -34,15 +40,27 @@ describe('starts in flight at once', () => {
     // One start first: the addon, nsbox-init's memfd and the warm state are made once.
     await rt.output({ image: 'busybox', command: ['true'] });
     const before = leftovers();
-    const batch = () => Promise.allSettled(Array.from({ length: 50 }, (_, i) => {
-      const hostname = `c${i}`;
-      switch (i % 6) {
-        case 0: return rt.output({ image: 'no-such-image', command: ['true'], hostname });
-        case 1: return rt.output({ image: 'busybox', command: ['/no/such/program'], hostname });
-        case 2: return rt.output({ image: 'busybox', command: ['true'], cwd: '/etc/hostname/x', hostname });
-        default: return rt.output({ image: 'busybox', command: ['sh', '-c', 'echo $(hostname) $$ $(cat /etc/hostname)'], hostname, network: i % 2 ? 'none' : 'host' });
-      }
-    }));
+    const batch = () =>
+      Promise.allSettled(
+        Array.from({ length: 50 }, (_, i) => {
+          const hostname = `c${i}`;
+          switch (i % 6) {
+            case 0:
+              return rt.output({ image: 'no-such-image', command: ['true'], hostname });
+            case 1:
+              return rt.output({ image: 'busybox', command: ['/no/such/program'], hostname });
+            case 2:
+              return rt.output({ image: 'busybox', command: ['true'], cwd: '/etc/hostname/x', hostname });
+            default:
+              return rt.output({
+                image: 'busybox',
+                command: ['sh', '-c', 'echo $(hostname) $$ $(cat /etc/hostname)'],
+                hostname,
+                network: i % 2 ? 'none' : 'host',
+              });
+          }
+        }),
+      );
     for (let round = 0; round < 2; round++) {
       const results = await batch();
       results.forEach((r, i) => {
@@ -74,7 +92,9 @@ describe('starts in flight at once', () => {
   });
 
   it('gives each start its own pid and pidfd: a signal to one reaches that container only', async () => {
-    const cs = await Promise.all(Array.from({ length: 16 }, (_, i) => rt.run({ image: 'busybox', command: ['sleep', '60'], hostname: `p${i}`, stdio: 'ignore', remove: true })));
+    const cs = await Promise.all(
+      Array.from({ length: 16 }, (_, i) => rt.run({ image: 'busybox', command: ['sleep', '60'], hostname: `p${i}`, stdio: 'ignore', remove: true })),
+    );
     try {
       // The pid each Container reports is the one whose root holds its own hostname file.
       cs.forEach((c, i) => expect(fs.readFileSync(`/proc/${c.pid}/root/etc/hostname`, 'utf8')).toBe(`p${i}\n`));
@@ -92,14 +112,27 @@ describe('starts in flight at once', () => {
   it('an abort that lands while a start is under way kills that container only, leaving nothing', async () => {
     const before = leftovers();
     const controllers = Array.from({ length: 12 }, () => new AbortController());
-    const starts = controllers.map((ac, i) => rt.run({ image: 'busybox', command: i % 2 ? ['sh', '-c', 'sleep 0.3; echo done'] : ['sleep', '60'], stdio: ['ignore', 'pipe', 'ignore'], remove: true, ...(i % 2 ? {} : { signal: ac.signal }) }));
+    const starts = controllers.map((ac, i) =>
+      rt.run({
+        image: 'busybox',
+        command: i % 2 ? ['sh', '-c', 'sleep 0.3; echo done'] : ['sleep', '60'],
+        stdio: ['ignore', 'pipe', 'ignore'],
+        remove: true,
+        ...(i % 2 ? {} : { signal: ac.signal }),
+      }),
+    );
     // Aborted at different moments: before the clone, during it, after it.
     const delays = [0, 2, 5, 10, 20, 40];
     controllers.forEach((ac, i) => {
       if (i % 2 === 0) setTimeout(() => ac.abort(), delays[i / 2]);
     });
     // Each one's output read from the moment it is handed over.
-    const outputs = starts.map((p) => p.then((c) => collect(c.stdout), () => ''));
+    const outputs = starts.map((p) =>
+      p.then(
+        (c) => collect(c.stdout),
+        () => '',
+      ),
+    );
     const settled = await Promise.allSettled(starts);
     for (const [i, r] of settled.entries()) {
       if (i % 2 === 1) {

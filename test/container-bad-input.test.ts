@@ -90,19 +90,39 @@ describe('bad input', () => {
 
   it('an unknown network, stdio mode or terminal size', () => {
     refused({ root, command: ['true'], network: 'bridge' as 'none' }, 'INVALID_ARGUMENT', /^network: bridge: none or host$/);
-    refused({ root, command: ['true'], stdio: 'tty' as 'pipe' }, 'INVALID_ARGUMENT', /^stdio: expected one of "pipe", "inherit", "ignore", got a string \("tty"\)$/);
+    refused(
+      { root, command: ['true'], stdio: 'tty' as 'pipe' },
+      'INVALID_ARGUMENT',
+      /^stdio: expected one of "pipe", "inherit", "ignore", got a string \("tty"\)$/,
+    );
     refused({ root, command: ['true'], stdio: ['pipe', 'pipe'] as unknown as 'pipe' }, 'INVALID_ARGUMENT', /^stdio: /);
     refused({ root, command: ['true'], tty: { cols: 0, rows: 10 } }, 'INVALID_ARGUMENT', /^tty\.cols: 0: 1 to 65535$/);
     refused({ root, command: ['true'], tty: { cols: 80, rows: 1.5 } }, 'INVALID_ARGUMENT', /^tty\.rows: 1\.5: 1 to 65535$/);
   });
 
   it('an unknown option (a typo), anywhere in the options: refused, not ignored', () => {
-    refused({ root, command: ['true'], timeOut: 50 } as ProcessOptions, 'INVALID_ARGUMENT', /^timeOut: unknown option \(did you mean timeout\?\); known: root, command, /);
+    refused(
+      { root, command: ['true'], timeOut: 50 } as ProcessOptions,
+      'INVALID_ARGUMENT',
+      /^timeOut: unknown option \(did you mean timeout\?\); known: root, command, /,
+    );
     refused({ root, command: ['true'], forkStyle: true } as ProcessOptions, 'INVALID_ARGUMENT', /^forkStyle: unknown option/);
-    refused({ root: { ...root, readOnly: true }, command: ['true'] } as ProcessOptions, 'INVALID_ARGUMENT', /^root\.readOnly: unknown option \(did you mean readonly\?\)/);
-    refused({ root: { type: 'tmpfs' }, command: ['true'] } as unknown as ProcessOptions, 'INVALID_ARGUMENT', /^root\.type: expected one of "bind", "overlay", "aufs"/);
+    refused(
+      { root: { ...root, readOnly: true }, command: ['true'] } as ProcessOptions,
+      'INVALID_ARGUMENT',
+      /^root\.readOnly: unknown option \(did you mean readonly\?\)/,
+    );
+    refused(
+      { root: { type: 'tmpfs' }, command: ['true'] } as unknown as ProcessOptions,
+      'INVALID_ARGUMENT',
+      /^root\.type: expected one of "bind", "overlay", "aufs"/,
+    );
     refused({ root, command: ['true'], tty: { cols: 80, row: 10 } } as ProcessOptions, 'INVALID_ARGUMENT', /^tty\.row: unknown option \(did you mean rows\?\)/);
-    refused({ root, command: ['true'], mounts: [{ source: scratch, target: '/x', readonly: false, ro: true }] } as unknown as ProcessOptions, 'INVALID_ARGUMENT', /^mounts\[0\]\.ro: unknown option/);
+    refused(
+      { root, command: ['true'], mounts: [{ source: scratch, target: '/x', readonly: false, ro: true }] } as unknown as ProcessOptions,
+      'INVALID_ARGUMENT',
+      /^mounts\[0\]\.ro: unknown option/,
+    );
   });
 
   it('stop and remove refuse an unknown option, and do nothing', async () => {

@@ -66,19 +66,22 @@ function entries(tar: Buffer): Listed[] {
   const out: Listed[] = [];
   let cur: Listed | undefined;
   const parts: Buffer[] = [];
-  const r = new TarReader({
-    onEntry: (e) => {
-      const { xattrs: _x, ...rest } = e;
-      void _x;
-      cur = { ...rest, data: Buffer.alloc(0) };
-      parts.length = 0;
+  const r = new TarReader(
+    {
+      onEntry: (e) => {
+        const { xattrs: _x, ...rest } = e;
+        void _x;
+        cur = { ...rest, data: Buffer.alloc(0) };
+        parts.length = 0;
+      },
+      onData: (c) => parts.push(Buffer.from(c)),
+      onEntryEnd: () => {
+        cur!.data = Buffer.concat(parts);
+        out.push(cur!);
+      },
     },
-    onData: (c) => parts.push(Buffer.from(c)),
-    onEntryEnd: () => {
-      cur!.data = Buffer.concat(parts);
-      out.push(cur!);
-    },
-  }, 'test');
+    'test',
+  );
   r.write(tar);
   r.end();
   return out;
@@ -94,8 +97,17 @@ function tarOf(list: Array<TarHeaderInput & { data?: string }>): Buffer {
   return Buffer.concat(out);
 }
 
-const file = (name: string, data: string, extra: Partial<TarHeaderInput> = {}): TarHeaderInput & { data: string } =>
-  ({ name, type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 1_600_000_000, data, ...extra });
+const file = (name: string, data: string, extra: Partial<TarHeaderInput> = {}): TarHeaderInput & { data: string } => ({
+  name,
+  type: 'file',
+  mode: 0o644,
+  uid: 0,
+  gid: 0,
+  size: 0,
+  mtime: 1_600_000_000,
+  data,
+  ...extra,
+});
 
 async function running(script: string, opts: { volumes?: string[] } = {}): Promise<Container> {
   const c = await rt.run({ image: 'busybox', command: ['sh', '-c', `${script}\necho ready; exec sleep 1000`], ...opts });
@@ -155,16 +167,33 @@ describe('round trip', () => {
       // Back in, elsewhere, as a tar stream: the same entries come out again.
       await c.copyIn(Readable.from([tar]), '/tmp');
       const again = entries(await readAll(await c.copyOut('/tmp/src')));
-      const strip = (l: Listed[]) => l.map(({ name, type, mode, uid, gid, mtime, mtimeNsec, linkname, data }) => ({ name, type, mode, uid, gid, mtime, mtimeNsec, linkname, data: data.toString('hex') }))
-        .sort((a, b) => a.name.localeCompare(b.name));
-      const norm = (l: Listed[]) => strip(l).map((e) => (e.type === 'hardlink' || (e.type === 'file' && (e.name === 'src/hard' || e.name === 'src/sub/file')) ? { ...e, type: 'link-pair', linkname: '', data: '' } : e));
+      const strip = (l: Listed[]) =>
+        l
+          .map(({ name, type, mode, uid, gid, mtime, mtimeNsec, linkname, data }) => ({
+            name,
+            type,
+            mode,
+            uid,
+            gid,
+            mtime,
+            mtimeNsec,
+            linkname,
+            data: data.toString('hex'),
+          }))
+          .sort((a, b) => a.name.localeCompare(b.name));
+      const norm = (l: Listed[]) =>
+        strip(l).map((e) =>
+          e.type === 'hardlink' || (e.type === 'file' && (e.name === 'src/hard' || e.name === 'src/sub/file'))
+            ? { ...e, type: 'link-pair', linkname: '', data: '' }
+            : e,
+        );
       expect(norm(again)).toEqual(norm(got));
     } finally {
       await c.remove({ force: true });
     }
   });
 
-  it('copies out one file, a directory, and a directory\'s contents (dir/.)', async () => {
+  it("copies out one file, a directory, and a directory's contents (dir/.)", async () => {
     const c = await running('mkdir -p /d/e; echo one > /d/f; echo two > /d/e/g');
     try {
       const one = entries(await readAll(await c.copyOut('/d/f')));
@@ -182,7 +211,7 @@ describe('round trip', () => {
     }
   });
 
-  it('follows docker cp\'s rules for a host path, and onto the host', async () => {
+  it("follows docker cp's rules for a host path, and onto the host", async () => {
     const src = path.join(host, 'rules');
     fs.mkdirSync(path.join(src, 'inner'), { recursive: true });
     fs.writeFileSync(path.join(src, 'inner', 'x'), 'x');
@@ -196,8 +225,18 @@ describe('round trip', () => {
       await expect(c.copyIn(src, '/afile')).rejects.toMatchObject({ code: 'ENOTDIR' });
       await expect(c.copyIn(src, '/no/such/dir')).rejects.toMatchObject({ code: 'ENOENT' });
       await expect(c.copyIn(path.join(host, 'single'), '/nodir/')).rejects.toMatchObject({ code: 'ENOENT' });
-      const names = (t: Buffer) => entries(t).map((e) => e.name).sort();
-      expect(names(await readAll(await c.copyOut('/into')))).toEqual(['into/', 'into/inner/', 'into/inner/x', 'into/rules/', 'into/rules/inner/', 'into/rules/inner/x']);
+      const names = (t: Buffer) =>
+        entries(t)
+          .map((e) => e.name)
+          .sort();
+      expect(names(await readAll(await c.copyOut('/into')))).toEqual([
+        'into/',
+        'into/inner/',
+        'into/inner/x',
+        'into/rules/',
+        'into/rules/inner/',
+        'into/rules/inner/x',
+      ]);
       expect(names(await readAll(await c.copyOut('/fresh')))).toEqual(['fresh/', 'fresh/inner/', 'fresh/inner/x']);
       expect(entries(await readAll(await c.copyOut('/afile')))[0]!.data.toString()).toBe('single');
 
@@ -251,11 +290,13 @@ describe('escapes', () => {
       await expect(c.copyIn(tarOf([file('../../../../escape', 'x')]), '/tmp')).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
       await expect(c.copyIn(tarOf([file('abs-dir/planted', 'x')]), '/')).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
       await expect(c.copyIn(tarOf([file('real/up/planted', 'x')]), '/')).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
-      await expect(c.copyIn(tarOf([{ name: 'l', type: 'symlink', mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 0, linkname: can.dir }, file('l/planted', 'x')]), '/tmp'))
-        .rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+      await expect(
+        c.copyIn(tarOf([{ name: 'l', type: 'symlink', mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 0, linkname: can.dir }, file('l/planted', 'x')]), '/tmp'),
+      ).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
       // A hard link to a file the archive did not write (the host's, or the container's).
-      await expect(c.copyIn(tarOf([{ name: 'h', type: 'hardlink', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0, linkname: `${can.dir}/secret` }]), '/tmp'))
-        .rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+      await expect(
+        c.copyIn(tarOf([{ name: 'h', type: 'hardlink', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0, linkname: `${can.dir}/secret` }]), '/tmp'),
+      ).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
       // A file written over a symlink replaces the link; it never writes through it.
       await c.copyIn(tarOf([file('abs-file', 'replaced')]), '/');
       expect(entries(await readAll(await c.copyOut('/abs-file')))).toMatchObject([{ type: 'file', data: Buffer.from('replaced') }]);
@@ -263,8 +304,9 @@ describe('escapes', () => {
       await expect(c.copyOut('/proc/1/root/etc/passwd')).rejects.toMatchObject({ code: 'ELOOP' });
       await expect(c.copyOut('/proc/1/cwd/', { follow: true })).rejects.toMatchObject({ code: 'ELOOP' });
       // Devices and fifos are not made.
-      await expect(c.copyIn(tarOf([{ name: 'null2', type: 'char', mode: 0o666, uid: 0, gid: 0, size: 0, mtime: 0, devmajor: 1, devminor: 3 }]), '/tmp'))
-        .rejects.toMatchObject({ code: 'UNSUPPORTED' });
+      await expect(
+        c.copyIn(tarOf([{ name: 'null2', type: 'char', mode: 0o666, uid: 0, gid: 0, size: 0, mtime: 0, devmajor: 1, devminor: 3 }]), '/tmp'),
+      ).rejects.toMatchObject({ code: 'UNSUPPORTED' });
       // A directory is never replaced by a file.
       await expect(c.copyIn(tarOf([file('tmp', 'x')]), '/')).rejects.toMatchObject({ code: 'EISDIR' });
     } finally {
@@ -279,12 +321,15 @@ describe('escapes', () => {
     // or to /) trade places with renameat2(RENAME_EXCHANGE) in a tight loop (test/probe/swap.c),
     // at the top of the copied path and inside the copied tree; a file and a link to the host's
     // secret the same.
-    const c = await running(`
+    const c = await running(
+      `
       mkdir -p /d/sub /d/deep/a; echo inside > /d/secret; echo inside > /d/sub/secret; echo inside > /d/deep/a/secret
       echo decoy > /secret; ln -s ${can.dir} /d.link; ln -s ${can.dir} /d/sub.link; ln -s / /d/deep/a.link
       echo inside > /d/f; ln -s ${can.dir}/secret /d/f.link
       /probe/swap / d d.link /d sub sub.link /d/deep a a.link /d f f.link &
-      sleep 0.2`, { volumes: [`${probeDir}:/probe:ro`] });
+      sleep 0.2`,
+      { volumes: [`${probeDir}:/probe:ro`] },
+    );
     const payload = path.join(host, 'payload');
     fs.mkdirSync(payload, { recursive: true });
     fs.writeFileSync(path.join(payload, 'secret'), 'from-host-payload');
@@ -292,9 +337,12 @@ describe('escapes', () => {
     const count = (k: string) => outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
     const copy = async (i: number): Promise<Buffer | undefined> => {
       switch (i % 5) {
-        case 0: return readAll(await c.copyOut('/d/secret', { follow: i % 10 === 0 }));
-        case 1: return readAll(await c.copyOut(i % 10 === 1 ? '/' : '/d'));
-        case 2: return readAll(await c.copyOut('/d/sub/.'));
+        case 0:
+          return readAll(await c.copyOut('/d/secret', { follow: i % 10 === 0 }));
+        case 1:
+          return readAll(await c.copyOut(i % 10 === 1 ? '/' : '/d'));
+        case 2:
+          return readAll(await c.copyOut('/d/sub/.'));
         case 3:
           await c.copyIn(tarOf([file('secret', 'overwritten'), file('sub/secret', 'overwritten'), file('sub/new', 'new'), file('deep/a/new', 'new')]), '/d');
           return undefined;
@@ -328,7 +376,7 @@ describe('escapes', () => {
 });
 
 describe('volumes and read-only roots', () => {
-  it('writes into a running container\'s volume as the container would, never into a read-only one', async () => {
+  it("writes into a running container's volume as the container would, never into a read-only one", async () => {
     const rw = fs.mkdtempSync(path.join(host, 'rw-'));
     const ro = fs.mkdtempSync(path.join(host, 'ro-'));
     fs.writeFileSync(path.join(ro, 'keep'), 'keep');
@@ -479,7 +527,11 @@ describe('nsbox cp', () => {
       fs.mkdirSync(path.join(host, 'srv'));
       expect(nsbox(['cp', path.join(host, 'srv'), 'cpbg:/']).code).toBe(0);
       expect(nsbox(['cp', '-', 'cpbg:/srv'], tar)).toMatchObject({ code: 0, err: '' });
-      const listed = execFileSync('tar', ['-t'], { input: nsbox(['cp', 'cpbg:/srv', '-']).out }).toString().split('\n').filter(Boolean).sort();
+      const listed = execFileSync('tar', ['-t'], { input: nsbox(['cp', 'cpbg:/srv', '-']).out })
+        .toString()
+        .split('\n')
+        .filter(Boolean)
+        .sort();
       expect(listed).toEqual(['srv/', 'srv/a']);
       const out = path.join(host, 'cli-out');
       expect(nsbox(['cp', 'cpbg:/tmp/cli-src', out]).code).toBe(0);

@@ -54,7 +54,11 @@ describe('device nodes', () => {
   it('the same on a bind-mounted root, and the root and /dev are nodev', async () => {
     expect(await sh(attack('/tmp', NODES.kmsg))).toBe('made\nopen failed\n');
     const mounts = await sh('cat /proc/self/mountinfo');
-    const options = (point: string) => mounts.split('\n').find((l) => l.split(' ')[4] === point)!.split(' ')[5]!;
+    const options = (point: string) =>
+      mounts
+        .split('\n')
+        .find((l) => l.split(' ')[4] === point)!
+        .split(' ')[5]!;
     expect(options('/').split(',')).toContain('nodev');
     expect(options('/dev').split(',')).toContain('nodev');
     // The bound host nodes themselves keep device access.
@@ -63,7 +67,21 @@ describe('device nodes', () => {
 
   it("/dev's nodes are the host's own, and nothing else is there", async () => {
     const out = await sh('ls /dev; stat -c "%n %t:%T" /dev/null /dev/zero /dev/full /dev/random /dev/urandom /dev/tty');
-    expect(out.split('\n').slice(0, -7).sort()).toEqual(['fd', 'full', 'null', 'ptmx', 'pts', 'random', 'shm', 'stderr', 'stdin', 'stdout', 'tty', 'urandom', 'zero']);
+    expect(out.split('\n').slice(0, -7).sort()).toEqual([
+      'fd',
+      'full',
+      'null',
+      'ptmx',
+      'pts',
+      'random',
+      'shm',
+      'stderr',
+      'stdin',
+      'stdout',
+      'tty',
+      'urandom',
+      'zero',
+    ]);
     expect(out).toContain('/dev/null 1:3\n/dev/zero 1:5\n/dev/full 1:7\n/dev/random 1:8\n/dev/urandom 1:9\n/dev/tty 5:0\n');
     expect(await sh('echo x > /dev/null && head -c 3 /dev/zero | od -An -tx1')).toBe(' 00 00 00\n');
   });
@@ -71,7 +89,9 @@ describe('device nodes', () => {
   it("the device cgroup refuses a node a process in the container's cgroup opens, even on a mount without nodev", async () => {
     const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore' });
     try {
-      const line = readFileSync(`/proc/${c.pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:devices:/.test(l))!;
+      const line = readFileSync(`/proc/${c.pid}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => /^\d+:devices:/.test(l))!;
       const dir = path.join('/sys/fs/cgroup/devices', line.split(':')[2]!);
       expect(readFileSync(path.join(dir, 'devices.list'), 'utf8').trim().split('\n')).toEqual(DEVICE_ALLOWLIST);
       // A host shell joins that cgroup, then opens the host's own nodes on the host's devtmpfs.
@@ -85,8 +105,12 @@ describe('device nodes', () => {
     }
   });
 
-  it('containers are born in the device cgroup by a thread of nsbox\'s own: Node\'s threads keep their devices', async () => {
-    const devicesOf = (file: string) => readFileSync(file, 'utf8').split('\n').find((l) => /^\d+:devices:/.test(l))!.split(':')[2]!;
+  it("containers are born in the device cgroup by a thread of nsbox's own: Node's threads keep their devices", async () => {
+    const devicesOf = (file: string) =>
+      readFileSync(file, 'utf8')
+        .split('\n')
+        .find((l) => /^\d+:devices:/.test(l))!
+        .split(':')[2]!;
     const home = devicesOf('/proc/self/cgroup');
     const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore' });
     const p = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore', security: { privileged: true } });
@@ -111,7 +135,9 @@ describe('device nodes', () => {
     // Inside, the container's cgroup is its root (a cgroup namespace made there).
     expect(out).toMatch(/^\d+:devices:\/$/m);
     const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore', devices: ['/dev/null:/dev/null2'] });
-    const line = readFileSync(`/proc/${c.pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:devices:/.test(l))!;
+    const line = readFileSync(`/proc/${c.pid}/cgroup`, 'utf8')
+      .split('\n')
+      .find((l) => /^\d+:devices:/.test(l))!;
     const dir = path.join('/sys/fs/cgroup/devices', line.split(':')[2]!);
     expect(dir).toMatch(/\/nsbox\/[0-9a-f]{12}$/);
     expect(existsSync(dir)).toBe(true);
@@ -126,8 +152,12 @@ describe('device nodes', () => {
     // Its own cgroup, with the allowlist and that node.
     const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore', devices: ['/dev/fuse'] });
     try {
-      const line = readFileSync(`/proc/${c.pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:devices:/.test(l))!;
-      const list = readFileSync(path.join('/sys/fs/cgroup/devices', line.split(':')[2]!, 'devices.list'), 'utf8').trim().split('\n');
+      const line = readFileSync(`/proc/${c.pid}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => /^\d+:devices:/.test(l))!;
+      const list = readFileSync(path.join('/sys/fs/cgroup/devices', line.split(':')[2]!, 'devices.list'), 'utf8')
+        .trim()
+        .split('\n');
       expect(list).toEqual([...DEVICE_ALLOWLIST, 'c 10:229 rwm']);
     } finally {
       c.kill('SIGKILL');
@@ -155,7 +185,9 @@ describe('device nodes', () => {
 // controllers; NSBOX_CGROUP_DEVICES=v2 makes nsbox use it for the devices.
 describe.skipIf(!existsSync('/sys/fs/cgroup/unified/cgroup.procs'))('device nodes, cgroup v2 program', () => {
   const unifiedDir = (pid: number) => {
-    const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.startsWith('0::'))!;
+    const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('0::'))!;
     return path.join('/sys/fs/cgroup/unified', line.slice(3));
   };
   let saved: string | undefined;
@@ -168,7 +200,7 @@ describe.skipIf(!existsSync('/sys/fs/cgroup/unified/cgroup.procs'))('device node
     else process.env.NSBOX_CGROUP_DEVICES = saved;
   });
 
-  it('refuses the nodes a process in the container\'s cgroup opens, allows the standard ones, and goes with the container', async () => {
+  it("refuses the nodes a process in the container's cgroup opens, allows the standard ones, and goes with the container", async () => {
     const c = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '30'], stdio: 'ignore' });
     const dir = unifiedDir(c.pid);
     try {

@@ -45,8 +45,12 @@ afterAll(async () => {
  */
 async function box(script = '', options: Partial<RunOptions> = {}): Promise<Container> {
   const c = await boxes().run({
-    image: 'busybox', command: ['sh', '-c', `${script}\nexec sleep 3600`], stdio: 'ignore',
-    volumes: [`${probeDir}:/probe:ro`], remove: true, ...options,
+    image: 'busybox',
+    command: ['sh', '-c', `${script}\nexec sleep 3600`],
+    stdio: 'ignore',
+    volumes: [`${probeDir}:/probe:ro`],
+    remove: true,
+    ...options,
   });
   started.push(c);
   // The script has run once sleep is the command (`exec sleep` replaces sh).
@@ -69,7 +73,13 @@ const sh = (c: Container, script: string, options: Omit<ExecOptions, 'command'> 
 /** The container's processes by name, as an exec of ps (itself left out) sees them. */
 async function processesOf(c: Container): Promise<string[]> {
   const r = await execOut(c, ['ps', '-o', 'comm']);
-  return r.out.trim().split('\n').slice(1).map((l) => l.trim()).filter((x) => x !== 'ps').sort();
+  return r.out
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim())
+    .filter((x) => x !== 'ps')
+    .sort();
 }
 
 /** What /proc/self/status says of confinement. */
@@ -89,7 +99,10 @@ function execError(fn: () => unknown): NsboxError {
 describe('exec is inside the container', () => {
   it('sees its PID 1, its processes, its mounts, its files and its hostname', async () => {
     const c = await box('mkdir -p /tmp/only-here && echo from-the-container > /tmp/only-here/mark', { hostname: 'inside-box' });
-    const r = await sh(c, 'tr "\\0" " " < /proc/1/cmdline | tr -s " "; echo; ps -o pid,comm; cat /tmp/only-here/mark; hostname; cat /proc/mounts | cut -d" " -f2 | sort | tr "\\n" " "');
+    const r = await sh(
+      c,
+      'tr "\\0" " " < /proc/1/cmdline | tr -s " "; echo; ps -o pid,comm; cat /tmp/only-here/mark; hostname; cat /proc/mounts | cut -d" " -f2 | sort | tr "\\n" " "',
+    );
     expect(r.exitCode).toBe(0);
     const lines = r.out.split('\n');
     expect(lines[0]!.trim()).toBe('nsbox-init');
@@ -99,13 +112,19 @@ describe('exec is inside the container', () => {
     expect(r.out).toContain('from-the-container');
     expect(r.out).toMatch(/^inside-box$/m);
     // The container's mount table, not the host's: /probe is bound there, and no host path.
-    const own = fs.readFileSync(`/proc/${c.pid}/mounts`, 'utf8').split('\n').map((l) => l.split(' ')[1]).filter(Boolean).sort().join(' ');
+    const own = fs
+      .readFileSync(`/proc/${c.pid}/mounts`, 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[1])
+      .filter(Boolean)
+      .sort()
+      .join(' ');
     expect(lines.at(-1)!.trim()).toBe(own);
     expect(lines.at(-1)).toContain('/probe');
     expect(lines.at(-1)).not.toContain(ROOTFS);
   });
 
-  it('is in the container\'s cgroups and namespaces (with limits, host network, privileged)', async () => {
+  it("is in the container's cgroups and namespaces (with limits, host network, privileged)", async () => {
     for (const options of [{}, { limits: { memory: '64m', pids: 64 } }, { network: 'host' }, { security: { privileged: true } }] as Partial<RunOptions>[]) {
       const c = await box('', options);
       const e = c.exec({ command: ['sh', '-c', 'cat /proc/self/cgroup; sleep 30'], stdio: ['ignore', 'pipe', 'ignore'] });
@@ -116,7 +135,8 @@ describe('exec is inside the container', () => {
       const command = Number(fs.readFileSync(`/proc/${e.pid}/task/${e.pid}/children`, 'utf8').trim());
       expect(fs.readFileSync(`/proc/${command}/cgroup`, 'utf8')).toBe(fs.readFileSync(`/proc/${c.pid}/cgroup`, 'utf8'));
       expect(fs.readlinkSync(`/proc/${command}/ns/cgroup`)).toBe(fs.readlinkSync(`/proc/${c.pid}/ns/cgroup`));
-      for (const ns of ['mnt', 'pid', 'uts', 'ipc', 'net']) expect(fs.readlinkSync(`/proc/${command}/ns/${ns}`)).toBe(fs.readlinkSync(`/proc/${c.pid}/ns/${ns}`));
+      for (const ns of ['mnt', 'pid', 'uts', 'ipc', 'net'])
+        expect(fs.readlinkSync(`/proc/${command}/ns/${ns}`)).toBe(fs.readlinkSync(`/proc/${c.pid}/ns/${ns}`));
       // Inside, its cgroup namespace is rooted at the container's cgroups.
       expect(inside).toMatch(/^0::\/$/m);
       e.kill('SIGKILL');
@@ -156,8 +176,13 @@ describe('exec is confined as the container is', () => {
   ];
   for (const [name, security] of cases) {
     it(`${name}: the same ids, capability sets, no_new_privs and seccomp, and the filter denies the same calls`, async () => {
-      const c = await box('grep -E "" /proc/self/status > /tmp/status-of-the-command; /probe/probe keyctl unshare-user mount > /tmp/probe-of-the-command', { security });
-      const r = await sh(c, 'cat /tmp/status-of-the-command; echo ====; cat /proc/self/status; echo ====; cat /tmp/probe-of-the-command; echo ====; /probe/probe keyctl unshare-user mount');
+      const c = await box('grep -E "" /proc/self/status > /tmp/status-of-the-command; /probe/probe keyctl unshare-user mount > /tmp/probe-of-the-command', {
+        security,
+      });
+      const r = await sh(
+        c,
+        'cat /tmp/status-of-the-command; echo ====; cat /proc/self/status; echo ====; cat /tmp/probe-of-the-command; echo ====; /probe/probe keyctl unshare-user mount',
+      );
       expect(r.exitCode).toBe(0);
       const [theirs, mine, theirProbe, myProbe] = r.out.split('====\n');
       expect(confinement(mine!)).toBe(confinement(theirs!));
@@ -179,17 +204,21 @@ describe('exec is confined as the container is', () => {
     expect(user.out).toMatch(/^Gid:\s+1001\s/m);
   });
 
-  it('its rlimits are the container\'s', async () => {
+  it("its rlimits are the container's", async () => {
     const c = await box('', { ulimits: { nofile: [123, 456], nproc: 789 } });
     const r = await sh(c, 'cat /proc/self/limits');
-    const pick = (t: string) => t.split('\n').filter((l) => /open files|processes/.test(l)).join('\n');
+    const pick = (t: string) =>
+      t
+        .split('\n')
+        .filter((l) => /open files|processes/.test(l))
+        .join('\n');
     expect(pick(r.out)).toBe(pick(fs.readFileSync(`/proc/${c.pid}/limits`, 'utf8')));
     expect(pick(r.out)).toMatch(/Max open files\s+123\s+456/);
   });
 });
 
 describe('exec stdio, exit status, signals, terminal', () => {
-  it('stdin, stdout and stderr apart; exit codes; the container\'s environment plus env; cwd', async () => {
+  it("stdin, stdout and stderr apart; exit codes; the container's environment plus env; cwd", async () => {
     const c = await box('', { env: { FROM_CONTAINER: 'yes' }, cwd: '/tmp' });
     const e = c.exec({ command: ['sh', '-c', 'cat; echo to-err >&2; echo "$FROM_CONTAINER $ADDED $(pwd)"; exit 7'], env: ['ADDED=too'] });
     e.stdin!.end('piped in\n');
@@ -202,12 +231,19 @@ describe('exec stdio, exit status, signals, terminal', () => {
     expect((await sh(c, 'kill -SEGV $$')).signal).toBe('SIGSEGV');
   });
 
-  it('a command that cannot be exec\'d, a missing cwd: clear errors, nothing left', async () => {
+  it("a command that cannot be exec'd, a missing cwd: clear errors, nothing left", async () => {
     const c = await box();
     const before = snapshot();
-    expect(execError(() => c.exec({ command: ['no-such-program'] }))).toMatchObject({ code: 'ENOENT', step: 'exec', message: expect.stringContaining('not found in PATH') });
+    expect(execError(() => c.exec({ command: ['no-such-program'] }))).toMatchObject({
+      code: 'ENOENT',
+      step: 'exec',
+      message: expect.stringContaining('not found in PATH'),
+    });
     expect(execError(() => c.exec({ command: ['/etc'] }))).toMatchObject({ code: 'EACCES', step: 'exec' });
-    expect(execError(() => c.exec({ command: ['true'], cwd: '/no/such/dir' }))).toMatchObject({ code: 'ENOENT', message: expect.stringContaining('/no/such/dir') });
+    expect(execError(() => c.exec({ command: ['true'], cwd: '/no/such/dir' }))).toMatchObject({
+      code: 'ENOENT',
+      message: expect.stringContaining('/no/such/dir'),
+    });
     expect(execError(() => c.exec({ command: ['true'], cwd: 'relative' }))).toMatchObject({ code: 'INVALID_ARGUMENT' });
     expect(execError(() => c.exec({ command: ['true'], user: 'nobody' }))).toMatchObject({ code: 'INVALID_ARGUMENT' });
     expect(execError(() => c.exec({ command: [] }))).toMatchObject({ code: 'INVALID_ARGUMENT' });
@@ -220,7 +256,10 @@ describe('exec stdio, exit status, signals, terminal', () => {
 
   it('kill() passes signals on; SIGKILL ends the command too; a timeout kills it', async () => {
     const c = await box();
-    const e = c.exec({ command: ['sh', '-c', 'trap "echo got-term; exit 5" TERM; echo ready; while :; do sleep 0.05; done'], stdio: ['ignore', 'pipe', 'ignore'] });
+    const e = c.exec({
+      command: ['sh', '-c', 'trap "echo got-term; exit 5" TERM; echo ready; while :; do sleep 0.05; done'],
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     let out = '';
     e.stdout!.on('data', (d: Buffer) => (out += d));
     await until('the trap', () => out.includes('ready'));
@@ -230,11 +269,14 @@ describe('exec stdio, exit status, signals, terminal', () => {
     expect(e.kill()).toBe(false);
 
     const k = c.exec({ command: ['sh', '-c', "trap '' TERM; exec sleep 600"], stdio: 'ignore' });
-    await until('sleep', () => (fs.readFileSync(`/proc/${k.pid}/task/${k.pid}/children`, 'utf8').trim() !== ''));
+    await until('sleep', () => fs.readFileSync(`/proc/${k.pid}/task/${k.pid}/children`, 'utf8').trim() !== '');
     const command = Number(fs.readFileSync(`/proc/${k.pid}/task/${k.pid}/children`, 'utf8').trim());
     k.kill('SIGKILL');
     expect(await k.wait()).toMatchObject({ signal: 'SIGKILL' });
-    await until('the exec\'s command to die with its init', () => !fs.existsSync(`/proc/${command}`) || fs.readFileSync(`/proc/${command}/stat`, 'utf8').split(') ')[1]!.startsWith('Z'));
+    await until(
+      "the exec's command to die with its init",
+      () => !fs.existsSync(`/proc/${command}`) || fs.readFileSync(`/proc/${command}/stat`, 'utf8').split(') ')[1]!.startsWith('Z'),
+    );
 
     const t = c.exec({ command: ['sleep', '600'], stdio: 'ignore', timeout: 200 });
     expect(await t.wait()).toMatchObject({ signal: 'SIGKILL', timedOut: true });
@@ -245,7 +287,7 @@ describe('exec stdio, exit status, signals, terminal', () => {
     expect(c.running).toBe(true);
   });
 
-  it('tty: the container\'s own pty, resizes followed, Ctrl-C as a byte', async () => {
+  it("tty: the container's own pty, resizes followed, Ctrl-C as a byte", async () => {
     const c = await box();
     const e = c.exec({ command: ['sh'], tty: { cols: 100, rows: 40 } });
     let screen = '';
@@ -310,7 +352,7 @@ describe('exec of containers another process supervises, and refusals', () => {
     expect(execError(() => rt.exec('no-such-box', { command: ['true'] }))).toMatchObject({ code: 'NOT_FOUND' });
   });
 
-  it('a record whose pid is no longer the container\'s is refused (reused pid, forged namespace)', async () => {
+  it("a record whose pid is no longer the container's is refused (reused pid, forged namespace)", async () => {
     expect(nsbox('run', '-d', '--name', 'forged', 'busybox', 'sleep', '600').status).toBe(0);
     const id = rt.inspect('forged').id;
     const file = path.join(stateRoot, 'containers', id, 'container.json');
@@ -344,7 +386,7 @@ describe('exec of containers another process supervises, and refusals', () => {
 });
 
 describe('a hostile container', () => {
-  it('reaches no host fd and not the host\'s binary through an exec, while it scans /proc', async () => {
+  it("reaches no host fd and not the host's binary through an exec, while it scans /proc", async () => {
     // The container watches every process that appears and tries its fds and its exe: an exec's
     // processes hold Node's fds until they exec nsbox-init, and Node's binary until then.
     const scan = [
@@ -399,7 +441,7 @@ describe('a hostile container', () => {
 });
 
 describe('nothing leaked', () => {
-  it('exec racing a container\'s exit: it runs, or fails with NOT_RUNNING; nothing is left either way', async () => {
+  it("exec racing a container's exit: it runs, or fails with NOT_RUNNING; nothing is left either way", async () => {
     const before = snapshot();
     const outcomes = new Set<string>();
     for (let i = 0; i < 30; i++) {

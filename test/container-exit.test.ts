@@ -8,7 +8,7 @@ import { Container, NsboxError, ROOTFS, childPids, procState, run, startError, z
 const root = { type: 'bind' as const, path: ROOTFS };
 
 describe('exit', () => {
-  it('gives the command\'s exit code', async () => {
+  it("gives the command's exit code", async () => {
     expect(await run(['sh', '-c', 'exit 42'])).toMatchObject({ exitCode: 42, signal: null });
     expect(await run(['true'])).toMatchObject({ exitCode: 0, signal: null });
     expect(await run(['false'])).toMatchObject({ exitCode: 1, signal: null });
@@ -80,7 +80,7 @@ describe('exit', () => {
       expect(zombies()).toEqual([]);
     });
 
-    it('looks the command up in the container\'s PATH, not the host\'s', () => {
+    it("looks the command up in the container's PATH, not the host's", () => {
       // node exists on the host's PATH, not in the busybox rootfs.
       const e = startError({ root, command: ['node'] });
       expect(e).toMatchObject({ code: 'ENOENT', step: 'exec', path: 'node' });

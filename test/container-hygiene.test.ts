@@ -120,7 +120,7 @@ describe('process', () => {
     expect(f[5]).toBe('2'); // tpgid: the command (PID 2) is the terminal's foreground group
   });
 
-  it('uses umask 022 whatever Node\'s is', async () => {
+  it("uses umask 022 whatever Node's is", async () => {
     const old = process.umask(0o077);
     try {
       expect((await sh('umask')).trim()).toBe('0022');

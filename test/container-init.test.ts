@@ -33,7 +33,10 @@ function tree(pid: number): number[] {
     const p = out[i]!;
     let tasks: string[] = [];
     try {
-      tasks = execFileSync('ls', [`/proc/${p}/task`]).toString().trim().split('\n');
+      tasks = execFileSync('ls', [`/proc/${p}/task`])
+        .toString()
+        .trim()
+        .split('\n');
     } catch {
       continue;
     }
@@ -55,7 +58,9 @@ function tree(pid: number): number[] {
 function imageWithNodeLibraries(name: string): string {
   const root = path.join(work, name);
   cpSync(ROOTFS, root, { recursive: true, verbatimSymlinks: true });
-  const libs = execFileSync('ldd', [process.execPath]).toString().matchAll(/(\/\S+) \(0x/g);
+  const libs = execFileSync('ldd', [process.execPath])
+    .toString()
+    .matchAll(/(\/\S+) \(0x/g);
   for (const [, lib] of libs) {
     mkdirSync(path.join(root, path.dirname(lib!)), { recursive: true });
     copyFileSync(lib!, path.join(root, lib!));
@@ -87,11 +92,18 @@ describe('nsbox-init', () => {
     const plain = await run(['sh', '-c', 'readlink /proc/1/exe; echo "readlink=$?"; cat /proc/1/exe >/dev/null; echo "cat=$?"']);
     expect(plain.out).toContain('readlink=1');
     expect(plain.out).toContain('cat=1');
-    const traced = await run(['sh', '-c', [
-      'readlink /proc/1/exe',
-      'echo x >> /proc/1/exe; echo "append=$?"',
-      'dd if=/dev/zero of=/proc/1/exe bs=1 count=1 conv=notrunc 2>/dev/null; echo "dd=$?"',
-    ].join('; ')], { security: { capAdd: ['SYS_PTRACE'] } });
+    const traced = await run(
+      [
+        'sh',
+        '-c',
+        [
+          'readlink /proc/1/exe',
+          'echo x >> /proc/1/exe; echo "append=$?"',
+          'dd if=/dev/zero of=/proc/1/exe bs=1 count=1 conv=notrunc 2>/dev/null; echo "dd=$?"',
+        ].join('; '),
+      ],
+      { security: { capAdd: ['SYS_PTRACE'] } },
+    );
     expect(traced.out).toMatch(/^\/memfd:nsbox-init \(deleted\)$/m);
     expect(traced.out).toMatch(/^append=[1-9]/m);
     expect(traced.out).toMatch(/^dd=[1-9]/m);

@@ -16,11 +16,14 @@ interface MountEntry {
 }
 
 function parseMountinfo(text: string): MountEntry[] {
-  return text.trim().split('\n').map((line) => {
-    const f = line.split(' ');
-    const sep = f.indexOf('-');
-    return { dev: f[2]!, root: f[3]!, point: f[4]!, options: f[5]!, fstype: f[sep + 1]! };
-  });
+  return text
+    .trim()
+    .split('\n')
+    .map((line) => {
+      const f = line.split(' ');
+      const sep = f.indexOf('-');
+      return { dev: f[2]!, root: f[3]!, point: f[4]!, options: f[5]!, fstype: f[sep + 1]! };
+    });
 }
 
 /** Interface names and flags from `ip -o link` ("1: lo: <LOOPBACK,UP,LOWER_UP> ..."). */
@@ -46,7 +49,7 @@ describe('isolation', () => {
     expect(os.hostname()).toBe(before);
   });
 
-  it("runs nsbox-init as PID 1 of its own pid namespace, the command as its child", async () => {
+  it('runs nsbox-init as PID 1 of its own pid namespace, the command as its child', async () => {
     // cat is the command itself: /proc/self is cat, PID 2, a child of nsbox-init (PID 1).
     const out = await sh('exec cat /proc/self/stat');
     expect(out.split(' ')[0]).toBe('2');
@@ -86,7 +89,7 @@ describe('isolation', () => {
     }
   });
 
-  it('shows only the container\'s processes in /proc', async () => {
+  it("shows only the container's processes in /proc", async () => {
     // nsbox-init (1) and ls (2) are the only processes: /proc lists exactly those.
     const pids = (await sh('exec ls /proc')).split(/\s+/).filter((e) => /^\d+$/.test(e));
     expect(pids).toEqual(['1', '2']);
@@ -125,7 +128,7 @@ describe('isolation', () => {
     expect(at('/sys')!.options.split(',')).toContain('ro');
   });
 
-  it('has the rootfs as / (the fixture\'s marker file)', async () => {
+  it("has the rootfs as / (the fixture's marker file)", async () => {
     expect(existsSync('/etc/nsbox-image')).toBe(false);
     expect(readFileSync(`${ROOTFS}/etc/nsbox-image`, 'utf8').trim()).toBe('nsbox-busybox');
     expect((await sh('cat /etc/nsbox-image')).trim()).toBe('nsbox-busybox');
@@ -155,7 +158,7 @@ describe('isolation', () => {
     expect(echo.trim()).toBe('ping-lo');
   });
 
-  it('with network host, sees the host\'s interfaces', async () => {
+  it("with network host, sees the host's interfaces", async () => {
     const hostLinks = readdirSync('/sys/class/net').sort();
     const links = parseLinks(await sh('ip -o link show', { network: 'host' }));
     expect([...links.keys()].sort()).toEqual(hostLinks);
@@ -166,7 +169,7 @@ describe('isolation', () => {
     expect([...links.keys()]).toEqual(['lo']);
   });
 
-  it('keeps the output of a container apart from another one\'s', async () => {
+  it("keeps the output of a container apart from another one's", async () => {
     // Two at once, each with its own hostname: neither sees the other's.
     const a = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sh', '-c', 'sleep 0.2; hostname'], hostname: 'alpha' });
     const b = Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['sh', '-c', 'sleep 0.2; hostname'], hostname: 'beta' });

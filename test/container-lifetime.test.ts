@@ -45,7 +45,7 @@ describe('lifetime', () => {
     }
   });
 
-  for (const ending of ['returns from its script (container unref\'d)', 'calls process.exit()']) {
+  for (const ending of ["returns from its script (container unref'd)", 'calls process.exit()']) {
     it(`a Node process that ${ending} takes its running container with it`, async () => {
       const script = `
         const { Container } = require(process.env.NSBOX_DIST);

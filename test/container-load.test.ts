@@ -66,7 +66,10 @@ describe('load', () => {
     const results = await Promise.all(outputs);
     expect(results.filter((r) => r.exitCode !== 0)).toEqual([]);
     expect(results.map((r) => r.out)).toEqual(cs.map((_, i) => `hello-${i}\n`));
-    expect(await Promise.all(bystanders.map((b) => b.exited))).toEqual([[3, null], [4, null]]);
+    expect(await Promise.all(bystanders.map((b) => b.exited))).toEqual([
+      [3, null],
+      [4, null],
+    ]);
     await expectNoLeaks(before);
   });
 
@@ -75,11 +78,13 @@ describe('load', () => {
     const before = snapshot();
     for (let round = 0; round < 3; round++) {
       const cs = Array.from({ length: 30 }, (_, i) => Container.start({ root, command: ['stty', 'size'], tty: { cols: 40 + i, rows: 10 } }));
-      const texts = await Promise.all(cs.map((c) => {
-        let text = '';
-        c.terminal!.on('data', (d: Buffer) => (text += d.toString()));
-        return c.wait().then((s) => ({ exitCode: s.exitCode, signal: s.signal, text: text.trim() }));
-      }));
+      const texts = await Promise.all(
+        cs.map((c) => {
+          let text = '';
+          c.terminal!.on('data', (d: Buffer) => (text += d.toString()));
+          return c.wait().then((s) => ({ exitCode: s.exitCode, signal: s.signal, text: text.trim() }));
+        }),
+      );
       expect(texts).toEqual(cs.map((_, i) => ({ exitCode: 0, signal: null, text: `10 ${40 + i}` })));
     }
     await expectNoLeaks(before);

@@ -71,7 +71,7 @@ describe('stdio', () => {
     expect(err.toString().trim().split('\n')).toEqual(['/dev/null', '/dev/null']);
   });
 
-  it('ends the command\'s stdin when the stream ends', async () => {
+  it("ends the command's stdin when the stream ends", async () => {
     const c = Container.start({ root, command: ['sh', '-c', 'while read l; do echo "got $l"; done; echo eof'] });
     c.stdin!.write('a\nb\n');
     c.stdin!.end();

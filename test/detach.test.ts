@@ -97,7 +97,7 @@ function monitorOf(ref: string): number {
 }
 
 describe('nsbox run -d', () => {
-  it('is supervised by nsbox-monitor: under 2 MB, nobody\'s child here, no Node process left', () => {
+  it("is supervised by nsbox-monitor: under 2 MB, nobody's child here, no Node process left", () => {
     const r = nsbox('run', '-d', '--name', 'light', 'busybox', 'sleep', '1000');
     expect(r).toMatchObject({ code: 0, out: expect.stringMatching(/^[0-9a-f]{12}\n$/), err: '' });
     const mon = monitorOf('light');
@@ -122,8 +122,20 @@ describe('nsbox run -d', () => {
 
   it('SIGTERM to the monitor reaches the container; its exit code shows in wait, ps and inspect', async () => {
     const data = fs.mkdtempSync(path.join(root, 'data-'));
-    expect(nsbox('run', '-d', '--name', 'trap', '-v', `${data}:/data`, 'busybox', 'sh', '-c',
-      'trap "echo got TERM > /data/sig; exit 42" TERM; touch /data/ready; while :; do sleep 0.1; done').code).toBe(0);
+    expect(
+      nsbox(
+        'run',
+        '-d',
+        '--name',
+        'trap',
+        '-v',
+        `${data}:/data`,
+        'busybox',
+        'sh',
+        '-c',
+        'trap "echo got TERM > /data/sig; exit 42" TERM; touch /data/ready; while :; do sleep 0.1; done',
+      ).code,
+    ).toBe(0);
     await until('the trap to be set', () => fs.existsSync(path.join(data, 'ready')));
     process.kill(monitorOf('trap'), 'SIGTERM');
     expect(nsbox('wait', 'trap')).toMatchObject({ code: 0, out: '42\n' });
@@ -135,8 +147,20 @@ describe('nsbox run -d', () => {
   it('every signal it passes on: INT, HUP, QUIT, USR1, USR2', async () => {
     const data = fs.mkdtempSync(path.join(root, 'data-'));
     const traps = ['INT', 'HUP', 'QUIT', 'USR1', 'USR2'].map((s) => `trap "echo ${s} >> /data/got" ${s};`).join(' ');
-    expect(nsbox('run', '-d', '--name', 'sigs', '-v', `${data}:/data`, 'busybox', 'sh', '-c',
-      `${traps} trap "exit 5" TERM; touch /data/ready; while :; do sleep 0.05; done`).code).toBe(0);
+    expect(
+      nsbox(
+        'run',
+        '-d',
+        '--name',
+        'sigs',
+        '-v',
+        `${data}:/data`,
+        'busybox',
+        'sh',
+        '-c',
+        `${traps} trap "exit 5" TERM; touch /data/ready; while :; do sleep 0.05; done`,
+      ).code,
+    ).toBe(0);
     await until('the traps to be set', () => fs.existsSync(path.join(data, 'ready')));
     const mon = monitorOf('sigs');
     for (const s of ['SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'] as const) {
@@ -236,7 +260,10 @@ describe('rt.run({ detach: true })', () => {
     const data = fs.mkdtempSync(path.join(root, 'data-'));
     const started = Date.now();
     const c = await rt.run({
-      image: 'busybox', detach: true, timeout: 1200, volumes: [`${data}:/data`],
+      image: 'busybox',
+      detach: true,
+      timeout: 1200,
+      volumes: [`${data}:/data`],
       command: ['sh', '-c', 'trap "" TERM; (trap "" TERM HUP; setsid sleep 1000 & echo $! > /data/bg; wait) & while :; do sleep 0.1; done'],
     });
     await until('the background child', () => fs.existsSync(path.join(data, 'bg')) && fs.readFileSync(path.join(data, 'bg'), 'utf8').trim() !== '');
@@ -260,10 +287,15 @@ describe('rt.run({ detach: true })', () => {
     await rt.remove(c.id);
   });
 
-  it('the monitor enforces limits.cpuTime on all the container\'s processes together, through the API and the CLI', async () => {
+  it("the monitor enforces limits.cpuTime on all the container's processes together, through the API and the CLI", async () => {
     // Two busy processes: 0.6 s of CPU is used in about 0.3 s on two cores, well before the
     // sleeping third would be killed by anything else.
-    const c = await rt.run({ image: 'busybox', detach: true, limits: { cpuTime: 0.6 }, command: ['sh', '-c', 'while :; do :; done & while :; do :; done & sleep 1000'] });
+    const c = await rt.run({
+      image: 'busybox',
+      detach: true,
+      limits: { cpuTime: 0.6 },
+      command: ['sh', '-c', 'while :; do :; done & while :; do :; done & sleep 1000'],
+    });
     expect(await rt.wait(c.id)).toEqual({ exitCode: null, signal: 'SIGKILL' });
     expect(rt.inspect(c.id)).toMatchObject({ killedFor: 'cpuTime' });
     expect(containerProcesses(c.id)).toEqual([]);
@@ -303,7 +335,7 @@ describe('rt.run({ detach: true })', () => {
   });
 });
 
-describe('the monitor\'s ack', () => {
+describe("the monitor's ack", () => {
   it('a caller that dies before its record names the monitor leaves no container running', async () => {
     const dir = fs.mkdtempSync(path.join(root, 'bare-'));
     const started = launchDetached({ root: { type: 'bind', path: ROOTFS }, command: ['sleep', '1000'] }, 'abcdefabcdef', dir, {});

@@ -70,7 +70,8 @@ describe('/etc/hosts and /etc/hostname', () => {
     const hostHosts = fs.readFileSync('/etc/hosts');
     const hostHostname = fs.readFileSync('/etc/hostname');
     const c = await rt.run({
-      image: 'with-hosts', command: ['sh', '-c', 'echo 10.0.0.9 evil >> /etc/hosts; echo evil > /etc/hostname; cat /etc/hosts'],
+      image: 'with-hosts',
+      command: ['sh', '-c', 'echo 10.0.0.9 evil >> /etc/hosts; echo evil > /etc/hostname; cat /etc/hosts'],
       stdio: ['ignore', 'pipe', 'ignore'],
     });
     const out = await collect(c.stdout);
@@ -92,16 +93,18 @@ describe('/etc/hosts and /etc/hostname', () => {
   it('an image whose /etc/hosts or /etc is a link gets nothing bound through it', async () => {
     const passwd = fs.readFileSync('/etc/passwd');
     // The link resolves inside the container's root: its own passwd, untouched by nsbox.
-    expect(await sh('cat /etc/hosts; grep -c " /etc/hosts " /proc/self/mountinfo || true', { image: 'hosts-link' }))
-      .toBe(`${fs.readFileSync(path.join(ROOTFS, 'etc', 'passwd'), 'utf8')}0\n`);
+    expect(await sh('cat /etc/hosts; grep -c " /etc/hosts " /proc/self/mountinfo || true', { image: 'hosts-link' })).toBe(
+      `${fs.readFileSync(path.join(ROOTFS, 'etc', 'passwd'), 'utf8')}0\n`,
+    );
     expect(await sh('ls /etc.real; grep -c " /etc" /proc/self/mountinfo || true', { image: 'etc-link' })).toMatch(/passwd\n.*0\n$/s);
     expect(fs.readFileSync('/etc/passwd')).toEqual(passwd);
   });
 
   it('with --read-only: bound where the image has them, left out where it does not', async () => {
     // with-hosts has /etc/hosts but no /etc/hostname.
-    expect(await sh('cat /etc/hosts; ls /etc/hostname 2>&1 || true', { image: 'with-hosts', readOnly: true, hostname: 'ro' }))
-      .toMatch(/127\.0\.1\.1\tro\n.*No such file/s);
+    expect(await sh('cat /etc/hosts; ls /etc/hostname 2>&1 || true', { image: 'with-hosts', readOnly: true, hostname: 'ro' })).toMatch(
+      /127\.0\.1\.1\tro\n.*No such file/s,
+    );
     expect(await sh('ls /etc/hosts 2>&1 || true', { readOnly: true })).toMatch(/No such file/);
     expect(fs.existsSync(path.join(rt.images.get('busybox').rootfs, 'etc', 'hosts'))).toBe(false);
   });

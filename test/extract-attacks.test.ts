@@ -22,7 +22,7 @@ import { openFds } from './helpers';
 type Spec = Partial<TarHeaderInput> & { name: string; data?: string | Buffer };
 
 function member(spec: Spec): Buffer {
-  const data = typeof spec.data === 'string' ? Buffer.from(spec.data) : spec.data ?? Buffer.alloc(0);
+  const data = typeof spec.data === 'string' ? Buffer.from(spec.data) : (spec.data ?? Buffer.alloc(0));
   const { data: _data, ...fields } = spec;
   void _data;
   const header = encodeHeader({ type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1_600_000_000, ...fields, size: data.length });
@@ -55,14 +55,20 @@ function hostState(): string {
     etc: fs.readdirSync('/etc').sort(),
     canaryDir: [fs.readdirSync(canaryDir).sort(), st(canaryDir)],
     canaryFile: [sha256(canaryFile), st(canaryFile)],
-    beside: fs.readdirSync(base).filter((n) => n !== 'image.tar').sort(),
+    beside: fs
+      .readdirSync(base)
+      .filter((n) => n !== 'image.tar')
+      .sort(),
   });
 }
 
 async function extract(specs: Spec[]): Promise<unknown> {
   const file = path.join(base, 'image.tar');
   fs.writeFileSync(file, archive(specs));
-  return extractTarball(file, dest).then(() => undefined, (e: unknown) => e);
+  return extractTarball(file, dest).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
 }
 
 /** Refused with `code`, naming `entry`; the host untouched and no fd left open. */
@@ -145,9 +151,14 @@ describe('the batched writer never leaves the root', () => {
 
   it('replaces a planted symlink by a directory entry, a file or a hardlink, never writing through it', async () => {
     const err = await extract([
-      link('s', canaryDir), dir('s/', 0o700), { name: 's/file', data: 'inside' },
-      link('t', canaryFile), { name: 't', data: 'replaced', mode: 0o600 },
-      { name: 'real', data: 'real' }, link('h', canaryFile), hard('h', 'real'),
+      link('s', canaryDir),
+      dir('s/', 0o700),
+      { name: 's/file', data: 'inside' },
+      link('t', canaryFile),
+      { name: 't', data: 'replaced', mode: 0o600 },
+      { name: 'real', data: 'real' },
+      link('h', canaryFile),
+      hard('h', 'real'),
       // The directory's attributes, set last, land on the directory that replaced the link.
       dir('s/', 0o555),
     ]);
@@ -205,9 +216,18 @@ describe('the addon checks what it is given', () => {
     const fds = openFds();
     const outside = path.relative(dest, canaryDir);
     for (const [op, name, target] of [
-      [4, `${outside}/made-by-mkdir`], [1, `${outside}/made-by-open`], [5, `${outside}/made-by-symlink`, '/'],
-      [4, '..'], [4, 'a/../..'], [1, `/${canaryDir.slice(1)}/x`], [4, 'a//b'], [4, 'a/./b'], [1, 'nul\0byte'],
-      [6, 'h', '../../../../etc/passwd'], [6, 'h', '/etc/passwd'], [7, '..'],
+      [4, `${outside}/made-by-mkdir`],
+      [1, `${outside}/made-by-open`],
+      [5, `${outside}/made-by-symlink`, '/'],
+      [4, '..'],
+      [4, 'a/../..'],
+      [1, `/${canaryDir.slice(1)}/x`],
+      [4, 'a//b'],
+      [4, 'a/./b'],
+      [1, 'nul\0byte'],
+      [6, 'h', '../../../../etc/passwd'],
+      [6, 'h', '/etc/passwd'],
+      [7, '..'],
     ] as Array<[number, string, string?]>) {
       const e = await run(step(op, name, target));
       expect(e, `${op} ${name}`).toMatchObject({ code: 'EINVAL' });

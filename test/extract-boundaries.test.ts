@@ -36,7 +36,7 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 /** Bytes that differ at every offset, so that a copy from the wrong place shows. */
 function pattern(size: number, seed: number): Buffer {
   const b = Buffer.alloc(size);
-  let x = seed * 2654435761 >>> 0;
+  let x = (seed * 2654435761) >>> 0;
   for (let i = 0; i < size; i++) {
     x = (x * 1103515245 + 12345) >>> 0;
     b[i] = x >>> 24;
@@ -47,7 +47,11 @@ function pattern(size: number, seed: number): Buffer {
 function describeTree(root: string): string[] {
   const out = execFileSync('find', ['.', '-printf', '%p %y %m %U %G %T@ %s %l %n\\n'], { cwd: root, encoding: 'utf8' });
   // The root is the test's, made before the extraction: its times are not the archive's.
-  return out.trim().split('\n').filter((l) => !l.startsWith('. ')).sort();
+  return out
+    .trim()
+    .split('\n')
+    .filter((l) => !l.startsWith('. '))
+    .sort();
 }
 
 let base: string;
@@ -124,7 +128,10 @@ describe('a tarball shorter than its headers say', () => {
     const file = path.join(base, 'cut.tar');
     fs.writeFileSync(file, tar);
     const fds = openFds();
-    const err = await rt.import(file, 'cut').then(() => undefined, (e: unknown) => e);
+    const err = await rt.import(file, 'cut').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(NsboxError);
     expect(err).toMatchObject({ code: 'BAD_ARCHIVE' });
     expect((err as Error).message).toMatch(pattern);
@@ -136,12 +143,19 @@ describe('a tarball shorter than its headers say', () => {
   }
 
   it('refuses one cut in the middle of a file bigger than a read', async () => {
-    const tar = archive([{ name: 'a', data: pattern(1000, 1) }, { name: 'big', data: pattern(5 << 20, 2) }, { name: 'z', data: pattern(10, 3) }]);
+    const tar = archive([
+      { name: 'a', data: pattern(1000, 1) },
+      { name: 'big', data: pattern(5 << 20, 2) },
+      { name: 'z', data: pattern(10, 3) },
+    ]);
     await refusedByImport(tar.subarray(0, 3 << 20), /truncated at offset 3145728 in or after entry "big"/);
   });
 
   it('refuses one cut in the middle of a small file inside a read', async () => {
-    const tar = archive([{ name: 'a', data: pattern(1000, 1) }, { name: 'b', data: pattern(3000, 2) }]);
+    const tar = archive([
+      { name: 'a', data: pattern(1000, 1) },
+      { name: 'b', data: pattern(3000, 2) },
+    ]);
     await refusedByImport(tar.subarray(0, 2048), /truncated at offset 2048 in or after entry "b"/);
   });
 

@@ -19,7 +19,7 @@ const isRoot = process.getuid?.() === 0;
 type Spec = Partial<TarHeaderInput> & { name: string; data?: string | Buffer };
 
 function member(spec: Spec): Buffer {
-  const data = typeof spec.data === 'string' ? Buffer.from(spec.data) : spec.data ?? Buffer.alloc(0);
+  const data = typeof spec.data === 'string' ? Buffer.from(spec.data) : (spec.data ?? Buffer.alloc(0));
   const { data: _data, ...fields } = spec;
   void _data;
   const header = encodeHeader({ type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1_600_000_000, ...fields, size: data.length });
@@ -65,7 +65,10 @@ function writeTar(data: Buffer, name = 'image.tar'): string {
 }
 
 async function refused(tar: Buffer, code: string, entry: string, pattern?: RegExp): Promise<NsboxError> {
-  const err = await extractTarball(writeTar(tar), dest).then(() => undefined, (e: unknown) => e);
+  const err = await extractTarball(writeTar(tar), dest).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(NsboxError);
   const e = err as NsboxError;
   expect(e.code).toBe(code);
@@ -93,7 +96,15 @@ afterEach(() => {
 describe('hostile archives', () => {
   it('refuses ".." components', async () => {
     for (const name of ['../canary', 'a/../../canary', '..', 'ok/../../outside/x']) {
-      const e = await refused(archive([{ name: 'ok/' , type: 'directory', mode: 0o755 }, { name, data: 'pwned' }]), 'UNSAFE_PATH', name, /leaves the image root/);
+      const e = await refused(
+        archive([
+          { name: 'ok/', type: 'directory', mode: 0o755 },
+          { name, data: 'pwned' },
+        ]),
+        'UNSAFE_PATH',
+        name,
+        /leaves the image root/,
+      );
       expect(e.path).toBe(name);
     }
     await refused(archive([{ name: '../outside/d/', type: 'directory', mode: 0o755 }]), 'UNSAFE_PATH', '../outside/d/');
@@ -102,11 +113,16 @@ describe('hostile archives', () => {
 
   it('keeps absolute names inside the root', async () => {
     const abs = `${base}/outside/abs-file`;
-    const r = await extractTarball(writeTar(archive([
-      { name: '/etc/nsbox-evil', data: 'x' },
-      { name: abs, data: 'y' },
-      { name: '//./etc//./evil-dir/', type: 'directory', mode: 0o755 },
-    ])), dest);
+    const r = await extractTarball(
+      writeTar(
+        archive([
+          { name: '/etc/nsbox-evil', data: 'x' },
+          { name: abs, data: 'y' },
+          { name: '//./etc//./evil-dir/', type: 'directory', mode: 0o755 },
+        ]),
+      ),
+      dest,
+    );
     expect(r.entries).toBe(3);
     expect(fs.readFileSync(path.join(dest, 'etc/nsbox-evil'), 'utf8')).toBe('x');
     expect(fs.readFileSync(path.join(dest, abs), 'utf8')).toBe('y');
@@ -119,19 +135,33 @@ describe('hostile archives', () => {
 
   it('never writes through a symlink it extracted', async () => {
     const link = (name: string, target: string): Spec => ({ name, type: 'symlink', linkname: target, mode: 0o777 });
-    await refused(archive([link('evil', '/etc'), { name: 'evil/passwd', data: 'root::0:0::/:/bin/sh\n' }]), 'UNSAFE_PATH', 'evil/passwd', /parent "evil" is a symlink/);
+    await refused(
+      archive([link('evil', '/etc'), { name: 'evil/passwd', data: 'root::0:0::/:/bin/sh\n' }]),
+      'UNSAFE_PATH',
+      'evil/passwd',
+      /parent "evil" is a symlink/,
+    );
     await refused(archive([link('evil', '/etc'), { name: 'evil/nsbox-new/', type: 'directory', mode: 0o755 }]), 'UNSAFE_PATH', 'evil/nsbox-new/');
     await refused(archive([link('evil', '/etc'), link('evil/nsbox-link', '/')]), 'UNSAFE_PATH', 'evil/nsbox-link');
     await refused(archive([link('up', '../outside'), { name: 'up/x', data: 'x' }]), 'UNSAFE_PATH', 'up/x');
     await refused(archive([link('up', '../outside'), { name: './up/./x', data: 'x' }]), 'UNSAFE_PATH', './up/./x');
     // Deeper: a real directory, then a symlink inside it, then a path through both.
-    await refused(archive([
-      { name: 'a/', type: 'directory', mode: 0o755 }, link('a/b', '/'), { name: 'a/b/etc/passwd', data: 'x' },
-    ]), 'UNSAFE_PATH', 'a/b/etc/passwd', /parent "a\/b" is a symlink/);
-    await refused(archive([
-      { name: 'f', data: 'real' }, { name: 'in/', type: 'directory', mode: 0o755 }, link('in/l', '/etc'),
-      { name: 'in/l/hl', type: 'hardlink', linkname: 'f' },
-    ]), 'UNSAFE_PATH', 'in/l/hl');
+    await refused(
+      archive([{ name: 'a/', type: 'directory', mode: 0o755 }, link('a/b', '/'), { name: 'a/b/etc/passwd', data: 'x' }]),
+      'UNSAFE_PATH',
+      'a/b/etc/passwd',
+      /parent "a\/b" is a symlink/,
+    );
+    await refused(
+      archive([
+        { name: 'f', data: 'real' },
+        { name: 'in/', type: 'directory', mode: 0o755 },
+        link('in/l', '/etc'),
+        { name: 'in/l/hl', type: 'hardlink', linkname: 'f' },
+      ]),
+      'UNSAFE_PATH',
+      'in/l/hl',
+    );
   });
 
   it('replaces an earlier symlink of the same name instead of writing through it', async () => {
@@ -167,13 +197,18 @@ describe('hostile archives', () => {
     await refused(archive([{ name: 'l', type: 'symlink', linkname: '/etc/passwd', mode: 0o777 }, hard('pw', 'l')]), 'UNSAFE_PATH', 'pw');
     await refused(archive([{ name: 'd/', type: 'directory', mode: 0o755 }, hard('pw', 'd')]), 'UNSAFE_PATH', 'pw');
     // A file replaced by a symlink is no longer a target.
-    await refused(archive([
-      { name: 'f', data: 'x' }, { name: 'f', type: 'symlink', linkname: '/etc/passwd', mode: 0o777 }, hard('pw', 'f'),
-    ]), 'UNSAFE_PATH', 'pw');
+    await refused(
+      archive([{ name: 'f', data: 'x' }, { name: 'f', type: 'symlink', linkname: '/etc/passwd', mode: 0o777 }, hard('pw', 'f')]),
+      'UNSAFE_PATH',
+      'pw',
+    );
   });
 
   it('refuses damaged archives, naming where', async () => {
-    const good = archive([{ name: 'first', data: 'a'.repeat(2000) }, { name: 'second', data: 'b' }]);
+    const good = archive([
+      { name: 'first', data: 'a'.repeat(2000) },
+      { name: 'second', data: 'b' },
+    ]);
     const e = await refused(good.subarray(0, 1200), 'BAD_ARCHIVE', 'first', /truncated at offset 1200/);
     expect(e.path).toBe('first');
     const bad = Buffer.from(good);
@@ -186,9 +221,15 @@ describe('hostile archives', () => {
   });
 
   it('refuses to replace a directory that is not empty', async () => {
-    await refused(archive([
-      { name: 'd/', type: 'directory', mode: 0o755 }, { name: 'd/f', data: 'x' }, { name: 'd', type: 'symlink', linkname: '/etc', mode: 0o777 },
-    ]), 'ENOTEMPTY', 'd');
+    await refused(
+      archive([
+        { name: 'd/', type: 'directory', mode: 0o755 },
+        { name: 'd/f', data: 'x' },
+        { name: 'd', type: 'symlink', linkname: '/etc', mode: 0o777 },
+      ]),
+      'ENOTEMPTY',
+      'd',
+    );
   });
 
   it('closes what it opened when it fails', async () => {
@@ -271,8 +312,13 @@ describe('faithful extraction', () => {
     const content = Buffer.from('gnu long name\n');
     const paxName = `pax/${'p'.repeat(200)}/ünïcødé`;
     const tar = Buffer.concat([
-      long('L', longFile), gnuHeader('truncated', '0', content.length), content, Buffer.alloc(BLOCK_SIZE - content.length),
-      long('L', `${longDir}/link`), long('K', linkTarget), gnuHeader('truncated2', '2', 0),
+      long('L', longFile),
+      gnuHeader('truncated', '0', content.length),
+      content,
+      Buffer.alloc(BLOCK_SIZE - content.length),
+      long('L', `${longDir}/link`),
+      long('K', linkTarget),
+      gnuHeader('truncated2', '2', 0),
       member({ name: paxName, data: 'pax' }),
       member({ name: 'pax/hard', type: 'hardlink', linkname: paxName }),
       endOfArchive(),
@@ -312,11 +358,19 @@ describe('faithful extraction', () => {
   it('handles files bigger than a read chunk', async () => {
     const big = Buffer.alloc(17 << 20);
     for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE(i, i);
-    const specs: Spec[] = [{ name: 'small', data: 'x' }, { name: 'big', data: big }, { name: 'after', data: 'y' }];
+    const specs: Spec[] = [
+      { name: 'small', data: 'x' },
+      { name: 'big', data: big },
+      { name: 'after', data: 'y' },
+    ];
     const file = writeTar(archive(specs));
     let calls = 0;
     const started = performance.now();
-    const r = await extractTarball(file, dest, { onProgress: () => { calls++; } });
+    const r = await extractTarball(file, dest, {
+      onProgress: () => {
+        calls++;
+      },
+    });
     const elapsed = performance.now() - started;
     expect(r.digest).toBe(`sha256:${sha256(file)}`);
     expect(r.bytes).toBe(big.length + 2);

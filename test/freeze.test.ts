@@ -21,7 +21,11 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-const freezerOf = (pid: number) => readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:freezer:/.test(l))!.split(':')[2]!;
+const freezerOf = (pid: number) =>
+  readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    .split('\n')
+    .find((l) => /^\d+:freezer:/.test(l))!
+    .split(':')[2]!;
 const freezeDirs = () => (existsSync(path.join(FREEZER, 'nsbox')) ? readdirSync(path.join(FREEZER, 'nsbox')).filter((d) => d.startsWith('freeze-')) : []);
 
 /** A container with two processes appending to files in a volume, and its progress. */
@@ -29,16 +33,19 @@ async function busy(): Promise<{ c: Container; read: () => number[] }> {
   const data = mkdtempSync(path.join(work, 'data-'));
   const c = Container.start({
     // /tmp exists in the fixture: a missing mount point would be made in the shared rootfs.
-    root: { type: 'bind', path: ROOTFS }, stdio: 'ignore', mounts: [{ source: data, target: '/tmp', readonly: false }],
+    root: { type: 'bind', path: ROOTFS },
+    stdio: 'ignore',
+    mounts: [{ source: data, target: '/tmp', readonly: false }],
     command: ['sh', '-c', '(while :; do echo x >> /tmp/b; done) & while :; do echo x >> /tmp/a; done'],
   });
-  const read = () => ['a', 'b'].map((f) => {
-    try {
-      return statSync(path.join(data, f)).size;
-    } catch {
-      return 0;
-    }
-  });
+  const read = () =>
+    ['a', 'b'].map((f) => {
+      try {
+        return statSync(path.join(data, f)).size;
+      } catch {
+        return 0;
+      }
+    });
   await until('both writers to run', () => read().every((n) => n > 10));
   return { c, read };
 }

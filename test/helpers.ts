@@ -22,12 +22,18 @@ export const TARBALL = fixture('NSBOX_TEST_TARBALL');
 
 /** The host's mount table (mount points only), to compare before and after. */
 export function hostMounts(): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8').trim().split('\n').map((l) => l.split(' ')[4]!).sort();
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' ')[4]!)
+    .sort();
 }
 
 /** Overlay or aufs mounts on the host: there should never be any left by nsbox. */
 export function unionMounts(): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => / - (overlay|aufs) /.test(l));
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => / - (overlay|aufs) /.test(l));
 }
 
 /**

@@ -69,9 +69,13 @@ describe('symlinks to host paths in the layers', () => {
     // In the write layer, at the root, in a merged directory, deep down, over a lower
     // directory, and over a lower file.
     const links: Record<string, string> = {
-      'rootdir': hostDir, 'rootfile': path.join(hostDir, 'secret'),
-      'a/dirlink': hostDir, 'a/b/c/deep': hostDir, 'a/b/c/deepfile': path.join(hostDir, 'secret'),
-      'a/b/c/file': path.join(hostDir, 'secret'), 'relative': `../../${path.relative(base, hostDir)}`,
+      rootdir: hostDir,
+      rootfile: path.join(hostDir, 'secret'),
+      'a/dirlink': hostDir,
+      'a/b/c/deep': hostDir,
+      'a/b/c/deepfile': path.join(hostDir, 'secret'),
+      'a/b/c/file': path.join(hostDir, 'secret'),
+      relative: `../../${path.relative(base, hostDir)}`,
     };
     for (const [rel, target] of Object.entries(links)) fs.symlinkSync(target, path.join(upper, rel));
     fs.symlinkSync(hostDir, path.join(lower, 'lowerlink'));
@@ -104,7 +108,10 @@ describe('layers changed during the walk (a running container)', () => {
   function hooked(tree: string, before: (e: WalkEntry) => void): MergedVisitor {
     const builder = new MergedTreeBuilder(tree, [lower]);
     return {
-      entry: (e) => { before(e); builder.entry(e); },
+      entry: (e) => {
+        before(e);
+        builder.entry(e);
+      },
       leave: (e) => builder.leave(e),
     };
   }
@@ -176,11 +183,16 @@ describe('layers changed during the walk (a running container)', () => {
     write(upper, 'b');
     const tree2 = path.join(base, 'tree2');
     fs.mkdirSync(tree2);
-    const err3 = await new MergedWalker({ layers: [upper, lower], driver: 'overlay' }, hooked(tree2, (e) => {
-      if (e.path.toString() !== 'b') return;
-      fs.rmSync(path.join(upper, 'b'));
-      execFileSync('mknod', [path.join(upper, 'b'), 'b', '7', '0']);
-    })).run().catch((x: unknown) => x);
+    const err3 = await new MergedWalker(
+      { layers: [upper, lower], driver: 'overlay' },
+      hooked(tree2, (e) => {
+        if (e.path.toString() !== 'b') return;
+        fs.rmSync(path.join(upper, 'b'));
+        execFileSync('mknod', [path.join(upper, 'b'), 'b', '7', '0']);
+      }),
+    )
+      .run()
+      .catch((x: unknown) => x);
     expect((err3 as NsboxError).code).toBe('ENXIO');
   });
 
@@ -191,13 +203,16 @@ describe('layers changed during the walk (a running container)', () => {
     const tree = path.join(base, 'tree');
     fs.mkdirSync(tree);
     const builder = new MergedTreeBuilder(tree, [lower]);
-    const walk = new MergedWalker({ layers: [upper, lower], driver: 'overlay' }, {
-      entry: (e) => {
-        if (e.path.toString() === 'z') swapForSymlink('z', path.join(hostDir, 'secret'));
-        builder.entry(e);
+    const walk = new MergedWalker(
+      { layers: [upper, lower], driver: 'overlay' },
+      {
+        entry: (e) => {
+          if (e.path.toString() === 'z') swapForSymlink('z', path.join(hostDir, 'secret'));
+          builder.entry(e);
+        },
+        leave: (e) => builder.leave(e),
       },
-      leave: (e) => builder.leave(e),
-    });
+    );
     await expect(walk.run()).rejects.toMatchObject({ code: 'ELOOP' });
     builder.abort();
     expect(fs.readdirSync(tree)).toEqual([]);
@@ -272,7 +287,10 @@ describe('deep trees', () => {
     });
     expect(most - fdsBefore).toBeLessThan(150);
     expect(openFds().length).toBe(fdsBefore);
-    const listed = execFileSync('tar', ['-tf', tar], { maxBuffer: 1 << 30 }).toString().trim().split('\n');
+    const listed = execFileSync('tar', ['-tf', tar], { maxBuffer: 1 << 30 })
+      .toString()
+      .trim()
+      .split('\n');
     expect(listed.length).toBe(5002); // ./, 5000 directories, f
     expect(listed[listed.length - 1]).toBe(`${'d/'.repeat(5000)}f`);
     expect(down(tree, 5000, false, () => fs.readFileSync('f', 'utf8'))).toBe('bottom\n');
@@ -285,7 +303,7 @@ describe('deep trees', () => {
   });
 });
 
-describe('whiteouts are the driver\'s own', () => {
+describe("whiteouts are the driver's own", () => {
   it('overlay: .wh. names are ordinary files; aufs: a 0:0 device is an ordinary device', async () => {
     write(lower, 'etc/passwd');
     write(lower, 'tmp/keep');

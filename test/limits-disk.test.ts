@@ -31,8 +31,16 @@ function loopsUnder(dir: string): string[] {
   }
   return out;
 }
-const allLoops = () => fs.readdirSync('/sys/block').filter((n) => /^loop\d+$/.test(n) && fs.existsSync(`/sys/block/${n}/loop/backing_file`)).sort();
-const mountsUnder = (dir: string) => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(dir));
+const allLoops = () =>
+  fs
+    .readdirSync('/sys/block')
+    .filter((n) => /^loop\d+$/.test(n) && fs.existsSync(`/sys/block/${n}/loop/backing_file`))
+    .sort();
+const mountsUnder = (dir: string) =>
+  fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(dir));
 const containers = () => fs.readdirSync(path.join(root, 'containers'));
 const MIB = 1024 * 1024;
 
@@ -40,7 +48,13 @@ const MIB = 1024 * 1024;
 const FILL = 'out=$(dd if=/dev/zero of=/fill bs=64k 2>&1); echo "rc=$?"; echo "$out"; ls -l /fill | awk \'{print "size=" $5}\'';
 
 async function runFill(opts: { remove: boolean; disk: string | number }): Promise<{ out: string; c: Awaited<ReturnType<Runtime['run']>> }> {
-  const c = await rt.run({ image: 'busybox', command: ['sh', '-c', FILL], remove: opts.remove, limits: { disk: opts.disk }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const c = await rt.run({
+    image: 'busybox',
+    command: ['sh', '-c', FILL],
+    remove: opts.remove,
+    limits: { disk: opts.disk },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const out = collect(c.stdout);
   const st = await c.wait();
   expect(st.exitCode).toBe(0);
@@ -73,8 +87,13 @@ describe('limits.disk', () => {
   });
 
   it('the CLI: --storage-opt size= and --disk hold the root at the size, df inside shows it', () => {
-    for (const flag of [['--storage-opt', 'size=4m'], ['--disk', '4m']]) {
-      const r = spawnSync(process.execPath, [MAIN, '--root', root, 'run', '--rm', ...flag, 'busybox', 'sh', '-c', `${FILL}; df -k / | tail -1`], { encoding: 'utf8' });
+    for (const flag of [
+      ['--storage-opt', 'size=4m'],
+      ['--disk', '4m'],
+    ]) {
+      const r = spawnSync(process.execPath, [MAIN, '--root', root, 'run', '--rm', ...flag, 'busybox', 'sh', '-c', `${FILL}; df -k / | tail -1`], {
+        encoding: 'utf8',
+      });
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/No space left on device/);
       expect(sizeOf(r.stdout)).toBeLessThanOrEqual(4 * MIB);
@@ -88,7 +107,10 @@ describe('limits.disk', () => {
 
   it('--rm: a write loop stops at the limit with ENOSPC, and nothing of it is on the host', async () => {
     const c = await rt.run({
-      image: 'busybox', remove: true, limits: { disk: '64m' }, stdio: ['ignore', 'pipe', 'pipe'],
+      image: 'busybox',
+      remove: true,
+      limits: { disk: '64m' },
+      stdio: ['ignore', 'pipe', 'pipe'],
       command: ['sh', '-c', `${FILL}; echo filled; sleep 30`],
     });
     let out = '';
@@ -109,7 +131,10 @@ describe('limits.disk', () => {
 
   it('--rm: what the write layer holds is charged to limits.memory (no way around it through the tmpfs)', async () => {
     const c = await rt.run({
-      image: 'busybox', remove: true, limits: { disk: '64m', memory: '32m' }, stdio: ['ignore', 'pipe', 'pipe'],
+      image: 'busybox',
+      remove: true,
+      limits: { disk: '64m', memory: '32m' },
+      stdio: ['ignore', 'pipe', 'pipe'],
       command: ['sh', '-c', 'dd if=/dev/zero of=/f bs=1M count=48 2>/dev/null; ls -l /f | awk \'{print "size=" $5}\''],
     });
     const out = collect(c.stdout);
@@ -139,7 +164,7 @@ describe('limits.disk', () => {
     const info = await c.commit('disk-snap');
     expect(fs.statSync(path.join(info.rootfs, 'fill')).size).toBe(sizeOf(out));
     expect(loopsUnder(root)).toEqual([]);
-    const seen = await rt.run({ image: 'disk-snap', command: ['sh', '-c', 'ls -l /fill | awk \'{print $5}\''], remove: true });
+    const seen = await rt.run({ image: 'disk-snap', command: ['sh', '-c', "ls -l /fill | awk '{print $5}'"], remove: true });
     const seenOut = collect(seen.stdout);
     await seen.wait();
     expect(Number((await seenOut).trim())).toBe(sizeOf(out));
@@ -194,7 +219,10 @@ describe('limits.disk', () => {
       [{ image: 'busybox', command: ['true'], limits: { disk: os.totalmem() * 2 }, remove: true }, 'INVALID_ARGUMENT'],
     ];
     for (const [opts, code] of cases) {
-      const err = await rt.run(opts).then(() => null, (e: unknown) => e);
+      const err = await rt.run(opts).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(NsboxError);
       expect((err as NsboxError).code).toBe(code);
       expect((err as NsboxError).message).toMatch(/limits\.disk/);
@@ -206,8 +234,9 @@ describe('limits.disk', () => {
 
   it('Container.start on a bare root refuses limits.disk rather than run unbounded', () => {
     const fds = openFds();
-    expect(() => Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['true'], limits: { disk: '8m' } }))
-      .toThrow(expect.objectContaining({ code: 'UNSUPPORTED', message: expect.stringMatching(/limits\.disk/) }));
+    expect(() => Container.start({ root: { type: 'bind', path: ROOTFS }, command: ['true'], limits: { disk: '8m' } })).toThrow(
+      expect.objectContaining({ code: 'UNSUPPORTED', message: expect.stringMatching(/limits\.disk/) }),
+    );
     expect(openFds()).toEqual(fds);
   });
 
@@ -215,7 +244,10 @@ describe('limits.disk', () => {
     const loops = allLoops();
     const fds = openFds();
     for (const remove of [false, true]) {
-      const err = await rt.run({ image: 'busybox', command: ['/no/such/program'], limits: { disk: '4m' }, remove }).then(() => null, (e: unknown) => e);
+      const err = await rt.run({ image: 'busybox', command: ['/no/such/program'], limits: { disk: '4m' }, remove }).then(
+        () => null,
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(NsboxError);
     }
     expect(containers()).toEqual([]);
@@ -226,7 +258,9 @@ describe('limits.disk', () => {
   it('a committer SIGKILLed in the middle of reading the image leaves no mount and no loop device', async () => {
     // Enough files that the walk takes a while; the committer is killed while it reads.
     const c = await rt.run({
-      image: 'busybox', limits: { disk: '32m' }, stdio: 'ignore',
+      image: 'busybox',
+      limits: { disk: '32m' },
+      stdio: 'ignore',
       command: ['sh', '-c', 'for d in $(seq 1 40); do mkdir -p /many/$d; for f in $(seq 1 100); do echo $d$f > /many/$d/$f; done; done'],
     });
     expect((await c.wait()).exitCode).toBe(0);

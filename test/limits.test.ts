@@ -151,7 +151,9 @@ describe('limits', () => {
     const main = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
     const root = execFileSync('mktemp', ['-d']).toString().trim();
     try {
-      const oom = spawnSync(process.execPath, [main, '--root', root, 'run', '--rm', '-m', '16m', 'busybox', 'sh', '-c', 'x=a; while :; do x="$x$x"; done'], { encoding: 'utf8' });
+      const oom = spawnSync(process.execPath, [main, '--root', root, 'run', '--rm', '-m', '16m', 'busybox', 'sh', '-c', 'x=a; while :; do x="$x$x"; done'], {
+        encoding: 'utf8',
+      });
       expect(oom.status).toBe(137);
       expect(oom.stderr).toBe('nsbox: the container was killed: it ran out of memory (--memory)\n');
       // Kept, it says why in ps, as docker does.
@@ -160,7 +162,25 @@ describe('limits', () => {
       const slow = spawnSync(process.execPath, [main, '--root', root, 'run', '--rm', '--timeout', '200ms', 'busybox', 'sleep', '30'], { encoding: 'utf8' });
       expect(slow.status).toBe(137);
       expect(slow.stderr).toBe('nsbox: the container was killed: its --timeout passed\n');
-      const pids = spawnSync(process.execPath, [main, '--root', root, 'run', '--rm', '--pids-limit', '8', '--ulimit', 'nofile=50', 'busybox', 'sh', '-c', 'cat /sys/fs/cgroup/pids/pids.max 2>/dev/null; ulimit -n'], { encoding: 'utf8' });
+      const pids = spawnSync(
+        process.execPath,
+        [
+          main,
+          '--root',
+          root,
+          'run',
+          '--rm',
+          '--pids-limit',
+          '8',
+          '--ulimit',
+          'nofile=50',
+          'busybox',
+          'sh',
+          '-c',
+          'cat /sys/fs/cgroup/pids/pids.max 2>/dev/null; ulimit -n',
+        ],
+        { encoding: 'utf8' },
+      );
       expect(pids.stdout).toMatch(/50\n$/);
       expect(readFileSync('/proc/self/cgroup', 'utf8')).toBeTruthy();
     } finally {
@@ -192,7 +212,9 @@ const ours = (dirs: string[], pid = process.pid) => dirs.filter((d) => path.base
 
 /** The container's own directory in a v1 hierarchy, from /proc/PID/cgroup. */
 function cgroupOf(pid: number, controller: string): string {
-  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => l.split(':')[1]!.split(',').includes(controller))!;
+  const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    .split('\n')
+    .find((l) => l.split(':')[1]!.split(',').includes(controller))!;
   return path.join('/sys/fs/cgroup', controller, line.split(':')[2]!);
 }
 
@@ -264,7 +286,10 @@ describe('limits: warm cgroup sets', () => {
     const warm = await warmInodes(2);
     const a = start(['sleep', '1'], { limits: limits(10, 32) });
     const b = start(['sleep', '1'], { limits: limits(20, 48) });
-    for (const [c, pids, mem] of [[a, 10, 32], [b, 20, 48]] as const) {
+    for (const [c, pids, mem] of [
+      [a, 10, 32],
+      [b, 20, 48],
+    ] as const) {
       const p = cgroupOf(c.pid, 'pids');
       const m = cgroupOf(c.pid, 'memory');
       expect(warm.has(inode(p)) && warm.has(inode(m))).toBe(true);
@@ -286,7 +311,9 @@ describe('limits: warm cgroup sets', () => {
     expect(idle.size).toBe(2);
     for (const d of nsboxDirs()) if (warm.has(inode(d))) expect(idle.has(d)).toBe(true);
     // The pool is not poisoned: the next start of that shape works, with its own cpuset.
-    expect((await run(['grep', 'Cpus_allowed_list', '/proc/self/status'], { limits: { cpuset: '1', memory: '64m' } })).out).toMatch(/^Cpus_allowed_list:\s+1$/m);
+    expect((await run(['grep', 'Cpus_allowed_list', '/proc/self/status'], { limits: { cpuset: '1', memory: '64m' } })).out).toMatch(
+      /^Cpus_allowed_list:\s+1$/m,
+    );
     await drainWarmCgroups();
     expect(openFds()).toEqual(fds);
   });

@@ -63,7 +63,11 @@ describe('logs', () => {
     const long = 'x'.repeat(40_000);
     await ran('parts', `printf 'a'; sleep 0.1; printf 'b\\n'; printf '%s\\n' ${long}; printf 'no newline'`);
     const got = await all(rt.logs('parts'));
-    expect(got.map((e) => [e.line.length > 100 ? e.line.length : e.line, !!e.partial])).toEqual([['ab', false], [40_000, false], ['no newline', true]]);
+    expect(got.map((e) => [e.line.length > 100 ? e.line.length : e.line, !!e.partial])).toEqual([
+      ['ab', false],
+      [40_000, false],
+      ['no newline', true],
+    ]);
     expect(got[1]!.line).toBe(long);
     expect(nsbox('logs', 'parts').out).toBe(`ab\n${long}\nno newline`);
     // Split into records of at most 16 KiB on disk.
@@ -88,8 +92,20 @@ describe('logs', () => {
 
   it('-f follows while the container runs and ends when it exits', async () => {
     const data = fs.mkdtempSync(path.join(root, 'data-'));
-    expect(nsbox('run', '-d', '--name', 'follow', '-v', `${data}:/data`, 'busybox', 'sh', '-c',
-      'echo first; while [ ! -e /data/go ]; do sleep 0.05; done; echo second; echo third >&2; sleep 0.3; echo last').code).toBe(0);
+    expect(
+      nsbox(
+        'run',
+        '-d',
+        '--name',
+        'follow',
+        '-v',
+        `${data}:/data`,
+        'busybox',
+        'sh',
+        '-c',
+        'echo first; while [ ! -e /data/go ]; do sleep 0.05; done; echo second; echo third >&2; sleep 0.3; echo last',
+      ).code,
+    ).toBe(0);
     const f = spawn(process.execPath, [MAIN, '--root', root, 'logs', '-f', 'follow'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
@@ -115,8 +131,24 @@ describe('logs', () => {
 
   it('-f follows across rotations without losing or repeating a line', async () => {
     const data = fs.mkdtempSync(path.join(root, 'data-'));
-    expect(nsbox('run', '-d', '--name', 'rotf', '--log-opt', 'max-size=4k', '--log-opt', 'max-file=3', '-v', `${data}:/data`, 'busybox', 'sh', '-c',
-      'while [ ! -e /data/go ]; do sleep 0.05; done; i=1; while [ $i -le 400 ]; do echo "line $i"; i=$((i+1)); [ $((i % 20)) = 0 ] && sleep 0.05; done').code).toBe(0);
+    expect(
+      nsbox(
+        'run',
+        '-d',
+        '--name',
+        'rotf',
+        '--log-opt',
+        'max-size=4k',
+        '--log-opt',
+        'max-file=3',
+        '-v',
+        `${data}:/data`,
+        'busybox',
+        'sh',
+        '-c',
+        'while [ ! -e /data/go ]; do sleep 0.05; done; i=1; while [ $i -le 400 ]; do echo "line $i"; i=$((i+1)); [ $((i % 20)) = 0 ] && sleep 0.05; done',
+      ).code,
+    ).toBe(0);
     const entries = rt.logs('rotf', { follow: true });
     const lines: string[] = [];
     const reading = (async () => {
@@ -130,7 +162,10 @@ describe('logs', () => {
   it('rotation caps the size: max-size per file, max-file files', async () => {
     const id = await ran('rot', 'i=0; while [ $i -lt 3000 ]; do echo "line number $i of the log"; i=$((i+1)); done', '--log-opt', 'max-size=8k,max-file=2');
     const dir = path.join(root, 'containers', id);
-    const files = fs.readdirSync(dir).filter((f) => f.startsWith('container.log')).sort();
+    const files = fs
+      .readdirSync(dir)
+      .filter((f) => f.startsWith('container.log'))
+      .sort();
     expect(files).toEqual(['container.log', 'container.log.1']);
     for (const f of files) expect(fs.statSync(path.join(dir, f)).size).toBeLessThanOrEqual(8 * 1024);
     // What is kept is the end, whole and in order.

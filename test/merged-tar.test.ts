@@ -91,15 +91,21 @@ function gnuExtract(tarball: string, name: string): string {
 describe.skipIf(!isRoot)('overlayfs layers', () => {
   function build(): { upper: string; lower: string } {
     const lower = layer('lower', {
-      'bin/sh': 'shell', 'bin/ls': '->sh',
-      'etc/passwd': 'root:x:0:0::/root:/bin/sh\n', 'etc/hosts': 'lower hosts',
-      'gone': 'deleted in upper', 'gonedir/x': 'x', 'gonedir/sub/y': 'y',
-      'opq/old': 'hidden by opacity', 'opq/sub/deep': 'hidden too',
-      'merge/a': 'from lower', 'merge/both': 'lower version',
+      'bin/sh': 'shell',
+      'bin/ls': '->sh',
+      'etc/passwd': 'root:x:0:0::/root:/bin/sh\n',
+      'etc/hosts': 'lower hosts',
+      gone: 'deleted in upper',
+      'gonedir/x': 'x',
+      'gonedir/sub/y': 'y',
+      'opq/old': 'hidden by opacity',
+      'opq/sub/deep': 'hidden too',
+      'merge/a': 'from lower',
+      'merge/both': 'lower version',
       'data/content': 'volume data must not be written',
-      'thing': 'a file below a directory',
+      thing: 'a file below a directory',
       'replaced/y': 'below a file',
-      'h1': 'hardlinked',
+      h1: 'hardlinked',
       'tmp/': '',
     });
     fs.linkSync(path.join(lower, 'h1'), path.join(lower, 'h2'));
@@ -115,9 +121,10 @@ describe.skipIf(!isRoot)('overlayfs layers', () => {
 
     const upper = layer('upper', {
       'etc/hosts': 'upper hosts',
-      'merge/b': 'from upper', 'merge/both': 'upper version',
+      'merge/b': 'from upper',
+      'merge/both': 'upper version',
       'thing/inner': 'dir over a file',
-      'replaced': 'file over a dir',
+      replaced: 'file over a dir',
       'new/deep/file': 'new',
       [`long/${'n'.repeat(120)}/${'m'.repeat(120)}`]: 'long name',
       'ünïcødé/файл': 'non-ASCII',
@@ -138,13 +145,44 @@ describe.skipIf(!isRoot)('overlayfs layers', () => {
 
     const listed = names(out);
     expect(r.entries).toBe(listed.length);
-    for (const gone of ['gone', 'gonedir/', 'gonedir/x', 'etc/passwd', 'opq/old', 'opq/sub/', 'data/content',
-      'data/written-by-container', 'replaced/y', 'merge/.wh.x']) {
+    for (const gone of [
+      'gone',
+      'gonedir/',
+      'gonedir/x',
+      'etc/passwd',
+      'opq/old',
+      'opq/sub/',
+      'data/content',
+      'data/written-by-container',
+      'replaced/y',
+      'merge/.wh.x',
+    ]) {
       expect(listed).not.toContain(gone);
     }
-    for (const kept of ['./', 'bin/', 'bin/sh', 'bin/ls', 'etc/hosts', 'opq/new', 'merge/a', 'merge/b', 'merge/both',
-      'data/', 'thing/', 'thing/inner', 'replaced', 'new/deep/file', 'ünïcødé/файл', 'h1', 'h2', 'bin/h3',
-      'dev/null', 'dev/loop0', 'dev/fifo', 'tmp/']) {
+    for (const kept of [
+      './',
+      'bin/',
+      'bin/sh',
+      'bin/ls',
+      'etc/hosts',
+      'opq/new',
+      'merge/a',
+      'merge/b',
+      'merge/both',
+      'data/',
+      'thing/',
+      'thing/inner',
+      'replaced',
+      'new/deep/file',
+      'ünïcødé/файл',
+      'h1',
+      'h2',
+      'bin/h3',
+      'dev/null',
+      'dev/loop0',
+      'dev/fifo',
+      'tmp/',
+    ]) {
       expect(listed).toContain(kept);
     }
     // Sorted, each directory before what is in it.
@@ -158,8 +196,8 @@ describe.skipIf(!isRoot)('overlayfs layers', () => {
     const line = (name: string) => verbose.find((l) => l.endsWith(` ${name}`) || l.includes(` ${name} `))!;
     expect(line('bin/sh')).toMatch(/^-rwsr-xr-x 0\/0 /);
     expect(line('tmp/')).toMatch(/^drwxrwxrwt /);
-    expect(line('etc/hosts')).toMatch(/^-rw-r--r-- 0\/0 +11 /);      // the upper copy
-    expect(line('h2')).toMatch(/^hrw-r--r-- .* h2 link to bin\/h3$/);  // bin/h3 is written first
+    expect(line('etc/hosts')).toMatch(/^-rw-r--r-- 0\/0 +11 /); // the upper copy
+    expect(line('h2')).toMatch(/^hrw-r--r-- .* h2 link to bin\/h3$/); // bin/h3 is written first
     expect(line('dev/null')).toMatch(/^crw-r--r-- 0\/0 +1,3 /);
     expect(line('dev/loop0')).toMatch(/^brw-r--r-- 0\/0 +7,0 /);
     expect(line('dev/fifo')).toMatch(/^prw-r--r-- /);
@@ -233,8 +271,14 @@ describe('aufs layers', () => {
   it('honours .wh. whiteouts and .wh..wh..opq, and writes no .wh. name', async () => {
     const lower = layer('lower', { gone: 'x', 'dir2/z': 'z', 'opaqued/old': 'old', kept: 'kept', 'sub/gone2': 'x', 'sub/kept2': 'y' });
     const upper = layer('upper', {
-      '.wh.gone': '', '.wh.dir2': '', 'opaqued/.wh..wh..opq': '', 'opaqued/new': 'new',
-      '.wh..wh.plnk/': '', '.wh..wh.aufs': '', 'sub/.wh.gone2': '', 'dir3/': '',
+      '.wh.gone': '',
+      '.wh.dir2': '',
+      'opaqued/.wh..wh..opq': '',
+      'opaqued/new': 'new',
+      '.wh..wh.plnk/': '',
+      '.wh..wh.aufs': '',
+      'sub/.wh.gone2': '',
+      'dir3/': '',
     });
     const out = path.join(base, 'out.tar');
     const r = await writeMergedTar({ layers: [upper, lower], driver: 'aufs' }, out);

@@ -53,8 +53,13 @@ describe('output()', () => {
 describe('tmpfs', () => {
   it('a sized tmpfs fills up with ENOSPC inside, and is nodev and nosuid', async () => {
     const r = await rt.output({
-      image: 'bb', tmpfs: { '/scratch': '1m' },
-      command: ['sh', '-c', 'dd if=/dev/zero of=/scratch/f bs=64k count=64 2>&1 | grep -v records; stat -c %a /scratch; stat -c %s /scratch/f; grep " /scratch " /proc/self/mountinfo'],
+      image: 'bb',
+      tmpfs: { '/scratch': '1m' },
+      command: [
+        'sh',
+        '-c',
+        'dd if=/dev/zero of=/scratch/f bs=64k count=64 2>&1 | grep -v records; stat -c %a /scratch; stat -c %s /scratch/f; grep " /scratch " /proc/self/mountinfo',
+      ],
     });
     const out = r.stdout.toString();
     expect(out).toMatch(/No space left on device/);
@@ -64,8 +69,13 @@ describe('tmpfs', () => {
 
   it("docker's --tmpfs form, with noexec and a mode", async () => {
     const r = await rt.output({
-      image: 'bb', tmpfs: ['/run/x:size=64k,mode=700,noexec'],
-      command: ['sh', '-c', 'stat -c %a /run/x; cp /bin/busybox /run/x/ 2>/dev/null; echo "#!/bin/sh" > /run/x/s; chmod +x /run/x/s; /run/x/s && echo ran || echo refused'],
+      image: 'bb',
+      tmpfs: ['/run/x:size=64k,mode=700,noexec'],
+      command: [
+        'sh',
+        '-c',
+        'stat -c %a /run/x; cp /bin/busybox /run/x/ 2>/dev/null; echo "#!/bin/sh" > /run/x/s; chmod +x /run/x/s; /run/x/s && echo ran || echo refused',
+      ],
     });
     expect(r.stdout.toString()).toBe('700\nrefused\n');
     await expect(rt.output({ image: 'bb', tmpfs: ['/x:size=lots'] })).rejects.toThrow(/size/);

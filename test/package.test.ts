@@ -20,12 +20,16 @@ function consumerTest(): Promise<{ code: number | null; output: string }> {
   });
 }
 
-it('installs from the packed tarball without a compiler and runs a container from ESM, CommonJS and TypeScript', async () => {
-  const { code, output } = await consumerTest();
-  expect(code, output).toBe(0);
-  const addon = `\\S+/node_modules/nsbox/prebuilds/linux-${process.arch}/nsbox\\.glibc\\.node`;
-  expect(output).toMatch(new RegExp(`ESM import: ran echo hi; addon ${addon}`));
-  expect(output).toMatch(new RegExp(`CommonJS require: ran echo hi; addon ${addon}`));
-  expect(output).toContain('consumer-test: typescript ok');
-  expect(output).toContain('consumer-test: all ok');
-}, TIMEOUT);
+it(
+  'installs from the packed tarball without a compiler and runs a container from ESM, CommonJS and TypeScript',
+  async () => {
+    const { code, output } = await consumerTest();
+    expect(code, output).toBe(0);
+    const addon = `\\S+/node_modules/nsbox/prebuilds/linux-${process.arch}/nsbox\\.glibc\\.node`;
+    expect(output).toMatch(new RegExp(`ESM import: ran echo hi; addon ${addon}`));
+    expect(output).toMatch(new RegExp(`CommonJS require: ran echo hi; addon ${addon}`));
+    expect(output).toContain('consumer-test: typescript ok');
+    expect(output).toContain('consumer-test: all ok');
+  },
+  TIMEOUT,
+);

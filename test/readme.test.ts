@@ -54,7 +54,7 @@ describe('README', () => {
   it('console sessions print what they show', () => {
     for (const block of blocks().filter((b) => b.lang === 'console')) {
       const lines = block.body.split('\n').filter((l) => l !== '');
-      for (let i = 0; i < lines.length; ) {
+      for (let i = 0; i < lines.length;) {
         const cmd = lines[i]!;
         expect(cmd.startsWith('$ ')).toBe(true);
         const expected: string[] = [];

@@ -79,13 +79,15 @@ describe('rename killed at random moments', () => {
     let notesLeft = 0;
     while (kills < 120 && Date.now() - started < 40_000) {
       const scripts = [start(), start()];
-      await Promise.all(scripts.map(async (s) => {
-        if (!(await s.ready)) return;
-        await new Promise((r) => setTimeout(r, Math.random() * 40));
-        s.child.kill('SIGKILL');
-        await s.exited;
-        kills++;
-      }));
+      await Promise.all(
+        scripts.map(async (s) => {
+          if (!(await s.ready)) return;
+          await new Promise((r) => setTimeout(r, Math.random() * 40));
+          s.child.kill('SIGKILL');
+          await s.exited;
+          kills++;
+        }),
+      );
       // As the kills left it: every name is one link to one of the two; each has at least one.
       const now = links();
       for (const id of now.values()) expect(ids).toContain(id);

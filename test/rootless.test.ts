@@ -2,12 +2,28 @@
 // container here is started by `nsboxuser` through runuser, from a copy of the package in a
 // world-readable directory (CI's clone sits in a root-only mktemp dir the user cannot read).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /** Host mounts of anything under this test's directory (the machine's others are not ours). */
-const ourMounts = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => base !== '' && l.includes(base));
+const ourMounts = () =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => base !== '' && l.includes(base));
 
 const USER = 'nsboxuser';
 const REPO = path.join(__dirname, '..');
@@ -19,23 +35,47 @@ function ensureUser(): string | undefined {
   return r.status === 0 ? undefined : `cannot create user ${USER}: ${r.stderr || r.error?.message}`;
 }
 const skipReason = ensureUser();
-const ids = skipReason ? { uid: -1, gid: -1 } : {
-  uid: Number(execFileSync('id', ['-u', USER]).toString()),
-  gid: Number(execFileSync('id', ['-g', USER]).toString()),
-};
+const ids = skipReason
+  ? { uid: -1, gid: -1 }
+  : {
+      uid: Number(execFileSync('id', ['-u', USER]).toString()),
+      gid: Number(execFileSync('id', ['-g', USER]).toString()),
+    };
 
 let base = '';
 let pkg = '';
 let home = '';
 let state = '';
 
-interface Result { status: number | null; stdout: string; stderr: string }
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 /** Runs argv as the user, with a clean environment: state under `state` unless env says else. */
 function asUser(argv: string[], env: Record<string, string> = {}, input?: string): Result {
-  const r = spawnSync('runuser', ['-u', USER, '--', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${home}`, `NSBOX_ROOT=${state}`, ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv], {
-    cwd: base, encoding: 'utf8', timeout: 60_000, ...(input !== undefined ? { input } : {}),
-  });
+  const r = spawnSync(
+    'runuser',
+    [
+      '-u',
+      USER,
+      '--',
+      'env',
+      '-i',
+      `PATH=${process.env.PATH}`,
+      `HOME=${home}`,
+      `NSBOX_ROOT=${state}`,
+      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      ...argv,
+    ],
+    {
+      cwd: base,
+      encoding: 'utf8',
+      timeout: 60_000,
+      ...(input !== undefined ? { input } : {}),
+    },
+  );
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -44,7 +84,10 @@ const nsbox = (args: string[], env: Record<string, string> = {}) => asUser(['nod
 /** A script of the API's, run by the user; it prints one JSON line. */
 function api(body: string): Result {
   const file = path.join(base, `api-${Math.random().toString(36).slice(2)}.js`);
-  writeFileSync(file, `const nsbox = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});\n(async () => {\n${body}\n})().catch((e) => { console.log(JSON.stringify({ error: e.message, code: e.code, hint: e.hint })); process.exitCode = 1; });\n`);
+  writeFileSync(
+    file,
+    `const nsbox = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});\n(async () => {\n${body}\n})().catch((e) => { console.log(JSON.stringify({ error: e.message, code: e.code, hint: e.hint })); process.exitCode = 1; });\n`,
+  );
   chmodSync(file, 0o644);
   return asUser(['node', file]);
 }
@@ -63,21 +106,25 @@ function userProcesses(): string[] {
       return '';
     }
   };
-  return r.stdout.trim().split('\n').filter(Boolean).filter((line) => {
-    const pid = line.trim().split(/\s+/)[0]!;
-    if (link(`/proc/${pid}/cwd`).startsWith(base)) return true;
-    let fds: string[] = [];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      return false;
-    }
-    return fds.some((fd) => link(`/proc/${pid}/fd/${fd}`).startsWith(state));
-  });
+  return r.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .filter((line) => {
+      const pid = line.trim().split(/\s+/)[0]!;
+      if (link(`/proc/${pid}/cwd`).startsWith(base)) return true;
+      let fds: string[] = [];
+      try {
+        fds = readdirSync(`/proc/${pid}/fd`);
+      } catch {
+        return false;
+      }
+      return fds.some((fd) => link(`/proc/${pid}/fd/${fd}`).startsWith(state));
+    });
 }
 
 /** Container directories left in the state (not records of kept containers). */
-const leftContainers = () => existsSync(path.join(state, 'containers')) ? readdirSync(path.join(state, 'containers')) : [];
+const leftContainers = () => (existsSync(path.join(state, 'containers')) ? readdirSync(path.join(state, 'containers')) : []);
 
 describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
   beforeAll(() => {
@@ -102,10 +149,20 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
   });
 
   it('runs a container whose root is the user, mapped one id to one', () => {
-    const r = nsbox(['run', '--rm', 'busybox', 'sh', '-c', 'id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; cat /proc/self/setgroups; grep -E "^(Seccomp|NoNewPrivs|CapBnd):" /proc/self/status']);
+    const r = nsbox([
+      'run',
+      '--rm',
+      'busybox',
+      'sh',
+      '-c',
+      'id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; cat /proc/self/setgroups; grep -E "^(Seccomp|NoNewPrivs|CapBnd):" /proc/self/status',
+    ]);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    const lines = r.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '));
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/).join(' '));
     expect(lines.slice(0, 5)).toEqual(['0', '0', `0 ${ids.uid} 1`, `0 ${ids.gid} 1`, 'deny']);
     expect(lines).toContain('Seccomp: 2');
     expect(lines).toContain('NoNewPrivs: 1');
@@ -133,8 +190,23 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(nsbox(['rm', 'keep']).status).toBe(0);
   });
 
-  it('env, workdir, hostname, --net none, and the host network with the host\'s /sys read-only', () => {
-    const r = nsbox(['run', '--rm', '-e', 'GREETING=hi', '-w', '/root', '--hostname', 'box', '--net', 'none', 'busybox', 'sh', '-c', 'echo $GREETING; pwd; hostname; ls /sys/class/net']);
+  it("env, workdir, hostname, --net none, and the host network with the host's /sys read-only", () => {
+    const r = nsbox([
+      'run',
+      '--rm',
+      '-e',
+      'GREETING=hi',
+      '-w',
+      '/root',
+      '--hostname',
+      'box',
+      '--net',
+      'none',
+      'busybox',
+      'sh',
+      '-c',
+      'echo $GREETING; pwd; hostname; ls /sys/class/net',
+    ]);
     expect(r.stderr).toBe('');
     expect(r.stdout.trim().split('\n')).toEqual(['hi', '/root', 'box', 'lo']);
     const h = nsbox(['run', '--rm', '--net', 'host', 'busybox', 'sh', '-c', 'ls /sys/class/net | grep -c . ; touch /sys/x 2>&1; echo $?']);
@@ -144,13 +216,24 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(rest.pop()).not.toBe('0');
   });
 
-  it('a volume: new files are the user\'s on the host; a root-owned host file stays unwritable', () => {
+  it("a volume: new files are the user's on the host; a root-owned host file stays unwritable", () => {
     const vol = path.join(base, 'vol');
     mkdirSync(vol);
     chownSync(vol, ids.uid, ids.gid);
     const rootFile = path.join(base, 'root-file');
     writeFileSync(rootFile, 'root\n', { mode: 0o644 });
-    const r = nsbox(['run', '--rm', '-v', `${vol}:/data`, '-v', `${rootFile}:/rf`, 'busybox', 'sh', '-c', 'echo new > /data/new; mkdir /data/d; echo x >> /rf; echo "rf=$?"; chown 0:0 /data/new; echo "chown=$?"; ls -n /rf']);
+    const r = nsbox([
+      'run',
+      '--rm',
+      '-v',
+      `${vol}:/data`,
+      '-v',
+      `${rootFile}:/rf`,
+      'busybox',
+      'sh',
+      '-c',
+      'echo new > /data/new; mkdir /data/d; echo x >> /rf; echo "rf=$?"; chown 0:0 /data/new; echo "chown=$?"; ls -n /rf',
+    ]);
     expect(r.stdout).toContain('rf=1');
     expect(r.stdout).toContain('chown=0');
     // Unmapped on the host: root's file shows as the overflow id inside.
@@ -167,7 +250,9 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(run.stderr).toBe('');
     expect(run.stdout.trim().split('\n')).toEqual(['data', 'ls=1', 'new']);
     // overlay's own metadata never becomes part of an image.
-    const xattrs = spawnSync('python3', ['-c', 'import os,sys; print(os.listxattr(sys.argv[1]))', path.join(state, 'images', 'rl-img', 'rootfs', 'usr')], { encoding: 'utf8' });
+    const xattrs = spawnSync('python3', ['-c', 'import os,sys; print(os.listxattr(sys.argv[1]))', path.join(state, 'images', 'rl-img', 'rootfs', 'usr')], {
+      encoding: 'utf8',
+    });
     if (xattrs.status === 0) expect(xattrs.stdout.trim()).toBe('[]');
     expect(nsbox(['rm', 'c1']).status).toBe(0);
     expect(nsbox(['rmi', 'rl-img']).status).toBe(0);
@@ -222,9 +307,20 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(nsbox(['ps']).stdout).toMatch(/det\s/);
     expect(nsbox(['images']).stdout).toMatch(/^busybox\s/m);
     // exec joins its user namespace too: the same root inside, the same filter.
-    const e = nsbox(['exec', 'det', 'sh', '-c', 'id -u; cat /proc/self/uid_map; grep "^Seccomp:" /proc/self/status; unshare -U true 2>/dev/null; echo "userns=$?"']);
+    const e = nsbox([
+      'exec',
+      'det',
+      'sh',
+      '-c',
+      'id -u; cat /proc/self/uid_map; grep "^Seccomp:" /proc/self/status; unshare -U true 2>/dev/null; echo "userns=$?"',
+    ]);
     expect(e.stderr).toBe('');
-    expect(e.stdout.trim().split('\n').map((l) => l.trim().split(/\s+/).join(' '))).toEqual(['0', `0 ${ids.uid} 1`, 'Seccomp: 2', 'userns=1']);
+    expect(
+      e.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/).join(' ')),
+    ).toEqual(['0', `0 ${ids.uid} 1`, 'Seccomp: 2', 'userns=1']);
     expect(nsbox(['rm', '-f', 'det']).status).toBe(0);
     expect(nsbox(['prune']).status).toBe(0);
     expect(nsbox(['ps', '-a']).stdout.trim().split('\n')).toHaveLength(1);
@@ -251,7 +347,17 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(disk.status).toBe(125);
     expect(disk.stderr).toMatch(/only a --rm container's write layer can be bounded/);
     // --read-only and --tmpfs; then with --rm the write layer is a tmpfs of --disk's size.
-    const rm = nsbox(['run', '--rm', '--tmpfs', '/tmp:size=1m', '--read-only', 'busybox', 'sh', '-c', 'touch /x 2>/dev/null; echo "ro=$?"; df -k /tmp | tail -1']);
+    const rm = nsbox([
+      'run',
+      '--rm',
+      '--tmpfs',
+      '/tmp:size=1m',
+      '--read-only',
+      'busybox',
+      'sh',
+      '-c',
+      'touch /x 2>/dev/null; echo "ro=$?"; df -k /tmp | tail -1',
+    ]);
     expect(rm.stdout).toMatch(/ro=1/);
     expect(rm.stdout).toMatch(/ 1024 /);
     const full = nsbox(['run', '--rm', '--disk', '1m', 'busybox', 'sh', '-c', 'dd if=/dev/zero of=/f bs=1k count=4096 2>/dev/null; echo "dd=$?"']);
@@ -260,15 +366,22 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
   });
 
   it('a hostile container: no mknod, no mount of host things, no nested user namespace, no setuid escape', () => {
-    const r = nsbox(['run', '--rm', 'busybox', 'sh', '-c', [
-      'mknod /tmp/null c 1 3 2>/dev/null; echo "mknod=$?"',
-      'mount -t proc proc /mnt 2>/dev/null; echo "proc=$?"',
-      'mount --bind / /mnt 2>/dev/null; echo "bind=$?"',
-      'unshare -U true 2>/dev/null; echo "userns=$?"',
-      'unshare -r true 2>/dev/null; echo "userns-r=$?"',
-      'echo 1 > /proc/sys/kernel/sysrq 2>/dev/null; echo "sysctl=$?"',
-      'ls /dev | tr "\\n" " "; echo',
-    ].join('; ')]);
+    const r = nsbox([
+      'run',
+      '--rm',
+      'busybox',
+      'sh',
+      '-c',
+      [
+        'mknod /tmp/null c 1 3 2>/dev/null; echo "mknod=$?"',
+        'mount -t proc proc /mnt 2>/dev/null; echo "proc=$?"',
+        'mount --bind / /mnt 2>/dev/null; echo "bind=$?"',
+        'unshare -U true 2>/dev/null; echo "userns=$?"',
+        'unshare -r true 2>/dev/null; echo "userns-r=$?"',
+        'echo 1 > /proc/sys/kernel/sysrq 2>/dev/null; echo "sysctl=$?"',
+        'ls /dev | tr "\\n" " "; echo',
+      ].join('; '),
+    ]);
     const out = r.stdout;
     for (const k of ['mknod', 'proc', 'bind', 'userns', 'userns-r', 'sysctl']) expect(out).toMatch(new RegExp(`^${k}=[1-9]`, 'm'));
     expect(out.trim().split('\n').pop()!.trim().split(' ').sort()).toEqual(
@@ -276,7 +389,7 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     );
   });
 
-  it('-ti gives a terminal of the container\'s own devpts', () => {
+  it("-ti gives a terminal of the container's own devpts", () => {
     if (spawnSync('tmux', ['-V']).status !== 0) return;
     const sock = `nsbox-rl-${process.pid}`;
     const tmux = (...a: string[]) => execFileSync('tmux', ['-L', sock, ...a]).toString();
@@ -309,7 +422,10 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
 
   it('limits in a cgroup v2 subtree delegated to the user: the container is born in it, cpuTime holds, the directory goes', () => {
     // The host's cgroup2 mount (hybrid here: no controllers, but cpu.stat and cgroup.kill).
-    const mount = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => / - cgroup2 /.test(l))?.split(' ')[4];
+    const mount = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .find((l) => / - cgroup2 /.test(l))
+      ?.split(' ')[4];
     if (!mount || !existsSync(path.join(mount, 'cgroup.kill'))) return;
     const deleg = path.join(mount, `nsbox-rootless-${process.pid}`);
     const [sup, ctrs] = [path.join(deleg, 'sup'), path.join(deleg, 'ctrs')];
@@ -318,16 +434,25 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
       // What a service manager does to delegate: the directories and their files are the user's.
       execFileSync('chown', ['-R', `${ids.uid}:${ids.gid}`, deleg]);
       const script = path.join(base, 'cputime.js');
-      writeFileSync(script, `const { Runtime } = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});
+      writeFileSync(
+        script,
+        `const { Runtime } = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});
 (async () => {
   const c = await new Runtime().run({ image: 'busybox', command: ['sh', '-c', 'while :; do :; done'], limits: { cpuTime: 0.3 }, remove: true, stdio: 'ignore' });
   const s = await c.wait();
   console.log(JSON.stringify({ cpuTimeExceeded: s.cpuTimeExceeded, signal: s.signal }));
 })().catch((e) => console.log(JSON.stringify({ error: e.message })));
-`, { mode: 0o644 });
+`,
+        { mode: 0o644 },
+      );
       // The supervisor in the subtree (root moves it there, as a service manager would), then the user.
       const env = `NSBOX_CGROUP_V2=limits NSBOX_CGROUP_V2_PARENT=${ctrs} NSBOX_ROOT=${state} HOME=${home} PATH=${process.env.PATH}`;
-      const inSubtree = (argv: string) => spawnSync('sh', ['-c', `echo $$ > ${sup}/cgroup.procs && exec runuser -u ${USER} -- env -i ${env} ${argv}`], { cwd: base, encoding: 'utf8', timeout: 60_000 });
+      const inSubtree = (argv: string) =>
+        spawnSync('sh', ['-c', `echo $$ > ${sup}/cgroup.procs && exec runuser -u ${USER} -- env -i ${env} ${argv}`], {
+          cwd: base,
+          encoding: 'utf8',
+          timeout: 60_000,
+        });
       const r = inSubtree(`node ${script}`);
       expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toEqual({ cpuTimeExceeded: true, signal: 'SIGKILL' });
       expect(readdirSync(ctrs).filter((f) => !f.includes('.'))).toEqual([]);
@@ -350,8 +475,29 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     // bubblewrap 0.8+: --disable-userns.
     if (!/--disable-userns/.test(spawnSync('bwrap', ['--help'], { encoding: 'utf8' }).stdout ?? '')) return;
     // bubblewrap's --disable-userns sets user.max_user_namespaces to its minimum inside.
-    const r = asUser(['bwrap', '--bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--unshare-user', '--uid', String(ids.uid), '--gid', String(ids.gid), '--disable-userns', '--',
-      'node', path.join(pkg, 'dist/cli/main.js'), 'run', '--rm', 'busybox', 'true']);
+    const r = asUser([
+      'bwrap',
+      '--bind',
+      '/',
+      '/',
+      '--dev',
+      '/dev',
+      '--proc',
+      '/proc',
+      '--unshare-user',
+      '--uid',
+      String(ids.uid),
+      '--gid',
+      String(ids.gid),
+      '--disable-userns',
+      '--',
+      'node',
+      path.join(pkg, 'dist/cli/main.js'),
+      'run',
+      '--rm',
+      'busybox',
+      'true',
+    ]);
     expect(r.status).toBe(125);
     expect(r.stderr).toMatch(/clone: (ENOSPC|EPERM): rootless \(uid \d+\) needs a user namespace/);
     expect(r.stderr).toMatch(/hint: .*user\.max_user_namespaces.*kernel\.unprivileged_userns_clone.*apparmor_restrict_unprivileged_userns/);

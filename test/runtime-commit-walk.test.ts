@@ -127,7 +127,10 @@ describe('commit of names and trees the old walk broke on', () => {
     expect((await c.wait()).exitCode).toBe(0);
     const tar = path.join(host, 'deep.tar');
     const info = await c.commit('deep', { output: tar });
-    const listed = execFileSync('tar', ['-tf', tar], { maxBuffer: 1 << 30 }).toString().trim().split('\n');
+    const listed = execFileSync('tar', ['-tf', tar], { maxBuffer: 1 << 30 })
+      .toString()
+      .trim()
+      .split('\n');
     const deepest = listed.filter((n) => n.startsWith('c1/')).sort((a, b) => b.length - a.length)[0]!;
     expect(deepest.split('/').length).toBe(5000 + 4 + 1 + 1); // c1, 5,000 d, c2..c5, f
     expect(deepest.endsWith('/f')).toBe(true);
@@ -144,10 +147,14 @@ describe('commit of names and trees the old walk broke on', () => {
   });
 });
 
-describe('whiteouts are the driver\'s', () => {
+describe("whiteouts are the driver's", () => {
   it('overlay: .wh. names are ordinary files in the image', async (ctx) => {
     if (rt.storageDriver !== 'overlay') ctx.skip();
-    const c = await rt.run({ image: 'busybox', stdio: 'ignore', command: ['sh', '-c', 'echo a > /.wh.etc && mkdir -p /tmp && echo b > /tmp/.wh..wh..opq && echo c > /tmp/kept'] });
+    const c = await rt.run({
+      image: 'busybox',
+      stdio: 'ignore',
+      command: ['sh', '-c', 'echo a > /.wh.etc && mkdir -p /tmp && echo b > /tmp/.wh..wh..opq && echo c > /tmp/kept'],
+    });
     expect((await c.wait()).exitCode).toBe(0);
     const tar = path.join(host, 'wh.tar');
     await c.commit('whiteout-names', { output: tar });

@@ -25,7 +25,11 @@ afterAll(() => {
 afterEach(() => expect(unionMounts().filter((l) => l.includes(root))).toEqual([]));
 
 const listing = (tar: string) => execFileSync('tar', ['-tvf', tar]).toString();
-const names = (tar: string) => execFileSync('tar', ['-tf', tar]).toString().split('\n').map((n) => n.replace(/^\.\//, '').replace(/\/$/, ''));
+const names = (tar: string) =>
+  execFileSync('tar', ['-tf', tar])
+    .toString()
+    .split('\n')
+    .map((n) => n.replace(/^\.\//, '').replace(/\/$/, ''));
 
 async function output(image: string, script: string): Promise<string> {
   const c = await rt.run({ image, command: ['sh', '-c', script], remove: true });
@@ -40,7 +44,9 @@ describe('commit', () => {
     fs.mkdirSync(vol);
     fs.writeFileSync(path.join(vol, 'secret'), 'volume data\n');
     const c = await rt.run({
-      image: 'busybox', volumes: [`${vol}:/data`], stdio: 'ignore',
+      image: 'busybox',
+      volumes: [`${vol}:/data`],
+      stdio: 'ignore',
       command: ['sh', '-c', 'echo new > /etc/added && rm /bin/ls && mkdir -p /opt/app && echo v1 > /opt/app/version && echo more > /data/written'],
     });
     expect((await c.wait()).exitCode).toBe(0);
@@ -56,7 +62,11 @@ describe('commit', () => {
     expect(n).toContain('data'); // the mount point stays, empty
     expect(n.filter((x) => x.startsWith('data/'))).toEqual([]);
     // no whiteout devices in the result
-    expect(listing(tar).split('\n').filter((l) => l.startsWith('c'))).toEqual([]);
+    expect(
+      listing(tar)
+        .split('\n')
+        .filter((l) => l.startsWith('c')),
+    ).toEqual([]);
 
     const seen = await output('snap-stopped', 'cat /etc/added /opt/app/version; test -e /bin/ls || echo no-ls; ls /data | wc -l');
     expect(seen).toBe('new\nv1\nno-ls\n0\n');
@@ -69,7 +79,11 @@ describe('commit', () => {
   });
 
   it('shares unchanged files with the parent image and copies what the container wrote', async () => {
-    const c = await rt.run({ image: 'busybox', stdio: 'ignore', command: ['sh', '-c', 'echo mine > /etc/mine && chown 12:34 /etc/mine && chmod 4750 /etc/mine && echo x >> /etc/passwd'] });
+    const c = await rt.run({
+      image: 'busybox',
+      stdio: 'ignore',
+      command: ['sh', '-c', 'echo mine > /etc/mine && chown 12:34 /etc/mine && chmod 4750 /etc/mine && echo x >> /etc/passwd'],
+    });
     expect((await c.wait()).exitCode).toBe(0);
     const info = await c.commit('snap-shared');
     const base = rt.images.get('busybox').rootfs;

@@ -95,10 +95,7 @@ interface Script {
 function startScript(kind: Script['kind']): Script {
   const child: ChildProcess = spawn(process.execPath, ['-e', script(kind)], { stdio: ['ignore', 'pipe', 'ignore'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const ready = Promise.race([
-    new Promise<boolean>((resolve) => child.stdout!.once('data', () => resolve(true))),
-    exited.then(() => false),
-  ]);
+  const ready = Promise.race([new Promise<boolean>((resolve) => child.stdout!.once('data', () => resolve(true))), exited.then(() => false)]);
   return { kind, child, ready, exited };
 }
 
@@ -153,29 +150,37 @@ describe('scripts killed at random moments', () => {
     }, 5);
     let kills = 0;
     const byKind: Record<string, number> = { run: 0, rm: 0, commit: 0, import: 0 };
-    const lanes: Lane[] = [{ kinds: ['run', 'rm'] }, { kinds: ['run', 'rm'] }, { kinds: ['commit', 'import'] }, { kinds: ['commit', 'run'] }, { kinds: ['run', 'import'] }];
+    const lanes: Lane[] = [
+      { kinds: ['run', 'rm'] },
+      { kinds: ['run', 'rm'] },
+      { kinds: ['commit', 'import'] },
+      { kinds: ['commit', 'run'] },
+      { kinds: ['run', 'import'] },
+    ];
     // Each lane starts its next script as soon as the current one is ready, so that node's
     // start-up overlaps the work being killed.
     // Bound by the count, not the clock: a busy machine takes longer to reach 200 kills, and
     // the time bound only stops a run that could never reach them.
     const enough = () => kills >= 220 || Date.now() - started > 170_000 || (kills >= 200 && Date.now() - started > 30_000);
-    await Promise.all(lanes.map(async (lane) => {
-      let next = startScript(lane.kinds[0]!);
-      for (let i = 1; ; i++) {
-        const cur = next;
-        await cur.ready;
-        if (enough()) {
-          cur.child.kill('SIGKILL');
-          await cur.exited;
-          break;
+    await Promise.all(
+      lanes.map(async (lane) => {
+        let next = startScript(lane.kinds[0]!);
+        for (let i = 1; ; i++) {
+          const cur = next;
+          await cur.ready;
+          if (enough()) {
+            cur.child.kill('SIGKILL');
+            await cur.exited;
+            break;
+          }
+          next = startScript(lane.kinds[i % lane.kinds.length]!);
+          if (await kill(cur)) {
+            kills++;
+            byKind[cur.kind]!++;
+          }
         }
-        next = startScript(lane.kinds[i % lane.kinds.length]!);
-        if (await kill(cur)) {
-          kills++;
-          byKind[cur.kind]!++;
-        }
-      }
-    }));
+      }),
+    );
     // A last round of scripts killed mid-work with nobody after them to clean up: what they
     // leave is what the checks below see.
     const last = (['run', 'run', 'run', 'commit', 'commit', 'import'] as const).map(startScript);
@@ -202,7 +207,9 @@ describe('scripts killed at random moments', () => {
     // What the list() call itself finished (it recovers half-done work first) is gone for good.
     for (const x of before) if (!ids.has(x.slice(0, 12))) expect(fs.existsSync(path.join(root, 'containers', x))).toBe(false);
     for (const n of ls(path.join(root, 'names'))) expect(ids.has(fs.readlinkSync(path.join(root, 'names', n)))).toBe(true);
-    console.log(`after the kills: ${before.length} container directories, ${listed.length} listed after recovery (${[...new Set(listed.map((c) => c.status))].join(', ')})`);
+    console.log(
+      `after the kills: ${before.length} container directories, ${listed.length} listed after recovery (${[...new Set(listed.map((c) => c.status))].join(', ')})`,
+    );
 
     // prune leaves nothing.
     rt.prune();

@@ -46,7 +46,7 @@ function freeBytes(): number {
 const FILL = 'dd if=/dev/zero of=/fill bs=64k 2>/dev/null';
 
 describe('a full disk under the state directory', () => {
-  it('run --rm of a command that fills the disk exits with the command\'s status, and is removed', () => {
+  it("run --rm of a command that fills the disk exits with the command's status, and is removed", () => {
     const r = nsbox(['run', '--rm', 'busybox', 'sh', '-c', `${FILL}; echo done; exit 4`]);
     expect(r).toMatchObject({ code: 4, out: 'done\n' });
     expect(r.err).not.toMatch(/internal error/);

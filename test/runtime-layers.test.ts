@@ -58,9 +58,7 @@ describe('layers', () => {
   });
 
   it('keeps each of 20 concurrent containers in its own layer', async () => {
-    const runs = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => sh(`echo ${i} > /mine; sleep 0.2; ls / | grep -c '^mine$'; cat /mine`)),
-    );
+    const runs = await Promise.all(Array.from({ length: 20 }, (_, i) => sh(`echo ${i} > /mine; sleep 0.2; ls / | grep -c '^mine$'; cat /mine`)));
     runs.forEach((r, i) => {
       expect(r.status.exitCode).toBe(0);
       expect(r.out).toBe(`1\n${i}\n`);
@@ -101,7 +99,9 @@ describe('read-only root', () => {
     const vol = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-ro-vol-'));
     try {
       const c = await rt.run({
-        image: 'busybox', readOnly: true, volumes: [`${vol}:/home`],
+        image: 'busybox',
+        readOnly: true,
+        volumes: [`${vol}:/home`],
         command: ['sh', '-c', 'touch /x 2>&1; touch /tmp/x 2>&1; rm /bin/ls 2>&1; echo v > /home/ok && echo volume-ok; echo n > /dev/null && echo dev-ok'],
       });
       const out = collect(c.stdout);
@@ -123,8 +123,10 @@ describe('read-only root', () => {
     const vol = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-ro-vol-'));
     try {
       const before = fs.readdirSync(path.join(root, 'containers'));
-      await expect(rt.run({ image: 'busybox', readOnly: true, volumes: [`${vol}:/nowhere`], command: ['true'] }))
-        .rejects.toMatchObject({ code: 'EROFS', step: 'volume /nowhere' });
+      await expect(rt.run({ image: 'busybox', readOnly: true, volumes: [`${vol}:/nowhere`], command: ['true'] })).rejects.toMatchObject({
+        code: 'EROFS',
+        step: 'volume /nowhere',
+      });
       expect(fs.readdirSync(path.join(root, 'containers'))).toEqual(before);
     } finally {
       fs.rmSync(vol, { recursive: true, force: true });

@@ -67,14 +67,20 @@ function expectTheContainersRoot(image: string, files: number): void {
 
 /** Resolves once a commit's walk is under way: its temp image has content. */
 async function walkStarted(): Promise<void> {
-  await until('the commit walk to start', () => fs.readdirSync(path.join(root, 'tmp')).some((t) => {
-    if (!t.startsWith('commit-')) return false;
-    try {
-      return fs.readdirSync(path.join(root, 'tmp', t, 'rootfs')).length > 0;
-    } catch {
-      return false;
-    }
-  }), 20_000, 2);
+  await until(
+    'the commit walk to start',
+    () =>
+      fs.readdirSync(path.join(root, 'tmp')).some((t) => {
+        if (!t.startsWith('commit-')) return false;
+        try {
+          return fs.readdirSync(path.join(root, 'tmp', t, 'rootfs')).length > 0;
+        } catch {
+          return false;
+        }
+      }),
+    20_000,
+    2,
+  );
 }
 
 describe('the container lock', () => {
@@ -201,7 +207,10 @@ describe('rmi -f of an image containers use', () => {
     expect(fs.existsSync(layer)).toBe(false);
     // The stopped container's record stays; committing it says why it cannot be.
     expect(rt.inspect('user-stopped')).toMatchObject({ status: 'exited', image: 'shared-img' });
-    await expect(rt.commit('user-stopped', 'from-orphan')).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringMatching(/its image shared-img was removed/) });
+    await expect(rt.commit('user-stopped', 'from-orphan')).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+      message: expect.stringMatching(/its image shared-img was removed/),
+    });
     expect(rt.images.find('from-orphan')).toBeUndefined();
     await rt.remove('user-stopped');
   });
@@ -219,13 +228,18 @@ describe('commit -o killed mid-way', () => {
       const temp = path.join(base, `.out.tar.nsbox-tmp-${child.pid}`);
       // Killed while the temp tarball grows (the first rounds), or at a random moment.
       if (i < 3) {
-        await until('the tarball to be half written', () => {
-          try {
-            return fs.statSync(temp).size > 4 << 20;
-          } catch {
-            return false;
-          }
-        }, 20_000, 2);
+        await until(
+          'the tarball to be half written',
+          () => {
+            try {
+              return fs.statSync(temp).size > 4 << 20;
+            } catch {
+              return false;
+            }
+          },
+          20_000,
+          2,
+        );
         killedMidWay++;
       } else {
         await new Promise((r) => setTimeout(r, 100 + Math.random() * 500));

@@ -81,7 +81,7 @@ describe('what a killed create or remove leaves', () => {
     expect(fs.readdirSync(path.join(root, 'containers'))).toEqual([]);
   });
 
-  it('a SIGKILLed supervisor\'s --rm container is removed by the next Runtime (not only by prune)', async () => {
+  it("a SIGKILLed supervisor's --rm container is removed by the next Runtime (not only by prune)", async () => {
     const script = `
       const { Runtime } = require(${JSON.stringify(path.join(__dirname, '..', 'dist'))});
       new Runtime({ root: ${JSON.stringify(root)} }).run({ image: 'busybox', command: ['sleep', '1000'], stdio: 'ignore', name: 'rm-orphan', remove: true })
@@ -129,7 +129,15 @@ describe('what a killed create or remove leaves', () => {
     const bare = newId();
     fs.mkdirSync(path.join(root, 'containers', bare, 'upper'), { recursive: true });
     fs.symlinkSync(bare, path.join(root, 'names', 'bare'));
-    expect(rt.list({ all: true }).map((c) => [c.name, c.status]).sort()).toEqual([['bare', 'dead'], ['tomb', 'dead']]);
+    expect(
+      rt
+        .list({ all: true })
+        .map((c) => [c.name, c.status])
+        .sort(),
+    ).toEqual([
+      ['bare', 'dead'],
+      ['tomb', 'dead'],
+    ]);
     return Promise.all([rt.remove('tomb', { force: true }), rt.remove('bare')]).then(() => {
       expect(fs.existsSync(tomb.dir)).toBe(false);
       expect(fs.readdirSync(path.join(root, 'containers'))).toEqual([]);
@@ -138,7 +146,10 @@ describe('what a killed create or remove leaves', () => {
   });
 
   it('a container being created by a live process is shown as Creating, and neither rm nor prune touch it', () => {
-    const live = plant({ status: 'creating', pid: null, pidStart: null, pidNamespace: null, supervisor: process.pid, supervisorStart: ownStartTime() }, { name: 'in-making' });
+    const live = plant(
+      { status: 'creating', pid: null, pidStart: null, pidNamespace: null, supervisor: process.pid, supervisorStart: ownStartTime() },
+      { name: 'in-making' },
+    );
     expect(nsbox(['ps', '-a']).out).toMatch(/in-making .*Creating/);
     const rm = nsbox(['rm', '-f', 'in-making']);
     expect(rm.code).toBe(125);
@@ -149,7 +160,7 @@ describe('what a killed create or remove leaves', () => {
     fs.rmSync(path.join(root, 'names', 'in-making'));
   });
 
-  it('a name conflict\'s hint is true: rm -f NAME frees a name a running container holds', async () => {
+  it("a name conflict's hint is true: rm -f NAME frees a name a running container holds", async () => {
     const rt = new Runtime({ root });
     const c = await rt.run({ image: 'busybox', command: ['sleep', '100'], name: 'taken', stdio: 'ignore' });
     const clash = nsbox(['run', '--name', 'taken', 'busybox', 'true']);

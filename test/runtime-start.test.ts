@@ -41,11 +41,20 @@ async function rejection(p: Promise<unknown>): Promise<NsboxError> {
 describe('start', () => {
   it('runs an exited container again on its own write layer, with its recorded configuration', async () => {
     const vol = path.join(base, 'vol');
-    const script = 'echo "$GREETING $(pwd) $(hostname) $(id -u)" ; cat /kept 2>/dev/null || echo none; echo run >> /vol/runs; '
-      + 'grep -c " /scratch " /proc/mounts; ulimit -c; echo written > /kept';
+    const script =
+      'echo "$GREETING $(pwd) $(hostname) $(id -u)" ; cat /kept 2>/dev/null || echo none; echo run >> /vol/runs; ' +
+      'grep -c " /scratch " /proc/mounts; ulimit -c; echo written > /kept';
     const c = await rt.run({
-      image: 'busybox', name: 'again', command: ['sh', '-c', script], env: { GREETING: 'hi' }, cwd: '/tmp', hostname: 'box',
-      volumes: [`${vol}:/vol`], tmpfs: { '/scratch': '1m' }, security: { user: '1000', capAdd: ['DAC_OVERRIDE'] }, limits: { pids: 64 },
+      image: 'busybox',
+      name: 'again',
+      command: ['sh', '-c', script],
+      env: { GREETING: 'hi' },
+      cwd: '/tmp',
+      hostname: 'box',
+      volumes: [`${vol}:/vol`],
+      tmpfs: { '/scratch': '1m' },
+      security: { user: '1000', capAdd: ['DAC_OVERRIDE'] },
+      limits: { pids: 64 },
       ulimits: { core: [Infinity, Infinity] },
     });
     fs.chmodSync(vol, 0o777);
@@ -62,9 +71,25 @@ describe('start', () => {
     expect(fs.readFileSync(path.join(vol, 'runs'), 'utf8')).toBe('run\nrun\n');
     const info = rt.inspect('again');
     expect(info).toMatchObject({
-      status: 'exited', exitCode: 0, oomKilled: false, name: 'again', image: 'busybox',
-      config: { env: { GREETING: 'hi' }, cwd: '/tmp', hostname: 'box', network: 'none', tty: false, security: { user: '1000' }, limits: { pids: 64 }, ulimits: { core: [-1, -1] } },
-      mounts: [{ type: 'bind', source: vol, target: '/vol', readonly: false }, { type: 'tmpfs', target: '/scratch', size: 1024 * 1024 }],
+      status: 'exited',
+      exitCode: 0,
+      oomKilled: false,
+      name: 'again',
+      image: 'busybox',
+      config: {
+        env: { GREETING: 'hi' },
+        cwd: '/tmp',
+        hostname: 'box',
+        network: 'none',
+        tty: false,
+        security: { user: '1000' },
+        limits: { pids: 64 },
+        ulimits: { core: [-1, -1] },
+      },
+      mounts: [
+        { type: 'bind', source: vol, target: '/vol', readonly: false },
+        { type: 'tmpfs', target: '/scratch', size: 1024 * 1024 },
+      ],
     });
     expect(Date.parse(info.startedAt!)).toBeGreaterThanOrEqual(Date.parse(info.created));
     expect(openFds()).toEqual(fdsBefore);
@@ -138,20 +163,27 @@ describe('start', () => {
         process.stdout.write(c.id + '\\n');
       })();`;
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const id = (await new Promise<string>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))));
+    const id = await new Promise<string>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim())));
     child.kill('SIGKILL');
     await until('the container to die with its supervisor', () => rt.inspect(id).status === 'exited');
-    const r = await output(await rt.start('orphaned', { attach: true }).then((c) => {
-      c.kill('SIGTERM');
-      return c;
-    }));
+    const r = await output(
+      await rt.start('orphaned', { attach: true }).then((c) => {
+        c.kill('SIGTERM');
+        return c;
+      }),
+    );
     expect(r.code).toBe(null);
     expect(rt.inspect('orphaned')).toMatchObject({ status: 'exited', signal: 'SIGTERM', config: { limits: { memory: '32m', pids: 20 } } });
     await rt.remove('orphaned');
   });
 
   it('a container run by another process is started once its supervisor recorded the exit', async () => {
-    const c = await rt.run({ image: 'busybox', name: 'handed', command: ['sh', '-c', 'n=$(cat /n 2>/dev/null || echo 0); echo $((n + 1)) > /n; cat /n'], stdio: 'ignore' });
+    const c = await rt.run({
+      image: 'busybox',
+      name: 'handed',
+      command: ['sh', '-c', 'n=$(cat /n 2>/dev/null || echo 0); echo $((n + 1)) > /n; cat /n'],
+      stdio: 'ignore',
+    });
     await c.wait();
     const other = new Runtime({ root: rt.root });
     for (let i = 2; i <= 4; i++) {
@@ -164,8 +196,13 @@ describe('start', () => {
 });
 
 describe('start, detached and with a disk limit', () => {
-  it('detach: runs under a monitor, and the last detached run\'s exit status is not this run\'s', async () => {
-    const d = await rt.run({ image: 'busybox', name: 'bg', command: ['sh', '-c', 'if [ -e /ran ]; then sleep 2; exit 5; fi; touch /ran; exit 4'], detach: true });
+  it("detach: runs under a monitor, and the last detached run's exit status is not this run's", async () => {
+    const d = await rt.run({
+      image: 'busybox',
+      name: 'bg',
+      command: ['sh', '-c', 'if [ -e /ran ]; then sleep 2; exit 5; fi; touch /ran; exit 4'],
+      detach: true,
+    });
     expect((await rt.wait(d.id)).exitCode).toBe(4);
     expect(fs.existsSync(path.join(base, 'root', 'containers', d.id, 'exit.json'))).toBe(true);
     const fdsBefore = openFds();
@@ -187,7 +224,10 @@ describe('start, detached and with a disk limit', () => {
     const dir = path.join(base, 'root', 'containers', c.id!);
     const again = await rt.start('stale', { attach: true, detach: false });
     // What a crash between the removal and the start could leave: an older run's end.
-    fs.writeFileSync(path.join(dir, 'exit.json'), JSON.stringify({ exitCode: 9, signal: null, finishedAt: '2020-01-01T00:00:00.000000000Z', userUs: 0, systemUs: 0, maxRssKiB: 0, oomKilled: false }));
+    fs.writeFileSync(
+      path.join(dir, 'exit.json'),
+      JSON.stringify({ exitCode: 9, signal: null, finishedAt: '2020-01-01T00:00:00.000000000Z', userUs: 0, systemUs: 0, maxRssKiB: 0, oomKilled: false }),
+    );
     expect(rt.inspect('stale').exitCode).toBe(null);
     expect((await again.wait()).exitCode).toBe(0);
     await rt.remove('stale');
@@ -195,8 +235,9 @@ describe('start, detached and with a disk limit', () => {
 
   it('a kept container with limits.disk starts again on its own image, still bounded', async () => {
     // First run: 8 MiB written. Second run: the file is still there, and 64 MiB more fail.
-    const script = 'if [ -e /fill ]; then echo kept; dd if=/dev/zero of=/more bs=1M count=64 2>&1 | grep -c "No space left"; '
-      + 'else dd if=/dev/zero of=/fill bs=1M count=8 2>/dev/null; echo first; fi';
+    const script =
+      'if [ -e /fill ]; then echo kept; dd if=/dev/zero of=/more bs=1M count=64 2>&1 | grep -c "No space left"; ' +
+      'else dd if=/dev/zero of=/fill bs=1M count=8 2>/dev/null; echo first; fi';
     const c = await rt.run({ image: 'busybox', name: 'bounded', command: ['sh', '-c', script], limits: { disk: '16m' } });
     expect((await output(c as Awaited<ReturnType<Runtime['start']>>)).out).toBe('first\n');
     const fdsBefore = openFds();

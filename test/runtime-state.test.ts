@@ -139,7 +139,7 @@ describe('a container record that lies about its id', () => {
     await good.remove();
   });
 
-  it('whose id is well-formed but another container\'s is refused too', async () => {
+  it("whose id is well-formed but another container's is refused too", async () => {
     const other = await rt.run({ image: 'busybox', command: ['true'] });
     await other.wait();
     const id = plant(record({ id: other.id }));
@@ -277,7 +277,15 @@ describe('killing a process this process did not start', () => {
     const { pidNamespace: _ns, ...legacy } = record({ status: 'running', pid: victim.pid, pidStart: victim.start });
     void _ns;
     const id = plant(legacy);
-    expect(rt.list({ onError: (e) => { throw e; } }).map((c) => c.id)).toContain(id);
+    expect(
+      rt
+        .list({
+          onError: (e) => {
+            throw e;
+          },
+        })
+        .map((c) => c.id),
+    ).toContain(id);
     expect((await rejection(rt.remove(id, { force: true }))).message).toMatch(/no pid namespace on record/);
     expect(victim.alive()).toBe(true);
     victim.kill();
@@ -417,7 +425,10 @@ describe('a state directory others could write', () => {
     for (const d of ['', 'images', 'containers', 'names', 'tmp']) fs.mkdirSync(path.join(dir, d), { mode: 0o700 });
     const id = newId();
     fs.mkdirSync(path.join(dir, 'containers', id));
-    fs.writeFileSync(path.join(dir, 'containers', id, 'container.json'), JSON.stringify({ id, ...record({ status: 'running', pid: victim.pid, pidStart: victim.start }), imageLayer: path.join(dir, 'images', 'x', 'rootfs') }));
+    fs.writeFileSync(
+      path.join(dir, 'containers', id, 'container.json'),
+      JSON.stringify({ id, ...record({ status: 'running', pid: victim.pid, pidStart: victim.start }), imageLayer: path.join(dir, 'images', 'x', 'rootfs') }),
+    );
     return { dir, id, victim };
   }
 

@@ -142,8 +142,18 @@ describe("run options' names", () => {
 
   it('takes options set to undefined as left out, and a plain run still works', async () => {
     const c = await rt.run({
-      image: 'busybox', command: ['sh', '-c', 'echo $A'], name: undefined, volumes: undefined, env: ['A=ok'], cwd: undefined,
-      hostname: undefined, network: undefined, stdio: undefined, tty: undefined, remove: true, readOnly: undefined,
+      image: 'busybox',
+      command: ['sh', '-c', 'echo $A'],
+      name: undefined,
+      volumes: undefined,
+      env: ['A=ok'],
+      cwd: undefined,
+      hostname: undefined,
+      network: undefined,
+      stdio: undefined,
+      tty: undefined,
+      remove: true,
+      readOnly: undefined,
       security: undefined,
     });
     const out = collect(c.stdout);
@@ -169,8 +179,12 @@ describe('Runtime options and the other methods', () => {
     expect(syncError(() => new Runtime({ root: 5 as unknown as string })).message).toMatch(/Runtime option root: expected a non-empty string/);
     expect(syncError(() => new Runtime({ root: '' })).message).toMatch(/Runtime option root: expected a non-empty string/);
     expect(syncError(() => new Runtime({ root: `${base}/a\0b` })).code).toBe('INVALID_ARGUMENT');
-    expect(syncError(() => new Runtime({ root: base, storageDriver: 'zfs' as 'vfs' })).message).toMatch(/Runtime option storageDriver: expected one of "overlay", "aufs", "vfs"/);
-    expect(syncError(() => new Runtime({ rooot: base } as unknown as { root: string })).message).toMatch(/Runtime option rooot: unknown option \(did you mean root\?\)/);
+    expect(syncError(() => new Runtime({ root: base, storageDriver: 'zfs' as 'vfs' })).message).toMatch(
+      /Runtime option storageDriver: expected one of "overlay", "aufs", "vfs"/,
+    );
+    expect(syncError(() => new Runtime({ rooot: base } as unknown as { root: string })).message).toMatch(
+      /Runtime option rooot: unknown option \(did you mean root\?\)/,
+    );
     expect(syncError(() => new Runtime(null as never)).code).toBe('INVALID_ARGUMENT');
   });
 
@@ -185,7 +199,9 @@ describe('Runtime options and the other methods', () => {
       expect(() => rt.list({ al: true } as never)).toThrow(/list option al: unknown option \(did you mean all\?\)/);
       expect(() => rt.prune({ force: true } as never)).toThrow(/prune option force: unknown option/);
       expect(() => rt.removeImage('busybox', { force: 1 as unknown as boolean })).toThrow(/removeImage option force: expected a boolean/);
-      await expect(rt.commit(c.id!, 'never-made', { outptu: '/tmp/x.tar' } as never)).rejects.toThrow(/commit option outptu: unknown option \(did you mean output\?\)/);
+      await expect(rt.commit(c.id!, 'never-made', { outptu: '/tmp/x.tar' } as never)).rejects.toThrow(
+        /commit option outptu: unknown option \(did you mean output\?\)/,
+      );
       await expect(rt.commit(c.id!, 'never-made', { output: 5 } as never)).rejects.toThrow(/commit option output: expected a non-empty string/);
       expect(rt.images.find('never-made')).toBeUndefined();
       expect(rt.images.find('busybox')).toBeDefined();
@@ -254,11 +270,18 @@ describe('a run that fails after its volumes were prepared', () => {
 
 describe("other methods' options", () => {
   it('refuses a typo in stop, rm and the Runtime options before anything else', async () => {
-    await expect(rt.stop('no-such', { timeOut: 1 } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/^stop option timeOut: unknown option \(did you mean timeout\?\)/) });
+    await expect(rt.stop('no-such', { timeOut: 1 } as never)).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/^stop option timeOut: unknown option \(did you mean timeout\?\)/),
+    });
     await expect(rt.remove('no-such', { forse: true } as never)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     expect(() => new Runtime({ rooot: base } as never)).toThrow(/Runtime option rooot: unknown option \(did you mean root\?\)/);
-    await expect(rt.import('/no/such.tar', 'never-made', { onProgres: () => {} } as never)).rejects.toThrow(/^import option onProgres: unknown option \(did you mean onProgress\?\)/);
-    await expect(copyToHost((async function* () {})(), path.join(base, 'never'), { keepOwner: true } as never)).rejects.toThrow(/^copyToHost option keepOwner: unknown option \(did you mean keepOwners\?\)/);
+    await expect(rt.import('/no/such.tar', 'never-made', { onProgres: () => {} } as never)).rejects.toThrow(
+      /^import option onProgres: unknown option \(did you mean onProgress\?\)/,
+    );
+    await expect(copyToHost((async function* () {})(), path.join(base, 'never'), { keepOwner: true } as never)).rejects.toThrow(
+      /^copyToHost option keepOwner: unknown option \(did you mean keepOwners\?\)/,
+    );
     expect(fs.existsSync(path.join(base, 'never'))).toBe(false);
     // undefined is left out: `root: process.env.X` with X unset is the default root.
     expect(new Runtime({ root: undefined, storageDriver: undefined }).root).toBe(process.env.NSBOX_ROOT ?? '/var/lib/nsbox');

@@ -53,7 +53,10 @@ describe('volumes', () => {
     const ro = path.join(host, 'ro');
     const rw = path.join(host, 'rw');
     fs.mkdirSync(ro);
-    const r = await sh('touch /ro/x 2>&1; echo rc=$?; touch /rw/y && echo ok; grep " /ro " /proc/self/mountinfo | grep -c " ro,"', [`${ro}:/ro:ro`, `${rw}:/rw`]);
+    const r = await sh('touch /ro/x 2>&1; echo rc=$?; touch /rw/y && echo ok; grep " /ro " /proc/self/mountinfo | grep -c " ro,"', [
+      `${ro}:/ro:ro`,
+      `${rw}:/rw`,
+    ]);
     expect(r.out).toMatch(/Read-only file system/);
     expect(r.out).toMatch(/rc=1\nok\n1\n/);
     expect(fs.existsSync(path.join(ro, 'x'))).toBe(false);
@@ -120,7 +123,9 @@ describe('bad volume specs', () => {
     expect(etcDigest()).toBe(etc);
     expect(hostMounts()).toEqual(mounts);
     // a path under the symlink resolves inside the root, never the host's /etc
-    const r = await sh('ls /etc/passwd-from-volume 2>&1; cat /proc/self/mountinfo | grep -c passwd-from', [`${src}:/data/passwd-from-volume`]).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+    const r = await sh('ls /etc/passwd-from-volume 2>&1; cat /proc/self/mountinfo | grep -c passwd-from', [`${src}:/data/passwd-from-volume`]).catch(
+      (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+    );
     if (!(r instanceof Error)) {
       await r.c.remove();
     }
@@ -132,7 +137,11 @@ describe('bad volume specs', () => {
     const odd = path.join(host, 'a:b');
     fs.mkdirSync(odd);
     fs.writeFileSync(path.join(odd, 'in'), 'from host\n');
-    const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'cat /data/in; echo made > /kept'], volumes: [{ source: odd, target: '/data', readonly: true }] });
+    const c = await rt.run({
+      image: 'busybox',
+      command: ['sh', '-c', 'cat /data/in; echo made > /kept'],
+      volumes: [{ source: odd, target: '/data', readonly: true }],
+    });
     expect(await collect(c.stdout)).toBe('from host\n');
     await c.wait();
     expect(rt.inspect(c.id!).mounts).toEqual([{ type: 'bind', source: odd, target: '/data', readonly: true }]);

@@ -41,7 +41,12 @@ let work = '';
 let probeDir: string;
 const probeMount = () => ({ source: probeDir, target: '/probe', readonly: true });
 
-interface Run { out: string; err: string; exitCode: number | null; signal: string | null }
+interface Run {
+  out: string;
+  err: string;
+  exitCode: number | null;
+  signal: string | null;
+}
 
 async function run(opts: SecurityOptions, command: string[], extra: Partial<ProcessOptions> = {}): Promise<Run> {
   const c = Container.start({
@@ -63,7 +68,12 @@ async function probe(opts: SecurityOptions, calls: string[], extra: Partial<Proc
   const r = await run(opts, ['/probe/probe', ...calls], extra);
   expect(r.err).toBe('');
   expect(r.exitCode).toBe(0);
-  return Object.fromEntries(r.out.trim().split('\n').map((l) => l.split(' ') as [string, string]));
+  return Object.fromEntries(
+    r.out
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ') as [string, string]),
+  );
 }
 
 async function caps(opts: SecurityOptions): Promise<Record<string, string>> {
@@ -85,8 +95,9 @@ function rootfsCopy(name: string): string {
  * at the same time and mount elsewhere, so the whole table is not compared.
  */
 function ourMounts(): string[] {
-  return hostMounts().filter((m) => m === '/' || m === '/tmp' || m === ROOTFS || m.startsWith(`${ROOTFS}/`) ||
-    (work !== '' && (m === work || m.startsWith(`${work}/`))));
+  return hostMounts().filter(
+    (m) => m === '/' || m === '/tmp' || m === ROOTFS || m.startsWith(`${ROOTFS}/`) || (work !== '' && (m === work || m.startsWith(`${work}/`))),
+  );
 }
 
 const mountsBefore = ourMounts();
@@ -141,10 +152,18 @@ describe('buildConfinement', () => {
 
   it('refuses unknown names, conflicts, bad users and unknown options with INVALID_ARGUMENT', () => {
     const bad: SecurityOptions[] = [
-      { capAdd: ['NET_ADMINN'] }, { capDrop: ['CAP_'] }, { capAdd: [42 as unknown as string] },
-      { capAdd: 'NET_ADMIN' as unknown as string[] }, { capAdd: ['CHOWN'], capDrop: ['cap_chown'] },
-      { user: 'nobody' }, { user: '-1' }, { user: '1000:' }, { user: '4294967295' }, { user: '1:2:3' },
-      { seccomp: 'strict' as 'default' }, { capadd: ['x'] } as SecurityOptions,
+      { capAdd: ['NET_ADMINN'] },
+      { capDrop: ['CAP_'] },
+      { capAdd: [42 as unknown as string] },
+      { capAdd: 'NET_ADMIN' as unknown as string[] },
+      { capAdd: ['CHOWN'], capDrop: ['cap_chown'] },
+      { user: 'nobody' },
+      { user: '-1' },
+      { user: '1000:' },
+      { user: '4294967295' },
+      { user: '1:2:3' },
+      { seccomp: 'strict' as 'default' },
+      { capadd: ['x'] } as SecurityOptions,
     ];
     for (const o of bad) {
       let err: unknown;
@@ -192,7 +211,7 @@ describe('buildConfinement', () => {
     }
   });
 
-  it('privileged: \'false\' never starts a privileged container', () => {
+  it("privileged: 'false' never starts a privileged container", () => {
     const before = { mounts: ourMounts(), fds: openFds() };
     for (const privileged of ['false', 'true', 1, 0, null]) {
       let err: unknown;
@@ -250,24 +269,55 @@ describe('a default container', () => {
 
   it('is refused mount, umount, keyctl, new user namespaces, kexec and other kernel-wide calls', async () => {
     const r = await probe({}, [
-      'mount', 'umount', 'fsopen', 'open_tree', 'pivot_root', 'keyctl', 'add_key', 'unshare-user', 'unshare-ns',
-      'clone-newuser', 'clone-newpid', 'setns', 'kexec_load', 'finit_module', 'delete_module', 'bpf',
-      'perf_event_open', 'userfaultfd', 'ptrace', 'process_vm_readv', 'personality-norandom', 'reboot',
-      'clock_settime', 'acct', 'iopl', 'open_by_handle_at', 'io_uring_setup',
+      'mount',
+      'umount',
+      'fsopen',
+      'open_tree',
+      'pivot_root',
+      'keyctl',
+      'add_key',
+      'unshare-user',
+      'unshare-ns',
+      'clone-newuser',
+      'clone-newpid',
+      'setns',
+      'kexec_load',
+      'finit_module',
+      'delete_module',
+      'bpf',
+      'perf_event_open',
+      'userfaultfd',
+      'ptrace',
+      'process_vm_readv',
+      'personality-norandom',
+      'reboot',
+      'clock_settime',
+      'acct',
+      'iopl',
+      'open_by_handle_at',
+      'io_uring_setup',
     ]);
     for (const [call, result] of Object.entries(r)) expect([call, result]).toEqual([call, 'EPERM']);
   });
 
   it('can still fork, clone without namespaces, unshare harmless flags; clone3 says ENOSYS', async () => {
     expect(await probe({}, ['fork', 'clone', 'unshare-files', 'personality-query', 'clone3', 'nosys'])).toEqual({
-      'fork': 'OK', 'clone': 'OK', 'unshare-files': 'OK', 'personality-query': 'OK', 'clone3': 'ENOSYS', 'nosys': 'ENOSYS',
+      fork: 'OK',
+      clone: 'OK',
+      'unshare-files': 'OK',
+      'personality-query': 'OK',
+      clone3: 'ENOSYS',
+      nosys: 'ENOSYS',
     });
   });
 
   it('cannot push input into its terminal (TIOCSTI, TIOCLINUX), but can use it', async () => {
     const c = Container.start({
-      root: { type: 'bind', path: ROOTFS }, command: ['/probe/probe', 'tiocsti', 'tiocsti-high', 'tioclinux', 'tiocgwinsz'],
-      tty: true, mounts: [probeMount()], security: {},
+      root: { type: 'bind', path: ROOTFS },
+      command: ['/probe/probe', 'tiocsti', 'tiocsti-high', 'tioclinux', 'tiocgwinsz'],
+      tty: true,
+      mounts: [probeMount()],
+      security: {},
     });
     // The master reads EIO once the container is gone: that is the end of the output.
     const chunks: Buffer[] = [];
@@ -292,17 +342,20 @@ describe('a default container', () => {
   });
 
   it('sees /proc and /sys masked and read-only', async () => {
-    const r = await sh({}, [
-      // 0 bytes (the real /dev/null over it) or an error: never the host's memory.
-      'for f in /proc/kcore /proc/keys /proc/timer_list /proc/interrupts /proc/sched_debug /proc/latency_stats; do',
-      '  if [ -e $f ]; then printf "%s %s %s\\n" $f $(stat -c %t:%T $f) $(cat $f 2>/dev/null | wc -c); else echo $f absent; fi',
-      'done',
-      'echo firmware $(ls -A /sys/firmware | wc -l)',
-      'echo acpi $(ls -A /proc/acpi 2>/dev/null | wc -l)',
-      'echo nsbox > /proc/sys/kernel/hostname 2>/dev/null; echo hostname $?',
-      'if [ -e /proc/sysrq-trigger ]; then echo h > /proc/sysrq-trigger 2>/dev/null; echo sysrq $?; else echo sysrq absent; fi',
-      'grep -E " /proc/(sys|sysrq-trigger|irq|bus|fs) " /proc/self/mountinfo | grep -c " ro,"',
-    ].join('\n'));
+    const r = await sh(
+      {},
+      [
+        // 0 bytes (the real /dev/null over it) or an error: never the host's memory.
+        'for f in /proc/kcore /proc/keys /proc/timer_list /proc/interrupts /proc/sched_debug /proc/latency_stats; do',
+        '  if [ -e $f ]; then printf "%s %s %s\\n" $f $(stat -c %t:%T $f) $(cat $f 2>/dev/null | wc -c); else echo $f absent; fi',
+        'done',
+        'echo firmware $(ls -A /sys/firmware | wc -l)',
+        'echo acpi $(ls -A /proc/acpi 2>/dev/null | wc -l)',
+        'echo nsbox > /proc/sys/kernel/hostname 2>/dev/null; echo hostname $?',
+        'if [ -e /proc/sysrq-trigger ]; then echo h > /proc/sysrq-trigger 2>/dev/null; echo sysrq $?; else echo sysrq absent; fi',
+        'grep -E " /proc/(sys|sysrq-trigger|irq|bus|fs) " /proc/self/mountinfo | grep -c " ro,"',
+      ].join('\n'),
+    );
     const lines = r.out.trim().split('\n');
     for (const f of ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/interrupts', '/proc/sched_debug', '/proc/latency_stats']) {
       const line = lines.find((l) => l.startsWith(`${f} `))!;
@@ -326,8 +379,19 @@ describe('a default container', () => {
 
 /** Calls docker's profile refuses (or lifts with a capability) that nsbox once let through. */
 const GATED = [
-  'vsock-listen', 'uevent-socket', 'pidfd-getfd', 'process-madvise', 'fanotify', 'mbind', 'set_mempolicy',
-  'get_mempolicy', 'move_pages', 'migrate_pages', 'syslog', 'vhangup', ...(process.arch === 'x64' ? ['ustat'] : []),
+  'vsock-listen',
+  'uevent-socket',
+  'pidfd-getfd',
+  'process-madvise',
+  'fanotify',
+  'mbind',
+  'set_mempolicy',
+  'get_mempolicy',
+  'move_pages',
+  'migrate_pages',
+  'syslog',
+  'vhangup',
+  ...(process.arch === 'x64' ? ['ustat'] : []),
 ];
 const HAS_VSOCK = /^AF_VSOCK\s/m.test(readFileSync('/proc/net/protocols', 'utf8'));
 const HAS_NUMA = existsSync('/sys/devices/system/node/node0');
@@ -341,7 +405,7 @@ function hostUevents(): () => void {
   return () => clearInterval(timer);
 }
 
-describe('docker\'s denials (issue 15)', () => {
+describe("docker's denials (issue 15)", () => {
   it('a default container is refused vsock, device-event sockets, pidfd_getfd, fanotify, NUMA calls, syslog', async () => {
     const r = await probe({}, GATED);
     expect(r).toEqual(Object.fromEntries(GATED.map((c) => [c, c === 'vsock-listen' ? 'EAFNOSUPPORT' : 'EPERM'])));
@@ -410,14 +474,17 @@ describe('docker\'s denials (issue 15)', () => {
     // file_getattr (468, Linux 6.17) with a bad fd: the kernel answers something else than ENOSYS.
     const bare = await probe({ seccomp: 'unconfined' }, ['nr-468']);
     if (bare['nr-468'] === 'ENOSYS') ctx.skip();
-    expect(await probe({}, ['nr-468', 'nosys'])).toEqual({ 'nr-468': bare['nr-468'], 'nosys': 'ENOSYS' });
+    expect(await probe({}, ['nr-468', 'nosys'])).toEqual({ 'nr-468': bare['nr-468'], nosys: 'ENOSYS' });
     // The same filter, reviewed up to 467 only: 468 is now a call from the future.
     const { security, steps } = buildConfinement({});
     security.seccomp = seccompFilter(hostArch()!, DEFAULT_MASK, 467);
     // A confinement of the test's own: through the internal launch (start takes only options).
     const c = Container.launch({
-      root: { type: 'bind', path: ROOTFS }, command: ['/probe/probe', 'nr-468', 'nosys'],
-      stdio: ['ignore', 'pipe', 'pipe'], mounts: [probeMount()], confinement: { security, steps },
+      root: { type: 'bind', path: ROOTFS },
+      command: ['/probe/probe', 'nr-468', 'nosys'],
+      stdio: ['ignore', 'pipe', 'pipe'],
+      mounts: [probeMount()],
+      confinement: { security, steps },
     });
     const [out, err, status] = await Promise.all([collect(c.stdout), collect(c.stderr), c.wait()]);
     expect([err, status.exitCode]).toEqual(['', 0]);
@@ -427,7 +494,10 @@ describe('docker\'s denials (issue 15)', () => {
 
 describe('--user', () => {
   it('1000:1000: id says so, no groups, no caps, root-owned paths are not writable', async () => {
-    const r = await sh({ user: '1000:1000' }, 'id; grep -E "^(Groups|CapEff|CapPrm|CapAmb|CapInh|NoNewPrivs)" /proc/self/status; touch /etc/nsbox-x 2>&1; echo touch $?; echo x > /bin/busybox; echo write $?');
+    const r = await sh(
+      { user: '1000:1000' },
+      'id; grep -E "^(Groups|CapEff|CapPrm|CapAmb|CapInh|NoNewPrivs)" /proc/self/status; touch /etc/nsbox-x 2>&1; echo touch $?; echo x > /bin/busybox; echo write $?',
+    );
     expect(r.out).toMatch(/^uid=1000 gid=1000\n/);
     const s = statusFields(r.out);
     expect(s.Groups).toBe('');
@@ -440,7 +510,10 @@ describe('--user', () => {
   });
 
   it('keeps an added capability through execve (ambient) and nothing else', async () => {
-    const r = await sh({ user: '1000', capAdd: ['NET_BIND_SERVICE'] }, 'grep -E "^Cap" /proc/self/status; nc -l -p 80 & sleep 0.3; netstat -ltn | grep -c ":80 "; kill $!');
+    const r = await sh(
+      { user: '1000', capAdd: ['NET_BIND_SERVICE'] },
+      'grep -E "^Cap" /proc/self/status; nc -l -p 80 & sleep 0.3; netstat -ltn | grep -c ":80 "; kill $!',
+    );
     const s = statusFields(r.out);
     expect(hex(s.CapEff)).toBe(bit('NET_BIND_SERVICE'));
     expect(hex(s.CapAmb)).toBe(bit('NET_BIND_SERVICE'));
@@ -520,23 +593,30 @@ describe('privileged, capAdd and capDrop', () => {
 
   it('each capDrop removes exactly that capability', async () => {
     for (const name of DEFAULT_CAPABILITIES) {
-      const want = (DEFAULT_MASK & ~bit(name)) & HOST_BND;
+      const want = DEFAULT_MASK & ~bit(name) & HOST_BND;
       const s = await caps({ capDrop: [name] });
       expect([name, s.CapBnd, s.CapEff]).toEqual([name, want.toString(16).padStart(16, '0'), want.toString(16).padStart(16, '0')]);
     }
   });
 
   it('a dropped capability is really gone: without CHOWN, chown fails', async () => {
-    const r = await sh({ capDrop: ['CHOWN'] }, 'touch /tmp/nsbox-chown-$$; chown 1000 /tmp/nsbox-chown-$$; echo $?; rm -f /tmp/nsbox-chown-$$', { mounts: [probeMount(), { source: work, target: '/tmp', readonly: false }] });
+    const r = await sh({ capDrop: ['CHOWN'] }, 'touch /tmp/nsbox-chown-$$; chown 1000 /tmp/nsbox-chown-$$; echo $?; rm -f /tmp/nsbox-chown-$$', {
+      mounts: [probeMount(), { source: work, target: '/tmp', readonly: false }],
+    });
     expect(r.out.trim()).toBe('1');
   });
 
   it('the filter rules of an added capability are lifted with it, and only those', async () => {
     expect(await probe({ capAdd: ['SYS_ADMIN'] }, ['mount', 'unshare-ns', 'ptrace', 'keyctl'])).toEqual({
-      'mount': 'OK', 'unshare-ns': 'OK', 'ptrace': 'EPERM', 'keyctl': 'EPERM',
+      mount: 'OK',
+      'unshare-ns': 'OK',
+      ptrace: 'EPERM',
+      keyctl: 'EPERM',
     });
     expect(await probe({ capAdd: ['SYS_PTRACE'] }, ['ptrace', 'process_vm_readv', 'mount'])).toEqual({
-      'ptrace': 'OK', 'process_vm_readv': 'OK', 'mount': 'EPERM',
+      ptrace: 'OK',
+      process_vm_readv: 'OK',
+      mount: 'EPERM',
     });
   });
 
@@ -608,8 +688,14 @@ describe('crafted images', () => {
     symlinkSync('/proc/sys/kernel/core_pattern', path.join(root, 'dev/zero'));
     const corePattern = readFileSync('/proc/sys/kernel/core_pattern', 'utf8');
     const c = Container.start({
-      root: { type: 'bind', path: root }, stdio: ['ignore', 'pipe', 'pipe'], security: {},
-      command: ['sh', '-c', 'stat -c "%F %t:%T" /dev/null /proc/keys /proc/timer_list; echo pwned > /dev/null; echo "|/pwn" > /proc/sys/kernel/core_pattern 2>/dev/null; echo $?'],
+      root: { type: 'bind', path: root },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      security: {},
+      command: [
+        'sh',
+        '-c',
+        'stat -c "%F %t:%T" /dev/null /proc/keys /proc/timer_list; echo pwned > /dev/null; echo "|/pwn" > /proc/sys/kernel/core_pattern 2>/dev/null; echo $?',
+      ],
     });
     const [out, status] = await Promise.all([collect(c.stdout), c.wait()]);
     expect(status.exitCode).toBe(0);
@@ -648,7 +734,9 @@ describe('crafted images', () => {
         let c: Container;
         try {
           c = Container.start({
-            root: { type: 'bind', path: root }, stdio: ['ignore', 'pipe', 'ignore'], security: {},
+            root: { type: 'bind', path: root },
+            stdio: ['ignore', 'pipe', 'ignore'],
+            security: {},
             mounts: [{ source, target, readonly: false }],
             // Where the volume is mounted now, as the container sees it.
             command: ['sh', '-c', `awk '$4 ~ /volume-source$/ { print $5 }' /proc/self/mountinfo`],

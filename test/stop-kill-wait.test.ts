@@ -64,8 +64,20 @@ describe('nsbox stop, kill, wait on a detached container', () => {
   it('kill -s USR1 reaches the command; wait prints its exit code', async () => {
     const data = path.join(root, 'data');
     fs.mkdirSync(data);
-    expect(nsbox('run', '-d', '--name', 'usr1', '-v', `${data}:/data`, 'busybox', 'sh', '-c',
-      'trap "echo got > /data/usr1; exit 3" USR1; touch /data/ready; while :; do sleep 0.1; done').code).toBe(0);
+    expect(
+      nsbox(
+        'run',
+        '-d',
+        '--name',
+        'usr1',
+        '-v',
+        `${data}:/data`,
+        'busybox',
+        'sh',
+        '-c',
+        'trap "echo got > /data/usr1; exit 3" USR1; touch /data/ready; while :; do sleep 0.1; done',
+      ).code,
+    ).toBe(0);
     await until('the trap to be set', () => fs.existsSync(path.join(data, 'ready')));
     expect(nsbox('kill', '-s', 'USR1', 'usr1')).toMatchObject({ code: 0, out: 'usr1\n' });
     expect(nsbox('wait', 'usr1')).toMatchObject({ code: 0, out: '3\n' });

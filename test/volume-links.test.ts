@@ -42,7 +42,8 @@ describe('volume host paths', () => {
     await output({ image: 'bb', command: ['ln', '-s', secret, '/data/sub'], volumes: [`${shared}:/data`] });
     const mounts = hostMounts();
     await expect(rt.run({ image: 'bb', command: ['cat', '/x/key'], volumes: [`${shared}/sub:/x`] })).rejects.toMatchObject({
-      code: 'UNSAFE_PATH', message: expect.stringMatching(/sub is a symlink/),
+      code: 'UNSAFE_PATH',
+      message: expect.stringMatching(/sub is a symlink/),
     });
     // A link higher up the path is refused the same way.
     await expect(rt.run({ image: 'bb', command: ['true'], volumes: [`${shared}/sub/deeper:/x`] })).rejects.toBeInstanceOf(NsboxError);
@@ -55,7 +56,10 @@ describe('volume host paths', () => {
     const target = path.join(racy, 'sub');
     // Exchange a real directory and a link to the secret directory at `target`, as fast as a
     // shell can, while containers start with `target` as a volume.
-    const swapper = spawn('sh', ['-c', `cd ${racy}; mkdir -p real; while :; do rm -rf sub; ln -s ${secret} sub; rm -f sub; ln -s real sub 2>/dev/null; rm -f sub; mkdir sub; done`]);
+    const swapper = spawn('sh', [
+      '-c',
+      `cd ${racy}; mkdir -p real; while :; do rm -rf sub; ln -s ${secret} sub; rm -f sub; ln -s real sub 2>/dev/null; rm -f sub; mkdir sub; done`,
+    ]);
     try {
       let leaked = 0;
       let started = 0;

@@ -24,8 +24,13 @@ const CAP_NET_RAW = (() => {
 
 const py = (code: string, ...args: string[]) => execFileSync('python3', ['-c', code, ...args], { encoding: 'utf8' });
 const getxattr = (file: string, name: string) =>
-  py('import os,sys\ntry: sys.stdout.write(os.getxattr(sys.argv[1], sys.argv[2], follow_symlinks=False).hex())\nexcept OSError as e: sys.stdout.write("none")', file, name);
-const setxattr = (file: string, name: string, hex: string) => py('import os,sys; os.setxattr(sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]))', file, name, hex);
+  py(
+    'import os,sys\ntry: sys.stdout.write(os.getxattr(sys.argv[1], sys.argv[2], follow_symlinks=False).hex())\nexcept OSError as e: sys.stdout.write("none")',
+    file,
+    name,
+  );
+const setxattr = (file: string, name: string, hex: string) =>
+  py('import os,sys; os.setxattr(sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]))', file, name, hex);
 const mtime = (file: string) => execFileSync('stat', ['-c', '%.9Y', file], { encoding: 'utf8' }).trim();
 
 beforeAll(() => {

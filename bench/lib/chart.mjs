@@ -56,8 +56,10 @@ export function boxPlotSvg(panels, { title, subtitle }) {
     }
     for (const m of panel.marks ?? []) {
       if (!(m.at > lo && m.at < hi)) continue;
-      out.push(`<line x1="${x(m.at)}" x2="${x(m.at)}" y1="${top - 2}" y2="${y}" class="goal"/>`,
-        `<text x="${x(m.at) + 4}" y="${y - 4}" class="goaltext">${esc(m.label)}</text>`);
+      out.push(
+        `<line x1="${x(m.at)}" x2="${x(m.at)}" y1="${top - 2}" y2="${y}" class="goal"/>`,
+        `<text x="${x(m.at) + 4}" y="${y - 4}" class="goaltext">${esc(m.label)}</text>`,
+      );
     }
     out.push(`<line x1="${LABEL_W}" x2="${W - RIGHT}" y1="${y}" y2="${y}" class="axis"/>`);
     for (const t of ticks) {

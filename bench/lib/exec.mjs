@@ -78,7 +78,11 @@ export async function measureExec({ bin, dist, cli, rootfs, stateRoot, crun, rou
       await gate();
       add('nsbox-exec', 'nsbox: Container.exec(), own container', await inProcess(() => own.exec({ command: ['/bin/true'], stdio: 'ignore' })));
       await gate();
-      add('nsbox-rt-exec', 'nsbox: rt.exec() of a run -d container (record proven)', await inProcess(() => other.exec(name, { command: ['/bin/true'], stdio: 'ignore' })));
+      add(
+        'nsbox-rt-exec',
+        'nsbox: rt.exec() of a run -d container (record proven)',
+        await inProcess(() => other.exec(name, { command: ['/bin/true'], stdio: 'ignore' })),
+      );
       if (crunUp) {
         await gate();
         const c = await loop(bin, ['crun', 'exec', crunId, '/bin/true'], { n: n.peer, mountns: true });

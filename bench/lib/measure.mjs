@@ -48,7 +48,10 @@ export async function floor(bin, rootfs, scratch, { n, warmup = 10, hostNet = fa
   if (full) args.push('-f');
   const r = await run(bin.floor, [...args, rootfs, scratch]);
   if (r.code !== 0) throw new MeasureError(`floor: ${r.stderr.trim()}`);
-  const rows = r.stdout.trim().split('\n').map((l) => l.split(' ').map((x) => Number(x) / 1e6));
+  const rows = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' ').map((x) => Number(x) / 1e6));
   return { startExit: rows.map((x) => x[0]), total: rows.map((x) => x[1]), cpu: rows.map((x) => x[2] * 1e3) };
 }
 

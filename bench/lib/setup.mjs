@@ -56,7 +56,8 @@ export function busyboxRootfs(log) {
 export function debianRootfs(log) {
   const dir = path.join(CACHE, 'debian');
   const tar = path.join(CACHE, 'debian.tar');
-  if (!(fs.existsSync(path.join(dir, '.complete')) && fs.existsSync(tar))) log('making the Debian minbase rootfs with debootstrap (cached in bench/.cache, once)');
+  if (!(fs.existsSync(path.join(dir, '.complete')) && fs.existsSync(tar)))
+    log('making the Debian minbase rootfs with debootstrap (cached in bench/.cache, once)');
   const r = sh('bash', [path.join(REPO, 'scripts', 'make-debian-rootfs.sh'), dir, tar], { stdio: ['ignore', 'inherit', 'pipe'] });
   if (r.code !== 0) return { skipped: r.stderr.trim().split('\n').filter(Boolean).join(' / ') || 'make-debian-rootfs.sh failed' };
   return { dir, tar };
@@ -128,7 +129,9 @@ export function detectPeers() {
   probe('cc', 'cc', ['--version'], 'gcc');
   probe('strace', 'strace', ['-V'], 'strace');
   const deb = sh('dpkg-query', ['-W', '-f', '${Version}', 'debootstrap']);
-  peers.debootstrap = which('debootstrap') ? { path: which('debootstrap'), version: `debootstrap ${deb.stdout.trim()}` } : { missing: 'debootstrap: not installed, the large image is skipped (apt-get install debootstrap)' };
+  peers.debootstrap = which('debootstrap')
+    ? { path: which('debootstrap'), version: `debootstrap ${deb.stdout.trim()}` }
+    : { missing: 'debootstrap: not installed, the large image is skipped (apt-get install debootstrap)' };
   return peers;
 }
 
@@ -138,8 +141,11 @@ export function machine() {
   const git = sh('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']).stdout.trim();
   const dirty = sh('git', ['-C', REPO, 'status', '--porcelain', '--', 'src', 'src-cc']).stdout.trim() !== '';
   const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8'));
-  const cgroup = fs.existsSync('/sys/fs/cgroup/unified') ? 'hybrid (v1 + v2 at /sys/fs/cgroup/unified)'
-    : fs.existsSync('/sys/fs/cgroup/cgroup.controllers') ? 'v2 (unified)' : 'v1';
+  const cgroup = fs.existsSync('/sys/fs/cgroup/unified')
+    ? 'hybrid (v1 + v2 at /sys/fs/cgroup/unified)'
+    : fs.existsSync('/sys/fs/cgroup/cgroup.controllers')
+      ? 'v2 (unified)'
+      : 'v1';
   return {
     kernel: os.release(),
     cpus: os.cpus().length,

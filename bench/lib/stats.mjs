@@ -24,4 +24,8 @@ export function summarize(samples) {
   };
 }
 
-export const median = (xs) => quantile([...xs].sort((a, b) => a - b), 0.5);
+export const median = (xs) =>
+  quantile(
+    [...xs].sort((a, b) => a - b),
+    0.5,
+  );

@@ -69,7 +69,9 @@ function makeStarter() {
       for (const d of [upper, work, target]) fs.mkdirSync(d);
       const c = nsbox.Container.start({
         root: { type: 'overlay', lower: [cfg.rootfs], upper, work, target },
-        command, stdio: 'ignore', network,
+        command,
+        stdio: 'ignore',
+        network,
       });
       dirs.set(c, dir);
       if (remove) {

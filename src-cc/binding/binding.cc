@@ -73,8 +73,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace nsbox
 
-static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
-  return nsbox::Init(env, exports);
-}
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return nsbox::Init(env, exports); }
 
 NODE_API_MODULE(nsbox, InitModule)

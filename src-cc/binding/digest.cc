@@ -100,8 +100,6 @@ void UpdateWork::OnOK() {
 
 }  // namespace
 
-void RegisterDigest(Napi::Env env, Napi::Object exports) {
-  exports.Set("Sha256", Sha256::Define(env));
-}
+void RegisterDigest(Napi::Env env, Napi::Object exports) { exports.Set("Sha256", Sha256::Define(env)); }
 
 }  // namespace nsbox

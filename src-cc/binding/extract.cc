@@ -23,8 +23,8 @@ class Writer;
 // garbage collector cannot free them under the worker thread.
 class BatchWork : public Napi::AsyncWorker {
  public:
-  BatchWork(Writer* writer, const Napi::Object& self, const Napi::Function& callback,
-            const Napi::Buffer<uint8_t>& ops, size_t ops_len, const Napi::Array& chunks);
+  BatchWork(Writer* writer, const Napi::Object& self, const Napi::Function& callback, const Napi::Buffer<uint8_t>& ops, size_t ops_len,
+            const Napi::Array& chunks);
   void Execute() override;
   void OnOK() override;
 
@@ -41,8 +41,7 @@ class BatchWork : public Napi::AsyncWorker {
 class Writer : public Napi::ObjectWrap<Writer> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "ExtractWriter",
-                       {InstanceMethod<&Writer::Run>("run"), InstanceMethod<&Writer::Close>("close")});
+    return DefineClass(env, "ExtractWriter", {InstanceMethod<&Writer::Run>("run"), InstanceMethod<&Writer::Close>("close")});
   }
 
   explicit Writer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Writer>(info) {
@@ -82,8 +81,7 @@ class Writer : public Napi::ObjectWrap<Writer> {
       }
     }
     busy_ = true;
-    auto* work = new BatchWork(this, info.This().As<Napi::Object>(), info[3].As<Napi::Function>(), ops,
-                               static_cast<size_t>(len), chunks);
+    auto* work = new BatchWork(this, info.This().As<Napi::Object>(), info[3].As<Napi::Function>(), ops, static_cast<size_t>(len), chunks);
     work->Queue();
     return env.Undefined();
   }
@@ -102,8 +100,8 @@ class Writer : public Napi::ObjectWrap<Writer> {
   bool busy_ = false;
 };
 
-BatchWork::BatchWork(Writer* writer, const Napi::Object& self, const Napi::Function& callback,
-                     const Napi::Buffer<uint8_t>& ops, size_t ops_len, const Napi::Array& chunks)
+BatchWork::BatchWork(Writer* writer, const Napi::Object& self, const Napi::Function& callback, const Napi::Buffer<uint8_t>& ops, size_t ops_len,
+                     const Napi::Array& chunks)
     : Napi::AsyncWorker(self, callback, "nsbox.extract"),
       writer_(writer),
       ops_ref_(Napi::Persistent(ops)),
@@ -117,9 +115,7 @@ BatchWork::BatchWork(Writer* writer, const Napi::Object& self, const Napi::Funct
   }
 }
 
-void BatchWork::Execute() {
-  result_ = writer_->core()->Run(ops_, ops_len_, chunks_.data(), chunks_.size());
-}
+void BatchWork::Execute() { result_ = writer_->core()->Run(ops_, ops_len_, chunks_.data(), chunks_.size()); }
 
 void BatchWork::OnOK() {
   Napi::Env env = Env();
@@ -140,8 +136,6 @@ void BatchWork::OnOK() {
 
 }  // namespace
 
-void RegisterExtract(Napi::Env env, Napi::Object exports) {
-  exports.Set("ExtractWriter", Writer::Define(env));
-}
+void RegisterExtract(Napi::Env env, Napi::Object exports) { exports.Set("ExtractWriter", Writer::Define(env)); }
 
 }  // namespace nsbox

@@ -18,8 +18,22 @@ namespace {
 
 // Per entry of listDir and for statFd, in this order (src/fsat.ts reads them by index).
 enum StatField {
-  kMode, kUid, kGid, kNlink, kSize, kAtimeSec, kAtimeNsec, kMtimeSec, kMtimeNsec,
-  kRdevMajor, kRdevMinor, kDevHigh, kDevLow, kInoHigh, kInoLow, kStatFields
+  kMode,
+  kUid,
+  kGid,
+  kNlink,
+  kSize,
+  kAtimeSec,
+  kAtimeNsec,
+  kMtimeSec,
+  kMtimeNsec,
+  kRdevMajor,
+  kRdevMinor,
+  kDevHigh,
+  kDevLow,
+  kInoHigh,
+  kInoLow,
+  kStatFields
 };
 
 void put_stat(double* f, const struct stat& st) {
@@ -235,7 +249,8 @@ Napi::Value SetTimesFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   double v[5];
   for (int i = 0; i < 5; i++) {
-    if (static_cast<int>(info.Length()) <= i || !info[i].IsNumber()) return type_error(env, "setTimesFd(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec)");
+    if (static_cast<int>(info.Length()) <= i || !info[i].IsNumber())
+      return type_error(env, "setTimesFd(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec)");
     v[i] = info[i].As<Napi::Number>().DoubleValue();
   }
   struct timespec a = {static_cast<time_t>(v[1]), static_cast<long>(v[2])};
@@ -257,8 +272,7 @@ Napi::Value MkdirAt(const Napi::CallbackInfo& info) {
 Napi::Value LinkAt(const Napi::CallbackInfo& info) {
   int from_fd, to_fd;
   std::string from, to;
-  if (info.Length() < 4 || !int_arg(info[0], &from_fd) || !bytes_arg(info[1], &from) ||
-      !int_arg(info[2], &to_fd) || !bytes_arg(info[3], &to)) {
+  if (info.Length() < 4 || !int_arg(info[0], &from_fd) || !bytes_arg(info[1], &from) || !int_arg(info[2], &to_fd) || !bytes_arg(info[3], &to)) {
     return type_error(info.Env(), "linkAt(fromDirfd, fromName, toDirfd, toName)");
   }
   return null_or_error(info.Env(), link_at(from_fd, from.c_str(), to_fd, to.c_str()));
@@ -339,8 +353,7 @@ namespace {
 // and on a disk mounted with `discard` one unlink may wait for the journal for milliseconds.
 class RemoveTreeWork : public Napi::AsyncWorker {
  public:
-  RemoveTreeWork(const Napi::Function& callback, std::string path)
-      : Napi::AsyncWorker(callback, "nsbox.removeTree"), path_(std::move(path)) {}
+  RemoveTreeWork(const Napi::Function& callback, std::string path) : Napi::AsyncWorker(callback, "nsbox.removeTree"), path_(std::move(path)) {}
   void Execute() override { err_ = remove_tree(path_.c_str(), &where_); }
   void OnOK() override {
     Napi::Env env = Env();
@@ -362,7 +375,12 @@ class RemoveTreeWork : public Napi::AsyncWorker {
 class WriteFileWork : public Napi::AsyncWorker {
  public:
   WriteFileWork(const Napi::Function& callback, std::string path, std::string data, int flags, mode_t mode, bool set_mode)
-      : Napi::AsyncWorker(callback, "nsbox.writeFile"), path_(std::move(path)), data_(std::move(data)), flags_(flags), mode_(mode), set_mode_(set_mode) {}
+      : Napi::AsyncWorker(callback, "nsbox.writeFile"),
+        path_(std::move(path)),
+        data_(std::move(data)),
+        flags_(flags),
+        mode_(mode),
+        set_mode_(set_mode) {}
   void Execute() override { err_ = write_file(path_.c_str(), data_, flags_, mode_, set_mode_); }
   void OnOK() override {
     Napi::Env env = Env();
@@ -388,7 +406,8 @@ Napi::Value WriteFileAsync(const Napi::CallbackInfo& info) {
     return type_error(env, "writeFileAsync(path, data, flags, mode, setMode, done)");
   }
   (new WriteFileWork(info[5].As<Napi::Function>(), std::move(path), std::move(data), flags, static_cast<mode_t>(mode),
-                     info[4].As<Napi::Boolean>().Value()))->Queue();
+                     info[4].As<Napi::Boolean>().Value()))
+      ->Queue();
   return env.Undefined();
 }
 
@@ -441,8 +460,7 @@ Napi::Value MountOverlayFd(const Napi::CallbackInfo& info) {
   const char* usage = "mountOverlayFd(lowerdir: string (escaped), upper: string, work: string)";
   if (info.Length() < 3) return type_error(env, usage);
   std::string lowerdir, upper, work;
-  if (!bytes_arg(info[0], &lowerdir) || lowerdir.empty() || !bytes_arg(info[1], &upper) || !bytes_arg(info[2], &work))
-    return type_error(env, usage);
+  if (!bytes_arg(info[0], &lowerdir) || lowerdir.empty() || !bytes_arg(info[1], &upper) || !bytes_arg(info[2], &work)) return type_error(env, usage);
   return fd_or_error(env, mount_overlay_fd(lowerdir, upper, work, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC));
 }
 

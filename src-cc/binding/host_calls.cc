@@ -27,8 +27,7 @@ Napi::Value ResizePty(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, "resizePty(fd, cols, rows)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  int err = resize_pty(info[0].As<Napi::Number>().Int32Value(),
-                       static_cast<unsigned short>(info[1].As<Napi::Number>().Uint32Value()),
+  int err = resize_pty(info[0].As<Napi::Number>().Int32Value(), static_cast<unsigned short>(info[1].As<Napi::Number>().Uint32Value()),
                        static_cast<unsigned short>(info[2].As<Napi::Number>().Uint32Value()));
   if (err) return errno_object(env, err, "ioctl");
   return env.Null();

@@ -13,16 +13,27 @@ namespace nsbox {
 namespace {
 
 bool parse_op(const std::string& s, StepOp* op) {
-  static const struct { const char* name; StepOp op; } kOps[] = {
-      {"makeRootPrivate", StepOp::kMakeRootPrivate}, {"mountRootFs", StepOp::kMountRootFs},
-      {"bindRoot", StepOp::kBindRoot},               {"mountFs", StepOp::kMountFs},
-      {"bindInRoot", StepOp::kBindInRoot},           {"mkdirInRoot", StepOp::kMkdirInRoot},
-      {"joinCgroup", StepOp::kJoinCgroup},           {"symlinkInRoot", StepOp::kSymlinkInRoot},
+  static const struct {
+    const char* name;
+    StepOp op;
+  } kOps[] = {
+      {"makeRootPrivate", StepOp::kMakeRootPrivate},
+      {"mountRootFs", StepOp::kMountRootFs},
+      {"bindRoot", StepOp::kBindRoot},
+      {"mountFs", StepOp::kMountFs},
+      {"bindInRoot", StepOp::kBindInRoot},
+      {"mkdirInRoot", StepOp::kMkdirInRoot},
+      {"joinCgroup", StepOp::kJoinCgroup},
+      {"symlinkInRoot", StepOp::kSymlinkInRoot},
       {"unshareCgroupNs", StepOp::kUnshareCgroupNs},
-      {"maskInRoot", StepOp::kMaskInRoot},           {"readonlyInRoot", StepOp::kReadonlyInRoot},
-      {"pivotRoot", StepOp::kPivotRoot},             {"loopbackUp", StepOp::kLoopbackUp},
-      {"sethostname", StepOp::kSethostname},         {"chdir", StepOp::kChdir},
-      {"openPty", StepOp::kOpenPty},                 {"mountWriteLayer", StepOp::kMountWriteLayer},
+      {"maskInRoot", StepOp::kMaskInRoot},
+      {"readonlyInRoot", StepOp::kReadonlyInRoot},
+      {"pivotRoot", StepOp::kPivotRoot},
+      {"loopbackUp", StepOp::kLoopbackUp},
+      {"sethostname", StepOp::kSethostname},
+      {"chdir", StepOp::kChdir},
+      {"openPty", StepOp::kOpenPty},
+      {"mountWriteLayer", StepOp::kMountWriteLayer},
   };
   for (const auto& e : kOps) {
     if (s == e.name) {
@@ -71,8 +82,7 @@ void read_steps(Reader& r, Napi::Object js, Plan& plan) {
   }
 }
 
-void read_list(Reader& r, Napi::Object js, const char* key, Plan& plan,
-               std::vector<const char*>& out, bool terminate) {
+void read_list(Reader& r, Napi::Object js, const char* key, Plan& plan, std::vector<const char*>& out, bool terminate) {
   for (std::string& s : r.Strs(js, key)) out.push_back(plan.keep(std::move(s)));
   if (terminate) out.push_back(nullptr);
 }
@@ -107,8 +117,7 @@ void read_security(Reader& r, Napi::Object js, Plan& plan) {
       return 0;
     }
     Napi::Array a = m.As<Napi::Array>();
-    return static_cast<uint64_t>(a.Get(0u).ToNumber().Uint32Value()) |
-           (static_cast<uint64_t>(a.Get(1u).ToNumber().Uint32Value()) << 32);
+    return static_cast<uint64_t>(a.Get(0u).ToNumber().Uint32Value()) | (static_cast<uint64_t>(a.Get(1u).ToNumber().Uint32Value()) << 32);
   };
   std::vector<std::string>& o = plan.init_options;
   o.push_back("bset=" + hex64(mask("bounding")));
@@ -117,8 +126,7 @@ void read_security(Reader& r, Napi::Object js, Plan& plan) {
   if (r.Bool(so, "noNewPrivs")) o.emplace_back("nnp");
   Napi::Value uid = so.Get("uid");
   if (uid.IsNumber()) {
-    o.push_back("ids=" + std::to_string(uid.As<Napi::Number>().Uint32Value()) + ":" +
-                std::to_string(static_cast<uint32_t>(r.Num(so, "gid"))));
+    o.push_back("ids=" + std::to_string(uid.As<Napi::Number>().Uint32Value()) + ":" + std::to_string(static_cast<uint32_t>(r.Num(so, "gid"))));
   }
   Napi::Value filter = so.Get("seccomp");
   if (filter.IsTypedArray()) {

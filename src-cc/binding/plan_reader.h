@@ -79,8 +79,7 @@ class Reader {
 };
 
 void read_steps(Reader& r, Napi::Object js, Plan& plan);
-void read_list(Reader& r, Napi::Object js, const char* key, Plan& plan,
-               std::vector<const char*>& out, bool terminate);
+void read_list(Reader& r, Napi::Object js, const char* key, Plan& plan, std::vector<const char*>& out, bool terminate);
 void read_userns(Reader& r, Napi::Object js, Plan& plan);
 void read_security(Reader& r, Napi::Object js, Plan& plan);
 

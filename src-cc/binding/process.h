@@ -32,9 +32,7 @@ class Process : public Napi::ObjectWrap<Process> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeProcess",
-                       {InstanceAccessor<&Process::Pid>("pid"),
-                        InstanceMethod<&Process::Kill>("kill"),
-                        InstanceMethod<&Process::Ref>("ref"),
+                       {InstanceAccessor<&Process::Pid>("pid"), InstanceMethod<&Process::Kill>("kill"), InstanceMethod<&Process::Ref>("ref"),
                         InstanceMethod<&Process::Unref>("unref")});
   }
 
@@ -118,9 +116,7 @@ class Process : public Napi::ObjectWrap<Process> {
     return teardown != nullptr;
   }
 
-  static void OnReadable(uv_poll_t* handle, int, int) {
-    static_cast<Process*>(handle->data)->Reap();
-  }
+  static void OnReadable(uv_poll_t* handle, int, int) { static_cast<Process*>(handle->data)->Reap(); }
 
   void Reap() {
     // A worker ending: no JS to tell; its teardown kills and reaps what is left.

@@ -229,9 +229,8 @@ Napi::Value finish_start(Napi::Env env, StartJob& job, Napi::Function on_exit) {
   }
   if (res.parent_sys != Sys::kNone || res.failed) {
     io.CloseParentEnds();
-    Napi::Object e = res.failed
-                         ? errno_object(env, res.error.err, syscall_name(static_cast<Sys>(res.error.sys)))
-                         : errno_object(env, res.parent_errno, syscall_name(res.parent_sys));
+    Napi::Object e = res.failed ? errno_object(env, res.error.err, syscall_name(static_cast<Sys>(res.error.sys)))
+                                : errno_object(env, res.parent_errno, syscall_name(res.parent_sys));
     e.Set("ok", false);
     // Steps after the plan's (stdio, init, security, the command's execve) are the exec phase.
     int32_t step = res.error.step == kExecPhase ? static_cast<int32_t>(plan.steps.size()) : res.error.step;
@@ -337,11 +336,12 @@ Napi::Value SpawnAsync(const Napi::CallbackInfo& info) {
   if (inst->pending.size() == 1) uv_ref(reinterpret_cast<uv_handle_t*>(inst->async));
   StartJob* raw = job.release();
   const int init_fd = inst->init_fd;
-  spawner_for(inst, born_in).Post([raw, init_fd] { return run_start(*raw, init_fd); },
-                                  [raw, inst](SpawnResult r) {
-                                    raw->res = r;
-                                    inst->Finish(raw);
-                                  });
+  spawner_for(inst, born_in)
+      .Post([raw, init_fd] { return run_start(*raw, init_fd); },
+            [raw, inst](SpawnResult r) {
+              raw->res = r;
+              inst->Finish(raw);
+            });
   return env.Undefined();
 }
 

@@ -67,28 +67,18 @@ int sys_openat2(int dirfd, const char* path, uint64_t flags, uint64_t resolve) {
   how.resolve = resolve;
   return static_cast<int>(syscall(SYS_openat2, dirfd, path, &how, sizeof how));
 }
-int sys_fsopen(const char* fstype) {
-  return static_cast<int>(syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC));
-}
-int sys_fsconfig(int fd, unsigned cmd, const char* key, const void* value) {
-  return static_cast<int>(syscall(SYS_fsconfig, fd, cmd, key, value, 0));
-}
-int sys_fsmount(int fd, unsigned attrs) {
-  return static_cast<int>(syscall(SYS_fsmount, fd, FSMOUNT_CLOEXEC, attrs));
-}
-int sys_open_tree(int dirfd, const char* path, unsigned flags) {
-  return static_cast<int>(syscall(SYS_open_tree, dirfd, path, flags));
-}
+int sys_fsopen(const char* fstype) { return static_cast<int>(syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC)); }
+int sys_fsconfig(int fd, unsigned cmd, const char* key, const void* value) { return static_cast<int>(syscall(SYS_fsconfig, fd, cmd, key, value, 0)); }
+int sys_fsmount(int fd, unsigned attrs) { return static_cast<int>(syscall(SYS_fsmount, fd, FSMOUNT_CLOEXEC, attrs)); }
+int sys_open_tree(int dirfd, const char* path, unsigned flags) { return static_cast<int>(syscall(SYS_open_tree, dirfd, path, flags)); }
 int sys_mount_setattr(int fd, uint64_t set) {
   struct mount_attr attr;
   memset(&attr, 0, sizeof attr);
   attr.attr_set = set;
-  return static_cast<int>(
-      syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr));
+  return static_cast<int>(syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr));
 }
 int sys_move_mount(int from, int to) {
-  return static_cast<int>(syscall(SYS_move_mount, from, "", to, "",
-                                  MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH));
+  return static_cast<int>(syscall(SYS_move_mount, from, "", to, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH));
 }
 
 // Lookups inside the root: symlinks and ".." resolve against the root, never above it, and
@@ -181,8 +171,7 @@ int make_fs(const Child& c, const Step& s) {
   for (uint32_t i = 0; i < s.options_count; i++) {
     const char* key = s.options[2 * i];
     const char* value = s.options[2 * i + 1];
-    int r = value[0] ? sys_fsconfig(fsfd, FSCONFIG_SET_STRING, key, value)
-                     : sys_fsconfig(fsfd, FSCONFIG_SET_FLAG, key, nullptr);
+    int r = value[0] ? sys_fsconfig(fsfd, FSCONFIG_SET_STRING, key, value) : sys_fsconfig(fsfd, FSCONFIG_SET_FLAG, key, nullptr);
     if (r < 0) fail(c, Sys::kFsconfig, errno, static_cast<int32_t>(i));
   }
   if (sys_fsconfig(fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr) < 0) fail(c, Sys::kFsconfig, errno, -1);
@@ -245,8 +234,7 @@ void mask(const Child& c, const Step& s) {
     if (!S_ISCHR(nst.st_mode) || nst.st_rdev != makedev(1, 3)) fail(c, Sys::kFstat, ENODEV);
     mfd = sys_open_tree(nullfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
     if (mfd < 0) fail(c, Sys::kOpenTree, errno);
-    if (sys_mount_setattr(mfd, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC) < 0)
-      fail(c, Sys::kMountSetattr, errno);
+    if (sys_mount_setattr(mfd, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC) < 0) fail(c, Sys::kMountSetattr, errno);
     close(nullfd);
   }
   attach(c, mfd, tfd);
@@ -359,9 +347,7 @@ void run_step(Child& c, const Step& s) {
       close(parent);
       return;
     }
-    case StepOp::kMaskInRoot:
-      mask(c, s);
-      return;
+    case StepOp::kMaskInRoot: mask(c, s); return;
     case StepOp::kReadonlyInRoot: {
       int tfd = resolve_in_root(c, s.target, O_NOFOLLOW);
       if (tfd < 0) {
@@ -402,9 +388,7 @@ void run_step(Child& c, const Step& s) {
     case StepOp::kChdir:
       if (chdir(s.target) < 0) fail(c, Sys::kChdir, errno);
       return;
-    case StepOp::kOpenPty:
-      open_pty(c, s);
-      return;
+    case StepOp::kOpenPty: open_pty(c, s); return;
     case StepOp::kJoinCgroup: {
       ssize_t n;
       do {

@@ -7,9 +7,9 @@ namespace nsbox {
 
 struct ChildArgs {
   const Plan* plan;
-  int report_fd;       // write end of the CLOEXEC report pipe; nsbox-init inherits it
-  int parent_pidfd;    // the Node process, to notice it died before PR_SET_PDEATHSIG was armed
-  int init_fd;         // nsbox-init's sealed memfd
+  int report_fd;           // write end of the CLOEXEC report pipe; nsbox-init inherits it
+  int parent_pidfd;        // the Node process, to notice it died before PR_SET_PDEATHSIG was armed
+  int init_fd;             // nsbox-init's sealed memfd
   char* const* init_argv;  // null-terminated
 };
 

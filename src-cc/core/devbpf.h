@@ -7,7 +7,7 @@
 namespace nsbox {
 
 struct DevBpfResult {
-  int err = 0;            // errno, 0 on success
+  int err = 0;           // errno, 0 on success
   const char* sys = "";  // the call that failed
 };
 

@@ -43,9 +43,7 @@ void wait_exit_pid(int pid, siginfo_t* info) {
   }
 }
 
-int wait_status(const siginfo_t& info) {
-  return info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f);
-}
+int wait_status(const siginfo_t& info) { return info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8 : (info.si_status & 0x7f); }
 
 }  // namespace
 

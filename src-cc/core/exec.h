@@ -22,8 +22,8 @@ enum class ExecStep : int32_t {
 };
 
 struct ExecTarget {
-  int pidfd = -1;       // the container's nsbox-init, proven by the caller (start time, pid ns)
-  int ns_flags = 0;     // CLONE_NEW* of the namespaces it has apart from ours: all joined at once
+  int pidfd = -1;                 // the container's nsbox-init, proven by the caller (start time, pid ns)
+  int ns_flags = 0;               // CLONE_NEW* of the namespaces it has apart from ours: all joined at once
   std::vector<int> cgroup_procs;  // open cgroup.procs files of the container's cgroups to join
 };
 

@@ -77,8 +77,7 @@ int open_terminal(ExecChildArgs& a) {
   struct statfs fs;
   if (fstat(master, &st) < 0) fail(a, ExecStep::kTerminal, Sys::kFstat, errno);
   if (fstatfs(master, &fs) < 0) fail(a, ExecStep::kTerminal, Sys::kFstat, errno);
-  if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(5, 2) || fs.f_type != DEVPTS_SUPER_MAGIC)
-    fail(a, ExecStep::kTerminal, Sys::kFstat, ENODEV);
+  if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(5, 2) || fs.f_type != DEVPTS_SUPER_MAGIC) fail(a, ExecStep::kTerminal, Sys::kFstat, ENODEV);
   int unlock = 0;
   if (ioctl(master, TIOCSPTLCK, &unlock) < 0) fail(a, ExecStep::kTerminal, Sys::kIoctl, errno);
   struct winsize ws;

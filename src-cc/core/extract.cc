@@ -125,8 +125,7 @@ ExtractError ExtractWriter::Run(const uint8_t* ops, size_t len, const ExtractChu
       uint32_t nl = u32(x), vl = u32(x + 4);
       x += 8;
       if (static_cast<size_t>(x_end - x) < static_cast<size_t>(nl) + vl) break;
-      op.xattrs.emplace_back(std::string(reinterpret_cast<const char*>(x), nl),
-                             std::string(reinterpret_cast<const char*>(x + nl), vl));
+      op.xattrs.emplace_back(std::string(reinterpret_cast<const char*>(x), nl), std::string(reinterpret_cast<const char*>(x + nl), vl));
       x += nl + vl;
     }
     if (op.xattrs.size() != nxattrs) {

@@ -1,15 +1,15 @@
 #include "core/fsat.h"
 
 #include <dirent.h>
-#include <linux/openat2.h>
-#include <sys/mount.h>
-#include <sys/syscall.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -23,14 +23,9 @@ FsError fail(const char* sys) { return FsError{errno, sys}; }
 FsError fail(int err, const char* sys) { return FsError{err, sys}; }
 
 // One path component: anything longer would be resolved by the kernel, symlinks and all.
-bool is_component(const char* name) {
-  return name[0] != '\0' && strchr(name, '/') == nullptr && strcmp(name, ".") != 0 &&
-         strcmp(name, "..") != 0;
-}
+bool is_component(const char* name) { return name[0] != '\0' && strchr(name, '/') == nullptr && strcmp(name, ".") != 0 && strcmp(name, "..") != 0; }
 
-bool is_dot_or_dotdot(const char* name) {
-  return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'));
-}
+bool is_dot_or_dotdot(const char* name) { return name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0')); }
 
 // Linux releases the fd even when close reports EINTR, so a failed close is never retried.
 void close_fd(int fd) { close(fd); }
@@ -131,9 +126,7 @@ FsError read_link_at(int dirfd, const char* name, std::string* target) {
   return {};
 }
 
-bool kept_xattr(const std::string& name) {
-  return name.compare(0, 5, "user.") == 0 || name == "security.capability";
-}
+bool kept_xattr(const std::string& name) { return name.compare(0, 5, "user.") == 0 || name == "security.capability"; }
 
 FsError list_xattrs_fd(int fd, std::vector<std::pair<std::string, std::string>>* out) {
   std::string names(4096, '\0');
@@ -529,13 +522,10 @@ FsError unlink_at(int dirfd, const char* name, bool dir) {
   return {};
 }
 
-FdResult mount_overlay_fd(const std::string& lowerdir, const std::string& upper,
-                          const std::string& work, unsigned attrs) {
+FdResult mount_overlay_fd(const std::string& lowerdir, const std::string& upper, const std::string& work, unsigned attrs) {
   int fsfd = static_cast<int>(syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC));
   if (fsfd < 0) return FdResult{-1, fail("fsopen")};
-  auto set = [&](const char* key, const std::string& value) {
-    return syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, key, value.c_str(), 0) == 0;
-  };
+  auto set = [&](const char* key, const std::string& value) { return syscall(SYS_fsconfig, fsfd, FSCONFIG_SET_STRING, key, value.c_str(), 0) == 0; };
   bool ok = set("lowerdir", lowerdir);
   if (!upper.empty()) ok = ok && set("upperdir", upper) && set("workdir", work);
   if (!ok || syscall(SYS_fsconfig, fsfd, FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) < 0) {

@@ -107,7 +107,6 @@ FsError unlink_at(int dirfd, const char* name, bool dir);
 // a mount on the host (nosuid, nodev, noexec there).
 // `lowerdir` comes escaped (src/plan.ts overlayLowerdir: the one place that escapes it);
 // `attrs` are MOUNT_ATTR_* (hostmount.cc's mount_overlay shares this sequence).
-FdResult mount_overlay_fd(const std::string& lowerdir, const std::string& upper,
-                          const std::string& work, unsigned attrs);
+FdResult mount_overlay_fd(const std::string& lowerdir, const std::string& upper, const std::string& work, unsigned attrs);
 
 }  // namespace nsbox

@@ -13,8 +13,8 @@ struct HostMountResult {
 };
 
 // `lowerdir` comes escaped (src/plan.ts overlayLowerdir).
-HostMountResult mount_overlay(const std::string& lowerdir, const std::string& upper,
-                              const std::string& work, const std::string& target, bool readonly);
+HostMountResult mount_overlay(const std::string& lowerdir, const std::string& upper, const std::string& work, const std::string& target,
+                              bool readonly);
 HostMountResult unmount(const std::string& target);
 
 }  // namespace nsbox

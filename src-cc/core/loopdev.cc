@@ -66,8 +66,7 @@ LoopResult attach_loop(const std::string& file, bool readonly) {
   return r;
 }
 
-DetachedMount mount_detached(const std::string& fstype, const std::string& source, bool readonly,
-                             uint64_t attrs) {
+DetachedMount mount_detached(const std::string& fstype, const std::string& source, bool readonly, uint64_t attrs) {
   DetachedMount r;
   int fsfd = static_cast<int>(syscall(SYS_fsopen, fstype.c_str(), FSOPEN_CLOEXEC));
   if (fsfd < 0) return {-1, errno, "fsopen"};

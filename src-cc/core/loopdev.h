@@ -28,7 +28,6 @@ struct DetachedMount {
 
 // A new superblock of `fstype` on the block device `source`, mounted nowhere, with `attrs`
 // (MOUNT_ATTR_*). `readonly` also makes the superblock read-only.
-DetachedMount mount_detached(const std::string& fstype, const std::string& source, bool readonly,
-                             uint64_t attrs);
+DetachedMount mount_detached(const std::string& fstype, const std::string& source, bool readonly, uint64_t attrs);
 
 }  // namespace nsbox

@@ -52,8 +52,8 @@ struct Step {
   uint32_t options_count = 0;            // number of pairs
   uint64_t attrs = 0;                    // MOUNT_ATTR_* applied to the new mount
   uint32_t mode = 0;
-  uint64_t dev = 0;                      // makedev(major, minor) for kStepExpectDevice
-  int fd = -1;                           // kJoinCgroup; kMountWriteLayer's mount
+  uint64_t dev = 0;  // makedev(major, minor) for kStepExpectDevice
+  int fd = -1;       // kJoinCgroup; kMountWriteLayer's mount
 };
 
 const char* syscall_name(Sys sys);
@@ -72,18 +72,18 @@ struct UserNs {
 };
 
 struct Plan {
-  int clone_flags = 0;  // CLONE_NEW* flags
-  bool share_vm = true; // CLONE_VM | CLONE_VFORK: no page-table copy of the Node process
-  int cgroup_fd = -1;   // a cgroup v2 directory the first process is born in (clone3 + CLONE_INTO_CGROUP)
-  UserNs userns;        // enabled: CLONE_NEWUSER is in clone_flags
+  int clone_flags = 0;   // CLONE_NEW* flags
+  bool share_vm = true;  // CLONE_VM | CLONE_VFORK: no page-table copy of the Node process
+  int cgroup_fd = -1;    // a cgroup v2 directory the first process is born in (clone3 + CLONE_INTO_CGROUP)
+  UserNs userns;         // enabled: CLONE_NEWUSER is in clone_flags
   std::vector<Step> steps;
   // nsbox-init's options (src-cc/init/init.cc: tty, security, cand=...), then "--" and the
   // command's argv are appended by spawn(), which adds the fds it makes (report=, parent=).
   std::vector<std::string> init_options;
   std::vector<std::string> argv;
-  std::vector<const char*> envp;        // null-terminated: the command's environment
-  int stdio[3] = {0, 1, 2};             // fds the child dup2s onto 0, 1, 2
-  int pty_socket = -1;                  // kOpenPty: where the child sends the master
+  std::vector<const char*> envp;  // null-terminated: the command's environment
+  int stdio[3] = {0, 1, 2};       // fds the child dup2s onto 0, 1, 2
+  int pty_socket = -1;            // kOpenPty: where the child sends the master
   unsigned short pty_cols = 80, pty_rows = 24;
 
   // Owns every string the pointers above refer to. A deque never moves its elements.

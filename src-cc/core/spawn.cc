@@ -173,8 +173,7 @@ constexpr size_t kStackSize = 256 * 1024;
 char* child_stack_top() {
   thread_local char* top = nullptr;
   if (!top) {
-    void* mem = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    void* mem = mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (mem == MAP_FAILED) return nullptr;
     mprotect(mem, 4096, PROT_NONE);
     top = static_cast<char*>(mem) + kStackSize;
@@ -447,9 +446,7 @@ int above_stdio(int fd) {
 }
 
 // An fd number held (on /dev/null) until P2 puts what it stands for there.
-int reserve_fd() {
-  return above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
-}
+int reserve_fd() { return above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC)); }
 
 }  // namespace
 
@@ -500,9 +497,16 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
   init_args.push_back(nullptr);
 
   auto num = [](const char* key, long long v) { return std::string(key) + std::to_string(v); };
-  std::vector<std::string> mon = {"nsbox-monitor", "monitor", num("report=", report[0]), num("pidfd=", pidfd_slot),
-                                  "pid=" + std::string(15, '0'), num("status=", status_w), num("ack=", ack[0]), num("dir=", spec.dir),
-                                  num("logsize=", static_cast<long long>(spec.log_max)), num("logfiles=", spec.log_files)};
+  std::vector<std::string> mon = {"nsbox-monitor",
+                                  "monitor",
+                                  num("report=", report[0]),
+                                  num("pidfd=", pidfd_slot),
+                                  "pid=" + std::string(15, '0'),
+                                  num("status=", status_w),
+                                  num("ack=", ack[0]),
+                                  num("dir=", spec.dir),
+                                  num("logsize=", static_cast<long long>(spec.log_max)),
+                                  num("logfiles=", spec.log_files)};
   if (spec.out >= 0) mon.push_back(num("out=", spec.out));
   if (spec.err >= 0) mon.push_back(num("err=", spec.err));
   if (!spec.oom.empty()) mon.push_back("oom=" + spec.oom);

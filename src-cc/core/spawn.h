@@ -13,7 +13,7 @@
 namespace nsbox {
 
 struct SpawnResult {
-  int pid = -1;    // nsbox-init, the container's PID 1
+  int pid = -1;  // nsbox-init, the container's PID 1
   int pidfd = -1;
   int report_fd = -1;  // read end, non-blocking: the command's exit status comes here
   // When setup failed: the record it sent (the process has been reaped).
@@ -46,16 +46,16 @@ void kill_and_reap(int pidfd);
 // ---- Detached containers (`detach: true`): supervised by nsbox-monitor, not by Node ----
 
 struct DetachSpec {
-  int cgroup_tasks_fd = -1;  // a v1 `tasks` file the monitor joins first (the container is born there)
-  int out = -1, err = -1;    // read ends of the container's stdout and stderr pipes (-1: none)
-  int dir = -1;              // the container's directory: its log and exit.json go there
-  uint64_t log_max = 0;      // bytes a log file may grow to before it is rotated
-  int log_files = 1;         // files kept, the current one included
-  std::string oom;           // the memory cgroup's memory.oom_control, or ""
-  uint64_t timeout_ms = 0;   // kill the container this long after its start (0: never)
-  uint64_t cputime_ns = 0;   // kill it once its cgroup has used this much CPU (0: never)
-  std::string cpu_file;      // with cputime: v1 cpuacct.usage or v2 cpu.stat
-  bool cpu_v2 = false;       // cpu_file is v2's cpu.stat
+  int cgroup_tasks_fd = -1;          // a v1 `tasks` file the monitor joins first (the container is born there)
+  int out = -1, err = -1;            // read ends of the container's stdout and stderr pipes (-1: none)
+  int dir = -1;                      // the container's directory: its log and exit.json go there
+  uint64_t log_max = 0;              // bytes a log file may grow to before it is rotated
+  int log_files = 1;                 // files kept, the current one included
+  std::string oom;                   // the memory cgroup's memory.oom_control, or ""
+  uint64_t timeout_ms = 0;           // kill the container this long after its start (0: never)
+  uint64_t cputime_ns = 0;           // kill it once its cgroup has used this much CPU (0: never)
+  std::string cpu_file;              // with cputime: v1 cpuacct.usage or v2 cpu.stat
+  bool cpu_v2 = false;               // cpu_file is v2's cpu.stat
   std::vector<std::string> cgroups;  // the container's cgroup directories, removed at its end
 };
 
@@ -65,9 +65,9 @@ struct DetachResult {
   // Write end of the ack pipe (started only): one byte once the container's record names the
   // monitor; closed without it, the monitor kills the container (the caller died or failed).
   int ack_fd = -1;
-  bool failed = false;     // the container's setup failed: `error` is its record
+  bool failed = false;  // the container's setup failed: `error` is its record
   Report error{};
-  bool vanished = false;   // a setup process died without a report: its wait status
+  bool vanished = false;  // a setup process died without a report: its wait status
   int vanished_status = 0;
   Sys parent_sys = Sys::kNone;  // a call here (or in the monitor's own setup) failed
   int parent_errno = 0;

@@ -43,8 +43,7 @@ size_t spawner_threads() {
   return static_cast<size_t>(n < 2 ? 2 : n > 16 ? 16 : n);
 }
 
-Spawner::Spawner(std::string cgroup_tasks, size_t max_threads)
-    : tasks_(std::move(cgroup_tasks)), max_threads_(max_threads < 1 ? 1 : max_threads) {}
+Spawner::Spawner(std::string cgroup_tasks, size_t max_threads) : tasks_(std::move(cgroup_tasks)), max_threads_(max_threads < 1 ? 1 : max_threads) {}
 
 Spawner::~Spawner() {
   {

@@ -28,18 +28,18 @@
 // setgroups (rootless), so the supplementary groups are left as they are.
 // then the command's argv; the command's environment is this program's environment.
 
+#include <asm/ioctls.h>
 #include <linux/close_range.h>
-#include <linux/openat2.h>
 #include <linux/fcntl.h>
 #include <linux/filter.h>
+#include <linux/openat2.h>
 #include <linux/poll.h>
 #include <linux/prctl.h>
-#include <linux/resource.h>
 #include <linux/ptrace.h>
+#include <linux/resource.h>
 #include <linux/signal.h>
 #include <linux/signalfd.h>
 #include <linux/wait.h>
-#include <asm/ioctls.h>
 
 #include "common/report.h"
 #include "init/monitor.h"
@@ -254,8 +254,7 @@ void report(int fd, ReportKind kind, Sys sys_ = Sys::kNone, int err = 0, int32_t
   // the exec: the command holds no fd of nsbox's.
   if ((r = sys(__NR_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC)) < 0) fail(sync_fd, Sys::kCloseRange, static_cast<int>(-r));
   uint64_t none = 0;
-  if ((r = sys(__NR_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none)) < 0)
-    fail(sync_fd, Sys::kSigprocmask, static_cast<int>(-r));
+  if ((r = sys(__NR_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none)) < 0) fail(sync_fd, Sys::kSigprocmask, static_cast<int>(-r));
 
   int32_t eacces_at = -1;
   int last_err = ENOENT;
@@ -307,15 +306,16 @@ bool reap(int command, int* status) {
   // blocked signal counts as handled, so the supervisor's SIGTERM arrives here and is passed
   // on. SIGKILL and SIGSTOP cannot be blocked: from outside they end or stop init itself.
   uint64_t all = ~0ull;
-  if ((r = sys(__NR_rt_sigprocmask, SIG_SETMASK, &all, nullptr, sizeof all)) < 0)
-    fail(c.report, Sys::kSigprocmask, static_cast<int>(-r));
+  if ((r = sys(__NR_rt_sigprocmask, SIG_SETMASK, &all, nullptr, sizeof all)) < 0) fail(c.report, Sys::kSigprocmask, static_cast<int>(-r));
   int sigfd = static_cast<int>(sys(__NR_signalfd4, -1, &all, sizeof all, O_CLOEXEC));
   if (sigfd < 0) fail(c.report, Sys::kSignalfd, -sigfd);
 
   // Resource limits first: raising a hard limit needs CAP_SYS_RESOURCE, which the
   // confinement below takes away.
   for (int i = 0; i < c.rlimit_count; i++) {
-    struct { uint64_t cur, max; } lim = {c.rlimits[i].soft, c.rlimits[i].hard};
+    struct {
+      uint64_t cur, max;
+    } lim = {c.rlimits[i].soft, c.rlimits[i].hard};
     if ((r = sys(__NR_prlimit64, 0, c.rlimits[i].resource, &lim, nullptr)) < 0) fail(c.report, Sys::kSetrlimit, static_cast<int>(-r), i);
   }
   if (c.security.enabled) {
@@ -328,7 +328,9 @@ bool reap(int command, int* status) {
   if (c.parent >= 0) {
     // The supervisor may have died before the signal was armed: its pidfd says so.
     struct pollfd p = {c.parent, POLLIN, 0};
-    struct { long sec, nsec; } zero = {0, 0};
+    struct {
+      long sec, nsec;
+    } zero = {0, 0};
     if (sys(__NR_ppoll, &p, 1, &zero, nullptr, 0) != 0) exit_now(125);
     sys(__NR_close, c.parent);
   }
@@ -355,7 +357,8 @@ bool reap(int command, int* status) {
   sys(__NR_close, go[1]);  // EOF: go
   Report rec;
   long n;
-  do n = sys(__NR_read, sync[0], &rec, sizeof rec); while (n == -EINTR);
+  do n = sys(__NR_read, sync[0], &rec, sizeof rec);
+  while (n == -EINTR);
   sys(__NR_close, sync[0]);
   if (n == static_cast<long>(sizeof rec)) {
     write_all(c.report, &rec, sizeof rec);

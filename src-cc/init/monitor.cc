@@ -108,8 +108,8 @@ bool parse(int argc, char** argv, Options& o) {
       return false;
     }
   }
-  return o.report >= 0 && o.pidfd >= 0 && o.pid > 0 && o.status >= 0 && o.ack >= 0 && o.dir >= 0 && o.log_files >= 1 &&
-         o.log_max >= 1 && (o.cputime_ns == 0 || o.cpu_file != nullptr);
+  return o.report >= 0 && o.pidfd >= 0 && o.pid > 0 && o.status >= 0 && o.ack >= 0 && o.dir >= 0 && o.log_files >= 1 && o.log_max >= 1 &&
+         (o.cputime_ns == 0 || o.cpu_file != nullptr);
 }
 
 void write_all(int fd, const void* data, size_t n) {
@@ -125,7 +125,8 @@ void write_all(int fd, const void* data, size_t n) {
 
 long read_retry(int fd, void* buf, size_t n) {
   long r;
-  do r = sys(__NR_read, fd, buf, n); while (r == -EINTR);
+  do r = sys(__NR_read, fd, buf, n);
+  while (r == -EINTR);
   return r;
 }
 
@@ -133,7 +134,8 @@ long read_retry(int fd, void* buf, size_t n) {
 size_t digits(char* buf, uint64_t n, int width = 0) {
   char tmp[24];
   int len = 0;
-  do tmp[len++] = static_cast<char>('0' + n % 10), n /= 10; while (n);
+  do tmp[len++] = static_cast<char>('0' + n % 10), n /= 10;
+  while (n);
   while (len < width) tmp[len++] = '0';
   for (int i = 0; i < len; i++) buf[i] = tmp[len - 1 - i];
   return static_cast<size_t>(len);
@@ -227,7 +229,8 @@ struct Log {
     if (fd < 0) return;
     struct iovec iov[3] = {{head, h}, {const_cast<char*>(text), len}, {const_cast<char*>("\n"), 1}};
     long w;
-    do w = sys(__NR_writev, fd, iov, 3); while (w == -EINTR);
+    do w = sys(__NR_writev, fd, iov, 3);
+    while (w == -EINTR);
     if (w > 0) size += static_cast<uint64_t>(w);
   }
 
@@ -420,8 +423,7 @@ int wait_status_of(const siginfo_t& info) {
   int timeouts = 0;
   KilledFor killed_for = KilledFor::kNone;
   for (;;) {
-    struct pollfd p[5] = {
-        {sigfd, POLLIN, 0}, {exited ? -1 : o.pidfd, POLLIN, 0}, {o.out, POLLIN, 0}, {o.err, POLLIN, 0}, {o.report, POLLIN, 0}};
+    struct pollfd p[5] = {{sigfd, POLLIN, 0}, {exited ? -1 : o.pidfd, POLLIN, 0}, {o.out, POLLIN, 0}, {o.err, POLLIN, 0}, {o.report, POLLIN, 0}};
     if (exited && o.out < 0 && o.err < 0) break;
     // Once PID 1 is gone the kernel kills the rest, whose exit closes the pipes: wait for
     // that a bounded time (a process stuck in the kernel must not keep the monitor forever).
@@ -467,15 +469,15 @@ int wait_status_of(const siginfo_t& info) {
     }
     if (p[1].revents & POLLIN) {
       long w;
-      do w = sys(__NR_waitid, P_PIDFD, o.pidfd, &info, WEXITED | WNOHANG, nullptr); while (w == -EINTR);
+      do w = sys(__NR_waitid, P_PIDFD, o.pidfd, &info, WEXITED | WNOHANG, nullptr);
+      while (w == -EINTR);
       if (w == 0 && info.si_pid != 0) exited = true;
     }
   }
   // nsbox-init writes its record before it exits: what it wrote is in the pipe now.
   if (!reported && o.report >= 0) {
     Report rec;
-    if (read_retry(o.report, &rec, sizeof rec) == static_cast<long>(sizeof rec) &&
-        rec.kind == static_cast<int32_t>(ReportKind::kExited)) {
+    if (read_retry(o.report, &rec, sizeof rec) == static_cast<long>(sizeof rec) && rec.kind == static_cast<int32_t>(ReportKind::kExited)) {
       done = rec;
       reported = true;
     }

@@ -128,8 +128,7 @@ SecurityFailure apply_security(const SecurityConfig& s) {
   want.inheritable = s.ambient & want.permitted;
   // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: held only until the filter
   // is in, then dropped again below (outside the bounding set, it never comes back).
-  const bool admin_for_filter = s.seccomp && !s.no_new_privs && has(now.permitted, kCapSysAdmin) &&
-                                !has(want.permitted, kCapSysAdmin);
+  const bool admin_for_filter = s.seccomp && !s.no_new_privs && has(now.permitted, kCapSysAdmin) && !has(want.permitted, kCapSysAdmin);
   if (admin_for_filter) {
     want.permitted |= 1ull << kCapSysAdmin;
     want.effective |= 1ull << kCapSysAdmin;

@@ -17,7 +17,7 @@ struct SecurityConfig {
   uint64_t ambient = 0;        // raised into the ambient set (and so inheritable): non-root caps
   bool no_new_privs = false;
   bool set_ids = false;
-  bool keep_groups = false;    // a user namespace with setgroups denied: setgroups would fail
+  bool keep_groups = false;  // a user namespace with setgroups denied: setgroups would fail
   uint32_t uid = 0, gid = 0;
   const sock_filter* seccomp = nullptr;  // null: no filter
   uint32_t seccomp_len = 0;

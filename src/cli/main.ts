@@ -70,7 +70,9 @@ async function main(argv: string[]): Promise<number> {
   const spec = COMMANDS[name as CommandName];
   if (!spec) {
     const near = nearest(name, Object.keys(COMMANDS));
-    throw new NsboxError('INVALID_ARGUMENT', `unknown command ${JSON.stringify(name)}${near ? ` (did you mean ${near}?)` : ''}`, { hint: "'nsbox --help' lists the commands" });
+    throw new NsboxError('INVALID_ARGUMENT', `unknown command ${JSON.stringify(name)}${near ? ` (did you mean ${near}?)` : ''}`, {
+      hint: "'nsbox --help' lists the commands",
+    });
   }
   const parsed = parseArgs(spec, rest);
   if (parsed.help) {

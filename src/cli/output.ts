@@ -29,7 +29,11 @@ export function printError(err: unknown): void {
 /** Columns padded to their widest cell; the header in bold on a terminal. */
 export function table(stream: NodeJS.WriteStream, header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('   ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('   ')
+      .trimEnd();
   return [bold(stream, line(header)), ...rows.map(line)].join('\n') + '\n';
 }
 
@@ -59,7 +63,10 @@ export class ProgressBar {
   private last = 0;
   private drawn = false;
 
-  constructor(private readonly stream: NodeJS.WriteStream, private readonly label: string) {}
+  constructor(
+    private readonly stream: NodeJS.WriteStream,
+    private readonly label: string,
+  ) {}
 
   get active(): boolean {
     return !!this.stream.isTTY;

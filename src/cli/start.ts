@@ -41,7 +41,8 @@ if (source === null) {
   const script = new vm.Script(source.toString('latin1'), { filename: bundleFile, ...(cachedData ? { cachedData } : {}) });
   // For the tests and the bench: whether V8 took the cache (it refuses one made by another
   // V8 version, or with other flags).
-  if (process.env.NSBOX_CODE_CACHE_REPORT) process.stderr.write(`nsbox: code cache ${cachedData ? (script.cachedDataRejected ? 'rejected' : 'accepted') : 'absent'}\n`);
+  if (process.env.NSBOX_CODE_CACHE_REPORT)
+    process.stderr.write(`nsbox: code cache ${cachedData ? (script.cachedDataRejected ? 'rejected' : 'accepted') : 'absent'}\n`);
   const table = script.runInThisContext() as Record<string, Factory>;
   const loaded = new Map<string, { exports: unknown }>();
 
@@ -57,18 +58,20 @@ if (source === null) {
 
   // A module's require: its relative requires are the bundle's modules, anything else
   // (node: built-ins, the addon by absolute path, package.json) Node's own.
-  const requireFrom = (dir: string) => (id: string): unknown => {
-    if (id.startsWith('./') || id.startsWith('../')) {
-      const rel = path.posix.normalize(path.posix.join(dir, id));
-      for (const candidate of [`${rel}.js`, rel, `${rel}/index.js`]) {
-        if (Object.prototype.hasOwnProperty.call(table, candidate)) return load(candidate);
+  const requireFrom =
+    (dir: string) =>
+    (id: string): unknown => {
+      if (id.startsWith('./') || id.startsWith('../')) {
+        const rel = path.posix.normalize(path.posix.join(dir, id));
+        for (const candidate of [`${rel}.js`, rel, `${rel}/index.js`]) {
+          if (Object.prototype.hasOwnProperty.call(table, candidate)) return load(candidate);
+        }
+        // eslint-disable-next-line @typescript-eslint/no-require-imports -- a file beside the bundle (package.json)
+        return require(path.join(dist, rel));
       }
-      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a file beside the bundle (package.json)
-      return require(path.join(dist, rel));
-    }
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- built-ins, the addon, node_modules
-    return require(id);
-  };
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- built-ins, the addon, node_modules
+      return require(id);
+    };
 
   const writeCache = process.env.NSBOX_WRITE_CODE_CACHE;
   if (writeCache) {

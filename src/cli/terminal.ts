@@ -45,11 +45,7 @@ export const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQ
  * -echo) and outlive the run. Without -i, no stdin at all.
  */
 export function stdioFor(interactive: boolean): ['pipe' | 'inherit' | 'ignore', 'pipe' | 'inherit', 'pipe' | 'inherit'] {
-  return [
-    interactive ? (isTerminal(0) ? 'pipe' : 'inherit') : 'ignore',
-    isTerminal(1) ? 'pipe' : 'inherit',
-    isTerminal(2) ? 'pipe' : 'inherit',
-  ];
+  return [interactive ? (isTerminal(0) ? 'pipe' : 'inherit') : 'ignore', isTerminal(1) ? 'pipe' : 'inherit', isTerminal(2) ? 'pipe' : 'inherit'];
 }
 
 /**

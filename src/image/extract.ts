@@ -101,8 +101,10 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
       if (typeof e.code === 'string' && e.code.startsWith('Z_')) {
         const { offset, entry } = reader.position;
         const where = entry ? ` in or after entry "${entry}"` : '';
-        throw new NsboxError('BAD_ARCHIVE', `import: ${tarball}: gzip: ${e.message} (at offset ${offset} of the tar${where})`,
-          { path: entry || tarball, cause: err });
+        throw new NsboxError('BAD_ARCHIVE', `import: ${tarball}: gzip: ${e.message} (at offset ${offset} of the tar${where})`, {
+          path: entry || tarball,
+          cause: err,
+        });
       }
       throw fromSystemError(`import: ${tarball}`, err);
     }
@@ -136,7 +138,10 @@ class TarballInput {
   private hashing: Promise<void> = Promise.resolve();
   private lastReport = -Infinity;
 
-  constructor(private readonly fd: number, private readonly onProgress: ExtractOptions['onProgress']) {
+  constructor(
+    private readonly fd: number,
+    private readonly onProgress: ExtractOptions['onProgress'],
+  ) {
     this.total = fs.fstatSync(fd).size;
     const magic = Buffer.alloc(2);
     fs.readSync(fd, magic, 0, 2, 0);

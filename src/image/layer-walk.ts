@@ -26,9 +26,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError } from '../errors';
-import {
-  getXattrFd, listDir, openDir, openDirAt, openParentDir, printable, statFd, type EntryStat,
-} from '../fsat';
+import { getXattrFd, listDir, openDir, openDirAt, openParentDir, printable, statFd, type EntryStat } from '../fsat';
 import type { StorageDriver } from '../workspace';
 
 export interface LayerWalkSource {
@@ -70,7 +68,9 @@ const EMPTY = Buffer.alloc(0);
 export function layersChanged(path: Buffer, err: unknown): NsboxError {
   const code = err instanceof NsboxError ? err.code : 'EIO';
   return new NsboxError(code, `commit: /${printable(path)} changed while the layers were read (${code}): the container changed its files during the commit`, {
-    path: `/${printable(path)}`, hint: 'commit the container stopped, or retry', cause: err,
+    path: `/${printable(path)}`,
+    hint: 'commit the container stopped, or retry',
+    cause: err,
   });
 }
 
@@ -185,7 +185,10 @@ export class MergedWalker {
   private readonly layers: string[];
   private chains: DirChain[] = [];
 
-  constructor(private readonly source: LayerWalkSource, private readonly visitor: MergedVisitor) {
+  constructor(
+    private readonly source: LayerWalkSource,
+    private readonly visitor: MergedVisitor,
+  ) {
     if (source.layers.length === 0) throw new NsboxError('INVALID_ARGUMENT', 'commit: no layers');
     this.layers = source.layers.map((l) => path.resolve(l));
     this.exclude = new Set((source.exclude ?? []).map(excludeKey));

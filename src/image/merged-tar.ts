@@ -109,7 +109,10 @@ class Sink {
   written = 0;
 
   /** `handsOver`: the writer keeps the buffer it is given, so each flush needs a new one. */
-  constructor(private readonly write: (buf: Buffer) => Promise<void> | void, private readonly handsOver: boolean) {}
+  constructor(
+    private readonly write: (buf: Buffer) => Promise<void> | void,
+    private readonly handsOver: boolean,
+  ) {}
 
   get free(): number {
     return this.buf.length - this.used;
@@ -161,8 +164,13 @@ class TarEntries {
     const root = e.path.length === 0;
     const header: TarHeaderInput = {
       name: root ? './' : e.path,
-      type: 'file', mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0,
-      mtime: st.mtimeSec, mtimeNsec: st.mtimeNsec,
+      type: 'file',
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      size: 0,
+      mtime: st.mtimeSec,
+      mtimeNsec: st.mtimeNsec,
     };
     let fileSize = -1;
     switch (st.mode & S_IFMT) {

@@ -14,8 +14,24 @@ import * as path from 'node:path';
 
 import { NsboxError } from '../errors';
 import {
-  copyData, createFileAt, errnoError, linkAt, listDir, mkdirAt, openDir, openDirAt, openFileAt, printable, readLinkAt,
-  listXattrsFd, removeTree, setAttrsFd, setLinkAttrsAt, setXattrFd, symlinkAt, tryLinkAt,
+  copyData,
+  createFileAt,
+  errnoError,
+  linkAt,
+  listDir,
+  mkdirAt,
+  openDir,
+  openDirAt,
+  openFileAt,
+  printable,
+  readLinkAt,
+  listXattrsFd,
+  removeTree,
+  setAttrsFd,
+  setLinkAttrsAt,
+  setXattrFd,
+  symlinkAt,
+  tryLinkAt,
 } from '../fsat';
 import { DirChain, MergedWalker, type LayerWalkSource, type MergedVisitor, type WalkEntry } from './layer-walk';
 import { readChanged, writeMergedTar } from './merged-tar';
@@ -72,7 +88,10 @@ export class MergedTreeBuilder implements MergedVisitor {
   private readonly copies = new Map<string, Buffer>();
   private readonly shared: Set<string>;
 
-  constructor(private readonly dest: string, shared: string[]) {
+  constructor(
+    private readonly dest: string,
+    shared: string[],
+  ) {
     this.shared = new Set(shared.map((l) => path.resolve(l)));
   }
 
@@ -82,7 +101,10 @@ export class MergedTreeBuilder implements MergedVisitor {
     } catch (err) {
       if (err instanceof NsboxError && err.message.startsWith('commit:')) throw err;
       const code = err instanceof NsboxError ? err.code : 'EIO';
-      throw new NsboxError(code, `commit: /${printable(e.path)}: ${err instanceof Error ? err.message : String(err)}`, { path: `/${printable(e.path)}`, cause: err });
+      throw new NsboxError(code, `commit: /${printable(e.path)}: ${err instanceof Error ? err.message : String(err)}`, {
+        path: `/${printable(e.path)}`,
+        cause: err,
+      });
     }
   }
 
@@ -149,7 +171,11 @@ export class MergedTreeBuilder implements MergedVisitor {
         }
         break;
       case S_IFLNK:
-        symlinkAt(readChanged(e, () => readLinkAt(e.dirFd, e.name)), dir, e.name);
+        symlinkAt(
+          readChanged(e, () => readLinkAt(e.dirFd, e.name)),
+          dir,
+          e.name,
+        );
         setLinkAttrsAt(dir, e.name, st);
         break;
       default:
@@ -220,4 +246,3 @@ function splitPath(p: Buffer): Buffer[] {
   }
   return parts;
 }
-

@@ -75,7 +75,10 @@ export class ImageStore {
       const info = this.publish(tmp, name, { size: r.bytes, digest: r.digest, source: 'import' });
       if (r.ownersSquashed > 0) {
         // Said, not hidden: with a one-id map there is no other owner to give them.
-        process.emitWarning(`image ${name}: ${r.ownersSquashed} entries owned by other users than root are owned by uid ${process.geteuid?.()} (root inside its containers): rootless, only that one id is mapped`, { code: 'NSBOX_ROOTLESS_OWNERS' });
+        process.emitWarning(
+          `image ${name}: ${r.ownersSquashed} entries owned by other users than root are owned by uid ${process.geteuid?.()} (root inside its containers): rootless, only that one id is mapped`,
+          { code: 'NSBOX_ROOTLESS_OWNERS' },
+        );
       }
       return info;
     } finally {
@@ -123,7 +126,8 @@ export class ImageStore {
   get(name: string): ImageInfo {
     name = validateImageName(name);
     const info = this.find(name);
-    if (!info) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`, { hint: 'nsbox images lists the images; nsbox import FILE.tar NAME adds one' });
+    if (!info)
+      throw new NsboxError('NOT_FOUND', `image ${name}: no such image`, { hint: 'nsbox images lists the images; nsbox import FILE.tar NAME adds one' });
     return info;
   }
 
@@ -162,16 +166,22 @@ export class ImageStore {
     if (!dir) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`);
     // A plain list (the form before running users were told apart): containers not known to
     // be stopped, so counted as running ones, which force does not override.
-    const running = Array.isArray(users) ? users : users.running ?? [];
-    const stopped = Array.isArray(users) ? [] : users.stopped ?? [];
+    const running = Array.isArray(users) ? users : (users.running ?? []);
+    const stopped = Array.isArray(users) ? [] : (users.stopped ?? []);
     const plural = (n: number) => (n > 1 ? 's' : '');
     if (running.length) {
-      throw new NsboxError('IN_USE', `image ${name}: used by running container${plural(running.length)} ${running.join(', ')}${force ? ' (force removes an image of stopped containers only)' : ''}`, {
-        hint: 'stop and remove them first',
-      });
+      throw new NsboxError(
+        'IN_USE',
+        `image ${name}: used by running container${plural(running.length)} ${running.join(', ')}${force ? ' (force removes an image of stopped containers only)' : ''}`,
+        {
+          hint: 'stop and remove them first',
+        },
+      );
     }
     if (stopped.length && !force) {
-      throw new NsboxError('IN_USE', `image ${name}: used by container${plural(stopped.length)} ${stopped.join(', ')}`, { hint: 'remove them first, or force' });
+      throw new NsboxError('IN_USE', `image ${name}: used by container${plural(stopped.length)} ${stopped.join(', ')}`, {
+        hint: 'remove them first, or force',
+      });
     }
     // Renamed away first, so that the name is free at once and a half-deleted tree is never seen.
     this.layout.ensure();
@@ -207,11 +217,17 @@ export class ImageStore {
         const { execFileSync } = require('node:child_process') as typeof ChildProcess;
         execFileSync('bash', [script, rootfs], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NSBOX_NO_INSTALL: '1' } });
       } catch (e) {
-        const stderr = String((e as { stderr?: Buffer }).stderr ?? '').trim().split('\n').pop() ?? '';
+        const stderr =
+          String((e as { stderr?: Buffer }).stderr ?? '')
+            .trim()
+            .split('\n')
+            .pop() ?? '';
         // The hint follows the cause the script gave: a missing busybox is not the only one.
         const missing = !stderr || /needs a static busybox/.test(stderr);
         throw new NsboxError('NOT_FOUND', `image busybox: cannot make it from the host's busybox${stderr ? `: ${stderr}` : ''}`, {
-          hint: missing ? 'install a static busybox: apt-get install busybox-static' : `the message above is the cause (scripts/make-busybox-rootfs.sh, run as uid ${process.geteuid?.() ?? 0})`,
+          hint: missing
+            ? 'install a static busybox: apt-get install busybox-static'
+            : `the message above is the cause (scripts/make-busybox-rootfs.sh, run as uid ${process.geteuid?.() ?? 0})`,
         });
       }
       const size = fs.statSync(path.join(rootfs, 'bin', 'busybox')).size;

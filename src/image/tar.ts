@@ -45,20 +45,41 @@ export interface TarHandler {
 }
 
 // Header field offsets and lengths (POSIX ustar).
-const NAME = 0, NAME_LEN = 100;
-const MODE = 100, UID = 108, GID = 116, SIZE = 124, MTIME = 136, CHKSUM = 148;
+const NAME = 0,
+  NAME_LEN = 100;
+const MODE = 100,
+  UID = 108,
+  GID = 116,
+  SIZE = 124,
+  MTIME = 136,
+  CHKSUM = 148;
 const TYPEFLAG = 156;
 const LINKNAME = 157;
 const MAGIC = 257;
-const DEVMAJOR = 329, DEVMINOR = 337;
-const PREFIX = 345, PREFIX_LEN = 155;
+const DEVMAJOR = 329,
+  DEVMINOR = 337;
+const PREFIX = 345,
+  PREFIX_LEN = 155;
 
 const TYPES: Record<string, EntryType> = {
-  '0': 'file', '\0': 'file', '7': 'file',
-  '1': 'hardlink', '2': 'symlink', '3': 'char', '4': 'block', '5': 'directory', '6': 'fifo',
+  '0': 'file',
+  '\0': 'file',
+  '7': 'file',
+  '1': 'hardlink',
+  '2': 'symlink',
+  '3': 'char',
+  '4': 'block',
+  '5': 'directory',
+  '6': 'fifo',
 };
 const FLAGS: Record<Exclude<EntryType, 'other'>, string> = {
-  file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', directory: '5', fifo: '6',
+  file: '0',
+  hardlink: '1',
+  symlink: '2',
+  char: '3',
+  block: '4',
+  directory: '5',
+  fifo: '6',
 };
 
 // Long names, link names and pax records are held in memory until their entry's header comes;
@@ -154,7 +175,10 @@ export class TarReader {
   private lastName = '';
 
   /** `label` starts error messages ("import: /path/to/image.tar"). */
-  constructor(private readonly handler: TarHandler, private readonly label: string) {}
+  constructor(
+    private readonly handler: TarHandler,
+    private readonly label: string,
+  ) {}
 
   /** How far the stream has been read, and the last entry seen ('' before the first). */
   get position(): { offset: number; entry: string } {
@@ -335,10 +359,19 @@ export class TarReader {
     const xattrs = this.pax.xattrs ?? [];
     this.pax = {};
     return {
-      name, type, typeflag, linkname,
-      mode: mode & 0o7777, uid, gid, mtime, mtimeNsec, xattrs,
+      name,
+      type,
+      typeflag,
+      linkname,
+      mode: mode & 0o7777,
+      uid,
+      gid,
+      mtime,
+      mtimeNsec,
+      xattrs,
       size: headerOnly(type) ? 0 : size,
-      devmajor, devminor,
+      devmajor,
+      devminor,
     };
   }
 
@@ -382,11 +415,21 @@ function parsePax(data: Buffer, bad: (why: string) => NsboxError): PaxOverrides 
       continue;
     }
     switch (key) {
-      case 'path': out.path = value; break;
-      case 'linkpath': out.linkpath = value; break;
-      case 'size': out.size = paxInteger(key, value, bad); break;
-      case 'uid': out.uid = paxInteger(key, value, bad); break;
-      case 'gid': out.gid = paxInteger(key, value, bad); break;
+      case 'path':
+        out.path = value;
+        break;
+      case 'linkpath':
+        out.linkpath = value;
+        break;
+      case 'size':
+        out.size = paxInteger(key, value, bad);
+        break;
+      case 'uid':
+        out.uid = paxInteger(key, value, bad);
+        break;
+      case 'gid':
+        out.gid = paxInteger(key, value, bad);
+        break;
       case 'mtime': {
         const mm = /^(-?\d+)(?:\.(\d+))?$/.exec(value);
         if (!mm) throw bad(`mtime "${value}"`);
@@ -508,9 +551,7 @@ function nameText(v: string | Buffer): { text: string; raw: boolean; bytes: () =
 }
 
 /** One ustar block at target[at..]; the string fields are ASCII and fit. */
-function writeUstar(
-  target: Buffer, at: number, h: TarHeaderInput, typeflag: string, name: string, prefix: string, linkname: string,
-): void {
+function writeUstar(target: Buffer, at: number, h: TarHeaderInput, typeflag: string, name: string, prefix: string, linkname: string): void {
   target.fill(0, at, at + BLOCK_SIZE);
   target.write(name, at + NAME, NAME_LEN, 'latin1');
   writeNumber(target, at + MODE, 8, h.mode & 0o7777);

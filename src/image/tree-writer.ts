@@ -25,10 +25,20 @@ import { native, type NativeExtractError, type NativeExtractWriter } from '../na
 import type { TarEntry, TarHandler } from './tar';
 
 // Steps and flags, as in src-cc/core/extract.h.
-const OP_FILE = 1, OP_DATA = 2, OP_FILE_END = 3, OP_DIR = 4, OP_SYMLINK = 5, OP_HARDLINK = 6, OP_DIR_ATTRS = 7;
-const FLAG_CHOWN = 1, FLAG_CHMOD = 2;
+const OP_FILE = 1,
+  OP_DATA = 2,
+  OP_FILE_END = 3,
+  OP_DIR = 4,
+  OP_SYMLINK = 5,
+  OP_HARDLINK = 6,
+  OP_DIR_ATTRS = 7;
+const FLAG_CHOWN = 1,
+  FLAG_CHMOD = 2;
 const HEADER = 40;
-const FAIL_PARENT_SYMLINK = 1, FAIL_PARENT_NOTDIR = 2, FAIL_NOT_EMPTY = 3, FAIL_XATTR = 4;
+const FAIL_PARENT_SYMLINK = 1,
+  FAIL_PARENT_NOTDIR = 2,
+  FAIL_NOT_EMPTY = 3,
+  FAIL_XATTR = 4;
 
 export interface TreeWriterOptions {
   /** Starts messages: "import" gives `import: entry "x": ...`. */
@@ -100,10 +110,14 @@ export class TreeWriter implements TarHandler {
     this.entries++;
     const rel = relativeName(entry.name, entry.name, this.what);
     switch (entry.type) {
-      case 'directory': return this.directory(rel, entry);
-      case 'file': return this.file(rel, entry);
-      case 'symlink': return this.symlink(rel, entry);
-      case 'hardlink': return this.hardlink(rel, entry);
+      case 'directory':
+        return this.directory(rel, entry);
+      case 'file':
+        return this.file(rel, entry);
+      case 'symlink':
+        return this.symlink(rel, entry);
+      case 'hardlink':
+        return this.hardlink(rel, entry);
       default:
         // Devices and fifos: an exported rootfs has none that matter (/dev is mounted at run time).
         this.skipped++;
@@ -216,9 +230,11 @@ export class TreeWriter implements TarHandler {
     // Only a regular file this archive put here: not a directory, not a symlink, nothing
     // that was there before.
     if (!this.files.has(target)) {
-      throw new NsboxError('UNSAFE_PATH',
+      throw new NsboxError(
+        'UNSAFE_PATH',
         `${this.what}: entry "${entry.name}": hardlink to a host file or to no regular file extracted before ("${entry.linkname}")`,
-        { path: entry.name });
+        { path: entry.name },
+      );
     }
     if (target === rel) return;
     this.dirs.delete(rel);
@@ -310,7 +326,8 @@ export class TreeWriter implements TarHandler {
  */
 export function relativeName(name: string, entryName: string, what: string, why = 'leaves the image root'): string {
   // Most names need at most a leading "./" and a trailing "/" taken off.
-  let start = 0, end = name.length;
+  let start = 0,
+    end = name.length;
   while (name.startsWith('./', start)) start += 2;
   if (name.charCodeAt(end - 1) === 0x2f) end--;
   const trimmed = name.slice(start, end);

@@ -3,7 +3,15 @@
 import { describe, expect, it } from 'vitest';
 
 import {
-  cpuSharesToWeight, detectCgroupMode, kernelAtLeast, parseCpuStat, parseKeyed, oomKillCount, parseMemoryPeak, parseOomKilled, v2LimitFiles,
+  cpuSharesToWeight,
+  detectCgroupMode,
+  kernelAtLeast,
+  parseCpuStat,
+  parseKeyed,
+  oomKillCount,
+  parseMemoryPeak,
+  parseOomKilled,
+  v2LimitFiles,
 } from '../../src/cgroup-v2';
 import { cgroupLimits, type Limits } from '../../src/limits';
 import { buildPlan } from '../../src/plan';
@@ -38,10 +46,13 @@ describe('v2LimitFiles', () => {
 
   it('pids and cpuset: pids.max and cpuset.cpus; cpuset first (before any memory setting)', () => {
     expect(files({ pids: 32 })).toEqual([['pids', 'pids.max', '32']]);
-    expect(files({ cpuset: '0-1,3', pids: 8 })).toEqual([['cpuset', 'cpuset.cpus', '0-1,3'], ['pids', 'pids.max', '8']]);
+    expect(files({ cpuset: '0-1,3', pids: 8 })).toEqual([
+      ['cpuset', 'cpuset.cpus', '0-1,3'],
+      ['pids', 'pids.max', '8'],
+    ]);
   });
 
-  it('cpuTime and per-process limits write nothing (cpu.stat needs no controller; rlimits are nsbox-init\'s)', () => {
+  it("cpuTime and per-process limits write nothing (cpu.stat needs no controller; rlimits are nsbox-init's)", () => {
     expect(files({ cpuTime: 2, files: 64, fileSize: '1m' })).toEqual([]);
     expect(files({})).toEqual([]);
   });
@@ -81,7 +92,12 @@ describe('parsing what v2 reports', () => {
   });
 
   it('cgroup.events: populated and frozen', () => {
-    expect(parseKeyed('populated 1\nfrozen 0\n')).toEqual(new Map([['populated', 1], ['frozen', 0]]));
+    expect(parseKeyed('populated 1\nfrozen 0\n')).toEqual(
+      new Map([
+        ['populated', 1],
+        ['frozen', 0],
+      ]),
+    );
   });
 });
 
@@ -102,7 +118,8 @@ describe('detectCgroupMode', () => {
     const mi = [PROC, V2('/sys/fs/cgroup')].join('\n');
     const cg = '0::/user.slice/user-0.slice/session-3.scope\n';
     expect(detectCgroupMode(mi, cg)).toEqual({
-      mode: 'unified', unified: { mount: '/sys/fs/cgroup', path: '/user.slice/user-0.slice/session-3.scope' },
+      mode: 'unified',
+      unified: { mount: '/sys/fs/cgroup', path: '/user.slice/user-0.slice/session-3.scope' },
     });
   });
 
@@ -117,7 +134,7 @@ describe('detectCgroupMode', () => {
     expect(detectCgroupMode(`${v1}\n${V2('/sys/fs/cgroup/unified')}`, '4:memory:/\n')).toEqual({ mode: 'legacy' });
   });
 
-  it('a cgroup2 mount of a subtree (a bind of a child cgroup) is not the hierarchy\'s root: skipped', () => {
+  it("a cgroup2 mount of a subtree (a bind of a child cgroup) is not the hierarchy's root: skipped", () => {
     const mi = [PROC, V2('/some/bind', '/nsbox'), V2('/sys/fs/cgroup')].join('\n');
     expect(detectCgroupMode(mi, '0::/\n').unified?.mount).toBe('/sys/fs/cgroup');
   });

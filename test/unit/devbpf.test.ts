@@ -15,18 +15,34 @@ function run(prog: Uint8Array, type: 'c' | 'b', access: string, major: number, m
     if (pc * 8 >= prog.length) throw new Error('ran off the end');
     const code = view.getUint8(pc * 8);
     const regs = view.getUint8(pc * 8 + 1);
-    const dst = regs & 15, src = regs >> 4;
+    const dst = regs & 15,
+      src = regs >> 4;
     const off = view.getInt16(pc * 8 + 2, true);
     const imm = view.getInt32(pc * 8 + 4, true);
     switch (code) {
-      case EBPF.LDX_MEM_W: expect(src).toBe(1); r[dst] = ctx[off / 4]!; break;
-      case EBPF.MOV64_REG: r[dst] = r[src]!; break;
-      case EBPF.MOV64_IMM: r[dst] = imm; break;
-      case EBPF.AND64_IMM: r[dst] = r[dst]! & imm; break;
-      case EBPF.RSH64_IMM: r[dst] = r[dst]! >>> imm; break;
-      case EBPF.JNE_IMM: if (r[dst] !== imm) pc += off; break;
-      case EBPF.EXIT: return r[0]!;
-      default: throw new Error(`opcode ${code}`);
+      case EBPF.LDX_MEM_W:
+        expect(src).toBe(1);
+        r[dst] = ctx[off / 4]!;
+        break;
+      case EBPF.MOV64_REG:
+        r[dst] = r[src]!;
+        break;
+      case EBPF.MOV64_IMM:
+        r[dst] = imm;
+        break;
+      case EBPF.AND64_IMM:
+        r[dst] = r[dst]! & imm;
+        break;
+      case EBPF.RSH64_IMM:
+        r[dst] = r[dst]! >>> imm;
+        break;
+      case EBPF.JNE_IMM:
+        if (r[dst] !== imm) pc += off;
+        break;
+      case EBPF.EXIT:
+        return r[0]!;
+      default:
+        throw new Error(`opcode ${code}`);
     }
   }
   throw new Error('no exit');
@@ -36,7 +52,17 @@ describe('the v2 device program', () => {
   const prog = deviceProgram(DEVICE_ALLOWLIST.map(parseDeviceRule));
 
   it('allows the standard nodes, the terminals and mknod of anything', () => {
-    for (const [major, minor] of [[1, 3], [1, 5], [1, 7], [1, 8], [1, 9], [5, 0], [5, 2], [136, 0], [136, 77]]) {
+    for (const [major, minor] of [
+      [1, 3],
+      [1, 5],
+      [1, 7],
+      [1, 8],
+      [1, 9],
+      [5, 0],
+      [5, 2],
+      [136, 0],
+      [136, 77],
+    ]) {
       expect(run(prog, 'c', 'rw', major!, minor!)).toBe(1);
     }
     expect(run(prog, 'c', 'm', 10, 232)).toBe(1);

@@ -21,7 +21,7 @@ describe('limits.disk', () => {
       expect(() => diskLimit({ disk: bad as never })).toThrow(NsboxError);
     }
   });
-  it('is the write layer\'s: never silently dropped where there is none (Container.start)', () => {
+  it("is the write layer's: never silently dropped where there is none (Container.start)", () => {
     expect(() => cgroupLimits({ disk: '8m' })).toThrow(/limits\.disk: needs a write layer/);
     expect(cgroupLimits(withoutDisk({ disk: '8m', pids: 5 }))).toEqual({ pids: 5 });
     expect(rlimitsFor({ disk: '8m' }, undefined).fsize).toEqual([Infinity, Infinity]);

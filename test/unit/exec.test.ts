@@ -5,20 +5,21 @@ import { describe, expect, it } from 'vitest';
 import { cgroupJoins, oomCounterFile, rlimitsOf, securityOf } from '../../src/exec';
 import { seccompFilter } from '../../src/seccomp';
 
-const STATUS = (o: { uid?: string; prm?: string; bnd?: string; amb?: string; nnp?: string; seccomp?: string } = {}) => [
-  'Name:\tnsbox-init',
-  `Uid:\t${o.uid ?? '0'}\t${o.uid ?? '0'}\t${o.uid ?? '0'}\t${o.uid ?? '0'}`,
-  `Gid:\t${o.uid ?? '0'}\t${o.uid ?? '0'}\t${o.uid ?? '0'}\t${o.uid ?? '0'}`,
-  'CapInh:\t0000000000000000',
-  `CapPrm:\t${o.prm ?? '00000000a80425fb'}`,
-  `CapEff:\t${o.prm ?? '00000000a80425fb'}`,
-  `CapBnd:\t${o.bnd ?? '00000000a80425fb'}`,
-  `CapAmb:\t${o.amb ?? '0000000000000000'}`,
-  `NoNewPrivs:\t${o.nnp ?? '1'}`,
-  `Seccomp:\t${o.seccomp ?? '2'}`,
-  'Seccomp_filters:\t1',
-  '',
-].join('\n');
+const STATUS = (o: { uid?: string; prm?: string; bnd?: string; amb?: string; nnp?: string; seccomp?: string } = {}) =>
+  [
+    'Name:\tnsbox-init',
+    `Uid:\t${o.uid ?? '0'}\t${o.uid ?? '0'}\t${o.uid ?? '0'}\t${o.uid ?? '0'}`,
+    `Gid:\t${o.uid ?? '0'}\t${o.uid ?? '0'}\t${o.uid ?? '0'}\t${o.uid ?? '0'}`,
+    'CapInh:\t0000000000000000',
+    `CapPrm:\t${o.prm ?? '00000000a80425fb'}`,
+    `CapEff:\t${o.prm ?? '00000000a80425fb'}`,
+    `CapBnd:\t${o.bnd ?? '00000000a80425fb'}`,
+    `CapAmb:\t${o.amb ?? '0000000000000000'}`,
+    `NoNewPrivs:\t${o.nnp ?? '1'}`,
+    `Seccomp:\t${o.seccomp ?? '2'}`,
+    'Seccomp_filters:\t1',
+    '',
+  ].join('\n');
 
 describe('securityOf', () => {
   it('a root container: its bounding and permitted sets, ids, no_new_privs, and the filter for its bounding set', () => {
@@ -82,7 +83,11 @@ describe('cgroupJoins', () => {
   it('a container with limits and its own device cgroup: each of its cgroups joined once, cloned from our devices cgroup', () => {
     const theirs = '5:devices:/svc/nsbox/abc\n4:memory:/svc/nsbox/abc\n2:cpu,cpuacct:/svc/nsbox/abc\n0::/svc\n';
     expect(cgroupJoins(theirs, ours, mountinfo, home)).toEqual({
-      procs: ['/sys/fs/cgroup/devices/svc/nsbox/abc/cgroup.procs', '/sys/fs/cgroup/memory/svc/nsbox/abc/cgroup.procs', '/sys/fs/cgroup/cpu,cpuacct/svc/nsbox/abc/cgroup.procs'],
+      procs: [
+        '/sys/fs/cgroup/devices/svc/nsbox/abc/cgroup.procs',
+        '/sys/fs/cgroup/memory/svc/nsbox/abc/cgroup.procs',
+        '/sys/fs/cgroup/cpu,cpuacct/svc/nsbox/abc/cgroup.procs',
+      ],
       bornIn: home,
     });
   });

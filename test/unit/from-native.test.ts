@@ -13,19 +13,19 @@ describe('fromNative', () => {
     expect(e.syscall).toBe('pidfd_send_signal');
     expect(e.message).toBe('kill 42: ESRCH (pidfd_send_signal)');
   });
-  it('puts the binding\'s path in the message and the details', () => {
+  it("puts the binding's path in the message and the details", () => {
     const e = fromNative('remove /x', { errno: 13, code: 'EACCES', syscall: 'unlinkat', path: Buffer.from('/x/y') });
     expect(e.code).toBe('EACCES');
     expect(e.path).toBe('/x/y');
     expect(e.message).toBe('remove /x: /x/y: EACCES (unlinkat)');
   });
-  it('takes the caller\'s path and hint without repeating the path', () => {
+  it("takes the caller's path and hint without repeating the path", () => {
     const e = fromNative('open /data', { errno: 2, code: 'ENOENT', syscall: 'openat' }, { path: '/data', hint: 'h' });
     expect(e.message).toBe('open /data: ENOENT (openat)');
     expect(e.path).toBe('/data');
     expect(e.hint).toBe('h');
   });
-  it('falls back to the binding\'s code, then EIO, for no errno', () => {
+  it("falls back to the binding's code, then EIO, for no errno", () => {
     expect(fromNative('x', { errno: 0, code: 'ECHILD', syscall: 'setup' }).code).toBe('ECHILD');
     expect(fromNative('x', { errno: 0, code: '', syscall: 'setup' }).code).toBe('EIO');
   });

@@ -26,11 +26,10 @@ async function read(dir: string, o = {}): Promise<LogEntry[]> {
 }
 
 describe('readLogs', () => {
-  it('joins each stream\'s P records with its F record, apart from the other stream', async () => {
-    const dir = dirWith({ 'container.log': [
-      `${T(1)} stdout P hel`, `${T(2)} stderr F boom`, `${T(3)} stdout P lo `, `${T(4)} stdout F world`,
-      `${T(5)} stderr P tail`,
-    ] });
+  it("joins each stream's P records with its F record, apart from the other stream", async () => {
+    const dir = dirWith({
+      'container.log': [`${T(1)} stdout P hel`, `${T(2)} stderr F boom`, `${T(3)} stdout P lo `, `${T(4)} stdout F world`, `${T(5)} stderr P tail`],
+    });
     expect(await read(dir)).toEqual([
       { stream: 'stderr', time: T(2), line: 'boom' },
       { stream: 'stdout', time: T(1), line: 'hello world' },

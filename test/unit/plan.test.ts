@@ -75,8 +75,14 @@ describe('overlay lowerdir', () => {
 describe('buildPlan', () => {
   it('walks root, system mounts, volumes, pivot, network, hostname, cwd in that order', () => {
     const plan = buildPlan({
-      root, command: ['sh'], hostname: 'box', cwd: '/tmp',
-      mounts: [{ source: '/h/b', target: '/data/sub', readonly: false }, { source: '/h/a', target: '/data', readonly: true }],
+      root,
+      command: ['sh'],
+      hostname: 'box',
+      cwd: '/tmp',
+      mounts: [
+        { source: '/h/b', target: '/data/sub', readonly: false },
+        { source: '/h/a', target: '/data', readonly: true },
+      ],
     });
     const ops = plan.steps.map((s) => s.name);
     expect(ops[0]).toBe('make / private');
@@ -106,7 +112,12 @@ describe('buildPlan', () => {
 describe('storage drivers in the plan', () => {
   it('mounts overlay with the escaped image layer, and aufs as the book does', () => {
     const overlay = buildPlan({ root: { type: 'overlay', lower: ['/img:1'], upper: '/c/upper', work: '/c/work', target: '/c/merged' }, command: ['sh'] });
-    expect(overlay.steps[1]).toMatchObject({ op: 'mountRootFs', fstype: 'overlay', target: '/c/merged', options: ['lowerdir', '/img\\:1', 'upperdir', '/c/upper', 'workdir', '/c/work'] });
+    expect(overlay.steps[1]).toMatchObject({
+      op: 'mountRootFs',
+      fstype: 'overlay',
+      target: '/c/merged',
+      options: ['lowerdir', '/img\\:1', 'upperdir', '/c/upper', 'workdir', '/c/work'],
+    });
     const aufs = buildPlan({ root: { type: 'aufs', lower: ['/img'], upper: '/c/upper', target: '/c/merged' }, command: ['sh'] });
     // the write layer rw over the image layer ro
     expect(aufs.steps[1]).toMatchObject({ op: 'mountRootFs', fstype: 'aufs', options: ['br', '/c/upper=rw:/img=ro'] });

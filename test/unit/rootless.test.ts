@@ -12,7 +12,7 @@ const overlay = { type: 'overlay' as const, lower: ['/s/img'], upper: '/s/c/uppe
 describe('rootless plan', () => {
   const userns = rootlessUserNs(1001, 1002);
 
-  it('maps the user\'s own uid and gid to 0, one id each, with setgroups denied', () => {
+  it("maps the user's own uid and gid to 0, one id each, with setgroups denied", () => {
     expect(userns).toEqual({ uidMap: '0 1001 1\n', gidMap: '0 1002 1\n', setgroupsDeny: true });
     expect(mapsId(userns.uidMap, 0)).toBe(true);
     expect(mapsId(userns.uidMap, 1)).toBe(false);
@@ -30,7 +30,7 @@ describe('rootless plan', () => {
     expect(plan.steps.find((s) => s.name === 'mount /sys')!.fstype).toBe('sysfs');
   });
 
-  it('keeps devpts gid 5 where the map has it, and root\'s plan as it was', () => {
+  it("keeps devpts gid 5 where the map has it, and root's plan as it was", () => {
     const wide = { uidMap: '0 100000 65536\n', gidMap: '0 100000 65536\n', setgroupsDeny: false };
     expect(buildPlan({ root: overlay, command: ['sh'], userns: wide }).steps.find((s) => s.name === 'mount /dev/pts')!.options).toContain('gid');
     const asRoot = buildPlan({ root: overlay, command: ['sh'] });
@@ -39,7 +39,7 @@ describe('rootless plan', () => {
     expect(asRoot.steps.find((s) => s.name === 'mount /dev/pts')!.options).toContain('gid');
   });
 
-  it('binds the host\'s /sys read-only with the host\'s network (a new sysfs needs a network namespace of its own)', () => {
+  it("binds the host's /sys read-only with the host's network (a new sysfs needs a network namespace of its own)", () => {
     const plan = buildPlan({ root: overlay, command: ['sh'], userns, network: 'host' });
     const sys = plan.steps.find((s) => s.target === 'sys')!;
     expect(sys).toMatchObject({ op: 'bindInRoot', source: '/sys' });

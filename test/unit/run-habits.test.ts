@@ -43,8 +43,19 @@ describe('run habits', () => {
 
   it('--mount: bind and tmpfs, aliases, and refusals', () => {
     const dir = os.tmpdir();
-    expect(mountsFrom([`type=bind,src=${dir},dst=/a,ro`, `type=bind,source=${dir},target=/b,readonly=false`, 'type=tmpfs,destination=/t,tmpfs-size=1m,tmpfs-mode=700']))
-      .toEqual({ volumes: [{ source: dir, target: '/a', readonly: true }, { source: dir, target: '/b', readonly: false }], tmpfs: ['/t:size=1m,mode=700'] });
+    expect(
+      mountsFrom([
+        `type=bind,src=${dir},dst=/a,ro`,
+        `type=bind,source=${dir},target=/b,readonly=false`,
+        'type=tmpfs,destination=/t,tmpfs-size=1m,tmpfs-mode=700',
+      ]),
+    ).toEqual({
+      volumes: [
+        { source: dir, target: '/a', readonly: true },
+        { source: dir, target: '/b', readonly: false },
+      ],
+      tmpfs: ['/t:size=1m,mode=700'],
+    });
     expect(() => mountsFrom([`type=bind,source=${dir},target=/a,target=/b`])).toThrow(/given twice/);
     expect(() => mountsFrom([`source=${dir},target=/a`])).toThrow(/type=\(missing\): bind or tmpfs/);
     expect(() => mountsFrom([`type=bind,source=${dir},target=/a:b`])).toThrow(/':' is not supported/);
@@ -56,7 +67,8 @@ describe('run habits', () => {
 describe('/etc files in the plan', () => {
   it('bound after /sys and before the volumes, as files, never through a final link', () => {
     const plan = buildPlan({
-      root: { type: 'bind', path: '/r' }, command: ['sh'],
+      root: { type: 'bind', path: '/r' },
+      command: ['sh'],
       etcFiles: [{ source: '/state/c/hosts', target: '/etc/hosts' }],
       mounts: [{ source: '/data', target: '/etc', readonly: false }],
     });

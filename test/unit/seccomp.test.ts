@@ -7,9 +7,24 @@ import { describe, expect, it } from 'vitest';
 
 import { CAPABILITIES } from '../../src/capabilities';
 import {
-  AF_NETLINK, AF_VSOCK, AUDIT_ARCH, BPF, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWUSER,
-  HIGHEST_REVIEWED_SYSCALL, NETLINK_KOBJECT_UEVENT, SECCOMP_DATA, SECCOMP_RET, SECCOMP_RULES, SYSCALLS, TIOCLINUX,
-  TIOCSTI, X32_SYSCALL_BIT, seccompFilter, type SeccompArch,
+  AF_NETLINK,
+  AF_VSOCK,
+  AUDIT_ARCH,
+  BPF,
+  CLONE_NEWNET,
+  CLONE_NEWNS,
+  CLONE_NEWUSER,
+  HIGHEST_REVIEWED_SYSCALL,
+  NETLINK_KOBJECT_UEVENT,
+  SECCOMP_DATA,
+  SECCOMP_RET,
+  SECCOMP_RULES,
+  SYSCALLS,
+  TIOCLINUX,
+  TIOCSTI,
+  X32_SYSCALL_BIT,
+  seccompFilter,
+  type SeccompArch,
 } from '../../src/seccomp';
 import { DEFAULT_CAPABILITIES } from '../../src/security';
 
@@ -18,7 +33,11 @@ const DEFAULT_MASK = DEFAULT_CAPABILITIES.reduce((m, c) => m | bit(c), 0n);
 const ALL = (1n << 64n) - 1n;
 const ARCHES: SeccompArch[] = ['x86_64', 'aarch64'];
 
-interface SeccompData { nr: number; arch: number; args?: bigint[] }
+interface SeccompData {
+  nr: number;
+  arch: number;
+  args?: bigint[];
+}
 
 /** Runs the instructions seccompFilter emits, as the kernel would; returns the action. */
 function runFilter(prog: Uint8Array, d: SeccompData): number {
@@ -39,11 +58,19 @@ function runFilter(prog: Uint8Array, d: SeccompData): number {
         if (k % 4 || k + 4 > 64) throw new Error(`bad load offset ${k}`);
         A = data.getUint32(k, true);
         break;
-      case BPF.JEQ_K: pc += A === k ? jt : jf; break;
-      case BPF.JGE_K: pc += A >= k ? jt : jf; break;
-      case BPF.JSET_K: pc += (A & k) !== 0 ? jt : jf; break;
-      case BPF.RET_K: return k;
-      default: throw new Error(`unexpected opcode ${code.toString(16)}`);
+      case BPF.JEQ_K:
+        pc += A === k ? jt : jf;
+        break;
+      case BPF.JGE_K:
+        pc += A >= k ? jt : jf;
+        break;
+      case BPF.JSET_K:
+        pc += (A & k) !== 0 ? jt : jf;
+        break;
+      case BPF.RET_K:
+        return k;
+      default:
+        throw new Error(`unexpected opcode ${code.toString(16)}`);
     }
   }
   throw new Error('fell off the end of the program');
@@ -105,9 +132,10 @@ describe('seccomp filter (interpreted)', () => {
           expect([name, call(name)]).toEqual([name, lifted ? ALLOW : ERRNO_RET[rule.errno]]);
         }
       }
-      const ordinary = arch === 'x86_64'
-        ? { read: 0, write: 1, openat: 257, execve: 59, exit_group: 231, getpid: 39, sethostname: 170, capset: 126, pidfd_open: 434, fanotify_mark: 301 }
-        : { read: 63, write: 64, openat: 56, execve: 221, exit_group: 94, getpid: 172, sethostname: 161, capset: 91, pidfd_open: 434, fanotify_mark: 263 };
+      const ordinary =
+        arch === 'x86_64'
+          ? { read: 0, write: 1, openat: 257, execve: 59, exit_group: 231, getpid: 39, sethostname: 170, capset: 126, pidfd_open: 434, fanotify_mark: 301 }
+          : { read: 63, write: 64, openat: 56, execve: 221, exit_group: 94, getpid: 172, sethostname: 161, capset: 91, pidfd_open: 434, fanotify_mark: 263 };
       for (const [name, n] of Object.entries(ordinary)) expect([name, raw(n)]).toEqual([name, ALLOW]);
       expect(raw(-1)).toBe(ALLOW);
     });

@@ -9,9 +9,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { NsboxError } from '../../src/errors';
-import {
-  BLOCK_SIZE, TarReader, encodeHeader, endOfArchive, paxRecord, type TarEntry, type TarHeaderInput,
-} from '../../src/image/tar';
+import { BLOCK_SIZE, TarReader, encodeHeader, endOfArchive, paxRecord, type TarEntry, type TarHeaderInput } from '../../src/image/tar';
 
 const SEED = Number(process.env.NSBOX_FUZZ_SEED ?? 0x5eed);
 const RUNS = Number(process.env.NSBOX_FUZZ_RUNS ?? 3000);
@@ -70,15 +68,20 @@ function corpus(): Buffer[] {
     ]),
     Buffer.concat([member({ name: long }, Buffer.alloc(1500, 7)), member({ name: 'x', type: 'symlink', linkname: long }), endOfArchive()]),
     Buffer.concat([
-      paxMember(paxRecord('path', 'p/äöü') + paxRecord('mtime', '1700000000.123456789') + paxRecord('SCHILY.xattr.user.a', 'v'),
-        member({ name: 'ignored' }, Buffer.from('data'))),
+      paxMember(
+        paxRecord('path', 'p/äöü') + paxRecord('mtime', '1700000000.123456789') + paxRecord('SCHILY.xattr.user.a', 'v'),
+        member({ name: 'ignored' }, Buffer.from('data')),
+      ),
       member({ name: Buffer.from([0x61, 0xff, 0xfe]) }, Buffer.alloc(BLOCK_SIZE, 1)),
       endOfArchive(),
     ]),
   ];
 }
 
-interface Outcome { events: string[]; error: NsboxError | null }
+interface Outcome {
+  events: string[];
+  error: NsboxError | null;
+}
 
 /**
  * Reads an archive in the given chunking, checking the handler's contract as it goes. Returns
@@ -89,29 +92,32 @@ function read(archive: Buffer, chunks: number[]): Outcome {
   let open: TarEntry | null = null;
   let got = 0;
   let data: Buffer[] = [];
-  const reader = new TarReader({
-    onEntry: (e) => {
-      expect(open, 'onEntry before the previous entry ended').toBeNull();
-      checkEntry(e);
-      open = e;
-      got = 0;
-      data = [];
-      events.push(`entry ${JSON.stringify(e, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('hex') : v))}`);
+  const reader = new TarReader(
+    {
+      onEntry: (e) => {
+        expect(open, 'onEntry before the previous entry ended').toBeNull();
+        checkEntry(e);
+        open = e;
+        got = 0;
+        data = [];
+        events.push(`entry ${JSON.stringify(e, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('hex') : v))}`);
+      },
+      onData: (c) => {
+        expect(open, 'onData outside an entry').not.toBeNull();
+        got += c.length;
+        expect(got).toBeLessThanOrEqual(open!.size);
+        data.push(Buffer.from(c));
+      },
+      onEntryEnd: () => {
+        expect(open, 'onEntryEnd outside an entry').not.toBeNull();
+        expect(got, 'data bytes passed for the entry').toBe(open!.size);
+        // Compared whole: how data is sliced into calls follows the chunking, what it is must not.
+        events.push(`data ${Buffer.concat(data).toString('hex')}`);
+        open = null;
+      },
     },
-    onData: (c) => {
-      expect(open, 'onData outside an entry').not.toBeNull();
-      got += c.length;
-      expect(got).toBeLessThanOrEqual(open!.size);
-      data.push(Buffer.from(c));
-    },
-    onEntryEnd: () => {
-      expect(open, 'onEntryEnd outside an entry').not.toBeNull();
-      expect(got, 'data bytes passed for the entry').toBe(open!.size);
-      // Compared whole: how data is sliced into calls follows the chunking, what it is must not.
-      events.push(`data ${Buffer.concat(data).toString('hex')}`);
-      open = null;
-    },
-  }, 'fuzz');
+    'fuzz',
+  );
   try {
     let at = 0;
     for (const n of chunks) {
@@ -141,9 +147,44 @@ function checkEntry(e: TarEntry): void {
   expect(e.name.includes('\0') || e.linkname.includes('\0')).toBe(false);
 }
 
-const FIELDS: Array<[number, number]> = [[0, 100], [100, 8], [108, 8], [116, 8], [124, 12], [136, 12], [148, 8], [156, 1], [157, 100], [329, 8], [337, 8], [345, 155]];
-const EXTREMES = ['', '7'.repeat(20), '-1', '99999999999', ' \0', '0x10', '\x80\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff', '\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff', '\x80\0\0\0\0\0\0\x01\0\0\0\0'];
-const PAX_NASTY = ['path=', 'size=99999999999999999999', 'size=-1', 'uid=4294967295', 'gid=1e3', 'mtime=-1.5', 'mtime=1e309', 'GNU.sparse.map=0', 'linkpath=\0x', 'SCHILY.xattr.=x', 'mtime=.'];
+const FIELDS: Array<[number, number]> = [
+  [0, 100],
+  [100, 8],
+  [108, 8],
+  [116, 8],
+  [124, 12],
+  [136, 12],
+  [148, 8],
+  [156, 1],
+  [157, 100],
+  [329, 8],
+  [337, 8],
+  [345, 155],
+];
+const EXTREMES = [
+  '',
+  '7'.repeat(20),
+  '-1',
+  '99999999999',
+  ' \0',
+  '0x10',
+  '\x80\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff',
+  '\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff',
+  '\x80\0\0\0\0\0\0\x01\0\0\0\0',
+];
+const PAX_NASTY = [
+  'path=',
+  'size=99999999999999999999',
+  'size=-1',
+  'uid=4294967295',
+  'gid=1e3',
+  'mtime=-1.5',
+  'mtime=1e309',
+  'GNU.sparse.map=0',
+  'linkpath=\0x',
+  'SCHILY.xattr.=x',
+  'mtime=.',
+];
 
 function mutate(seed: Buffer, next: () => number): Buffer {
   let b = Buffer.from(seed);
@@ -157,7 +198,8 @@ function mutate(seed: Buffer, next: () => number): Buffer {
       case 0: // a flipped byte
         b[at] ^= 1 << (next() % 8);
         break;
-      case 1: { // a header field set to an extreme value, checksum kept right
+      case 1: {
+        // a header field set to an extreme value, checksum kept right
         const block = wholeBlock();
         if (block < 0) break;
         const [off, len] = FIELDS[next() % FIELDS.length]!;
@@ -170,23 +212,27 @@ function mutate(seed: Buffer, next: () => number): Buffer {
       case 2: // cut short
         b = b.subarray(0, at);
         break;
-      case 3: { // a block repeated
+      case 3: {
+        // a block repeated
         const block = (next() % blocks()) * BLOCK_SIZE;
         b = Buffer.concat([b.subarray(0, block), b.subarray(block, block + BLOCK_SIZE), b.subarray(block)]);
         break;
       }
-      case 4: { // a block dropped
+      case 4: {
+        // a block dropped
         const block = (next() % blocks()) * BLOCK_SIZE;
         b = Buffer.concat([b.subarray(0, block), b.subarray(block + BLOCK_SIZE)]);
         break;
       }
-      case 5: { // a hostile pax header in front
+      case 5: {
+        // a hostile pax header in front
         const rec = PAX_NASTY[next() % PAX_NASTY.length]!;
         const [key, ...rest] = rec.split('=');
         b = Buffer.concat([paxMember(paxRecord(key!, rest.join('=')), Buffer.alloc(0)), b]);
         break;
       }
-      case 6: { // a type flag changed, checksum kept right
+      case 6: {
+        // a type flag changed, checksum kept right
         const block = wholeBlock();
         if (block < 0) break;
         b[block + 156] = '0123456LKxgSV\0A'.charCodeAt(next() % 15);
@@ -214,22 +260,26 @@ function chunking(length: number, next: () => number): number[] {
 }
 
 describe('TarReader under fuzzing', () => {
-  it(`reads or refuses ${RUNS} mutated archives, the same in any chunking (seed ${SEED})`, () => {
-    const next = rng(SEED);
-    const seeds = corpus();
-    let refused = 0;
-    for (let run = 0; run < RUNS; run++) {
-      const archive = mutate(seeds[run % seeds.length]!, next);
-      const whole = read(archive, []);
-      const split = read(archive, chunking(archive.length, next));
-      expect(split.events, `run ${run}: the chunking changed what was read`).toEqual(whole.events);
-      expect(split.error?.message ?? null).toBe(whole.error?.message ?? null);
-      if (whole.error) refused++;
-    }
-    // Both sides must be exercised, or the mutations are not doing their job.
-    expect(refused).toBeGreaterThan(RUNS / 10);
-    expect(refused).toBeLessThan(RUNS);
-  }, 60_000 + RUNS * 10);
+  it(
+    `reads or refuses ${RUNS} mutated archives, the same in any chunking (seed ${SEED})`,
+    () => {
+      const next = rng(SEED);
+      const seeds = corpus();
+      let refused = 0;
+      for (let run = 0; run < RUNS; run++) {
+        const archive = mutate(seeds[run % seeds.length]!, next);
+        const whole = read(archive, []);
+        const split = read(archive, chunking(archive.length, next));
+        expect(split.events, `run ${run}: the chunking changed what was read`).toEqual(whole.events);
+        expect(split.error?.message ?? null).toBe(whole.error?.message ?? null);
+        if (whole.error) refused++;
+      }
+      // Both sides must be exercised, or the mutations are not doing their job.
+      expect(refused).toBeGreaterThan(RUNS / 10);
+      expect(refused).toBeLessThan(RUNS);
+    },
+    60_000 + RUNS * 10,
+  );
 
   it('reads every unmutated seed without a refusal', () => {
     for (const s of corpus()) expect(read(s, []).error).toBeNull();

@@ -7,22 +7,31 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { NsboxError } from '../../src/errors';
-import {
-  BLOCK_SIZE, TarReader, encodeHeader, endOfArchive, paxRecord, parseNumber,
-  type TarEntry, type TarHeaderInput,
-} from '../../src/image/tar';
+import { BLOCK_SIZE, TarReader, encodeHeader, endOfArchive, paxRecord, parseNumber, type TarEntry, type TarHeaderInput } from '../../src/image/tar';
 
-interface ReadEntry extends TarEntry { data: Buffer }
+interface ReadEntry extends TarEntry {
+  data: Buffer;
+}
 
 /** Reads a whole archive, fed in chunks of `chunk` bytes. */
 function readAll(archive: Buffer, chunk = archive.length): ReadEntry[] {
   const out: ReadEntry[] = [];
   let parts: Buffer[] = [];
-  const reader = new TarReader({
-    onEntry: (e) => { parts = []; out.push({ ...e, data: Buffer.alloc(0) }); },
-    onData: (c) => { parts.push(Buffer.from(c)); },
-    onEntryEnd: () => { out[out.length - 1]!.data = Buffer.concat(parts); },
-  }, 'test');
+  const reader = new TarReader(
+    {
+      onEntry: (e) => {
+        parts = [];
+        out.push({ ...e, data: Buffer.alloc(0) });
+      },
+      onData: (c) => {
+        parts.push(Buffer.from(c));
+      },
+      onEntryEnd: () => {
+        out[out.length - 1]!.data = Buffer.concat(parts);
+      },
+    },
+    'test',
+  );
   for (let i = 0; i < archive.length; i += chunk) reader.write(archive.subarray(i, i + chunk));
   reader.end();
   return out;
@@ -113,7 +122,7 @@ describe('encodeHeader and TarReader', () => {
     const unicode = 'etc/ünïcødé-ファイル';
     const longLink = `/${'l'.repeat(200)}`;
     const headers = [split, long, unicode].map((name) => encodeHeader({ name, type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 }));
-    expect(headers[0]!.length).toBe(BLOCK_SIZE);        // fits ustar prefix + name
+    expect(headers[0]!.length).toBe(BLOCK_SIZE); // fits ustar prefix + name
     expect(headers[1]!.length).toBeGreaterThan(BLOCK_SIZE);
     expect(headers[2]!.length).toBeGreaterThan(BLOCK_SIZE);
     const archive = Buffer.concat([
@@ -134,7 +143,8 @@ describe('encodeHeader and TarReader', () => {
     const raw = Buffer.from([0x62, 0xff, 0xfe]);
     const utf8 = Buffer.from('ünï', 'utf8');
     const longRaw = Buffer.concat([Buffer.from('d'.repeat(150)), raw]);
-    const h = (name: Buffer, linkname?: Buffer) => encodeHeader({ name, linkname, type: linkname ? 'symlink' : 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 });
+    const h = (name: Buffer, linkname?: Buffer) =>
+      encodeHeader({ name, linkname, type: linkname ? 'symlink' : 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 });
     // Short bytes that are not UTF-8: one ustar block, the name field holding them as they are.
     const short = h(raw, raw);
     expect(short.length).toBe(BLOCK_SIZE);
@@ -167,11 +177,15 @@ describe('encodeHeader and TarReader', () => {
     const pax = Buffer.from(paxRecord('path', 'from/pax') + paxRecord('mtime', '1700000000.25') + paxRecord('uid', '70000'));
     const global = Buffer.from(paxRecord('comment', 'ignored') + paxRecord('path', 'not/applied'));
     const archive = Buffer.concat([
-      rawHeader('pax_global_header', 'g', global.length), padded(global),
-      rawHeader('././@LongLink', 'L', L.length), padded(L),
-      rawHeader('././@LongLink', 'K', K.length), padded(K),
+      rawHeader('pax_global_header', 'g', global.length),
+      padded(global),
+      rawHeader('././@LongLink', 'L', L.length),
+      padded(L),
+      rawHeader('././@LongLink', 'K', K.length),
+      padded(K),
       rawHeader('short', '1', 0),
-      rawHeader('PaxHeaders/x', 'x', pax.length), padded(pax),
+      rawHeader('PaxHeaders/x', 'x', pax.length),
+      padded(pax),
       rawHeader('short2', '0', 0),
       rawHeader('after', '0', 0),
       endOfArchive(),
@@ -216,7 +230,7 @@ describe('damaged archives', () => {
 
   it('a bad header checksum is refused, naming the offset', () => {
     const bad = Buffer.from(good);
-    bad[1536 + 5] ^= 0x01;            // in the name of the second entry
+    bad[1536 + 5] ^= 0x01; // in the name of the second entry
     expectBadArchive(() => readAll(bad), /bad header checksum at offset 1536 \(after entry "a"\)/);
   });
 
@@ -232,7 +246,7 @@ describe('damaged archives', () => {
 
   it('malformed fields and oversized extension headers are refused', () => {
     const bad = Buffer.from(good);
-    bad.write('9', 100, 'latin1');    // mode: not octal
+    bad.write('9', 100, 'latin1'); // mode: not octal
     fixChecksum(bad.subarray(0, BLOCK_SIZE));
     expectBadArchive(() => readAll(bad), /malformed numeric field in entry "a"/);
     const huge = Buffer.concat([rawHeader('x', 'L', 2 << 20), Buffer.alloc(BLOCK_SIZE)]);
@@ -244,8 +258,12 @@ describe('damaged archives', () => {
 
 describe('archives from GNU tar', () => {
   let dir: string;
-  beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-tar-')); });
-  afterEach(() => { fs.rmSync(dir, { recursive: true, force: true }); });
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-tar-'));
+  });
+  afterEach(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
 
   it.each(['gnu', 'pax', 'ustar'])('reads --format=%s', (format) => {
     const tree = path.join(dir, 'tree');

@@ -4,8 +4,23 @@ import { describe, expect, it } from 'vitest';
 
 import { NsboxError } from '../../src/errors';
 import {
-  arrayOf, boolean, checkObject, describe as describeValue, editDistance, integer, nearest, nullable, oneOf, optional, pathString,
-  shape, string, stringArray, stringRecord, union, type Check,
+  arrayOf,
+  boolean,
+  checkObject,
+  describe as describeValue,
+  editDistance,
+  integer,
+  nearest,
+  nullable,
+  oneOf,
+  optional,
+  pathString,
+  shape,
+  string,
+  stringArray,
+  stringRecord,
+  union,
+  type Check,
 } from '../../src/validate';
 
 function refusal(check: Check<unknown>, value: unknown, name = 'opt'): NsboxError {
@@ -114,7 +129,9 @@ describe('checkObject', () => {
   });
 
   it('refuses an unknown key, suggesting the known key a typo meant', () => {
-    expect(() => check({ image: 'a', volume: [] })).toThrow(/^run option volume: unknown option \(did you mean volumes\?\); known: image, remove, volumes, tty$/);
+    expect(() => check({ image: 'a', volume: [] })).toThrow(
+      /^run option volume: unknown option \(did you mean volumes\?\); known: image, remove, volumes, tty$/,
+    );
     expect(() => check({ image: 'a', Remove: true })).toThrow(/did you mean remove\?/);
     expect(() => check({ image: 'a', tty: { colls: 1 } })).toThrow(/run option tty\.colls: unknown option \(did you mean cols\?\)/);
     const far = (() => {

@@ -42,7 +42,9 @@ export default async function cp(p: Parsed, g: Global): Promise<number> {
   if (dest === '-') {
     if (process.stdout.isTTY) {
       stream.destroy();
-      throw new NsboxError('INVALID_ARGUMENT', 'cp: - writes a tar stream to stdout, which is a terminal', { hint: 'pipe it: nsbox cp CONTAINER:PATH - | tar -t' });
+      throw new NsboxError('INVALID_ARGUMENT', 'cp: - writes a tar stream to stdout, which is a terminal', {
+        hint: 'pipe it: nsbox cp CONTAINER:PATH - | tar -t',
+      });
     }
     try {
       await pipeline(stream, process.stdout, { end: false });

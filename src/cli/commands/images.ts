@@ -12,7 +12,13 @@ export default async function images(p: Parsed, g: Global): Promise<number> {
     return 0;
   }
   if (format === 'json') {
-    process.stdout.write(JSON.stringify(list.map(({ rootfs: _r, ...i }) => i), null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify(
+        list.map(({ rootfs: _r, ...i }) => i),
+        null,
+        2,
+      ) + '\n',
+    );
     return 0;
   }
   const rows = list.map((i) => [i.name, i.digest ? i.digest.slice(7, 19) : '-', `${ago(i.created)} ago`, humanSize(i.size), i.source]);

@@ -15,7 +15,16 @@ function statusText(c: ContainerInfo): string {
   if (c.status === 'dead') return 'Dead';
   // As docker shows it: the exit status a shell would see (128+N for signal N), and why.
   const code = c.exitCode ?? (c.signal ? 128 + ((osConstants.signals as Record<string, number>)[c.signal] ?? 0) : undefined);
-  const why = c.killedFor === 'oom' ? ', OOM' : c.killedFor === 'timeout' ? ', timeout' : c.killedFor === 'cpuTime' ? ', CPU time' : c.killedFor === 'abort' ? ', aborted' : '';
+  const why =
+    c.killedFor === 'oom'
+      ? ', OOM'
+      : c.killedFor === 'timeout'
+        ? ', timeout'
+        : c.killedFor === 'cpuTime'
+          ? ', CPU time'
+          : c.killedFor === 'abort'
+            ? ', aborted'
+            : '';
   const how = code === undefined ? '?' : c.signal && !why ? `${code}, ${c.signal}` : `${code}${why}`;
   return `Exited (${how}) ${ago(c.finishedAt ?? c.created)} ago`;
 }

@@ -12,7 +12,6 @@ import { attachAndWait, stdioFor } from '../terminal';
 import { envFrom, mountsFrom, networkFrom, withEntrypoint } from '../run-habits';
 import { runtimeFrom } from './shared';
 
-
 /** The exit status of `run`: the command's own, 128+N for signal N. */
 export function exitCodeOf(status: ExitStatus): number {
   if (status.exitCode !== null) return status.exitCode;
@@ -154,7 +153,9 @@ async function detach(p: Parsed, options: RunOptions, g: Global): Promise<number
   }
   // --timeout and --cpu-time are enforced by the container's monitor.
   const { stdio: _s, tty: _t, signal: _a, ...rest } = options;
-  void _s; void _t; void _a;
+  void _s;
+  void _t;
+  void _a;
   try {
     const c = await runtimeFrom(g).run({ ...rest, ...logOptions(p), detach: true });
     process.stdout.write(`${c.id}\n`);
