@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 
 import { parseSince } from '../../src/cli/commands/logs';
 import { logLimits } from '../../src/detach';
@@ -13,8 +13,14 @@ import { readLogs, type LogEntry } from '../../src/logs';
 
 const T = (s: number) => `2026-12-01T06:00:${String(s).padStart(2, '0')}.000000001Z`;
 
+const made: string[] = [];
+afterAll(() => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
+
 function dirWith(files: Record<string, string[]>): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-logs-unit-'));
+  made.push(dir);
   for (const [name, lines] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), lines.map((l) => `${l}\n`).join(''));
   return dir;
 }
