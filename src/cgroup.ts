@@ -416,6 +416,11 @@ export class ContainerCgroup {
     return out;
   }
 
+  /** Every directory of it, v1 and v2. */
+  get allDirs(): string[] {
+    return this.v2 ? [...this.dirs, this.v2.dir] : [...this.dirs];
+  }
+
   /** The open v2 directory for CLONE_INTO_CGROUP, until closeFds(). */
   get cgroupFd(): number | undefined {
     return this.v2 && this.v2.fd >= 0 ? this.v2.fd : undefined;

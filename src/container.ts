@@ -692,6 +692,7 @@ function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefi
       ...(bornIn ? { bornIn } : {}),
       ...(cgroup?.cgroupFd !== undefined ? { cgroupFd: cgroup.cgroupFd } : {}),
     });
+    if (cgroup) plan.cgroupDirs = cgroup.allDirs;
     return { plan, cgroup, time };
   } catch (e) {
     cgroup?.closeFds();

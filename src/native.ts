@@ -77,6 +77,8 @@ export interface NativePlan {
   bornIn?: string;
   /** An open cgroup v2 directory the container is born in (clone3 + CLONE_INTO_CGROUP). */
   cgroupFd?: number;
+  /** The container's cgroup directories: removed by the addon if this environment ends first. */
+  cgroupDirs?: string[];
   /** A user namespace of its own (CLONE_NEWUSER), with the maps its first process writes. */
   userns?: NativeUserNs;
 }

@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { unifiedHierarchy } from '../src/cgroup';
 import { NsboxError } from '../src/errors';
 import { Runtime } from '../src/runtime';
 import { childPids, collect, openFds, runNode, unionMounts, until } from './helpers';
@@ -180,7 +181,15 @@ describe('starts in flight at once', () => {
     expect(JSON.parse(r.stdout)).toEqual({ added: 1, started: 12 });
   });
 
-  it('a worker torn down with starts in flight kills and reaps what started, and frees its fds', async () => {
+  it('a worker torn down with starts in flight kills and reaps what started, and frees its fds and cgroups', async () => {
+    // Its containers' v2 directories in a parent of this test's own: the addon must remove
+    // them, since no JS runs in a worker that has ended (they used to stay, empty, on the host).
+    const unified = unifiedHierarchy(fs.readFileSync('/proc/self/mountinfo', 'utf8'), fs.readFileSync('/proc/self/cgroup', 'utf8'));
+    const v2Parent = unified ? path.join(unified.mount, unified.path, `nsbox-conc-${process.pid}`) : undefined;
+    if (v2Parent) {
+      fs.mkdirSync(v2Parent);
+      process.env.NSBOX_CGROUP_V2_PARENT = v2Parent;
+    }
     const script = `
       const fs = require('fs');
       const path = require('path');
@@ -220,7 +229,10 @@ describe('starts in flight at once', () => {
       expect(res.alive).toEqual([]);
       expect(res.children).toEqual([]);
       expect(res.after).toBe(res.before);
+      if (v2Parent) expect(fs.readdirSync(v2Parent).filter((n) => /^[0-9a-f]{12}$/.test(n))).toEqual([]);
     } finally {
+      delete process.env.NSBOX_CGROUP_V2_PARENT;
+      if (v2Parent) fs.rmdirSync(v2Parent);
       fs.rmSync(path.join(os.tmpdir(), `nsbox-conc-worker-${process.pid}`), { recursive: true, force: true });
     }
   });

@@ -13,6 +13,8 @@
 #include <uv.h>
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "binding/fsat.h"
 #include "binding/instance.h"
@@ -37,6 +39,10 @@ class Process : public Napi::ObjectWrap<Process> {
   }
 
   explicit Process(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Process>(info) {}
+
+  // The container's cgroup directories, removed by Teardown if the environment ends before
+  // the container does (otherwise JS removes them after its exit).
+  void SetCgroups(std::vector<std::string> dirs) { cgroups_ = std::move(dirs); }
 
   ~Process() override { Release(); }
 
@@ -92,7 +98,11 @@ class Process : public Napi::ObjectWrap<Process> {
   // process's other threads, and Node reaps only its own. So kill it and reap it here.
   // Returns whether a close callback will report to `inst` (see Instance::closing).
   bool Teardown(Instance* inst) {
-    if (pidfd_ >= 0) kill_and_reap(pidfd_);
+    if (pidfd_ >= 0) {
+      kill_and_reap(pidfd_);
+      // No JS runs to remove its cgroups: they would stay on the host, empty.
+      remove_cgroup_dirs(cgroups_);
+    }
     if (instance_) instance_->live.erase(this);
     instance_ = nullptr;
     bool closing = StopPoll(inst);
@@ -196,6 +206,7 @@ class Process : public Napi::ObjectWrap<Process> {
   int pidfd_ = -1;
   int report_fd_ = -1;
   uv_poll_t* poll_ = nullptr;
+  std::vector<std::string> cgroups_;
   Instance* instance_ = nullptr;
   Napi::FunctionReference on_exit_;
   Napi::ObjectReference self_;

@@ -36,6 +36,8 @@ namespace nsbox {
 struct StartJob {
   uint64_t id = 0;
   Plan plan;
+  // The cgroup directories JS made for it: removed here when the environment ends first.
+  std::vector<std::string> cgroup_dirs;
   Stdio io;
   SpawnResult res;
 };
@@ -155,6 +157,7 @@ bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born
   // A v1 cgroup `tasks` file the spawner threads are moved into (once): the container is born
   // in that cgroup, with no move of its own (see core/spawner.h).
   born_in = r.Str(js, "bornIn");
+  job.cgroup_dirs = r.Strs(js, "cgroupDirs");
   if (!r.ok()) {
     Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
     return false;
@@ -206,6 +209,8 @@ void discard_start(StartJob* job) {
     close(res.pidfd);
     close(res.report_fd);
   }
+  // No JS will run to remove them (started or not).
+  remove_cgroup_dirs(job->cgroup_dirs);
   job->io.CloseChildEnds();
   job->io.CloseParentEnds();
   delete job;
@@ -241,6 +246,7 @@ Napi::Value finish_start(Napi::Env env, StartJob& job, Napi::Function on_exit) {
 
   Instance* inst = env.GetInstanceData<Instance>();
   Napi::Object proc = inst->process_ctor.New({});
+  Process::Unwrap(proc)->SetCgroups(job.cgroup_dirs);
   int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, on_exit);
   if (werr) {
     kill_and_reap(res.pidfd);

@@ -8,6 +8,7 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -232,6 +233,16 @@ void kill_and_reap(int pidfd) {
   if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(pidfd, F_SETFL, fl & ~O_NONBLOCK);
   siginfo_t info;
   reap(pidfd, &info);
+}
+
+void remove_cgroup_dirs(const std::vector<std::string>& dirs) {
+  for (const std::string& dir : dirs) {
+    for (int attempt = 0; attempt < 200; attempt++) {
+      if (rmdir(dir.c_str()) == 0 || errno != EBUSY) break;
+      struct timespec ms = {0, 1000000};
+      nanosleep(&ms, nullptr);
+    }
+  }
 }
 
 SpawnResult spawn(const Plan& plan, int init_fd) {

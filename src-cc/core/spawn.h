@@ -42,6 +42,9 @@ void shared_vm_leave();
 void reap(int pidfd, siginfo_t* info);
 // SIGKILL through a pidfd and reap it: the one kill-and-reap (spawn, exec and the binding).
 void kill_and_reap(int pidfd);
+// rmdir of a killed container's cgroup directories, EBUSY retried for about 200 ms (its last
+// processes may still be exiting): for an environment's teardown, where no JS runs to do it.
+void remove_cgroup_dirs(const std::vector<std::string>& dirs);
 
 // ---- Detached containers (`detach: true`): supervised by nsbox-monitor, not by Node ----
 
