@@ -79,15 +79,13 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
       });
   }
   const cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
-  // The monitor enforces the time limits, as Container does in Node.
-  const cpu = bounds.cpuTimeNs !== undefined ? cgroup?.cpuUsageFile() : undefined;
-  if (bounds.cpuTimeNs !== undefined && !cpu) {
-    cgroup?.closeFds();
-    cgroup?.remove().catch(() => {});
-    throw new NsboxError('ENOTSUP', "limits.cpuTime: no cgroup counts this container's CPU time (no cpuacct, no cgroup v2 cpu.stat)");
-  }
   const bornIn = userns ? undefined : (cgroup?.bornIn ?? homeDevicesTasks());
   try {
+    // The monitor enforces the time limits, as Container does in Node.
+    const cpu = bounds.cpuTimeNs !== undefined ? cgroup?.cpuUsageFile() : undefined;
+    if (bounds.cpuTimeNs !== undefined && !cpu) {
+      throw new NsboxError('ENOTSUP', "limits.cpuTime: no cgroup counts this container's CPU time (no cpuacct, no cgroup v2 cpu.stat)");
+    }
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(),
       ...rest,

@@ -264,11 +264,16 @@ export function cgroupJoins(theirs: string, ours: string, mountinfo: string, hom
  * The file that counts the OOM kills in the container's memory cgroup (v1's
  * memory.oom_control, else v2's memory.events), or undefined where it has none.
  */
-export function oomCounterFile(theirs: string, mountinfo: string): string | undefined {
+export function oomCounterFile(theirs: string, mountinfo: string, v2Parent = process.env.NSBOX_CGROUP_V2_PARENT): string | undefined {
+  // Only a cgroup of the container's own (`nsbox/<id>`, or under the given v2 parent) counts:
+  // a container without a memory limit shares its supervisor's, whose kills are not its own.
+  const own = (p: string, parent?: string) => path.basename(path.dirname(p)) === 'nsbox' || (parent !== undefined && path.dirname(p) === parent);
   const memory = v1Hierarchies(mountinfo, theirs).get('memory');
-  if (memory) return path.join(memory.mount, memory.path, 'memory.oom_control');
+  if (memory) return own(memory.path) ? path.join(memory.mount, memory.path, 'memory.oom_control') : undefined;
   const unified = unifiedHierarchy(mountinfo, theirs);
-  return unified ? path.join(unified.mount, unified.path, 'memory.events') : undefined;
+  if (!unified) return undefined;
+  const dir = path.join(unified.mount, unified.path);
+  return own(dir, v2Parent) ? path.join(dir, 'memory.events') : undefined;
 }
 
 /** A reader of that count, undefined once the file cannot be read (no memory controller, gone). */

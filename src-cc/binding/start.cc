@@ -218,6 +218,37 @@ void discard_start(StartJob* job) {
 
 namespace {
 
+// A started process (a container's nsbox-init, or an exec's) watched from here on, and the
+// success object spawn() and exec() return; the parent's stdio ends are the caller's then.
+// When the loop cannot watch it, it is killed and reaped and the failure returned.
+Napi::Value watch_started(Napi::Env env, SpawnResult& res, Stdio& io, Napi::Function on_exit, std::vector<std::string> cgroups) {
+  Instance* inst = env.GetInstanceData<Instance>();
+  Napi::Object proc = inst->process_ctor.New({});
+  Process::Unwrap(proc)->SetCgroups(std::move(cgroups));
+  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, on_exit);
+  if (werr) {
+    kill_and_reap(res.pidfd);
+    close(res.pidfd);
+    close(res.report_fd);
+    io.CloseParentEnds();
+    Napi::Object e = errno_object(env, werr, "uv_poll_start");
+    e.Set("ok", false);
+    e.Set("step", -1);
+    return e;
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("ok", true);
+  out.Set("pid", res.pid);
+  out.Set("process", proc);
+  out.Set("stdin", io.parent[0]);
+  out.Set("stdout", io.parent[1]);
+  out.Set("stderr", io.parent[2]);
+  out.Set("pty", io.pty_master);
+  for (int& fd : io.parent) fd = -1;
+  io.pty_master = -1;
+  return out;
+}
+
 // On the JS thread: the start's result as spawn() returns it; the process watched from here on.
 Napi::Value finish_start(Napi::Env env, StartJob& job, Napi::Function on_exit) {
   SpawnResult& res = job.res;
@@ -244,32 +275,7 @@ Napi::Value finish_start(Napi::Env env, StartJob& job, Napi::Function on_exit) {
     return e;
   }
 
-  Instance* inst = env.GetInstanceData<Instance>();
-  Napi::Object proc = inst->process_ctor.New({});
-  Process::Unwrap(proc)->SetCgroups(job.cgroup_dirs);
-  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, on_exit);
-  if (werr) {
-    kill_and_reap(res.pidfd);
-    close(res.pidfd);
-    close(res.report_fd);
-    io.CloseParentEnds();
-    Napi::Object e = errno_object(env, werr, "uv_poll_start");
-    e.Set("ok", false);
-    e.Set("step", -1);
-    return e;
-  }
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("ok", true);
-  out.Set("pid", res.pid);
-  out.Set("process", proc);
-  out.Set("stdin", io.parent[0]);
-  out.Set("stdout", io.parent[1]);
-  out.Set("stderr", io.parent[2]);
-  out.Set("pty", io.pty_master);
-  // The caller owns these now.
-  for (int& fd : io.parent) fd = -1;
-  io.pty_master = -1;
-  return out;
+  return watch_started(env, res, io, on_exit, job.cgroup_dirs);
 }
 
 // The spawner pool for containers born in `born_in`, made on first use.
@@ -476,27 +482,7 @@ Napi::Value Exec(const Napi::CallbackInfo& info) {
     if (res.vanished) e.Set("vanished", res.vanished_status);
     return e;
   }
-  Napi::Object proc = inst->process_ctor.New({});
-  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, info[1].As<Napi::Function>());
-  if (werr) {
-    kill_and_reap(res.pidfd);
-    close(res.pidfd);
-    close(res.report_fd);
-    io.CloseParentEnds();
-    Napi::Object e = errno_object(env, werr, "uv_poll_start");
-    e.Set("ok", false);
-    e.Set("step", -1);
-    return e;
-  }
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("ok", true);
-  out.Set("pid", res.pid);
-  out.Set("process", proc);
-  out.Set("stdin", io.parent[0]);
-  out.Set("stdout", io.parent[1]);
-  out.Set("stderr", io.parent[2]);
-  out.Set("pty", io.pty_master);
-  return out;
+  return watch_started(env, res, io, info[1].As<Napi::Function>(), {});
 }
 
 }  // namespace nsbox

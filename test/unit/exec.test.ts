@@ -102,5 +102,9 @@ describe('cgroupJoins', () => {
     const v2Only = '33 25 0:29 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw';
     expect(oomCounterFile('0::/svc/nsbox/abc\n', v2Only)).toBe('/sys/fs/cgroup/svc/nsbox/abc/memory.events');
     expect(oomCounterFile('', v2Only)).toBeUndefined();
+    // Without a memory cgroup of its own the container shares its supervisor's: not counted.
+    expect(oomCounterFile('4:memory:/svc\n0::/svc\n', mountinfo)).toBeUndefined();
+    expect(oomCounterFile('0::/svc\n', v2Only, undefined)).toBeUndefined();
+    expect(oomCounterFile('0::/svc/given/abc\n', v2Only, '/sys/fs/cgroup/svc/given')).toBe('/sys/fs/cgroup/svc/given/abc/memory.events');
   });
 });
