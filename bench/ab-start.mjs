@@ -7,7 +7,7 @@
 // nsbox's extra steps) and of `floor` (the minimum). Each start is cut in two: run() and
 // from run()'s return to wait() (the command, its exit, the removal).
 //
-//   node bench/ab-start.mjs [--base DIR] [--runs 200] [--tmpfs] [--gap MS] [--json FILE]
+//   node bench/ab-start.mjs [--base DIR[,DIR...]] [--runs 200] [--tmpfs] [--gap MS] [--json FILE]
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -37,7 +37,9 @@ if (onTmpfs) execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=0700,size=1g', 'n
 const scratch = path.join(root, 'scratch');
 fs.mkdirSync(scratch);
 
-const builds = [['current', REPO], ...(base ? [['base', path.resolve(base)]] : [])].map(([name, dir]) => {
+// --base A,B: several other builds, named by their directory's last component.
+const others = base ? base.split(',').map((d) => [path.basename(path.resolve(d)), path.resolve(d)]) : [];
+const builds = [['current', REPO], ...others].map(([name, dir]) => {
   const { Runtime } = require(path.join(dir, 'dist', 'index.js'));
   return { name, rt: new Runtime({ root: path.join(root, `state-${name}`) }), samples: [] };
 });
