@@ -20,6 +20,24 @@ export class ContainerLock {
 
   private constructor(readonly file: string) {}
 
+  /** What the lock's link points to when this process holds it for `what`. */
+  static target(what: 'commit' | 'remove' | 'rename' | 'start' | 'copy'): string {
+    return `${process.pid}-${ownStartTime()}-${what}`;
+  }
+
+  /**
+   * The lock at `file` that this process has just taken itself, by a symlink to target() made
+   * in a batch of other steps (src/fsbatch.ts); `released()` when a batch removed it again.
+   */
+  static taken(file: string): ContainerLock {
+    return new ContainerLock(file);
+  }
+
+  /** A batch of this process removed the link (see taken()): nothing left to release. */
+  released_(): void {
+    this.released = true;
+  }
+
   /** Takes the lock now, or returns undefined while a live process holds it. */
   static tryAcquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy'): ContainerLock | undefined {
     layout.ensure();
@@ -45,7 +63,7 @@ export class ContainerLock {
     // The usual case, a free lock, off the event loop (a symlink on the state directory's disk).
     layout.ensure();
     const file = path.join(layout.locks, id);
-    const [made] = await fsBatch([{ op: 'symlink', path: file, to: `${process.pid}-${ownStartTime()}-${what}` }]);
+    const [made] = await fsBatch([{ op: 'symlink', path: file, to: ContainerLock.target(what) }]);
     if (!isBatchError(made)) return new ContainerLock(file);
     if (made.code !== 'EEXIST') throw fromSystemError(`lock container ${id}`, batchError(made, file));
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {

@@ -684,7 +684,9 @@ export class Runtime {
       if (this.removing.has(record.id)) return; // remove() of this process does it
       try {
         // This process's own record of it: no need to read it back (gone: removed meanwhile).
-        await this.removeLocked(record.id, () => ({ kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record }));
+        const e: Entry = { kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record };
+        // The lock taken and released in the removal's own batches; the usual way when it is busy.
+        if ((await this.destroyBatched(e, true)) === 'busy') await this.removeLocked(record.id, () => e);
       } catch (e) {
         // Not a failure of the run: what is left is an exited container, which prune removes.
         process.emitWarning(`container ${record.id} exited, but was not removed: ${(e as Error).message}`, { code: 'NSBOX_STATE' });
@@ -1071,11 +1073,11 @@ export class Runtime {
    * starts must not stall them): the rename, the cgroups' rmdirs and the names on the pool,
    * the write layer removed by removeTreeAsync.
    */
-  private async destroyEntryAsync(e: Entry): Promise<boolean> {
+  private async destroyEntryAsync(e: Entry, batched = true): Promise<boolean> {
     let dir = e.dir;
     const trusted = e.kind === 'live' && e.rec && !e.bad;
-    if (trusted && e.kind === 'live') {
-      const done = await this.destroyBatched(e);
+    if (batched && trusted && e.kind === 'live') {
+      const done = await this.destroyBatched(e, false);
       if (done !== undefined) return done;
     }
     // What the steps below need, read at once (each is a turn of the pool): the host's mounts,
@@ -1120,14 +1122,35 @@ export class Runtime {
    * process still writes into): destroyEntryAsync goes on from where it stands, the tombstone
    * being a live entry's directory as far as its own steps go.
    */
-  private async destroyBatched(e: Entry): Promise<boolean | undefined> {
+  private async destroyBatched(e: Entry, takeLock: false): Promise<boolean | undefined>;
+  private async destroyBatched(e: Entry, takeLock: true): Promise<boolean | 'busy'>;
+  private async destroyBatched(e: Entry, takeLock: boolean): Promise<boolean | undefined | 'busy'> {
+    if (!takeLock) return this.destroyBatchedLocked(e, undefined);
+    // With `takeLock` (a --rm container of this process, just exited): the lock is the first
+    // step of the first batch (nothing after it runs when it is held elsewhere: 'busy') and
+    // released by the last, or here, whatever happens in between.
+    this.layout.ensure();
+    const lock = ContainerLock.taken(path.join(this.layout.locks, e.id));
+    try {
+      const done = await this.destroyBatchedLocked(e, lock);
+      if (done === 'busy') lock.released_();
+      return done ?? (await this.destroyEntryAsync(e, false));
+    } finally {
+      await lock.releaseAsync();
+    }
+  }
+
+  private async destroyBatchedLocked(e: Entry, lock: ContainerLock | undefined): Promise<boolean | undefined | 'busy'> {
     const names = this.layout.names;
-    const [mountinfo, image, layer, links] = await fsBatch([
+    const first = await fsBatch([
+      ...(lock ? [{ op: 'symlink', path: lock.file, to: ContainerLock.target('remove') } as BatchOp] : []),
       { op: 'read', path: '/proc/self/mountinfo', goOn: true },
       { op: 'exists', path: path.join(e.dir, 'disk.img'), goOn: true },
       { op: 'exists', path: path.join(e.dir, 'layer'), goOn: true },
       { op: 'readLinks', path: names, goOn: true },
     ]);
+    if (lock && first.shift() !== null) return 'busy';
+    const [mountinfo, image, layer, links] = first;
     if (typeof mountinfo !== 'string' || image !== false || layer !== false) return undefined;
     const mounted = mountsUnder(e.dir, mountinfo);
     if (mounted.length) {
@@ -1139,10 +1162,15 @@ export class Runtime {
     const linked = isBatchError(links) || typeof links !== 'object' || links === null ? {} : (links as Record<string, string>);
     const tomb = tombstonePath(this.layout, e.id);
     const cgroups = containerCgroupDirs(e.id);
+    const named = Object.values(linked).includes(e.id);
+    // The lock's release goes last in the batch when nothing is left to do under it (no name
+    // to release): a cgroup still busy, or a tree that could not be removed, stops the batch
+    // before it, and the steps below finish under the lock.
     const ops: BatchOp[] = [
       { op: 'rename', path: e.dir, to: tomb },
-      ...cgroups.map((c): BatchOp => ({ op: 'rmdir', path: c, tolerate: ['ENOENT'], goOn: true })),
+      ...cgroups.map((c): BatchOp => ({ op: 'rmdir', path: c, tolerate: ['ENOENT'] })),
       { op: 'removeTree', path: tomb },
+      ...(lock && !named ? [{ op: 'unlink', path: lock.file } as BatchOp] : []),
     ];
     const results = await fsBatch(ops);
     const renamed = results[0];
@@ -1150,10 +1178,11 @@ export class Runtime {
       if (renamed.code === 'ENOENT') return false;
       throw fromSystemError(`remove container ${e.id}`, batchError(renamed, e.dir));
     }
-    const cgroupLeft = results.slice(1, 1 + cgroups.length).some(isBatchError);
-    const tree = results[results.length - 1];
+    if (lock && !named && results[ops.length - 1] === null) lock.released_();
+    const cgroupLeft = results.slice(1, 1 + cgroups.length).some((r) => r !== null);
+    const tree = results[1 + cgroups.length];
     if (cgroupLeft) await removeContainerCgroupAsync(e.id);
-    if (isBatchError(tree)) {
+    if (tree !== null) {
       // What destroyAsync does from here (its retries, its errors).
       await new Workspace(tomb, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, undefined).destroyAsync();
     }

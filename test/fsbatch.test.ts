@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { containerCgroupDirs } from '../src/cgroup';
 import { NsboxError } from '../src/errors';
 import { fsBatch, isBatchError } from '../src/fsbatch';
+import { ownStartTime } from '../src/proc';
 import { Runtime } from '../src/runtime';
 import { distModule } from './helpers';
 
@@ -132,5 +133,25 @@ describe('the batched removal', () => {
     } finally {
       fs.unlinkSync(path.join(root, 'names', 'someone-else'));
     }
+  });
+
+  it('a --rm container whose lock another holder has at its exit is removed only once that holder lets go', async () => {
+    const c = await rt.run({ image: 'busybox', command: ['sleep', '0.2'], stdio: 'ignore', remove: true });
+    const dir = path.join(root, 'containers', c.id!);
+    const lock = path.join(root, 'locks', c.id!);
+    // A live holder (this process, as a commit would be): the removal must wait for it.
+    fs.symlinkSync(`${process.pid}-${ownStartTime()}-commit`, lock);
+    let waited = false;
+    const done = c.wait().then(() => (waited = true));
+    await new Promise((r) => c.once('exit', r));
+    await new Promise((r) => setTimeout(r, 300));
+    expect(waited).toBe(false);
+    expect(fs.existsSync(path.join(dir, 'container.json'))).toBe(true);
+    expect(fs.readlinkSync(lock)).toBe(`${process.pid}-${ownStartTime()}-commit`);
+    fs.unlinkSync(lock);
+    await done;
+    expect(fs.existsSync(dir)).toBe(false);
+    expect(fs.readdirSync(path.join(root, 'containers'))).toEqual([]);
+    expect(fs.readdirSync(path.join(root, 'locks'))).toEqual([]);
   });
 });
