@@ -27,14 +27,14 @@ export class ContainerLock {
 
   /**
    * The lock at `file` that this process has just taken itself, by a symlink to target() made
-   * in a batch of other steps (src/fsbatch.ts); `released()` when a batch removed it again.
+   * in a batch of other steps (src/fsbatch.ts); `markReleased()` when a batch removed it again.
    */
   static taken(file: string): ContainerLock {
     return new ContainerLock(file);
   }
 
   /** A batch of this process removed the link (see taken()): nothing left to release. */
-  released_(): void {
+  markReleased(): void {
     this.released = true;
   }
 

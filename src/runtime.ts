@@ -1133,7 +1133,7 @@ export class Runtime {
     const lock = ContainerLock.taken(path.join(this.layout.locks, e.id));
     try {
       const done = await this.destroyBatchedLocked(e, lock);
-      if (done === 'busy') lock.released_();
+      if (done === 'busy') lock.markReleased();
       return done ?? (await this.destroyEntryAsync(e, false));
     } finally {
       await lock.releaseAsync();
@@ -1178,7 +1178,7 @@ export class Runtime {
       if (renamed.code === 'ENOENT') return false;
       throw fromSystemError(`remove container ${e.id}`, batchError(renamed, e.dir));
     }
-    if (lock && !named && results[ops.length - 1] === null) lock.released_();
+    if (lock && !named && results[ops.length - 1] === null) lock.markReleased();
     const cgroupLeft = results.slice(1, 1 + cgroups.length).some((r) => r !== null);
     const tree = results[1 + cgroups.length];
     if (cgroupLeft) await removeContainerCgroupAsync(e.id);
