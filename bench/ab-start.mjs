@@ -90,7 +90,9 @@ for (const b of builds) {
   const r = summarize(b.samples.map((x) => x.run)).median;
   const w = summarize(b.samples.map((x) => x.rest)).median;
   rows[b.name] = { median: t.median, p90: t.p90, p99: t.p99, run: r, rest: w };
-  console.log(`| nsbox ${b.name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | ${fmt(r)} | ${fmt(w)} | ${fmt(t.median / ff)}× |`);
+  console.log(
+    `| nsbox ${b.name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | ${fmt(r)} | ${fmt(w)} | ${fmt(t.median / ff)}× |`,
+  );
 }
 for (const [k, xs] of Object.entries(floors)) {
   const t = summarize(xs);

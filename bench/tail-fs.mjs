@@ -65,7 +65,12 @@ try {
   for (const l of loops) execFileSync('losetup', ['-d', l]);
   fs.rmSync(base, { recursive: true, force: true });
 }
-console.log(`${runs} starts each, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+console.log(
+  `${runs} starts each, load ${os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(' ')}`,
+);
 console.log('| state directory on | median | p99 | p99 / median | removal median | removal p99 |');
 console.log('| --- | --: | --: | --: | --: | --: |');
 for (const [k, xs] of Object.entries(samples)) {

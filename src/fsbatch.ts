@@ -47,7 +47,10 @@ export function batchError(r: NativeErrno, path: string): NodeJS.ErrnoException 
 }
 
 /** The first op that failed and its failure, or undefined when all that ran succeeded. */
-export function firstFailure(ops: readonly BatchOp[], results: readonly BatchResult[]): { index: number; op: BatchOp; error: NodeJS.ErrnoException } | undefined {
+export function firstFailure(
+  ops: readonly BatchOp[],
+  results: readonly BatchResult[],
+): { index: number; op: BatchOp; error: NodeJS.ErrnoException } | undefined {
   for (let i = 0; i < results.length; i++) {
     const r = results[i];
     if (isBatchError(r) && !ops[i]!.goOn) return { index: i, op: ops[i]!, error: batchError(r, ops[i]!.path) };

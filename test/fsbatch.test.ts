@@ -36,7 +36,14 @@ describe('fsBatch', () => {
     const d = fs.mkdtempSync(path.join(base, 'b-'));
     const r = await fsBatch([
       { op: 'mkdir', path: path.join(d, 'a'), mode: 0o700 },
-      { op: 'write', path: path.join(d, 'a', 'f'), data: 'hello', flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode: 0o640, setMode: true },
+      {
+        op: 'write',
+        path: path.join(d, 'a', 'f'),
+        data: 'hello',
+        flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL,
+        mode: 0o640,
+        setMode: true,
+      },
       { op: 'rename', path: path.join(d, 'a'), to: path.join(d, 'b') },
       // Fails: 'a' is gone. The mkdir after it must not run.
       { op: 'rmdir', path: path.join(d, 'a') },
@@ -77,14 +84,21 @@ describe('fsBatch', () => {
 
   it('refuses a malformed op before running any', async () => {
     const d = path.join(base, 'never');
-    await expect(fsBatch([{ op: 'mkdir', path: d }, { op: 'chmod' as 'mkdir', path: d }])).rejects.toThrow(/op 1 is not a valid op/);
+    await expect(
+      fsBatch([
+        { op: 'mkdir', path: d },
+        { op: 'chmod' as 'mkdir', path: d },
+      ]),
+    ).rejects.toThrow(/op 1 is not a valid op/);
     await expect(fsBatch([{ op: 'rename', path: d }])).rejects.toThrow(/op 0/);
     await expect(fsBatch([{ op: 'mkdir', path: `${d}\0x` }])).rejects.toThrow(/op 0/);
     expect(fs.existsSync(d)).toBe(false);
   });
 
   it('reports the failure of a write with its syscall', async () => {
-    const [r] = await fsBatch([{ op: 'write', path: path.join(base, 'no', 'such', 'f'), data: 'x', flags: fs.constants.O_WRONLY | fs.constants.O_CREAT, mode: 0o600 }]);
+    const [r] = await fsBatch([
+      { op: 'write', path: path.join(base, 'no', 'such', 'f'), data: 'x', flags: fs.constants.O_WRONLY | fs.constants.O_CREAT, mode: 0o600 },
+    ]);
     expect(isBatchError(r)).toBe(true);
     expect(r).toMatchObject({ code: 'ENOENT', syscall: 'open' });
   });

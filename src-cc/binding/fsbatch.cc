@@ -46,10 +46,10 @@ struct Op {
 struct Outcome {
   bool ran = false;
   FsError err{};
-  std::string where;              // removeTree: the entry that failed, relative
-  std::string text;               // read
-  bool flag = false;              // exists
-  double st[4] = {0, 0, 0, 0};    // stat: dev major, dev minor, ino, mode
+  std::string where;                        // removeTree: the entry that failed, relative
+  std::string text;                         // read
+  bool flag = false;                        // exists
+  double st[4] = {0, 0, 0, 0};              // stat: dev major, dev minor, ino, mode
   std::vector<std::string> names, targets;  // readLinks
 };
 
@@ -105,9 +105,7 @@ void run_op(const Op& op, Outcome* o) {
     case Kind::kMkdir:
       if (mkdir(p, op.mode) < 0) fail("mkdir");
       break;
-    case Kind::kWrite:
-      o->err = write_file(p, op.data, op.flags, op.mode, op.set_mode);
-      break;
+    case Kind::kWrite: o->err = write_file(p, op.data, op.flags, op.mode, op.set_mode); break;
     case Kind::kRename:
       if (rename(p, op.other.c_str()) < 0) fail("rename");
       break;
@@ -123,9 +121,7 @@ void run_op(const Op& op, Outcome* o) {
     case Kind::kRead:
       if (!read_whole(p, &o->text)) fail("read");
       break;
-    case Kind::kExists:
-      o->flag = access(p, F_OK) == 0;
-      break;
+    case Kind::kExists: o->flag = access(p, F_OK) == 0; break;
     case Kind::kStat: {
       struct stat st;
       if (stat(p, &st) < 0) {
@@ -138,9 +134,7 @@ void run_op(const Op& op, Outcome* o) {
       o->st[3] = st.st_mode;
       break;
     }
-    case Kind::kRemoveTree:
-      o->err = remove_tree(p, &o->where);
-      break;
+    case Kind::kRemoveTree: o->err = remove_tree(p, &o->where); break;
     case Kind::kReadLinks:
       if (!read_links(p, o)) fail("opendir");
       break;
@@ -157,7 +151,8 @@ void run_op(const Op& op, Outcome* o) {
 
 class BatchWork : public Napi::AsyncWorker {
  public:
-  BatchWork(const Napi::Function& callback, std::vector<Op> ops) : Napi::AsyncWorker(callback, "nsbox.fsBatch"), ops_(std::move(ops)), out_(ops_.size()) {}
+  BatchWork(const Napi::Function& callback, std::vector<Op> ops)
+      : Napi::AsyncWorker(callback, "nsbox.fsBatch"), ops_(std::move(ops)), out_(ops_.size()) {}
 
   void Execute() override {
     for (size_t i = 0; i < ops_.size(); i++) {
@@ -183,10 +178,8 @@ class BatchWork : public Napi::AsyncWorker {
       return e;
     }
     switch (op.kind) {
-      case Kind::kRead:
-        return Napi::String::New(env, o.text);
-      case Kind::kExists:
-        return Napi::Boolean::New(env, o.flag);
+      case Kind::kRead: return Napi::String::New(env, o.text);
+      case Kind::kExists: return Napi::Boolean::New(env, o.flag);
       case Kind::kStat: {
         Napi::Object s = Napi::Object::New(env);
         s.Set("dev", std::to_string(static_cast<unsigned>(o.st[0])) + ":" + std::to_string(static_cast<unsigned>(o.st[1])));
@@ -199,8 +192,7 @@ class BatchWork : public Napi::AsyncWorker {
         for (size_t i = 0; i < o.names.size(); i++) m.Set(o.names[i], o.targets[i]);
         return m;
       }
-      default:
-        return env.Null();
+      default: return env.Null();
     }
   }
 
@@ -236,8 +228,8 @@ bool read_op(Napi::Value v, Op* op) {
   std::string kind;
   if (!str_field(o, "op", &kind, true)) return false;
   static const std::pair<const char*, Kind> kinds[] = {
-      {"mkdir", Kind::kMkdir},   {"write", Kind::kWrite}, {"rename", Kind::kRename}, {"rmdir", Kind::kRmdir},
-      {"unlink", Kind::kUnlink}, {"symlink", Kind::kSymlink}, {"read", Kind::kRead}, {"exists", Kind::kExists},
+      {"mkdir", Kind::kMkdir},   {"write", Kind::kWrite},           {"rename", Kind::kRename},       {"rmdir", Kind::kRmdir},
+      {"unlink", Kind::kUnlink}, {"symlink", Kind::kSymlink},       {"read", Kind::kRead},           {"exists", Kind::kExists},
       {"stat", Kind::kStat},     {"removeTree", Kind::kRemoveTree}, {"readLinks", Kind::kReadLinks},
   };
   bool known = false;
