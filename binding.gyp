@@ -48,6 +48,7 @@
         "src-cc/binding/start.cc",
         "src-cc/binding/host_calls.cc",
         "src-cc/binding/fsat.cc",
+        "src-cc/binding/fsbatch.cc",
         "src-cc/binding/extract.cc",
         "src-cc/binding/digest.cc"
       ],

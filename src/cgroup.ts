@@ -764,6 +764,16 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
  * pruneStaleCgroups. Returns what it removed.
  */
 /** removeContainerCgroup off the event loop: rmdirs on the pool, waits as timers. */
+/** The directories a container's cgroups may have, in every hierarchy (what removeContainerCgroup removes). */
+export function containerCgroupDirs(id: string): string[] {
+  if (!/^[0-9a-f]{12}$/.test(id)) return [];
+  const given = givenV2Parent();
+  const dirs = [...nsboxParents(), ...(given ? [given] : [])].map((p) => path.join(p, id));
+  const devices = devicesParent();
+  if (devices) dirs.push(path.join(devices, STANDARD, id));
+  return dirs;
+}
+
 export async function removeContainerCgroupAsync(id: string, waitMs = 3000): Promise<string[]> {
   if (!/^[0-9a-f]{12}$/.test(id)) return [];
   const removed: string[] = [];

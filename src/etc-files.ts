@@ -9,6 +9,7 @@ import * as path from 'node:path';
 
 import { fromSystemError } from './errors';
 import { writeFileAsync } from './fsat';
+import type { BatchOp } from './fsbatch';
 import { hostsFile } from './plan';
 
 export interface EtcFilesInput {
@@ -62,6 +63,24 @@ function bindable(imageLayer: string, file: string, readOnly: boolean): boolean 
   if (!lstat(path.join(imageLayer, 'etc'))?.isDirectory()) return false;
   const st = lstat(path.join(imageLayer, 'etc', file));
   return st ? st.isFile() : !readOnly;
+}
+
+/**
+ * The files as ops of a batch (src/fsbatch.ts) for a container directory made a moment ago in
+ * the same batch (so none exists yet: O_EXCL, never through a link), and the binds they give.
+ */
+export function etcFileOps(input: EtcFilesInput): { ops: BatchOp[]; binds: Array<{ source: string; target: string }> } {
+  const files: Array<[string, string | undefined]> = [
+    ['hosts', hostsFile(input.hostname)],
+    ['hostname', `${input.hostname}\n`],
+    ...(input.network === 'host' ? [['resolv.conf', hostResolvConf()] as [string, string | undefined]] : []),
+  ];
+  const wanted = files.filter(([name, text]) => text !== undefined && bindableCached(input.imageLayer, name, input.readOnly));
+  const flags = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+  return {
+    ops: wanted.map(([name, text]) => ({ op: 'write', path: path.join(input.dir, name), data: text!, flags, mode: 0o644, setMode: true })),
+    binds: wanted.map(([name]) => ({ source: path.join(input.dir, name), target: `/etc/${name}` })),
+  };
 }
 
 /** writeEtcFiles off the event loop. */

@@ -17,6 +17,7 @@ import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, errnoCode } from './errors';
 import { writeFileAsync } from './fsat';
+import { firstFailure, fsBatch, type BatchOp } from './fsbatch';
 
 export const DEFAULT_ROOT = '/var/lib/nsbox';
 
@@ -165,12 +166,15 @@ function writeFileAtomic(file: string, text: string): void {
 /** writeFileAtomic off the event loop; its temp file's name is its own (writes may overlap). */
 async function writeFileAtomicAsync(file: string, text: string): Promise<void> {
   const tmp = `${file}.${process.pid}.${newId()}.tmp`;
-  try {
-    await writeFileAsync(tmp, text, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, mode: 0o600 });
-    await fs.promises.rename(tmp, file);
-  } catch (e) {
-    await fs.promises.rm(tmp, { force: true });
-    throw writeError(file, e);
+  // The write and the rename in one job of the pool (src/fsbatch.ts).
+  const ops: BatchOp[] = [
+    { op: 'write', path: tmp, data: text, flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, mode: 0o600 },
+    { op: 'rename', path: tmp, to: file },
+  ];
+  const failed = firstFailure(ops, await fsBatch(ops));
+  if (failed) {
+    await fsBatch([{ op: 'unlink', path: tmp, tolerate: ['ENOENT'] }]);
+    throw writeError(file, failed.error);
   }
 }
 
@@ -226,11 +230,16 @@ export function writeRecordFile(file: string, value: unknown, options: { fresh?:
   }
 }
 
-/** writeRecordFile off the event loop (the full-disk fallback, rare, stays synchronous). */
-export async function writeRecordFileAsync(file: string, value: unknown, options: { fresh?: boolean } = {}): Promise<void> {
+/** A record's content as writeRecordFile writes it: the JSON padded with spaces to whole pages. */
+export function recordText(value: unknown): string {
   const json = JSON.stringify(value, null, 2);
   const size = Math.max(RECORD_PAGE, Math.ceil((Buffer.byteLength(json) + RECORD_SLACK) / RECORD_PAGE) * RECORD_PAGE);
-  const padded = json + ' '.repeat(size - Buffer.byteLength(json) - 1) + '\n';
+  return json + ' '.repeat(size - Buffer.byteLength(json) - 1) + '\n';
+}
+
+/** writeRecordFile off the event loop (the full-disk fallback, rare, stays synchronous). */
+export async function writeRecordFileAsync(file: string, value: unknown, options: { fresh?: boolean } = {}): Promise<void> {
+  const padded = recordText(value);
   if (options.fresh) {
     try {
       await writeFileAsync(file, padded, { flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode: 0o600 });

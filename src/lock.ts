@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from './errors';
+import { batchError, fsBatch, isBatchError } from './fsbatch';
 import { newId, type Layout } from './layout';
 import { ownStartTime, processAlive } from './proc';
 
@@ -18,6 +19,24 @@ export class ContainerLock {
   private released = false;
 
   private constructor(readonly file: string) {}
+
+  /** What the lock's link points to when this process holds it for `what`. */
+  static target(what: 'commit' | 'remove' | 'rename' | 'start' | 'copy'): string {
+    return `${process.pid}-${ownStartTime()}-${what}`;
+  }
+
+  /**
+   * The lock at `file` that this process has just taken itself, by a symlink to target() made
+   * in a batch of other steps (src/fsbatch.ts); `markReleased()` when a batch removed it again.
+   */
+  static taken(file: string): ContainerLock {
+    return new ContainerLock(file);
+  }
+
+  /** A batch of this process removed the link (see taken()): nothing left to release. */
+  markReleased(): void {
+    this.released = true;
+  }
 
   /** Takes the lock now, or returns undefined while a live process holds it. */
   static tryAcquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy'): ContainerLock | undefined {
@@ -44,12 +63,9 @@ export class ContainerLock {
     // The usual case, a free lock, off the event loop (a symlink on the state directory's disk).
     layout.ensure();
     const file = path.join(layout.locks, id);
-    try {
-      await fs.promises.symlink(`${process.pid}-${ownStartTime()}-${what}`, file);
-      return new ContainerLock(file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(`lock container ${id}`, e);
-    }
+    const [made] = await fsBatch([{ op: 'symlink', path: file, to: ContainerLock.target(what) }]);
+    if (!isBatchError(made)) return new ContainerLock(file);
+    if (made.code !== 'EEXIST') throw fromSystemError(`lock container ${id}`, batchError(made, file));
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
       const lock = ContainerLock.tryAcquire(layout, id, what);
       if (lock) return lock;
@@ -77,7 +93,9 @@ export class ContainerLock {
   async releaseAsync(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    await fs.promises.rm(this.file, { force: true });
+    const [r] = await fsBatch([{ op: 'unlink', path: this.file, tolerate: ['ENOENT'] }]);
+    // Something else than the link in its place (EISDIR...): what rm -f would have done.
+    if (isBatchError(r)) await fs.promises.rm(this.file, { force: true });
   }
 }
 

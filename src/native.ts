@@ -104,6 +104,7 @@ export interface NativeUsage {
 /** A failed system call, as every native function reports one (src/errors.ts fromNative). */
 export type { NativeErrno } from './errors';
 import type { NativeErrno } from './errors';
+import type { BatchOp, BatchResult } from './fsbatch';
 
 export interface NativeProcess {
   readonly pid: number;
@@ -222,6 +223,8 @@ export interface NativeBinding {
   removeTree(path: string | Buffer): (NativeErrno & { path: Buffer }) | null;
   /** open, write whole, (fchmod,) close on libuv's thread pool: no fd of it ever reaches JS. */
   writeFileAsync(path: string, data: string | Buffer, flags: number, mode: number, setMode: boolean, done: (r: NativeErrno | null) => void): void;
+  /** Small file system calls in order, in one job of libuv's pool (src/fsbatch.ts). */
+  fsBatchAsync(ops: readonly BatchOp[], done: (results: BatchResult[]) => void): void;
   /** removeTree on libuv's thread pool. */
   removeTreeAsync(path: string | Buffer, done: (r: (NativeErrno & { path: Buffer }) | null) => void): void;
   // For cp (src/copy.ts): a container's root and what lies beneath it.

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { freezeContainer, pruneStaleCgroups, removeContainerCgroup, removeContainerCgroupAsync } from './cgroup';
+import { containerCgroupDirs, freezeContainer, pruneStaleCgroups, removeContainerCgroup, removeContainerCgroupAsync } from './cgroup';
 import { signalNumber } from './container';
 import { Container, type CommitOptions, type ExitStatus, type LaunchOptions, type StreamsOf } from './container';
 import { checkStdio, type Stdio, type TerminalSize } from './stdio';
@@ -14,7 +14,9 @@ import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { isRootless } from './rootless';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
-import { ID_RE, Layout, defaultRoot, isNoSpace, newId, writeRecordFile, writeRecordFileAsync } from './layout';
+import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
+import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
+import { removeTreeAsync } from './fsat';
 import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
@@ -41,7 +43,7 @@ import {
 } from './validate';
 import type { DeviceSpec } from './device';
 import { diskLimit, parseSize, withoutDisk, type Limits, type Ulimit } from './limits';
-import { writeEtcFiles, writeEtcFilesAsync } from './etc-files';
+import { etcFileOps, writeEtcFiles, writeEtcFilesAsync } from './etc-files';
 import { checkOutputOptions, collectOutput, type OutputOptions, type OutputResult } from './output';
 import { parseTmpfs, type TmpfsMount } from './plan';
 import { Volume } from './volume';
@@ -463,16 +465,33 @@ export class Runtime {
       imageLayer: image.rootfs,
       config: recordConfig(options, env),
     };
-    const id = await this.createRecordAsync(record);
-    const dir = this.layout.containerDir(id);
     // limits.disk: a --rm container's write layer is a tmpfs of that size, a kept one's an ext4 image.
-    const workspace = new Workspace(
-      dir,
-      image.rootfs,
-      driver,
-      !!options.readOnly,
-      disk === undefined ? undefined : { kind: options.remove ? 'tmpfs' : 'image', bytes: disk },
+    const workspaceIn = (at: string): Workspace =>
+      new Workspace(at, image.rootfs, driver, !!options.readOnly, disk === undefined ? undefined : { kind: options.remove ? 'tmpfs' : 'image', bytes: disk });
+    const etcInput = (at: string, ofId: string) => ({
+      dir: at,
+      hostname: options.hostname ?? ofId,
+      network: options.network ?? 'none',
+      imageLayer: image.rootfs,
+      readOnly: !!options.readOnly,
+    });
+    // Without a name to claim in between, the layer's directories and the /etc files go in the
+    // record's own batch: the whole file system part of a start is one job of the pool.
+    let etcBinds: Array<{ source: string; target: string }> | undefined;
+    const { id, failed } = await this.createRecordAsync(
+      record,
+      name === null
+        ? (at, ofId) => {
+            const layerOps = workspaceIn(at).createOps();
+            if (!layerOps) return [];
+            const etc = etcFileOps(etcInput(at, ofId));
+            etcBinds = etc.binds;
+            return [...layerOps, ...etc.ops];
+          }
+        : undefined,
     );
+    const dir = this.layout.containerDir(id);
+    const workspace = workspaceIn(dir);
     try {
       if (name !== null) await this.claimNameAsync(name, id);
     } catch (e) {
@@ -486,15 +505,10 @@ export class Runtime {
     const madeDirs: string[] = [];
     let diskMount: number | undefined;
     try {
-      // The layer's directories and the /etc files at once: one turn of the pool, not two.
-      const etcFiles = writeEtcFilesAsync({
-        dir,
-        hostname: options.hostname ?? id,
-        network: options.network ?? 'none',
-        imageLayer: image.rootfs,
-        readOnly: !!options.readOnly,
-      });
-      await Promise.all([workspace.createAsync(), etcFiles]);
+      if (failed) throw failed.op.op === 'mkdir' ? fromSystemError(`workspace ${dir}`, failed.error) : fromSystemError(`write ${failed.op.path}`, failed.error);
+      // Made in the record's batch, or now: the layer's directories and the /etc files at once.
+      const etcFiles = etcBinds ?? writeEtcFilesAsync(etcInput(dir, id));
+      if (!etcBinds) await Promise.all([workspace.createAsync(), etcFiles]);
       if (workspace.disk) await workspace.createDisk();
       diskMount = workspace.mountDisk();
       const processOptions: LaunchOptions = {
@@ -635,19 +649,32 @@ export class Runtime {
    * written in tmp/, then renamed into place (the id is ours once the rename succeeded: an
    * existing container's directory is never empty). Sets and returns `record.id`.
    */
-  private async createRecordAsync(record: ContainerRecord): Promise<string> {
+  private async createRecordAsync(
+    record: ContainerRecord,
+    more?: (dir: string, id: string) => BatchOp[],
+  ): Promise<{ id: string; failed?: { op: BatchOp; error: NodeJS.ErrnoException } | undefined }> {
+    this.layout.ensure();
     for (;;) {
       record.id = newId();
-      const tmp = await this.layout.makeTempAsync('create');
-      try {
-        await writeRecordFileAsync(path.join(tmp, 'container.json'), record, { fresh: true });
-        await fs.promises.rename(tmp, this.layout.containerDir(record.id));
-        return record.id;
-      } catch (e) {
-        await fs.promises.rm(tmp, { recursive: true, force: true });
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw fromSystemError('create container', e);
-      }
+      const tmp = path.join(this.layout.tmp, `create-${process.pid}-${newId()}`);
+      const file = path.join(tmp, 'container.json');
+      const dir = this.layout.containerDir(record.id);
+      // One job of the pool (src/fsbatch.ts): the directory made and written in tmp/, renamed
+      // into place, then `more` (what goes into the container's directory), stopping at the
+      // first failure. A failure of `more` is the caller's: the record is in place by then.
+      const ops: BatchOp[] = [
+        { op: 'mkdir', path: tmp, mode: 0o700 },
+        { op: 'write', path: file, data: recordText(record), flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode: 0o600 },
+        { op: 'rename', path: tmp, to: dir },
+        ...(more ? more(dir, record.id) : []),
+      ];
+      const f = firstFailure(ops, await fsBatch(ops));
+      if (!f || f.index > 2) return { id: record.id, failed: f };
+      if (f.index === 0) throw fromSystemError('create container', f.error);
+      await removeTreeAsync(tmp, { force: true }).catch(() => {});
+      if (f.index === 1) throw writeError(file, f.error);
+      const code = f.error.code;
+      if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw fromSystemError('create container', f.error);
     }
   }
 
@@ -657,7 +684,9 @@ export class Runtime {
       if (this.removing.has(record.id)) return; // remove() of this process does it
       try {
         // This process's own record of it: no need to read it back (gone: removed meanwhile).
-        await this.removeLocked(record.id, () => ({ kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record }));
+        const e: Entry = { kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record };
+        // The lock taken and released in the removal's own batches; the usual way when it is busy.
+        if ((await this.destroyBatched(e, true)) === 'busy') await this.removeLocked(record.id, () => e);
       } catch (e) {
         // Not a failure of the run: what is left is an exited container, which prune removes.
         process.emitWarning(`container ${record.id} exited, but was not removed: ${(e as Error).message}`, { code: 'NSBOX_STATE' });
@@ -1044,9 +1073,13 @@ export class Runtime {
    * starts must not stall them): the rename, the cgroups' rmdirs and the names on the pool,
    * the write layer removed by removeTreeAsync.
    */
-  private async destroyEntryAsync(e: Entry): Promise<boolean> {
+  private async destroyEntryAsync(e: Entry, batched = true): Promise<boolean> {
     let dir = e.dir;
     const trusted = e.kind === 'live' && e.rec && !e.bad;
+    if (batched && trusted && e.kind === 'live') {
+      const done = await this.destroyBatched(e, false);
+      if (done !== undefined) return done;
+    }
     // What the steps below need, read at once (each is a turn of the pool): the host's mounts,
     // the write layer's kind (the same after the rename), the names linked to it.
     const [mountinfo, disk, names] = await Promise.all([
@@ -1076,6 +1109,84 @@ export class Runtime {
       trusted ? new Workspace(dir, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, disk).destroyAsync() : Promise.resolve(removeTree(e.id, dir)),
     ]);
     for (const n of names) this.releaseName(n, e.id);
+    this.unsaved.delete(e.id);
+    return true;
+  }
+
+  /**
+   * destroyEntryAsync of a live container with a trusted record, in two jobs of the pool
+   * (src/fsbatch.ts) where it took about a dozen: what the checks need (the host's mounts,
+   * the write layer's kind, the names) in one; the tombstone rename, the cgroups' rmdirs and
+   * the tree's removal in the other, in the same order as destroyEntryAsync. Undefined when
+   * the rest is not for this path (a disk layer to unmount, a cgroup still busy, a tree another
+   * process still writes into): destroyEntryAsync goes on from where it stands, the tombstone
+   * being a live entry's directory as far as its own steps go.
+   */
+  private async destroyBatched(e: Entry, takeLock: false): Promise<boolean | undefined>;
+  private async destroyBatched(e: Entry, takeLock: true): Promise<boolean | 'busy'>;
+  private async destroyBatched(e: Entry, takeLock: boolean): Promise<boolean | undefined | 'busy'> {
+    if (!takeLock) return this.destroyBatchedLocked(e, undefined);
+    // With `takeLock` (a --rm container of this process, just exited): the lock is the first
+    // step of the first batch (nothing after it runs when it is held elsewhere: 'busy') and
+    // released by the last, or here, whatever happens in between.
+    this.layout.ensure();
+    const lock = ContainerLock.taken(path.join(this.layout.locks, e.id));
+    try {
+      const done = await this.destroyBatchedLocked(e, lock);
+      if (done === 'busy') lock.markReleased();
+      return done ?? (await this.destroyEntryAsync(e, false));
+    } finally {
+      await lock.releaseAsync();
+    }
+  }
+
+  private async destroyBatchedLocked(e: Entry, lock: ContainerLock | undefined): Promise<boolean | undefined | 'busy'> {
+    const names = this.layout.names;
+    const first = await fsBatch([
+      ...(lock ? [{ op: 'symlink', path: lock.file, to: ContainerLock.target('remove') } as BatchOp] : []),
+      { op: 'read', path: '/proc/self/mountinfo', goOn: true },
+      { op: 'exists', path: path.join(e.dir, 'disk.img'), goOn: true },
+      { op: 'exists', path: path.join(e.dir, 'layer'), goOn: true },
+      { op: 'readLinks', path: names, goOn: true },
+    ]);
+    if (lock && first.shift() !== null) return 'busy';
+    const [mountinfo, image, layer, links] = first;
+    if (typeof mountinfo !== 'string' || image !== false || layer !== false) return undefined;
+    const mounted = mountsUnder(e.dir, mountinfo);
+    if (mounted.length) {
+      throw new NsboxError('EBUSY', `remove container ${e.id}: ${mounted[0]} is a mount point on the host`, {
+        path: mounted[0]!,
+        hint: `umount ${mounted[0]}`,
+      });
+    }
+    const linked = isBatchError(links) || typeof links !== 'object' || links === null ? {} : (links as Record<string, string>);
+    const tomb = tombstonePath(this.layout, e.id);
+    const cgroups = containerCgroupDirs(e.id);
+    const named = Object.values(linked).includes(e.id);
+    // The lock's release goes last in the batch when nothing is left to do under it (no name
+    // to release): a cgroup still busy, or a tree that could not be removed, stops the batch
+    // before it, and the steps below finish under the lock.
+    const ops: BatchOp[] = [
+      { op: 'rename', path: e.dir, to: tomb },
+      ...cgroups.map((c): BatchOp => ({ op: 'rmdir', path: c, tolerate: ['ENOENT'] })),
+      { op: 'removeTree', path: tomb },
+      ...(lock && !named ? [{ op: 'unlink', path: lock.file } as BatchOp] : []),
+    ];
+    const results = await fsBatch(ops);
+    const renamed = results[0];
+    if (isBatchError(renamed)) {
+      if (renamed.code === 'ENOENT') return false;
+      throw fromSystemError(`remove container ${e.id}`, batchError(renamed, e.dir));
+    }
+    if (lock && !named && results[ops.length - 1] === null) lock.markReleased();
+    const cgroupLeft = results.slice(1, 1 + cgroups.length).some((r) => r !== null);
+    const tree = results[1 + cgroups.length];
+    if (cgroupLeft) await removeContainerCgroupAsync(e.id);
+    if (tree !== null) {
+      // What destroyAsync does from here (its retries, its errors).
+      await new Workspace(tomb, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, undefined).destroyAsync();
+    }
+    for (const [n, target] of Object.entries(linked)) if (target === e.id) this.releaseName(n, e.id);
     this.unsaved.delete(e.id);
     return true;
   }

@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import * as diskLayer from './disk-layer';
 import { NsboxError, fromNative, fromSystemError, invalid } from './errors';
 import { removeTree, removeTreeAsync } from './fsat';
+import type { BatchOp } from './fsbatch';
 import { isRootless } from './rootless';
 import { native } from './native';
 import { overlayLowerdir, type RootSource, type WriteLayerMount } from './plan';
@@ -137,6 +138,26 @@ export class Workspace {
   mountDisk(): number | undefined {
     if (this.disk?.kind !== 'image') return undefined;
     return diskLayer.mountImageForContainer(this.diskImage);
+  }
+
+  /**
+   * create() as ops of a batch (src/fsbatch.ts), for a container directory made earlier in the
+   * same batch; undefined for vfs (its copy is not a few calls).
+   */
+  createOps(): BatchOp[] | undefined {
+    if (this.readOnly) return [];
+    if (this.driver === 'vfs') return undefined;
+    if (this.disk) {
+      return [
+        { op: 'mkdir', path: this.layerMount, mode: 0o700 },
+        { op: 'mkdir', path: this.merged, mode: 0o755 },
+      ];
+    }
+    return [
+      { op: 'mkdir', path: this.upper, mode: 0o755 },
+      ...(this.driver === 'overlay' ? [{ op: 'mkdir', path: this.work, mode: 0o700 } as BatchOp] : []),
+      { op: 'mkdir', path: this.merged, mode: 0o755 },
+    ];
   }
 
   /** create() off the event loop (vfs's copy stays as it is: a fallback driver). */

@@ -13,6 +13,7 @@
 #include "binding/digest.h"
 #include "binding/extract.h"
 #include "binding/fsat.h"
+#include "binding/fsbatch.h"
 #include "binding/host_calls.h"
 #include "binding/instance.h"
 #include "binding/process.h"
@@ -66,6 +67,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
   exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
   RegisterFsAt(env, exports);
+  RegisterFsBatch(env, exports);
   RegisterExtract(env, exports);
   RegisterDigest(env, exports);
   return exports;

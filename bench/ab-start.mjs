@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// One in-process start against another build and against the C floor, in the same run
+// (issue 14, goals 2 and 3). `--rm` starts of /bin/true (busybox, overlay write layer, net ns),
+// this build and the build in --base DIR (a tree holding dist/ and build/Release/) interleaved
+// start by start in one process, each with its own state directory (on this machine's disk,
+// or with --tmpfs on a tmpfs); between rounds a block of `floor -f` (the C floor doing
+// nsbox's extra steps) and of `floor` (the minimum). Each start is cut in two: run() and
+// from run()'s return to wait() (the command, its exit, the removal).
+//
+//   node bench/ab-start.mjs [--base DIR[,DIR...]] [--runs 200] [--tmpfs] [--gap MS] [--json FILE]
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { floor } from './lib/measure.mjs';
+import { CACHE, REPO, busyboxRootfs, compileHelpers } from './lib/setup.mjs';
+import { summarize } from './lib/stats.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
+const runs = Number(opt('--runs', 200));
+const base = opt('--base', undefined);
+const gap = Number(opt('--gap', 0));
+const onTmpfs = args.includes('--tmpfs');
+const jsonOut = opt('--json', undefined);
+const require = createRequire(import.meta.url);
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const bin = compileHelpers(() => {});
+const busybox = busyboxRootfs(() => {});
+const root = onTmpfs ? path.join(os.tmpdir(), `nsbox-ab-${process.pid}`) : path.join(CACHE, `ab-${process.pid}`);
+fs.mkdirSync(root, { recursive: true, mode: 0o700 });
+if (onTmpfs) execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=0700,size=1g', 'nsbox-ab', root]);
+const scratch = path.join(root, 'scratch');
+fs.mkdirSync(scratch);
+
+// --base A,B: several other builds, named by their directory's last component.
+const others = base ? base.split(',').map((d) => [path.basename(path.resolve(d)), path.resolve(d)]) : [];
+const builds = [['current', REPO], ...others].map(([name, dir]) => {
+  const { Runtime } = require(path.join(dir, 'dist', 'index.js'));
+  return { name, rt: new Runtime({ root: path.join(root, `state-${name}`) }), samples: [] };
+});
+const floors = { full: [], min: [] };
+const load = [];
+
+async function once(b, keep) {
+  const t0 = now();
+  const c = await b.rt.run({ image: 'busybox', command: ['/bin/true'], stdio: 'ignore', network: 'none', remove: true });
+  const t1 = now();
+  const st = await c.wait();
+  const t2 = now();
+  if (st.exitCode !== 0) throw new Error(`exit ${JSON.stringify(st)}`);
+  if (keep) b.samples.push({ total: t2 - t0, run: t1 - t0, rest: t2 - t1 });
+}
+
+try {
+  const block = 25;
+  for (let i = -10; i < runs; i += block) {
+    load.push(os.loadavg()[0]);
+    for (let j = 0; j < block; j++) {
+      // Alternate which build goes first.
+      const order = (i + j) % 2 ? [...builds].reverse() : builds;
+      for (const b of order) {
+        if (gap) await sleep(gap);
+        await once(b, i >= 0);
+      }
+    }
+    if (i < 0) continue;
+    const f = await floor(bin, busybox.dir, scratch, { n: block, warmup: 2, full: true });
+    floors.full.push(...f.total);
+    const m = await floor(bin, busybox.dir, scratch, { n: block, warmup: 2 });
+    floors.min.push(...m.total);
+  }
+} finally {
+  if (onTmpfs) execFileSync('umount', ['-l', root]);
+  fs.rmSync(root, { recursive: true, force: true });
+}
+
+const fmt = (x) => x.toFixed(2);
+const rows = {};
+console.log(`state on ${onTmpfs ? 'tmpfs' : 'disk'}, ${runs} starts each, load ${load.map((x) => x.toFixed(1)).join(' ')}`);
+console.log('| | median | p90 | p99 | p99 / median | run() median | run() → wait() median | / floor -f |');
+console.log('| --- | --: | --: | --: | --: | --: | --: | --: |');
+const ff = summarize(floors.full).median;
+for (const b of builds) {
+  const t = summarize(b.samples.map((x) => x.total));
+  const r = summarize(b.samples.map((x) => x.run)).median;
+  const w = summarize(b.samples.map((x) => x.rest)).median;
+  rows[b.name] = { median: t.median, p90: t.p90, p99: t.p99, run: r, rest: w };
+  console.log(
+    `| nsbox ${b.name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | ${fmt(r)} | ${fmt(w)} | ${fmt(t.median / ff)}× |`,
+  );
+}
+for (const [k, xs] of Object.entries(floors)) {
+  const t = summarize(xs);
+  rows[`floor-${k}`] = { median: t.median, p90: t.p90, p99: t.p99 };
+  console.log(`| floor${k === 'full' ? ' -f' : ''} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | | | |`);
+}
+if (jsonOut) fs.writeFileSync(jsonOut, `${JSON.stringify({ date: new Date().toISOString(), runs, onTmpfs, load, rows }, null, 1)}\n`);
