@@ -4,7 +4,11 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -18,6 +22,7 @@
 
 #include "common/detach.h"
 #include "core/child.h"
+#include "core/fdpass.h"
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -245,6 +250,83 @@ void remove_cgroup_dirs(const std::vector<std::string>& dirs) {
   }
 }
 
+namespace {
+
+int write_whole(const std::string& file, const char* text, Sys* sys) {
+  int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *sys = Sys::kOpen;
+    return errno;
+  }
+  size_t len = strlen(text);
+  ssize_t n;
+  do {
+    n = write(fd, text, len);
+  } while (n < 0 && errno == EINTR);
+  int err = n < 0 ? errno : (static_cast<size_t>(n) != len ? EIO : 0);
+  close(fd);
+  if (err) *sys = Sys::kWrite;
+  return err;
+}
+
+}  // namespace
+
+namespace {
+// The parent's half of an external user namespace (plan.h, UserNs): as root of the parent
+// namespace it may write any map, but only to a process that exists, hence after clone. Then
+// the host fds: each path opened in the child's mount namespace (/proc/PID/root, resolved in
+// it), and for an idmapped one a clone of the same path from this namespace, idmapped to the
+// child's user namespace (MOUNT_ATTR_IDMAP takes only a mount no namespace holds yet); the
+// child mounts it over the path. 0, or an errno with `sys` saying which call.
+int give_userns(const Plan& plan, int pid, int sock, Sys* sys) {
+  const UserNs& u = plan.userns;
+  const std::string proc = "/proc/" + std::to_string(pid);
+  if (int err = write_whole(proc + "/uid_map", u.uid_map, sys)) return err;
+  if (int err = write_whole(proc + "/gid_map", u.gid_map, sys)) return err;
+  std::vector<int> fds;
+  struct Closer {
+    std::vector<int>& fds;
+    ~Closer() {
+      for (int fd : fds) close(fd);
+    }
+  } closer{fds};
+  auto failed = [&](Sys s) {
+    *sys = s;
+    return errno;
+  };
+  int root = open((proc + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return failed(Sys::kOpen);
+  fds.push_back(root);
+  int userns = open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC);
+  if (userns < 0) return failed(Sys::kOpen);
+  fds.push_back(userns);
+  std::vector<int> send;
+  for (const HostFd& h : u.host_fds) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | ((h.flags & kHostFdNoLinks) ? RESOLVE_NO_SYMLINKS : 0);
+    int fd = static_cast<int>(syscall(SYS_openat2, root, h.path + 1, &how, sizeof how));
+    if (fd < 0) return failed(Sys::kOpenat2);
+    fds.push_back(fd);
+    send.push_back(fd);
+    if (h.flags & kHostFdIdmap) {
+      int tree = static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, h.path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+      if (tree < 0) return failed(Sys::kOpenTree);
+      fds.push_back(tree);
+      struct mount_attr attr;
+      memset(&attr, 0, sizeof attr);
+      attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
+      attr.userns_fd = static_cast<uint64_t>(userns);
+      if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) return failed(Sys::kMountSetattr);
+      send.push_back(tree);
+    }
+  }
+  if (send_fds(sock, send.data(), static_cast<int>(send.size())) < 0) return failed(Sys::kSendmsg);
+  return 0;
+}
+}  // namespace
+
 SpawnResult spawn(const Plan& plan, int init_fd) {
   SpawnResult result;
   int report[2];
@@ -270,9 +352,24 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
   argv.reserve(argv_strings.size() + 1);
   for (std::string& a : argv_strings) argv.push_back(a.data());
   argv.push_back(nullptr);
-  ChildArgs args{&plan, report[1], self_pidfd, init_fd, argv.data()};
+  // An external user namespace: the child waits on this socket for its maps and host fds.
+  const bool external = plan.userns.enabled && plan.userns.external;
+  int sync[2] = {-1, -1};
+  if (external && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) {
+    int err = errno;
+    close(report[0]);
+    close(report[1]);
+    if (self_pidfd >= 0) close(self_pidfd);
+    result.parent_sys = Sys::kSocket;
+    result.parent_errno = err;
+    return result;
+  }
+  ChildArgs args{&plan, report[1], self_pidfd, init_fd, argv.data(), sync[1], sync[0]};
   int flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD;
-  if (plan.share_vm) flags |= CLONE_VM | CLONE_VFORK;
+  // Without CLONE_VFORK when the child must wait for this thread (its maps): it still runs on
+  // this thread's stack in Node's memory, and this function returns only once it has exec'd
+  // (the first report) or is reaped, so neither is used by anyone else meanwhile.
+  if (plan.share_vm) flags |= CLONE_VM | (external ? 0 : CLONE_VFORK);
   int pidfd = -1;
   // Born in its cgroup v2 directory: there is no moment when it runs outside (and no move,
   // which would wait for an RCU grace period). Prepared here, before anything is blocked.
@@ -304,16 +401,41 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
     pid = clone(child_main, stack, flags, &args, &pidfd);
     clone_errno = errno;
   }
-  if (plan.share_vm) shared_vm_leave();
+  // Without CLONE_VFORK the child is still in Node's memory: the dumpable flag goes back
+  // once it has left (below, on every way out).
+  const bool vm_held = plan.share_vm && external && pid >= 0;
+  if (plan.share_vm && !vm_held) shared_vm_leave();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   close(report[1]);
   if (self_pidfd >= 0) close(self_pidfd);
+  if (sync[1] >= 0) close(sync[1]);
 
   if (pid < 0) {
+    if (sync[0] >= 0) close(sync[0]);
     close(report[0]);
     result.parent_sys = Sys::kClone;
     result.parent_errno = clone_errno;
     return result;
+  }
+  struct VmRelease {
+    bool held;
+    ~VmRelease() {
+      if (held) shared_vm_leave();
+    }
+  } vm_release{vm_held};
+
+  if (external) {
+    Sys sys = Sys::kNone;
+    int err = give_userns(plan, pid, sync[0], &sys);
+    close(sync[0]);
+    if (err) {
+      kill_and_reap(pidfd);
+      close_fd(pidfd);
+      close(report[0]);
+      result.parent_sys = sys;
+      result.parent_errno = err;
+      return result;
+    }
   }
 
   // The first record: the command started, or a step failed. Waiting here covers the child's
@@ -468,6 +590,8 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
     result.parent_errno = err;
     return result;
   };
+  // The monitor-to-be clones the container with CLONE_VFORK and could not write its maps.
+  if (plan.userns.external) return parent_fail(Sys::kClone, EOPNOTSUPP);
   char* stacks = detach_stacks();
   char* container_stack = child_stack_top();
   if (!stacks || !container_stack) return parent_fail(Sys::kClone, ENOMEM);
@@ -533,7 +657,7 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
   char* mon_env[] = {nullptr};
 
   DetachArgs d{};
-  d.child = ChildArgs{&plan, report[1], parent_slot, init_fd, init_args.data()};
+  d.child = ChildArgs{&plan, report[1], parent_slot, init_fd, init_args.data(), -1, -1};
   d.clone_flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD | (plan.share_vm ? CLONE_VM | CLONE_VFORK : 0);
   d.container_stack = container_stack;
   d.p2_stack = stacks + 2 * kDetachStack;
