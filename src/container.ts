@@ -21,7 +21,22 @@ import { buildPlan, type BindMount, type RootSource, type TmpfsMount } from './p
 import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { normaliseStdio, type ProcessEvents, type ProcessStreams, type Stdio, type StreamsOf, type TerminalSize } from './stdio';
-import { arrayOf, boolean, checkObject, expected, integer, isObject, oneOf, optional, pathString, shape, string, union, type Check, type Spec } from './validate';
+import {
+  arrayOf,
+  boolean,
+  checkObject,
+  expected,
+  integer,
+  isObject,
+  oneOf,
+  optional,
+  pathString,
+  shape,
+  string,
+  union,
+  type Check,
+  type Spec,
+} from './validate';
 import { checkRootlessIds, isRootless, rootlessCgroup, startUserNs } from './rootless';
 import { externalUserNs, type IdRange } from './userns';
 
@@ -184,7 +199,17 @@ const PROCESS_OPTIONS: Spec<ProcessOptions> = {
   hostname: optional(string),
   cwd: optional(string),
   network: given(),
-  mounts: optional(arrayOf(shape<BindMount>({ source: pathString, target: string, readonly: optional(boolean) as Check<boolean>, file: optional(boolean), fd: (v, name) => (v === undefined ? undefined : expected(name, 'nothing (set by a Runtime only)', v)) }))),
+  mounts: optional(
+    arrayOf(
+      shape<BindMount>({
+        source: pathString,
+        target: string,
+        readonly: optional(boolean) as Check<boolean>,
+        file: optional(boolean),
+        fd: (v, name) => (v === undefined ? undefined : expected(name, 'nothing (set by a Runtime only)', v)),
+      }),
+    ),
+  ),
   tmpfs: optional(
     arrayOf(
       shape<TmpfsMount>({
@@ -269,7 +294,10 @@ export function describeFailure(
   }
   if (r.step === USERNS_PHASE && plan.userns?.external) {
     // Root's userns 'auto' (core/child.cc wait_for_userns): the child's side of the handover.
-    const what = ['', '', '', 'receive the maps and host fds', 'become root of its user namespace', 'make / private', 'mount an idmapped image layer', 'place a host fd'][r.detail ?? 0] ?? 'user namespace';
+    const what =
+      ['', '', '', 'receive the maps and host fds', 'become root of its user namespace', 'make / private', 'mount an idmapped image layer', 'place a host fd'][
+        r.detail ?? 0
+      ] ?? 'user namespace';
     return new NsboxError(errnoCode(r.code), `user namespace (auto): ${what}: ${r.syscall}: ${r.code}`, { ...details, step: 'user namespace' });
   }
   if (r.step < 0 && plan.userns?.external && r.syscall !== 'clone') {
@@ -277,7 +305,7 @@ export function describeFailure(
     return new NsboxError(errnoCode(r.code), `start container: user namespace (auto): ${r.syscall}: ${r.code}`, {
       ...details,
       step: 'user namespace',
-      hint: 'writing the id maps, opening the host paths in the container\'s mount namespace, or idmapping the image layer (its filesystem must support idmapped mounts)',
+      hint: "writing the id maps, opening the host paths in the container's mount namespace, or idmapping the image layer (its filesystem must support idmapped mounts)",
     });
   }
   if (r.step === USERNS_PHASE) {
@@ -289,7 +317,13 @@ export function describeFailure(
       hint: 'the kernel refused the one-id map of a rootless container (is /proc mounted with hidepid, or a security module in the way?)',
     });
   }
-  if (r.step < 0 && plan.userns && !plan.userns.external && r.syscall === 'clone' && (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')) {
+  if (
+    r.step < 0 &&
+    plan.userns &&
+    !plan.userns.external &&
+    r.syscall === 'clone' &&
+    (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')
+  ) {
     // The usual way rootless fails: the kernel does not let this user make a user namespace.
     const why =
       r.code === 'ENOSPC' || r.code === 'EUSERS' ? 'the limit on user namespaces is reached (or 0)' : 'unprivileged user namespaces are disabled here';
@@ -696,9 +730,7 @@ function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefi
   // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
   let cgroup: ContainerCgroup | null;
   try {
-    cgroup = userns
-      ? rootlessCgroup(managed?.id ?? newId(), bounds)
-      : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+    cgroup = userns ? rootlessCgroup(managed?.id ?? newId(), bounds) : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
   } catch (e) {
     for (const fd of ext?.reserved ?? []) closeSync(fd);
     throw e;

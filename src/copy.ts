@@ -113,7 +113,7 @@ export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOption
       // even through a link), inside the root: the fd is the entry itself.
       const fd = inRoot(root, cp.parts, O_PATH);
       fds.push(fd);
-      src = { dirFd: fd, name: null, as, label };
+      src = { dirFd: fd, name: null, as, label, ...(root.idRange ? { idShift: root.idRange } : {}) };
       if (cp.dirOnly) mustBeDir(statFd(fd), p, label);
     } else {
       // The last component as it is: a link is copied as a link.
@@ -121,7 +121,7 @@ export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOption
       fds.push(dir);
       const name = Buffer.from(cp.parts[cp.parts.length - 1]!);
       statAt(dir, name); // ENOENT now rather than in the stream
-      src = { dirFd: dir, name, as, label };
+      src = { dirFd: dir, name, as, label, ...(root.idRange ? { idShift: root.idRange } : {}) };
     }
     const chunks = treeTar(src);
     return {
@@ -159,6 +159,14 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
     throw new NsboxError('EROFS', `${label}: the container's root is read-only (--read-only) and it is not running: nothing can be written to it`);
   }
   const cp = parseContainerPath(dest, label);
+  if (root.idRange) {
+    // The host's root writing through the container's overlay, which is mounted in the
+    // container's user namespace: a file it creates would have an owner unmapped there
+    // (EOVERFLOW). Not built: the writer would have to be that namespace's root.
+    throw new NsboxError('UNSUPPORTED', `${label}: the container has a user namespace of its own (userns auto): copying into it is not built yet`, {
+      hint: 'use a volume, or pipe a tar through exec: nsbox exec -i CONTAINER tar -x -C DIR < archive.tar',
+    });
+  }
   if (!root.running) checkVolumes(root, cp.parts, label);
   /** How entries are written beneath the directory `base` (its path in the container). */
   const extract = (base: string[]) => ({

@@ -943,7 +943,9 @@ export class Runtime {
       supervisor: rec?.supervisor ?? null,
       // A state directory is only ever its owner's (Layout.verify): a user's containers are rootless.
       idMap: isRootless() ? 'single' : rec?.userns ? 'auto' : null,
-      userns: rec?.userns ? { uidMap: idMapText(rec.userns.uidBase, rec.userns.size).trim(), gidMap: idMapText(rec.userns.gidBase, rec.userns.size).trim() } : null,
+      userns: rec?.userns
+        ? { uidMap: idMapText(rec.userns.uidBase, rec.userns.size).trim(), gidMap: idMapText(rec.userns.gidBase, rec.userns.size).trim() }
+        : null,
     };
   }
 
@@ -1444,6 +1446,17 @@ export class Runtime {
       const status = this.statusOf(rec);
       if (status === 'creating' || status === 'dead')
         throw new NsboxError('BAD_STATE', `${label}: the container is ${status === 'dead' ? 'left half made by a process that died' : 'being created'}`);
+      if (rec.userns && status !== 'running') {
+        // Its write layer is owned by its host id range and carries user.overlay.* metadata:
+        // only its own mount (in its user namespace, the image idmapped) shows it as it is.
+        throw new NsboxError(
+          'UNSUPPORTED',
+          `${label}: the container has a user namespace of its own (userns auto) and is not running: copies go through its running root only`,
+          {
+            hint: `nsbox start ${rec.name ?? rec.id}, then copy`,
+          },
+        );
+      }
       const root =
         status === 'running'
           ? openRunningRoot(rec, label)
@@ -1453,6 +1466,7 @@ export class Runtime {
               rec.volumes.map((v) => v.target),
               label,
             );
+      if (rec.userns) root.idRange = rec.userns;
       return {
         root,
         release: () => {
@@ -1937,8 +1951,10 @@ async function waitGone(rec: ContainerRecord, ms: number): Promise<boolean> {
  */
 function checkAutoUserns(o: { detach: boolean; disk: boolean; driver: StorageDriver; readOnly: boolean }): void {
   const refuse = (why: string, hint: string) => new NsboxError('UNSUPPORTED', `userns auto: ${why}`, { hint });
-  if (isRootless()) throw refuse(`rootless (uid ${process.geteuid!()}) containers have a user namespace of their own already, mapping your uid as 0`, 'leave --userns out');
+  if (isRootless())
+    throw refuse(`rootless (uid ${process.geteuid!()}) containers have a user namespace of their own already, mapping your uid as 0`, 'leave --userns out');
   if (o.detach) throw refuse('not for a detached container yet (-d)', 'run it attached, or leave --userns out');
   if (o.disk) throw refuse('not with limits.disk yet', 'leave the disk limit out');
-  if (o.driver !== 'overlay' && !o.readOnly) throw refuse(`needs the overlay storage driver (this state directory uses ${o.driver})`, 'use overlay, or --read-only');
+  if (o.driver !== 'overlay' && !o.readOnly)
+    throw refuse(`needs the overlay storage driver (this state directory uses ${o.driver})`, 'use overlay, or --read-only');
 }

@@ -216,6 +216,58 @@ describe("userns: 'auto'", () => {
     expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
   });
 
+  it('copies out with the ids the container sees; refuses a copy in, and a stopped one', async () => {
+    const c = await rt.run({ image: 'busybox', userns: 'auto', command: ['sh', '-c', 'echo in > /made && chown 7:8 /made && echo ready && sleep 30'] });
+    const ready = new Promise<void>((resolve) => c.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve()));
+    await ready;
+    const stream = await rt.copyOut(c.id!, '/made');
+    const chunks: Buffer[] = [];
+    for await (const d of stream) chunks.push(d as Buffer);
+    const listing = execFileSync('tar', ['-tv', '--numeric-owner'], { input: Buffer.concat(chunks), encoding: 'utf8' });
+    expect(listing).toMatch(/^-rw-r--r-- 7\/8 /);
+    const bin = await rt.copyOut(c.id!, '/bin/busybox');
+    const binChunks: Buffer[] = [];
+    for await (const d of bin) binChunks.push(d as Buffer);
+    // The image's file, idmapped inside: root's, as the image has it.
+    expect(execFileSync('tar', ['-tv', '--numeric-owner'], { input: Buffer.concat(binChunks), encoding: 'utf8' })).toMatch(/ 0\/0 /);
+    const f = path.join(host, 'cp-in');
+    fs.writeFileSync(f, 'x');
+    await expect(rt.copyIn(c.id!, f, '/tmp/')).rejects.toThrow(/userns auto\): copying into it is not built/);
+    c.kill('SIGKILL');
+    await c.wait();
+    await expect(rt.copyOut(c.id!, '/made')).rejects.toThrow(/not running: copies go through its running root only/);
+    await c.remove();
+  });
+
+  it('takes its ranges from /etc/subuid and /etc/subgid entries of nsbox when there are some', async () => {
+    const subuid = path.join(host, 'subuid');
+    const subgid = path.join(host, 'subgid');
+    fs.writeFileSync(subuid, 'someone:100000:65536\nnsbox:300000:131072\n');
+    fs.writeFileSync(subgid, 'nsbox:500000:65536\n');
+    process.env.NSBOX_SUBUID = subuid;
+    process.env.NSBOX_SUBGID = subgid;
+    try {
+      const a = await rt.run({ image: 'busybox', userns: 'auto', command: ['sh', '-c', 'cat /proc/self/uid_map /proc/self/gid_map'] });
+      const out = await collect(a.stdout);
+      await a.wait();
+      expect(
+        out
+          .trim()
+          .split('\n')
+          .map((l) => l.trim().split(/\s+/).join(' ')),
+      ).toEqual(['0 300000 65536', '0 500000 65536']);
+      // The one gid slice is taken: a second live container finds no range, and says so.
+      const b = await rt.run({ image: 'busybox', userns: 'auto', command: ['sleep', '10'] }).catch((e: unknown) => e);
+      expect(b).toBeInstanceOf(NsboxError);
+      expect((b as NsboxError).message).toMatch(/every host id range is in use/);
+      await a.remove();
+    } finally {
+      delete process.env.NSBOX_SUBUID;
+      delete process.env.NSBOX_SUBGID;
+    }
+    expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
+  });
+
   it('is refused where it is not built, naming why', async () => {
     await expect(rt.run({ image: 'busybox', userns: 'auto', detach: true, command: ['true'] })).rejects.toThrow(/userns auto: not for a detached container/);
     await expect(rt.run({ image: 'busybox', userns: 'auto', command: ['true'], limits: { disk: '10m' } })).rejects.toThrow(/userns auto: not with limits.disk/);
@@ -225,7 +277,9 @@ describe("userns: 'auto'", () => {
 
   it('works from the CLI: nsbox run --userns auto', () => {
     const cli = path.resolve(__dirname, '../dist/cli/start.js');
-    const out = execFileSync(process.execPath, [cli, '--root', root, 'run', '--rm', '--userns', 'auto', 'busybox', 'cat', '/proc/self/uid_map'], { encoding: 'utf8' });
+    const out = execFileSync(process.execPath, [cli, '--root', root, 'run', '--rm', '--userns', 'auto', 'busybox', 'cat', '/proc/self/uid_map'], {
+      encoding: 'utf8',
+    });
     expect(out.trim().split(/\s+/)).toEqual(['0', expect.stringMatching(/^\d+$/), '65536']);
     expect(Number(out.trim().split(/\s+/)[1])).toBeGreaterThanOrEqual(DEFAULT_BASE);
     const bad = spawnSync(process.execPath, [cli, '--root', root, 'run', '--rm', '--userns', 'maybe', 'busybox', 'true'], { encoding: 'utf8' });

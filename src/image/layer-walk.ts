@@ -240,7 +240,13 @@ export class MergedWalker {
       const c = frame.children[frame.next++]!;
       if (c.whiteout) continue;
       const rel = frame.rel === '' ? c.key : `${frame.rel}/${c.key}`;
-      const entry: WalkEntry = { path: Buffer.from(rel, 'latin1'), name: c.name, dirFd: this.chains[c.layer]!.fd, layer: layers[c.layer]!, stat: this.owned(c.layer, c.stat) };
+      const entry: WalkEntry = {
+        path: Buffer.from(rel, 'latin1'),
+        name: c.name,
+        dirFd: this.chains[c.layer]!.fd,
+        layer: layers[c.layer]!,
+        stat: this.owned(c.layer, c.stat),
+      };
       await this.visitor.entry(entry);
       if ((c.stat.mode & S_IFMT) !== S_IFDIR) continue;
       if (this.exclude.has(rel)) {
