@@ -450,7 +450,7 @@ export class Runtime {
       );
     }
     const autoUserns = options.userns === 'auto';
-    if (autoUserns) checkAutoUserns({ detach: !!detach, disk: disk !== undefined, driver, readOnly: !!options.readOnly });
+    if (autoUserns) checkAutoUserns({ disk: disk !== undefined, driver, readOnly: !!options.readOnly });
     this.layout.ensure();
     this.recoverOnce();
 
@@ -1681,7 +1681,6 @@ export class Runtime {
         ...(rec.userns ? { idRange: rec.userns } : {}),
         etcFiles: writeEtcFiles({ dir, hostname, network: cfg.network, imageLayer: rec.imageLayer, readOnly: !!rec.readOnly }),
       };
-      if (rec.userns && o.detach) checkAutoUserns({ detach: true, disk: false, driver: rec.driver, readOnly: !!rec.readOnly });
       if (o.detach) {
         const started = launchDetached({ ...processOptions, stdio: 'ignore' }, id, dir, {});
         try {
@@ -1944,16 +1943,14 @@ async function waitGone(rec: ContainerRecord, ms: number): Promise<boolean> {
 }
 
 /**
- * What `userns: 'auto'` is not built for yet, refused before anything is made: a detached start
- * (its monitor clones the container with CLONE_VFORK and cannot write the maps), limits.disk
+ * What `userns: 'auto'` is not built for yet, refused before anything is made: limits.disk
  * (the write layer's filesystem is made in the container), aufs and vfs (no idmapped layers),
  * and rootless (a user namespace of its own already, with the user's one id).
  */
-function checkAutoUserns(o: { detach: boolean; disk: boolean; driver: StorageDriver; readOnly: boolean }): void {
+function checkAutoUserns(o: { disk: boolean; driver: StorageDriver; readOnly: boolean }): void {
   const refuse = (why: string, hint: string) => new NsboxError('UNSUPPORTED', `userns auto: ${why}`, { hint });
   if (isRootless())
     throw refuse(`rootless (uid ${process.geteuid!()}) containers have a user namespace of their own already, mapping your uid as 0`, 'leave --userns out');
-  if (o.detach) throw refuse('not for a detached container yet (-d)', 'run it attached, or leave --userns out');
   if (o.disk) throw refuse('not with limits.disk yet', 'leave the disk limit out');
   if (o.driver !== 'overlay' && !o.readOnly)
     throw refuse(`needs the overlay storage driver (this state directory uses ${o.driver})`, 'use overlay, or --read-only');

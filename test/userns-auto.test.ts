@@ -33,7 +33,7 @@ async function sh(script: string, extra: { volumes?: string[]; limits?: { memory
   const c = await rt.run({ image: 'busybox', userns: 'auto', command: ['sh', '-c', script], ...extra });
   const [out, err] = [collect(c.stdout), collect(c.stderr)];
   const status = await c.wait();
-  return { c, status, out: await out, err: await err, range: rt.inspect(c.id).userns };
+  return { c, status, out: await out, err: await err, range: rt.inspect(c.id!).userns };
 }
 
 /** A directory the container's root may write: owned by the range's root on the host. */
@@ -76,7 +76,7 @@ describe("userns: 'auto'", () => {
   it('maps 0 BASE 65536 inside, root is 0 there, and inspect shows the map', async () => {
     const r = await sh('cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; ls -ln /bin/busybox');
     expect(r.status.exitCode).toBe(0);
-    const info = rt.inspect(r.c.id);
+    const info = rt.inspect(r.c.id!);
     expect(info.idMap).toBe('auto');
     const base = Number(/^0 (\d+) 65536$/.exec(info.userns!.uidMap)![1]);
     expect(base).toBeGreaterThanOrEqual(DEFAULT_BASE);
@@ -88,7 +88,7 @@ describe("userns: 'auto'", () => {
     // The image layer, owned by host root, is root's inside (idmapped), not nobody's.
     expect(lines[4]).toMatch(/^-r[-w]xr-xr-x\s+\d+\s+0\s+0\s/);
     // On the host the container's processes ran as BASE, not 0: its write layer says so.
-    expect(fs.statSync(path.join(root, 'containers', r.c.id, 'upper')).uid).toBe(base);
+    expect(fs.statSync(path.join(root, 'containers', r.c.id!, 'upper')).uid).toBe(base);
     await r.c.remove();
   });
 
@@ -147,8 +147,8 @@ describe("userns: 'auto'", () => {
     const b = await rt.run({ image: 'busybox', userns: 'auto', command: ['sh', '-c', 'cat /proc/self/uid_map'], limits: { memory: '64m', pids: 50 } });
     const out = await collect(b.stdout);
     expect((await b.wait()).exitCode).toBe(0);
-    const ra = rt.inspect(a.id).userns!.uidMap;
-    const rb = rt.inspect(b.id).userns!.uidMap;
+    const ra = rt.inspect(a.id!).userns!.uidMap;
+    const rb = rt.inspect(b.id!).userns!.uidMap;
     expect(ra).not.toBe(rb);
     expect(out.trim().split(/\s+/).join(' ')).toBe(rb);
     // exec enters its user namespace too, as its root.
@@ -158,7 +158,7 @@ describe("userns: 'auto'", () => {
     expect(eout.split('\n')[0]).toBe('0');
     expect(eout.split('\n')[1]!.trim().split(/\s+/).join(' ')).toBe(ra);
     // Through the Runtime too (as nsbox exec does).
-    const e2 = rt.exec(a.id, { command: ['id', '-u'] });
+    const e2 = rt.exec(a.id!, { command: ['id', '-u'] });
     expect((await collect(e2.stdout)).trim()).toBe('0');
     await e2.wait();
     await a.remove({ force: true });
@@ -173,7 +173,7 @@ describe("userns: 'auto'", () => {
       command: ['sh', '-c', 'echo x > /made && mkdir /d && echo y > /d/u && chown -R 1000:1000 /d && rm /bin/true && mkdir -p /etc/o && touch /etc/o/f'],
     });
     expect((await c.wait()).exitCode).toBe(0);
-    const img = await rt.commit(c.id, 'userns-commit');
+    const img = await rt.commit(c.id!, 'userns-commit');
     const layer = img.rootfs;
     expect([fs.statSync(path.join(layer, 'made')).uid, fs.statSync(path.join(layer, 'made')).gid]).toEqual([0, 0]);
     expect(fs.statSync(path.join(layer, 'd/u')).uid).toBe(1000);
@@ -268,8 +268,42 @@ describe("userns: 'auto'", () => {
     expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
   });
 
+  it('runs detached (-d): the monitor writes the maps; exec, stop, rm free the range; a failed start leaves nothing', async () => {
+    const before = { fds: openFds(), children: childPids(), mounts: hostMounts() };
+    const d = await rt.run({
+      image: 'busybox',
+      userns: 'auto',
+      detach: true,
+      command: ['sh', '-c', 'cat /proc/self/uid_map; id -u; echo made > /made; exec sleep 30'],
+    });
+    const map = rt.inspect(d.id).userns!.uidMap;
+    // Its output is in its log once the monitor has read it.
+    let lines: string[] = [];
+    for (let i = 0; i < 200 && lines.length < 2; i++) {
+      lines = [];
+      for await (const e of rt.logs(d.id)) lines.push(e.line);
+      if (lines.length < 2) await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(lines[0]!.trim().split(/\s+/).join(' ')).toBe(map);
+    expect(lines[1]).toBe('0');
+    const e = rt.exec(d.id, { command: ['sh', '-c', 'id -u; cat /made'] });
+    expect(await collect(e.stdout)).toBe('0\nmade\n');
+    await e.wait();
+    const base = Number(/^0 (\d+)/.exec(map)![1]);
+    expect(fs.statSync(path.join(root, 'containers', d.id, 'upper', 'made')).uid).toBe(base);
+    await rt.stop(d.id, { timeout: 1 });
+    await rt.remove(d.id);
+    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+    const bad = await rt.run({ image: 'busybox', userns: 'auto', detach: true, command: ['/no/such/command'] }).catch((x: unknown) => x);
+    expect(bad).toBeInstanceOf(NsboxError);
+    expect(openFds()).toEqual(before.fds);
+    expect(childPids()).toEqual(before.children);
+    expect(hostMounts()).toEqual(before.mounts);
+    expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
+    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+  });
+
   it('is refused where it is not built, naming why', async () => {
-    await expect(rt.run({ image: 'busybox', userns: 'auto', detach: true, command: ['true'] })).rejects.toThrow(/userns auto: not for a detached container/);
     await expect(rt.run({ image: 'busybox', userns: 'auto', command: ['true'], limits: { disk: '10m' } })).rejects.toThrow(/userns auto: not with limits.disk/);
     await expect(rt.run({ image: 'busybox', userns: 'bogus' as 'auto', command: ['true'] })).rejects.toThrow(/userns/);
     expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);

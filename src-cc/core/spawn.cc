@@ -252,8 +252,27 @@ void remove_cgroup_dirs(const std::vector<std::string>& dirs) {
 
 namespace {
 
-int write_whole(const std::string& file, const char* text, Sys* sys) {
-  int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+// Composing /proc/PID/... without allocating: give_userns runs in P2 of a detached start too,
+// under the child's rule.
+char* put_str(char* p, const char* s) {
+  while (*s) *p++ = *s++;
+  *p = '\0';
+  return p;
+}
+char* put_uint(char* p, unsigned v) {
+  char digits[12];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *p++ = digits[--n];
+  *p = '\0';
+  return p;
+}
+
+int write_whole(const char* file, const char* text, Sys* sys) {
+  int fd = open(file, O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
     *sys = Sys::kOpen;
     return errno;
@@ -269,61 +288,73 @@ int write_whole(const std::string& file, const char* text, Sys* sys) {
   return err;
 }
 
-}  // namespace
-
-namespace {
 // The parent's half of an external user namespace (plan.h, UserNs): as root of the parent
 // namespace it may write any map, but only to a process that exists, hence after clone. Then
 // the host fds: each path opened in the child's mount namespace (/proc/PID/root, resolved in
 // it), and for an idmapped one a clone of the same path from this namespace, idmapped to the
 // child's user namespace (MOUNT_ATTR_IDMAP takes only a mount no namespace holds yet); the
-// child mounts it over the path. 0, or an errno with `sys` saying which call.
+// child mounts it over the path. 0, or an errno with `sys` saying which call. Only system
+// calls on the stack and the plan: the child's rule holds (P2 of a detached start runs it).
 int give_userns(const Plan& plan, int pid, int sock, Sys* sys) {
   const UserNs& u = plan.userns;
-  const std::string proc = "/proc/" + std::to_string(pid);
-  if (int err = write_whole(proc + "/uid_map", u.uid_map, sys)) return err;
-  if (int err = write_whole(proc + "/gid_map", u.gid_map, sys)) return err;
-  std::vector<int> fds;
-  struct Closer {
-    std::vector<int>& fds;
-    ~Closer() {
-      for (int fd : fds) close(fd);
-    }
-  } closer{fds};
+  char path[64];
+  char* end = put_uint(put_str(path, "/proc/"), static_cast<unsigned>(pid));
+  put_str(end, "/uid_map");
+  if (int err = write_whole(path, u.uid_map, sys)) return err;
+  put_str(end, "/gid_map");
+  if (int err = write_whole(path, u.gid_map, sys)) return err;
+  int opened[2 * kMaxHostFds + 2];
+  int nopened = 0;
+  int send[2 * kMaxHostFds];
+  int nsend = 0;
+  int err = 0;
   auto failed = [&](Sys s) {
     *sys = s;
-    return errno;
+    err = errno;
   };
-  int root = open((proc + "/root").c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return failed(Sys::kOpen);
-  fds.push_back(root);
-  int userns = open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC);
-  if (userns < 0) return failed(Sys::kOpen);
-  fds.push_back(userns);
-  std::vector<int> send;
-  for (const HostFd& h : u.host_fds) {
+  put_str(end, "/root");
+  int root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  put_str(end, "/ns/user");
+  int userns = root < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+  if (root < 0 || userns < 0) failed(Sys::kOpen);
+  if (root >= 0) opened[nopened++] = root;
+  if (userns >= 0) opened[nopened++] = userns;
+  if (u.host_fds.size() > kMaxHostFds) {
+    *sys = Sys::kSendmsg;
+    err = E2BIG;
+  }
+  for (size_t i = 0; !err && i < u.host_fds.size(); i++) {
+    const HostFd& h = u.host_fds[i];
     struct open_how how;
     memset(&how, 0, sizeof how);
     how.flags = O_PATH | O_CLOEXEC;
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | ((h.flags & kHostFdNoLinks) ? RESOLVE_NO_SYMLINKS : 0);
     int fd = static_cast<int>(syscall(SYS_openat2, root, h.path + 1, &how, sizeof how));
-    if (fd < 0) return failed(Sys::kOpenat2);
-    fds.push_back(fd);
-    send.push_back(fd);
+    if (fd < 0) {
+      failed(Sys::kOpenat2);
+      break;
+    }
+    opened[nopened++] = send[nsend++] = fd;
     if (h.flags & kHostFdIdmap) {
       int tree = static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, h.path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
-      if (tree < 0) return failed(Sys::kOpenTree);
-      fds.push_back(tree);
+      if (tree < 0) {
+        failed(Sys::kOpenTree);
+        break;
+      }
+      opened[nopened++] = send[nsend++] = tree;
       struct mount_attr attr;
       memset(&attr, 0, sizeof attr);
       attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
       attr.userns_fd = static_cast<uint64_t>(userns);
-      if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) return failed(Sys::kMountSetattr);
-      send.push_back(tree);
+      if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+        failed(Sys::kMountSetattr);
+        break;
+      }
     }
   }
-  if (send_fds(sock, send.data(), static_cast<int>(send.size())) < 0) return failed(Sys::kSendmsg);
-  return 0;
+  if (!err && send_fds(sock, send, nsend) < 0) failed(Sys::kSendmsg);
+  for (int i = 0; i < nopened; i++) close(opened[i]);
+  return err;
 }
 }  // namespace
 
@@ -539,8 +570,29 @@ int detached_parent(void* arg) {
   if (dup3(self, d.parent_slot, O_CLOEXEC) < 0) detach_fail(d, Sys::kDup2, errno);
   close(self);
   int pidfd = -1;
-  int pid = clone(child_main, d.container_stack, d.clone_flags, const_cast<ChildArgs*>(&d.child), &pidfd);
+  // userns 'auto': cloned without CLONE_VFORK (d.clone_flags), the container waits for this
+  // process to write its maps and send its host fds. It keeps this process's memory (CLONE_VM)
+  // after the monitor's exec below replaces it here: an address space lives on while any
+  // process uses it.
+  DetachArgs& dm = *static_cast<DetachArgs*>(arg);
+  const Plan& plan = *d.child.plan;
+  const bool external = plan.userns.enabled && plan.userns.external;
+  int sync[2] = {-1, -1};
+  if (external && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) detach_fail(d, Sys::kSocket, errno);
+  dm.child.userns_sock = sync[1];
+  dm.child.userns_peer = sync[0];
+  int pid = clone(child_main, d.container_stack, d.clone_flags, &dm.child, &pidfd);
   if (pid < 0) detach_fail(d, Sys::kClone, errno);
+  if (external) {
+    close(sync[1]);
+    Sys sys = Sys::kNone;
+    int err = give_userns(plan, pid, sync[0], &sys);
+    close(sync[0]);
+    if (err) {
+      kill_and_reap(pidfd);
+      detach_fail(d, sys, err);
+    }
+  }
   if (dup3(pidfd, d.pidfd_slot, O_CLOEXEC) < 0) detach_fail(d, Sys::kDup2, errno);
   close(pidfd);
   char digits[16];
@@ -590,8 +642,6 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
     result.parent_errno = err;
     return result;
   };
-  // The monitor-to-be clones the container with CLONE_VFORK and could not write its maps.
-  if (plan.userns.external) return parent_fail(Sys::kClone, EOPNOTSUPP);
   char* stacks = detach_stacks();
   char* container_stack = child_stack_top();
   if (!stacks || !container_stack) return parent_fail(Sys::kClone, ENOMEM);
@@ -658,7 +708,7 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
 
   DetachArgs d{};
   d.child = ChildArgs{&plan, report[1], parent_slot, init_fd, init_args.data(), -1, -1};
-  d.clone_flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD | (plan.share_vm ? CLONE_VM | CLONE_VFORK : 0);
+  d.clone_flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD | (plan.share_vm ? CLONE_VM | (plan.userns.external ? 0 : CLONE_VFORK) : 0);
   d.container_stack = container_stack;
   d.p2_stack = stacks + 2 * kDetachStack;
   d.tasks_fd = spec.cgroup_tasks_fd;
