@@ -81,9 +81,11 @@ export function slicesOf(ranges: Array<{ start: number; count: number }>, size =
   return out;
 }
 
-/** The default slices: DEFAULT_SLICES of RANGE_SIZE from DEFAULT_BASE. */
-export function defaultSlices(): number[] {
-  return Array.from({ length: DEFAULT_SLICES }, (_, i) => DEFAULT_BASE + i * RANGE_SIZE);
+let defaults: Array<{ uidBase: number; gidBase: number }> | undefined;
+/** The default ranges: DEFAULT_SLICES of RANGE_SIZE from DEFAULT_BASE, uid and gid alike (made once). */
+function defaultRanges(): Array<{ uidBase: number; gidBase: number }> {
+  defaults ??= Array.from({ length: DEFAULT_SLICES }, (_, i) => ({ uidBase: DEFAULT_BASE + i * RANGE_SIZE, gidBase: DEFAULT_BASE + i * RANGE_SIZE }));
+  return defaults;
 }
 
 /**
@@ -96,7 +98,7 @@ export function candidateRanges(subuid: string | null, subgid: string | null): A
   if (uids.length > 0 && gids.length > 0) {
     return uids.slice(0, gids.length).map((u, i) => ({ uidBase: u, gidBase: gids[i]! }));
   }
-  return defaultSlices().map((b) => ({ uidBase: b, gidBase: b }));
+  return defaultRanges();
 }
 
 /** The first candidate whose uid base and gid base no claim holds. */
