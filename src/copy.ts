@@ -159,14 +159,6 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
     throw new NsboxError('EROFS', `${label}: the container's root is read-only (--read-only) and it is not running: nothing can be written to it`);
   }
   const cp = parseContainerPath(dest, label);
-  if (root.idRange) {
-    // The host's root writing through the container's overlay, which is mounted in the
-    // container's user namespace: a file it creates would have an owner unmapped there
-    // (EOVERFLOW). Not built: the writer would have to be that namespace's root.
-    throw new NsboxError('UNSUPPORTED', `${label}: the container has a user namespace of its own (userns auto): copying into it is not built yet`, {
-      hint: 'use a volume, or pipe a tar through exec: nsbox exec -i CONTAINER tar -x -C DIR < archive.tar',
-    });
-  }
   if (!root.running) checkVolumes(root, cp.parts, label);
   /** How entries are written beneath the directory `base` (its path in the container). */
   const extract = (base: string[]) => ({
@@ -174,6 +166,8 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
     // the tar, only that one can be given.
     label,
     ...(isRootless() ? { owner: { uid: process.geteuid!(), gid: process.getegid!() } } : options.owner ? { owner: options.owner } : {}),
+    // userns 'auto': the owners are the container's ids, shifted into its range on the host.
+    ...(root.idRange ? { idShift: root.idRange } : {}),
     ...(root.unmountedVolumes.length ? { refuse: (entry: string[]) => volumeError(root, [...base, ...entry], label) } : {}),
   });
   if (typeof source !== 'string') {

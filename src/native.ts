@@ -222,6 +222,8 @@ export interface NativeBinding {
   setXattrFd(fd: number, name: string, value: Buffer): NativeErrno | null;
   setTimesFd(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
   mkdirAt(dirfd: number, name: Buffer, mode: number): NativeErrno | null;
+  /** The ids this thread creates files as (setfsuid/setfsgid), its capabilities kept. */
+  setFsIds(uid: number, gid: number): NativeErrno | null;
   linkAt(fromDirfd: number, fromName: Buffer, toDirfd: number, toName: Buffer): NativeErrno | null;
   symlinkAt(target: Buffer, dirfd: number, name: Buffer): NativeErrno | null;
   setAttrsFd(fd: number, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;

@@ -216,7 +216,7 @@ describe("userns: 'auto'", () => {
     expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
   });
 
-  it('copies out with the ids the container sees; refuses a copy in, and a stopped one', async () => {
+  it('copies out and in with the ids the container sees; refuses a stopped one', async () => {
     const c = await rt.run({ image: 'busybox', userns: 'auto', command: ['sh', '-c', 'echo in > /made && chown 7:8 /made && echo ready && sleep 30'] });
     const ready = new Promise<void>((resolve) => c.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve()));
     await ready;
@@ -232,7 +232,23 @@ describe("userns: 'auto'", () => {
     expect(execFileSync('tar', ['-tv', '--numeric-owner'], { input: Buffer.concat(binChunks), encoding: 'utf8' })).toMatch(/ 0\/0 /);
     const f = path.join(host, 'cp-in');
     fs.writeFileSync(f, 'x');
-    await expect(rt.copyIn(c.id!, f, '/tmp/')).rejects.toThrow(/userns auto\): copying into it is not built/);
+    // In: created as the range's root (its overlay refuses an unmapped creator), owned as asked.
+    await rt.copyIn(c.id!, f, '/tmp/');
+    await rt.copyIn(c.id!, f, '/tmp/as1000', { owner: { uid: 1000, gid: 1000 } });
+    const ls = rt.exec(c.id!, { command: ['ls', '-ln', '/tmp/cp-in', '/tmp/as1000'] });
+    const lsOut = await collect(ls.stdout);
+    await ls.wait();
+    expect(lsOut).toMatch(/^-\S+\s+\d+\s+0\s+0\s.*\/tmp\/as1000$|\s1000\s+1000\s.*\/tmp\/as1000/m);
+    expect(lsOut).toMatch(/\s0\s+0\s.*\/tmp\/cp-in$/m);
+    const base = Number(/^0 (\d+)/.exec(rt.inspect(c.id!).userns!.uidMap)![1]);
+    expect(fs.statSync(path.join(root, 'containers', c.id!, 'upper', 'tmp', 'cp-in')).uid).toBe(base);
+    expect(fs.statSync(path.join(root, 'containers', c.id!, 'upper', 'tmp', 'as1000')).uid).toBe(base + 1000);
+    // An owner the container's namespace does not map is refused, not squashed.
+    await expect(rt.copyIn(c.id!, f, '/tmp/big', { owner: { uid: 70000, gid: 0 } })).rejects.toThrow(/uid 70000 does not exist in the container/);
+    // This process creates as root again afterwards.
+    const after = path.join(host, 'after');
+    fs.writeFileSync(after, '');
+    expect(fs.statSync(after).uid).toBe(0);
     c.kill('SIGKILL');
     await c.wait();
     await expect(rt.copyOut(c.id!, '/made')).rejects.toThrow(/not running: copies go through its running root only/);
