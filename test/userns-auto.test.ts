@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import type { Container } from '../src/container';
 import { NsboxError } from '../src/errors';
 import { Runtime } from '../src/runtime';
 import { DEFAULT_BASE, RANGE_SIZE } from '../src/userns';
@@ -316,6 +317,22 @@ describe("userns: 'auto'", () => {
     expect(childPids()).toEqual(before.children);
     expect(hostMounts()).toEqual(before.mounts);
     expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
+    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+  });
+
+  it('starts a stopped container again in its range, with its files', async () => {
+    const c = await rt.run({ image: 'busybox', userns: 'auto', command: ['sh', '-c', 'echo $(cat /n 2>/dev/null)x > /n; cat /n; cat /proc/self/uid_map'] });
+    const first = await collect(c.stdout);
+    await c.wait();
+    const map = rt.inspect(c.id!).userns!.uidMap;
+    const again = (await rt.start(c.id!, { attach: true })) as Container;
+    const second = await collect(again.stdout);
+    await again.wait();
+    expect(first.split('\n')[0]).toBe('x');
+    expect(second.split('\n')[0]).toBe('xx');
+    expect(second.split('\n')[1]!.trim().split(/\s+/).join(' ')).toBe(map);
+    expect(rt.inspect(c.id!).userns!.uidMap).toBe(map);
+    await c.remove();
     expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
   });
 
