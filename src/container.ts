@@ -721,10 +721,10 @@ function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefi
   const initOptions = initRlimits(limits, ulimits);
   const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
   if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
-  const { idRange, ...given } = rest;
+  const { idRange, ...planned } = rest;
   if (idRange && isRootless()) throw new NsboxError('UNSUPPORTED', 'userns auto: for root; rootless containers have a user namespace of their own already');
   // Root's userns 'auto': the host paths the child needs are opened by the parent (userns.ts).
-  const ext = idRange ? externalUserNs(idRange, given.root, given.mounts ?? [], given.etcFiles ?? []) : undefined;
+  const ext = idRange ? externalUserNs(idRange, planned.root, planned.mounts ?? [], planned.etcFiles ?? []) : undefined;
   const userns = ext ? undefined : startUserNs();
   if (userns) checkRootlessIds(confined.security, userns);
   // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
@@ -739,7 +739,7 @@ function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefi
   try {
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(),
-      ...given,
+      ...planned,
       ...(ext ? { root: ext.root, mounts: ext.mounts, etcFiles: ext.etcFiles, userns: ext.userns } : {}),
       ...(FORK_STYLE ? { forkStyle: true } : {}),
       ...(userns ? { userns } : {}),
