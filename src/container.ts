@@ -3,7 +3,7 @@
  * promise, signals through its pidfd.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync } from 'node:fs';
 import type * as Net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { Readable } from 'node:stream';
@@ -21,8 +21,24 @@ import { buildPlan, type BindMount, type RootSource, type TmpfsMount } from './p
 import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { normaliseStdio, type ProcessEvents, type ProcessStreams, type Stdio, type StreamsOf, type TerminalSize } from './stdio';
-import { arrayOf, boolean, checkObject, integer, isObject, oneOf, optional, pathString, shape, string, union, type Check, type Spec } from './validate';
-import { checkRootlessIds, rootlessCgroup, startUserNs } from './rootless';
+import {
+  arrayOf,
+  boolean,
+  checkObject,
+  expected,
+  integer,
+  isObject,
+  oneOf,
+  optional,
+  pathString,
+  shape,
+  string,
+  union,
+  type Check,
+  type Spec,
+} from './validate';
+import { checkRootlessIds, isRootless, rootlessCgroup, startUserNs } from './rootless';
+import { externalUserNs, type IdRange } from './userns';
 
 export type { ProcessEvents, ProcessStreams, Stdio, StdioEntry, StdioMode, StreamsOf, TerminalSize } from './stdio';
 
@@ -136,6 +152,8 @@ export interface LaunchOptions extends ProcessOptions {
   confinement?: Confinement | undefined;
   /** Files nsbox wrote for the container (/etc/hosts, ...), bound over the root's own. */
   etcFiles?: Array<{ source: string; target: string }> | undefined;
+  /** Root's `userns: 'auto'`: the host ids its user namespace maps (src/userns.ts). */
+  idRange?: IdRange | undefined;
 }
 
 /** Checked by its own code later: here only its presence among the known keys. */
@@ -181,7 +199,17 @@ const PROCESS_OPTIONS: Spec<ProcessOptions> = {
   hostname: optional(string),
   cwd: optional(string),
   network: given(),
-  mounts: optional(arrayOf(shape<BindMount>({ source: pathString, target: string, readonly: optional(boolean) as Check<boolean>, file: optional(boolean) }))),
+  mounts: optional(
+    arrayOf(
+      shape<BindMount>({
+        source: pathString,
+        target: string,
+        readonly: optional(boolean) as Check<boolean>,
+        file: optional(boolean),
+        fd: (v, name) => (v === undefined ? undefined : expected(name, 'nothing (set by a Runtime only)', v)),
+      }),
+    ),
+  ),
   tmpfs: optional(
     arrayOf(
       shape<TmpfsMount>({
@@ -264,6 +292,22 @@ export function describeFailure(
     const how = signal ? `was killed by ${SIGNAL_NAMES.get(signal) ?? `signal ${signal}`}` : `exited with ${(r.vanished >> 8) & 0xff}`;
     return new NsboxError('ECHILD', `start container: the setup process ${how} before it reported`, details);
   }
+  if (r.step === USERNS_PHASE && plan.userns?.external) {
+    // Root's userns 'auto' (core/child.cc wait_for_userns): the child's side of the handover.
+    const what =
+      ['', '', '', 'receive the maps and host fds', 'become root of its user namespace', 'make / private', 'mount an idmapped image layer', 'place a host fd'][
+        r.detail ?? 0
+      ] ?? 'user namespace';
+    return new NsboxError(errnoCode(r.code), `user namespace (auto): ${what}: ${r.syscall}: ${r.code}`, { ...details, step: 'user namespace' });
+  }
+  if (r.step < 0 && plan.userns?.external && r.syscall !== 'clone') {
+    // The parent's side (core/spawn.cc give_userns): maps, the host paths, the idmapped layer.
+    return new NsboxError(errnoCode(r.code), `start container: user namespace (auto): ${r.syscall}: ${r.code}`, {
+      ...details,
+      step: 'user namespace',
+      hint: "writing the id maps, opening the host paths in the container's mount namespace, or idmapping the image layer (its filesystem must support idmapped mounts)",
+    });
+  }
   if (r.step === USERNS_PHASE) {
     const file = ['setgroups', 'uid_map', 'gid_map'][r.detail ?? 0] ?? 'uid_map';
     return new NsboxError(errnoCode(r.code), `user namespace: ${r.syscall} /proc/self/${file}: ${r.code}`, {
@@ -273,7 +317,13 @@ export function describeFailure(
       hint: 'the kernel refused the one-id map of a rootless container (is /proc mounted with hidepid, or a security module in the way?)',
     });
   }
-  if (r.step < 0 && plan.userns && r.syscall === 'clone' && (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')) {
+  if (
+    r.step < 0 &&
+    plan.userns &&
+    !plan.userns.external &&
+    r.syscall === 'clone' &&
+    (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')
+  ) {
     // The usual way rootless fails: the kernel does not let this user make a user namespace.
     const why =
       r.code === 'ENOSPC' || r.code === 'EUSERS' ? 'the limit on user namespaces is reached (or 0)' : 'unprivileged user namespaces are disabled here';
@@ -378,6 +428,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
       throw e;
     } finally {
       cgroup?.closeFds();
+      releasePlanFds(plan);
     }
   }
 
@@ -405,6 +456,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
       throw e;
     } finally {
       cgroup?.closeFds();
+      releasePlanFds(plan);
     }
     if (!r.ok) {
       cgroup?.remove().catch(() => {});
@@ -669,17 +721,26 @@ function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefi
   const initOptions = initRlimits(limits, ulimits);
   const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
   if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
-  const userns = startUserNs();
+  const { idRange, ...planned } = rest;
+  if (idRange && isRootless()) throw new NsboxError('UNSUPPORTED', 'userns auto: for root; rootless containers have a user namespace of their own already');
+  // Root's userns 'auto': the host paths the child needs are opened by the parent (userns.ts).
+  const ext = idRange ? externalUserNs(idRange, planned.root, planned.mounts ?? [], planned.etcFiles ?? []) : undefined;
+  const userns = ext ? undefined : startUserNs();
   if (userns) checkRootlessIds(confined.security, userns);
   // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
-  const cgroup = userns
-    ? rootlessCgroup(managed?.id ?? newId(), bounds)
-    : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+  let cgroup: ContainerCgroup | null;
+  try {
+    cgroup = userns ? rootlessCgroup(managed?.id ?? newId(), bounds) : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
+  } catch (e) {
+    for (const fd of ext?.reserved ?? []) closeSync(fd);
+    throw e;
+  }
   const bornIn = userns ? cgroup?.bornIn : (cgroup?.bornIn ?? homeDevicesTasks());
   try {
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(),
-      ...rest,
+      ...planned,
+      ...(ext ? { root: ext.root, mounts: ext.mounts, etcFiles: ext.etcFiles, userns: ext.userns } : {}),
       ...(FORK_STYLE ? { forkStyle: true } : {}),
       ...(userns ? { userns } : {}),
       stdio: normaliseStdio(stdio),
@@ -693,12 +754,22 @@ function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefi
       ...(cgroup?.cgroupFd !== undefined ? { cgroupFd: cgroup.cgroupFd } : {}),
     });
     if (cgroup) plan.cgroupDirs = cgroup.allDirs;
+    if (ext) planFds.set(plan, ext.reserved);
     return { plan, cgroup, time };
   } catch (e) {
+    for (const fd of ext?.reserved ?? []) closeSync(fd);
     cgroup?.closeFds();
     cgroup?.remove().catch(() => {});
     throw e;
   }
+}
+
+/** fds a plan reserved (userns 'auto': the numbers its child puts host fds on), closed after the start. */
+const planFds = new WeakMap<NativePlan, number[]>();
+export function releasePlanFds(plan: NativePlan): void {
+  const fds = planFds.get(plan);
+  planFds.delete(plan);
+  for (const fd of fds ?? []) closeSync(fd);
 }
 
 interface TimeBounds {

@@ -18,6 +18,7 @@ import { NsboxError } from './errors';
 import { mountOverlayFd, openDir } from './fsat';
 import { processAlive, processPidNamespace } from './proc';
 import { isRootless } from './rootless';
+import type { IdRange } from './userns';
 import type { ContainerRecord } from './record';
 import type { Workspace } from './workspace';
 
@@ -28,6 +29,8 @@ export interface ContainerRoot {
   writable: boolean;
   /** Volume targets of a stopped container: not mounted here, so not copied to or from. */
   unmountedVolumes: string[];
+  /** userns 'auto': the host ids its user namespace maps; what is copied out gets the ids it has inside. */
+  idRange?: IdRange;
   close(): void;
 }
 

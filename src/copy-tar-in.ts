@@ -16,7 +16,8 @@
  */
 import * as fs from 'node:fs';
 
-import { NsboxError, fromSystemError } from './errors';
+import { NsboxError, fromNative, fromSystemError } from './errors';
+import { native } from './native';
 import { createFileAt, linkAt, mkdirAt, openDirAt, setAttrsFd, setLinkAttrsAt, setXattrFd, statAt, symlinkAt, unlinkAt, type EntryStat } from './fsat';
 import type { TarEntry, TarHandler } from './image/tar';
 
@@ -35,6 +36,12 @@ export interface ExtractIntoOptions {
   topName?: string;
   /** An error for entries that must not be written (a stopped container's volume paths). */
   refuse?: (parts: string[], entry: TarEntry) => NsboxError | undefined;
+  /**
+   * A container with a range of host ids (userns 'auto'): owners are the container's ids (n is
+   * host base + n; one outside the range is refused), and entries are created as the range's
+   * root, since its overlay, mounted in its user namespace, refuses a creator it does not map.
+   */
+  idShift?: { uidBase: number; gidBase: number; size: number };
 }
 
 interface Level {
@@ -156,9 +163,9 @@ export class FdExtractor implements TarHandler {
     const st = this.lstat(dir, b);
     if (st && (st.mode & S_IFMT) !== S_IFDIR) {
       unlinkAt(dir, b, false);
-      mkdirAt(dir, b, 0o700);
+      this.asCreator(() => mkdirAt(dir, b, 0o700));
     } else if (!st) {
-      mkdirAt(dir, b, 0o700);
+      this.asCreator(() => mkdirAt(dir, b, 0o700));
     }
     this.dirs.push({ parts, entry });
   }
@@ -210,10 +217,26 @@ export class FdExtractor implements TarHandler {
       }
       if (st) unlinkAt(dir, b, false);
       try {
-        return make(b);
+        return this.asCreator(() => make(b));
       } catch (err) {
         if (!(err instanceof NsboxError && err.code === 'EEXIST') || attempt >= 3) throw err;
       }
+    }
+  }
+
+  /**
+   * Runs `make` creating as the range's root (idShift), on this thread only and within one
+   * synchronous call, so that nothing else this process does creates files as that id.
+   */
+  private asCreator<T>(make: () => T): T {
+    const shift = this.o.idShift;
+    if (!shift) return make();
+    const err = native().setFsIds(shift.uidBase, shift.gidBase);
+    try {
+      if (err) throw fromNative(`${this.o.label}: create as the container's root`, err);
+      return make();
+    } finally {
+      native().setFsIds(process.geteuid!(), process.getegid!());
     }
   }
 
@@ -229,7 +252,7 @@ export class FdExtractor implements TarHandler {
       const st = this.lstat(up, b);
       if (!st) {
         // A parent the archive does not list, made like tar makes one.
-        mkdirAt(up, b, 0o755);
+        this.asCreator(() => mkdirAt(up, b, 0o755));
       } else if ((st.mode & S_IFMT) === S_IFLNK) {
         throw this.unsafe(entry, `its parent "${parts.slice(0, i + 1).join('/')}" is a symlink: it is not followed`);
       } else if ((st.mode & S_IFMT) !== S_IFDIR) {
@@ -267,10 +290,24 @@ export class FdExtractor implements TarHandler {
     let mode = entry.mode & 0o7777;
     if (this.o.dropPrivileges) mode &= ~0o6000;
     const owner = this.o.owner ?? entry;
+    const shift = this.o.idShift;
+    const host = (id: number, base: number, what: string): number => {
+      if (!shift) return id;
+      if (id < 0 || id >= shift.size) {
+        throw new NsboxError(
+          'EINVAL',
+          `${this.o.label}: entry "${entry.name}": ${what} ${id} does not exist in the container (its user namespace maps 0 to ${shift.size - 1})`,
+          {
+            hint: 'copy without -a (owned by root), or chown the files to ids below 65536 first',
+          },
+        );
+      }
+      return base + id;
+    };
     return {
       mode,
-      uid: owner.uid,
-      gid: owner.gid,
+      uid: host(owner.uid, shift?.uidBase ?? 0, 'uid'),
+      gid: host(owner.gid, shift?.gidBase ?? 0, 'gid'),
       nlink: 1,
       size: 0,
       atimeSec: sec,

@@ -31,6 +31,11 @@ export interface TreeSource {
   as: Buffer;
   /** Starts error messages: "cp ctr:/etc". */
   label: string;
+  /**
+   * A container with a range of host ids (userns 'auto'): owners are written as the container
+   * sees them (host base + n is n; an id outside the range is the overflow id 65534).
+   */
+  idShift?: { uidBase: number; gidBase: number; size: number };
 }
 
 /** What was written, known once the generator is done. */
@@ -42,6 +47,12 @@ export interface TreeTarStats {
 /** The tar as chunks of about 1 MiB; each chunk is the consumer's (never reused). */
 export async function* treeTar(src: TreeSource, stats: TreeTarStats = { entries: 0, bytes: 0 }): AsyncGenerator<Buffer> {
   const out = new Chunks();
+  const shift = src.idShift;
+  if (shift) {
+    const inside = (host: number, base: number) => (host >= base && host < base + shift.size ? host - base : 65534);
+    const header = out.header.bind(out);
+    out.header = (h) => header({ ...h, uid: inside(h.uid ?? 0, shift.uidBase), gid: inside(h.gid ?? 0, shift.gidBase) });
+  }
   const walk = new TreeWalk(src, out, stats);
   try {
     for (const _ of walk.run()) {

@@ -113,7 +113,7 @@ export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOption
       // even through a link), inside the root: the fd is the entry itself.
       const fd = inRoot(root, cp.parts, O_PATH);
       fds.push(fd);
-      src = { dirFd: fd, name: null, as, label };
+      src = { dirFd: fd, name: null, as, label, ...(root.idRange ? { idShift: root.idRange } : {}) };
       if (cp.dirOnly) mustBeDir(statFd(fd), p, label);
     } else {
       // The last component as it is: a link is copied as a link.
@@ -121,7 +121,7 @@ export function copyOutOf(root: ContainerRoot, p: string, options: CopyOutOption
       fds.push(dir);
       const name = Buffer.from(cp.parts[cp.parts.length - 1]!);
       statAt(dir, name); // ENOENT now rather than in the stream
-      src = { dirFd: dir, name, as, label };
+      src = { dirFd: dir, name, as, label, ...(root.idRange ? { idShift: root.idRange } : {}) };
     }
     const chunks = treeTar(src);
     return {
@@ -166,6 +166,8 @@ export async function copyInto(root: ContainerRoot, source: CopySource, dest: st
     // the tar, only that one can be given.
     label,
     ...(isRootless() ? { owner: { uid: process.geteuid!(), gid: process.getegid!() } } : options.owner ? { owner: options.owner } : {}),
+    // userns 'auto': the owners are the container's ids, shifted into its range on the host.
+    ...(root.idRange ? { idShift: root.idRange } : {}),
     ...(root.unmountedVolumes.length ? { refuse: (entry: string[]) => volumeError(root, [...base, ...entry], label) } : {}),
   });
   if (typeof source !== 'string') {

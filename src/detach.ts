@@ -5,7 +5,7 @@
  * the container's output to containers/<id>/container.log, removes its cgroups and writes
  * containers/<id>/exit.json at its end; the container dies with the monitor.
  */
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
@@ -16,6 +16,7 @@ import { cgroupLimits, parseSize } from './limits';
 import { native } from './native';
 import { buildPlan } from './plan';
 import { checkRootlessIds, needsCgroup, startUserNs } from './rootless';
+import { externalUserNs } from './userns';
 
 /** How a detached container's log is kept. */
 export interface LogOptions {
@@ -70,7 +71,10 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
   const privileged = security?.privileged === true;
   const bounds = cgroupLimits(limits);
   const initOptions = initRlimits(limits, ulimits);
-  const userns = startUserNs();
+  const { idRange, ...planned } = rest;
+  // Root's userns 'auto': P2 writes the maps and hands over the host paths (core/spawn.cc).
+  const ext = idRange ? externalUserNs(idRange, planned.root, planned.mounts ?? [], planned.etcFiles ?? []) : undefined;
+  const userns = ext ? undefined : startUserNs();
   if (userns) {
     checkRootlessIds(confined.security, userns);
     if (needsCgroup(bounds))
@@ -78,7 +82,13 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
         hint: 'run it attached (without -d) in a delegated cgroup v2 subtree, run as root, or leave the limits out',
       });
   }
-  const cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
+  let cgroup: ContainerCgroup | null;
+  try {
+    cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
+  } catch (e) {
+    for (const fd of ext?.reserved ?? []) closeSync(fd);
+    throw e;
+  }
   const bornIn = userns ? undefined : (cgroup?.bornIn ?? homeDevicesTasks());
   try {
     // The monitor enforces the time limits, as Container does in Node.
@@ -88,7 +98,8 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
     }
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(),
-      ...rest,
+      ...planned,
+      ...(ext ? { root: ext.root, mounts: ext.mounts, etcFiles: ext.etcFiles, userns: ext.userns } : {}),
       ...(userns ? { userns } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],
       confinement: confined,
@@ -118,5 +129,6 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
     throw e;
   } finally {
     cgroup?.closeFds();
+    for (const fd of ext?.reserved ?? []) closeSync(fd);
   }
 }

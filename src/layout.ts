@@ -7,6 +7,7 @@
  *   names/<name> -> <id>                  a symlink: creating it is the atomic name claim
  *   containers/<id>.removing-<pid>-<start> a container being removed by that process (a tombstone)
  *   locks/<id>                            held by the process named inside while it commits or removes <id>
+ *   idranges/<uid base> -> <id>:<gid base> a container's host id range (userns: 'auto'), claimed under locks/idranges
  *   tmp/                                  half-made images and containers, renamed into place when complete
  * Every JSON file is written whole: a temp file, then rename. The root and these directories
  * must be the caller's and writable by nobody else (verify()): what is in them is acted on.
@@ -39,6 +40,7 @@ export class Layout {
   readonly names: string;
   readonly tmp: string;
   readonly locks: string;
+  readonly idranges: string;
   private made = false;
   /** The root and all its directories exist and passed verify(): only we can change that. */
   private trusted = false;
@@ -50,6 +52,7 @@ export class Layout {
     this.names = path.join(this.root, 'names');
     this.tmp = path.join(this.root, 'tmp');
     this.locks = path.join(this.root, 'locks');
+    this.idranges = path.join(this.root, 'idranges');
   }
 
   /** Creates the directories once per Layout (0700: container state is root's business). */
@@ -99,7 +102,7 @@ export class Layout {
   }
 
   private dirs(): string[] {
-    return [this.root, this.images, this.containers, this.names, this.tmp, this.locks];
+    return [this.root, this.images, this.containers, this.names, this.tmp, this.locks, this.idranges];
   }
 
   imageDir(name: string): string {

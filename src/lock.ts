@@ -39,7 +39,7 @@ export class ContainerLock {
   }
 
   /** Takes the lock now, or returns undefined while a live process holds it. */
-  static tryAcquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy'): ContainerLock | undefined {
+  static tryAcquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange'): ContainerLock | undefined {
     layout.ensure();
     const file = path.join(layout.locks, id);
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -58,7 +58,12 @@ export class ContainerLock {
    * Takes the lock, waiting up to `waitMs` for its holder; then fails with IN_USE naming
    * what the holder does.
    */
-  static async acquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy', waitMs: number): Promise<ContainerLock> {
+  static async acquire(
+    layout: Layout,
+    id: string,
+    what: 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange',
+    waitMs: number,
+  ): Promise<ContainerLock> {
     const deadline = Date.now() + waitMs;
     // The usual case, a free lock, off the event loop (a symlink on the state directory's disk).
     layout.ensure();

@@ -92,7 +92,25 @@ export interface NativeUserNs {
   uidMap: string;
   gidMap: string;
   setgroupsDeny: boolean;
+  /**
+   * Root's `userns: 'auto'`: the maps (a range of host ids) are written by the parent after
+   * clone, which then hands the child `hostFds` (core/plan.h, UserNs).
+   */
+  external?: boolean;
+  hostFds?: NativeHostFd[];
 }
+
+/** A host path the parent opens in the child's mount namespace, put on fd `fd` in the child. */
+export interface NativeHostFd {
+  path: string;
+  fd: number;
+  /** HOSTFD_IDMAP, HOSTFD_NO_LINKS */
+  flags: number;
+}
+/** An idmapped clone of the path (to the container's user namespace), mounted over it. */
+export const HOSTFD_IDMAP = 1;
+/** Resolved without following any symlink (a volume's host path). */
+export const HOSTFD_NO_LINKS = 2;
 
 /** What nsbox-init reported of its children's resource use (getrusage). */
 export interface NativeUsage {
@@ -205,6 +223,8 @@ export interface NativeBinding {
   setXattrFd(fd: number, name: string, value: Buffer): NativeErrno | null;
   setTimesFd(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;
   mkdirAt(dirfd: number, name: Buffer, mode: number): NativeErrno | null;
+  /** The ids this thread creates files as (setfsuid/setfsgid), its capabilities kept. */
+  setFsIds(uid: number, gid: number): NativeErrno | null;
   linkAt(fromDirfd: number, fromName: Buffer, toDirfd: number, toName: Buffer): NativeErrno | null;
   symlinkAt(target: Buffer, dirfd: number, name: Buffer): NativeErrno | null;
   setAttrsFd(fd: number, uid: number, gid: number, mode: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): NativeErrno | null;

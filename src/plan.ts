@@ -63,6 +63,8 @@ export interface BindMount {
   readonly: boolean;
   /** The host path is a file, not a directory. */
   file?: boolean;
+  /** The host path already opened (without following links) by the parent: userns 'auto'. */
+  fd?: number;
 }
 
 /** The plan's stdio as the binding takes it: modes, and the fds given by number. */
@@ -404,6 +406,7 @@ function mountSteps(mounts: BindMount[], tmpfs: TmpfsMount[]): NativeStep[] {
           // So is one anywhere in the host path (see child.cc's kStepSourceNoLinks).
           flags: STEP_NO_FOLLOW_FINAL | STEP_SOURCE_NO_LINKS | (m.file ? STEP_TARGET_IS_FILE : 0),
           attrs: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (m.readonly ? MOUNT_ATTR_RDONLY : 0),
+          ...(m.fd !== undefined ? { fd: m.fd } : {}),
         },
   );
 }

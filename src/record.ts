@@ -11,6 +11,7 @@ import { NsboxError } from './errors';
 import { validateImageName } from './image/store';
 import { ID_RE, type Layout } from './layout';
 import { Volume } from './volume';
+import type { IdRange } from './userns';
 import {
   arrayOf,
   boolean,
@@ -123,6 +124,8 @@ export interface ContainerRecord extends Omit<ContainerInfo, 'status'> {
   imageLayer: string;
   /** How it was run; absent from records written before nsbox kept it (such a container cannot be started again). */
   config?: ContainerConfig;
+  /** userns 'auto': the host ids its user namespace maps, claimed in idranges/ while it exists. */
+  userns?: IdRange;
 }
 
 /** Container names, as `--name` takes them and names/<name> holds them. */
@@ -198,6 +201,13 @@ const RECORD: Spec<ContainerRecord> = {
   supervisor: pid,
   supervisorStart: optional(nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks'))),
   imageLayer: string,
+  userns: optional(
+    shape<IdRange>({
+      uidBase: integer(1, 2 ** 32 - 2 - 65536),
+      gidBase: integer(1, 2 ** 32 - 2 - 65536),
+      size: integer(1, 65536),
+    }),
+  ),
 };
 
 /** The error for a record that cannot be used; `dir` is the container's directory. */

@@ -13,6 +13,7 @@ import { checkStdio, type Stdio, type TerminalSize } from './stdio';
 import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { isRootless } from './rootless';
+import { allocateRange, idMapText, pruneStaleRanges, releaseRange } from './userns';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
 import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
@@ -71,9 +72,12 @@ export interface ContainerInspect extends ContainerInfo {
   /**
    * Rootless (a state directory of a user other than root): the container's user namespace
    * maps `single`, the one uid and gid of that user as 0 (chown to other ids fails EINVAL).
-   * null as root: no user namespace of its own.
+   * `auto` as root with `userns: 'auto'`: a range of host ids of its own (`userns` says which).
+   * null as root otherwise: no user namespace of its own.
    */
-  idMap: 'single' | null;
+  idMap: 'single' | 'auto' | null;
+  /** userns 'auto': its maps as /proc/PID/uid_map and gid_map show them ("0 BASE 65536"); else null. */
+  userns: { uidMap: string; gidMap: string } | null;
 }
 
 export type MountInfo =
@@ -187,6 +191,14 @@ export interface RunOptions {
   timeout?: number | undefined;
   /** Aborting it kills the whole container; wait() says `aborted`. */
   signal?: AbortSignal | undefined;
+  /**
+   * As root: `'auto'` gives the container a user namespace of its own mapping 65536 host ids
+   * of its own (`0 BASE 65536`; from /etc/subuid and /etc/subgid entries of a user `nsbox`,
+   * else from host ids 2^30 and up), so that its root is nobody on the host. `'host'`
+   * (default): no user namespace, root inside is the host's root (confined by capabilities,
+   * seccomp and the rest). Rootless containers always have one (mapping the user's own ids).
+   */
+  userns?: 'auto' | 'host' | undefined;
 }
 
 const isString = (v: unknown) => typeof v === 'string';
@@ -239,6 +251,7 @@ const RUN_OPTIONS: Spec<RunOptions & { detach?: boolean } & LogOptions> = {
     throw invalid(`${name}: expected an AbortSignal`);
   }) as Check<AbortSignal>),
   detach: optional(boolean),
+  userns: optional(oneOf(['auto', 'host'] as const)),
   logMaxSize: optional(
     union<number | string>('bytes, or a size like 10m', [
       [(v) => typeof v === 'number', integer(1024, Number.MAX_SAFE_INTEGER)],
@@ -438,6 +451,8 @@ export class Runtime {
         { hint: 'add --rm, run as root, or leave the disk limit out' },
       );
     }
+    const autoUserns = options.userns === 'auto';
+    if (autoUserns) checkAutoUserns({ disk: disk !== undefined, driver, readOnly: !!options.readOnly });
     this.layout.ensure();
     this.recoverOnce();
 
@@ -480,7 +495,7 @@ export class Runtime {
     let etcBinds: Array<{ source: string; target: string }> | undefined;
     const { id, failed } = await this.createRecordAsync(
       record,
-      name === null
+      name === null && !autoUserns
         ? (at, ofId) => {
             const layerOps = workspaceIn(at).createOps();
             if (!layerOps) return [];
@@ -506,6 +521,11 @@ export class Runtime {
     let diskMount: number | undefined;
     try {
       if (failed) throw failed.op.op === 'mkdir' ? fromSystemError(`workspace ${dir}`, failed.error) : fromSystemError(`write ${failed.op.path}`, failed.error);
+      if (autoUserns) {
+        // The range is claimed under the id: the layer's directories are made after it, owned by its base.
+        record.userns = await allocateRange(this.layout, id);
+        workspace.idRange = record.userns;
+      }
       // Made in the record's batch, or now: the layer's directories and the /etc files at once.
       const etcFiles = etcBinds ?? writeEtcFilesAsync(etcInput(dir, id));
       if (!etcBinds) await Promise.all([workspace.createAsync(), etcFiles]);
@@ -528,6 +548,7 @@ export class Runtime {
         ...(options.timeout !== undefined ? { timeout: options.timeout } : {}),
         ...(options.tmpfs !== undefined ? { tmpfs: tmpfsMounts(options.tmpfs) } : {}),
         ...(options.signal !== undefined ? { signal: options.signal } : {}),
+        ...(record.userns ? { idRange: record.userns } : {}),
         etcFiles: await etcFiles,
       };
       if (detach) {
@@ -641,7 +662,9 @@ export class Runtime {
   }
 
   private workspaceOf(rec: ContainerRecord, dir = this.layout.containerDir(rec.id)): Workspace {
-    return new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly, Workspace.diskOf(dir));
+    const w = new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly, Workspace.diskOf(dir));
+    w.idRange = rec.userns;
+    return w;
   }
 
   /**
@@ -949,7 +972,10 @@ export class Runtime {
       imageLayer: rec?.imageLayer ?? null,
       supervisor: rec?.supervisor ?? null,
       // A state directory is only ever its owner's (Layout.verify): a user's containers are rootless.
-      idMap: isRootless() ? 'single' : null,
+      idMap: isRootless() ? 'single' : rec?.userns ? 'auto' : null,
+      userns: rec?.userns
+        ? { uidMap: idMapText(rec.userns.uidBase, rec.userns.size).trim(), gidMap: idMapText(rec.userns.gidBase, rec.userns.size).trim() }
+        : null,
     };
   }
 
@@ -1064,6 +1090,7 @@ export class Runtime {
     else removeTree(e.id, dir);
     // Every name linked to it: the one it was run with, or what a rename made of it.
     for (const n of this.namesById().get(e.id) ?? []) this.releaseName(n, e.id);
+    if (e.kind === 'live' && e.rec && !e.bad && e.rec.userns) releaseRange(this.layout, e.id, e.rec.userns);
     this.unsaved.delete(e.id);
     return true;
   }
@@ -1109,6 +1136,7 @@ export class Runtime {
       trusted ? new Workspace(dir, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, disk).destroyAsync() : Promise.resolve(removeTree(e.id, dir)),
     ]);
     for (const n of names) this.releaseName(n, e.id);
+    if (trusted && e.rec!.userns) releaseRange(this.layout, e.id, e.rec!.userns);
     this.unsaved.delete(e.id);
     return true;
   }
@@ -1187,6 +1215,7 @@ export class Runtime {
       await new Workspace(tomb, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, undefined).destroyAsync();
     }
     for (const [n, target] of Object.entries(linked)) if (target === e.id) this.releaseName(n, e.id);
+    if (e.rec!.userns) releaseRange(this.layout, e.id, e.rec!.userns);
     this.unsaved.delete(e.id);
     return true;
   }
@@ -1530,6 +1559,17 @@ export class Runtime {
       const status = this.statusOf(rec);
       if (status === 'creating' || status === 'dead')
         throw new NsboxError('BAD_STATE', `${label}: the container is ${status === 'dead' ? 'left half made by a process that died' : 'being created'}`);
+      if (rec.userns && status !== 'running') {
+        // Its write layer is owned by its host id range and carries user.overlay.* metadata:
+        // only its own mount (in its user namespace, the image idmapped) shows it as it is.
+        throw new NsboxError(
+          'UNSUPPORTED',
+          `${label}: the container has a user namespace of its own (userns auto) and is not running: copies go through its running root only`,
+          {
+            hint: `nsbox start ${rec.name ?? rec.id}, then copy`,
+          },
+        );
+      }
       const root =
         status === 'running'
           ? openRunningRoot(rec, label)
@@ -1539,6 +1579,7 @@ export class Runtime {
               rec.volumes.map((v) => v.target),
               label,
             );
+      if (rec.userns) root.idRange = rec.userns;
       return {
         root,
         release: () => {
@@ -1750,6 +1791,7 @@ export class Runtime {
         ...(cfg.timeout !== undefined ? { timeout: cfg.timeout } : {}),
         ...(cfg.tmpfs !== undefined ? { tmpfs: cfg.tmpfs } : {}),
         ...(o.signal !== undefined ? { signal: o.signal } : {}),
+        ...(rec.userns ? { idRange: rec.userns } : {}),
         etcFiles: writeEtcFiles({ dir, hostname, network: cfg.network, imageLayer: rec.imageLayer, readOnly: !!rec.readOnly }),
       };
       if (o.detach) {
@@ -1903,6 +1945,12 @@ export class Runtime {
     } catch (e) {
       fail(e, 'cgroups');
     }
+    // Host id ranges (userns 'auto') of containers that are gone.
+    try {
+      pruneStaleRanges(this.layout);
+    } catch (e) {
+      fail(e, this.layout.idranges);
+    }
     try {
       pruneLockLeftovers(this.layout);
     } catch (e) {
@@ -2005,4 +2053,18 @@ async function waitGone(rec: ContainerRecord, ms: number): Promise<boolean> {
     await new Promise((r) => setTimeout(r, 10));
   }
   return true;
+}
+
+/**
+ * What `userns: 'auto'` is not built for yet, refused before anything is made: limits.disk
+ * (the write layer's filesystem is made in the container), aufs and vfs (no idmapped layers),
+ * and rootless (a user namespace of its own already, with the user's one id).
+ */
+function checkAutoUserns(o: { disk: boolean; driver: StorageDriver; readOnly: boolean }): void {
+  const refuse = (why: string, hint: string) => new NsboxError('UNSUPPORTED', `userns auto: ${why}`, { hint });
+  if (isRootless())
+    throw refuse(`rootless (uid ${process.geteuid!()}) containers have a user namespace of their own already, mapping your uid as 0`, 'leave --userns out');
+  if (o.disk) throw refuse('not with limits.disk yet', 'leave the disk limit out');
+  if (o.driver !== 'overlay' && !o.readOnly)
+    throw refuse(`needs the overlay storage driver (this state directory uses ${o.driver})`, 'use overlay, or --read-only');
 }

@@ -13,6 +13,7 @@ import { NsboxError, fromNative, fromSystemError, invalid } from './errors';
 import { removeTree, removeTreeAsync } from './fsat';
 import type { BatchOp } from './fsbatch';
 import { isRootless } from './rootless';
+import type { IdRange } from './userns';
 import { native } from './native';
 import { overlayLowerdir, type RootSource, type WriteLayerMount } from './plan';
 
@@ -78,6 +79,12 @@ export class Workspace {
   readonly layerMount: string;
   /** A kept container's write layer with limits.disk: an ext4 image. */
   readonly diskImage: string;
+  /**
+   * userns 'auto': the host ids the container's namespace maps. Its write layer belongs to the
+   * range's root, its overlay keeps its metadata in user.overlay.* (mounted in that namespace),
+   * and a commit gives its files the owners the container saw.
+   */
+  idRange: IdRange | undefined;
   private mountedOnHost = false;
 
   constructor(dir: string, imageLayer: string, driver: StorageDriver, readOnly = false, disk?: DiskLayer) {
@@ -174,6 +181,11 @@ export class Workspace {
         ...(this.driver === 'overlay' ? [fs.promises.mkdir(this.work, { mode: 0o700 })] : []),
         fs.promises.mkdir(this.merged, { mode: 0o755 }),
       ]);
+      // The container's root writes them, and is the range's first id on the host.
+      const r = this.idRange;
+      if (r && this.driver === 'overlay') {
+        await Promise.all([fs.promises.chown(this.upper, r.uidBase, r.gidBase), fs.promises.chown(this.work, r.uidBase, r.gidBase)]);
+      }
     } catch (e) {
       throw fromSystemError(`workspace ${this.dir}`, e);
     }
@@ -298,7 +310,7 @@ export class Workspace {
    * read-only mount in no namespace (its fd), closed afterwards whatever happens: nothing is
    * mounted on a host path, and a process killed meanwhile leaves nothing mounted.
    */
-  private async withLayers<T>(read: (l: { layers: string[]; driver: StorageDriver; userxattr?: boolean }) => Promise<T>): Promise<T> {
+  private async withLayers<T>(read: (l: { layers: string[]; driver: StorageDriver; userxattr?: boolean; idShift?: IdRange }) => Promise<T>): Promise<T> {
     if (!this.disk) return read(this.mergedLayers());
     if (this.disk.kind === 'tmpfs') {
       throw new NsboxError(
@@ -327,11 +339,17 @@ export class Workspace {
    * directories are the driver's own (overlay's 0:0 devices and xattrs, aufs' .wh. names), and
    * a single plain directory (vfs, or the image itself for --read-only) has neither.
    */
-  private mergedLayers(): { layers: string[]; driver: StorageDriver; userxattr?: boolean } {
+  private mergedLayers(): { layers: string[]; driver: StorageDriver; userxattr?: boolean; idShift?: IdRange } {
     if (this.readOnly) return { layers: [this.imageLayer], driver: 'vfs' };
     if (this.driver === 'vfs') return { layers: [this.upper], driver: 'vfs' };
     // A state directory is its owner's alone (Layout.verify): a user's was written rootless.
-    return { layers: [this.upper, this.imageLayer], driver: this.driver, ...(this.driver === 'overlay' && isRootless() ? { userxattr: true } : {}) };
+    const r = this.driver === 'overlay' ? this.idRange : undefined;
+    return {
+      layers: [this.upper, this.imageLayer],
+      driver: this.driver,
+      ...(this.driver === 'overlay' && (isRootless() || r) ? { userxattr: true } : {}),
+      ...(r ? { idShift: r } : {}),
+    };
   }
 
   /** destroy() with the file system work off the event loop (the tree removed on the pool). */

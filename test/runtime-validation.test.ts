@@ -94,6 +94,8 @@ describe('run options of the wrong type', () => {
     ['signal', {}, /run option signal: expected an AbortSignal/],
     ['tmpfs', '/tmp', /run option tmpfs: expected tmpfs specs or an object/],
     ['detach', 'yes', /run option detach: expected a boolean/],
+    ['userns', 'yes', /run option userns: expected one of auto, host|run option userns: .*auto.*host/],
+    ['userns', true, /run option userns: /],
     ['logMaxSize', 10, /run option logMaxSize: expected an integer from 1024/],
     ['logMaxSize', true, /run option logMaxSize: expected bytes, or a size like 10m/],
     ['logMaxFiles', 0, /run option logMaxFiles: expected an integer from 1 to 100/],

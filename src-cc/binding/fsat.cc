@@ -4,8 +4,11 @@
 #include "binding/fsat.h"
 
 #include <errno.h>
+#include <linux/capability.h>
 #include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <string>
@@ -288,6 +291,41 @@ Napi::Value SymlinkAt(const Napi::CallbackInfo& info) {
   return null_or_error(info.Env(), symlink_at(target.c_str(), fd, name.c_str()));
 }
 
+// setFsIds(uid, gid) -> null | errno object: the ids this thread (only) creates files as. Away
+// from 0, setfsuid drops the filesystem capabilities from the thread's effective set; they are
+// put back from its permitted set, so that only the owner of what is created changes (cp into
+// a container with a user namespace of its own: its overlay refuses an unmapped creator).
+// setfsuid and setfsgid are per thread; the raw calls make sure no C library broadcasts them.
+Napi::Value SetFsIds(const Napi::CallbackInfo& info) {
+  int uid, gid;
+  if (info.Length() < 2 || !int_arg(info[0], &uid) || !int_arg(info[1], &gid) || uid < 0 || gid < 0) {
+    return type_error(info.Env(), "setFsIds(uid, gid)");
+  }
+  syscall(SYS_setfsgid, gid);
+  syscall(SYS_setfsuid, uid);
+  // Both answer the previous id whatever happens: read back to know they took.
+  FsError e;
+  if (static_cast<int>(syscall(SYS_setfsgid, -1)) != gid || static_cast<int>(syscall(SYS_setfsuid, -1)) != uid) {
+    e.err = EPERM;
+    e.sys = "setfsuid";
+    return null_or_error(info.Env(), e);
+  }
+  struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2];
+  if (syscall(SYS_capget, &hdr, data) < 0) {
+    e.err = errno;
+    e.sys = "capget";
+    return null_or_error(info.Env(), e);
+  }
+  data[0].effective = data[0].permitted;
+  data[1].effective = data[1].permitted;
+  if (syscall(SYS_capset, &hdr, data) < 0) {
+    e.err = errno;
+    e.sys = "capset";
+  }
+  return null_or_error(info.Env(), e);
+}
+
 // setAttrsFd(fd, uid, gid, mode, atimeSec, atimeNsec, mtimeSec, mtimeNsec) -> null | errno object
 Napi::Value SetAttrsFd(const Napi::CallbackInfo& info) {
   int fd;
@@ -483,6 +521,7 @@ void RegisterFsAt(Napi::Env env, Napi::Object exports) {
   exports.Set("linkAt", Napi::Function::New<LinkAt>(env, "linkAt"));
   exports.Set("symlinkAt", Napi::Function::New<SymlinkAt>(env, "symlinkAt"));
   exports.Set("setAttrsFd", Napi::Function::New<SetAttrsFd>(env, "setAttrsFd"));
+  exports.Set("setFsIds", Napi::Function::New<SetFsIds>(env, "setFsIds"));
   exports.Set("setLinkAttrsAt", Napi::Function::New<SetLinkAttrsAt>(env, "setLinkAttrsAt"));
   exports.Set("copyData", Napi::Function::New<CopyData>(env, "copyData"));
   exports.Set("removeTree", Napi::Function::New<RemoveTree>(env, "removeTree"));

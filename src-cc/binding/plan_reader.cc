@@ -98,6 +98,24 @@ void read_userns(Reader& r, Napi::Object js, Plan& plan) {
   plan.userns.uid_map = plan.keep(r.Str(u, "uidMap"));
   plan.userns.gid_map = plan.keep(r.Str(u, "gidMap"));
   plan.userns.setgroups_deny = r.Bool(u, "setgroupsDeny");
+  plan.userns.external = u.Get("external").IsBoolean() && u.Get("external").As<Napi::Boolean>().Value();
+  Napi::Value hv = u.Get("hostFds");
+  if (!hv.IsUndefined()) {
+    if (!hv.IsArray() || !plan.userns.external) return r.Fail("userns.hostFds must be an array, with external");
+    Napi::Array ha = hv.As<Napi::Array>();
+    if (ha.Length() > kMaxHostFds) return r.Fail("userns.hostFds: too many");
+    for (uint32_t i = 0; i < ha.Length() && r.ok(); i++) {
+      if (!ha.Get(i).IsObject()) return r.Fail("userns.hostFds: each must be an object");
+      Napi::Object ho = ha.Get(i).As<Napi::Object>();
+      HostFd h;
+      h.path = plan.keep(r.Str(ho, "path", true));
+      h.fd = static_cast<int>(r.Num(ho, "fd"));
+      h.flags = static_cast<uint32_t>(r.Num(ho, "flags"));
+      if (h.path[0] != '/' || h.fd < 3) return r.Fail("userns.hostFds: an absolute path and an fd above 2");
+      plan.userns.host_fds.push_back(h);
+    }
+  }
+  if (plan.userns.external && plan.userns.setgroups_deny) return r.Fail("userns: external maps keep setgroups");
   plan.clone_flags |= CLONE_NEWUSER;
   // With setgroups denied nsbox-init cannot clear the supplementary groups (the kernel refuses
   // setgroups in that namespace); they show as the overflow gid inside and grant nothing new.

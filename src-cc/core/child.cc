@@ -321,10 +321,11 @@ void run_step(Child& c, const Step& s) {
       if (s.flags & kStepSourceNoLinks) {
         // A volume's host path: a symlink on it could have been planted by a container that
         // had (a parent of) it as a volume, to aim this bind at a host path of its choosing.
-        int sfd = sys_openat2(AT_FDCWD, s.source, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+        // With an external user namespace the parent resolved it so (`fd`, plan.h HostFd).
+        int sfd = s.fd >= 0 ? s.fd : sys_openat2(AT_FDCWD, s.source, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
         if (sfd < 0) fail(c, Sys::kOpenat2, errno);
         mfd = clone_tree(c, sfd, "", AT_EMPTY_PATH);
-        close(sfd);
+        if (sfd != s.fd) close(sfd);
       } else {
         mfd = clone_tree(c, AT_FDCWD, s.source, device ? AT_SYMLINK_NOFOLLOW : 0);
       }
@@ -463,6 +464,44 @@ void write_id_maps(Child& c) {
   c.step = 0;
 }
 
+// An external user namespace (root's `userns: 'auto'`): the parent writes the maps, then sends
+// the host fds the plan names (plan.h, HostFd) with one byte. EOF instead: the parent gave up
+// (and kills this process). From then on the child is root of its namespace only, the host id
+// at the map's base: whatever it makes on the host (the overlay's work directories) is the
+// container's, and no root-owned host file is its to open.
+void wait_for_userns(Child& c) {
+  const Plan& plan = *c.args->plan;
+  const UserNs& u = plan.userns;
+  c.step = kUserNsPhase;
+  int fds[kMaxFdsPerMessage];
+  int got = receive_fds(c.args->userns_sock, fds, kMaxFdsPerMessage);
+  if (got == 0) _exit(125);
+  if (got < 0) fail(c, Sys::kRead, errno, 3);
+  close(c.args->userns_sock);
+  int expected = 0;
+  for (const HostFd& h : u.host_fds) expected += (h.flags & kHostFdIdmap) ? 2 : 1;
+  if (got != expected) fail(c, Sys::kRead, EPROTO, 3);
+  if (syscall(SYS_setgroups, 0, nullptr) < 0) fail(c, Sys::kSetgroups, errno, 4);
+  if (syscall(SYS_setresgid, 0, 0, 0) < 0) fail(c, Sys::kSetresgid, errno, 4);
+  if (syscall(SYS_setresuid, 0, 0, 0) < 0) fail(c, Sys::kSetresuid, errno, 4);
+  // The idmapped layers are mounted before the first step: private first, so that they stay
+  // in this namespace (the step that does the same later finds nothing left to do).
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) fail(c, Sys::kMount, errno, 5);
+  int k = 0;
+  for (const HostFd& h : u.host_fds) {
+    int fd = fds[k++];
+    if (h.flags & kHostFdIdmap) {
+      int idmapped = fds[k++];
+      if (sys_move_mount(idmapped, fd) < 0) fail(c, Sys::kMoveMount, errno, 6);
+      close(fd);
+      fd = idmapped;
+    }
+    if (dup3(fd, h.fd, O_CLOEXEC) < 0) fail(c, Sys::kDup2, errno, 7);
+    close(fd);
+  }
+  c.step = 0;
+}
+
 }  // namespace
 
 int child_main(void* arg) {
@@ -471,7 +510,8 @@ int child_main(void* arg) {
   const Plan& plan = *c.args->plan;
   // Modes given in the plan are meant exactly, /dev/null 0666 included.
   umask(0);
-  if (plan.userns.enabled) write_id_maps(c);
+  if (c.args->userns_peer >= 0) close(c.args->userns_peer);
+  if (plan.userns.enabled && !plan.userns.external) write_id_maps(c);
   // Until execve the child holds the host's root: nobody may ptrace or read its memory.
   if (prctl(PR_SET_DUMPABLE, 0) < 0) fail(c, Sys::kPrctl, errno);
   // Dies with the thread that cloned it; nsbox-init keeps this across its exec (and arms it
@@ -482,6 +522,7 @@ int child_main(void* arg) {
     struct pollfd p = {c.args->parent_pidfd, POLLIN, 0};
     if (poll(&p, 1, 0) != 0) _exit(125);
   }
+  if (plan.userns.external) wait_for_userns(c);
   for (const Step& s : plan.steps) {
     run_step(c, s);
     c.step++;

@@ -11,6 +11,8 @@ struct ChildArgs {
   int parent_pidfd;        // the Node process, to notice it died before PR_SET_PDEATHSIG was armed
   int init_fd;             // nsbox-init's sealed memfd
   char* const* init_argv;  // null-terminated
+  int userns_sock;         // external user namespace: the child's end of the socket it waits on, else -1
+  int userns_peer;         // the parent's end, closed by the child first (else no EOF reaches it), or -1
 };
 
 // Runs in the cloned child; never returns.

@@ -153,6 +153,14 @@ int exec_join_main(void* arg) {
   // and a dead init fails here (ESRCH). Joining the mount namespace sets root and cwd to the
   // container's root.
   if (syscall(SYS_setns, t.pidfd, t.ns_flags) < 0) fail(a, ExecStep::kSetns, Sys::kSetns, errno);
+  // In the container's own user namespace, root of it before nsbox-init's execve: execve gives
+  // capabilities to that namespace's root only, and the host id this process has is not it
+  // where the map is a range (root's userns 'auto': host root is unmapped there). Rootless,
+  // the user's id is that root already and this changes nothing.
+  if (t.ns_flags & CLONE_NEWUSER) {
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0) fail(a, ExecStep::kSetns, Sys::kSetresgid, errno);
+    if (syscall(SYS_setresuid, 0, 0, 0) < 0) fail(a, ExecStep::kSetns, Sys::kSetresuid, errno);
+  }
   a.pty_slave = a.plan->pty_socket >= 0 ? open_terminal(a) : -1;
   int pid = clone(exec_enter_main, a.enter_stack, CLONE_VM | CLONE_VFORK | CLONE_PARENT | SIGCHLD, &a);
   if (pid < 0) fail(a, ExecStep::kEnter, Sys::kClone, errno);

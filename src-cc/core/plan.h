@@ -64,16 +64,38 @@ const char* syscall_name(Sys sys);
 // setgroups denied first for the gid map. A map the child cannot write for itself (a range
 // from /etc/subuid, or root's own ranges) has to come from outside its namespace; an empty map
 // here leaves that to such a writer (not built yet: see docs/DESIGN.md, Rootless).
+//
+// `external` (root's `userns: 'auto'`): the maps give a whole range of host ids, which only a
+// process outside the namespace may write. The child then waits on `sock` (core/spawn.cc) for
+// the parent to write them and to hand over `host_fds`: the host paths the child needs, opened
+// by the parent in the child's own mount namespace (through /proc/PID/root, as the host's
+// root), since the child, once 0 in its namespace, is nobody to the host's root-owned 0700
+// state directory. Each lands on its reserved fd number, which the plan's strings name as
+// /proc/self/fd/N; an idmapped entry is a clone of the host path idmapped to the container's
+// namespace, mounted by the child over that path (overlay's lower layers).
+enum : uint32_t {
+  kHostFdIdmap = 1u << 0,    // an idmapped clone of the path, mounted over it
+  kHostFdNoLinks = 1u << 1,  // resolved without following any symlink (a volume's source)
+};
+struct HostFd {
+  const char* path = "";  // absolute host path
+  int fd = -1;            // the fd number the child puts it on
+  uint32_t flags = 0;
+};
+constexpr size_t kMaxHostFds = 96;  // entries; an idmapped one sends two fds
 struct UserNs {
   bool enabled = false;
   bool setgroups_deny = true;
+  bool external = false;
   const char* uid_map = "";
   const char* gid_map = "";
+  std::vector<HostFd> host_fds;
 };
 
 struct Plan {
   int clone_flags = 0;   // CLONE_NEW* flags
   bool share_vm = true;  // CLONE_VM | CLONE_VFORK: no page-table copy of the Node process
+                         // (CLONE_VM alone with an external user namespace: see UserNs)
   int cgroup_fd = -1;    // a cgroup v2 directory the first process is born in (clone3 + CLONE_INTO_CGROUP)
   UserNs userns;         // enabled: CLONE_NEWUSER is in clone_flags
   std::vector<Step> steps;

@@ -2,10 +2,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
 #include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -18,6 +22,7 @@
 
 #include "common/detach.h"
 #include "core/child.h"
+#include "core/fdpass.h"
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -245,6 +250,114 @@ void remove_cgroup_dirs(const std::vector<std::string>& dirs) {
   }
 }
 
+namespace {
+
+// Composing /proc/PID/... without allocating: give_userns runs in P2 of a detached start too,
+// under the child's rule.
+char* put_str(char* p, const char* s) {
+  while (*s) *p++ = *s++;
+  *p = '\0';
+  return p;
+}
+char* put_uint(char* p, unsigned v) {
+  char digits[12];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  while (n) *p++ = digits[--n];
+  *p = '\0';
+  return p;
+}
+
+int write_whole(const char* file, const char* text, Sys* sys) {
+  int fd = open(file, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *sys = Sys::kOpen;
+    return errno;
+  }
+  size_t len = strlen(text);
+  ssize_t n;
+  do {
+    n = write(fd, text, len);
+  } while (n < 0 && errno == EINTR);
+  int err = n < 0 ? errno : (static_cast<size_t>(n) != len ? EIO : 0);
+  close(fd);
+  if (err) *sys = Sys::kWrite;
+  return err;
+}
+
+// The parent's half of an external user namespace (plan.h, UserNs): as root of the parent
+// namespace it may write any map, but only to a process that exists, hence after clone. Then
+// the host fds: each path opened in the child's mount namespace (/proc/PID/root, resolved in
+// it), and for an idmapped one a clone of the same path from this namespace, idmapped to the
+// child's user namespace (MOUNT_ATTR_IDMAP takes only a mount no namespace holds yet); the
+// child mounts it over the path. 0, or an errno with `sys` saying which call. Only system
+// calls on the stack and the plan: the child's rule holds (P2 of a detached start runs it).
+int give_userns(const Plan& plan, int pid, int sock, Sys* sys) {
+  const UserNs& u = plan.userns;
+  char path[64];
+  char* end = put_uint(put_str(path, "/proc/"), static_cast<unsigned>(pid));
+  put_str(end, "/uid_map");
+  if (int err = write_whole(path, u.uid_map, sys)) return err;
+  put_str(end, "/gid_map");
+  if (int err = write_whole(path, u.gid_map, sys)) return err;
+  int opened[2 * kMaxHostFds + 2];
+  int nopened = 0;
+  int send[2 * kMaxHostFds];
+  int nsend = 0;
+  int err = 0;
+  auto failed = [&](Sys s) {
+    *sys = s;
+    err = errno;
+  };
+  put_str(end, "/root");
+  int root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  put_str(end, "/ns/user");
+  int userns = root < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+  if (root < 0 || userns < 0) failed(Sys::kOpen);
+  if (root >= 0) opened[nopened++] = root;
+  if (userns >= 0) opened[nopened++] = userns;
+  if (u.host_fds.size() > kMaxHostFds) {
+    *sys = Sys::kSendmsg;
+    err = E2BIG;
+  }
+  for (size_t i = 0; !err && i < u.host_fds.size(); i++) {
+    const HostFd& h = u.host_fds[i];
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = O_PATH | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | ((h.flags & kHostFdNoLinks) ? RESOLVE_NO_SYMLINKS : 0);
+    int fd = static_cast<int>(syscall(SYS_openat2, root, h.path + 1, &how, sizeof how));
+    if (fd < 0) {
+      failed(Sys::kOpenat2);
+      break;
+    }
+    opened[nopened++] = send[nsend++] = fd;
+    if (h.flags & kHostFdIdmap) {
+      int tree = static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, h.path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+      if (tree < 0) {
+        failed(Sys::kOpenTree);
+        break;
+      }
+      opened[nopened++] = send[nsend++] = tree;
+      struct mount_attr attr;
+      memset(&attr, 0, sizeof attr);
+      attr.attr_set = MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
+      attr.userns_fd = static_cast<uint64_t>(userns);
+      if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+        failed(Sys::kMountSetattr);
+        break;
+      }
+    }
+  }
+  if (!err && send_fds(sock, send, nsend) < 0) failed(Sys::kSendmsg);
+  for (int i = 0; i < nopened; i++) close(opened[i]);
+  return err;
+}
+}  // namespace
+
 SpawnResult spawn(const Plan& plan, int init_fd) {
   SpawnResult result;
   int report[2];
@@ -270,9 +383,24 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
   argv.reserve(argv_strings.size() + 1);
   for (std::string& a : argv_strings) argv.push_back(a.data());
   argv.push_back(nullptr);
-  ChildArgs args{&plan, report[1], self_pidfd, init_fd, argv.data()};
+  // An external user namespace: the child waits on this socket for its maps and host fds.
+  const bool external = plan.userns.enabled && plan.userns.external;
+  int sync[2] = {-1, -1};
+  if (external && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) {
+    int err = errno;
+    close(report[0]);
+    close(report[1]);
+    if (self_pidfd >= 0) close(self_pidfd);
+    result.parent_sys = Sys::kSocket;
+    result.parent_errno = err;
+    return result;
+  }
+  ChildArgs args{&plan, report[1], self_pidfd, init_fd, argv.data(), sync[1], sync[0]};
   int flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD;
-  if (plan.share_vm) flags |= CLONE_VM | CLONE_VFORK;
+  // Without CLONE_VFORK when the child must wait for this thread (its maps): it still runs on
+  // this thread's stack in Node's memory, and this function returns only once it has exec'd
+  // (the first report) or is reaped, so neither is used by anyone else meanwhile.
+  if (plan.share_vm) flags |= CLONE_VM | (external ? 0 : CLONE_VFORK);
   int pidfd = -1;
   // Born in its cgroup v2 directory: there is no moment when it runs outside (and no move,
   // which would wait for an RCU grace period). Prepared here, before anything is blocked.
@@ -304,16 +432,41 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
     pid = clone(child_main, stack, flags, &args, &pidfd);
     clone_errno = errno;
   }
-  if (plan.share_vm) shared_vm_leave();
+  // Without CLONE_VFORK the child is still in Node's memory: the dumpable flag goes back
+  // once it has left (below, on every way out).
+  const bool vm_held = plan.share_vm && external && pid >= 0;
+  if (plan.share_vm && !vm_held) shared_vm_leave();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   close(report[1]);
   if (self_pidfd >= 0) close(self_pidfd);
+  if (sync[1] >= 0) close(sync[1]);
 
   if (pid < 0) {
+    if (sync[0] >= 0) close(sync[0]);
     close(report[0]);
     result.parent_sys = Sys::kClone;
     result.parent_errno = clone_errno;
     return result;
+  }
+  struct VmRelease {
+    bool held;
+    ~VmRelease() {
+      if (held) shared_vm_leave();
+    }
+  } vm_release{vm_held};
+
+  if (external) {
+    Sys sys = Sys::kNone;
+    int err = give_userns(plan, pid, sync[0], &sys);
+    close(sync[0]);
+    if (err) {
+      kill_and_reap(pidfd);
+      close_fd(pidfd);
+      close(report[0]);
+      result.parent_sys = sys;
+      result.parent_errno = err;
+      return result;
+    }
   }
 
   // The first record: the command started, or a step failed. Waiting here covers the child's
@@ -417,8 +570,29 @@ int detached_parent(void* arg) {
   if (dup3(self, d.parent_slot, O_CLOEXEC) < 0) detach_fail(d, Sys::kDup2, errno);
   close(self);
   int pidfd = -1;
-  int pid = clone(child_main, d.container_stack, d.clone_flags, const_cast<ChildArgs*>(&d.child), &pidfd);
+  // userns 'auto': cloned without CLONE_VFORK (d.clone_flags), the container waits for this
+  // process to write its maps and send its host fds. It keeps this process's memory (CLONE_VM)
+  // after the monitor's exec below replaces it here: an address space lives on while any
+  // process uses it.
+  DetachArgs& dm = *static_cast<DetachArgs*>(arg);
+  const Plan& plan = *d.child.plan;
+  const bool external = plan.userns.enabled && plan.userns.external;
+  int sync[2] = {-1, -1};
+  if (external && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) < 0) detach_fail(d, Sys::kSocket, errno);
+  dm.child.userns_sock = sync[1];
+  dm.child.userns_peer = sync[0];
+  int pid = clone(child_main, d.container_stack, d.clone_flags, &dm.child, &pidfd);
   if (pid < 0) detach_fail(d, Sys::kClone, errno);
+  if (external) {
+    close(sync[1]);
+    Sys sys = Sys::kNone;
+    int err = give_userns(plan, pid, sync[0], &sys);
+    close(sync[0]);
+    if (err) {
+      kill_and_reap(pidfd);
+      detach_fail(d, sys, err);
+    }
+  }
   if (dup3(pidfd, d.pidfd_slot, O_CLOEXEC) < 0) detach_fail(d, Sys::kDup2, errno);
   close(pidfd);
   char digits[16];
@@ -533,8 +707,8 @@ DetachResult spawn_detached(const Plan& plan, int init_fd, const DetachSpec& spe
   char* mon_env[] = {nullptr};
 
   DetachArgs d{};
-  d.child = ChildArgs{&plan, report[1], parent_slot, init_fd, init_args.data()};
-  d.clone_flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD | (plan.share_vm ? CLONE_VM | CLONE_VFORK : 0);
+  d.child = ChildArgs{&plan, report[1], parent_slot, init_fd, init_args.data(), -1, -1};
+  d.clone_flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD | (plan.share_vm ? CLONE_VM | (plan.userns.external ? 0 : CLONE_VFORK) : 0);
   d.container_stack = container_stack;
   d.p2_stack = stacks + 2 * kDetachStack;
   d.tasks_fd = spec.cgroup_tasks_fd;

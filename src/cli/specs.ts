@@ -17,6 +17,12 @@ export const COMMANDS = {
       { name: 'detach', short: 'd', type: 'bool', help: 'run in the background, print the container id' },
       { name: 'rm', type: 'bool', help: 'remove the container when it exits' },
       { name: 'read-only', type: 'bool', help: 'a read-only root: the image itself, no write layer' },
+      {
+        name: 'userns',
+        type: 'string',
+        value: 'auto|host',
+        help: 'auto: a user namespace of its own, root inside mapped to 65536 host ids of its own (root only); host: none (default)',
+      },
       { name: 'name', type: 'string', value: 'NAME', help: 'a unique name for the container' },
       { name: 'volume', short: 'v', type: 'list', value: 'HOST:CTR[:ro]', help: 'bind a host directory into the container' },
       { name: 'env', short: 'e', type: 'list', value: 'K=V|K', help: "set an environment variable (K alone: the host's value, if it has one)" },

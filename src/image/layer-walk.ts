@@ -41,6 +41,13 @@ export interface LayerWalkSource {
   userxattr?: boolean;
   /** Container paths (volume mount points) kept as entries, with nothing beneath them. */
   exclude?: string[];
+  /**
+   * The topmost layer was written through a user namespace mapping `size` ids from these host
+   * ids (userns 'auto'): its owners are given as the container saw them (host uidBase + n is
+   * n; an id outside the range, which the container could not make, is the overflow id 65534).
+   * The lower layers are the image's, owned as in the image.
+   */
+  idShift?: { uidBase: number; gidBase: number; size: number };
 }
 
 export interface WalkEntry {
@@ -204,9 +211,17 @@ export class MergedWalker {
     }
   }
 
+  /** An entry's owners as the container saw them (idShift), for the topmost layer. */
+  private owned(layer: number, st: EntryStat): EntryStat {
+    const shift = this.source.idShift;
+    if (!shift || layer !== 0) return st;
+    const inside = (host: number, base: number) => (host >= base && host < base + shift.size ? host - base : 65534);
+    return { ...st, uid: inside(st.uid, shift.uidBase), gid: inside(st.gid, shift.gidBase) };
+  }
+
   private async walk(): Promise<void> {
     const { layers } = this;
-    const root: WalkEntry = { path: EMPTY, name: EMPTY, dirFd: -1, layer: layers[0]!, stat: statFd(this.chains[0]!.fd) };
+    const root: WalkEntry = { path: EMPTY, name: EMPTY, dirFd: -1, layer: layers[0]!, stat: this.owned(0, statFd(this.chains[0]!.fd)) };
     await this.visitor.entry(root);
     if (this.exclude.has('')) {
       await this.visitor.leave?.(root);
@@ -225,7 +240,13 @@ export class MergedWalker {
       const c = frame.children[frame.next++]!;
       if (c.whiteout) continue;
       const rel = frame.rel === '' ? c.key : `${frame.rel}/${c.key}`;
-      const entry: WalkEntry = { path: Buffer.from(rel, 'latin1'), name: c.name, dirFd: this.chains[c.layer]!.fd, layer: layers[c.layer]!, stat: c.stat };
+      const entry: WalkEntry = {
+        path: Buffer.from(rel, 'latin1'),
+        name: c.name,
+        dirFd: this.chains[c.layer]!.fd,
+        layer: layers[c.layer]!,
+        stat: this.owned(c.layer, c.stat),
+      };
       await this.visitor.entry(entry);
       if ((c.stat.mode & S_IFMT) !== S_IFDIR) continue;
       if (this.exclude.has(rel)) {

@@ -8,6 +8,7 @@ import type { SecurityOptions } from '../../security';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
+import { checkUsernsMode } from '../../userns';
 import { attachAndWait, stdioFor } from '../terminal';
 import { envFrom, mountsFrom, networkFrom, withEntrypoint } from '../run-habits';
 import { runtimeFrom } from './shared';
@@ -27,6 +28,8 @@ function optionsFrom(p: Parsed): RunOptions {
   const mounts = mountsFrom((f.mount as string[] | undefined) ?? []);
   const o: RunOptions = { image, remove: !!f.rm };
   if (f['read-only']) o.readOnly = true;
+  const userns = checkUsernsMode(f.userns, 'run: --userns');
+  if (userns) o.userns = userns;
   if (command.length) o.command = command;
   if (f.name !== undefined) o.name = f.name as string;
   if (f.volume || mounts.volumes.length) o.volumes = [...((f.volume as string[] | undefined) ?? []), ...mounts.volumes];

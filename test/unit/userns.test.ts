@@ -1,0 +1,115 @@
+// userns 'auto': /etc/subuid parsing, slices, and the choice of a free range (pure).
+import { describe, expect, it } from 'vitest';
+
+import {
+  DEFAULT_BASE,
+  DEFAULT_SLICES,
+  RANGE_SIZE,
+  candidateRanges,
+  checkUsernsMode,
+  hostId,
+  idMapText,
+  insideIdOf,
+  parseSubid,
+  pickRange,
+  slicesOf,
+} from '../../src/userns';
+
+describe('parseSubid', () => {
+  it("reads the user's name:start:count lines, and its uid's", () => {
+    const text = ['# comment', 'alice:100000:65536', 'nsbox:200000:131072', '', '  nsbox:400000:65536  ', '999:500000:65536', 'nsbox:1:2:3'].join('\n');
+    expect(parseSubid(text, 'nsbox')).toEqual([
+      { start: 200000, count: 131072 },
+      { start: 400000, count: 65536 },
+    ]);
+    expect(parseSubid(text, 'nsbox', 999)).toContainEqual({ start: 500000, count: 65536 });
+    expect(parseSubid(text, 'bob')).toEqual([]);
+  });
+
+  it('skips what it cannot trust: non-numbers, empty and out-of-range counts', () => {
+    const text = [
+      'nsbox:abc:65536',
+      'nsbox:100000:',
+      'nsbox:100000:0',
+      'nsbox:-5:65536',
+      'nsbox:4294967000:65536',
+      'nsbox:12345678901:1',
+      'nsbox:0x10:65536',
+    ].join('\n');
+    expect(parseSubid(text, 'nsbox')).toEqual([]);
+  });
+});
+
+describe('slicesOf', () => {
+  it('cuts whole slices of 65536 and drops a remainder', () => {
+    expect(slicesOf([{ start: 100000, count: 65536 * 2 + 100 }])).toEqual([100000, 165536]);
+    expect(slicesOf([{ start: 100000, count: 65535 }])).toEqual([]);
+  });
+
+  it('never gives overlapping slices when ranges overlap', () => {
+    expect(
+      slicesOf([
+        { start: 100000, count: 131072 },
+        { start: 130000, count: 65536 },
+        { start: 231072, count: 65536 },
+      ]),
+    ).toEqual([100000, 165536, 231072]);
+  });
+});
+
+describe('candidateRanges and pickRange', () => {
+  it('pairs subuid and subgid slices of nsbox in order', () => {
+    const c = candidateRanges('nsbox:100000:131072\n', 'nsbox:700000:65536\nnsbox:900000:65536\n');
+    expect(c).toEqual([
+      { uidBase: 100000, gidBase: 700000 },
+      { uidBase: 165536, gidBase: 900000 },
+    ]);
+  });
+
+  it('falls back to the fixed range without entries in both files', () => {
+    for (const [u, g] of [
+      [null, null],
+      ['nsbox:100000:65536\n', null],
+      ['other:100000:65536\n', 'nsbox:100000:65536\n'],
+    ] as const) {
+      const c = candidateRanges(u, g);
+      expect(c).toHaveLength(DEFAULT_SLICES);
+      expect(c[0]).toEqual({ uidBase: DEFAULT_BASE, gidBase: DEFAULT_BASE });
+      expect(c[1]).toEqual({ uidBase: DEFAULT_BASE + RANGE_SIZE, gidBase: DEFAULT_BASE + RANGE_SIZE });
+      // The last id of the last slice is a valid id (below 2^32 - 1).
+      expect(c[c.length - 1]!.uidBase + RANGE_SIZE - 1).toBeLessThan(2 ** 32 - 1);
+    }
+  });
+
+  it('picks the first range whose uid and gid bases are both free', () => {
+    const c = [
+      { uidBase: 1, gidBase: 10 },
+      { uidBase: 2, gidBase: 20 },
+      { uidBase: 3, gidBase: 30 },
+    ];
+    expect(pickRange(c, new Set(), new Set())).toEqual({ uidBase: 1, gidBase: 10, size: RANGE_SIZE });
+    expect(pickRange(c, new Set([1]), new Set())).toEqual({ uidBase: 2, gidBase: 20, size: RANGE_SIZE });
+    expect(pickRange(c, new Set([1]), new Set([20]))).toEqual({ uidBase: 3, gidBase: 30, size: RANGE_SIZE });
+    expect(pickRange(c, new Set([1, 2, 3]), new Set())).toBeUndefined();
+  });
+});
+
+describe('ids and maps', () => {
+  const r = { uidBase: 1 << 30, gidBase: (1 << 30) + RANGE_SIZE, size: RANGE_SIZE };
+  it('translates both ways within the range only', () => {
+    expect(hostId(r, 0)).toBe(1 << 30);
+    expect(hostId(r, 1000, true)).toBe((1 << 30) + RANGE_SIZE + 1000);
+    expect(hostId(r, RANGE_SIZE)).toBe(-1);
+    expect(insideIdOf(r, (1 << 30) + 5)).toBe(5);
+    expect(insideIdOf(r, 0)).toBe(65534);
+    expect(insideIdOf(r, (1 << 30) + RANGE_SIZE)).toBe(65534);
+  });
+  it('writes the map as the kernel takes it', () => {
+    expect(idMapText(1 << 30, RANGE_SIZE)).toBe(`0 ${1 << 30} 65536\n`);
+  });
+  it('checks the mode', () => {
+    expect(checkUsernsMode('auto')).toBe('auto');
+    expect(checkUsernsMode(undefined)).toBeUndefined();
+    expect(() => checkUsernsMode('yes')).toThrow(/'auto'.*or 'host'/);
+  });
+});
