@@ -15,13 +15,16 @@ import { batchError, fsBatch, isBatchError } from './fsbatch';
 import { newId, type Layout } from './layout';
 import { ownStartTime, processAlive } from './proc';
 
+/** What a lock's holder is doing (its link says so, for the error a waiter gets). */
+export type LockPurpose = 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange';
+
 export class ContainerLock {
   private released = false;
 
   private constructor(readonly file: string) {}
 
   /** What the lock's link points to when this process holds it for `what`. */
-  static target(what: 'commit' | 'remove' | 'rename' | 'start' | 'copy'): string {
+  static target(what: LockPurpose): string {
     return `${process.pid}-${ownStartTime()}-${what}`;
   }
 
@@ -39,7 +42,7 @@ export class ContainerLock {
   }
 
   /** Takes the lock now, or returns undefined while a live process holds it. */
-  static tryAcquire(layout: Layout, id: string, what: 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange'): ContainerLock | undefined {
+  static tryAcquire(layout: Layout, id: string, what: LockPurpose): ContainerLock | undefined {
     layout.ensure();
     const file = path.join(layout.locks, id);
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -58,12 +61,7 @@ export class ContainerLock {
    * Takes the lock, waiting up to `waitMs` for its holder; then fails with IN_USE naming
    * what the holder does.
    */
-  static async acquire(
-    layout: Layout,
-    id: string,
-    what: 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange',
-    waitMs: number,
-  ): Promise<ContainerLock> {
+  static async acquire(layout: Layout, id: string, what: LockPurpose, waitMs: number): Promise<ContainerLock> {
     const deadline = Date.now() + waitMs;
     // The usual case, a free lock, off the event loop (a symlink on the state directory's disk).
     layout.ensure();

@@ -336,6 +336,14 @@ describe("userns: 'auto'", () => {
     expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
   });
 
+  it('frees the range of a --rm container once wait() resolves', async () => {
+    const c = await rt.run({ image: 'busybox', userns: 'auto', remove: true, command: ['true'] });
+    expect(fs.readdirSync(path.join(root, 'idranges'))).toHaveLength(1);
+    expect((await c.wait()).exitCode).toBe(0);
+    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+    expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
+  });
+
   it('is refused where it is not built, naming why', async () => {
     await expect(rt.run({ image: 'busybox', userns: 'auto', command: ['true'], limits: { disk: '10m' } })).rejects.toThrow(/userns auto: not with limits.disk/);
     await expect(rt.run({ image: 'busybox', userns: 'bogus' as 'auto', command: ['true'] })).rejects.toThrow(/userns/);
