@@ -39,11 +39,17 @@ export async function collectOutput(c: Container, options: OutputOptions & { max
       const chunks: Buffer[] = [];
       let size = 0;
       stream.on('data', (d: Buffer) => {
-        if (size >= options.maxOutput) return;
         const room = options.maxOutput - size;
-        chunks.push(d.length > room ? d.subarray(0, room) : d);
-        size += Math.min(d.length, room);
-        if (d.length > room) {
+        if (d.length <= room) {
+          chunks.push(d);
+          size += d.length;
+          return;
+        }
+        // Past the cap, whether this chunk crosses it or the cap was met exactly by the chunks
+        // before (then a check for "crossing" alone never fires, and `yes` runs on for ever).
+        if (room > 0) chunks.push(d.subarray(0, room));
+        size = options.maxOutput;
+        if (!truncated) {
           truncated = true;
           c.kill('SIGKILL');
         }

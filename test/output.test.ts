@@ -39,6 +39,23 @@ describe('output()', () => {
     expect(r.signal).toBe('SIGKILL');
   });
 
+  it('kills the container when the output meets the cap exactly and then goes on', async () => {
+    // The first read is the cap to the byte; the kill must still come with the next one.
+    const r = await rt.output({ image: 'bb', command: ['sh', '-c', 'head -c 4096 /dev/zero; sleep 0.3; exec yes'], maxOutput: 4096 });
+    expect(r.truncated).toBe(true);
+    expect(r.stdout.length).toBe(4096);
+    expect(r.signal).toBe('SIGKILL');
+  });
+
+  it('maxOutput 0 keeps nothing and kills at the first byte; output that ends at the cap is not truncated', async () => {
+    const zero = await rt.output({ image: 'bb', command: ['yes'], maxOutput: 0 });
+    expect(zero).toMatchObject({ truncated: true, signal: 'SIGKILL' });
+    expect(zero.stdout.length).toBe(0);
+    const exact = await rt.output({ image: 'bb', command: ['head', '-c', '4096', '/dev/zero'], maxOutput: 4096 });
+    expect(exact).toMatchObject({ truncated: false, exitCode: 0 });
+    expect(exact.stdout.length).toBe(4096);
+  });
+
   it('with a timeout, says timedOut', async () => {
     const r = await rt.output({ image: 'bb', command: ['sleep', '10'], timeout: 200 });
     expect(r).toMatchObject({ timedOut: true, signal: 'SIGKILL' });
