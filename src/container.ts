@@ -16,11 +16,11 @@ import type { ImageInfo } from './image/store';
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
 import { newId } from './layout';
-import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type Limits, type Ulimit } from './limits';
+import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type CgroupLimits, type Limits, type Ulimit } from './limits';
 import { buildPlan, type BindMount, type RootSource, type TmpfsMount } from './plan';
 import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
-import { normaliseStdio, type ProcessEvents, type ProcessStreams, type Stdio, type StreamsOf, type TerminalSize } from './stdio';
+import { normaliseStdio, type PlanStdio, type ProcessEvents, type ProcessStreams, type Stdio, type StreamsOf, type TerminalSize } from './stdio';
 import {
   arrayOf,
   boolean,
@@ -37,7 +37,7 @@ import {
   type Check,
   type Spec,
 } from './validate';
-import { checkRootlessIds, isRootless, rootlessCgroup, startUserNs } from './rootless';
+import { checkRootlessIds, isRootless, needsCgroup, rootlessCgroup, startUserNs } from './rootless';
 import { externalUserNs, type IdRange } from './userns';
 
 export type { ProcessEvents, ProcessStreams, Stdio, StdioEntry, StdioMode, StreamsOf, TerminalSize } from './stdio';
@@ -712,50 +712,86 @@ interface Started {
  */
 function prepareStart(options: LaunchOptions, managed: ManagedContainer | undefined): { plan: NativePlan; cgroup: ContainerCgroup | null; time: TimeBounds } {
   const size = ttySize(options.tty);
-  const { security, confinement: built, devices: deviceSpecs, limits, ulimits, timeout, signal, stdio, tty: _tty, ...rest } = options;
+  const { timeout, signal, stdio, tty: _tty, ...rest } = options;
+  let time: TimeBounds | undefined;
+  const { plan, cgroup } = planStart(rest, managed?.id ?? newId(), {
+    detached: false,
+    stdio: normaliseStdio(stdio),
+    tty: size,
+    check: (bounds) => {
+      time = timeBounds(timeout, signal, bounds.cpuTimeNs);
+      if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
+    },
+  });
+  return { plan, cgroup, time: time! };
+}
+
+/** How a start's plan differs between a container this process supervises and a detached one. */
+export interface StartShape {
+  /** Supervised by nsbox-monitor: its cgroups are made whole here (no warm set, no v2 birth fd), and a rootless one can have none. */
+  detached: boolean;
+  stdio: [PlanStdio, PlanStdio, PlanStdio];
+  tty?: { cols: number; rows: number } | undefined;
+  /** What must hold of the parsed limits, checked before anything is made. */
+  check?: (bounds: CgroupLimits) => void;
+}
+
+/**
+ * The plan of a start, for Container's starts and launchDetached alike: the confinement, the
+ * devices, the limits, the user namespace (rootless, or root's 'auto' with the host paths its
+ * child needs reserved on fds), the container's cgroups (their fds open: the caller closes them
+ * once the child has used them, and releasePlanFds(plan) after the start), the plan. Throws
+ * NsboxError, leaving nothing behind.
+ */
+export function planStart(
+  options: Omit<LaunchOptions, 'timeout' | 'signal' | 'stdio' | 'tty'>,
+  id: string,
+  shape: StartShape,
+): { plan: NativePlan; cgroup: ContainerCgroup | null; bounds: CgroupLimits } {
+  const { security, confinement: built, devices: deviceSpecs, limits, ulimits, idRange, ...planned } = options;
   const confined = built ?? confinement(security);
   if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
   const devices = (deviceSpecs ?? []).map(parseDevice);
   const privileged = security?.privileged === true;
   const bounds = cgroupLimits(limits);
   const initOptions = initRlimits(limits, ulimits);
-  const time = timeBounds(timeout, signal, bounds.cpuTimeNs);
-  if (time.signal?.aborted) throw new NsboxError('ABORT_ERR', 'run: aborted before it started', { cause: time.signal.reason });
-  const { idRange, ...planned } = rest;
+  shape.check?.(bounds);
   if (idRange && isRootless()) throw new NsboxError('UNSUPPORTED', 'userns auto: for root; rootless containers have a user namespace of their own already');
+  const userns = idRange ? undefined : startUserNs();
+  if (userns) {
+    checkRootlessIds(confined.security, userns);
+    if (shape.detached && needsCgroup(bounds))
+      throw new NsboxError('UNSUPPORTED', `limits: a detached rootless container (uid ${process.geteuid!()}) cannot have cgroup limits yet`, {
+        hint: 'run it attached (without -d) in a delegated cgroup v2 subtree, run as root, or leave the limits out',
+      });
+  }
   // Root's userns 'auto': the host paths the child needs are opened by the parent (userns.ts).
   const ext = idRange ? externalUserNs(idRange, planned.root, planned.mounts ?? [], planned.etcFiles ?? []) : undefined;
-  const userns = ext ? undefined : startUserNs();
-  if (userns) checkRootlessIds(confined.security, userns);
-  // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
-  let cgroup: ContainerCgroup | null;
+  let cgroup: ContainerCgroup | null = null;
   try {
-    cgroup = userns ? rootlessCgroup(managed?.id ?? newId(), bounds) : ContainerCgroup.forStart(managed?.id ?? newId(), privileged ? 'all' : devices, bounds);
-  } catch (e) {
-    for (const fd of ext?.reserved ?? []) closeSync(fd);
-    throw e;
-  }
-  const bornIn = userns ? cgroup?.bornIn : (cgroup?.bornIn ?? homeDevicesTasks());
-  try {
+    // Rootless: no device cgroup and no spawner thread moved into one (see src/rootless.ts).
+    if (shape.detached) cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
+    else cgroup = userns ? rootlessCgroup(id, bounds) : ContainerCgroup.forStart(id, privileged ? 'all' : devices, bounds);
+    const bornIn = userns ? cgroup?.bornIn : (cgroup?.bornIn ?? homeDevicesTasks());
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(),
       ...planned,
       ...(ext ? { root: ext.root, mounts: ext.mounts, etcFiles: ext.etcFiles, userns: ext.userns } : {}),
-      ...(FORK_STYLE ? { forkStyle: true } : {}),
+      ...(FORK_STYLE && !shape.detached ? { forkStyle: true } : {}),
       ...(userns ? { userns } : {}),
-      stdio: normaliseStdio(stdio),
-      tty: size,
+      stdio: shape.stdio,
+      ...(shape.tty ? { tty: shape.tty } : {}),
       confinement: confined,
       deviceNodesAllowed: privileged,
       devices,
       initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
       ...(bornIn ? { bornIn } : {}),
-      ...(cgroup?.cgroupFd !== undefined ? { cgroupFd: cgroup.cgroupFd } : {}),
+      ...(cgroup?.cgroupFd !== undefined && !shape.detached ? { cgroupFd: cgroup.cgroupFd } : {}),
     });
-    if (cgroup) plan.cgroupDirs = cgroup.allDirs;
+    if (cgroup && !shape.detached) plan.cgroupDirs = cgroup.allDirs;
     if (ext) planFds.set(plan, ext.reserved);
-    return { plan, cgroup, time };
+    return { plan, cgroup, bounds };
   } catch (e) {
     for (const fd of ext?.reserved ?? []) closeSync(fd);
     cgroup?.closeFds();

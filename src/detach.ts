@@ -5,18 +5,13 @@
  * the container's output to containers/<id>/container.log, removes its cgroups and writes
  * containers/<id>/exit.json at its end; the container dies with the monitor.
  */
-import { closeSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { ContainerCgroup, homeDevicesTasks } from './cgroup';
-import { confinement, describeFailure, hasCgroupNamespaces, initRlimits, type LaunchOptions } from './container';
-import { parseDevice } from './device';
+import { describeFailure, planStart, releasePlanFds, type LaunchOptions } from './container';
 import { NsboxError, invalid } from './errors';
-import { cgroupLimits, parseSize } from './limits';
+import { parseSize } from './limits';
 import { native } from './native';
-import { buildPlan } from './plan';
-import { checkRootlessIds, needsCgroup, startUserNs } from './rootless';
-import { externalUserNs } from './userns';
 
 /** How a detached container's log is kept. */
 export interface LogOptions {
@@ -57,7 +52,7 @@ export function logLimits(o: LogOptions): { logMaxSize: number; logMaxFiles: num
  * nothing accounts for).
  */
 export function launchDetached(options: LaunchOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number; ack: number } {
-  const { security, confinement: given, devices: deviceSpecs, limits, ulimits, timeout, signal, tty, stdio, ...rest } = options;
+  const { timeout, signal, tty, stdio, ...rest } = options;
   void stdio; // always: no stdin, stdout and stderr to the monitor
   if (tty) throw invalid('detach: a detached container has no terminal (tty)');
   if (signal !== undefined) throw invalid('detach: an abort signal lives in this process; a detached container outlives it (use stop)');
@@ -65,50 +60,14 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
     throw invalid('timeout: expected milliseconds, an integer from 1');
   }
   const { logMaxSize, logMaxFiles } = logLimits(log);
-  const confined = given ?? confinement(security);
-  if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
-  const devices = (deviceSpecs ?? []).map(parseDevice);
-  const privileged = security?.privileged === true;
-  const bounds = cgroupLimits(limits);
-  const initOptions = initRlimits(limits, ulimits);
-  const { idRange, ...planned } = rest;
   // Root's userns 'auto': P2 writes the maps and hands over the host paths (core/spawn.cc).
-  const ext = idRange ? externalUserNs(idRange, planned.root, planned.mounts ?? [], planned.etcFiles ?? []) : undefined;
-  const userns = ext ? undefined : startUserNs();
-  if (userns) {
-    checkRootlessIds(confined.security, userns);
-    if (needsCgroup(bounds))
-      throw new NsboxError('UNSUPPORTED', `limits: a detached rootless container (uid ${process.geteuid!()}) cannot have cgroup limits yet`, {
-        hint: 'run it attached (without -d) in a delegated cgroup v2 subtree, run as root, or leave the limits out',
-      });
-  }
-  let cgroup: ContainerCgroup | null;
-  try {
-    cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
-  } catch (e) {
-    for (const fd of ext?.reserved ?? []) closeSync(fd);
-    throw e;
-  }
-  const bornIn = userns ? undefined : (cgroup?.bornIn ?? homeDevicesTasks());
+  const { plan, cgroup, bounds } = planStart(rest, id, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     // The monitor enforces the time limits, as Container does in Node.
     const cpu = bounds.cpuTimeNs !== undefined ? cgroup?.cpuUsageFile() : undefined;
     if (bounds.cpuTimeNs !== undefined && !cpu) {
       throw new NsboxError('ENOTSUP', "limits.cpuTime: no cgroup counts this container's CPU time (no cpuacct, no cgroup v2 cpu.stat)");
     }
-    const plan = buildPlan({
-      cgroupNamespace: hasCgroupNamespaces(),
-      ...planned,
-      ...(ext ? { root: ext.root, mounts: ext.mounts, etcFiles: ext.etcFiles, userns: ext.userns } : {}),
-      ...(userns ? { userns } : {}),
-      stdio: ['ignore', 'pipe', 'pipe'],
-      confinement: confined,
-      deviceNodesAllowed: privileged,
-      devices,
-      initOptions,
-      ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
-      ...(bornIn ? { bornIn } : {}),
-    });
     const cgroups = cgroup?.dirs ?? [];
     const oom = cgroups.map((d) => path.join(d, 'memory.oom_control')).find((f) => existsSync(f));
     const r = native().spawn(plan, () => {}, {
@@ -129,6 +88,6 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
     throw e;
   } finally {
     cgroup?.closeFds();
-    for (const fd of ext?.reserved ?? []) closeSync(fd);
+    releasePlanFds(plan);
   }
 }
