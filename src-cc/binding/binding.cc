@@ -11,12 +11,12 @@
 #include <vector>
 
 #include "binding/extract.h"
-#include "binding/tar.h"
 #include "binding/fsat.h"
 #include "binding/host_calls.h"
 #include "binding/instance.h"
 #include "binding/process.h"
 #include "binding/start.h"
+#include "binding/tar.h"
 
 namespace nsbox {
 namespace {

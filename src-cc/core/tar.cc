@@ -330,8 +330,7 @@ bool TarParser::Meta() {
       long_link_ = CString(reinterpret_cast<const uint8_t*>(meta_.data()), meta_.size());
       has_long_link_ = true;
       return true;
-    case 'x':
-      return Pax(meta_);
+    case 'x': return Pax(meta_);
     default:
       // 'g': global pax records (a comment, a charset) change nothing nsbox restores.
       return true;

@@ -165,7 +165,10 @@ describe('the C++ tar parser at every boundary', () => {
     let r = read(Buffer.concat([header('f', '0', 0, (b) => base256(b, 108, 8, [0xff, 0xff, 0xff, 0xfe])), END]));
     expect(r.entries[0]!.uid).toBe(0xfffffffe);
     // (uid_t)-1 and 2^32: not ids.
-    for (const bytes of [[0xff, 0xff, 0xff, 0xff], [1, 0, 0, 0, 0]]) {
+    for (const bytes of [
+      [0xff, 0xff, 0xff, 0xff],
+      [1, 0, 0, 0, 0],
+    ]) {
       r = read(Buffer.concat([header('f', '0', 0, (b) => base256(b, 108, 8, bytes)), END]));
       expect(r.error?.message).toMatch(/entry "f" at offset 0: owner \d+:0 is not a valid id/);
       expect(r.error?.path).toBe('f');
