@@ -26,41 +26,68 @@ constexpr size_t kReadChunk = 1 << 20;
 constexpr int kRing = 4;
 constexpr size_t kInflateChunk = 256 << 10;
 
-// ---- SHA-256 on a thread of its own ----
+// ---- Reading and SHA-256, on a thread of their own ----
 
-// The buffers of the ring, hashed in the order they were read. Submit() marks a buffer busy
-// until its hash is done; the reader waits for that (WaitFree) before reading into it again.
-class Hasher {
+// Reads the tarball into a ring of buffers and hashes each one, on its own thread, while the
+// caller parses and writes the buffers already read: every byte is read once, by pread, and
+// the same buffer goes to the hash and to the parser. The copy out of the page cache and the
+// hash are then both off the thread that writes the files (the longest of the two).
+// A buffer is read into again only once the caller has released it (Release()), and the
+// thread hashes a buffer right after handing it out, long before it comes round again.
+class Reader {
  public:
-  Hasher() : ctx_(EVP_MD_CTX_new()) { ok_ = ctx_ && EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) == 1; }
-  ~Hasher() {
+  Reader(int fd, std::atomic<uint64_t>* consumed) : fd_(fd), consumed_(consumed), ctx_(EVP_MD_CTX_new()) {
+    ok_ = ctx_ && EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) == 1;
+    for (auto& b : ring_) b.reset(new uint8_t[kReadChunk]);
+  }
+  ~Reader() {
     Stop();
     if (ctx_) EVP_MD_CTX_free(ctx_);
   }
-  Hasher(const Hasher&) = delete;
-  Hasher& operator=(const Hasher&) = delete;
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
 
-  // Without a thread (pthread_create failed) every buffer is hashed inline, by Submit().
-  void Start() { threaded_ = pthread_create(&thread_, nullptr, &Hasher::Main, this) == 0; }
+  // Without a thread (pthread_create failed), Next() reads and hashes inline.
+  void Start() {
+    threaded_ = pthread_create(&thread_, nullptr, &Reader::Main, this) == 0;
+    if (threaded_) pthread_setname_np(thread_, "nsbox-tar-read");
+  }
 
-  void Submit(int slot, const uint8_t* data, size_t len) {
+  // The next buffer read, in order; false at the end of the file or on a read error (error()).
+  // The buffer stays the caller's until Release().
+  bool Next(const uint8_t** data, size_t* len) {
     if (!threaded_) {
-      Update(data, len);
-      return;
+      if (eof_) return false;
+      uint8_t* buf = ring_[0].get();
+      ssize_t n = ReadAt(buf);
+      if (n <= 0) return false;
+      Hash(buf, static_cast<size_t>(n));
+      *data = buf;
+      *len = static_cast<size_t>(n);
+      return true;
     }
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return produced_ > taken_ || eof_; });
+    if (produced_ == taken_) return false;
+    int slot = static_cast<int>(taken_ % kRing);
+    taken_++;
+    *data = ring_[slot].get();
+    *len = lens_[slot];
+    return true;
+  }
+
+  // The caller is done with the buffer Next() gave last.
+  void Release() {
+    if (!threaded_) return;
     std::lock_guard<std::mutex> lock(mu_);
-    busy_[slot] = true;
-    queue_.push_back(Job{slot, data, len});
+    released_++;
     cv_.notify_all();
   }
 
-  void WaitFree(int slot) {
-    if (!threaded_) return;
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return !busy_[slot]; });
-  }
+  int error() const { return err_; }
 
-  // Waits for every buffer submitted; "" when OpenSSL failed.
+  // Waits for the thread (stopping it if it has not reached the end); the digest of every
+  // byte read, "" when OpenSSL failed.
   std::string Digest() {
     Stop();
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -75,15 +102,7 @@ class Hasher {
     return hex;
   }
 
- private:
-  struct Job {
-    int slot;
-    const uint8_t* data;
-    size_t len;
-  };
-
-  void Update(const uint8_t* data, size_t len) { ok_ = ok_ && EVP_DigestUpdate(ctx_, data, len) == 1; }
-
+  // Stops reading (a failure: the rest is not needed) and waits for the thread.
   void Stop() {
     if (!threaded_) return;
     {
@@ -95,34 +114,76 @@ class Hasher {
     threaded_ = false;
   }
 
+ private:
   static void* Main(void* self) {
-    static_cast<Hasher*>(self)->Loop();
+    static_cast<Reader*>(self)->Loop();
     return nullptr;
   }
 
+  // One pread into `buf`: its length, 0 at the end, -1 on an error (then eof_ and err_ set).
+  ssize_t ReadAt(uint8_t* buf) {
+    ssize_t n;
+    do {
+      n = pread(fd_, buf, kReadChunk, static_cast<off_t>(position_));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) err_ = errno;
+    if (n <= 0) {
+      eof_ = true;
+      return n;
+    }
+    position_ += static_cast<uint64_t>(n);
+    if (consumed_) consumed_->store(position_, std::memory_order_relaxed);
+    return n;
+  }
+
+  void Hash(const uint8_t* data, size_t len) { ok_ = ok_ && EVP_DigestUpdate(ctx_, data, len) == 1; }
+
   void Loop() {
     std::unique_lock<std::mutex> lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopped, and nothing left
-      Job job = queue_.front();
-      queue_.pop_front();
+    for (uint64_t k = 0;; k++) {
+      cv_.wait(lock, [&] { return stop_ || k - released_ < kRing; });
+      if (stop_) return;
       lock.unlock();
-      Update(job.data, job.len);
+      int slot = static_cast<int>(k % kRing);
+      uint8_t* buf = ring_[slot].get();
+      ssize_t n;
+      do {
+        n = pread(fd_, buf, kReadChunk, static_cast<off_t>(position_));
+      } while (n < 0 && errno == EINTR);
       lock.lock();
-      busy_[job.slot] = false;
+      if (n <= 0) {
+        if (n < 0) err_ = errno;
+        eof_ = true;
+        cv_.notify_all();
+        return;
+      }
+      position_ += static_cast<uint64_t>(n);
+      if (consumed_) consumed_->store(position_, std::memory_order_relaxed);
+      lens_[slot] = static_cast<size_t>(n);
+      produced_++;
       cv_.notify_all();
+      // Hashed while the caller parses it: both only read the buffer.
+      lock.unlock();
+      Hash(buf, static_cast<size_t>(n));
+      lock.lock();
     }
   }
 
+  int fd_;
+  std::atomic<uint64_t>* consumed_;
   EVP_MD_CTX* ctx_;
   bool ok_ = false;
   bool threaded_ = false;
   pthread_t thread_{};
+  std::unique_ptr<uint8_t[]> ring_[kRing];
+  size_t lens_[kRing] = {};
+  uint64_t position_ = 0;
+  int err_ = 0;
+  // Guarded by mu_ when threaded: buffers read, handed out, released; the end; a stop.
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Job> queue_;
-  bool busy_[kRing] = {};
+  uint64_t produced_ = 0, taken_ = 0, released_ = 0;
+  bool eof_ = false;
   bool stop_ = false;
 };
 
@@ -409,11 +470,8 @@ ImportResult ImportTarball(int tar_fd, int root_fd, const ImportOptions& o, std:
   ImportResult r;
   TarParser parser(o.label);
   Importer importer(root_fd, o, &r);
-  // Declared before the hasher, so that they outlive its thread.
-  std::vector<std::unique_ptr<uint8_t[]>> ring;
-  for (int i = 0; i < kRing; i++) ring.emplace_back(new uint8_t[kReadChunk]);
-  Hasher hasher;
-  hasher.Start();
+  Reader reader(tar_fd, consumed);
+  reader.Start();
   std::unique_ptr<Gunzip> gunzip;
   bool stopped = false;  // the parse or the writer failed
 
@@ -434,26 +492,13 @@ ImportResult ImportTarball(int tar_fd, int root_fd, const ImportOptions& o, std:
     r.refused.has_path = true;
   };
 
-  uint64_t position = 0;
-  for (int k = 0;; k = (k + 1) % kRing) {
-    hasher.WaitFree(k);
-    uint8_t* buf = ring[k].get();
-    ssize_t n;
-    do {
-      n = pread(tar_fd, buf, kReadChunk, static_cast<off_t>(position));
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      r.read_errno = errno;
-      break;
-    }
-    if (n == 0) break;
-    size_t len = static_cast<size_t>(n);
-    if (position == 0 && len >= 2 && buf[0] == 0x1f && buf[1] == 0x8b) gunzip = std::make_unique<Gunzip>();
-    position += len;
-    // The same bytes go to the hash and to the parser: the digest is of what was imported.
-    hasher.Submit(k, buf, len);
-    if (consumed) consumed->store(position, std::memory_order_relaxed);
-    if (stopped) break;
+  // The whole file is read, also after the end-of-archive blocks: the digest is of the file.
+  bool first = true;
+  const uint8_t* buf;
+  size_t len;
+  while (!stopped && reader.Next(&buf, &len)) {
+    if (first && len >= 2 && buf[0] == 0x1f && buf[1] == 0x8b) gunzip = std::make_unique<Gunzip>();
+    first = false;
     if (gunzip) {
       if (!gunzip->Feed(buf, len, parse)) {
         if (!stopped) gzip_failed(gunzip->why());
@@ -462,11 +507,14 @@ ImportResult ImportTarball(int tar_fd, int root_fd, const ImportOptions& o, std:
     } else {
       parse(buf, len);
     }
-    if (stopped) break;
+    reader.Release();
   }
-  // The hash thread is done with the ring only once Digest() returns.
-  r.digest = hasher.Digest();
+  r.digest = reader.Digest();
   if (r.failed()) return r;
+  if (reader.error()) {
+    r.read_errno = reader.error();
+    return r;
+  }
   if (gunzip && !gunzip->Finish()) {
     gzip_failed(gunzip->why());
     return r;
@@ -476,9 +524,7 @@ ImportResult ImportTarball(int tar_fd, int root_fd, const ImportOptions& o, std:
     return r;
   }
   importer.Finish();
-  if (!r.failed() && r.digest.empty()) {
-    r.read_errno = EIO;
-  }
+  if (!r.failed() && r.digest.empty()) r.read_errno = EIO;
   return r;
 }
 
