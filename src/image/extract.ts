@@ -76,11 +76,18 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
     });
     const onProgress = opts.onProgress;
     let reported = -1;
+    // A callback that throws fails the import (once it has stopped), as it did when it was
+    // called between reads; from a timer it would otherwise be an uncaught exception.
+    let progressFailed: { error: unknown } | undefined;
     const report = (): void => {
       const done = job.position();
-      if (done === reported) return;
+      if (done === reported || progressFailed) return;
       reported = done;
-      onProgress?.(done, total);
+      try {
+        onProgress?.(done, total);
+      } catch (error) {
+        progressFailed = { error };
+      }
     };
     const timer = onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : undefined;
     let r: NativeImportResult;
@@ -91,6 +98,7 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
     } finally {
       if (timer) clearInterval(timer);
     }
+    if (progressFailed) throw progressFailed.error;
     const done = job.position();
     onProgress?.(done, Math.max(total, done));
     return { entries: r.entries, bytes: r.bytes, skipped: r.skipped, ownersSquashed: r.ownersSquashed, digest: `sha256:${r.digest}` };
