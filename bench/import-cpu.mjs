@@ -55,7 +55,10 @@ try {
   for (const [key, ns] of after) {
     const d = (ns - (before.get(key) ?? 0)) / 1e6 / imports;
     listed += d;
-    const name = key.split('#')[0].replace(/^V8 DefaultWorke.*$/, 'V8 helpers').replace(/^node$/, 'libuv pool');
+    const name = key
+      .split('#')[0]
+      .replace(/^V8 DefaultWorke.*$/, 'V8 helpers')
+      .replace(/^node$/, 'libuv pool');
     groups.set(name, (groups.get(name) ?? 0) + d);
   }
   const total = (cpu1.user + cpu1.system) / 1e3 / imports;
@@ -69,7 +72,12 @@ try {
   }
   const med = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const row = (name, ms) => console.log(`${name.padEnd(28)} ${ms.toFixed(1).padStart(7)} ms`);
-  console.log(`usr-mix into a tmpfs, ${imports} imports, per import (load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}):`);
+  console.log(
+    `usr-mix into a tmpfs, ${imports} imports, per import (load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}):`,
+  );
   row('wall', wall);
   for (const [name, ms] of [...groups].sort((a, b) => b[1] - a[1])) if (ms >= 0.5) row(name, ms);
   row('threads ended (SHA-256)', Math.max(0, total - listed));
