@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <condition_variable>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -20,8 +19,8 @@ namespace nsbox {
 
 namespace {
 
-// 1 MiB reads, four buffers: the hash may lag up to three buffers behind the parsing before
-// the reader waits for it.
+// 1 MiB reads, four buffers: the reading thread runs up to four buffers ahead of the parsing
+// before it waits.
 constexpr size_t kReadChunk = 1 << 20;
 constexpr int kRing = 4;
 constexpr size_t kInflateChunk = 256 << 10;
