@@ -75,9 +75,11 @@ describe('the import in the addon', () => {
     expect(error?.message).toMatch(/gzip: incorrect header check \(at offset \d+ of the tar/);
   });
 
-  it('refuses gzip input cut anywhere, naming where in the tar it stopped, and leaves no fd open', async () => {
+  it('refuses gzip input cut anywhere, naming where in the tar it stopped, and leaves no fd or thread', async () => {
     const gz = gzipSync(tar);
+    await importBytes(gz); // the pool's threads started
     const fds = openFds();
+    const threads = fs.readdirSync('/proc/self/task').length;
     for (let cut = 1; cut < gz.length; cut += 1 + (cut % 37)) {
       const { error } = await importBytes(gz.subarray(0, cut));
       expect(error?.code, `cut at ${cut}`).toBe('BAD_ARCHIVE');
@@ -93,6 +95,8 @@ describe('the import in the addon', () => {
       expect(error?.code).toBe('BAD_ARCHIVE');
     }
     expect(openFds()).toEqual(fds);
+    // Each import's reading thread is joined, failed or not.
+    expect(fs.readdirSync('/proc/self/task').length).toBe(threads);
   });
 
   it('keeps names as their bytes, as GNU tar does, UTF-8 or not', async () => {
