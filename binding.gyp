@@ -38,6 +38,8 @@
         "src-cc/core/loopdev.cc",
         "src-cc/core/fsat.cc",
         "src-cc/core/extract.cc",
+        "src-cc/core/tar.cc",
+        "src-cc/core/tar_import.cc",
         "src-cc/core/devbpf.cc",
         "src-cc/core/exec.cc",
         "src-cc/core/exec_child.cc",
@@ -50,7 +52,7 @@
         "src-cc/binding/fsat.cc",
         "src-cc/binding/fsbatch.cc",
         "src-cc/binding/extract.cc",
-        "src-cc/binding/digest.cc"
+        "src-cc/binding/tar.cc"
       ],
       "actions": [
         {

@@ -254,17 +254,70 @@ export interface NativeBinding {
   unlinkAt(dirfd: number, name: Buffer, dir: boolean): NativeErrno | null;
   /** An overlay mounted nowhere: the fd of its root (nosuid, nodev, noexec); gone with the last fd. */
   mountOverlayFd(lowerdir: string, upper: string, work: string): number | NativeErrno;
-  /** Runs encoded batches of extraction steps under a root dir fd (src-cc/core/extract.h). */
+  /** Runs encoded extraction steps under a root dir fd (src-cc/core/extract.h): how tests attack the writer with no policy in front of it. */
   ExtractWriter: new (rootFd: number) => NativeExtractWriter;
-  /** SHA-256 with Node's OpenSSL, updated on the thread pool (src-cc/binding/digest.cc). */
-  Sha256: new () => NativeSha256;
+  /**
+   * A whole image import on the thread pool: read, SHA-256 (a thread of its own), gunzip, tar
+   * parsing, policy and writing under rootFd (src-cc/core/tar_import.h). Neither fd is closed.
+   */
+  ImportJob: new (tarFd: number, rootFd: number, options: NativeImportOptions) => NativeImportJob;
+  /** The tar parser (src-cc/core/tar.h), pushed chunk by chunk: cp's TarReader (src/image/tar.ts). */
+  TarParser: new (label: string) => NativeTarParser;
+  /** A tar header's numeric field (octal or base-256); NaN when malformed. */
+  tarParseNumber(buffer: Buffer, start: number, length: number): number;
 }
 
-export interface NativeSha256 {
-  /** One update at a time; `data` must not change until the callback. */
-  update(data: Buffer, callback: (error: null) => void): void;
-  /** Lowercase hex, once. */
-  digest(): string;
+export interface NativeImportOptions {
+  /** For messages: the tarball's path, `label` starting archive errors, `what` entry errors. */
+  tarball: string;
+  label: string;
+  what: string;
+  umask: number;
+  alwaysChown: boolean;
+}
+
+/** A refusal with its NsboxError code and complete message (the archive or an entry). */
+export interface NativeRefusal {
+  kind: 'refused';
+  code: string;
+  message: string;
+  path?: string;
+}
+
+/** A failed system call of an import: reading the tarball, or writing `entry` (`failure`: core/extract.h's ExtractFailure). */
+export interface NativeImportFailure extends NativeErrno {
+  kind: 'write' | 'read';
+  failure: number;
+  at: Buffer;
+  entry: string;
+}
+
+export interface NativeImportResult {
+  entries: number;
+  bytes: number;
+  skipped: number;
+  skippedXattrs: number;
+  ownersSquashed: number;
+  /** Lowercase hex SHA-256 of the tarball's bytes as read. */
+  digest: string;
+}
+
+export interface NativeImportJob {
+  /** Once; the callback gets a failure, or null and the result. */
+  run(callback: (error: NativeRefusal | NativeImportFailure | null, result?: NativeImportResult) => void): void;
+  /** Bytes of the tarball read so far. */
+  position(): number;
+}
+
+/** Entries as TarReader's TarEntry; data as [start, end) of the chunk written; null an entry's end. */
+export type NativeTarEvent = Record<string, unknown> | [number, number] | null;
+
+export interface NativeTarParser {
+  write(chunk: Buffer): { events: NativeTarEvent[]; error: NativeRefusal | null };
+  end(): NativeRefusal | null;
+  finished(): boolean;
+  /** Bytes consumed, and the last entry's name. */
+  position(): [number, string];
 }
 
 /** A failed extraction step: `op` its index in the batch, `kind` why (core/extract.h), `at` a path prefix or attribute name. */

@@ -1,10 +1,10 @@
-// The batched extractor (src/image/tree-writer.ts + src-cc/core/extract.cc) against archives
+// The extractor (src-cc/core/tar_import.cc's policy + src-cc/core/extract.cc) against archives
 // that try to write outside the image root: through a symlink an earlier entry planted, through
 // a parent made a symlink mid-archive, by hardlinks to host files, by '..' components. Each is
 // refused (UNSAFE_PATH) or made safe as before this writer (an entry replaces what an earlier
 // one put at its name); the host's canaries (a directory and a file in the system's tmpdir,
 // /etc/passwd) must be exactly as before, and a failed import leaves no fd open. The addon's
-// own checks are attacked too, with batches no TypeScript policy filtered.
+// own checks are attacked too, with steps no policy filtered.
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -15,7 +15,6 @@ import { NsboxError } from '../src/errors';
 import { openDir } from '../src/fsat';
 import { extractTarball } from '../src/image/extract';
 import { BLOCK_SIZE, encodeHeader, endOfArchive, type TarHeaderInput } from '../src/image/tar';
-import { TreeWriter } from '../src/image/tree-writer';
 import { native, type NativeExtractError } from '../src/native';
 import { openFds } from './helpers';
 
@@ -244,21 +243,32 @@ describe('the addon checks what it is given', () => {
     expect(openFds()).toEqual(fds);
   });
 
-  it('writes a tar stream into a directory given by its fd (TreeWriter, for cp)', async () => {
+  it('runs a whole import under a root given by its fd, and fails cleanly when that fd is not a directory (ImportJob)', async () => {
+    const file = path.join(base, 'image.tar');
+    fs.writeFileSync(file, archive([dir('etc/'), { name: 'etc/motd', data: 'hi\n' }, link('etc/l', 'motd')]));
+    const job = (rootFd: number) => {
+      const tarFd = fs.openSync(file, 'r');
+      const j = new (native().ImportJob)(tarFd, rootFd, { tarball: file, label: `import: ${file}`, what: 'import', umask: 0o22, alwaysChown: false });
+      return new Promise<unknown>((resolve) => j.run((e, r) => resolve(e ?? r))).finally(() => fs.closeSync(tarFd));
+    };
+    const fds = openFds();
     const rootFd = openDir(dest);
-    const writer = new TreeWriter(rootFd, { what: 'cp' });
     try {
-      const { TarReader } = await import('../src/image/tar');
-      const reader = new TarReader(writer, 'cp: test');
-      reader.write(archive([dir('etc/'), { name: 'etc/motd', data: 'hi\n' }, link('etc/l', 'motd')]));
-      reader.end();
-      await writer.finish();
+      expect(await job(rootFd)).toMatchObject({ entries: 3, bytes: 3, digest: sha256(file) });
     } finally {
-      expect(await writer.close()).toBeNull();
       fs.closeSync(rootFd);
     }
     expect(fs.readFileSync(path.join(dest, 'etc/motd'), 'utf8')).toBe('hi\n');
     expect(fs.readlinkSync(path.join(dest, 'etc/l'))).toBe('motd');
     expect(fs.statSync(path.join(dest, 'etc')).mtimeMs).toBe(1_000_000_000_000);
+    // A regular file as the root: every step fails in the kernel (ENOTDIR), nothing is made beside it.
+    const fileFd = fs.openSync(canaryFile, 'r');
+    try {
+      expect(await job(fileFd)).toMatchObject({ kind: 'write', code: 'ENOTDIR', entry: 'etc/' });
+    } finally {
+      fs.closeSync(fileFd);
+    }
+    expect(openFds()).toEqual(fds);
+    expect(hostState()).toBe(hostBefore);
   });
 });

@@ -381,6 +381,20 @@ describe('faithful extraction', () => {
     expect(calls).toBeGreaterThanOrEqual(1);
   });
 
+  it('fails with the error a progress callback throws, once the import has stopped, leaving no fd', async () => {
+    const file = writeTar(archive([{ name: 'big', data: Buffer.alloc(64 << 20, 3) }]));
+    const fds = openFds();
+    const boom = new Error('progress callback failed');
+    await expect(
+      extractTarball(file, dest, {
+        onProgress: () => {
+          throw boom;
+        },
+      }),
+    ).rejects.toBe(boom);
+    expect(openFds()).toEqual(fds);
+  });
+
   it('refuses a destination that is not a directory', async () => {
     const file = writeTar(archive([{ name: 'a', data: 'x' }]));
     await expect(extractTarball(file, file)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });

@@ -1,7 +1,7 @@
 // N-API glue: the addon's entry (Init) and its exports table. The calls live by concern:
 // start.cc (spawn, spawnAsync, exec), process.h (the started container's pidfd watch),
 // plan_reader.cc (the JS plan), stdio.cc (the start's fds), host_calls.cc (small host calls),
-// fsat.cc, extract.cc, digest.cc. The system logic lives in src-cc/core/; binding/ keeps
+// fsat.cc, extract.cc, tar.cc. The system logic lives in src-cc/core/; binding/ keeps
 // only the calls that hand a result to the loop (the pidfd's waitid and kill in process.h,
 // pidfd_open and poll in host_calls.cc) and the fds of a start (stdio.cc, start.cc).
 
@@ -10,7 +10,6 @@
 
 #include <vector>
 
-#include "binding/digest.h"
 #include "binding/extract.h"
 #include "binding/fsat.h"
 #include "binding/fsbatch.h"
@@ -18,6 +17,7 @@
 #include "binding/instance.h"
 #include "binding/process.h"
 #include "binding/start.h"
+#include "binding/tar.h"
 
 namespace nsbox {
 namespace {
@@ -69,7 +69,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   RegisterFsAt(env, exports);
   RegisterFsBatch(env, exports);
   RegisterExtract(env, exports);
-  RegisterDigest(env, exports);
+  RegisterTar(env, exports);
   return exports;
 }
 

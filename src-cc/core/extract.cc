@@ -67,19 +67,6 @@ uint32_t u32(const uint8_t* p) {
 
 }  // namespace
 
-struct ExtractWriter::Op {
-  uint8_t kind;
-  uint8_t flags;
-  mode_t mode;
-  uid_t uid;
-  gid_t gid;
-  struct timespec mtime;
-  uint32_t chunk;
-  std::string path;
-  std::string link;
-  std::vector<std::pair<std::string, std::string>> xattrs;
-};
-
 ExtractError ExtractWriter::Run(const uint8_t* ops, size_t len, const ExtractChunk* chunks, size_t nchunks) {
   size_t at = 0;
   for (size_t index = 0; at < len; index++) {
@@ -90,7 +77,7 @@ ExtractError ExtractWriter::Run(const uint8_t* ops, size_t len, const ExtractChu
       return e;
     }
     const uint8_t* h = ops + at;
-    Op op;
+    ExtractStep op;
     op.kind = h[0];
     op.flags = h[1];
     uint16_t nxattrs;
@@ -141,18 +128,7 @@ ExtractError ExtractWriter::Run(const uint8_t* ops, size_t len, const ExtractChu
           e = fail(EINVAL, "decode", kFailBadBatch);
           break;
         }
-        const uint8_t* p = chunks[op.chunk].data;
-        size_t left = chunks[op.chunk].len;
-        while (left > 0) {
-          ssize_t n = write(file_fd_, p, left);
-          if (n < 0) {
-            if (errno == EINTR) continue;
-            e = fail("write");
-            break;
-          }
-          p += n;
-          left -= static_cast<size_t>(n);
-        }
+        e = Data(chunks[op.chunk].data, chunks[op.chunk].len);
         break;
       }
       case kOpFileEnd: e = FileEnd(); break;
@@ -177,7 +153,7 @@ void ExtractWriter::Close() {
   dirs_.clear();
 }
 
-ExtractError ExtractWriter::File(const Op& op) {
+ExtractError ExtractWriter::File(const ExtractStep& op) {
   if (file_fd_ >= 0) return fail(EINVAL, "decode", kFailBadBatch);
   int dirfd;
   std::string base;
@@ -201,6 +177,20 @@ ExtractError ExtractWriter::File(const Op& op) {
   return {};
 }
 
+ExtractError ExtractWriter::Data(const uint8_t* p, size_t left) {
+  if (file_fd_ < 0) return fail(EINVAL, "decode", kFailBadBatch);
+  while (left > 0) {
+    ssize_t n = write(file_fd_, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("write");
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  return {};
+}
+
 ExtractError ExtractWriter::FileEnd() {
   if (file_fd_ < 0) return fail(EINVAL, "decode", kFailBadBatch);
   int fd = file_fd_;
@@ -219,7 +209,7 @@ ExtractError ExtractWriter::FileEnd() {
   return e;
 }
 
-ExtractError ExtractWriter::Dir(const Op& op) {
+ExtractError ExtractWriter::Dir(const ExtractStep& op) {
   int dirfd;
   std::string base;
   ExtractError e = Parent(op.path, &dirfd, &base);
@@ -237,7 +227,7 @@ ExtractError ExtractWriter::Dir(const Op& op) {
   return {};
 }
 
-ExtractError ExtractWriter::Symlink(const Op& op) {
+ExtractError ExtractWriter::Symlink(const ExtractStep& op) {
   if (op.link.find('\0') != std::string::npos) return fail(EINVAL, "symlinkat");
   int dirfd;
   std::string base;
@@ -258,7 +248,7 @@ ExtractError ExtractWriter::Symlink(const Op& op) {
   return {};
 }
 
-ExtractError ExtractWriter::Hardlink(const Op& op) {
+ExtractError ExtractWriter::Hardlink(const ExtractStep& op) {
   // The target's parent is resolved like any other (beneath the root, no symlinks), and its
   // last component is never followed (linkat without AT_SYMLINK_FOLLOW).
   int from_dir;
@@ -278,7 +268,7 @@ ExtractError ExtractWriter::Hardlink(const Op& op) {
   return {};
 }
 
-ExtractError ExtractWriter::DirAttrs(const Op& op) {
+ExtractError ExtractWriter::DirAttrs(const ExtractStep& op) {
   if (!op.path.empty() && !is_relative_path(op.path)) return fail(EINVAL, "openat2");
   int fd = openat2_beneath(root_, op.path.empty() ? "." : op.path.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd < 0) return fail("openat2");

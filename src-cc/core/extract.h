@@ -1,8 +1,9 @@
-// The file system half of extracting a tarball: runs batches of operations (make this file,
-// write these bytes, make this directory, symlink, hardlink, set a directory's attributes)
-// under a root directory fd, on whatever thread calls it. The tar parsing and the policy (which
-// names are allowed, which hardlink targets, which owners) stay in TypeScript
-// (src/image/tree-writer.ts), which encodes the batches; this file only executes them.
+// The file system half of extracting a tarball: operations (make this file, write these
+// bytes, make this directory, symlink, hardlink, set a directory's attributes) under a root
+// directory fd, on whatever thread calls them. The tar parsing (core/tar.cc) and the policy
+// (which names are allowed, which hardlink targets, which owners: core/tar_import.cc) call
+// them directly; this file only executes them. Run() takes the same operations encoded, the
+// form tests use to attack these checks with no policy in front of them.
 //
 // Nothing is ever reached through a symlink or outside the root: every parent directory is
 // resolved with openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) from the root fd, and every
@@ -24,7 +25,7 @@ namespace nsbox {
 
 // The encoded operations (little-endian). Each is a 40-byte header, then `path` bytes,
 // `link` bytes and `xattr_bytes` of extended attributes (u32 name length, u32 value length,
-// name, value; repeated). src/image/tree-writer.ts writes the same layout.
+// name, value; repeated). test/extract-attacks.test.ts writes this layout.
 enum ExtractOp : uint8_t {
   kOpFile = 1,      // create `path` (mode & 0777) and make it the current file
   kOpData = 2,      // write chunk number `path_len` (the header's field reused) to the current file
@@ -58,6 +59,20 @@ struct ExtractError {
   std::string at;
 };
 
+// One operation, decoded.
+struct ExtractStep {
+  uint8_t kind = 0;
+  uint8_t flags = 0;
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  struct timespec mtime = {0, 0};
+  uint32_t chunk = 0;
+  std::string path;
+  std::string link;
+  std::vector<std::pair<std::string, std::string>> xattrs;
+};
+
 struct ExtractChunk {
   const uint8_t* data;
   size_t len;
@@ -77,14 +92,16 @@ class ExtractWriter {
   // Closes the current file (if a failure left one open) and the cached directory fds.
   void Close();
 
- private:
-  struct Op;
-  ExtractError File(const Op& op);
+  // The operations one by one (what Run() decodes): the error's `op` is left 0.
+  ExtractError File(const ExtractStep& op);
+  ExtractError Data(const uint8_t* data, size_t len);
   ExtractError FileEnd();
-  ExtractError Dir(const Op& op);
-  ExtractError Symlink(const Op& op);
-  ExtractError Hardlink(const Op& op);
-  ExtractError DirAttrs(const Op& op);
+  ExtractError Dir(const ExtractStep& op);
+  ExtractError Symlink(const ExtractStep& op);
+  ExtractError Hardlink(const ExtractStep& op);
+  ExtractError DirAttrs(const ExtractStep& op);
+
+ private:
   // The fd of `path`'s parent directory (borrowed from the cache) and its last component.
   ExtractError Parent(const std::string& path, int* fd, std::string* base);
   // Resolves a directory component by component, making missing ones (mode 0755).

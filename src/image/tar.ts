@@ -1,13 +1,14 @@
 /**
- * The tar format as images and commits use it. Reading: ustar and old GNU headers, GNU long
- * names ('L' name, 'K' link name) and pax extended headers ('x': path, linkpath, size, uid,
- * gid, mtime); pax global headers ('g') are read and ignored. Writing: ustar headers, with a pax
- * header in front when a field does not fit. No file system access here: extract.ts and
- * merged-tar.ts do the I/O, this file only turns bytes into entries and back.
+ * The tar format as images and commits use it. Reading is the addon's (src-cc/core/tar.cc:
+ * ustar and old GNU headers, GNU long names, pax records, base-256 numbers), the one parser
+ * both the import (which runs it on the thread pool, src-cc/core/tar_import.cc) and cp (through
+ * TarReader below) use. Writing is here: ustar headers, with a pax header in front when a
+ * field does not fit. No file system access here: extract.ts and merged-tar.ts do the I/O.
  */
 import { isUtf8 } from 'node:buffer';
 
 import { NsboxError } from '../errors';
+import { native, type NativeRefusal, type NativeTarParser } from '../native';
 
 export const BLOCK_SIZE = 512;
 
@@ -61,17 +62,6 @@ const DEVMAJOR = 329,
 const PREFIX = 345,
   PREFIX_LEN = 155;
 
-const TYPES: Record<string, EntryType> = {
-  '0': 'file',
-  '\0': 'file',
-  '7': 'file',
-  '1': 'hardlink',
-  '2': 'symlink',
-  '3': 'char',
-  '4': 'block',
-  '5': 'directory',
-  '6': 'fifo',
-};
 const FLAGS: Record<Exclude<EntryType, 'other'>, string> = {
   file: '0',
   hardlink: '1',
@@ -82,377 +72,59 @@ const FLAGS: Record<Exclude<EntryType, 'other'>, string> = {
   fifo: '6',
 };
 
-// Long names, link names and pax records are held in memory until their entry's header comes;
-// a real one is a few hundred bytes, so anything this big is a broken or hostile archive.
-const MAX_META_SIZE = 1 << 20;
-
-function headerOnly(type: EntryType): boolean {
-  return type !== 'file' && type !== 'other';
-}
-
-/**
- * Sum of the header's bytes with the checksum field counted as spaces. Some old writers summed
- * signed bytes; that sum differs only when a byte is above 127.
- */
-function checksum(block: Buffer, signed: boolean): number {
-  let sum = 8 * 0x20;
-  for (let i = 0; i < BLOCK_SIZE; i++) {
-    if (i === CHKSUM) i += 8;
-    const b = block[i]!;
-    sum += signed && b > 127 ? b - 256 : b;
-  }
-  return sum;
-}
-
-function isZeroBlock(block: Buffer): boolean {
-  for (let i = 0; i < BLOCK_SIZE; i++) if (block[i] !== 0) return false;
-  return true;
-}
-
-function cString(block: Buffer, start: number, len: number): string {
-  let end = block.indexOf(0, start);
-  if (end < 0 || end > start + len) end = start + len;
-  return block.toString('utf8', start, end);
-}
-
-/**
- * A numeric field: octal digits (space or NUL terminated), or the GNU base-256 form for
- * values that do not fit (first byte 0x80 positive, 0xff negative). NaN when malformed.
- */
+/** A numeric header field (octal, or GNU base-256); NaN when malformed. */
 export function parseNumber(block: Buffer, start: number, len: number): number {
-  const first = block[start]!;
-  if (first === 0x80 || first === 0xff) {
-    const negative = first === 0xff;
-    let value = 0;
-    for (let i = start + 1; i < start + len; i++) value = value * 256 + (negative ? 255 - block[i]! : block[i]!);
-    if (value > Number.MAX_SAFE_INTEGER) return NaN;
-    return negative ? -(value + 1) : value;
-  }
-  let i = start;
-  const end = start + len;
-  while (i < end && block[i] === 0x20) i++;
-  let value = 0;
-  for (; i < end; i++) {
-    const c = block[i]!;
-    if (c === 0 || c === 0x20) break;
-    if (c < 0x30 || c > 0x37) return NaN;
-    value = value * 8 + (c - 0x30);
-  }
-  return value;
+  return native().tarParseNumber(block, start, len);
 }
 
-interface PaxOverrides {
-  path?: string;
-  linkpath?: string;
-  size?: number;
-  uid?: number;
-  gid?: number;
-  mtime?: number;
-  mtimeNsec?: number;
-  xattrs?: Array<[string, Buffer]>;
+function refusal(e: NativeRefusal): NsboxError {
+  return new NsboxError(e.code as 'BAD_ARCHIVE', e.message, e.path === undefined ? {} : { path: e.path });
 }
 
 /**
- * Turns a tar byte stream, fed in chunks of any size, into calls on a handler. Keeps only one
- * header and the pending long-name/pax data in memory; entry data is passed through as slices
- * of the chunks it arrives in, so the handler must use them before write() returns.
+ * Turns a tar byte stream, fed in chunks of any size, into calls on a handler (the addon's
+ * parser: src-cc/core/tar.h). Entry data is passed through as slices of the chunks it arrives
+ * in, so the handler must use them before write() returns.
  */
 export class TarReader {
-  private state: 'header' | 'data' | 'meta' | 'padding' | 'end' = 'header';
-  private readonly headerBuf = Buffer.alloc(BLOCK_SIZE);
-  private headerFill = 0;
-  private remaining = 0;
-  private padding = 0;
-  /** Offset in the stream of the next byte to be consumed. */
-  private offset = 0;
-  private metaKind = '';
-  private metaChunks: Buffer[] = [];
-  private metaOffset = 0;
-  private longName: string | undefined;
-  private longLink: string | undefined;
-  private pax: PaxOverrides = {};
-  /** The last entry seen, for messages. */
-  private lastName = '';
+  private readonly parser: NativeTarParser;
 
-  /** `label` starts error messages ("import: /path/to/image.tar"). */
+  /** `label` starts error messages ("cp: /path/to/x.tar"). */
   constructor(
     private readonly handler: TarHandler,
-    private readonly label: string,
-  ) {}
+    label: string,
+  ) {
+    this.parser = new (native().TarParser)(label);
+  }
 
   /** How far the stream has been read, and the last entry seen ('' before the first). */
   get position(): { offset: number; entry: string } {
-    return { offset: this.offset + this.headerFill, entry: this.lastName };
+    const [offset, entry] = this.parser.position();
+    return { offset, entry };
   }
 
   /** True once the end-of-archive block has been read; later input is ignored. */
   get finished(): boolean {
-    return this.state === 'end';
+    return this.parser.finished();
   }
 
   write(chunk: Buffer): void {
-    const n = chunk.length;
-    let pos = 0;
-    while (pos < n) {
-      switch (this.state) {
-        case 'header': {
-          if (this.headerFill === 0 && n - pos >= BLOCK_SIZE) {
-            this.header(chunk.subarray(pos, pos + BLOCK_SIZE));
-            pos += BLOCK_SIZE;
-          } else {
-            const take = Math.min(BLOCK_SIZE - this.headerFill, n - pos);
-            chunk.copy(this.headerBuf, this.headerFill, pos, pos + take);
-            this.headerFill += take;
-            pos += take;
-            if (this.headerFill === BLOCK_SIZE) {
-              this.headerFill = 0;
-              this.header(this.headerBuf);
-            }
-          }
-          break;
-        }
-        case 'data': {
-          const take = Math.min(this.remaining, n - pos);
-          this.offset += take;
-          this.remaining -= take;
-          this.handler.onData(chunk.subarray(pos, pos + take));
-          pos += take;
-          if (this.remaining === 0) {
-            this.handler.onEntryEnd();
-            this.state = this.padding > 0 ? 'padding' : 'header';
-          }
-          break;
-        }
-        case 'meta': {
-          const take = Math.min(this.remaining, n - pos);
-          // Copied: the caller may reuse its chunk once write() returns.
-          this.metaChunks.push(Buffer.from(chunk.subarray(pos, pos + take)));
-          this.offset += take;
-          this.remaining -= take;
-          pos += take;
-          if (this.remaining === 0) {
-            this.meta(Buffer.concat(this.metaChunks));
-            this.metaChunks = [];
-            this.state = this.padding > 0 ? 'padding' : 'header';
-          }
-          break;
-        }
-        case 'padding': {
-          const take = Math.min(this.padding, n - pos);
-          this.offset += take;
-          this.padding -= take;
-          pos += take;
-          if (this.padding === 0) this.state = 'header';
-          break;
-        }
-        case 'end':
-          this.offset += n - pos;
-          pos = n;
-          break;
-      }
+    const { events, error } = this.parser.write(chunk);
+    // In stream order, as a streaming parser would call them: a handler's failure on an
+    // entry comes before a damaged header after it.
+    for (const ev of events) {
+      if (ev === null) this.handler.onEntryEnd();
+      else if (Array.isArray(ev)) this.handler.onData(chunk.subarray(ev[0], ev[1]));
+      else this.handler.onEntry(ev as unknown as TarEntry);
     }
+    if (error) throw refusal(error);
   }
 
   /** Call at the end of input: a stream that stops before its end-of-archive block is refused. */
   end(): void {
-    if (this.state === 'end') return;
-    const where = this.lastName ? ` in or after entry "${this.lastName}"` : '';
-    if (this.state === 'header' && this.headerFill === 0) {
-      throw this.bad(`ends at offset ${this.offset} without the end-of-archive blocks${where} (truncated?)`);
-    }
-    throw this.bad(`truncated at offset ${this.offset + this.headerFill}${where}`);
+    const error = this.parser.end();
+    if (error) throw refusal(error);
   }
-
-  private bad(why: string, name?: string): NsboxError {
-    const path = name ?? (this.lastName || undefined);
-    return new NsboxError('BAD_ARCHIVE', `${this.label}: ${why}`, path === undefined ? {} : { path });
-  }
-
-  private header(block: Buffer): void {
-    const at = this.offset;
-    this.offset += BLOCK_SIZE;
-    const sum = checksum(block, false);
-    if (sum === 8 * 0x20 && isZeroBlock(block)) {
-      // The first of the two end-of-archive blocks; what follows is padding to a record.
-      this.state = 'end';
-      return;
-    }
-    const stored = parseNumber(block, CHKSUM, 8);
-    const after = this.lastName ? ` (after entry "${this.lastName}")` : '';
-    if (stored !== sum && stored !== checksum(block, true)) {
-      throw this.bad(`bad header checksum at offset ${at}${after}`);
-    }
-    const typeflag = String.fromCharCode(block[TYPEFLAG]!);
-    const isMeta = typeflag === 'L' || typeflag === 'K' || typeflag === 'x' || typeflag === 'g';
-    // A pax size applies to the entry the pax header describes, not to another extension header.
-    const size = (isMeta ? undefined : this.pax.size) ?? parseNumber(block, SIZE, 12);
-    if (!(size >= 0)) throw this.bad(`bad size field in the header at offset ${at}${after}`);
-    this.padding = (BLOCK_SIZE - (size % BLOCK_SIZE)) % BLOCK_SIZE;
-
-    if (isMeta) {
-      if (size > MAX_META_SIZE) throw this.bad(`a '${typeflag}' header of ${size} bytes at offset ${at}${after}`);
-      this.metaKind = typeflag;
-      this.metaOffset = at;
-      this.remaining = size;
-      if (size > 0) {
-        this.state = 'meta';
-      } else {
-        this.meta(Buffer.alloc(0));
-        this.state = 'header';
-      }
-      return;
-    }
-
-    const entry = this.entry(block, typeflag, size, at);
-    this.lastName = entry.name;
-    this.handler.onEntry(entry);
-    if (entry.size > 0) {
-      this.remaining = entry.size;
-      this.state = 'data';
-      return;
-    }
-    this.handler.onEntryEnd();
-    // Content stored for a type that has none (a hardlink with data, from some pax writers) is
-    // skipped, never written.
-    this.padding += size;
-    this.state = this.padding > 0 ? 'padding' : 'header';
-  }
-
-  private entry(block: Buffer, typeflag: string, size: number, at: number): TarEntry {
-    const posix = block[MAGIC] === 0x75 && block[MAGIC + 5] === 0 && block.toString('latin1', MAGIC, MAGIC + 5) === 'ustar';
-    let name = this.pax.path ?? this.longName;
-    if (name === undefined) {
-      name = cString(block, NAME, NAME_LEN);
-      // Old GNU headers use the prefix area for other fields, so only POSIX ones have a prefix.
-      if (posix && block[PREFIX] !== 0) name = `${cString(block, PREFIX, PREFIX_LEN)}/${name}`;
-    }
-    const linkname = this.pax.linkpath ?? this.longLink ?? cString(block, LINKNAME, 100);
-    let type = TYPES[typeflag] ?? 'other';
-    // Pre-POSIX archives mark directories only by the trailing slash.
-    if (typeflag === '\0' && name.endsWith('/')) type = 'directory';
-    const mode = parseNumber(block, MODE, 8);
-    const uid = this.pax.uid ?? parseNumber(block, UID, 8);
-    const gid = this.pax.gid ?? parseNumber(block, GID, 8);
-    const mtime = this.pax.mtime ?? parseNumber(block, MTIME, 12);
-    const device = type === 'char' || type === 'block';
-    const devmajor = device ? parseNumber(block, DEVMAJOR, 8) : 0;
-    const devminor = device ? parseNumber(block, DEVMINOR, 8) : 0;
-    // NaN, from a malformed field, is the only value that fails x === x.
-    if (mode !== mode || uid !== uid || gid !== gid || mtime !== mtime || devmajor !== devmajor || devminor !== devminor) {
-      throw this.bad(`a malformed numeric field in entry "${name}" at offset ${at}`, name);
-    }
-    // (uid_t)-1 means "leave unchanged" to chown, and ids above it do not exist: a file would
-    // silently keep the extractor's owner.
-    if (uid >= 0xffffffff || gid >= 0xffffffff || uid < 0 || gid < 0) {
-      throw this.bad(`entry "${name}" at offset ${at}: owner ${uid}:${gid} is not a valid id`, name);
-    }
-    // Linux device numbers: 12 bits of major, 20 of minor; a mode is never negative (base-256
-    // fields can say so). Anything else would reach mknod or chmod as something else.
-    if (mode < 0 || devmajor < 0 || devmajor > 0xfff || devminor < 0 || devminor > 0xfffff) {
-      throw this.bad(`entry "${name}" at offset ${at}: a mode or device number out of range`, name);
-    }
-    if (typeflag === 'S') throw this.bad(`entry "${name}": GNU sparse files are not supported`, name);
-    if (name.includes('\0') || linkname.includes('\0')) throw this.bad(`entry at offset ${at}: a name holds a NUL byte`, name);
-    this.longName = undefined;
-    this.longLink = undefined;
-    const mtimeNsec = this.pax.mtimeNsec ?? 0;
-    const xattrs = this.pax.xattrs ?? [];
-    this.pax = {};
-    return {
-      name,
-      type,
-      typeflag,
-      linkname,
-      mode: mode & 0o7777,
-      uid,
-      gid,
-      mtime,
-      mtimeNsec,
-      xattrs,
-      size: headerOnly(type) ? 0 : size,
-      devmajor,
-      devminor,
-    };
-  }
-
-  private meta(data: Buffer): void {
-    switch (this.metaKind) {
-      case 'L':
-        this.longName = cString(data, 0, data.length);
-        break;
-      case 'K':
-        this.longLink = cString(data, 0, data.length);
-        break;
-      case 'x':
-        this.pax = parsePax(data, (why) => this.bad(`pax header at offset ${this.metaOffset}: ${why}`));
-        break;
-      default:
-        // 'g': global pax records (a comment, a charset) change nothing nsbox restores.
-        break;
-    }
-  }
-}
-
-function parsePax(data: Buffer, bad: (why: string) => NsboxError): PaxOverrides {
-  const out: PaxOverrides = {};
-  let pos = 0;
-  while (pos < data.length) {
-    const space = data.indexOf(0x20, pos);
-    if (space < 0) throw bad('a record without a length');
-    const len = Number(data.toString('latin1', pos, space));
-    if (!Number.isInteger(len) || len <= space - pos || pos + len > data.length || data[pos + len - 1] !== 0x0a) {
-      throw bad(`a malformed record at byte ${pos}`);
-    }
-    const eq = data.indexOf(0x3d, space);
-    if (eq < 0 || eq >= pos + len) throw bad(`a record without '=' at byte ${pos}`);
-    const key = data.toString('utf8', space + 1, eq);
-    const raw = data.subarray(eq + 1, pos + len - 1);
-    const value = raw.toString('utf8');
-    pos += len;
-    if (key.startsWith('SCHILY.xattr.')) {
-      // The value is bytes (a file capability is binary), kept as they are.
-      (out.xattrs ??= []).push([key.slice('SCHILY.xattr.'.length), Buffer.from(raw)]);
-      continue;
-    }
-    switch (key) {
-      case 'path':
-        out.path = value;
-        break;
-      case 'linkpath':
-        out.linkpath = value;
-        break;
-      case 'size':
-        out.size = paxInteger(key, value, bad);
-        break;
-      case 'uid':
-        out.uid = paxInteger(key, value, bad);
-        break;
-      case 'gid':
-        out.gid = paxInteger(key, value, bad);
-        break;
-      case 'mtime': {
-        const mm = /^(-?\d+)(?:\.(\d+))?$/.exec(value);
-        if (!mm) throw bad(`mtime "${value}"`);
-        out.mtime = Number(value);
-        // The fraction as written, to the nanosecond: a double would round it.
-        out.mtimeNsec = mm[2] ? Number(mm[2].slice(0, 9).padEnd(9, '0')) : 0;
-        if (mm[1]!.startsWith('-') && out.mtimeNsec) out.mtimeNsec = 1e9 - out.mtimeNsec;
-        break;
-      }
-      default:
-        // Sparse files store their data in a layout this reader does not rebuild: extracting
-        // them as plain files would silently corrupt them.
-        if (key.startsWith('GNU.sparse.')) throw bad('GNU sparse files are not supported');
-        break;
-    }
-  }
-  return out;
-}
-
-function paxInteger(key: string, value: string, bad: (why: string) => NsboxError): number {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw bad(`${key} "${value}"`);
-  return n;
 }
 
 // ---- Writing ----
