@@ -91,11 +91,13 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
     };
     const timer = onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : undefined;
     let r: NativeImportResult;
+    const leave = await importSlot();
     try {
       r = await new Promise<NativeImportResult>((resolve, reject) => {
         job.run((error, result) => (error ? reject(importError(error, tarball)) : resolve(result!)));
       });
     } finally {
+      leave();
       if (timer) clearInterval(timer);
     }
     if (progressFailed) throw progressFailed.error;
@@ -106,6 +108,40 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
     if (rootFd >= 0) fs.closeSync(rootFd);
     fs.closeSync(fd);
   }
+}
+
+/**
+ * Imports running at once. Each holds a thread of libuv's pool for its whole length (its
+ * parse-and-write loop), and that pool (UV_THREADPOOL_SIZE, 4 by default) also serves every
+ * fs.promises call and the file steps of a start and a removal: with as many imports as
+ * threads, those would wait for an import to end. Half the pool is left to them.
+ */
+export const MAX_RUNNING_IMPORTS = Math.max(1, Math.floor(threadPoolSize() / 2));
+let runningImports = 0;
+const waitingImports: Array<() => void> = [];
+
+function threadPoolSize(): number {
+  const n = Number(process.env.UV_THREADPOOL_SIZE);
+  // libuv's own default and bounds (1 to 1024).
+  return Number.isInteger(n) && n >= 1 ? Math.min(n, 1024) : 4;
+}
+
+/** Waits for a free slot; resolves to the function that frees it. */
+function importSlot(): Promise<() => void> {
+  let freed = false;
+  const leave = (): void => {
+    if (freed) return;
+    freed = true;
+    const next = waitingImports.shift();
+    if (next) next();
+    else runningImports--;
+  };
+  if (runningImports < MAX_RUNNING_IMPORTS) {
+    runningImports++;
+    return Promise.resolve(leave);
+  }
+  // A waiter takes the slot its predecessor hands over (the count stays as it is).
+  return new Promise((resolve) => waitingImports.push(() => resolve(leave)));
 }
 
 function importError(e: NativeRefusal | NativeImportFailure, tarball: string): NsboxError {
