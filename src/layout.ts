@@ -7,7 +7,7 @@
  *   names/<name> -> <id>                  a symlink: creating it is the atomic name claim
  *   containers/<id>.removing-<pid>-<start> a container being removed by that process (a tombstone)
  *   locks/<id>                            held by the process named inside while it commits or removes <id>
- *   idranges/<uid base> -> <id>:<gid base> a container's host id range (userns: 'auto'), claimed under locks/idranges
+ *   idranges/<uid base> -> <id>:<gid base> a container's host id range (userns: 'auto'), claimed and freed under locks/idranges
  *   tmp/                                  half-made images and containers, renamed into place when complete
  * Every JSON file is written whole: a temp file, then rename. The root and these directories
  * must be the caller's and writable by nobody else (verify()): what is in them is acted on.

@@ -4,7 +4,7 @@
  * id on the host. Ranges come from /etc/subuid and /etc/subgid entries of a user named
  * `nsbox` when there are any, else from a fixed range (host ids 2^30 and up, in slices of
  * 65536). A container's range is claimed in the state directory (`idranges/<uid base>`, a
- * symlink to `<id>:<gid base>`, made under the `idranges` lock) and kept in its record; it is
+ * symlink to `<id>:<gid base>`, made and removed under the `idranges` lock) and kept in its record; it is
  * free again once the container is removed (a claim whose container directory is gone is
  * taken back by the next allocation, so a crash leaks nothing for long).
  *
@@ -185,21 +185,59 @@ export async function allocateRange(layout: Layout, id: string): Promise<IdRange
   }
 }
 
-/** Frees `id`'s claim on `range` (nothing if another container holds it now). */
-export function releaseRange(layout: Layout, id: string, range: IdRange): void {
-  const file = path.join(layout.idranges, String(range.uidBase));
-  try {
-    if (fs.readlinkSync(file) === `${id}:${range.gidBase}`) fs.rmSync(file, { force: true });
-  } catch {
-    // already gone
+/**
+ * Runs `remove` under the `idranges` lock, waited for synchronously (an allocation holds it for
+ * a few file steps). A claim is removed only after reading it says what the remover expects; an
+ * allocation between the read and the removal (it takes back a claim whose container directory
+ * is gone, and may give that base to a new container at once) would have the removal delete the
+ * new container's live claim, and the next allocation hand the same range out twice. Not got in
+ * time, nothing is removed: the next allocation takes the stale claim back itself.
+ */
+function underRangeLock(layout: Layout, remove: () => void, waitMs = 500): void {
+  const deadline = Date.now() + waitMs;
+  const nap = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    const lock = ContainerLock.tryAcquire(layout, 'idranges', 'idrange');
+    if (lock) {
+      try {
+        remove();
+      } finally {
+        lock.release();
+      }
+      return;
+    }
+    if (Date.now() >= deadline) return;
+    Atomics.wait(nap, 0, 0, 5);
   }
 }
 
+/** Frees `id`'s claim on `range` (nothing if another container holds it now). */
+export function releaseRange(layout: Layout, id: string, range: IdRange, waitMs?: number): void {
+  const file = path.join(layout.idranges, String(range.uidBase));
+  underRangeLock(
+    layout,
+    () => {
+      try {
+        if (fs.readlinkSync(file) === `${id}:${range.gidBase}`) fs.rmSync(file, { force: true });
+      } catch {
+        // already gone
+      }
+    },
+    waitMs,
+  );
+}
+
 /** The claims of containers whose directory is gone (prune). */
-export function pruneStaleRanges(layout: Layout): void {
-  for (const c of readClaims(layout).values()) {
-    if (!fs.existsSync(layout.containerDir(c.id))) fs.rmSync(c.file, { force: true });
-  }
+export function pruneStaleRanges(layout: Layout, waitMs?: number): void {
+  underRangeLock(
+    layout,
+    () => {
+      for (const c of readClaims(layout).values()) {
+        if (!fs.existsSync(layout.containerDir(c.id))) fs.rmSync(c.file, { force: true });
+      }
+    },
+    waitMs,
+  );
 }
 
 export function idMapText(base: number, size: number): string {

@@ -11,7 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Container } from '../src/container';
 import { NsboxError } from '../src/errors';
 import { Runtime } from '../src/runtime';
-import { DEFAULT_BASE, RANGE_SIZE } from '../src/userns';
+import { Layout } from '../src/layout';
+import { ContainerLock } from '../src/lock';
+import { DEFAULT_BASE, RANGE_SIZE, pruneStaleRanges, releaseRange } from '../src/userns';
 import { childPids, collect, hostMounts, openFds } from './helpers';
 
 let root: string;
@@ -342,6 +344,40 @@ describe("userns: 'auto'", () => {
     expect((await c.wait()).exitCode).toBe(0);
     expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
     expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
+  });
+
+  it('frees and prunes claims only under the idranges lock: never one an allocation is giving to a new container', () => {
+    // An allocation takes back a claim whose container is gone and may give its base to a new
+    // container at once; a removal that read the old claim and deleted the new one would free
+    // a live range, and the next allocation would hand it out twice.
+    const layout = new Layout(path.join(os.tmpdir(), `nsbox-idlock-${process.pid}`));
+    layout.ensure();
+    try {
+      const range = { uidBase: DEFAULT_BASE, gidBase: DEFAULT_BASE, size: RANGE_SIZE };
+      const claim = path.join(layout.idranges, String(DEFAULT_BASE));
+      fs.symlinkSync(`aaaaaaaaaaaa:${DEFAULT_BASE}`, claim); // its container directory is gone
+      const held = ContainerLock.tryAcquire(layout, 'idranges', 'idrange')!;
+      expect(held).toBeDefined();
+      releaseRange(layout, 'aaaaaaaaaaaa', range, 50);
+      pruneStaleRanges(layout, 50);
+      // Left for the holder (the next allocation takes a stale claim back itself).
+      expect(fs.readlinkSync(claim)).toBe(`aaaaaaaaaaaa:${DEFAULT_BASE}`);
+      held.release();
+      releaseRange(layout, 'aaaaaaaaaaaa', range);
+      expect(fs.existsSync(claim)).toBe(false);
+      fs.symlinkSync(`bbbbbbbbbbbb:${DEFAULT_BASE}`, claim);
+      pruneStaleRanges(layout);
+      expect(fs.existsSync(claim)).toBe(false);
+      // A live container's claim stays, and the lock is not left taken.
+      fs.mkdirSync(layout.containerDir('cccccccccccc'));
+      fs.symlinkSync(`cccccccccccc:${DEFAULT_BASE}`, claim);
+      pruneStaleRanges(layout);
+      releaseRange(layout, 'aaaaaaaaaaaa', range);
+      expect(fs.readlinkSync(claim)).toBe(`cccccccccccc:${DEFAULT_BASE}`);
+      expect(fs.readdirSync(layout.locks)).toEqual([]);
+    } finally {
+      fs.rmSync(layout.root, { recursive: true, force: true });
+    }
   });
 
   it('is refused where it is not built, naming why', async () => {
