@@ -67,12 +67,17 @@ export function parseSubid(text: string, user: string, uid?: number): Array<{ st
   return out;
 }
 
-/** The bases of whole slices of `size` ids in `ranges`, in file order, without overlaps. */
+/**
+ * The bases of whole slices of `size` ids in `ranges`, in file order, without overlaps. Never
+ * the slice holding id 0: its container's root would be the host's root (a line like
+ * `nsbox:0:131072` gives the slices after it only).
+ */
 export function slicesOf(ranges: Array<{ start: number; count: number }>, size = RANGE_SIZE): number[] {
   const out: number[] = [];
   const taken: Array<[number, number]> = [];
   for (const r of ranges) {
     for (let b = r.start; b + size <= r.start + r.count; b += size) {
+      if (b === 0) continue;
       if (taken.some(([s, e]) => b < e && b + size > s)) continue;
       taken.push([b, b + size]);
       out.push(b);

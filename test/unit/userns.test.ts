@@ -46,6 +46,13 @@ describe('slicesOf', () => {
     expect(slicesOf([{ start: 100000, count: 65535 }])).toEqual([]);
   });
 
+  it("never gives the slice holding id 0: its container's root would be the host's", () => {
+    expect(slicesOf([{ start: 0, count: 65536 * 2 }])).toEqual([65536]);
+    expect(slicesOf([{ start: 0, count: 65536 }])).toEqual([]);
+    // Only nsbox's subgid entry starts at 0: no pair, so the default ranges.
+    expect(candidateRanges('nsbox:100000:65536\n', 'nsbox:0:65536\n')[0]).toEqual({ uidBase: DEFAULT_BASE, gidBase: DEFAULT_BASE });
+  });
+
   it('never gives overlapping slices when ranges overlap', () => {
     expect(
       slicesOf([
