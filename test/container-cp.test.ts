@@ -109,7 +109,7 @@ const file = (name: string, data: string, extra: Partial<TarHeaderInput> = {}): 
   ...extra,
 });
 
-async function running(script: string, opts: { volumes?: string[] } = {}): Promise<Container> {
+async function running(script: string, opts: { volumes?: string[]; userns?: 'auto' } = {}): Promise<Container> {
   const c = await rt.run({ image: 'busybox', command: ['sh', '-c', `${script}\necho ready; exec sleep 1000`], ...opts });
   const out = collect(c.stdout);
   await new Promise<void>((resolve, reject) => {
@@ -315,64 +315,72 @@ describe('escapes', () => {
     can.check();
   });
 
-  it('never reads or writes the host while the container swaps directories for symlinks to it, 200 copies', async () => {
-    const can = canary();
-    // As in the CVE's proof of concept: each directory and a symlink twin (to the host path,
-    // or to /) trade places with renameat2(RENAME_EXCHANGE) in a tight loop (test/probe/swap.c),
-    // at the top of the copied path and inside the copied tree; a file and a link to the host's
-    // secret the same.
-    const c = await running(
-      `
+  // userns 'auto' too: its copies in create as the range's root (setfsuid) with host root's
+  // capabilities kept, by the same fd walk.
+  it.each([{ mode: 'plain' }, { mode: 'userns auto' }])(
+    'never reads or writes the host while the container swaps directories for symlinks to it, 200 copies ($mode)',
+    async ({ mode }) => {
+      const can = canary();
+      // Its root is nobody to the host: the probe must be readable by anyone.
+      if (mode !== 'plain') fs.chmodSync(probeDir, 0o755);
+      // As in the CVE's proof of concept: each directory and a symlink twin (to the host path,
+      // or to /) trade places with renameat2(RENAME_EXCHANGE) in a tight loop (test/probe/swap.c),
+      // at the top of the copied path and inside the copied tree; a file and a link to the host's
+      // secret the same.
+      const c = await running(
+        `
       mkdir -p /d/sub /d/deep/a; echo inside > /d/secret; echo inside > /d/sub/secret; echo inside > /d/deep/a/secret
       echo decoy > /secret; ln -s ${can.dir} /d.link; ln -s ${can.dir} /d/sub.link; ln -s / /d/deep/a.link
       echo inside > /d/f; ln -s ${can.dir}/secret /d/f.link
       /probe/swap / d d.link /d sub sub.link /d/deep a a.link /d f f.link &
       sleep 0.2`,
-      { volumes: [`${probeDir}:/probe:ro`] },
-    );
-    const payload = path.join(host, 'payload');
-    fs.mkdirSync(payload, { recursive: true });
-    fs.writeFileSync(path.join(payload, 'secret'), 'from-host-payload');
-    const outcomes = new Map<string, number>();
-    const count = (k: string) => outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
-    const copy = async (i: number): Promise<Buffer | undefined> => {
-      switch (i % 5) {
-        case 0:
-          return readAll(await c.copyOut('/d/secret', { follow: i % 10 === 0 }));
-        case 1:
-          return readAll(await c.copyOut(i % 10 === 1 ? '/' : '/d'));
-        case 2:
-          return readAll(await c.copyOut('/d/sub/.'));
-        case 3:
-          await c.copyIn(tarOf([file('secret', 'overwritten'), file('sub/secret', 'overwritten'), file('sub/new', 'new'), file('deep/a/new', 'new')]), '/d');
-          return undefined;
-        default:
-          await c.copyIn(payload, '/d/sub/');
-          return undefined;
-      }
-    };
-    try {
-      for (let i = 0; i < 200; i++) {
-        let out: Buffer | undefined;
-        try {
-          out = await copy(i);
-          count('ok');
-        } catch (err) {
-          // Failing is allowed (the path was a link at that moment); reaching the host is not.
-          if (!(err instanceof NsboxError)) throw err;
-          count(err.code);
+        { volumes: [`${probeDir}:/probe:ro`], ...(mode === 'plain' ? {} : { userns: 'auto' as const }) },
+      );
+      const payload = path.join(host, 'payload');
+      fs.mkdirSync(payload, { recursive: true });
+      fs.writeFileSync(path.join(payload, 'secret'), 'from-host-payload');
+      const outcomes = new Map<string, number>();
+      const count = (k: string) => outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
+      const copy = async (i: number): Promise<Buffer | undefined> => {
+        switch (i % 5) {
+          case 0:
+            return readAll(await c.copyOut('/d/secret', { follow: i % 10 === 0 }));
+          case 1:
+            return readAll(await c.copyOut(i % 10 === 1 ? '/' : '/d'));
+          case 2:
+            return readAll(await c.copyOut('/d/sub/.'));
+          case 3:
+            await c.copyIn(tarOf([file('secret', 'overwritten'), file('sub/secret', 'overwritten'), file('sub/new', 'new'), file('deep/a/new', 'new')]), '/d');
+            return undefined;
+          default:
+            await c.copyIn(payload, '/d/sub/');
+            return undefined;
         }
-        expect(out?.includes(SECRET) ?? false).toBe(false);
-        can.check();
+      };
+      try {
+        for (let i = 0; i < 200; i++) {
+          let out: Buffer | undefined;
+          try {
+            out = await copy(i);
+            count('ok');
+          } catch (err) {
+            // Failing is allowed (the path was a link at that moment); reaching the host is not.
+            if (!(err instanceof NsboxError)) throw err;
+            count(err.code);
+          }
+          expect(out?.includes(SECRET) ?? false).toBe(false);
+          can.check();
+        }
+        expect(c.running).toBe(true);
+      } finally {
+        await c.remove({ force: true });
       }
-      expect(c.running).toBe(true);
-    } finally {
-      await c.remove({ force: true });
-    }
-    can.check();
-    // The copies did run: many of them succeed (about 40 % here; the rest found a link).
-    expect(outcomes.get('ok') ?? 0).toBeGreaterThan(20);
-  }, 120_000);
+      can.check();
+      // The copies did run: many of them succeed (about 40 % here; the rest found a link).
+      expect(outcomes.get('ok') ?? 0).toBeGreaterThan(20);
+    },
+    120_000,
+  );
 });
 
 describe('volumes and read-only roots', () => {

@@ -137,6 +137,48 @@ describe("userns: 'auto'", () => {
     await r.c.remove();
   });
 
+  it('cannot steer commit with overlay metadata of its own, nor own a file as an id outside its range', async () => {
+    // Its overlay keeps its metadata in user.overlay.* (userxattr): set from inside, the kernel
+    // stores them escaped, and commit takes none of them; /etc stays merged with the image's.
+    const probe = await sh('true');
+    const base = Number(/^0 (\d+)/.exec(probe.range!.uidMap)![1]);
+    await probe.c.remove();
+    const v = volumeFor('xattr', base);
+    const src = path.join(host, 'ovl.c');
+    fs.writeFileSync(
+      src,
+      [
+        '#include <stdio.h>',
+        '#include <sys/xattr.h>',
+        'int main(int argc, char** argv) {',
+        '  const char* n[] = {"user.overlay.opaque", "user.overlay.redirect", "user.overlay.whiteout", "trusted.overlay.opaque"};',
+        '  for (int i = 0; i < 4; i++) printf("%s=%d\\n", n[i], setxattr(argv[1], n[i], "y", 1, 0));',
+        '  return 0;',
+        '}',
+      ].join('\n'),
+    );
+    execFileSync('gcc', ['-static', '-O2', '-o', path.join(v, 'ovl'), src]);
+    const r = await sh('/v/ovl /etc; touch /etc/mine /v/mine; chown 70000 /v/mine 2>/dev/null && echo chown-ok; chown 65535:65535 /v/mine && echo last-ok', {
+      volumes: [`${v}:/v`],
+    });
+    expect(r.out).toContain('trusted.overlay.opaque=-1');
+    expect(r.out).not.toContain('chown-ok');
+    expect(r.out).toContain('last-ok');
+    // Outside the range it cannot name; its last id is BASE + 65535.
+    expect(fs.statSync(path.join(v, 'mine')).uid).toBe(base + 65535);
+    const upper = path.join(root, 'containers', r.c.id!, 'upper', 'etc');
+    const names = execFileSync('python3', ['-c', `import os,sys; print("\\n".join(os.listxattr(sys.argv[1])))`, upper], { encoding: 'utf8' });
+    expect(names).not.toMatch(/^user\.overlay\.(opaque|redirect|whiteout)$/m);
+    await rt.commit(r.c.id!, 'userns-xattr');
+    const plain = await rt.run({ image: 'userns-xattr', command: ['sh', '-c', 'ls /etc'] });
+    const listing = await collect(plain.stdout);
+    expect((await plain.wait()).exitCode).toBe(0);
+    expect(listing.split('\n')).toEqual(expect.arrayContaining(['mine', 'passwd', 'group']));
+    await plain.remove();
+    await r.c.remove();
+    rt.removeImage('userns-xattr');
+  });
+
   it('still refuses mknod, mounts and a nested user namespace', async () => {
     const r = await sh(
       'mknod /tmp/null c 1 3 2>/dev/null && echo mknod-ok; mount -t tmpfs none /mnt 2>/dev/null && echo mount-ok; mount --bind /bin /mnt 2>/dev/null && echo bind-ok; unshare -U true 2>/dev/null && echo userns-ok; echo done',
