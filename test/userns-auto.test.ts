@@ -329,6 +329,36 @@ describe("userns: 'auto'", () => {
     expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
   });
 
+  it('copies in with a range above 2^31 (ids are unsigned: /etc/subuid may give such ranges)', async () => {
+    const high = 3_000_000_000;
+    const subuid = path.join(host, 'subuid-high');
+    fs.writeFileSync(subuid, `nsbox:${high}:65536\n`);
+    process.env.NSBOX_SUBUID = subuid;
+    process.env.NSBOX_SUBGID = subuid;
+    let c: Container | undefined;
+    try {
+      c = await rt.run({ image: 'busybox', userns: 'auto', command: ['sh', '-c', 'echo ready; exec sleep 30'] });
+      const ready = c;
+      await new Promise<void>((resolve) => ready.stdout!.once('data', () => resolve()));
+      const f = path.join(host, 'high-in');
+      fs.writeFileSync(f, 'x');
+      await rt.copyIn(ready.id!, f, '/tmp/', { owner: { uid: 7, gid: 8 } });
+      const st = fs.statSync(path.join(root, 'containers', ready.id!, 'upper', 'tmp', 'high-in'));
+      expect([st.uid, st.gid]).toEqual([high + 7, high + 8]);
+      const ls = rt.exec(ready.id!, { command: ['stat', '-c', '%u %g', '/tmp/high-in'] });
+      expect((await collect(ls.stdout)).trim()).toBe('7 8');
+      await ls.wait();
+      // Created as the range's root, then as root again.
+      const after = path.join(host, 'high-after');
+      fs.writeFileSync(after, '');
+      expect(fs.statSync(after).uid).toBe(0);
+    } finally {
+      await c?.remove({ force: true });
+      delete process.env.NSBOX_SUBUID;
+      delete process.env.NSBOX_SUBGID;
+    }
+  });
+
   it('runs detached (-d): the monitor writes the maps; exec, stop, rm free the range; a failed start leaves nothing', async () => {
     const before = { fds: openFds(), children: childPids(), mounts: hostMounts() };
     const d = await rt.run({

@@ -297,15 +297,23 @@ Napi::Value SymlinkAt(const Napi::CallbackInfo& info) {
 // a container with a user namespace of its own: its overlay refuses an unmapped creator).
 // setfsuid and setfsgid are per thread; the raw calls make sure no C library broadcasts them.
 Napi::Value SetFsIds(const Napi::CallbackInfo& info) {
-  int uid, gid;
-  if (info.Length() < 2 || !int_arg(info[0], &uid) || !int_arg(info[1], &gid) || uid < 0 || gid < 0) {
-    return type_error(info.Env(), "setFsIds(uid, gid)");
+  // Ids are unsigned 32-bit, up to 2^32 - 2 (-1 asks): a range from /etc/subuid may lie above
+  // 2^31, which an int argument would have wrapped to a negative number and refused.
+  uid_t ids[2];
+  for (size_t i = 0; i < 2; i++) {
+    double v = info.Length() > i && info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+    if (!(v >= 0 && v <= 4294967294.0) || v != static_cast<double>(static_cast<uint32_t>(v))) {
+      return type_error(info.Env(), "setFsIds(uid, gid)");
+    }
+    ids[i] = static_cast<uid_t>(v);
   }
+  const uid_t uid = ids[0];
+  const gid_t gid = ids[1];
   syscall(SYS_setfsgid, gid);
   syscall(SYS_setfsuid, uid);
   // Both answer the previous id whatever happens: read back to know they took.
   FsError e;
-  if (static_cast<int>(syscall(SYS_setfsgid, -1)) != gid || static_cast<int>(syscall(SYS_setfsuid, -1)) != uid) {
+  if (static_cast<gid_t>(syscall(SYS_setfsgid, -1)) != gid || static_cast<uid_t>(syscall(SYS_setfsuid, -1)) != uid) {
     e.err = EPERM;
     e.sys = "setfsuid";
     return null_or_error(info.Env(), e);
