@@ -348,6 +348,9 @@ describe("userns: 'auto'", () => {
       const ls = rt.exec(ready.id!, { command: ['stat', '-c', '%u %g', '/tmp/high-in'] });
       expect((await collect(ls.stdout)).trim()).toBe('7 8');
       await ls.wait();
+      const chunks: Buffer[] = [];
+      for await (const d of await rt.copyOut(ready.id!, '/tmp/high-in')) chunks.push(d as Buffer);
+      expect(execFileSync('tar', ['-tv', '--numeric-owner'], { input: Buffer.concat(chunks), encoding: 'utf8' })).toMatch(/^-\S+ 7\/8 /);
       // Created as the range's root, then as root again.
       const after = path.join(host, 'high-after');
       fs.writeFileSync(after, '');
