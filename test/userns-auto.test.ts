@@ -362,6 +362,33 @@ describe("userns: 'auto'", () => {
     }
   });
 
+  it('gives this thread its own ids back when a creation as the range fails midway (EROFS)', async () => {
+    const ro = fs.mkdtempSync(path.join(host, 'ro-'));
+    fs.chmodSync(ro, 0o755);
+    const c = await rt.run({ image: 'busybox', userns: 'auto', volumes: [`${ro}:/ro:ro`], command: ['sh', '-c', 'echo ready; exec sleep 30'] });
+    try {
+      await new Promise<void>((resolve) => c.stdout!.once('data', () => resolve()));
+      const f = path.join(host, 'to-ro');
+      fs.writeFileSync(f, 'x');
+      // The open that creates it, made as BASE, fails: the error leaves setfsuid's scope.
+      await expect(rt.copyIn(c.id!, f, '/ro/')).rejects.toMatchObject({ code: 'EROFS' });
+      const ids = (line: string) =>
+        /^\S+:\s+(.*)$/m
+          .exec(
+            fs
+              .readFileSync('/proc/thread-self/status', 'utf8')
+              .split('\n')
+              .find((l) => l.startsWith(line))!,
+          )![1]!
+          .split(/\s+/);
+      expect(ids('Uid:')).toEqual(['0', '0', '0', '0']);
+      expect(ids('Gid:')).toEqual(['0', '0', '0', '0']);
+      expect(fs.readdirSync(ro)).toEqual([]);
+    } finally {
+      await c.remove({ force: true });
+    }
+  });
+
   it('runs detached (-d): the monitor writes the maps; exec, stop, rm free the range; a failed start leaves nothing', async () => {
     const before = { fds: openFds(), children: childPids(), mounts: hostMounts() };
     const d = await rt.run({
