@@ -258,7 +258,8 @@ export interface NativeBinding {
   ExtractWriter: new (rootFd: number) => NativeExtractWriter;
   /**
    * A whole image import on the thread pool: read, SHA-256 (a thread of its own), gunzip, tar
-   * parsing, policy and writing under rootFd (src-cc/core/tar_import.h). Neither fd is closed.
+   * parsing, policy and writing under rootFd (src-cc/core/tar_import.h). The job takes both fds:
+   * it closes them once run, or when collected unrun (the caller must not close them).
    */
   ImportJob: new (tarFd: number, rootFd: number, options: NativeImportOptions) => NativeImportJob;
   /** The tar parser (src-cc/core/tar.h), pushed chunk by chunk: cp's TarReader (src/image/tar.ts). */

@@ -17,7 +17,7 @@ import { allocateRange, idMapText, pruneStaleRanges, releaseRange } from './user
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
 import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
-import { removeTreeAsync } from './fsat';
+import { removeTree as removeDirTree, removeTreeAsync } from './fsat';
 import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
@@ -1967,7 +1967,7 @@ export class Runtime {
       const pid = Number(t.split('-')[1]);
       if (!pid || pid === process.pid || fs.existsSync(`/proc/${pid}`)) continue;
       try {
-        fs.rmSync(path.join(this.layout.tmp, t), { recursive: true, force: true });
+        removeDirTree(path.join(this.layout.tmp, t), { force: true });
       } catch (e) {
         fail(e, path.join(this.layout.tmp, t));
       }

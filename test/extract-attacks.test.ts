@@ -247,27 +247,19 @@ describe('the addon checks what it is given', () => {
     const file = path.join(base, 'image.tar');
     fs.writeFileSync(file, archive([dir('etc/'), { name: 'etc/motd', data: 'hi\n' }, link('etc/l', 'motd')]));
     const job = (rootFd: number) => {
+      // The job takes both fds and closes them once it ran.
       const tarFd = fs.openSync(file, 'r');
       const j = new (native().ImportJob)(tarFd, rootFd, { tarball: file, label: `import: ${file}`, what: 'import', umask: 0o22, alwaysChown: false });
-      return new Promise<unknown>((resolve) => j.run((e, r) => resolve(e ?? r))).finally(() => fs.closeSync(tarFd));
+      return new Promise<unknown>((resolve) => j.run((e, r) => resolve(e ?? r)));
     };
     const fds = openFds();
-    const rootFd = openDir(dest);
-    try {
-      expect(await job(rootFd)).toMatchObject({ entries: 3, bytes: 3, digest: sha256(file) });
-    } finally {
-      fs.closeSync(rootFd);
-    }
+    expect(await job(openDir(dest))).toMatchObject({ entries: 3, bytes: 3, digest: sha256(file) });
+    expect(openFds()).toEqual(fds);
     expect(fs.readFileSync(path.join(dest, 'etc/motd'), 'utf8')).toBe('hi\n');
     expect(fs.readlinkSync(path.join(dest, 'etc/l'))).toBe('motd');
     expect(fs.statSync(path.join(dest, 'etc')).mtimeMs).toBe(1_000_000_000_000);
     // A regular file as the root: every step fails in the kernel (ENOTDIR), nothing is made beside it.
-    const fileFd = fs.openSync(canaryFile, 'r');
-    try {
-      expect(await job(fileFd)).toMatchObject({ kind: 'write', code: 'ENOTDIR', entry: 'etc/' });
-    } finally {
-      fs.closeSync(fileFd);
-    }
+    expect(await job(fs.openSync(canaryFile, 'r'))).toMatchObject({ kind: 'write', code: 'ENOTDIR', entry: 'etc/' });
     expect(openFds()).toEqual(fds);
     expect(hostState()).toBe(hostBefore);
   });

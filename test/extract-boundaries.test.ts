@@ -175,3 +175,47 @@ describe('a tarball shorter than its headers say', () => {
     await refusedByImport(tar, /truncated at offset \d+ in or after entry "huge"/);
   });
 });
+
+// Directories nested deeper than a recursive removal in JS reaches (node's fs.rmSync recursed
+// once a level and overflowed the stack near 2000 levels): a failed import must still leave
+// nothing, and an image that deep must still be removable.
+describe('a tree nested thousands of directories deep', () => {
+  const nested = (depth: number): Buffer => {
+    const specs: Spec[] = [];
+    let name = '';
+    for (let i = 0; i < depth; i++) {
+      name = name ? `${name}/d` : 'd';
+      specs.push({ name, type: 'directory', mode: 0o755 });
+    }
+    specs.push({ name: `${name}/f`, data: Buffer.from('x') });
+    return archive(specs);
+  };
+
+  it('leaves no temporary directory when the import fails deep down (the name beyond PATH_MAX)', async () => {
+    const root = path.join(base, 'state');
+    const rt = new Runtime({ root });
+    const file = path.join(base, 'deep.tar');
+    fs.writeFileSync(file, nested(3000));
+    const fds = openFds();
+    const err = await rt.import(file, 'deep').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(NsboxError);
+    expect(err).toMatchObject({ code: 'ENAMETOOLONG' });
+    expect(openFds()).toEqual(fds);
+    expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
+  });
+
+  it('imports a tree 2000 directories deep and removes the image again', async () => {
+    const root = path.join(base, 'state');
+    const rt = new Runtime({ root });
+    const file = path.join(base, 'deep.tar');
+    fs.writeFileSync(file, nested(2000));
+    const info = await rt.import(file, 'deep');
+    expect(fs.readFileSync(path.join(info.rootfs, ...Array<string>(2000).fill('d'), 'f'), 'utf8')).toBe('x');
+    rt.removeImage('deep');
+    expect(fs.existsSync(path.dirname(info.rootfs))).toBe(false);
+    expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
+  });
+});

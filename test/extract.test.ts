@@ -196,12 +196,26 @@ describe('hostile archives', () => {
     await refused(archive([{ name: 'etc', type: 'symlink', linkname: '/etc', mode: 0o777 }, hard('pw', 'etc/passwd')]), 'UNSAFE_PATH', 'pw');
     await refused(archive([{ name: 'l', type: 'symlink', linkname: '/etc/passwd', mode: 0o777 }, hard('pw', 'l')]), 'UNSAFE_PATH', 'pw');
     await refused(archive([{ name: 'd/', type: 'directory', mode: 0o755 }, hard('pw', 'd')]), 'UNSAFE_PATH', 'pw');
+    // A target that comes later, the entry itself, and the root as the link.
+    await refused(archive([hard('h', 'f'), { name: 'f', data: 'x' }]), 'UNSAFE_PATH', 'h');
+    await refused(archive([hard('h', 'h')]), 'UNSAFE_PATH', 'h');
+    await refused(archive([{ name: 'f', data: 'x' }, hard('./', 'f')]), 'UNSAFE_PATH', './', /replaces the image root/);
     // A file replaced by a symlink is no longer a target.
     await refused(
       archive([{ name: 'f', data: 'x' }, { name: 'f', type: 'symlink', linkname: '/etc/passwd', mode: 0o777 }, hard('pw', 'f')]),
       'UNSAFE_PATH',
       'pw',
     );
+  });
+
+  it('keeps only user.* (not user.overlay.*) and security.capability of the extended attributes', async () => {
+    const x = (name: string): [string, Buffer] => [name, Buffer.from('y')];
+    const xattrs = ['trusted.overlay.opaque', 'trusted.overlay.redirect', 'user.overlay.opaque', 'system.posix_acl_access', 'security.selinux', 'user.ok'];
+    await extractTarball(writeTar(archive([{ name: 'f', data: 'x', xattrs: xattrs.map(x) }])), dest);
+    const listed = execFileSync('python3', ['-c', 'import os,sys; print(" ".join(sorted(os.listxattr(sys.argv[1]))))', path.join(dest, 'f')], {
+      encoding: 'utf8',
+    });
+    expect(listed.trim()).toBe('user.ok');
   });
 
   it('refuses damaged archives, naming where', async () => {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "binding/fsat.h"
 #include "core/extract.h"
 
 namespace nsbox {
@@ -120,6 +121,7 @@ void BatchWork::Execute() { result_ = writer_->core()->Run(ops_, ops_len_, chunk
 void BatchWork::OnOK() {
   Napi::Env env = Env();
   writer_->Done();
+  if (!env_can_run_js(env)) return;
   if (!result_.err) {
     Callback().Call(Receiver().Value(), {env.Null()});
     return;

@@ -1,6 +1,7 @@
 // N-API glue for core/tar and core/tar_import.
 //
-// new ImportJob(tarFd, rootFd, { tarball, label, what, umask, alwaysChown }); run(callback)
+// new ImportJob(tarFd, rootFd, { tarball, label, what, umask, alwaysChown }) takes both fds (it closes
+// them); run(callback)
 // runs the whole import (read, hash, inflate, parse, policy, write) on one pool thread, the
 // hash on a thread of its own, and calls back with (error | null, result); position() is the
 // bytes of the tarball read so far (for progress reports while it runs). Why: the JS thread
@@ -16,12 +17,14 @@
 #include "binding/tar.h"
 
 #include <math.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <atomic>
 #include <memory>
 #include <string>
 
+#include "binding/fsat.h"
 #include "core/tar.h"
 #include "core/tar_import.h"
 
@@ -65,8 +68,6 @@ class ImportJob : public Napi::ObjectWrap<ImportJob> {
       Napi::TypeError::New(env, "new ImportJob(tarFd, rootFd, options)").ThrowAsJavaScriptException();
       return;
     }
-    tar_fd_ = info[0].As<Napi::Number>().Int32Value();
-    root_fd_ = info[1].As<Napi::Number>().Int32Value();
     Napi::Object o = info[2].As<Napi::Object>();
     for (const char* key : {"tarball", "label", "what"}) {
       if (!o.Get(key).IsString()) {
@@ -80,9 +81,20 @@ class ImportJob : public Napi::ObjectWrap<ImportJob> {
     Napi::Value umask = o.Get("umask");
     options_.umask = umask.IsNumber() ? static_cast<mode_t>(umask.As<Napi::Number>().Uint32Value() & 0777) : 0777;
     options_.always_chown = o.Get("alwaysChown").ToBoolean().Value();
+    // Both fds are the job's from here (not when the arguments were refused): closed once the
+    // import ran, or when the job is collected without having run. JS never holds them across
+    // an await, so a worker terminated meanwhile leaks none.
+    tar_fd_ = info[0].As<Napi::Number>().Int32Value();
+    root_fd_ = info[1].As<Napi::Number>().Int32Value();
   }
+  ~ImportJob() { CloseFds(); }
 
-  ImportResult Execute() { return ImportTarball(tar_fd_, root_fd_, options_, &consumed_); }
+  // On the pool thread; the fds are closed as soon as the import is over.
+  ImportResult Execute() {
+    ImportResult r = ImportTarball(tar_fd_, root_fd_, options_, &consumed_);
+    CloseFds();
+    return r;
+  }
 
  private:
   // run(callback(error | null, result?)): once.
@@ -105,6 +117,12 @@ class ImportJob : public Napi::ObjectWrap<ImportJob> {
     return Napi::Number::New(info.Env(), static_cast<double>(consumed_.load(std::memory_order_relaxed)));
   }
 
+  void CloseFds() {
+    if (tar_fd_ >= 0) close(tar_fd_);
+    if (root_fd_ >= 0) close(root_fd_);
+    tar_fd_ = root_fd_ = -1;
+  }
+
   int tar_fd_ = -1;
   int root_fd_ = -1;
   ImportOptions options_;
@@ -116,6 +134,8 @@ void ImportWork::Execute() { result_ = job_->Execute(); }
 
 void ImportWork::OnOK() {
   Napi::Env env = Env();
+  // A worker terminated mid-import: its teardown waits for this job, then no JS may run.
+  if (!env_can_run_js(env)) return;
   const ImportResult& r = result_;
   if (!r.refused.code.empty()) {
     Callback().Call(Receiver().Value(), {RefusedObject(env, r.refused)});

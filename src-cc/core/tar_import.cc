@@ -361,6 +361,7 @@ class Importer : public TarSink {
   }
 
   bool Hardlink(const std::string& rel, const TarEntry& e, TarError* error) {
+    if (rel.empty()) return Unsafe(error, e.name, "replaces the image root");
     std::string target;
     if (!RelativeName(e.linkname, &target)) return Unsafe(error, e.name, "hardlink to a host file");
     // Only a regular file this archive put here: not a directory, not a symlink, nothing

@@ -20,7 +20,7 @@ import * as path from 'node:path';
 
 import { NsboxError, errnoCode, fromSystemError, invalid } from '../errors';
 import { openDir } from '../fsat';
-import { native, type NativeImportFailure, type NativeImportResult, type NativeRefusal } from '../native';
+import { native, type NativeImportFailure, type NativeImportJob, type NativeImportResult, type NativeRefusal } from '../native';
 
 export interface ExtractOptions {
   /** Bytes of the tarball file (compressed, if it is) consumed so far; at most ~20 calls a second. */
@@ -59,55 +59,64 @@ export async function extractTarball(tarball: string, dest: string, opts: Extrac
 
   let fd: number;
   try {
-    fd = fs.openSync(tarball, 'r');
+    // Non-blocking: a FIFO put at the path after the caller's check must not hang the open.
+    fd = fs.openSync(tarball, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (err) {
     throw fromSystemError('import: open tarball', err);
   }
   let rootFd = -1;
+  let total: number;
+  let job: NativeImportJob;
   try {
     rootFd = openDir(root);
-    const total = fs.fstatSync(fd).size;
-    const job = new (native().ImportJob)(fd, rootFd, {
+    const st = fs.fstatSync(fd);
+    // A FIFO or a device (/dev/zero) would be read without end.
+    if (!st.isFile()) throw invalid(`import ${tarball}: not a regular file`, tarball);
+    total = st.size;
+    // The job takes both fds (and closes them): none is held by JS across an await, where a
+    // worker terminated meanwhile would leak it.
+    job = new (native().ImportJob)(fd, rootFd, {
       tarball,
       label: `import: ${tarball}`,
       what: 'import',
       umask: currentUmask(),
       alwaysChown: (rootStat.mode & 0o2000) !== 0,
     });
-    const onProgress = opts.onProgress;
-    let reported = -1;
-    // A callback that throws fails the import (once it has stopped), as it did when it was
-    // called between reads; from a timer it would otherwise be an uncaught exception.
-    let progressFailed: { error: unknown } | undefined;
-    const report = (): void => {
-      const done = job.position();
-      if (done === reported || progressFailed) return;
-      reported = done;
-      try {
-        onProgress?.(done, total);
-      } catch (error) {
-        progressFailed = { error };
-      }
-    };
-    const timer = onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : undefined;
-    let r: NativeImportResult;
-    const leave = await importSlot();
-    try {
-      r = await new Promise<NativeImportResult>((resolve, reject) => {
-        job.run((error, result) => (error ? reject(importError(error, tarball)) : resolve(result!)));
-      });
-    } finally {
-      leave();
-      if (timer) clearInterval(timer);
-    }
-    if (progressFailed) throw progressFailed.error;
-    const done = job.position();
-    onProgress?.(done, Math.max(total, done));
-    return { entries: r.entries, bytes: r.bytes, skipped: r.skipped, ownersSquashed: r.ownersSquashed, digest: `sha256:${r.digest}` };
-  } finally {
+  } catch (err) {
     if (rootFd >= 0) fs.closeSync(rootFd);
     fs.closeSync(fd);
+    throw err;
   }
+  const onProgress = opts.onProgress;
+  let reported = -1;
+  // A callback that throws fails the import (once it has stopped), as it did when it was
+  // called between reads; from a timer it would otherwise be an uncaught exception.
+  let progressFailed: { error: unknown } | undefined;
+  const report = (): void => {
+    const done = job.position();
+    if (done === reported || progressFailed) return;
+    reported = done;
+    try {
+      onProgress?.(done, total);
+    } catch (error) {
+      progressFailed = { error };
+    }
+  };
+  const timer = onProgress ? setInterval(report, PROGRESS_INTERVAL_MS) : undefined;
+  let r: NativeImportResult;
+  const leave = await importSlot();
+  try {
+    r = await new Promise<NativeImportResult>((resolve, reject) => {
+      job.run((error, result) => (error ? reject(importError(error, tarball)) : resolve(result!)));
+    });
+  } finally {
+    leave();
+    if (timer) clearInterval(timer);
+  }
+  if (progressFailed) throw progressFailed.error;
+  const done = job.position();
+  onProgress?.(done, Math.max(total, done));
+  return { entries: r.entries, bytes: r.bytes, skipped: r.skipped, ownersSquashed: r.ownersSquashed, digest: `sha256:${r.digest}` };
 }
 
 /**

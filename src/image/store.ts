@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, invalid } from '../errors';
+import { removeTree } from '../fsat';
 import { Layout, readJson, writeJsonAtomic } from '../layout';
 import { checkObject, func, optional, type Check, type Spec } from '../validate';
 
@@ -82,7 +83,7 @@ export class ImageStore {
       }
       return info;
     } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+      removeTree(tmp, { force: true });
     }
   }
 
@@ -188,7 +189,7 @@ export class ImageStore {
     const doomed = path.join(this.layout.tmp, `rmi-${process.pid}-${Date.now()}-${encodeURIComponent(name)}`);
     try {
       fs.renameSync(dir, doomed);
-      fs.rmSync(doomed, { recursive: true, force: true });
+      removeTree(doomed, { force: true });
     } catch (e) {
       throw fromSystemError(`rmi ${name}`, e);
     }
@@ -239,7 +240,7 @@ export class ImageStore {
         throw e;
       }
     } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+      removeTree(tmp, { force: true });
     }
   }
 }
