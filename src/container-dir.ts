@@ -8,6 +8,7 @@ import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from './errors';
 import { ID_RE, type Layout } from './layout';
+import { removeTree as removeDirTree } from './fsat';
 import { mountsUnder, ownStartTime } from './proc';
 import { readRecord, type ContainerRecord } from './record';
 
@@ -88,9 +89,11 @@ export function removeTree(id: string, dir: string): void {
     throw new NsboxError('EBUSY', `remove container ${id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
   }
   try {
-    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+    // The addon's walk, not fs.rmSync: a container can make a tree deep enough (a few thousand
+    // levels) to overflow the stack of Node's recursive removal, and stay for ever.
+    removeDirTree(dir, { force: true });
   } catch (e) {
-    throw fromSystemError(`remove container ${id}`, e);
+    throw e instanceof NsboxError ? e : fromSystemError(`remove container ${id}`, e);
   }
 }
 

@@ -1482,7 +1482,7 @@ export class Runtime {
     } finally {
       thaw?.();
       lock.release();
-      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+      if (tmp) removeDirTree(tmp, { force: true }); // the addon's walk: a committed tree can be deeper than fs.rmSync's recursion
       if (tmpOutput) fs.rmSync(tmpOutput, { force: true });
     }
   }

@@ -306,6 +306,28 @@ describe('killing a process this process did not start', () => {
     expect(victim.alive()).toBe(true);
   });
 
+  it('a tree 2500 directories deep (a container can make one) under a bad record or the tombstone of a dead remover: rm -f and prune still remove it', async () => {
+    // chdir one level at a time: no path of the tree fits in PATH_MAX.
+    const deepTree = (dir: string) => {
+      const r = spawnSync(process.execPath, [
+        '-e',
+        'const fs = require("fs"); process.chdir(process.argv[1]); for (let i = 0; i < 2500; i++) { fs.mkdirSync("d"); process.chdir("d"); }',
+        dir,
+      ]);
+      expect(r.status).toBe(0);
+    };
+    const id = plant('not json');
+    deepTree(path.join(root, 'containers', id));
+    await rt.remove(id, { force: true });
+    expect(fs.existsSync(path.join(root, 'containers', id))).toBe(false);
+    // A remover that died (pid 4194303 with start time 1 is no live process) left its tombstone: prune finishes its work.
+    const tomb = path.join(root, 'containers', `${newId()}.removing-4194303-1`);
+    fs.mkdirSync(tomb, { mode: 0o700 });
+    deepTree(tomb);
+    rt.prune();
+    expect(fs.existsSync(tomb)).toBe(false);
+  });
+
   it('works for a real container: its record holds its own pid namespace, and another Runtime kills it', async () => {
     const c = await rt.run({ image: 'busybox', command: ['sleep', '100'] });
     const rec = JSON.parse(fs.readFileSync(path.join(root, 'containers', c.id!, 'container.json'), 'utf8')) as Record<string, unknown>;
