@@ -17,7 +17,7 @@ import { ContainerCgroup, homeDevicesTasks } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
 import { newId } from './layout';
 import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type CgroupLimits, type Limits, type Ulimit } from './limits';
-import { buildPlan, type BindMount, type RootSource, type TmpfsMount } from './plan';
+import { buildPlan, tmpfsMountsCheck, type BindMount, type RootSource, type TmpfsMount } from './plan';
 import { buildConfinement, checkOptions, type Confinement, type SecurityOptions } from './security';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { normaliseStdio, type PlanStdio, type ProcessEvents, type ProcessStreams, type Stdio, type StreamsOf, type TerminalSize } from './stdio';
@@ -210,16 +210,7 @@ const PROCESS_OPTIONS: Spec<ProcessOptions> = {
       }),
     ),
   ),
-  tmpfs: optional(
-    arrayOf(
-      shape<TmpfsMount>({
-        target: string,
-        size: optional(integer(0, Number.MAX_SAFE_INTEGER)),
-        mode: optional(integer(0, 0o7777)),
-        noexec: optional(boolean),
-      }),
-    ),
-  ),
+  tmpfs: tmpfsMountsCheck,
   limits: given(),
   ulimits: given(),
   timeout: given(),

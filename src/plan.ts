@@ -22,6 +22,7 @@ import {
 } from './native';
 import type { Confinement } from './security';
 import type { PlanStdio } from './stdio';
+import { arrayOf, boolean, integer, optional, shape, string, type Check } from './validate';
 
 export type RootSource =
   /** An existing root filesystem directory, bound onto itself (writes go to it, unless readonly). */
@@ -84,6 +85,18 @@ export interface TmpfsMount {
   mode?: number;
   noexec?: boolean;
 }
+
+/** The check of a list of TmpfsMount, for the options a start takes and the record that keeps them. */
+export const tmpfsMountsCheck: Check<TmpfsMount[] | undefined> = optional(
+  arrayOf(
+    shape<TmpfsMount>({
+      target: string,
+      size: optional(integer(0, Number.MAX_SAFE_INTEGER)),
+      mode: optional(integer(0, 0o7777)),
+      noexec: optional(boolean),
+    }),
+  ),
+);
 
 /** A host device node bound into the container's /dev (`--device`), and allowed in its cgroup. */
 export interface DeviceNode {

@@ -33,7 +33,7 @@ import {
 } from './validate';
 import type { DeviceSpec } from './device';
 import type { Limits, Ulimit } from './limits';
-import type { TmpfsMount } from './plan';
+import { tmpfsMountsCheck, type TmpfsMount } from './plan';
 import type { SecurityOptions } from './security';
 import type { StorageDriver } from './workspace';
 
@@ -156,16 +156,7 @@ const CONFIG: Spec<ContainerConfig> = {
     for (const k of Object.keys(v)) out[k] = ULIMIT(v[k], `${name}.${k}`);
     return out;
   }) as Check<Record<string, Ulimit>>),
-  tmpfs: optional(
-    arrayOf(
-      shape<TmpfsMount>({
-        target: string,
-        size: optional(integer(0, Number.MAX_SAFE_INTEGER)),
-        mode: optional(integer(0, 0o7777)),
-        noexec: optional(boolean),
-      }),
-    ),
-  ),
+  tmpfs: tmpfsMountsCheck,
   timeout: optional(integer(1, 2 ** 31 - 1)),
 };
 

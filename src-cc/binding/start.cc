@@ -180,11 +180,10 @@ bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born
   return true;
 }
 
-// The spawner thread's part of a start: clone, the child's setup, nsbox-init's first report,
-// and the pty master (queued before execve, so the receive does not wait).
-SpawnResult run_start(StartJob& job, int init_fd) {
-  SpawnResult res = spawn(job.plan, init_fd);
-  Stdio& io = job.io;
+// After a start or an exec that went through: the pty master its child queued before execve
+// (the receive does not wait), then the child's ends closed. A failed receive kills and reaps
+// the process and says so in `res`.
+void take_pty_and_close_child_ends(SpawnResult& res, Stdio& io) {
   if (!res.failed && res.parent_sys == Sys::kNone && !res.vanished && io.pty_socket[0] >= 0) {
     io.pty_master = receive_fd(io.pty_socket[0]);
     if (io.pty_master < 0) {
@@ -196,6 +195,14 @@ SpawnResult run_start(StartJob& job, int init_fd) {
     }
   }
   io.CloseChildEnds();
+}
+
+// The spawner thread's part of a start: clone, the child's setup, nsbox-init's first report,
+// and the pty master (queued before execve, so the receive does not wait).
+SpawnResult run_start(StartJob& job, int init_fd) {
+  SpawnResult res = spawn(job.plan, init_fd);
+  Stdio& io = job.io;
+  take_pty_and_close_child_ends(res, io);
   return res;
 }
 
@@ -460,17 +467,7 @@ Napi::Value Exec(const Napi::CallbackInfo& info) {
     const int init_fd = inst->init_fd;
     res = spawner_for(inst, spawner_cgroup).Run([&plan, &target, init_fd] { return exec_in(plan, target, init_fd); });
   }
-  if (!res.failed && res.parent_sys == Sys::kNone && !res.vanished && io.pty_socket[0] >= 0) {
-    io.pty_master = receive_fd(io.pty_socket[0]);
-    if (io.pty_master < 0) {
-      res.parent_sys = Sys::kSendmsg;
-      res.parent_errno = errno ? errno : EIO;
-      kill_and_reap(res.pidfd);
-      close(res.pidfd);
-      close(res.report_fd);
-    }
-  }
-  io.CloseChildEnds();
+  take_pty_and_close_child_ends(res, io);
   if (res.vanished || res.parent_sys != Sys::kNone || res.failed) {
     io.CloseParentEnds();
     Napi::Object e = res.vanished ? errno_object(env, ECHILD, "setup")
