@@ -3,9 +3,10 @@
 // (issue 14, goals 2 and 3). `--rm` starts of /bin/true (busybox, overlay write layer, net ns),
 // this build and the build in --base DIR (a tree holding dist/ and build/Release/) interleaved
 // start by start in one process, each with its own state directory (on this machine's disk,
-// or with --tmpfs on a tmpfs); between rounds a block of `floor -f` (the C floor doing
-// nsbox's extra steps) and of `floor` (the minimum). Each start is cut in two: run() and
-// from run()'s return to wait() (the command, its exit, the removal).
+// or with --tmpfs on a tmpfs); between rounds a block of `floor -F` (the C floor doing the same
+// steps as nsbox, nsbox-init included: bench/floor.c), of `floor -f` (nsbox's extra mounts, no
+// init: the row of earlier rounds) and of `floor` (the minimum), in turn. Each start is cut in
+// two: run() and from run()'s return to wait() (the command, its exit, the removal).
 //
 //   node bench/ab-start.mjs [--base DIR[,DIR...]] [--runs 200] [--tmpfs] [--gap MS] [--json FILE]
 import { execFileSync } from 'node:child_process';
@@ -14,6 +15,7 @@ import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { floorCgroup, nsboxInitArgs, removeFloorCgroup } from './lib/init-argv.mjs';
 import { floor } from './lib/measure.mjs';
 import { CACHE, REPO, busyboxRootfs, compileHelpers } from './lib/setup.mjs';
 import { summarize } from './lib/stats.mjs';
@@ -43,7 +45,9 @@ const builds = [['current', REPO], ...others].map(([name, dir]) => {
   const { Runtime } = require(path.join(dir, 'dist', 'index.js'));
   return { name, rt: new Runtime({ root: path.join(root, `state-${name}`) }), samples: [] };
 });
-const floors = { full: [], min: [] };
+const floors = { same: [], full: [], min: [] };
+const nsboxInit = nsboxInitArgs(REPO);
+let floorCg;
 const load = [];
 
 async function once(b, keep) {
@@ -69,34 +73,44 @@ try {
       }
     }
     if (i < 0) continue;
+    if (floorCg === undefined) floorCg = floorCgroup() ?? null;
+    const s = await floor(bin, busybox.dir, scratch, { n: block, warmup: 2, nsboxInit: { ...nsboxInit, cgroup: floorCg ?? undefined } });
+    floors.same.push(...s.total);
     const f = await floor(bin, busybox.dir, scratch, { n: block, warmup: 2, full: true });
     floors.full.push(...f.total);
     const m = await floor(bin, busybox.dir, scratch, { n: block, warmup: 2 });
     floors.min.push(...m.total);
   }
 } finally {
+  removeFloorCgroup(floorCg);
   if (onTmpfs) execFileSync('umount', ['-l', root]);
   fs.rmSync(root, { recursive: true, force: true });
 }
 
 const fmt = (x) => x.toFixed(2);
 const rows = {};
-console.log(`state on ${onTmpfs ? 'tmpfs' : 'disk'}, ${runs} starts each, load ${load.map((x) => x.toFixed(1)).join(' ')}`);
-console.log('| | median | p90 | p99 | p99 / median | run() median | run() → wait() median | / floor -f |');
-console.log('| --- | --: | --: | --: | --: | --: | --: | --: |');
+console.log(
+  `state on ${onTmpfs ? 'tmpfs' : 'disk'}, ${runs} starts each, load ${load.map((x) => x.toFixed(1)).join(' ')}; ` +
+    `floor -F: ${floorCg ? 'a cgroup per run' : 'no cgroup'}, seccomp ${nsboxInit.seccompInsns} instructions`,
+);
+console.log('| | median | p90 | p99 | p99 / median | run() median | run() → wait() median | / floor -F (median, p90) | / floor -f |');
+console.log('| --- | --: | --: | --: | --: | --: | --: | --: | --: |');
 const ff = summarize(floors.full).median;
+const fs_ = summarize(floors.same);
 for (const b of builds) {
   const t = summarize(b.samples.map((x) => x.total));
   const r = summarize(b.samples.map((x) => x.run)).median;
   const w = summarize(b.samples.map((x) => x.rest)).median;
   rows[b.name] = { median: t.median, p90: t.p90, p99: t.p99, run: r, rest: w };
   console.log(
-    `| nsbox ${b.name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | ${fmt(r)} | ${fmt(w)} | ${fmt(t.median / ff)}× |`,
+    `| nsbox ${b.name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | ${fmt(r)} | ${fmt(w)} | ` +
+      `${fmt(t.median / fs_.median)}×, ${fmt(t.p90 / fs_.p90)}× | ${fmt(t.median / ff)}× |`,
   );
 }
 for (const [k, xs] of Object.entries(floors)) {
   const t = summarize(xs);
   rows[`floor-${k}`] = { median: t.median, p90: t.p90, p99: t.p99 };
-  console.log(`| floor${k === 'full' ? ' -f' : ''} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | | | |`);
+  const name = { same: 'floor -F', full: 'floor -f', min: 'floor' }[k];
+  console.log(`| ${name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | | | | |`);
 }
-if (jsonOut) fs.writeFileSync(jsonOut, `${JSON.stringify({ date: new Date().toISOString(), runs, onTmpfs, load, rows }, null, 1)}\n`);
+if (jsonOut) fs.writeFileSync(jsonOut, `${JSON.stringify({ date: new Date().toISOString(), runs, onTmpfs, load, floorCgroup: !!floorCg, rows }, null, 1)}\n`);

@@ -40,13 +40,21 @@ export async function loop(bin, argv, { n, warmup = 3, inflight = 1, mountns = f
   };
 }
 
-/** The C floor: per run, clone..exit and mkdir..cleanup-done. */
-export async function floor(bin, rootfs, scratch, { n, warmup = 10, hostNet = false, full = false, bindRoot = false }) {
+/**
+ * The C floor: per run, clone..exit and mkdir..cleanup-done. `nsboxInit`: `floor -F`, nsbox's
+ * own process tree ({ init, options } from bench/lib/init-argv.mjs; `cgroup`: the directory
+ * the per-run cgroups are made in).
+ */
+export async function floor(bin, rootfs, scratch, { n, warmup = 10, hostNet = false, full = false, bindRoot = false, nsboxInit = undefined }) {
   const args = ['-n', String(n), '-w', String(warmup)];
+  if (nsboxInit) {
+    args.unshift('-F', nsboxInit.init);
+    if (nsboxInit.cgroup) args.unshift('-C', nsboxInit.cgroup);
+  }
   if (bindRoot) args.push('-b');
   if (hostNet) args.push('-H');
   if (full) args.push('-f');
-  const r = await run(bin.floor, [...args, rootfs, scratch]);
+  const r = await run(bin.floor, [...args, rootfs, scratch, ...(nsboxInit ? nsboxInit.options : [])]);
   if (r.code !== 0) throw new MeasureError(`floor: ${r.stderr.trim()}`);
   const rows = r.stdout
     .trim()
