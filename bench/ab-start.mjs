@@ -43,21 +43,36 @@ fs.mkdirSync(scratch);
 const others = base ? base.split(',').map((d) => [path.basename(path.resolve(d)), path.resolve(d)]) : [];
 const builds = [['current', REPO], ...others].map(([name, dir]) => {
   const { Runtime } = require(path.join(dir, 'dist', 'index.js'));
-  return { name, rt: new Runtime({ root: path.join(root, `state-${name}`) }), samples: [] };
+  return { name, rt: new Runtime({ root: path.join(root, `state-${name}`) }), samples: [], cpu: 0 };
 });
 const floors = { same: [], full: [], min: [] };
+const floorCpu = { same: [], full: [], min: [] };
 const nsboxInit = nsboxInitArgs(REPO);
 let floorCg;
 const load = [];
 
+// CPU time of this process and of the containers it reaped (nsbox-init and what it reaped), in
+// ms: the kernel's per-task accounting, as the floor's getrusage(SELF + CHILDREN). The
+// children's share comes in clock ticks: summed over a run's starts, not read per start.
+const TICK_MS = 1000 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+function cpuMs() {
+  const f = fs.readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000 + (Number(f[13]) + Number(f[14])) * TICK_MS;
+}
+
 async function once(b, keep) {
+  const c0 = cpuMs();
   const t0 = now();
   const c = await b.rt.run({ image: 'busybox', command: ['/bin/true'], stdio: 'ignore', network: 'none', remove: true });
   const t1 = now();
   const st = await c.wait();
   const t2 = now();
   if (st.exitCode !== 0) throw new Error(`exit ${JSON.stringify(st)}`);
-  if (keep) b.samples.push({ total: t2 - t0, run: t1 - t0, rest: t2 - t1 });
+  if (keep) {
+    b.samples.push({ total: t2 - t0, run: t1 - t0, rest: t2 - t1 });
+    b.cpu += cpuMs() - c0;
+  }
 }
 
 try {
@@ -76,10 +91,13 @@ try {
     if (floorCg === undefined) floorCg = floorCgroup() ?? null;
     const s = await floor(bin, busybox.dir, scratch, { n: block, warmup: 2, nsboxInit: { ...nsboxInit, cgroup: floorCg ?? undefined } });
     floors.same.push(...s.total);
+    floorCpu.same.push(...s.cpu);
     const f = await floor(bin, busybox.dir, scratch, { n: block, warmup: 2, full: true });
     floors.full.push(...f.total);
+    floorCpu.full.push(...f.cpu);
     const m = await floor(bin, busybox.dir, scratch, { n: block, warmup: 2 });
     floors.min.push(...m.total);
+    floorCpu.min.push(...m.cpu);
   }
 } finally {
   removeFloorCgroup(floorCg);
@@ -93,24 +111,28 @@ console.log(
   `state on ${onTmpfs ? 'tmpfs' : 'disk'}, ${runs} starts each, load ${load.map((x) => x.toFixed(1)).join(' ')}; ` +
     `floor -F: ${floorCg ? 'a cgroup per run' : 'no cgroup'}, seccomp ${nsboxInit.seccompInsns} instructions`,
 );
-console.log('| | median | p90 | p99 | p99 / median | run() median | run() → wait() median | / floor -F (median, p90) | / floor -f |');
-console.log('| --- | --: | --: | --: | --: | --: | --: | --: | --: |');
+console.log('| | median | p90 | p99 | p99 / median | CPU / start | run() median | run() → wait() median | / floor -F: median, p90, CPU | / floor -f |');
+console.log('| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const ff = summarize(floors.full).median;
 const fs_ = summarize(floors.same);
+const fsCpu = mean(floorCpu.same);
 for (const b of builds) {
   const t = summarize(b.samples.map((x) => x.total));
   const r = summarize(b.samples.map((x) => x.run)).median;
   const w = summarize(b.samples.map((x) => x.rest)).median;
-  rows[b.name] = { median: t.median, p90: t.p90, p99: t.p99, run: r, rest: w };
+  const cpu = b.cpu / b.samples.length;
+  rows[b.name] = { median: t.median, p90: t.p90, p99: t.p99, cpu, run: r, rest: w };
   console.log(
-    `| nsbox ${b.name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | ${fmt(r)} | ${fmt(w)} | ` +
-      `${fmt(t.median / fs_.median)}×, ${fmt(t.p90 / fs_.p90)}× | ${fmt(t.median / ff)}× |`,
+    `| nsbox ${b.name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | ${fmt(cpu)} | ${fmt(r)} | ${fmt(w)} | ` +
+      `${fmt(t.median / fs_.median)}×, ${fmt(t.p90 / fs_.p90)}×, ${fmt(cpu / fsCpu)}× | ${fmt(t.median / ff)}× |`,
   );
 }
 for (const [k, xs] of Object.entries(floors)) {
   const t = summarize(xs);
-  rows[`floor-${k}`] = { median: t.median, p90: t.p90, p99: t.p99 };
+  const cpu = mean(floorCpu[k]);
+  rows[`floor-${k}`] = { median: t.median, p90: t.p90, p99: t.p99, cpu };
   const name = { same: 'floor -F', full: 'floor -f', min: 'floor' }[k];
-  console.log(`| ${name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | | | | |`);
+  console.log(`| ${name} | ${fmt(t.median)} | ${fmt(t.p90)} | ${fmt(t.p99)} | ${fmt(t.p99 / t.median)} | ${fmt(cpu)} | | | | |`);
 }
 if (jsonOut) fs.writeFileSync(jsonOut, `${JSON.stringify({ date: new Date().toISOString(), runs, onTmpfs, load, floorCgroup: !!floorCg, rows }, null, 1)}\n`);

@@ -44,10 +44,10 @@
 // container's record (container.json written twice, its temp dir and renames, the lock
 // symlink, the tombstone rename at removal); the cgroup files read after the exit and the
 // rmdirs of cgroup v1 directories that do not exist; fd-based mounting (nsbox mounts with
-// fsopen/fsconfig/fsmount/move_mount and resolves every target with openat2 RESOLVE_IN_ROOT,
-// about 280 system calls in its child where -F makes about 75 mount/mkdir/symlink calls by
-// path); the child's reset of every signal handler and close_range (this process has no
-// handlers and opens every fd close-on-exec); CLONE_VM|CLONE_VFORK (a fork of this small
+// fsopen/fsconfig/fsmount/move_mount and resolves every target with openat2 RESOLVE_IN_ROOT:
+// about 320 system calls in its child, where -F's child makes about 100, by path); the child's
+// reset of every signal handler (60 more calls) and close_range (this process has no handlers
+// and opens every fd close-on-exec); CLONE_VM|CLONE_VFORK (a fork of this small
 // process costs as little); Node's event loop, thread pool and spawner thread.
 //
 // Prints one line per measured run: "<ns clone..exit> <ns mkdir..cleanup done> <cpu us>", the

@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import { measureExec } from './lib/exec.mjs';
 import { cpuBusy, floor, loop, MeasureError, quietGate, timeOnce, worker } from './lib/measure.mjs';
 import { importFigures } from './import.mjs';
+import { floorCgroup, nsboxInitArgs, removeFloorCgroup } from './lib/init-argv.mjs';
 import { writeReport } from './lib/report.mjs';
 import { BENCH, BENCH_LIMITS, CACHE, REPO, busyboxRootfs, compileHelpers, debianRootfs, detectPeers, machine, ociBundles, sh, which } from './lib/setup.mjs';
 import { summarize } from './lib/stats.mjs';
@@ -208,6 +209,17 @@ const inprocRuns = Math.ceil(N.inproc);
 const cliOk = fs.existsSync(cli);
 if (want(3) && !cliOk) skip(`nsbox CLI: ${path.relative(REPO, cli)} is missing (npm run build), CLI end to end skipped`);
 let api;
+// floor -F's nsbox-init and its options, and its cgroup directory: made once, after nsbox's
+// rows (whether nsbox made a cgroup per start is known then).
+let floorNsbox;
+function floorInit() {
+  try {
+    floorNsbox ??= { ...nsboxInitArgs(REPO), cgroup: floorCgroup() };
+  } catch (e) {
+    throw new MeasureError(String(e.message ?? e));
+  }
+  return floorNsbox;
+}
 
 for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++) {
   log(`round ${round + 1}/${N.rounds}: start latency`);
@@ -267,6 +279,17 @@ for (let round = 0; round < N.rounds && (want(1) || want(2) || want(3)); round++
         ff.total,
         {},
         ff.cpu,
+      );
+    // Issue 14 goal 3: the floor doing the same steps as nsbox (bench/floor.c, -F).
+    const fsame = await attempt('floor -F', () => floor(bin, busybox.dir, scratch, { n: N.floor, nsboxInit: floorInit() }));
+    if (fsame)
+      addSeries(
+        'start',
+        'floor-same',
+        "C floor doing nsbox's steps (its mounts, nsbox-init as PID 1: confinement, fork, exec; a cgroup, the report pipe, a pidfd)",
+        fsame.total,
+        {},
+        fsame.cpu,
       );
 
     if (peers.crun.path && bundles.default) {
@@ -521,6 +544,7 @@ if (want(8)) {
 
 // --- the end -----------------------------------------------------------------------------
 cleanupPeers();
+if (floorNsbox) removeFloorCgroup(floorNsbox.cgroup);
 fs.rmSync(scratch, { recursive: true, force: true });
 if (tmpfsState) sh('umount', [tmpfsRoot]);
 if (fs.existsSync(tmpfsRoot)) fs.rmdirSync(tmpfsRoot);

@@ -40,6 +40,13 @@ export function targets(r) {
     value: floorRatio && `nsbox ${ms(nsbox)} / floor ${ms(s.floor.median)} = ${x(floorRatio)}${cpuNote(s.nsbox, s.floor)}`,
     met: floorRatio && floorRatio <= 1.5,
   });
+  const sameRatio = s['floor-same'] && nsbox ? nsbox / s['floor-same'].median : undefined;
+  out.push({
+    what: 'In-process start vs the C floor doing the same steps, nsbox-init included (issue 14)',
+    goal: 'nsbox median ≤ 1.2× floor -F',
+    value: sameRatio && `nsbox ${ms(nsbox)} / floor -F ${ms(s['floor-same'].median)} = ${x(sameRatio)}${cpuNote(s.nsbox, s['floor-same'])}`,
+    met: sameRatio && sameRatio <= 1.2,
+  });
   for (const [lim, base, how] of [
     ['nsbox-limits', 'nsbox', 'back to back'],
     ['nsbox-limits-iso', 'nsbox-iso', '20 ms apart'],
@@ -205,6 +212,7 @@ export function renderMarkdown(r, resultsPath) {
       'floor',
       'floor-hostnet',
       'floor-full',
+      'floor-same',
       'floor-bind',
       'unshare',
       'bwrap',
@@ -402,7 +410,7 @@ export function renderMarkdown(r, resultsPath) {
 }
 
 export function renderSvg(r) {
-  const order = ['nsbox', 'nsbox-hostnet', 'nsbox-bind', 'floor', 'floor-full', 'floor-bind', 'unshare', 'bwrap', 'crun-lean', 'crun', 'runc'];
+  const order = ['nsbox', 'nsbox-hostnet', 'nsbox-bind', 'floor', 'floor-full', 'floor-same', 'floor-bind', 'unshare', 'bwrap', 'crun-lean', 'crun', 'runc'];
   const short = {
     nsbox: 'nsbox, in process',
     'nsbox-hostnet': 'nsbox, in process, no net ns',
@@ -410,6 +418,7 @@ export function renderSvg(r) {
     floor: 'C floor (fewest syscalls)',
     'floor-bind': 'C floor, no write layer',
     'floor-full': 'C floor + nsbox’s extra mounts',
+    'floor-same': 'C floor, nsbox’s steps and nsbox-init',
     unshare: 'unshare --root --mount-proc',
     bwrap: 'bwrap --unshare-all',
     'crun-lean': 'crun, no cgroups, no net ns',
