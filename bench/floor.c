@@ -15,8 +15,8 @@
 // kernel's share of nsbox's time from its own.
 //
 // -F INIT ("full": the same steps as nsbox's default start of /bin/true, issue 14 goal 3) is
-// -f with nsbox's process tree and the rest of its kernel work, each step done the cheapest
-// way C allows:
+// -f -V with nsbox's process tree and the rest of its kernel work, each step done the cheapest
+// way C allows and none nsbox does not do:
 //   - before the loop, once (as the addon does once per process): INIT, nsbox's own
 //     nsbox-init (build/Release/nsbox_init, the very program the addon embeds), copied into a
 //     sealed memfd;
@@ -34,7 +34,9 @@
 //     then execveat of the memfd, with the argv nsbox passes: "nsbox-init report=FD
 //     parent=FD INIT-OPTION... -- /bin/true" (bench/lib/init-argv.mjs makes the options
 //     with nsbox's own code: capability sets, no_new_privs, ids, its 128-instruction seccomp
-//     filter, the rlimits, the candidate path) and nsbox's environment;
+//     filter, the rlimits, the candidate path; checked identical to the argv of a traced
+//     nsbox start, `strace -f -e trace=execveat -s 100000`, on 2026-12-01) and nsbox's
+//     environment; the root and /dev are nodev, as nsbox's;
 //   - nsbox-init then does all it does in nsbox: rlimits, no_new_privs, bounding set,
 //     ambient set, ids, capset, seccomp, parent-death signal, the pidfd check, two pipes,
 //     fork, execve of /bin/true, its reports, reaping, exit;
@@ -52,8 +54,8 @@
 //
 // Prints one line per measured run: "<ns clone..exit> <ns mkdir..cleanup done> <cpu us>", the
 // last being the CPU time (user + system) of this process and the child over the run.
-// Failures in the child exit 100+step (123: execveat), so the runner can say which step broke (with -F,
-// nsbox-init's own failures exit 125 after a report, which is printed).
+// Failures in the child exit 100+step (123: execveat), so the runner can say which step broke
+// (with -F, nsbox-init's own failures exit 125 after a report, which is printed).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
