@@ -135,10 +135,15 @@ describe("userns: 'auto' ranges across state directories", () => {
       const { Runtime } = require(${JSON.stringify(path.resolve(__dirname, '../dist/runtime.js'))});
       (async () => {
         const rt = new Runtime({ root: ${JSON.stringify(root)} });
-        const cs = await Promise.all(Array.from({ length: 5 }, () => rt.run({ image: 'busybox', userns: 'auto', command: ['cat', '/proc/self/uid_map'] })));
-        const maps = await Promise.all(cs.map((c) => new Promise((resolve) => { let s = ''; c.stdout.on('data', (d) => (s += d)); c.stdout.on('end', () => resolve(s.trim().split(/\\s+/).join(' '))); })));
-        for (const c of cs) await c.wait();
-        console.log(JSON.stringify(cs.map((c, i) => ({ id: c.id, map: maps[i] }))));
+        const one = async () => {
+          const c = await rt.run({ image: 'busybox', userns: 'auto', command: ['cat', '/proc/self/uid_map'] });
+          let s = '';
+          c.stdout.on('data', (d) => (s += d));
+          await new Promise((resolve) => c.stdout.on('close', resolve));
+          await c.wait();
+          return { id: c.id, map: s.trim().split(/\\s+/).join(' ') };
+        };
+        console.log(JSON.stringify(await Promise.all(Array.from({ length: 5 }, one))));
       })().catch((e) => { console.error(e); process.exit(1); });`;
     const results = await Promise.all(roots.map((r) => runNode(script(r), { timeoutMs: 50_000 })));
     const started: Array<{ rt: Runtime; id: string; map: string }> = [];
