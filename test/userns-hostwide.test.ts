@@ -15,7 +15,7 @@ import type { Container } from '../src/container';
 import { NsboxError } from '../src/errors';
 import { Runtime } from '../src/runtime';
 import { DEFAULT_BASE, RANGE_SIZE, claimTarget, parseClaim } from '../src/userns';
-import { childPids, claimsOf, collect, hostMounts, openFds, runNode } from './helpers';
+import { childPids, claimsOf, hostMounts, openFds, runNode } from './helpers';
 
 const sharedClaims = process.env.NSBOX_IDRANGES_DIR;
 let work: string;
