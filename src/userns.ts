@@ -537,6 +537,8 @@ export function releaseRange(layout: Layout, id: string, range: IdRange, waitMs?
  * this state directory's claims of an older nsbox moved into the host-wide directory.
  */
 export function pruneStaleRanges(layout: Layout, waitMs?: number): void {
+  // Only root's containers claim ranges: a rootless prune has none to look at (nor may it).
+  if ((process.geteuid?.() ?? 0) !== 0) return;
   const dir = claimsDir();
   let legacy = false;
   try {
