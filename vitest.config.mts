@@ -15,6 +15,10 @@ export default defineConfig({
           include: ['test/**/*.test.ts'],
           exclude: ['test/unit/**'],
           globalSetup: ['test/global-setup.ts'],
+          // userns 'auto' claims host ids in a directory every nsbox on the host shares: the
+          // tests share one of their own under /tmp, never the host's /var/lib/nsbox-idranges
+          // (made on demand, as on a fresh machine).
+          env: { NSBOX_IDRANGES_DIR: process.env.NSBOX_IDRANGES_DIR ?? '/tmp/nsbox-test-idranges' },
           // Containers die with the thread that cloned them (PR_SET_PDEATHSIG): test files run
           // in child processes, each on its main thread, never in worker threads.
           pool: 'forks',

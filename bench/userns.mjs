@@ -21,6 +21,10 @@ if (process.getuid() !== 0) {
 }
 const { Runtime } = await import(path.join(REPO, 'dist/index.js'));
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-bench-userns-'));
+// The host-wide id range claims: a directory of the bench's own unless NSBOX_IDRANGES_DIR
+// names one (the same files and flock as /var/lib/nsbox-idranges, which it leaves alone).
+const ownClaims = process.env.NSBOX_IDRANGES_DIR ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-bench-claims-'));
+if (ownClaims) process.env.NSBOX_IDRANGES_DIR = ownClaims;
 const rt = new Runtime({ root });
 
 async function once(userns) {
@@ -52,6 +56,7 @@ try {
   }
 } finally {
   fs.rmSync(root, { recursive: true, force: true });
+  if (ownClaims) fs.rmSync(ownClaims, { recursive: true, force: true });
 }
 
 const q = (xs, p) => {

@@ -7,7 +7,7 @@
  *   names/<name> -> <id>                  a symlink: creating it is the atomic name claim
  *   containers/<id>.removing-<pid>-<start> a container being removed by that process (a tombstone)
  *   locks/<id>                            held by the process named inside while it commits or removes <id>
- *   idranges/<uid base> -> <id>:<gid base> a container's host id range (userns: 'auto'), claimed and freed under locks/idranges
+ *   idranges/<uid base> -> <id>:<gid base> claims of an nsbox before host-wide ones (userns: 'auto'; src/userns.ts moves them)
  *   tmp/                                  half-made images and containers, renamed into place when complete
  * Every JSON file is written whole: a temp file, then rename. The root and these directories
  * must be the caller's and writable by nobody else (verify()): what is in them is acted on.
@@ -40,6 +40,7 @@ export class Layout {
   readonly names: string;
   readonly tmp: string;
   readonly locks: string;
+  /** Claims of an nsbox before host-wide ones: read (and moved) only, never made. */
   readonly idranges: string;
   private made = false;
   /** The root and all its directories exist and passed verify(): only we can change that. */
@@ -102,7 +103,7 @@ export class Layout {
   }
 
   private dirs(): string[] {
-    return [this.root, this.images, this.containers, this.names, this.tmp, this.locks, this.idranges];
+    return [this.root, this.images, this.containers, this.names, this.tmp, this.locks];
   }
 
   imageDir(name: string): string {

@@ -198,6 +198,8 @@ export interface NativeBinding {
   pidfdOpen(pid: number): number | NativeErrno;
   /** Whether a pidfd's process still runs (has not exited, reaped or not); waits up to waitMs for its exit. */
   pidfdAlive(fd: number, waitMs?: number): boolean;
+  /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false while another open file holds it. */
+  tryLockFd(fd: number): boolean | NativeErrno;
   /** `lowerdir` escaped by plan.ts overlayLowerdir (the one place that escapes it). */
   mountOverlay(o: { lowerdir: string; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;

@@ -124,7 +124,7 @@ export interface ContainerRecord extends Omit<ContainerInfo, 'status'> {
   imageLayer: string;
   /** How it was run; absent from records written before nsbox kept it (such a container cannot be started again). */
   config?: ContainerConfig;
-  /** userns 'auto': the host ids its user namespace maps, claimed in idranges/ while it exists. */
+  /** userns 'auto': the host ids its user namespace maps, claimed host-wide (src/userns.ts claimsDir) while it exists. */
   userns?: IdRange;
 }
 

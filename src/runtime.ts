@@ -13,7 +13,7 @@ import { checkStdio, type Stdio, type TerminalSize } from './stdio';
 import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { isRootless } from './rootless';
-import { allocateRange, idMapText, pruneStaleRanges, releaseRange } from './userns';
+import { allocateRange, claimsDir, holdRange, idMapText, pruneStaleRanges, releaseRange } from './userns';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
 import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
@@ -1751,6 +1751,8 @@ export class Runtime {
     let diskMount: number | undefined;
     try {
       const rec = await this.startable(id, ref);
+      // Its range must still be its own (claimed again, or refused when another holds it now).
+      if (rec.userns) await holdRange(this.layout, id, rec.userns);
       const cfg = rec.config!;
       const dir = this.layout.containerDir(id);
       const hostname = cfg.hostname ?? id;
@@ -1949,7 +1951,7 @@ export class Runtime {
     try {
       pruneStaleRanges(this.layout);
     } catch (e) {
-      fail(e, this.layout.idranges);
+      fail(e, claimsDir());
     }
     try {
       pruneLockLeftovers(this.layout);

@@ -3,10 +3,11 @@
  * range of 65536 host ids (`0 BASE 65536`, uid and gid), so that root inside is an unprivileged
  * id on the host. Ranges come from /etc/subuid and /etc/subgid entries of a user named
  * `nsbox` when there are any, else from a fixed range (host ids 2^30 and up, in slices of
- * 65536). A container's range is claimed in the state directory (`idranges/<uid base>`, a
- * symlink to `<id>:<gid base>`, made and removed under the `idranges` lock) and kept in its record; it is
- * free again once the container is removed (a claim whose container directory is gone is
- * taken back by the next allocation, so a crash leaks nothing for long).
+ * 65536). A container's range is claimed host-wide, in one directory every nsbox on the host
+ * shares whatever its state directory (claimsDir(): `<uid base>`, a symlink to
+ * `<gid base>:<id>:<state dir>`, made and removed under a flock there), and kept in its
+ * record; it is free again once the container is removed (a claim whose container directory
+ * is gone is taken back by the next allocation, so a crash leaks nothing for long).
  *
  * The maps are written by the spawner thread from outside the namespace (core/spawn.cc), and
  * the image layer is seen through an idmapped mount: see docs/DESIGN.md, "userns: 'auto'".
@@ -14,10 +15,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { NsboxError, invalid } from './errors';
-import { ContainerLock } from './lock';
-import type { Layout } from './layout';
-import { HOSTFD_IDMAP, HOSTFD_NO_LINKS, type NativeHostFd, type NativeUserNs } from './native';
+import { NsboxError, errnoCode, fromNative, fromSystemError, invalid } from './errors';
+import { Layout } from './layout';
+import { HOSTFD_IDMAP, HOSTFD_NO_LINKS, native, type NativeHostFd, type NativeUserNs } from './native';
+import { readRecord } from './record';
 import type { BindMount, RootSource } from './plan';
 
 export type UsernsMode = 'auto' | 'host';
@@ -131,19 +132,237 @@ function subidFiles(): { subuid: string | null; subgid: string | null } {
   };
 }
 
-/** The claims in idranges/: uid base -> [container id, gid base]. */
-function readClaims(layout: Layout): Map<number, { id: string; gidBase: number; file: string }> {
-  const out = new Map<number, { id: string; gidBase: number; file: string }>();
+/** Where the host-wide claims are kept when NSBOX_IDRANGES_DIR does not say. */
+export const DEFAULT_CLAIMS_DIR = '/var/lib/nsbox-idranges';
+/** The file in the claims directory whose flock guards every claim's creation and removal. */
+export const CLAIMS_LOCK = 'lock';
+
+/**
+ * The host-wide claims directory: one for every state directory on the host, so that two
+ * (`--root A`, `--root B`, two library users) never hand out the same ids. Persistent, as the
+ * write layer of a stopped container stays owned by its range across reboots.
+ */
+export function claimsDir(env: NodeJS.ProcessEnv = process.env): string {
+  const d = env.NSBOX_IDRANGES_DIR;
+  return d ? path.resolve(d) : DEFAULT_CLAIMS_DIR;
+}
+
+/**
+ * A claim: `<claims dir>/<uid base>`, a symlink to `<gid base>:<container id>:<state dir>`
+ * (made whole in one step, EEXIST when taken; the state directory's real path).
+ */
+export interface Claim {
+  uidBase: number;
+  gidBase: number;
+  id: string;
+  stateDir: string;
+}
+
+export function claimTarget(c: Claim): string {
+  return `${c.gidBase}:${c.id}:${c.stateDir}`;
+}
+
+/** A claim read back from its name and target; undefined for anything else in the directory. */
+export function parseClaim(name: string, target: string): Claim | undefined {
+  if (!/^\d{1,10}$/.test(name)) return undefined;
+  const m = /^(\d{1,10}):([0-9a-f]{12}):(\/[^\0]*)$/.exec(target);
+  if (!m) return undefined;
+  const stateDir = m[3]!;
+  if (path.normalize(stateDir) !== stateDir || (stateDir.length > 1 && stateDir.endsWith('/'))) return undefined;
+  return { uidBase: Number(name), gidBase: Number(m[1]), id: m[2]!, stateDir };
+}
+
+/**
+ * What is known of a claim's container: its directory is gone (with its state directory,
+ * maybe), its record names the range it holds (`range`, absent while its first start has not
+ * written it yet), or nothing sure (unreadable, a bad record, an unsafe state directory).
+ */
+export type Holder = { kind: 'gone' } | { kind: 'record'; range?: { uidBase: number; gidBase: number } } | { kind: 'unknown' };
+
+/**
+ * Whether a claim may be taken back. Only on evidence that its container no longer holds the
+ * range; when in doubt it is kept (a leaked range costs a slice, a shared one an escape).
+ */
+export function claimIsStale(c: Claim, h: Holder): boolean {
+  if (h.kind === 'gone') return true;
+  if (h.kind === 'record' && h.range) return h.range.uidBase !== c.uidBase || h.range.gidBase !== c.gidBase;
+  return false;
+}
+
+/**
+ * The holder of a claim, looked up in its state directory. `records`: read the container's
+ * record too (prune, a restart's check); without, the directory's existence only, as an
+ * allocation does for every claim (a record names another range only after a lost release
+ * and a reused id: the claim is then kept until a prune, which is safe).
+ */
+function holderOf(c: Claim, records: boolean, layouts: Map<string, Layout | null>): Holder {
+  let layout = layouts.get(c.stateDir);
+  if (layout === undefined) {
+    layout = new Layout(c.stateDir);
+    try {
+      // A state directory nsbox would refuse is no evidence: its claims are kept.
+      layout.verify();
+    } catch {
+      layout = null;
+    }
+    layouts.set(c.stateDir, layout);
+  }
+  if (layout === null) return { kind: 'unknown' };
+  try {
+    if (!fs.lstatSync(layout.containerDir(c.id)).isDirectory()) return { kind: 'unknown' };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ENOTDIR' ? { kind: 'gone' } : { kind: 'unknown' };
+  }
+  if (!records) return { kind: 'record' };
+  try {
+    const rec = readRecord(layout, c.id);
+    return rec?.userns ? { kind: 'record', range: rec.userns } : { kind: 'record' };
+  } catch {
+    return { kind: 'unknown' };
+  }
+}
+
+/** The state directory as claims name it: its real path (a symlinked --root is one directory). */
+function stateDirOf(layout: Layout): string {
+  try {
+    return fs.realpathSync(layout.root);
+  } catch (e) {
+    throw fromSystemError(`state directory ${layout.root}`, e);
+  }
+}
+
+function claimsDirError(dir: string, why: string, cause?: unknown): NsboxError {
+  return new NsboxError(
+    cause ? errnoCode((cause as NodeJS.ErrnoException).code) : 'UNSAFE_PATH',
+    `userns auto: host id range claims directory ${dir}: ${why}`,
+    {
+      path: dir,
+      hint: 'it must be a directory of root, mode 0700, on a writable persistent file system (NSBOX_IDRANGES_DIR names another)',
+      ...(cause === undefined ? {} : { cause }),
+    },
+  );
+}
+
+/**
+ * Checks the claims directory (made 0700 when `create` and missing): root's, and writable by
+ * nobody else, since the claims in it decide which ids a container gets. False when it does
+ * not exist and was not to be made.
+ */
+function readyClaimsDir(dir: string, create: boolean): boolean {
+  if (create) {
+    try {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw claimsDirError(dir, `cannot make it (${(e as NodeJS.ErrnoException).code ?? String(e)})`, e);
+    }
+  }
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dir);
+  } catch (e) {
+    if (!create && (e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw claimsDirError(dir, `cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`, e);
+  }
+  const uid = process.geteuid?.() ?? 0;
+  if (!st.isDirectory()) throw claimsDirError(dir, st.isSymbolicLink() ? 'a symbolic link' : 'not a directory');
+  if (st.uid !== uid) throw claimsDirError(dir, `owned by uid ${st.uid}, not ${uid}`);
+  if (st.mode & 0o022) throw claimsDirError(dir, `writable by others than its owner (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})`);
+  return true;
+}
+
+/**
+ * The host-wide lock: a flock on `<claims dir>/lock`, held by the open file (close-on-exec, as
+ * every fd libuv opens) and dropped by the kernel when its holder dies, whatever pid namespace
+ * it ran in; nothing to find stale. Every claim is made and removed under it.
+ */
+export class ClaimsLock {
+  private constructor(private fd: number | undefined) {}
+
+  /** Takes the lock now, or undefined while another open file of it holds it. */
+  static tryTake(dir: string): ClaimsLock | undefined {
+    const file = path.join(dir, CLAIMS_LOCK);
+    let fd: number;
+    try {
+      fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600);
+    } catch (e) {
+      throw claimsDirError(dir, `cannot open its lock ${file} (${(e as NodeJS.ErrnoException).code ?? String(e)})`, e);
+    }
+    const r = native().tryLockFd(fd);
+    if (r === true) return new ClaimsLock(fd);
+    fs.closeSync(fd);
+    if (r === false) return undefined;
+    throw fromNative(`userns auto: lock ${file}`, r, { path: file });
+  }
+
+  /** Takes the lock, waiting up to `waitMs` (off the event loop) for its holder. */
+  static async take(dir: string, waitMs: number): Promise<ClaimsLock> {
+    const deadline = Date.now() + waitMs;
+    for (let delay = 2; ; delay = Math.min(delay * 2, 50)) {
+      const lock = ClaimsLock.tryTake(dir);
+      if (lock) return lock;
+      if (Date.now() >= deadline) {
+        throw new NsboxError('IN_USE', `userns auto: the host id range claims (${dir}) are locked by another process, still after ${waitMs} ms`, {
+          hint: 'try again',
+        });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  release(): void {
+    if (this.fd === undefined) return;
+    const fd = this.fd;
+    this.fd = undefined;
+    fs.closeSync(fd);
+  }
+}
+
+/** The claims in `dir`: uid base -> claim (and its file). */
+function readClaims(dir: string): Map<number, Claim & { file: string }> {
+  const out = new Map<number, Claim & { file: string }>();
   let names: string[];
   try {
-    names = fs.readdirSync(layout.idranges);
+    names = fs.readdirSync(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return out;
-    throw e;
+    throw claimsDirError(dir, `cannot list it (${(e as NodeJS.ErrnoException).code ?? String(e)})`, e);
   }
   for (const n of names) {
     if (!/^\d{1,10}$/.test(n)) continue;
-    const file = path.join(layout.idranges, n);
+    const file = path.join(dir, n);
+    let target: string;
+    try {
+      target = fs.readlinkSync(file);
+    } catch {
+      continue;
+    }
+    const c = parseClaim(n, target);
+    if (c) out.set(c.uidBase, { ...c, file });
+  }
+  return out;
+}
+
+/**
+ * Claims of an nsbox before host-wide claims (`idranges/<uid base>` -> `<id>:<gid base>` in the
+ * state directory): moved into the host-wide directory, so an upgrade never hands a range a
+ * stopped container of it holds to another container. One whose container is gone is dropped;
+ * one whose base another live container claims already (two state directories that shared
+ * ids before the upgrade) stays where it is, and its container is refused at its next start
+ * (holdRange). Under the host-wide lock.
+ */
+function importLegacyClaims(layout: Layout, me: string, dir: string, claims: Map<number, Claim & { file: string }>): void {
+  const legacy = layout.idranges;
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(legacy);
+  } catch {
+    return;
+  }
+  // As Layout.verify() would have refused it: claims from a directory others could write are not taken.
+  if (!st.isDirectory() || st.uid !== (process.geteuid?.() ?? 0) || st.mode & 0o022) return;
+  for (const n of fs.readdirSync(legacy)) {
+    const file = path.join(legacy, n);
     let target: string;
     try {
       target = fs.readlinkSync(file);
@@ -151,39 +370,81 @@ function readClaims(layout: Layout): Map<number, { id: string; gidBase: number; 
       continue;
     }
     const m = /^([0-9a-f]{12}):(\d{1,10})$/.exec(target);
-    if (!m) continue;
-    out.set(Number(n), { id: m[1]!, gidBase: Number(m[2]), file });
+    if (!/^\d{1,10}$/.test(n) || !m) continue;
+    const c: Claim = { uidBase: Number(n), gidBase: Number(m[2]), id: m[1]!, stateDir: me };
+    if (!fs.existsSync(layout.containerDir(c.id))) {
+      fs.rmSync(file, { force: true });
+      continue;
+    }
+    const held = claims.get(c.uidBase);
+    if (!held) {
+      const hostFile = path.join(dir, String(c.uidBase));
+      makeClaim(dir, c);
+      claims.set(c.uidBase, { ...c, file: hostFile });
+    } else if (held.id !== c.id || held.stateDir !== me || held.gidBase !== c.gidBase) {
+      continue;
+    }
+    fs.rmSync(file, { force: true });
   }
-  return out;
+  try {
+    fs.rmdirSync(legacy);
+  } catch {
+    // claims left in it (above), or made meanwhile by an older nsbox
+  }
+}
+
+function makeClaim(dir: string, c: Claim): void {
+  try {
+    fs.symlinkSync(claimTarget(c), path.join(dir, String(c.uidBase)));
+  } catch (e) {
+    throw claimsDirError(dir, `cannot claim ${c.uidBase} (${(e as NodeJS.ErrnoException).code ?? String(e)})`, e);
+  }
 }
 
 /**
- * Claims a free range for container `id` (whose directory exists). Under the `idranges` lock,
- * so that two starts never pick the same one; a claim whose container directory is gone (a
- * removal or a crash that did not get to free it) is taken back here.
+ * The claims of `dir` that stand, stale ones removed (under the lock). `records`: decide on
+ * the containers' records too (see holderOf).
+ */
+function liveClaims(dir: string, records: boolean): Map<number, Claim & { file: string }> {
+  const claims = readClaims(dir);
+  const layouts = new Map<string, Layout | null>();
+  for (const [uidBase, c] of claims) {
+    if (claimIsStale(c, holderOf(c, records, layouts))) {
+      fs.rmSync(c.file, { force: true });
+      claims.delete(uidBase);
+    }
+  }
+  return claims;
+}
+
+/**
+ * Claims a free range for container `id` (whose directory exists) in the host-wide claims
+ * directory, under its lock, so that no two starts on the host, of any state directory, pick
+ * the same one. A claim whose container directory is gone (a removal that did not get the
+ * lock, a crash, a deleted state directory) is taken back here.
  */
 export async function allocateRange(layout: Layout, id: string): Promise<IdRange> {
-  const lock = await ContainerLock.acquire(layout, 'idranges', 'idrange', 10_000);
+  const dir = claimsDir();
+  const me = stateDirOf(layout);
+  readyClaimsDir(dir, true);
+  const lock = await ClaimsLock.take(dir, 10_000);
   try {
-    const claims = readClaims(layout);
+    const claims = liveClaims(dir, false);
+    importLegacyClaims(layout, me, dir, claims);
     const usedUids = new Set<number>();
     const usedGids = new Set<number>();
-    for (const [uidBase, c] of claims) {
-      if (!fs.existsSync(layout.containerDir(c.id))) {
-        fs.rmSync(c.file, { force: true });
-        continue;
-      }
-      usedUids.add(uidBase);
+    for (const c of claims.values()) {
+      usedUids.add(c.uidBase);
       usedGids.add(c.gidBase);
     }
     const { subuid, subgid } = subidFiles();
     const range = pickRange(candidateRanges(subuid, subgid), usedUids, usedGids);
     if (!range) {
-      throw new NsboxError('ENOSPC', `userns auto: every host id range is in use (${usedUids.size} containers hold one)`, {
+      throw new NsboxError('ENOSPC', `userns auto: every host id range is in use (${usedUids.size} containers on this host hold one)`, {
         hint: `remove containers, or give the user ${SUBID_USER} more ranges in /etc/subuid and /etc/subgid`,
       });
     }
-    fs.symlinkSync(`${id}:${range.gidBase}`, path.join(layout.idranges, String(range.uidBase)));
+    makeClaim(dir, { ...range, id, stateDir: me });
     return range;
   } finally {
     lock.release();
@@ -191,21 +452,52 @@ export async function allocateRange(layout: Layout, id: string): Promise<IdRange
 }
 
 /**
- * Runs `remove` under the `idranges` lock, waited for synchronously (an allocation holds it for
+ * Before a stopped container runs again in the range its record names: its claim must stand.
+ * Made again when missing (its state directory moved, or it was taken back while that
+ * directory was out of sight: unmounted, another mount namespace), unless another live
+ * container holds the uid or gid base meanwhile: then it is refused, never run sharing ids.
+ */
+export async function holdRange(layout: Layout, id: string, range: IdRange): Promise<void> {
+  const dir = claimsDir();
+  const me = stateDirOf(layout);
+  readyClaimsDir(dir, true);
+  const lock = await ClaimsLock.take(dir, 10_000);
+  try {
+    const claims = liveClaims(dir, true);
+    importLegacyClaims(layout, me, dir, claims);
+    const mine = (c: Claim) => c.id === id && c.stateDir === me && c.uidBase === range.uidBase && c.gidBase === range.gidBase;
+    const other = [...claims.values()].find((c) => !mine(c) && (c.uidBase === range.uidBase || c.gidBase === range.gidBase));
+    if (other) {
+      throw new NsboxError(
+        'IN_USE',
+        `container ${id}: its host ids (uid ${range.uidBase}, gid ${range.gidBase}) are claimed by container ${other.id} of ${other.stateDir}`,
+        {
+          hint: 'two containers must not share host ids: remove one of them (its files belong to those ids)',
+        },
+      );
+    }
+    if (!claims.has(range.uidBase)) makeClaim(dir, { ...range, id, stateDir: me });
+  } finally {
+    lock.release();
+  }
+}
+
+/**
+ * Runs `work` under the host-wide lock, waited for synchronously (an allocation holds it for
  * a few file steps). A claim is removed only after reading it says what the remover expects; an
  * allocation between the read and the removal (it takes back a claim whose container directory
  * is gone, and may give that base to a new container at once) would have the removal delete the
  * new container's live claim, and the next allocation hand the same range out twice. Not got in
  * time, nothing is removed: the next allocation takes the stale claim back itself.
  */
-function underRangeLock(layout: Layout, remove: () => void, waitMs = 500): void {
+function underClaimsLock(dir: string, work: () => void, waitMs = 500): void {
   const deadline = Date.now() + waitMs;
   const nap = new Int32Array(new SharedArrayBuffer(4));
   for (;;) {
-    const lock = ContainerLock.tryAcquire(layout, 'idranges', 'idrange');
+    const lock = ClaimsLock.tryTake(dir);
     if (lock) {
       try {
-        remove();
+        work();
       } finally {
         lock.release();
       }
@@ -218,31 +510,45 @@ function underRangeLock(layout: Layout, remove: () => void, waitMs = 500): void 
 
 /** Frees `id`'s claim on `range` (nothing if another container holds it now). */
 export function releaseRange(layout: Layout, id: string, range: IdRange, waitMs?: number): void {
-  const file = path.join(layout.idranges, String(range.uidBase));
-  underRangeLock(
-    layout,
-    () => {
-      try {
-        if (fs.readlinkSync(file) === `${id}:${range.gidBase}`) fs.rmSync(file, { force: true });
-      } catch {
-        // already gone
-      }
-    },
-    waitMs,
-  );
+  const dir = claimsDir();
+  const file = path.join(dir, String(range.uidBase));
+  try {
+    if (!readyClaimsDir(dir, false)) return;
+    const mine = claimTarget({ ...range, id, stateDir: stateDirOf(layout) });
+    underClaimsLock(
+      dir,
+      () => {
+        try {
+          if (fs.readlinkSync(file) === mine) fs.rmSync(file, { force: true });
+        } catch {
+          // already gone
+        }
+      },
+      waitMs,
+    );
+  } catch {
+    // A claims directory gone bad does not fail the removal that is done already: the claim
+    // stays, and the next allocation (which does fail on it, naming why) takes it back.
+  }
 }
 
-/** The claims of containers whose directory is gone (prune). */
+/**
+ * prune: the host's stale claims (containers gone, or whose record names another range), and
+ * this state directory's claims of an older nsbox moved into the host-wide directory.
+ */
 export function pruneStaleRanges(layout: Layout, waitMs?: number): void {
-  underRangeLock(
-    layout,
-    () => {
-      for (const c of readClaims(layout).values()) {
-        if (!fs.existsSync(layout.containerDir(c.id))) fs.rmSync(c.file, { force: true });
-      }
-    },
-    waitMs,
-  );
+  // Only root's containers claim ranges: a rootless prune has none to look at (nor may it).
+  if ((process.geteuid?.() ?? 0) !== 0) return;
+  const dir = claimsDir();
+  let legacy = false;
+  try {
+    legacy = fs.lstatSync(layout.idranges).isDirectory();
+  } catch {
+    // none
+  }
+  if (!readyClaimsDir(dir, legacy)) return;
+  const me = stateDirOf(layout);
+  underClaimsLock(dir, () => importLegacyClaims(layout, me, dir, liveClaims(dir, true)), waitMs);
 }
 
 export function idMapText(base: number, size: number): string {

@@ -1,13 +1,14 @@
 // Shared by the tests: fixtures, leak checks, and collecting a container's output.
 import { spawn as spawnProcess, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 
 import { Container, type ExitStatus, type ProcessOptions } from '../src/container';
 import { NsboxError } from '../src/errors';
 import { processState } from '../src/proc';
+import { claimsDir, parseClaim } from '../src/userns';
 
 export { Container, NsboxError };
 
@@ -224,4 +225,27 @@ export function runNode(script: string, opts: { prelude?: string; timeoutMs?: nu
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** The uid bases `stateDir`'s containers claim in the host-wide claims directory (userns 'auto'). */
+export function claimsOf(stateDir: string, dir = claimsDir()): number[] {
+  const me = realpathSync(stateDir);
+  const out: number[] = [];
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    let target: string;
+    try {
+      target = readlinkSync(path.join(dir, n));
+    } catch {
+      continue;
+    }
+    const c = parseClaim(n, target);
+    if (c?.stateDir === me) out.push(c.uidBase);
+  }
+  return out.sort((a, b) => a - b);
 }

@@ -12,22 +12,30 @@ import type { Container } from '../src/container';
 import { NsboxError } from '../src/errors';
 import { Runtime } from '../src/runtime';
 import { Layout } from '../src/layout';
-import { ContainerLock } from '../src/lock';
-import { DEFAULT_BASE, RANGE_SIZE, pruneStaleRanges, releaseRange } from '../src/userns';
-import { childPids, collect, hostMounts, openFds } from './helpers';
+import { ClaimsLock, DEFAULT_BASE, RANGE_SIZE, claimTarget, pruneStaleRanges, releaseRange } from '../src/userns';
+import { childPids, claimsOf, collect, hostMounts, openFds } from './helpers';
 
 let root: string;
 let host: string;
 let rt: Runtime;
+let claims: string;
+const sharedClaims = process.env.NSBOX_IDRANGES_DIR;
 
 beforeAll(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-userns-'));
+  // Host-wide claims of this file's own: the other test files' containers would take the
+  // ranges these tests expect to get again (test/userns-hostwide.test.ts shares one).
+  claims = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-userns-claims-'));
+  process.env.NSBOX_IDRANGES_DIR = claims;
   host = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-userns-host-'));
   // Reachable by anyone: the setuid test runs a file in it as nobody.
   fs.chmodSync(host, 0o755);
   rt = new Runtime({ root });
 });
 afterAll(() => {
+  if (sharedClaims === undefined) delete process.env.NSBOX_IDRANGES_DIR;
+  else process.env.NSBOX_IDRANGES_DIR = sharedClaims;
+  fs.rmSync(claims, { recursive: true, force: true });
   fs.rmSync(root, { recursive: true, force: true });
   fs.rmSync(host, { recursive: true, force: true });
 });
@@ -208,7 +216,7 @@ describe("userns: 'auto'", () => {
     await e2.wait();
     await a.remove({ force: true });
     await b.remove();
-    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+    expect(claimsOf(root)).toEqual([]);
   });
 
   it('commits an image whose files are owned as inside (0, 1000), and it runs in a plain container', async () => {
@@ -258,7 +266,7 @@ describe("userns: 'auto'", () => {
     expect(hostMounts()).toEqual(before.mounts);
     expect(nsboxCgroupDirs(okId)).toEqual([]);
     expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
-    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+    expect(claimsOf(root)).toEqual([]);
   });
 
   it('copies out and in with the ids the container sees; refuses a stopped one', async () => {
@@ -414,14 +422,14 @@ describe("userns: 'auto'", () => {
     expect(fs.statSync(path.join(root, 'containers', d.id, 'upper', 'made')).uid).toBe(base);
     await rt.stop(d.id, { timeout: 1 });
     await rt.remove(d.id);
-    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+    expect(claimsOf(root)).toEqual([]);
     const bad = await rt.run({ image: 'busybox', userns: 'auto', detach: true, command: ['/no/such/command'] }).catch((x: unknown) => x);
     expect(bad).toBeInstanceOf(NsboxError);
     expect(openFds()).toEqual(before.fds);
     expect(childPids()).toEqual(before.children);
     expect(hostMounts()).toEqual(before.mounts);
     expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
-    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+    expect(claimsOf(root)).toEqual([]);
   });
 
   it('starts a stopped container again in its range, with its files', async () => {
@@ -437,46 +445,53 @@ describe("userns: 'auto'", () => {
     expect(second.split('\n')[1]!.trim().split(/\s+/).join(' ')).toBe(map);
     expect(rt.inspect(c.id!).userns!.uidMap).toBe(map);
     await c.remove();
-    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+    expect(claimsOf(root)).toEqual([]);
   });
 
   it('frees the range of a --rm container once wait() resolves', async () => {
     const c = await rt.run({ image: 'busybox', userns: 'auto', remove: true, command: ['true'] });
-    expect(fs.readdirSync(path.join(root, 'idranges'))).toHaveLength(1);
+    expect(claimsOf(root)).toHaveLength(1);
     expect((await c.wait()).exitCode).toBe(0);
-    expect(fs.readdirSync(path.join(root, 'idranges'))).toEqual([]);
+    expect(claimsOf(root)).toEqual([]);
     expect(fs.readdirSync(path.join(root, 'containers')).filter((n) => !n.startsWith('.'))).toEqual([]);
   });
 
-  it('frees and prunes claims only under the idranges lock: never one an allocation is giving to a new container', () => {
+  it('frees and prunes claims only under the host-wide lock: never one an allocation is giving to a new container', () => {
     // An allocation takes back a claim whose container is gone and may give its base to a new
     // container at once; a removal that read the old claim and deleted the new one would free
     // a live range, and the next allocation would hand it out twice.
     const layout = new Layout(path.join(os.tmpdir(), `nsbox-idlock-${process.pid}`));
     layout.ensure();
+    const me = fs.realpathSync(layout.root);
     try {
       const range = { uidBase: DEFAULT_BASE, gidBase: DEFAULT_BASE, size: RANGE_SIZE };
-      const claim = path.join(layout.idranges, String(DEFAULT_BASE));
-      fs.symlinkSync(`aaaaaaaaaaaa:${DEFAULT_BASE}`, claim); // its container directory is gone
-      const held = ContainerLock.tryAcquire(layout, 'idranges', 'idrange')!;
+      const claim = path.join(claims, String(DEFAULT_BASE));
+      const owner = (id: string) => claimTarget({ ...range, id, stateDir: me });
+      fs.symlinkSync(owner('aaaaaaaaaaaa'), claim); // its container directory is gone
+      const held = ClaimsLock.tryTake(claims)!;
       expect(held).toBeDefined();
+      // The flock is the open file's: a second one, even in this process, waits.
+      expect(ClaimsLock.tryTake(claims)).toBeUndefined();
       releaseRange(layout, 'aaaaaaaaaaaa', range, 50);
       pruneStaleRanges(layout, 50);
       // Left for the holder (the next allocation takes a stale claim back itself).
-      expect(fs.readlinkSync(claim)).toBe(`aaaaaaaaaaaa:${DEFAULT_BASE}`);
+      expect(fs.readlinkSync(claim)).toBe(owner('aaaaaaaaaaaa'));
       held.release();
       releaseRange(layout, 'aaaaaaaaaaaa', range);
       expect(fs.existsSync(claim)).toBe(false);
-      fs.symlinkSync(`bbbbbbbbbbbb:${DEFAULT_BASE}`, claim);
+      fs.symlinkSync(owner('bbbbbbbbbbbb'), claim);
       pruneStaleRanges(layout);
       expect(fs.existsSync(claim)).toBe(false);
       // A live container's claim stays, and the lock is not left taken.
       fs.mkdirSync(layout.containerDir('cccccccccccc'));
-      fs.symlinkSync(`cccccccccccc:${DEFAULT_BASE}`, claim);
+      fs.symlinkSync(owner('cccccccccccc'), claim);
       pruneStaleRanges(layout);
       releaseRange(layout, 'aaaaaaaaaaaa', range);
-      expect(fs.readlinkSync(claim)).toBe(`cccccccccccc:${DEFAULT_BASE}`);
-      expect(fs.readdirSync(layout.locks)).toEqual([]);
+      expect(fs.readlinkSync(claim)).toBe(owner('cccccccccccc'));
+      const again = ClaimsLock.tryTake(claims);
+      expect(again).toBeDefined();
+      again!.release();
+      fs.rmSync(claim);
     } finally {
       fs.rmSync(layout.root, { recursive: true, force: true });
     }

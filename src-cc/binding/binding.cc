@@ -66,6 +66,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("exec", Napi::Function::New<Exec>(env, "exec"));
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
   exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
+  exports.Set("tryLockFd", Napi::Function::New<TryLockFd>(env, "tryLockFd"));
   RegisterFsAt(env, exports);
   RegisterFsBatch(env, exports);
   RegisterExtract(env, exports);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -139,6 +140,24 @@ Napi::Value PidfdAlive(const Napi::CallbackInfo& info) {
     r = poll(&p, 1, wait_ms < 0 ? 0 : wait_ms);
   } while (r < 0 && errno == EINTR);
   return Napi::Boolean::New(env, r == 0);
+}
+
+// tryLockFd(fd) -> true (this open file now holds an exclusive flock), false (another holds
+// it) | errno object. Never blocks the JS thread: callers poll. The kernel drops the lock with
+// the last fd on the open file, so a holder that dies frees it (host-wide id range claims).
+Napi::Value TryLockFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "tryLockFd(fd: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int r;
+  do {
+    r = flock(info[0].As<Napi::Number>().Int32Value(), LOCK_EX | LOCK_NB);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) return Napi::Boolean::New(env, true);
+  if (errno == EWOULDBLOCK) return Napi::Boolean::New(env, false);
+  return errno_object(env, errno, "flock");
 }
 
 // attachLoop(file, readonly) -> { fd, device } | errno object (limits.disk, core/loopdev.h)

@@ -13,6 +13,7 @@ Napi::Value GetXattr(const Napi::CallbackInfo& info);
 Napi::Value AttachDeviceProgram(const Napi::CallbackInfo& info);
 Napi::Value PidfdOpen(const Napi::CallbackInfo& info);
 Napi::Value PidfdAlive(const Napi::CallbackInfo& info);
+Napi::Value TryLockFd(const Napi::CallbackInfo& info);
 Napi::Value AttachLoop(const Napi::CallbackInfo& info);
 Napi::Value MountDetached(const Napi::CallbackInfo& info);
 

@@ -5,8 +5,13 @@ import {
   DEFAULT_BASE,
   DEFAULT_SLICES,
   RANGE_SIZE,
+  DEFAULT_CLAIMS_DIR,
   candidateRanges,
   checkUsernsMode,
+  claimIsStale,
+  claimTarget,
+  claimsDir,
+  parseClaim,
   hostId,
   idMapText,
   insideIdOf,
@@ -118,5 +123,59 @@ describe('ids and maps', () => {
     expect(checkUsernsMode('auto')).toBe('auto');
     expect(checkUsernsMode(undefined)).toBeUndefined();
     expect(() => checkUsernsMode('yes')).toThrow(/'auto'.*or 'host'/);
+  });
+});
+
+describe('host-wide claims', () => {
+  const claim = { uidBase: DEFAULT_BASE, gidBase: DEFAULT_BASE + RANGE_SIZE, id: '0123456789ab', stateDir: '/var/lib/nsbox' };
+
+  it('lives in /var/lib/nsbox-idranges (persistent, one for the host) unless NSBOX_IDRANGES_DIR says', () => {
+    expect(claimsDir({})).toBe(DEFAULT_CLAIMS_DIR);
+    expect(DEFAULT_CLAIMS_DIR).toBe('/var/lib/nsbox-idranges');
+    expect(claimsDir({ NSBOX_IDRANGES_DIR: '' })).toBe(DEFAULT_CLAIMS_DIR);
+    expect(claimsDir({ NSBOX_IDRANGES_DIR: '/tmp/c/' })).toBe('/tmp/c');
+  });
+
+  it('names its range, container and state directory, and reads back as written', () => {
+    expect(claimTarget(claim)).toBe(`${DEFAULT_BASE + RANGE_SIZE}:0123456789ab:/var/lib/nsbox`);
+    expect(parseClaim(String(DEFAULT_BASE), claimTarget(claim))).toEqual(claim);
+    // A state directory with colons and spaces in its name is still one path.
+    const odd = { ...claim, stateDir: '/srv/a:b c/nsbox' };
+    expect(parseClaim(String(DEFAULT_BASE), claimTarget(odd))).toEqual(odd);
+  });
+
+  it('ignores what is not a claim: the lock, other names, malformed or relative targets', () => {
+    const t = claimTarget(claim);
+    expect(parseClaim('lock', t)).toBeUndefined();
+    expect(parseClaim('12345678901', t)).toBeUndefined();
+    expect(parseClaim('-1', t)).toBeUndefined();
+    for (const bad of [
+      '',
+      `${DEFAULT_BASE}:0123456789ab`,
+      `${DEFAULT_BASE}:0123456789ab:`,
+      `${DEFAULT_BASE}:0123456789ab:var/lib/nsbox`,
+      `${DEFAULT_BASE}:0123456789AB:/var/lib/nsbox`,
+      `${DEFAULT_BASE}:0123456789a:/var/lib/nsbox`,
+      `${DEFAULT_BASE}:0123456789ab:/var/lib/../nsbox`,
+      `${DEFAULT_BASE}:0123456789ab:/var/lib/nsbox/`,
+      `${DEFAULT_BASE}:0123456789ab://var/lib/nsbox`,
+      `x:0123456789ab:/var/lib/nsbox`,
+      // The previous version's per-state-directory form: not a host-wide claim.
+      `0123456789ab:${DEFAULT_BASE}`,
+    ]) {
+      expect(parseClaim(String(DEFAULT_BASE), bad)).toBeUndefined();
+    }
+  });
+
+  it('is taken back only on evidence that its container no longer holds the range', () => {
+    expect(claimIsStale(claim, { kind: 'gone' })).toBe(true);
+    expect(claimIsStale(claim, { kind: 'record', range: { uidBase: DEFAULT_BASE, gidBase: DEFAULT_BASE + RANGE_SIZE } })).toBe(false);
+    // Its record names another range (a release that did not get the lock, the id used again).
+    expect(claimIsStale(claim, { kind: 'record', range: { uidBase: DEFAULT_BASE + RANGE_SIZE, gidBase: DEFAULT_BASE + RANGE_SIZE } })).toBe(true);
+    expect(claimIsStale(claim, { kind: 'record', range: { uidBase: DEFAULT_BASE, gidBase: DEFAULT_BASE } })).toBe(true);
+    // A record without one: a first start has claimed it and not written its record yet.
+    expect(claimIsStale(claim, { kind: 'record' })).toBe(false);
+    // Unreadable, a bad record, a state directory nsbox would refuse: kept.
+    expect(claimIsStale(claim, { kind: 'unknown' })).toBe(false);
   });
 });
