@@ -10,6 +10,7 @@
 
 #include <vector>
 
+#include "binding/exit.h"
 #include "binding/extract.h"
 #include "binding/fsat.h"
 #include "binding/fsbatch.h"
@@ -66,6 +67,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("exec", Napi::Function::New<Exec>(env, "exec"));
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
   exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
+  exports.Set("killAllSync", Napi::Function::New<KillAllSync>(env, "killAllSync"));
   RegisterFsAt(env, exports);
   RegisterFsBatch(env, exports);
   RegisterExtract(env, exports);
