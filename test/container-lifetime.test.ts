@@ -4,7 +4,7 @@
 // and a worker thread that ends with a container running kills it, reaps it and gives its fds
 // back. (What the Runtime records then: exit-cleanup.test.ts.)
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { ROOTFS, distModule, procState, runNode, until } from './helpers';
@@ -20,17 +20,19 @@ describe('lifetime', () => {
     const script = `
       const { Container } = require(process.env.NSBOX_DIST);
       const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'], stdio: 'ignore' });
-      console.log(c.pid);
+      console.log(c.pid + ' ' + JSON.stringify(c.cgroupDirs));
       setInterval(() => {}, 1000);
     `;
     const env = { ...process.env, NSBOX_DIST: distModule('container'), NSBOX_ROOTFS: ROOTFS };
     const node = spawn(process.execPath, ['-e', script], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     const nodeExit = new Promise<[number | null, string | null]>((r) => node.on('exit', (c, s) => r([c, s])));
     try {
-      const pid = await new Promise<number>((resolve, reject) => {
-        node.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      const line = await new Promise<string>((resolve, reject) => {
+        node.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
         node.once('exit', () => reject(new Error('node exited before starting the container')));
       });
+      const pid = Number(line.split(' ')[0]);
+      const cgroups = JSON.parse(line.slice(line.indexOf(' ') + 1)) as string[];
       // The container runs, a child of that node process: nsbox-init as PID 1 of its
       // namespace, sleep as its child.
       expect(procState(pid)).toEqual({ state: expect.stringMatching(/^[RS]$/), ppid: node.pid });
@@ -42,6 +44,13 @@ describe('lifetime', () => {
       node.kill('SIGKILL');
       expect(await nodeExit).toEqual([null, 'SIGKILL']);
       await until(`container ${pid} to die with its node process`, () => dead(pid) && dead(command), 5000);
+      // What it leaves: the container's empty cgroup directory (a bare container has no record
+      // for a Runtime to find it by: prune removes it once stale). Taken back here.
+      for (const d of cgroups) {
+        expect(existsSync(d)).toBe(true);
+        await until(`${d} to be empty`, () => readFileSync(`${d}/cgroup.procs`, 'utf8') === '');
+        rmdirSync(d);
+      }
     } finally {
       node.kill('SIGKILL');
     }
