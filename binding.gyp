@@ -48,6 +48,7 @@
         "src-cc/binding/plan_reader.cc",
         "src-cc/binding/stdio.cc",
         "src-cc/binding/start.cc",
+        "src-cc/binding/exit.cc",
         "src-cc/binding/host_calls.cc",
         "src-cc/binding/fsat.cc",
         "src-cc/binding/fsbatch.cc",

@@ -756,15 +756,7 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
   return removed;
 }
 
-/**
- * Removes one container's cgroup at once (both places it may be), when the container is known
- * to be dead: its supervisor died before removing it. Its last processes may still be on
- * their way out (the kernel kills a pid namespace's processes once its PID 1 is gone): rmdir
- * says EBUSY until then, retried for up to `waitMs`. What stays busy is left to
- * pruneStaleCgroups. Returns what it removed.
- */
-/** removeContainerCgroup off the event loop: rmdirs on the pool, waits as timers. */
-/** The directories a container's cgroups may have, in every hierarchy (what removeContainerCgroup removes). */
+/** The directories a container's cgroups may have below this process's cgroup, in every hierarchy. */
 export function containerCgroupDirs(id: string): string[] {
   if (!/^[0-9a-f]{12}$/.test(id)) return [];
   const given = givenV2Parent();
@@ -774,14 +766,57 @@ export function containerCgroupDirs(id: string): string[] {
   return dirs;
 }
 
-export async function removeContainerCgroupAsync(id: string, waitMs = 3000): Promise<string[]> {
+/** The file system types of cgroup v1 and cgroup v2 (statfs f_type). */
+const CGROUP_SUPER_MAGIC = 0x27e0eb;
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+/**
+ * The cgroup directories a record names (`cgroups`: where its supervisor made them, maybe in
+ * another cgroup than this process's), those that may be removed: absolute and normal, named
+ * after the container, in a directory on a cgroup file system (an rmdir there removes only an
+ * empty cgroup).
+ */
+export function recordedCgroupDirs(id: string, recorded: readonly string[] | undefined): string[] {
+  if (!recorded?.length || !/^[0-9a-f]{12}$/.test(id)) return [];
+  return recorded.filter((d) => {
+    if (!path.isAbsolute(d) || path.normalize(d) !== d || path.basename(d) !== id) return false;
+    try {
+      const type = fs.statfsSync(path.dirname(d)).type;
+      return type === CGROUP_SUPER_MAGIC || type === CGROUP2_SUPER_MAGIC;
+    } catch {
+      return false; // its parent is gone: nothing left there
+    }
+  });
+}
+
+/** Every place container `id`'s cgroups may be: this process's parents, and those its record names. */
+function allCgroupDirs(id: string, recorded: readonly string[] | undefined): string[] {
+  return [...new Set([...containerCgroupDirs(id), ...recordedCgroupDirs(id, recorded)])];
+}
+
+/**
+ * The cgroups of a container that is known to be dead (its supervisor and its first process
+ * are gone), removed now, without waiting: an rmdir removes only an empty cgroup. True when
+ * none is left.
+ */
+export function removeDeadCgroups(id: string, recorded: readonly string[] | undefined): boolean {
+  let all = true;
+  for (const dir of allCgroupDirs(id, recorded)) {
+    try {
+      fs.rmdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') all = false;
+    }
+  }
+  return all;
+}
+
+/** removeContainerCgroup off the event loop: rmdirs on the pool, waits as timers. */
+export async function removeContainerCgroupAsync(id: string, waitMs = 3000, recorded?: readonly string[]): Promise<string[]> {
   if (!/^[0-9a-f]{12}$/.test(id)) return [];
   const removed: string[] = [];
   const deadline = Date.now() + waitMs;
-  const given = givenV2Parent();
-  const dirs = [...nsboxParents(), ...(given ? [given] : [])].map((p) => path.join(p, id));
-  const devices = devicesParent();
-  if (devices) dirs.push(path.join(devices, STANDARD, id));
+  const dirs = allCgroupDirs(id, recorded);
   await Promise.all(
     dirs.map(async (dir) => {
       for (;;) {
@@ -800,16 +835,22 @@ export async function removeContainerCgroupAsync(id: string, waitMs = 3000): Pro
   return removed;
 }
 
-export function removeContainerCgroup(id: string, waitMs = 3000): string[] {
+/**
+ * Removes one container's cgroup at once (every place it may be), when the container is known
+ * to be dead: its supervisor died before removing it. Its last processes may still be on
+ * their way out (the kernel kills a pid namespace's processes once its PID 1 is gone): rmdir
+ * says EBUSY until then, retried for up to `waitMs`. What stays busy is left to
+ * pruneStaleCgroups. `recorded`: the directories its record names (recordedCgroupDirs).
+ * Returns what it removed.
+ */
+export function removeContainerCgroup(id: string, waitMs = 3000, recorded?: readonly string[]): string[] {
   if (!/^[0-9a-f]{12}$/.test(id)) return [];
   const removed: string[] = [];
   const deadline = Date.now() + waitMs;
   // Its own directory in every hierarchy (devices with `devices`, memory, pids, cpu, cpuset,
-  // cpuacct and freezer for limits and commit), wherever the supervisor's cgroup was.
-  const given = givenV2Parent();
-  const dirs = [...nsboxParents(), ...(given ? [given] : [])].map((p) => path.join(p, id));
-  const devices = devicesParent();
-  if (devices) dirs.push(path.join(devices, STANDARD, id));
+  // cpuacct and freezer for limits and commit), below this process's cgroup and wherever its
+  // record says its supervisor made them.
+  const dirs = allCgroupDirs(id, recorded);
   for (const dir of dirs) {
     for (;;) {
       try {

@@ -3,7 +3,7 @@
  * promise, signals through its pidfd.
  */
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync, rmdirSync } from 'node:fs';
 import type * as Net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { Readable } from 'node:stream';
@@ -11,7 +11,7 @@ import type * as tty from 'node:tty';
 
 import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './copy';
 import { NsboxError, fromNative, invalid, errnoCode } from './errors';
-import { native, type NativePlan, type NativeProcess, type NativeUsage, type SpawnResult } from './native';
+import { native, type NativeEnded, type NativePlan, type NativeProcess, type NativeUsage, type SpawnResult } from './native';
 import type { ImageInfo } from './image/store';
 import { ContainerCgroup, homeDevicesTasks } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
@@ -234,6 +234,13 @@ export interface ManagedContainer {
   name: string | null;
   /** Runs once the process has exited and its streams have closed, before wait() resolves. */
   afterExit(status: ExitStatus): Promise<void> | void;
+  /**
+   * The 'exit' event instead (process.exit(), or the end of the script with the container
+   * unref'd): synchronous, no later turn of the loop comes. `clean`: the container was reaped
+   * and its cgroups removed; `deadline` (Date.now() time): what is left to do after it stays
+   * for the next Runtime.
+   */
+  endedAtExit?(status: ExitStatus, clean: boolean, deadline: number): void;
   commit(image: string, options?: CommitOptions): Promise<ImageInfo>;
   remove(options?: RemoveOptions): Promise<void>;
   copyIn?(source: CopySource, dest: string, options?: CopyInOptions): Promise<CopyResult>;
@@ -378,6 +385,10 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
 
   private readonly proc: NativeProcess;
   private readonly managed: ManagedContainer | undefined;
+  /** Its cgroups (null: none of its own). */
+  private readonly cgroup: ContainerCgroup | null | undefined;
+  /** Its exit is handled to the end (afterExit included): nothing left for the 'exit' event. */
+  private settled = false;
   private readonly ptyFd: number;
   private status: ExitStatus | null = null;
   private readonly exited: Promise<ExitStatus>;
@@ -468,6 +479,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
   protected constructor(managed: ManagedContainer | undefined, cgroup: ContainerCgroup | null | undefined, time: TimeBounds, started: Started) {
     super();
     this.managed = managed;
+    this.cgroup = cgroup;
     this.id = managed?.id ?? null;
     this.name = managed?.name ?? null;
     let resolveExit!: (s: ExitStatus) => void;
@@ -500,6 +512,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     };
     this.pid = r.pid;
     this.proc = r.process;
+    supervise(this);
     exit.attach((code, sig, usage) => {
       this.status = {
         exitCode: code,
@@ -543,9 +556,51 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
         // rejection would take the whole supervisor down.
         this.cleanupError = e;
       }
+      this.settled = true;
+      supervised.delete(this);
       this.emit('close', status.exitCode, status.signal);
       return status;
     });
+  }
+
+  /** @internal Its cgroup directories, v1 and v2 (a Runtime keeps them in the record). */
+  get cgroupDirs(): string[] {
+    return this.cgroup?.allDirs ?? [];
+  }
+
+  /**
+   * @internal The 'exit' event (endAtExit): `ended` is what killAllSync did to it; without it
+   * the container had exited already, and its cgroups go here. The Runtime then records its
+   * end, or removes a `remove` one, synchronously.
+   */
+  endAtExit(ended: NativeEnded | undefined, deadline: number): void {
+    supervised.delete(this);
+    if (this.settled) return;
+    let status = this.status;
+    let clean: boolean;
+    if (ended) {
+      clean = ended.clean;
+      status = {
+        exitCode: ended.code,
+        signal: ended.signal === null ? null : (SIGNAL_NAMES.get(ended.signal) ?? (`SIG${ended.signal}` as NodeJS.Signals)),
+        oomKilled: false,
+        timedOut: false,
+        aborted: false,
+        cpuTimeExceeded: false,
+        usage: {
+          wallMs: 0,
+          cpuUserMs: (ended.usage?.userUs ?? 0) / 1000,
+          cpuSystemMs: (ended.usage?.systemUs ?? 0) / 1000,
+          maxRssBytes: (ended.usage?.maxRssKiB ?? 0) * 1024,
+          memoryPeakBytes: null,
+        },
+      };
+      if (!ended.reaped) return; // still dying: its record stays the run of a dead supervisor
+    } else {
+      if (!status) return; // not ours to end (killAllSync saw every running one)
+      clean = removeDirsNow(this.cgroup?.allDirs ?? []);
+    }
+    this.managed?.endedAtExit?.(status, clean, deadline);
   }
 
   /** The exit status, once the process has exited and its output streams have ended. */
@@ -665,6 +720,68 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     this.proc.ref();
     return this;
   }
+}
+
+/**
+ * The 'exit' event's budget. The kill and reap of every container gets EXIT_REAP_MS: once its
+ * nsbox-init is SIGKILLed the kernel tears its pid namespace down in milliseconds, but a
+ * process stuck in an uninterruptible sleep (a hung FUSE or NFS server) or with gigabytes to
+ * unmap must not hold process.exit(); what is not reaped by then is left to the next Runtime.
+ * The removal of `remove` containers starts only before EXIT_TOTAL_MS (their write layers:
+ * milliseconds each, as rm takes); those left are tombstones or abandoned `remove` records,
+ * which the next Runtime's recovery removes.
+ */
+const EXIT_REAP_MS = 1000;
+const EXIT_TOTAL_MS = 2000;
+
+/** Containers of this process whose end is not handled to the end yet. */
+const supervised = new Set<Container>();
+let exitHooked = false;
+
+function supervise(c: Container): void {
+  supervised.add(c);
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on('exit', endAtExit);
+}
+
+/**
+ * process.exit() (or the end of the script while an unref'd container runs): no turn of the
+ * loop will come to reap a container, remove its cgroups or write its record. They would die
+ * anyway (PR_SET_PDEATHSIG), but leave empty cgroup directories on the host and records that
+ * say 'running'. So they are ended here, synchronously: killed, reaped and their cgroups
+ * removed by the addon (killAllSync), then recorded as exited, or removed (`remove`), by their
+ * Runtime. Detached containers are not this process's: their monitor supervises them.
+ */
+function endAtExit(): void {
+  const deadline = Date.now() + EXIT_TOTAL_MS;
+  let ended: NativeEnded[];
+  try {
+    ended = native().killAllSync(EXIT_REAP_MS);
+  } catch {
+    return; // never an exception out of an 'exit' listener
+  }
+  const byPid = new Map(ended.map((e) => [e.pid, e]));
+  for (const c of [...supervised]) {
+    try {
+      c.endAtExit(byPid.get(c.pid), deadline);
+    } catch {
+      // left as a dead supervisor's run: the next Runtime finishes it
+    }
+  }
+}
+
+/** rmdir of each directory (gone already is fine); true when none is left. */
+function removeDirsNow(dirs: string[]): boolean {
+  let all = true;
+  for (const d of dirs) {
+    try {
+      rmdirSync(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') all = false;
+    }
+  }
+  return all;
 }
 
 type OnExit = (code: number | null, signal: number | null, usage: NativeUsage | null) => void;

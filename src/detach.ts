@@ -51,7 +51,12 @@ export function logLimits(o: LogOptions): { logMaxSize: number; logMaxFiles: num
  * container (so that a caller killed before its record was written leaves no container that
  * nothing accounts for).
  */
-export function launchDetached(options: LaunchOptions, id: string, dir: string, log: LogOptions): { pid: number; monitorPid: number; ack: number } {
+export function launchDetached(
+  options: LaunchOptions,
+  id: string,
+  dir: string,
+  log: LogOptions,
+): { pid: number; monitorPid: number; ack: number; cgroups: string[] } {
   const { timeout, signal, tty, stdio, ...rest } = options;
   void stdio; // always: no stdin, stdout and stderr to the monitor
   if (tty) throw invalid('detach: a detached container has no terminal (tty)');
@@ -80,7 +85,7 @@ export function launchDetached(options: LaunchOptions, id: string, dir: string, 
       ...(cpu ? { cpuTimeNs: bounds.cpuTimeNs!, cpuFile: cpu.file, cpuFileV2: cpu.v2 } : {}),
     });
     if (!r.ok) throw describeFailure(plan, r);
-    return { pid: r.pid, monitorPid: r.monitorPid, ack: r.ack };
+    return { pid: r.pid, monitorPid: r.monitorPid, ack: r.ack, cgroups };
   } catch (e) {
     // Nothing is in it: the start failed and the monitor reaped the container before saying so.
     cgroup?.closeFds();

@@ -16,7 +16,7 @@ import { newId, type Layout } from './layout';
 import { ownStartTime, processAlive } from './proc';
 
 /** What a lock's holder is doing (its link says so, for the error a waiter gets). */
-export type LockPurpose = 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange';
+export type LockPurpose = 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange' | 'recover';
 
 export class ContainerLock {
   private released = false;

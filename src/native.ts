@@ -124,6 +124,19 @@ export type { NativeErrno } from './errors';
 import type { NativeErrno } from './errors';
 import type { BatchOp, BatchResult } from './fsbatch';
 
+/** What killAllSync did to one process. */
+export interface NativeEnded {
+  pid: number;
+  /** Reaped within the budget (else it is dying still, and init reaps it once this process is gone). */
+  reaped: boolean;
+  /** Reaped, and its cgroup directories removed. */
+  clean: boolean;
+  /** How it ended, as an exit callback says (the command's own status when it ended first). */
+  code: number | null;
+  signal: number | null;
+  usage: NativeUsage | null;
+}
+
 export interface NativeProcess {
   readonly pid: number;
   /** null, or the failure (ESRCH once reaped). */
@@ -200,6 +213,12 @@ export interface NativeBinding {
   pidfdAlive(fd: number, waitMs?: number): boolean;
   /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false while another open file holds it. */
   tryLockFd(fd: number): boolean | NativeErrno;
+  /**
+   * For the 'exit' event only (src-cc/binding/exit.cc): SIGKILLs every process this
+   * environment watches, reaps it and removes its cgroup directories, within budgetMs; ends
+   * starts in flight. No exit callback runs afterwards.
+   */
+  killAllSync(budgetMs: number): NativeEnded[];
   /** `lowerdir` escaped by plan.ts overlayLowerdir (the one place that escapes it). */
   mountOverlay(o: { lowerdir: string; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;

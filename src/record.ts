@@ -24,6 +24,7 @@ import {
   object,
   oneOf,
   optional,
+  pathString,
   shape,
   string,
   stringRecord,
@@ -126,6 +127,12 @@ export interface ContainerRecord extends Omit<ContainerInfo, 'status'> {
   config?: ContainerConfig;
   /** userns 'auto': the host ids its user namespace maps, claimed host-wide (src/userns.ts claimsDir) while it exists. */
   userns?: IdRange;
+  /**
+   * Its cgroup directories (v1 and v2) of its last start, wherever its supervisor's cgroup
+   * was: so that another process can remove what a killed supervisor left. Each is checked
+   * before use (named after the container, on a cgroup file system: cgroup.ts).
+   */
+  cgroups?: string[];
 }
 
 /** Container names, as `--name` takes them and names/<name> holds them. */
@@ -192,6 +199,7 @@ const RECORD: Spec<ContainerRecord> = {
   supervisor: pid,
   supervisorStart: optional(nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks'))),
   imageLayer: string,
+  cgroups: optional(arrayOf(pathString, { max: 16 })),
   userns: optional(
     shape<IdRange>({
       uidBase: integer(1, 2 ** 32 - 2 - 65536),

@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { containerCgroupDirs, freezeContainer, pruneStaleCgroups, removeContainerCgroup, removeContainerCgroupAsync } from './cgroup';
+import { containerCgroupDirs, freezeContainer, pruneStaleCgroups, removeContainerCgroup, removeContainerCgroupAsync, removeDeadCgroups } from './cgroup';
 import { signalNumber } from './container';
 import { Container, type CommitOptions, type ExitStatus, type LaunchOptions, type StreamsOf } from './container';
 import { checkStdio, type Stdio, type TerminalSize } from './stdio';
@@ -360,6 +360,12 @@ function tmpfsMounts(spec: Record<string, string | number> | string[]): TmpfsMou
  */
 const LOCK_WAIT_MS = lockWaitMs(process.env.NSBOX_LOCK_WAIT_MS);
 
+/** Where the record says its container's cgroups are (no field: none of its own). */
+function setCgroups(rec: ContainerRecord, dirs: string[]): void {
+  if (dirs.length) rec.cgroups = [...dirs];
+  else delete rec.cgroups;
+}
+
 function lockWaitMs(v: string | undefined): number {
   const n = v === undefined ? NaN : Number(v);
   return Number.isInteger(n) && n >= 0 && n <= 3_600_000 ? n : 10_000;
@@ -565,6 +571,7 @@ export class Runtime {
         id,
         name,
         afterExit: (status) => this.afterExit(record, status),
+        endedAtExit: (status, clean, deadline) => this.endedAtExit(record, status, clean, deadline),
         commit: (img, o) => this.commit(id, img, o),
         remove: (o) => this.remove(id, o),
         copyIn: (src, dest, o) => this.copyIn(id, src, dest, o),
@@ -576,6 +583,9 @@ export class Runtime {
       // What proves later, to another process, that this pid is still this container.
       record.pidNamespace = processPidNamespace(container.pid) ?? null;
       record.startedAt = new Date().toISOString();
+      // Where its cgroups are: a killed supervisor's are found from any process (the next
+      // Runtime's recovery, prune, start), whatever cgroup that one runs in.
+      setCgroups(record, container.cgroupDirs);
       // On a full disk this writes over the record in place, into the room it was made with.
       // Its exit may come meanwhile: afterExit writes after this (the same record object).
       this.live.set(id, container);
@@ -622,7 +632,7 @@ export class Runtime {
    * monitor may have ended already (a short command): then its start time is unknown, and
    * '0' matches no process.
    */
-  private recordDetached(record: ContainerRecord, started: { pid: number; monitorPid: number; ack: number }): DetachedContainer {
+  private recordDetached(record: ContainerRecord, started: { pid: number; monitorPid: number; ack: number; cgroups: string[] }): DetachedContainer {
     const dir = this.layout.containerDir(record.id);
     record.status = 'running';
     record.pid = started.pid;
@@ -631,6 +641,8 @@ export class Runtime {
     record.startedAt = new Date().toISOString();
     record.supervisor = started.monitorPid;
     record.supervisorStart = processStartTime(started.monitorPid) ?? '0';
+    // The monitor removes them at its end; a killed monitor leaves them to the next Runtime.
+    setCgroups(record, started.cgroups);
     writeRecordFile(path.join(dir, 'container.json'), record);
     try {
       fs.writeSync(started.ack, 'k');
@@ -716,6 +728,10 @@ export class Runtime {
       }
       return;
     }
+    this.recordExit(record, status);
+  }
+
+  private recordExit(record: ContainerRecord, status: ExitStatus): void {
     record.status = 'exited';
     record.exitCode = status.exitCode;
     record.signal = status.signal;
@@ -723,6 +739,27 @@ export class Runtime {
     if (killedFor) record.killedFor = killedFor;
     record.finishedAt = new Date().toISOString();
     this.saveRecord(record);
+  }
+
+  /**
+   * afterExit at the 'exit' event (process.exit()): the container was killed with this
+   * process, or had exited before its end was handled (Container.endAtExit). Synchronous: its
+   * end is recorded, or a `remove` container removed (tombstone first, as every removal), now.
+   * What cannot be done now stays a dead supervisor's run, which the next Runtime finishes:
+   * a container not reaped or whose cgroups are still busy (`clean` false: its record keeps
+   * saying 'running', so recovery removes its cgroups), a removal past the deadline, one that
+   * a removal or commit of this process is in the middle of (the lock is held).
+   */
+  private endedAtExit(record: ContainerRecord, status: ExitStatus, clean: boolean, deadline: number): void {
+    this.live.delete(record.id);
+    if (!clean || record.status !== 'running') return;
+    if (!record.remove) {
+      this.recordExit(record, status);
+      return;
+    }
+    if (this.removing.has(record.id) || Date.now() >= deadline) return;
+    const e: Entry = { kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record };
+    this.destroyIfFree(e, (x) => x.kind === 'live' && !x.bad && x.rec?.supervisor === process.pid && x.rec.supervisorStart === ownStartTime());
   }
 
   /**
@@ -1024,19 +1061,62 @@ export class Runtime {
     this.recovered = true;
     try {
       const namesBefore = this.namesById();
+      const unrecorded: string[] = [];
       for (const x of containerEntries(this.layout)) {
         try {
           const e = readEntry(this.layout, this.unsaved, x);
           if (e && this.abandoned(e)) this.destroyIfFree(e);
+          else if (e && this.endUnrecorded(e)) unrecorded.push(e.id);
         } catch {
           // listed as it is; prune and rm -f say why it cannot be removed
         }
       }
+      // After the call that got here (a start's hot path, often): a lock, a few rmdirs and a
+      // record for each, only when a supervisor was killed.
+      if (unrecorded.length) setImmediate(() => this.finishUnrecorded(unrecorded)).unref();
       this.recoverRenames();
       this.freeDanglingNames();
       for (const names of namesBefore.values()) for (const n of names) if (this.readName(n) === undefined) this.freedNames.add(n);
     } catch {
       // the same
+    }
+  }
+
+  /**
+   * A kept container whose run ended with nobody to record it: its supervisor was killed
+   * (SIGKILL, or a process.exit() that could not reap it in time), or its monitor was. It died
+   * with it, but its record still says 'running' and its empty cgroups stay on the host.
+   */
+  private endUnrecorded(e: Entry): boolean {
+    const rec = e.rec;
+    if (e.kind !== 'live' || !rec || e.bad || rec.status !== 'running') return false;
+    return !this.supervisorAlive(rec) && !processAlive(rec.pid ?? undefined, rec.pidStart ?? undefined);
+  }
+
+  /**
+   * What endUnrecorded found, finished under each container's lock (a start of it by another
+   * process holds it while it makes the new run's cgroups): its cgroups removed, wherever its
+   * supervisor made them (only empty ones can be), then its record says 'exited' (the status
+   * it was shown with already; its exit status is unknown), so that no later Runtime looks at
+   * it again. Never fails: what is left, prune removes.
+   */
+  private finishUnrecorded(ids: string[]): void {
+    for (const id of ids) {
+      try {
+        const lock = ContainerLock.tryAcquire(this.layout, id, 'recover');
+        if (!lock) continue;
+        try {
+          const e = this.findEntry(id);
+          if (!e || !this.endUnrecorded(e)) continue;
+          if (!removeDeadCgroups(id, e.rec!.cgroups)) continue; // a process on its way out: next time
+          const rec: ContainerRecord = { ...e.rec!, status: 'exited' };
+          writeRecordFile(path.join(e.dir, 'container.json'), rec);
+        } finally {
+          lock.release();
+        }
+      } catch {
+        // the same
+      }
     }
   }
 
@@ -1084,7 +1164,7 @@ export class Runtime {
     }
     // Its cgroup while the tombstone says what is left to do: a remover killed while waiting
     // for the container's last processes to leave it leaves the tombstone for the next one.
-    removeContainerCgroup(e.id);
+    removeContainerCgroup(e.id, 3000, e.rec?.cgroups);
     // The record is trusted only as the live container's (a tombstone's may be half deleted).
     if (e.kind === 'live' && e.rec && !e.bad) this.workspaceOf(e.rec, dir).destroy();
     else removeTree(e.id, dir);
@@ -1132,7 +1212,7 @@ export class Runtime {
     }
     // Its cgroups and its layers at once: neither waits for the other.
     await Promise.all([
-      removeContainerCgroupAsync(e.id),
+      removeContainerCgroupAsync(e.id, 3000, e.rec?.cgroups),
       trusted ? new Workspace(dir, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, disk).destroyAsync() : Promise.resolve(removeTree(e.id, dir)),
     ]);
     for (const n of names) this.releaseName(n, e.id);
@@ -1772,7 +1852,7 @@ export class Runtime {
       delete record.killedFor;
       const workspace = this.workspaceOf(rec);
       // A cgroup its last run left (its supervisor was killed): in the way of the new one.
-      removeContainerCgroup(id, 500);
+      removeContainerCgroup(id, 500, rec.cgroups);
       // A detached run's exit status is its last run's, not this one's.
       fs.rmSync(path.join(dir, 'exit.json'), { force: true });
       diskMount = workspace.mountDisk();
@@ -1808,6 +1888,7 @@ export class Runtime {
         id,
         name: this.currentName(id, this.namesById()),
         afterExit: (status) => this.afterExit(record, status),
+        endedAtExit: (status, clean, deadline) => this.endedAtExit(record, status, clean, deadline),
         commit: (img, co) => this.commit(id, img, co),
         remove: (ro) => this.remove(id, ro),
       });
@@ -1818,6 +1899,7 @@ export class Runtime {
         record.pidStart = processStartTime(container.pid) ?? null;
         record.pidNamespace = processPidNamespace(container.pid) ?? null;
         record.startedAt = new Date().toISOString();
+        setCgroups(record, container.cgroupDirs);
         writeRecordFile(path.join(dir, 'container.json'), record);
       } catch (e) {
         // Its state could not be written: it must not run unseen. Its exit is recorded as usual.

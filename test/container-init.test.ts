@@ -4,7 +4,7 @@
 // forwards signals, reaps orphans and is not wedged by a workload that makes it its tracer.
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
@@ -138,8 +138,18 @@ describe('nsbox-init', () => {
       expect(line).toMatch(/^\d+ ready 2 3\n$/);
       const pids = tree(init);
       expect(pids.length).toBe(3); // init, the workload, its grandchild in a session of its own
+      // Its cgroup v2 directory, which a SIGKILLed supervisor leaves (empty; prune removes it once stale).
+      const v2 = readFileSync(`/proc/${init}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith('0::'))
+        ?.slice(3);
       node.kill('SIGKILL');
       await until('every process of the container to be gone', () => pids.every((p) => procState(p) === null || procState(p)!.state === 'Z'), 5000);
+      if (v2 && v2 !== '/') {
+        const dir = path.join('/sys/fs/cgroup/unified', v2);
+        await until(`${dir} to be empty`, () => !existsSync(dir) || readFileSync(`${dir}/cgroup.procs`, 'utf8') === '');
+        if (existsSync(dir)) rmdirSync(dir);
+      }
     } finally {
       node.kill('SIGKILL');
     }

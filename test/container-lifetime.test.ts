@@ -1,8 +1,10 @@
 // Lifetime: an attached container dies with what started it. A SIGKILLed Node process takes
-// its container with it (PR_SET_PDEATHSIG: nothing else could run to clean up), and a worker
-// thread that ends with a container running kills it, reaps it and gives its fds back.
+// its container with it (PR_SET_PDEATHSIG: nothing else could run to clean up); one that calls
+// process.exit() kills, reaps and removes the cgroups of its containers in its 'exit' listener;
+// and a worker thread that ends with a container running kills it, reaps it and gives its fds
+// back. (What the Runtime records then: exit-cleanup.test.ts.)
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
 import { ROOTFS, distModule, procState, runNode, until } from './helpers';
@@ -18,17 +20,19 @@ describe('lifetime', () => {
     const script = `
       const { Container } = require(process.env.NSBOX_DIST);
       const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'], stdio: 'ignore' });
-      console.log(c.pid);
+      console.log(c.pid + ' ' + JSON.stringify(c.cgroupDirs));
       setInterval(() => {}, 1000);
     `;
     const env = { ...process.env, NSBOX_DIST: distModule('container'), NSBOX_ROOTFS: ROOTFS };
     const node = spawn(process.execPath, ['-e', script], { env, stdio: ['ignore', 'pipe', 'inherit'] });
     const nodeExit = new Promise<[number | null, string | null]>((r) => node.on('exit', (c, s) => r([c, s])));
     try {
-      const pid = await new Promise<number>((resolve, reject) => {
-        node.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      const line = await new Promise<string>((resolve, reject) => {
+        node.stdout.once('data', (d: Buffer) => resolve(d.toString().trim()));
         node.once('exit', () => reject(new Error('node exited before starting the container')));
       });
+      const pid = Number(line.split(' ')[0]);
+      const cgroups = JSON.parse(line.slice(line.indexOf(' ') + 1)) as string[];
       // The container runs, a child of that node process: nsbox-init as PID 1 of its
       // namespace, sleep as its child.
       expect(procState(pid)).toEqual({ state: expect.stringMatching(/^[RS]$/), ppid: node.pid });
@@ -40,27 +44,65 @@ describe('lifetime', () => {
       node.kill('SIGKILL');
       expect(await nodeExit).toEqual([null, 'SIGKILL']);
       await until(`container ${pid} to die with its node process`, () => dead(pid) && dead(command), 5000);
+      // What it leaves: the container's empty cgroup directory (a bare container has no record
+      // for a Runtime to find it by: prune removes it once stale). Taken back here.
+      for (const d of cgroups) {
+        expect(existsSync(d)).toBe(true);
+        await until(`${d} to be empty`, () => readFileSync(`${d}/cgroup.procs`, 'utf8') === '');
+        rmdirSync(d);
+      }
     } finally {
       node.kill('SIGKILL');
     }
   });
 
   for (const ending of ["returns from its script (container unref'd)", 'calls process.exit()']) {
-    it(`a Node process that ${ending} takes its running container with it`, async () => {
+    it(`a Node process that ${ending} takes its running container with it, reaped, its cgroups removed`, async () => {
       const script = `
+        const fs = require('fs');
         const { Container } = require(process.env.NSBOX_DIST);
         const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'], stdio: 'ignore' });
-        console.log(c.pid);
+        console.log(JSON.stringify({ pid: c.pid, cgroups: c.cgroupDirs.filter((d) => fs.existsSync(d)) }));
         ${ending.includes('unref') ? 'c.unref();' : 'setTimeout(() => process.exit(3), 50);'}
       `;
       const r = await runNode(script, { timeoutMs: 10_000 });
       expect(r.stderr).toBe('');
       expect(r.code).toBe(ending.includes('unref') ? 0 : 3);
-      const pid = Number(r.stdout.trim());
+      const { pid, cgroups } = JSON.parse(r.stdout) as { pid: number; cgroups: string[] };
       expect(pid).toBeGreaterThan(0);
-      await until(`container ${pid} to die with its node process`, () => dead(pid), 5000);
+      // Its 'exit' listener killed and reaped it before the process ended: nothing to wait for.
+      expect(procState(pid)).toBe(null);
+      // The cgroup v2 directory it was born in (this host tracks every container there).
+      expect(cgroups.length).toBeGreaterThan(0);
+      for (const d of cgroups) expect(existsSync(d)).toBe(false);
     });
   }
+
+  it("a main thread that calls process.exit() while a worker's container runs leaves neither the container nor its cgroups", async () => {
+    // The worker gets no 'exit' event then: its environment's teardown (binding.cc) ends it.
+    const script = `
+      const fs = require('fs');
+      const { Worker } = require('worker_threads');
+      const w = new Worker(\`
+        const fs = require('fs');
+        const { parentPort } = require('worker_threads');
+        const { Container } = require(process.env.NSBOX_DIST);
+        const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'], stdio: 'ignore' });
+        parentPort.postMessage({ pid: c.pid, cgroups: c.cgroupDirs.filter((d) => fs.existsSync(d)) });
+      \`, { eval: true });
+      w.on('message', (m) => {
+        console.log(JSON.stringify(m));
+        setTimeout(() => process.exit(0), 50);
+      });
+    `;
+    const r = await runNode(script, { timeoutMs: 10_000 });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const { pid, cgroups } = JSON.parse(r.stdout) as { pid: number; cgroups: string[] };
+    expect(procState(pid)).toBe(null);
+    expect(cgroups.length).toBeGreaterThan(0);
+    for (const d of cgroups) expect(existsSync(d)).toBe(false);
+  });
 
   for (const mainLoadsAddon of [false, true]) {
     it(`a worker thread that ends kills its container, reaps it and frees its fds (main thread ${mainLoadsAddon ? 'also uses' : 'does not use'} the addon)`, async () => {

@@ -1,15 +1,17 @@
 // N-API glue: the addon's entry (Init) and its exports table. The calls live by concern:
 // start.cc (spawn, spawnAsync, exec), process.h (the started container's pidfd watch),
 // plan_reader.cc (the JS plan), stdio.cc (the start's fds), host_calls.cc (small host calls),
-// fsat.cc, extract.cc, tar.cc. The system logic lives in src-cc/core/; binding/ keeps
-// only the calls that hand a result to the loop (the pidfd's waitid and kill in process.h,
-// pidfd_open and poll in host_calls.cc) and the fds of a start (stdio.cc, start.cc).
+// fsat.cc, extract.cc, tar.cc, exit.cc (the 'exit' event's kill and reap). The system logic
+// lives in src-cc/core/; binding/ keeps only the calls that hand a result to the loop (the
+// pidfd's waitid and kill in process.h, pidfd_open and poll in host_calls.cc), the fds of a
+// start (stdio.cc, start.cc) and the end of the environment's processes (process.h, exit.cc).
 
 #include <napi.h>
 #include <uv.h>
 
 #include <vector>
 
+#include "binding/exit.h"
 #include "binding/extract.h"
 #include "binding/fsat.h"
 #include "binding/fsbatch.h"
@@ -67,6 +69,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
   exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
   exports.Set("tryLockFd", Napi::Function::New<TryLockFd>(env, "tryLockFd"));
+  exports.Set("killAllSync", Napi::Function::New<KillAllSync>(env, "killAllSync"));
   RegisterFsAt(env, exports);
   RegisterFsBatch(env, exports);
   RegisterExtract(env, exports);

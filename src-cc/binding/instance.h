@@ -5,6 +5,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -54,6 +55,9 @@ struct Instance {
   std::mutex done_mu;
   std::vector<StartJob*> done;  // under done_mu
   bool closed = false;          // under done_mu: no JS left to hand a start to
+  // Starts posted to a spawner thread whose result is not handed over yet (Finish has not
+  // returned): what process.exit() waits for, bounded (binding/exit.cc).
+  std::atomic<int> in_flight{0};
 
   ~Instance() {
     {

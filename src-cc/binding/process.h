@@ -46,6 +46,10 @@ class Process : public Napi::ObjectWrap<Process> {
 
   ~Process() override { Release(); }
 
+  int pid() const { return pid_; }
+  int pidfd() const { return pidfd_; }
+  const std::vector<std::string>& cgroups() const { return cgroups_; }
+
   // Returns an errno when the loop cannot watch the pidfd: the fds then stay the caller's,
   // which kills the child. On success this object owns the pidfd (nsbox-init) and the report
   // pipe that gives the command's status.
@@ -97,6 +101,27 @@ class Process : public Napi::ObjectWrap<Process> {
   // (PR_SET_PDEATHSIG), but nobody would reap it then: a worker's children pass to the
   // process's other threads, and Node reaps only its own. So kill it and reap it here.
   // Returns whether a close callback will report to `inst` (see Instance::closing).
+  // The exit status of the reaped process (`info`: waitid's, or null when waitid failed).
+  // nsbox-init reports the command's status before it exits; without that record (init was
+  // killed: rm -f, the OOM killer, a dead supervisor) init's own status is the container's.
+  void Decode(Napi::Env env, const siginfo_t* info, Napi::Value* code, Napi::Value* sig, Napi::Value* usage) {
+    Report rec;
+    ssize_t n = report_fd_ >= 0 ? read(report_fd_, &rec, sizeof rec) : -1;
+    if (n == static_cast<ssize_t>(sizeof rec) && rec.kind == static_cast<int32_t>(ReportKind::kExited)) {
+      if ((rec.status & 0x7f) == 0) *code = Napi::Number::New(env, (rec.status >> 8) & 0xff);
+      else *sig = Napi::Number::New(env, rec.status & 0x7f);
+      Napi::Object u = Napi::Object::New(env);
+      u.Set("userUs", static_cast<double>(rec.user_us));
+      u.Set("systemUs", static_cast<double>(rec.system_us));
+      u.Set("maxRssKiB", static_cast<double>(rec.max_rss_kib));
+      *usage = u;
+    } else if (info && info->si_code == CLD_EXITED) {
+      *code = Napi::Number::New(env, info->si_status);
+    } else if (info) {
+      *sig = Napi::Number::New(env, info->si_status);
+    }
+  }
+
   bool Teardown(Instance* inst) {
     if (pidfd_ >= 0) {
       kill_and_reap(pidfd_);
@@ -146,24 +171,8 @@ class Process : public Napi::ObjectWrap<Process> {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     Napi::Value code = env.Null(), sig = env.Null();
-    // nsbox-init reports the command's status before it exits; without that record (init was
-    // killed: rm -f, the OOM killer, a dead supervisor) init's own status is the container's.
-    Report rec;
-    ssize_t n = report_fd_ >= 0 ? read(report_fd_, &rec, sizeof rec) : -1;
     Napi::Value usage = env.Null();
-    if (n == static_cast<ssize_t>(sizeof rec) && rec.kind == static_cast<int32_t>(ReportKind::kExited)) {
-      if ((rec.status & 0x7f) == 0) code = Napi::Number::New(env, (rec.status >> 8) & 0xff);
-      else sig = Napi::Number::New(env, rec.status & 0x7f);
-      Napi::Object u = Napi::Object::New(env);
-      u.Set("userUs", static_cast<double>(rec.user_us));
-      u.Set("systemUs", static_cast<double>(rec.system_us));
-      u.Set("maxRssKiB", static_cast<double>(rec.max_rss_kib));
-      usage = u;
-    } else if (r == 0 && info.si_code == CLD_EXITED) {
-      code = Napi::Number::New(env, info.si_status);
-    } else if (r == 0) {
-      sig = Napi::Number::New(env, info.si_status);
-    }
+    Decode(env, r == 0 ? &info : nullptr, &code, &sig, &usage);
     Napi::FunctionReference cb = std::move(on_exit_);
     std::unique_ptr<Napi::AsyncContext> context = std::move(context_);
     Release();

@@ -355,11 +355,13 @@ Napi::Value SpawnAsync(const Napi::CallbackInfo& info) {
   if (inst->pending.size() == 1) uv_ref(reinterpret_cast<uv_handle_t*>(inst->async));
   StartJob* raw = job.release();
   const int init_fd = inst->init_fd;
+  inst->in_flight++;
   spawner_for(inst, born_in)
       .Post([raw, init_fd] { return run_start(*raw, init_fd); },
             [raw, inst](SpawnResult r) {
               raw->res = r;
               inst->Finish(raw);
+              inst->in_flight--;
             });
   return env.Undefined();
 }

@@ -1,0 +1,278 @@
+// What a supervisor that ends abruptly leaves. process.exit() runs no turn of the loop, so its
+// 'exit' listener ends the containers itself, synchronously: killed, reaped, their cgroups
+// (v1 and v2) removed, kept ones recorded as exited, --rm ones removed; detached ones are left
+// running (their monitor supervises them). A SIGKILLed supervisor can run nothing: what it
+// leaves (empty cgroups, records saying 'running', --rm containers) is finished by the next
+// Runtime's first use, from any cgroup, touching only dead runs of its own records.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { containerCgroupDirs } from '../src/cgroup';
+import { ContainerLock } from '../src/lock';
+import { newId } from '../src/layout';
+import { processStartTime } from '../src/proc';
+import { Runtime } from '../src/runtime';
+import { until } from './helpers';
+
+const INDEX = path.resolve(__dirname, '../dist/index.js');
+const UNIFIED_NSBOX = '/sys/fs/cgroup/unified/nsbox';
+
+let base: string;
+let root: string;
+
+beforeAll(() => {
+  if (!fs.existsSync(INDEX) || fs.statSync(INDEX).mtimeMs < fs.statSync(path.resolve(__dirname, '../src/index.ts')).mtimeMs) {
+    throw new Error(`${INDEX} is missing or stale: run \`npx tsc -p .\` first`);
+  }
+  base = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-exit-'));
+  root = path.join(base, 'root');
+});
+afterAll(async () => {
+  const rt = new Runtime({ root });
+  for (const c of rt.list({ all: true })) await rt.remove(c.id, { force: true }).catch(() => {});
+  fs.rmSync(base, { recursive: true, force: true });
+});
+
+interface Started {
+  id: string;
+  pid: number;
+}
+interface Supervisor {
+  node: ChildProcessWithoutNullStreams;
+  closed: Promise<[number | null, NodeJS.Signals | null]>;
+  stderr: () => string;
+  rm: Started;
+  kept: Started;
+  limited: Started;
+  detached?: Started;
+}
+
+/**
+ * A node process that runs three containers (`--rm`, kept, and one with memory and pids
+ * limits, so that v1 directories exist) and maybe a detached one, all running `sleep 100`,
+ * then waits: a line on its stdin makes it call process.exit(0).
+ */
+async function supervisor(opts: { detached?: boolean; env?: Record<string, string> } = {}): Promise<Supervisor> {
+  const script = `
+    const { Runtime } = require(process.env.NSBOX_INDEX);
+    (async () => {
+      const rt = new Runtime({ root: process.env.ROOT });
+      const run = (o) => rt.run({ image: 'busybox', command: ['sleep', '100'], stdio: 'ignore', ...o });
+      const rm = await run({ remove: true });
+      const kept = await run({});
+      const limited = await run({ limits: { memory: 64 * 1024 * 1024, pids: 50 } });
+      const detached = ${opts.detached ? "await rt.run({ image: 'busybox', command: ['sleep', '100'], detach: true, limits: { pids: 50 } })" : 'undefined'};
+      const out = (c) => c && { id: c.id, pid: c.pid };
+      console.log(JSON.stringify({ rm: out(rm), kept: out(kept), limited: out(limited), detached: out(detached) }));
+      process.stdin.once('data', () => process.exit(0));
+    })().catch((e) => { console.error(e); process.exit(2); });
+  `;
+  const node = spawn(process.execPath, ['-e', script], {
+    env: { ...process.env, NSBOX_INDEX: INDEX, ROOT: root, ...opts.env },
+  });
+  let stderr = '';
+  node.stderr.on('data', (d: Buffer) => (stderr += d));
+  const closed = new Promise<[number | null, NodeJS.Signals | null]>((r) => node.on('close', (c, s) => r([c, s])));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    node.stdout.on('data', (d: Buffer) => {
+      out += d;
+      if (out.includes('\n')) resolve(out);
+    });
+    node.once('close', () => reject(new Error(`the supervisor ended before its containers ran: ${stderr}`)));
+  });
+  const ids = JSON.parse(line) as Omit<Supervisor, 'node' | 'closed' | 'stderr'>;
+  return { node, closed, stderr: () => stderr, ...ids };
+}
+
+/** Host pids of every process in `pid`'s pid namespace (the container's, whose PID 1 it is). */
+function processesOf(ns: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (fs.readlinkSync(`/proc/${e}/ns/pid`) === ns) out.push(Number(e));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** Every cgroup directory of a container that exists now: where this process (the supervisor's parent) would make them, and where its record says. */
+function cgroupDirsOf(id: string): string[] {
+  const recorded = record(id)?.cgroups ?? [];
+  return [...new Set([...containerCgroupDirs(id), ...recorded])].filter((d) => fs.existsSync(d)).sort();
+}
+
+function record(id: string): { status: string; exitCode: number | null; signal: string | null; cgroups?: string[] } | undefined {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(root, 'containers', id, 'container.json'), 'utf8')) as ReturnType<typeof record>;
+  } catch {
+    return undefined;
+  }
+}
+
+const mountsUnderRoot = () =>
+  fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(root));
+
+describe('a supervisor that calls process.exit()', () => {
+  it('takes its containers with it and leaves nothing: no process, no cgroup (v1 and v2), no mount, no --rm directory; kept ones recorded as exited', async () => {
+    const s = await supervisor({ detached: true });
+    const attached = [s.rm, s.kept, s.limited];
+    const namespaces = attached.map((c) => fs.readlinkSync(`/proc/${c.pid}/ns/pid`));
+    // Running: nsbox-init and sleep in each; a v2 directory each, and v1 memory and pids
+    // directories for the limited one.
+    for (const ns of namespaces) expect(processesOf(ns).length).toBe(2);
+    const dirs = new Map(attached.map((c) => [c.id, cgroupDirsOf(c.id)]));
+    for (const c of attached) expect(dirs.get(c.id)).toContain(path.join(UNIFIED_NSBOX, c.id));
+    expect(dirs.get(s.limited.id)!.filter((d) => /\/(memory|pids)\//.test(d))).toHaveLength(2);
+    expect(record(s.kept.id)!.cgroups).toEqual(dirs.get(s.kept.id));
+    expect(record(s.limited.id)!.cgroups!.slice().sort()).toEqual(dirs.get(s.limited.id));
+    const detachedDirs = cgroupDirsOf(s.detached!.id);
+    expect(detachedDirs.length).toBeGreaterThan(0);
+
+    s.node.stdin.write('exit\n');
+    expect(await s.closed).toEqual([0, null]);
+    expect(s.stderr()).toBe('');
+    // All of it done by the time the process is gone: no waiting here.
+    for (const ns of namespaces) expect(processesOf(ns)).toEqual([]);
+    for (const c of attached) expect(fs.existsSync(`/proc/${c.pid}`)).toBe(false); // reaped, not left a zombie
+    for (const d of [...dirs.values()].flat()) expect(fs.existsSync(d)).toBe(false);
+    expect(mountsUnderRoot()).toEqual([]);
+    expect(fs.existsSync(path.join(root, 'containers', s.rm.id))).toBe(false);
+    expect(fs.readdirSync(path.join(root, 'containers')).filter((e) => e.startsWith(s.rm.id))).toEqual([]); // no tombstone either
+    for (const c of [s.kept, s.limited]) expect(record(c.id)).toMatchObject({ status: 'exited', exitCode: null, signal: 'SIGKILL' });
+
+    // The detached one is its monitor's: it runs on, cgroups and all.
+    const rt = new Runtime({ root });
+    expect(fs.readFileSync(`/proc/${s.detached!.pid}/comm`, 'utf8')).toBe('nsbox-init\n');
+    expect(rt.inspect(s.detached!.id).status).toBe('running');
+    for (const d of detachedDirs) expect(fs.existsSync(d)).toBe(true);
+    expect(rt.inspect(s.kept.id)).toMatchObject({ status: 'exited', signal: 'SIGKILL' });
+    await rt.stop(s.detached!.id, { timeout: 0 });
+    await rt.remove(s.detached!.id);
+    await until('the detached container to be gone', () => !fs.existsSync(`/proc/${s.detached!.pid}`));
+  });
+});
+
+describe('a SIGKILLed supervisor', () => {
+  for (const where of ['same', 'other'] as const) {
+    it(`leaves empty cgroups and 'running' records that the next Runtime's first use finishes (its cgroups ${where === 'same' ? 'beside' : 'away from'} the new Runtime's)`, async () => {
+      // 'other': the supervisor's v2 directories under a parent of its own, which the
+      // recovering process would never look in: only the record says where they are.
+      const parent = path.join(path.dirname(UNIFIED_NSBOX), `nsbox-test-exit-${process.pid}`);
+      if (where === 'other') fs.mkdirSync(parent);
+      try {
+        const s = await supervisor(where === 'other' ? { env: { NSBOX_CGROUP_V2_PARENT: parent } } : {});
+        const attached = [s.rm, s.kept, s.limited];
+        const dirs = attached.flatMap((c) => cgroupDirsOf(c.id));
+        if (where === 'other') for (const c of attached) expect(dirs).toContain(path.join(parent, c.id));
+        expect(dirs.length).toBe(5);
+        s.node.kill('SIGKILL');
+        expect(await s.closed).toEqual([null, 'SIGKILL']);
+        await until('its containers to die', () => attached.every((c) => !fs.existsSync(`/proc/${c.pid}`)));
+        // What it leaves: nothing could run to remove it.
+        for (const d of dirs) expect(fs.existsSync(d)).toBe(true);
+        for (const c of attached) expect(record(c.id)?.status).toBe('running');
+
+        const rt = new Runtime({ root });
+        const listed = rt.list({ all: true }).filter((c) => attached.some((a) => a.id === c.id));
+        expect(listed.map((c) => [c.id, c.status]).sort()).toEqual(
+          [
+            [s.kept.id, 'exited'],
+            [s.limited.id, 'exited'],
+          ].sort(),
+        );
+        // The --rm one at once; the cgroups and records of the kept ones right after the call.
+        expect(fs.readdirSync(path.join(root, 'containers')).filter((e) => e.startsWith(s.rm.id))).toEqual([]);
+        await until('the dead runs to be finished', () => dirs.every((d) => !fs.existsSync(d)) && record(s.kept.id)?.status === 'exited');
+        for (const c of [s.kept, s.limited]) expect(record(c.id)).toMatchObject({ status: 'exited', exitCode: null });
+        expect(mountsUnderRoot()).toEqual([]);
+        for (const c of [s.kept, s.limited]) await rt.remove(c.id);
+      } finally {
+        if (where === 'other') fs.rmdirSync(parent);
+      }
+    });
+  }
+
+  it('what the next Runtime removes is only the empty cgroups of dead runs of its own records', async () => {
+    // A record of this state directory to plant variants of.
+    const rt0 = new Runtime({ root });
+    const c = await rt0.run({ image: 'busybox', command: ['true'], stdio: 'ignore' });
+    await c.wait();
+    const template = JSON.parse(fs.readFileSync(path.join(root, 'containers', c.id!, 'container.json'), 'utf8')) as Record<string, unknown>;
+    await c.remove();
+    const sleeper = spawn('sleep', ['100']);
+    await until('sleep to run', () => processStartTime(sleeper.pid!) !== undefined);
+    const live = { supervisor: sleeper.pid!, supervisorStart: processStartTime(sleeper.pid!)! };
+    // A pid and start time of a process that has exited.
+    const gone = spawn('sleep', ['100']);
+    await until('sleep to run', () => processStartTime(gone.pid!) !== undefined);
+    const goneStart = processStartTime(gone.pid!)!;
+    const goneExit = new Promise((r) => gone.once('exit', r));
+    gone.kill('SIGKILL');
+    await goneExit;
+    const dead = { supervisor: gone.pid!, supervisorStart: goneStart, pid: gone.pid!, pidStart: goneStart };
+    const made: string[] = [];
+    const plant = (fields: Record<string, unknown>, cgroups?: (id: string) => string[]) => {
+      const id = newId();
+      const dirs = cgroups ? cgroups(id) : [path.join(UNIFIED_NSBOX, id)];
+      for (const d of dirs) fs.mkdirSync(d);
+      made.push(...dirs);
+      fs.mkdirSync(path.join(root, 'containers', id, 'upper'), { recursive: true });
+      fs.writeFileSync(
+        path.join(root, 'containers', id, 'container.json'),
+        JSON.stringify({ ...template, id, status: 'running', exitCode: null, remove: false, cgroups: dirs, ...fields }),
+      );
+      return { id, dirs };
+    };
+    try {
+      const deadRun = plant({ ...dead });
+      // A live supervisor's container (its start still before the clone, say): its own to handle.
+      const liveRun = plant({ ...dead, ...live });
+      // Another state directory's container: no record here.
+      const foreign = path.join(UNIFIED_NSBOX, newId());
+      fs.mkdirSync(foreign);
+      made.push(foreign);
+      // A record naming a directory that is not a cgroup (an attacker's record, or a bug): never removed.
+      fs.mkdirSync(path.join(base, 'not-a-cgroup'), { recursive: true });
+      const notCgroup = plant({ ...dead }, (id) => [path.join(base, 'not-a-cgroup', id)]);
+      // A dead run whose lock a live process holds (a start of it, making its new cgroups).
+      const locked = plant({ ...dead });
+      const lock = ContainerLock.tryAcquire(new Runtime({ root }).layout, locked.id, 'start')!;
+      expect(lock).toBeDefined();
+
+      const rt = new Runtime({ root });
+      rt.list({ all: true });
+      await until('the dead run to be finished', () => !fs.existsSync(deadRun.dirs[0]!));
+      await new Promise((r) => setTimeout(r, 100));
+      expect(record(deadRun.id)?.status).toBe('exited');
+      for (const d of [...liveRun.dirs, foreign, ...notCgroup.dirs, ...locked.dirs]) expect(fs.existsSync(d)).toBe(true);
+      expect(record(liveRun.id)?.status).toBe('running');
+      expect(record(locked.id)?.status).toBe('running');
+      // Once the lock is free, the next Runtime finishes that one too.
+      lock.release();
+      new Runtime({ root }).list({ all: true });
+      await until('the unlocked dead run to be finished', () => !fs.existsSync(locked.dirs[0]!));
+      expect(fs.existsSync(liveRun.dirs[0]!)).toBe(true);
+      for (const id of [deadRun.id, liveRun.id, notCgroup.id, locked.id]) fs.rmSync(path.join(root, 'containers', id), { recursive: true });
+    } finally {
+      sleeper.kill('SIGKILL');
+      for (const d of made) {
+        try {
+          fs.rmdirSync(d);
+        } catch {
+          // removed by the test itself
+        }
+      }
+    }
+  });
+});
