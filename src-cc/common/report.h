@@ -54,6 +54,8 @@ enum class Sys : int32_t {
   kConfig,
   kSetrlimit,
   kSetns,  // exec (core/exec_child.cc)
+  kNewuidmap,  // core/subid.h: the helper's status, not an errno
+  kNewgidmap,
 };
 
 enum class ReportKind : int32_t {
