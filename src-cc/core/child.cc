@@ -485,7 +485,7 @@ void wait_for_userns(Child& c) {
     if (n < 0) fail(c, Sys::kRead, errno, 3);
   }
   int got = u.newuidmap ? 0 : receive_fds(c.args->userns_sock, fds, kMaxFdsPerMessage);
-  if (got == 0) _exit(125);
+  if (got == 0 && !u.newuidmap) _exit(125);  // EOF (with newuidmap, read above)
   if (got < 0) fail(c, Sys::kRead, errno, 3);
   close(c.args->userns_sock);
   int expected = 0;
