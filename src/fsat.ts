@@ -184,7 +184,7 @@ export function removeTree(path: string | Buffer, options: { force?: boolean } =
   const r = native().removeTree(path);
   const e = r && removeTreeError(path, r, options);
   if (e && mappedFallback(e)) {
-    const left = afterMapped(e, runAsMappedRoot(['rm', resolvePath(path)], `remove ${printable(path)}`));
+    const left = afterMapped(e, runAsMappedRoot(['rm', JSON.stringify({ path: resolvePath(path) })], `remove ${printable(path)}`));
     if (left) throw left;
     return;
   }
@@ -231,7 +231,7 @@ export function removeTreeAsync(path: string | Buffer, options: { force?: boolea
     native().removeTreeAsync(path, (r) => {
       const e = r && removeTreeError(path, r, options);
       if (e && mappedFallback(e)) {
-        runAsMappedRootAsync(['rm', resolvePath(path)], `remove ${printable(path)}`).then((reply) => {
+        runAsMappedRootAsync(['rm', JSON.stringify({ path: resolvePath(path) })], `remove ${printable(path)}`).then((reply) => {
           const left = afterMapped(e, reply);
           if (left) reject(left);
           else resolve();

@@ -682,6 +682,7 @@ export class Runtime {
   private workspaceOf(rec: ContainerRecord, dir = this.layout.containerDir(rec.id)): Workspace {
     const w = new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly, Workspace.diskOf(dir));
     w.idRange = rec.userns;
+    w.subid = rec.subid;
     return w;
   }
 

@@ -184,6 +184,20 @@ export interface HelperReply {
   ok: boolean;
   code?: string;
   message?: string;
+  result?: unknown;
+}
+
+/**
+ * A helper's job that must succeed (commit's walk, import): its result, else its failure as an
+ * NsboxError with the helper's code and message.
+ */
+export async function mappedJob<T>(op: string, args: unknown, what: string, hint?: (code: string, message: string) => string | undefined): Promise<T> {
+  const r = await runAsMappedRootAsync([op, JSON.stringify(args)], what);
+  if (!r.ok) {
+    const h = hint?.(r.code ?? '', r.message ?? '');
+    throw new NsboxError(errnoCode(r.code), `${what}: ${r.message ?? 'failed'} (as the mapped root of the subordinate range)`, h ? { hint: h } : {});
+  }
+  return r.result as T;
 }
 
 function spec(a: { map: SubidMap; helpers: Helpers }, op: string[], out: number) {
