@@ -329,7 +329,7 @@ export function describeFailure(
   if (
     r.step < 0 &&
     plan.userns &&
-    !plan.userns.external &&
+    (!plan.userns.external || plan.userns.mapHelper) &&
     r.syscall === 'clone' &&
     (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')
   ) {
