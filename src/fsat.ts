@@ -208,7 +208,11 @@ function resolvePath(p: string | Buffer): string {
 
 function afterMapped(e: NsboxError, reply: HelperReply): NsboxError | undefined {
   if (reply.ok) return undefined;
-  return new NsboxError(reply.code === undefined ? e.code : errnoCode(reply.code), `${e.message}; as the mapped root (newuidmap's range) too: ${reply.message ?? 'failed'}`, { ...(e.path ? { path: e.path } : {}) });
+  return new NsboxError(
+    reply.code === undefined ? e.code : errnoCode(reply.code),
+    `${e.message}; as the mapped root (newuidmap's range) too: ${reply.message ?? 'failed'}`,
+    { ...(e.path ? { path: e.path } : {}) },
+  );
 }
 
 /**

@@ -141,9 +141,13 @@ export function chooseIdMap(wanted?: IdMapMode): SubidMap | undefined {
   if (mode === 'single') return undefined;
   const a = available();
   if (!a && mode === 'subuid') {
-    throw new NsboxError('UNSUPPORTED', `idMap subuid: uid ${process.geteuid!()} has no range in /etc/subuid and /etc/subgid, or newuidmap/newgidmap are not installed`, {
-      hint: 'install uidmap (newuidmap, newgidmap) and give the user ranges: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER',
-    });
+    throw new NsboxError(
+      'UNSUPPORTED',
+      `idMap subuid: uid ${process.geteuid!()} has no range in /etc/subuid and /etc/subgid, or newuidmap/newgidmap are not installed`,
+      {
+        hint: 'install uidmap (newuidmap, newgidmap) and give the user ranges: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER',
+      },
+    );
   }
   return a?.map;
 }
@@ -273,9 +277,13 @@ export function canFallBack(): boolean {
 export function subidUserNs(m: SubidMap): NativeUserNs {
   const a = available();
   if (!a) {
-    throw new NsboxError('UNSUPPORTED', `idMap subuid: newuidmap and newgidmap are not installed (in /usr/bin or /bin), and this container was made with the range`, {
-      hint: 'install uidmap (shadow-utils)',
-    });
+    throw new NsboxError(
+      'UNSUPPORTED',
+      `idMap subuid: newuidmap and newgidmap are not installed (in /usr/bin or /bin), and this container was made with the range`,
+      {
+        hint: 'install uidmap (shadow-utils)',
+      },
+    );
   }
   return { ...mapTexts(m), setgroupsDeny: false, external: true, mapHelper: { ...a.helpers, ...helperArgs(m) } };
 }

@@ -3,7 +3,20 @@
 // through runuser, from a copy of the package in a world-readable directory. Skipped where
 // the user has no range or uidmap is not installed (.ci/run provides both).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -149,14 +162,7 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
   it('maps the user as 0 and the range as 1.. (uid and gid, setgroups allowed); inspect says subuid and shows the maps', () => {
     const run = nsbox(['run', '--rm', 'busybox', 'sh', '-c', 'id -u; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups']);
     expect(run.stderr).toBe('');
-    expect(lines(run.stdout)).toEqual([
-      '0',
-      `0 ${ids!.uid} 1`,
-      `1 ${r.subuid} ${r.count}`,
-      `0 ${ids!.gid} 1`,
-      `1 ${r.subgid} ${r.count}`,
-      'allow',
-    ]);
+    expect(lines(run.stdout)).toEqual(['0', `0 ${ids!.uid} 1`, `1 ${r.subuid} ${r.count}`, `0 ${ids!.gid} 1`, `1 ${r.subgid} ${r.count}`, 'allow']);
     const out = api(`
       const rt = new nsbox.Runtime();
       const c = await rt.run({ image: 'busybox', command: ['sleep', '30'], name: 'keep', stdio: 'ignore' });
@@ -210,7 +216,8 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     const vol = path.join(base, 'vol2');
     mkdirSync(vol);
     chownSync(vol, ids!.uid, ids!.gid);
-    const make = 'for d in /a /a/b /data/k; do mkdir -p $d; echo x > $d/f; done; chown -R 1000:1000 /a /data/k; chmod -R go-rwx /a /data/k; chmod 700 /a /a/b /data/k';
+    const make =
+      'for d in /a /a/b /data/k; do mkdir -p $d; echo x > $d/f; done; chown -R 1000:1000 /a /data/k; chmod -R go-rwx /a /data/k; chmod 700 /a /a/b /data/k';
     const run = nsbox(['run', '--rm', '-v', `${vol}:/data`, 'busybox', 'sh', '-c', make]);
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
@@ -322,7 +329,12 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     const bad = nsbox(['run', '--rm', 'busybox', 'true'], env);
     expect(bad.status).toBe(125);
     expect(bad.stderr).toMatch(/^nsbox: start container: newuidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\)/);
-    expect(bad.stderr.trim().split('\n').filter((l) => l.startsWith('nsbox:'))).toHaveLength(1);
+    expect(
+      bad.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('nsbox:')),
+    ).toHaveLength(1);
     const kept = nsbox(['run', '--name', 'keep', 'busybox', 'true'], env);
     expect(kept.status).toBe(125);
     const det = nsbox(['run', '-d', '--name', 'det', 'busybox', 'sleep', '30'], env);

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "binding/instance.h"
 #include "binding/fsat.h"
+#include "binding/instance.h"
 #include "binding/plan_reader.h"
 #include "core/devbpf.h"
 #include "core/hostmount.h"

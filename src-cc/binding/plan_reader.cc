@@ -120,7 +120,8 @@ void read_userns(Reader& r, Napi::Object js, Plan& plan) {
   Napi::Value helper = u.Get("mapHelper");
   if (!helper.IsUndefined()) {
     // { newuidmap, newgidmap, uidArgs, gidArgs }: rootless with a subordinate range (plan.h).
-    if (!helper.IsObject() || !plan.userns.external || !plan.userns.host_fds.empty()) return r.Fail("userns.mapHelper must be an object, with external and no hostFds");
+    if (!helper.IsObject() || !plan.userns.external || !plan.userns.host_fds.empty())
+      return r.Fail("userns.mapHelper must be an object, with external and no hostFds");
     Napi::Object h = helper.As<Napi::Object>();
     plan.userns.newuidmap = plan.keep(r.Str(h, "newuidmap", true));
     plan.userns.newgidmap = plan.keep(r.Str(h, "newgidmap", true));

@@ -53,7 +53,7 @@ enum class Sys : int32_t {
   kUnshare,
   kConfig,
   kSetrlimit,
-  kSetns,  // exec (core/exec_child.cc)
+  kSetns,      // exec (core/exec_child.cc)
   kNewuidmap,  // core/subid.h: the helper's status, not an errno
   kNewgidmap,
 };

@@ -69,9 +69,14 @@ describe('subordinate ranges', () => {
     }
   });
 
-  it("a refused newuidmap becomes an error naming it, its arguments and its status; a failure to run it, the errno", () => {
+  it('a refused newuidmap becomes an error naming it, its arguments and its status; a failure to run it, the errno', () => {
     const m = { uid: 1001, gid: 1001, subuid: 300000, subgid: 300000, count: 65536 };
-    const userns = { ...mapTexts(m), setgroupsDeny: false, external: true, mapHelper: { newuidmap: '/usr/bin/newuidmap', newgidmap: '/usr/bin/newgidmap', ...helperArgs(m) } };
+    const userns = {
+      ...mapTexts(m),
+      setgroupsDeny: false,
+      external: true,
+      mapHelper: { newuidmap: '/usr/bin/newuidmap', newgidmap: '/usr/bin/newgidmap', ...helperArgs(m) },
+    };
     const plan = buildPlan({
       root: { type: 'bind', path: '/s/img', readonly: true },
       command: ['true'],
