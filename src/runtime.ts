@@ -1522,9 +1522,31 @@ export class Runtime {
     const { root, release } = await this.copyRoot(ref, label);
     try {
       return await copyInto(root, source, dest, options, label);
+    } catch (e) {
+      throw this.subidCopyError(e, ref);
     } finally {
       release();
     }
+  }
+
+  /**
+   * A copy refused by a file the container gave to another id of its subordinate range (a
+   * directory of mode 0700 of uid 1000 inside): cp runs as the user, which such files are not.
+   */
+  private subidCopyError(e: unknown, ref: string): unknown {
+    if (!(e instanceof NsboxError) || e.code !== 'EACCES' || e.hint !== undefined) return e;
+    let subid = false;
+    try {
+      subid = this.trustedRecord(ref).subid !== undefined;
+    } catch {
+      return e;
+    }
+    if (!subid) return e;
+    return new NsboxError(e.code, e.message, {
+      ...(e.path !== undefined ? { path: e.path } : {}),
+      cause: e,
+      hint: `the path is reached through files of another id of the container's subordinate range, which cp (run as you) cannot open; copy through the container instead (nsbox exec ${ref} tar ...), or give it to root inside first`,
+    });
   }
 
   /**
@@ -1542,7 +1564,7 @@ export class Runtime {
       out = copyOutOf(root, path_, options, label);
     } catch (e) {
       release();
-      throw e;
+      throw this.subidCopyError(e, ref);
     }
     let done = false;
     const finish = (): void => {

@@ -238,6 +238,14 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     const e = nsbox(['exec', 'det', 'sh', '-c', 'id -u; cat /proc/self/uid_map']);
     expect(lines(e.stdout)).toEqual(['0', `0 ${ids!.uid} 1`, `1 ${r.subuid} ${r.count}`]);
     expect(lines(nsbox(['exec', '-u', '1000', 'det', 'sh', '-c', 'id -u; cat /a/f']).stdout)).toEqual(['1000', 'x']);
+    // cp runs as the user: root's paths inside copy, a directory of 1000 of mode 0700 is refused with what to do.
+    const out = path.join(base, 'cp-out');
+    mkdirSync(out);
+    chownSync(out, ids!.uid, ids!.gid);
+    expect(nsbox(['cp', 'det:/etc/passwd', `${out}/passwd`]).status).toBe(0);
+    const closed = nsbox(['cp', 'det:/a/f', `${out}/f`]);
+    expect(closed.status).toBe(125);
+    expect(closed.stderr).toMatch(/EACCES[\s\S]*hint: .*subordinate range/);
     expect(nsbox(['rm', '-f', 'det']).status).toBe(0);
     expect(nsbox(['prune']).status).toBe(0);
     nothingLeft();
