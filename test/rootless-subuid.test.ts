@@ -330,6 +330,33 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it("the library leaks no fd: a --rm through the mapped helper, a kept one's removal, a refused newuidmap", () => {
+    const fake = path.join(base, 'subid-fake-api');
+    writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
+    const out = api(`
+      const fs = require('fs');
+      const rt = new nsbox.Runtime();
+      const fds = () => fs.readdirSync('/proc/self/fd').length;
+      const make = ['sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a'];
+      const once = async () => { const c = await rt.run({ image: 'busybox', command: make, remove: true, stdio: 'ignore' }); await c.wait(); };
+      await once();
+      const before = fds();
+      await once();
+      const k = await rt.run({ image: 'busybox', command: make, name: 'keep', stdio: 'ignore' });
+      await k.wait();
+      await rt.remove('keep');
+      process.env.NSBOX_SUBUID = ${JSON.stringify(fake)};
+      process.env.NSBOX_SUBGID = ${JSON.stringify(fake)};
+      let err = '';
+      try { await rt.run({ image: 'busybox', command: ['true'], remove: true, stdio: 'ignore' }); } catch (e) { err = e.message; }
+      console.log(JSON.stringify({ before, after: fds(), err }));
+    `);
+    const res = JSON.parse(out.stdout.trim().split('\n').pop()!) as { before: number; after: number; err: string };
+    expect(res.err).toMatch(/^start container: newuidmap PID .* 300000 65536 failed/);
+    expect(res.after).toBe(res.before);
+    nothingLeft();
+  });
+
   it('a range the user does not own: newuidmap refuses, a clear error naming it, and nothing is left', () => {
     const fake = path.join(base, 'subid-fake');
     writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
