@@ -307,11 +307,14 @@ export function describeFailure(
       ['', '', '', 'receive the maps and host fds', 'become root of its user namespace', 'make / private', 'mount an idmapped image layer', 'place a host fd'][
         r.detail ?? 0
       ] ?? 'user namespace';
-    return new NsboxError(errnoCode(r.code), `user namespace (auto): ${what}: ${r.syscall}: ${r.code}`, { ...details, step: 'user namespace' });
+    return new NsboxError(errnoCode(r.code), `user namespace (${helper ? 'subuid' : 'auto'}): ${what}: ${r.syscall}: ${r.code}`, {
+      ...details,
+      step: 'user namespace',
+    });
   }
   if (r.step < 0 && plan.userns?.external && r.syscall !== 'clone') {
     // The parent's side (core/spawn.cc give_userns): maps, the host paths, the idmapped layer.
-    return new NsboxError(errnoCode(r.code), `start container: user namespace (auto): ${r.syscall}: ${r.code}`, {
+    return new NsboxError(errnoCode(r.code), `start container: user namespace (${helper ? 'subuid' : 'auto'}): ${r.syscall}: ${r.code}`, {
       ...details,
       step: 'user namespace',
       hint: "writing the id maps, opening the host paths in the container's mount namespace, or idmapping the image layer (its filesystem must support idmapped mounts)",
