@@ -330,6 +330,24 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it('starts at once in one process each get the range (each child dumpable on its own until newuidmap ran), and leave nothing', () => {
+    const out = api(`
+      const rt = new nsbox.Runtime();
+      const one = async () => {
+        const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'cat /proc/self/uid_map; touch /f; chown 1000 /f'], remove: true });
+        let text = '';
+        c.stdout.on('data', (d) => (text += d));
+        const s = await c.wait();
+        return s.exitCode + ' ' + text.trim().split(/\\s+/).join(' ');
+      };
+      console.log(JSON.stringify(await Promise.all(Array.from({ length: 8 }, one))));
+    `);
+    expect(out.stderr).toBe('');
+    const got = JSON.parse(out.stdout.trim().split('\n').pop()!) as string[];
+    expect(got).toEqual(Array.from({ length: 8 }, () => `0 0 ${ids!.uid} 1 1 ${r.subuid} ${r.count}`));
+    nothingLeft();
+  });
+
   it("the library leaks no fd: a --rm through the mapped helper, a kept one's removal, a refused newuidmap", () => {
     const fake = path.join(base, 'subid-fake-api');
     writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
