@@ -92,7 +92,12 @@ console.log(JSON.stringify({ start, whole }));
   const bwrap = `bwrap --unshare-all --bind ${rootfs} / --proc /proc --dev /dev /bin/true`;
   const series = { nsboxStart: [], nsboxWhole: [], bwrap: [], rootStart: [], subuidStart: [], subuidWhole: [] };
   // The range's row only where it can run (the user's entries and the helpers).
-  const subuid = spawnSync('runuser', ['-u', USER, '--', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${work}`, 'NSBOX_ID_MAP=subuid', 'node', worker, rootfs, work, '1'], { cwd: base }).status === 0;
+  const subuid =
+    spawnSync(
+      'runuser',
+      ['-u', USER, '--', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${work}`, 'NSBOX_ID_MAP=subuid', 'node', worker, rootfs, work, '1'],
+      { cwd: base },
+    ).status === 0;
   // For scale: the same worker as root (no user namespace), on a root-owned copy of the root.
   const rootWork = path.join(base, 'root-work');
   fs.mkdirSync(rootWork);
