@@ -44,6 +44,7 @@
         "src-cc/core/exec.cc",
         "src-cc/core/exec_child.cc",
         "src-cc/core/xattr.cc",
+        "src-cc/core/subid.cc",
         "src-cc/binding/binding.cc",
         "src-cc/binding/plan_reader.cc",
         "src-cc/binding/stdio.cc",

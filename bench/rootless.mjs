@@ -7,6 +7,9 @@
 // `run --rm`: user namespace, overlay with userxattr, /proc, /dev, /sys, pivot_root, nsbox-init,
 // exec of /bin/true), timed in-process from the call until the command has been exec'd, and
 // to the end of wait(). bwrap: hyperfine -N (no shell) on the whole process, fork to reap.
+// Rootless twice: with the one-id map (NSBOX_ID_MAP=single: the child writes its own map) and,
+// when the user has an /etc/subuid range and uidmap is installed, with that range
+// (NSBOX_ID_MAP=subuid: no CLONE_VM, and newuidmap + newgidmap fork+exec'd by the spawner).
 // Writes bench/results/rootless-<date>.json.
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -44,8 +47,8 @@ try {
   const work = path.join(base, 'work');
   fs.mkdirSync(work);
   fs.chownSync(work, uid, gid);
-  const asUser = (argv, opts = {}) =>
-    execFileSync('runuser', ['-u', USER, '--', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${work}`, ...argv], {
+  const asUser = (argv, opts = {}, env = ['NSBOX_ID_MAP=single']) =>
+    execFileSync('runuser', ['-u', USER, '--', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${work}`, ...env, ...argv], {
       cwd: base,
       encoding: 'utf8',
       maxBuffer: 64 << 20,
@@ -87,7 +90,14 @@ console.log(JSON.stringify({ start, whole }));
   );
   fs.chmodSync(worker, 0o644);
   const bwrap = `bwrap --unshare-all --bind ${rootfs} / --proc /proc --dev /dev /bin/true`;
-  const series = { nsboxStart: [], nsboxWhole: [], bwrap: [], rootStart: [] };
+  const series = { nsboxStart: [], nsboxWhole: [], bwrap: [], rootStart: [], subuidStart: [], subuidWhole: [] };
+  // The range's row only where it can run (the user's entries and the helpers).
+  const subuid =
+    spawnSync(
+      'runuser',
+      ['-u', USER, '--', 'env', '-i', `PATH=${process.env.PATH}`, `HOME=${work}`, 'NSBOX_ID_MAP=subuid', 'node', worker, rootfs, work, '1'],
+      { cwd: base },
+    ).status === 0;
   // For scale: the same worker as root (no user namespace), on a root-owned copy of the root.
   const rootWork = path.join(base, 'root-work');
   fs.mkdirSync(rootWork);
@@ -112,6 +122,16 @@ console.log(JSON.stringify({ start, whole }));
         .pop(),
     );
     series.rootStart.push(...asRoot.start);
+    if (subuid) {
+      const out = JSON.parse(
+        asUser(['node', worker, rootfs, work, String(n)], {}, ['NSBOX_ID_MAP=subuid'])
+          .trim()
+          .split('\n')
+          .pop(),
+      );
+      series.subuidStart.push(...out.start);
+      series.subuidWhole.push(...out.whole);
+    }
     const json = path.join(work, `hf-${r}.json`);
     asUser(['hyperfine', '-N', '--warmup', '5', '--runs', String(n), '--export-json', json, bwrap], { stdio: ['ignore', 'ignore', 'inherit'] });
     series.bwrap.push(...JSON.parse(fs.readFileSync(json, 'utf8')).results[0].times.map((t) => t * 1000));
@@ -135,6 +155,12 @@ console.log(JSON.stringify({ start, whole }));
     bwrapWhole: stat(series.bwrap),
     nsboxRootStart: stat(series.rootStart),
   };
+  if (subuid) {
+    result.nsboxSubuidStart = stat(series.subuidStart);
+    result.nsboxSubuidWhole = stat(series.subuidWhole);
+    result.ratioSubuidToSingleStart = +(result.nsboxSubuidStart.median / result.nsboxRootlessStart.median).toFixed(3);
+    result.ratioSubuidToSingleWhole = +(result.nsboxSubuidWhole.median / result.nsboxRootlessWhole.median).toFixed(3);
+  }
   result.ratioStartToBwrap = +(result.nsboxRootlessStart.median / result.bwrapWhole.median).toFixed(3);
   result.ratioWholeToBwrap = +(result.nsboxRootlessWhole.median / result.bwrapWhole.median).toFixed(3);
   const file = path.join(REPO, 'bench', 'results', `rootless-${result.date.slice(0, 10)}.json`);

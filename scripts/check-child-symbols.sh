@@ -8,7 +8,7 @@
 set -euo pipefail
 build=${1:-build/Release}
 objects=("$build"/obj.target/nsbox/src-cc/core/child.o "$build"/obj.target/nsbox/src-cc/core/fdpass.o
-  "$build"/obj.target/nsbox/src-cc/core/exec_child.o)
+  "$build"/obj.target/nsbox/src-cc/core/exec_child.o "$build"/obj.target/nsbox/src-cc/core/subid.o)
 allowed=(
   __errno_location _exit chdir close dup2 fchdir fcntl fcntl64 fstat fstat64 ioctl mkdirat mount
   open open64 openat openat64 poll prctl recvmsg sendmsg sethostname setsid sigaction socket
@@ -16,6 +16,7 @@ allowed=(
   _ZN5nsbox7send_fdEii _ZN5nsbox10receive_fdEi _ZN5nsbox11receive_fdsEiPii
   dup3  # a single system call (core/child.cc wait_for_userns)
   clone fstatfs fstatfs64  # exec_child.o: the glibc wrappers are single system calls
+  read pipe2 mmap mmap64 munmap  # subid.o (newuidmap's helpers): single system calls too
 )
 status=0
 for o in "${objects[@]}"; do

@@ -39,6 +39,7 @@ import {
 } from './validate';
 import { checkRootlessIds, isRootless, needsCgroup, rootlessCgroup, startUserNs } from './rootless';
 import { externalUserNs, type IdRange } from './userns';
+import { MAP_HELPER_FAILED, chooseIdMap, helperError, type SubidMap } from './subid';
 
 export type { ProcessEvents, ProcessStreams, Stdio, StdioEntry, StdioMode, StreamsOf, TerminalSize } from './stdio';
 
@@ -154,6 +155,11 @@ export interface LaunchOptions extends ProcessOptions {
   etcFiles?: Array<{ source: string; target: string }> | undefined;
   /** Root's `userns: 'auto'`: the host ids its user namespace maps (src/userns.ts). */
   idRange?: IdRange | undefined;
+  /**
+   * Rootless: the subordinate range its user namespace maps (src/subid.ts), or 'single' for
+   * the one-id map; absent: the range when the user has one (NSBOX_ID_MAP may say otherwise).
+   */
+  idMap?: SubidMap | 'single' | undefined;
 }
 
 /** Checked by its own code later: here only its presence among the known keys. */
@@ -290,17 +296,32 @@ export function describeFailure(
     const how = signal ? `was killed by ${SIGNAL_NAMES.get(signal) ?? `signal ${signal}`}` : `exited with ${(r.vanished >> 8) & 0xff}`;
     return new NsboxError('ECHILD', `start container: the setup process ${how} before it reported`, details);
   }
+  const helper = plan.userns?.mapHelper;
+  if (r.step < 0 && helper && (r.syscall === 'newuidmap' || r.syscall === 'newgidmap')) {
+    // Rootless with a range (core/subid.h): the setuid helper refused, or could not be run.
+    const args = r.syscall === 'newuidmap' ? helper.uidArgs : helper.gidArgs;
+    if (r.errno >= MAP_HELPER_FAILED) {
+      const [, uid, , , start, count] = args.map(Number);
+      const gid = Number(helper.gidArgs[1]);
+      const subgid = Number(helper.gidArgs[4]);
+      return helperError(r.syscall, r.errno - MAP_HELPER_FAILED, { uid: uid!, gid, subuid: start!, subgid, count: count! });
+    }
+    return new NsboxError(errnoCode(r.code), `start container: run ${r.syscall}: ${r.code}`, { ...details, step: 'user namespace' });
+  }
   if (r.step === USERNS_PHASE && plan.userns?.external) {
     // Root's userns 'auto' (core/child.cc wait_for_userns): the child's side of the handover.
     const what =
       ['', '', '', 'receive the maps and host fds', 'become root of its user namespace', 'make / private', 'mount an idmapped image layer', 'place a host fd'][
         r.detail ?? 0
       ] ?? 'user namespace';
-    return new NsboxError(errnoCode(r.code), `user namespace (auto): ${what}: ${r.syscall}: ${r.code}`, { ...details, step: 'user namespace' });
+    return new NsboxError(errnoCode(r.code), `user namespace (${helper ? 'subuid' : 'auto'}): ${what}: ${r.syscall}: ${r.code}`, {
+      ...details,
+      step: 'user namespace',
+    });
   }
   if (r.step < 0 && plan.userns?.external && r.syscall !== 'clone') {
     // The parent's side (core/spawn.cc give_userns): maps, the host paths, the idmapped layer.
-    return new NsboxError(errnoCode(r.code), `start container: user namespace (auto): ${r.syscall}: ${r.code}`, {
+    return new NsboxError(errnoCode(r.code), `start container: user namespace (${helper ? 'subuid' : 'auto'}): ${r.syscall}: ${r.code}`, {
       ...details,
       step: 'user namespace',
       hint: "writing the id maps, opening the host paths in the container's mount namespace, or idmapping the image layer (its filesystem must support idmapped mounts)",
@@ -318,7 +339,7 @@ export function describeFailure(
   if (
     r.step < 0 &&
     plan.userns &&
-    !plan.userns.external &&
+    (!plan.userns.external || plan.userns.mapHelper) &&
     r.syscall === 'clone' &&
     (r.code === 'EPERM' || r.code === 'ENOSPC' || r.code === 'EUSERS' || r.code === 'EACCES')
   ) {
@@ -856,7 +877,7 @@ export function planStart(
   id: string,
   shape: StartShape,
 ): { plan: NativePlan; cgroup: ContainerCgroup | null; bounds: CgroupLimits } {
-  const { security, confinement: built, devices: deviceSpecs, limits, ulimits, idRange, ...planned } = options;
+  const { security, confinement: built, devices: deviceSpecs, limits, ulimits, idRange, idMap, ...planned } = options;
   const confined = built ?? confinement(security);
   if (deviceSpecs !== undefined && !Array.isArray(deviceSpecs)) throw invalid('devices: must be an array');
   const devices = (deviceSpecs ?? []).map(parseDevice);
@@ -865,7 +886,8 @@ export function planStart(
   const initOptions = initRlimits(limits, ulimits);
   shape.check?.(bounds);
   if (idRange && isRootless()) throw new NsboxError('UNSUPPORTED', 'userns auto: for root; rootless containers have a user namespace of their own already');
-  const userns = idRange ? undefined : startUserNs();
+  const subid = idRange || !isRootless() || idMap === 'single' ? undefined : (idMap ?? chooseIdMap());
+  const userns = idRange ? undefined : startUserNs(subid);
   if (userns) {
     checkRootlessIds(confined.security, userns);
     if (shape.detached && needsCgroup(bounds))

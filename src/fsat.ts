@@ -3,9 +3,12 @@
  * src-cc/core/fsat.h), as TypeScript calls that throw NsboxError. Names are Buffers: the bytes
  * on disk, whatever they are, and always one path component.
  */
-import { NsboxError, fromNative, isNativeErrno } from './errors';
+import { resolve as pathResolve } from 'node:path';
+
+import { NsboxError, errnoCode, fromNative, isNativeErrno } from './errors';
 import { native, type NativeErrno } from './native';
 import { overlayLowerdir } from './plan';
+import { canFallBack, isAccessError, runAsMappedRoot, runAsMappedRootAsync, type HelperReply } from './subid';
 
 /** An entry's lstat, as listDir and statFd give it (times in seconds and nanoseconds). */
 export interface EntryStat {
@@ -180,7 +183,36 @@ export function copyData(fromFd: number, toFd: number, limit: number): number {
 export function removeTree(path: string | Buffer, options: { force?: boolean } = {}): void {
   const r = native().removeTree(path);
   const e = r && removeTreeError(path, r, options);
+  if (e && mappedFallback(e)) {
+    const left = afterMapped(e, runAsMappedRoot(['rm', JSON.stringify({ path: resolvePath(path) })], `remove ${printable(path)}`));
+    if (left) throw left;
+    return;
+  }
   if (e) throw e;
+}
+
+/**
+ * Rootless with a subordinate range: files the container gave to other ids (a directory of
+ * mode 0700 owned by uid 1000 inside) are not the user's to list or delete, so a removal that
+ * failed with EACCES or EPERM goes on in a helper that is root of a user namespace with the
+ * same map (src/subid.ts). Tried second: most write layers hold only the user's own files,
+ * and those cost nothing extra.
+ */
+function mappedFallback(e: NsboxError): boolean {
+  return isAccessError(e) && canFallBack();
+}
+
+function resolvePath(p: string | Buffer): string {
+  return pathResolve(printable(p));
+}
+
+function afterMapped(e: NsboxError, reply: HelperReply): NsboxError | undefined {
+  if (reply.ok) return undefined;
+  return new NsboxError(
+    reply.code === undefined ? e.code : errnoCode(reply.code),
+    `${e.message}; as the mapped root (newuidmap's range) too: ${reply.message ?? 'failed'}`,
+    { ...(e.path ? { path: e.path } : {}) },
+  );
 }
 
 /**
@@ -202,7 +234,13 @@ export function removeTreeAsync(path: string | Buffer, options: { force?: boolea
   return new Promise((resolve, reject) => {
     native().removeTreeAsync(path, (r) => {
       const e = r && removeTreeError(path, r, options);
-      if (e) reject(e);
+      if (e && mappedFallback(e)) {
+        runAsMappedRootAsync(['rm', JSON.stringify({ path: resolvePath(path) })], `remove ${printable(path)}`).then((reply) => {
+          const left = afterMapped(e, reply);
+          if (left) reject(left);
+          else resolve();
+        }, reject);
+      } else if (e) reject(e);
       else resolve();
     });
   });

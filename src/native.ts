@@ -98,6 +98,11 @@ export interface NativeUserNs {
    */
   external?: boolean;
   hostFds?: NativeHostFd[];
+  /**
+   * Rootless with a subordinate range (src/subid.ts): with `external`, the maps are written by
+   * running these setuid helpers (absolute paths) with the PID and the args (core/subid.h).
+   */
+  mapHelper?: { newuidmap: string; newgidmap: string; uidArgs: string[]; gidArgs: string[] };
 }
 
 /** A host path the parent opens in the child's mount namespace, put on fd `fd` in the child. */
@@ -205,6 +210,15 @@ export interface NativeBinding {
     onStarted: (r: SpawnResult) => void,
   ): SpawnResult | undefined;
   resizePty(fd: number, cols: number, rows: number): NativeErrno | null;
+  /**
+   * Runs `file argv env` in a user namespace of its own whose maps newuidmap/newgidmap write
+   * (core/subid.h), `out` as its stdout and stderr, and waits: its wait status, a map helper's
+   * exit status, or an errno. With `done`, on libuv's pool.
+   */
+  runInUserns(
+    spec: { file: string; argv: string[]; env: string[]; out: number; newuidmap: string; newgidmap: string; uidArgs: string[]; gidArgs: string[] },
+    done?: (r: unknown) => void,
+  ): unknown;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
   /** A close-on-exec pidfd of `pid`. */

@@ -12,6 +12,7 @@ import { validateImageName } from './image/store';
 import { ID_RE, type Layout } from './layout';
 import { Volume } from './volume';
 import type { IdRange } from './userns';
+import type { SubidMap } from './subid';
 import {
   arrayOf,
   boolean,
@@ -133,6 +134,11 @@ export interface ContainerRecord extends Omit<ContainerInfo, 'status'> {
    * before use (named after the container, on a cgroup file system: cgroup.ts).
    */
   cgroups?: string[];
+  /**
+   * Rootless with a subordinate range (src/subid.ts): the map it was made with, which every
+   * start of it uses again (its files on the host are owned by those ids). Absent: one id.
+   */
+  subid?: SubidMap;
 }
 
 /** Container names, as `--name` takes them and names/<name> holds them. */
@@ -205,6 +211,15 @@ const RECORD: Spec<ContainerRecord> = {
       uidBase: integer(1, 2 ** 32 - 2 - 65536),
       gidBase: integer(1, 2 ** 32 - 2 - 65536),
       size: integer(1, 65536),
+    }),
+  ),
+  subid: optional(
+    shape<SubidMap>({
+      uid: integer(1, 2 ** 32 - 2),
+      gid: integer(0, 2 ** 32 - 2),
+      subuid: integer(1, 2 ** 32 - 2),
+      subgid: integer(1, 2 ** 32 - 2),
+      count: integer(1, 2 ** 32 - 2),
     }),
   ),
 };

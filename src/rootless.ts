@@ -10,15 +10,20 @@ import { v2Use } from './cgroup-v2';
 import type { CgroupLimits } from './limits';
 import { mapsId, rootlessUserNs } from './plan';
 import type { NativeSecurity, NativeUserNs } from './native';
+import { subidUserNs, type SubidMap } from './subid';
 
 /** Whether this process runs nsbox rootless (its effective uid is not 0). */
 export function isRootless(): boolean {
   return (process.geteuid?.() ?? 0) !== 0;
 }
 
-/** The container's user namespace when rootless, else undefined (root runs without one). */
-export function startUserNs(): NativeUserNs | undefined {
+/**
+ * The container's user namespace when rootless, else undefined (root runs without one): the
+ * subordinate range when `subid` is given (src/subid.ts), else the one-id map.
+ */
+export function startUserNs(subid?: SubidMap): NativeUserNs | undefined {
   if (!isRootless()) return undefined;
+  if (subid) return subidUserNs(subid);
   return rootlessUserNs(process.geteuid!(), process.getegid!());
 }
 

@@ -14,6 +14,7 @@ import { NsboxError, fromSystemError, invalid, errnoCode } from './errors';
 import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { isRootless } from './rootless';
 import { allocateRange, claimsDir, holdRange, idMapText, pruneStaleRanges, releaseRange } from './userns';
+import { chooseIdMap, mapTexts } from './subid';
 import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
 import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
@@ -71,12 +72,13 @@ export interface ContainerInspect extends ContainerInfo {
   supervisor: number | null;
   /**
    * Rootless (a state directory of a user other than root): the container's user namespace
-   * maps `single`, the one uid and gid of that user as 0 (chown to other ids fails EINVAL).
+   * maps `single`, the one uid and gid of that user as 0 (chown to other ids fails EINVAL), or
+   * `subuid`, the user as 0 and its /etc/subuid range as 1.. (`userns` says which).
    * `auto` as root with `userns: 'auto'`: a range of host ids of its own (`userns` says which).
    * null as root otherwise: no user namespace of its own.
    */
-  idMap: 'single' | 'auto' | null;
-  /** userns 'auto': its maps as /proc/PID/uid_map and gid_map show them ("0 BASE 65536"); else null. */
+  idMap: 'single' | 'subuid' | 'auto' | null;
+  /** userns 'auto' or idMap 'subuid': its maps as /proc/PID/uid_map and gid_map show them (lines "inside outside count"); else null. */
   userns: { uidMap: string; gidMap: string } | null;
 }
 
@@ -199,6 +201,13 @@ export interface RunOptions {
    * seccomp and the rest). Rootless containers always have one (mapping the user's own ids).
    */
   userns?: 'auto' | 'host' | undefined;
+  /**
+   * Rootless: `'subuid'` maps the user as 0 and the first range of its /etc/subuid and
+   * /etc/subgid entries as 1.. (through newuidmap and newgidmap), `'single'` the user's own ids
+   * only. Default: the range when the user has one and the helpers are installed
+   * (`NSBOX_ID_MAP=single|subuid` sets the default). Kept with the container.
+   */
+  idMap?: 'single' | 'subuid' | undefined;
 }
 
 const isString = (v: unknown) => typeof v === 'string';
@@ -252,6 +261,7 @@ const RUN_OPTIONS: Spec<RunOptions & { detach?: boolean } & LogOptions> = {
   }) as Check<AbortSignal>),
   detach: optional(boolean),
   userns: optional(oneOf(['auto', 'host'] as const)),
+  idMap: optional(oneOf(['single', 'subuid'] as const)),
   logMaxSize: optional(
     union<number | string>('bytes, or a size like 10m', [
       [(v) => typeof v === 'number', integer(1024, Number.MAX_SAFE_INTEGER)],
@@ -459,6 +469,12 @@ export class Runtime {
     }
     const autoUserns = options.userns === 'auto';
     if (autoUserns) checkAutoUserns({ disk: disk !== undefined, driver, readOnly: !!options.readOnly });
+    if (options.idMap !== undefined && !isRootless()) {
+      throw new NsboxError('UNSUPPORTED', `idMap: for rootless containers (root's containers have none, or a range of their own with userns 'auto')`, {
+        hint: "leave idMap out, or use userns: 'auto'",
+      });
+    }
+    const subid = isRootless() ? chooseIdMap(options.idMap) : undefined;
     this.layout.ensure();
     this.recoverOnce();
 
@@ -485,6 +501,7 @@ export class Runtime {
       supervisorStart: ownStartTime(),
       imageLayer: image.rootfs,
       config: recordConfig(options, env),
+      ...(subid ? { subid } : {}),
     };
     // limits.disk: a --rm container's write layer is a tmpfs of that size, a kept one's an ext4 image.
     const workspaceIn = (at: string): Workspace =>
@@ -555,6 +572,7 @@ export class Runtime {
         ...(options.tmpfs !== undefined ? { tmpfs: tmpfsMounts(options.tmpfs) } : {}),
         ...(options.signal !== undefined ? { signal: options.signal } : {}),
         ...(record.userns ? { idRange: record.userns } : {}),
+        ...(isRootless() ? { idMap: record.subid ?? 'single' } : {}),
         etcFiles: await etcFiles,
       };
       if (detach) {
@@ -676,6 +694,7 @@ export class Runtime {
   private workspaceOf(rec: ContainerRecord, dir = this.layout.containerDir(rec.id)): Workspace {
     const w = new Workspace(dir, rec.imageLayer, rec.driver, !!rec.readOnly, Workspace.diskOf(dir));
     w.idRange = rec.userns;
+    w.subid = rec.subid;
     return w;
   }
 
@@ -1009,10 +1028,12 @@ export class Runtime {
       imageLayer: rec?.imageLayer ?? null,
       supervisor: rec?.supervisor ?? null,
       // A state directory is only ever its owner's (Layout.verify): a user's containers are rootless.
-      idMap: isRootless() ? 'single' : rec?.userns ? 'auto' : null,
+      idMap: isRootless() ? (rec?.subid ? 'subuid' : 'single') : rec?.userns ? 'auto' : null,
       userns: rec?.userns
         ? { uidMap: idMapText(rec.userns.uidBase, rec.userns.size).trim(), gidMap: idMapText(rec.userns.gidBase, rec.userns.size).trim() }
-        : null,
+        : rec?.subid
+          ? { uidMap: mapTexts(rec.subid).uidMap.trim(), gidMap: mapTexts(rec.subid).gidMap.trim() }
+          : null,
     };
   }
 
@@ -1581,9 +1602,31 @@ export class Runtime {
     const { root, release } = await this.copyRoot(ref, label);
     try {
       return await copyInto(root, source, dest, options, label);
+    } catch (e) {
+      throw this.subidCopyError(e, ref);
     } finally {
       release();
     }
+  }
+
+  /**
+   * A copy refused by a file the container gave to another id of its subordinate range (a
+   * directory of mode 0700 of uid 1000 inside): cp runs as the user, which such files are not.
+   */
+  private subidCopyError(e: unknown, ref: string): unknown {
+    if (!(e instanceof NsboxError) || e.code !== 'EACCES' || e.hint !== undefined) return e;
+    let subid = false;
+    try {
+      subid = this.trustedRecord(ref).subid !== undefined;
+    } catch {
+      return e;
+    }
+    if (!subid) return e;
+    return new NsboxError(e.code, e.message, {
+      ...(e.path !== undefined ? { path: e.path } : {}),
+      cause: e,
+      hint: `the path is reached through files of another id of the container's subordinate range, which cp (run as you) cannot open; copy through the container instead (nsbox exec ${ref} tar ...), or give it to root inside first`,
+    });
   }
 
   /**
@@ -1601,7 +1644,7 @@ export class Runtime {
       out = copyOutOf(root, path_, options, label);
     } catch (e) {
       release();
-      throw e;
+      throw this.subidCopyError(e, ref);
     }
     let done = false;
     const finish = (): void => {
@@ -1874,6 +1917,7 @@ export class Runtime {
         ...(cfg.tmpfs !== undefined ? { tmpfs: cfg.tmpfs } : {}),
         ...(o.signal !== undefined ? { signal: o.signal } : {}),
         ...(rec.userns ? { idRange: rec.userns } : {}),
+        ...(isRootless() ? { idMap: rec.subid ?? 'single' } : {}),
         etcFiles: writeEtcFiles({ dir, hostname, network: cfg.network, imageLayer: rec.imageLayer, readOnly: !!rec.readOnly }),
       };
       if (o.detach) {

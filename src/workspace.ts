@@ -13,6 +13,7 @@ import { NsboxError, fromNative, fromSystemError, invalid } from './errors';
 import { removeTree, removeTreeAsync } from './fsat';
 import type { BatchOp } from './fsbatch';
 import { isRootless } from './rootless';
+import { mappedJob, type SubidMap } from './subid';
 import type { IdRange } from './userns';
 import { native } from './native';
 import { overlayLowerdir, type RootSource, type WriteLayerMount } from './plan';
@@ -85,6 +86,8 @@ export class Workspace {
    * and a commit gives its files the owners the container saw.
    */
   idRange: IdRange | undefined;
+  /** Rootless with a subordinate range: the map its files were made with (commit reads them as it, src/subid.ts). */
+  subid: SubidMap | undefined;
   private mountedOnHost = false;
 
   constructor(dir: string, imageLayer: string, driver: StorageDriver, readOnly = false, disk?: DiskLayer) {
@@ -291,6 +294,7 @@ export class Workspace {
   /** exportTar and exportTree in one walk of the layers. */
   async exportTarAndTree(output: string, dest: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
     const { writeMergedTarAndTree } = await import('./image/merged-tree');
+    if (this.subid) return this.mappedTree({ dest, output }, exclude);
     return this.withLayers((l) => writeMergedTarAndTree({ ...l, exclude, shared: this.sharedLayers() }, output, dest));
   }
 
@@ -302,7 +306,19 @@ export class Workspace {
    */
   async exportTree(dest: string, exclude: string[] = []): Promise<{ entries: number; bytes: number }> {
     const { writeMergedTree } = await import('./image/merged-tree');
+    if (this.subid) return this.mappedTree({ dest }, exclude);
     return this.withLayers((l) => writeMergedTree({ ...l, exclude, shared: this.sharedLayers() }, dest));
+  }
+
+  /**
+   * Rootless with a subordinate range: the walk runs in a helper that is root of a user
+   * namespace with the container's map (src/ns-helper.ts), where the files it gave to other
+   * ids are readable and the image's copies get the same owners (host ids of the range).
+   */
+  private mappedTree(to: { dest: string; output?: string | undefined }, exclude: string[]): Promise<{ entries: number; bytes: number }> {
+    return this.withLayers((l) =>
+      mappedJob<{ entries: number; bytes: number }>('tree', { source: { ...l, exclude, shared: this.sharedLayers() }, ...to }, 'commit'),
+    );
   }
 
   /**

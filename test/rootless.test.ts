@@ -66,6 +66,8 @@ function asUser(argv: string[], env: Record<string, string> = {}, input?: string
       `PATH=${process.env.PATH}`,
       `HOME=${home}`,
       `NSBOX_ROOT=${state}`,
+      // The one-id map, whatever /etc/subuid gives the user (the range: rootless-subuid.test.ts).
+      'NSBOX_ID_MAP=single',
       ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
       ...argv,
     ],
@@ -394,7 +396,7 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     const sock = `nsbox-rl-${process.pid}`;
     const tmux = (...a: string[]) => execFileSync('tmux', ['-L', sock, ...a]).toString();
     try {
-      const cmd = `runuser -u ${USER} -- env -i PATH=${process.env.PATH} HOME=${home} NSBOX_ROOT=${state} node ${pkg}/dist/cli/main.js run --rm -ti busybox sh`;
+      const cmd = `runuser -u ${USER} -- env -i PATH=${process.env.PATH} HOME=${home} NSBOX_ROOT=${state} NSBOX_ID_MAP=single node ${pkg}/dist/cli/main.js run --rm -ti busybox sh`;
       tmux('new-session', '-d', '-s', 'rl', '-x', '100', '-y', '20', cmd);
       const screen = () => tmux('capture-pane', '-p', '-t', 'rl');
       const until = (re: RegExp) => {
@@ -446,7 +448,7 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
         { mode: 0o644 },
       );
       // The supervisor in the subtree (root moves it there, as a service manager would), then the user.
-      const env = `NSBOX_CGROUP_V2=limits NSBOX_CGROUP_V2_PARENT=${ctrs} NSBOX_ROOT=${state} HOME=${home} PATH=${process.env.PATH}`;
+      const env = `NSBOX_CGROUP_V2=limits NSBOX_CGROUP_V2_PARENT=${ctrs} NSBOX_ROOT=${state} HOME=${home} PATH=${process.env.PATH} NSBOX_ID_MAP=single`;
       const inSubtree = (argv: string) =>
         spawnSync('sh', ['-c', `echo $$ > ${sup}/cgroup.procs && exec runuser -u ${USER} -- env -i ${env} ${argv}`], {
           cwd: base,

@@ -96,6 +96,7 @@ describe('run options of the wrong type', () => {
     ['detach', 'yes', /run option detach: expected a boolean/],
     ['userns', 'yes', /run option userns: expected one of auto, host|run option userns: .*auto.*host/],
     ['userns', true, /run option userns: /],
+    ['idMap', 'range', /run option idMap: .*single.*subuid/],
     ['logMaxSize', 10, /run option logMaxSize: expected an integer from 1024/],
     ['logMaxSize', true, /run option logMaxSize: expected bytes, or a size like 10m/],
     ['logMaxFiles', 0, /run option logMaxFiles: expected an integer from 1 to 100/],
@@ -115,6 +116,14 @@ describe('run options of the wrong type', () => {
     const e = await runError({ image: 'busybox', nope: 1 });
     const known = /known: (.*)$/.exec(e.message)![1]!.split(', ');
     expect(new Set(cases.map(([k]) => k))).toEqual(new Set(known));
+  });
+
+  it("idMap is for rootless containers: as root it is refused, naming userns 'auto', with nothing made", async () => {
+    const fresh = path.join(base, 'fresh-idmap-root');
+    const e = await runError({ image: 'busybox', command: ['true'], idMap: 'subuid' }, new Runtime({ root: fresh }));
+    expect(e.code).toBe('UNSUPPORTED');
+    expect(e.message).toMatch(/^idMap: for rootless containers/);
+    expect(fs.readdirSync(path.join(fresh, 'containers'))).toEqual([]);
   });
 
   it('refuses a non-object, without making anything', async () => {

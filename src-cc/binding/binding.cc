@@ -59,6 +59,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("spawn", Napi::Function::New<Spawn>(env, "spawn"));
   exports.Set("spawnAsync", Napi::Function::New<SpawnAsync>(env, "spawnAsync"));
   exports.Set("resizePty", Napi::Function::New<ResizePty>(env, "resizePty"));
+  exports.Set("runInUserns", Napi::Function::New<RunInUserns>(env, "runInUserns"));
   exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
   exports.Set("unmount", Napi::Function::New<Unmount>(env, "unmount"));
   exports.Set("attachLoop", Napi::Function::New<AttachLoop>(env, "attachLoop"));

@@ -12,12 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "binding/fsat.h"
 #include "binding/instance.h"
 #include "binding/plan_reader.h"
 #include "core/devbpf.h"
 #include "core/hostmount.h"
 #include "core/loopdev.h"
 #include "core/pty.h"
+#include "core/subid.h"
 #include "core/xattr.h"
 
 namespace nsbox {
@@ -186,6 +188,104 @@ Napi::Value MountDetached(const Napi::CallbackInfo& info) {
                                    info[2].As<Napi::Boolean>().Value(), info[3].As<Napi::Number>().Uint32Value());
   if (r.err) return errno_object(env, r.err, r.sys);
   return Napi::Number::New(env, r.fd);
+}
+
+}  // namespace nsbox
+
+namespace nsbox {
+namespace {
+
+// What runInUserns runs: owns its strings (an async one outlives the call).
+struct UsernsJob {
+  std::string file, newuidmap, newgidmap;
+  std::vector<std::string> argv, env, uid_args, gid_args;
+  int out = -1;
+  int status = -1;
+  Sys sys = Sys::kNone;
+  int err = 0;
+
+  static std::vector<const char*> pointers(const std::vector<std::string>& v) {
+    std::vector<const char*> p;
+    for (const std::string& s : v) p.push_back(s.c_str());
+    p.push_back(nullptr);
+    return p;
+  }
+  void Run() {
+    std::vector<const char*> a = pointers(argv), e = pointers(env), u = pointers(uid_args), g = pointers(gid_args);
+    status = userns_exec(file.c_str(), a.data(), e.data(), out, newuidmap.c_str(), u.data(), newgidmap.c_str(), g.data(), &sys, &err);
+  }
+  Napi::Value Result(Napi::Env env) const {
+    if (status >= 0) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("status", status);
+      return o;
+    }
+    // A map helper's failure is its exit status (subid.h), not an errno.
+    if ((sys == Sys::kNewuidmap || sys == Sys::kNewgidmap) && err >= kMapHelperFailed) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("helper", syscall_name(sys));
+      o.Set("helperStatus", err - kMapHelperFailed);
+      return o;
+    }
+    return errno_object(env, err, syscall_name(sys));
+  }
+};
+
+bool read_job(const Napi::CallbackInfo& info, UsernsJob* job, std::string* why) {
+  if (info.Length() < 1 || !info[0].IsObject()) {
+    *why = "runInUserns({ file, argv, env, out, newuidmap, uidArgs, newgidmap, gidArgs }[, done])";
+    return false;
+  }
+  Reader r(info.Env());
+  Napi::Object o = info[0].As<Napi::Object>();
+  job->file = r.Str(o, "file", true);
+  job->newuidmap = r.Str(o, "newuidmap", true);
+  job->newgidmap = r.Str(o, "newgidmap", true);
+  job->argv = r.Strs(o, "argv");
+  job->env = r.Strs(o, "env");
+  job->uid_args = r.Strs(o, "uidArgs");
+  job->gid_args = r.Strs(o, "gidArgs");
+  job->out = static_cast<int>(r.Num(o, "out"));
+  if (r.ok() && (job->file[0] != '/' || job->newuidmap[0] != '/' || job->newgidmap[0] != '/')) r.Fail("absolute paths");
+  if (r.ok() && (job->argv.empty() || job->out < 0)) r.Fail("argv must not be empty, out an fd");
+  if (r.ok() && (job->uid_args.size() > kMaxMapHelperArgs || job->gid_args.size() > kMaxMapHelperArgs)) r.Fail("at most 16 map arguments");
+  if (!r.ok()) *why = r.error();
+  return r.ok();
+}
+
+class UsernsWork : public Napi::AsyncWorker {
+ public:
+  UsernsWork(const Napi::Function& callback, UsernsJob job) : Napi::AsyncWorker(callback, "nsbox.runInUserns"), job_(std::move(job)) {}
+  void Execute() override { job_.Run(); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!env_can_run_js(env)) return;
+    Callback().Call({job_.Result(env)});
+  }
+
+ private:
+  UsernsJob job_;
+};
+
+}  // namespace
+
+// runInUserns(spec) -> { status } | { helper, helperStatus } | errno object: the program run
+// in a user namespace with the subordinate map (core/subid.h), waited for. With `done`, on
+// libuv's pool, and `done` gets that result.
+Napi::Value RunInUserns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  UsernsJob job;
+  std::string why;
+  if (!read_job(info, &job, &why)) {
+    Napi::TypeError::New(env, why).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (info.Length() > 1 && info[1].IsFunction()) {
+    (new UsernsWork(info[1].As<Napi::Function>(), std::move(job)))->Queue();
+    return env.Undefined();
+  }
+  job.Run();
+  return job.Result(env);
 }
 
 }  // namespace nsbox

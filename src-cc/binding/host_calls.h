@@ -8,6 +8,7 @@ namespace nsbox {
 
 Napi::Value ResizePty(const Napi::CallbackInfo& info);
 Napi::Value MountOverlay(const Napi::CallbackInfo& info);
+Napi::Value RunInUserns(const Napi::CallbackInfo& info);
 Napi::Value Unmount(const Napi::CallbackInfo& info);
 Napi::Value GetXattr(const Napi::CallbackInfo& info);
 Napi::Value AttachDeviceProgram(const Napi::CallbackInfo& info);

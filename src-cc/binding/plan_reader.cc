@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/subid.h"
+
 namespace nsbox {
 namespace {
 
@@ -114,6 +116,23 @@ void read_userns(Reader& r, Napi::Object js, Plan& plan) {
       if (h.path[0] != '/' || h.fd < 3) return r.Fail("userns.hostFds: an absolute path and an fd above 2");
       plan.userns.host_fds.push_back(h);
     }
+  }
+  Napi::Value helper = u.Get("mapHelper");
+  if (!helper.IsUndefined()) {
+    // { newuidmap, newgidmap, uidArgs, gidArgs }: rootless with a subordinate range (plan.h).
+    if (!helper.IsObject() || !plan.userns.external || !plan.userns.host_fds.empty())
+      return r.Fail("userns.mapHelper must be an object, with external and no hostFds");
+    Napi::Object h = helper.As<Napi::Object>();
+    plan.userns.newuidmap = plan.keep(r.Str(h, "newuidmap", true));
+    plan.userns.newgidmap = plan.keep(r.Str(h, "newgidmap", true));
+    for (const char* key : {"uidArgs", "gidArgs"}) {
+      std::vector<const char*>& out = key[0] == 'u' ? plan.userns.uid_args : plan.userns.gid_args;
+      for (std::string& a : r.Strs(h, key)) out.push_back(plan.keep(std::move(a)));
+      if (out.empty() || out.size() > kMaxMapHelperArgs) return r.Fail("userns.mapHelper: 1 to 16 arguments each");
+      out.push_back(nullptr);
+    }
+    if (plan.userns.newuidmap[0] != '/' || plan.userns.newgidmap[0] != '/') return r.Fail("userns.mapHelper: absolute paths");
+    plan.share_vm = false;
   }
   if (plan.userns.external && plan.userns.setgroups_deny) return r.Fail("userns: external maps keep setgroups");
   plan.clone_flags |= CLONE_NEWUSER;

@@ -53,7 +53,9 @@ enum class Sys : int32_t {
   kUnshare,
   kConfig,
   kSetrlimit,
-  kSetns,  // exec (core/exec_child.cc)
+  kSetns,      // exec (core/exec_child.cc)
+  kNewuidmap,  // core/subid.h: the helper's status, not an errno
+  kNewgidmap,
 };
 
 enum class ReportKind : int32_t {

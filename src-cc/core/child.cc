@@ -474,8 +474,18 @@ void wait_for_userns(Child& c) {
   const UserNs& u = plan.userns;
   c.step = kUserNsPhase;
   int fds[kMaxFdsPerMessage];
-  int got = receive_fds(c.args->userns_sock, fds, kMaxFdsPerMessage);
-  if (got == 0) _exit(125);
+  if (u.newuidmap) {
+    // The maps came from newuidmap and newgidmap; one byte says so and no fd comes with it.
+    char byte;
+    ssize_t n;
+    do {
+      n = read(c.args->userns_sock, &byte, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0) _exit(125);
+    if (n < 0) fail(c, Sys::kRead, errno, 3);
+  }
+  int got = u.newuidmap ? 0 : receive_fds(c.args->userns_sock, fds, kMaxFdsPerMessage);
+  if (got == 0 && !u.newuidmap) _exit(125);  // EOF (with newuidmap, read above)
   if (got < 0) fail(c, Sys::kRead, errno, 3);
   close(c.args->userns_sock);
   int expected = 0;
@@ -513,7 +523,10 @@ int child_main(void* arg) {
   if (c.args->userns_peer >= 0) close(c.args->userns_peer);
   if (plan.userns.enabled && !plan.userns.external) write_id_maps(c);
   // Until execve the child holds the host's root: nobody may ptrace or read its memory.
-  if (prctl(PR_SET_DUMPABLE, 0) < 0) fail(c, Sys::kPrctl, errno);
+  // newuidmap's maps (plan.h): dumpable until they are in, for /proc/PID to be the user's; this
+  // is the child's own copy of the address space (no CLONE_VM), whatever Node's flag is now.
+  const bool helper_maps = plan.userns.newuidmap != nullptr;
+  if (prctl(PR_SET_DUMPABLE, helper_maps ? 1 : 0) < 0) fail(c, Sys::kPrctl, errno);
   // Dies with the thread that cloned it; nsbox-init keeps this across its exec (and arms it
   // again after changing credentials). Node may already have died before this line: its
   // pidfd tells.
@@ -523,6 +536,7 @@ int child_main(void* arg) {
     if (poll(&p, 1, 0) != 0) _exit(125);
   }
   if (plan.userns.external) wait_for_userns(c);
+  if (helper_maps && prctl(PR_SET_DUMPABLE, 0) < 0) fail(c, Sys::kPrctl, errno);
   for (const Step& s : plan.steps) {
     run_step(c, s);
     c.step++;

@@ -62,8 +62,7 @@ const char* syscall_name(Sys sys);
 // takes in /proc/PID/{uid,gid}_map. Written by the child itself right after clone: the kernel
 // lets a process map exactly its own ids (one line "0 <uid> 1") without any privilege, with
 // setgroups denied first for the gid map. A map the child cannot write for itself (a range
-// from /etc/subuid, or root's own ranges) has to come from outside its namespace; an empty map
-// here leaves that to such a writer (not built yet: see docs/DESIGN.md, Rootless).
+// from /etc/subuid, or root's own ranges) has to come from outside its namespace: `external`.
 //
 // `external` (root's `userns: 'auto'`): the maps give a whole range of host ids, which only a
 // process outside the namespace may write. The child then waits on `sock` (core/spawn.cc) for
@@ -73,6 +72,13 @@ const char* syscall_name(Sys sys);
 // state directory. Each lands on its reserved fd number, which the plan's strings name as
 // /proc/self/fd/N; an idmapped entry is a clone of the host path idmapped to the container's
 // namespace, mounted by the child over that path (overlay's lower layers).
+//
+// `newuidmap` set (rootless with a range from /etc/subuid and /etc/subgid): external maps that
+// the parent writes by running the setuid `newuidmap PID args...` and `newgidmap PID args...`
+// (core/subid.h) instead of writing the files itself. newuidmap requires /proc/PID to be the
+// caller's, i.e. the child dumpable until then: such a plan is cloned without CLONE_VM (the
+// child's own copy of Node's memory, so that its dumpable flag is not Node's, which a
+// concurrent start's child may be clearing), and the child clears it only once the maps are in.
 enum : uint32_t {
   kHostFdIdmap = 1u << 0,    // an idmapped clone of the path, mounted over it
   kHostFdNoLinks = 1u << 1,  // resolved without following any symlink (a volume's source)
@@ -90,6 +96,10 @@ struct UserNs {
   const char* uid_map = "";
   const char* gid_map = "";
   std::vector<HostFd> host_fds;
+  const char* newuidmap = nullptr;  // absolute paths, resolved by the caller
+  const char* newgidmap = nullptr;
+  std::vector<const char*> uid_args;  // after the PID; null-terminated
+  std::vector<const char*> gid_args;
 };
 
 struct Plan {

@@ -23,6 +23,7 @@
 #include "common/detach.h"
 #include "core/child.h"
 #include "core/fdpass.h"
+#include "core/subid.h"
 
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
@@ -166,6 +167,8 @@ const char* syscall_name(Sys sys) {
     case Sys::kConfig: return "nsbox-init arguments";
     case Sys::kSetrlimit: return "setrlimit";
     case Sys::kSetns: return "setns";
+    case Sys::kNewuidmap: return "newuidmap";
+    case Sys::kNewgidmap: return "newgidmap";
   }
   return "?";
 }
@@ -299,6 +302,23 @@ int give_userns(const Plan& plan, int pid, int sock, Sys* sys) {
   const UserNs& u = plan.userns;
   char path[64];
   char* end = put_uint(put_str(path, "/proc/"), static_cast<unsigned>(pid));
+  if (u.newuidmap) {
+    // Rootless with a subordinate range: the setuid helpers check it against /etc/subuid and
+    // /etc/subgid and write it; nothing else is handed over (the user's paths are the child's).
+    if (int err = run_map_helper(u.newuidmap, u.uid_args.data(), pid)) {
+      *sys = Sys::kNewuidmap;
+      return err;
+    }
+    if (int err = run_map_helper(u.newgidmap, u.gid_args.data(), pid)) {
+      *sys = Sys::kNewgidmap;
+      return err;
+    }
+    if (send_fds(sock, nullptr, 0) < 0) {
+      *sys = Sys::kSendmsg;
+      return errno;
+    }
+    return 0;
+  }
   put_str(end, "/uid_map");
   if (int err = write_whole(path, u.uid_map, sys)) return err;
   put_str(end, "/gid_map");

@@ -9,6 +9,9 @@ import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, invalid } from '../errors';
 import { removeTree } from '../fsat';
+import { isRootless } from '../rootless';
+import { chooseIdMap, mappedJob } from '../subid';
+import type { ExtractResult } from './extract';
 import { Layout, readJson, writeJsonAtomic } from '../layout';
 import { checkObject, func, optional, type Check, type Spec } from '../validate';
 
@@ -72,7 +75,18 @@ export class ImageStore {
       fs.mkdirSync(rootfs, { mode: 0o755 });
       // Loaded on first use: starting a container never needs the tar code.
       const { extractTarball } = await import('./extract');
-      const r = await extractTarball(tarball, rootfs, options.onProgress ? { onProgress: options.onProgress } : undefined);
+      // Rootless with a subordinate range: extracted by a helper that is root of a user
+      // namespace with that map (src/subid.ts), so that the tarball's owners are kept (owner n
+      // is host id SUBUID + n - 1 on disk, n inside a container); an owner beyond the range is
+      // an error, never quietly given to someone else.
+      const mapped = isRootless() ? chooseIdMap() : undefined;
+      const r = mapped
+        ? await mappedJob<ExtractResult>('import', { tarball: path.resolve(tarball), dest: path.resolve(rootfs) }, `import ${tarball}`, (code, message) =>
+            code === 'EINVAL' && message.includes('fchown')
+              ? `an owner of that entry is beyond the user's range (ids 0 to ${mapped.count} exist inside); NSBOX_ID_MAP=single imports with every owner squashed to the user`
+              : undefined,
+          )
+        : await extractTarball(tarball, rootfs, options.onProgress ? { onProgress: options.onProgress } : undefined);
       const info = this.publish(tmp, name, { size: r.bytes, digest: r.digest, source: 'import' });
       if (r.ownersSquashed > 0) {
         // Said, not hidden: with a one-id map there is no other owner to give them.

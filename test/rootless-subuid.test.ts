@@ -1,0 +1,404 @@
+// Rootless with the user's /etc/subuid and /etc/subgid range, mapped through newuidmap and
+// newgidmap (src/subid.ts): as in rootless.test.ts every container is started by `nsboxuser`
+// through runuser, from a copy of the package in a world-readable directory. Skipped where
+// the user has no range or uidmap is not installed (.ci/run provides both).
+import { execFileSync, spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { subidMapOf } from '../src/subid';
+
+const USER = 'nsboxuser';
+const REPO = path.join(__dirname, '..');
+
+function userIds(): { uid: number; gid: number } | undefined {
+  if (spawnSync('id', ['-u', USER]).status !== 0) return undefined;
+  return { uid: Number(execFileSync('id', ['-u', USER]).toString()), gid: Number(execFileSync('id', ['-g', USER]).toString()) };
+}
+const ids = userIds();
+const readOr = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : null);
+const range = ids && subidMapOf(readOr('/etc/subuid'), readOr('/etc/subgid'), USER, ids.uid, ids.gid);
+const skipReason = !ids
+  ? `no user ${USER}`
+  : !range
+    ? `${USER} has no /etc/subuid and /etc/subgid range`
+    : !existsSync('/usr/bin/newuidmap') || !existsSync('/usr/bin/newgidmap')
+      ? 'newuidmap/newgidmap (uidmap) not installed'
+      : undefined;
+
+let base = '';
+let pkg = '';
+let home = '';
+let state = '';
+
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function asUser(argv: string[], env: Record<string, string> = {}): Result {
+  const r = spawnSync(
+    'runuser',
+    [
+      '-u',
+      USER,
+      '--',
+      'env',
+      '-i',
+      `PATH=${process.env.PATH}`,
+      `HOME=${home}`,
+      `NSBOX_ROOT=${state}`,
+      `TMPDIR=${base}/tmp`,
+      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+      ...argv,
+    ],
+    { cwd: base, encoding: 'utf8', timeout: 60_000 },
+  );
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const nsbox = (args: string[], env: Record<string, string> = {}) => asUser(['node', path.join(pkg, 'dist/cli/main.js'), ...args], env);
+const lines = (s: string) =>
+  s
+    .trim()
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).join(' '));
+
+function api(body: string): Result {
+  const file = path.join(base, `api-${Math.random().toString(36).slice(2)}.js`);
+  writeFileSync(
+    file,
+    `const nsbox = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});\n(async () => {\n${body}\n})().catch((e) => { console.log(JSON.stringify({ error: e.message, code: e.code })); process.exitCode = 1; });\n`,
+  );
+  chmodSync(file, 0o644);
+  return asUser(['node', file]);
+}
+
+/** The user's processes of this test (its cwd or a file of its state), helpers included. */
+function userProcesses(): string[] {
+  const r = spawnSync('ps', ['-u', String(ids!.uid), '-o', 'pid=,comm='], { encoding: 'utf8' });
+  const link = (p: string) => {
+    try {
+      return readlinkSync(p);
+    } catch {
+      return '';
+    }
+  };
+  return r.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .filter((line) => {
+      const pid = line.trim().split(/\s+/)[0]!;
+      if (link(`/proc/${pid}/cwd`).startsWith(base)) return true;
+      try {
+        return readdirSync(`/proc/${pid}/fd`).some((fd) => link(`/proc/${pid}/fd/${fd}`).startsWith(state));
+      } catch {
+        return false;
+      }
+    });
+}
+
+const ourMounts = () =>
+  readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => base !== '' && l.includes(base));
+const dirOf = (sub: string) => (existsSync(path.join(state, sub)) ? readdirSync(path.join(state, sub)) : []);
+/** Nothing of a container left: no directory (nor tombstone), no helper output, no mount, no process. */
+function nothingLeft(): void {
+  expect(dirOf('containers')).toEqual([]);
+  expect(dirOf('tmp')).toEqual([]);
+  expect(readdirSync(path.join(base, 'tmp'))).toEqual([]);
+  expect(ourMounts()).toEqual([]);
+  expect(userProcesses()).toEqual([]);
+}
+/** The host owner of a path of container `name`'s write layer. */
+function upperStat(name: string, rel: string): { uid: number; gid: number } {
+  const id = (JSON.parse(nsbox(['inspect', name]).stdout) as Array<{ id: string }>)[0]!.id;
+  return statSync(path.join(state, 'containers', id, 'upper', rel));
+}
+
+describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
+  const r = range!;
+  beforeAll(() => {
+    base = mkdtempSync('/tmp/nsbox-subuid-');
+    chmodSync(base, 0o755);
+    pkg = path.join(base, 'pkg');
+    for (const p of ['dist', 'build/Release/nsbox.node', 'package.json', 'scripts/make-busybox-rootfs.sh']) {
+      cpSync(path.join(REPO, p), path.join(pkg, p), { recursive: true });
+    }
+    execFileSync('chmod', ['-R', 'a+rX', base]);
+    home = path.join(base, 'home');
+    mkdirSync(home, { mode: 0o755 });
+    chownSync(home, ids!.uid, ids!.gid);
+    // The helpers' output files go here: checked empty after each job.
+    mkdirSync(path.join(base, 'tmp'), { mode: 0o700 });
+    chownSync(path.join(base, 'tmp'), ids!.uid, ids!.gid);
+    state = path.join(home, 'state');
+  });
+
+  afterAll(() => {
+    if (!base) return;
+    nsbox(['rm', '-f', 'keep', 'det', 'restart']);
+    // Files of the range: root removes them (the user could not without the helper).
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  it('maps the user as 0 and the range as 1.. (uid and gid, setgroups allowed); inspect says subuid and shows the maps', () => {
+    const run = nsbox(['run', '--rm', 'busybox', 'sh', '-c', 'id -u; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups']);
+    expect(run.stderr).toBe('');
+    expect(lines(run.stdout)).toEqual(['0', `0 ${ids!.uid} 1`, `1 ${r.subuid} ${r.count}`, `0 ${ids!.gid} 1`, `1 ${r.subgid} ${r.count}`, 'allow']);
+    const out = api(`
+      const rt = new nsbox.Runtime();
+      const c = await rt.run({ image: 'busybox', command: ['sleep', '30'], name: 'keep', stdio: 'ignore' });
+      const info = await rt.inspect('keep');
+      const single = await rt.run({ image: 'busybox', command: ['cat', '/proc/self/uid_map'], idMap: 'single', remove: true });
+      let text = '';
+      single.stdout.on('data', (d) => (text += d));
+      await single.wait();
+      c.kill('SIGKILL');
+      await c.wait();
+      console.log(JSON.stringify({ idMap: info.idMap, userns: info.userns, single: text.trim().split(/\\s+/).join(' ') }));
+    `);
+    expect(JSON.parse(out.stdout.trim().split('\n').pop()!)).toEqual({
+      idMap: 'subuid',
+      userns: { uidMap: `0 ${ids!.uid} 1\n1 ${r.subuid} ${r.count}`, gidMap: `0 ${ids!.gid} 1\n1 ${r.subgid} ${r.count}` },
+      single: `0 ${ids!.uid} 1`,
+    });
+    expect(nsbox(['rm', 'keep']).status).toBe(0);
+    nothingLeft();
+  });
+
+  it('chown and --user work: a file given to 1000 is SUBUID+999 on the host (write layer and a volume of the user)', () => {
+    const vol = path.join(base, 'vol');
+    mkdirSync(vol);
+    chownSync(vol, ids!.uid, ids!.gid);
+    const run = nsbox([
+      'run',
+      '--name',
+      'keep',
+      '-v',
+      `${vol}:/data`,
+      'busybox',
+      'sh',
+      '-c',
+      'touch /f /data/f && chown 1000:1000 /f /data/f && stat -c %u:%g /f /data/f',
+    ]);
+    expect(run.stderr).toBe('');
+    expect(lines(run.stdout)).toEqual(['1000:1000', '1000:1000']);
+    expect(upperStat('keep', 'f')).toMatchObject({ uid: r.subuid + 999, gid: r.subgid + 999 });
+    expect(statSync(path.join(vol, 'f'))).toMatchObject({ uid: r.subuid + 999, gid: r.subgid + 999 });
+    const u = nsbox(['run', '--rm', '-u', '1000:1000', 'busybox', 'sh', '-c', 'id -u; id -g; touch /tmp/x; stat -c %u /tmp/x']);
+    expect(u.stderr).toBe('');
+    expect(lines(u.stdout)).toEqual(['1000', '1000', '1000']);
+    expect(nsbox(['rm', 'keep']).status).toBe(0);
+    // The volume's data is never removed with the container, the range's files included.
+    expect(statSync(path.join(vol, 'f')).uid).toBe(r.subuid + 999);
+    nothingLeft();
+  });
+
+  it('--rm of a container that left files of 1000 in directories of mode 0700 leaves nothing; a volume it wrote the same way stays whole', () => {
+    const vol = path.join(base, 'vol2');
+    mkdirSync(vol);
+    chownSync(vol, ids!.uid, ids!.gid);
+    const make =
+      'for d in /a /a/b /data/k; do mkdir -p $d; echo x > $d/f; done; chown -R 1000:1000 /a /data/k; chmod -R go-rwx /a /data/k; chmod 700 /a /a/b /data/k';
+    const run = nsbox(['run', '--rm', '-v', `${vol}:/data`, 'busybox', 'sh', '-c', make]);
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    nothingLeft();
+    // The user cannot even list it; root can: still there, still 1000's.
+    expect(statSync(path.join(vol, 'k', 'f')).uid).toBe(r.subuid + 999);
+    expect(asUser(['ls', path.join(vol, 'k')]).status).not.toBe(0);
+  });
+
+  it('rm of a kept container, and rm -f of a running one, with such files leave nothing; the user alone could not delete them', () => {
+    expect(nsbox(['run', '--name', 'keep', 'busybox', 'sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a']).status).toBe(0);
+    // The attack the helper answers: as the user, the write layer's 0700 directory of 1000 is closed.
+    const id = (JSON.parse(nsbox(['inspect', 'keep']).stdout) as Array<{ id: string }>)[0]!.id;
+    expect(asUser(['rm', '-rf', path.join(state, 'containers', id, 'upper', 'a')]).status).not.toBe(0);
+    expect(nsbox(['rm', 'keep']).status).toBe(0);
+    expect(nsbox(['run', '-d', '--name', 'det', 'busybox', 'sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a; sleep 60']).status).toBe(0);
+    // exec enters the same map; its --user too.
+    const e = nsbox(['exec', 'det', 'sh', '-c', 'id -u; cat /proc/self/uid_map']);
+    expect(lines(e.stdout)).toEqual(['0', `0 ${ids!.uid} 1`, `1 ${r.subuid} ${r.count}`]);
+    expect(lines(nsbox(['exec', '-u', '1000', 'det', 'sh', '-c', 'id -u; cat /a/f']).stdout)).toEqual(['1000', 'x']);
+    // cp runs as the user: root's paths inside copy, a directory of 1000 of mode 0700 is refused with what to do.
+    const out = path.join(base, 'cp-out');
+    mkdirSync(out);
+    chownSync(out, ids!.uid, ids!.gid);
+    expect(nsbox(['cp', 'det:/etc/passwd', `${out}/passwd`]).status).toBe(0);
+    const closed = nsbox(['cp', 'det:/a/f', `${out}/f`]);
+    expect(closed.status).toBe(125);
+    expect(closed.stderr).toMatch(/EACCES[\s\S]*hint: .*subordinate range/);
+    expect(nsbox(['rm', '-f', 'det']).status).toBe(0);
+    expect(nsbox(['prune']).status).toBe(0);
+    nothingLeft();
+  });
+
+  it('a restarted container maps the same range', () => {
+    const cmd = 'test -e /f && stat -c %u /f; touch /f; chown 1000 /f; cat /proc/self/uid_map';
+    const first = nsbox(['run', '--name', 'restart', 'busybox', 'sh', '-c', cmd]);
+    expect(lines(first.stdout)).toEqual([`0 ${ids!.uid} 1`, `1 ${r.subuid} ${r.count}`]);
+    // Started again (attached): its own earlier file is 1000's, the map the same.
+    const again = nsbox(['start', '-a', 'restart']);
+    expect(again.stderr).toBe('');
+    expect(lines(again.stdout)).toEqual(['1000', `0 ${ids!.uid} 1`, `1 ${r.subuid} ${r.count}`]);
+    const info = JSON.parse(nsbox(['inspect', 'restart']).stdout) as Array<{ idMap: string }>;
+    expect(info[0]!.idMap).toBe('subuid');
+    expect(nsbox(['rm', 'restart']).status).toBe(0);
+    nothingLeft();
+  });
+
+  it('commit keeps owner 1000 (the image holds SUBUID+999), a rerun sees 1000; rmi leaves nothing', () => {
+    expect(nsbox(['run', '--name', 'keep', 'busybox', 'sh', '-c', 'mkdir -m 700 /d; echo hi > /d/x; chown -R 1000:1000 /d']).status).toBe(0);
+    const c = nsbox(['commit', 'keep', 'owned']);
+    expect(c.stderr).toBe('');
+    expect(c.status).toBe(0);
+    expect(statSync(path.join(state, 'images', 'owned', 'rootfs', 'd')).uid).toBe(r.subuid + 999);
+    const run = nsbox(['run', '--rm', 'owned', 'sh', '-c', 'stat -c "%u:%g %a" /d /d/x; cat /d/x']);
+    expect(lines(run.stdout)).toEqual(['1000:1000 700', '1000:1000 644', 'hi']);
+    expect(nsbox(['rm', 'keep']).status).toBe(0);
+    expect(nsbox(['rmi', 'owned']).status).toBe(0);
+    expect(dirOf('images')).toEqual(['busybox']);
+    nothingLeft();
+  });
+
+  it("import keeps a tarball's owners 0, 1000 and 65534; an owner beyond the range is a clear error and leaves nothing", () => {
+    const src = path.join(base, 'owners');
+    mkdirSync(path.join(src, 'bin'), { recursive: true });
+    cpSync(path.join(state, 'images', 'busybox', 'rootfs', 'bin', 'busybox'), path.join(src, 'bin', 'busybox'));
+    for (const o of [0, 1000, 65534]) {
+      writeFileSync(path.join(src, `f${o}`), String(o));
+      chownSync(path.join(src, `f${o}`), o, o);
+    }
+    const tar = path.join(base, 'owners.tar');
+    execFileSync('tar', ['--numeric-owner', '-C', src, '-cf', tar, '.']);
+    chmodSync(tar, 0o644);
+    const imp = nsbox(['import', tar, 'owners']);
+    expect(imp.stderr).toBe('');
+    expect(imp.status).toBe(0);
+    expect(statSync(path.join(state, 'images', 'owners', 'rootfs', 'f1000')).uid).toBe(r.subuid + 999);
+    const ls = nsbox(['run', '--rm', 'owners', '/bin/busybox', 'stat', '-c', '%u:%g', '/f0', '/f1000', '/f65534']);
+    expect(lines(ls.stdout)).toEqual(['0:0', '1000:1000', '65534:65534']);
+    expect(nsbox(['rmi', 'owners']).status).toBe(0);
+    const beyond = r.count + 1;
+    writeFileSync(path.join(src, 'far'), 'x');
+    chownSync(path.join(src, 'far'), beyond, 0);
+    execFileSync('tar', ['--numeric-owner', '-C', src, '-cf', tar, '.']);
+    const bad = nsbox(['import', tar, 'far']);
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/EINVAL \(fchown\)/);
+    expect(bad.stderr).toMatch(/beyond the user's range/);
+    expect(dirOf('images')).toEqual(['busybox']);
+    nothingLeft();
+  });
+
+  it("a root-owned host file through a volume stays unwritable and shows as nobody; host root's files are nobody's inside", () => {
+    const rootFile = path.join(base, 'root-file');
+    writeFileSync(rootFile, 'root\n', { mode: 0o644 });
+    const run = nsbox([
+      'run',
+      '--rm',
+      '-v',
+      `${rootFile}:/rf`,
+      'busybox',
+      'sh',
+      '-c',
+      'echo x >> /rf; echo "rf=$?"; chown 0 /rf; echo "chown=$?"; stat -c %u:%g /rf',
+    ]);
+    expect(run.stdout).toMatch(/^rf=1$/m);
+    expect(run.stdout).toMatch(/^chown=1$/m);
+    expect(run.stdout).toMatch(/^65534:65534$/m);
+    expect(readFileSync(rootFile, 'utf8')).toBe('root\n');
+    expect(statSync(rootFile).uid).toBe(0);
+    nothingLeft();
+  });
+
+  it('starts at once in one process each get the range (each child dumpable on its own until newuidmap ran), and leave nothing', () => {
+    const out = api(`
+      const rt = new nsbox.Runtime();
+      const one = async () => {
+        const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'cat /proc/self/uid_map; touch /f; chown 1000 /f'], remove: true });
+        let text = '';
+        c.stdout.on('data', (d) => (text += d));
+        const s = await c.wait();
+        return s.exitCode + ' ' + text.trim().split(/\\s+/).join(' ');
+      };
+      console.log(JSON.stringify(await Promise.all(Array.from({ length: 8 }, one))));
+    `);
+    expect(out.stderr).toBe('');
+    const got = JSON.parse(out.stdout.trim().split('\n').pop()!) as string[];
+    expect(got).toEqual(Array.from({ length: 8 }, () => `0 0 ${ids!.uid} 1 1 ${r.subuid} ${r.count}`));
+    nothingLeft();
+  });
+
+  it("the library leaks no fd: a --rm through the mapped helper, a kept one's removal, a refused newuidmap", () => {
+    const fake = path.join(base, 'subid-fake-api');
+    writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
+    const out = api(`
+      const fs = require('fs');
+      const rt = new nsbox.Runtime();
+      const fds = () => fs.readdirSync('/proc/self/fd').length;
+      const make = ['sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a'];
+      const once = async () => { const c = await rt.run({ image: 'busybox', command: make, remove: true, stdio: 'ignore' }); await c.wait(); };
+      await once();
+      const before = fds();
+      await once();
+      const k = await rt.run({ image: 'busybox', command: make, name: 'keep', stdio: 'ignore' });
+      await k.wait();
+      await rt.remove('keep');
+      process.env.NSBOX_SUBUID = ${JSON.stringify(fake)};
+      process.env.NSBOX_SUBGID = ${JSON.stringify(fake)};
+      let err = '';
+      try { await rt.run({ image: 'busybox', command: ['true'], remove: true, stdio: 'ignore' }); } catch (e) { err = e.message; }
+      console.log(JSON.stringify({ before, after: fds(), err }));
+    `);
+    const res = JSON.parse(out.stdout.trim().split('\n').pop()!) as { before: number; after: number; err: string };
+    expect(res.err).toMatch(/^start container: newuidmap PID .* 300000 65536 failed/);
+    expect(res.after).toBe(res.before);
+    nothingLeft();
+  });
+
+  it('a range the user does not own: newuidmap refuses, a clear error naming it, and nothing is left', () => {
+    const fake = path.join(base, 'subid-fake');
+    writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
+    const env = { NSBOX_SUBUID: fake, NSBOX_SUBGID: fake };
+    const bad = nsbox(['run', '--rm', 'busybox', 'true'], env);
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/^nsbox: start container: newuidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\)/);
+    expect(
+      bad.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('nsbox:')),
+    ).toHaveLength(1);
+    const kept = nsbox(['run', '--name', 'keep', 'busybox', 'true'], env);
+    expect(kept.status).toBe(125);
+    const det = nsbox(['run', '-d', '--name', 'det', 'busybox', 'sleep', '30'], env);
+    expect(det.status).toBe(125);
+    expect(det.stderr).toMatch(/newuidmap/);
+    expect(nsbox(['ps', '-a']).stdout.trim().split('\n')).toHaveLength(1);
+    // NSBOX_ID_MAP=single still starts with the one-id map; subuid asked for without a range is refused.
+    expect(lines(nsbox(['run', '--rm', 'busybox', 'cat', '/proc/self/uid_map'], { NSBOX_ID_MAP: 'single' }).stdout)).toEqual([`0 ${ids!.uid} 1`]);
+    const none = nsbox(['run', '--rm', 'busybox', 'true'], { NSBOX_ID_MAP: 'subuid', NSBOX_SUBUID: '/nonexistent' });
+    expect(none.status).toBe(125);
+    expect(none.stderr).toMatch(/idMap subuid: uid \d+ has no range/);
+    nothingLeft();
+  });
+});
