@@ -761,9 +761,13 @@ let exitHooked = false;
 
 function supervise(c: Container): void {
   supervised.add(c);
-  if (exitHooked) return;
+  // First among the 'exit' listeners, again at each start (the program may have added some
+  // since): Node calls none after one that throws, and a program's throwing listener must not
+  // leave the containers to die unreaped with their cgroups on the host.
+  if (exitHooked && process.listeners('exit')[0] === endAtExit) return;
+  if (exitHooked) process.removeListener('exit', endAtExit);
   exitHooked = true;
-  process.on('exit', endAtExit);
+  process.prependListener('exit', endAtExit);
 }
 
 /**

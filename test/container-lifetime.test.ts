@@ -78,6 +78,24 @@ describe('lifetime', () => {
     });
   }
 
+  it("an 'exit' listener of the program's, registered first, that throws does not keep the container and its cgroups on the host", async () => {
+    // Node stops calling 'exit' listeners at the first that throws: nsbox's must come first.
+    const script = `
+      const fs = require('fs');
+      process.on('exit', () => { throw new Error('the program\\'s own listener'); });
+      const { Container } = require(process.env.NSBOX_DIST);
+      const c = Container.start({ root: { type: 'bind', path: process.env.NSBOX_ROOTFS }, command: ['sleep', '1000'], stdio: 'ignore' });
+      console.log(JSON.stringify({ pid: c.pid, cgroups: c.cgroupDirs.filter((d) => fs.existsSync(d)) }));
+      setTimeout(() => process.exit(0), 50);
+    `;
+    const r = await runNode(script, { timeoutMs: 10_000 });
+    expect(r.stderr).toContain("the program's own listener");
+    const { pid, cgroups } = JSON.parse(r.stdout) as { pid: number; cgroups: string[] };
+    expect(procState(pid)).toBe(null);
+    expect(cgroups.length).toBeGreaterThan(0);
+    for (const d of cgroups) expect(existsSync(d)).toBe(false);
+  });
+
   it("a main thread that calls process.exit() while a worker's container runs leaves neither the container nor its cgroups", async () => {
     // The worker gets no 'exit' event then: its environment's teardown (binding.cc) ends it.
     const script = `
