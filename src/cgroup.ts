@@ -773,7 +773,7 @@ const CGROUP2_SUPER_MAGIC = 0x63677270;
 /**
  * The cgroup directories a record names (`cgroups`: where its supervisor made them, maybe in
  * another cgroup than this process's), those that may be removed: absolute and normal, named
- * after the container, in a directory on a cgroup file system (an rmdir there removes only an
+ * after the container, in a directory on a cgroup file system named by its real path (an rmdir there removes only an
  * empty cgroup).
  */
 export function recordedCgroupDirs(id: string, recorded: readonly string[] | undefined): string[] {
@@ -781,6 +781,9 @@ export function recordedCgroupDirs(id: string, recorded: readonly string[] | und
   return recorded.filter((d) => {
     if (!path.isAbsolute(d) || path.normalize(d) !== d || path.basename(d) !== id) return false;
     try {
+      // Its own path, no link in it: a symlinked parent would take the rmdir to another
+      // cgroup than the one its supervisor made (the paths recorded are mount points' below).
+      if (fs.realpathSync(path.dirname(d)) !== path.dirname(d)) return false;
       const type = fs.statfsSync(path.dirname(d)).type;
       return type === CGROUP_SUPER_MAGIC || type === CGROUP2_SUPER_MAGIC;
     } catch {

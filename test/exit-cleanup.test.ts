@@ -11,7 +11,7 @@ import * as path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { containerCgroupDirs } from '../src/cgroup';
+import { containerCgroupDirs, recordedCgroupDirs, removeDeadCgroups } from '../src/cgroup';
 import { ContainerLock } from '../src/lock';
 import { newId } from '../src/layout';
 import { processStartTime } from '../src/proc';
@@ -273,6 +273,30 @@ describe('a SIGKILLed supervisor', () => {
           // removed by the test itself
         }
       }
+    }
+  });
+
+  it("never follows a symbolic link in a record's cgroup path to another cgroup of the same name", () => {
+    // A record naming `<dir>/<id>` where <dir> is a link to someone else's cgroup parent: the
+    // parent's file system is a cgroup one once the link is followed, but the cgroup is not
+    // where this container's supervisor made it.
+    const id = newId();
+    const elsewhere = path.join('/sys/fs/cgroup/unified', `nsbox-rev-other-${process.pid}`);
+    const victim = path.join(elsewhere, id);
+    const link = path.join(base, 'cglink');
+    fs.mkdirSync(victim, { recursive: true });
+    fs.symlinkSync(elsewhere, link);
+    try {
+      expect(recordedCgroupDirs(id, [path.join(link, id)])).toEqual([]);
+      expect(recordedCgroupDirs(id, [`${UNIFIED_NSBOX}/../nsbox-rev-other-${process.pid}/${id}`])).toEqual([]);
+      removeDeadCgroups(id, [path.join(link, id)]);
+      expect(fs.existsSync(victim)).toBe(true);
+      // The same directory named by its own path is one a record may name.
+      expect(recordedCgroupDirs(id, [victim])).toEqual([victim]);
+    } finally {
+      fs.rmSync(link);
+      fs.rmdirSync(victim);
+      fs.rmdirSync(elsewhere);
     }
   });
 });
