@@ -296,8 +296,12 @@ export class ClaimsLock {
   }
 }
 
-/** The claims in `dir`: uid base -> claim (and its file). */
-function readClaims(dir: string): Map<number, Claim & { file: string }> {
+/**
+ * The claims in `dir`: uid base -> claim (and its file). `opaque`: the uid bases of entries
+ * named like a claim that cannot be read as one (another version's, a damaged one): taken, as
+ * nothing says their ids are free, and never removed.
+ */
+function readClaims(dir: string, opaque = new Set<number>()): Map<number, Claim & { file: string }> {
   const out = new Map<number, Claim & { file: string }>();
   let names: string[];
   try {
@@ -312,11 +316,13 @@ function readClaims(dir: string): Map<number, Claim & { file: string }> {
     let target: string;
     try {
       target = fs.readlinkSync(file);
-    } catch {
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') opaque.add(Number(n));
       continue;
     }
     const c = parseClaim(n, target);
     if (c) out.set(c.uidBase, { ...c, file });
+    else opaque.add(Number(n));
   }
   return out;
 }
@@ -357,6 +363,8 @@ function importLegacyClaims(layout: Layout, me: string, dir: string, claims: Map
     const held = claims.get(c.uidBase);
     if (!held) {
       const hostFile = path.join(dir, String(c.uidBase));
+      // An entry there that is no claim (readClaims' opaque): the old claim stays where it is.
+      if (entryExists(hostFile)) continue;
       makeClaim(dir, c);
       claims.set(c.uidBase, { ...c, file: hostFile });
     } else if (held.id !== c.id || held.stateDir !== me || held.gidBase !== c.gidBase) {
@@ -368,6 +376,16 @@ function importLegacyClaims(layout: Layout, me: string, dir: string, claims: Map
     fs.rmdirSync(legacy);
   } catch {
     // claims left in it (above), or made meanwhile by an older nsbox
+  }
+}
+
+/** Whether anything is at `file`, a dangling symlink included. */
+function entryExists(file: string): boolean {
+  try {
+    fs.lstatSync(file);
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -383,8 +401,8 @@ function makeClaim(dir: string, c: Claim): void {
  * The claims of `dir` that stand, stale ones removed (under the lock). `records`: decide on
  * the containers' records too (see holderOf).
  */
-function liveClaims(dir: string, records: boolean): Map<number, Claim & { file: string }> {
-  const claims = readClaims(dir);
+function liveClaims(dir: string, records: boolean, opaque?: Set<number>): Map<number, Claim & { file: string }> {
+  const claims = readClaims(dir, opaque);
   const layouts = new Map<string, Layout | null>();
   for (const [uidBase, c] of claims) {
     if (claimIsStale(c, holderOf(c, records, layouts))) {
@@ -407,9 +425,10 @@ export async function allocateRange(layout: Layout, id: string): Promise<IdRange
   readyClaimsDir(dir, true);
   const lock = await ClaimsLock.take(dir, 10_000);
   try {
-    const claims = liveClaims(dir, false);
+    const opaque = new Set<number>();
+    const claims = liveClaims(dir, false, opaque);
     importLegacyClaims(layout, me, dir, claims);
-    const usedUids = new Set<number>();
+    const usedUids = new Set<number>(opaque);
     const usedGids = new Set<number>();
     for (const c of claims.values()) {
       usedUids.add(c.uidBase);
@@ -441,8 +460,15 @@ export async function holdRange(layout: Layout, id: string, range: IdRange): Pro
   readyClaimsDir(dir, true);
   const lock = await ClaimsLock.take(dir, 10_000);
   try {
-    const claims = liveClaims(dir, true);
+    const opaque = new Set<number>();
+    const claims = liveClaims(dir, true, opaque);
     importLegacyClaims(layout, me, dir, claims);
+    if (opaque.has(range.uidBase)) {
+      throw new NsboxError('IN_USE', `container ${id}: its host uid ${range.uidBase} is named in ${dir} by an entry that is not a claim this nsbox reads`, {
+        path: path.join(dir, String(range.uidBase)),
+        hint: 'a newer nsbox may have claimed it: remove that entry only if no container of any nsbox holds those ids',
+      });
+    }
     const mine = (c: Claim) => c.id === id && c.stateDir === me && c.uidBase === range.uidBase && c.gidBase === range.gidBase;
     const other = [...claims.values()].find((c) => !mine(c) && (c.uidBase === range.uidBase || c.gidBase === range.gidBase));
     if (other) {

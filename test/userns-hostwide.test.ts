@@ -208,6 +208,20 @@ describe("userns: 'auto' ranges across state directories", () => {
     expect(claimsOf(a.root)).toEqual([]);
   });
 
+  it('skips a base named by an entry it cannot read as a claim (a newer nsbox, a damaged one), and leaves it', async () => {
+    const a = runtime('a');
+    fs.mkdirSync(claims, { mode: 0o700 });
+    // The first base: a symlink whose target is no claim of this version; the second: a plain file.
+    const odd = path.join(claims, String(DEFAULT_BASE));
+    fs.symlinkSync('not a claim of this version', odd);
+    fs.writeFileSync(path.join(claims, String(DEFAULT_BASE + RANGE_SIZE)), '');
+    const id = await stopped(a.rt);
+    expect(baseOf(a.rt, id)).toBe(DEFAULT_BASE + 2 * RANGE_SIZE);
+    expect(fs.readlinkSync(odd)).toBe('not a claim of this version');
+    await a.rt.remove(id);
+    expect(fs.readdirSync(claims).sort()).toEqual([String(DEFAULT_BASE), String(DEFAULT_BASE + RANGE_SIZE), 'lock']);
+  });
+
   it('fails a start cleanly when the claims directory cannot be used or every range is taken', async () => {
     const a = runtime('a');
     const b = runtime('b');
