@@ -7,7 +7,8 @@
  * shares whatever its state directory (claimsDir(): `<uid base>`, a symlink to
  * `<gid base>:<id>:<state dir>`, made and removed under a flock there), and kept in its
  * record; it is free again once the container is removed (a claim whose container directory
- * is gone is taken back by the next allocation, so a crash leaks nothing for long).
+ * is gone, and in whose ids no process runs, is taken back by the next allocation, so a crash
+ * leaks nothing for long).
  *
  * The maps are written by the spawner thread from outside the namespace (core/spawn.cc), and
  * the image layer is seen through an idmapped mount: see docs/DESIGN.md, "userns: 'auto'".
@@ -404,13 +405,47 @@ function makeClaim(dir: string, c: Claim): void {
 function liveClaims(dir: string, records: boolean, opaque?: Set<number>): Map<number, Claim & { file: string }> {
   const claims = readClaims(dir, opaque);
   const layouts = new Map<string, Layout | null>();
+  let running: { uids: number[]; gids: number[] } | undefined;
   for (const [uidBase, c] of claims) {
-    if (claimIsStale(c, holderOf(c, records, layouts))) {
-      fs.rmSync(c.file, { force: true });
-      claims.delete(uidBase);
+    if (!claimIsStale(c, holderOf(c, records, layouts))) continue;
+    // Its container's directory gone is no proof that nothing runs in the range (deleted by
+    // hand while it ran: its overlay is mounted in its own mount namespace, nothing on the
+    // host holds the directory): a process with one of its ids keeps it. Looked at only
+    // when a claim is stale.
+    running ??= hostIdsInUse();
+    if (running.uids.some((u) => u >= c.uidBase && u < c.uidBase + RANGE_SIZE) || running.gids.some((g) => g >= c.gidBase && g < c.gidBase + RANGE_SIZE)) {
+      continue;
     }
+    fs.rmSync(c.file, { force: true });
+    claims.delete(uidBase);
   }
   return claims;
+}
+
+/**
+ * The uids and gids (real, effective, saved, file system) of every process in /proc: in this
+ * pid namespace, the host's when nsbox runs there. Processes gone meanwhile are skipped.
+ */
+export function hostIdsInUse(proc = '/proc'): { uids: number[]; gids: number[] } {
+  const uids = new Set<number>();
+  const gids = new Set<number>();
+  for (const e of fs.readdirSync(proc)) {
+    if (!/^\d+$/.test(e)) continue;
+    let text: string;
+    try {
+      text = fs.readFileSync(path.join(proc, e, 'status'), 'utf8');
+    } catch {
+      continue;
+    }
+    for (const [re, into] of [
+      [/^Uid:\s+(.*)$/m, uids],
+      [/^Gid:\s+(.*)$/m, gids],
+    ] as const) {
+      const m = re.exec(text);
+      if (m) for (const v of m[1]!.trim().split(/\s+/)) into.add(Number(v));
+    }
+  }
+  return { uids: [...uids], gids: [...gids] };
 }
 
 /**

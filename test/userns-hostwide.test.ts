@@ -208,6 +208,27 @@ describe("userns: 'auto' ranges across state directories", () => {
     expect(claimsOf(a.root)).toEqual([]);
   });
 
+  it("never gives a range to another container while a process still runs in it, its container's directory deleted by hand", async () => {
+    const a = runtime('a');
+    const b = runtime('b');
+    const c = await a.rt.run({ image: 'busybox', userns: 'auto', command: ['sleep', '60'], stdio: 'ignore' });
+    try {
+      expect(baseOf(a.rt, c.id!)).toBe(DEFAULT_BASE);
+      // The overlay is mounted inside the container's own mount namespace: nothing on the host stops this.
+      fs.rmSync(path.join(a.root, 'containers', c.id!), { recursive: true });
+      const other = await stopped(b.rt);
+      expect(baseOf(b.rt, other)).toBe(DEFAULT_BASE + RANGE_SIZE);
+      await b.rt.remove(other);
+    } finally {
+      c.kill('SIGKILL');
+      await c.wait().catch(() => undefined);
+    }
+    // Its processes gone, the range is taken back.
+    const again = await stopped(b.rt);
+    expect(baseOf(b.rt, again)).toBe(DEFAULT_BASE);
+    await b.rt.remove(again);
+  });
+
   it('skips a base named by an entry it cannot read as a claim (a newer nsbox, a damaged one), and leaves it', async () => {
     const a = runtime('a');
     fs.mkdirSync(claims, { mode: 0o700 });

@@ -1,4 +1,8 @@
 // userns 'auto': /etc/subuid parsing, slices, and the choice of a free range (pure).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
 import { describe, expect, it } from 'vitest';
 
 import {
@@ -13,6 +17,7 @@ import {
   claimsDir,
   parseClaim,
   hostId,
+  hostIdsInUse,
   idMapText,
   insideIdOf,
   parseSubid,
@@ -177,5 +182,23 @@ describe('host-wide claims', () => {
     expect(claimIsStale(claim, { kind: 'record' })).toBe(false);
     // Unreadable, a bad record, a state directory nsbox would refuse: kept.
     expect(claimIsStale(claim, { kind: 'unknown' })).toBe(false);
+  });
+});
+
+describe('hostIdsInUse', () => {
+  it("reads every process's four uids and gids, and skips what is not a process or is gone", () => {
+    const proc = fs.mkdtempSync(path.join(os.tmpdir(), 'nsbox-proc-'));
+    try {
+      fs.mkdirSync(path.join(proc, '12'));
+      fs.writeFileSync(path.join(proc, '12', 'status'), 'Name:\tsleep\nUid:\t1073741824\t1073741825\t1073741826\t1073741827\nGid:\t5\t6\t7\t8\n');
+      fs.mkdirSync(path.join(proc, '13')); // exited meanwhile: no status
+      fs.mkdirSync(path.join(proc, 'self'));
+      fs.writeFileSync(path.join(proc, 'self', 'status'), 'Uid:\t99\t99\t99\t99\n');
+      const r = hostIdsInUse(proc);
+      expect(r.uids.sort()).toEqual([1073741824, 1073741825, 1073741826, 1073741827]);
+      expect(r.gids.sort()).toEqual([5, 6, 7, 8]);
+    } finally {
+      fs.rmSync(proc, { recursive: true });
+    }
   });
 });
