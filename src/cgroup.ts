@@ -705,6 +705,36 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
   return thaw;
 }
 
+/** A commit's freezer cgroup (freezeContainer): `freeze-<committer pid>-<its start time>-<container pid>`. */
+const FREEZER_NAME = /^freeze-(\d+)-(\d+)-\d+$/;
+
+/**
+ * Thaws (and removes) the freezer cgroups of commits whose process died mid-commit: the
+ * container stays frozen until then, and a SIGKILL it got meanwhile (its supervisor's death)
+ * waits for the thaw. A Runtime's first use does it (one readdir), not only prune. Returns
+ * the directories it removed.
+ */
+export function thawDeadCommits(): string[] {
+  const h = hostHierarchies().get('freezer');
+  if (!h) return [];
+  const parent = path.join(h.mount, h.path, PARENT);
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = fs.readdirSync(parent);
+  } catch {
+    return removed; // no commit ever froze a container here
+  }
+  for (const n of names) {
+    const m = FREEZER_NAME.exec(n);
+    if (!m || processAlive(Number(m[1]), m[2])) continue;
+    const dir = path.join(parent, n);
+    thawAndRemove(dir);
+    if (!fs.existsSync(dir)) removed.push(dir);
+  }
+  return removed;
+}
+
 /**
  * Removes container cgroups left by supervisors that died (SIGKILL): those with no process
  * and older than a minute (a fresh empty one may be a start in progress), and the warm sets
@@ -725,7 +755,7 @@ export function pruneStaleCgroups(now = Date.now()): string[] {
   }
   for (const dir of dirs) {
     // A freezer a commit made (freezeContainer): its committer died with the container frozen.
-    const freeze = /^freeze-(\d+)-(\d+)-\d+$/.exec(path.basename(dir));
+    const freeze = FREEZER_NAME.exec(path.basename(dir));
     if (freeze) {
       if (processAlive(Number(freeze[1]), freeze[2])) continue;
       thawAndRemove(dir);

@@ -6,7 +6,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { containerCgroupDirs, freezeContainer, pruneStaleCgroups, removeContainerCgroup, removeContainerCgroupAsync, removeDeadCgroups } from './cgroup';
+import {
+  containerCgroupDirs,
+  freezeContainer,
+  pruneStaleCgroups,
+  removeContainerCgroup,
+  removeContainerCgroupAsync,
+  removeDeadCgroups,
+  thawDeadCommits,
+} from './cgroup';
 import { signalNumber } from './container';
 import { Container, type CommitOptions, type ExitStatus, type LaunchOptions, type StreamsOf } from './container';
 import { checkStdio, type Stdio, type TerminalSize } from './stdio';
@@ -1080,6 +1088,13 @@ export class Runtime {
   private recoverOnce(): void {
     if (this.recovered) return;
     this.recovered = true;
+    try {
+      // A container a killed committer left frozen cannot die (nor be reaped, nor its cgroups
+      // go) until thawed: first.
+      thawDeadCommits();
+    } catch {
+      // prune says why
+    }
     try {
       const namesBefore = this.namesById();
       const unrecorded: string[] = [];

@@ -163,6 +163,48 @@ describe('a supervisor that calls process.exit()', () => {
   });
 });
 
+describe('a supervisor SIGKILLed in the middle of a commit', () => {
+  it('leaves its container frozen, which the next Runtime thaws so that it dies: no process, no freezer cgroup left', async () => {
+    // A v1 freezer holds the SIGKILL the container got when its supervisor died until a thaw,
+    // which the dead committer never does: the container would stay frozen, for good.
+    const script = `
+      const { Runtime } = require(process.env.NSBOX_INDEX);
+      (async () => {
+        const rt = new Runtime({ root: process.env.ROOT });
+        const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'mkdir /d; cd /d; i=0; while [ $i -lt 3000 ]; do echo $i > f$i; i=$((i+1)); done; echo ready; exec sleep 100'] });
+        await new Promise((r) => c.stdout.once('data', r));
+        console.log(JSON.stringify({ id: c.id, pid: c.pid }));
+        await rt.commit(c.id, 'exit-commit:latest');
+        console.log('committed');
+      })().catch((e) => { console.error(e); process.exit(2); });
+    `;
+    const node = spawn(process.execPath, ['-e', script], { env: { ...process.env, NSBOX_INDEX: INDEX, ROOT: root } });
+    let out = '';
+    node.stdout.on('data', (d: Buffer) => (out += d));
+    const closed = new Promise((r) => node.on('close', r));
+    const parent = '/sys/fs/cgroup/freezer/nsbox';
+    const frozen = () =>
+      fs
+        .readdirSync(parent)
+        .filter((n) => n.startsWith(`freeze-${node.pid}-`) && fs.readFileSync(path.join(parent, n, 'freezer.state'), 'utf8').trim() === 'FROZEN');
+    await until('the commit to freeze the container', () => frozen().length > 0, 20_000, 1);
+    node.kill('SIGKILL');
+    await closed;
+    expect(out).not.toContain('committed');
+    const { id, pid } = JSON.parse(out.split('\n')[0]!) as Started;
+    const gone = () => !fs.existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    // Frozen: its SIGKILL waits.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(gone()).toBe(false);
+    new Runtime({ root }).list({ all: true });
+    await until(`container ${pid} to be gone`, gone, 5000);
+    // Its freezer, busy while the processes were on their way out: the next Runtime's.
+    new Runtime({ root }).list({ all: true });
+    expect(fs.readdirSync(parent).filter((n) => n.startsWith(`freeze-${node.pid}-`))).toEqual([]);
+    await new Runtime({ root }).remove(id, { force: true });
+  });
+});
+
 describe('a SIGKILLed supervisor', () => {
   for (const where of ['same', 'other'] as const) {
     it(`leaves empty cgroups and 'running' records that the next Runtime's first use finishes (its cgroups ${where === 'same' ? 'beside' : 'away from'} the new Runtime's)`, async () => {
