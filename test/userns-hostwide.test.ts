@@ -14,7 +14,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Container } from '../src/container';
 import { NsboxError } from '../src/errors';
 import { Runtime } from '../src/runtime';
-import { DEFAULT_BASE, RANGE_SIZE, claimTarget, parseClaim } from '../src/userns';
+import { ClaimsLock, DEFAULT_BASE, RANGE_SIZE, claimTarget, parseClaim } from '../src/userns';
 import { childPids, claimsOf, hostMounts, openFds, runNode } from './helpers';
 
 const sharedClaims = process.env.NSBOX_IDRANGES_DIR;
@@ -227,6 +227,29 @@ describe("userns: 'auto' ranges across state directories", () => {
     const again = await stopped(b.rt);
     expect(baseOf(b.rt, again)).toBe(DEFAULT_BASE);
     await b.rt.remove(again);
+  });
+
+  it('holds its lock on a close-on-exec fd (no child inherits it), one holder at a time, and never waits without bound', async () => {
+    fs.mkdirSync(claims, { mode: 0o700 });
+    const lock = ClaimsLock.tryTake(claims)!;
+    try {
+      const fd = fs.readdirSync('/proc/self/fd').find((n) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${n}`) === path.join(claims, 'lock');
+        } catch {
+          return false;
+        }
+      });
+      expect(fd).toBeDefined();
+      const flags = parseInt(/^flags:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8);
+      expect(flags & 0o2000000).not.toBe(0); // O_CLOEXEC
+      expect(ClaimsLock.tryTake(claims)).toBeUndefined();
+      const err = await ClaimsLock.take(claims, 50).catch((e: unknown) => e);
+      expect((err as NsboxError).code).toBe('IN_USE');
+    } finally {
+      lock.release();
+    }
+    ClaimsLock.tryTake(claims)!.release();
   });
 
   it('skips a base named by an entry it cannot read as a claim (a newer nsbox, a damaged one), and leaves it', async () => {

@@ -147,6 +147,9 @@ describe('host-wide claims', () => {
     // A state directory with colons and spaces in its name is still one path.
     const odd = { ...claim, stateDir: '/srv/a:b c/nsbox' };
     expect(parseClaim(String(DEFAULT_BASE), claimTarget(odd))).toEqual(odd);
+    // Nor does a newline, or a name made to look like a second claim, split it.
+    const forged = { ...claim, stateDir: `/srv/x\n${DEFAULT_BASE}:fedcba987654:/srv/y` };
+    expect(parseClaim(String(DEFAULT_BASE), claimTarget(forged))).toEqual(forged);
   });
 
   it('ignores what is not a claim: the lock, other names, malformed or relative targets', () => {
