@@ -16,7 +16,7 @@ import * as path from 'node:path';
 
 import { NsboxError, errnoCode, invalid } from './errors';
 import { native, type NativeUserNs } from './native';
-import { parseSubid } from './userns';
+import { parseSubid } from './subid-file';
 
 /** A rootless container's range: inside 1..count are host start..start+count-1 (uid and gid). */
 export interface SubidMap {

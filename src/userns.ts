@@ -19,6 +19,7 @@ import { NsboxError, errnoCode, fromNative, fromSystemError, invalid } from './e
 import { Layout } from './layout';
 import { HOSTFD_IDMAP, HOSTFD_NO_LINKS, native, type NativeHostFd, type NativeUserNs } from './native';
 import { readRecord } from './record';
+import { parseSubid } from './subid-file';
 import type { BindMount, RootSource } from './plan';
 
 export type UsernsMode = 'auto' | 'host';
@@ -35,37 +36,13 @@ export const RANGE_SIZE = 65536;
 export const DEFAULT_BASE = 2 ** 30;
 export const DEFAULT_SLICES = 16384;
 /** The user whose /etc/subuid and /etc/subgid entries give the ranges, when it has any. */
+export { parseSubid };
 export const SUBID_USER = 'nsbox';
-/** The highest id a map may name is 2^32 - 2 (-1 is "no id"). */
-const ID_LIMIT = 2 ** 32 - 1;
 
 export function checkUsernsMode(v: unknown, what = 'userns'): UsernsMode | undefined {
   if (v === undefined) return undefined;
   if (v !== 'auto' && v !== 'host') throw invalid(`${what}: ${JSON.stringify(v)}: 'auto' (a range of host ids of its own) or 'host' (none)`);
   return v;
-}
-
-/**
- * The ranges /etc/subuid (or subgid) gives `user` ("name:start:count" lines; `uid` also
- * matches a numeric first field, as shadow-utils reads them). Malformed lines are skipped, as
- * shadow-utils skips them.
- */
-export function parseSubid(text: string, user: string, uid?: number): Array<{ start: number; count: number }> {
-  const out: Array<{ start: number; count: number }> = [];
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    const parts = line.split(':');
-    if (parts.length !== 3) continue;
-    const [who, s, c] = parts as [string, string, string];
-    if (who !== user && (uid === undefined || who !== String(uid))) continue;
-    if (!/^\d{1,10}$/.test(s) || !/^\d{1,10}$/.test(c)) continue;
-    const start = Number(s);
-    const count = Number(c);
-    if (count === 0 || start + count > ID_LIMIT) continue;
-    out.push({ start, count });
-  }
-  return out;
 }
 
 /**
