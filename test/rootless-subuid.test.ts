@@ -51,7 +51,7 @@ interface Result {
   stderr: string;
 }
 
-function asUser(argv: string[], env: Record<string, string> = {}): Result {
+function asUser(argv: string[], env: Record<string, string> = {}, timeout = 60_000): Result {
   const r = spawnSync(
     'runuser',
     [
@@ -67,7 +67,7 @@ function asUser(argv: string[], env: Record<string, string> = {}): Result {
       ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
       ...argv,
     ],
-    { cwd: base, encoding: 'utf8', timeout: 60_000 },
+    { cwd: base, encoding: 'utf8', timeout },
   );
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -372,6 +372,61 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     const res = JSON.parse(out.stdout.trim().split('\n').pop()!) as { before: number; after: number; err: string };
     expect(res.err).toMatch(/^start container: newuidmap PID .* 300000 65536 failed/);
     expect(res.after).toBe(res.before);
+    nothingLeft();
+  });
+
+  it("a removal's helper refused by newuidmap (the range taken away) fails at once naming it, leaves no process; with the range back rm finishes", () => {
+    expect(nsbox(['run', '--name', 'keep', 'busybox', 'sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a']).status).toBe(0);
+    const fake = path.join(base, 'subid-fake-rm');
+    writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
+    // The helper's child once held its own copy of the pipe's write end: on a refused map it
+    // waited for a byte that could never come, and rm hung for good.
+    const bad = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBUID: fake, NSBOX_SUBGID: fake }, 20_000);
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/^nsbox: remove .*: newuidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\): the range was refused/);
+    expect(userProcesses()).toEqual([]);
+    const again = nsbox(['rm', 'keep']);
+    expect(again.stderr).toBe('');
+    expect(nsbox(['prune']).status).toBe(0);
+    nothingLeft();
+  });
+
+  it("the mapped helper gets no environment (a caller's NODE_OPTIONS loads nothing into it) and no fd but its stdio", () => {
+    const marker = path.join(base, 'tmp-marker');
+    const evil = path.join(base, 'evil.js');
+    writeFileSync(evil, `require('fs').writeFileSync(${JSON.stringify(marker)}, 'loaded');\n`, { mode: 0o644 });
+    const body = `
+      const fs = require('fs');
+      const { native } = require(${JSON.stringify(path.join(pkg, 'dist/native.js'))});
+      const rt = new nsbox.Runtime();
+      const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a'], name: 'keep', stdio: 'ignore' });
+      await c.wait();
+      // Set after this process started: only a child that takes the environment would load it.
+      process.env.NODE_OPTIONS = '--require ${evil}';
+      await rt.remove('keep');
+      const out = fs.openSync(${JSON.stringify(path.join(base, 'tmp', 'fds'))}, 'w+');
+      fs.unlinkSync(${JSON.stringify(path.join(base, 'tmp', 'fds'))});
+      const a = ['0', String(process.getuid()), '1', '1', '${r.subuid}', '${r.count}'];
+      const g = ['0', String(process.getgid()), '1', '1', '${r.subgid}', '${r.count}'];
+      const res = native().runInUserns({ file: '/bin/sh', argv: ['/bin/sh', '-c', 'ls /proc/$$/fd; echo env; env'], env: [], out,
+        newuidmap: '/usr/bin/newuidmap', uidArgs: a, newgidmap: '/usr/bin/newgidmap', gidArgs: g });
+      const text = fs.readFileSync('/proc/self/fd/' + out, 'utf8');
+      console.log(JSON.stringify({ res, text }));
+    `;
+    const file = path.join(base, 'api-env.js');
+    writeFileSync(
+      file,
+      `const nsbox = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});\n(async () => {\n${body}\n})().catch((e) => { console.log(JSON.stringify({ error: e.message })); process.exitCode = 1; });\n`,
+    );
+    chmodSync(file, 0o644);
+    // fd 200: one the caller's own parent left open, not close-on-exec.
+    const run = asUser(['bash', '-c', `exec 200</etc/hostname; exec node ${file}`]);
+    const got = JSON.parse(run.stdout.trim().split('\n').pop()!) as { res: { status: number }; text: string };
+    expect(got.res).toEqual({ status: 0 });
+    const [fds, env] = got.text.split('env\n');
+    expect(fds!.trim().split(/\s+/).sort()).toEqual(['0', '1', '2']);
+    expect(env!.split('\n').filter((l) => l !== '' && !/^(PWD|SHLVL|_|OLDPWD)=/.test(l))).toEqual([]);
+    expect(existsSync(marker)).toBe(false);
     nothingLeft();
   });
 
