@@ -232,7 +232,17 @@ function reply(a: { map: SubidMap }, r: NativeUsernsResult, out: number, what: s
   } catch {
     // not a reply: the output says what went wrong
   }
-  throw new NsboxError('EIO', `${what}: the helper in the user namespace exited with status ${r.status}: ${text.slice(0, 400) || 'no output'}`);
+  throw new NsboxError('EIO', `${what}: the helper in the user namespace ${waitStatusText(r.status)}: ${text.slice(0, 400) || 'no output'}`, {
+    hint: 'what it did not finish is left as it was: run the same command again (or nsbox prune) to finish a removal',
+  });
+}
+
+/** A wait(2) status as words: "exited with status N" or "was killed by SIGNAME". */
+export function waitStatusText(status: number): string {
+  const sig = status & 0x7f;
+  if (sig === 0) return `exited with status ${(status >> 8) & 0xff}`;
+  const name = Object.entries(os.constants.signals).find(([, n]) => n === sig)?.[0];
+  return `was killed by ${name ?? `signal ${sig}`}`;
 }
 
 /**

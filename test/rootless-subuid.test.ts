@@ -391,6 +391,34 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it('the removal helper killed (SIGKILL) midway: a clear error, the rest left for prune, which finishes it; the user file a symlink names stays', () => {
+    const secret = path.join(home, 'secret');
+    writeFileSync(secret, 'SECRET\n', { mode: 0o600 });
+    chownSync(secret, ids!.uid, ids!.gid);
+    // 10000 files in directories of 1000 (mode 0700): the helper takes a while to remove them.
+    const make = `mkdir -m 700 /a; cd /a; for i in $(seq 100); do mkdir d$i; for j in $(seq 100); do echo x > d$i/f$j; done; done; ln -s ${secret} /a/link; ln -s ${home} /a/home; chown -R -h 1000 /a`;
+    expect(nsbox(['run', '--name', 'keep', 'busybox', 'sh', '-c', make]).status).toBe(0);
+    const file = path.join(base, 'kill-helper.sh');
+    writeFileSync(
+      file,
+      `node ${path.join(pkg, 'dist/cli/main.js')} rm keep 2>${home}/rm.err & rm=$!
+       for i in $(seq 400); do h=$(pgrep -u ${ids!.uid} -f 'ns-helper.js rm' | head -1); [ -n "$h" ] && break; sleep 0.02; done
+       [ -n "$h" ] && kill -KILL $h; wait $rm; echo "rm=$? helper=$h"`,
+      { mode: 0o644 },
+    );
+    const run = asUser(['sh', file]);
+    const err = readFileSync(path.join(home, 'rm.err'), 'utf8');
+    rmSync(path.join(home, 'rm.err'));
+    expect(run.stdout).toMatch(/^rm=125 helper=\d+$/m);
+    expect(err).toMatch(/^nsbox: remove .*: the helper in the user namespace was killed by SIGKILL/);
+    expect(err).toMatch(/hint: .*nsbox prune/);
+    expect(nsbox(['prune']).status).toBe(0);
+    expect(readFileSync(secret, 'utf8')).toBe('SECRET\n');
+    expect(statSync(home).isDirectory()).toBe(true);
+    rmSync(secret);
+    nothingLeft();
+  });
+
   it("the mapped helper gets no environment (a caller's NODE_OPTIONS loads nothing into it) and no fd but its stdio", () => {
     const marker = path.join(base, 'tmp-marker');
     const evil = path.join(base, 'evil.js');
