@@ -348,6 +348,30 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it('eight --rm starts at once whose removals all go through the mapped helper, with execs into another container meanwhile: all done, nothing left', () => {
+    // Each exec's CLONE_VM children make Node's address space non-dumpable for a moment; a
+    // helper cloned then gets that flag in its copy, and newuidmap would refuse it.
+    const out = api(`
+      const rt = new nsbox.Runtime();
+      const bg = await rt.run({ image: 'busybox', command: ['sleep', '60'], stdio: 'ignore', remove: true });
+      let stop = false;
+      let execs = 0;
+      const execLoop = async () => { while (!stop) { const p = rt.exec(bg.id, { command: ['true'], stdio: 'ignore' }); if ((await p.wait()).exitCode === 0) execs++; } };
+      const loops = [execLoop(), execLoop()];
+      const make = ['sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a'];
+      const one = async () => { const c = await rt.run({ image: 'busybox', command: make, remove: true, stdio: 'ignore' }); return (await c.wait()).exitCode; };
+      const codes = await Promise.all(Array.from({ length: 8 }, one));
+      stop = true;
+      await Promise.all(loops);
+      bg.kill('SIGKILL');
+      await bg.wait();
+      console.log(JSON.stringify({ codes, execs: execs > 0 }));
+    `);
+    expect(out.stderr).toBe('');
+    expect(JSON.parse(out.stdout.trim().split('\n').pop()!)).toEqual({ codes: Array.from({ length: 8 }, () => 0), execs: true });
+    nothingLeft();
+  });
+
   it("the library leaks no fd: a --rm through the mapped helper, a kept one's removal, a refused newuidmap", () => {
     const fake = path.join(base, 'subid-fake-api');
     writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });

@@ -150,6 +150,11 @@ int userns_child(void* arg) {
   // Nothing else of the parent's either: its own fds are close-on-exec, but not those it
   // inherited (a caller's pipe left open would stay open in the helper for its whole run).
   close_fds_but(c.go, c.out);
+  // newuidmap requires /proc/PID to be the user's, i.e. this process dumpable. Its address
+  // space is its own copy of Node's, flag included, and Node's is 0 while a concurrent start's
+  // or exec's CLONE_VM child runs in it (spawn.h shared_vm_enter): a clone landing then
+  // would have every map refused.
+  prctl(PR_SET_DUMPABLE, 1);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   char byte;
   ssize_t n;
