@@ -15,6 +15,7 @@ import {
   readlinkSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import * as path from 'node:path';
@@ -279,6 +280,28 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it("commit of a write layer whose symlinks name the user's secret file and home: the image and the tarball hold the links, never the file", () => {
+    const secret = path.join(home, 'commit-secret');
+    writeFileSync(secret, 'SECRET-COMMIT\n', { mode: 0o600 });
+    chownSync(secret, ids!.uid, ids!.gid);
+    const make = `mkdir -m 700 /a; ln -s ${secret} /a/link; ln -s ${home} /a/home; echo x > /a/f; chown -R -h 1000 /a`;
+    expect(nsbox(['run', '--name', 'keep', 'busybox', 'sh', '-c', make]).status).toBe(0);
+    const tarOut = path.join(home, 'commit.tar');
+    const c = nsbox(['commit', '--output', tarOut, 'keep', 'links']);
+    expect(c.stderr).toBe('');
+    expect(readFileSync(tarOut).includes('SECRET-COMMIT')).toBe(false);
+    expect(execFileSync('tar', ['-tvf', tarOut], { encoding: 'utf8' })).toMatch(/a\/link -> /);
+    const root = path.join(state, 'images', 'links', 'rootfs');
+    expect(readlinkSync(path.join(root, 'a', 'link'))).toBe(secret);
+    expect(readlinkSync(path.join(root, 'a', 'home'))).toBe(home);
+    expect(readFileSync(secret, 'utf8')).toBe('SECRET-COMMIT\n');
+    rmSync(tarOut);
+    rmSync(secret);
+    expect(nsbox(['rm', 'keep']).status).toBe(0);
+    expect(nsbox(['rmi', 'links']).status).toBe(0);
+    nothingLeft();
+  });
+
   it("import keeps a tarball's owners 0, 1000 and 65534; an owner beyond the range is a clear error and leaves nothing", () => {
     const src = path.join(base, 'owners');
     mkdirSync(path.join(src, 'bin'), { recursive: true });
@@ -306,6 +329,47 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     expect(bad.stderr).toMatch(/EINVAL \(fchown\)/);
     expect(bad.stderr).toMatch(/beyond the user's range/);
     expect(dirOf('images')).toEqual(['busybox']);
+    nothingLeft();
+  });
+
+  it('import at the edges: owner 65536 (the last of the range), a setuid file of 1000 stays SUBUID+999 (never the user), a device is skipped; a symlink planted to the home is not written through', () => {
+    const src = path.join(base, 'edges');
+    mkdirSync(src);
+    writeFileSync(path.join(src, 'last'), 'x');
+    chownSync(path.join(src, 'last'), r.count, r.count);
+    writeFileSync(path.join(src, 'suid'), 'x');
+    chownSync(path.join(src, 'suid'), 1000, 1000);
+    chmodSync(path.join(src, 'suid'), 0o4755);
+    execFileSync('mknod', [path.join(src, 'null'), 'c', '1', '3']);
+    const tar = path.join(base, 'edges.tar');
+    execFileSync('tar', ['--numeric-owner', '-C', src, '-cf', tar, '.']);
+    chmodSync(tar, 0o644);
+    const imp = nsbox(['import', tar, 'edges']);
+    expect(imp.stderr).toBe('');
+    const root = path.join(state, 'images', 'edges', 'rootfs');
+    expect(statSync(path.join(root, 'last'))).toMatchObject({ uid: r.subuid + r.count - 1, gid: r.subgid + r.count - 1 });
+    const suid = statSync(path.join(root, 'suid'));
+    expect(suid).toMatchObject({ uid: r.subuid + 999, gid: r.subgid + 999 });
+    expect(suid.mode & 0o7777).toBe(0o4755);
+    expect(existsSync(path.join(root, 'null'))).toBe(false);
+    expect(nsbox(['rmi', 'edges']).status).toBe(0);
+    // An entry under a symlink the tarball planted (l -> the home) is refused, nothing written there.
+    const evil = path.join(base, 'evil-src');
+    mkdirSync(path.join(evil, 'l'), { recursive: true });
+    writeFileSync(path.join(evil, 'l', 'pwned'), 'x');
+    const evilTar = path.join(base, 'evil.tar');
+    execFileSync('tar', ['-C', evil, '-cf', evilTar, 'l/pwned']);
+    rmSync(path.join(evil, 'l'), { recursive: true });
+    symlinkSync(home, path.join(evil, 'l'));
+    execFileSync('tar', ['-C', evil, '-cf', path.join(base, 'link.tar'), 'l']);
+    // The symlink first, then the file through it: one archive of both.
+    execFileSync('tar', ['-A', '-f', path.join(base, 'link.tar'), evilTar]);
+    chmodSync(path.join(base, 'link.tar'), 0o644);
+    const bad = nsbox(['import', path.join(base, 'link.tar'), 'evil']);
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/its parent "l" is a symlink/);
+    expect(existsSync(path.join(home, 'pwned'))).toBe(false);
+    expect(dirOf('images').filter((n) => n !== 'busybox')).toEqual([]);
     nothingLeft();
   });
 
@@ -408,6 +472,11 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     const bad = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBUID: fake, NSBOX_SUBGID: fake }, 20_000);
     expect(bad.status).toBe(125);
     expect(bad.stderr).toMatch(/^nsbox: remove .*: newuidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\): the range was refused/);
+    expect(userProcesses()).toEqual([]);
+    // The first map written, the second refused: the same, naming newgidmap.
+    const half = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBGID: fake }, 20_000);
+    expect(half.status).toBe(125);
+    expect(half.stderr).toMatch(/^nsbox: remove .*: newgidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\)/);
     expect(userProcesses()).toEqual([]);
     const again = nsbox(['rm', 'keep']);
     expect(again.stderr).toBe('');
