@@ -152,10 +152,10 @@ export function chooseIdMap(wanted?: IdMapMode): SubidMap | undefined {
   return a?.map;
 }
 
-/** What a failed newuidmap or newgidmap becomes. */
-export function helperError(helper: string, status: number, m: SubidMap): NsboxError {
+/** What a failed newuidmap or newgidmap becomes; `what`: the step it was for (a start, or a job of the mapped helper). */
+export function helperError(helper: string, status: number, m: SubidMap, what = 'start container'): NsboxError {
   const args = helper === 'newuidmap' ? helperArgs(m).uidArgs : helperArgs(m).gidArgs;
-  return new NsboxError('EPERM', `start container: ${helper} PID ${args.join(' ')} failed (exit status ${status}): the range was refused`, {
+  return new NsboxError('EPERM', `${what}: ${helper} PID ${args.join(' ')} failed (exit status ${status}): the range was refused`, {
     syscall: helper,
     step: 'user namespace',
     hint: `the user needs the range ${helper === 'newuidmap' ? m.subuid : m.subgid}:${m.count} in ${helper === 'newuidmap' ? '/etc/subuid' : '/etc/subgid'} (usermod --add-subuids/--add-subgids), and ${helper} must be shadow-utils' setuid helper; NSBOX_ID_MAP=single runs with the one-id map`,
@@ -219,7 +219,7 @@ function spec(a: { map: SubidMap; helpers: Helpers }, op: string[], out: number)
 type NativeUsernsResult = { status: number } | { helper: string; helperStatus: number } | { code: string; errno: number; syscall: string };
 
 function reply(a: { map: SubidMap }, r: NativeUsernsResult, out: number, what: string): HelperReply {
-  if ('helper' in r) throw helperError(r.helper, r.helperStatus, a.map);
+  if ('helper' in r) throw helperError(r.helper, r.helperStatus, a.map, `${what} (as the mapped root of the subordinate range)`);
   if ('code' in r) throw new NsboxError(errnoCode(r.code), `${what}: the helper in the user namespace: ${r.syscall}: ${r.code}`, { syscall: r.syscall });
   const size = fs.fstatSync(out).size;
   const buf = Buffer.alloc(Math.min(size, 1 << 20));
@@ -232,7 +232,17 @@ function reply(a: { map: SubidMap }, r: NativeUsernsResult, out: number, what: s
   } catch {
     // not a reply: the output says what went wrong
   }
-  throw new NsboxError('EIO', `${what}: the helper in the user namespace exited with status ${r.status}: ${text.slice(0, 400) || 'no output'}`);
+  throw new NsboxError('EIO', `${what}: the helper in the user namespace ${waitStatusText(r.status)}: ${text.slice(0, 400) || 'no output'}`, {
+    hint: 'what it did not finish is left as it was: run the same command again (or nsbox prune) to finish a removal',
+  });
+}
+
+/** A wait(2) status as words: "exited with status N" or "was killed by SIGNAME". */
+export function waitStatusText(status: number): string {
+  const sig = status & 0x7f;
+  if (sig === 0) return `exited with status ${(status >> 8) & 0xff}`;
+  const name = Object.entries(os.constants.signals).find(([, n]) => n === sig)?.[0];
+  return `was killed by ${name ?? `signal ${sig}`}`;
 }
 
 /**

@@ -19,11 +19,12 @@ import * as path from 'node:path';
 import { NsboxError, errnoCode, fromNative, fromSystemError, invalid } from './errors';
 import { Layout } from './layout';
 import { parseSubid } from './subid-file';
-
-export { parseSubid };
 import { HOSTFD_IDMAP, HOSTFD_NO_LINKS, native, type NativeHostFd, type NativeUserNs } from './native';
 import { readRecord } from './record';
 import type { BindMount, RootSource } from './plan';
+
+/** Also read here for root's ranges; re-exported for the callers and tests that import it from this module. */
+export { parseSubid };
 
 export type UsernsMode = 'auto' | 'host';
 
@@ -39,6 +40,7 @@ export const RANGE_SIZE = 65536;
 export const DEFAULT_BASE = 2 ** 30;
 export const DEFAULT_SLICES = 16384;
 /** The user whose /etc/subuid and /etc/subgid entries give the ranges, when it has any. */
+export { parseSubid };
 export const SUBID_USER = 'nsbox';
 
 export function checkUsernsMode(v: unknown, what = 'userns'): UsernsMode | undefined {

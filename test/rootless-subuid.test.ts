@@ -15,6 +15,7 @@ import {
   readlinkSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import * as path from 'node:path';
@@ -51,7 +52,7 @@ interface Result {
   stderr: string;
 }
 
-function asUser(argv: string[], env: Record<string, string> = {}): Result {
+function asUser(argv: string[], env: Record<string, string> = {}, timeout = 60_000): Result {
   const r = spawnSync(
     'runuser',
     [
@@ -67,7 +68,7 @@ function asUser(argv: string[], env: Record<string, string> = {}): Result {
       ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
       ...argv,
     ],
-    { cwd: base, encoding: 'utf8', timeout: 60_000 },
+    { cwd: base, encoding: 'utf8', timeout },
   );
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -279,6 +280,28 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it("commit of a write layer whose symlinks name the user's secret file and home: the image and the tarball hold the links, never the file", () => {
+    const secret = path.join(home, 'commit-secret');
+    writeFileSync(secret, 'SECRET-COMMIT\n', { mode: 0o600 });
+    chownSync(secret, ids!.uid, ids!.gid);
+    const make = `mkdir -m 700 /a; ln -s ${secret} /a/link; ln -s ${home} /a/home; echo x > /a/f; chown -R -h 1000 /a`;
+    expect(nsbox(['run', '--name', 'keep', 'busybox', 'sh', '-c', make]).status).toBe(0);
+    const tarOut = path.join(home, 'commit.tar');
+    const c = nsbox(['commit', '--output', tarOut, 'keep', 'links']);
+    expect(c.stderr).toBe('');
+    expect(readFileSync(tarOut).includes('SECRET-COMMIT')).toBe(false);
+    expect(execFileSync('tar', ['-tvf', tarOut], { encoding: 'utf8' })).toMatch(/a\/link -> /);
+    const root = path.join(state, 'images', 'links', 'rootfs');
+    expect(readlinkSync(path.join(root, 'a', 'link'))).toBe(secret);
+    expect(readlinkSync(path.join(root, 'a', 'home'))).toBe(home);
+    expect(readFileSync(secret, 'utf8')).toBe('SECRET-COMMIT\n');
+    rmSync(tarOut);
+    rmSync(secret);
+    expect(nsbox(['rm', 'keep']).status).toBe(0);
+    expect(nsbox(['rmi', 'links']).status).toBe(0);
+    nothingLeft();
+  });
+
   it("import keeps a tarball's owners 0, 1000 and 65534; an owner beyond the range is a clear error and leaves nothing", () => {
     const src = path.join(base, 'owners');
     mkdirSync(path.join(src, 'bin'), { recursive: true });
@@ -306,6 +329,47 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     expect(bad.stderr).toMatch(/EINVAL \(fchown\)/);
     expect(bad.stderr).toMatch(/beyond the user's range/);
     expect(dirOf('images')).toEqual(['busybox']);
+    nothingLeft();
+  });
+
+  it('import at the edges: owner 65536 (the last of the range), a setuid file of 1000 stays SUBUID+999 (never the user), a device is skipped; a symlink planted to the home is not written through', () => {
+    const src = path.join(base, 'edges');
+    mkdirSync(src);
+    writeFileSync(path.join(src, 'last'), 'x');
+    chownSync(path.join(src, 'last'), r.count, r.count);
+    writeFileSync(path.join(src, 'suid'), 'x');
+    chownSync(path.join(src, 'suid'), 1000, 1000);
+    chmodSync(path.join(src, 'suid'), 0o4755);
+    execFileSync('mknod', [path.join(src, 'null'), 'c', '1', '3']);
+    const tar = path.join(base, 'edges.tar');
+    execFileSync('tar', ['--numeric-owner', '-C', src, '-cf', tar, '.']);
+    chmodSync(tar, 0o644);
+    const imp = nsbox(['import', tar, 'edges']);
+    expect(imp.stderr).toBe('');
+    const root = path.join(state, 'images', 'edges', 'rootfs');
+    expect(statSync(path.join(root, 'last'))).toMatchObject({ uid: r.subuid + r.count - 1, gid: r.subgid + r.count - 1 });
+    const suid = statSync(path.join(root, 'suid'));
+    expect(suid).toMatchObject({ uid: r.subuid + 999, gid: r.subgid + 999 });
+    expect(suid.mode & 0o7777).toBe(0o4755);
+    expect(existsSync(path.join(root, 'null'))).toBe(false);
+    expect(nsbox(['rmi', 'edges']).status).toBe(0);
+    // An entry under a symlink the tarball planted (l -> the home) is refused, nothing written there.
+    const evil = path.join(base, 'evil-src');
+    mkdirSync(path.join(evil, 'l'), { recursive: true });
+    writeFileSync(path.join(evil, 'l', 'pwned'), 'x');
+    const evilTar = path.join(base, 'evil.tar');
+    execFileSync('tar', ['-C', evil, '-cf', evilTar, 'l/pwned']);
+    rmSync(path.join(evil, 'l'), { recursive: true });
+    symlinkSync(home, path.join(evil, 'l'));
+    execFileSync('tar', ['-C', evil, '-cf', path.join(base, 'link.tar'), 'l']);
+    // The symlink first, then the file through it: one archive of both.
+    execFileSync('tar', ['-A', '-f', path.join(base, 'link.tar'), evilTar]);
+    chmodSync(path.join(base, 'link.tar'), 0o644);
+    const bad = nsbox(['import', path.join(base, 'link.tar'), 'evil']);
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/its parent "l" is a symlink/);
+    expect(existsSync(path.join(home, 'pwned'))).toBe(false);
+    expect(dirOf('images').filter((n) => n !== 'busybox')).toEqual([]);
     nothingLeft();
   });
 
@@ -348,6 +412,30 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it('eight --rm starts at once whose removals all go through the mapped helper, with execs into another container meanwhile: all done, nothing left', () => {
+    // Each exec's CLONE_VM children make Node's address space non-dumpable for a moment; a
+    // helper cloned then gets that flag in its copy, and newuidmap would refuse it.
+    const out = api(`
+      const rt = new nsbox.Runtime();
+      const bg = await rt.run({ image: 'busybox', command: ['sleep', '60'], stdio: 'ignore', remove: true });
+      let stop = false;
+      let execs = 0;
+      const execLoop = async () => { while (!stop) { const p = rt.exec(bg.id, { command: ['true'], stdio: 'ignore' }); if ((await p.wait()).exitCode === 0) execs++; } };
+      const loops = [execLoop(), execLoop()];
+      const make = ['sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a'];
+      const one = async () => { const c = await rt.run({ image: 'busybox', command: make, remove: true, stdio: 'ignore' }); return (await c.wait()).exitCode; };
+      const codes = await Promise.all(Array.from({ length: 8 }, one));
+      stop = true;
+      await Promise.all(loops);
+      bg.kill('SIGKILL');
+      await bg.wait();
+      console.log(JSON.stringify({ codes, execs: execs > 0 }));
+    `);
+    expect(out.stderr).toBe('');
+    expect(JSON.parse(out.stdout.trim().split('\n').pop()!)).toEqual({ codes: Array.from({ length: 8 }, () => 0), execs: true });
+    nothingLeft();
+  });
+
   it("the library leaks no fd: a --rm through the mapped helper, a kept one's removal, a refused newuidmap", () => {
     const fake = path.join(base, 'subid-fake-api');
     writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
@@ -372,6 +460,94 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     const res = JSON.parse(out.stdout.trim().split('\n').pop()!) as { before: number; after: number; err: string };
     expect(res.err).toMatch(/^start container: newuidmap PID .* 300000 65536 failed/);
     expect(res.after).toBe(res.before);
+    nothingLeft();
+  });
+
+  it("a removal's helper refused by newuidmap (the range taken away) fails at once naming it, leaves no process; with the range back rm finishes", () => {
+    expect(nsbox(['run', '--name', 'keep', 'busybox', 'sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a']).status).toBe(0);
+    const fake = path.join(base, 'subid-fake-rm');
+    writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
+    // The helper's child once held its own copy of the pipe's write end: on a refused map it
+    // waited for a byte that could never come, and rm hung for good.
+    const bad = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBUID: fake, NSBOX_SUBGID: fake }, 20_000);
+    expect(bad.status).toBe(125);
+    expect(bad.stderr).toMatch(/^nsbox: remove .*: newuidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\): the range was refused/);
+    expect(userProcesses()).toEqual([]);
+    // The first map written, the second refused: the same, naming newgidmap.
+    const half = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBGID: fake }, 20_000);
+    expect(half.status).toBe(125);
+    expect(half.stderr).toMatch(/^nsbox: remove .*: newgidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\)/);
+    expect(userProcesses()).toEqual([]);
+    const again = nsbox(['rm', 'keep']);
+    expect(again.stderr).toBe('');
+    expect(nsbox(['prune']).status).toBe(0);
+    nothingLeft();
+  });
+
+  it('the removal helper killed (SIGKILL) midway: a clear error, the rest left for prune, which finishes it; the user file a symlink names stays', () => {
+    const secret = path.join(home, 'secret');
+    writeFileSync(secret, 'SECRET\n', { mode: 0o600 });
+    chownSync(secret, ids!.uid, ids!.gid);
+    // 10000 files in directories of 1000 (mode 0700): the helper takes a while to remove them.
+    const make = `mkdir -m 700 /a; cd /a; for i in $(seq 100); do mkdir d$i; for j in $(seq 100); do echo x > d$i/f$j; done; done; ln -s ${secret} /a/link; ln -s ${home} /a/home; chown -R -h 1000 /a`;
+    expect(nsbox(['run', '--name', 'keep', 'busybox', 'sh', '-c', make]).status).toBe(0);
+    const file = path.join(base, 'kill-helper.sh');
+    writeFileSync(
+      file,
+      `node ${path.join(pkg, 'dist/cli/main.js')} rm keep 2>${home}/rm.err & rm=$!
+       for i in $(seq 400); do h=$(pgrep -u ${ids!.uid} -f 'ns-helper.js rm' | head -1); [ -n "$h" ] && break; sleep 0.02; done
+       [ -n "$h" ] && kill -KILL $h; wait $rm; echo "rm=$? helper=$h"`,
+      { mode: 0o644 },
+    );
+    const run = asUser(['sh', file]);
+    const err = readFileSync(path.join(home, 'rm.err'), 'utf8');
+    rmSync(path.join(home, 'rm.err'));
+    expect(run.stdout).toMatch(/^rm=125 helper=\d+$/m);
+    expect(err).toMatch(/^nsbox: remove .*: the helper in the user namespace was killed by SIGKILL/);
+    expect(err).toMatch(/hint: .*nsbox prune/);
+    expect(nsbox(['prune']).status).toBe(0);
+    expect(readFileSync(secret, 'utf8')).toBe('SECRET\n');
+    expect(statSync(home).isDirectory()).toBe(true);
+    rmSync(secret);
+    nothingLeft();
+  });
+
+  it("the mapped helper gets no environment (a caller's NODE_OPTIONS loads nothing into it) and no fd but its stdio", () => {
+    const marker = path.join(base, 'tmp-marker');
+    const evil = path.join(base, 'evil.js');
+    writeFileSync(evil, `require('fs').writeFileSync(${JSON.stringify(marker)}, 'loaded');\n`, { mode: 0o644 });
+    const body = `
+      const fs = require('fs');
+      const { native } = require(${JSON.stringify(path.join(pkg, 'dist/native.js'))});
+      const rt = new nsbox.Runtime();
+      const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'mkdir -m 700 /a; echo x > /a/f; chown -R 1000 /a'], name: 'keep', stdio: 'ignore' });
+      await c.wait();
+      // Set after this process started: only a child that takes the environment would load it.
+      process.env.NODE_OPTIONS = '--require ${evil}';
+      await rt.remove('keep');
+      const out = fs.openSync(${JSON.stringify(path.join(base, 'tmp', 'fds'))}, 'w+');
+      fs.unlinkSync(${JSON.stringify(path.join(base, 'tmp', 'fds'))});
+      const a = ['0', String(process.getuid()), '1', '1', '${r.subuid}', '${r.count}'];
+      const g = ['0', String(process.getgid()), '1', '1', '${r.subgid}', '${r.count}'];
+      const res = native().runInUserns({ file: '/bin/sh', argv: ['/bin/sh', '-c', 'ls /proc/$$/fd; echo env; env'], env: [], out,
+        newuidmap: '/usr/bin/newuidmap', uidArgs: a, newgidmap: '/usr/bin/newgidmap', gidArgs: g });
+      const text = fs.readFileSync('/proc/self/fd/' + out, 'utf8');
+      console.log(JSON.stringify({ res, text }));
+    `;
+    const file = path.join(base, 'api-env.js');
+    writeFileSync(
+      file,
+      `const nsbox = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});\n(async () => {\n${body}\n})().catch((e) => { console.log(JSON.stringify({ error: e.message })); process.exitCode = 1; });\n`,
+    );
+    chmodSync(file, 0o644);
+    // fd 200: one the caller's own parent left open, not close-on-exec.
+    const run = asUser(['bash', '-c', `exec 200</etc/hostname; exec node ${file}`]);
+    const got = JSON.parse(run.stdout.trim().split('\n').pop()!) as { res: { status: number }; text: string };
+    expect(got.res).toEqual({ status: 0 });
+    const [fds, env] = got.text.split('env\n');
+    expect(fds!.trim().split(/\s+/).sort()).toEqual(['0', '1', '2']);
+    expect(env!.split('\n').filter((l) => l !== '' && !/^(PWD|SHLVL|_|OLDPWD)=/.test(l))).toEqual([]);
+    expect(existsSync(marker)).toBe(false);
     nothingLeft();
   });
 

@@ -116,13 +116,45 @@ struct UsernsChild {
   const char* file;
   const char* const* argv;
   const char* const* envp;
-  int go;  // read end: one byte once the maps are written
+  int go;        // read end: one byte once the maps are written
+  int go_write;  // the write end, closed first: the child's copy would hide the EOF
   int out;
 };
+
+// Closes every fd from 3 up but `a` and `b` (close_range: one system call per gap; on a
+// kernel without it, before 5.9, they stay, close-on-exec as Node opened them).
+void close_fds_but(int a, int b) {
+  if (a > b) {
+    int t = a;
+    a = b;
+    b = t;
+  }
+  unsigned from = 3;
+  const int keeps[2] = {a, b};
+  for (int keep : keeps) {
+    if (keep >= static_cast<int>(from)) {
+      if (keep > static_cast<int>(from)) syscall(SYS_close_range, from, static_cast<unsigned>(keep) - 1, 0u);
+      from = static_cast<unsigned>(keep) + 1;
+    }
+  }
+  syscall(SYS_close_range, from, ~0u, 0u);
+}
 
 int userns_child(void* arg) {
   const UsernsChild& c = *static_cast<const UsernsChild*>(arg);
   default_signals();
+  // Its fd table is a copy of the parent's (no CLONE_FILES), the write end included: held
+  // here, it would keep the pipe open after the parent closed its own on a failed map, and
+  // this read would never end (nor the parent's wait for it).
+  close(c.go_write);
+  // Nothing else of the parent's either: its own fds are close-on-exec, but not those it
+  // inherited (a caller's pipe left open would stay open in the helper for its whole run).
+  close_fds_but(c.go, c.out);
+  // newuidmap requires /proc/PID to be the user's, i.e. this process dumpable. Its address
+  // space is its own copy of Node's, flag included, and Node's is 0 while a concurrent start's
+  // or exec's CLONE_VM child runs in it (spawn.h shared_vm_enter): a clone landing then
+  // would have every map refused.
+  prctl(PR_SET_DUMPABLE, 1);
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   char byte;
   ssize_t n;
@@ -157,7 +189,7 @@ int userns_exec(const char* file, const char* const* argv, const char* const* en
     *err = ENOMEM;
     return -1;
   }
-  UsernsChild c{file, argv, envp, go[0], out};
+  UsernsChild c{file, argv, envp, go[0], go[1], out};
   uint64_t old = block_all();
   int pid = clone(userns_child, static_cast<char*>(stack) + kStack, CLONE_NEWUSER | SIGCHLD, &c);
   int clone_errno = errno;

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { describeFailure } from '../../src/container';
-import { MAP_HELPER_FAILED, findHelper, helperArgs, hostIdOf, idMapFromEnv, mapTexts, subidMapOf } from '../../src/subid';
+import { MAP_HELPER_FAILED, findHelper, helperArgs, hostIdOf, idMapFromEnv, mapTexts, subidMapOf, waitStatusText } from '../../src/subid';
 import { buildPlan } from '../../src/plan';
 
 describe('subordinate ranges', () => {
@@ -88,5 +88,11 @@ describe('subordinate ranges', () => {
     expect(e.hint).toMatch(/300000:65536 in \/etc\/subuid/);
     const g = describeFailure(plan, { step: -1, code: 'ENOENT', syscall: 'newgidmap', errno: 2 });
     expect(g.message).toBe('start container: run newgidmap: ENOENT');
+  });
+  it("the mapped helper's wait status in words: an exit code, or the signal that killed it (not the raw status)", () => {
+    expect(waitStatusText(0)).toBe('exited with status 0');
+    expect(waitStatusText(1 << 8)).toBe('exited with status 1');
+    expect(waitStatusText(9)).toBe('was killed by SIGKILL');
+    expect(waitStatusText(11 | 0x80)).toBe('was killed by SIGSEGV');
   });
 });
