@@ -40,7 +40,6 @@ export const RANGE_SIZE = 65536;
 export const DEFAULT_BASE = 2 ** 30;
 export const DEFAULT_SLICES = 16384;
 /** The user whose /etc/subuid and /etc/subgid entries give the ranges, when it has any. */
-export { parseSubid };
 export const SUBID_USER = 'nsbox';
 
 export function checkUsernsMode(v: unknown, what = 'userns'): UsernsMode | undefined {
