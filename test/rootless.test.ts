@@ -192,6 +192,34 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(nsbox(['rm', 'keep']).status).toBe(0);
   });
 
+  // Each child writes its own maps through /proc/self, which is the user's only while its
+  // address space is dumpable; a child sharing Node's (CLONE_VM) found it cleared by another
+  // start's or exec's child in setup, and most of these starts failed with EACCES.
+  it('many starts at once, with execs into another container meanwhile, all get their maps', () => {
+    const r = api(`
+      const rt = new nsbox.Runtime();
+      const keep = await rt.run({ image: 'busybox', command: ['sleep', '60'], stdio: 'ignore' });
+      const failures = [];
+      let ok = 0;
+      for (let round = 0; round < 3; round++) {
+        const starts = Array.from({ length: 15 }, () =>
+          rt.run({ image: 'busybox', command: ['true'], remove: true, stdio: 'ignore' }).then((c) => c.wait()),
+        );
+        const execs = Array.from({ length: 5 }, () => Promise.resolve(rt.exec(keep.id, { command: ["true"], stdio: "ignore" })).then((e) => e.wait()));
+        for (const s of await Promise.allSettled([...starts, ...execs])) {
+          if (s.status === 'fulfilled' && s.value.exitCode === 0) ok++;
+          else failures.push(s.status === 'rejected' ? s.reason.message : JSON.stringify(s.value));
+        }
+      }
+      keep.kill('SIGKILL');
+      await keep.wait();
+      await rt.remove(keep.id);
+      console.log(JSON.stringify({ ok, failures: [...new Set(failures)] }));
+    `);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toEqual({ ok: 60, failures: [] });
+  });
+
   it("env, workdir, hostname, --net none, and the host network with the host's /sys read-only", () => {
     const r = nsbox([
       'run',

@@ -521,7 +521,12 @@ int child_main(void* arg) {
   // Modes given in the plan are meant exactly, /dev/null 0666 included.
   umask(0);
   if (c.args->userns_peer >= 0) close(c.args->userns_peer);
-  if (plan.userns.enabled && !plan.userns.external) write_id_maps(c);
+  if (plan.userns.enabled && !plan.userns.external) {
+    // Its own address space (plan_reader: no CLONE_VM for these), copied from Node's while
+    // another child may have had that non-dumpable: dumpable for the writes, cleared below.
+    if (!plan.share_vm && prctl(PR_SET_DUMPABLE, 1) < 0) fail(c, Sys::kPrctl, errno);
+    write_id_maps(c);
+  }
   // Until execve the child holds the host's root: nobody may ptrace or read its memory.
   // newuidmap's maps (plan.h): dumpable until they are in, for /proc/PID to be the user's; this
   // is the child's own copy of the address space (no CLONE_VM), whatever Node's flag is now.
