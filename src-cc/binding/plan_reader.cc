@@ -136,12 +136,6 @@ void read_userns(Reader& r, Napi::Object js, Plan& plan) {
   }
   if (plan.userns.external && plan.userns.setgroups_deny) return r.Fail("userns: external maps keep setgroups");
   plan.clone_flags |= CLONE_NEWUSER;
-  // A child that writes its own maps (rootless, one id) needs /proc/self to be the user's,
-  // i.e. its address space dumpable while it writes. Sharing Node's (CLONE_VM), that flag is
-  // whatever the last concurrent start's or exec's child left on it, 0 for their whole setup:
-  // one start in four or more failed with EACCES on /proc/self/setgroups when several ran at
-  // once. Its own copy of the address space is its own flag (child.cc sets it, then clears it).
-  if (!plan.userns.external) plan.share_vm = false;
   // With setgroups denied nsbox-init cannot clear the supplementary groups (the kernel refuses
   // setgroups in that namespace); they show as the overflow gid inside and grant nothing new.
   if (plan.userns.setgroups_deny) plan.init_options.emplace_back("nosetgroups");

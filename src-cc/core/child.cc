@@ -522,9 +522,10 @@ int child_main(void* arg) {
   umask(0);
   if (c.args->userns_peer >= 0) close(c.args->userns_peer);
   if (plan.userns.enabled && !plan.userns.external) {
-    // Its own address space (plan_reader: no CLONE_VM for these), copied from Node's while
-    // another child may have had that non-dumpable: dumpable for the writes, cleared below.
-    if (!plan.share_vm && prctl(PR_SET_DUMPABLE, 1) < 0) fail(c, Sys::kPrctl, errno);
+    // Forked (spawn.cc: another child was in Node's memory), its copy of the flag may be that
+    // child's 0: dumpable for the writes, cleared below. Sharing Node's memory it is alone
+    // there until its exec (shared_vm_enter_alone), and the flag is Node's own.
+    if (c.args->own_vm && prctl(PR_SET_DUMPABLE, 1) < 0) fail(c, Sys::kPrctl, errno);
     write_id_maps(c);
   }
   // Until execve the child holds the host's root: nobody may ptrace or read its memory.

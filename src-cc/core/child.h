@@ -13,6 +13,7 @@ struct ChildArgs {
   char* const* init_argv;  // null-terminated
   int userns_sock;         // external user namespace: the child's end of the socket it waits on, else -1
   int userns_peer;         // the parent's end, closed by the child first (else no EOF reaches it), or -1
+  bool own_vm = false;     // cloned without CLONE_VM: its dumpable flag is its own (spawn.cc)
 };
 
 // Runs in the cloned child; never returns.

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -215,18 +216,34 @@ std::vector<std::string> init_argv(const Plan& plan, int report_fd, int parent_p
 
 namespace {
 std::mutex g_vm_mu;
+std::condition_variable g_vm_alone_done;
 int g_vm_users = 0;
 int g_vm_dumpable = -1;
+bool g_vm_alone = false;  // a rootless child writing its own maps has Node's memory to itself
 }  // namespace
 
 void shared_vm_enter() {
-  std::lock_guard<std::mutex> lock(g_vm_mu);
+  std::unique_lock<std::mutex> lock(g_vm_mu);
+  g_vm_alone_done.wait(lock, [] { return !g_vm_alone; });
   if (g_vm_users++ == 0) g_vm_dumpable = prctl(PR_GET_DUMPABLE);
 }
 
-void shared_vm_leave() {
+bool shared_vm_enter_alone() {
   std::lock_guard<std::mutex> lock(g_vm_mu);
-  if (--g_vm_users == 0 && g_vm_dumpable > 0) prctl(PR_SET_DUMPABLE, g_vm_dumpable);
+  if (g_vm_users > 0 || g_vm_alone) return false;
+  g_vm_alone = true;
+  g_vm_users = 1;
+  g_vm_dumpable = prctl(PR_GET_DUMPABLE);
+  return true;
+}
+
+void shared_vm_leave(bool alone) {
+  {
+    std::lock_guard<std::mutex> lock(g_vm_mu);
+    if (--g_vm_users == 0 && g_vm_dumpable > 0) prctl(PR_SET_DUMPABLE, g_vm_dumpable);
+    if (alone) g_vm_alone = false;
+  }
+  if (alone) g_vm_alone_done.notify_all();
 }
 
 void reap(int pidfd, siginfo_t* info) {
@@ -415,12 +432,17 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
     result.parent_errno = err;
     return result;
   }
-  ChildArgs args{&plan, report[1], self_pidfd, init_fd, argv.data(), sync[1], sync[0]};
+  // A child writing its own maps (rootless, one id) shares Node's memory only alone in it
+  // (spawn.h); else it is forked.
+  const bool own_maps = plan.userns.enabled && !external;
+  const bool vm_alone = plan.share_vm && own_maps && shared_vm_enter_alone();
+  const bool share_vm = plan.share_vm && (!own_maps || vm_alone);
+  ChildArgs args{&plan, report[1], self_pidfd, init_fd, argv.data(), sync[1], sync[0], !share_vm};
   int flags = plan.clone_flags | CLONE_PIDFD | SIGCHLD;
   // Without CLONE_VFORK when the child must wait for this thread (its maps): it still runs on
   // this thread's stack in Node's memory, and this function returns only once it has exec'd
   // (the first report) or is reaped, so neither is used by anyone else meanwhile.
-  if (plan.share_vm) flags |= CLONE_VM | (external ? 0 : CLONE_VFORK);
+  if (share_vm) flags |= CLONE_VM | (external ? 0 : CLONE_VFORK);
   int pidfd = -1;
   // Born in its cgroup v2 directory: there is no moment when it runs outside (and no move,
   // which would wait for an RCU grace period). Prepared here, before anything is blocked.
@@ -441,7 +463,7 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
   // The child makes itself non-dumpable until execve. With CLONE_VM that flag lands on the
   // address space it shares with Node: Node's goes back once the child has left it (and no
   // other start's child is still in it: shared_vm_enter).
-  if (plan.share_vm) shared_vm_enter();
+  if (share_vm && !vm_alone) shared_vm_enter();
   int pid;
   int clone_errno;
   if (plan.cgroup_fd >= 0) {
@@ -454,8 +476,8 @@ SpawnResult spawn(const Plan& plan, int init_fd) {
   }
   // Without CLONE_VFORK the child is still in Node's memory: the dumpable flag goes back
   // once it has left (below, on every way out).
-  const bool vm_held = plan.share_vm && external && pid >= 0;
-  if (plan.share_vm && !vm_held) shared_vm_leave();
+  const bool vm_held = share_vm && external && pid >= 0;
+  if (share_vm && !vm_held) shared_vm_leave(vm_alone);
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   close(report[1]);
   if (self_pidfd >= 0) close(self_pidfd);

@@ -35,8 +35,14 @@ SpawnResult spawn(const Plan& plan, int init_fd);
 // thread's "put it back" would run while another's child still holds it (and a thread that
 // read the flag then would restore the child's 0 for good): the value Node had is saved by the
 // first start in flight and restored by the last one out.
+//
+// A rootless child writes its own maps through /proc/self, which is the user's only while the
+// address space is dumpable: it may share Node's only when no other child is in it until its
+// exec (shared_vm_enter_alone: true, and every shared_vm_enter waits meanwhile); false: the
+// caller forks it instead (its own copy, whose flag it sets itself).
 void shared_vm_enter();
-void shared_vm_leave();
+bool shared_vm_enter_alone();
+void shared_vm_leave(bool alone = false);
 
 // Waits for a child's exit through its pidfd (blocking, EINTR retried) and reaps it.
 void reap(int pidfd, siginfo_t* info);
