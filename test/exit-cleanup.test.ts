@@ -240,7 +240,12 @@ describe('a SIGKILLed supervisor', () => {
         expect(mountsUnderRoot()).toEqual([]);
         for (const c of [s.kept, s.limited]) await rt.remove(c.id);
       } finally {
-        if (where === 'other') fs.rmdirSync(parent);
+        // After a failure above the containers' directories may still be in it: a cgroup
+        // directory goes only empty, and each of theirs is (their processes are gone).
+        if (where === 'other') {
+          for (const e of fs.readdirSync(parent, { withFileTypes: true })) if (e.isDirectory()) fs.rmdirSync(path.join(parent, e.name));
+          fs.rmdirSync(parent);
+        }
       }
     });
   }
