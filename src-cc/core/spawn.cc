@@ -23,6 +23,7 @@
 
 #include "common/detach.h"
 #include "core/child.h"
+#include "core/decimal.h"
 #include "core/fdpass.h"
 #include "core/subid.h"
 
@@ -279,18 +280,6 @@ char* put_str(char* p, const char* s) {
   *p = '\0';
   return p;
 }
-char* put_uint(char* p, unsigned v) {
-  char digits[12];
-  int n = 0;
-  do {
-    digits[n++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (n) *p++ = digits[--n];
-  *p = '\0';
-  return p;
-}
-
 int write_whole(const char* file, const char* text, Sys* sys) {
   int fd = open(file, O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -318,7 +307,7 @@ int write_whole(const char* file, const char* text, Sys* sys) {
 int give_userns(const Plan& plan, int pid, int sock, Sys* sys) {
   const UserNs& u = plan.userns;
   char path[64];
-  char* end = put_uint(put_str(path, "/proc/"), static_cast<unsigned>(pid));
+  char* end = put_decimal(put_str(path, "/proc/"), static_cast<unsigned>(pid));
   if (u.newuidmap) {
     // Rootless with a subordinate range: the setuid helpers check it against /etc/subuid and
     // /etc/subgid and write it; nothing else is handed over (the user's paths are the child's).
@@ -637,11 +626,7 @@ int detached_parent(void* arg) {
   }
   if (dup3(pidfd, d.pidfd_slot, O_CLOEXEC) < 0) detach_fail(d, Sys::kDup2, errno);
   close(pidfd);
-  char digits[16];
-  int len = 0;
-  for (unsigned v = static_cast<unsigned>(pid); v; v /= 10) digits[len++] = static_cast<char>('0' + v % 10);
-  for (int i = 0; i < len; i++) d.pid_digits[i] = digits[len - 1 - i];
-  d.pid_digits[len] = '\0';
+  put_decimal(d.pid_digits, static_cast<unsigned>(pid));
   // What the monitor keeps: the fds named in its argv, /dev/null as stdio, "/" as its cwd
   // (it must pin no mount of the caller's).
   if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) < 0) detach_fail(d, Sys::kCloseRange, errno);

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/decimal.h"
+
 namespace nsbox {
 
 namespace {
@@ -67,24 +69,12 @@ int helper_exec(void* arg) {
   _exit(127);
 }
 
-char* put_pid(char* p, unsigned v) {
-  char digits[12];
-  int n = 0;
-  do {
-    digits[n++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v);
-  while (n) *p++ = digits[--n];
-  *p = '\0';
-  return p;
-}
-
 }  // namespace
 
 int run_map_helper(const char* file, const char* const* args, int pid) {
   const char* argv[kMaxMapHelperArgs + 3];
   char digits[16];
-  put_pid(digits, static_cast<unsigned>(pid));
+  put_decimal(digits, static_cast<unsigned>(pid));
   int n = 0;
   argv[n++] = file;
   argv[n++] = digits;
