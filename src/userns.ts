@@ -456,14 +456,7 @@ export function hostIdsInUse(proc = '/proc'): { uids: number[]; gids: number[] }
  * lock, a crash, a deleted state directory) is taken back here.
  */
 export async function allocateRange(layout: Layout, id: string): Promise<IdRange> {
-  const dir = claimsDir();
-  const me = stateDirOf(layout);
-  readyClaimsDir(dir, true);
-  const lock = await ClaimsLock.take(dir, 10_000);
-  try {
-    const opaque = new Set<number>();
-    const claims = liveClaims(dir, false, opaque);
-    importLegacyClaims(layout, me, dir, claims);
+  return withClaims(layout, false, ({ dir, me, claims, opaque }) => {
     const usedUids = new Set<number>(opaque);
     const usedGids = new Set<number>();
     for (const c of claims.values()) {
@@ -479,9 +472,7 @@ export async function allocateRange(layout: Layout, id: string): Promise<IdRange
     }
     makeClaim(dir, { ...range, id, stateDir: me });
     return range;
-  } finally {
-    lock.release();
-  }
+  });
 }
 
 /**
@@ -491,14 +482,7 @@ export async function allocateRange(layout: Layout, id: string): Promise<IdRange
  * container holds the uid or gid base meanwhile: then it is refused, never run sharing ids.
  */
 export async function holdRange(layout: Layout, id: string, range: IdRange): Promise<void> {
-  const dir = claimsDir();
-  const me = stateDirOf(layout);
-  readyClaimsDir(dir, true);
-  const lock = await ClaimsLock.take(dir, 10_000);
-  try {
-    const opaque = new Set<number>();
-    const claims = liveClaims(dir, true, opaque);
-    importLegacyClaims(layout, me, dir, claims);
+  await withClaims(layout, true, ({ dir, me, claims, opaque }) => {
     if (opaque.has(range.uidBase)) {
       throw new NsboxError('IN_USE', `container ${id}: its host uid ${range.uidBase} is named in ${dir} by an entry that is not a claim this nsbox reads`, {
         path: path.join(dir, String(range.uidBase)),
@@ -517,6 +501,33 @@ export async function holdRange(layout: Layout, id: string, range: IdRange): Pro
       );
     }
     if (!claims.has(range.uidBase)) makeClaim(dir, { ...range, id, stateDir: me });
+  });
+}
+
+interface ClaimsView {
+  dir: string;
+  /** This runtime's state directory, as claims name it. */
+  me: string;
+  claims: Map<number, Claim & { file: string }>;
+  /** uid bases named by entries that are not claims this nsbox reads: never handed out. */
+  opaque: Set<number>;
+}
+
+/**
+ * Runs `work` on the live claims under the host-wide lock (waited for up to 10 s), the
+ * directory made ready and the state directory's legacy claims imported first. `records`: decide
+ * on the containers' records too (see holderOf).
+ */
+async function withClaims<T>(layout: Layout, records: boolean, work: (view: ClaimsView) => T): Promise<T> {
+  const dir = claimsDir();
+  const me = stateDirOf(layout);
+  readyClaimsDir(dir, true);
+  const lock = await ClaimsLock.take(dir, 10_000);
+  try {
+    const opaque = new Set<number>();
+    const claims = liveClaims(dir, records, opaque);
+    importLegacyClaims(layout, me, dir, claims);
+    return work({ dir, me, claims, opaque });
   } finally {
     lock.release();
   }
