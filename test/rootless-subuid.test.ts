@@ -2,14 +2,13 @@
 // newgidmap (src/subid.ts): as in rootless.test.ts every container is started by `nsboxuser`
 // through runuser, from a copy of the package in a world-readable directory. Skipped where
 // the user has no range or uidmap is not installed (.ci/run provides both).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
   cpSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readFileSync,
   readdirSync,
   readlinkSync,
@@ -22,14 +21,8 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { subidMapOf } from '../src/subid';
+import { USER, UserBox, userIds } from './user-box';
 
-const USER = 'nsboxuser';
-const REPO = path.join(__dirname, '..');
-
-function userIds(): { uid: number; gid: number } | undefined {
-  if (spawnSync('id', ['-u', USER]).status !== 0) return undefined;
-  return { uid: Number(execFileSync('id', ['-u', USER]).toString()), gid: Number(execFileSync('id', ['-g', USER]).toString()) };
-}
 const ids = userIds();
 const readOr = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : null);
 const range = ids && subidMapOf(readOr('/etc/subuid'), readOr('/etc/subgid'), USER, ids.uid, ids.gid);
@@ -41,84 +34,14 @@ const skipReason = !ids
       ? 'newuidmap/newgidmap (uidmap) not installed'
       : undefined;
 
-let base = '';
-let pkg = '';
-let home = '';
-let state = '';
-
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function asUser(argv: string[], env: Record<string, string> = {}, timeout = 60_000): Result {
-  const r = spawnSync(
-    'runuser',
-    [
-      '-u',
-      USER,
-      '--',
-      'env',
-      '-i',
-      `PATH=${process.env.PATH}`,
-      `HOME=${home}`,
-      `NSBOX_ROOT=${state}`,
-      `TMPDIR=${base}/tmp`,
-      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-      ...argv,
-    ],
-    { cwd: base, encoding: 'utf8', timeout },
-  );
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-const nsbox = (args: string[], env: Record<string, string> = {}) => asUser(['node', path.join(pkg, 'dist/cli/main.js'), ...args], env);
+const box = new UserBox(ids ?? { uid: -1, gid: -1 }, { prefix: 'nsbox-subuid-', tmp: true });
+const { base, pkg, home, state, asUser, nsbox, api, userProcesses, ourMounts } = box;
 const lines = (s: string) =>
   s
     .trim()
     .split('\n')
     .map((l) => l.trim().split(/\s+/).join(' '));
 
-function api(body: string): Result {
-  const file = path.join(base, `api-${Math.random().toString(36).slice(2)}.js`);
-  writeFileSync(
-    file,
-    `const nsbox = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});\n(async () => {\n${body}\n})().catch((e) => { console.log(JSON.stringify({ error: e.message, code: e.code })); process.exitCode = 1; });\n`,
-  );
-  chmodSync(file, 0o644);
-  return asUser(['node', file]);
-}
-
-/** The user's processes of this test (its cwd or a file of its state), helpers included. */
-function userProcesses(): string[] {
-  const r = spawnSync('ps', ['-u', String(ids!.uid), '-o', 'pid=,comm='], { encoding: 'utf8' });
-  const link = (p: string) => {
-    try {
-      return readlinkSync(p);
-    } catch {
-      return '';
-    }
-  };
-  return r.stdout
-    .trim()
-    .split('\n')
-    .filter(Boolean)
-    .filter((line) => {
-      const pid = line.trim().split(/\s+/)[0]!;
-      if (link(`/proc/${pid}/cwd`).startsWith(base)) return true;
-      try {
-        return readdirSync(`/proc/${pid}/fd`).some((fd) => link(`/proc/${pid}/fd/${fd}`).startsWith(state));
-      } catch {
-        return false;
-      }
-    });
-}
-
-const ourMounts = () =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => base !== '' && l.includes(base));
 const dirOf = (sub: string) => (existsSync(path.join(state, sub)) ? readdirSync(path.join(state, sub)) : []);
 /** Nothing of a container left: no directory (nor tombstone), no helper output, no mount, no process. */
 function nothingLeft(): void {
@@ -136,28 +59,13 @@ function upperStat(name: string, rel: string): { uid: number; gid: number } {
 
 describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
   const r = range!;
-  beforeAll(() => {
-    base = mkdtempSync('/tmp/nsbox-subuid-');
-    chmodSync(base, 0o755);
-    pkg = path.join(base, 'pkg');
-    for (const p of ['dist', 'build/Release/nsbox.node', 'package.json', 'scripts/make-busybox-rootfs.sh']) {
-      cpSync(path.join(REPO, p), path.join(pkg, p), { recursive: true });
-    }
-    execFileSync('chmod', ['-R', 'a+rX', base]);
-    home = path.join(base, 'home');
-    mkdirSync(home, { mode: 0o755 });
-    chownSync(home, ids!.uid, ids!.gid);
-    // The helpers' output files go here: checked empty after each job.
-    mkdirSync(path.join(base, 'tmp'), { mode: 0o700 });
-    chownSync(path.join(base, 'tmp'), ids!.uid, ids!.gid);
-    state = path.join(home, 'state');
-  });
+  beforeAll(() => box.setup());
 
   afterAll(() => {
-    if (!base) return;
+    if (!existsSync(base)) return;
     nsbox(['rm', '-f', 'keep', 'det', 'restart']);
     // Files of the range: root removes them (the user could not without the helper).
-    rmSync(base, { recursive: true, force: true });
+    box.dispose();
   });
 
   it('maps the user as 0 and the range as 1.. (uid and gid, setgroups allowed); inspect says subuid and shows the maps', () => {
@@ -469,12 +377,12 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
     // The helper's child once held its own copy of the pipe's write end: on a refused map it
     // waited for a byte that could never come, and rm hung for good.
-    const bad = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBUID: fake, NSBOX_SUBGID: fake }, 20_000);
+    const bad = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBUID: fake, NSBOX_SUBGID: fake }, { timeout: 20_000 });
     expect(bad.status).toBe(125);
     expect(bad.stderr).toMatch(/^nsbox: remove .*: newuidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\): the range was refused/);
     expect(userProcesses()).toEqual([]);
     // The first map written, the second refused: the same, naming newgidmap.
-    const half = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBGID: fake }, 20_000);
+    const half = asUser(['node', path.join(pkg, 'dist/cli/main.js'), 'rm', 'keep'], { NSBOX_SUBGID: fake }, { timeout: 20_000 });
     expect(half.status).toBe(125);
     expect(half.stderr).toMatch(/^nsbox: remove .*: newgidmap PID 0 \d+ 1 1 300000 65536 failed \(exit status 1\)/);
     expect(userProcesses()).toEqual([]);
@@ -534,12 +442,7 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
       const text = fs.readFileSync('/proc/self/fd/' + out, 'utf8');
       console.log(JSON.stringify({ res, text }));
     `;
-    const file = path.join(base, 'api-env.js');
-    writeFileSync(
-      file,
-      `const nsbox = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});\n(async () => {\n${body}\n})().catch((e) => { console.log(JSON.stringify({ error: e.message })); process.exitCode = 1; });\n`,
-    );
-    chmodSync(file, 0o644);
+    const file = box.apiScript(body, 'api-env.js');
     // fd 200: one the caller's own parent left open, not close-on-exec.
     const run = asUser(['bash', '-c', `exec 200</etc/hostname; exec node ${file}`]);
     const got = JSON.parse(run.stdout.trim().split('\n').pop()!) as { res: { status: number }; text: string };

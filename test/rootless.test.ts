@@ -1,32 +1,11 @@
 // Rootless: nsbox run by an unprivileged user. The tests run as root (vitest), so every
-// container here is started by `nsboxuser` through runuser, from a copy of the package in a
-// world-readable directory (CI's clone sits in a root-only mktemp dir the user cannot read).
+// container here is started by `nsboxuser` through runuser (test/user-box.ts).
 import { execFileSync, spawnSync } from 'node:child_process';
-import {
-  chmodSync,
-  chownSync,
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  readlinkSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-/** Host mounts of anything under this test's directory (the machine's others are not ours). */
-const ourMounts = () =>
-  readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => base !== '' && l.includes(base));
-
-const USER = 'nsboxuser';
-const REPO = path.join(__dirname, '..');
+import { USER, UserBox, userIds } from './user-box';
 
 /** The user, made when missing (as .ci/run does); a reason when it cannot be. */
 function ensureUser(): string | undefined {
@@ -35,119 +14,21 @@ function ensureUser(): string | undefined {
   return r.status === 0 ? undefined : `cannot create user ${USER}: ${r.stderr || r.error?.message}`;
 }
 const skipReason = ensureUser();
-const ids = skipReason
-  ? { uid: -1, gid: -1 }
-  : {
-      uid: Number(execFileSync('id', ['-u', USER]).toString()),
-      gid: Number(execFileSync('id', ['-g', USER]).toString()),
-    };
-
-let base = '';
-let pkg = '';
-let home = '';
-let state = '';
-
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs argv as the user, with a clean environment: state under `state` unless env says else. */
-function asUser(argv: string[], env: Record<string, string> = {}, input?: string): Result {
-  const r = spawnSync(
-    'runuser',
-    [
-      '-u',
-      USER,
-      '--',
-      'env',
-      '-i',
-      `PATH=${process.env.PATH}`,
-      `HOME=${home}`,
-      `NSBOX_ROOT=${state}`,
-      // The one-id map, whatever /etc/subuid gives the user (the range: rootless-subuid.test.ts).
-      'NSBOX_ID_MAP=single',
-      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-      ...argv,
-    ],
-    {
-      cwd: base,
-      encoding: 'utf8',
-      timeout: 60_000,
-      ...(input !== undefined ? { input } : {}),
-    },
-  );
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-const nsbox = (args: string[], env: Record<string, string> = {}) => asUser(['node', path.join(pkg, 'dist/cli/main.js'), ...args], env);
-
-/** A script of the API's, run by the user; it prints one JSON line. */
-function api(body: string): Result {
-  const file = path.join(base, `api-${Math.random().toString(36).slice(2)}.js`);
-  writeFileSync(
-    file,
-    `const nsbox = require(${JSON.stringify(path.join(pkg, 'dist/index.js'))});\n(async () => {\n${body}\n})().catch((e) => { console.log(JSON.stringify({ error: e.message, code: e.code, hint: e.hint })); process.exitCode = 1; });\n`,
-  );
-  chmodSync(file, 0o644);
-  return asUser(['node', file]);
-}
-
-/**
- * The user's processes of this test: working in its directory (node, run through runuser) or
- * holding a file of its state (a detached container's monitor). A container's own processes
- * die with those (tested elsewhere); another run's of the same user are not counted.
- */
-function userProcesses(): string[] {
-  const r = spawnSync('ps', ['-u', String(ids.uid), '-o', 'pid=,comm='], { encoding: 'utf8' });
-  const link = (p: string) => {
-    try {
-      return readlinkSync(p);
-    } catch {
-      return '';
-    }
-  };
-  return r.stdout
-    .trim()
-    .split('\n')
-    .filter(Boolean)
-    .filter((line) => {
-      const pid = line.trim().split(/\s+/)[0]!;
-      if (link(`/proc/${pid}/cwd`).startsWith(base)) return true;
-      let fds: string[] = [];
-      try {
-        fds = readdirSync(`/proc/${pid}/fd`);
-      } catch {
-        return false;
-      }
-      return fds.some((fd) => link(`/proc/${pid}/fd/${fd}`).startsWith(state));
-    });
-}
+const ids = (skipReason ? undefined : userIds()) ?? { uid: -1, gid: -1 };
+// The one-id map, whatever /etc/subuid gives the user (the range: rootless-subuid.test.ts).
+const box = new UserBox(ids, { prefix: 'nsbox-rootless-', env: { NSBOX_ID_MAP: 'single' } });
+const { base, pkg, home, state, asUser, nsbox, api, userProcesses, ourMounts } = box;
 
 /** Container directories left in the state (not records of kept containers). */
 const leftContainers = () => (existsSync(path.join(state, 'containers')) ? readdirSync(path.join(state, 'containers')) : []);
 
 describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
-  beforeAll(() => {
-    base = mkdtempSync('/tmp/nsbox-rootless-');
-    chmodSync(base, 0o755);
-    pkg = path.join(base, 'pkg');
-    // What the package loads: the compiled JS, the addon, package.json, the busybox script.
-    for (const p of ['dist', 'build/Release/nsbox.node', 'package.json', 'scripts/make-busybox-rootfs.sh']) {
-      cpSync(path.join(REPO, p), path.join(pkg, p), { recursive: true });
-    }
-    execFileSync('chmod', ['-R', 'a+rX', base]);
-    home = path.join(base, 'home');
-    mkdirSync(home, { mode: 0o755 });
-    chownSync(home, ids.uid, ids.gid);
-    state = path.join(home, 'state');
-  });
+  beforeAll(() => box.setup());
 
   afterAll(() => {
-    if (!base) return;
+    if (!existsSync(base)) return;
     nsbox(['rm', '-f', 'keep', 'det', 'c1']);
-    rmSync(base, { recursive: true, force: true });
+    box.dispose();
   });
 
   it('runs a container whose root is the user, mapped one id to one', () => {
