@@ -468,6 +468,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     const startedAt = performance.now();
     try {
       // The cgroup fds the plan names stay open until the child has used them.
+      hookExit();
       r = await new Promise<SpawnResult>((resolve) => {
         const early = native().spawnAsync(plan, exit.onExit, resolve);
         if (early) resolve(early);
@@ -761,6 +762,16 @@ let exitHooked = false;
 
 function supervise(c: Container): void {
   supervised.add(c);
+  hookExit();
+}
+
+/**
+ * Puts endAtExit first among the 'exit' listeners. Called before a start is posted too: a
+ * process.exit() while the first start of a process is on a spawner thread must still run
+ * killAllSync, which waits for that start and removes its cgroups (else they stayed on the
+ * host, the CLI's `run` included, whose first start is its only one).
+ */
+function hookExit(): void {
   // First among the 'exit' listeners, again at each start (the program may have added some
   // since): Node calls none after one that throws, and a program's throwing listener must not
   // leave the containers to die unreaped with their cgroups on the host.
