@@ -13,7 +13,7 @@ import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './co
 import { NsboxError, fromNative, invalid, errnoCode } from './errors';
 import { native, type NativeEnded, type NativePlan, type NativeProcess, type NativeUsage, type SpawnResult } from './native';
 import type { ImageInfo } from './image/store';
-import { ContainerCgroup, homeDevicesTasks } from './cgroup';
+import { ContainerCgroup, homeDevicesTasks, thawCommitsNow } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
 import { newId } from './layout';
 import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type CgroupLimits, type Limits, type Ulimit } from './limits';
@@ -791,6 +791,8 @@ function hookExit(): void {
  */
 function endAtExit(): void {
   const deadline = Date.now() + EXIT_TOTAL_MS;
+  // A container frozen by a commit of this process would not die of the kill until thawed.
+  thawCommitsNow();
   let ended: NativeEnded[];
   try {
     ended = native().killAllSync(EXIT_REAP_MS);

@@ -516,3 +516,66 @@ describe('attacks on the end of a supervisor', () => {
     });
   }
 });
+
+describe('process.exit() in the middle of a commit', () => {
+  const FREEZER = '/sys/fs/cgroup/freezer/nsbox';
+  const freezersOf = (pid: number) => (fs.existsSync(FREEZER) ? fs.readdirSync(FREEZER).filter((n) => n.startsWith(`freeze-${pid}-`)) : []);
+  /** Runs `before` (a container made, its id and pid printed), then commits it and calls process.exit() once it is frozen. */
+  const exitMidCommit = (before: string) =>
+    script(`
+      const cg = require(require('node:path').join(require('node:path').dirname(process.env.NSBOX_INDEX), 'cgroup.js'));
+      const freeze = cg.freezeContainer;
+      cg.freezeContainer = async (...a) => { const thaw = await freeze(...a); console.log('frozen ' + (thaw !== null)); process.exit(0); };
+      const { Runtime } = require(process.env.NSBOX_INDEX);
+      (async () => {
+        const rt = new Runtime({ root: process.env.ROOT });
+        ${before}
+        await rt.commit(c.id, 'exit-mid-commit:latest');
+        console.log('committed');
+      })().catch((e) => { console.error(e); process.exit(2); });
+    `);
+
+  it('of its own container: the container is thawed and dies with it at once (not left frozen with its SIGKILL pending), no freezer cgroup left', async () => {
+    const s = await exitMidCommit(
+      "const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'echo ready; exec sleep 100'] }); await new Promise((r) => c.stdout.once('data', r)); console.log(JSON.stringify({ id: c.id, pid: c.pid }));",
+    );
+    const { id, pid } = JSON.parse(s.first) as Started;
+    const ns = fs.readlinkSync(`/proc/${pid}/ns/pid`);
+    const dirs = cgroupDirsOf(id);
+    expect(await s.closed).toEqual([0, null]);
+    expect(s.stderr()).toBe('');
+    // Gone by the time the supervisor is: before, both stayed frozen (state D) until the next Runtime.
+    expect(processesOf(ns)).toEqual([]);
+    expect(freezersOf(s.node.pid!)).toEqual([]);
+    for (const d of dirs) expect(fs.existsSync(d)).toBe(false);
+    expect(record(id)).toMatchObject({ status: 'exited', signal: 'SIGKILL' });
+    await new Runtime({ root }).remove(id);
+  });
+
+  it('of a detached container (another process supervises it): it is thawed and runs on; no freezer cgroup left', async () => {
+    const s = await exitMidCommit(
+      "const c = await rt.run({ image: 'busybox', command: ['sleep', '100'], detach: true }); console.log(JSON.stringify({ id: c.id, pid: c.pid }));",
+    );
+    const { id, pid } = JSON.parse(s.first) as Started;
+    expect(await s.closed).toEqual([0, null]);
+    expect(freezersOf(s.node.pid!)).toEqual([]);
+    const rt = new Runtime({ root });
+    try {
+      // Frozen, an exec into it would hang; thawed, it runs.
+      const state = fs
+        .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => /^\d+:freezer:/.test(l))!;
+      expect(state).not.toMatch(/freeze-/);
+      const e = rt.exec(id, { command: ['echo', 'thawed'], stdio: ['ignore', 'pipe', 'ignore'] });
+      let text = '';
+      e.stdout!.on('data', (d: Buffer) => (text += d));
+      const done = await Promise.race([e.wait(), new Promise((r) => setTimeout(() => r('hung'), 5000))]);
+      expect(done).not.toBe('hung');
+      expect(text).toBe('thawed\n');
+    } finally {
+      await rt.stop(id, { timeout: 0 });
+      await rt.remove(id);
+    }
+  });
+});
