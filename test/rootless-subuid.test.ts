@@ -454,6 +454,20 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it("an entry holding host id 0 or the user's own uid is never used (a container's id 1 would be the host's root): the next entry is, else a clear error", () => {
+    const fake = path.join(base, 'subid-zero');
+    writeFileSync(fake, `${USER}:0:65536\n${ids!.uid}:${ids!.uid}:10\n${USER}:${r.subuid}:${r.count}\n`, { mode: 0o644 });
+    const env = { NSBOX_SUBUID: fake, NSBOX_SUBGID: fake, NSBOX_ID_MAP: 'subuid' };
+    const out = nsbox(['run', '--rm', 'busybox', 'sh', '-c', 'cat /proc/self/uid_map /proc/self/gid_map'], env);
+    expect(out.stderr).toBe('');
+    expect(lines(out.stdout)).toEqual([`0 ${ids!.uid} 1`, `1 ${r.subuid} ${r.count}`, `0 ${ids!.gid} 1`, `1 ${r.subuid} ${r.count}`]);
+    writeFileSync(fake, `${USER}:0:65536\n${USER}:1:${ids!.uid}\n`, { mode: 0o644 });
+    const none = nsbox(['run', '--rm', 'busybox', 'true'], env);
+    expect(none.status).toBe(125);
+    expect(none.stderr).toMatch(/^nsbox: idMap subuid: uid \d+ has no range .*host id 0/);
+    nothingLeft();
+  });
+
   it('a range the user does not own: newuidmap refuses, a clear error naming it, and nothing is left', () => {
     const fake = path.join(base, 'subid-fake');
     writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });
