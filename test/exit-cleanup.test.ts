@@ -579,3 +579,31 @@ describe('process.exit() in the middle of a commit', () => {
     }
   });
 });
+
+describe('process.exit() in the middle of a removal', () => {
+  it('leaves a tombstone at most, which the next Runtime removes: the container is never listed again, nothing of it stays', async () => {
+    const s = await script(`
+      const fsat = require(require('node:path').join(require('node:path').dirname(process.env.NSBOX_INDEX), 'fsat.js'));
+      const { Runtime } = require(process.env.NSBOX_INDEX);
+      (async () => {
+        const rt = new Runtime({ root: process.env.ROOT });
+        const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'mkdir /d; i=0; while [ $i -lt 2000 ]; do echo $i > /d/f$i; i=$((i+1)); done'], stdio: 'ignore', limits: { pids: 20 } });
+        await c.wait();
+        console.log(JSON.stringify({ id: c.id, pid: c.pid }));
+        // The write layer's removal posted to the pool, then the exit.
+        const removeTreeAsync = fsat.removeTreeAsync;
+        fsat.removeTreeAsync = (p, o) => { const r = removeTreeAsync(p, o); process.exit(0); return r; };
+        await rt.remove(c.id);
+        console.error('removed before the exit');
+      })().catch((e) => { console.error(e); process.exit(2); });
+    `);
+    const { id } = JSON.parse(s.first) as Started;
+    expect(await s.closed).toEqual([0, null]);
+    expect(s.stderr()).toBe('');
+    const rt = new Runtime({ root });
+    expect(rt.list({ all: true }).filter((c) => c.id === id)).toEqual([]);
+    await until('its tombstone to go', () => fs.readdirSync(path.join(root, 'containers')).every((e) => !e.includes(id)));
+    expect(cgroupDirsOf(id)).toEqual([]);
+    expect(mountsUnderRoot()).toEqual([]);
+  });
+});
