@@ -583,16 +583,24 @@ describe('process.exit() in the middle of a commit', () => {
 describe('process.exit() in the middle of a removal', () => {
   it('leaves a tombstone at most, which the next Runtime removes: the container is never listed again, nothing of it stays', async () => {
     const s = await script(`
-      const fsat = require(require('node:path').join(require('node:path').dirname(process.env.NSBOX_INDEX), 'fsat.js'));
+      const n = require(process.env.NSBOX_NATIVE).native();
       const { Runtime } = require(process.env.NSBOX_INDEX);
       (async () => {
         const rt = new Runtime({ root: process.env.ROOT });
         const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'mkdir /d; i=0; while [ $i -lt 2000 ]; do echo $i > /d/f$i; i=$((i+1)); done'], stdio: 'ignore', limits: { pids: 20 } });
         await c.wait();
         console.log(JSON.stringify({ id: c.id, pid: c.pid }));
-        // The write layer's removal posted to the pool, then the exit.
-        const removeTreeAsync = fsat.removeTreeAsync;
-        fsat.removeTreeAsync = (p, o) => { const r = removeTreeAsync(p, o); process.exit(0); return r; };
+        // The exit once the walk of the write layer is posted to the pool (or, a synchronous
+        // removal, just before it runs): its tombstone is made by then.
+        const removeTreeAsync = n.removeTreeAsync.bind(n);
+        n.removeTreeAsync = (p, done) => { removeTreeAsync(p, done); process.exit(0); };
+        n.removeTree = () => process.exit(0);
+        // The usual path: a batch of the pool (src/fsbatch.ts) with the tree's removal in it.
+        const fsBatchAsync = n.fsBatchAsync.bind(n);
+        n.fsBatchAsync = (ops, done) => {
+          fsBatchAsync(ops, done);
+          if (ops.some((o) => o.op === 'removeTree')) process.exit(0);
+        };
         await rt.remove(c.id);
         console.error('removed before the exit');
       })().catch((e) => { console.error(e); process.exit(2); });
