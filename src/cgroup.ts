@@ -669,6 +669,7 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
     return added;
   };
   const thaw = () => {
+    thawAtExit.delete(thaw);
     try {
       fs.writeFileSync(state, 'THAWED');
       for (const [p, from] of moved) {
@@ -683,6 +684,7 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
     }
     thawAndRemove(dir); // whatever is left (forked after its parent was put back)
   };
+  holdThawAtExit(thaw);
   try {
     if (!moved.has(pid) && !pidsInNamespace(ns).includes(pid)) {
       thaw();
@@ -703,6 +705,35 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
     throw e instanceof NsboxError ? e : fromSystemError('freeze container', e);
   }
   return thaw;
+}
+
+/** The thaws of this process's commits under way: run at process.exit() (thawCommitsNow). */
+const thawAtExit = new Set<() => void>();
+let thawHooked = false;
+
+function holdThawAtExit(thaw: () => void): void {
+  thawAtExit.add(thaw);
+  if (thawHooked) return;
+  thawHooked = true;
+  // First: a container SIGKILLed while frozen (the 'exit' listener's killAllSync, its
+  // supervisor's end) dies only once thawed, and the process that froze it is the one to thaw.
+  process.prependListener('exit', thawCommitsNow);
+}
+
+/**
+ * Thaws (and removes the freezer cgroups of) the commits this process has under way, at once:
+ * for process.exit() in the middle of one, before its containers are killed. Left frozen, the
+ * container's processes stayed alive with their SIGKILL pending, the 'exit' listener waited its
+ * whole budget for them, and only the next Runtime's first use thawed them.
+ */
+export function thawCommitsNow(): void {
+  for (const thaw of [...thawAtExit]) {
+    try {
+      thaw();
+    } catch {
+      // never an exception out of an 'exit' listener; the next Runtime thaws what is left
+    }
+  }
 }
 
 /** A commit's freezer cgroup (freezeContainer): `freeze-<committer pid>-<its start time>-<container pid>`. */

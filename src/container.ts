@@ -13,7 +13,7 @@ import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './co
 import { NsboxError, fromNative, invalid, errnoCode } from './errors';
 import { native, type NativeEnded, type NativePlan, type NativeProcess, type NativeUsage, type SpawnResult } from './native';
 import type { ImageInfo } from './image/store';
-import { ContainerCgroup, homeDevicesTasks } from './cgroup';
+import { ContainerCgroup, homeDevicesTasks, thawCommitsNow } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
 import { newId } from './layout';
 import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type CgroupLimits, type Limits, type Ulimit } from './limits';
@@ -468,6 +468,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     const startedAt = performance.now();
     try {
       // The cgroup fds the plan names stay open until the child has used them.
+      hookExit();
       r = await new Promise<SpawnResult>((resolve) => {
         const early = native().spawnAsync(plan, exit.onExit, resolve);
         if (early) resolve(early);
@@ -761,6 +762,16 @@ let exitHooked = false;
 
 function supervise(c: Container): void {
   supervised.add(c);
+  hookExit();
+}
+
+/**
+ * Puts endAtExit first among the 'exit' listeners. Called before a start is posted too: a
+ * process.exit() while the first start of a process is on a spawner thread must still run
+ * killAllSync, which waits for that start and removes its cgroups (else they stayed on the
+ * host, the CLI's `run` included, whose first start is its only one).
+ */
+function hookExit(): void {
   // First among the 'exit' listeners, again at each start (the program may have added some
   // since): Node calls none after one that throws, and a program's throwing listener must not
   // leave the containers to die unreaped with their cgroups on the host.
@@ -780,6 +791,8 @@ function supervise(c: Container): void {
  */
 function endAtExit(): void {
   const deadline = Date.now() + EXIT_TOTAL_MS;
+  // A container frozen by a commit of this process would not die of the kill until thawed.
+  thawCommitsNow();
   let ended: NativeEnded[];
   try {
     ended = native().killAllSync(EXIT_REAP_MS);

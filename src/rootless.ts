@@ -74,6 +74,15 @@ export function checkRootlessIds(security: NativeSecurity | undefined, userns: N
   const uid = security?.uid ?? 0;
   const gid = security?.gid ?? 0;
   if ((uid !== 0 && !mapsId(userns.uidMap, uid)) || (gid !== 0 && !mapsId(userns.gidMap, gid))) {
+    const top = Math.min(highestInside(userns.uidMap), highestInside(userns.gidMap));
+    if (top > 0) {
+      // A subordinate range smaller than the id asked for: the one-id wording would be wrong.
+      throw new NsboxError(
+        'UNSUPPORTED',
+        `user: ${uid}:${gid}: rootless with the /etc/subuid range, only ids 0 to ${top} exist inside the container (your uid ${process.geteuid!()} as 0, the range's ${top} ids as 1 to ${top})`,
+        { hint: `use ids up to ${top}, give the user a larger range (usermod --add-subuids/--add-subgids), or run as root` },
+      );
+    }
     throw new NsboxError(
       'UNSUPPORTED',
       `user: ${uid}:${gid}: rootless with a one-id map, only root (0:0) exists inside the container (your uid ${process.geteuid!()} as 0)`,
@@ -82,6 +91,16 @@ export function checkRootlessIds(security: NativeSecurity | undefined, userns: N
       },
     );
   }
+}
+
+/** The highest id inside a user namespace's map ("inside outside count" lines), -1 for none. */
+function highestInside(map: string): number {
+  let top = -1;
+  for (const line of map.split('\n')) {
+    const [inside, , count] = line.trim().split(/\s+/).map(Number);
+    if (inside !== undefined && count !== undefined && count > 0) top = Math.max(top, inside + count - 1);
+  }
+  return top;
 }
 
 /** The id inside a user namespace that `hostId` is, by its map ("inside outside count" lines). */

@@ -57,16 +57,25 @@ function readOrNull(file: string): string | null {
   }
 }
 
+/** Whether the host ids start..start+count-1 hold `id`. */
+function holds(r: { start: number; count: number }, id: number): boolean {
+  return id >= r.start && id < r.start + r.count;
+}
+
 /**
  * The map of a user from the text of /etc/subuid and /etc/subgid: the first entry of each (by
- * name or by uid, as shadow-utils reads them); both needed, and the shorter count used for
- * both so that uids and gids line up. Undefined when either has none.
+ * name or by uid, as shadow-utils reads them) that holds neither host id 0 nor the user's own
+ * id; both needed, and the shorter count used for both so that uids and gids line up.
+ * Undefined when either has none. An entry holding 0 (a mistyped `user:0:65536`, which
+ * newuidmap would accept) would make an id inside the container the host's root, as
+ * userns.ts never gives root's containers the slice of 0; one holding the user's own id
+ * overlaps `0 UID 1`, and the kernel refuses the map.
  */
 export function subidMapOf(subuid: string | null, subgid: string | null, user: string, uid: number, gid: number): SubidMap | undefined {
   const us = subuid === null ? [] : parseSubid(subuid, user, uid);
   const gs = subgid === null ? [] : parseSubid(subgid, user, uid);
-  const u = us[0];
-  const g = gs[0];
+  const u = us.find((r) => !holds(r, 0) && !holds(r, uid));
+  const g = gs.find((r) => !holds(r, 0) && !holds(r, gid));
   if (!u || !g) return undefined;
   // Inside ids 1..count: the highest (count) must stay below 2^32 - 1.
   const count = Math.min(u.count, g.count, 2 ** 32 - 2);
@@ -143,7 +152,7 @@ export function chooseIdMap(wanted?: IdMapMode): SubidMap | undefined {
   if (!a && mode === 'subuid') {
     throw new NsboxError(
       'UNSUPPORTED',
-      `idMap subuid: uid ${process.geteuid!()} has no range in /etc/subuid and /etc/subgid, or newuidmap/newgidmap are not installed`,
+      `idMap subuid: uid ${process.geteuid!()} has no range in /etc/subuid and /etc/subgid (one holding host id 0 or the user's own is never used), or newuidmap/newgidmap are not installed`,
       {
         hint: 'install uidmap (newuidmap, newgidmap) and give the user ranges: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER',
       },

@@ -230,6 +230,10 @@ function claimsDirError(dir: string, why: string, cause?: unknown): NsboxError {
  * not exist and was not to be made.
  */
 function readyClaimsDir(dir: string, create: boolean): boolean {
+  const uid = process.geteuid?.() ?? 0;
+  // Before anything is made there, and again once it exists (its real path known).
+  const unsafe = unsafeAncestor(dir, uid);
+  if (unsafe) throw claimsDirError(dir, unsafe);
   if (create) {
     try {
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -244,11 +248,54 @@ function readyClaimsDir(dir: string, create: boolean): boolean {
     if (!create && (e as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw claimsDirError(dir, `cannot read it (${(e as NodeJS.ErrnoException).code ?? String(e)})`, e);
   }
-  const uid = process.geteuid?.() ?? 0;
   if (!st.isDirectory()) throw claimsDirError(dir, st.isSymbolicLink() ? 'a symbolic link' : 'not a directory');
   if (st.uid !== uid) throw claimsDirError(dir, `owned by uid ${st.uid}, not ${uid}`);
   if (st.mode & 0o022) throw claimsDirError(dir, `writable by others than its owner (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})`);
+  const above = unsafeAncestor(dir, uid);
+  if (above) throw claimsDirError(dir, above);
   return true;
+}
+
+/**
+ * Why a directory above `dir` (by its path and by its real path) lets another user change
+ * which directory `dir` is, or undefined. Such a user could rename the claims away, and the
+ * next allocation would make an empty directory and hand out the ranges of running
+ * containers again. Writable by others is fine with the sticky bit (/tmp): there only an
+ * entry's owner may rename it.
+ */
+function unsafeAncestor(dir: string, uid: number): string | undefined {
+  const above = new Set<string>();
+  // Its real path: that of the nearest directory above it that exists, and the rest.
+  let real = dir;
+  for (let p = dir, rest = ''; ; rest = path.join(path.basename(p), rest), p = path.dirname(p)) {
+    try {
+      real = path.join(fs.realpathSync(p), rest);
+      break;
+    } catch {
+      if (p === path.dirname(p)) break;
+    }
+  }
+  for (const start of [dir, real]) {
+    for (let p = path.dirname(start); ; p = path.dirname(p)) {
+      above.add(p);
+      if (p === path.dirname(p)) break;
+    }
+  }
+  for (const p of above) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch (e) {
+      // Not there yet: mkdir makes it, ours and 0700 (a file in the way fails that mkdir).
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+      return `cannot read ${p} above it (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+    }
+    if (st.uid !== 0 && st.uid !== uid) return `${p} above it is owned by uid ${st.uid}`;
+    if (st.mode & 0o022 && !(st.mode & 0o1000)) {
+      return `${p} above it is writable by others than its owner (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')}), who could rename the claims away`;
+    }
+  }
+  return undefined;
 }
 
 /**

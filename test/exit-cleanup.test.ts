@@ -54,9 +54,9 @@ interface Supervisor {
 /**
  * A node process that runs three containers (`--rm`, kept, and one with memory and pids
  * limits, so that v1 directories exist) and maybe a detached one, all running `sleep 100`,
- * then waits: a line on its stdin makes it call process.exit(0).
+ * then waits: a line on its stdin makes it call process.exit(0) (or run `onLine`).
  */
-async function supervisor(opts: { detached?: boolean; env?: Record<string, string> } = {}): Promise<Supervisor> {
+async function supervisor(opts: { detached?: boolean; env?: Record<string, string>; onLine?: string } = {}): Promise<Supervisor> {
   const script = `
     const { Runtime } = require(process.env.NSBOX_INDEX);
     (async () => {
@@ -68,7 +68,7 @@ async function supervisor(opts: { detached?: boolean; env?: Record<string, strin
       const detached = ${opts.detached ? "await rt.run({ image: 'busybox', command: ['sleep', '100'], detach: true, limits: { pids: 50 } })" : 'undefined'};
       const out = (c) => c && { id: c.id, pid: c.pid };
       console.log(JSON.stringify({ rm: out(rm), kept: out(kept), limited: out(limited), detached: out(detached) }));
-      process.stdin.once('data', () => process.exit(0));
+      process.stdin.once('data', () => { ${opts.onLine ?? 'process.exit(0)'}; });
     })().catch((e) => { console.error(e); process.exit(2); });
   `;
   const node = spawn(process.execPath, ['-e', script], {
@@ -345,5 +345,273 @@ describe('a SIGKILLed supervisor', () => {
       fs.rmdirSync(victim);
       fs.rmdirSync(elsewhere);
     }
+  });
+});
+
+/** Host pids of processes whose mount table names `dir` (a container's overlay under the state directory). */
+function processesMounting(dir: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e) || Number(e) === process.pid) continue;
+    try {
+      if (fs.readFileSync(`/proc/${e}/mountinfo`, 'utf8').includes(dir)) out.push(Number(e));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** A node script with NSBOX_INDEX, NSBOX_NATIVE and ROOT set: its first line of output, and its end. */
+async function script(
+  body: string,
+): Promise<{ node: ChildProcessWithoutNullStreams; first: string; closed: Promise<[number | null, NodeJS.Signals | null]>; stderr: () => string }> {
+  const node = spawn(process.execPath, ['-e', body], {
+    env: { ...process.env, NSBOX_INDEX: INDEX, NSBOX_NATIVE: path.join(path.dirname(INDEX), 'native.js'), ROOT: root },
+  });
+  let stderr = '';
+  node.stderr.on('data', (d: Buffer) => (stderr += d));
+  const closed = new Promise<[number | null, NodeJS.Signals | null]>((r) => node.on('close', (c, s) => r([c, s])));
+  const first = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    node.stdout.on('data', (d: Buffer) => {
+      out += d;
+      if (out.includes('\n')) resolve(out.split('\n')[0]!);
+    });
+    node.once('close', () => reject(new Error(`the script ended before its first line: ${stderr}`)));
+  });
+  return { node, first, closed, stderr: () => stderr };
+}
+
+describe('attacks on the end of a supervisor', () => {
+  it('an uncaught exception ends its containers as process.exit() does: no process, no cgroup, kept ones recorded exited, --rm ones removed', async () => {
+    const s = await supervisor({ onLine: "setImmediate(() => { throw new Error('uncaught in the supervisor') })" });
+    const attached = [s.rm, s.kept, s.limited];
+    const namespaces = attached.map((c) => fs.readlinkSync(`/proc/${c.pid}/ns/pid`));
+    const dirs = attached.flatMap((c) => cgroupDirsOf(c.id));
+    expect(dirs.length).toBe(5);
+    s.node.stdin.write('throw\n');
+    expect(await s.closed).toEqual([1, null]);
+    expect(s.stderr()).toContain('uncaught in the supervisor');
+    for (const ns of namespaces) expect(processesOf(ns)).toEqual([]);
+    for (const c of attached) expect(fs.existsSync(`/proc/${c.pid}`)).toBe(false);
+    for (const d of dirs) expect(fs.existsSync(d)).toBe(false);
+    expect(mountsUnderRoot()).toEqual([]);
+    expect(fs.readdirSync(path.join(root, 'containers')).filter((e) => e.startsWith(s.rm.id))).toEqual([]);
+    for (const c of [s.kept, s.limited]) expect(record(c.id)).toMatchObject({ status: 'exited', signal: 'SIGKILL' });
+    const rt = new Runtime({ root });
+    for (const c of [s.kept, s.limited]) await rt.remove(c.id);
+  });
+
+  it('SIGTERM (no exit event runs): every process of its containers dies with it, and the next Runtime finishes the rest', async () => {
+    const s = await supervisor();
+    const attached = [s.rm, s.kept, s.limited];
+    const namespaces = attached.map((c) => fs.readlinkSync(`/proc/${c.pid}/ns/pid`));
+    const dirs = attached.flatMap((c) => cgroupDirsOf(c.id));
+    s.node.kill('SIGTERM');
+    expect(await s.closed).toEqual([null, 'SIGTERM']);
+    await until('its containers to die', () => namespaces.every((ns) => processesOf(ns).length === 0));
+    const rt = new Runtime({ root });
+    expect(rt.list({ all: true }).filter((c) => attached.some((a) => a.id === c.id) && c.status === 'running')).toEqual([]);
+    await until('the dead runs to be finished', () => dirs.every((d) => !fs.existsSync(d)));
+    expect(fs.readdirSync(path.join(root, 'containers')).filter((e) => e.startsWith(s.rm.id))).toEqual([]);
+    expect(mountsUnderRoot()).toEqual([]);
+    for (const c of [s.kept, s.limited]) await rt.remove(c.id);
+  });
+
+  it("process.exit() while the process's first start is on a spawner thread leaves no cgroup and no process; the next Runtime removes the half-made container", async () => {
+    // The CLI's `run` is such a process: its one start is its first. Before, the 'exit'
+    // listener was added only once a container had started, so nothing waited for this start
+    // and its v2 and v1 pids directories stayed on the host.
+    const before = new Set(fs.existsSync(path.join(root, 'containers')) ? fs.readdirSync(path.join(root, 'containers')) : []);
+    const s = await script(`
+      const n = require(process.env.NSBOX_NATIVE).native();
+      const spawnAsync = n.spawnAsync.bind(n);
+      n.spawnAsync = (plan, onExit, onStarted) => {
+        const r = spawnAsync(plan, onExit, onStarted);
+        console.log(JSON.stringify(plan.cgroupDirs));
+        process.exit(0);
+        return r;
+      };
+      const { Runtime } = require(process.env.NSBOX_INDEX);
+      new Runtime({ root: process.env.ROOT }).run({ image: 'busybox', command: ['sleep', '100'], stdio: 'ignore', limits: { memory: 64 * 1024 * 1024, pids: 50 } });
+    `);
+    expect(await s.closed).toEqual([0, null]);
+    const dirs = JSON.parse(s.first) as string[];
+    expect(dirs.some((d) => d.includes('/pids/'))).toBe(true);
+    for (const d of dirs) expect(fs.existsSync(d)).toBe(false);
+    const made = fs.readdirSync(path.join(root, 'containers')).filter((e) => !before.has(e));
+    expect(made).toHaveLength(1);
+    expect(processesMounting(path.join(root, 'containers', made[0]!))).toEqual([]);
+    new Runtime({ root }).list({ all: true });
+    expect(fs.readdirSync(path.join(root, 'containers')).filter((e) => !before.has(e))).toEqual([]);
+  });
+
+  it('a container forking as fast as it can is gone whole at process.exit(): no process of it, no cgroup', async () => {
+    const s = await script(`
+      const { Runtime } = require(process.env.NSBOX_INDEX);
+      (async () => {
+        const rt = new Runtime({ root: process.env.ROOT });
+        const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'while :; do sleep 100 & done'], stdio: 'ignore', remove: true, limits: { pids: 400 } });
+        console.log(JSON.stringify({ id: c.id, pid: c.pid }));
+        process.stdin.once('data', () => process.exit(0));
+      })().catch((e) => { console.error(e); process.exit(2); });
+    `);
+    const { id, pid } = JSON.parse(s.first) as Started;
+    const ns = fs.readlinkSync(`/proc/${pid}/ns/pid`);
+    const dirs = cgroupDirsOf(id);
+    const pidsDir = dirs.find((d) => d.includes('/pids/'))!;
+    await until('it to fork', () => Number(fs.readFileSync(path.join(pidsDir, 'pids.current'), 'utf8')) > 50, 10_000);
+    s.node.stdin.write('exit\n');
+    expect(await s.closed).toEqual([0, null]);
+    expect(processesOf(ns)).toEqual([]);
+    for (const d of dirs) expect(fs.existsSync(d)).toBe(false);
+    expect(fs.readdirSync(path.join(root, 'containers')).filter((e) => e.startsWith(id))).toEqual([]);
+  });
+
+  for (const how of ['terminate', 'exit'] as const) {
+    it(`a worker thread's containers, the worker ${how === 'terminate' ? 'terminated' : 'ended by process.exit() on the main thread'}: no process, no cgroup, no record left saying 'running'`, async () => {
+      const s = await script(`
+        const { Worker, isMainThread, parentPort } = require('node:worker_threads');
+        const w = new Worker(\`
+          const { parentPort } = require('node:worker_threads');
+          const { Runtime } = require(process.env.NSBOX_INDEX);
+          (async () => {
+            const rt = new Runtime({ root: process.env.ROOT });
+            const run = (o) => rt.run({ image: 'busybox', command: ['sleep', '100'], stdio: 'ignore', limits: { pids: 50 }, ...o });
+            const kept = await run({});
+            const rm = await run({ remove: true });
+            parentPort.postMessage({ kept: { id: kept.id, pid: kept.pid }, rm: { id: rm.id, pid: rm.pid } });
+          })();
+        \`, { eval: true });
+        w.once('message', (m) => {
+          console.log(JSON.stringify(m));
+          process.stdin.once('data', () => ${how === 'terminate' ? "w.terminate().then(() => console.log('terminated'))" : 'process.exit(0)'});
+        });
+      `);
+      const got = JSON.parse(s.first) as { kept: Started; rm: Started };
+      const started = [got.kept, got.rm];
+      const namespaces = started.map((c) => fs.readlinkSync(`/proc/${c.pid}/ns/pid`));
+      const dirs = started.flatMap((c) => cgroupDirsOf(c.id));
+      expect(dirs.length).toBe(4);
+      s.node.stdin.write('go\n');
+      if (how === 'terminate') {
+        await until('the worker to be terminated', () => namespaces.every((ns) => processesOf(ns).length === 0), 10_000);
+      } else {
+        expect(await s.closed).toEqual([0, null]);
+      }
+      for (const ns of namespaces) expect(processesOf(ns)).toEqual([]);
+      for (const c of started) await until(`${c.pid} to be reaped`, () => !fs.existsSync(`/proc/${c.pid}`));
+      await until('their cgroups to go', () => dirs.every((d) => !fs.existsSync(d)));
+      // Another process's view (the supervisor may still run: its pid is no proof of anything).
+      const rt = new Runtime({ root });
+      const listed = rt.list({ all: true }).filter((c) => started.some((a) => a.id === c.id));
+      expect(listed.filter((c) => c.status === 'running')).toEqual([]);
+      expect(mountsUnderRoot()).toEqual([]);
+      if (how === 'terminate') {
+        s.node.kill('SIGKILL');
+        await s.closed;
+      }
+      for (const c of started) await rt.remove(c.id, { force: true }).catch(() => {});
+    });
+  }
+});
+
+describe('process.exit() in the middle of a commit', () => {
+  const FREEZER = '/sys/fs/cgroup/freezer/nsbox';
+  const freezersOf = (pid: number) => (fs.existsSync(FREEZER) ? fs.readdirSync(FREEZER).filter((n) => n.startsWith(`freeze-${pid}-`)) : []);
+  /** Runs `before` (a container made, its id and pid printed), then commits it and calls process.exit() once it is frozen. */
+  const exitMidCommit = (before: string) =>
+    script(`
+      const cg = require(require('node:path').join(require('node:path').dirname(process.env.NSBOX_INDEX), 'cgroup.js'));
+      const freeze = cg.freezeContainer;
+      cg.freezeContainer = async (...a) => { const thaw = await freeze(...a); console.log('frozen ' + (thaw !== null)); process.exit(0); };
+      const { Runtime } = require(process.env.NSBOX_INDEX);
+      (async () => {
+        const rt = new Runtime({ root: process.env.ROOT });
+        ${before}
+        await rt.commit(c.id, 'exit-mid-commit:latest');
+        console.log('committed');
+      })().catch((e) => { console.error(e); process.exit(2); });
+    `);
+
+  it('of its own container: the container is thawed and dies with it at once (not left frozen with its SIGKILL pending), no freezer cgroup left', async () => {
+    const s = await exitMidCommit(
+      "const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'echo ready; exec sleep 100'] }); await new Promise((r) => c.stdout.once('data', r)); console.log(JSON.stringify({ id: c.id, pid: c.pid }));",
+    );
+    const { id, pid } = JSON.parse(s.first) as Started;
+    const ns = fs.readlinkSync(`/proc/${pid}/ns/pid`);
+    const dirs = cgroupDirsOf(id);
+    expect(await s.closed).toEqual([0, null]);
+    expect(s.stderr()).toBe('');
+    // Gone by the time the supervisor is: before, both stayed frozen (state D) until the next Runtime.
+    expect(processesOf(ns)).toEqual([]);
+    expect(freezersOf(s.node.pid!)).toEqual([]);
+    for (const d of dirs) expect(fs.existsSync(d)).toBe(false);
+    expect(record(id)).toMatchObject({ status: 'exited', signal: 'SIGKILL' });
+    await new Runtime({ root }).remove(id);
+  });
+
+  it('of a detached container (another process supervises it): it is thawed and runs on; no freezer cgroup left', async () => {
+    const s = await exitMidCommit(
+      "const c = await rt.run({ image: 'busybox', command: ['sleep', '100'], detach: true }); console.log(JSON.stringify({ id: c.id, pid: c.pid }));",
+    );
+    const { id, pid } = JSON.parse(s.first) as Started;
+    expect(await s.closed).toEqual([0, null]);
+    expect(freezersOf(s.node.pid!)).toEqual([]);
+    const rt = new Runtime({ root });
+    try {
+      // Frozen, an exec into it would hang; thawed, it runs.
+      const state = fs
+        .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+        .split('\n')
+        .find((l) => /^\d+:freezer:/.test(l))!;
+      expect(state).not.toMatch(/freeze-/);
+      const e = rt.exec(id, { command: ['echo', 'thawed'], stdio: ['ignore', 'pipe', 'ignore'] });
+      let text = '';
+      e.stdout!.on('data', (d: Buffer) => (text += d));
+      const done = await Promise.race([e.wait(), new Promise((r) => setTimeout(() => r('hung'), 5000))]);
+      expect(done).not.toBe('hung');
+      expect(text).toBe('thawed\n');
+    } finally {
+      await rt.stop(id, { timeout: 0 });
+      await rt.remove(id);
+    }
+  });
+});
+
+describe('process.exit() in the middle of a removal', () => {
+  it('leaves a tombstone at most, which the next Runtime removes: the container is never listed again, nothing of it stays', async () => {
+    const s = await script(`
+      const n = require(process.env.NSBOX_NATIVE).native();
+      const { Runtime } = require(process.env.NSBOX_INDEX);
+      (async () => {
+        const rt = new Runtime({ root: process.env.ROOT });
+        const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'mkdir /d; i=0; while [ $i -lt 2000 ]; do echo $i > /d/f$i; i=$((i+1)); done'], stdio: 'ignore', limits: { pids: 20 } });
+        await c.wait();
+        console.log(JSON.stringify({ id: c.id, pid: c.pid }));
+        // The exit once the walk of the write layer is posted to the pool (or, a synchronous
+        // removal, just before it runs): its tombstone is made by then.
+        const removeTreeAsync = n.removeTreeAsync.bind(n);
+        n.removeTreeAsync = (p, done) => { removeTreeAsync(p, done); process.exit(0); };
+        n.removeTree = () => process.exit(0);
+        // The usual path: a batch of the pool (src/fsbatch.ts) with the tree's removal in it.
+        const fsBatchAsync = n.fsBatchAsync.bind(n);
+        n.fsBatchAsync = (ops, done) => {
+          fsBatchAsync(ops, done);
+          if (ops.some((o) => o.op === 'removeTree')) process.exit(0);
+        };
+        await rt.remove(c.id);
+        console.error('removed before the exit');
+      })().catch((e) => { console.error(e); process.exit(2); });
+    `);
+    const { id } = JSON.parse(s.first) as Started;
+    expect(await s.closed).toEqual([0, null]);
+    expect(s.stderr()).toBe('');
+    const rt = new Runtime({ root });
+    expect(rt.list({ all: true }).filter((c) => c.id === id)).toEqual([]);
+    await until('its tombstone to go', () => fs.readdirSync(path.join(root, 'containers')).every((e) => !e.includes(id)));
+    expect(cgroupDirsOf(id)).toEqual([]);
+    expect(mountsUnderRoot()).toEqual([]);
   });
 });

@@ -454,6 +454,35 @@ describe.skipIf(!!skipReason)(`rootless with a subordinate range, as ${USER}${sk
     nothingLeft();
   });
 
+  it("an entry holding host id 0 or the user's own uid is never used (a container's id 1 would be the host's root): the next entry is, else a clear error", () => {
+    const fake = path.join(base, 'subid-zero');
+    writeFileSync(fake, `${USER}:0:65536\n${ids!.uid}:${ids!.uid}:10\n${USER}:${r.subuid}:${r.count}\n`, { mode: 0o644 });
+    const env = { NSBOX_SUBUID: fake, NSBOX_SUBGID: fake, NSBOX_ID_MAP: 'subuid' };
+    const out = nsbox(['run', '--rm', 'busybox', 'sh', '-c', 'cat /proc/self/uid_map /proc/self/gid_map'], env);
+    expect(out.stderr).toBe('');
+    expect(lines(out.stdout)).toEqual([`0 ${ids!.uid} 1`, `1 ${r.subuid} ${r.count}`, `0 ${ids!.gid} 1`, `1 ${r.subuid} ${r.count}`]);
+    writeFileSync(fake, `${USER}:0:65536\n${USER}:1:${ids!.uid}\n`, { mode: 0o644 });
+    const none = nsbox(['run', '--rm', 'busybox', 'true'], env);
+    expect(none.status).toBe(125);
+    expect(none.stderr).toMatch(/^nsbox: idMap subuid: uid \d+ has no range .*host id 0/);
+    nothingLeft();
+  });
+
+  it('a range of 10 ids (smaller than 65536): ids up to 10 work, --user 1000 is refused naming the range (not the one-id map), chown to 1000 inside fails', () => {
+    const small = path.join(base, 'subid-small');
+    writeFileSync(small, `${USER}:${r.subuid}:10\n`, { mode: 0o644 });
+    const env = { NSBOX_SUBUID: small, NSBOX_SUBGID: small };
+    const ok = nsbox(['run', '--rm', '--user', '10:10', 'busybox', 'sh', '-c', 'id -u; cat /proc/self/uid_map'], env);
+    expect(ok.stderr).toBe('');
+    expect(lines(ok.stdout)).toEqual(['10', `0 ${ids!.uid} 1`, `1 ${r.subuid} 10`]);
+    const big = nsbox(['run', '--rm', '--user', '1000', 'busybox', 'id'], env);
+    expect(big.status).toBe(125);
+    expect(big.stderr).toMatch(/^nsbox: user: 1000:1000: rootless with the \/etc\/subuid range, only ids 0 to 10 exist inside the container/);
+    const chown = nsbox(['run', '--rm', 'busybox', 'sh', '-c', 'touch /f; chown 1000 /f 2>/dev/null; echo $?; chown 10 /f; stat -c %u /f'], env);
+    expect(lines(chown.stdout)).toEqual(['1', '10']);
+    nothingLeft();
+  });
+
   it('a range the user does not own: newuidmap refuses, a clear error naming it, and nothing is left', () => {
     const fake = path.join(base, 'subid-fake');
     writeFileSync(fake, `${USER}:300000:65536\n`, { mode: 0o644 });

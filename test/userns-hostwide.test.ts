@@ -295,6 +295,34 @@ describe("userns: 'auto' ranges across state directories", () => {
     fs.chmodSync(theirs, 0o777);
     await refused(/claims directory .*theirs: writable by others than its owner \(mode 0777\)/);
     expect(fs.readdirSync(theirs)).toEqual([]);
+    // A directory above it that another user may change: they could rename the claims away,
+    // and the next start would make an empty directory and hand out the ranges of running
+    // containers again. Sticky (as /tmp) is fine: the tests' own claims live under /tmp.
+    fs.chmodSync(theirs, 0o755);
+    fs.chownSync(theirs, 65534, 65534);
+    process.env.NSBOX_IDRANGES_DIR = path.join(theirs, 'claims');
+    await refused(/claims directory .*theirs\/claims: .*theirs above it is owned by uid 65534/);
+    fs.chownSync(theirs, 0, 0);
+    fs.chmodSync(theirs, 0o777);
+    await refused(/claims directory .*theirs\/claims: .*theirs above it is writable by others than its owner \(mode 0777\)/);
+    // Reached through a link from a safe place: the directories above its real path count.
+    const link = path.join(work, 'link');
+    fs.mkdirSync(path.join(theirs, 'inner'), { mode: 0o755 });
+    fs.symlinkSync(path.join(theirs, 'inner'), link);
+    process.env.NSBOX_IDRANGES_DIR = path.join(link, 'claims');
+    await refused(/claims directory .*link\/claims: .*theirs above it is writable by others/);
+    expect(fs.readdirSync(path.join(theirs, 'inner'))).toEqual([]);
+    fs.rmdirSync(path.join(theirs, 'inner'));
+    fs.rmSync(link);
+    process.env.NSBOX_IDRANGES_DIR = path.join(theirs, 'claims');
+    fs.chmodSync(theirs, 0o1777);
+    await a.rt.remove(await stopped(a.rt));
+    expect(fs.readdirSync(path.join(theirs, 'claims'))).toEqual(['lock']);
+    fs.rmSync(path.join(theirs, 'claims'), { recursive: true });
+    fs.chmodSync(theirs, 0o777);
+    process.env.NSBOX_IDRANGES_DIR = theirs;
+    await refused(/claims directory .*theirs: writable by others than its owner \(mode 0777\)/);
+    expect(fs.readdirSync(theirs)).toEqual([]);
     // From the CLI: exit 125, the error on one line (and its hint).
     const cli = path.resolve(__dirname, '../dist/cli/start.js');
     const bad = spawnSync(process.execPath, [cli, '--root', a.root, 'run', '--rm', '--userns', 'auto', 'busybox', 'true'], { encoding: 'utf8' });

@@ -21,6 +21,19 @@ describe('subordinate ranges', () => {
     expect(subidMapOf('alice:x:65536\nalice:100000\nalice:100000:0\n', subgid, 'alice', 7, 7)).toBeUndefined();
   });
 
+  it("never takes an entry holding host id 0 (an id inside would be the host's root) or the user's own id (the kernel refuses the overlap): the next one, else none", () => {
+    const good = 'alice:100000:65536\n';
+    // 0 inside a range, at its start, or the user's own uid 1001 or gid 1002 at its end or within.
+    for (const bad of ['alice:0:65536\n', '1001:0:1\n', 'alice:1001:65536\n', 'alice:1:1001\n']) {
+      expect(subidMapOf(bad, good, 'alice', 1001, 1002)).toBeUndefined();
+      expect(subidMapOf(bad + good, good, 'alice', 1001, 1002)).toMatchObject({ subuid: 100000, count: 65536 });
+    }
+    expect(subidMapOf(good, 'alice:1002:10\n', 'alice', 1001, 1002)).toBeUndefined();
+    expect(subidMapOf(good, 'alice:0:10\nalice:200000:10\n', 'alice', 1001, 1002)).toMatchObject({ subgid: 200000, count: 10 });
+    // Next to them is fine: 1 and the ids after the user's.
+    expect(subidMapOf('alice:1:1000\n', 'alice:1003:5\n', 'alice', 1001, 1002)).toEqual({ uid: 1001, gid: 1002, subuid: 1, subgid: 1003, count: 5 });
+  });
+
   it("maps the user as 0 and the range as 1..; newuidmap's arguments say the same", () => {
     const m = { uid: 1001, gid: 1002, subuid: 100000, subgid: 200000, count: 65536 };
     expect(mapTexts(m)).toEqual({ uidMap: '0 1001 1\n1 100000 65536\n', gidMap: '0 1002 1\n1 200000 65536\n' });
