@@ -124,6 +124,58 @@ function deviceCgroupMode(): 'v1' | 'v2' | 'none' {
   return hostUnified() ? 'v2' : 'none';
 }
 
+/** The setup cgroup's name, beside nsbox/ in this process's own v1 cpu cgroup. */
+export const SETUP_CGROUP = 'nsbox-setup';
+/**
+ * Its cpu.shares: a quarter of a nice-0 group's 1024. Lower keeps the loop's wake-ups a little
+ * shorter and starves the setups more under other load (bench/ANALYSIS.md, "Event-loop delay").
+ */
+export const SETUP_SHARES = 256;
+
+/** Where a container's setup runs, and how it leaves (core/spawner.h). */
+export interface SetupCgroup {
+  /** `tasks` of `<this process's cpu cgroup>/nsbox-setup`: the spawner threads join it. */
+  tasks: string;
+  /** This process's own v1 cpu cgroup's `tasks`, open for writing: the child's last step. */
+  leaveFd: number;
+  /** Where the cpu hierarchy is mounted: a container with a cgroup of its own there needs none. */
+  mount: string;
+}
+
+let setupCgroup: SetupCgroup | null | undefined;
+
+/**
+ * The setup cgroup (issue 14: the event loop stays responsive while containers start), made
+ * once per process and kept, like nsbox/ (an empty cgroup holds nothing; the next process
+ * takes it again). Undefined without a v1 cpu controller, for a process that cannot make it
+ * (rootless), or with NSBOX_SETUP_CGROUP=0: starts then run in the caller's cpu cgroup
+ * throughout, as before.
+ */
+export function setupCpuCgroup(): SetupCgroup | undefined {
+  if (setupCgroup !== undefined) return setupCgroup ?? undefined;
+  setupCgroup = null;
+  const h = hostHierarchies().get('cpu');
+  if (!h || process.env.NSBOX_SETUP_CGROUP === '0') return undefined;
+  const own = path.join(h.mount, h.path);
+  const dir = path.join(own, SETUP_CGROUP);
+  let leaveFd = -1;
+  try {
+    fs.mkdirSync(dir, { mode: 0o755 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return undefined;
+  }
+  try {
+    const shares = path.join(dir, 'cpu.shares');
+    if (fs.readFileSync(shares, 'utf8').trim() !== String(SETUP_SHARES)) fs.writeFileSync(shares, String(SETUP_SHARES));
+    // O_CLOEXEC, as every fd Node opens: only the child uses it, before its exec.
+    leaveFd = fs.openSync(path.join(own, 'tasks'), 'w');
+  } catch {
+    return undefined;
+  }
+  setupCgroup = { tasks: path.join(dir, 'tasks'), leaveFd, mount: h.mount };
+  return setupCgroup;
+}
+
 /**
  * The supervisor's own v1 devices cgroup (its `tasks` file): where a container that gets no
  * shared device cgroup (privileged, or a device cgroup of its own) is born, so that it never
