@@ -122,7 +122,7 @@ d('the setup cgroup', () => {
   it("exec's process and a detached container (-d) are where the caller is, at its nice", async () => {
     const c = await rt.run({ image: 'busybox', command: ['sleep', '30'], stdio: 'ignore', remove: true });
     try {
-      const e = rt.exec(c.id, { command: ['sleep', '30'], stdio: 'ignore' });
+      const e = rt.exec(c.id!, { command: ['sleep', '30'], stdio: 'ignore' });
       try {
         await expectAtCallers(e.pid);
       } finally {
