@@ -105,7 +105,9 @@ void Spawner::Loop() {
       r.parent_errno = ECANCELED;
     } else if (!joined) {
       int err = tasks_.empty() ? 0 : join_cgroup_thread(tasks_);
-      if (!err && !setup_.empty()) err = join_cgroup_thread(setup_);
+      // The setup cgroup only lowers the setup's share: a thread that cannot join it clones
+      // from where it is, and the child's move back (its last step) moves it nowhere.
+      if (!err && !setup_.empty()) join_cgroup_thread(setup_);
       if (err) {
         r.parent_sys = Sys::kWrite;
         r.parent_errno = err;
