@@ -127,10 +127,11 @@ function deviceCgroupMode(): 'v1' | 'v2' | 'none' {
 /** The setup cgroup's name, beside nsbox/ in this process's own v1 cpu cgroup. */
 export const SETUP_CGROUP = 'nsbox-setup';
 /**
- * Its cpu.shares: a quarter of a nice-0 group's 1024. Lower keeps the loop's wake-ups a little
- * shorter and starves the setups more under other load (bench/ANALYSIS.md, "Event-loop delay").
+ * Its cpu.shares: half a nice-0 group's 1024. A trade (bench/ANALYSIS.md, "Event-loop delay"):
+ * lower keeps the loop's waits shorter, but leaves the setups less of the CPUs when other
+ * groups load them (the loop itself uses little: the setups had nearly all of its group's).
  */
-export const SETUP_SHARES = 256;
+export const SETUP_SHARES = 512;
 
 /** Where a container's setup runs, and how it leaves (core/spawner.h). */
 export interface SetupCgroup {
