@@ -4,6 +4,7 @@
 // (nsbox-init, the command, an exec'd process) left in the setup cgroup or anywhere but where
 // the caller is, at a nice value other than the caller's, or seeing the setup cgroup through
 // their cgroup namespace; in every way a container starts.
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -26,11 +27,13 @@ const cpuLine = (pid: number | string) =>
     .find((l) => l.split(':')[1]?.split(',').includes('cpu'))!;
 /** The nice field of /proc/PID/stat (the 19th). */
 const niceOf = (pid: number) => Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
-/** `pid` and every descendant. */
+/** `pid` and every descendant (children are per thread: a container is its spawner thread's). */
 function tree(pid: number): number[] {
-  let kids: number[] = [];
+  const kids: number[] = [];
   try {
-    kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+      kids.push(...fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+    }
   } catch {
     // gone
   }
@@ -185,6 +188,54 @@ d('the setup cgroup', () => {
     }
   });
 
+  it('the CLI: `nsbox run` at nice 5 in a cpu cgroup of its own leaves its container there, at nice 5', async () => {
+    const own = path.join(cpu!.mount, cpu!.path, `nsbox-test-cli-${process.pid}`);
+    const cli = path.join(path.dirname(distModule('container')), 'cli', 'start.js');
+    fs.mkdirSync(own);
+    const sh = spawn(
+      'bash',
+      [
+        '-c',
+        `echo $$ > ${own}/cgroup.procs && renice -n 5 -p $$ >/dev/null && exec "$0" "$1" --root "$2" run --rm busybox sleep 30`,
+        process.execPath,
+        cli,
+        rt.root,
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    sh.stderr!.on('data', (d: Buffer) => (stderr += d));
+    try {
+      // bash became the CLI's node; below it nsbox-init (after the busybox image is made),
+      // below that the command.
+      const comm = (p: number) => {
+        try {
+          return fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim();
+        } catch {
+          return ''; // gone meanwhile (the image's making)
+        }
+      };
+      let sleeper: number | undefined;
+      await until('the command', () => (sleeper = tree(sh.pid!).find((p) => comm(p) === 'sleep')) !== undefined, 30_000).catch((e: Error) => {
+        throw new Error(`${e.message}: ${stderr}`);
+      });
+      const init = Number(fs.readFileSync(`/proc/${sleeper}/stat`, 'utf8').split(') ')[1]!.split(' ')[1]);
+      expect(comm(init)).toBe('nsbox-init');
+      const seen = [sh.pid!, init, sleeper!].map((p) => ({ cgroup: cpuLine(p), nice: niceOf(p) }));
+      expect(seen[0]!.cgroup).toMatch(new RegExp(`/nsbox-test-cli-${process.pid}$`));
+      expect(seen).toEqual(seen.map(() => ({ cgroup: seen[0]!.cgroup, nice: 5 })));
+      // It went through the setup cgroup made below the caller's.
+      expect(fs.existsSync(path.join(own, SETUP_CGROUP))).toBe(true);
+    } finally {
+      const exited = new Promise((r) => sh.once('exit', r));
+      sh.kill('SIGTERM');
+      await exited;
+      await until('the container gone', () => fs.readFileSync(path.join(own, 'tasks'), 'utf8').trim() === '', 10_000);
+      if (fs.existsSync(path.join(own, SETUP_CGROUP))) fs.rmdirSync(path.join(own, SETUP_CGROUP));
+      fs.rmdirSync(own);
+    }
+  });
+
   it('NSBOX_SETUP_CGROUP=0 turns it off: the spawner threads stay where the caller is', async () => {
     const script = `
       const fs = require('fs');
@@ -196,7 +247,7 @@ d('the setup cgroup', () => {
         console.log(JSON.stringify({ code: r.exitCode, inSetup }));
       })();
     `;
-    const r = await runNode(script, { prelude: 'export NSBOX_SETUP_CGROUP=0' });
+    const r = await runNode(script, { prelude: 'export NSBOX_SETUP_CGROUP=0', timeoutMs: 60_000 });
     expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toEqual({ code: 0, inSetup: [] });
   });
 });
