@@ -124,6 +124,59 @@ function deviceCgroupMode(): 'v1' | 'v2' | 'none' {
   return hostUnified() ? 'v2' : 'none';
 }
 
+/** The setup cgroup's name, beside nsbox/ in this process's own v1 cpu cgroup. */
+export const SETUP_CGROUP = 'nsbox-setup';
+/**
+ * Its cpu.shares: half a nice-0 group's 1024. A trade (bench/ANALYSIS.md, "Event-loop delay"):
+ * lower keeps the loop's waits shorter, but leaves the setups less of the CPUs when other
+ * groups load them (the loop itself uses little: the setups had nearly all of its group's).
+ */
+export const SETUP_SHARES = 512;
+
+/** Where a container's setup runs, and how it leaves (core/spawner.h). */
+export interface SetupCgroup {
+  /** `tasks` of `<this process's cpu cgroup>/nsbox-setup`: the spawner threads join it. */
+  tasks: string;
+  /** This process's own v1 cpu cgroup's `tasks`, open for writing: the child's last step. */
+  leaveFd: number;
+  /** Where the cpu hierarchy is mounted: a container with a cgroup of its own there needs none. */
+  mount: string;
+}
+
+let setupCgroup: SetupCgroup | null | undefined;
+
+/**
+ * The setup cgroup (issue 14: the event loop stays responsive while containers start), made
+ * once per process and kept, like nsbox/ (an empty cgroup holds nothing; the next process
+ * takes it again). Undefined without a v1 cpu controller, for a process that cannot make it
+ * (rootless), or with NSBOX_SETUP_CGROUP=0: starts then run in the caller's cpu cgroup
+ * throughout, as before.
+ */
+export function setupCpuCgroup(): SetupCgroup | undefined {
+  if (setupCgroup !== undefined) return setupCgroup ?? undefined;
+  setupCgroup = null;
+  const h = hostHierarchies().get('cpu');
+  if (!h || process.env.NSBOX_SETUP_CGROUP === '0') return undefined;
+  const own = path.join(h.mount, h.path);
+  const dir = path.join(own, SETUP_CGROUP);
+  let leaveFd = -1;
+  try {
+    fs.mkdirSync(dir, { mode: 0o755 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return undefined;
+  }
+  try {
+    const shares = path.join(dir, 'cpu.shares');
+    if (fs.readFileSync(shares, 'utf8').trim() !== String(SETUP_SHARES)) fs.writeFileSync(shares, String(SETUP_SHARES));
+    // O_CLOEXEC, as every fd Node opens: only the child uses it, before its exec.
+    leaveFd = fs.openSync(path.join(own, 'tasks'), 'w');
+  } catch {
+    return undefined;
+  }
+  setupCgroup = { tasks: path.join(dir, 'tasks'), leaveFd, mount: h.mount };
+  return setupCgroup;
+}
+
 /**
  * The supervisor's own v1 devices cgroup (its `tasks` file): where a container that gets no
  * shared device cgroup (privileged, or a device cgroup of its own) is born, so that it never

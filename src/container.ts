@@ -13,7 +13,7 @@ import type { CopyInOptions, CopyOutOptions, CopyResult, CopySource } from './co
 import { NsboxError, fromNative, invalid, errnoCode } from './errors';
 import { native, type NativeEnded, type NativePlan, type NativeProcess, type NativeUsage, type SpawnResult } from './native';
 import type { ImageInfo } from './image/store';
-import { ContainerCgroup, homeDevicesTasks, thawCommitsNow } from './cgroup';
+import { ContainerCgroup, homeDevicesTasks, setupCpuCgroup, thawCommitsNow } from './cgroup';
 import { parseDevice, type DeviceSpec } from './device';
 import { newId } from './layout';
 import { cgroupLimits, parseProcLimits, rlimitOptions, rlimitsFor, type CgroupLimits, type Limits, type Ulimit } from './limits';
@@ -920,6 +920,10 @@ export function planStart(
     if (shape.detached) cgroup = userns ? null : ContainerCgroup.withLimits(id, privileged ? 'all' : devices, bounds);
     else cgroup = userns ? rootlessCgroup(id, bounds) : ContainerCgroup.forStart(id, privileged ? 'all' : devices, bounds);
     const bornIn = userns ? cgroup?.bornIn : (cgroup?.bornIn ?? homeDevicesTasks());
+    // The setup below the loop (core/spawner.h): a spawner's start whose child can write
+    // itself back into this process's cpu cgroup, and has no cpu cgroup of its own to join.
+    const setupCg = userns || shape.detached ? undefined : setupCpuCgroup();
+    const setup = setupCg && !cgroup?.dirs.some((d) => d.startsWith(setupCg.mount + '/')) ? setupCg : undefined;
     const plan = buildPlan({
       cgroupNamespace: hasCgroupNamespaces(),
       ...planned,
@@ -934,6 +938,7 @@ export function planStart(
       initOptions,
       ...(cgroup?.procsFds.length ? { cgroupProcs: cgroup.procsFds } : {}),
       ...(bornIn ? { bornIn } : {}),
+      ...(setup ? { setup: { tasks: setup.tasks, leaveFd: setup.leaveFd } } : {}),
       ...(cgroup?.cgroupFd !== undefined && !shape.detached ? { cgroupFd: cgroup.cgroupFd } : {}),
     });
     if (cgroup && !shape.detached) plan.cgroupDirs = cgroup.allDirs;

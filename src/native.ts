@@ -75,6 +75,8 @@ export interface NativePlan {
   initOptions?: string[];
   /** The `tasks` file of a v1 cgroup the cloning thread is in (core/spawner.h). */
   bornIn?: string;
+  /** The `tasks` file of the v1 cpu cgroup the cloning thread sets up in (core/spawner.h). */
+  setupIn?: string;
   /** An open cgroup v2 directory the container is born in (clone3 + CLONE_INTO_CGROUP). */
   cgroupFd?: number;
   /** The container's cgroup directories: removed by the addon if this environment ends first. */

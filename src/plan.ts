@@ -146,6 +146,12 @@ export interface PlanInput {
   /** An open cgroup v2 directory the container is born in (clone3 + CLONE_INTO_CGROUP). */
   cgroupFd?: number | undefined;
   /**
+   * The setup cgroup (src/cgroup.ts, setupCpuCgroup): the child is born in `tasks` and its
+   * last step writes itself into `leaveFd` (the caller's own cpu cgroup); its cgroup
+   * namespace is made after that, so that the container sees its cgroups as without it.
+   */
+  setup?: { tasks: string; leaveFd: number } | undefined;
+  /**
    * Files nsbox wrote for this container (/etc/hosts, /etc/hostname, /etc/resolv.conf), bound
    * over the root's own before the volumes (so a volume there wins): see etcFileSteps.
    */
@@ -495,7 +501,7 @@ export function buildPlan(input: PlanInput): NativePlan {
   const steps: NativeStep[] = [
     // Into the container's cgroups first, so that its cgroup namespace is made there.
     ...(input.cgroupProcs ?? []).map((fd): NativeStep => ({ op: 'joinCgroup', name: 'join cgroup', fd })),
-    ...((input.cgroupProcs?.length || input.cgroupFd !== undefined) && (input.cgroupNamespace ?? true)
+    ...((input.cgroupProcs?.length || input.cgroupFd !== undefined) && !input.setup && (input.cgroupNamespace ?? true)
       ? [{ op: 'unshareCgroupNs' as const, name: 'cgroup namespace' }]
       : []),
     // Nothing mounted from here on may propagate back to the host.
@@ -513,12 +519,18 @@ export function buildPlan(input: PlanInput): NativePlan {
   if (network === 'none') steps.push({ op: 'loopbackUp', name: 'bring up lo' });
   steps.push({ op: 'sethostname', name: 'set hostname', source: hostname });
   if (cwd !== '/') steps.push({ op: 'chdir', name: `working directory ${cwd}`, target: cwd });
+  if (input.setup) {
+    // Out of the setup cgroup before anything of the container's runs (core/spawner.h), and
+    // only then its cgroup namespace: rooted where the container's processes are.
+    steps.push({ op: 'joinCgroup', name: 'leave the setup cgroup', fd: input.setup.leaveFd });
+    if (input.cgroupNamespace ?? true) steps.push({ op: 'unshareCgroupNs', name: 'cgroup namespace' });
+  }
 
   const plan: NativePlan = {
     newNet: network === 'none',
     // After joining its cgroups the child makes the namespace itself (unshareCgroupNs); so
     // too when born in a v2 cgroup: clone3 roots a new namespace at the cloning thread's.
-    newCgroup: (input.cgroupNamespace ?? true) && !input.cgroupProcs?.length && input.cgroupFd === undefined,
+    newCgroup: (input.cgroupNamespace ?? true) && !input.cgroupProcs?.length && input.cgroupFd === undefined && !input.setup,
     shareVm: !input.forkStyle,
     steps,
     argv: command,
@@ -530,6 +542,7 @@ export function buildPlan(input: PlanInput): NativePlan {
   if (input.confinement) plan.security = input.confinement.security;
   if (input.initOptions?.length) plan.initOptions = input.initOptions;
   if (input.bornIn) plan.bornIn = input.bornIn;
+  if (input.setup) plan.setupIn = input.setup.tasks;
   if (input.cgroupFd !== undefined) plan.cgroupFd = input.cgroupFd;
   if (input.userns) plan.userns = { ...input.userns };
   return plan;

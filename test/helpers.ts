@@ -5,6 +5,7 @@ import { existsSync, readFileSync, readdirSync, readlinkSync, realpathSync, stat
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 
+import { v1Hierarchies } from '../src/cgroup';
 import { Container, type ExitStatus, type ProcessOptions } from '../src/container';
 import { NsboxError } from '../src/errors';
 import { processState } from '../src/proc';
@@ -37,15 +38,25 @@ export function unionMounts(): string[] {
     .filter((l) => / - (overlay|aufs) /.test(l));
 }
 
+const ownCpu = v1Hierarchies(readFileSync('/proc/self/mountinfo', 'utf8'), readFileSync('/proc/self/cgroup', 'utf8')).get('cpu');
+const OWN_CPU_TASKS = ownCpu ? path.join(ownCpu.mount, ownCpu.path, 'tasks') : undefined;
+
 /**
  * This process's open fds, but for the one nsbox keeps for the life of the process: the
  * sealed memfd holding nsbox-init (src-cc/core/init_image.cc), made on the first start.
  */
 export function openFds(): string[] {
+  let ownCpuTasks = OWN_CPU_TASKS;
   return readdirSync('/proc/self/fd')
     .filter((fd) => {
       try {
         const target = readlinkSync(`/proc/self/fd/${fd}`);
+        // One fd on this process's own cpu `tasks`: the setup cgroup's way back
+        // (src/cgroup.ts, setupCpuCgroup), opened once; a second one would be a leak.
+        if (target === ownCpuTasks) {
+          ownCpuTasks = undefined;
+          return false;
+        }
         // The nsbox-init memfd, and the `tasks` files of warm cgroup sets (src/cgroup-pool.ts):
         // both kept for the life of the process by design; limits.test.ts checks the sets.
         return !target.startsWith('/memfd:nsbox-init') && !/\/nsbox\/warm-\d+-/.test(target);

@@ -73,6 +73,37 @@ describe.skipIf(!!skipReason)(`rootless, as ${USER}${skipReason ? ` (skipped: ${
     expect(nsbox(['rm', 'keep']).status).toBe(0);
   });
 
+  // The setup below the loop (test/setup-cgroup.test.ts) is root's: a rootless child could not
+  // write itself back into the caller's cpu cgroup. Its processes stay where the caller is.
+  it("a container's processes run in the caller's cpu cgroup at the caller's nice (here 3); no thread of the user's in a setup cgroup", () => {
+    const script = box.apiScript(`
+      const fs = require('fs');
+      const line = (p) => fs.readFileSync('/proc/' + p + '/cgroup', 'utf8').split('\\n').find((l) => /^\\d+:([a-z]+,)*cpu(,[a-z]+)*:/.test(l));
+      const nice = (p) => Number(fs.readFileSync('/proc/' + p + '/stat', 'utf8').split(') ')[1].split(' ')[16]);
+      const rt = new nsbox.Runtime();
+      const c = await rt.run({ image: 'busybox', command: ['sleep', '30'], stdio: 'ignore', remove: true });
+      let kids = [];
+      for (let i = 0; i < 200 && !kids.length; i++) {
+        kids = fs.readFileSync('/proc/' + c.pid + '/task/' + c.pid + '/children', 'utf8').trim().split(/\\s+/).filter(Boolean);
+        if (!kids.length) await new Promise((r) => setTimeout(r, 10));
+      }
+      const procs = [c.pid, ...kids].map((p) => ({ cgroup: line(p), nice: nice(p) }));
+      const inSetup = fs.readdirSync('/proc/self/task').filter((t) => line('self/task/' + t).endsWith('/nsbox-setup'));
+      c.kill('SIGKILL');
+      await c.wait();
+      console.log(JSON.stringify({ self: line('self'), procs, inSetup }));
+    `);
+    const r = asUser(['nice', '-n', '3', 'node', script]);
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    expect(out.self).toMatch(/^\d+:([a-z]+,)*cpu(,[a-z]+)*:\//);
+    expect(out.procs).toEqual([
+      { cgroup: out.self, nice: 3 },
+      { cgroup: out.self, nice: 3 },
+    ]);
+    expect(out.inSetup).toEqual([]);
+  });
+
   // Each child writes its own maps through /proc/self, which is the user's only while its
   // address space is dumpable; a child sharing Node's (CLONE_VM) found it cleared by another
   // start's or exec's child in setup, and most of these starts failed with EACCES.

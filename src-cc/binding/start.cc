@@ -131,7 +131,7 @@ Napi::Value SpawnDetached(Napi::Env env, Napi::Object opts, const Plan& plan, St
 // Reads spawn's arguments into `job`. On a bad argument, throws a TypeError (and returns
 // false with `*early` undefined); on a failure to make the stdio fds, returns false with the
 // failure object in `*early`.
-bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born_in, Napi::Value* early) {
+bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born_in, std::string& setup_in, Napi::Value* early) {
   Napi::Env env = info.Env();
   *early = env.Undefined();
   Napi::Object js = info[0].As<Napi::Object>();
@@ -157,6 +157,9 @@ bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born
   // A v1 cgroup `tasks` file the spawner threads are moved into (once): the container is born
   // in that cgroup, with no move of its own (see core/spawner.h).
   born_in = r.Str(js, "bornIn");
+  // A v1 cpu cgroup the spawner threads are in too: the child's setup runs there, and its last
+  // step leaves it (core/spawner.h). Not for a detached start, whose clone is not a spawner's.
+  setup_in = r.Str(js, "setupIn");
   job.cgroup_dirs = r.Strs(js, "cgroupDirs");
   if (!r.ok()) {
     Napi::TypeError::New(env, r.error()).ThrowAsJavaScriptException();
@@ -285,10 +288,11 @@ Napi::Value finish_start(Napi::Env env, StartJob& job, Napi::Function on_exit) {
   return watch_started(env, res, io, on_exit, job.cgroup_dirs);
 }
 
-// The spawner pool for containers born in `born_in`, made on first use.
-Spawner& spawner_for(Instance* inst, const std::string& born_in) {
-  std::unique_ptr<Spawner>& spawner = inst->spawners[born_in];
-  if (!spawner) spawner = std::make_unique<Spawner>(born_in, spawner_threads());
+// The spawner pool for containers born in `born_in` and set up in `setup_in`, made on first
+// use. A path has no NUL: the key names both unambiguously.
+Spawner& spawner_for(Instance* inst, const std::string& born_in, const std::string& setup_in = "") {
+  std::unique_ptr<Spawner>& spawner = inst->spawners[born_in + std::string(1, '\0') + setup_in];
+  if (!spawner) spawner = std::make_unique<Spawner>(born_in, setup_in, spawner_threads());
   return *spawner;
 }
 
@@ -304,9 +308,9 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   StartJob job;
-  std::string born_in;
+  std::string born_in, setup_in;
   Napi::Value early;
-  if (!read_start(info, job, born_in, &early)) return early;
+  if (!read_start(info, job, born_in, setup_in, &early)) return early;
   if (info.Length() > 2 && info[2].IsObject()) return SpawnDetached(env, info[2].As<Napi::Object>(), job.plan, job.io, born_in);
 
   Instance* inst = env.GetInstanceData<Instance>();
@@ -317,7 +321,7 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
     job.io.CloseChildEnds();
   } else {
     const int init_fd = inst->init_fd;
-    job.res = spawner_for(inst, born_in).Run([&job, init_fd] { return run_start(job, init_fd); });
+    job.res = spawner_for(inst, born_in, setup_in).Run([&job, init_fd] { return run_start(job, init_fd); });
   }
   return finish_start(env, job, info[1].As<Napi::Function>());
 }
@@ -333,9 +337,9 @@ Napi::Value SpawnAsync(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   std::unique_ptr<StartJob> job = std::make_unique<StartJob>();
-  std::string born_in;
+  std::string born_in, setup_in;
   Napi::Value early;
-  if (!read_start(info, *job, born_in, &early)) return early;
+  if (!read_start(info, *job, born_in, setup_in, &early)) return early;
   Instance* inst = env.GetInstanceData<Instance>();
   if (inst->init_fd < 0) inst->init_fd = make_init_image();
   int err = inst->init_fd < 0 ? -inst->init_fd : inst->StartAsyncHandle(env);
@@ -356,7 +360,7 @@ Napi::Value SpawnAsync(const Napi::CallbackInfo& info) {
   StartJob* raw = job.release();
   const int init_fd = inst->init_fd;
   inst->in_flight++;
-  spawner_for(inst, born_in)
+  spawner_for(inst, born_in, setup_in)
       .Post([raw, init_fd] { return run_start(*raw, init_fd); },
             [raw, inst](SpawnResult r) {
               raw->res = r;

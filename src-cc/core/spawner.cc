@@ -43,7 +43,8 @@ size_t spawner_threads() {
   return static_cast<size_t>(n < 2 ? 2 : n > 16 ? 16 : n);
 }
 
-Spawner::Spawner(std::string cgroup_tasks, size_t max_threads) : tasks_(std::move(cgroup_tasks)), max_threads_(max_threads < 1 ? 1 : max_threads) {}
+Spawner::Spawner(std::string cgroup_tasks, std::string setup_tasks, size_t max_threads)
+    : tasks_(std::move(cgroup_tasks)), setup_(std::move(setup_tasks)), max_threads_(max_threads < 1 ? 1 : max_threads) {}
 
 Spawner::~Spawner() {
   {
@@ -87,7 +88,7 @@ void Spawner::Loop() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, nullptr);
-  bool joined = tasks_.empty();
+  bool joined = tasks_.empty() && setup_.empty();
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
@@ -103,7 +104,10 @@ void Spawner::Loop() {
       r.parent_sys = Sys::kClone;
       r.parent_errno = ECANCELED;
     } else if (!joined) {
-      int err = join_cgroup_thread(tasks_);
+      int err = tasks_.empty() ? 0 : join_cgroup_thread(tasks_);
+      // The setup cgroup only lowers the setup's share: a thread that cannot join it clones
+      // from where it is, and the child's move back (its last step) moves it nowhere.
+      if (!err && !setup_.empty()) join_cgroup_thread(setup_);
       if (err) {
         r.parent_sys = Sys::kWrite;
         r.parent_errno = err;

@@ -13,6 +13,15 @@
 // that, so starts in flight at once need as many threads (issue 14: the JS thread never waits
 // for a child's setup, and several starts use several cores).
 //
+// Why a second cgroup, `setup` (issue 14: the event loop stays responsive while containers
+// start): a v1 `cpu` cgroup of low cpu.shares beside the caller's own. The threads join it
+// too, so a child is born there and its whole setup (mounts, pivot_root, the host-side calls
+// of this thread) competes as one small group; the loop thread stays in the caller's group,
+// whose share that setup no longer uses up. Nice values would not do it: with autogroups (or
+// any cpu cgroup) the scheduler first shares the CPU between groups, and a niced child still
+// spends its own group's share, the loop's. The child leaves for the caller's cpu cgroup as its
+// last step, so the container runs where it would have been born without this.
+//
 // Why they live as long as the Node environment: a container's PR_SET_PDEATHSIG fires when
 // the *thread* that cloned it exits, so a spawner thread never ends while its containers may
 // run. Threads are made as starts need them, up to a maximum, and joined at teardown only.
@@ -37,8 +46,9 @@ class Spawner {
   using Done = std::function<void(SpawnResult)>;
 
   // Threads (up to `max_threads`) that join the cgroup whose `tasks` file is `cgroup_tasks`
-  // ("" for wherever they are) before their first job.
-  Spawner(std::string cgroup_tasks, size_t max_threads);
+  // and the one whose `tasks` file is `setup_tasks` ("" for wherever they are) before their
+  // first job.
+  Spawner(std::string cgroup_tasks, std::string setup_tasks, size_t max_threads);
   // Lets running jobs finish, ends queued ones with ECANCELED (their `done` still runs), joins.
   ~Spawner();
   Spawner(const Spawner&) = delete;
@@ -53,6 +63,7 @@ class Spawner {
   void Loop();
 
   const std::string tasks_;
+  const std::string setup_;
   const size_t max_threads_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -133,3 +133,33 @@ describe('disposable write layers', () => {
     expect(opts(false)).not.toContain('volatile');
   });
 });
+
+describe('the setup cgroup (issue 14: the setup below the loop)', () => {
+  const base = { command: ['/bin/true'], root };
+  it('leaves it as the last step, and only then makes the cgroup namespace', () => {
+    const plan = buildPlan({ ...base, setup: { tasks: '/sys/fs/cgroup/cpu/nsbox-setup/tasks', leaveFd: 41 } });
+    expect(plan.setupIn).toBe('/sys/fs/cgroup/cpu/nsbox-setup/tasks');
+    // Born in the setup cgroup, a namespace made at clone would be rooted there.
+    expect(plan.newCgroup).toBe(false);
+    expect(plan.steps.slice(-2)).toEqual([
+      { op: 'joinCgroup', name: 'leave the setup cgroup', fd: 41 },
+      { op: 'unshareCgroupNs', name: 'cgroup namespace' },
+    ]);
+    expect(plan.steps.filter((s) => s.op === 'unshareCgroupNs')).toHaveLength(1);
+  });
+  it("with cgroups of the container's own: joined first, the namespace still after the leave", () => {
+    const plan = buildPlan({ ...base, cgroupProcs: [30, 31], setup: { tasks: '/t', leaveFd: 41 } });
+    expect(plan.steps.slice(0, 2).map((s) => s.op)).toEqual(['joinCgroup', 'joinCgroup']);
+    expect(plan.steps.map((s) => s.op).indexOf('unshareCgroupNs')).toBe(plan.steps.length - 1);
+    expect(plan.steps.filter((s) => s.op === 'unshareCgroupNs')).toHaveLength(1);
+  });
+  it('without cgroup namespaces: the leave only; without a setup cgroup: the plan as before', () => {
+    const off = buildPlan({ ...base, cgroupNamespace: false, setup: { tasks: '/t', leaveFd: 41 } });
+    expect(off.steps.at(-1)).toEqual({ op: 'joinCgroup', name: 'leave the setup cgroup', fd: 41 });
+    expect(off.steps.some((s) => s.op === 'unshareCgroupNs')).toBe(false);
+    const none = buildPlan(base);
+    expect(none.setupIn).toBeUndefined();
+    expect(none.newCgroup).toBe(true);
+    expect(none.steps.some((s) => s.op === 'joinCgroup' || s.op === 'unshareCgroupNs')).toBe(false);
+  });
+});
