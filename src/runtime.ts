@@ -1598,8 +1598,10 @@ export class Runtime {
     } finally {
       thaw?.();
       lock.release();
-      if (tmp) removeDirTree(tmp, { force: true }); // the addon's walk: a committed tree can be deeper than fs.rmSync's recursion
       if (tmpOutput) fs.rmSync(tmpOutput, { force: true });
+      // The addon's walk (a committed tree can be deeper than fs.rmSync's recursion), on the
+      // thread pool: a failed commit of a big tree leaves a big tree to remove.
+      if (tmp) await removeTreeAsync(tmp, { force: true });
     }
   }
 

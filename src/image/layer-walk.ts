@@ -21,12 +21,18 @@
  * Names are bytes. The walk is iterative (an explicit stack, however deep the tree) and keeps
  * a bounded number of fds open per layer. Entries come sorted by bytes, a directory before
  * its contents, and visitors hear when a directory's contents are done.
+ *
+ * The event loop gets a turn every few milliseconds of walking (src/loop-turns.ts): the walk's
+ * place is its stack and its open directory fds, which a turn leaves as they are, so every
+ * rule above holds across turns as within one (an entry is still opened from the fd its
+ * listing came from, and checked again when opened).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError } from '../errors';
 import { getXattrFd, listDir, openDir, openDirAt, openParentDir, printable, statFd, type EntryStat } from '../fsat';
+import { LoopTurns } from '../loop-turns';
 import type { StorageDriver } from '../workspace';
 
 export interface LayerWalkSource {
@@ -191,6 +197,7 @@ export class MergedWalker {
   private readonly exclude: Set<string>;
   private readonly layers: string[];
   private chains: DirChain[] = [];
+  private readonly turns = new LoopTurns();
 
   constructor(
     private readonly source: LayerWalkSource,
@@ -230,6 +237,7 @@ export class MergedWalker {
     const all = layers.map((_, i) => i);
     const stack: Frame[] = [{ entry: root, rel: '', layers: all, children: this.merge(all), next: 0 }];
     while (stack.length > 0) {
+      if (this.turns.due) await this.turns.give();
       const frame = stack[stack.length - 1]!;
       if (frame.next === frame.children.length) {
         stack.pop();
