@@ -9,6 +9,10 @@
  *
  * The tar format is src/image/tar.ts's: ustar headers, pax for long names, nanosecond times
  * and xattrs. Hard links within the tree are written as tar hard links.
+ *
+ * The walk hands out what it has and gives the event loop a turn whenever a few milliseconds
+ * of it have passed (src/loop-turns.ts); its place is its stack and its directory fds, and an
+ * entry changed in between is met by the same rules as one changed at any other moment.
  */
 import * as fs from 'node:fs';
 
@@ -16,6 +20,7 @@ import { NsboxError, errnoCode } from './errors';
 import { listDir, listXattrsFd, openDirAt, openFileAt, openInRoot, printable, readLinkAt, statAt, statFd, type EntryStat } from './fsat';
 import { DirChain, isChangedError } from './image/layer-walk';
 import { BLOCK_SIZE, encodeHeader, endOfArchive, writeHeader, type TarHeaderInput } from './image/tar';
+import { LoopTurns } from './loop-turns';
 
 const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, O_RDONLY, O_DIRECTORY, O_NOCTTY } = fs.constants;
 const EMPTY = Buffer.alloc(0);
@@ -57,9 +62,13 @@ export async function* treeTar(src: TreeSource, stats: TreeTarStats = { entries:
   try {
     for (const _ of walk.run()) {
       void _;
-      const chunk = out.take();
-      stats.bytes += chunk.length;
-      yield chunk;
+      if (out.used > 0) {
+        const chunk = out.take();
+        stats.bytes += chunk.length;
+        yield chunk;
+      }
+      // The consumer's work on the chunk (cp into a container extracts it) counts too.
+      if (walk.turns.due) await walk.turns.give();
     }
     out.put(endOfArchive());
     const last = out.take(true);
@@ -98,8 +107,13 @@ class Chunks {
     else this.put(encodeHeader(h));
   }
 
-  /** The filled part; a fresh buffer takes its place. */
+  /** The filled part; a fresh buffer takes its place (a small part is copied out instead). */
   take(all = false): Buffer {
+    if (!all && this.used < CHUNK / 8 && this.buf.length === CHUNK) {
+      const small = Buffer.from(this.buf.subarray(0, this.used));
+      this.used = 0;
+      return small;
+    }
     const out = this.buf.subarray(0, this.used);
     this.buf = all ? Buffer.alloc(0) : Buffer.allocUnsafe(CHUNK);
     this.used = 0;
@@ -120,6 +134,7 @@ class TreeWalk {
   private chain: DirChain | undefined;
   /** Identity of regular files with several links → the tar path written first. */
   private readonly links = new Map<string, Buffer>();
+  readonly turns = new LoopTurns();
 
   constructor(
     private readonly src: TreeSource,
@@ -127,7 +142,7 @@ class TreeWalk {
     private readonly stats: TreeTarStats,
   ) {}
 
-  /** Yields whenever the output buffer should be handed out. */
+  /** Yields whenever the output buffer should be handed out, or the loop is owed a turn. */
   *run(): Generator<void> {
     const { src } = this;
     let topFd: number;
@@ -159,6 +174,7 @@ class TreeWalk {
     const { names, stats } = isPseudoFs(topFd) ? { names: [], stats: [] } : listDir(topFd);
     const stack: Frame[] = [{ path: src.as, dirStat: topStat, ...sorted(names, stats), next: 0 }];
     while (stack.length > 0) {
+      if (this.turns.due) yield;
       const f = stack[stack.length - 1]!;
       if (f.next === f.names.length) {
         stack.pop();

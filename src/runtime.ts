@@ -1622,7 +1622,7 @@ export class Runtime {
     } catch (e) {
       throw this.subidCopyError(e, ref);
     } finally {
-      release();
+      await release();
     }
   }
 
@@ -1660,32 +1660,34 @@ export class Runtime {
     try {
       out = copyOutOf(root, path_, options, label);
     } catch (e) {
-      release();
+      await release();
       throw this.subidCopyError(e, ref);
     }
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      out.close();
-      release();
+    let done: Promise<void> | undefined;
+    const finish = (): Promise<void> => {
+      done ??= (async () => {
+        out.close();
+        await release();
+      })();
+      return done;
     };
     const stream = toReadable(
       (async function* released() {
         try {
           yield* out.chunks;
         } finally {
-          finish();
+          await finish();
         }
       })(),
     );
     // Destroyed before it was read, the generator never ran: its finally would not either.
-    stream.once('close', finish);
+    // (Nobody is left to hear a failure to close then.)
+    stream.once('close', () => void finish().catch(() => {}));
     return stream;
   }
 
   /** The container's root for a copy, under its lock: its mounted root while it runs, else its layers. */
-  private async copyRoot(ref: string, label: string): Promise<{ root: ContainerRoot; release: () => void }> {
+  private async copyRoot(ref: string, label: string): Promise<{ root: ContainerRoot; release: () => Promise<void> }> {
     this.layout.verify();
     const id = this.trustedRecord(ref).id;
     const { openRunningRoot, openStoppedRoot } = await import('./copy-root');
@@ -1722,9 +1724,14 @@ export class Runtime {
       if (rec.userns) root.idRange = rec.userns;
       return {
         root,
-        release: () => {
-          root.close();
-          lock.release();
+        // The root closed (a stopped one's mount gone) before the lock is let go: a start
+        // must never mount the same write layer while this mount of it lives.
+        release: async () => {
+          try {
+            await root.closeAsync();
+          } finally {
+            await lock.releaseAsync();
+          }
         },
       };
     } catch (e) {
