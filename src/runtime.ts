@@ -1764,9 +1764,11 @@ export class Runtime {
   /**
    * Removes an image; refused while a running container uses it, even with `force`; refused
    * while a stopped one does unless `force`. A container whose record cannot be read may be
-   * using it: it counts as a stopped user.
+   * using it: it counts as a stopped user. A refusal throws at once; once this returns the
+   * image is gone from the store, and the promise settles when its files are deleted (on
+   * libuv's thread pool: the event loop is free meanwhile).
    */
-  removeImage(name: string, options: { force?: boolean | undefined } = {}): void {
+  removeImage(name: string, options: { force?: boolean | undefined } = {}): Promise<void> {
     const { force = false } = checkOptions('removeImage', FORCE, options);
     name = validateImageName(name);
     const stopped: string[] = [];
@@ -1776,7 +1778,7 @@ export class Runtime {
       if (c.status === 'running' || c.status === 'creating') running.push(c.name ?? c.id);
       else if (c.status !== 'removing') stopped.push(c.name ?? c.id);
     }
-    this.images.remove(name, { running, stopped }, force);
+    return this.images.remove(name, { running, stopped }, force);
   }
 
   /**
