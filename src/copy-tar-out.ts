@@ -17,7 +17,7 @@
 import * as fs from 'node:fs';
 
 import { NsboxError, errnoCode } from './errors';
-import { listDir, listXattrsFd, openDirAt, openFileAt, openInRoot, printable, readLinkAt, statAt, statFd, type EntryStat } from './fsat';
+import { listDirAsync, listXattrsFd, openDirAt, openFileAt, openInRoot, printable, readLinkAt, statAt, statFd, type EntryStat } from './fsat';
 import { DirChain, isChangedError } from './image/layer-walk';
 import { BLOCK_SIZE, encodeHeader, endOfArchive, writeHeader, type TarHeaderInput } from './image/tar';
 import { LoopTurns } from './loop-turns';
@@ -60,7 +60,7 @@ export async function* treeTar(src: TreeSource, stats: TreeTarStats = { entries:
   }
   const walk = new TreeWalk(src, out, stats);
   try {
-    for (const _ of walk.run()) {
+    for await (const _ of walk.run()) {
       void _;
       if (out.used > 0) {
         const chunk = out.take();
@@ -142,8 +142,11 @@ class TreeWalk {
     private readonly stats: TreeTarStats,
   ) {}
 
-  /** Yields whenever the output buffer should be handed out, or the loop is owed a turn. */
-  *run(): Generator<void> {
+  /**
+   * Yields whenever the output buffer should be handed out, or the loop is owed a turn. A big
+   * directory is listed on the thread pool (listDirAsync), its fd open meanwhile.
+   */
+  async *run(): AsyncGenerator<void> {
     const { src } = this;
     let topFd: number;
     if (src.name === null) {
@@ -171,7 +174,7 @@ class TreeWalk {
     this.chain = new DirChain(topFd);
     const topStat = statFd(topFd);
     yield* this.dirHeader(topStat, src.as);
-    const { names, stats } = isPseudoFs(topFd) ? { names: [], stats: [] } : listDir(topFd);
+    const { names, stats } = isPseudoFs(topFd) ? { names: [], stats: [] } : await listDirAsync(topFd, this.turns);
     const stack: Frame[] = [{ path: src.as, dirStat: topStat, ...sorted(names, stats), next: 0 }];
     while (stack.length > 0) {
       if (this.turns.due) yield;
@@ -204,7 +207,8 @@ class TreeWalk {
           const now = statFd(fd);
           yield* this.dirHeader(now, path);
           const crossed = device(now) !== device(f.dirStat);
-          stack.push({ path, dirStat: now, ...(crossed && isPseudoFs(fd) ? { names: [], stats: [] } : sorted(...listing(fd))), next: 0 });
+          const listed = crossed && isPseudoFs(fd) ? { names: [], stats: [] } : await listDirAsync(fd, this.turns);
+          stack.push({ path, dirStat: now, ...sorted(listed.names, listed.stats), next: 0 });
         }
         continue; // gone
       }
@@ -401,11 +405,6 @@ function isPseudoFs(fd: number): boolean {
 
 function base(st: EntryStat): Omit<TarHeaderInput, 'name' | 'type'> {
   return { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, mtime: st.mtimeSec, mtimeNsec: st.mtimeNsec };
-}
-
-function listing(fd: number): [Buffer[], EntryStat[]] {
-  const { names, stats } = listDir(fd);
-  return [names, stats];
 }
 
 /** Names sorted by bytes: the same tree always gives the same tar. */

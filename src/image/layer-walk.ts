@@ -31,7 +31,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError } from '../errors';
-import { getXattrFd, listDir, openDir, openDirAt, openParentDir, printable, statFd, type EntryStat } from '../fsat';
+import { getXattrFd, listDirAsync, openDir, openDirAt, openParentDir, printable, statFd, type EntryStat } from '../fsat';
 import { LoopTurns } from '../loop-turns';
 import type { StorageDriver } from '../workspace';
 
@@ -235,7 +235,7 @@ export class MergedWalker {
       return;
     }
     const all = layers.map((_, i) => i);
-    const stack: Frame[] = [{ entry: root, rel: '', layers: all, children: this.merge(all), next: 0 }];
+    const stack: Frame[] = [{ entry: root, rel: '', layers: all, children: await this.merge(all), next: 0 }];
     while (stack.length > 0) {
       if (this.turns.due) await this.turns.give();
       const frame = stack[stack.length - 1]!;
@@ -268,21 +268,26 @@ export class MergedWalker {
         // (run() closes every chain.)
         throw isChangedError(err) ? layersChanged(entry.path, err) : err;
       }
-      stack.push({ entry, rel, layers: c.dirLayers, children: this.merge(c.dirLayers), next: 0 });
+      stack.push({ entry, rel, layers: c.dirLayers, children: await this.merge(c.dirLayers), next: 0 });
     }
   }
 
-  /** The names of a directory across the layers that hold it, each with the copy that wins. */
-  private merge(dirLayers: number[]): Candidate[] {
+  /**
+   * The names of a directory across the layers that hold it, each with the copy that wins.
+   * Each layer's copy is listed on the thread pool (its fd stays open meanwhile: this walk is
+   * waiting for it).
+   */
+  private async merge(dirLayers: number[]): Promise<Candidate[]> {
     const { driver } = this.source;
     const merged = new Map<string, Candidate>();
     for (let i = 0; i < dirLayers.length; i++) {
       const l = dirLayers[i]!;
       const fd = this.chains[l]!.fd;
-      const { names, stats } = listDir(fd);
+      const { names, stats } = await listDirAsync(fd, this.turns);
       let opaque = false;
       const whiteouts: string[] = [];
       for (let j = 0; j < names.length; j++) {
+        if ((j & 255) === 255 && this.turns.due) await this.turns.give();
         const name = names[j]!;
         const key = name.toString('latin1');
         if (driver === 'aufs' && key.startsWith('.wh.')) {
