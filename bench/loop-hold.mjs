@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 
 import { median } from './lib/stats.mjs';
 
@@ -104,9 +104,21 @@ async function oneRun(build) {
 for (let i = 0; i < RUNS; i++) for (const b of builds) await oneRun(b);
 fs.rmSync(scratch, { recursive: true, force: true });
 
+// The yardstick: what the loop's delay is on this machine now for pure CPU work cut in 4 ms
+// slices with a setImmediate between them (what src/loop-turns.ts does), for 3 s.
+const yardstick = await measure(async () => {
+  const end = performance.now() + 3000;
+  while (performance.now() < end) {
+    const t = performance.now();
+    while (performance.now() - t < 4);
+    await new Promise((r) => setImmediate(r));
+  }
+});
+
 const f = (x) => x.toFixed(1).padStart(8);
+console.log(`yardstick: 4 ms CPU slices with a turn between: max delay ${yardstick.max.toFixed(1)} ms, p99 ${yardstick.p99.toFixed(1)} ms`);
 console.log(
-  `N=${N} files, ${RUNS} runs, load ${os
+  `N=${N} files, ${PER_DIR} per directory, ${RUNS} runs, load ${os
     .loadavg()
     .map((l) => l.toFixed(2))
     .join(' ')}`,
