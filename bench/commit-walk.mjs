@@ -56,7 +56,7 @@ for (let i = 0; i < runs; i++) {
         const ms = now() - t0;
         if (!times.has(key)) times.set(key, []);
         times.get(key).push(ms);
-        s.rt.removeImage(name);
+        await s.rt.removeImage(name);
         fs.rmSync(tar, { force: true });
       }
     }

@@ -193,8 +193,8 @@ if (args.includes('--images')) {
     rows.push(['import', imp], ['commit', current]);
     current = null;
     await c.remove();
-    rt.removeImage(`p${i}c`);
-    rt.removeImage(`p${i}`);
+    await rt.removeImage(`p${i}c`);
+    await rt.removeImage(`p${i}`);
     fs.rmSync(path.join(root, 'out.tar'), { force: true });
   }
   fs.rmSync(root, { recursive: true, force: true });

@@ -9,13 +9,18 @@
  *
  * The tar format is src/image/tar.ts's: ustar headers, pax for long names, nanosecond times
  * and xattrs. Hard links within the tree are written as tar hard links.
+ *
+ * The walk hands out what it has and gives the event loop a turn whenever a few milliseconds
+ * of it have passed (src/loop-turns.ts); its place is its stack and its directory fds, and an
+ * entry changed in between is met by the same rules as one changed at any other moment.
  */
 import * as fs from 'node:fs';
 
 import { NsboxError, errnoCode } from './errors';
-import { listDir, listXattrsFd, openDirAt, openFileAt, openInRoot, printable, readLinkAt, statAt, statFd, type EntryStat } from './fsat';
+import { listDirAsync, listXattrsFd, openDirAt, openFileAt, openInRoot, printable, readLinkAt, statAt, statFd, type EntryStat } from './fsat';
 import { DirChain, isChangedError } from './image/layer-walk';
 import { BLOCK_SIZE, encodeHeader, endOfArchive, writeHeader, type TarHeaderInput } from './image/tar';
+import { LoopTurns } from './loop-turns';
 
 const { S_IFMT, S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, O_RDONLY, O_DIRECTORY, O_NOCTTY } = fs.constants;
 const EMPTY = Buffer.alloc(0);
@@ -55,11 +60,15 @@ export async function* treeTar(src: TreeSource, stats: TreeTarStats = { entries:
   }
   const walk = new TreeWalk(src, out, stats);
   try {
-    for (const _ of walk.run()) {
+    for await (const _ of walk.run()) {
       void _;
-      const chunk = out.take();
-      stats.bytes += chunk.length;
-      yield chunk;
+      if (out.used > 0) {
+        const chunk = out.take();
+        stats.bytes += chunk.length;
+        yield chunk;
+      }
+      // The consumer's work on the chunk (cp into a container extracts it) counts too.
+      if (walk.turns.due) await walk.turns.give();
     }
     out.put(endOfArchive());
     const last = out.take(true);
@@ -98,8 +107,13 @@ class Chunks {
     else this.put(encodeHeader(h));
   }
 
-  /** The filled part; a fresh buffer takes its place. */
+  /** The filled part; a fresh buffer takes its place (a small part is copied out instead). */
   take(all = false): Buffer {
+    if (!all && this.used < CHUNK / 8 && this.buf.length === CHUNK) {
+      const small = Buffer.from(this.buf.subarray(0, this.used));
+      this.used = 0;
+      return small;
+    }
     const out = this.buf.subarray(0, this.used);
     this.buf = all ? Buffer.alloc(0) : Buffer.allocUnsafe(CHUNK);
     this.used = 0;
@@ -120,6 +134,7 @@ class TreeWalk {
   private chain: DirChain | undefined;
   /** Identity of regular files with several links → the tar path written first. */
   private readonly links = new Map<string, Buffer>();
+  readonly turns = new LoopTurns();
 
   constructor(
     private readonly src: TreeSource,
@@ -127,8 +142,11 @@ class TreeWalk {
     private readonly stats: TreeTarStats,
   ) {}
 
-  /** Yields whenever the output buffer should be handed out. */
-  *run(): Generator<void> {
+  /**
+   * Yields whenever the output buffer should be handed out, or the loop is owed a turn. A big
+   * directory is listed on the thread pool (listDirAsync), its fd open meanwhile.
+   */
+  async *run(): AsyncGenerator<void> {
     const { src } = this;
     let topFd: number;
     if (src.name === null) {
@@ -156,9 +174,10 @@ class TreeWalk {
     this.chain = new DirChain(topFd);
     const topStat = statFd(topFd);
     yield* this.dirHeader(topStat, src.as);
-    const { names, stats } = isPseudoFs(topFd) ? { names: [], stats: [] } : listDir(topFd);
+    const { names, stats } = isPseudoFs(topFd) ? { names: [], stats: [] } : await listDirAsync(topFd, this.turns);
     const stack: Frame[] = [{ path: src.as, dirStat: topStat, ...sorted(names, stats), next: 0 }];
     while (stack.length > 0) {
+      if (this.turns.due) yield;
       const f = stack[stack.length - 1]!;
       if (f.next === f.names.length) {
         stack.pop();
@@ -188,7 +207,8 @@ class TreeWalk {
           const now = statFd(fd);
           yield* this.dirHeader(now, path);
           const crossed = device(now) !== device(f.dirStat);
-          stack.push({ path, dirStat: now, ...(crossed && isPseudoFs(fd) ? { names: [], stats: [] } : sorted(...listing(fd))), next: 0 });
+          const listed = crossed && isPseudoFs(fd) ? { names: [], stats: [] } : await listDirAsync(fd, this.turns);
+          stack.push({ path, dirStat: now, ...sorted(listed.names, listed.stats), next: 0 });
         }
         continue; // gone
       }
@@ -385,11 +405,6 @@ function isPseudoFs(fd: number): boolean {
 
 function base(st: EntryStat): Omit<TarHeaderInput, 'name' | 'type'> {
   return { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, mtime: st.mtimeSec, mtimeNsec: st.mtimeNsec };
-}
-
-function listing(fd: number): [Buffer[], EntryStat[]] {
-  const { names, stats } = listDir(fd);
-  return [names, stats];
 }
 
 /** Names sorted by bytes: the same tree always gives the same tar. */

@@ -19,6 +19,7 @@ import { NsboxError, fromSystemError, invalid } from './errors';
 import { openInRoot, statAt, statFd, type EntryStat } from './fsat';
 import { isRootless } from './rootless';
 import { TarReader } from './image/tar';
+import { LoopTurns } from './loop-turns';
 
 /** A tar stream (a Readable, any async iterable of bytes, or a whole Buffer), or a host path. */
 export type CopySource = string | Buffer | Uint8Array | AsyncIterable<Uint8Array | string>;
@@ -282,14 +283,26 @@ export async function* tarChunks(source: Exclude<CopySource, string>): AsyncGene
   for await (const chunk of source) yield typeof chunk === 'string' ? Buffer.from(chunk) : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
 }
 
-/** Feeds a tar stream to an FdExtractor writing beneath `fd`. */
+// A chunk of the tar is parsed and written this much at a time: a Buffer source is one chunk
+// of any size, and a piece of small files is many entries.
+const EXTRACT_PIECE = 16 << 10;
+
+/**
+ * Feeds a tar stream to an FdExtractor writing beneath `fd`, giving the event loop a turn
+ * every few milliseconds of writing (the writer's place is its open directory fds, which a
+ * turn leaves as they are).
+ */
 export async function extractStream(chunks: AsyncIterable<Buffer>, fd: number, o: ConstructorParameters<typeof FdExtractor>[1]): Promise<CopyResult> {
   const writer = new FdExtractor(fd, o);
   const reader = new TarReader(writer, o.label);
+  const turns = new LoopTurns();
   try {
     for await (const chunk of chunks) {
-      if (reader.finished) continue; // read to the end: a producer is never left blocked
-      reader.write(chunk);
+      for (let at = 0; at < chunk.length && !reader.finished; at += EXTRACT_PIECE) {
+        if (turns.due) await turns.give();
+        reader.write(at === 0 && chunk.length <= EXTRACT_PIECE ? chunk : chunk.subarray(at, at + EXTRACT_PIECE));
+      }
+      // (once finished, the rest is read to the end: a producer is never left blocked)
     }
     reader.end();
     writer.finish();

@@ -8,6 +8,7 @@ import { resolve as pathResolve } from 'node:path';
 import { NsboxError, errnoCode, fromNative, isNativeErrno } from './errors';
 import { native, type NativeErrno } from './native';
 import { overlayLowerdir } from './plan';
+import type { LoopTurns } from './loop-turns';
 import { canFallBack, isAccessError, runAsMappedRoot, runAsMappedRootAsync, type HelperReply } from './subid';
 
 /** An entry's lstat, as listDir and statFd give it (times in seconds and nanoseconds). */
@@ -103,6 +104,34 @@ export function listDir(dirfd: number): DirListing {
   const stats: EntryStat[] = new Array<EntryStat>(r.names.length);
   for (let i = 0; i < stats.length; i++) stats[i] = toStat(r.stats, i);
   return { names: r.names, stats };
+}
+
+// A directory this big (st_size: bytes of directory blocks; on ext4 a 4 KiB block holds some
+// 150-250 short names) is listed on the thread pool; a smaller one at once, which costs less
+// than the pool's round trip (a walk of many small directories would pay it for each).
+const BIG_DIR_BYTES = 16 << 10;
+
+/**
+ * listDir for long walks: a big directory's system calls on libuv's thread pool (one of tens
+ * of thousands of entries holds the loop for hundreds of milliseconds otherwise), its
+ * entries made into objects on the JS thread with a turn of the loop whenever one is due.
+ * `dirfd` must stay open until it settles.
+ */
+export async function listDirAsync(dirfd: number, turns: LoopTurns): Promise<DirListing> {
+  if (statFd(dirfd).size < BIG_DIR_BYTES) return listDir(dirfd);
+  const r = await new Promise<{ names: Buffer; ends: Uint32Array; stats: Float64Array }>((resolve, reject) =>
+    native().listDirAsync(dirfd, (res) => (isErrno(res) ? reject(errnoError('read directory', res)) : resolve(res))),
+  );
+  const n = r.ends.length;
+  const names = new Array<Buffer>(n);
+  const stats = new Array<EntryStat>(n);
+  for (let i = 0, start = 0; i < n; i++) {
+    if ((i & 255) === 255 && turns.due) await turns.give();
+    names[i] = r.names.subarray(start, r.ends[i]);
+    start = r.ends[i]!;
+    stats[i] = toStat(r.stats, i);
+  }
+  return { names, stats };
 }
 
 export function statFd(fd: number): EntryStat {

@@ -252,6 +252,8 @@ export interface NativeBinding {
   openFileAt(dirfd: number, name: Buffer): number | NativeErrno;
   createFileAt(dirfd: number, name: Buffer): number | NativeErrno;
   listDir(dirfd: number): { names: Buffer[]; stats: Float64Array } | NativeErrno;
+  /** listDir on the pool: the names as one Buffer and where each ends. dirfd must stay open until `done`. */
+  listDirAsync(dirfd: number, done: (r: { names: Buffer; ends: Uint32Array; stats: Float64Array } | NativeErrno) => void): void;
   statFd(fd: number): Float64Array | NativeErrno;
   readLinkAt(dirfd: number, name: Buffer): Buffer | NativeErrno;
   getXattrFd(fd: number, name: string): Buffer | NativeErrno | null;

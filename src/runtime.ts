@@ -1598,8 +1598,10 @@ export class Runtime {
     } finally {
       thaw?.();
       lock.release();
-      if (tmp) removeDirTree(tmp, { force: true }); // the addon's walk: a committed tree can be deeper than fs.rmSync's recursion
       if (tmpOutput) fs.rmSync(tmpOutput, { force: true });
+      // The addon's walk (a committed tree can be deeper than fs.rmSync's recursion), on the
+      // thread pool: a failed commit of a big tree leaves a big tree to remove.
+      if (tmp) await removeTreeAsync(tmp, { force: true });
     }
   }
 
@@ -1620,7 +1622,7 @@ export class Runtime {
     } catch (e) {
       throw this.subidCopyError(e, ref);
     } finally {
-      release();
+      await release();
     }
   }
 
@@ -1658,32 +1660,34 @@ export class Runtime {
     try {
       out = copyOutOf(root, path_, options, label);
     } catch (e) {
-      release();
+      await release();
       throw this.subidCopyError(e, ref);
     }
-    let done = false;
-    const finish = (): void => {
-      if (done) return;
-      done = true;
-      out.close();
-      release();
+    let done: Promise<void> | undefined;
+    const finish = (): Promise<void> => {
+      done ??= (async () => {
+        out.close();
+        await release();
+      })();
+      return done;
     };
     const stream = toReadable(
       (async function* released() {
         try {
           yield* out.chunks;
         } finally {
-          finish();
+          await finish();
         }
       })(),
     );
     // Destroyed before it was read, the generator never ran: its finally would not either.
-    stream.once('close', finish);
+    // (Nobody is left to hear a failure to close then.)
+    stream.once('close', () => void finish().catch(() => {}));
     return stream;
   }
 
   /** The container's root for a copy, under its lock: its mounted root while it runs, else its layers. */
-  private async copyRoot(ref: string, label: string): Promise<{ root: ContainerRoot; release: () => void }> {
+  private async copyRoot(ref: string, label: string): Promise<{ root: ContainerRoot; release: () => Promise<void> }> {
     this.layout.verify();
     const id = this.trustedRecord(ref).id;
     const { openRunningRoot, openStoppedRoot } = await import('./copy-root');
@@ -1720,9 +1724,14 @@ export class Runtime {
       if (rec.userns) root.idRange = rec.userns;
       return {
         root,
-        release: () => {
-          root.close();
-          lock.release();
+        // The root closed (a stopped one's mount gone) before the lock is let go: a start
+        // must never mount the same write layer while this mount of it lives.
+        release: async () => {
+          try {
+            await root.closeAsync();
+          } finally {
+            await lock.releaseAsync();
+          }
         },
       };
     } catch (e) {
@@ -1755,9 +1764,11 @@ export class Runtime {
   /**
    * Removes an image; refused while a running container uses it, even with `force`; refused
    * while a stopped one does unless `force`. A container whose record cannot be read may be
-   * using it: it counts as a stopped user.
+   * using it: it counts as a stopped user. A refusal throws at once; once this returns the
+   * image is gone from the store, and the promise settles when its files are deleted (on
+   * libuv's thread pool: the event loop is free meanwhile).
    */
-  removeImage(name: string, options: { force?: boolean | undefined } = {}): void {
+  removeImage(name: string, options: { force?: boolean | undefined } = {}): Promise<void> {
     const { force = false } = checkOptions('removeImage', FORCE, options);
     name = validateImageName(name);
     const stopped: string[] = [];
@@ -1767,7 +1778,7 @@ export class Runtime {
       if (c.status === 'running' || c.status === 'creating') running.push(c.name ?? c.id);
       else if (c.status !== 'removing') stopped.push(c.name ?? c.id);
     }
-    this.images.remove(name, { running, stopped }, force);
+    return this.images.remove(name, { running, stopped }, force);
   }
 
   /**

@@ -341,7 +341,8 @@ export class Workspace {
     try {
       return await read({ layers: [`/proc/self/fd/${fd}/upper`, this.imageLayer], driver: this.driver });
     } finally {
-      fs.closeSync(fd);
+      // The mount's last reference: its unmount is the closing thread's work, the pool's here.
+      await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
     }
   }
 

@@ -214,7 +214,7 @@ describe('a tree nested thousands of directories deep', () => {
     fs.writeFileSync(file, nested(2000));
     const info = await rt.import(file, 'deep');
     expect(fs.readFileSync(path.join(info.rootfs, ...Array<string>(2000).fill('d'), 'f'), 'utf8')).toBe('x');
-    rt.removeImage('deep');
+    await rt.removeImage('deep');
     expect(fs.existsSync(path.dirname(info.rootfs))).toBe(false);
     expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
   });

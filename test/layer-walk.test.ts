@@ -110,7 +110,7 @@ describe('layers changed during the walk (a running container)', () => {
     return {
       entry: (e) => {
         before(e);
-        builder.entry(e);
+        return builder.entry(e);
       },
       leave: (e) => builder.leave(e),
     };
@@ -208,13 +208,13 @@ describe('layers changed during the walk (a running container)', () => {
       {
         entry: (e) => {
           if (e.path.toString() === 'z') swapForSymlink('z', path.join(hostDir, 'secret'));
-          builder.entry(e);
+          return builder.entry(e);
         },
         leave: (e) => builder.leave(e),
       },
     );
     await expect(walk.run()).rejects.toMatchObject({ code: 'ELOOP' });
-    builder.abort();
+    await builder.abort();
     expect(fs.readdirSync(tree)).toEqual([]);
     expect(openFds().length).toBe(fdsBefore);
   });
@@ -281,7 +281,7 @@ describe('deep trees', () => {
     await writeMergedTar({ layers: [upper, lower], driver: 'overlay' }, tar, {
       entry: (e) => {
         if (e.path.length % 1000 === 1) most = Math.max(most, openFds().length);
-        builder.entry(e);
+        return builder.entry(e);
       },
       leave: (e) => builder.leave(e),
     });

@@ -173,7 +173,7 @@ describe('limits.disk', () => {
     expect(fs.existsSync(dir)).toBe(false);
     await until('loop devices back as before', () => JSON.stringify(allLoops()) === JSON.stringify(loopsBefore), 5000);
     expect(openFds()).toEqual(fdsBefore);
-    rt.removeImage('disk-snap');
+    await rt.removeImage('disk-snap');
   });
 
   it('kept: commit of the running container reads what it wrote so far', async () => {
@@ -193,7 +193,7 @@ describe('limits.disk', () => {
     expect(fs.readFileSync(path.join(info.rootfs, 'note'), 'utf8')).toBe('hello\n');
     await c.remove({ force: true });
     expect(fs.existsSync(dir)).toBe(false);
-    rt.removeImage('disk-live');
+    await rt.removeImage('disk-live');
   });
 
   it('--rm: commit of the running container is refused with a clear error', async () => {
@@ -288,7 +288,7 @@ describe('limits.disk', () => {
     // the container is intact: a commit now works
     const info = await c.commit('disk-after-kill');
     expect(fs.readFileSync(path.join(info.rootfs, 'many/40/50'), 'utf8')).toBe('4050\n');
-    rt.removeImage('disk-after-kill');
+    await rt.removeImage('disk-after-kill');
     await c.remove();
   });
 

@@ -132,7 +132,7 @@ describe('images', () => {
     await user.wait();
     expect(() => rt.removeImage('doomed')).toThrow(/used by container/);
     await user.remove();
-    rt.removeImage('doomed');
+    await rt.removeImage('doomed');
     expect(rt.images.list().map((i) => i.name)).not.toContain('doomed');
     await c.remove();
   });

@@ -61,12 +61,12 @@ function script(kind: 'run' | 'rm' | 'commit' | 'import'): string {
         const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'echo new > /new-file; rm /etc/passwd'], name, stdio: 'ignore' });
         await c.wait();
         const image = 'img' + (i % 2);
-        try { rt.removeImage(image, { force: true }); } catch {}
+        try { await rt.removeImage(image, { force: true }); } catch {}
         await rt.commit(c.id, image, i % 2 ? { output: out + '/img' + (i % 4) + '.tar' } : {});
         await rt.remove(c.id);
       } else {
         const image = 'imp' + (i % 2);
-        try { rt.removeImage(image, { force: true }); } catch {}
+        try { await rt.removeImage(image, { force: true }); } catch {}
         await rt.import(tarball, image);
       }
     }

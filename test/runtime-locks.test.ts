@@ -124,7 +124,7 @@ describe('commit racing rm -f', () => {
     expect(committed).toMatchObject({ code: 0, out: 'raced-rm\n' });
     expectTheContainersRoot('raced-rm', 4000);
     expect(fs.existsSync(path.join(root, 'containers', id))).toBe(false);
-    rt.removeImage('raced-rm');
+    await rt.removeImage('raced-rm');
   });
 
   it('rm -f fails with IN_USE once its bounded wait is over, and the container stays whole', async () => {
@@ -203,7 +203,7 @@ describe('rmi -f of an image containers use', () => {
 
     await running.remove({ force: true });
     expect(() => rt.removeImage('shared-img')).toThrow(/used by container user-stopped/);
-    rt.removeImage('shared-img', { force: true });
+    await rt.removeImage('shared-img', { force: true });
     expect(fs.existsSync(layer)).toBe(false);
     // The stopped container's record stays; committing it says why it cannot be.
     expect(rt.inspect('user-stopped')).toMatchObject({ status: 'exited', image: 'shared-img' });

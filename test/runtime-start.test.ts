@@ -133,7 +133,7 @@ describe('start', () => {
     await rt.images.import(process.env.NSBOX_TEST_TARBALL!, 'short-lived');
     const orphan = await rt.run({ image: 'short-lived', name: 'orphan', command: ['true'], stdio: 'ignore' });
     await orphan.wait();
-    rt.removeImage('short-lived', { force: true });
+    await rt.removeImage('short-lived', { force: true });
     expect((await rejection(rt.start('orphan'))).message).toMatch(/its image short-lived was removed/);
     for (const n of ['old', 'orphan']) await rt.remove(n);
     expect(fs.readdirSync(path.join(rt.root, 'locks'))).toEqual([]);

@@ -402,7 +402,7 @@ describe('ps -a, rm and prune beside bad records', () => {
     const id = plant(record({ image: 'doomed', remove: 'no' }));
     expect(() => rt.removeImage('doomed')).toThrow(new RegExp(`image doomed: used by container ${id} \\(unreadable record\\)`));
     expect(rt.images.find('doomed')).toBeDefined();
-    rt.removeImage('doomed', { force: true });
+    await rt.removeImage('doomed', { force: true });
     expect(rt.images.find('doomed')).toBeUndefined();
     await rt.remove(id, { force: true });
   });

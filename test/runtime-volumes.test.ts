@@ -151,7 +151,7 @@ describe('bad volume specs', () => {
     expect(await collect(again.stdout)).toBe('from host\n');
     await again.wait();
     await rt.remove(c.id!);
-    rt.removeImage('colon-vol');
+    await rt.removeImage('colon-vol');
     expect(fs.readFileSync(path.join(odd, 'in'), 'utf8')).toBe('from host\n');
   });
 

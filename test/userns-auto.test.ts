@@ -184,7 +184,7 @@ describe("userns: 'auto'", () => {
     expect(listing.split('\n')).toEqual(expect.arrayContaining(['mine', 'passwd', 'group']));
     await plain.remove();
     await r.c.remove();
-    rt.removeImage('userns-xattr');
+    await rt.removeImage('userns-xattr');
   });
 
   it('still refuses mknod, mounts and a nested user namespace', async () => {

@@ -271,9 +271,9 @@ async function images() {
       if (r >= 0) commitMs.push(now() - t1);
       fs.rmSync(out, { force: true });
       await c.remove();
-      rt.removeImage(`${name}-c`);
+      await rt.removeImage(`${name}-c`);
     }
-    rt.removeImage(name);
+    await rt.removeImage(name);
   }
   return { api, importMs, commitMs };
 }

@@ -5,12 +5,14 @@
 
 #include <errno.h>
 #include <linux/capability.h>
+#include <string.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -442,6 +444,60 @@ class WriteFileWork : public Napi::AsyncWorker {
   FsError err_{};
 };
 
+// listDirAsync(dirfd, done(errno object | { names, ends, stats })): listDir's system calls
+// (getdents, an fstatat per entry) and a sort by name on the pool; a directory of 30,000
+// entries took 250-700 ms of them here. The names come as one Buffer and where each ends (a Uint32Array): one
+// allocation on the JS thread instead of one per name. The caller keeps dirfd open meanwhile.
+class ListDirWork : public Napi::AsyncWorker {
+ public:
+  ListDirWork(const Napi::Function& callback, int fd) : Napi::AsyncWorker(callback, "nsbox.listDir"), fd_(fd) {}
+  void Execute() override {
+    err_ = list_dir(fd_, &entries_);
+    // Sorted by bytes here, off the JS thread: the walks want that order, and a sort of a
+    // sorted array costs them one pass.
+    std::sort(entries_.begin(), entries_.end(), [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (!env_can_run_js(env)) return;
+    if (err_.err) {
+      Callback().Call({error_object(env, err_)});
+      return;
+    }
+    size_t total = 0;
+    for (const DirEntry& e : entries_) total += e.name.size();
+    Napi::Buffer<char> names = Napi::Buffer<char>::New(env, total);
+    Napi::Uint32Array ends = Napi::Uint32Array::New(env, entries_.size());
+    Napi::Float64Array stats = Napi::Float64Array::New(env, entries_.size() * kStatFields);
+    size_t at = 0;
+    for (size_t i = 0; i < entries_.size(); i++) {
+      const std::string& name = entries_[i].name;
+      if (!name.empty()) memcpy(names.Data() + at, name.data(), name.size());
+      at += name.size();
+      ends[i] = static_cast<uint32_t>(at);
+      put_stat(stats.Data() + i * kStatFields, entries_[i].st);
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("names", names);
+    out.Set("ends", ends);
+    out.Set("stats", stats);
+    Callback().Call({out});
+  }
+
+ private:
+  int fd_;
+  std::vector<DirEntry> entries_;
+  FsError err_{};
+};
+
+Napi::Value ListDirAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (info.Length() < 2 || !int_arg(info[0], &fd) || !info[1].IsFunction()) return type_error(env, "listDirAsync(dirfd, done)");
+  (new ListDirWork(info[1].As<Napi::Function>(), fd))->Queue();
+  return env.Undefined();
+}
+
 // writeFileAsync(path, data, flags, mode, setMode, done(null | errno object)): on the pool.
 Napi::Value WriteFileAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -519,6 +575,7 @@ void RegisterFsAt(Napi::Env env, Napi::Object exports) {
   exports.Set("openFileAt", Napi::Function::New<OpenFileAt>(env, "openFileAt"));
   exports.Set("createFileAt", Napi::Function::New<CreateFileAt>(env, "createFileAt"));
   exports.Set("listDir", Napi::Function::New<ListDir>(env, "listDir"));
+  exports.Set("listDirAsync", Napi::Function::New<ListDirAsync>(env, "listDirAsync"));
   exports.Set("statFd", Napi::Function::New<StatFd>(env, "statFd"));
   exports.Set("readLinkAt", Napi::Function::New<ReadLinkAt>(env, "readLinkAt"));
   exports.Set("getXattrFd", Napi::Function::New<GetXattrFd>(env, "getXattrFd"));

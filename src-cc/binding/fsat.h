@@ -5,7 +5,7 @@
 
 namespace nsbox {
 
-// Adds openDir, openDirAt, openParentDir, openFileAt, createFileAt, listDir, statFd, readLinkAt, getXattrFd,
+// Adds openDir, openDirAt, openParentDir, openFileAt, createFileAt, listDir, listDirAsync, statFd, readLinkAt, getXattrFd,
 // mkdirAt, linkAt, symlinkAt, setAttrsFd, setLinkAttrsAt, copyData, removeTree, removeTreeAsync,
 // writeFileAsync, and for cp
 // openInRoot, statAt, unlinkAt and mountOverlayFd to exports.

@@ -21,12 +21,18 @@
  * Names are bytes. The walk is iterative (an explicit stack, however deep the tree) and keeps
  * a bounded number of fds open per layer. Entries come sorted by bytes, a directory before
  * its contents, and visitors hear when a directory's contents are done.
+ *
+ * The event loop gets a turn every few milliseconds of walking (src/loop-turns.ts): the walk's
+ * place is its stack and its open directory fds, which a turn leaves as they are, so every
+ * rule above holds across turns as within one (an entry is still opened from the fd its
+ * listing came from, and checked again when opened).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError } from '../errors';
-import { getXattrFd, listDir, openDir, openDirAt, openParentDir, printable, statFd, type EntryStat } from '../fsat';
+import { getXattrFd, listDirAsync, openDir, openDirAt, openParentDir, printable, statFd, type EntryStat } from '../fsat';
+import { LoopTurns } from '../loop-turns';
 import type { StorageDriver } from '../workspace';
 
 export interface LayerWalkSource {
@@ -191,6 +197,7 @@ export class MergedWalker {
   private readonly exclude: Set<string>;
   private readonly layers: string[];
   private chains: DirChain[] = [];
+  private readonly turns = new LoopTurns();
 
   constructor(
     private readonly source: LayerWalkSource,
@@ -228,8 +235,9 @@ export class MergedWalker {
       return;
     }
     const all = layers.map((_, i) => i);
-    const stack: Frame[] = [{ entry: root, rel: '', layers: all, children: this.merge(all), next: 0 }];
+    const stack: Frame[] = [{ entry: root, rel: '', layers: all, children: await this.merge(all), next: 0 }];
     while (stack.length > 0) {
+      if (this.turns.due) await this.turns.give();
       const frame = stack[stack.length - 1]!;
       if (frame.next === frame.children.length) {
         stack.pop();
@@ -260,21 +268,26 @@ export class MergedWalker {
         // (run() closes every chain.)
         throw isChangedError(err) ? layersChanged(entry.path, err) : err;
       }
-      stack.push({ entry, rel, layers: c.dirLayers, children: this.merge(c.dirLayers), next: 0 });
+      stack.push({ entry, rel, layers: c.dirLayers, children: await this.merge(c.dirLayers), next: 0 });
     }
   }
 
-  /** The names of a directory across the layers that hold it, each with the copy that wins. */
-  private merge(dirLayers: number[]): Candidate[] {
+  /**
+   * The names of a directory across the layers that hold it, each with the copy that wins.
+   * Each layer's copy is listed on the thread pool (its fd stays open meanwhile: this walk is
+   * waiting for it).
+   */
+  private async merge(dirLayers: number[]): Promise<Candidate[]> {
     const { driver } = this.source;
     const merged = new Map<string, Candidate>();
     for (let i = 0; i < dirLayers.length; i++) {
       const l = dirLayers[i]!;
       const fd = this.chains[l]!.fd;
-      const { names, stats } = listDir(fd);
+      const { names, stats } = await listDirAsync(fd, this.turns);
       let opaque = false;
       const whiteouts: string[] = [];
       for (let j = 0; j < names.length; j++) {
+        if ((j & 255) === 255 && this.turns.due) await this.turns.give();
         const name = names[j]!;
         const key = name.toString('latin1');
         if (driver === 'aufs' && key.startsWith('.wh.')) {

@@ -49,7 +49,7 @@ export async function writeMergedTar(
       throw fromSystemError('commit: create tarball', err);
     }
     const outFd = fd;
-    sink = new Sink((buf) => writeAllSync(outFd, buf), false);
+    sink = new Sink((buf) => writeAll(outFd, buf), false);
   } else {
     sink = new Sink((buf) => writeToStream(output, buf), true);
   }
@@ -78,9 +78,19 @@ export async function writeMergedTar(
   }
 }
 
-function writeAllSync(fd: number, buf: Buffer): void {
+/**
+ * Each megabyte written on the thread pool: a write to a disk others keep busy can wait for
+ * writeback for a long while (140 ms of the loop once here). The sink waits for it before it
+ * fills the buffer again.
+ */
+async function writeAll(fd: number, buf: Buffer): Promise<void> {
   let done = 0;
-  while (done < buf.length) done += fs.writeSync(fd, buf, done, buf.length - done);
+  while (done < buf.length) {
+    const { bytesWritten } = await new Promise<{ bytesWritten: number }>((resolve, reject) =>
+      fs.write(fd, buf, done, buf.length - done, null, (err, bytesWritten) => (err ? reject(err) : resolve({ bytesWritten }))),
+    );
+    done += bytesWritten;
+  }
 }
 
 function writeToStream(stream: NodeJS.WritableStream, buf: Buffer): Promise<void> | void {

@@ -8,6 +8,9 @@
  * Everything goes through directory fds on both sides (src/fsat.ts): the source entry is
  * opened, linked or read relative to its directory's fd without following a symlink, and the
  * new entry is made relative to its new parent's fd. Names are bytes.
+ *
+ * A big file is copied a few megabytes at a time with a turn of the event loop between them
+ * when one is due (the walk gives the others): the fds stay open across it.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -26,13 +29,14 @@ import {
   printable,
   readLinkAt,
   listXattrsFd,
-  removeTree,
+  removeTreeAsync,
   setAttrsFd,
   setLinkAttrsAt,
   setXattrFd,
   symlinkAt,
   tryLinkAt,
 } from '../fsat';
+import { LoopTurns } from '../loop-turns';
 import { DirChain, MergedWalker, type LayerWalkSource, type MergedVisitor, type WalkEntry } from './layer-walk';
 import { readChanged, writeMergedTar } from './merged-tar';
 
@@ -59,7 +63,7 @@ export async function writeMergedTree(source: MergedTreeSource, dest: string): P
     await new MergedWalker(source, tree).run();
     return tree.finish();
   } catch (err) {
-    tree.abort();
+    await tree.abort();
     throw err;
   }
 }
@@ -71,10 +75,13 @@ export async function writeMergedTarAndTree(source: MergedTreeSource, output: st
     await writeMergedTar(source, output, tree);
     return tree.finish();
   } catch (err) {
-    tree.abort();
+    await tree.abort();
     throw err;
   }
 }
+
+// A copied file goes in pieces of this size, so that a turn of the loop can come between two.
+const COPY_PIECE = 8 << 20;
 
 /**
  * Builds the tree entry by entry, as a visitor of the merged walk: so that a commit that
@@ -87,6 +94,7 @@ export class MergedTreeBuilder implements MergedVisitor {
   /** Identity of a copied file with several links → where its first copy went (path bytes). */
   private readonly copies = new Map<string, Buffer>();
   private readonly shared: Set<string>;
+  private readonly turns = new LoopTurns();
 
   constructor(
     private readonly dest: string,
@@ -95,9 +103,9 @@ export class MergedTreeBuilder implements MergedVisitor {
     this.shared = new Set(shared.map((l) => path.resolve(l)));
   }
 
-  entry(e: WalkEntry): void {
+  async entry(e: WalkEntry): Promise<void> {
     try {
-      this.make(e);
+      await this.make(e);
     } catch (err) {
       if (err instanceof NsboxError && err.message.startsWith('commit:')) throw err;
       const code = err instanceof NsboxError ? err.code : 'EIO';
@@ -128,23 +136,28 @@ export class MergedTreeBuilder implements MergedVisitor {
     return this.result;
   }
 
-  /** After a failure: closes what is open and empties `dest` (however deep it got). */
-  abort(): void {
+  /**
+   * After a failure: closes what is open and empties `dest` (however deep it got), on libuv's
+   * thread pool: a big tree's removal does not hold the event loop.
+   */
+  async abort(): Promise<void> {
     this.chain?.close();
     this.chain = undefined;
+    let names: Buffer[] = [];
     let fd = -1;
     try {
       fd = openDir(this.dest);
-      const prefix = Buffer.from(`${this.dest}/`);
-      for (const name of listDir(fd).names) removeTree(Buffer.concat([prefix, name]), { force: true });
+      names = listDir(fd).names;
     } catch {
       // best effort: the caller removes `dest` anyway
     } finally {
       if (fd >= 0) fs.closeSync(fd);
     }
+    const prefix = Buffer.from(`${this.dest}/`);
+    for (const name of names) await removeTreeAsync(Buffer.concat([prefix, name]), { force: true }).catch(() => {});
   }
 
-  private make(e: WalkEntry): void {
+  private async make(e: WalkEntry): Promise<void> {
     const st = e.stat;
     if (e.path.length === 0) {
       this.chain = new DirChain(openDir(this.dest));
@@ -165,7 +178,7 @@ export class MergedTreeBuilder implements MergedVisitor {
         } else {
           const first = st.nlink > 1 ? this.copies.get(st.id) : undefined;
           if (first === undefined || !this.linkCopy(first, dir, e.name)) {
-            this.copy(e, dir);
+            await this.copy(e, dir);
             if (st.nlink > 1 && first === undefined) this.copies.set(st.id, e.path);
           }
         }
@@ -217,13 +230,22 @@ export class MergedTreeBuilder implements MergedVisitor {
     }
   }
 
-  /** A copy of the file's content (as much as lstat said it had), with owner, mode and times. */
-  private copy(e: WalkEntry, dir: number): void {
+  /**
+   * A copy of the file's content (as much as lstat said it had), with owner, mode and times.
+   * copyData goes on from both fds' offsets, so the pieces follow each other.
+   */
+  private async copy(e: WalkEntry, dir: number): Promise<void> {
     const from = readChanged(e, () => openFileAt(e.dirFd, e.name));
     let to = -1;
     try {
       to = createFileAt(dir, e.name);
-      copyData(from, to, e.stat.size);
+      for (let left = e.stat.size; left > 0;) {
+        const want = Math.min(left, COPY_PIECE);
+        const n = copyData(from, to, want);
+        left -= n;
+        if (n < want) break; // the file shrank since it was listed: as much as it has
+        if (left > 0 && this.turns.due) await this.turns.give();
+      }
       setAttrsFd(to, e.stat);
       // After the chown in setAttrsFd, which would clear a file capability; the times are
       // unchanged by setting an attribute.

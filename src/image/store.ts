@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NsboxError, fromSystemError, invalid } from '../errors';
-import { removeTree } from '../fsat';
+import { removeTree, removeTreeAsync } from '../fsat';
 import { isRootless } from '../rootless';
 import { chooseIdMap, mappedJob } from '../subid';
 import type { ExtractResult } from './extract';
@@ -97,7 +97,8 @@ export class ImageStore {
       }
       return info;
     } finally {
-      removeTree(tmp, { force: true });
+      // On the thread pool: a failed import can leave a big tree half written.
+      await removeTreeAsync(tmp, { force: true });
     }
   }
 
@@ -174,8 +175,11 @@ export class ImageStore {
    * Removes an image. `users` lists the containers made from it: refused while any of them
    * runs, even forced (its root would vanish under it, as docker refuses too); refused while
    * stopped ones use it, unless forced (their records stay, and a commit of them fails).
+   * The checks and the unlisting happen at once (a refusal throws, and once this returns the
+   * name is free and no start finds the image); the tree is then deleted on libuv's thread
+   * pool, the event loop free meanwhile, and the promise settles when it is gone.
    */
-  remove(name: string, users: { running?: string[]; stopped?: string[] } | string[] = {}, force = false): void {
+  remove(name: string, users: { running?: string[]; stopped?: string[] } | string[] = {}, force = false): Promise<void> {
     name = validateImageName(name);
     const dir = this.dirOf(name);
     if (!dir) throw new NsboxError('NOT_FOUND', `image ${name}: no such image`);
@@ -203,11 +207,14 @@ export class ImageStore {
     const doomed = path.join(this.layout.tmp, `rmi-${process.pid}-${Date.now()}-${encodeURIComponent(name)}`);
     try {
       fs.renameSync(dir, doomed);
-      removeTree(doomed, { force: true });
     } catch (e) {
       throw fromSystemError(`rmi ${name}`, e);
     }
     this.known.delete(name);
+    // A removal cut short (a kill) leaves tmp/rmi-<pid>-..., which prune deletes.
+    return removeTreeAsync(doomed, { force: true }).catch((e: unknown) => {
+      throw fromSystemError(`rmi ${name}`, e);
+    });
   }
 
   /**

@@ -8,7 +8,7 @@ export default async function rmi(p: Parsed, g: Global): Promise<number> {
   let status = 0;
   for (const name of p.args) {
     try {
-      rt.removeImage(name, { force: !!p.flags.force });
+      await rt.removeImage(name, { force: !!p.flags.force });
       process.stdout.write(`${name}\n`);
     } catch (e) {
       printError(e);
