@@ -193,9 +193,21 @@ describe('a supervisor SIGKILLed in the middle of a commit', () => {
     expect(out).not.toContain('committed');
     const { id, pid } = JSON.parse(out.split('\n')[0]!) as Started;
     const gone = () => !fs.existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    // Frozen: its SIGKILL waits.
-    await new Promise((r) => setTimeout(r, 300));
+    // Frozen: its SIGKILL waits. Any Runtime on the host thaws a dead committer's freezer
+    // (another test file's, running in parallel, may do so within these 300 ms): the container
+    // must still be there unless its freezer was thawed.
+    const freezers = frozen();
+    expect(freezers.length).toBe(1);
     expect(gone()).toBe(false);
+    await new Promise((r) => setTimeout(r, 300));
+    const freezer = path.join(parent, freezers[0]!, 'freezer.state');
+    let state = '';
+    try {
+      state = fs.readFileSync(freezer, 'utf8').trim();
+    } catch {
+      // removed by the Runtime that thawed it
+    }
+    if (state === 'FROZEN') expect(gone()).toBe(false);
     new Runtime({ root }).list({ all: true });
     await until(`container ${pid} to be gone`, gone, 5000);
     // Its freezer, busy while the processes were on their way out: the next Runtime's.
