@@ -144,20 +144,43 @@ export interface SetupCgroup {
 }
 
 let setupCgroup: SetupCgroup | null | undefined;
+/** The cpu cgroup (its path in the hierarchy) `setupCgroup` was made for. */
+let setupFor: string | undefined;
+/**
+ * Leave fds of cgroups this process has been moved out of, kept open: a start already planned
+ * may still hand its child that number, and a closed number reused by another file would
+ * have the child write "0" into that file. One per move of the whole process.
+ */
+const retiredLeaveFds: number[] = [];
+
+/** This process's path in the v1 cpu hierarchy now (it moves with `cgroup.procs` writes). */
+function currentCpuPath(): string | undefined {
+  for (const line of fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+    const [, controllers, p] = line.split(':');
+    if (controllers?.split(',').includes('cpu') && p !== undefined) return p;
+  }
+  return undefined;
+}
 
 /**
  * The setup cgroup (issue 14: the event loop stays responsive while containers start), made
- * once per process and kept, like nsbox/ (an empty cgroup holds nothing; the next process
- * takes it again). Undefined without a v1 cpu controller, for a process that cannot make it
- * (rootless), or with NSBOX_SETUP_CGROUP=0: starts then run in the caller's cpu cgroup
- * throughout, as before.
+ * once per cpu cgroup this process is in and kept, like nsbox/ (an empty cgroup holds
+ * nothing; the next process takes it again). Undefined without a v1 cpu controller, for a
+ * process that cannot make it (rootless), or with NSBOX_SETUP_CGROUP=0: starts then run in the
+ * caller's cpu cgroup throughout, as before. Checked against /proc/self/cgroup on every call:
+ * a process moved to another cpu cgroup (its threads, the spawners' too, go with it) must not
+ * send its containers back to the one it left, nor fail every start once that one is removed.
  */
 export function setupCpuCgroup(): SetupCgroup | undefined {
-  if (setupCgroup !== undefined) return setupCgroup ?? undefined;
-  setupCgroup = null;
   const h = hostHierarchies().get('cpu');
   if (!h || process.env.NSBOX_SETUP_CGROUP === '0') return undefined;
-  const own = path.join(h.mount, h.path);
+  const now = currentCpuPath();
+  if (setupCgroup !== undefined && now === setupFor) return setupCgroup ?? undefined;
+  if (setupCgroup) retiredLeaveFds.push(setupCgroup.leaveFd);
+  setupCgroup = null;
+  setupFor = now;
+  if (now === undefined) return undefined;
+  const own = path.join(h.mount, now);
   const dir = path.join(own, SETUP_CGROUP);
   let leaveFd = -1;
   try {

@@ -236,6 +236,84 @@ d('the setup cgroup', () => {
     }
   });
 
+  it('a caller moved to another cpu cgroup (cgroup.procs): its next containers run where it is now, and a start still works once the cgroup it left is removed', async () => {
+    // Found by the attack review: the leave fd was opened once, on the cgroup the process was
+    // in at its first start, so a moved process sent its containers back there, and every
+    // start failed (ENODEV) once that cgroup was removed.
+    const x = path.join(cpu!.mount, cpu!.path, `nsbox-test-moved-x-${process.pid}`);
+    const y = path.join(cpu!.mount, cpu!.path, `nsbox-test-moved-y-${process.pid}`);
+    const script = `
+      const fs = require('fs');
+      const { Runtime } = require(${JSON.stringify(RUNTIME_JS)});
+      const line = (p) => fs.readFileSync('/proc/' + p + '/cgroup', 'utf8').split('\\n').find((l) => l.split(':')[1].split(',').includes('cpu'));
+      (async () => {
+        const rt = new Runtime({ root: ${JSON.stringify(path.join(base, 'root-moved'))} });
+        const first = (await rt.output({ image: 'busybox', command: ['true'] })).exitCode;
+        fs.writeFileSync(${JSON.stringify(path.join(y, 'cgroup.procs'))}, String(process.pid));
+        fs.rmdirSync(${JSON.stringify(path.join(x, SETUP_CGROUP))});
+        fs.rmdirSync(${JSON.stringify(x)});
+        const c = await rt.run({ image: 'busybox', command: ['sleep', '30'], stdio: 'ignore', remove: true });
+        const cmd = Number(fs.readFileSync('/proc/' + c.pid + '/task/' + c.pid + '/children', 'utf8').trim() || c.pid);
+        const seen = { first, self: line('self'), init: line(c.pid), cmd: line(cmd) };
+        c.kill('SIGKILL');
+        await c.wait();
+        console.log(JSON.stringify(seen));
+      })().catch((e) => { console.log(JSON.stringify({ error: e.code + ' ' + e.message })); process.exitCode = 1; });
+    `;
+    fs.mkdirSync(x);
+    fs.mkdirSync(y);
+    try {
+      const r = await runNode(script, { prelude: `echo $$ > ${x}/cgroup.procs`, timeoutMs: 60_000 });
+      const got = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      expect(got.error).toBeUndefined();
+      expect(got.self).toMatch(new RegExp(`/nsbox-test-moved-y-${process.pid}$`));
+      expect(got).toEqual({ first: 0, self: got.self, init: got.self, cmd: got.self });
+    } finally {
+      for (const dir of [path.join(x, SETUP_CGROUP), x, path.join(y, SETUP_CGROUP), y]) if (fs.existsSync(dir)) fs.rmdirSync(dir);
+    }
+  });
+
+  it('no fd on a cgroup file reaches a container, and its cgroup namespace is rooted at its cgroups for every controller: tty, host network, privileged, a device, memory, pids and cpu limits', async () => {
+    const variants = [
+      { tty: true },
+      { network: 'host' as const },
+      { security: { privileged: true } },
+      { devices: [{ source: '/dev/null', target: '/dev/mynull' }] },
+      { limits: { memory: '64m' } },
+      { limits: { pids: 50 } },
+      { limits: { cpus: 0.5 } },
+    ];
+    for (const extra of variants) {
+      const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'cat /proc/self/cgroup > /tmp/cg; sleep 30'], stdio: 'ignore', remove: true, ...extra });
+      try {
+        await until(
+          'the command',
+          () => tree(c.pid).length >= 2 && fs.existsSync(`/proc/${c.pid}/root/tmp/cg`) && fs.statSync(`/proc/${c.pid}/root/tmp/cg`).size > 0,
+        );
+        const fds = tree(c.pid).flatMap((p) => {
+          try {
+            return fs.readdirSync(`/proc/${p}/fd`).map((f) => fs.readlinkSync(`/proc/${p}/fd/${f}`));
+          } catch {
+            return [];
+          }
+        });
+        expect(
+          fds.filter((t) => t.startsWith('/sys/fs/cgroup') || t.startsWith(cpu!.mount)),
+          JSON.stringify(extra),
+        ).toEqual([]);
+        const inside = fs.readFileSync(`/proc/${c.pid}/root/tmp/cg`, 'utf8').trim().split('\n');
+        expect(
+          inside.filter((l) => !l.endsWith(':/')),
+          JSON.stringify(extra),
+        ).toEqual([]);
+        for (const p of tree(c.pid)) expect(cpuLine(p), JSON.stringify(extra)).not.toMatch(new RegExp(`/${SETUP_CGROUP}$`));
+      } finally {
+        c.kill('SIGKILL');
+        await c.wait();
+      }
+    }
+  });
+
   it('NSBOX_SETUP_CGROUP=0 turns it off: the spawner threads stay where the caller is', async () => {
     const script = `
       const fs = require('fs');
