@@ -23,7 +23,7 @@ import { execIn, notRunning, type ExecOptions, type ExecProcess } from './exec';
 import { isRootless } from './rootless';
 import { allocateRange, claimsDir, holdRange, idMapText, pruneStaleRanges, releaseRange } from './userns';
 import { chooseIdMap, mapTexts } from './subid';
-import { ImageStore, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
+import { ImageStore, removalsUnderWay, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
 import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
 import { removeTree as removeDirTree, removeTreeAsync } from './fsat';
@@ -2110,7 +2110,8 @@ export class Runtime {
     } catch (e) {
       fail(e, this.layout.locks);
     }
-    // tmp/<what>-<pid>-<rand>: a dead pid's work will never be finished.
+    // tmp/<what>-<pid>-<rand>: a dead pid's work will never be finished; nor will this
+    // process's image removal that failed (rmi- not under way: its promise was rejected).
     let temps: string[] = [];
     try {
       temps = fs.readdirSync(this.layout.tmp);
@@ -2119,7 +2120,8 @@ export class Runtime {
     }
     for (const t of temps) {
       const pid = Number(t.split('-')[1]);
-      if (!pid || pid === process.pid || fs.existsSync(`/proc/${pid}`)) continue;
+      const failedRmi = pid === process.pid && t.startsWith('rmi-') && !removalsUnderWay.has(path.join(this.layout.tmp, t));
+      if (!pid || (!failedRmi && (pid === process.pid || fs.existsSync(`/proc/${pid}`)))) continue;
       try {
         removeDirTree(path.join(this.layout.tmp, t), { force: true });
       } catch (e) {

@@ -2,6 +2,7 @@
 // guarantee holds across those turns: each test does something at a turn taken in the middle
 // of the walk (seen by its partial output), which a walk holding the loop would never let it
 // do, and checks the walk's rules, its result, the state directory and this process's fds.
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -315,5 +316,46 @@ describe('rmi of a big image', () => {
     expect(doomed()).toBe(false);
     expect(() => rt.removeImage('turns-rmi')).toThrow(expect.objectContaining({ code: 'NOT_FOUND' }));
     await rt.remove(id2);
+  });
+  it('a removal that fails (a mount inside the tree) rejects its promise with the cause, and prune in the same process deletes what it left', async () => {
+    // Found by the attack review: prune left alone every tmp/ entry of its own pid, so a failed
+    // rmi's tree stayed until the process ended.
+    const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'mkdir -p /m/m && echo x > /m/m/f'], stdio: 'ignore' });
+    await c.wait();
+    await rt.commit(c.id!, 'turns-rmi-busy');
+    await rt.remove(c.id!);
+    const mnt = path.join(rt.images.get('turns-rmi-busy').rootfs, 'm', 'm');
+    execFileSync('mount', ['-t', 'tmpfs', 'none', mnt]);
+    const leftovers = () => fs.readdirSync(path.join(root, 'tmp')).filter((n) => n.startsWith('rmi-'));
+    const ours = () =>
+      fs
+        .readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .map((l) => l.split(' ')[4])
+        .filter((m): m is string => !!m && m.startsWith(`${root}/`));
+    try {
+      await expect(rt.removeImage('turns-rmi-busy')).rejects.toMatchObject({ code: 'EBUSY' });
+      expect(rt.images.find('turns-rmi-busy')).toBeUndefined();
+      expect(leftovers()).toHaveLength(1);
+    } finally {
+      for (const m of ours()) execFileSync('umount', [m]);
+    }
+    rt.prune();
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('the name taken again (commit) while the old tree is still being deleted: the new image is whole once the removal is done', async () => {
+    const id = await bigContainer();
+    await rt.commit(id, 'turns-rmi-again');
+    const removal = rt.removeImage('turns-rmi-again');
+    const again = rt.commit(id, 'turns-rmi-again');
+    await removal;
+    await again;
+    const rootfs = rt.images.get('turns-rmi-again').rootfs;
+    expect(count(path.join(rootfs, 'data'))).toBe(DIRS);
+    expect(count(path.join(rootfs, 'data', 'd29'))).toBe(PER_DIR);
+    expect(fs.readdirSync(path.join(root, 'tmp')).filter((n) => n.startsWith('rmi-'))).toEqual([]);
+    await rt.remove(id);
+    await rt.removeImage('turns-rmi-again');
   });
 });

@@ -49,6 +49,12 @@ export function validateImageName(name: string): string {
   return name.endsWith(':latest') ? name.slice(0, -':latest'.length) : name;
 }
 
+/**
+ * tmp/rmi-<pid>-... trees this process is deleting now (for every Runtime in it): prune leaves
+ * these alone, and deletes this process's other rmi- leftovers (a removal that failed).
+ */
+export const removalsUnderWay = new Set<string>();
+
 export class ImageStore {
   private readonly layout: Layout;
   /** Images known to exist, so a container start does not stat them again. */
@@ -211,10 +217,14 @@ export class ImageStore {
       throw fromSystemError(`rmi ${name}`, e);
     }
     this.known.delete(name);
-    // A removal cut short (a kill) leaves tmp/rmi-<pid>-..., which prune deletes.
-    return removeTreeAsync(doomed, { force: true }).catch((e: unknown) => {
-      throw fromSystemError(`rmi ${name}`, e);
-    });
+    // A removal cut short (a kill) leaves tmp/rmi-<pid>-..., which prune deletes; so does one
+    // that failed (a mount inside, an immutable file), once it is no longer under way.
+    removalsUnderWay.add(doomed);
+    return removeTreeAsync(doomed, { force: true })
+      .catch((e: unknown) => {
+        throw fromSystemError(`rmi ${name}`, e);
+      })
+      .finally(() => removalsUnderWay.delete(doomed));
   }
 
   /**
