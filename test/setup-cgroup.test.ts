@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { SETUP_CGROUP, SETUP_SHARES, v1Hierarchies } from '../src/cgroup';
 import { Runtime } from '../src/runtime';
-import { Container, ROOTFS, distModule, runNode, until } from './helpers';
+import { Container, ROOTFS, distModule, openFds, runNode, until } from './helpers';
 
 const cpu = v1Hierarchies(fs.readFileSync('/proc/self/mountinfo', 'utf8'), fs.readFileSync('/proc/self/cgroup', 'utf8')).get('cpu');
 const d = cpu ? describe : describe.skip;
@@ -322,6 +322,32 @@ d('the setup cgroup', () => {
         await c.wait();
       }
     }
+  });
+
+  it('a start failing in the setup cgroup, before the leave (a working directory that is a file): a clear error, no process left in it or below this one, no fd, no container', async () => {
+    const dir = path.join(cpu!.mount, cpu!.path, SETUP_CGROUP);
+    const fds = openFds();
+    for (const extra of [{}, { tty: true }, { limits: { memory: '64m' } }, { userns: 'auto' as const }]) {
+      await expect(
+        rt.run({ image: 'busybox', command: ['true'], cwd: '/bin/sh', stdio: 'ignore', remove: true, ...extra }),
+        JSON.stringify(extra),
+      ).rejects.toMatchObject({
+        code: 'ENOTDIR',
+        message: expect.stringMatching(/^working directory \/bin\/sh: /),
+      });
+      const tasks = fs.readFileSync(path.join(dir, 'tasks'), 'utf8').trim().split('\n').filter(Boolean);
+      const leaders = tasks.filter((t) => {
+        try {
+          return /^Tgid:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${t}/status`, 'utf8'))![1] === t;
+        } catch {
+          return false;
+        }
+      });
+      expect(leaders, JSON.stringify(extra)).toEqual([]);
+      expect(tree(process.pid), JSON.stringify(extra)).toEqual([process.pid]);
+    }
+    expect(openFds()).toEqual(fds);
+    expect(rt.list({ all: true })).toEqual([]);
   });
 
   it('NSBOX_SETUP_CGROUP=0 turns it off: the spawner threads stay where the caller is', async () => {
