@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NsboxError } from '../src/errors';
 import { removeTree } from '../src/fsat';
 import { Runtime } from '../src/runtime';
-import { collectBuffer, openFds } from './helpers';
+import { collectBuffer, distModule, openFds, runNode } from './helpers';
 
 const SECRET = `host-secret-${process.pid}-${Math.random().toString(36).slice(2)}`;
 const DIRS = 30;
@@ -188,6 +188,46 @@ describe('commit of a big tree', () => {
     expect(state()).toEqual({ images: before.images.filter((n) => n !== 'turns-base'), tmp: before.tmp });
     expect(openFds()).toEqual(fds);
     await rt.remove(c.id!, { force: true });
+  });
+});
+
+describe('process.exit() at one of the turns', () => {
+  it("of a commit's walk: the container is free again for the next Runtime, and its prune leaves no tree and no mount", async () => {
+    const id = await bigContainer();
+    const runtimeJs = path.join(path.dirname(distModule('container')), 'runtime.js');
+    const script = `
+      const fs = require('fs');
+      const path = require('path');
+      const { Runtime } = require(${JSON.stringify(runtimeJs)});
+      const tmp = ${JSON.stringify(path.join(root, 'tmp'))};
+      const rt = new Runtime({ root: ${JSON.stringify(root)} });
+      const mid = () => {
+        const t = fs.readdirSync(tmp).find((n) => n.startsWith('commit-'));
+        try {
+          const n = t ? fs.readdirSync(path.join(tmp, t, 'rootfs', 'data')).length : 0;
+          return n > 0 && n < ${DIRS - 1};
+        } catch {
+          return false;
+        }
+      };
+      const watch = () => (mid() ? (console.log('exiting'), process.exit(7)) : setImmediate(watch));
+      watch();
+      rt.commit(${JSON.stringify(id)}, 'turns-exit').then(() => console.log('finished'), (e) => console.log('failed', e.message));
+    `;
+    const r = await runNode(script, { timeoutMs: 60_000 });
+    expect(r.stdout.trim()).toBe('exiting');
+    expect(r.code).toBe(7);
+    const next = new Runtime({ root });
+    expect(next.images.find('turns-exit')).toBeUndefined();
+    // Its lock went with the process: the container commits at once, and whole.
+    await next.commit(id, 'turns-exit');
+    expect(count(path.join(next.images.get('turns-exit').rootfs, 'data', 'd29'))).toBe(PER_DIR);
+    // prune removes the dead process's half-built tree (and the exited container).
+    next.prune();
+    expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
+    expect(next.list({ all: true }).map((c) => c.id)).not.toContain(id);
+    expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(` ${root}/`);
+    await next.removeImage('turns-exit');
   });
 });
 
