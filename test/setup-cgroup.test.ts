@@ -283,7 +283,7 @@ d('the setup cgroup', () => {
     }
   });
 
-  it('no fd on a cgroup file reaches a container, and its cgroup namespace is rooted at its cgroups for every controller: tty, host network, privileged, a device, memory, pids and cpu limits', async () => {
+  it('no fd on a cgroup file reaches a container, and its cgroup namespace is rooted at its cgroups for every controller: tty, host network, privileged, a device, memory, pids and cpu limits, another user without capabilities', async () => {
     const variants = [
       { tty: true },
       { network: 'host' as const },
@@ -292,6 +292,8 @@ d('the setup cgroup', () => {
       { limits: { memory: '64m' } },
       { limits: { pids: 50 } },
       { limits: { cpus: 0.5 } },
+      // The leave is the child's write to a root-owned `tasks`: before the user is changed.
+      { security: { user: '1000:1000', capDrop: ['ALL'] } },
     ];
     for (const extra of variants) {
       const c = await rt.run({ image: 'busybox', command: ['sh', '-c', 'cat /proc/self/cgroup > /tmp/cg; sleep 30'], stdio: 'ignore', remove: true, ...extra });
