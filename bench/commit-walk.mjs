@@ -13,17 +13,12 @@ import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { buildsFromArgs } from './lib/setup.mjs';
 import { median } from './lib/stats.mjs';
 
 const args = process.argv.slice(2);
 const runs = Number(args.find((a) => /^\d+$/.test(a)) ?? 5);
-const builds = args
-  .filter((a) => a.includes('='))
-  .map((a) => {
-    const [label, dir] = a.split('=');
-    return { label, dir: path.resolve(dir) };
-  });
-if (builds.length === 0) builds.push({ label: 'this', dir: path.resolve(new URL('..', import.meta.url).pathname) });
+const builds = buildsFromArgs(args);
 
 const require = createRequire(import.meta.url);
 const now = () => Number(process.hrtime.bigint()) / 1e6;

@@ -18,6 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 
+import { buildsFromArgs } from './lib/setup.mjs';
 import { median } from './lib/stats.mjs';
 
 const args = process.argv.slice(2);
@@ -26,13 +27,7 @@ const N = opt('N', 3000);
 const RUNS = opt('RUNS', 3);
 // PER_DIR=N: every file in one directory (a listing of N entries at once).
 const PER_DIR = opt('PER_DIR', 100);
-const builds = args
-  .filter((a) => a.includes('=') && !/^(N|RUNS|PER_DIR)=/.test(a))
-  .map((a) => {
-    const [label, dir] = a.split('=');
-    return { label, dir: path.resolve(dir) };
-  });
-if (builds.length === 0) builds.push({ label: 'this', dir: path.resolve(new URL('..', import.meta.url).pathname) });
+const builds = buildsFromArgs(args, (a) => /^(N|RUNS|PER_DIR)=/.test(a));
 
 const require = createRequire(import.meta.url);
 const now = () => Number(process.hrtime.bigint()) / 1e6;

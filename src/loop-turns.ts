@@ -2,8 +2,9 @@
  * Turns of the event loop during long synchronous work on the JS thread (a commit's walk of
  * the layers, cp's walks and writes): nsbox runs inside servers, whose loop must keep serving
  * while a big tree is read. The work keeps its state (its directory fds, its place in the
- * walk) across a turn; `due` says when a turn is owed, so the cost is one clock read per step
- * and a setImmediate every few milliseconds, not one per entry.
+ * walk) across a turn; `due` says when a turn is owed (callers check it before awaiting `give`),
+ * so the cost is one clock read per step and a setImmediate every few milliseconds, not a
+ * promise per entry.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -24,10 +25,5 @@ export class LoopTurns {
   async give(): Promise<void> {
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.last = performance.now();
-  }
-
-  /** A turn when one is due (await it); undefined otherwise, so that a caller pays no promise. */
-  maybe(): Promise<void> | undefined {
-    return this.due ? this.give() : undefined;
   }
 }

@@ -231,6 +231,20 @@ describe('process.exit() at one of the turns', () => {
   });
 });
 
+/**
+ * What a hostile container does at a turn of a cp: every directory /data/dNN it has (moved
+ * aside to /held) and every one still to come becomes a symlink to `target`, a host directory.
+ */
+function swapForLinks(inside: string, target: string): void {
+  const data = path.join(inside, 'data');
+  fs.mkdirSync(path.join(inside, 'held'), { recursive: true });
+  for (let d = 0; d < DIRS; d++) {
+    const name = `d${String(d).padStart(2, '0')}`;
+    if (fs.existsSync(path.join(data, name))) fs.renameSync(path.join(data, name), path.join(inside, 'held', name));
+    fs.symlinkSync(target, path.join(data, name));
+  }
+}
+
 describe('cp of a big tree', () => {
   it('into a running container that swaps its directories for links to the host at a turn: nothing lands on the host', async () => {
     const priv = path.join(scratch, 'private-in');
@@ -247,12 +261,7 @@ describe('cp of a big tree', () => {
           const data = path.join(inside, 'data');
           const n = count(data);
           if (n === 0 || n >= DIRS - 1) return false;
-          fs.mkdirSync(path.join(inside, 'held'), { recursive: true });
-          for (let d = 0; d < DIRS; d++) {
-            const name = `d${String(d).padStart(2, '0')}`;
-            if (fs.existsSync(path.join(data, name))) fs.renameSync(path.join(data, name), path.join(inside, 'held', name));
-            fs.symlinkSync(priv, path.join(data, name));
-          }
+          swapForLinks(inside, priv);
           return true;
         },
       );
@@ -293,12 +302,7 @@ describe('cp of a big tree', () => {
         () => {
           // Some of the tar read, not most of it: the walk is in the middle.
           if (consumed === 0 || consumed > (DIRS * PER_DIR * 1024) / 2) return false;
-          fs.mkdirSync(path.join(inside, 'held'), { recursive: true });
-          for (let d = 0; d < DIRS; d++) {
-            const name = `d${String(d).padStart(2, '0')}`;
-            fs.renameSync(path.join(inside, 'data', name), path.join(inside, 'held', name));
-            fs.symlinkSync(priv, path.join(inside, 'data', name));
-          }
+          swapForLinks(inside, priv);
           return true;
         },
       );

@@ -9,6 +9,21 @@ export const BENCH = path.dirname(path.dirname(new URL(import.meta.url).pathname
 export const REPO = path.dirname(BENCH);
 export const CACHE = path.join(BENCH, '.cache');
 
+/**
+ * The builds an A/B bench compares, from its LABEL=DIR arguments (DIR holding dist/ and
+ * build/Release/); `isOption` tells the bench's own KEY=VALUE options apart. This tree alone
+ * when none is given.
+ */
+export function buildsFromArgs(args, isOption = () => false) {
+  const builds = args
+    .filter((a) => a.includes('=') && !isOption(a))
+    .map((a) => {
+      const [label, dir] = a.split('=');
+      return { label, dir: path.resolve(dir) };
+    });
+  return builds.length ? builds : [{ label: 'this', dir: REPO }];
+}
+
 /** Runs a command to completion; never throws on a non-zero status. */
 export function sh(cmd, args = [], opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 256 << 20, ...opts });
