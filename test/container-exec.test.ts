@@ -17,7 +17,7 @@ import { NsboxError } from '../src/errors';
 import type { ExecOptions, ExecProcess } from '../src/exec';
 import { Runtime, type RunOptions } from '../src/runtime';
 import type { SecurityOptions } from '../src/security';
-import { ROOTFS, collect, snapshot, until, zombies } from './helpers';
+import { ROOTFS, collect, processEnded, snapshot, until, zombies } from './helpers';
 
 const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 let work: string;
@@ -273,10 +273,7 @@ describe('exec stdio, exit status, signals, terminal', () => {
     const command = Number(fs.readFileSync(`/proc/${k.pid}/task/${k.pid}/children`, 'utf8').trim());
     k.kill('SIGKILL');
     expect(await k.wait()).toMatchObject({ signal: 'SIGKILL' });
-    await until(
-      "the exec's command to die with its init",
-      () => !fs.existsSync(`/proc/${command}`) || fs.readFileSync(`/proc/${command}/stat`, 'utf8').split(') ')[1]!.startsWith('Z'),
-    );
+    await until("the exec's command to die with its init", () => processEnded(command));
 
     const t = c.exec({ command: ['sleep', '600'], stdio: 'ignore', timeout: 200 });
     expect(await t.wait()).toMatchObject({ signal: 'SIGKILL', timedOut: true });

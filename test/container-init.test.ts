@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Container, type ProcessOptions } from '../src/container';
-import { ROOTFS, collect, distModule, procState, run, until } from './helpers';
+import { ROOTFS, collect, distModule, processEnded, run, until } from './helpers';
 
 let work: string;
 let probeDir: string;
@@ -144,7 +144,7 @@ describe('nsbox-init', () => {
         .find((l) => l.startsWith('0::'))
         ?.slice(3);
       node.kill('SIGKILL');
-      await until('every process of the container to be gone', () => pids.every((p) => procState(p) === null || procState(p)!.state === 'Z'), 5000);
+      await until('every process of the container to be gone', () => pids.every(processEnded), 5000);
       if (v2 && v2 !== '/') {
         const dir = path.join('/sys/fs/cgroup/unified', v2);
         await until(`${dir} to be empty`, () => !existsSync(dir) || readFileSync(`${dir}/cgroup.procs`, 'utf8') === '');

@@ -7,13 +7,10 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 
-import { ROOTFS, distModule, procState, runNode, until } from './helpers';
+import { ROOTFS, distModule, procState, processEnded, runNode, until } from './helpers';
 
 /** A process that has exited, reaped or not (an orphan's zombie is init's to reap). */
-const dead = (pid: number) => {
-  const s = procState(pid);
-  return s === null || s.state === 'Z';
-};
+const dead = processEnded;
 
 describe('lifetime', () => {
   it('a SIGKILLed Node process takes its running container with it', async () => {

@@ -14,7 +14,7 @@ import { launchDetached } from '../src/detach';
 import { NsboxError } from '../src/errors';
 import { processAlive, processStartTime } from '../src/proc';
 import { Runtime } from '../src/runtime';
-import { ROOTFS, childPids, hostMounts, openFds, until } from './helpers';
+import { ROOTFS, childPids, hostMounts, openFds, processEnded, until } from './helpers';
 
 const MAIN = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 let root: string;
@@ -200,7 +200,7 @@ describe('nsbox run -d', () => {
     expect(nsbox('wait', 'killme').out).toBe('137\n');
     expect(rt.inspect('killme')).toMatchObject({ exitCode: null, signal: 'SIGKILL' });
     // The monitor wrote that, then ended.
-    await until('the monitor to end', () => !fs.existsSync(`/proc/${mon}`) || status(mon).State!.startsWith('Z'));
+    await until('the monitor to end', () => processEnded(mon));
   });
 
   it('--rm: the exited container is removed by the next use of the state directory', async () => {

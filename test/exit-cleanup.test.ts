@@ -16,7 +16,7 @@ import { ContainerLock } from '../src/lock';
 import { newId } from '../src/layout';
 import { processStartTime } from '../src/proc';
 import { Runtime } from '../src/runtime';
-import { until } from './helpers';
+import { processEnded, until } from './helpers';
 
 const INDEX = path.resolve(__dirname, '../dist/index.js');
 const UNIFIED_NSBOX = '/sys/fs/cgroup/unified/nsbox';
@@ -192,7 +192,7 @@ describe('a supervisor SIGKILLed in the middle of a commit', () => {
     await closed;
     expect(out).not.toContain('committed');
     const { id, pid } = JSON.parse(out.split('\n')[0]!) as Started;
-    const gone = () => !fs.existsSync(`/proc/${pid}`) || /^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const gone = () => processEnded(pid);
     // Frozen: its SIGKILL waits. Any Runtime on the host thaws a dead committer's freezer
     // (another test file's, running in parallel, may do so within these 300 ms): the container
     // must still be there unless its freezer was thawed.

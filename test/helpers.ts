@@ -162,6 +162,12 @@ export function procState(pid: number): { state: string; ppid: number } | null {
   return processState(pid) ?? null;
 }
 
+/** A process that has exited, reaped or not: one read of /proc, so it cannot race the exit. */
+export function processEnded(pid: number): boolean {
+  const s = procState(pid);
+  return s === null || s.state === 'Z';
+}
+
 /** Children of `pid` (default: this process) in Z state: exited, never reaped. */
 export function zombies(pid = process.pid): number[] {
   const out: number[] = [];
