@@ -143,6 +143,28 @@ class TreeWalk {
   ) {}
 
   /**
+   * An open directory's entries. A directory removed while it is copied (a running container's,
+   * or an image's tree deleted by `rmi -f`) reads as ENOENT: said with its path, not left out,
+   * so that a copy never ends as a tarball silently missing a tree.
+   */
+  private async list(fd: number, path: Buffer): Promise<{ names: Buffer[]; stats: EntryStat[] }> {
+    try {
+      return await listDirAsync(fd, this.turns);
+    } catch (err) {
+      const code = err instanceof NsboxError ? err.code : 'EIO';
+      throw new NsboxError(
+        code,
+        `${this.src.label}: read directory ${printable(path)}: ${code === 'ENOENT' ? 'removed while it was copied' : (err as Error).message}`,
+        {
+          path: printable(path),
+          hint: 'copy it again',
+          cause: err,
+        },
+      );
+    }
+  }
+
+  /**
    * Yields whenever the output buffer should be handed out, or the loop is owed a turn. A big
    * directory is listed on the thread pool (listDirAsync), its fd open meanwhile.
    */
@@ -174,7 +196,7 @@ class TreeWalk {
     this.chain = new DirChain(topFd);
     const topStat = statFd(topFd);
     yield* this.dirHeader(topStat, src.as);
-    const { names, stats } = isPseudoFs(topFd) ? { names: [], stats: [] } : await listDirAsync(topFd, this.turns);
+    const { names, stats } = isPseudoFs(topFd) ? { names: [], stats: [] } : await this.list(topFd, src.as);
     const stack: Frame[] = [{ path: src.as, dirStat: topStat, ...sorted(names, stats), next: 0 }];
     while (stack.length > 0) {
       if (this.turns.due) yield;
@@ -207,7 +229,7 @@ class TreeWalk {
           const now = statFd(fd);
           yield* this.dirHeader(now, path);
           const crossed = device(now) !== device(f.dirStat);
-          const listed = crossed && isPseudoFs(fd) ? { names: [], stats: [] } : await listDirAsync(fd, this.turns);
+          const listed = crossed && isPseudoFs(fd) ? { names: [], stats: [] } : await this.list(fd, path);
           stack.push({ path, dirStat: now, ...sorted(listed.names, listed.stats), next: 0 });
         }
         continue; // gone

@@ -317,6 +317,46 @@ describe('cp of a big tree', () => {
     }
   });
 
+  it("out of a stopped container whose image is removed (rmi -f) at a turn: refused with the directory's path, no fd left", async () => {
+    const fds = openFds();
+    // The removal runs on the pool beside the walk: a directory the walk has not reached yet is
+    // left out as gone, one it opened and then finds removed fails the copy. The second is
+    // what this checks; it came first in every run tried, and is given three chances.
+    let result: PromiseSettledResult<void> | undefined;
+    let id = '';
+    for (let attempt = 0; attempt < 3 && result?.status !== 'rejected'; attempt++) {
+      const base = await bigContainer();
+      await rt.commit(base, 'turns-cp-base');
+      await rt.remove(base);
+      const c = await rt.run({ image: 'turns-cp-base', command: ['true'], stdio: 'ignore' });
+      await c.wait();
+      id = c.id!;
+      let consumed = 0;
+      let rmi: Promise<void> | undefined;
+      const turns = await withTurns(
+        async () => {
+          const stream = await rt.copyOut(id, '/data');
+          for await (const chunk of stream) consumed += (chunk as Buffer).length;
+        },
+        () => {
+          if (consumed === 0 || consumed > (DIRS * PER_DIR * 1024) / 2) return false;
+          rmi = rt.removeImage('turns-cp-base', { force: true });
+          return true;
+        },
+      );
+      expect(turns.acted).toBe(true);
+      await rmi;
+      await rt.remove(id, { force: true });
+      result = turns.result;
+    }
+    expect(result!.status).toBe('rejected');
+    const err = (result as PromiseRejectedResult).reason as NsboxError;
+    expect(err).toBeInstanceOf(NsboxError);
+    expect(err.message).toMatch(new RegExp(`^cp from ${id.slice(0, 12)}[0-9a-f]*:/data: .*data/d\\d\\d`));
+    expect(err.path).toMatch(/^data\/d\d\d/);
+    expect(openFds()).toEqual(fds);
+  });
+
   it('a tar Buffer into a stopped container gives the loop turns; the copy is whole', async () => {
     const from = await bigContainer();
     const tar = await collectBuffer(await rt.copyOut(from, '/data'));
