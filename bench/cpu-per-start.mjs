@@ -60,7 +60,18 @@ const floorRun = (k) =>
     Array.from({ length: k }, (_, i) => {
       const scratch = path.join(tmp, `floor-${i}`);
       fs.mkdirSync(scratch, { recursive: true });
-      const args = [...(fInit.cgroup ? ['-C', fInit.cgroup] : []), '-F', fInit.init, '-n', String(starts / k), '-w', '0', rootfs, scratch, ...fInit.options];
+      const args = [
+        ...(fInit.cgroup ? ['-C', fInit.cgroup] : []),
+        '-F',
+        fInit.init,
+        '-n',
+        String(Math.round(starts / k)),
+        '-w',
+        '0',
+        rootfs,
+        scratch,
+        ...fInit.options,
+      ];
       return new Promise((resolve, reject) => {
         const p = spawn(bin.floor, args, { stdio: ['ignore', 'ignore', 'inherit'] });
         p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`floor exited ${code}`))));
@@ -88,9 +99,9 @@ const variants = [
         await Promise.all(Array.from({ length: 10 }, lane));
       }),
   ],
-  ['floor -F, 1 process', () => measured(starts, () => floorRun(1))],
-  ['floor -F, 2 processes', () => measured(starts, () => floorRun(2))],
-  ['floor -F, 4 processes', () => measured(starts, () => floorRun(4))],
+  ['floor -F, 1 process', () => measured(Math.round(starts / 1) * 1, () => floorRun(1))],
+  ['floor -F, 2 processes', () => measured(Math.round(starts / 2) * 2, () => floorRun(2))],
+  ['floor -F, 4 processes', () => measured(Math.round(starts / 4) * 4, () => floorRun(4))],
 ];
 try {
   fInit = { ...nsboxInitArgs(REPO), cgroup: floorCgroup() };
