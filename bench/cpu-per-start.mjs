@@ -55,29 +55,24 @@ const one = async () => (await rt.run(opts)).wait();
 for (let i = 0; i < 10; i++) await one(); // the image, the cgroup parents, warm code
 
 let fInit;
-const floorRun = (k) =>
+/** `k` floors side by side, `per` starts each. */
+const floorRun = (k, per) =>
   Promise.all(
     Array.from({ length: k }, (_, i) => {
       const scratch = path.join(tmp, `floor-${i}`);
       fs.mkdirSync(scratch, { recursive: true });
-      const args = [
-        ...(fInit.cgroup ? ['-C', fInit.cgroup] : []),
-        '-F',
-        fInit.init,
-        '-n',
-        String(Math.round(starts / k)),
-        '-w',
-        '0',
-        rootfs,
-        scratch,
-        ...fInit.options,
-      ];
+      const args = [...(fInit.cgroup ? ['-C', fInit.cgroup] : []), '-F', fInit.init, '-n', String(per), '-w', '0', rootfs, scratch, ...fInit.options];
       return new Promise((resolve, reject) => {
         const p = spawn(bin.floor, args, { stdio: ['ignore', 'ignore', 'inherit'] });
         p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`floor exited ${code}`))));
       });
     }),
   );
+
+const floorRow = (k) => {
+  const per = Math.round(starts / k);
+  return measured(per * k, () => floorRun(k, per));
+};
 
 const rows = {};
 const variants = [
@@ -99,9 +94,9 @@ const variants = [
         await Promise.all(Array.from({ length: 10 }, lane));
       }),
   ],
-  ['floor -F, 1 process', () => measured(Math.round(starts / 1) * 1, () => floorRun(1))],
-  ['floor -F, 2 processes', () => measured(Math.round(starts / 2) * 2, () => floorRun(2))],
-  ['floor -F, 4 processes', () => measured(Math.round(starts / 4) * 4, () => floorRun(4))],
+  ['floor -F, 1 process', () => floorRow(1)],
+  ['floor -F, 2 processes', () => floorRow(2)],
+  ['floor -F, 4 processes', () => floorRow(4)],
 ];
 try {
   fInit = { ...nsboxInitArgs(REPO), cgroup: floorCgroup() };
