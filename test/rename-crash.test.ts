@@ -77,7 +77,9 @@ describe('rename killed at random moments', () => {
     let kills = 0;
     let twoNames = 0;
     let notesLeft = 0;
-    while (kills < 120 && Date.now() - started < 40_000) {
+    // 120 kills, or what 40 s give; on a loaded machine on until 60 (at most 100 s).
+    const enough = () => kills >= 120 || (Date.now() - started > 40_000 && kills >= 60) || Date.now() - started > 100_000;
+    while (!enough()) {
       const scripts = [start(), start()];
       await Promise.all(
         scripts.map(async (s) => {
@@ -116,5 +118,5 @@ describe('rename killed at random moments', () => {
     for (const [name, id] of links()) expect(rt.inspect(name).id).toBe(id);
     rt.prune();
     for (const d of ['containers', 'names', 'locks', 'tmp']) expect(fs.readdirSync(path.join(root, d))).toEqual([]);
-  }, 60_000);
+  }, 150_000);
 });
