@@ -8,7 +8,7 @@ import * as path from 'node:path';
 
 import { NsboxError, fromSystemError } from './errors';
 import { ID_RE, type Layout } from './layout';
-import { removeTree as removeDirTree } from './fsat';
+import { removeTree as removeDirTree, removeTreeAsync as removeDirTreeAsync } from './fsat';
 import { mountsUnder, ownStartTime } from './proc';
 import { readRecord, type ContainerRecord } from './record';
 
@@ -84,14 +84,28 @@ export function readEntry(layout: Layout, unsaved: ReadonlyMap<string, Container
  * delete would walk into anything mounted below: refused instead.
  */
 export function removeTree(id: string, dir: string): void {
-  const mounted = mountsUnder(dir);
-  if (mounted.length) {
-    throw new NsboxError('EBUSY', `remove container ${id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
-  }
+  refuseMountsUnder(id, dir);
   try {
     // The addon's walk, not fs.rmSync: a container can make a tree deep enough (a few thousand
     // levels) to overflow the stack of Node's recursive removal, and stay for ever.
     removeDirTree(dir, { force: true });
+  } catch (e) {
+    throw e instanceof NsboxError ? e : fromSystemError(`remove container ${id}`, e);
+  }
+}
+
+function refuseMountsUnder(id: string, dir: string): void {
+  const mounted = mountsUnder(dir);
+  if (mounted.length) {
+    throw new NsboxError('EBUSY', `remove container ${id}: ${mounted[0]} is a mount point on the host`, { path: mounted[0]!, hint: `umount ${mounted[0]}` });
+  }
+}
+
+/** removeTree with the walk on libuv's thread pool (prune, a tombstone's removal). */
+export async function removeTreeOffLoop(id: string, dir: string): Promise<void> {
+  refuseMountsUnder(id, dir);
+  try {
+    await removeDirTreeAsync(dir, { force: true });
   } catch (e) {
     throw e instanceof NsboxError ? e : fromSystemError(`remove container ${id}`, e);
   }

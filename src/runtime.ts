@@ -26,11 +26,21 @@ import { chooseIdMap, mapTexts } from './subid';
 import { ImageStore, removalsUnderWay, validateImageName, type ImageInfo, type ImportOptions } from './image/store';
 import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
 import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
-import { removeTree as removeDirTree, removeTreeAsync } from './fsat';
+import { removeTreeAsync } from './fsat';
 import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
-import { TOMBSTONE_RE, containerEntries, layerIdentity, readEntry, removeTree, tombstonePath, type Dangling, type Entry } from './container-dir';
+import {
+  TOMBSTONE_RE,
+  containerEntries,
+  layerIdentity,
+  readEntry,
+  removeTree,
+  removeTreeOffLoop,
+  tombstonePath,
+  type Dangling,
+  type Entry,
+} from './container-dir';
 import type { SecurityOptions } from './security';
 import {
   arrayOf,
@@ -327,7 +337,7 @@ export interface ListOptions {
 export interface PruneOptions {
   /**
    * Called for each container that could not be removed, once the others are. Without it,
-   * prune throws after removing all it could.
+   * prune rejects once it has removed all it could.
    */
   onError?: ((error: NsboxError, id: string) => void) | undefined;
 }
@@ -1172,6 +1182,19 @@ export class Runtime {
     }
   }
 
+  /** destroyIfFree with the removal's file system work off the event loop (prune). */
+  private async destroyIfFreeAsync(e: Entry, wanted: (e: Entry) => boolean): Promise<boolean> {
+    const lock = ContainerLock.tryAcquire(this.layout, e.id, 'remove');
+    if (!lock) return false;
+    try {
+      const now = this.findEntry(e.id);
+      if (!now || !wanted(now)) return false;
+      return await this.destroyEntryAsync(now);
+    } finally {
+      await lock.releaseAsync();
+    }
+  }
+
   /**
    * Removes a container, the caller holding its lock: renamed to a tombstone first (so that
    * nothing takes a half-deleted directory for a container, and a kill leaves something
@@ -1249,7 +1272,7 @@ export class Runtime {
     // Its cgroups and its layers at once: neither waits for the other.
     await Promise.all([
       removeContainerCgroupAsync(e.id, 3000, e.rec?.cgroups),
-      trusted ? new Workspace(dir, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, disk).destroyAsync() : Promise.resolve(removeTree(e.id, dir)),
+      trusted ? new Workspace(dir, e.rec!.imageLayer, e.rec!.driver, !!e.rec!.readOnly, disk).destroyAsync() : removeTreeOffLoop(e.id, dir),
     ]);
     for (const n of names) this.releaseName(n, e.id);
     if (trusted && e.rec!.userns) releaseRange(this.layout, e.id, e.rec!.userns);
@@ -2057,9 +2080,11 @@ export class Runtime {
    * process), what processes that died left half done (containers half made or half removed,
    * names of containers gone, temp files, cgroups), and leftovers of interrupted work. What
    * could not be removed (a container whose record cannot be trusted included) goes to
-   * `onError`; without it, prune throws once it has removed all it could.
+   * `onError`; without it, prune rejects once it has removed all it could. The trees it
+   * deletes (containers' layers, leftovers of interrupted work) are deleted on libuv's thread
+   * pool, one after another: the event loop keeps turning meanwhile.
    */
-  prune(options: PruneOptions = {}): string[] {
+  async prune(options: PruneOptions = {}): Promise<string[]> {
     const o = checkOptions('prune', PRUNE, options);
     this.layout.verify();
     this.recovered = true; // done here, in full
@@ -2082,7 +2107,7 @@ export class Runtime {
           continue;
         }
         // A commit of it holds its lock: not removed now (in use), not a failure either.
-        if (prunable(e) && this.destroyIfFree(e, prunable)) removed.push(e.id);
+        if (prunable(e) && (await this.destroyIfFreeAsync(e, prunable))) removed.push(e.id);
       } catch (err) {
         fail(err, e?.id ?? x);
       }
@@ -2123,7 +2148,7 @@ export class Runtime {
       const failedRmi = pid === process.pid && t.startsWith('rmi-') && !removalsUnderWay.has(path.join(this.layout.tmp, t));
       if (!pid || (!failedRmi && (pid === process.pid || fs.existsSync(`/proc/${pid}`)))) continue;
       try {
-        removeDirTree(path.join(this.layout.tmp, t), { force: true });
+        await removeTreeAsync(path.join(this.layout.tmp, t), { force: true });
       } catch (e) {
         fail(e, path.join(this.layout.tmp, t));
       }

@@ -305,7 +305,7 @@ describe('limits.disk', () => {
     // the containers die with their supervisor (PDEATHSIG), and their loop devices with them
     await until('loop devices detached', () => loopsUnder(root).length === 0, 10000);
     expect(mountsUnder(root)).toEqual([]);
-    const pruned = rt.prune();
+    const pruned = await rt.prune();
     expect(pruned.length).toBeGreaterThan(0);
     expect(containers()).toEqual([]);
   });

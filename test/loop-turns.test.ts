@@ -223,7 +223,7 @@ describe('process.exit() at one of the turns', () => {
     await next.commit(id, 'turns-exit');
     expect(count(path.join(next.images.get('turns-exit').rootfs, 'data', 'd29'))).toBe(PER_DIR);
     // prune removes the dead process's half-built tree (and the exited container).
-    next.prune();
+    await next.prune();
     expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
     expect(next.list({ all: true }).map((c) => c.id)).not.toContain(id);
     expect(fs.readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(` ${root}/`);
@@ -424,7 +424,7 @@ describe('rmi of a big image', () => {
     } finally {
       for (const m of ours()) execFileSync('umount', [m]);
     }
-    rt.prune();
+    await rt.prune();
     expect(leftovers()).toEqual([]);
   });
 
@@ -441,5 +441,40 @@ describe('rmi of a big image', () => {
     expect(fs.readdirSync(path.join(root, 'tmp')).filter((n) => n.startsWith('rmi-'))).toEqual([]);
     await rt.remove(id);
     await rt.removeImage('turns-rmi-again');
+  });
+});
+
+describe('prune of big trees', () => {
+  it('deletes them off the loop: a container started at a turn mid-prune runs, and both trees are gone after', async () => {
+    // A state directory of its own: prune removes every container that is not running.
+    const own = new Runtime({ root: path.join(scratch, 'state-prune') });
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const c = await own.run({ image: 'busybox', command: ['true'], stdio: 'ignore' });
+      await c.wait();
+      await own.copyIn(c.id!, tree, '/');
+      ids.push(c.id!);
+    }
+    const containers = path.join(scratch, 'state-prune', 'containers');
+    const tombstone = () => fs.readdirSync(containers).some((n) => n.includes('.removing-'));
+    const fds = openFds();
+    let output = '';
+    const { result, acted } = await withTurns(
+      () => own.prune(),
+      async () => {
+        // A removal under way: renamed to its tombstone, its tree being deleted.
+        if (!tombstone()) return false;
+        const c = await own.run({ image: 'busybox', command: ['echo', 'mid-prune'], stdio: ['ignore', 'pipe', 'ignore'], remove: true });
+        output = (await collectBuffer(c.stdout)).toString();
+        expect(await c.wait()).toMatchObject({ exitCode: 0 });
+        return true;
+      },
+    );
+    expect(acted).toBe(true);
+    expect(output).toBe('mid-prune\n');
+    expect(result.status).toBe('fulfilled');
+    expect((result as PromiseFulfilledResult<string[]>).value.sort()).toEqual([...ids].sort());
+    expect(fs.readdirSync(containers)).toEqual([]);
+    expect(openFds()).toEqual(fds);
   });
 });

@@ -116,7 +116,7 @@ describe('rename killed at random moments', () => {
     // Every name still works, and prune leaves nothing.
     const rt = new Runtime({ root });
     for (const [name, id] of links()) expect(rt.inspect(name).id).toBe(id);
-    rt.prune();
+    await rt.prune();
     for (const d of ['containers', 'names', 'locks', 'tmp']) expect(fs.readdirSync(path.join(root, d))).toEqual([]);
   }, 150_000);
 });

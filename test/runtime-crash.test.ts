@@ -212,7 +212,7 @@ describe('scripts killed at random moments', () => {
     );
 
     // prune leaves nothing.
-    rt.prune();
+    await rt.prune();
     expect(ls(path.join(root, 'containers'))).toEqual([]);
     expect(ls(path.join(root, 'names'))).toEqual([]);
     expect(ls(path.join(root, 'tmp'))).toEqual([]);

@@ -185,7 +185,7 @@ describe('names and state', () => {
     const info = other.list({ all: true }).find((c) => c.id === done.c.id)!;
     expect(info).toMatchObject({ status: 'exited', exitCode: 3, image: 'busybox', command: ['sh', '-c', 'exit 3'] });
     expect(other.list().some((c) => c.id === done.c.id)).toBe(false);
-    expect(other.prune()).toContain(done.c.id);
+    expect(await other.prune()).toContain(done.c.id);
     expect(other.list({ all: true }).some((c) => c.id === done.c.id)).toBe(false);
   });
 

@@ -60,7 +60,7 @@ function plant(fields: Record<string, unknown>, opts: { entry?: (id: string) => 
 const deadSupervisor = () => ({ supervisor: dead.pid, supervisorStart: dead.start });
 
 describe('what a killed create or remove leaves', () => {
-  it('is finished by the next Runtime at its first list: half made, half removed, recordless, names of nothing, --rm never removed', () => {
+  it('is finished by the next Runtime at its first list: half made, half removed, recordless, names of nothing, --rm never removed', async () => {
     const creating = plant({ status: 'creating', pid: null, pidStart: null, pidNamespace: null, ...deadSupervisor() }, { name: 'half-made' });
     const tomb = plant({}, { entry: (id) => `${id}.removing-${dead.pid}-${dead.start}`, name: 'half-removed' });
     const recordless = newId();
@@ -77,7 +77,7 @@ describe('what a killed create or remove leaves', () => {
     expect(fs.readdirSync(path.join(root, 'names'))).toEqual(['kept']);
     for (const x of [creating, tomb, rmLeft]) expect(fs.existsSync(x.dir)).toBe(false);
     expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
-    rt.prune();
+    await rt.prune();
     expect(fs.readdirSync(path.join(root, 'containers'))).toEqual([]);
   });
 

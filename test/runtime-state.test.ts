@@ -227,7 +227,7 @@ describe('records of the wrong shape', () => {
     try {
       expect(listed().bad.get('not-an-id')?.message).toMatch(/not a container id/);
       expect((await rejection(rt.remove('not-an-id', { force: true }))).code).toBe('NOT_FOUND');
-      expect(rt.prune({ onError: () => undefined })).toEqual([]);
+      expect(await rt.prune({ onError: () => undefined })).toEqual([]);
       expect(fs.readdirSync(outside)).toEqual(['precious']);
     } finally {
       fs.unlinkSync(stray);
@@ -324,7 +324,7 @@ describe('killing a process this process did not start', () => {
     const tomb = path.join(root, 'containers', `${newId()}.removing-4194303-1`);
     fs.mkdirSync(tomb, { mode: 0o700 });
     deepTree(tomb);
-    rt.prune();
+    await rt.prune();
     expect(fs.existsSync(tomb)).toBe(false);
   });
 
@@ -368,7 +368,7 @@ describe('ps -a, rm and prune beside bad records', () => {
     // prune: good-b removed; the bad ones reported (not removed: nothing can prove they are
     // stopped); the running one kept.
     const errors = new Map<string, NsboxError>();
-    const pruned = rt.prune({ onError: (e, id) => errors.set(id, e) });
+    const pruned = await rt.prune({ onError: (e, id) => errors.set(id, e) });
     expect(pruned).toEqual([b.id]);
     expect([...errors.keys()].sort()).toEqual([...badIds].sort());
     expect(rt.list({ onError: () => undefined }).map((c) => c.id)).toEqual([running.id]);
@@ -376,7 +376,7 @@ describe('ps -a, rm and prune beside bad records', () => {
     // Without onError, prune throws, once it has removed all it could.
     const c = await rt.run({ image: 'busybox', command: ['true'] });
     await c.wait();
-    expect(() => rt.prune()).toThrow(/prune: removed 1, failed 3: container [0-9a-f]{12}: its record/);
+    await expect(rt.prune()).rejects.toThrow(/prune: removed 1, failed 3: container [0-9a-f]{12}: its record/);
     expect(fs.existsSync(path.join(root, 'containers', c.id!))).toBe(false);
 
     // The CLI's prune: exit 125, each failure said, the removed ids printed.
@@ -416,14 +416,14 @@ describe('ps -a, rm and prune beside bad records', () => {
     expect(spawnSync('mount', ['-t', 'tmpfs', 'none', mountPoint]).status).toBe(0);
     try {
       const errors: Array<[string, NsboxError]> = [];
-      expect(rt.prune({ onError: (e, id) => errors.push([id, e]) })).toEqual([other.id]);
+      expect(await rt.prune({ onError: (e, id) => errors.push([id, e]) })).toEqual([other.id]);
       expect(errors).toHaveLength(1);
       expect(errors[0]![0]).toBe(stuck.id);
       expect(errors[0]![1].code).toBe('EBUSY');
     } finally {
       spawnSync('umount', [mountPoint]);
     }
-    expect(rt.prune()).toEqual([stuck.id]);
+    expect(await rt.prune()).toEqual([stuck.id]);
   });
 });
 

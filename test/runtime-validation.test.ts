@@ -208,7 +208,7 @@ describe('Runtime options and the other methods', () => {
       expect(c.running).toBe(true);
       expect(() => rt.list({ all: 'yes' as unknown as boolean })).toThrow(/list option all: expected a boolean/);
       expect(() => rt.list({ al: true } as never)).toThrow(/list option al: unknown option \(did you mean all\?\)/);
-      expect(() => rt.prune({ force: true } as never)).toThrow(/prune option force: unknown option/);
+      await expect(rt.prune({ force: true } as never)).rejects.toThrow(/prune option force: unknown option/);
       expect(() => rt.removeImage('busybox', { force: 1 as unknown as boolean })).toThrow(/removeImage option force: expected a boolean/);
       await expect(rt.commit(c.id!, 'never-made', { outptu: '/tmp/x.tar' } as never)).rejects.toThrow(
         /commit option outptu: unknown option \(did you mean output\?\)/,

@@ -116,12 +116,12 @@ describe("userns: 'auto' ranges across state directories", () => {
       const forged = DEFAULT_BASE + 5 * RANGE_SIZE;
       fs.symlinkSync(claimTarget({ uidBase: forged, gidBase: forged, id: idle, stateDir: fs.realpathSync(b.root) }), path.join(claims, String(forged)));
       await stopped(a.rt).then((id) => a.rt.remove(id));
-      a.rt.prune();
+      await a.rt.prune();
       expect(claimsOf(b.root)).toEqual(held);
       const mine = await stopped(a.rt);
       expect(held).not.toContain(baseOf(a.rt, mine));
       // A prune of b's own keeps what its containers hold, the running one's included.
-      expect(b.rt.prune()).toEqual([idle]);
+      expect(await b.rt.prune()).toEqual([idle]);
       expect(claimsOf(b.root)).toEqual([baseOf(b.rt, running.id!)]);
     } finally {
       await running.remove({ force: true });

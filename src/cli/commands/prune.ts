@@ -5,7 +5,7 @@ import { runtimeFrom } from './shared';
 
 export default async function prune(_p: Parsed, g: Global): Promise<number> {
   let status = 0;
-  const removed = runtimeFrom(g).prune({
+  const removed = await runtimeFrom(g).prune({
     onError: (e) => {
       printError(e);
       status = 125;
