@@ -36,6 +36,37 @@ describe('the installed command', () => {
     const r = spawnSync(process.execPath, [MAIN, '--version'], { encoding: 'utf8', env: { ...process.env, NSBOX_CODE_CACHE_REPORT: '1' } });
     expect(r.stderr).toBe('nsbox: code cache accepted\n');
   });
+  it("starts no thread of libuv's pool for a run (its batches run on the JS thread)", () => {
+    // Threads at the first line of the process and at its exit: the pool, once started, would
+    // add its 8 (and stay); a run adds only the spawner thread that clones its container.
+    const probe = path.join(root, 'threads.cjs');
+    fs.writeFileSync(
+      probe,
+      `const fs = require('node:fs'); const n = () => fs.readdirSync('/proc/self/task').length; const before = n();
+       process.on('exit', () => fs.writeSync(2, 'threads +' + (n() - before) + '\\n'));`,
+    );
+    for (const args of [
+      ['run', '--rm', 'busybox', 'true'],
+      ['run', 'busybox', 'true'],
+    ]) {
+      const r = spawnSync(process.execPath, [MAIN, '--root', root, ...args], {
+        encoding: 'utf8',
+        env: { ...process.env, NODE_OPTIONS: `--require ${probe}`, UV_THREADPOOL_SIZE: '8' },
+      });
+      expect(r.status).toBe(0);
+      const grew = Number(/threads \+(\d+)/.exec(r.stderr)?.[1]);
+      expect(grew).toBeGreaterThanOrEqual(1);
+      expect(grew).toBeLessThan(8);
+    }
+    // The probe sees the pool where it starts: `rm` still takes its batches there.
+    const id = spawnSync(process.execPath, [MAIN, '--root', root, 'ps', '-aq'], { encoding: 'utf8' }).stdout.trim().split('\n')[0]!;
+    const rm = spawnSync(process.execPath, [MAIN, '--root', root, 'rm', id], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: `--require ${probe}`, UV_THREADPOOL_SIZE: '8' },
+    });
+    expect(rm.status).toBe(0);
+    expect(Number(/threads \+(\d+)/.exec(rm.stderr)?.[1])).toBeGreaterThanOrEqual(8);
+  });
   it('answers as the unbundled CLI does, non-ASCII text and errors included', () => {
     for (const args of [
       ['--version'],
