@@ -4,6 +4,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as vm from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { unionMounts } from './helpers';
@@ -100,6 +101,27 @@ describe('the installed command', () => {
     });
     expect(rm.status).toBe(0);
     expect(Number(/threads \+(\d+)/.exec(rm.stderr)?.[1])).toBeGreaterThanOrEqual(8);
+  });
+  it("resolves each module's relative requires to the module a path resolution finds", () => {
+    // The bundle carries them resolved (scripts/bundle-cli.js); start.js looks them up. A
+    // wrong entry would load another module in place of the one asked for.
+    const bundleFile = path.join(path.dirname(MAIN), 'bundle.js');
+    const table = vm.runInNewContext(fs.readFileSync(bundleFile, 'latin1'), {}, { filename: bundleFile }) as Record<string, unknown>;
+    const resolved = table['(requires)'] as Record<string, Record<string, string>>;
+    const modules = Object.keys(table).filter((k) => k.endsWith('.js'));
+    let checked = 0;
+    for (const rel of modules) {
+      for (const m of String(table[rel]).matchAll(/\brequire\("(\.\.?\/[^"]*)"\)/g)) {
+        const target = path.posix.normalize(path.posix.join(path.posix.dirname(rel), m[1]!));
+        const expected = [`${target}.js`, target, `${target}/index.js`].find((c) => modules.includes(c));
+        expect({ rel, id: m[1], to: resolved[rel]?.[m[1]!] }).toEqual({ rel, id: m[1], to: expected });
+        if (expected) checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(100);
+    expect(resolved['fsbatch.js']!['./native']).toBe('native.js');
+    expect(resolved['cli/commands/run.js']!['../terminal']).toBe('cli/terminal.js');
+    expect(resolved['cli/commands/run.js']!['./shared']).toBe('cli/commands/shared.js');
   });
   it('answers as the unbundled CLI does, non-ASCII text and errors included', () => {
     for (const args of [
