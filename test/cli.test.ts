@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vm from 'node:vm';
+import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { unionMounts } from './helpers';
@@ -122,6 +123,40 @@ describe('the installed command', () => {
     expect(resolved['fsbatch.js']!['./native']).toBe('native.js');
     expect(resolved['cli/commands/run.js']!['../terminal']).toBe('cli/terminal.js');
     expect(resolved['cli/commands/run.js']!['./shared']).toBe('cli/commands/shared.js');
+  });
+  it('holds each module as tsc wrote it, but for comments and blanks: the same syntax tree', () => {
+    // The bundle is printed without comments, indentation and non-ASCII characters
+    // (scripts/bundle-cli.js): every node, identifier and literal value must be the same.
+    const bundleFile = path.join(path.dirname(MAIN), 'bundle.js');
+    const table = vm.runInNewContext(fs.readFileSync(bundleFile, 'latin1'), {}, { filename: bundleFile }) as Record<string, unknown>;
+    const shape = (rel: string, text: string): string[] => {
+      const out: string[] = [];
+      const visit = (n: ts.Node): void => {
+        const value =
+          ts.isIdentifier(n) ||
+          ts.isStringLiteral(n) ||
+          ts.isNumericLiteral(n) ||
+          ts.isNoSubstitutionTemplateLiteral(n) ||
+          ts.isTemplateHead(n) ||
+          ts.isTemplateMiddle(n) ||
+          ts.isTemplateTail(n) ||
+          ts.isRegularExpressionLiteral(n)
+            ? n.text
+            : '';
+        out.push(`${ts.SyntaxKind[n.kind]}${value ? ` ${JSON.stringify(value)}` : ''}`);
+        ts.forEachChild(n, visit);
+      };
+      visit(ts.createSourceFile(rel, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS));
+      return out;
+    };
+    const modules = Object.keys(table).filter((k) => k.endsWith('.js'));
+    expect(modules.length).toBeGreaterThan(60);
+    for (const rel of modules) {
+      const fn = String(table[rel]);
+      const body = fn.slice(fn.indexOf('{\n') + 2, fn.lastIndexOf('\n}'));
+      const own = fs.readFileSync(path.join(path.dirname(MAIN), '..', rel), 'utf8').replace(/^#!.*\n/, '');
+      expect({ rel, tree: shape(rel, body) }).toEqual({ rel, tree: shape(rel, own) });
+    }
   });
   it('answers as the unbundled CLI does, non-ASCII text and errors included', () => {
     for (const args of [
