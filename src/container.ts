@@ -41,6 +41,15 @@ import { checkRootlessIds, isRootless, needsCgroup, rootlessCgroup, startUserNs 
 import { externalUserNs, type IdRange } from './userns';
 import { MAP_HELPER_FAILED, chooseIdMap, helperError, type SubidMap } from './subid';
 
+/**
+ * Milliseconds on the monotonic clock, for a container's wall time. Not the global
+ * `performance`: Node 20 loads perf_hooks and its timing modules on its first use, about
+ * 2 ms of a CLI run's first start (bench/ANALYSIS.md).
+ */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint()) / 1e6;
+}
+
 export type { ProcessEvents, ProcessStreams, Stdio, StdioEntry, StdioMode, StreamsOf, TerminalSize } from './stdio';
 
 export interface ExitStatus {
@@ -438,7 +447,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     const { plan, cgroup, time } = prepareStart(options, managed);
     try {
       const exit = new ExitRelay();
-      const startedAt = performance.now();
+      const startedAt = monotonicMs();
       const r = native().spawn(plan, exit.onExit);
       if (!r.ok) throw describeFailure(plan, r);
       const c = new Container(managed, cgroup, time, { r, exit, startedAt });
@@ -465,7 +474,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
     const { plan, cgroup, time } = prepareStart(options, managed);
     let r: SpawnResult;
     const exit = new ExitRelay();
-    const startedAt = performance.now();
+    const startedAt = monotonicMs();
     try {
       // The cgroup fds the plan names stay open until the child has used them.
       hookExit();
@@ -542,7 +551,7 @@ export class Container<S extends ProcessStreams = ProcessStreams> extends EventE
         oomKilled: false,
         ...ended,
         usage: {
-          wallMs: performance.now() - startedAt,
+          wallMs: monotonicMs() - startedAt,
           cpuUserMs: (usage?.userUs ?? 0) / 1000,
           cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
           maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024,

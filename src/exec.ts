@@ -20,7 +20,7 @@ import * as path from 'node:path';
 
 import { homeDevicesTasks, unifiedHierarchy, v1Hierarchies } from './cgroup';
 import { oomKillCount } from './cgroup-v2';
-import { SIGNAL_NAMES, drain, processStreams, signalNumber, ttySize, type ExitStatus } from './container';
+import { SIGNAL_NAMES, drain, monotonicMs, processStreams, signalNumber, ttySize, type ExitStatus } from './container';
 import { checkStdio, normaliseStdio, type ProcessEvents, type ProcessStreams, type Stdio, type TerminalSize } from './stdio';
 import { NsboxError, fromNative, invalid, errnoCode } from './errors';
 import { processPidNamespace, processStartTime } from './proc';
@@ -448,7 +448,7 @@ export class ExecProcess<S extends ProcessStreams = ProcessStreams> extends Even
     const oomKillsBefore = oomKills();
     let resolveExit!: (s: ExitStatus) => void;
     this.exited = new Promise((resolve) => (resolveExit = resolve));
-    const started = performance.now();
+    const started = monotonicMs();
     const ended = { timedOut: false, aborted: false };
     const timers: NodeJS.Timeout[] = [];
     const onAbort = () => end('aborted');
@@ -462,7 +462,7 @@ export class ExecProcess<S extends ProcessStreams = ProcessStreams> extends Even
         cpuTimeExceeded: false,
         ...ended,
         usage: {
-          wallMs: performance.now() - started,
+          wallMs: monotonicMs() - started,
           cpuUserMs: (usage?.userUs ?? 0) / 1000,
           cpuSystemMs: (usage?.systemUs ?? 0) / 1000,
           maxRssBytes: (usage?.maxRssKiB ?? 0) * 1024,

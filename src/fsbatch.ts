@@ -33,7 +33,31 @@ export type BatchStat = { dev: string; ino: number; mode: number };
 /** undefined: not run (an op before it failed); null: done; else the failure or the op's value. */
 export type BatchResult = undefined | null | NativeErrno | (NativeErrno & { path: Buffer }) | string | boolean | BatchStat | Record<string, string>;
 
+/** Whether batches run on the calling thread (runBatchesInline). */
+let inline = false;
+
+/**
+ * From now on, this process runs its batches on the JS thread: for a one-shot process, the
+ * CLI's `run`, where nothing else waits for the loop. Its first pool job would make libuv start
+ * all of the pool's threads and wait until each one runs (3-6 ms on a loaded 2-CPU VM, the
+ * first start's largest cold cost: bench/ANALYSIS.md), and a run uses the pool for nothing
+ * else. Running a batch at once is one of the orders the pool allows (its thread may run the
+ * job before the caller's next statement), so callers see nothing new: the promise still
+ * settles in a later microtask.
+ */
+export function runBatchesInline(): void {
+  inline = true;
+}
+
 export function fsBatch(ops: readonly BatchOp[]): Promise<BatchResult[]> {
+  if (inline) {
+    try {
+      return Promise.resolve(native().fsBatchSync(ops));
+    } catch (e) {
+      // an invalid op: rejected, as the pool's way rejects it (the promise's executor throws)
+      return Promise.reject(e as Error);
+    }
+  }
   return new Promise((resolve) => native().fsBatchAsync(ops, resolve));
 }
 

@@ -284,6 +284,8 @@ export interface NativeBinding {
   writeFileAsync(path: string, data: string | Buffer, flags: number, mode: number, setMode: boolean, done: (r: NativeErrno | null) => void): void;
   /** Small file system calls in order, in one job of libuv's pool (src/fsbatch.ts). */
   fsBatchAsync(ops: readonly BatchOp[], done: (results: BatchResult[]) => void): void;
+  /** The same batch on the calling thread (a one-shot process: src/fsbatch.ts). */
+  fsBatchSync(ops: readonly BatchOp[]): BatchResult[];
   /** removeTree on libuv's thread pool. */
   removeTreeAsync(path: string | Buffer, done: (r: (NativeErrno & { path: Buffer }) | null) => void): void;
   // For cp (src/copy.ts): a container's root and what lies beneath it.

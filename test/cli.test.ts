@@ -4,6 +4,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as vm from 'node:vm';
+import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { unionMounts } from './helpers';
@@ -35,6 +37,126 @@ describe('the installed command', () => {
     expect(bundle.every((b) => b < 0x80)).toBe(true);
     const r = spawnSync(process.execPath, [MAIN, '--version'], { encoding: 'utf8', env: { ...process.env, NSBOX_CODE_CACHE_REPORT: '1' } });
     expect(r.stderr).toBe('nsbox: code cache accepted\n');
+  });
+  it("starts no thread of libuv's pool for a run (its batches run on the JS thread)", () => {
+    // Threads at the first line of the process and at its exit: the pool, once started, would
+    // add its 8 (and stay); a run adds only the spawner thread that clones its container.
+    const probe = path.join(root, 'threads.cjs');
+    fs.writeFileSync(
+      probe,
+      `const fs = require('node:fs'); const n = () => fs.readdirSync('/proc/self/task').length; const before = n();
+       process.on('exit', () => fs.writeSync(2, 'threads +' + (n() - before) + '\\n'));`,
+    );
+    for (const args of [
+      ['run', '--rm', 'busybox', 'true'],
+      ['run', 'busybox', 'true'],
+    ]) {
+      const r = spawnSync(process.execPath, [MAIN, '--root', root, ...args], {
+        encoding: 'utf8',
+        env: { ...process.env, NODE_OPTIONS: `--require ${probe}`, UV_THREADPOOL_SIZE: '8' },
+      });
+      expect(r.status).toBe(0);
+      const grew = Number(/threads \+(\d+)/.exec(r.stderr)?.[1]);
+      expect(grew).toBeGreaterThanOrEqual(1);
+      expect(grew).toBeLessThan(8);
+    }
+  });
+  it("loads none of Node's modules a run has no use for", () => {
+    // Each costs a start 0.5-5 ms on Node 20: perf_hooks (the global `performance`), node:module
+    // (with it the ES module loader: compile-cache.ts asks for it only on Node >= 22.1),
+    // fs.promises, and what only other paths need.
+    const probe = path.join(root, 'modules.cjs');
+    fs.writeFileSync(
+      probe,
+      `const before = new Set(process.moduleLoadList);
+       process.on('exit', () => require('node:fs').writeSync(2, JSON.stringify(process.moduleLoadList.filter((m) => !before.has(m))) + '\\n'));`,
+    );
+    const r = spawnSync(process.execPath, [MAIN, '--root', root, 'run', '--rm', 'busybox', 'true'], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: `--require ${probe}` },
+    });
+    expect(r.status).toBe(0);
+    const loaded = (JSON.parse(r.stderr) as string[]).map((m) => m.replace(/^NativeModule /, ''));
+    expect(loaded).toContain('vm');
+    const unused = [
+      'perf_hooks',
+      'module',
+      'internal/modules/esm/loader',
+      'internal/fs/promises',
+      'child_process',
+      'net',
+      'tty',
+      'crypto',
+      'zlib',
+      'worker_threads',
+    ];
+    expect(loaded.filter((m) => unused.includes(m))).toEqual([]);
+  });
+  it('a kept container is removed by rm through the pool as before', () => {
+    const probe = path.join(root, 'threads.cjs');
+    // The probe sees the pool where it starts: `rm` still takes its batches there.
+    const id = spawnSync(process.execPath, [MAIN, '--root', root, 'ps', '-aq'], { encoding: 'utf8' }).stdout.trim().split('\n')[0]!;
+    const rm = spawnSync(process.execPath, [MAIN, '--root', root, 'rm', id], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: `--require ${probe}`, UV_THREADPOOL_SIZE: '8' },
+    });
+    expect(rm.status).toBe(0);
+    expect(Number(/threads \+(\d+)/.exec(rm.stderr)?.[1])).toBeGreaterThanOrEqual(8);
+  });
+  it("resolves each module's relative requires to the module a path resolution finds", () => {
+    // The bundle carries them resolved (scripts/bundle-cli.js); start.js looks them up. A
+    // wrong entry would load another module in place of the one asked for.
+    const bundleFile = path.join(path.dirname(MAIN), 'bundle.js');
+    const table = vm.runInNewContext(fs.readFileSync(bundleFile, 'latin1'), {}, { filename: bundleFile }) as Record<string, unknown>;
+    const resolved = table['(requires)'] as Record<string, Record<string, string>>;
+    const modules = Object.keys(table).filter((k) => k.endsWith('.js'));
+    let checked = 0;
+    for (const rel of modules) {
+      for (const m of String(table[rel]).matchAll(/\brequire\("(\.\.?\/[^"]*)"\)/g)) {
+        const target = path.posix.normalize(path.posix.join(path.posix.dirname(rel), m[1]!));
+        const expected = [`${target}.js`, target, `${target}/index.js`].find((c) => modules.includes(c));
+        expect({ rel, id: m[1], to: resolved[rel]?.[m[1]!] }).toEqual({ rel, id: m[1], to: expected });
+        if (expected) checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(100);
+    expect(resolved['fsbatch.js']!['./native']).toBe('native.js');
+    expect(resolved['cli/commands/run.js']!['../terminal']).toBe('cli/terminal.js');
+    expect(resolved['cli/commands/run.js']!['./shared']).toBe('cli/commands/shared.js');
+  });
+  it('holds each module as tsc wrote it, but for comments and blanks: the same syntax tree', () => {
+    // The bundle is printed without comments, indentation and non-ASCII characters
+    // (scripts/bundle-cli.js): every node, identifier and literal value must be the same.
+    const bundleFile = path.join(path.dirname(MAIN), 'bundle.js');
+    const table = vm.runInNewContext(fs.readFileSync(bundleFile, 'latin1'), {}, { filename: bundleFile }) as Record<string, unknown>;
+    const shape = (rel: string, text: string): string[] => {
+      const out: string[] = [];
+      const visit = (n: ts.Node): void => {
+        const value =
+          ts.isIdentifier(n) ||
+          ts.isStringLiteral(n) ||
+          ts.isNumericLiteral(n) ||
+          ts.isNoSubstitutionTemplateLiteral(n) ||
+          ts.isTemplateHead(n) ||
+          ts.isTemplateMiddle(n) ||
+          ts.isTemplateTail(n) ||
+          ts.isRegularExpressionLiteral(n)
+            ? n.text
+            : '';
+        out.push(`${ts.SyntaxKind[n.kind]}${value ? ` ${JSON.stringify(value)}` : ''}`);
+        ts.forEachChild(n, visit);
+      };
+      visit(ts.createSourceFile(rel, text, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS));
+      return out;
+    };
+    const modules = Object.keys(table).filter((k) => k.endsWith('.js'));
+    expect(modules.length).toBeGreaterThan(60);
+    for (const rel of modules) {
+      const fn = String(table[rel]);
+      const body = fn.slice(fn.indexOf('{\n') + 2, fn.lastIndexOf('\n}'));
+      const own = fs.readFileSync(path.join(path.dirname(MAIN), '..', rel), 'utf8').replace(/^#!.*\n/, '');
+      expect({ rel, tree: shape(rel, body) }).toEqual({ rel, tree: shape(rel, own) });
+    }
   });
   it('answers as the unbundled CLI does, non-ASCII text and errors included', () => {
     for (const args of [

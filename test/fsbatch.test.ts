@@ -104,6 +104,69 @@ describe('fsBatch', () => {
   });
 });
 
+// The CLI's run has its batches run on the JS thread (runBatchesInline): the same results as
+// the pool's, the same refusal of a bad op, and no pool thread started for them. Each way in
+// a fresh process: the switch is for the whole process, and the pool, once started, stays.
+describe('batches run inline', () => {
+  const script = `
+    const fs = require('node:fs');
+    const path = require('node:path');
+    const { fsBatch, runBatchesInline } = require(process.env.FSBATCH);
+    const threads = () => fs.readdirSync('/proc/self/task').length;
+    const before = threads();
+    if (process.env.INLINE) runBatchesInline();
+    const d = process.env.DIR;
+    fs.mkdirSync(path.join(d, 'full'));
+    fs.writeFileSync(path.join(d, 'full', 'x'), 'x');
+    (async () => {
+      const r = await fsBatch([
+        { op: 'mkdir', path: path.join(d, 'a'), mode: 0o700 },
+        { op: 'write', path: path.join(d, 'a', 'f'), data: 'hello', flags: fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode: 0o640, setMode: true },
+        { op: 'rename', path: path.join(d, 'a'), to: path.join(d, 'b') },
+        { op: 'rmdir', path: path.join(d, 'full'), tolerate: ['ENOENT'], goOn: true },
+        { op: 'read', path: path.join(d, 'b', 'f') },
+        { op: 'exists', path: path.join(d, 'a') },
+        { op: 'symlink', path: path.join(d, 'link'), to: 'target' },
+        { op: 'readLinks', path: d },
+        { op: 'stat', path: path.join(d, 'b') },
+        { op: 'removeTree', path: path.join(d, 'full') },
+        { op: 'rmdir', path: path.join(d, 'a') },
+        { op: 'mkdir', path: path.join(d, 'never'), mode: 0o700 },
+      ]);
+      let refused = '';
+      await fsBatch([{ op: 'mkdir', path: path.join(d, 'never') }, { op: 'chmod', path: d }]).catch((e) => (refused = e.message));
+      const stat = r[8];
+      if (stat) stat.ino = stat.ino === fs.statSync(path.join(d, 'b')).ino;
+      console.log(JSON.stringify({ r: r.map((x) => (x === undefined ? 'not run' : x)), refused, left: fs.readdirSync(d).sort(), grew: threads() - before }));
+    })();
+  `;
+  const runWay = async (inline: boolean) => {
+    const dir = fs.mkdtempSync(path.join(base, 'inline-'));
+    const r = spawnSync(process.execPath, ['-e', script], {
+      encoding: 'utf8',
+      env: { ...process.env, FSBATCH: distModule('fsbatch'), DIR: dir, UV_THREADPOOL_SIZE: '8', ...(inline ? { INLINE: '1' } : {}) },
+    });
+    expect(r.stderr).toBe('');
+    return JSON.parse(r.stdout) as { r: unknown[]; refused: string; left: string[]; grew: number };
+  };
+
+  it('gives what the pool gives, refuses what it refuses, and starts no pool thread', async () => {
+    const pool = await runWay(false);
+    const inline = await runWay(true);
+    expect(inline.r).toEqual(pool.r);
+    expect(inline.r[3]).toMatchObject({ code: 'ENOTEMPTY' });
+    expect(inline.r[10]).toMatchObject({ code: 'ENOENT', syscall: 'rmdir' });
+    expect(inline.r[11]).toBe('not run');
+    expect(inline.r[8]).toMatchObject({ ino: true });
+    expect(inline.refused).toMatch(/op 1 is not a valid op/);
+    expect(inline.left).toEqual(['b', 'link']);
+    expect(inline.left).toEqual(pool.left);
+    // The pool's way starts its 8 threads; the inline way none.
+    expect(pool.grew).toBeGreaterThanOrEqual(8);
+    expect(inline.grew).toBe(0);
+  });
+});
+
 describe('the batched removal', () => {
   it('refuses a container with a mount on the host inside it, changing nothing; removes all of it once unmounted', async () => {
     const c = await rt.run({ image: 'busybox', command: ['true'], name: 'mounted-in', stdio: 'ignore' });

@@ -204,7 +204,7 @@ export async function until(what: string, cond: () => boolean, timeoutMs = 5000,
 }
 
 /** Compiled entry points for node subprocesses (`npm test` runs tsc first). */
-export function distModule(name: 'container' | 'errors'): string {
+export function distModule(name: 'container' | 'errors' | 'fsbatch'): string {
   const js = path.resolve(__dirname, `../dist/${name}.js`);
   const ts = path.resolve(__dirname, `../src/${name}.ts`);
   if (!existsSync(js) || statSync(js).mtimeMs < statSync(ts).mtimeMs) {

@@ -149,53 +149,60 @@ void run_op(const Op& op, Outcome* o) {
   }
 }
 
+void run_ops(const std::vector<Op>& ops, std::vector<Outcome>* out) {
+  for (size_t i = 0; i < ops.size(); i++) {
+    run_op(ops[i], &(*out)[i]);
+    if ((*out)[i].err.err && !ops[i].go_on) break;
+  }
+}
+
+// One op's outcome as JS sees it (fsBatchAsync's comment below).
+Napi::Value result_of(Napi::Env env, const Op& op, const Outcome& o) {
+  if (!o.ran) return env.Undefined();
+  if (o.err.err) {
+    Napi::Object e = errno_object(env, o.err.err, o.err.sys);
+    if (op.kind == Kind::kRemoveTree) e.Set("path", Napi::Buffer<char>::Copy(env, o.where.data(), o.where.size()));
+    return e;
+  }
+  switch (op.kind) {
+    case Kind::kRead: return Napi::String::New(env, o.text);
+    case Kind::kExists: return Napi::Boolean::New(env, o.flag);
+    case Kind::kStat: {
+      Napi::Object s = Napi::Object::New(env);
+      s.Set("dev", std::to_string(static_cast<unsigned>(o.st[0])) + ":" + std::to_string(static_cast<unsigned>(o.st[1])));
+      s.Set("ino", o.st[2]);
+      s.Set("mode", o.st[3]);
+      return s;
+    }
+    case Kind::kReadLinks: {
+      Napi::Object m = Napi::Object::New(env);
+      for (size_t i = 0; i < o.names.size(); i++) m.Set(o.names[i], o.targets[i]);
+      return m;
+    }
+    default: return env.Null();
+  }
+}
+
+Napi::Array results_of(Napi::Env env, const std::vector<Op>& ops, const std::vector<Outcome>& out) {
+  Napi::Array results = Napi::Array::New(env, out.size());
+  for (size_t i = 0; i < out.size(); i++) results.Set(i, result_of(env, ops[i], out[i]));
+  return results;
+}
+
 class BatchWork : public Napi::AsyncWorker {
  public:
   BatchWork(const Napi::Function& callback, std::vector<Op> ops)
       : Napi::AsyncWorker(callback, "nsbox.fsBatch"), ops_(std::move(ops)), out_(ops_.size()) {}
 
-  void Execute() override {
-    for (size_t i = 0; i < ops_.size(); i++) {
-      run_op(ops_[i], &out_[i]);
-      if (out_[i].err.err && !ops_[i].go_on) break;
-    }
-  }
+  void Execute() override { run_ops(ops_, &out_); }
 
   void OnOK() override {
     Napi::Env env = Env();
     if (!env_can_run_js(env)) return;
-    Napi::Array results = Napi::Array::New(env, out_.size());
-    for (size_t i = 0; i < out_.size(); i++) results.Set(i, Result(env, ops_[i], out_[i]));
-    Callback().Call({results});
+    Callback().Call({results_of(env, ops_, out_)});
   }
 
  private:
-  static Napi::Value Result(Napi::Env env, const Op& op, const Outcome& o) {
-    if (!o.ran) return env.Undefined();
-    if (o.err.err) {
-      Napi::Object e = errno_object(env, o.err.err, o.err.sys);
-      if (op.kind == Kind::kRemoveTree) e.Set("path", Napi::Buffer<char>::Copy(env, o.where.data(), o.where.size()));
-      return e;
-    }
-    switch (op.kind) {
-      case Kind::kRead: return Napi::String::New(env, o.text);
-      case Kind::kExists: return Napi::Boolean::New(env, o.flag);
-      case Kind::kStat: {
-        Napi::Object s = Napi::Object::New(env);
-        s.Set("dev", std::to_string(static_cast<unsigned>(o.st[0])) + ":" + std::to_string(static_cast<unsigned>(o.st[1])));
-        s.Set("ino", o.st[2]);
-        s.Set("mode", o.st[3]);
-        return s;
-      }
-      case Kind::kReadLinks: {
-        Napi::Object m = Napi::Object::New(env);
-        for (size_t i = 0; i < o.names.size(); i++) m.Set(o.names[i], o.targets[i]);
-        return m;
-      }
-      default: return env.Null();
-    }
-  }
-
   std::vector<Op> ops_;
   std::vector<Outcome> out_;
 };
@@ -274,27 +281,47 @@ bool read_op(Napi::Value v, Op* op) {
 // fsBatchAsync(ops, done(results)): `ops` [{ op, path, to?, data?, flags?, mode?, setMode?,
 // goOn?, tolerate? }]; `results[i]` undefined (not run), null (done), an errno object, or the
 // op's value (read: string, exists: boolean, stat: { dev, ino, mode }, readLinks: { name: target }).
-Napi::Value FsBatchAsync(const Napi::CallbackInfo& info) {
+// fsBatchSync(ops) is the same batch run on the calling thread, returning `results`: for a
+// one-shot process (the CLI's run), whose first pool job would make libuv start all of its
+// pool threads and wait until each has started (3-6 ms on a loaded 2-CPU VM, bench/ANALYSIS.md).
+bool read_ops(const Napi::CallbackInfo& info, bool with_callback, std::vector<Op>* ops) {
   Napi::Env env = info.Env();
-  const char* usage = "fsBatchAsync(ops: object[], done: function)";
-  if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsFunction()) {
+  const char* usage = with_callback ? "fsBatchAsync(ops: object[], done: function)" : "fsBatchSync(ops: object[])";
+  if (info.Length() < (with_callback ? 2u : 1u) || !info[0].IsArray() || (with_callback && !info[1].IsFunction())) {
     Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
-    return env.Undefined();
+    return false;
   }
   Napi::Array a = info[0].As<Napi::Array>();
-  std::vector<Op> ops(a.Length());
+  ops->resize(a.Length());
   for (uint32_t i = 0; i < a.Length(); i++) {
-    if (!read_op(a.Get(i), &ops[i])) {
+    if (!read_op(a.Get(i), &(*ops)[i])) {
       Napi::TypeError::New(env, std::string(usage) + ": op " + std::to_string(i) + " is not a valid op").ThrowAsJavaScriptException();
-      return env.Undefined();
+      return false;
     }
   }
+  return true;
+}
+
+Napi::Value FsBatchAsync(const Napi::CallbackInfo& info) {
+  std::vector<Op> ops;
+  if (!read_ops(info, true, &ops)) return info.Env().Undefined();
   (new BatchWork(info[1].As<Napi::Function>(), std::move(ops)))->Queue();
-  return env.Undefined();
+  return info.Env().Undefined();
+}
+
+Napi::Value FsBatchSync(const Napi::CallbackInfo& info) {
+  std::vector<Op> ops;
+  if (!read_ops(info, false, &ops)) return info.Env().Undefined();
+  std::vector<Outcome> out(ops.size());
+  run_ops(ops, &out);
+  return results_of(info.Env(), ops, out);
 }
 
 }  // namespace
 
-void RegisterFsBatch(Napi::Env env, Napi::Object exports) { exports.Set("fsBatchAsync", Napi::Function::New<FsBatchAsync>(env, "fsBatchAsync")); }
+void RegisterFsBatch(Napi::Env env, Napi::Object exports) {
+  exports.Set("fsBatchAsync", Napi::Function::New<FsBatchAsync>(env, "fsBatchAsync"));
+  exports.Set("fsBatchSync", Napi::Function::New<FsBatchSync>(env, "fsBatchSync"));
+}
 
 }  // namespace nsbox

@@ -1,4 +1,5 @@
-// fsBatchAsync: small file system calls in order, in one job of libuv's pool (fsbatch.cc).
+// fsBatchAsync: small file system calls in order, in one job of libuv's pool (fsbatch.cc);
+// fsBatchSync: the same on the calling thread.
 #pragma once
 
 #include <napi.h>

@@ -43,7 +43,10 @@ if (source === null) {
   // V8 version, or with other flags).
   if (process.env.NSBOX_CODE_CACHE_REPORT)
     process.stderr.write(`nsbox: code cache ${cachedData ? (script.cachedDataRejected ? 'rejected' : 'accepted') : 'absent'}\n`);
-  const table = script.runInThisContext() as Record<string, Factory>;
+  const bundled = script.runInThisContext() as Record<string, Factory> & { '(requires)'?: Record<string, Record<string, string>> };
+  const table: Record<string, Factory> = bundled;
+  // Each module's relative requires, resolved when the bundle was made (scripts/bundle-cli.js).
+  const resolved = bundled['(requires)'] ?? {};
   const loaded = new Map<string, { exports: unknown }>();
 
   const load = (rel: string): unknown => {
@@ -52,17 +55,19 @@ if (source === null) {
     const module = { exports: {} as unknown };
     loaded.set(rel, module);
     const filename = path.join(dist, rel);
-    table[rel]!(module.exports, requireFrom(path.posix.dirname(rel)), module, filename, path.dirname(filename));
+    table[rel]!(module.exports, requireFrom(rel), module, filename, path.dirname(filename));
     return module.exports;
   };
 
   // A module's require: its relative requires are the bundle's modules, anything else
   // (node: built-ins, the addon by absolute path, package.json) Node's own.
-  const requireFrom =
-    (dir: string) =>
-    (id: string): unknown => {
+  const requireFrom = (from: string) => {
+    const known = resolved[from];
+    return (id: string): unknown => {
+      const found = known?.[id];
+      if (found !== undefined) return load(found);
       if (id.startsWith('./') || id.startsWith('../')) {
-        const rel = path.posix.normalize(path.posix.join(dir, id));
+        const rel = path.posix.normalize(path.posix.join(path.posix.dirname(from), id));
         for (const candidate of [`${rel}.js`, rel, `${rel}/index.js`]) {
           if (Object.prototype.hasOwnProperty.call(table, candidate)) return load(candidate);
         }
@@ -72,6 +77,7 @@ if (source === null) {
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- built-ins, the addon, node_modules
       return require(id);
     };
+  };
 
   const writeCache = process.env.NSBOX_WRITE_CODE_CACHE;
   if (writeCache) {

@@ -8,6 +8,7 @@ import type { SecurityOptions } from '../../security';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
+import { runBatchesInline } from '../../fsbatch';
 import { checkUsernsMode } from '../../userns';
 import { attachAndWait, stdioFor } from '../terminal';
 import { envFrom, mountsFrom, networkFrom, withEntrypoint } from '../run-habits';
@@ -118,6 +119,9 @@ export function securityFrom(p: Parsed): SecurityOptions | undefined {
 }
 
 export default async function run(p: Parsed, g: Global): Promise<number> {
+  // One container, then the process ends: its few file system batches go on this thread
+  // rather than starting libuv's pool for them (src/fsbatch.ts).
+  runBatchesInline();
   const options = optionsFrom(p);
   if (p.flags.detach) return detach(p, options, g);
   logOptions(p);
