@@ -191,6 +191,48 @@ describe('exit statuses', () => {
     process.kill(info.pid, 'SIGKILL');
     expect(await code).toBe(137);
   });
+  it('a signal that comes while the container is being made reaches it once it runs: 128+N, and nothing is left', async () => {
+    const own = path.join(root, 'early-signal');
+    /** Processes the CLI's threads have forked (the setup child of its start), and theirs. */
+    const below = (pid: number): number[] => {
+      const out: number[] = [];
+      try {
+        for (const t of fs.readdirSync(`/proc/${pid}/task`)) {
+          for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean))
+            out.push(Number(c), ...below(Number(c)));
+        }
+      } catch {
+        // gone meanwhile
+      }
+      return out;
+    };
+    for (let round = 0; round < 3; round++) {
+      const run = spawn(process.execPath, [MAIN, '--root', own, 'run', '--rm', 'busybox', 'sleep', '1000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      run.stderr.on('data', (d: Buffer) => (stderr += d));
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => run.on('exit', (c, sig) => resolve([c, sig])));
+      // The first process of the container exists: its start is under way, not yet returned.
+      let seen: number[] = [];
+      while ((seen = below(run.pid!)).length === 0) await new Promise((r) => setImmediate(r));
+      run.kill('SIGTERM');
+      expect(await exited, stderr).toEqual([143, null]);
+      for (const p of seen) expect(fs.existsSync(`/proc/${p}`)).toBe(false);
+      expect(fs.readdirSync(path.join(own, 'containers'))).toEqual([]);
+    }
+    // exec: the same while the exec'd process is being made in a running container.
+    expect(spawnSync(process.execPath, [MAIN, '--root', own, 'run', '-d', '--name', 'early', 'busybox', 'sleep', '1000']).status).toBe(0);
+    try {
+      const ex = spawn(process.execPath, [MAIN, '--root', own, 'exec', 'early', 'sleep', '999'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => ex.on('exit', (c, sig) => resolve([c, sig])));
+      while (below(ex.pid!).length === 0) await new Promise((r) => setImmediate(r));
+      ex.kill('SIGTERM');
+      expect(await exited).toEqual([143, null]);
+      const ps = spawnSync(process.execPath, [MAIN, '--root', own, 'exec', 'early', 'ps', '-o', 'args'], { encoding: 'utf8' });
+      expect(ps.stdout).not.toContain('sleep 999');
+    } finally {
+      spawnSync(process.execPath, [MAIN, '--root', own, 'rm', '-f', 'early']);
+    }
+  });
   it('is 127 for a missing command and 126 for one that cannot run', () => {
     const missing = nsbox(['run', '--rm', 'busybox', 'no-such-command']);
     expect(missing.code).toBe(127);

@@ -40,6 +40,35 @@ const MEM_MAJOR = 1;
 export const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
 
 /**
+ * Our signals, caught from before a start: one that comes while the process is being made is
+ * passed on once it runs. Node's default action would end the CLI at once, leaving the
+ * container to its parent-death signal and its record to the next Runtime, where the user
+ * asked for what a later signal gets: the process told, its exit status ours.
+ */
+export class SignalRelay {
+  private readonly pending: NodeJS.Signals[] = [];
+  private deliver: ((sig: NodeJS.Signals) => void) | undefined;
+  private readonly onSignal = (sig: NodeJS.Signals): void => {
+    if (this.deliver) this.deliver(sig);
+    else this.pending.push(sig);
+  };
+
+  constructor() {
+    for (const sig of FORWARDED) process.on(sig, this.onSignal);
+  }
+
+  /** From now on signals go to `deliver`, those that came before first, in order. */
+  to(deliver: (sig: NodeJS.Signals) => void): void {
+    this.deliver = deliver;
+    for (const sig of this.pending.splice(0)) deliver(sig);
+  }
+
+  close(): void {
+    for (const sig of FORWARDED) process.off(sig, this.onSignal);
+  }
+}
+
+/**
  * Without -t: files and pipes are handed over as they are (no copy through Node). A terminal
  * never is: it would read what the user types at the host's shell, change its modes (stty
  * -echo) and outlive the run. Without -i, no stdin at all.
@@ -58,6 +87,7 @@ export async function attachAndWait<S>(
   c: Attachable & { kill(signal: NodeJS.Signals): unknown; wait(): Promise<S> },
   tty: boolean,
   interactive: boolean,
+  signals: SignalRelay = new SignalRelay(),
 ): Promise<S> {
   let hungUp = false;
   const hangup = () => {
@@ -66,14 +96,13 @@ export async function attachAndWait<S>(
     c.kill('SIGHUP');
     setTimeout(() => c.running && c.kill('SIGKILL'), 2000).unref();
   };
-  const forward = (sig: NodeJS.Signals) => (sig === 'SIGHUP' ? hangup() : c.kill(sig));
-  for (const sig of FORWARDED) process.on(sig, forward);
   const restore = tty ? attachTerminal(c, interactive, hangup) : relayTerminal(c);
+  signals.to((sig) => (sig === 'SIGHUP' ? hangup() : c.kill(sig)));
   try {
     return await c.wait();
   } finally {
     restore();
-    for (const sig of FORWARDED) process.off(sig, forward);
+    signals.close();
   }
 }
 

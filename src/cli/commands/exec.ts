@@ -3,7 +3,7 @@ import type { ExecOptions, ExecProcess } from '../../exec';
 import type { Parsed } from '../args';
 import type { Global } from '../main';
 import { printError } from '../output';
-import { attachAndWait, stdioFor } from '../terminal';
+import { SignalRelay, attachAndWait, stdioFor } from '../terminal';
 import { exitCodeOf } from './run';
 import { runtimeFrom } from './shared';
 
@@ -26,15 +26,17 @@ export default async function exec(p: Parsed, g: Global): Promise<number> {
   } else {
     options.stdio = stdioFor(interactive);
   }
+  const signals = new SignalRelay();
   let e: ExecProcess;
   try {
     e = runtimeFrom(g).exec(ref, options);
   } catch (err) {
+    signals.close();
     if (err instanceof NsboxError && err.step === 'exec') {
       printError(err);
       return err.code === 'ENOENT' ? 127 : 126;
     }
     throw err;
   }
-  return exitCodeOf(await attachAndWait(e, tty, interactive));
+  return exitCodeOf(await attachAndWait(e, tty, interactive, signals));
 }

@@ -10,7 +10,7 @@ import type { Global } from '../main';
 import { printError } from '../output';
 import { runBatchesInline } from '../../fsbatch';
 import { checkUsernsMode } from '../../userns';
-import { attachAndWait, stdioFor } from '../terminal';
+import { SignalRelay, attachAndWait, stdioFor } from '../terminal';
 import { envFrom, mountsFrom, networkFrom, withEntrypoint } from '../run-habits';
 import { runtimeFrom } from './shared';
 
@@ -133,10 +133,12 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
   } else {
     options.stdio = stdioFor(interactive);
   }
+  const signals = new SignalRelay();
   let c: Container;
   try {
     c = await runtimeFrom(g).run(options);
   } catch (e) {
+    signals.close();
     if (e instanceof NsboxError && e.step === 'exec') {
       printError(e);
       return e.code === 'ENOENT' ? 127 : 126;
@@ -144,7 +146,7 @@ export default async function run(p: Parsed, g: Global): Promise<number> {
     throw e;
   }
 
-  const status = await attachAndWait(c, tty, interactive);
+  const status = await attachAndWait(c, tty, interactive, signals);
   const why = status.timedOut ? 'its --timeout passed' : status.oomKilled ? 'it ran out of memory (--memory)' : '';
   if (why) process.stderr.write(`nsbox: the container was killed: ${why}\n`);
   return exitCodeOf(status);
