@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { NsboxError, fromSystemError } from './errors';
 import { batchError, fsBatch, isBatchError } from './fsbatch';
 import { newId, type Layout } from './layout';
+import { native } from './native';
 import { ownStartTime, processAlive } from './proc';
 
 /** What a lock's holder is doing (its link says so, for the error a waiter gets). */
@@ -20,8 +21,21 @@ export type LockPurpose = 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'i
 
 export class ContainerLock {
   private released = false;
+  /**
+   * The addon unlinks the link if this environment ends while it is held (a terminated worker
+   * runs no JS, and its process lives on, so no other process would ever find the lock stale).
+   */
+  private readonly undo: number;
 
-  private constructor(readonly file: string) {}
+  private constructor(readonly file: string) {
+    this.undo = native().undoAtTeardown('unlink', file);
+  }
+
+  /** Said before the link is removed: a teardown must never unlink a link taken again since. */
+  private forget(): void {
+    this.released = true;
+    native().keepAfterTeardown(this.undo);
+  }
 
   /** What the lock's link points to when this process holds it for `what`. */
   static target(what: LockPurpose): string {
@@ -38,7 +52,7 @@ export class ContainerLock {
 
   /** A batch of this process removed the link (see taken()): nothing left to release. */
   markReleased(): void {
-    this.released = true;
+    this.forget();
   }
 
   /** Takes the lock now, or returns undefined while a live process holds it. */
@@ -88,14 +102,14 @@ export class ContainerLock {
 
   release(): void {
     if (this.released) return;
-    this.released = true;
+    this.forget();
     fs.rmSync(this.file, { force: true });
   }
 
   /** release() off the event loop. */
   async releaseAsync(): Promise<void> {
     if (this.released) return;
-    this.released = true;
+    this.forget();
     const [r] = await fsBatch([{ op: 'unlink', path: this.file, tolerate: ['ENOENT'] }]);
     // Something else than the link in its place (EISDIR...): what rm -f would have done.
     if (isBatchError(r)) await fs.promises.rm(this.file, { force: true });

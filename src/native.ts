@@ -235,6 +235,19 @@ export interface NativeBinding {
    * starts in flight. No exit callback runs afterwards.
    */
   killAllSync(budgetMs: number): NativeEnded[];
+  /**
+   * `path` (a cgroup's `tasks`) open for writing, close-on-exec, owned by this environment
+   * (src-cc/binding/teardown.h): never closed by JS; closed when the environment ends, after
+   * every start that may have handed it to a child.
+   */
+  openLeaveFd(path: string): number | NativeErrno;
+  /**
+   * Done on the host if this environment ends before keepAfterTeardown(token) (a terminated
+   * worker runs no JS): 'thaw' a commit's freezer cgroup and remove it, 'rmdir' an empty
+   * directory, 'unlink' a lock's link.
+   */
+  undoAtTeardown(kind: 'thaw' | 'rmdir' | 'unlink', path: string): number;
+  keepAfterTeardown(token: number): void;
   /** `lowerdir` escaped by plan.ts overlayLowerdir (the one place that escapes it). */
   mountOverlay(o: { lowerdir: string; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;

@@ -20,6 +20,7 @@
 #include "binding/process.h"
 #include "binding/start.h"
 #include "binding/tar.h"
+#include "binding/teardown.h"
 
 namespace nsbox {
 namespace {
@@ -48,11 +49,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       [](napi_async_cleanup_hook_handle handle, void* data) {
         Instance* in = static_cast<Instance*>(data);
         in->teardown = handle;
+        // A commit's freezer first: its container's SIGKILL below waits for the thaw.
+        TeardownThaw(in);
         std::vector<Process*> live(in->live.begin(), in->live.end());
         for (Process* p : live) {
           if (p->Teardown(in)) in->closing++;
         }
         if (in->CloseStarts()) in->closing++;
+        TeardownRemove(in);
         if (in->closing == 0) napi_remove_async_cleanup_hook(handle);
       },
       inst, nullptr);
@@ -70,6 +74,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
   exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
   exports.Set("tryLockFd", Napi::Function::New<TryLockFd>(env, "tryLockFd"));
+  exports.Set("openLeaveFd", Napi::Function::New<OpenLeaveFd>(env, "openLeaveFd"));
+  exports.Set("undoAtTeardown", Napi::Function::New<UndoAtTeardown>(env, "undoAtTeardown"));
+  exports.Set("keepAfterTeardown", Napi::Function::New<KeepAfterTeardown>(env, "keepAfterTeardown"));
   exports.Set("killAllSync", Napi::Function::New<KillAllSync>(env, "killAllSync"));
   RegisterFsAt(env, exports);
   RegisterFsBatch(env, exports);

@@ -233,9 +233,21 @@ namespace {
 // When the loop cannot watch it, it is killed and reaped and the failure returned.
 Napi::Value watch_started(Napi::Env env, SpawnResult& res, Stdio& io, Napi::Function on_exit, std::vector<std::string> cgroups) {
   Instance* inst = env.GetInstanceData<Instance>();
+  // A worker terminated from another thread can stop JS at any moment, this call included:
+  // then no wrap is made (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: no fatal error either) and
+  // nobody will ever watch the process, so it ends here like a start nobody takes.
   Napi::Object proc = inst->process_ctor.New({});
-  Process::Unwrap(proc)->SetCgroups(std::move(cgroups));
-  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, on_exit);
+  Process* wrap = proc.IsEmpty() ? nullptr : Process::Unwrap(proc);
+  if (!wrap) {
+    kill_and_reap(res.pidfd);
+    close(res.pidfd);
+    close(res.report_fd);
+    remove_cgroup_dirs(cgroups);
+    io.CloseParentEnds();
+    return env.Undefined();
+  }
+  wrap->SetCgroups(std::move(cgroups));
+  int werr = wrap->Watch(env, res.pid, res.pidfd, res.report_fd, on_exit);
   if (werr) {
     kill_and_reap(res.pidfd);
     close(res.pidfd);
@@ -254,6 +266,11 @@ Napi::Value watch_started(Napi::Env env, SpawnResult& res, Stdio& io, Napi::Func
   out.Set("stdout", io.parent[1]);
   out.Set("stderr", io.parent[2]);
   out.Set("pty", io.pty_master);
+  if (!env_can_run_js(env)) {
+    // Stopped meanwhile: JS will never wrap these fds (the process is the teardown's now).
+    io.CloseParentEnds();
+    return env.Undefined();
+  }
   for (int& fd : io.parent) fd = -1;
   io.pty_master = -1;
   return out;
@@ -387,7 +404,9 @@ void Instance::OnAsync(uv_async_t* h) {
   for (StartJob* raw : jobs) {
     std::unique_ptr<StartJob> job(raw);
     auto it = inst->pending.find(job->id);
-    if (it == inst->pending.end()) {
+    // Checked again for each: a worker terminated from another thread stops JS at any
+    // moment, an earlier job's callback included.
+    if (it == inst->pending.end() || !env_can_run_js(env)) {
       discard_start(job.release());
       continue;
     }
