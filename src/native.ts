@@ -223,8 +223,11 @@ export interface NativeBinding {
   ): unknown;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
-  /** A close-on-exec pidfd of `pid`. */
+  /** A close-on-exec pidfd of `pid`: close it with closeFd (the addon closes it if JS is stopped first). */
   pidfdOpen(pid: number): number | NativeErrno;
+  closeFd(fd: number): void;
+  /** JS has a stream over a stdio end a start returned: the environment's teardown leaves it to Node. */
+  adoptFd(fd: number): void;
   /** Whether a pidfd's process still runs (has not exited, reaped or not); waits up to waitMs for its exit. */
   pidfdAlive(fd: number, waitMs?: number): boolean;
   /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false while another open file holds it. */
@@ -244,9 +247,9 @@ export interface NativeBinding {
   /**
    * Done on the host if this environment ends before keepAfterTeardown(token) (a terminated
    * worker runs no JS): 'thaw' a commit's freezer cgroup and remove it, 'rmdir' an empty
-   * directory, 'unlink' a lock's link.
+   * directory.
    */
-  undoAtTeardown(kind: 'thaw' | 'rmdir' | 'unlink', path: string): number;
+  undoAtTeardown(kind: 'thaw' | 'rmdir', path: string): number;
   keepAfterTeardown(token: number): void;
   /** `lowerdir` escaped by plan.ts overlayLowerdir (the one place that escapes it). */
   mountOverlay(o: { lowerdir: string; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;

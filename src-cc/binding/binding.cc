@@ -72,6 +72,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attachDeviceProgram", Napi::Function::New<AttachDeviceProgram>(env, "attachDeviceProgram"));
   exports.Set("exec", Napi::Function::New<Exec>(env, "exec"));
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
+  exports.Set("adoptFd", Napi::Function::New<AdoptFd>(env, "adoptFd"));
+  exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
   exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
   exports.Set("tryLockFd", Napi::Function::New<TryLockFd>(env, "tryLockFd"));
   exports.Set("openLeaveFd", Napi::Function::New<OpenLeaveFd>(env, "openLeaveFd"));

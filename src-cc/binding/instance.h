@@ -35,7 +35,7 @@ struct PendingStart {
 // What a JS step undoes itself when it finishes, but an environment that ends without running
 // JS again (a terminated worker) would leave on the host: binding/teardown.cc does it then.
 struct Undo {
-  enum Kind { kThaw, kRmdir, kUnlink } kind = kRmdir;
+  enum Kind { kThaw, kRmdir } kind = kRmdir;
   std::string path;
 };
 
@@ -72,6 +72,13 @@ struct Instance {
   // workers does not leave one per worker (Node closes a worker's fs.open fds only if it
   // tracks them, and at a moment of its own).
   std::vector<int> held_fds;
+  // Fds handed to JS that JS closes through the addon (pidfdOpen, closeFd): the teardown
+  // closes those JS was stopped before closing.
+  std::unordered_set<int> js_fds;
+  // The stdio ends a start handed to JS, by fd, with what they are (st_dev, st_ino): until JS
+  // has a stream over one (adoptFd), the teardown closes it if it still is that file (once
+  // wrapped, Node's own handle cleanup may have closed the number, and another file taken it).
+  std::unordered_map<int, std::pair<uint64_t, uint64_t>> handed_fds;
   // By token (undoAtTeardown).
   std::map<uint32_t, Undo> undo;
   uint32_t next_undo = 1;

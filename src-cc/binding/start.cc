@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <napi.h>
@@ -231,6 +232,12 @@ namespace {
 // A started process (a container's nsbox-init, or an exec's) watched from here on, and the
 // success object spawn() and exec() return; the parent's stdio ends are the caller's then.
 // When the loop cannot watch it, it is killed and reaped and the failure returned.
+// A parent stdio end given to JS: the teardown's until JS adopts it (Instance::handed_fds).
+void hand_fd(Instance* inst, int fd) {
+  struct stat st;
+  if (fd >= 0 && fstat(fd, &st) == 0) inst->handed_fds[fd] = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
+
 Napi::Value watch_started(Napi::Env env, SpawnResult& res, Stdio& io, Napi::Function on_exit, std::vector<std::string> cgroups) {
   Instance* inst = env.GetInstanceData<Instance>();
   // A worker terminated from another thread can stop JS at any moment, this call included:
@@ -271,7 +278,11 @@ Napi::Value watch_started(Napi::Env env, SpawnResult& res, Stdio& io, Napi::Func
     io.CloseParentEnds();
     return env.Undefined();
   }
-  for (int& fd : io.parent) fd = -1;
+  for (int& fd : io.parent) {
+    hand_fd(inst, fd);
+    fd = -1;
+  }
+  hand_fd(inst, io.pty_master);
   io.pty_master = -1;
   return out;
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,16 +90,15 @@ Napi::Value OpenLeaveFd(const Napi::CallbackInfo& info) {
 Napi::Value UndoAtTeardown(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString()) {
-    Napi::TypeError::New(env, "undoAtTeardown(kind: 'thaw' | 'rmdir' | 'unlink', path: string)").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, "undoAtTeardown(kind: 'thaw' | 'rmdir', path: string)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   const std::string kind = info[0].As<Napi::String>().Utf8Value();
   Undo u;
   if (kind == "thaw") u.kind = Undo::kThaw;
   else if (kind == "rmdir") u.kind = Undo::kRmdir;
-  else if (kind == "unlink") u.kind = Undo::kUnlink;
   else {
-    Napi::TypeError::New(env, "undoAtTeardown: kind is 'thaw', 'rmdir' or 'unlink'").ThrowAsJavaScriptException();
+    Napi::TypeError::New(env, "undoAtTeardown: kind is 'thaw' or 'rmdir'").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   u.path = info[1].As<Napi::String>().Utf8Value();
@@ -123,6 +123,13 @@ Napi::Value KeepAfterTeardown(const Napi::CallbackInfo& info) {
 }
 
 void TeardownThaw(Instance* inst) {
+  for (int fd : inst->js_fds) close(fd);
+  inst->js_fds.clear();
+  for (auto& [fd, id] : inst->handed_fds) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_dev) == id.first && static_cast<uint64_t>(st.st_ino) == id.second) close(fd);
+  }
+  inst->handed_fds.clear();
   for (auto& [token, u] : inst->undo) {
     if (u.kind == Undo::kThaw) thaw_freezer(u.path);
   }
@@ -133,10 +140,6 @@ void TeardownRemove(Instance* inst) {
   // milliseconds once reaped; what is still busy then is left to prune (its name says whose).
   const int64_t deadline = now_ms() + 200;
   for (auto& [token, u] : inst->undo) {
-    if (u.kind == Undo::kUnlink) {
-      unlink(u.path.c_str());
-      continue;
-    }
     for (;;) {
       if (u.kind == Undo::kThaw) thaw_freezer(u.path);  // forked after the first pass
       if (rmdir(u.path.c_str()) == 0 || errno != EBUSY || now_ms() >= deadline) break;
