@@ -745,7 +745,6 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
   };
   const thaw = () => {
     thawAtExit.delete(thaw);
-    native().keepAfterTeardown(undo);
     try {
       fs.writeFileSync(state, 'THAWED');
       for (const [p, from] of moved) {
@@ -759,6 +758,9 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
       // the container ended meanwhile
     }
     thawAndRemove(dir); // whatever is left (forked after its parent was put back)
+    // Last: a worker terminated in the middle of this (its 'exit' listeners run, and are cut
+    // short) leaves the rest to the addon's teardown.
+    native().keepAfterTeardown(undo);
   };
   holdThawAtExit(thaw);
   try {

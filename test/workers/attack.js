@@ -47,6 +47,13 @@ const forever = async (f) => { for (;;) await f(); };
       await forever(async () => { await run(opts); });
       break;
     }
+    case 'leave': {
+      // One container run to its end, as a pool's task; the worker is terminated after.
+      const c = await rt.run({ image: 'busybox', command: ['true'], stdio: 'ignore', remove: true });
+      await c.wait();
+      go();
+      break;
+    }
     case 'attached': {
       const cs = [await run(), await run({ remove: true }), await run({ limits: { pids: 50, memory: 64 * 1024 * 1024 } })];
       for (const c of cs) await ready(c);
@@ -77,7 +84,8 @@ const forever = async (f) => { for (;;) await f(); };
     }
     case 'import': {
       go();
-      await forever(async () => { await rt.import(d.tarball, 'wk-' + d.tag); });
+      let k = 0;
+      await forever(async () => { await rt.import(d.tarball, 'wk-' + d.tag + '-' + k++); });
       break;
     }
     case 'commit': {
@@ -85,6 +93,22 @@ const forever = async (f) => { for (;;) await f(); };
       await ready(c);
       go();
       await forever(async () => { await rt.commit(c.id, 'wk-commit-' + d.tag); });
+      break;
+    }
+    case 'commit-frozen':
+    case 'commit-detached': {
+      // Held at its freeze (the walk's start): terminated while the container is frozen.
+      const cg = require(d.dist + '/cgroup.js');
+      const freeze = cg.freezeContainer;
+      cg.freezeContainer = async (...a) => {
+        const thaw = await freeze(...a);
+        parentPort.postMessage({ frozen: a[0] });
+        await new Promise(() => {});
+        return thaw;
+      };
+      const c = d.attack === 'commit-detached' ? await rt.run({ image: 'busybox', command: ['sh', '-c', 'exec sleep 1000', marker + '-detached'], detach: true }) : await run();
+      if (c.stdout) await ready(c);
+      await rt.commit(c.id, 'wk-commit-' + d.tag);
       break;
     }
     case 'throw': {
@@ -138,6 +162,25 @@ function leftCgroups() {
   return out;
 }
 
+function stateOf(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return null;
+  }
+}
+const processGone = (pid) => [null, 'Z', 'X'].includes(stateOf(pid));
+function freezerOf(pid) {
+  try {
+    const line = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:freezer:/.test(l));
+    const dir = path.join('/sys/fs/cgroup/freezer', line.split(':')[2]);
+    return { dir, state: fs.readFileSync(path.join(dir, 'freezer.state'), 'utf8').trim() };
+  } catch {
+    return null;
+  }
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function until(cond, ms) {
   const end = Date.now() + ms;
@@ -162,6 +205,7 @@ async function until(cond, ms) {
   const before = fds();
   const timings = [];
   const errors = [];
+  const frozen = [];
   for (let i = 0; i < N; i++) {
     const tag = TAG + (i & 0xff).toString(16).padStart(2, '0');
     const w = new Worker(WORKER, {
@@ -180,6 +224,10 @@ async function until(cond, ms) {
       if (ATTACK !== 'throw') errors.push(String(e));
     });
     w.on('message', (m) => {
+      if (m && m.frozen) {
+        frozen.push(m.frozen);
+        m = 'go';
+      }
       if (m !== 'go') {
         errors.push(m);
         w.terminate();
@@ -191,7 +239,12 @@ async function until(cond, ms) {
     });
     await exited;
   }
+  // Containers a worker froze for a commit: its own die with it; a detached one runs on, thawed.
+  const detached = ATTACK === 'commit-detached';
+  await until(() => frozen.every((p) => processGone(p) !== detached), 5000);
+  const frozenAfter = frozen.map((p) => ({ pid: p, gone: processGone(p), freezer: freezerOf(p), state: stateOf(p) }));
   const marker = `nsbox-wk-${TAG}`;
+  if (detached) for (const p of frozen) if (!processGone(p)) process.kill(p, 'SIGKILL');
   await until(() => leftProcesses(marker).length === 0, 5000);
   const processes = leftProcesses(marker);
   const after = fds();
@@ -224,6 +277,7 @@ async function until(cond, ms) {
       running,
       locks,
       errors,
+      frozen: frozenAfter,
       out,
       ps,
       psAfterRm: rt.list({ all: true }).length,
