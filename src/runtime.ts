@@ -788,7 +788,11 @@ export class Runtime {
     }
     if (this.removing.has(record.id) || Date.now() >= deadline) return;
     const e: Entry = { kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record };
-    this.destroyIfFree(e, (x) => x.kind === 'live' && !x.bad && x.rec?.supervisor === process.pid && x.rec.supervisorStart === ownStartTime() && x.rec.supervisorThread === ownThread());
+    this.destroyIfFree(
+      e,
+      (x) =>
+        x.kind === 'live' && !x.bad && x.rec?.supervisor === process.pid && x.rec.supervisorStart === ownStartTime() && x.rec.supervisorThread === ownThread(),
+    );
   }
 
   /**

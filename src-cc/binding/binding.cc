@@ -27,6 +27,15 @@ namespace {
 
 const char* errno_code(int err) { return err ? uv_err_name(-err) : ""; }
 
+// A call that reads a whole plan makes hundreds of N-API calls: one made while a worker is being
+// terminated fails, and node-addon-api may turn the failure into a fatal error of the whole
+// process. Refused up front when JS is stopping already (the window left is the call itself).
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value WhileJsRuns(const Napi::CallbackInfo& info) {
+  if (!env_can_run_js(info.Env())) return Napi::Value();
+  return F(info);
+}
+
 }  // namespace
 
 Napi::Object errno_object(Napi::Env env, int err, const char* sys) {
@@ -60,8 +69,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
         if (in->closing == 0) napi_remove_async_cleanup_hook(handle);
       },
       inst, nullptr);
-  exports.Set("spawn", Napi::Function::New<Spawn>(env, "spawn"));
-  exports.Set("spawnAsync", Napi::Function::New<SpawnAsync>(env, "spawnAsync"));
+  exports.Set("spawn", Napi::Function::New<WhileJsRuns<Spawn>>(env, "spawn"));
+  exports.Set("spawnAsync", Napi::Function::New<WhileJsRuns<SpawnAsync>>(env, "spawnAsync"));
   exports.Set("resizePty", Napi::Function::New<ResizePty>(env, "resizePty"));
   exports.Set("runInUserns", Napi::Function::New<RunInUserns>(env, "runInUserns"));
   exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
@@ -70,7 +79,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mountDetached", Napi::Function::New<MountDetached>(env, "mountDetached"));
   exports.Set("getXattr", Napi::Function::New<GetXattr>(env, "getXattr"));
   exports.Set("attachDeviceProgram", Napi::Function::New<AttachDeviceProgram>(env, "attachDeviceProgram"));
-  exports.Set("exec", Napi::Function::New<Exec>(env, "exec"));
+  exports.Set("exec", Napi::Function::New<WhileJsRuns<Exec>>(env, "exec"));
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
   exports.Set("adoptFd", Napi::Function::New<AdoptFd>(env, "adoptFd"));
   exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));

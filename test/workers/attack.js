@@ -130,12 +130,16 @@ function leftProcesses(marker) {
     if (!/^\d+$/.test(e)) continue;
     try {
       if (fs.readFileSync(`/proc/${e}/cmdline`, 'utf8').includes(marker)) out.push(Number(e));
-    } catch {}
+    } catch {
+      // gone meanwhile
+    }
   }
   for (const t of fs.readdirSync('/proc/self/task')) {
     try {
       for (const c of fs.readFileSync(`/proc/self/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean)) out.push(Number(c));
-    } catch {}
+    } catch {
+      // the thread ended meanwhile
+    }
   }
   return [...new Set(out)];
 }
@@ -173,7 +177,10 @@ function stateOf(pid) {
 const processGone = (pid) => [null, 'Z', 'X'].includes(stateOf(pid));
 function freezerOf(pid) {
   try {
-    const line = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => /^\d+:freezer:/.test(l));
+    const line = fs
+      .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+      .split('\n')
+      .find((l) => /^\d+:freezer:/.test(l));
     const dir = path.join('/sys/fs/cgroup/freezer', line.split(':')[2]);
     return { dir, state: fs.readFileSync(path.join(dir, 'freezer.state'), 'utf8').trim() };
   } catch {
@@ -248,7 +255,10 @@ async function until(cond, ms) {
   await until(() => leftProcesses(marker).length === 0, 5000);
   const processes = leftProcesses(marker);
   const after = fds();
-  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(ROOT));
+  const mounts = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes(ROOT));
   const cgroupsBeforePrune = leftCgroups();
   // A Runtime in this (live) process on the same state directory: it works, nothing is locked.
   const { Runtime } = require(path.join(DIST, 'index.js'));
