@@ -151,7 +151,8 @@ bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born
   plan.clone_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
   if (r.Bool(js, "newNet")) plan.clone_flags |= CLONE_NEWNET;
   if (r.Bool(js, "newCgroup")) plan.clone_flags |= CLONE_NEWCGROUP;
-  plan.share_vm = !js.Get("shareVm").IsBoolean() || js.Get("shareVm").As<Napi::Boolean>().Value();
+  Napi::Value share_vm = js.Get("shareVm");
+  plan.share_vm = !share_vm.IsBoolean() || share_vm.As<Napi::Boolean>().Value();
   read_userns(r, js, plan);
   // An open cgroup v2 directory: the container is born in it (clone3 + CLONE_INTO_CGROUP).
   if (js.Get("cgroupFd").IsNumber()) plan.cgroup_fd = static_cast<int>(r.Num(js, "cgroupFd"));
@@ -456,11 +457,12 @@ Napi::Value Exec(const Napi::CallbackInfo& info) {
   if (procs.IsArray()) {
     Napi::Array a = procs.As<Napi::Array>();
     for (uint32_t i = 0; i < a.Length(); i++) {
-      if (!a.Get(i).IsNumber()) {
+      Napi::Value fd = a.Get(i);
+      if (!fd.IsNumber()) {
         r.Fail("cgroupProcs must be an array of fds");
         break;
       }
-      target.cgroup_procs.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+      target.cgroup_procs.push_back(fd.As<Napi::Number>().Int32Value());
     }
   }
   plan.argv = r.Strs(js, "argv");
