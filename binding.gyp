@@ -54,7 +54,8 @@
         "src-cc/binding/fsat.cc",
         "src-cc/binding/fsbatch.cc",
         "src-cc/binding/extract.cc",
-        "src-cc/binding/tar.cc"
+        "src-cc/binding/tar.cc",
+        "src-cc/binding/teardown.cc"
       ],
       "actions": [
         {
@@ -72,6 +73,10 @@
       "defines": [
         "NAPI_VERSION=8",
         "NODE_ADDON_API_DISABLE_DEPRECATED",
+        # A worker terminated from another thread stops JS between any two calls: a call that
+        # then fails must not be a fatal error of the whole process (node-addon-api makes one
+        # when it cannot even build the error object).
+        "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS",
         "_GNU_SOURCE"
       ],
       "cflags!": [ "-fno-exceptions" ],

@@ -5,7 +5,8 @@
 //   destructuring it into `_name` (`{ rootfs: _r, ...info }`);
 // - no-control-regex stays on: the few regexps that mean control characters (tar's ASCII
 //   range, a terminal's escape) say so on their line;
-// - scripts/*.js are CommonJS programs run by node-gyp and npm: require() is theirs.
+// - scripts/*.js are CommonJS programs run by node-gyp and npm, test/workers/*.js one a test
+//   runs in a node process of its own: require() is theirs.
 import js from '@eslint/js';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
@@ -29,7 +30,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['scripts/**/*.js'],
+    files: ['scripts/**/*.js', 'test/workers/**/*.js'],
     languageOptions: { sourceType: 'commonjs' },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },

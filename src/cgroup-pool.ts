@@ -19,6 +19,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
+import { native } from './native';
 import { ownStartTime } from './proc';
 
 /** One hierarchy of a shape: `<supervisor's cgroup>/nsbox` there, and the files set in it. */
@@ -36,6 +37,12 @@ export interface WarmSet {
   fds: number[];
   /** `${group index}/${file}` -> the value it holds. */
   values: Map<string, string>;
+  /**
+   * A warm set's tokens of the addon's teardown (undoAtTeardown): a worker terminated while
+   * it holds idle sets runs no 'exit' listener, and its process lives on, so prune would never
+   * find them stale. Let go once a start takes the set, or it is removed.
+   */
+  undo?: number[];
 }
 
 const WARM_PREFIX = 'warm-';
@@ -137,11 +144,12 @@ export function refillWarm(shape: ShapeGroup[], values: Map<string, string>): vo
 
 /** A set made now, named `name` (a container's id), with no values written: the fallback. */
 export function makeSync(shape: ShapeGroup[], name: string): WarmSet {
-  const set: WarmSet = { dirs: [], fds: [], values: new Map() };
+  const set: WarmSet = { dirs: [], fds: [], values: new Map(), ...(name.startsWith(WARM_PREFIX) ? { undo: [] } : {}) };
   try {
     for (const g of shape) {
       const dir = path.join(g.parent, name);
       fs.mkdirSync(dir, { mode: 0o755 });
+      set.undo?.push(native().undoAtTeardown('rmdir', dir));
       set.dirs.push(dir);
       if (g.cpuset) fs.writeFileSync(path.join(dir, 'cpuset.mems'), fs.readFileSync(path.join(g.parent, 'cpuset.mems'), 'utf8').trim());
       set.fds.push(fs.openSync(path.join(dir, 'tasks'), fs.constants.O_WRONLY));
@@ -196,6 +204,11 @@ export function discardSync(set: WarmSet): void {
       // gone already
     }
   }
+  letGo(set);
+}
+
+function letGo(set: WarmSet): void {
+  for (const token of set.undo?.splice(0) ?? []) native().keepAfterTeardown(token);
 }
 
 /**
@@ -209,6 +222,7 @@ export function renameSet(set: WarmSet, name: string): void {
       fs.renameSync(set.dirs[i]!, to);
       set.dirs[i] = to;
     }
+    letGo(set); // the container's now: its Process's teardown removes them
   } catch (e) {
     discardSync(set);
     throw e;

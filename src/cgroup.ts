@@ -146,13 +146,6 @@ export interface SetupCgroup {
 let setupCgroup: SetupCgroup | null | undefined;
 /** The cpu cgroup (its path in the hierarchy) `setupCgroup` was made for. */
 let setupFor: string | undefined;
-/**
- * Leave fds of cgroups this process has been moved out of, kept open: a start already planned
- * may still hand its child that number, and a closed number reused by another file would
- * have the child write "0" into that file. One per move of the whole process.
- */
-const retiredLeaveFds: number[] = [];
-
 /** This process's path in the v1 cpu hierarchy now (it moves with `cgroup.procs` writes). */
 function currentCpuPath(): string | undefined {
   for (const line of fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
@@ -176,13 +169,14 @@ export function setupCpuCgroup(): SetupCgroup | undefined {
   if (!h || process.env.NSBOX_SETUP_CGROUP === '0') return undefined;
   const now = currentCpuPath();
   if (setupCgroup !== undefined && now === setupFor) return setupCgroup ?? undefined;
-  if (setupCgroup) retiredLeaveFds.push(setupCgroup.leaveFd);
+  // The leave fd of a cgroup this process was moved out of stays open (the addon owns it): a
+  // start already planned may still hand its child that number, and a number closed and reused
+  // by another file would have the child write "0" into that file.
   setupCgroup = null;
   setupFor = now;
   if (now === undefined) return undefined;
   const own = path.join(h.mount, now);
   const dir = path.join(own, SETUP_CGROUP);
-  let leaveFd = -1;
   try {
     fs.mkdirSync(dir, { mode: 0o755 });
   } catch (e) {
@@ -191,11 +185,13 @@ export function setupCpuCgroup(): SetupCgroup | undefined {
   try {
     const shares = path.join(dir, 'cpu.shares');
     if (fs.readFileSync(shares, 'utf8').trim() !== String(SETUP_SHARES)) fs.writeFileSync(shares, String(SETUP_SHARES));
-    // O_CLOEXEC, as every fd Node opens: only the child uses it, before its exec.
-    leaveFd = fs.openSync(path.join(own, 'tasks'), 'w');
   } catch {
     return undefined;
   }
+  // Opened and owned by the addon, not fs.openSync: closed when this environment (a worker)
+  // ends, and only after its spawner threads, which may still hand the number to a child.
+  const leaveFd = native().openLeaveFd(path.join(own, 'tasks'));
+  if (typeof leaveFd !== 'number') return undefined;
   setupCgroup = { tasks: path.join(dir, 'tasks'), leaveFd, mount: h.mount };
   return setupCgroup;
 }
@@ -720,6 +716,9 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
     if (notOurs(e)) return null;
     throw fromSystemError('freeze container', e);
   }
+  // A worker terminated mid-commit runs no JS, not even 'exit' listeners: its environment's
+  // teardown in the addon thaws and removes the freezer then (src-cc/binding/teardown.cc).
+  const undo = native().undoAtTeardown('thaw', dir);
   // pid -> the freezer cgroup it was in, to put it back there.
   const moved = new Map<number, string>();
   const procs = path.join(dir, 'cgroup.procs');
@@ -759,6 +758,9 @@ export async function freezeContainer(pid: number, ns: string): Promise<(() => v
       // the container ended meanwhile
     }
     thawAndRemove(dir); // whatever is left (forked after its parent was put back)
+    // Last: a worker terminated in the middle of this (its 'exit' listeners run, and are cut
+    // short) leaves the rest to the addon's teardown.
+    native().keepAfterTeardown(undo);
   };
   holdThawAtExit(thaw);
   try {

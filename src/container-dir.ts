@@ -9,11 +9,14 @@ import * as path from 'node:path';
 import { NsboxError, fromSystemError } from './errors';
 import { ID_RE, type Layout } from './layout';
 import { removeTree as removeDirTree, removeTreeAsync as removeDirTreeAsync } from './fsat';
-import { mountsUnder, ownStartTime } from './proc';
+import { mountsUnder, ownStartTime, ownThread } from './proc';
 import { readRecord, type ContainerRecord } from './record';
 
-/** containers/<id>.removing-<pid>-<start>: a container that process is removing. */
-export const TOMBSTONE_RE = /^([0-9a-f]{12})\.removing-(\d{1,7})-(\d{1,20})$/;
+/**
+ * containers/<id>.removing-<pid>-<start>[-<tid>-<start>]: a container that process (that worker
+ * thread of it: a terminated worker's process lives on) is removing.
+ */
+export const TOMBSTONE_RE = /^([0-9a-f]{12})\.removing-(\d{1,7})-(\d{1,20})(?:-(\d{1,10}-\d{1,20}))?$/;
 
 /**
  * A directory under containers/, as found: a container (`live`, with its record, or why the
@@ -26,7 +29,7 @@ export interface Entry {
   dir: string;
   rec?: ContainerRecord | undefined;
   bad?: NsboxError;
-  remover?: { pid: number; start: string };
+  remover?: { pid: number; start: string; thread?: string };
 }
 
 /** A name whose link points to a container that no longer exists. */
@@ -38,7 +41,8 @@ export interface Dangling {
 
 /** Where this process renames container `id` before deleting it. */
 export function tombstonePath(layout: Layout, id: string): string {
-  return path.join(layout.containers, `${id}.removing-${process.pid}-${ownStartTime()}`);
+  const thread = ownThread();
+  return path.join(layout.containers, `${id}.removing-${process.pid}-${ownStartTime()}${thread ? `-${thread}` : ''}`);
 }
 
 /** Entries of containers/: ids, tombstones, unless someone else put something there. */
@@ -60,7 +64,12 @@ export function readEntry(layout: Layout, unsaved: ReadonlyMap<string, Container
   const tomb = TOMBSTONE_RE.exec(entry);
   const id = tomb ? tomb[1]! : entry;
   const dir = path.join(layout.containers, entry);
-  const e: Entry = { kind: tomb ? 'tomb' : 'live', id, dir, ...(tomb ? { remover: { pid: Number(tomb[2]), start: tomb[3]! } } : {}) };
+  const e: Entry = {
+    kind: tomb ? 'tomb' : 'live',
+    id,
+    dir,
+    ...(tomb ? { remover: { pid: Number(tomb[2]), start: tomb[3]!, ...(tomb[4] ? { thread: tomb[4] } : {}) } } : {}),
+  };
   try {
     e.rec = unsaved.get(id) ?? readRecord(layout, id, dir);
   } catch (err) {

@@ -1070,13 +1070,18 @@ export function pipeSocket(fd: number, direction: 'read' | 'write'): Net.Socket 
   // manualStart: nothing is read before someone reads (or drain() lets it flow at the exit),
   // so a short output's end cannot pass before the caller, handed the container after an
   // async start's bookkeeping, has attached its listeners.
-  return new Socket({ fd, readable: direction === 'read', writable: direction === 'write', manualStart: true } as Net.SocketConstructorOpts);
+  const socket = new Socket({ fd, readable: direction === 'read', writable: direction === 'write', manualStart: true } as Net.SocketConstructorOpts);
+  // Node's now (a worker terminated before this line leaves the fd to the addon's teardown).
+  native().adoptFd(fd);
+  return socket;
 }
 
 /** A stream over the pty's controlling side; node:tty (which loads node:net) only when used. */
 export function ptyStream(fd: number): tty.ReadStream {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return new (require('node:tty') as typeof tty).ReadStream(fd);
+  const stream = new (require('node:tty') as typeof tty).ReadStream(fd);
+  native().adoptFd(fd);
+  return stream;
 }
 
 /**

@@ -379,7 +379,7 @@ export function execIn(target: ExecTarget, options: ExecOptions): ExecProcess {
       throw e;
     }
   } finally {
-    fs.closeSync(pidfd);
+    native().closeFd(pidfd);
     for (const fd of cgroupFds) fs.closeSync(fd);
   }
 }

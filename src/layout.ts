@@ -5,7 +5,7 @@
  *   containers/<id>/upper, work, merged   write layer, overlay workdir, mount point
  *   containers/<id>/container.json        config and state
  *   names/<name> -> <id>                  a symlink: creating it is the atomic name claim
- *   containers/<id>.removing-<pid>-<start> a container being removed by that process (a tombstone)
+ *   containers/<id>.removing-<pid>-<start>[-<tid>-<start>] a container being removed by that process or worker (a tombstone)
  *   locks/<id>                            held by the process named inside while it commits or removes <id>
  *   idranges/<uid base> -> <id>:<gid base> claims of an nsbox before host-wide ones (userns: 'auto'; src/userns.ts moves them)
  *   tmp/                                  half-made images and containers, renamed into place when complete

@@ -1,7 +1,8 @@
 /**
  * A lock per container that holds across processes: commit and remove take it, so that a
  * commit never walks a write layer that a remove is deleting. Node has no flock(), so the lock
- * is a symbolic link, locks/<id>, whose target names its owner (`<pid>-<start time>-<what>`):
+ * is a symbolic link, locks/<id>, whose target names its owner (`<pid>-<start time>-<what>`,
+ * a worker thread's with `-<tid>-<its start time>` before `<what>`):
  * made whole in one step (symlink fails with EEXIST: the claim is atomic), and short enough to
  * live in the inode itself, so that it can be taken on a full disk (a remove that frees space
  * must not need any). A lock whose owner is dead (pid gone, or reused: start time differs) is
@@ -13,7 +14,7 @@ import * as path from 'node:path';
 import { NsboxError, fromSystemError } from './errors';
 import { batchError, fsBatch, isBatchError } from './fsbatch';
 import { newId, type Layout } from './layout';
-import { ownStartTime, processAlive } from './proc';
+import { ownStartTime, ownThread, processAlive, threadAlive } from './proc';
 
 /** What a lock's holder is doing (its link says so, for the error a waiter gets). */
 export type LockPurpose = 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange' | 'recover';
@@ -25,7 +26,10 @@ export class ContainerLock {
 
   /** What the lock's link points to when this process holds it for `what`. */
   static target(what: LockPurpose): string {
-    return `${process.pid}-${ownStartTime()}-${what}`;
+    // A worker thread's lock names the thread too: terminated, it runs nothing to release it,
+    // and its process lives on, so only the thread's end shows the lock stale.
+    const thread = ownThread();
+    return `${process.pid}-${ownStartTime()}${thread ? `-${thread}` : ''}-${what}`;
   }
 
   /**
@@ -47,7 +51,7 @@ export class ContainerLock {
     const file = path.join(layout.locks, id);
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        fs.symlinkSync(`${process.pid}-${ownStartTime()}-${what}`, file);
+        fs.symlinkSync(ContainerLock.target(what), file);
         return new ContainerLock(file);
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fromSystemError(`lock container ${id}`, e);
@@ -105,6 +109,8 @@ export class ContainerLock {
 interface Holder {
   pid: number;
   start: string;
+  /** A worker thread's `<tid>-<start>` (src/proc.ts ownThread). */
+  thread?: string;
   what: string;
   /** The link's target, as read. */
   text: string;
@@ -117,8 +123,8 @@ function readHolder(file: string): Holder | undefined {
   } catch {
     return undefined;
   }
-  const m = /^(\d+)-(\d+)-([a-z]+)$/.exec(text);
-  return m ? { pid: Number(m[1]), start: m[2]!, what: m[3]!, text } : undefined;
+  const m = /^(\d+)-(\d+)(?:-(\d+-\d+))?-([a-z]+)$/.exec(text);
+  return m ? { pid: Number(m[1]), start: m[2]!, ...(m[3] ? { thread: m[3] } : {}), what: m[4]!, text } : undefined;
 }
 
 /**
@@ -129,7 +135,7 @@ function readHolder(file: string): Holder | undefined {
 function breakIfStale(file: string, layout: Layout): boolean {
   const holder = readHolder(file);
   if (!holder) return !isLink(file); // released meanwhile (true), or not a lock we can read: not ours to break
-  if (processAlive(holder.pid, holder.start)) return false;
+  if (processAlive(holder.pid, holder.start) && (holder.thread === undefined || threadAlive(holder.pid, holder.thread))) return false;
   const away = path.join(layout.locks, `.stale-${process.pid}-${newId()}`);
   try {
     fs.renameSync(file, away);

@@ -223,8 +223,11 @@ export interface NativeBinding {
   ): unknown;
   /** A process in a running container (src-cc/core/exec.cc); `step` as ExecStep says. */
   exec(plan: NativeExecPlan, onExit: (code: number | null, signal: number | null, usage: NativeUsage | null) => void): SpawnResult;
-  /** A close-on-exec pidfd of `pid`. */
+  /** A close-on-exec pidfd of `pid`: close it with closeFd (the addon closes it if JS is stopped first). */
   pidfdOpen(pid: number): number | NativeErrno;
+  closeFd(fd: number): void;
+  /** JS has a stream over a stdio end a start returned: the environment's teardown leaves it to Node. */
+  adoptFd(fd: number): void;
   /** Whether a pidfd's process still runs (has not exited, reaped or not); waits up to waitMs for its exit. */
   pidfdAlive(fd: number, waitMs?: number): boolean;
   /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false while another open file holds it. */
@@ -235,6 +238,19 @@ export interface NativeBinding {
    * starts in flight. No exit callback runs afterwards.
    */
   killAllSync(budgetMs: number): NativeEnded[];
+  /**
+   * `path` (a cgroup's `tasks`) open for writing, close-on-exec, owned by this environment
+   * (src-cc/binding/teardown.h): never closed by JS; closed when the environment ends, after
+   * every start that may have handed it to a child.
+   */
+  openLeaveFd(path: string): number | NativeErrno;
+  /**
+   * Done on the host if this environment ends before keepAfterTeardown(token) (a terminated
+   * worker runs no JS): 'thaw' a commit's freezer cgroup and remove it, 'rmdir' an empty
+   * directory.
+   */
+  undoAtTeardown(kind: 'thaw' | 'rmdir', path: string): number;
+  keepAfterTeardown(token: number): void;
   /** `lowerdir` escaped by plan.ts overlayLowerdir (the one place that escapes it). */
   mountOverlay(o: { lowerdir: string; upper?: string; work?: string; target: string; readonly?: boolean }): NativeErrno | null;
   unmount(target: string): NativeErrno | null;

@@ -3,16 +3,17 @@
  * pid from its reuse), pid namespaces, the mount table. The one parser of /proc/PID/stat.
  */
 import * as fs from 'node:fs';
+import { isMainThread } from 'node:worker_threads';
 
 /**
  * The fields of /proc/PID/stat from the third on (state, ppid, ...: index 0 is field 3), or
  * undefined once the process is gone. The command name (field 2) may hold spaces and
  * parentheses: the fields are split after its last ')'.
  */
-export function procStat(pid: number | 'self'): string[] | undefined {
+export function procStat(pid: number | 'self', tid?: number): string[] | undefined {
   let stat: string;
   try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    stat = fs.readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
   } catch {
     return undefined;
   }
@@ -35,6 +36,30 @@ let selfStart: string | undefined;
 export function ownStartTime(): string {
   selfStart ??= processStartTime(process.pid) ?? '0';
   return selfStart;
+}
+
+let selfThread: string | undefined;
+/**
+ * A worker thread's own kernel thread id and its start time, `<tid>-<start>`: what tells
+ * others the worker still runs (a terminated worker's process lives on, and so does its pid).
+ * Undefined on the main thread, whose life is the process's. Read on the calling thread:
+ * /proc/thread-self is the thread that reads it, and a sync call runs on the JS thread.
+ */
+export function ownThread(): string | undefined {
+  if (isMainThread) return undefined;
+  if (selfThread === undefined) {
+    const tid = Number(/\/task\/(\d+)$/.exec(fs.readlinkSync('/proc/thread-self'))?.[1]);
+    selfThread = `${tid}-${procStat(process.pid, tid)?.[19] ?? '0'}`;
+  }
+  return selfThread;
+}
+
+/** True while the thread `<tid>-<start>` (ownThread) of process `pid` runs. */
+export function threadAlive(pid: number, thread: string): boolean {
+  const m = /^(\d+)-(\d+)$/.exec(thread);
+  if (!m) return false;
+  const f = procStat(pid, Number(m[1]));
+  return f !== undefined && f[0] !== 'Z' && f[0] !== 'X' && f[19] === m[2];
 }
 
 /** True while that very process runs (a zombie counts as gone: it only waits to be reaped). */

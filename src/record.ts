@@ -123,6 +123,11 @@ export interface ContainerRecord extends Omit<ContainerInfo, 'status'> {
    * its pid is.
    */
   supervisorStart?: string | null;
+  /**
+   * The supervisor's worker thread (`<tid>-<start time>`, src/proc.ts ownThread) when it ran
+   * in one: a terminated worker's process lives on, so its pid says nothing of the worker.
+   */
+  supervisorThread?: string;
   imageLayer: string;
   /** How it was run; absent from records written before nsbox kept it (such a container cannot be started again). */
   config?: ContainerConfig;
@@ -204,6 +209,7 @@ const RECORD: Spec<ContainerRecord> = {
   config: optional(shape(CONFIG)),
   supervisor: pid,
   supervisorStart: optional(nullable(matching(/^\d{1,20}$/, 'a start time in clock ticks'))),
+  supervisorThread: optional(matching(/^\d{1,10}-\d{1,20}$/, 'a thread id and its start time')),
   imageLayer: string,
   cgroups: optional(arrayOf(pathString, { max: 16 })),
   userns: optional(

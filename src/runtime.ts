@@ -27,7 +27,7 @@ import { ImageStore, removalsUnderWay, validateImageName, type ImageInfo, type I
 import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
 import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
 import { removeTreeAsync } from './fsat';
-import { mountsUnder, ownStartTime, processAlive, processPidNamespace, processStartTime } from './proc';
+import { mountsUnder, ownStartTime, ownThread, processAlive, processPidNamespace, processStartTime, threadAlive } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
 import {
@@ -517,6 +517,7 @@ export class Runtime {
       readOnly: !!options.readOnly,
       supervisor: process.pid,
       supervisorStart: ownStartTime(),
+      ...(ownThread() ? { supervisorThread: ownThread()! } : {}),
       imageLayer: image.rootfs,
       config: recordConfig(options, env),
       ...(subid ? { subid } : {}),
@@ -677,6 +678,7 @@ export class Runtime {
     record.startedAt = new Date().toISOString();
     record.supervisor = started.monitorPid;
     record.supervisorStart = processStartTime(started.monitorPid) ?? '0';
+    delete record.supervisorThread; // the monitor is a process of its own
     // The monitor removes them at its end; a killed monitor leaves them to the next Runtime.
     setCgroups(record, started.cgroups);
     writeRecordFile(path.join(dir, 'container.json'), record);
@@ -796,7 +798,11 @@ export class Runtime {
     }
     if (this.removing.has(record.id) || Date.now() >= deadline) return;
     const e: Entry = { kind: 'live', id: record.id, dir: this.layout.containerDir(record.id), rec: record };
-    this.destroyIfFree(e, (x) => x.kind === 'live' && !x.bad && x.rec?.supervisor === process.pid && x.rec.supervisorStart === ownStartTime());
+    this.destroyIfFree(
+      e,
+      (x) =>
+        x.kind === 'live' && !x.bad && x.rec?.supervisor === process.pid && x.rec.supervisorStart === ownStartTime() && x.rec.supervisorThread === ownThread(),
+    );
   }
 
   /**
@@ -958,6 +964,8 @@ export class Runtime {
 
   /** Whether the process that made this record still runs (this one included). */
   private supervisorAlive(rec: ContainerRecord): boolean {
+    // A worker's: its thread must still run too (terminated, it left its runs to recovery).
+    if (rec.supervisorThread !== undefined && !threadAlive(rec.supervisor, rec.supervisorThread)) return false;
     if (rec.supervisor === process.pid) return rec.supervisorStart == null || rec.supervisorStart === ownStartTime();
     if (rec.supervisorStart == null) return fs.existsSync(`/proc/${rec.supervisor}`);
     return processAlive(rec.supervisor, rec.supervisorStart);
@@ -971,7 +979,10 @@ export class Runtime {
   }
 
   private entryStatus(e: Entry): ContainerStatus {
-    if (e.kind === 'tomb') return processAlive(e.remover!.pid, e.remover!.start) ? 'removing' : 'dead';
+    if (e.kind === 'tomb') {
+      const r = e.remover!;
+      return processAlive(r.pid, r.start) && (r.thread === undefined || threadAlive(r.pid, r.thread)) ? 'removing' : 'dead';
+    }
     return e.rec ? this.statusOf(e.rec) : 'dead';
   }
 
@@ -1940,8 +1951,10 @@ export class Runtime {
         finishedAt: null,
         supervisor: process.pid,
         supervisorStart: ownStartTime(),
+        ...(ownThread() ? { supervisorThread: ownThread()! } : {}),
       };
       delete record.killedFor;
+      if (!ownThread()) delete record.supervisorThread; // a worker's last run
       const workspace = this.workspaceOf(rec);
       // A cgroup its last run left (its supervisor was killed): in the way of the new one.
       removeContainerCgroup(id, 500, rec.cgroups);

@@ -20,11 +20,21 @@
 #include "binding/process.h"
 #include "binding/start.h"
 #include "binding/tar.h"
+#include "binding/teardown.h"
 
 namespace nsbox {
 namespace {
 
 const char* errno_code(int err) { return err ? uv_err_name(-err) : ""; }
+
+// A call that reads a whole plan makes hundreds of N-API calls: one made while a worker is being
+// terminated fails, and node-addon-api may turn the failure into a fatal error of the whole
+// process. Refused up front when JS is stopping already (the window left is the call itself).
+template <Napi::Value (*F)(const Napi::CallbackInfo&)>
+Napi::Value WhileJsRuns(const Napi::CallbackInfo& info) {
+  if (!env_can_run_js(info.Env())) return Napi::Value();
+  return F(info);
+}
 
 }  // namespace
 
@@ -48,16 +58,19 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       [](napi_async_cleanup_hook_handle handle, void* data) {
         Instance* in = static_cast<Instance*>(data);
         in->teardown = handle;
+        // A commit's freezer first: its container's SIGKILL below waits for the thaw.
+        TeardownThaw(in);
         std::vector<Process*> live(in->live.begin(), in->live.end());
         for (Process* p : live) {
           if (p->Teardown(in)) in->closing++;
         }
         if (in->CloseStarts()) in->closing++;
+        TeardownRemove(in);
         if (in->closing == 0) napi_remove_async_cleanup_hook(handle);
       },
       inst, nullptr);
-  exports.Set("spawn", Napi::Function::New<Spawn>(env, "spawn"));
-  exports.Set("spawnAsync", Napi::Function::New<SpawnAsync>(env, "spawnAsync"));
+  exports.Set("spawn", Napi::Function::New<WhileJsRuns<Spawn>>(env, "spawn"));
+  exports.Set("spawnAsync", Napi::Function::New<WhileJsRuns<SpawnAsync>>(env, "spawnAsync"));
   exports.Set("resizePty", Napi::Function::New<ResizePty>(env, "resizePty"));
   exports.Set("runInUserns", Napi::Function::New<RunInUserns>(env, "runInUserns"));
   exports.Set("mountOverlay", Napi::Function::New<MountOverlay>(env, "mountOverlay"));
@@ -66,10 +79,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mountDetached", Napi::Function::New<MountDetached>(env, "mountDetached"));
   exports.Set("getXattr", Napi::Function::New<GetXattr>(env, "getXattr"));
   exports.Set("attachDeviceProgram", Napi::Function::New<AttachDeviceProgram>(env, "attachDeviceProgram"));
-  exports.Set("exec", Napi::Function::New<Exec>(env, "exec"));
+  exports.Set("exec", Napi::Function::New<WhileJsRuns<Exec>>(env, "exec"));
   exports.Set("pidfdOpen", Napi::Function::New<PidfdOpen>(env, "pidfdOpen"));
+  exports.Set("adoptFd", Napi::Function::New<AdoptFd>(env, "adoptFd"));
+  exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
   exports.Set("pidfdAlive", Napi::Function::New<PidfdAlive>(env, "pidfdAlive"));
   exports.Set("tryLockFd", Napi::Function::New<TryLockFd>(env, "tryLockFd"));
+  exports.Set("openLeaveFd", Napi::Function::New<OpenLeaveFd>(env, "openLeaveFd"));
+  exports.Set("undoAtTeardown", Napi::Function::New<UndoAtTeardown>(env, "undoAtTeardown"));
+  exports.Set("keepAfterTeardown", Napi::Function::New<KeepAfterTeardown>(env, "keepAfterTeardown"));
   exports.Set("killAllSync", Napi::Function::New<KillAllSync>(env, "killAllSync"));
   RegisterFsAt(env, exports);
   RegisterFsBatch(env, exports);

@@ -36,6 +36,7 @@ class BatchWork : public Napi::AsyncWorker {
   const uint8_t* ops_;
   size_t ops_len_;
   std::vector<ExtractChunk> chunks_;
+  bool unreadable_ = false;  // a chunk JS could no longer hand over (JS stopping)
   ExtractError result_;
 };
 
@@ -111,12 +112,25 @@ BatchWork::BatchWork(Writer* writer, const Napi::Object& self, const Napi::Funct
       ops_len_(ops_len) {
   chunks_.reserve(chunks.Length());
   for (uint32_t i = 0; i < chunks.Length(); i++) {
-    auto b = chunks.Get(i).As<Napi::Buffer<uint8_t>>();
+    // A chunk that cannot be read (JS stopping) fails the batch before it writes anything,
+    // where a call on the empty value would abort the process.
+    Napi::Value v = chunks.Get(i);
+    if (!v.IsBuffer()) {
+      unreadable_ = true;
+      return;
+    }
+    auto b = v.As<Napi::Buffer<uint8_t>>();
     chunks_.push_back(ExtractChunk{b.Data(), b.Length()});
   }
 }
 
-void BatchWork::Execute() { result_ = writer_->core()->Run(ops_, ops_len_, chunks_.data(), chunks_.size()); }
+void BatchWork::Execute() {
+  if (unreadable_) {
+    result_ = ExtractError{EINVAL, "decode", kFailBadBatch, 0, {}};
+    return;
+  }
+  result_ = writer_->core()->Run(ops_, ops_len_, chunks_.data(), chunks_.size());
+}
 
 void BatchWork::OnOK() {
   Napi::Env env = Env();

@@ -171,7 +171,9 @@ Napi::Value ListDir(const Napi::CallbackInfo& info) {
   if (e.err) return error_object(env, e);
   Napi::Array names = Napi::Array::New(env, entries.size());
   Napi::Float64Array stats = Napi::Float64Array::New(env, entries.size() * kStatFields);
-  double* f = stats.Data();
+  double* f = stats.IsEmpty() ? nullptr : stats.Data();
+  // Not made: JS was stopped meanwhile (a terminated worker), and nobody reads the result.
+  if (!f && !entries.empty()) return env.Undefined();
   for (size_t i = 0; i < entries.size(); i++) {
     names.Set(static_cast<uint32_t>(i), Napi::Buffer<char>::Copy(env, entries[i].name.data(), entries[i].name.size()));
     put_stat(f + i * kStatFields, entries[i].st);
@@ -191,6 +193,7 @@ Napi::Value StatFd(const Napi::CallbackInfo& info) {
   FsError e = stat_fd(fd, &st);
   if (e.err) return error_object(env, e);
   Napi::Float64Array out = Napi::Float64Array::New(env, kStatFields);
+  if (out.IsEmpty() || !out.Data()) return env.Undefined();  // JS stopped meanwhile
   put_stat(out.Data(), st);
   return out;
 }
@@ -469,6 +472,9 @@ class ListDirWork : public Napi::AsyncWorker {
     Napi::Buffer<char> names = Napi::Buffer<char>::New(env, total);
     Napi::Uint32Array ends = Napi::Uint32Array::New(env, entries_.size());
     Napi::Float64Array stats = Napi::Float64Array::New(env, entries_.size() * kStatFields);
+    // Not made: JS was stopped meanwhile (a terminated worker), and nobody reads the result.
+    if (names.IsEmpty() || ends.IsEmpty() || stats.IsEmpty() || (total && !names.Data()) || (!entries_.empty() && (!stats.Data() || !ends.Data())))
+      return;
     size_t at = 0;
     for (size_t i = 0; i < entries_.size(); i++) {
       const std::string& name = entries_[i].name;
@@ -542,6 +548,7 @@ Napi::Value StatAt(const Napi::CallbackInfo& info) {
   FsError e = stat_at(fd, name.c_str(), &st);
   if (e.err) return error_object(env, e);
   Napi::Float64Array out = Napi::Float64Array::New(env, kStatFields);
+  if (out.IsEmpty() || !out.Data()) return env.Undefined();  // JS stopped meanwhile
   put_stat(out.Data(), st);
   return out;
 }

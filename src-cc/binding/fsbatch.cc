@@ -256,8 +256,10 @@ bool read_op(Napi::Value v, Op* op) {
   if (flags < 0 || flags > 0x7fffffff || mode < 0 || mode > 07777) return false;
   op->flags = static_cast<int>(flags);
   op->mode = static_cast<mode_t>(mode);
-  op->set_mode = o.Get("setMode").ToBoolean().Value();
-  op->go_on = o.Get("goOn").ToBoolean().Value();
+  // Checked for an empty value (a failed Get while JS stops) before any call on it.
+  Napi::Value set_mode = o.Get("setMode"), go_on = o.Get("goOn");
+  op->set_mode = !set_mode.IsEmpty() && set_mode.ToBoolean().Value();
+  op->go_on = !go_on.IsEmpty() && go_on.ToBoolean().Value();
   Napi::Value tol = o.Get("tolerate");
   if (tol.IsArray()) {
     Napi::Array a = tol.As<Napi::Array>();

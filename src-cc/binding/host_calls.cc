@@ -123,7 +123,33 @@ Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
   }
   int fd = static_cast<int>(syscall(SYS_pidfd_open, info[0].As<Napi::Number>().Int32Value(), 0));
   if (fd < 0) return errno_object(env, errno, "pidfd_open");
+  // Closed by closeFd; by the environment's teardown if JS was stopped first (a worker
+  // terminated in the middle of an exec runs no finally block).
+  env.GetInstanceData<Instance>()->js_fds.insert(fd);
   return Napi::Number::New(env, fd);
+}
+
+// adoptFd(fd): JS has a stream over a stdio end a start handed it; no-op for other fds.
+Napi::Value AdoptFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() >= 1 && info[0].IsNumber()) env.GetInstanceData<Instance>()->handed_fds.erase(info[0].As<Napi::Number>().Int32Value());
+  return env.Undefined();
+}
+
+// closeFd(fd): closes an fd pidfdOpen returned.
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(env, "closeFd(fd: number)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  if (env.GetInstanceData<Instance>()->js_fds.erase(fd) == 0) {
+    Napi::TypeError::New(env, "closeFd: not an fd of pidfdOpen").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  close(fd);
+  return env.Undefined();
 }
 
 // pidfdAlive(fd, waitMs = 0) -> whether the process is still running: a pidfd polls readable

@@ -13,6 +13,8 @@ Napi::Value Unmount(const Napi::CallbackInfo& info);
 Napi::Value GetXattr(const Napi::CallbackInfo& info);
 Napi::Value AttachDeviceProgram(const Napi::CallbackInfo& info);
 Napi::Value PidfdOpen(const Napi::CallbackInfo& info);
+Napi::Value CloseFd(const Napi::CallbackInfo& info);
+Napi::Value AdoptFd(const Napi::CallbackInfo& info);
 Napi::Value PidfdAlive(const Napi::CallbackInfo& info);
 Napi::Value TryLockFd(const Napi::CallbackInfo& info);
 Napi::Value AttachLoop(const Napi::CallbackInfo& info);

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,6 +30,13 @@ struct PendingStart {
   Napi::FunctionReference on_exit;
   Napi::FunctionReference on_started;
   std::unique_ptr<Napi::AsyncContext> context;
+};
+
+// What a JS step undoes itself when it finishes, but an environment that ends without running
+// JS again (a terminated worker) would leave on the host: binding/teardown.cc does it then.
+struct Undo {
+  enum Kind { kThaw, kRmdir } kind = kRmdir;
+  std::string path;
 };
 
 // Per-environment state (a worker thread has its own): the live processes, so that a
@@ -58,6 +66,22 @@ struct Instance {
   // Starts posted to a spawner thread whose result is not handed over yet (Finish has not
   // returned): what process.exit() waits for, bounded (binding/exit.cc).
   std::atomic<int> in_flight{0};
+  // Fds a start's child may be handed by number (the setup cgroup's leave fd,
+  // binding/teardown.cc): closed only after the spawner threads are joined, so that no child
+  // is cloned with a number another file took meanwhile; and closed then, so that a pool of
+  // workers does not leave one per worker (Node closes a worker's fs.open fds only if it
+  // tracks them, and at a moment of its own).
+  std::vector<int> held_fds;
+  // Fds handed to JS that JS closes through the addon (pidfdOpen, closeFd): the teardown
+  // closes those JS was stopped before closing.
+  std::unordered_set<int> js_fds;
+  // The stdio ends a start handed to JS, by fd, with what they are (st_dev, st_ino): until JS
+  // has a stream over one (adoptFd), the teardown closes it if it still is that file (once
+  // wrapped, Node's own handle cleanup may have closed the number, and another file taken it).
+  std::unordered_map<int, std::pair<uint64_t, uint64_t>> handed_fds;
+  // By token (undoAtTeardown).
+  std::map<uint32_t, Undo> undo;
+  uint32_t next_undo = 1;
 
   ~Instance() {
     {
@@ -68,6 +92,7 @@ struct Instance {
     for (StartJob* job : done) discard_start(job);
     done.clear();
     if (init_fd >= 0) close(init_fd);
+    for (int fd : held_fds) close(fd);
   }
 
   int StartAsyncHandle(Napi::Env e) {

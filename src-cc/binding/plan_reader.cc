@@ -100,15 +100,17 @@ void read_userns(Reader& r, Napi::Object js, Plan& plan) {
   plan.userns.uid_map = plan.keep(r.Str(u, "uidMap"));
   plan.userns.gid_map = plan.keep(r.Str(u, "gidMap"));
   plan.userns.setgroups_deny = r.Bool(u, "setgroupsDeny");
-  plan.userns.external = u.Get("external").IsBoolean() && u.Get("external").As<Napi::Boolean>().Value();
+  Napi::Value external = u.Get("external");
+  plan.userns.external = external.IsBoolean() && external.As<Napi::Boolean>().Value();
   Napi::Value hv = u.Get("hostFds");
   if (!hv.IsUndefined()) {
     if (!hv.IsArray() || !plan.userns.external) return r.Fail("userns.hostFds must be an array, with external");
     Napi::Array ha = hv.As<Napi::Array>();
     if (ha.Length() > kMaxHostFds) return r.Fail("userns.hostFds: too many");
     for (uint32_t i = 0; i < ha.Length() && r.ok(); i++) {
-      if (!ha.Get(i).IsObject()) return r.Fail("userns.hostFds: each must be an object");
-      Napi::Object ho = ha.Get(i).As<Napi::Object>();
+      Napi::Value hi = ha.Get(i);
+      if (!hi.IsObject()) return r.Fail("userns.hostFds: each must be an object");
+      Napi::Object ho = hi.As<Napi::Object>();
       HostFd h;
       h.path = plan.keep(r.Str(ho, "path", true));
       h.fd = static_cast<int>(r.Num(ho, "fd"));
@@ -154,7 +156,12 @@ void read_security(Reader& r, Napi::Object js, Plan& plan) {
       return 0;
     }
     Napi::Array a = m.As<Napi::Array>();
-    return static_cast<uint64_t>(a.Get(0u).ToNumber().Uint32Value()) | (static_cast<uint64_t>(a.Get(1u).ToNumber().Uint32Value()) << 32);
+    Napi::Value low = a.Get(0u), high = a.Get(1u);
+    if (!low.IsNumber() || !high.IsNumber()) {
+      r.Fail(std::string("security.") + key + " must be [low, high]");
+      return 0;
+    }
+    return static_cast<uint64_t>(low.As<Napi::Number>().Uint32Value()) | (static_cast<uint64_t>(high.As<Napi::Number>().Uint32Value()) << 32);
   };
   std::vector<std::string>& o = plan.init_options;
   o.push_back("bset=" + hex64(mask("bounding")));
@@ -171,7 +178,9 @@ void read_security(Reader& r, Napi::Object js, Plan& plan) {
     Napi::TypedArray ta = filter.As<Napi::TypedArray>();
     size_t len = ta.ByteLength();
     if (len % 8 || len == 0) return r.Fail("security.seccomp must hold whole BPF instructions");
-    const unsigned char* bytes = static_cast<const unsigned char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    Napi::ArrayBuffer buffer = ta.ArrayBuffer();
+    if (buffer.IsEmpty() || buffer.Data() == nullptr) return r.Fail("security.seccomp: its buffer cannot be read");
+    const unsigned char* bytes = static_cast<const unsigned char*>(buffer.Data()) + ta.ByteOffset();
     static const char kHex[] = "0123456789abcdef";
     std::string text = "seccomp=";
     text.reserve(text.size() + 2 * len);

@@ -67,7 +67,13 @@ class Reader {
     return v.As<Napi::Number>().DoubleValue();
   }
 
-  bool Bool(Napi::Object o, const char* key) { return o.Get(key).ToBoolean().Value(); }
+  // A failed Get (JS stopping: a worker being terminated) gives an empty value, on which any
+  // further call would be a fatal error of the process (node-addon-api's Error::New with no
+  // env): checked, as every value the readers use is, before it is used.
+  bool Bool(Napi::Object o, const char* key) {
+    Napi::Value v = o.Get(key);
+    return !v.IsEmpty() && v.ToBoolean().Value();
+  }
 
   void Fail(const std::string& msg) {
     if (error_.empty()) error_ = msg;

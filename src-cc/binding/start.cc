@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <napi.h>
@@ -150,7 +151,8 @@ bool read_start(const Napi::CallbackInfo& info, StartJob& job, std::string& born
   plan.clone_flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
   if (r.Bool(js, "newNet")) plan.clone_flags |= CLONE_NEWNET;
   if (r.Bool(js, "newCgroup")) plan.clone_flags |= CLONE_NEWCGROUP;
-  plan.share_vm = !js.Get("shareVm").IsBoolean() || js.Get("shareVm").As<Napi::Boolean>().Value();
+  Napi::Value share_vm = js.Get("shareVm");
+  plan.share_vm = !share_vm.IsBoolean() || share_vm.As<Napi::Boolean>().Value();
   read_userns(r, js, plan);
   // An open cgroup v2 directory: the container is born in it (clone3 + CLONE_INTO_CGROUP).
   if (js.Get("cgroupFd").IsNumber()) plan.cgroup_fd = static_cast<int>(r.Num(js, "cgroupFd"));
@@ -231,11 +233,29 @@ namespace {
 // A started process (a container's nsbox-init, or an exec's) watched from here on, and the
 // success object spawn() and exec() return; the parent's stdio ends are the caller's then.
 // When the loop cannot watch it, it is killed and reaped and the failure returned.
+// A parent stdio end given to JS: the teardown's until JS adopts it (Instance::handed_fds).
+void hand_fd(Instance* inst, int fd) {
+  struct stat st;
+  if (fd >= 0 && fstat(fd, &st) == 0) inst->handed_fds[fd] = {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
+
 Napi::Value watch_started(Napi::Env env, SpawnResult& res, Stdio& io, Napi::Function on_exit, std::vector<std::string> cgroups) {
   Instance* inst = env.GetInstanceData<Instance>();
+  // A worker terminated from another thread can stop JS at any moment, this call included:
+  // then no wrap is made (NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS: no fatal error either) and
+  // nobody will ever watch the process, so it ends here like a start nobody takes.
   Napi::Object proc = inst->process_ctor.New({});
-  Process::Unwrap(proc)->SetCgroups(std::move(cgroups));
-  int werr = Process::Unwrap(proc)->Watch(env, res.pid, res.pidfd, res.report_fd, on_exit);
+  Process* wrap = proc.IsEmpty() ? nullptr : Process::Unwrap(proc);
+  if (!wrap) {
+    kill_and_reap(res.pidfd);
+    close(res.pidfd);
+    close(res.report_fd);
+    remove_cgroup_dirs(cgroups);
+    io.CloseParentEnds();
+    return env.Undefined();
+  }
+  wrap->SetCgroups(std::move(cgroups));
+  int werr = wrap->Watch(env, res.pid, res.pidfd, res.report_fd, on_exit);
   if (werr) {
     kill_and_reap(res.pidfd);
     close(res.pidfd);
@@ -254,7 +274,16 @@ Napi::Value watch_started(Napi::Env env, SpawnResult& res, Stdio& io, Napi::Func
   out.Set("stdout", io.parent[1]);
   out.Set("stderr", io.parent[2]);
   out.Set("pty", io.pty_master);
-  for (int& fd : io.parent) fd = -1;
+  if (!env_can_run_js(env)) {
+    // Stopped meanwhile: JS will never wrap these fds (the process is the teardown's now).
+    io.CloseParentEnds();
+    return env.Undefined();
+  }
+  for (int& fd : io.parent) {
+    hand_fd(inst, fd);
+    fd = -1;
+  }
+  hand_fd(inst, io.pty_master);
   io.pty_master = -1;
   return out;
 }
@@ -387,7 +416,9 @@ void Instance::OnAsync(uv_async_t* h) {
   for (StartJob* raw : jobs) {
     std::unique_ptr<StartJob> job(raw);
     auto it = inst->pending.find(job->id);
-    if (it == inst->pending.end()) {
+    // Checked again for each: a worker terminated from another thread stops JS at any
+    // moment, an earlier job's callback included.
+    if (it == inst->pending.end() || !env_can_run_js(env)) {
       discard_start(job.release());
       continue;
     }
@@ -426,11 +457,12 @@ Napi::Value Exec(const Napi::CallbackInfo& info) {
   if (procs.IsArray()) {
     Napi::Array a = procs.As<Napi::Array>();
     for (uint32_t i = 0; i < a.Length(); i++) {
-      if (!a.Get(i).IsNumber()) {
+      Napi::Value fd = a.Get(i);
+      if (!fd.IsNumber()) {
         r.Fail("cgroupProcs must be an array of fds");
         break;
       }
-      target.cgroup_procs.push_back(a.Get(i).As<Napi::Number>().Int32Value());
+      target.cgroup_procs.push_back(fd.As<Napi::Number>().Int32Value());
     }
   }
   plan.argv = r.Strs(js, "argv");

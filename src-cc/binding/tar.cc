@@ -69,18 +69,22 @@ class ImportJob : public Napi::ObjectWrap<ImportJob> {
       return;
     }
     Napi::Object o = info[2].As<Napi::Object>();
-    for (const char* key : {"tarball", "label", "what"}) {
-      if (!o.Get(key).IsString()) {
-        Napi::TypeError::New(env, std::string("ImportJob: options.") + key + " must be a string").ThrowAsJavaScriptException();
+    // Each value read once and checked before use: a failed Get (JS stopping) is empty, and a
+    // call on it would be a fatal error of the process.
+    std::string* fields[] = {&options_.tarball, &options_.label, &options_.what};
+    const char* keys[] = {"tarball", "label", "what"};
+    for (int i = 0; i < 3; i++) {
+      Napi::Value v = o.Get(keys[i]);
+      if (!v.IsString()) {
+        Napi::TypeError::New(env, std::string("ImportJob: options.") + keys[i] + " must be a string").ThrowAsJavaScriptException();
         return;
       }
+      *fields[i] = v.As<Napi::String>().Utf8Value();
     }
-    options_.tarball = o.Get("tarball").As<Napi::String>().Utf8Value();
-    options_.label = o.Get("label").As<Napi::String>().Utf8Value();
-    options_.what = o.Get("what").As<Napi::String>().Utf8Value();
     Napi::Value umask = o.Get("umask");
     options_.umask = umask.IsNumber() ? static_cast<mode_t>(umask.As<Napi::Number>().Uint32Value() & 0777) : 0777;
-    options_.always_chown = o.Get("alwaysChown").ToBoolean().Value();
+    Napi::Value chown = o.Get("alwaysChown");
+    options_.always_chown = !chown.IsEmpty() && chown.ToBoolean().Value();
     // Both fds are the job's from here (not when the arguments were refused): closed once the
     // import ran, or when the job is collected without having run. JS never holds them across
     // an await, so a worker terminated meanwhile leaks none.
