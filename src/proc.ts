@@ -3,7 +3,6 @@
  * pid from its reuse), pid namespaces, the mount table. The one parser of /proc/PID/stat.
  */
 import * as fs from 'node:fs';
-import { isMainThread } from 'node:worker_threads';
 
 /**
  * The fields of /proc/PID/stat from the third on (state, ppid, ...: index 0 is field 3), or
@@ -38,7 +37,7 @@ export function ownStartTime(): string {
   return selfStart;
 }
 
-let selfThread: string | undefined;
+let selfThread: string | null | undefined;
 /**
  * A worker thread's own kernel thread id and its start time, `<tid>-<start>`: what tells
  * others the worker still runs (a terminated worker's process lives on, and so does its pid).
@@ -46,12 +45,13 @@ let selfThread: string | undefined;
  * /proc/thread-self is the thread that reads it, and a sync call runs on the JS thread.
  */
 export function ownThread(): string | undefined {
-  if (isMainThread) return undefined;
   if (selfThread === undefined) {
+    // The main thread's id is the pid. Not node:worker_threads' isMainThread: requiring it
+    // loads net and child_process, some milliseconds of every CLI run.
     const tid = Number(/\/task\/(\d+)$/.exec(fs.readlinkSync('/proc/thread-self'))?.[1]);
-    selfThread = `${tid}-${procStat(process.pid, tid)?.[19] ?? '0'}`;
+    selfThread = tid === process.pid ? null : `${tid}-${procStat(process.pid, tid)?.[19] ?? '0'}`;
   }
-  return selfThread;
+  return selfThread ?? undefined;
 }
 
 /** True while the thread `<tid>-<start>` (ownThread) of process `pid` runs. */
