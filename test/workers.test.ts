@@ -94,32 +94,32 @@ function expectNothingLeft(r: Report): void {
 const newFds = (r: Report) => r.after.filter((f) => !r.before.includes(f));
 
 describe('workers terminated in the middle of nsbox work', () => {
-  it('a pool of 20 workers that each ran one container leaves no fd in the main thread, even without trackUnmanagedFds (the setup cgroup leave fd is the addon environment’s)', async () => {
-    const r = await attack('leave', 20, { trackUnmanagedFds: false });
+  it('a pool of 12 workers that each ran one container leaves no fd in the main thread, even without trackUnmanagedFds (the setup cgroup leave fd is the addon environment’s)', async () => {
+    const r = await attack('leave', 12, { trackUnmanagedFds: false });
     expectNothingLeft(r);
     expect(newFds(r)).toEqual([]);
   });
 
   it('mid run() (terminated on setImmediate and 1-80 ms after the call, kept, --rm and limited containers): no crash, nothing left', async () => {
-    const r = await attack('run', 30);
+    const r = await attack('run', 18);
     expectNothingLeft(r);
     expect(newFds(r)).toEqual([]);
   });
 
   it('with attached containers running: they die with the worker (as with a dead supervisor process), nothing left', async () => {
-    const r = await attack('attached', 12);
+    const r = await attack('attached', 9);
     expectNothingLeft(r);
     expect(newFds(r)).toEqual([]);
   });
 
   it('mid exec(): no pidfd or pipe of the exec left in the process, nothing left', async () => {
-    const r = await attack('exec', 30);
+    const r = await attack('exec', 18);
     expectNothingLeft(r);
     expect(newFds(r)).toEqual([]);
   });
 
   it('by an uncaught exception while starting containers: nothing left', async () => {
-    const r = await attack('throw', 12);
+    const r = await attack('throw', 9);
     expectNothingLeft(r);
     expect(newFds(r)).toEqual([]);
   });
@@ -156,20 +156,20 @@ describe('workers terminated in the middle of nsbox work', () => {
   };
 
   it('mid cp into and out of a container: nothing left but (known gap) directory fds of the copy', async () => {
-    const r = await attack('cp', 15);
+    const r = await attack('cp', 10);
     expectNothingLeft(r);
     onlyWalkFds(r, ['/']); // the container's own paths (/tmp, /bin) and the host source
     expect(newFds(r).filter((f) => /pipe:|socket:|anon_inode:|memfd:|\/sys\/fs\/cgroup/.test(f))).toEqual([]);
   });
 
   it('mid commit: nothing left but (known gap) fds of the layer walk under the state directory', async () => {
-    const r = await attack('commit', 12);
+    const r = await attack('commit', 9);
     expectNothingLeft(r);
     onlyWalkFds(r, [base]);
   });
 
   it('mid image import: nothing left but (known gap) the fd of the image being made', async () => {
-    const r = await attack('import', 12);
+    const r = await attack('import', 9);
     expectNothingLeft(r);
     onlyWalkFds(r, [base]);
   });
