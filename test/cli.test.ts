@@ -219,6 +219,16 @@ describe('exit statuses', () => {
       for (const p of seen) expect(fs.existsSync(`/proc/${p}`)).toBe(false);
       expect(fs.readdirSync(path.join(own, 'containers'))).toEqual([]);
     }
+    // The same signal twice while the start is under way (a second Ctrl-C at a start that
+    // hangs): the CLI ends then and there, 128+N; what the start made, the next Runtime ends.
+    const run = spawn(process.execPath, [MAIN, '--root', own, 'run', '--rm', 'busybox', 'sleep', '1000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => run.on('exit', (c, sig) => resolve([c, sig])));
+    while (below(run.pid!).length === 0) await new Promise((r) => setImmediate(r));
+    run.kill('SIGTERM');
+    run.kill('SIGTERM');
+    expect(await exited).toEqual([143, null]);
+    expect(spawnSync(process.execPath, [MAIN, '--root', own, 'ps', '-a', '-q'], { encoding: 'utf8' }).stdout).toBe('');
+    expect(fs.readdirSync(path.join(own, 'containers'))).toEqual([]);
     // exec: the same while the exec'd process is being made in a running container.
     expect(spawnSync(process.execPath, [MAIN, '--root', own, 'run', '-d', '--name', 'early', 'busybox', 'sleep', '1000']).status).toBe(0);
     try {

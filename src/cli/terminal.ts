@@ -4,6 +4,7 @@
  * to the process's own pty, resizes followed; our signals are passed on.
  */
 import * as fs from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import type * as tty from 'node:tty';
 
@@ -43,13 +44,17 @@ export const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQ
  * Our signals, caught from before a start: one that comes while the process is being made is
  * passed on once it runs. Node's default action would end the CLI at once, leaving the
  * container to its parent-death signal and its record to the next Runtime, where the user
- * asked for what a later signal gets: the process told, its exit status ours.
+ * asked for what a later signal gets: the process told, its exit status ours. The same signal
+ * twice before the start is done (a start that hangs, and a second Ctrl-C) ends the CLI then
+ * and there, 128+N, as an uncaught signal would: what the start had made is left to the exit
+ * listener and the next Runtime.
  */
 export class SignalRelay {
   private readonly pending: NodeJS.Signals[] = [];
   private deliver: ((sig: NodeJS.Signals) => void) | undefined;
   private readonly onSignal = (sig: NodeJS.Signals): void => {
     if (this.deliver) this.deliver(sig);
+    else if (this.pending.includes(sig)) process.exit(128 + osConstants.signals[sig]);
     else this.pending.push(sig);
   };
 
