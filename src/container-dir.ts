@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { NsboxError, fromSystemError } from './errors';
 import { ID_RE, type Layout } from './layout';
 import { removeTree as removeDirTree, removeTreeAsync as removeDirTreeAsync } from './fsat';
-import { mountsUnder, ownStartTime, ownThread } from './proc';
+import { mountsUnder, ownerTag } from './proc';
 import { readRecord, type ContainerRecord } from './record';
 
 /**
@@ -41,8 +41,7 @@ export interface Dangling {
 
 /** Where this process renames container `id` before deleting it. */
 export function tombstonePath(layout: Layout, id: string): string {
-  const thread = ownThread();
-  return path.join(layout.containers, `${id}.removing-${process.pid}-${ownStartTime()}${thread ? `-${thread}` : ''}`);
+  return path.join(layout.containers, `${id}.removing-${ownerTag()}`);
 }
 
 /** Entries of containers/: ids, tombstones, unless someone else put something there. */

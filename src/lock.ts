@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { NsboxError, fromSystemError } from './errors';
 import { batchError, fsBatch, isBatchError } from './fsbatch';
 import { newId, type Layout } from './layout';
-import { ownStartTime, ownThread, processAlive, threadAlive } from './proc';
+import { ownerAlive, ownerTag } from './proc';
 
 /** What a lock's holder is doing (its link says so, for the error a waiter gets). */
 export type LockPurpose = 'commit' | 'remove' | 'rename' | 'start' | 'copy' | 'idrange' | 'recover';
@@ -28,8 +28,7 @@ export class ContainerLock {
   static target(what: LockPurpose): string {
     // A worker thread's lock names the thread too: terminated, it runs nothing to release it,
     // and its process lives on, so only the thread's end shows the lock stale.
-    const thread = ownThread();
-    return `${process.pid}-${ownStartTime()}${thread ? `-${thread}` : ''}-${what}`;
+    return `${ownerTag()}-${what}`;
   }
 
   /**
@@ -135,7 +134,7 @@ function readHolder(file: string): Holder | undefined {
 function breakIfStale(file: string, layout: Layout): boolean {
   const holder = readHolder(file);
   if (!holder) return !isLink(file); // released meanwhile (true), or not a lock we can read: not ours to break
-  if (processAlive(holder.pid, holder.start) && (holder.thread === undefined || threadAlive(holder.pid, holder.thread))) return false;
+  if (ownerAlive(holder.pid, holder.start, holder.thread)) return false;
   const away = path.join(layout.locks, `.stale-${process.pid}-${newId()}`);
   try {
     fs.renameSync(file, away);

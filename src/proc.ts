@@ -54,6 +54,20 @@ export function ownThread(): string | undefined {
   return selfThread ?? undefined;
 }
 
+/**
+ * What a lock or a tombstone names as its owner: `<pid>-<start>` of this process, then
+ * `-<tid>-<start>` of its worker thread when it runs in one.
+ */
+export function ownerTag(): string {
+  const thread = ownThread();
+  return `${process.pid}-${ownStartTime()}${thread ? `-${thread}` : ''}`;
+}
+
+/** True while the owner of an ownerTag runs: its process, and its worker thread if it names one. */
+export function ownerAlive(pid: number, start: string, thread: string | undefined): boolean {
+  return processAlive(pid, start) && (thread === undefined || threadAlive(pid, thread));
+}
+
 /** True while the thread `<tid>-<start>` (ownThread) of process `pid` runs. */
 export function threadAlive(pid: number, thread: string): boolean {
   const m = /^(\d+)-(\d+)$/.exec(thread);

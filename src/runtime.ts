@@ -27,7 +27,7 @@ import { ImageStore, removalsUnderWay, validateImageName, type ImageInfo, type I
 import { ID_RE, Layout, defaultRoot, isNoSpace, newId, recordText, writeError, writeRecordFile, writeRecordFileAsync } from './layout';
 import { batchError, firstFailure, fsBatch, isBatchError, type BatchOp } from './fsbatch';
 import { removeTreeAsync } from './fsat';
-import { mountsUnder, ownStartTime, ownThread, processAlive, processPidNamespace, processStartTime, threadAlive } from './proc';
+import { mountsUnder, ownStartTime, ownThread, ownerAlive, processAlive, processPidNamespace, processStartTime, threadAlive } from './proc';
 import { ContainerLock, pruneLockLeftovers } from './lock';
 import { NAME_RE, type ContainerConfig, type ContainerInfo, type ContainerRecord, type ContainerStatus, volumeRecord } from './record';
 import {
@@ -979,10 +979,7 @@ export class Runtime {
   }
 
   private entryStatus(e: Entry): ContainerStatus {
-    if (e.kind === 'tomb') {
-      const r = e.remover!;
-      return processAlive(r.pid, r.start) && (r.thread === undefined || threadAlive(r.pid, r.thread)) ? 'removing' : 'dead';
-    }
+    if (e.kind === 'tomb') return ownerAlive(e.remover!.pid, e.remover!.start, e.remover!.thread) ? 'removing' : 'dead';
     return e.rec ? this.statusOf(e.rec) : 'dead';
   }
 
